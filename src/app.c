@@ -1,0 +1,178 @@
+/* app: request routing, start-up and graceful shutdown (see app.h). */
+#include "app.h"
+
+#include <http_parser.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "core/log.h"
+#include "gateway/gateway.h"
+#include "gateway/gateway_api.h"
+#include "gateway/registry.h"
+#include "http/http.h"
+#include "http/static_files.h"
+#include "net/server.h"
+#include "ws/ws.h"
+#include "ws/ws_frame.h"
+
+#define SHUTDOWN_GRACE_MS 3000
+
+static server srv;
+static uv_signal_t sigint_handle, sigterm_handle;
+static uv_timer_t shutdown_timer;
+static uint64_t started_at_ms;
+
+static bool path_has_prefix(const char *path, const char *prefix, const char **rest)
+{
+    size_t n = strlen(prefix);
+    if (strncmp(path, prefix, n) != 0)
+        return false;
+    *rest = path + n;
+    return true;
+}
+
+static void handle_healthz(http_request *req)
+{
+    json_t *data =
+        json_pack("{s:I,s:I,s:I,s:I}", "connections", (json_int_t)srv.conns_open, "clients",
+                  (json_int_t)registry_client_count(), "uids", (json_int_t)registry_uid_count(),
+                  "uptime_s", (json_int_t)((uv_now(srv.loop) - started_at_ms) / 1000));
+    http_respond_ok(req, data);
+}
+
+static void handle_preflight(http_request *req)
+{
+    if (!req->cors_allowed) {
+        http_respond_error(req, 403, "forbidden", "origin is not allowed");
+        return;
+    }
+    http_respond(req, 204,
+                 "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+                 "Access-Control-Allow-Headers: Authorization, Content-Type, token\r\n"
+                 "Access-Control-Max-Age: 600\r\n",
+                 NULL, NULL, 0);
+}
+
+static void route(http_request *req)
+{
+    const config *cfg = srv.cfg;
+    const char *path = req->path, *rest;
+    if (srv.stopping) {
+        req->keep_alive = false;
+        http_respond_error(req, 503, "unavailable", "server is shutting down");
+        return;
+    }
+    if (strcmp(path, cfg->ws_path) == 0) {
+        ws_upgrade(req, false);
+    } else if (cfg->echo_path[0] && strcmp(path, cfg->echo_path) == 0) {
+        ws_upgrade(req, true);
+    } else if (req->method == HTTP_OPTIONS) {
+        handle_preflight(req);
+    } else if (strcmp(path, "/healthz") == 0) {
+        handle_healthz(req);
+    } else if (path_has_prefix(path, "/gateway/", &rest)) {
+        gateway_api_handle(req, rest);
+    } else {
+        static_serve(req, cfg->web_root);
+    }
+}
+
+/* ---- shutdown ---------------------------------------------------------- */
+
+static void close_handle_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Runs when every connection is gone, or when the grace period ends. */
+static void finish_shutdown(void)
+{
+    uv_walk(srv.loop, close_handle_cb, NULL); /* stragglers and our own handles */
+}
+
+static void shutdown_timer_cb(uv_timer_t *t)
+{
+    (void)t;
+    if (srv.conns_open > 0 && uv_now(srv.loop) - started_at_ms < UINT64_MAX) {
+        static int waited;
+        if (++waited * 100 < SHUTDOWN_GRACE_MS)
+            return;
+        log_warn("shutdown: %llu connections did not close in time",
+                 (unsigned long long)srv.conns_open);
+    }
+    uv_timer_stop(t);
+    finish_shutdown();
+}
+
+static void http_close_one(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (h->type != UV_TCP || h == (uv_handle_t *)&srv.listener || uv_is_closing(h))
+        return;
+    conn *c = (conn *)h;
+    if (!(c->flags & CONN_WS))
+        conn_close_after_write(c, 1); /* HTTP: finish the reply in flight */
+}
+
+static void signal_cb(uv_signal_t *s, int signum)
+{
+    (void)s;
+    if (srv.stopping)
+        return;
+    srv.stopping = true;
+    log_info("received %s: closing %llu connections", signum == SIGINT ? "SIGINT" : "SIGTERM",
+             (unsigned long long)srv.conns_open);
+    server_stop_listening(&srv);
+    gateway_close_all(WS_CLOSE_GOING_AWAY, "server shutting down");
+    uv_walk(srv.loop, http_close_one, NULL);
+    uv_signal_stop(&sigint_handle);
+    uv_signal_stop(&sigterm_handle);
+    uv_timer_init(srv.loop, &shutdown_timer);
+    uv_timer_start(&shutdown_timer, shutdown_timer_cb, 100, 100);
+}
+
+/* ---- start ------------------------------------------------------------- */
+
+/* Every connection is a file descriptor: use all the hard limit allows. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            log_warn("cannot raise the open-files limit");
+    }
+    getrlimit(RLIMIT_NOFILE, &rl);
+    log_info("open-files limit %llu", (unsigned long long)rl.rlim_cur);
+}
+
+int app_run(uv_loop_t *loop, const config *cfg)
+{
+    raise_fd_limit();
+    gateway_init();
+    http_set_request_handler(route);
+    int r = server_init(&srv, loop, cfg, &http_conn_handler);
+    if (r < 0) {
+        log_error("cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port, uv_strerror(r));
+        return 1;
+    }
+    started_at_ms = uv_now(loop);
+    uv_signal_init(loop, &sigint_handle);
+    uv_signal_start(&sigint_handle, signal_cb, SIGINT);
+    uv_signal_init(loop, &sigterm_handle);
+    uv_signal_start(&sigterm_handle, signal_cb, SIGTERM);
+    log_info("chatd listening on http://%s:%d (WebSocket %s%s%s, API %s)", cfg->listen_host,
+             cfg->listen_port, cfg->ws_path, cfg->echo_path[0] ? ", echo " : "", cfg->echo_path,
+             cfg->api_secret[0] ? "on" : "off");
+    uv_run(loop, UV_RUN_DEFAULT);
+    server_close(&srv);
+    uv_run(loop, UV_RUN_DEFAULT); /* let the close callbacks run */
+    registry_destroy();
+    log_info("chatd stopped");
+    return 0;
+}

@@ -1,0 +1,55 @@
+/* config: every option of chatd, from the command line or the environment.
+ *
+ * One table (config.c) lists each option once: its name, environment
+ * variable, default and help text, so --help, the environment and the parser
+ * can never disagree. Precedence: command line > environment > default. */
+#ifndef CHATD_CONFIG_H
+#define CHATD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct config {
+    /* network */
+    char *listen_host;
+    int listen_port;
+    char *ws_path;
+    char *echo_path; /* NULL or "" = echo endpoint off */
+    char *web_root;
+    char *cors_origins; /* comma separated, "*" = any, NULL = no CORS */
+    char *ws_origins;   /* comma separated allow-list for WebSocket Origin, NULL = any */
+    /* limits */
+    int64_t max_header_size;
+    int64_t max_headers;
+    int64_t max_body;
+    int64_t max_message;
+    int64_t max_outbuf;
+    int64_t event_rate;
+    /* timeouts, seconds */
+    int64_t ping_interval;
+    int64_t ping_timeout;
+    int64_t header_timeout;
+    int64_t keepalive_timeout;
+    /* server API */
+    char *api_secret;
+    /* chat service */
+    char *data_dir;
+    char *jwt_secret;
+    int64_t token_ttl;
+    int64_t max_text;
+    char *message_types;
+    int64_t page_limit;
+    int64_t login_rate;
+    /* logging */
+    char *log_level;
+} config;
+
+/* Fills cfg from defaults, then the environment, then argv. Returns 0 to go
+ * on, 1 when --help or --version was printed (exit 0), -1 on a bad option
+ * (a message was printed; exit 2). Strings in cfg are owned by cfg. */
+int config_load(config *cfg, int argc, char **argv);
+void config_free(config *cfg);
+/* Prints the option reference (used by --help). */
+void config_print_help(const char *prog);
+
+#endif

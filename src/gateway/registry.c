@@ -1,0 +1,347 @@
+/* registry: client_id, uid and group indexes of open connections
+ * (see registry.h). */
+#include "gateway/registry.h"
+
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ws/ws.h"
+
+/* ---- client_id table: open addressing, linear probing ------------------ */
+
+static conn **slots;
+static size_t slot_mask; /* capacity - 1; capacity is a power of two */
+static size_t client_count;
+
+static uid_entry *uids;
+static group_entry *groups;
+
+/* Client ids are random, so their first 8 characters (48 random bits) mixed
+ * by a multiply spread over the table as well as any hash would. */
+static size_t id_hash(const char *id, size_t len)
+{
+    uint64_t h = 0;
+    memcpy(&h, id, len < 8 ? len : 8);
+    h ^= len;
+    h *= 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 17);
+}
+
+static int table_grow(void)
+{
+    size_t cap = slots ? (slot_mask + 1) * 2 : 1024;
+    conn **fresh = calloc(cap, sizeof(*fresh));
+    if (!fresh)
+        return -1;
+    size_t mask = cap - 1;
+    if (slots) {
+        for (size_t i = 0; i <= slot_mask; i++) {
+            conn *c = slots[i];
+            if (!c)
+                continue;
+            size_t j = id_hash(c->client_id, CLIENT_ID_LEN) & mask;
+            while (fresh[j])
+                j = (j + 1) & mask;
+            fresh[j] = c;
+        }
+        free(slots);
+    }
+    slots = fresh;
+    slot_mask = mask;
+    return 0;
+}
+
+conn *registry_find(const char *client_id, size_t len)
+{
+    if (!slots || len != CLIENT_ID_LEN)
+        return NULL;
+    for (size_t i = id_hash(client_id, len) & slot_mask;; i = (i + 1) & slot_mask) {
+        conn *c = slots[i];
+        if (!c)
+            return NULL;
+        if (memcmp(c->client_id, client_id, CLIENT_ID_LEN) == 0)
+            return c;
+    }
+}
+
+/* Deletes slot i and shifts later members of its probe run back, so the
+ * table never needs tombstones (Knuth's algorithm R). */
+static void table_delete_at(size_t i)
+{
+    size_t j = i;
+    slots[i] = NULL;
+    for (;;) {
+        j = (j + 1) & slot_mask;
+        conn *c = slots[j];
+        if (!c)
+            return;
+        size_t home = id_hash(c->client_id, CLIENT_ID_LEN) & slot_mask;
+        /* c may move to i only if its home is not in the cyclic range (i, j] */
+        bool in_range = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+        if (!in_range) {
+            slots[i] = c;
+            slots[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+int registry_make_client_id(char out[CLIENT_ID_LEN + 1])
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return -1;
+    /* base64url without padding: 16 bytes -> 22 characters */
+    uint32_t acc = 0;
+    int bits = 0, n = 0;
+    for (size_t i = 0; i < sizeof(raw); i++) {
+        acc = (acc << 8) | raw[i];
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out[n++] = alphabet[(acc >> bits) & 63];
+        }
+    }
+    if (bits > 0)
+        out[n++] = alphabet[(acc << (6 - bits)) & 63];
+    out[n] = '\0';
+    return n == CLIENT_ID_LEN ? 0 : -1;
+}
+
+int registry_add(conn *c)
+{
+    if ((client_count + 1) * 2 > (slots ? slot_mask + 1 : 0) && table_grow() < 0)
+        return -1;
+    do {
+        if (registry_make_client_id(c->client_id) < 0)
+            return -1;
+    } while (registry_find(c->client_id, CLIENT_ID_LEN)); /* 2^-128, but cheap */
+    size_t i = id_hash(c->client_id, CLIENT_ID_LEN) & slot_mask;
+    while (slots[i])
+        i = (i + 1) & slot_mask;
+    slots[i] = c;
+    client_count++;
+    c->flags |= CONN_IN_REGISTRY;
+    return 0;
+}
+
+static void groups_leave_all(conn *c);
+
+void registry_remove(conn *c)
+{
+    if (!(c->flags & CONN_IN_REGISTRY))
+        return;
+    registry_unbind_uid(c);
+    groups_leave_all(c);
+    for (size_t i = id_hash(c->client_id, CLIENT_ID_LEN) & slot_mask;; i = (i + 1) & slot_mask) {
+        if (!slots[i])
+            break;
+        if (slots[i] == c) {
+            table_delete_at(i);
+            break;
+        }
+    }
+    client_count--;
+    c->flags &= ~CONN_IN_REGISTRY;
+}
+
+size_t registry_client_count(void)
+{
+    return client_count;
+}
+
+void registry_foreach(void (*fn)(conn *c, void *arg), void *arg)
+{
+    if (!slots)
+        return;
+    for (size_t i = 0; i <= slot_mask; i++)
+        if (slots[i])
+            fn(slots[i], arg);
+}
+
+/* ---- uids -------------------------------------------------------------- */
+
+uid_entry *registry_find_uid(const char *uid, size_t len)
+{
+    uid_entry *e = NULL;
+    HASH_FIND(hh, uids, uid, len, e);
+    return e;
+}
+
+int registry_bind_uid(conn *c, const char *uid, size_t len)
+{
+    if (len == 0 || len > REGISTRY_NAME_MAX)
+        return -1;
+    if (c->uid && c->uid->len == len && memcmp(c->uid->name, uid, len) == 0)
+        return 0;
+    uid_entry *e = registry_find_uid(uid, len);
+    if (!e) {
+        e = calloc(1, sizeof(*e) + len + 1);
+        if (!e)
+            return -1;
+        memcpy(e->name, uid, len);
+        e->len = (uint16_t)len;
+        HASH_ADD(hh, uids, name, len, e);
+    }
+    registry_unbind_uid(c);
+    c->uid = e;
+    c->uid_prev = NULL;
+    c->uid_next = e->conns;
+    if (e->conns)
+        e->conns->uid_prev = c;
+    e->conns = c;
+    e->count++;
+    return 0;
+}
+
+void registry_unbind_uid(conn *c)
+{
+    uid_entry *e = c->uid;
+    if (!e)
+        return;
+    if (c->uid_prev)
+        c->uid_prev->uid_next = c->uid_next;
+    else
+        e->conns = c->uid_next;
+    if (c->uid_next)
+        c->uid_next->uid_prev = c->uid_prev;
+    c->uid = NULL;
+    c->uid_prev = c->uid_next = NULL;
+    if (--e->count == 0) {
+        HASH_DELETE(hh, uids, e);
+        free(e);
+    }
+}
+
+size_t registry_uid_count(void)
+{
+    return HASH_COUNT(uids);
+}
+
+/* ---- groups ------------------------------------------------------------ */
+
+group_entry *registry_find_group(const char *group, size_t len)
+{
+    group_entry *g = NULL;
+    HASH_FIND(hh, groups, group, len, g);
+    return g;
+}
+
+static void member_unlink(group_link *m)
+{
+    group_entry *g = m->group;
+    if (m->g_prev)
+        m->g_prev->g_next = m->g_next;
+    else
+        g->members = m->g_next;
+    if (m->g_next)
+        m->g_next->g_prev = m->g_prev;
+    if (--g->count == 0) {
+        HASH_DELETE(hh, groups, g);
+        free(g);
+    }
+}
+
+int registry_join_group(conn *c, const char *group, size_t len)
+{
+    if (len == 0 || len > REGISTRY_NAME_MAX)
+        return -1;
+    ws_extra *x = ws_extra_get(c);
+    if (!x)
+        return -1;
+    group_entry *g = registry_find_group(group, len);
+    if (g)
+        for (group_link *m = x->groups; m; m = m->c_next)
+            if (m->group == g)
+                return 0; /* already a member */
+    group_link *m = calloc(1, sizeof(*m));
+    if (!m)
+        return -1;
+    if (!g) {
+        g = calloc(1, sizeof(*g) + len + 1);
+        if (!g) {
+            free(m);
+            return -1;
+        }
+        memcpy(g->name, group, len);
+        g->len = (uint16_t)len;
+        HASH_ADD(hh, groups, name, len, g);
+    }
+    m->conn = c;
+    m->group = g;
+    m->g_next = g->members;
+    if (g->members)
+        g->members->g_prev = m;
+    g->members = m;
+    g->count++;
+    m->c_next = x->groups;
+    x->groups = m;
+    return 0;
+}
+
+/* Removes m from its connection's list (the caller unlinks the group side). */
+static void member_detach_from_conn(group_link *m)
+{
+    ws_extra *x = m->conn->wsx;
+    for (group_link **p = &x->groups; *p; p = &(*p)->c_next)
+        if (*p == m) {
+            *p = m->c_next;
+            break;
+        }
+    if (!x->groups)
+        ws_extra_release(m->conn);
+}
+
+void registry_leave_group(conn *c, const char *group, size_t len)
+{
+    group_entry *g = registry_find_group(group, len);
+    if (!g || !c->wsx)
+        return;
+    for (group_link *m = c->wsx->groups; m; m = m->c_next)
+        if (m->group == g) {
+            member_detach_from_conn(m);
+            member_unlink(m);
+            free(m);
+            return;
+        }
+}
+
+static void groups_leave_all(conn *c)
+{
+    if (!c->wsx)
+        return;
+    group_link *m = c->wsx->groups;
+    c->wsx->groups = NULL;
+    while (m) {
+        group_link *next = m->c_next;
+        member_unlink(m);
+        free(m);
+        m = next;
+    }
+    ws_extra_release(c);
+}
+
+void registry_ungroup(const char *group, size_t len)
+{
+    group_entry *g = registry_find_group(group, len);
+    while (g) {
+        group_link *m = g->members;
+        bool last = g->count == 1;
+        member_detach_from_conn(m);
+        member_unlink(m); /* frees g with the last member */
+        free(m);
+        if (last)
+            break;
+    }
+}
+
+void registry_destroy(void)
+{
+    free(slots);
+    slots = NULL;
+    slot_mask = 0;
+    client_count = 0;
+}

@@ -1,0 +1,686 @@
+/* http: HTTP/1.1 connections on top of net/server, parsed by http-parser
+ * (see http.h for the contract). */
+#include "http/http.h"
+
+#include <http_parser.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "net/server.h"
+
+struct http_state {
+    http_parser parser;
+    http_request *req;   /* the request being parsed or handled */
+    bool last_was_value; /* header callbacks: value finished the last piece */
+    bool busy;           /* a handler is answering asynchronously */
+    bool failed;         /* an error reply was sent; stop parsing */
+    bool in_execute;     /* inside http_parser_execute: free later */
+    bool dead;           /* the connection closed during execute */
+};
+
+static http_request_fn request_handler;
+static http_parser_settings parser_settings;
+
+void http_set_request_handler(http_request_fn fn)
+{
+    request_handler = fn;
+}
+
+const char *http_status_text(int status)
+{
+    switch (status) {
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Payload Too Large";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
+    }
+}
+
+/* ---- request memory ---------------------------------------------------- */
+
+static void request_free(http_request *req)
+{
+    if (!req)
+        return;
+    free(req->head);
+    free(req->headers);
+    free(req->body);
+    free(req);
+}
+
+static http_request *request_new(conn *c)
+{
+    http_request *req = calloc(1, sizeof(*req));
+    if (!req)
+        return NULL;
+    req->conn = c;
+    req->query = "";
+    req->path = "";
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, req->peer_ip, sizeof(req->peer_ip));
+        else
+            uv_ip6_name((struct sockaddr_in6 *)&ss, req->peer_ip, sizeof(req->peer_ip));
+    }
+    return req;
+}
+
+/* Appends to the head text; -1 when the request line + headers would pass
+ * --max-header-size. */
+static int head_append(conn *c, http_request *req, const char *at, size_t len)
+{
+    size_t limit = (size_t)conn_server(c)->cfg->max_header_size;
+    if ((size_t)req->head_len + len + 1 > limit)
+        return -1;
+    if (req->head_len + len + 1 > req->head_cap) {
+        size_t cap = req->head_cap ? req->head_cap * 2 : 512;
+        while (cap < req->head_len + len + 1)
+            cap *= 2;
+        char *head = realloc(req->head, cap);
+        if (!head)
+            return -1;
+        req->head = head;
+        req->head_cap = (uint32_t)cap;
+    }
+    memcpy(req->head + req->head_len, at, len);
+    req->head_len += (uint32_t)len;
+    req->head[req->head_len] = '\0';
+    return 0;
+}
+
+/* Ends the current piece (URL, name or value) with a NUL. */
+static int head_terminate(conn *c, http_request *req)
+{
+    if (head_append(c, req, "", 0) < 0)
+        return -1;
+    req->head_len++; /* keep the NUL head_append wrote */
+    return 0;
+}
+
+const char *http_header(const http_request *req, const char *name)
+{
+    for (uint32_t i = 0; i < req->n_headers; i++)
+        if (strcasecmp(req->head + req->headers[i].name_off, name) == 0)
+            return req->head + req->headers[i].value_off;
+    return NULL;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+int http_url_decode(const char *src, size_t len, char *out, size_t cap, bool plus_is_space)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = src[i];
+        if (ch == '%') {
+            if (i + 2 >= len)
+                return -1;
+            int hi = hexval(src[i + 1]), lo = hexval(src[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        } else if (ch == '+' && plus_is_space) {
+            ch = ' ';
+        }
+        if (n + 1 >= cap)
+            return -1;
+        out[n++] = ch;
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
+int http_query_param(const http_request *req, const char *name, char *out, size_t cap)
+{
+    size_t name_len = strlen(name);
+    const char *p = req->query;
+    while (*p) {
+        const char *end = strchr(p, '&');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        size_t key_len = eq ? (size_t)(eq - p) : len;
+        if (key_len == name_len && memcmp(p, name, name_len) == 0) {
+            if (!eq) {
+                if (cap < 1)
+                    return -1;
+                out[0] = '\0';
+                return 0;
+            }
+            return http_url_decode(eq + 1, len - key_len - 1, out, cap, true);
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return -1;
+}
+
+/* ---- responses --------------------------------------------------------- */
+
+static void finish_request(http_request *req);
+
+static void format_date(char *out, size_t cap)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(out, cap, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+void http_respond(http_request *req, int status, const char *extra_headers,
+                  const char *content_type, const void *body, size_t len)
+{
+    if (req->responded)
+        return;
+    req->responded = true;
+    conn *c = req->conn;
+    if (c && !(c->flags & CONN_CLOSING)) {
+        const config *cfg = conn_server(c)->cfg;
+        char date[64];
+        format_date(date, sizeof(date));
+        const char *origin = http_header(req, "Origin");
+        char cors[512] = "";
+        if (req->cors_allowed && origin)
+            snprintf(cors, sizeof(cors), "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n",
+                     strcmp(cfg->cors_origins, "*") == 0 ? "*" : origin);
+        bool no_body = req->method == HTTP_HEAD || status == 204 || status == 304;
+        char head[1536];
+        int n = snprintf(head, sizeof(head),
+                         "HTTP/1.1 %d %s\r\nServer: chatd\r\nDate: %s\r\n%s%s%s%s%s"
+                         "Content-Length: %zu\r\nConnection: %s\r\n\r\n",
+                         status, http_status_text(status), date, cors,
+                         content_type ? "Content-Type: " : "", content_type ? content_type : "",
+                         content_type ? "\r\n" : "", extra_headers ? extra_headers : "",
+                         (status == 204 || status == 304) ? (size_t)0 : len,
+                         req->keep_alive ? "keep-alive" : "close");
+        if (n < 0 || (size_t)n >= sizeof(head)) {
+            log_error("response head too long");
+            conn_close(c);
+        } else {
+            size_t body_len = no_body ? 0 : len;
+            sbuf *b = sbuf_new((size_t)n + body_len);
+            if (!b) {
+                conn_close(c);
+            } else {
+                memcpy(b->data, head, (size_t)n);
+                if (body_len)
+                    memcpy(b->data + n, body, body_len);
+                b->len = (uint32_t)((size_t)n + body_len);
+                conn_send_force(c, b);
+                sbuf_unref(b);
+            }
+        }
+        log_debug("%s %s -> %d", req->method_name, req->path, status);
+    }
+    if (!req->in_dispatch)
+        finish_request(req);
+}
+
+void http_respond_json(http_request *req, int status, json_t *root)
+{
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (!text) {
+        http_respond(req, 500, "", "application/json",
+                     "{\"status\":false,\"msg\":\"out of memory\",\"code\":\"internal\"}", 57);
+        return;
+    }
+    http_respond(req, status, "", "application/json; charset=utf-8", text, strlen(text));
+    free(text);
+}
+
+void http_respond_ok(http_request *req, json_t *data)
+{
+    json_t *root =
+        json_pack("{s:b,s:s,s:o}", "status", 1, "msg", "ok", "data", data ? data : json_null());
+    http_respond_json(req, 200, root);
+}
+
+void http_respond_error(http_request *req, int status, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_t *root = json_pack("{s:b,s:s,s:s}", "status", 0, "msg", msg, "code", code);
+    http_respond_json(req, status, root);
+}
+
+/* An error before the request reached a handler: answer and close. */
+static void fail_request(conn *c, int status, const char *code, const char *msg)
+{
+    http_state *st = c->http;
+    st->failed = true;
+    http_parser_pause(&st->parser, 1);
+    http_request *req = st->req;
+    if (!req) {
+        req = request_new(c);
+        if (!req) {
+            conn_close(c);
+            return;
+        }
+        st->req = req;
+    }
+    req->keep_alive = false;
+    req->in_dispatch = true;
+    http_respond_error(req, status, code, "%s", msg);
+    st->req = NULL;
+    request_free(req);
+    conn_close_after_write(c, 2);
+}
+
+/* ---- parser callbacks -------------------------------------------------- */
+
+static int on_message_begin(http_parser *p)
+{
+    conn *c = p->data;
+    http_state *st = c->http;
+    st->req = request_new(c);
+    st->last_was_value = false;
+    if (!st->req)
+        return -1;
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout);
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    if (c->http->failed)
+        return 0;
+    if (head_append(c, c->http->req, at, len) < 0) {
+        fail_request(c, 431, "headers_too_large", "request line and headers are too large");
+        return 0;
+    }
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    http_state *st = c->http;
+    http_request *req = st->req;
+    if (st->failed)
+        return 0;
+    if (req->n_headers == 0 || st->last_was_value) {
+        /* a new header: end the URL or the previous value */
+        if ((int64_t)req->n_headers >= conn_server(c)->cfg->max_headers) {
+            fail_request(c, 431, "headers_too_large", "too many request headers");
+            return 0;
+        }
+        if (head_terminate(c, req) < 0)
+            goto too_large;
+        if (req->n_headers == req->headers_cap) {
+            uint32_t cap = req->headers_cap ? req->headers_cap * 2 : 16;
+            http_header_entry *h = realloc(req->headers, cap * sizeof(*h));
+            if (!h)
+                return -1;
+            req->headers = h;
+            req->headers_cap = cap;
+        }
+        req->headers[req->n_headers].name_off = req->head_len;
+        req->headers[req->n_headers].value_off = 0;
+        req->n_headers++;
+        st->last_was_value = false;
+    }
+    if (head_append(c, req, at, len) < 0)
+        goto too_large;
+    return 0;
+too_large:
+    fail_request(c, 431, "headers_too_large", "request line and headers are too large");
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    http_state *st = c->http;
+    http_request *req = st->req;
+    if (st->failed)
+        return 0;
+    if (!st->last_was_value) {
+        if (head_terminate(c, req) < 0)
+            goto too_large;
+        req->headers[req->n_headers - 1].value_off = req->head_len;
+        st->last_was_value = true;
+    }
+    if (head_append(c, req, at, len) < 0)
+        goto too_large;
+    return 0;
+too_large:
+    fail_request(c, 431, "headers_too_large", "request line and headers are too large");
+    return 0;
+}
+
+static bool origin_in_list(const char *list, const char *origin)
+{
+    if (!list || !*list || !origin)
+        return false;
+    if (strcmp(list, "*") == 0)
+        return true;
+    size_t olen = strlen(origin);
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *end = p;
+        while (*end && *end != ',')
+            end++;
+        const char *trim = end;
+        while (trim > p && trim[-1] == ' ')
+            trim--;
+        if ((size_t)(trim - p) == olen && strncasecmp(p, origin, olen) == 0)
+            return true;
+        p = end;
+    }
+    return false;
+}
+
+/* Exposed for the WebSocket Origin check. */
+bool http_origin_allowed(const char *list, const char *origin);
+bool http_origin_allowed(const char *list, const char *origin)
+{
+    return origin_in_list(list, origin);
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    conn *c = p->data;
+    http_state *st = c->http;
+    http_request *req = st->req;
+    const config *cfg = conn_server(c)->cfg;
+    if (st->failed)
+        return 0;
+    if (head_terminate(c, req) < 0) {
+        fail_request(c, 431, "headers_too_large", "request line and headers are too large");
+        return 0;
+    }
+    /* split the URL (always at offset 0) into path and query */
+    char *url = req->head;
+    char *q = strchr(url, '?');
+    if (q) {
+        *q = '\0';
+        req->query = q + 1;
+    }
+    char *hash = strchr(q ? q + 1 : url, '#');
+    if (hash)
+        *hash = '\0';
+    req->path = url;
+    req->method = p->method;
+    req->method_name = http_method_str(p->method);
+    req->keep_alive = http_should_keep_alive(p);
+    req->upgrade = p->upgrade;
+    req->cors_allowed = origin_in_list(cfg->cors_origins, http_header(req, "Origin"));
+
+    if (p->flags & F_CHUNKED) {
+        fail_request(c, 411, "length_required",
+                     "chunked request bodies are not supported: send Content-Length");
+        return 0;
+    }
+    uint64_t clen = p->content_length == ULLONG_MAX ? 0 : p->content_length;
+    if (clen > (uint64_t)cfg->max_body) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "request body is larger than %lld bytes",
+                 (long long)cfg->max_body);
+        fail_request(c, 413, "too_large", msg);
+        return 0;
+    }
+    if (clen > 0) {
+        req->body = malloc(clen + 1);
+        if (!req->body)
+            return -1;
+        req->body_cap = (uint32_t)clen;
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    http_request *req = c->http->req;
+    if (c->http->failed)
+        return 0;
+    if (req->body_len + len > req->body_cap)
+        return -1; /* cannot happen with Content-Length; guards the copy */
+    memcpy(req->body + req->body_len, at, len);
+    req->body_len += len;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    conn *c = p->data;
+    http_state *st = c->http;
+    http_request *req = st->req;
+    if (st->failed)
+        return 0;
+    if (req->body)
+        req->body[req->body_len] = '\0';
+    conn_set_deadline(c, 0);
+    req->in_dispatch = true;
+    request_handler(req);
+    req->in_dispatch = false;
+    if (c->flags & CONN_CLOSING) {
+        /* the handler closed the connection; on_close detached req */
+        if (req->responded)
+            finish_request(req);
+        http_parser_pause(p, 1);
+        return 0;
+    }
+    if (c->handler != &http_conn_handler) {
+        /* switched protocols: the WebSocket layer owns the rest */
+        http_parser_pause(p, 1);
+        return 0;
+    }
+    if (req->responded) {
+        finish_request(req);
+    } else {
+        st->busy = true; /* answered later: hold the next request */
+        http_parser_pause(p, 1);
+    }
+    return 0;
+}
+
+/* After the answer: free the request, then read the next one (or close). */
+static void finish_request(http_request *req)
+{
+    conn *c = req->conn;
+    if (!c) {
+        request_free(req);
+        return;
+    }
+    http_state *st = c->http;
+    bool keep_alive = req->keep_alive;
+    if (st && st->req == req)
+        st->req = NULL;
+    request_free(req);
+    if (!st || (c->flags & CONN_CLOSING))
+        return;
+    if (!keep_alive) {
+        st->failed = true;
+        http_parser_pause(&st->parser, 1);
+        conn_close_after_write(c, 2);
+        return;
+    }
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->keepalive_timeout);
+    if (st->busy) {
+        st->busy = false;
+        http_parser_pause(&st->parser, 0);
+        conn_resume_read(c);
+    }
+}
+
+void http_upgrade_done(http_request *req)
+{
+    conn *c = req->conn;
+    req->responded = true;
+    if (c && c->http && c->http->req == req)
+        c->http->req = NULL;
+    request_free(req);
+}
+
+/* ---- conn_handler ------------------------------------------------------ */
+
+static void http_on_open(conn *c)
+{
+    http_state *st = calloc(1, sizeof(*st));
+    if (!st) {
+        conn_close(c);
+        return;
+    }
+    http_parser_init(&st->parser, HTTP_REQUEST);
+    st->parser.data = c;
+    c->http = st;
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout);
+}
+
+static size_t http_on_read(conn *c, uint8_t *data, size_t len)
+{
+    http_state *st = c->http;
+    if (!st || st->busy || st->failed)
+        return 0;
+    st->in_execute = true;
+    size_t n = http_parser_execute(&st->parser, &parser_settings, (const char *)data, len);
+    st->in_execute = false;
+    if (st->dead) {
+        free(st);
+        return len;
+    }
+    if (c->flags & CONN_CLOSING)
+        return len;
+    if (c->handler != &http_conn_handler) {
+        /* upgraded: free the HTTP state, hand the rest to the new protocol */
+        free(c->http);
+        c->http = NULL;
+        return n + c->handler->on_read(c, data + n, len - n);
+    }
+    enum http_errno err = HTTP_PARSER_ERRNO(&st->parser);
+    if (st->failed)
+        return len;
+    if (err == HPE_PAUSED) {
+        if (st->busy)
+            conn_pause_read(c);
+        return n;
+    }
+    if (err != HPE_OK) {
+        if (!st->failed) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "malformed request: %s", http_errno_description(err));
+            fail_request(c, err == HPE_HEADER_OVERFLOW ? 431 : 400,
+                         err == HPE_HEADER_OVERFLOW ? "headers_too_large" : "bad_request", msg);
+        }
+        return len;
+    }
+    if (st->parser.upgrade) {
+        /* an Upgrade request the application did not take */
+        st->failed = true;
+        conn_close_after_write(c, 2);
+        return len;
+    }
+    return n;
+}
+
+static void http_on_deadline(conn *c)
+{
+    http_state *st = c->http;
+    if (st && st->req && !st->busy && !st->failed) {
+        fail_request(c, 408, "timeout", "request headers or body took too long");
+        return;
+    }
+    if (st && st->busy) {
+        conn_set_deadline(c, 1); /* a handler is still working: not idle */
+        return;
+    }
+    conn_close(c); /* idle keep-alive connection */
+}
+
+static void http_on_close(conn *c)
+{
+    http_state *st = c->http;
+    if (!st)
+        return;
+    if (st->req) {
+        if (st->busy || st->req->in_dispatch) {
+            st->req->conn = NULL; /* the handler frees it when it answers */
+        } else {
+            request_free(st->req);
+        }
+        st->req = NULL;
+    }
+    c->http = NULL;
+    if (st->in_execute)
+        st->dead = true; /* http_on_read frees it when the parser returns */
+    else
+        free(st);
+}
+
+const conn_handler http_conn_handler = {
+    .on_open = http_on_open,
+    .on_read = http_on_read,
+    .on_deadline = http_on_deadline,
+    .on_close = http_on_close,
+};
+
+static http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};

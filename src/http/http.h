@@ -1,0 +1,91 @@
+/* http: HTTP/1.1 on a conn, parsed by http-parser.
+ *
+ * Requests are handled one at a time per connection, in order, which is what
+ * makes pipelining correct: while a handler works asynchronously (storage,
+ * password hashing, file reads) the connection stops reading and keeps the
+ * following requests buffered until the response is sent.
+ *
+ * Limits (config): request line + headers --max-header-size and
+ * --max-headers (431), body --max-body (413), chunked bodies (411), slow
+ * headers --header-timeout (408), idle keep-alive --keepalive-timeout.
+ *
+ * Ownership: the HTTP layer allocates an http_request and hands it to the
+ * application's handler. The handler must answer exactly once with one of
+ * the http_respond* functions, now or later; the layer frees the request
+ * after that. If the connection closes first, req->conn becomes NULL and the
+ * answer is simply dropped (and the request freed). */
+#ifndef CHATD_HTTP_H
+#define CHATD_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/conn.h"
+
+typedef struct http_request http_request;
+typedef void (*http_request_fn)(http_request *req);
+
+typedef struct http_header_entry {
+    uint32_t name_off, value_off; /* into req->head, NUL-terminated */
+} http_header_entry;
+
+struct http_request {
+    conn *conn; /* NULL once the connection is gone */
+    int method; /* enum http_method of http-parser */
+    const char *method_name;
+    bool keep_alive;
+    bool upgrade;      /* "Connection: upgrade" was sent */
+    const char *path;  /* raw (still percent-encoded) path, NUL-terminated */
+    const char *query; /* raw query without '?', "" when none */
+    char *body;        /* NUL-terminated, body_len bytes */
+    size_t body_len;
+    /* internals */
+    char *head; /* URL and header text */
+    uint32_t head_len, head_cap;
+    http_header_entry *headers;
+    uint32_t n_headers, headers_cap;
+    uint32_t body_cap;
+    bool responded;
+    bool in_dispatch;
+    bool cors_allowed; /* Origin is in --cors-origins */
+    char peer_ip[48];  /* for rate limits and logs */
+};
+
+/* The protocol handler for new connections (use with server_init). */
+extern const conn_handler http_conn_handler;
+
+/* Installs the application's request handler (one per process). */
+void http_set_request_handler(http_request_fn fn);
+
+/* Case-insensitive header look-up; NULL when absent. */
+const char *http_header(const http_request *req, const char *name);
+
+/* Copies the decoded value of query parameter `name` into out (NUL-terminated).
+ * Returns the decoded length, or -1 when absent or longer than cap - 1. */
+int http_query_param(const http_request *req, const char *name, char *out, size_t cap);
+
+/* Percent-decodes src into out; '+' is a space only when plus_is_space.
+ * Returns the length or -1 on a bad escape / overflow. */
+int http_url_decode(const char *src, size_t len, char *out, size_t cap, bool plus_is_space);
+
+/* Sends a response. extra_headers is "" or complete "Name: value\r\n" lines.
+ * A HEAD request gets the headers only. */
+void http_respond(http_request *req, int status, const char *extra_headers,
+                  const char *content_type, const void *body, size_t len);
+/* Sends root as JSON (steals the reference). */
+void http_respond_json(http_request *req, int status, json_t *root);
+/* {"status":true,"msg":"ok","data":data}; steals data (NULL = null). */
+void http_respond_ok(http_request *req, json_t *data);
+/* {"status":false,"msg":msg,"code":code} with an HTTP status. */
+void http_respond_error(http_request *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Releases a request that will not be answered because the connection is
+ * switching protocols (WebSocket upgrade). */
+void http_upgrade_done(http_request *req);
+
+const char *http_status_text(int status);
+
+#endif

@@ -1,0 +1,95 @@
+/* conn: one client TCP connection and the server that owns it.
+ *
+ * The struct is shared by the layers on top (HTTP, WebSocket, gateway): its
+ * layout is kept small because an idle WebSocket connection must cost at most
+ * a few hundred bytes of user space memory. Nothing is allocated per idle
+ * connection besides this struct: reads land in one buffer shared by the loop
+ * (only an incomplete frame or request is copied out into `in`), the
+ * heartbeat uses one timer wheel for all connections, and the client id is
+ * stored inline.
+ *
+ * Ownership: the server allocates a conn on accept and frees it in the libuv
+ * close callback, after the protocol's on_close hook ran. Layers keep
+ * pointers to a conn only while it is open (they must drop them in on_close).
+ */
+#ifndef CHATD_CONN_H
+#define CHATD_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/config.h"
+#include "core/sbuf.h"
+
+typedef struct server server;
+typedef struct conn conn;
+typedef struct outq outq;
+typedef struct http_state http_state;
+typedef struct ws_extra ws_extra;
+typedef struct uid_entry uid_entry;
+
+/* What a protocol layer does with a connection's events. */
+typedef struct conn_handler {
+    /* A connection was accepted (or switched to this protocol). */
+    void (*on_open)(conn *c);
+    /* Bytes arrived; data is writable scratch valid only during the call,
+     * and data[len] is writable too (room for a terminating NUL).
+     * Returns how many bytes were consumed; the server keeps the rest and
+     * hands it back, with more bytes appended, on the next read. */
+    size_t (*on_read)(conn *c, uint8_t *data, size_t len);
+    /* The deadline set with conn_set_deadline passed. */
+    void (*on_deadline)(conn *c);
+    /* The connection is going away; undo every reference to it. */
+    void (*on_close)(conn *c);
+} conn_handler;
+
+#define CLIENT_ID_LEN 22 /* 128 random bits, base64url without padding */
+
+enum conn_flag {
+    CONN_CLOSING = 1 << 0,          /* uv_close called or pending: no more I/O */
+    CONN_READ_PAUSED = 1 << 1,      /* reads stopped until conn_resume_read */
+    CONN_DIRTY = 1 << 2,            /* on the server's flush list */
+    CONN_SHUT_AFTER_WRITE = 1 << 3, /* close once the queue drains */
+    CONN_WRITING = 1 << 4,          /* a uv_write is in flight */
+    CONN_IN_WHEEL = 1 << 5,
+    /* WebSocket state */
+    CONN_WS = 1 << 8,
+    CONN_WS_ECHO = 1 << 9,         /* the diagnostic echo endpoint */
+    CONN_WS_CLOSE_SENT = 1 << 10,  /* our close frame is queued */
+    CONN_WS_CLOSE_RECV = 1 << 11,  /* the peer's close frame arrived */
+    CONN_WS_PING_SENT = 1 << 12,   /* heartbeat ping sent, awaiting life */
+    CONN_WS_IN_FRAGMENT = 1 << 13, /* a fragmented message is open */
+    CONN_IN_REGISTRY = 1 << 14,
+    CONN_EXCLUDED = 1 << 15, /* skipped by the group/broadcast send under way */
+};
+
+struct conn {
+    uv_tcp_t tcp; /* first: a uv_handle_t* is a conn* */
+    const conn_handler *handler;
+    uint32_t flags;
+    uint32_t deadline; /* server seconds; 0 = none */
+    uint32_t last_rx;  /* server seconds of the last byte received */
+    uint32_t in_len, in_cap;
+    uint8_t *in; /* carried-over partial input, NULL when none */
+    conn *wheel_prev, *wheel_next;
+    conn *dirty_next; /* server flush list link */
+    outq *out;        /* NULL when nothing is queued */
+    http_state *http; /* HTTP parsing state; NULL once upgraded */
+    /* WebSocket / gateway state */
+    ws_extra *wsx;             /* fragment assembly, session, groups; NULL when unused */
+    uid_entry *uid;            /* bound uid, NULL when unbound */
+    conn *uid_prev, *uid_next; /* the uid's list of connections */
+    uint32_t rate_stamp;       /* event rate limiter: loop ms clock of the last refill */
+    uint32_t rate_tokens;      /* events the connection may still send now */
+    uint16_t msg_opcode;       /* opcode of the open fragmented message */
+    uint32_t utf8_state;       /* validator state across text fragments */
+    char client_id[CLIENT_ID_LEN + 1];
+};
+
+static inline server *conn_server(conn *c)
+{
+    return (server *)c->tcp.loop->data;
+}
+
+#endif

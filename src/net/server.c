@@ -1,0 +1,610 @@
+/* server: TCP accept, reads into one shared buffer, per-connection write
+ * queues flushed with one vectored write per loop pass, and the deadline
+ * wheel (see server.h for the contract). */
+#include "net/server.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define READ_BUF_SIZE (64 * 1024)
+#define LISTEN_BACKLOG 4096
+
+/* The queue of buffers waiting to be written on one connection. Items
+ * [head, head + inflight) belong to a uv_write in progress. Allocated on the
+ * first send and freed as soon as it drains, so idle connections hold none. */
+struct outq {
+    sbuf **items;
+    uint32_t head, tail, cap;
+    uint32_t inflight;
+    uint32_t first_off; /* bytes of items[head] already written */
+    size_t bytes;       /* queued bytes not yet written */
+    uv_write_t req;
+};
+
+static void flush_conn(conn *c);
+static void restart_read(conn *c);
+
+/* ---- deadline wheel ---------------------------------------------------- */
+
+static void wheel_insert(server *srv, conn *c)
+{
+    conn **slot = &srv->wheel[c->deadline % WHEEL_SLOTS];
+    c->wheel_prev = NULL;
+    c->wheel_next = *slot;
+    if (*slot)
+        (*slot)->wheel_prev = c;
+    *slot = c;
+    c->flags |= CONN_IN_WHEEL;
+}
+
+static void wheel_remove(server *srv, conn *c)
+{
+    if (!(c->flags & CONN_IN_WHEEL))
+        return;
+    if (c->wheel_prev)
+        c->wheel_prev->wheel_next = c->wheel_next;
+    else
+        srv->wheel[c->deadline % WHEEL_SLOTS] = c->wheel_next;
+    if (c->wheel_next)
+        c->wheel_next->wheel_prev = c->wheel_prev;
+    c->wheel_prev = c->wheel_next = NULL;
+    c->flags &= ~CONN_IN_WHEEL;
+}
+
+void conn_set_deadline(conn *c, uint32_t seconds)
+{
+    server *srv = conn_server(c);
+    if (c->flags & CONN_CLOSING)
+        return;
+    wheel_remove(srv, c);
+    c->deadline = seconds ? server_now(srv) + seconds : 0;
+    if (c->deadline)
+        wheel_insert(srv, c);
+}
+
+static void fire_deadline(conn *c)
+{
+    if (c->flags & CONN_CLOSING)
+        return;
+    if (c->flags & CONN_SHUT_AFTER_WRITE) { /* the grace period ran out */
+        conn_close(c);
+        return;
+    }
+    if (c->handler->on_deadline)
+        c->handler->on_deadline(c);
+}
+
+/* Visits every slot whose second has come. A connection whose deadline is
+ * more than WHEEL_SLOTS seconds away is simply put back; each visit is O(1),
+ * so a tick costs the connections due plus those a full wheel turn early. */
+static void ticker_cb(uv_timer_t *t)
+{
+    server *srv = t->data;
+    uint32_t now = server_now(srv);
+    while (srv->wheel_pos < now) {
+        uint32_t sec = ++srv->wheel_pos;
+        conn *c = srv->wheel[sec % WHEEL_SLOTS];
+        srv->wheel[sec % WHEEL_SLOTS] = NULL;
+        while (c) {
+            conn *next = c->wheel_next;
+            c->flags &= ~CONN_IN_WHEEL;
+            c->wheel_prev = c->wheel_next = NULL;
+            if (c->deadline <= sec) {
+                c->deadline = 0;
+                fire_deadline(c);
+            } else {
+                wheel_insert(srv, c);
+            }
+            c = next;
+        }
+    }
+}
+
+/* ---- closing ----------------------------------------------------------- */
+
+static void outq_free(outq *q)
+{
+    if (!q)
+        return;
+    for (uint32_t i = q->head; i < q->tail; i++)
+        sbuf_unref(q->items[i]);
+    free(q->items);
+    free(q);
+}
+
+static void unlink_dirty(server *srv, conn *c)
+{
+    for (conn **p = &srv->dirty; *p; p = &(*p)->dirty_next)
+        if (*p == c) {
+            *p = c->dirty_next;
+            break;
+        }
+    c->flags &= ~CONN_DIRTY;
+}
+
+static void close_cb(uv_handle_t *h)
+{
+    conn *c = (conn *)h;
+    server *srv = conn_server(c);
+    if (c->flags & CONN_DIRTY)
+        unlink_dirty(srv, c);
+    outq_free(c->out);
+    free(c->in);
+    srv->conns_open--;
+    free(c);
+}
+
+void conn_close(conn *c)
+{
+    if (c->flags & CONN_CLOSING)
+        return;
+    c->flags |= CONN_CLOSING;
+    wheel_remove(conn_server(c), c);
+    if (c->handler->on_close)
+        c->handler->on_close(c);
+    uv_close((uv_handle_t *)&c->tcp, close_cb);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status)
+{
+    conn *c = req->data;
+    free(req);
+    /* Reads continue (and are discarded) until the peer's EOF or the grace
+     * deadline: closing with unread input would send a RST that can destroy
+     * the reply still in flight. */
+    if (status < 0)
+        conn_close(c);
+}
+
+static void begin_shutdown(conn *c)
+{
+    uv_shutdown_t *req = malloc(sizeof(*req));
+    if (!req) {
+        conn_close(c);
+        return;
+    }
+    req->data = c;
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, shutdown_cb) < 0) {
+        free(req);
+        conn_close(c);
+    }
+}
+
+void conn_close_after_write(conn *c, uint32_t grace)
+{
+    if (c->flags & (CONN_CLOSING | CONN_SHUT_AFTER_WRITE))
+        return;
+    c->flags |= CONN_SHUT_AFTER_WRITE;
+    conn_set_deadline(c, grace ? grace : 1);
+    if (c->flags & CONN_READ_PAUSED) {
+        c->flags &= ~CONN_READ_PAUSED;
+        restart_read(c); /* only to see EOF; read_cb discards the bytes */
+    }
+    if (!c->out)
+        begin_shutdown(c);
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+static void mark_dirty(conn *c)
+{
+    if (c->flags & CONN_DIRTY)
+        return;
+    server *srv = conn_server(c);
+    c->flags |= CONN_DIRTY;
+    c->dirty_next = srv->dirty;
+    srv->dirty = c;
+}
+
+static int outq_push(conn *c, sbuf *buf)
+{
+    outq *q = c->out;
+    if (!q) {
+        q = calloc(1, sizeof(*q));
+        if (!q)
+            return -1;
+        q->cap = 4;
+        q->items = malloc(q->cap * sizeof(*q->items));
+        if (!q->items) {
+            free(q);
+            return -1;
+        }
+        q->req.data = c;
+        c->out = q;
+    }
+    if (q->tail == q->cap) {
+        if (q->head > 0 && q->inflight == 0) {
+            memmove(q->items, q->items + q->head, (q->tail - q->head) * sizeof(*q->items));
+            q->tail -= q->head;
+            q->head = 0;
+        } else {
+            sbuf **items = realloc(q->items, 2 * q->cap * sizeof(*items));
+            if (!items)
+                return -1;
+            q->items = items;
+            q->cap *= 2;
+        }
+    }
+    q->items[q->tail++] = sbuf_ref(buf);
+    q->bytes += buf->len;
+    mark_dirty(c);
+    return 0;
+}
+
+int conn_send(conn *c, sbuf *buf)
+{
+    if (c->flags & (CONN_CLOSING | CONN_SHUT_AFTER_WRITE))
+        return CONN_SEND_CLOSED;
+    size_t queued = c->out ? c->out->bytes : 0;
+    if (queued + buf->len > (size_t)conn_server(c)->cfg->max_outbuf)
+        return CONN_SEND_OVERFLOW;
+    return outq_push(c, buf) == 0 ? CONN_SEND_OK : CONN_SEND_OVERFLOW;
+}
+
+int conn_send_force(conn *c, sbuf *buf)
+{
+    if (c->flags & (CONN_CLOSING | CONN_SHUT_AFTER_WRITE))
+        return CONN_SEND_CLOSED;
+    return outq_push(c, buf) == 0 ? CONN_SEND_OK : CONN_SEND_OVERFLOW;
+}
+
+int conn_send_copy(conn *c, const void *data, size_t len)
+{
+    sbuf *b = sbuf_from(data, len);
+    if (!b)
+        return CONN_SEND_OVERFLOW;
+    int r = conn_send_force(c, b);
+    sbuf_unref(b);
+    return r;
+}
+
+size_t conn_queued_bytes(const conn *c)
+{
+    return c->out ? c->out->bytes : 0;
+}
+
+void conn_drop_pending(conn *c)
+{
+    outq *q = c->out;
+    if (!q)
+        return;
+    uint32_t keep = q->head + q->inflight;
+    /* a partly written head buffer must be finished or the stream breaks */
+    if (q->inflight == 0 && q->first_off > 0)
+        keep = q->head + 1;
+    for (uint32_t i = keep; i < q->tail; i++) {
+        q->bytes -= q->items[i]->len;
+        sbuf_unref(q->items[i]);
+    }
+    q->tail = keep;
+}
+
+/* Removes `written` bytes from the front of the queue. */
+static void outq_consume(outq *q, size_t written)
+{
+    q->bytes -= written;
+    while (written > 0) {
+        sbuf *b = q->items[q->head];
+        size_t left = b->len - q->first_off;
+        if (written < left) {
+            q->first_off += (uint32_t)written;
+            return;
+        }
+        written -= left;
+        q->first_off = 0;
+        sbuf_unref(b);
+        q->head++;
+        if (q->inflight)
+            q->inflight--;
+    }
+}
+
+static size_t fill_iov(server *srv, outq *q)
+{
+    size_t n = q->tail - q->head;
+    if (n > srv->iov_cap) {
+        size_t cap = srv->iov_cap ? srv->iov_cap : 64;
+        while (cap < n)
+            cap *= 2;
+        uv_buf_t *iov = realloc(srv->iov, cap * sizeof(*iov));
+        if (!iov)
+            n = srv->iov_cap;
+        else {
+            srv->iov = iov;
+            srv->iov_cap = cap;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        sbuf *b = q->items[q->head + i];
+        size_t off = i == 0 ? q->first_off : 0;
+        srv->iov[i] = uv_buf_init((char *)b->data + off, (unsigned)(b->len - off));
+    }
+    return n;
+}
+
+static void queue_drained(conn *c)
+{
+    outq_free(c->out);
+    c->out = NULL;
+    if (c->flags & CONN_SHUT_AFTER_WRITE)
+        begin_shutdown(c);
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+    conn *c = req->data;
+    outq *q = c->out;
+    c->flags &= ~CONN_WRITING;
+    if (c->flags & CONN_CLOSING)
+        return; /* close_cb frees the queue */
+    if (status < 0) {
+        log_debug("write failed: %s", uv_strerror(status));
+        conn_close(c);
+        return;
+    }
+    /* uv_write finished every buffer it was given */
+    size_t done = 0;
+    for (uint32_t i = 0; i < q->inflight; i++)
+        done += q->items[q->head + i]->len - (i == 0 ? q->first_off : 0);
+    outq_consume(q, done);
+    q->inflight = 0;
+    if (q->head == q->tail)
+        queue_drained(c);
+    else
+        mark_dirty(c);
+}
+
+/* Writes everything queued with one writev; what the kernel does not take
+ * now goes to uv_write, which finishes it when the socket is writable. */
+static void flush_conn(conn *c)
+{
+    outq *q = c->out;
+    if (!q || (c->flags & (CONN_WRITING | CONN_CLOSING)))
+        return;
+    server *srv = conn_server(c);
+    while (q->head < q->tail) {
+        size_t n = fill_iov(srv, q);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, srv->iov, (unsigned)n);
+        if (r == UV_EAGAIN || r == 0)
+            break;
+        if (r < 0) {
+            log_debug("write failed: %s", uv_strerror(r));
+            conn_close(c);
+            return;
+        }
+        outq_consume(q, (size_t)r);
+    }
+    if (q->head == q->tail) {
+        queue_drained(c);
+        return;
+    }
+    size_t n = fill_iov(srv, q);
+    int r = uv_write(&q->req, (uv_stream_t *)&c->tcp, srv->iov, (unsigned)n, write_cb);
+    if (r < 0) {
+        conn_close(c);
+        return;
+    }
+    q->inflight = (uint32_t)n;
+    c->flags |= CONN_WRITING;
+}
+
+static void flush_dirty(server *srv)
+{
+    while (srv->dirty) {
+        conn *c = srv->dirty;
+        srv->dirty = c->dirty_next;
+        c->dirty_next = NULL;
+        c->flags &= ~CONN_DIRTY;
+        flush_conn(c);
+    }
+}
+
+static void check_cb(uv_check_t *h)
+{
+    flush_dirty(h->data);
+}
+
+static void prepare_cb(uv_prepare_t *h)
+{
+    flush_dirty(h->data);
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    server *srv = ((uv_handle_t *)h)->loop->data;
+    /* libuv calls alloc, read(2), read_cb in sequence for one stream at a
+     * time, so one buffer serves every connection of the loop. */
+    *buf = uv_buf_init((char *)srv->read_buf, (unsigned)srv->read_buf_size);
+}
+
+static int in_append(conn *c, const uint8_t *data, size_t len)
+{
+    size_t need = (size_t)c->in_len + len;
+    if (need >= UINT32_MAX)
+        return -1;
+    if (need + 1 > c->in_cap) { /* +1: room for a NUL after the data */
+        size_t cap = c->in_cap ? c->in_cap : 1024;
+        while (cap < need + 1)
+            cap *= 2;
+        uint8_t *in = realloc(c->in, cap);
+        if (!in)
+            return -1;
+        c->in = in;
+        c->in_cap = (uint32_t)cap;
+    }
+    memcpy(c->in + c->in_len, data, len);
+    c->in_len = (uint32_t)need;
+    return 0;
+}
+
+/* Hands data to the protocol and keeps what it did not consume. */
+static void deliver(conn *c, uint8_t *data, size_t len)
+{
+    bool from_in = data == c->in;
+    size_t used = c->handler->on_read(c, data, len);
+    if (c->flags & CONN_CLOSING)
+        return;
+    size_t rest = len - used;
+    if (from_in) {
+        if (rest == 0) {
+            free(c->in);
+            c->in = NULL;
+            c->in_len = c->in_cap = 0;
+        } else if (used > 0) {
+            memmove(c->in, c->in + used, rest);
+            c->in_len = (uint32_t)rest;
+        }
+    } else if (rest > 0 && in_append(c, data + used, rest) < 0) {
+        conn_close(c);
+    }
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    conn *c = (conn *)s;
+    (void)buf;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            log_debug("read failed: %s", uv_strerror((int)nread));
+        conn_close(c);
+        return;
+    }
+    if (nread == 0 || (c->flags & CONN_CLOSING))
+        return;
+    c->last_rx = server_now(conn_server(c));
+    if (c->flags & CONN_SHUT_AFTER_WRITE)
+        return; /* draining before close: input is no longer wanted */
+    server *srv = conn_server(c);
+    if (c->in_len > 0) {
+        if (in_append(c, srv->read_buf, (size_t)nread) < 0) {
+            conn_close(c);
+            return;
+        }
+        deliver(c, c->in, c->in_len);
+    } else {
+        deliver(c, srv->read_buf, (size_t)nread);
+    }
+}
+
+static void restart_read(conn *c)
+{
+    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) < 0)
+        conn_close(c);
+}
+
+void conn_pause_read(conn *c)
+{
+    if (c->flags & (CONN_READ_PAUSED | CONN_CLOSING))
+        return;
+    c->flags |= CONN_READ_PAUSED;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void conn_resume_read(conn *c)
+{
+    if (!(c->flags & CONN_READ_PAUSED) || (c->flags & CONN_CLOSING))
+        return;
+    c->flags &= ~CONN_READ_PAUSED;
+    if (c->in_len > 0)
+        deliver(c, c->in, c->in_len);
+    if (!(c->flags & (CONN_READ_PAUSED | CONN_CLOSING)))
+        restart_read(c);
+}
+
+/* ---- accepting --------------------------------------------------------- */
+
+static void free_unaccepted_cb(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void connection_cb(uv_stream_t *listener, int status)
+{
+    server *srv = listener->data;
+    if (status < 0) {
+        log_warn("accept failed: %s", uv_strerror(status));
+        return;
+    }
+    conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        log_error("out of memory accepting a connection");
+        return;
+    }
+    uv_tcp_init(srv->loop, &c->tcp);
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
+        uv_close((uv_handle_t *)&c->tcp, free_unaccepted_cb);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    srv->conns_open++;
+    srv->conns_total++;
+    c->handler = srv->accept_handler;
+    c->last_rx = server_now(srv);
+    if (c->handler->on_open)
+        c->handler->on_open(c);
+    if (!(c->flags & CONN_CLOSING))
+        restart_read(c);
+}
+
+int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_handler *handler)
+{
+    memset(srv, 0, sizeof(*srv));
+    srv->loop = loop;
+    srv->cfg = cfg;
+    srv->accept_handler = handler;
+    loop->data = srv;
+    srv->start_ms = uv_now(loop);
+    srv->wheel_pos = server_now(srv);
+    srv->read_buf_size = READ_BUF_SIZE;
+    srv->read_buf = malloc(READ_BUF_SIZE + 1); /* +1: room for a NUL after the data */
+    if (!srv->read_buf)
+        return UV_ENOMEM;
+
+    struct sockaddr_storage addr;
+    int r = uv_ip4_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in *)&addr);
+    if (r < 0)
+        r = uv_ip6_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in6 *)&addr);
+    if (r < 0)
+        return r;
+    uv_tcp_init(loop, &srv->listener);
+    srv->listener.data = srv;
+    r = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&srv->listener, LISTEN_BACKLOG, connection_cb);
+    if (r < 0)
+        return r;
+
+    uv_check_init(loop, &srv->flusher);
+    srv->flusher.data = srv;
+    uv_check_start(&srv->flusher, check_cb);
+    uv_prepare_init(loop, &srv->pre_flusher);
+    srv->pre_flusher.data = srv;
+    uv_prepare_start(&srv->pre_flusher, prepare_cb);
+    uv_timer_init(loop, &srv->ticker);
+    srv->ticker.data = srv;
+    uv_timer_start(&srv->ticker, ticker_cb, 1000, 1000);
+    return 0;
+}
+
+void server_stop_listening(server *srv)
+{
+    if (!uv_is_closing((uv_handle_t *)&srv->listener))
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+}
+
+void server_close(server *srv)
+{
+    server_stop_listening(srv);
+    uv_close((uv_handle_t *)&srv->flusher, NULL);
+    uv_close((uv_handle_t *)&srv->pre_flusher, NULL);
+    uv_close((uv_handle_t *)&srv->ticker, NULL);
+    free(srv->read_buf);
+    srv->read_buf = NULL;
+    free(srv->iov);
+    srv->iov = NULL;
+}

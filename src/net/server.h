@@ -1,0 +1,100 @@
+/* server: the TCP listener, connection lifecycle, reads, the write queue
+ * and the deadline wheel. It knows nothing of HTTP or WebSocket: protocols
+ * plug in through conn_handler (net/conn.h).
+ *
+ * Writes: conn_send queues a reference to an sbuf (never a copy). All
+ * buffers queued for one connection during a loop pass go out in one
+ * vectored write from a uv_check callback after I/O, so a fan-out of one
+ * frame to N connections is N writev calls of shared memory. A connection
+ * whose queued bytes pass --max-outbuf is reported through its handler's
+ * overflow path (conn_send returns CONN_SEND_OVERFLOW) and the protocol
+ * decides how to close it.
+ *
+ * Deadlines: each connection may have one deadline in whole seconds; a
+ * single 1 s timer walks a wheel of slots, so neither idle connections nor
+ * heartbeats cost a timer each, and no tick scans all connections. */
+#ifndef CHATD_SERVER_H
+#define CHATD_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/config.h"
+#include "net/conn.h"
+
+#define WHEEL_SLOTS 1024 /* seconds; a deadline further out is re-slotted when visited */
+
+struct server {
+    uv_loop_t *loop;
+    const config *cfg;
+    uv_tcp_t listener;
+    uv_check_t flusher;       /* flushes after I/O callbacks */
+    uv_prepare_t pre_flusher; /* flushes what timers queued, before polling */
+    uv_timer_t ticker;
+    uint64_t start_ms;  /* uv_now at start */
+    uint32_t wheel_pos; /* last second processed */
+    conn *wheel[WHEEL_SLOTS];
+    conn *dirty;       /* connections with queued output to flush */
+    uint8_t *read_buf; /* shared by every read of this loop */
+    size_t read_buf_size;
+    uv_buf_t *iov; /* scratch vector for flushes */
+    size_t iov_cap;
+    const conn_handler *accept_handler; /* protocol of new connections */
+    uint64_t conns_open;
+    uint64_t conns_total;
+    bool stopping;
+    void *app; /* the application above (gateway), for layers that need it */
+};
+
+/* Seconds since the server started, from the loop's cached clock; never 0. */
+static inline uint32_t server_now(const server *srv)
+{
+    return (uint32_t)((uv_now(srv->loop) - srv->start_ms) / 1000) + 1;
+}
+
+/* Binds and listens on cfg->listen_host:listen_port. Returns 0 or a
+ * negative libuv error. New connections get `handler` (HTTP). */
+int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_handler *handler);
+/* Stops accepting; open connections are left to the caller to close. */
+void server_stop_listening(server *srv);
+/* Releases the server's own handles (after every connection closed). */
+void server_close(server *srv);
+
+enum conn_send_result { CONN_SEND_OK = 0, CONN_SEND_CLOSED = -1, CONN_SEND_OVERFLOW = -2 };
+
+/* Queues a reference to buf (takes a new ref; the caller keeps its own).
+ * CONN_SEND_OVERFLOW: the queue passed --max-outbuf; nothing was queued.
+ * CONN_SEND_CLOSED: the connection is closing; nothing was queued. */
+int conn_send(conn *c, sbuf *buf);
+/* Queues buf even past the limit (close frames, HTTP error replies). */
+int conn_send_force(conn *c, sbuf *buf);
+/* Copies len bytes into a new buffer and queues it (forced). */
+int conn_send_copy(conn *c, const void *data, size_t len);
+/* Bytes queued and not yet written. */
+size_t conn_queued_bytes(const conn *c);
+/* Drops queued buffers that are not yet being written (used before a
+ * policy close, so the close frame is not stuck behind megabytes). */
+void conn_drop_pending(conn *c);
+
+/* Closes once the queued bytes are written (or after `grace` seconds). */
+void conn_close_after_write(conn *c, uint32_t grace);
+/* Closes now; queued output is discarded. */
+void conn_close(conn *c);
+
+/* Sets the connection's one deadline, `seconds` from now (0 clears it). */
+void conn_set_deadline(conn *c, uint32_t seconds);
+
+/* Stops reading; bytes already buffered stay in c->in. */
+void conn_pause_read(conn *c);
+/* Re-delivers buffered input to the handler, then reads again. */
+void conn_resume_read(conn *c);
+
+/* Switches a connection to another protocol (HTTP -> WebSocket). */
+static inline void conn_set_handler(conn *c, const conn_handler *h)
+{
+    c->handler = h;
+}
+
+#endif

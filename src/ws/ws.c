@@ -1,0 +1,398 @@
+/* ws: WebSocket connection protocol, frames to messages (see ws.h). */
+#include "ws/ws.h"
+
+#include <http_parser.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "net/server.h"
+#include "ws/utf8.h"
+#include "ws/ws_frame.h"
+#include "ws/ws_handshake.h"
+
+/* Seconds a closing connection waits for its queue to drain and the peer's
+ * close before the socket is dropped. */
+#define CLOSE_GRACE_SECONDS 2
+
+bool http_origin_allowed(const char *list, const char *origin);
+
+static const ws_app *gateway_app;
+static sbuf *ping_frame; /* one empty ping shared by every heartbeat */
+
+static const conn_handler ws_conn_handler;
+
+void ws_set_app(const ws_app *app)
+{
+    gateway_app = app;
+}
+
+/* ---- ws_extra ---------------------------------------------------------- */
+
+ws_extra *ws_extra_get(conn *c)
+{
+    if (!c->wsx)
+        c->wsx = calloc(1, sizeof(*c->wsx));
+    return c->wsx;
+}
+
+void ws_extra_release(conn *c)
+{
+    ws_extra *x = c->wsx;
+    if (!x || x->frag || x->session || x->groups)
+        return;
+    free(x);
+    c->wsx = NULL;
+}
+
+static void frag_reset(conn *c)
+{
+    c->flags &= ~CONN_WS_IN_FRAGMENT;
+    c->utf8_state = UTF8_ACCEPT;
+    if (c->wsx) {
+        free(c->wsx->frag);
+        c->wsx->frag = NULL;
+        c->wsx->frag_len = c->wsx->frag_cap = 0;
+        ws_extra_release(c);
+    }
+}
+
+/* ---- sending ----------------------------------------------------------- */
+
+static void close_for_overflow(conn *c)
+{
+    log_info("client %s: send queue over %lld bytes, closing (1008)", c->client_id,
+             (long long)conn_server(c)->cfg->max_outbuf);
+    conn_drop_pending(c);
+    ws_close(c, WS_CLOSE_POLICY, "send queue full: reader too slow");
+}
+
+int ws_send_frame(conn *c, sbuf *frame)
+{
+    if (c->flags & (CONN_WS_CLOSE_SENT | CONN_CLOSING))
+        return -1;
+    int r = conn_send(c, frame);
+    if (r == CONN_SEND_OVERFLOW) {
+        close_for_overflow(c);
+        return -1;
+    }
+    return r == CONN_SEND_OK ? 0 : -1;
+}
+
+int ws_send_text(conn *c, const char *text, size_t len)
+{
+    sbuf *frame = ws_frame_build(WS_OP_TEXT, text, len);
+    if (!frame)
+        return -1;
+    int r = ws_send_frame(c, frame);
+    sbuf_unref(frame);
+    return r;
+}
+
+int ws_send_json(conn *c, const json_t *value)
+{
+    char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text)
+        return -1;
+    int r = ws_send_text(c, text, strlen(text));
+    free(text);
+    return r;
+}
+
+void ws_close(conn *c, uint16_t code, const char *reason)
+{
+    if (c->flags & (CONN_WS_CLOSE_SENT | CONN_CLOSING))
+        return;
+    c->flags |= CONN_WS_CLOSE_SENT;
+    sbuf *frame = ws_frame_build_close(code, reason);
+    if (frame) {
+        conn_send_force(c, frame);
+        sbuf_unref(frame);
+    }
+    conn_close_after_write(c, CLOSE_GRACE_SECONDS);
+}
+
+/* ---- receiving --------------------------------------------------------- */
+
+static void deliver_message(conn *c, bool is_text, uint8_t *data, size_t len)
+{
+    if (c->flags & CONN_WS_ECHO) {
+        sbuf *frame = ws_frame_build(is_text ? WS_OP_TEXT : WS_OP_BINARY, data, len);
+        if (frame) {
+            ws_send_frame(c, frame);
+            sbuf_unref(frame);
+        }
+        return;
+    }
+    if (gateway_app && gateway_app->on_message)
+        gateway_app->on_message(c, is_text, data, len);
+}
+
+static void handle_close_frame(conn *c, uint8_t *payload, size_t len)
+{
+    c->flags |= CONN_WS_CLOSE_RECV;
+    if (c->flags & CONN_WS_CLOSE_SENT) {
+        conn_close_after_write(c, 1); /* our close was answered */
+        return;
+    }
+    if (len == 0) {
+        ws_close(c, WS_CLOSE_NORMAL, NULL);
+        return;
+    }
+    uint16_t code = len >= 2 ? (uint16_t)(payload[0] << 8 | payload[1]) : 0;
+    if (len == 1 || !ws_close_code_is_valid(code)) {
+        ws_close(c, WS_CLOSE_PROTOCOL_ERROR, "invalid close code");
+        return;
+    }
+    if (!utf8_is_valid(payload + 2, len - 2)) {
+        ws_close(c, WS_CLOSE_INVALID_DATA, "close reason is not valid UTF-8");
+        return;
+    }
+    ws_close(c, code, NULL); /* echo the status code, as RFC 6455 5.5.1 asks */
+}
+
+static void handle_control(conn *c, const ws_frame_header *h, uint8_t *payload)
+{
+    switch (h->opcode) {
+    case WS_OP_PING: {
+        sbuf *pong = ws_frame_build(WS_OP_PONG, payload, (size_t)h->payload_len);
+        if (pong) {
+            ws_send_frame(c, pong);
+            sbuf_unref(pong);
+        }
+        break;
+    }
+    case WS_OP_PONG:
+        c->flags &= ~CONN_WS_PING_SENT;
+        break;
+    case WS_OP_CLOSE:
+        handle_close_frame(c, payload, (size_t)h->payload_len);
+        break;
+    }
+}
+
+/* Adds one fragment to the open message; returns a close code or 0. */
+static uint16_t frag_append(conn *c, bool is_text, const uint8_t *payload, size_t len)
+{
+    ws_extra *x = ws_extra_get(c);
+    if (!x)
+        return WS_CLOSE_INTERNAL_ERROR;
+    if (x->frag_len + len + 1 > x->frag_cap) {
+        size_t cap = x->frag_cap ? x->frag_cap : 4096;
+        while (cap < x->frag_len + len + 1)
+            cap *= 2;
+        uint8_t *frag = realloc(x->frag, cap);
+        if (!frag)
+            return WS_CLOSE_INTERNAL_ERROR;
+        x->frag = frag;
+        x->frag_cap = cap;
+    }
+    memcpy(x->frag + x->frag_len, payload, len);
+    x->frag_len += len;
+    if (is_text) {
+        /* validate as the fragments arrive, so bad text fails fast */
+        c->utf8_state = utf8_feed(c->utf8_state, payload, len);
+        if (c->utf8_state == UTF8_REJECT)
+            return WS_CLOSE_INVALID_DATA;
+    }
+    return 0;
+}
+
+/* Handles one complete data frame; returns a close code to fail with, or 0. */
+static uint16_t handle_data(conn *c, const ws_frame_header *h, uint8_t *payload)
+{
+    size_t len = (size_t)h->payload_len;
+    bool in_fragment = (c->flags & CONN_WS_IN_FRAGMENT) != 0;
+    if (h->opcode == WS_OP_CONTINUATION && !in_fragment)
+        return WS_CLOSE_PROTOCOL_ERROR;
+    if (h->opcode != WS_OP_CONTINUATION && in_fragment)
+        return WS_CLOSE_PROTOCOL_ERROR;
+
+    if (h->opcode != WS_OP_CONTINUATION && h->fin) {
+        /* the common case: a whole message in one frame, delivered in place */
+        bool is_text = h->opcode == WS_OP_TEXT;
+        if (is_text && !utf8_is_valid(payload, len))
+            return WS_CLOSE_INVALID_DATA;
+        uint8_t saved = payload[len]; /* NUL-terminate inside the read buffer */
+        payload[len] = '\0';
+        deliver_message(c, is_text, payload, len);
+        payload[len] = saved;
+        return 0;
+    }
+    if (h->opcode != WS_OP_CONTINUATION) {
+        c->flags |= CONN_WS_IN_FRAGMENT;
+        c->msg_opcode = h->opcode;
+        c->utf8_state = UTF8_ACCEPT;
+    }
+    bool is_text = c->msg_opcode == WS_OP_TEXT;
+    uint16_t code = frag_append(c, is_text, payload, len);
+    if (code)
+        return code;
+    if (!h->fin)
+        return 0;
+    if (is_text && c->utf8_state != UTF8_ACCEPT)
+        return WS_CLOSE_INVALID_DATA;
+    ws_extra *x = c->wsx;
+    x->frag[x->frag_len] = '\0';
+    uint8_t *msg = x->frag;
+    size_t msg_len = x->frag_len;
+    x->frag = NULL; /* the message is ours now; frag_reset must not free it */
+    x->frag_len = x->frag_cap = 0;
+    frag_reset(c);
+    deliver_message(c, is_text, msg, msg_len);
+    free(msg);
+    return 0;
+}
+
+static void fail(conn *c, uint16_t code)
+{
+    static const char *const reasons[] = {
+        [0] = "protocol error",  /* 1002 */
+        [5] = "invalid UTF-8",   /* 1007 */
+        [7] = "message too big", /* 1009 */
+    };
+    const char *reason = "error";
+    if (code >= 1002 && code <= 1009 && reasons[code - 1002])
+        reason = reasons[code - 1002];
+    log_debug("client %s: failing connection with %u (%s)", c->client_id, code, reason);
+    frag_reset(c);
+    ws_close(c, code, reason);
+}
+
+static size_t ws_on_read(conn *c, uint8_t *data, size_t len)
+{
+    const config *cfg = conn_server(c)->cfg;
+    size_t off = 0;
+    while (off < len) {
+        if (c->flags & (CONN_CLOSING | CONN_WS_CLOSE_RECV))
+            return len;
+        bool closing = (c->flags & CONN_WS_CLOSE_SENT) != 0;
+        uint64_t max_payload = (uint64_t)cfg->max_message;
+        if ((c->flags & CONN_WS_IN_FRAGMENT) && c->wsx)
+            max_payload -= c->wsx->frag_len;
+        ws_frame_header h;
+        uint16_t code = 0;
+        int r = ws_frame_parse_header(data + off, len - off, true, max_payload, &h, &code);
+        if (r == WS_PARSE_NEED_MORE)
+            break;
+        if (r == WS_PARSE_ERROR) {
+            if (!closing)
+                fail(c, code);
+            return len;
+        }
+        if (len - off < h.header_len + h.payload_len)
+            break; /* wait for the whole frame */
+        uint8_t *payload = data + off + h.header_len;
+        ws_mask_apply(payload, (size_t)h.payload_len, h.mask, 0);
+        size_t frame_len = h.header_len + (size_t)h.payload_len;
+        if (ws_opcode_is_control(h.opcode)) {
+            handle_control(c, &h, payload);
+        } else if (!closing) {
+            code = handle_data(c, &h, payload);
+            if (code) {
+                fail(c, code);
+                return len;
+            }
+        }
+        off += frame_len;
+    }
+    return off;
+}
+
+/* Heartbeat: one deadline per connection in the server's wheel. */
+static void ws_on_deadline(conn *c)
+{
+    server *srv = conn_server(c);
+    const config *cfg = srv->cfg;
+    uint32_t now = server_now(srv);
+    uint32_t idle = now - c->last_rx;
+    uint32_t next;
+    if (idle >= (uint32_t)cfg->ping_timeout) {
+        log_debug("client %s: heartbeat timeout", c->client_id);
+        ws_close(c, WS_CLOSE_GOING_AWAY, "heartbeat timeout");
+        return;
+    }
+    if (idle >= (uint32_t)cfg->ping_interval) {
+        if (!(c->flags & CONN_WS_PING_SENT)) {
+            c->flags |= CONN_WS_PING_SENT;
+            ws_send_frame(c, ping_frame);
+        }
+        next = c->last_rx + (uint32_t)cfg->ping_timeout - now;
+    } else {
+        next = c->last_rx + (uint32_t)cfg->ping_interval - now;
+    }
+    conn_set_deadline(c, next ? next : 1);
+}
+
+static void ws_on_open(conn *c)
+{
+    c->flags |= CONN_WS;
+    c->utf8_state = UTF8_ACCEPT;
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->ping_interval);
+    if (!(c->flags & CONN_WS_ECHO) && gateway_app && gateway_app->on_open)
+        gateway_app->on_open(c);
+}
+
+static void ws_on_close(conn *c)
+{
+    if (!(c->flags & CONN_WS_ECHO) && gateway_app && gateway_app->on_close)
+        gateway_app->on_close(c);
+    frag_reset(c);
+    if (c->wsx) { /* the app released what it owned; drop the rest */
+        json_decref(c->wsx->session);
+        free(c->wsx);
+        c->wsx = NULL;
+    }
+}
+
+static const conn_handler ws_conn_handler = {
+    .on_open = ws_on_open,
+    .on_read = ws_on_read,
+    .on_deadline = ws_on_deadline,
+    .on_close = ws_on_close,
+};
+
+/* ---- upgrade ----------------------------------------------------------- */
+
+void ws_upgrade(http_request *req, bool echo)
+{
+    conn *c = req->conn;
+    const config *cfg = conn_server(c)->cfg;
+    ws_handshake_request in = {
+        .is_get = req->method == HTTP_GET,
+        .has_body = req->body_len > 0,
+        .upgrade = http_header(req, "Upgrade"),
+        .connection = http_header(req, "Connection"),
+        .key = http_header(req, "Sec-WebSocket-Key"),
+        .version = http_header(req, "Sec-WebSocket-Version"),
+    };
+    ws_handshake_result out;
+    if (ws_handshake_check(&in, &out) < 0) {
+        req->keep_alive = false;
+        if (out.status == 426)
+            http_respond_error(req, 426, "upgrade_required", "%s", out.reason);
+        else
+            http_respond_error(req, 400, "bad_handshake", "%s", out.reason);
+        return;
+    }
+    const char *origin = http_header(req, "Origin");
+    if (cfg->ws_origins[0] && !http_origin_allowed(cfg->ws_origins, origin)) {
+        req->keep_alive = false;
+        http_respond_error(req, 403, "forbidden", "origin '%s' is not allowed",
+                           origin ? origin : "(none)");
+        return;
+    }
+    if (!ping_frame)
+        ping_frame = ws_frame_build(WS_OP_PING, NULL, 0);
+    char resp[256];
+    int n = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                     out.accept);
+    conn_send_copy(c, resp, (size_t)n);
+    http_upgrade_done(req);
+    if (echo)
+        c->flags |= CONN_WS_ECHO;
+    conn_set_handler(c, &ws_conn_handler);
+    ws_on_open(c);
+}
