@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# test.sh: the whole test suite, as CI runs it (.ci/run calls this).
+#
+# Installs what is missing, then runs, each as one stage:
+#   build        gcc build, warnings are errors
+#   build-clang  clang build, warnings are errors
+#   unit         cmocka unit tests (ctest)
+#   integration  the real build/chatd driven by Node's ws client
+#   bench-smoke  every chatd-bench subcommand, briefly (tool works, not numbers)
+#   browser      the web client in headless Chromium (Playwright)
+#   fuzz         libFuzzer targets, a short bounded run each on the seed corpus
+#   asan-*       unit + integration again under AddressSanitizer + UBSan
+# and ends with one line "suite: N passed, N failed".
+#
+# Set CHATD_TEST_STAGES="unit integration" to run only some stages.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export CHATD_REPO="$root"
+fuzz_seconds=${CHATD_FUZZ_SECONDS:-20}
+
+"$root/scripts/bootstrap.sh" --test || { echo "bootstrap failed"; echo "suite: 0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+failed_names=()
+want() { [ -z "${CHATD_TEST_STAGES:-}" ] || [[ " $CHATD_TEST_STAGES " == *" $1 "* ]]; }
+stage() {
+  local name=$1
+  shift
+  want "$name" || return 0
+  echo
+  echo "=== stage $name: $*"
+  local start=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "=== stage $name: ok ($((SECONDS - start)) s)"
+  else
+    failed=$((failed + 1))
+    failed_names+=("$name")
+    echo "=== stage $name: FAILED ($((SECONDS - start)) s)"
+  fi
+}
+
+build_gcc() { CC=gcc BUILD_DIR="$root/build" "$root/scripts/build.sh" -DCHATD_WERROR=ON; }
+build_clang() { CC=clang BUILD_DIR="$root/build-clang" "$root/scripts/build.sh" -DCHATD_WERROR=ON; }
+build_asan() {
+  CC=clang BUILD_DIR="$root/build-asan" BUILD_TYPE=Debug "$root/scripts/build.sh" -DCHATD_SANITIZE=ON
+}
+build_fuzz() { CC=clang BUILD_DIR="$root/build-fuzz" "$root/scripts/build.sh" -DCHATD_FUZZ=ON; }
+
+unit() { ctest --test-dir "$1" --output-on-failure; }
+integration() {
+  (cd "$root/tests/integration" && CHATD_BIN="$1/chatd" node --test --test-concurrency=2)
+}
+bench_smoke() { CHATD_BIN="$root/build/chatd" BENCH_BIN="$root/build/chatd-bench" bash "$root/bench/smoke.sh"; }
+browser() { (cd "$root/tests/browser" && CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1); }
+fuzz() {
+  build_fuzz || return 1
+  local ok=0 target corpus tmp
+  for target in "$root"/build-fuzz/fuzz_*; do
+    [ -x "$target" ] || continue
+    corpus="$root/tests/fuzz/corpus/$(basename "$target" | sed 's/^fuzz_//')"
+    tmp=$(mktemp -d)
+    [ -d "$corpus" ] && cp -r "$corpus"/. "$tmp"/
+    echo "fuzz: $(basename "$target") for ${fuzz_seconds}s"
+    if ! "$target" -max_total_time="$fuzz_seconds" -print_final_stats=1 "$tmp" 2>&1 | tail -n 12; then
+      ok=1
+    fi
+    rm -rf "$tmp"
+  done
+  return $ok
+}
+
+stage build build_gcc
+stage build-clang build_clang
+stage unit unit "$root/build"
+stage integration integration "$root/build"
+[ -f bench/smoke.sh ] && stage bench-smoke bench_smoke
+[ -d tests/browser ] && stage browser browser
+stage fuzz fuzz
+stage asan-build build_asan
+stage asan-unit unit "$root/build-asan"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+stage asan-integration integration "$root/build-asan"
+
+echo
+[ "$failed" -gt 0 ] && echo "failed stages: ${failed_names[*]}"
+echo "suite: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
