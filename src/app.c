@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "chat/chat.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
 #include "gateway/gateway_api.h"
@@ -73,6 +74,8 @@ static void route(http_request *req)
         handle_healthz(req);
     } else if (path_has_prefix(path, "/gateway/", &rest)) {
         gateway_api_handle(req, rest);
+    } else if (chat_handles(path)) {
+        chat_handle_request(req);
     } else {
         static_serve(req, cfg->web_root);
     }
@@ -155,6 +158,8 @@ int app_run(uv_loop_t *loop, const config *cfg)
 {
     raise_fd_limit();
     gateway_init();
+    if (chat_init(loop, cfg) < 0)
+        return 1;
     http_set_request_handler(route);
     int r = server_init(&srv, loop, cfg, &http_conn_handler);
     if (r < 0) {
@@ -172,6 +177,7 @@ int app_run(uv_loop_t *loop, const config *cfg)
     uv_run(loop, UV_RUN_DEFAULT);
     server_close(&srv);
     uv_run(loop, UV_RUN_DEFAULT); /* let the close callbacks run */
+    chat_shutdown();
     registry_destroy();
     log_info("chatd stopped");
     return 0;

@@ -66,6 +66,8 @@ static const option_spec options[] = {
      "largest page of history or sync a request may ask for"},
     {"login-rate", OPT_INT, FIELD(login_rate), "10", 1, 100000,
      "login attempts per minute per username and per address (429)"},
+    {"durability", OPT_STRING, FIELD(durability), "full", 0, 0,
+     "full: fsync every group commit (survives power loss); normal: survives a crash of chatd"},
     {"log-level", OPT_STRING, FIELD(log_level), "info", 0, 0, "debug, info, warn, error or off"},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -215,6 +217,10 @@ int config_load(config *cfg, int argc, char **argv)
                                                          !strcmp(cfg->echo_path, cfg->ws_path)))) {
         fprintf(stderr,
                 "chatd: --ws-path and --echo-path must be distinct paths starting with /\n");
+        return -1;
+    }
+    if (strcmp(cfg->durability, "full") != 0 && strcmp(cfg->durability, "normal") != 0) {
+        fprintf(stderr, "chatd: --durability must be full or normal\n");
         return -1;
     }
     if (cfg->ping_timeout <= cfg->ping_interval) {

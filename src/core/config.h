@@ -40,6 +40,7 @@ typedef struct config {
     char *message_types;
     int64_t page_limit;
     int64_t login_rate;
+    char *durability;
     /* logging */
     char *log_level;
 } config;

@@ -61,7 +61,8 @@ enum conn_flag {
     CONN_WS_PING_SENT = 1 << 12,   /* heartbeat ping sent, awaiting life */
     CONN_WS_IN_FRAGMENT = 1 << 13, /* a fragmented message is open */
     CONN_IN_REGISTRY = 1 << 14,
-    CONN_EXCLUDED = 1 << 15, /* skipped by the group/broadcast send under way */
+    CONN_EXCLUDED = 1 << 15,   /* skipped by the group/broadcast send under way */
+    CONN_CHAT_BOUND = 1 << 16, /* bound to a chat-service user by token */
 };
 
 struct conn {

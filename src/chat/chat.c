@@ -1,0 +1,849 @@
+/* chat: accounts, bind, send, list, unread, history, sync and read receipts
+ * over HTTP and the WebSocket (see chat.h). */
+#include "chat/chat.h"
+
+#include <http_parser.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat/auth.h"
+#include "core/log.h"
+#include "gateway/gateway.h"
+#include "gateway/registry.h"
+#include "net/server.h"
+#include "store/store.h"
+#include "ws/ws.h"
+
+#define USERNAME_MIN 2
+#define USERNAME_MAX 32
+#define PASSWORD_MIN 6
+#define PASSWORD_MAX 128
+#define USERPIC_MAX 512
+#define CLIENT_MSG_ID_MAX 64
+#define SEARCH_LIMIT 20
+#define HISTORY_DEFAULT 20
+
+static const config *chat_cfg;
+static store *chat_store;
+
+typedef struct chat_call chat_call;
+typedef void (*chat_step)(chat_call *call);
+
+/* One request in flight, over HTTP (req) or the socket (client_id). */
+struct chat_call {
+    http_request *req;
+    char client_id[CLIENT_ID_LEN + 1];
+    const char *op; /* socket op name, for errors */
+    json_t *body;   /* request body or socket message */
+    json_t *user;   /* the authenticated user */
+    int64_t uid;
+    char *token;
+    char *password;
+    chat_step next; /* after authentication */
+};
+
+/* ---- calls ------------------------------------------------------------- */
+
+static void call_free(chat_call *call)
+{
+    json_decref(call->body);
+    json_decref(call->user);
+    free(call->token);
+    if (call->password) {
+        memset(call->password, 0, strlen(call->password));
+        free(call->password);
+    }
+    free(call);
+}
+
+/* The socket a call came from, if it is still open. */
+static conn *call_conn(chat_call *call)
+{
+    return call->client_id[0] ? registry_find(call->client_id, CLIENT_ID_LEN) : NULL;
+}
+
+/* Answers with an error and frees the call. */
+static void call_fail(chat_call *call, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void call_fail(chat_call *call, int status, const char *code, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (call->req) {
+        http_respond_error(call->req, status, code, "%s", msg);
+    } else {
+        conn *c = call_conn(call);
+        if (c) {
+            json_t *extra = json_object();
+            json_t *m = json_object_get(call->body, "message");
+            json_t *cmid = json_object_get(m ? m : call->body, "client_msg_id");
+            if (cmid)
+                json_object_set(extra, "client_msg_id", cmid);
+            if (call->op)
+                json_object_set_new(extra, "op", json_string(call->op));
+            gateway_send_error(c, code, msg, extra);
+            json_decref(extra);
+        }
+    }
+    call_free(call);
+}
+
+static void store_failed(chat_call *call)
+{
+    call_fail(call, 500, "internal", "storage failed; try again");
+}
+
+static store_req *call_store_req(chat_call *call, store_op op, store_done_fn done)
+{
+    store_req *r = store_req_new(op, done, call);
+    if (!r) {
+        call_fail(call, 500, "internal", "out of memory");
+        return NULL;
+    }
+    r->user_id = call->uid;
+    r->time = auth_now_ms();
+    return r;
+}
+
+static char *uid_string(int64_t id, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%lld", (long long)id);
+    return buf;
+}
+
+static void push_to_user(int64_t user_id, const json_t *value, const conn *except)
+{
+    char uid[24];
+    uid_string(user_id, uid, sizeof(uid));
+    if (!registry_find_uid(uid, strlen(uid)))
+        return;
+    sbuf *frame = gateway_frame_json(value);
+    if (!frame)
+        return;
+    gateway_send_to_uid(uid, strlen(uid), frame, except);
+    sbuf_unref(frame);
+}
+
+/* ---- validation -------------------------------------------------------- */
+
+static bool has_control_chars(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* A string field within [min, max] bytes; answers 400 and returns NULL if not. */
+static const char *want_string(chat_call *call, json_t *obj, const char *field, size_t min,
+                               size_t max, bool required, bool *failed)
+{
+    json_t *v = json_object_get(obj, field);
+    *failed = false;
+    if (!v || json_is_null(v)) {
+        if (required) {
+            call_fail(call, 400, "missing_field", "%s is required", field);
+            *failed = true;
+        }
+        return NULL;
+    }
+    if (!json_is_string(v)) {
+        call_fail(call, 400, "bad_field", "%s must be a string", field);
+        *failed = true;
+        return NULL;
+    }
+    size_t len = json_string_length(v);
+    if (len < min || len > max || strlen(json_string_value(v)) != len) {
+        call_fail(call, 400, "bad_field", "%s must be %zu to %zu bytes", field, min, max);
+        *failed = true;
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+/* A positive user id given as a JSON integer or a decimal string. */
+static int64_t want_user_id(chat_call *call, json_t *obj, const char *field)
+{
+    json_t *v = json_object_get(obj, field);
+    long long id = 0;
+    if (json_is_integer(v)) {
+        id = json_integer_value(v);
+    } else if (json_is_string(v)) {
+        char *end;
+        id = strtoll(json_string_value(v), &end, 10);
+        if (*end || !json_string_length(v))
+            id = 0;
+    } else if (!v) {
+        call_fail(call, 400, "missing_field", "%s is required", field);
+        return 0;
+    }
+    if (id <= 0) {
+        call_fail(call, 400, "bad_field", "%s must be a user id (a positive integer)", field);
+        return 0;
+    }
+    return id;
+}
+
+static bool url_is_safe(const char *url)
+{
+    return strncmp(url, "https://", 8) == 0 || strncmp(url, "http://", 7) == 0 ||
+           (url[0] == '/' && url[1] != '/');
+}
+
+static bool type_allowed(const char *type)
+{
+    size_t n = strlen(type);
+    for (const char *p = chat_cfg->message_types; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && strncmp(p, type, n) == 0)
+            return true;
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return false;
+}
+
+/* Parses an integer query parameter; -1 (after answering 400) when bad. */
+static int64_t query_int(chat_call *call, const char *name, int64_t def, int64_t min, int64_t max)
+{
+    char buf[32];
+    if (http_query_param(call->req, name, buf, sizeof(buf)) < 0 || !buf[0])
+        return def;
+    char *end;
+    long long v = strtoll(buf, &end, 10);
+    if (*end || v < min || v > max) {
+        call_fail(call, 400, "bad_field", "%s must be an integer from %lld to %lld", name,
+                  (long long)min, (long long)max);
+        return -1;
+    }
+    return v;
+}
+
+/* ---- register / login / logout / me / search --------------------------- */
+
+static void respond_with_token(chat_call *call, json_t *user);
+
+static void token_created(store_req *r)
+{
+    chat_call *call = r->ctx;
+    if (r->status != STORE_OK) {
+        store_req_free(r);
+        store_failed(call);
+        return;
+    }
+    store_req_free(r);
+    json_t *data = json_pack("{s:s,s:O}", "token", call->token, "user", call->user);
+    http_respond_ok(call->req, data);
+    call_free(call);
+}
+
+static void respond_with_token(chat_call *call, json_t *user)
+{
+    char token[AUTH_TOKEN_TEXT_LEN + 1];
+    uint8_t hash[32];
+    auth_new_token(token, hash);
+    call->token = strdup(token);
+    json_decref(call->user);
+    call->user = json_incref(user);
+    json_object_del(call->user, "password_hash");
+    store_req *r = call_store_req(call, STORE_TOKEN_CREATE, token_created);
+    if (!r)
+        return;
+    memcpy(r->token_hash, hash, 32);
+    r->user_id = json_integer_value(json_object_get(user, "id"));
+    r->expires = auth_now_ms() + chat_cfg->token_ttl * 1000;
+    store_submit(chat_store, r);
+}
+
+static void user_created(store_req *r)
+{
+    chat_call *call = r->ctx;
+    int status = r->status;
+    json_t *user = json_incref(r->result);
+    store_req_free(r);
+    if (status == STORE_CONFLICT)
+        call_fail(call, 409, "username_taken", "username is already taken");
+    else if (status != STORE_OK)
+        store_failed(call);
+    else
+        respond_with_token(call, user);
+    json_decref(user);
+}
+
+static void password_hashed(void *ctx, char *hash)
+{
+    chat_call *call = ctx;
+    if (!hash) {
+        call_fail(call, 500, "internal", "password hashing failed");
+        return;
+    }
+    store_req *r = call_store_req(call, STORE_USER_CREATE, user_created);
+    if (r) {
+        json_t *b = call->body;
+        store_req_set_str(&r->username, json_string_value(json_object_get(b, "username")));
+        store_req_set_str(&r->userpic, json_string_value(json_object_get(b, "userpic")));
+        if (!r->userpic)
+            store_req_set_str(&r->userpic, "");
+        r->password_hash = hash;
+        hash = NULL;
+        store_submit(chat_store, r);
+    }
+    free(hash);
+}
+
+static bool validate_username(chat_call *call, const char *username)
+{
+    if (has_control_chars(username) || strchr(username, '#') || username[0] == ' ' ||
+        username[strlen(username) - 1] == ' ') {
+        call_fail(call, 400, "bad_field",
+                  "username must not contain control characters or '#', nor start or end "
+                  "with a space");
+        return false;
+    }
+    return true;
+}
+
+static void do_register(chat_call *call)
+{
+    bool failed;
+    const char *username =
+        want_string(call, call->body, "username", USERNAME_MIN, USERNAME_MAX, true, &failed);
+    if (failed || !validate_username(call, username))
+        return;
+    const char *password =
+        want_string(call, call->body, "password", PASSWORD_MIN, PASSWORD_MAX, true, &failed);
+    if (failed)
+        return;
+    const char *userpic = want_string(call, call->body, "userpic", 0, USERPIC_MAX, false, &failed);
+    if (failed)
+        return;
+    if (userpic && userpic[0] && !url_is_safe(userpic)) {
+        call_fail(call, 400, "bad_field", "userpic must be an http(s) URL or a path");
+        return;
+    }
+    if (auth_hash_password(password, password_hashed, call) < 0)
+        call_fail(call, 500, "internal", "cannot queue password hashing");
+}
+
+static void password_checked(void *ctx, bool ok)
+{
+    chat_call *call = ctx;
+    if (!ok) {
+        call_fail(call, 401, "bad_credentials", "wrong username or password");
+        return;
+    }
+    json_t *user = json_incref(call->user);
+    respond_with_token(call, user);
+    json_decref(user);
+}
+
+static void login_user_found(store_req *r)
+{
+    chat_call *call = r->ctx;
+    if (r->status == STORE_NOT_FOUND) {
+        store_req_free(r);
+        call_fail(call, 401, "bad_credentials", "wrong username or password");
+        return;
+    }
+    if (r->status != STORE_OK) {
+        store_req_free(r);
+        store_failed(call);
+        return;
+    }
+    call->user = json_incref(r->result);
+    const char *hash = json_string_value(json_object_get(r->result, "password_hash"));
+    store_req_free(r);
+    if (!hash) { /* an account made from a JWT has no password */
+        call_fail(call, 401, "bad_credentials", "wrong username or password");
+        return;
+    }
+    const char *password = json_string_value(json_object_get(call->body, "password"));
+    if (auth_verify_password(password, hash, password_checked, call) < 0)
+        call_fail(call, 500, "internal", "cannot queue password check");
+}
+
+static void do_login(chat_call *call)
+{
+    bool failed;
+    const char *username =
+        want_string(call, call->body, "username", 1, USERNAME_MAX * 4, true, &failed);
+    if (failed)
+        return;
+    want_string(call, call->body, "password", 1, PASSWORD_MAX, true, &failed);
+    if (failed)
+        return;
+    bool by_name = auth_login_allowed("user", username);
+    bool by_addr = auth_login_allowed("addr", call->req->peer_ip);
+    if (!by_name || !by_addr) {
+        call_fail(call, 429, "rate_limited", "too many login attempts for this %s; wait a minute",
+                  by_name ? "address" : "username");
+        return;
+    }
+    store_req *r = call_store_req(call, STORE_USER_BY_NAME, login_user_found);
+    if (!r)
+        return;
+    store_req_set_str(&r->username, username);
+    store_submit(chat_store, r);
+}
+
+static void logout_done(store_req *r)
+{
+    chat_call *call = r->ctx;
+    int status = r->status;
+    store_req_free(r);
+    if (status == STORE_ERROR) {
+        store_failed(call);
+        return;
+    }
+    http_respond_ok(call->req, json_true());
+    call_free(call);
+}
+
+static void do_logout(chat_call *call)
+{
+    auth_forget(call->token);
+    store_req *r = call_store_req(call, STORE_TOKEN_DELETE, logout_done);
+    if (!r)
+        return;
+    auth_token_hash(call->token, r->token_hash);
+    store_submit(chat_store, r);
+}
+
+static void do_me(chat_call *call)
+{
+    http_respond_ok(call->req, json_incref(call->user));
+    call_free(call);
+}
+
+/* Answers with the store's result as data (HTTP only). */
+static void respond_result(store_req *r)
+{
+    chat_call *call = r->ctx;
+    if (r->status != STORE_OK) {
+        int status = r->status;
+        store_req_free(r);
+        if (status == STORE_NOT_FOUND)
+            call_fail(call, 404, "not_found", "no such user");
+        else
+            store_failed(call);
+        return;
+    }
+    http_respond_ok(call->req, json_incref(r->result));
+    store_req_free(r);
+    call_free(call);
+}
+
+static void do_search(chat_call *call)
+{
+    char q[USERNAME_MAX * 4 + 1];
+    int n = http_query_param(call->req, "q", q, sizeof(q));
+    if (n <= 0) {
+        call_fail(call, 400, n == 0 ? "missing_field" : "bad_field",
+                  "q must be 1 to %d bytes of a username", USERNAME_MAX * 4);
+        return;
+    }
+    store_req *r = call_store_req(call, STORE_USER_SEARCH, respond_result);
+    if (!r)
+        return;
+    store_req_set_str(&r->query, q);
+    r->limit = SEARCH_LIMIT;
+    store_submit(chat_store, r);
+}
+
+/* ---- bind -------------------------------------------------------------- */
+
+/* Binds connection c to the call's user; answers either way. */
+static void bind_conn(chat_call *call, conn *c)
+{
+    char uid[24];
+    uid_string(call->uid, uid, sizeof(uid));
+    if (!c) {
+        call_fail(call, 404, "not_found", "client_id is not connected");
+        return;
+    }
+    if (c->uid && (c->uid->len != strlen(uid) || memcmp(c->uid->name, uid, c->uid->len) != 0)) {
+        call_fail(call, 403, "forbidden", "client_id is bound to another user");
+        return;
+    }
+    if (registry_bind_uid(c, uid, strlen(uid)) < 0) {
+        call_fail(call, 500, "internal", "out of memory");
+        return;
+    }
+    c->flags |= CONN_CHAT_BOUND;
+    if (call->req) {
+        json_t *root =
+            json_pack("{s:b,s:s,s:s,s:{s:I,s:s}}", "status", 1, "type", "bind", "msg", "ok", "data",
+                      "uid", (json_int_t)call->uid, "client_id", c->client_id);
+        http_respond_json(call->req, 200, root);
+    } else {
+        json_t *m =
+            json_pack("{s:s,s:b,s:I}", "type", "bind", "status", 1, "uid", (json_int_t)call->uid);
+        ws_send_json(c, m);
+        json_decref(m);
+    }
+    call_free(call);
+}
+
+static void do_bind(chat_call *call)
+{
+    if (!call->req) {
+        bind_conn(call, call_conn(call));
+        return;
+    }
+    bool failed;
+    const char *id = want_string(call, call->body, "client_id", 1, 64, true, &failed);
+    if (failed)
+        return;
+    bind_conn(call, registry_find(id, strlen(id)));
+}
+
+/* ---- send -------------------------------------------------------------- */
+
+static void message_stored(store_req *r)
+{
+    chat_call *call = r->ctx;
+    if (r->status != STORE_OK) {
+        int status = r->status;
+        store_req_free(r);
+        if (status == STORE_NOT_FOUND)
+            call_fail(call, 404, "not_found", "to_id: no such user");
+        else
+            store_failed(call);
+        return;
+    }
+    json_t *message = json_incref(r->result);
+    bool duplicate = r->duplicate;
+    store_req_free(r);
+    conn *origin = call_conn(call);
+    if (!duplicate) {
+        json_t *push = json_pack("{s:s,s:O}", "type", "message", "message", message);
+        push_to_user(json_integer_value(json_object_get(message, "to_id")), push, NULL);
+        push_to_user(call->uid, push, origin);
+        json_decref(push);
+    }
+    if (call->req) {
+        http_respond_ok(call->req, message);
+        message = NULL;
+    } else if (origin) {
+        json_t *ack = json_pack("{s:s,s:O,s:O}", "type", "ack", "client_msg_id",
+                                json_object_get(message, "client_msg_id"), "message", message);
+        ws_send_json(origin, ack);
+        json_decref(ack);
+    }
+    json_decref(message);
+    call_free(call);
+}
+
+static void do_send(chat_call *call)
+{
+    json_t *m = call->req ? call->body : json_object_get(call->body, "message");
+    if (!json_is_object(m)) {
+        call_fail(call, 400, "missing_field", "message must be an object");
+        return;
+    }
+    int64_t to = want_user_id(call, m, "to_id");
+    if (!to)
+        return;
+    if (to == call->uid) {
+        call_fail(call, 400, "bad_field", "to_id must be another user");
+        return;
+    }
+    bool failed;
+    const char *type = want_string(call, m, "type", 1, 32, true, &failed);
+    if (failed)
+        return;
+    if (!type_allowed(type)) {
+        call_fail(call, 400, "bad_field", "type must be one of: %s", chat_cfg->message_types);
+        return;
+    }
+    const char *data = want_string(call, m, "data", 1, (size_t)chat_cfg->max_text, true, &failed);
+    if (failed)
+        return;
+    if (strcmp(type, "image") == 0 && !url_is_safe(data)) {
+        call_fail(call, 400, "bad_field", "data of an image must be an http(s) URL or a path");
+        return;
+    }
+    const char *cmid = want_string(call, m, "client_msg_id", 1, CLIENT_MSG_ID_MAX, false, &failed);
+    if (failed)
+        return;
+    if (call->req) { /* the device sending over HTTP may name itself */
+        const char *self = want_string(call, m, "client_id", 1, 64, false, &failed);
+        if (failed)
+            return;
+        if (self)
+            snprintf(call->client_id, sizeof(call->client_id), "%s", self);
+    }
+    store_req *r = call_store_req(call, STORE_MESSAGE_SEND, message_stored);
+    if (!r)
+        return;
+    r->peer_id = to;
+    if (store_req_set_str(&r->msg_type, type) < 0 || store_req_set_str(&r->msg_data, data) < 0 ||
+        store_req_set_str(&r->client_msg_id, cmid) < 0) {
+        store_req_free(r);
+        call_fail(call, 500, "internal", "out of memory");
+        return;
+    }
+    store_submit(chat_store, r);
+}
+
+/* ---- list / history / sync / unread / read ----------------------------- */
+
+static void do_list(chat_call *call)
+{
+    store_req *r = call_store_req(call, STORE_CHAT_LIST, respond_result);
+    if (r)
+        store_submit(chat_store, r);
+}
+
+static void do_unread(chat_call *call)
+{
+    store_req *r = call_store_req(call, STORE_UNREAD, respond_result);
+    if (r)
+        store_submit(chat_store, r);
+}
+
+static void do_history(chat_call *call)
+{
+    char buf[32];
+    if (http_query_param(call->req, "userid", buf, sizeof(buf)) < 0) {
+        call_fail(call, 400, "missing_field", "userid is required");
+        return;
+    }
+    int64_t peer = query_int(call, "userid", 0, 1, INT64_MAX);
+    if (peer < 0)
+        return;
+    int64_t before = query_int(call, "before", 0, 0, INT64_MAX);
+    if (before < 0)
+        return;
+    int64_t limit = query_int(call, "limit", HISTORY_DEFAULT, 1, chat_cfg->page_limit);
+    if (limit < 0)
+        return;
+    store_req *r = call_store_req(call, STORE_HISTORY, respond_result);
+    if (!r)
+        return;
+    r->peer_id = peer;
+    r->before = before;
+    r->limit = limit;
+    store_submit(chat_store, r);
+}
+
+static void do_sync(chat_call *call)
+{
+    int64_t after = query_int(call, "after", 0, 0, INT64_MAX);
+    if (after < 0)
+        return;
+    int64_t limit = query_int(call, "limit", chat_cfg->page_limit, 1, chat_cfg->page_limit);
+    if (limit < 0)
+        return;
+    store_req *r = call_store_req(call, STORE_SYNC, respond_result);
+    if (!r)
+        return;
+    r->after = after;
+    r->limit = limit;
+    store_submit(chat_store, r);
+}
+
+static void read_done(store_req *r)
+{
+    chat_call *call = r->ctx;
+    if (r->status != STORE_OK) {
+        int status = r->status;
+        store_req_free(r);
+        if (status == STORE_NOT_FOUND)
+            call_fail(call, 404, "not_found", "userid: no such user");
+        else
+            store_failed(call);
+        return;
+    }
+    int64_t peer = r->peer_id;
+    json_int_t total = json_integer_value(json_object_get(r->result, "total"));
+    json_int_t last_read = json_integer_value(json_object_get(r->result, "last_read_id"));
+    store_req_free(r);
+    json_t *read =
+        json_pack("{s:s,s:I,s:I}", "type", "read", "userid", (json_int_t)peer, "total", total);
+    push_to_user(call->uid, read, call_conn(call));
+    json_decref(read);
+    json_t *receipt = json_pack("{s:s,s:I,s:I}", "type", "receipt", "userid", (json_int_t)call->uid,
+                                "last_read_id", last_read);
+    push_to_user(peer, receipt, NULL);
+    json_decref(receipt);
+    http_respond_ok(call->req, json_pack("{s:I}", "total", total));
+    call_free(call);
+}
+
+static void do_read(chat_call *call)
+{
+    int64_t peer = want_user_id(call, call->body, "userid");
+    if (!peer)
+        return;
+    bool failed;
+    const char *self = want_string(call, call->body, "client_id", 1, 64, false, &failed);
+    if (failed)
+        return;
+    if (self)
+        snprintf(call->client_id, sizeof(call->client_id), "%s", self);
+    store_req *r = call_store_req(call, STORE_READ, read_done);
+    if (!r)
+        return;
+    r->peer_id = peer;
+    store_submit(chat_store, r);
+}
+
+/* ---- routing ----------------------------------------------------------- */
+
+static void authenticated(void *ctx, int status, json_t *user)
+{
+    chat_call *call = ctx;
+    if (status != 0) {
+        call_fail(call, status, status == 401 ? "unauthorized" : "internal",
+                  status == 401 ? "token is missing, wrong or expired" : "storage failed");
+        return;
+    }
+    call->user = user;
+    call->uid = json_integer_value(json_object_get(user, "id"));
+    call->next(call);
+}
+
+static const char *request_token(http_request *req)
+{
+    const char *auth = http_header(req, "Authorization");
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
+        return auth + 7;
+    return http_header(req, "token");
+}
+
+typedef struct chat_route {
+    int method;
+    const char *path;
+    bool auth;
+    bool json_body;
+    chat_step step;
+} chat_route;
+
+static const chat_route routes[] = {
+    {HTTP_POST, "/user/register", false, true, do_register},
+    {HTTP_POST, "/user/login", false, true, do_login},
+    {HTTP_POST, "/user/logout", true, false, do_logout},
+    {HTTP_GET, "/user/me", true, false, do_me},
+    {HTTP_GET, "/user/search", true, false, do_search},
+    {HTTP_POST, "/chat/bind", true, true, do_bind},
+    {HTTP_POST, "/chat/send", true, true, do_send},
+    {HTTP_GET, "/chat/list", true, false, do_list},
+    {HTTP_GET, "/chat/history", true, false, do_history},
+    {HTTP_GET, "/chat/sync", true, false, do_sync},
+    {HTTP_POST, "/chat/read", true, true, do_read},
+    {HTTP_GET, "/chat/unread", true, false, do_unread},
+};
+
+bool chat_handles(const char *path)
+{
+    return strncmp(path, "/user/", 6) == 0 || strncmp(path, "/chat/", 6) == 0;
+}
+
+void chat_handle_request(http_request *req)
+{
+    const chat_route *route = NULL;
+    bool path_known = false;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (strcmp(routes[i].path, req->path) == 0) {
+            path_known = true;
+            if (routes[i].method == req->method ||
+                (routes[i].method == HTTP_GET && req->method == HTTP_HEAD))
+                route = &routes[i];
+        }
+    if (!route) {
+        if (path_known)
+            http_respond_error(req, 405, "method_not_allowed", "%s is not allowed on %s",
+                               req->method_name, req->path);
+        else
+            http_respond_error(req, 404, "not_found", "no such endpoint %s", req->path);
+        return;
+    }
+    chat_call *call = calloc(1, sizeof(*call));
+    if (!call) {
+        http_respond_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    call->req = req;
+    call->next = route->step;
+    if (route->json_body) {
+        json_error_t err;
+        call->body = req->body_len ? json_loadb(req->body, req->body_len, 0, &err) : NULL;
+        if (!json_is_object(call->body)) {
+            call_fail(call, 400, "bad_json", "body must be a JSON object");
+            return;
+        }
+    }
+    if (!route->auth) {
+        route->step(call);
+        return;
+    }
+    const char *token = request_token(req);
+    call->token = token ? strdup(token) : NULL;
+    auth_resolve(token, authenticated, call);
+}
+
+/* ---- socket hook ------------------------------------------------------- */
+
+static bool chat_socket_message(conn *c, const char *type, json_t *msg)
+{
+    bool is_bind = strcmp(type, "bind") == 0;
+    if (!is_bind && strcmp(type, "send") != 0)
+        return false;
+    chat_call *call = calloc(1, sizeof(*call));
+    if (!call) {
+        gateway_send_error(c, "internal", "out of memory", NULL);
+        return true;
+    }
+    memcpy(call->client_id, c->client_id, sizeof(call->client_id));
+    call->op = is_bind ? "bind" : "send";
+    call->body = json_incref(msg);
+    if (is_bind) {
+        call->next = do_bind;
+        json_t *token = json_object_get(msg, "token");
+        auth_resolve(json_string_value(token), authenticated, call);
+        return true;
+    }
+    if (!(c->flags & CONN_CHAT_BOUND) || !c->uid) {
+        call_fail(call, 401, "not_bound", "bind this connection with a token before sending");
+        return true;
+    }
+    call->uid = strtoll(c->uid->name, NULL, 10);
+    do_send(call);
+    return true;
+}
+
+int chat_init(uv_loop_t *loop, const config *cfg)
+{
+    chat_cfg = cfg;
+    char err[256] = "";
+    enum store_durability d =
+        strcmp(cfg->durability, "normal") == 0 ? STORE_DURABLE_NORMAL : STORE_DURABLE_FULL;
+    chat_store = store_open(loop, cfg->data_dir, d, err, sizeof(err));
+    if (!chat_store) {
+        log_error("cannot open the store in %s: %s", cfg->data_dir, err);
+        return -1;
+    }
+    if (auth_init(loop, cfg, chat_store) < 0) {
+        log_error("libsodium failed to initialize");
+        return -1;
+    }
+    gateway_set_message_hook(chat_socket_message);
+    log_info("chat store: %s/chatd.db (durability %s)", cfg->data_dir, cfg->durability);
+    return 0;
+}
+
+void chat_shutdown(void)
+{
+    if (chat_store)
+        store_close(chat_store);
+    chat_store = NULL;
+    auth_shutdown();
+}

@@ -1,0 +1,138 @@
+/* store: the chat service's storage, behind one small interface.
+ *
+ * Every operation is a store_req submitted from the event loop thread and
+ * completed back on it: the caller fills the inputs, calls store_submit, and
+ * later its done callback runs on the loop thread with status and result.
+ * Disk work never runs on the loop thread. The SQLite backend
+ * (store_sqlite.c) runs one storage thread: it takes every request queued
+ * since its last pass, answers reads, and commits all writes of the pass in
+ * ONE transaction (group commit); a write's done callback runs only after
+ * that transaction committed, so an acknowledged message is on disk.
+ * A PostgreSQL backend for multi-node deployments implements the same
+ * operations (store_backend.h).
+ *
+ * Ownership: the caller allocates a request with store_req_new and owns it
+ * again when done runs (free it with store_req_free, which also frees the
+ * string inputs and the result). Between submit and done the store owns it.
+ * String inputs are copied in with store_req_set_str.
+ *
+ * Users are {id, username, userpic}; messages are {id, to_id, from_id,
+ * from_username, from_userpic, type, data, time, client_msg_id}. Message
+ * ids are 64-bit integers that grow over time. */
+#ifndef CHATD_STORE_H
+#define CHATD_STORE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct store store;
+typedef struct store_req store_req;
+typedef void (*store_done_fn)(store_req *r);
+
+enum store_status {
+    STORE_OK = 0,
+    STORE_NOT_FOUND = 1, /* the user / token / message asked for does not exist */
+    STORE_CONFLICT = 2,  /* a unique value (username) is taken */
+    STORE_ERROR = -1,    /* I/O or database failure: answer 500 */
+};
+
+/* Operations, their inputs and the JSON they leave in result. */
+typedef enum store_op {
+    /* username, password_hash, userpic, time -> user. CONFLICT: username taken
+     * (usernames are unique case-insensitively). */
+    STORE_USER_CREATE,
+    /* username -> user plus "password_hash". NOT_FOUND. */
+    STORE_USER_BY_NAME,
+    /* user_id -> user. NOT_FOUND. */
+    STORE_USER_BY_ID,
+    /* external_id (a JWT "sub"), username, userpic, time -> user: created on
+     * first sight, username/userpic refreshed later. A username taken by
+     * another user gets "#<external_id>" appended. */
+    STORE_USER_EXTERNAL,
+    /* query, user_id (excluded from results), limit -> [user]: usernames
+     * containing query, case-insensitive, prefix matches first. */
+    STORE_USER_SEARCH,
+    /* token_hash, user_id, expires (ms) -> null. */
+    STORE_TOKEN_CREATE,
+    /* token_hash, time (ms, now) -> user plus "expires" (ms), when the token
+     * exists and expires > time. NOT_FOUND otherwise. */
+    STORE_TOKEN_LOOKUP,
+    /* token_hash -> null (NOT_FOUND when there was none). */
+    STORE_TOKEN_DELETE,
+    /* user_id (sender), peer_id (recipient), msg_type, msg_data,
+     * client_msg_id (may be NULL), time (ms) -> message. In one transaction:
+     * stores the message, moves both users' conversation to it, and adds one
+     * to the recipient's unread count. When client_msg_id is set and this
+     * sender already stored a message with it, nothing is written, result is
+     * that stored message and `duplicate` is true. NOT_FOUND: no such
+     * recipient. */
+    STORE_MESSAGE_SEND,
+    /* user_id -> [{userid, username, userpic, type, data, time, noreadnum,
+     * last_message_id}], the most recent conversation first. */
+    STORE_CHAT_LIST,
+    /* user_id, peer_id, before (exclusive; 0 = from the newest), limit ->
+     * [message] of that conversation, newest first. */
+    STORE_HISTORY,
+    /* user_id, after (exclusive), limit -> [message] to or from the user,
+     * oldest first. */
+    STORE_SYNC,
+    /* user_id, peer_id -> {total, last_read_id}: the conversation's unread
+     * count becomes 0; total is the user's unread sum afterwards;
+     * last_read_id is the newest message id from peer to user (0 if none).
+     * NOT_FOUND: no such peer user. */
+    STORE_READ,
+    /* user_id -> {total, conversations:[{userid, noreadnum}]} (noreadnum > 0). */
+    STORE_UNREAD,
+    STORE_OP_COUNT
+} store_op;
+
+struct store_req {
+    store_op op;
+    store_done_fn done;
+    void *ctx; /* the caller's */
+    /* inputs */
+    int64_t user_id, peer_id;
+    int64_t before, after, limit;
+    int64_t time, expires;
+    uint8_t token_hash[32];
+    char *username, *password_hash, *userpic, *external_id, *query;
+    char *msg_type, *msg_data, *client_msg_id;
+    /* outputs */
+    int status;
+    json_t *result;
+    bool duplicate;
+    /* internal: queue link */
+    store_req *next;
+};
+
+enum store_durability {
+    STORE_DURABLE_FULL = 0,   /* fsync every commit: safe against power loss */
+    STORE_DURABLE_NORMAL = 1, /* WAL without fsync per commit: safe against a crash
+                                 of chatd, not of the machine */
+};
+
+/* Opens (creating if needed) the database under data_dir, applies the
+ * schema migrations and starts the storage thread. Completions are
+ * delivered on loop. NULL on failure with a message in err. */
+store *store_open(uv_loop_t *loop, const char *data_dir, enum store_durability durability,
+                  char *err, size_t err_len);
+
+/* Queues a request; done runs later on the loop thread. */
+void store_submit(store *s, store_req *r);
+
+/* Finishes every queued request, stops the thread, closes the database and
+ * frees s. Call on the loop thread; completions still run before it returns. */
+void store_close(store *s);
+
+store_req *store_req_new(store_op op, store_done_fn done, void *ctx);
+/* Replaces *field with a copy of value (NULL clears). Returns 0 or -1 on OOM. */
+int store_req_set_str(char **field, const char *value);
+void store_req_free(store_req *r);
+
+/* Statistics for /healthz and the benchmark: transactions committed and
+ * write requests they carried. */
+void store_stats(store *s, uint64_t *commits, uint64_t *writes);
+
+#endif
