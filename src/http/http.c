@@ -145,7 +145,7 @@ const char *http_header(const http_request *req, const char *name)
 {
     for (uint32_t i = 0; i < req->n_headers; i++)
         if (strcasecmp(req->head + req->headers[i].name_off, name) == 0)
-            return req->head + req->headers[i].value_off;
+            return req->headers[i].value_off ? req->head + req->headers[i].value_off : "";
     return NULL;
 }
 
@@ -306,7 +306,10 @@ static void fail_request(conn *c, int status, const char *code, const char *msg)
 {
     http_state *st = c->http;
     st->failed = true;
-    http_parser_pause(&st->parser, 1);
+    /* http-parser only allows pausing a parser that is not in error */
+    enum http_errno err = HTTP_PARSER_ERRNO(&st->parser);
+    if (err == HPE_OK || err == HPE_PAUSED)
+        http_parser_pause(&st->parser, 1);
     http_request *req = st->req;
     if (!req) {
         req = request_new(c);
@@ -318,6 +321,8 @@ static void fail_request(conn *c, int status, const char *code, const char *msg)
     }
     req->keep_alive = false;
     req->in_dispatch = true;
+    if (!req->headers_done)
+        req->n_headers = 0; /* a half-parsed header must not be looked at */
     http_respond_error(req, status, code, "%s", msg);
     st->req = NULL;
     request_free(req);
@@ -449,6 +454,7 @@ static int on_headers_complete(http_parser *p)
         fail_request(c, 431, "headers_too_large", "request line and headers are too large");
         return 0;
     }
+    req->headers_done = true;
     /* split the URL (always at offset 0) into path and query */
     char *url = req->head;
     char *q = strchr(url, '?');

@@ -49,6 +49,7 @@ struct http_request {
     uint32_t body_cap;
     bool responded;
     bool in_dispatch;
+    bool headers_done; /* every header is complete and NUL-terminated */
     bool cors_allowed; /* Origin is in --cors-origins */
     char peer_ip[48];  /* for rate limits and logs */
 };
