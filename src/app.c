@@ -90,34 +90,35 @@ static void close_handle_cb(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-/* Runs when every connection is gone, or when the grace period ends. */
-static void finish_shutdown(void)
-{
-    uv_walk(srv.loop, close_handle_cb, NULL); /* stragglers and our own handles */
-}
-
+/* Ends uv_run once every connection is gone or the grace period is over. */
 static void shutdown_timer_cb(uv_timer_t *t)
 {
-    (void)t;
-    if (srv.conns_open > 0 && uv_now(srv.loop) - started_at_ms < UINT64_MAX) {
-        static int waited;
-        if (++waited * 100 < SHUTDOWN_GRACE_MS)
-            return;
+    if (srv.conns_open > 0 && uv_now(srv.loop) - srv.stop_ms < SHUTDOWN_GRACE_MS)
+        return;
+    if (srv.conns_open > 0)
         log_warn("shutdown: %llu connections did not close in time",
                  (unsigned long long)srv.conns_open);
-    }
     uv_timer_stop(t);
-    finish_shutdown();
+    uv_stop(srv.loop);
 }
 
-static void http_close_one(uv_handle_t *h, void *arg)
+static void close_gracefully(uv_handle_t *h, void *arg)
 {
     (void)arg;
     if (h->type != UV_TCP || h == (uv_handle_t *)&srv.listener || uv_is_closing(h))
         return;
     conn *c = (conn *)h;
-    if (!(c->flags & CONN_WS))
-        conn_close_after_write(c, 1); /* HTTP: finish the reply in flight */
+    if (c->flags & CONN_WS)
+        ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+    else
+        conn_close_after_write(c, 1000); /* HTTP: finish the reply in flight */
+}
+
+static void force_close_one(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (h->type == UV_TCP && h != (uv_handle_t *)&srv.listener && !uv_is_closing(h))
+        conn_close((conn *)h);
 }
 
 static void signal_cb(uv_signal_t *s, int signum)
@@ -126,15 +127,27 @@ static void signal_cb(uv_signal_t *s, int signum)
     if (srv.stopping)
         return;
     srv.stopping = true;
+    srv.stop_ms = uv_now(srv.loop);
     log_info("received %s: closing %llu connections", signum == SIGINT ? "SIGINT" : "SIGTERM",
              (unsigned long long)srv.conns_open);
     server_stop_listening(&srv);
-    gateway_close_all(WS_CLOSE_GOING_AWAY, "server shutting down");
-    uv_walk(srv.loop, http_close_one, NULL);
-    uv_signal_stop(&sigint_handle);
-    uv_signal_stop(&sigterm_handle);
-    uv_timer_init(srv.loop, &shutdown_timer);
-    uv_timer_start(&shutdown_timer, shutdown_timer_cb, 100, 100);
+    uv_walk(srv.loop, close_gracefully, NULL); /* every client, /ws and /echo alike */
+    uv_timer_start(&shutdown_timer, shutdown_timer_cb, 20, 20);
+}
+
+/* After the loop stopped: drop what is left, then let every close finish. */
+static void teardown(uv_loop_t *loop)
+{
+    uv_walk(loop, force_close_one, NULL);
+    server_close(&srv);
+    uv_close((uv_handle_t *)&sigint_handle, NULL);
+    uv_close((uv_handle_t *)&sigterm_handle, NULL);
+    uv_close((uv_handle_t *)&shutdown_timer, NULL);
+    uv_run(loop, UV_RUN_DEFAULT); /* close callbacks free the connections */
+    chat_shutdown();              /* commits and answers what is queued */
+    uv_walk(loop, close_handle_cb, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    registry_destroy();
 }
 
 /* ---- start ------------------------------------------------------------- */
@@ -161,6 +174,7 @@ int app_run(uv_loop_t *loop, const config *cfg)
     if (chat_init(loop, cfg) < 0)
         return 1;
     http_set_request_handler(route);
+    static_files_init(cfg->web_root);
     int r = server_init(&srv, loop, cfg, &http_conn_handler);
     if (r < 0) {
         log_error("cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port, uv_strerror(r));
@@ -171,14 +185,12 @@ int app_run(uv_loop_t *loop, const config *cfg)
     uv_signal_start(&sigint_handle, signal_cb, SIGINT);
     uv_signal_init(loop, &sigterm_handle);
     uv_signal_start(&sigterm_handle, signal_cb, SIGTERM);
+    uv_timer_init(loop, &shutdown_timer);
     log_info("chatd listening on http://%s:%d (WebSocket %s%s%s, API %s)", cfg->listen_host,
              cfg->listen_port, cfg->ws_path, cfg->echo_path[0] ? ", echo " : "", cfg->echo_path,
              cfg->api_secret[0] ? "on" : "off");
     uv_run(loop, UV_RUN_DEFAULT);
-    server_close(&srv);
-    uv_run(loop, UV_RUN_DEFAULT); /* let the close callbacks run */
-    chat_shutdown();
-    registry_destroy();
+    teardown(loop);
     log_info("chatd stopped");
     return 0;
 }

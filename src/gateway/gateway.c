@@ -88,18 +88,6 @@ void gateway_exclude_mark(conn *c, bool excluded)
         c->flags &= ~CONN_EXCLUDED;
 }
 
-static void close_one(conn *c, void *arg)
-{
-    void **a = arg;
-    ws_close(c, *(uint16_t *)a[0], a[1]);
-}
-
-void gateway_close_all(uint16_t code, const char *reason)
-{
-    void *arg[2] = {&code, (void *)reason};
-    registry_foreach(close_one, arg);
-}
-
 void gateway_send_error(conn *c, const char *code, const char *msg, json_t *extra)
 {
     json_t *o = json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "msg", msg);
@@ -246,9 +234,11 @@ static void gw_on_message(conn *c, bool is_text, uint8_t *data, size_t len)
         json_decref(msg);
         return;
     }
-    const char *type = json_string_value(json_object_get(msg, "type"));
+    json_t *jtype = json_object_get(msg, "type");
+    const char *type = json_string_value(jtype);
     if (!type) {
-        gateway_send_error(c, "missing_field", "type is required", NULL);
+        gateway_send_error(c, jtype ? "bad_field" : "missing_field",
+                           jtype ? "type must be a string" : "type is required", NULL);
     } else if (strcmp(type, "ping") == 0) {
         if (!pong_frame)
             pong_frame = gateway_frame_text("{\"type\":\"pong\"}", 15);

@@ -47,7 +47,4 @@ void gateway_send_error(conn *c, const char *code, const char *msg, json_t *extr
  * (every chat-service user id), else a string. New reference. */
 json_t *gateway_uid_json(const char *uid, size_t len);
 
-/* Closes every client with 1001 (shutdown). */
-void gateway_close_all(uint16_t code, const char *reason);
-
 #endif

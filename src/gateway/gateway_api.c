@@ -465,7 +465,7 @@ static void session_write(http_request *req, json_t *body, bool merge)
         if (size > SESSION_MAX) {
             json_decref(next);
             ws_extra_release(c);
-            http_respond_error(req, 413, "too_large", "session is larger than %d bytes",
+            http_respond_error(req, 400, "bad_field", "session is larger than %d bytes",
                                SESSION_MAX);
             free(ids.items);
             return;

@@ -229,14 +229,14 @@ void http_respond(http_request *req, int status, const char *extra_headers,
     req->responded = true;
     conn *c = req->conn;
     if (c && !(c->flags & CONN_CLOSING)) {
-        const config *cfg = conn_server(c)->cfg;
         char date[64];
         format_date(date, sizeof(date));
         const char *origin = http_header(req, "Origin");
         char cors[512] = "";
-        if (req->cors_allowed && origin)
+        /* the origin is echoed (not "*") so credentialed requests work too */
+        if (req->cors_allowed && origin && strlen(origin) < 256)
             snprintf(cors, sizeof(cors), "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n",
-                     strcmp(cfg->cors_origins, "*") == 0 ? "*" : origin);
+                     origin);
         bool no_body = req->method == HTTP_HEAD || status == 204 || status == 304;
         char head[1536];
         int n = snprintf(head, sizeof(head),
@@ -326,7 +326,7 @@ static void fail_request(conn *c, int status, const char *code, const char *msg)
     http_respond_error(req, status, code, "%s", msg);
     st->req = NULL;
     request_free(req);
-    conn_close_after_write(c, 2);
+    conn_close_after_write(c, 2000);
 }
 
 /* ---- parser callbacks -------------------------------------------------- */
@@ -339,7 +339,7 @@ static int on_message_begin(http_parser *p)
     st->last_was_value = false;
     if (!st->req)
         return -1;
-    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout);
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout * 1000);
     return 0;
 }
 
@@ -472,6 +472,10 @@ static int on_headers_complete(http_parser *p)
     req->upgrade = p->upgrade;
     req->cors_allowed = origin_in_list(cfg->cors_origins, http_header(req, "Origin"));
 
+    if (p->http_major != 1) {
+        fail_request(c, 400, "bad_request", "only HTTP/1.0 and HTTP/1.1 are supported");
+        return 0;
+    }
     if (p->flags & F_CHUNKED) {
         fail_request(c, 411, "length_required",
                      "chunked request bodies are not supported: send Content-Length");
@@ -559,10 +563,10 @@ static void finish_request(http_request *req)
     if (!keep_alive) {
         st->failed = true;
         http_parser_pause(&st->parser, 1);
-        conn_close_after_write(c, 2);
+        conn_close_after_write(c, 2000);
         return;
     }
-    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->keepalive_timeout);
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->keepalive_timeout * 1000);
     if (st->busy) {
         st->busy = false;
         http_parser_pause(&st->parser, 0);
@@ -591,7 +595,7 @@ static void http_on_open(conn *c)
     http_parser_init(&st->parser, HTTP_REQUEST);
     st->parser.data = c;
     c->http = st;
-    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout);
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout * 1000);
 }
 
 static size_t http_on_read(conn *c, uint8_t *data, size_t len)
@@ -634,7 +638,7 @@ static size_t http_on_read(conn *c, uint8_t *data, size_t len)
     if (st->parser.upgrade) {
         /* an Upgrade request the application did not take */
         st->failed = true;
-        conn_close_after_write(c, 2);
+        conn_close_after_write(c, 2000);
         return len;
     }
     return n;
@@ -648,7 +652,7 @@ static void http_on_deadline(conn *c)
         return;
     }
     if (st && st->busy) {
-        conn_set_deadline(c, 1); /* a handler is still working: not idle */
+        conn_set_deadline(c, 1000); /* a handler is still working: not idle */
         return;
     }
     conn_close(c); /* idle keep-alive connection */

@@ -154,6 +154,7 @@ static void send_file(static_job *job)
 }
 
 static void read_cb(uv_fs_t *fs);
+static void start_resolve(static_job *job);
 
 static void read_more(static_job *job)
 {
@@ -211,14 +212,9 @@ static void fstat_cb(uv_fs_t *fs)
         job->fd = -1;
         uv_fs_req_cleanup(&job->fs);
         uv_fs_t closer;
-        uv_fs_close(uv_default_loop(), &closer, fd,
-                    NULL); /* sync close of a directory fd: no disk I/O */
+        uv_fs_close(uv_default_loop(), &closer, fd, NULL); /* a directory fd: no disk I/O */
         uv_fs_req_cleanup(&closer);
-        if (uv_fs_open(uv_default_loop(), &job->fs, job->path, O_RDONLY | O_CLOEXEC, 0, open_cb) <
-            0) {
-            http_respond_error(job->req, 404, "not_found", "no such file");
-            job_finish(job);
-        }
+        start_resolve(job); /* index.html may be a symlink too */
         return;
     }
     if ((st.st_mode & S_IFMT) != S_IFREG) {
@@ -263,6 +259,57 @@ static void open_cb(uv_fs_t *fs)
     }
 }
 
+/* The web root's real path, so every file can be checked to lie inside it
+ * after symlinks are resolved. */
+static char *root_real;
+static size_t root_real_len;
+
+int static_files_init(const char *web_root)
+{
+    free(root_real);
+    root_real = realpath(web_root, NULL);
+    if (!root_real) {
+        log_warn("web root %s does not exist: static files will be 404", web_root);
+        return -1;
+    }
+    root_real_len = strlen(root_real);
+    return 0;
+}
+
+static void realpath_cb(uv_fs_t *fs)
+{
+    static_job *job = fs->data;
+    const char *real = fs->result == 0 ? fs->ptr : NULL;
+    /* a symlink may point anywhere: what it resolves to must be under the root */
+    if (!real || !root_real || strncmp(real, root_real, root_real_len) != 0 ||
+        (real[root_real_len] != '/' && real[root_real_len] != '\0')) {
+        http_respond_error(job->req, 404, "not_found", "no such file");
+        job_finish(job);
+        return;
+    }
+    char *resolved = strdup(real);
+    uv_fs_req_cleanup(&job->fs);
+    if (!resolved) {
+        http_respond_error(job->req, 500, "internal", "out of memory");
+        job_finish(job);
+        return;
+    }
+    free(job->path);
+    job->path = resolved;
+    if (uv_fs_open(uv_default_loop(), &job->fs, job->path, O_RDONLY | O_CLOEXEC, 0, open_cb) < 0) {
+        http_respond_error(job->req, 404, "not_found", "no such file");
+        job_finish(job);
+    }
+}
+
+static void start_resolve(static_job *job)
+{
+    if (uv_fs_realpath(uv_default_loop(), &job->fs, job->path, realpath_cb) < 0) {
+        http_respond_error(job->req, 404, "not_found", "no such file");
+        job_finish(job);
+    }
+}
+
 void static_serve(http_request *req, const char *web_root)
 {
     if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
@@ -288,9 +335,5 @@ void static_serve(http_request *req, const char *web_root)
     job->req = req;
     job->fd = -1;
     job->fs.data = job;
-    if (uv_fs_open(req->conn->tcp.loop, &job->fs, job->path, O_RDONLY | O_CLOEXEC, 0, open_cb) <
-        0) {
-        http_respond_error(req, 404, "not_found", "no such file");
-        job_free(job);
-    }
+    start_resolve(job);
 }

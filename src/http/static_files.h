@@ -14,6 +14,9 @@
 
 #include "http/http.h"
 
+/* Resolves the web root's real path (once, at start-up). -1 if missing. */
+int static_files_init(const char *web_root);
+
 /* Answers req from files under web_root (borrowed; must outlive the call). */
 void static_serve(http_request *req, const char *web_root);
 

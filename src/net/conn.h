@@ -69,8 +69,8 @@ struct conn {
     uv_tcp_t tcp; /* first: a uv_handle_t* is a conn* */
     const conn_handler *handler;
     uint32_t flags;
-    uint32_t deadline; /* server seconds; 0 = none */
-    uint32_t last_rx;  /* server seconds of the last byte received */
+    uint32_t deadline; /* wheel tick; 0 = none */
+    uint32_t last_rx;  /* server_now_ms of the last byte received */
     uint32_t in_len, in_cap;
     uint8_t *in; /* carried-over partial input, NULL when none */
     conn *wheel_prev, *wheel_next;

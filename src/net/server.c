@@ -53,13 +53,15 @@ static void wheel_remove(server *srv, conn *c)
     c->flags &= ~CONN_IN_WHEEL;
 }
 
-void conn_set_deadline(conn *c, uint32_t seconds)
+void conn_set_deadline(conn *c, uint32_t ms)
 {
     server *srv = conn_server(c);
     if (c->flags & CONN_CLOSING)
         return;
     wheel_remove(srv, c);
-    c->deadline = seconds ? server_now(srv) + seconds : 0;
+    /* rounded up, +1: the deadline fires on a tick boundary at least `ms`
+     * from now, never before */
+    c->deadline = ms ? server_now_tick(srv) + (ms + WHEEL_TICK_MS - 1) / WHEEL_TICK_MS + 1 : 0;
     if (c->deadline)
         wheel_insert(srv, c);
 }
@@ -76,22 +78,22 @@ static void fire_deadline(conn *c)
         c->handler->on_deadline(c);
 }
 
-/* Visits every slot whose second has come. A connection whose deadline is
+/* Visits every slot whose tick has come. A connection whose deadline is
  * more than WHEEL_SLOTS seconds away is simply put back; each visit is O(1),
  * so a tick costs the connections due plus those a full wheel turn early. */
 static void ticker_cb(uv_timer_t *t)
 {
     server *srv = t->data;
-    uint32_t now = server_now(srv);
+    uint32_t now = server_now_tick(srv);
     while (srv->wheel_pos < now) {
-        uint32_t sec = ++srv->wheel_pos;
-        conn *c = srv->wheel[sec % WHEEL_SLOTS];
-        srv->wheel[sec % WHEEL_SLOTS] = NULL;
+        uint32_t tick = ++srv->wheel_pos;
+        conn *c = srv->wheel[tick % WHEEL_SLOTS];
+        srv->wheel[tick % WHEEL_SLOTS] = NULL;
         while (c) {
             conn *next = c->wheel_next;
             c->flags &= ~CONN_IN_WHEEL;
             c->wheel_prev = c->wheel_next = NULL;
-            if (c->deadline <= sec) {
+            if (c->deadline <= tick) {
                 c->deadline = 0;
                 fire_deadline(c);
             } else {
@@ -172,12 +174,12 @@ static void begin_shutdown(conn *c)
     }
 }
 
-void conn_close_after_write(conn *c, uint32_t grace)
+void conn_close_after_write(conn *c, uint32_t grace_ms)
 {
     if (c->flags & (CONN_CLOSING | CONN_SHUT_AFTER_WRITE))
         return;
     c->flags |= CONN_SHUT_AFTER_WRITE;
-    conn_set_deadline(c, grace ? grace : 1);
+    conn_set_deadline(c, grace_ms ? grace_ms : 1000);
     if (c->flags & CONN_READ_PAUSED) {
         c->flags &= ~CONN_READ_PAUSED;
         restart_read(c); /* only to see EOF; read_cb discards the bytes */
@@ -476,7 +478,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0 || (c->flags & CONN_CLOSING))
         return;
-    c->last_rx = server_now(conn_server(c));
+    c->last_rx = server_now_ms(conn_server(c));
     if (c->flags & CONN_SHUT_AFTER_WRITE)
         return; /* draining before close: input is no longer wanted */
     server *srv = conn_server(c);
@@ -544,7 +546,7 @@ static void connection_cb(uv_stream_t *listener, int status)
     srv->conns_open++;
     srv->conns_total++;
     c->handler = srv->accept_handler;
-    c->last_rx = server_now(srv);
+    c->last_rx = server_now_ms(srv);
     if (c->handler->on_open)
         c->handler->on_open(c);
     if (!(c->flags & CONN_CLOSING))
@@ -559,7 +561,7 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
     srv->accept_handler = handler;
     loop->data = srv;
     srv->start_ms = uv_now(loop);
-    srv->wheel_pos = server_now(srv);
+    srv->wheel_pos = server_now_tick(srv);
     srv->read_buf_size = READ_BUF_SIZE;
     srv->read_buf = malloc(READ_BUF_SIZE + 1); /* +1: room for a NUL after the data */
     if (!srv->read_buf)
@@ -587,7 +589,7 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
     uv_prepare_start(&srv->pre_flusher, prepare_cb);
     uv_timer_init(loop, &srv->ticker);
     srv->ticker.data = srv;
-    uv_timer_start(&srv->ticker, ticker_cb, 1000, 1000);
+    uv_timer_start(&srv->ticker, ticker_cb, WHEEL_TICK_MS, WHEEL_TICK_MS);
     return 0;
 }
 
@@ -600,9 +602,11 @@ void server_stop_listening(server *srv)
 void server_close(server *srv)
 {
     server_stop_listening(srv);
-    uv_close((uv_handle_t *)&srv->flusher, NULL);
-    uv_close((uv_handle_t *)&srv->pre_flusher, NULL);
-    uv_close((uv_handle_t *)&srv->ticker, NULL);
+    uv_handle_t *own[] = {(uv_handle_t *)&srv->flusher, (uv_handle_t *)&srv->pre_flusher,
+                          (uv_handle_t *)&srv->ticker};
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (!uv_is_closing(own[i]))
+            uv_close(own[i], NULL);
     free(srv->read_buf);
     srv->read_buf = NULL;
     free(srv->iov);

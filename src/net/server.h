@@ -10,8 +10,8 @@
  * overflow path (conn_send returns CONN_SEND_OVERFLOW) and the protocol
  * decides how to close it.
  *
- * Deadlines: each connection may have one deadline in whole seconds; a
- * single 1 s timer walks a wheel of slots, so neither idle connections nor
+ * Deadlines: each connection may have one deadline, kept to WHEEL_TICK_MS; a
+ * single timer walks a wheel of slots, so neither idle connections nor
  * heartbeats cost a timer each, and no tick scans all connections. */
 #ifndef CHATD_SERVER_H
 #define CHATD_SERVER_H
@@ -24,7 +24,8 @@
 #include "core/config.h"
 #include "net/conn.h"
 
-#define WHEEL_SLOTS 1024 /* seconds; a deadline further out is re-slotted when visited */
+#define WHEEL_TICK_MS 100 /* deadline resolution */
+#define WHEEL_SLOTS 1024  /* ticks; a deadline further out is re-slotted when visited */
 
 struct server {
     uv_loop_t *loop;
@@ -34,7 +35,7 @@ struct server {
     uv_prepare_t pre_flusher; /* flushes what timers queued, before polling */
     uv_timer_t ticker;
     uint64_t start_ms;  /* uv_now at start */
-    uint32_t wheel_pos; /* last second processed */
+    uint32_t wheel_pos; /* last tick processed */
     conn *wheel[WHEEL_SLOTS];
     conn *dirty;       /* connections with queued output to flush */
     uint8_t *read_buf; /* shared by every read of this loop */
@@ -45,13 +46,21 @@ struct server {
     uint64_t conns_open;
     uint64_t conns_total;
     bool stopping;
-    void *app; /* the application above (gateway), for layers that need it */
+    uint64_t stop_ms; /* uv_now when shutdown began */
+    void *app;        /* the application above (gateway), for layers that need it */
 };
 
-/* Seconds since the server started, from the loop's cached clock; never 0. */
-static inline uint32_t server_now(const server *srv)
+/* Milliseconds since the server started, from the loop's cached clock.
+ * 32 bits wrap after 49 days; users only take differences of recent values. */
+static inline uint32_t server_now_ms(const server *srv)
 {
-    return (uint32_t)((uv_now(srv->loop) - srv->start_ms) / 1000) + 1;
+    return (uint32_t)(uv_now(srv->loop) - srv->start_ms);
+}
+
+/* Wheel ticks since the server started; never 0. */
+static inline uint32_t server_now_tick(const server *srv)
+{
+    return (uint32_t)((uv_now(srv->loop) - srv->start_ms) / WHEEL_TICK_MS) + 1;
 }
 
 /* Binds and listens on cfg->listen_host:listen_port. Returns 0 or a
@@ -78,13 +87,14 @@ size_t conn_queued_bytes(const conn *c);
  * policy close, so the close frame is not stuck behind megabytes). */
 void conn_drop_pending(conn *c);
 
-/* Closes once the queued bytes are written (or after `grace` seconds). */
-void conn_close_after_write(conn *c, uint32_t grace);
+/* Closes once the queued bytes are written (or after `grace_ms`). */
+void conn_close_after_write(conn *c, uint32_t grace_ms);
 /* Closes now; queued output is discarded. */
 void conn_close(conn *c);
 
-/* Sets the connection's one deadline, `seconds` from now (0 clears it). */
-void conn_set_deadline(conn *c, uint32_t seconds);
+/* Sets the connection's one deadline, at least `ms` from now and less than
+ * WHEEL_TICK_MS more (0 clears it). */
+void conn_set_deadline(conn *c, uint32_t ms);
 
 /* Stops reading; bytes already buffered stay in c->in. */
 void conn_pause_read(conn *c);

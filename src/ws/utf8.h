@@ -13,8 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define UTF8_ACCEPT 0  /* at a character boundary: everything so far is valid */
-#define UTF8_REJECT 1  /* invalid: stays rejected */
+#define UTF8_ACCEPT 0 /* at a character boundary: everything so far is valid */
+#define UTF8_REJECT 1 /* invalid: stays rejected */
 
 /* Feeds len bytes to the DFA, starting from *state (UTF8_ACCEPT for a new
  * message) and updating it. Returns the new state. A state other than ACCEPT

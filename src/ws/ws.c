@@ -13,7 +13,7 @@
 
 /* Seconds a closing connection waits for its queue to drain and the peer's
  * close before the socket is dropped. */
-#define CLOSE_GRACE_SECONDS 2
+#define CLOSE_GRACE_MS 2000
 
 bool http_origin_allowed(const char *list, const char *origin);
 
@@ -109,7 +109,7 @@ void ws_close(conn *c, uint16_t code, const char *reason)
         conn_send_force(c, frame);
         sbuf_unref(frame);
     }
-    conn_close_after_write(c, CLOSE_GRACE_SECONDS);
+    conn_close_after_write(c, CLOSE_GRACE_MS);
 }
 
 /* ---- receiving --------------------------------------------------------- */
@@ -132,7 +132,7 @@ static void handle_close_frame(conn *c, uint8_t *payload, size_t len)
 {
     c->flags |= CONN_WS_CLOSE_RECV;
     if (c->flags & CONN_WS_CLOSE_SENT) {
-        conn_close_after_write(c, 1); /* our close was answered */
+        conn_close_after_write(c, 1000); /* our close was answered */
         return;
     }
     if (len == 0) {
@@ -304,31 +304,32 @@ static void ws_on_deadline(conn *c)
 {
     server *srv = conn_server(c);
     const config *cfg = srv->cfg;
-    uint32_t now = server_now(srv);
-    uint32_t idle = now - c->last_rx;
+    uint32_t idle = server_now_ms(srv) - c->last_rx;
+    uint32_t interval = (uint32_t)cfg->ping_interval * 1000;
+    uint32_t timeout = (uint32_t)cfg->ping_timeout * 1000;
     uint32_t next;
-    if (idle >= (uint32_t)cfg->ping_timeout) {
+    if (idle >= timeout) {
         log_debug("client %s: heartbeat timeout", c->client_id);
         ws_close(c, WS_CLOSE_GOING_AWAY, "heartbeat timeout");
         return;
     }
-    if (idle >= (uint32_t)cfg->ping_interval) {
+    if (idle >= interval) {
         if (!(c->flags & CONN_WS_PING_SENT)) {
             c->flags |= CONN_WS_PING_SENT;
             ws_send_frame(c, ping_frame);
         }
-        next = c->last_rx + (uint32_t)cfg->ping_timeout - now;
+        next = timeout - idle;
     } else {
-        next = c->last_rx + (uint32_t)cfg->ping_interval - now;
+        next = interval - idle;
     }
-    conn_set_deadline(c, next ? next : 1);
+    conn_set_deadline(c, next);
 }
 
 static void ws_on_open(conn *c)
 {
     c->flags |= CONN_WS;
     c->utf8_state = UTF8_ACCEPT;
-    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->ping_interval);
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->ping_interval * 1000);
     if (!(c->flags & CONN_WS_ECHO) && gateway_app && gateway_app->on_open)
         gateway_app->on_open(c);
 }
@@ -369,9 +370,14 @@ void ws_upgrade(http_request *req, bool echo)
     ws_handshake_result out;
     if (ws_handshake_check(&in, &out) < 0) {
         req->keep_alive = false;
-        if (out.status == 426)
-            http_respond_error(req, 426, "upgrade_required", "%s", out.reason);
-        else
+        if (out.status == 426) {
+            char body[160];
+            int n = snprintf(body, sizeof(body),
+                             "{\"status\":false,\"msg\":\"%s\",\"code\":\"upgrade_required\"}",
+                             out.reason);
+            http_respond(req, 426, "Sec-WebSocket-Version: 13\r\n",
+                         "application/json; charset=utf-8", body, (size_t)n);
+        } else
             http_respond_error(req, 400, "bad_handshake", "%s", out.reason);
         return;
     }

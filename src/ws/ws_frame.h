@@ -32,8 +32,8 @@ enum ws_close_code {
     WS_CLOSE_GOING_AWAY = 1001,
     WS_CLOSE_PROTOCOL_ERROR = 1002,
     WS_CLOSE_UNSUPPORTED = 1003,
-    WS_CLOSE_NO_STATUS = 1005,  /* never sent on the wire */
-    WS_CLOSE_ABNORMAL = 1006,   /* never sent on the wire */
+    WS_CLOSE_NO_STATUS = 1005, /* never sent on the wire */
+    WS_CLOSE_ABNORMAL = 1006,  /* never sent on the wire */
     WS_CLOSE_INVALID_DATA = 1007,
     WS_CLOSE_POLICY = 1008,
     WS_CLOSE_TOO_BIG = 1009,
@@ -47,19 +47,19 @@ enum ws_close_code {
 
 typedef struct ws_frame_header {
     bool fin;
-    uint8_t rsv;        /* RSV1..3 as bits 2..0; chatd negotiates no extension */
+    uint8_t rsv; /* RSV1..3 as bits 2..0; chatd negotiates no extension */
     uint8_t opcode;
     bool masked;
     uint8_t mask[4];
     uint64_t payload_len;
-    size_t header_len;  /* bytes the header occupies on the wire: 2..14 */
+    size_t header_len; /* bytes the header occupies on the wire: 2..14 */
 } ws_frame_header;
 
 /* Result of ws_frame_parse_header. */
 enum ws_parse_result {
-    WS_PARSE_OK = 0,         /* *out is filled in */
-    WS_PARSE_NEED_MORE = 1,  /* fewer bytes than the header needs */
-    WS_PARSE_ERROR = -1,     /* *close_code says why (1002 or 1009) */
+    WS_PARSE_OK = 0,        /* *out is filled in */
+    WS_PARSE_NEED_MORE = 1, /* fewer bytes than the header needs */
+    WS_PARSE_ERROR = -1,    /* *close_code says why (1002 or 1009) */
 };
 
 /* Parses one frame header from buf[0..len).
