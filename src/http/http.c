@@ -523,16 +523,19 @@ static int on_message_complete(http_parser *p)
     conn_set_deadline(c, 0);
     req->in_dispatch = true;
     request_handler(req);
+    if (c->handler != &http_conn_handler) {
+        /* switched protocols: the request is done, the WebSocket layer owns
+         * the connection and the bytes after the headers */
+        st->req = NULL;
+        request_free(req);
+        http_parser_pause(p, 1);
+        return 0;
+    }
     req->in_dispatch = false;
     if (c->flags & CONN_CLOSING) {
         /* the handler closed the connection; on_close detached req */
         if (req->responded)
             finish_request(req);
-        http_parser_pause(p, 1);
-        return 0;
-    }
-    if (c->handler != &http_conn_handler) {
-        /* switched protocols: the WebSocket layer owns the rest */
         http_parser_pause(p, 1);
         return 0;
     }
@@ -576,11 +579,7 @@ static void finish_request(http_request *req)
 
 void http_upgrade_done(http_request *req)
 {
-    conn *c = req->conn;
-    req->responded = true;
-    if (c && c->http && c->http->req == req)
-        c->http->req = NULL;
-    request_free(req);
+    req->responded = true; /* on_message_complete frees it after the handler */
 }
 
 /* ---- conn_handler ------------------------------------------------------ */

@@ -83,8 +83,8 @@ void http_respond_ok(http_request *req, json_t *data);
 void http_respond_error(http_request *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Releases a request that will not be answered because the connection is
- * switching protocols (WebSocket upgrade). */
+/* Marks a request answered by a protocol switch (the WebSocket upgrade
+ * queued its own 101); the HTTP layer frees it when the handler returns. */
 void http_upgrade_done(http_request *req);
 
 const char *http_status_text(int status);

@@ -108,8 +108,8 @@ static void close_and_free_cb(uv_fs_t *fs)
 /* Closes the file (if open) off the loop thread, then frees the job. */
 static void job_finish(static_job *job)
 {
+    uv_fs_req_cleanup(&job->fs); /* the last request's path copy and result */
     if (job->fd >= 0) {
-        uv_fs_req_cleanup(&job->fs);
         job->fs.data = job;
         if (uv_fs_close(uv_default_loop(), &job->fs, job->fd, close_and_free_cb) == 0)
             return;
