@@ -1,0 +1,149 @@
+// Headless Debian Chromium through playwright-core, plus the steps the tests
+// share (sign up, open a chat, send, read the list and the badge).
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { REPO_ROOT, sleep } from './chatd.mjs';
+
+export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+export const ARTIFACTS = path.join(REPO_ROOT, 'tests', 'browser', 'artifacts');
+export const PHONE = { width: 390, height: 780 };
+export const DESKTOP = { width: 1100, height: 720 };
+
+export async function launch() {
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (scripts/bootstrap.sh --test)`);
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    timeout: 30000,
+    args: [
+      '--no-sandbox',
+      '--headless',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+/**
+ * A page that records its script errors: the tests fail on any.
+ * @returns {Promise<import('playwright-core').Page & {errors: string[]}>}
+ */
+export async function newPage(context, url) {
+  const page = await context.newPage();
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(String(e && e.stack ? e.stack : e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/Failed to load resource|WebSocket connection to/.test(m.text())) page.errors.push(m.text());
+  });
+  page.setDefaultTimeout(10000);
+  if (url) await page.goto(url);
+  return page;
+}
+
+export async function newContext(browser, viewport = PHONE) {
+  return browser.newContext({ viewport, locale: 'en-GB', timezoneId: 'UTC', deviceScaleFactor: 1 });
+}
+
+export function noErrors(...pages) {
+  for (const p of pages) assert.deepEqual(p.errors, [], 'script errors in the page');
+}
+
+export async function signUp(page, username, password = 'password1') {
+  await page.goto(new URL('/#/signup', page.url()).href);
+  await page.locator('#auth-username').fill(username);
+  await page.locator('#auth-password').fill(password);
+  await page.locator('#auth-submit').click();
+  await page.locator('#shell').waitFor({ state: 'visible' });
+  await waitOnline(page);
+  const session = await page.evaluate(() => JSON.parse(localStorage.getItem('chatd_session')));
+  return session.user;
+}
+
+export async function signIn(page, username, password = 'password1') {
+  await page.goto(new URL('/#/login', page.url()).href);
+  await page.locator('#auth-username').fill(username);
+  await page.locator('#auth-password').fill(password);
+  await page.locator('#auth-submit').click();
+  await page.locator('#shell').waitFor({ state: 'visible' });
+  await waitOnline(page);
+}
+
+export async function waitOnline(page, timeout = 10000) {
+  await page.waitForFunction(() => document.documentElement.dataset.conn === 'online', null, { timeout });
+}
+
+/** Finds a user through the Find tab and opens the conversation with them. */
+export async function findAndOpen(page, name) {
+  await page.locator('.tab[data-tab="find"]').click();
+  await page.locator('#find-q').fill(name);
+  const hit = page.locator('#find-results .user-item').filter({ has: page.locator('.user-name', { hasText: name }) });
+  await hit.first().waitFor();
+  await hit.first().locator('a').click();
+  await page.locator('#conversation').waitFor({ state: 'visible' });
+  assert.equal(await page.locator('#conv-name').textContent(), name);
+}
+
+/** Types into the send box and presses Enter. */
+export async function sendText(page, text) {
+  await page.locator('#text').fill(text);
+  await page.locator('#text').press('Enter');
+}
+
+/** The open conversation's messages: [{mine, text, state}] in screen order. */
+export async function bubbles(page) {
+  return page.locator('#message-rows .row').evaluateAll((rows) =>
+    rows.map((r) => ({
+      mine: r.classList.contains('mine'),
+      text: r.querySelector('.bubble').textContent,
+      state: r.dataset.state || '',
+      id: Number(r.dataset.id || 0),
+    })),
+  );
+}
+
+/** The chat list: [{name, preview, unread}] top to bottom. */
+export async function chatList(page) {
+  return page.locator('#chat-list .chat-item').evaluateAll((items) =>
+    items.map((li) => ({
+      name: li.querySelector('.chat-name').textContent,
+      preview: li.querySelector('.chat-preview').textContent,
+      unread: li.querySelector('.unread') ? li.querySelector('.unread').textContent : '',
+    })),
+  );
+}
+
+/** The tab bar badge's text ('' when hidden). */
+export async function tabBadge(page) {
+  return page.locator('#tab-badge').evaluate((b) => (b.hidden ? '' : b.textContent));
+}
+
+/** Polls fn until it deep-equals expected (or times out, then asserts). */
+export async function eventually(fn, expected, { timeout = 8000, message } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await fn();
+    try {
+      assert.deepEqual(last, expected);
+      return last;
+    } catch (e) {
+      if (Date.now() > deadline) {
+        e.message = `${message ? `${message}: ` : ''}${e.message}`;
+        throw e;
+      }
+    }
+    await sleep(50);
+  }
+}
+
+export async function screenshot(page, name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const file = path.join(ARTIFACTS, name);
+  await page.screenshot({ path: file });
+  return file;
+}

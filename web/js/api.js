@@ -1,0 +1,89 @@
+// api.js: the chat service over HTTP. Every response is the envelope
+// {"status", "msg", "data"}; errors become ApiError with the server's msg.
+
+export class ApiError extends Error {
+  constructor(message, { status = 0, code = '', network = false } = {}) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.network = network;
+  }
+}
+
+let token = null;
+let unauthorizedHandler = null;
+
+export function setToken(t) {
+  token = t || null;
+}
+
+/** Called (once per failing request) when the server says the token is no longer valid. */
+export function onUnauthorized(fn) {
+  unauthorizedHandler = fn;
+}
+
+/**
+ * One request. Resolves to the envelope's data, or rejects with ApiError.
+ * @param {string} method
+ * @param {string} path  e.g. "/chat/list"
+ * @param {{body?: object, query?: object, timeoutMs?: number, raw?: boolean}} [o]
+ */
+export async function request(method, path, { body, query, timeoutMs = 15000, raw = false } = {}) {
+  let url = path;
+  if (query) {
+    const qs = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null) qs.set(k, String(v));
+    const s = qs.toString();
+    if (s) url += `?${s}`;
+  }
+  const headers = { Accept: 'application/json' };
+  const sentToken = token;
+  if (sentToken) headers.Authorization = `Bearer ${sentToken}`;
+  const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) init.signal = AbortSignal.timeout(timeoutMs);
+
+  let res;
+  try {
+    res = await fetch(url, init);
+  } catch (e) {
+    const timedOut = e && (e.name === 'TimeoutError' || e.name === 'AbortError');
+    throw new ApiError(timedOut ? 'The server did not answer in time' : 'Cannot reach the server', { network: true });
+  }
+  let json = null;
+  try {
+    json = await res.json();
+  } catch {
+    /* not JSON */
+  }
+  if (!json || typeof json !== 'object' || json.status !== true) {
+    const msg = (json && typeof json.msg === 'string' && json.msg) || `The server answered ${res.status}`;
+    const err = new ApiError(msg, { status: res.status, code: (json && json.code) || '' });
+    if (res.status === 401 && sentToken && sentToken === token && unauthorizedHandler) unauthorizedHandler(err);
+    // 5xx without an envelope (a proxy, or the server going away) counts as unreachable.
+    if (res.status >= 502 && !json) err.network = true;
+    throw err;
+  }
+  return raw ? json : json.data;
+}
+
+export const api = {
+  register: (username, password, userpic) =>
+    request('POST', '/user/register', { body: userpic ? { username, password, userpic } : { username, password } }),
+  login: (username, password) => request('POST', '/user/login', { body: { username, password } }),
+  logout: () => request('POST', '/user/logout', { timeoutMs: 4000 }),
+  me: () => request('GET', '/user/me'),
+  search: (q) => request('GET', '/user/search', { query: { q } }),
+  /** The reference client's bind: {"type":"bind","client_id"} -> envelope with type "bind". */
+  bind: (clientId) => request('POST', '/chat/bind', { body: { type: 'bind', client_id: clientId }, raw: true }),
+  send: (message) => request('POST', '/chat/send', { body: message }),
+  list: () => request('GET', '/chat/list'),
+  unread: () => request('GET', '/chat/unread'),
+  history: (userid, before, limit) => request('GET', '/chat/history', { query: { userid, before: before || 0, limit } }),
+  sync: (after, limit) => request('GET', '/chat/sync', { query: { after: after || 0, limit } }), // limit: the server's --page-limit when absent
+  read: (userid, clientId) => request('POST', '/chat/read', { body: clientId ? { userid, client_id: clientId } : { userid } }),
+};

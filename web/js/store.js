@@ -1,0 +1,434 @@
+// store.js: the signed-in user's state, cached in localStorage per user with
+// the reference client's keys:
+//   chatlist<uid>              the chat list
+//   chatdetail_<uid>_<peer>    a conversation's messages (the newest DETAIL_CAP), oldest first
+//   noreadnum<uid>             the total unread
+// and, for this client, chatusers<uid> (names and pictures seen),
+// chatreceipt<uid> (what each peer has read) and chatlastid<uid> (the newest
+// message id seen, for /chat/sync).
+
+export const SESSION_KEY = 'chatd_session';
+export const DETAIL_CAP = 300;
+
+export function loadSession() {
+  try {
+    const s = JSON.parse(localStorage.getItem(SESSION_KEY));
+    if (s && typeof s.token === 'string' && s.user && Number.isSafeInteger(s.user.id)) return s;
+  } catch {
+    /* none or broken */
+  }
+  return null;
+}
+
+export function saveSession(s) {
+  localStorage.setItem(SESSION_KEY, JSON.stringify(s));
+}
+
+export function clearSession() {
+  localStorage.removeItem(SESSION_KEY);
+}
+
+function load(key, fallback) {
+  try {
+    const v = localStorage.getItem(key);
+    return v === null ? fallback : JSON.parse(v);
+  } catch {
+    return fallback;
+  }
+}
+
+function isObj(x) {
+  return x !== null && typeof x === 'object' && !Array.isArray(x);
+}
+
+/** The conversation partner of a message for user uid. */
+export function peerOf(m, uid) {
+  return m.from_id === uid ? Number(m.to_id) : Number(m.from_id);
+}
+
+/** A stable key for a message: its client_msg_id from its sender, or its id. */
+export function messageKey(m) {
+  return m.client_msg_id ? `c${m.from_id}:${m.client_msg_id}` : `i${m.id}`;
+}
+
+function byOrder(a, b) {
+  const ai = a.id || 0;
+  const bi = b.id || 0;
+  if (ai && bi) return ai - bi;
+  if (ai) return -1; // stored messages before pending ones
+  if (bi) return 1;
+  return (a.time || 0) - (b.time || 0);
+}
+
+function cleanMessage(m) {
+  if (!isObj(m)) return null;
+  const from = Number(m.from_id);
+  const to = Number(m.to_id);
+  if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to)) return null;
+  const out = {
+    id: Number.isSafeInteger(m.id) ? m.id : 0,
+    from_id: from,
+    to_id: to,
+    from_username: typeof m.from_username === 'string' ? m.from_username : '',
+    from_userpic: typeof m.from_userpic === 'string' ? m.from_userpic : '',
+    type: typeof m.type === 'string' ? m.type : 'text',
+    data: typeof m.data === 'string' ? m.data : String(m.data ?? ''),
+    time: Number(m.time) || 0,
+    client_msg_id: typeof m.client_msg_id === 'string' && m.client_msg_id ? m.client_msg_id : null,
+  };
+  if (!out.id) {
+    // A message of ours not acknowledged yet.
+    if (!out.client_msg_id) return null;
+    out.state = m.state === 'failed' ? 'failed' : 'sending';
+    if (typeof m.error === 'string') out.error = m.error;
+    out.retryable = m.retryable !== false;
+  }
+  return out;
+}
+
+function cleanItem(i) {
+  if (!isObj(i) || !Number.isSafeInteger(Number(i.userid))) return null;
+  return {
+    userid: Number(i.userid),
+    username: typeof i.username === 'string' ? i.username : '',
+    userpic: typeof i.userpic === 'string' ? i.userpic : '',
+    type: typeof i.type === 'string' ? i.type : 'text',
+    data: typeof i.data === 'string' ? i.data : '',
+    time: Number(i.time) || 0,
+    noreadnum: Math.max(0, Number(i.noreadnum) || 0),
+    last_message_id: Number(i.last_message_id) || 0,
+    from_me: !!i.from_me,
+  };
+}
+
+export class ChatStore {
+  constructor(user) {
+    this.me = user;
+    this.uid = user.id;
+    const list = load(`chatlist${this.uid}`, []);
+    this.list = Array.isArray(list) ? list.map(cleanItem).filter(Boolean) : [];
+    const users = load(`chatusers${this.uid}`, {});
+    this.users = isObj(users) ? users : {};
+    const receipts = load(`chatreceipt${this.uid}`, {});
+    this.receipts = isObj(receipts) ? receipts : {};
+    this.lastId = Number(load(`chatlastid${this.uid}`, 0)) || 0;
+    this.details = new Map();
+    this.listeners = new Set();
+    this.rememberUser(user);
+  }
+
+  // ---- change notifications ------------------------------------------------
+
+  on(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  emit(what, peer) {
+    for (const fn of this.listeners) fn(what, peer);
+  }
+
+  write(key, value) {
+    try {
+      localStorage.setItem(key, JSON.stringify(value));
+    } catch {
+      // Quota: drop the conversation caches (the server has them) and try once more.
+      this.dropDetailCaches();
+      try {
+        localStorage.setItem(key, JSON.stringify(value));
+      } catch {
+        /* give up on caching this */
+      }
+    }
+  }
+
+  // ---- users -----------------------------------------------------------------
+
+  rememberUser(u) {
+    if (!u || !Number.isSafeInteger(Number(u.id)) || typeof u.username !== 'string' || !u.username) return;
+    const id = Number(u.id);
+    const cur = this.users[id];
+    const next = { id, username: u.username, userpic: typeof u.userpic === 'string' ? u.userpic : '' };
+    if (cur && cur.username === next.username && cur.userpic === next.userpic) return;
+    this.users[id] = next;
+    this.write(`chatusers${this.uid}`, this.users);
+  }
+
+  user(peer) {
+    const u = this.users[peer];
+    if (u) return u;
+    const item = this.item(peer);
+    if (item && item.username) return { id: peer, username: item.username, userpic: item.userpic };
+    return { id: peer, username: `User ${peer}`, userpic: '' };
+  }
+
+  // ---- the chat list -----------------------------------------------------------
+
+  item(peer) {
+    return this.list.find((i) => i.userid === peer);
+  }
+
+  total() {
+    return this.list.reduce((n, i) => n + i.noreadnum, 0);
+  }
+
+  saveList() {
+    this.write(`chatlist${this.uid}`, this.list);
+    this.write(`noreadnum${this.uid}`, this.total());
+  }
+
+  /** Replaces the list with the server's (most recent first), unread counts from /chat/unread. */
+  setList(serverList, unread) {
+    const counts = new Map();
+    if (unread && Array.isArray(unread.conversations)) {
+      for (const c of unread.conversations) counts.set(Number(c.userid), Number(c.noreadnum) || 0);
+    }
+    const old = new Map(this.list.map((i) => [i.userid, i]));
+    this.list = (Array.isArray(serverList) ? serverList : []).map(cleanItem).filter(Boolean);
+    for (const i of this.list) {
+      if (counts.has(i.userid)) i.noreadnum = counts.get(i.userid);
+      const prev = old.get(i.userid);
+      // The server's list does not say who wrote the last message; keep what we knew.
+      if (prev && prev.last_message_id === i.last_message_id) i.from_me = prev.from_me;
+      else i.from_me = this.lastFromMe(i);
+      this.rememberUser({ id: i.userid, username: i.username, userpic: i.userpic });
+    }
+    // Our messages still waiting for the server keep their conversation on top.
+    for (const prev of old.values()) {
+      if (!this.item(prev.userid) && this.pendingIn(prev.userid).length) this.list.unshift({ ...prev, noreadnum: 0 });
+    }
+    this.saveList();
+    this.emit('list');
+  }
+
+  lastFromMe(item) {
+    const d = this.details.get(item.userid);
+    const m = d && d.messages.find((x) => x.id === item.last_message_id);
+    return m ? m.from_id === this.uid : false;
+  }
+
+  /** Learns from stored messages who wrote each conversation's last message ("You: " in the list). */
+  learnLastAuthors(messages) {
+    let changed = false;
+    for (const m of messages) {
+      const item = this.item(peerOf(m, this.uid));
+      if (item && item.last_message_id === m.id && item.from_me !== (m.from_id === this.uid)) {
+        item.from_me = m.from_id === this.uid;
+        changed = true;
+      }
+    }
+    if (changed) {
+      this.saveList();
+      this.emit('list');
+    }
+  }
+
+  /** Applies counts from /chat/unread to the list. */
+  setUnreadCounts(unread) {
+    const counts = new Map();
+    for (const c of (unread && unread.conversations) || []) counts.set(Number(c.userid), Number(c.noreadnum) || 0);
+    for (const i of this.list) i.noreadnum = counts.get(i.userid) || 0;
+    this.saveList();
+    this.emit('list');
+  }
+
+  setNoRead(peer, n) {
+    const i = this.item(peer);
+    if (!i || i.noreadnum === n) return;
+    i.noreadnum = n;
+    this.saveList();
+    this.emit('list');
+  }
+
+  /**
+   * Moves a message's conversation to the top with it as the preview, as the
+   * reference client's __UpdateChatlist. A message the list already reflects
+   * (id not above the conversation's last_message_id) changes nothing.
+   * Returns whether the list changed.
+   */
+  bump(m, { unread = false } = {}) {
+    const peer = peerOf(m, this.uid);
+    let idx = this.list.findIndex((i) => i.userid === peer);
+    let item = idx >= 0 ? this.list[idx] : null;
+    if (item && m.id && item.last_message_id && m.id <= item.last_message_id) return false;
+    if (!item) {
+      const u = m.from_id === this.uid ? this.user(peer) : { username: m.from_username, userpic: m.from_userpic };
+      item = { userid: peer, username: u.username, userpic: u.userpic, noreadnum: 0, last_message_id: 0 };
+      this.list.unshift(item);
+      idx = 0;
+    } else if (idx !== 0) {
+      this.list.unshift(this.list.splice(idx, 1)[0]);
+    }
+    item.type = m.type;
+    item.data = m.data;
+    item.time = m.time;
+    item.from_me = m.from_id === this.uid;
+    if (m.id) item.last_message_id = m.id;
+    if (m.from_id !== this.uid) {
+      if (m.from_username) item.username = m.from_username;
+      if (typeof m.from_userpic === 'string') item.userpic = m.from_userpic;
+    }
+    if (unread) item.noreadnum += 1;
+    this.saveList();
+    this.emit('list');
+    return true;
+  }
+
+  // ---- conversations -----------------------------------------------------------
+
+  detailKey(peer) {
+    return `chatdetail_${this.uid}_${peer}`;
+  }
+
+  hasDetail(peer) {
+    return this.details.has(peer) || localStorage.getItem(this.detailKey(peer)) !== null;
+  }
+
+  detail(peer) {
+    let d = this.details.get(peer);
+    if (!d) {
+      const raw = load(this.detailKey(peer), []);
+      const messages = Array.isArray(raw) ? raw.map(cleanMessage).filter(Boolean) : [];
+      messages.sort(byOrder);
+      d = { peer, messages, complete: false, fresh: false };
+      this.details.set(peer, d);
+    }
+    return d;
+  }
+
+  saveDetail(peer) {
+    const d = this.details.get(peer);
+    if (!d) return;
+    let msgs = d.messages;
+    if (msgs.length > DETAIL_CAP) {
+      // Keep the newest, and every message still on its way.
+      const cut = msgs.length - DETAIL_CAP;
+      msgs = msgs.filter((m, i) => i >= cut || !m.id);
+    }
+    this.write(
+      this.detailKey(peer),
+      msgs.map((m) => {
+        const o = { ...m };
+        if (o.id) {
+          delete o.state;
+          delete o.error;
+          delete o.retryable;
+        }
+        return o;
+      }),
+    );
+  }
+
+  dropDetailCaches() {
+    const prefix = `chatdetail_${this.uid}_`;
+    for (const k of Object.keys(localStorage)) if (k.startsWith(prefix)) localStorage.removeItem(k);
+  }
+
+  /** Peers with a cached conversation (in memory or in localStorage). */
+  cachedPeers() {
+    const prefix = `chatdetail_${this.uid}_`;
+    const peers = new Set(this.details.keys());
+    for (const k of Object.keys(localStorage)) if (k.startsWith(prefix)) peers.add(Number(k.slice(prefix.length)));
+    return [...peers].filter(Number.isSafeInteger);
+  }
+
+  /**
+   * Merges stored messages (from a push, an ack, history or sync) into a
+   * conversation: never twice (by id), and replacing our pending message of
+   * the same client_msg_id. Returns the messages that were new.
+   */
+  merge(peer, incoming) {
+    const d = this.detail(peer);
+    const ids = new Set(d.messages.filter((m) => m.id).map((m) => m.id));
+    const added = [];
+    let changed = false;
+    for (const raw of incoming) {
+      const m = cleanMessage(raw);
+      if (!m || !m.id) continue;
+      if (ids.has(m.id)) continue;
+      ids.add(m.id);
+      if (m.client_msg_id && m.from_id === this.uid) {
+        const idx = d.messages.findIndex((x) => !x.id && x.client_msg_id === m.client_msg_id);
+        if (idx >= 0) {
+          d.messages[idx] = m;
+          changed = true;
+          continue;
+        }
+      }
+      d.messages.push(m);
+      added.push(m);
+      changed = true;
+    }
+    if (changed) {
+      d.messages.sort(byOrder);
+      this.saveDetail(peer);
+      this.emit('detail', peer);
+    }
+    return added;
+  }
+
+  /** Forgets cached stored messages of a conversation (kept: ours still on the way). */
+  resetDetail(peer) {
+    const d = this.detail(peer);
+    d.messages = d.messages.filter((m) => !m.id);
+    d.complete = false;
+  }
+
+  addPending(peer, m) {
+    const d = this.detail(peer);
+    d.messages.push(m);
+    this.saveDetail(peer);
+    this.emit('detail', peer);
+  }
+
+  pending(peer, cmid) {
+    const d = this.detail(peer);
+    return d.messages.find((m) => !m.id && m.client_msg_id === cmid) || null;
+  }
+
+  pendingIn(peer) {
+    if (!this.hasDetail(peer)) return [];
+    return this.detail(peer).messages.filter((m) => !m.id);
+  }
+
+  updatePending(peer, cmid, patch) {
+    const m = this.pending(peer, cmid);
+    if (!m) return null;
+    Object.assign(m, patch);
+    this.saveDetail(peer);
+    this.emit('detail', peer);
+    return m;
+  }
+
+  /** Finds the conversation of our pending message with this client_msg_id. */
+  findPending(cmid) {
+    for (const peer of this.cachedPeers()) {
+      const m = this.pendingIn(peer).find((x) => x.client_msg_id === cmid);
+      if (m) return { peer, message: m };
+    }
+    return null;
+  }
+
+  // ---- receipts and the sync cursor ----------------------------------------------
+
+  setReceipt(peer, lastReadId) {
+    if (!(lastReadId > (this.receipts[peer] || 0))) return;
+    this.receipts[peer] = lastReadId;
+    this.write(`chatreceipt${this.uid}`, this.receipts);
+    this.emit('detail', peer);
+  }
+
+  noteId(id) {
+    if (Number.isSafeInteger(id) && id > this.lastId) {
+      this.lastId = id;
+      this.write(`chatlastid${this.uid}`, id);
+    }
+  }
+
+  /** Removes everything this user cached (sign out). */
+  forget() {
+    const keys = [`chatlist${this.uid}`, `noreadnum${this.uid}`, `chatusers${this.uid}`, `chatreceipt${this.uid}`, `chatlastid${this.uid}`];
+    for (const k of keys) localStorage.removeItem(k);
+    this.dropDetailCaches();
+  }
+}

@@ -1,0 +1,80 @@
+// views/auth.js: sign in and sign up.
+import { api } from '../api.js';
+import { safeUrl } from '../dom.js';
+
+const bytes = (s) => new TextEncoder().encode(s).length;
+
+/**
+ * @param {HTMLElement} root  the #auth section
+ * @param {(session: {token: string, user: object}) => void} onSignedIn
+ */
+export function setupAuth(root, onSignedIn) {
+  const form = root.querySelector('form');
+  const title = root.querySelector('#auth-title');
+  const submit = root.querySelector('#auth-submit');
+  const error = root.querySelector('#auth-error');
+  const username = root.querySelector('#auth-username');
+  const password = root.querySelector('#auth-password');
+  const userpic = root.querySelector('#auth-userpic');
+  const picRow = root.querySelector('#auth-userpic-row');
+  const switchText = root.querySelector('#auth-switch-text');
+  const switchLink = root.querySelector('#auth-switch');
+  let mode = 'login';
+  let busy = false;
+
+  const showError = (msg) => {
+    error.textContent = msg || '';
+    error.hidden = !msg;
+  };
+
+  function setMode(m) {
+    mode = m === 'signup' ? 'signup' : 'login';
+    root.dataset.mode = mode;
+    title.textContent = mode === 'signup' ? 'Create your account' : 'Sign in';
+    submit.textContent = mode === 'signup' ? 'Sign up' : 'Sign in';
+    picRow.hidden = mode !== 'signup';
+    password.autocomplete = mode === 'signup' ? 'new-password' : 'current-password';
+    switchText.textContent = mode === 'signup' ? 'Already have an account?' : 'New here?';
+    switchLink.textContent = mode === 'signup' ? 'Sign in' : 'Create an account';
+    switchLink.setAttribute('href', mode === 'signup' ? '#/login' : '#/signup');
+    showError('');
+  }
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    if (busy) return;
+    const name = username.value.trim();
+    const pass = password.value;
+    const pic = userpic.value.trim();
+    if (bytes(name) < 2 || bytes(name) > 32) return showError('Your name must be 2 to 32 characters long.');
+    if (mode === 'signup') {
+      if (/#/.test(name)) return showError('Your name cannot contain “#”.');
+      if (bytes(pass) < 6) return showError('Your password must be at least 6 characters long.');
+      if (pic && !safeUrl(pic)) return showError('The picture must be an http(s):// address.');
+    } else if (!pass) return showError('Enter your password.');
+    busy = true;
+    submit.disabled = true;
+    showError('');
+    try {
+      const data = mode === 'signup' ? await api.register(name, pass, pic || undefined) : await api.login(name, pass);
+      password.value = '';
+      onSignedIn({ token: data.token, user: data.user });
+    } catch (err) {
+      showError(err.message);
+    } finally {
+      busy = false;
+      submit.disabled = false;
+    }
+  });
+
+  return {
+    show(m) {
+      setMode(m);
+      root.hidden = false;
+      username.focus();
+    },
+    hide() {
+      root.hidden = true;
+    },
+  };
+}

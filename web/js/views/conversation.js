@@ -1,0 +1,243 @@
+// views/conversation.js: one conversation. Bubbles (mine on the right), times,
+// older pages when scrolled to the top, each own message's state (sending,
+// sent, read, failed with a retry), "typing…", and the send box.
+import { avatar, h, safeUrl } from '../dom.js';
+import { clock, dividerTime } from '../format.js';
+import { messageKey } from '../store.js';
+
+const DIVIDER_GAP_MS = 5 * 60 * 1000;
+const STATE_LABEL = { sending: 'Sending…', sent: 'Sent', read: 'Read', failed: 'Failed' };
+
+function sameDay(a, b) {
+  const x = new Date(a);
+  const y = new Date(b);
+  return x.getFullYear() === y.getFullYear() && x.getMonth() === y.getMonth() && x.getDate() === y.getDate();
+}
+
+export class ConversationView {
+  /**
+   * @param {Record<string, HTMLElement>} els
+   * @param {{send: (type: string, data: string) => boolean, retry: (peer: number, clientMsgId: string) => void,
+   *          loadOlder: () => void, typing: (active: boolean) => void}} actions
+   */
+  constructor(els, actions) {
+    this.els = els;
+    this.actions = actions;
+    this.peer = null;
+    this.store = null;
+    this.rows = new Map();
+    this.stick = true;
+    this.typingTimer = 0;
+
+    els.scroller.addEventListener('scroll', () => {
+      const s = els.scroller;
+      this.stick = s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+      if (s.scrollTop < 150 && this.peer !== null) this.actions.loadOlder();
+    });
+
+    els.composer.addEventListener('submit', (e) => {
+      e.preventDefault();
+      this.submitText();
+    });
+    els.text.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
+        e.preventDefault();
+        this.submitText();
+      }
+    });
+    els.text.addEventListener('input', () => {
+      this.autosize();
+      this.actions.typing(els.text.value.trim() !== '');
+    });
+
+    els.imageBtn.addEventListener('click', () => this.toggleImageForm());
+    els.imageCancel.addEventListener('click', () => this.toggleImageForm(false));
+    els.imageForm.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const url = els.imageUrl.value.trim();
+      if (!safeUrl(url)) {
+        els.imageError.textContent = 'Give the address of a picture: http://… or https://…';
+        els.imageError.hidden = false;
+        return;
+      }
+      if (this.actions.send('image', url)) {
+        els.imageUrl.value = '';
+        this.toggleImageForm(false);
+      }
+    });
+  }
+
+  submitText() {
+    const text = this.els.text.value;
+    if (!text.trim()) return;
+    if (this.actions.send('text', text)) {
+      this.els.text.value = '';
+      this.autosize();
+      this.actions.typing(false);
+    }
+    this.els.text.focus();
+  }
+
+  autosize() {
+    const t = this.els.text;
+    t.style.height = 'auto';
+    t.style.height = `${Math.min(t.scrollHeight, 140)}px`;
+  }
+
+  toggleImageForm(show = this.els.imageForm.hidden) {
+    this.els.imageForm.hidden = !show;
+    this.els.imageBtn.setAttribute('aria-expanded', String(show));
+    this.els.imageError.hidden = true;
+    if (show) this.els.imageUrl.focus();
+    else this.els.text.focus();
+  }
+
+  open(store, peer) {
+    const changed = this.peer !== peer || this.store !== store;
+    this.store = store;
+    this.peer = peer;
+    if (changed) {
+      this.rows.clear();
+      this.els.rows.replaceChildren();
+      this.els.text.value = '';
+      this.autosize();
+      this.els.imageForm.hidden = true;
+      this.setTyping(false);
+      this.setHistoryState('idle');
+      this.stick = true;
+    }
+    this.renderHeader();
+    this.render({ bottom: changed });
+    return changed;
+  }
+
+  close() {
+    this.peer = null;
+    this.store = null;
+    this.rows.clear();
+    this.els.rows.replaceChildren();
+    this.setTyping(false);
+  }
+
+  renderHeader() {
+    const u = this.store.user(this.peer);
+    this.els.avatar.replaceChildren(avatar(u));
+    this.els.name.textContent = u.username;
+    this.els.root.dataset.peer = String(this.peer);
+  }
+
+  setTyping(on) {
+    this.els.status.textContent = on ? 'typing…' : '';
+    this.els.status.hidden = !on;
+    this.els.root.classList.toggle('peer-typing', on);
+  }
+
+  /** 'idle' | 'loading' | 'complete' | 'error' */
+  setHistoryState(state) {
+    const el = this.els.historyState;
+    el.dataset.state = state;
+    if (state === 'loading') el.textContent = 'Loading earlier messages…';
+    else if (state === 'complete') {
+      const u = this.peer !== null && this.store ? this.store.user(this.peer) : null;
+      el.textContent = u ? `This is the beginning of your conversation with ${u.username}.` : '';
+    } else if (state === 'error') el.textContent = 'Could not load earlier messages. Scroll up to try again.';
+    else el.textContent = '';
+  }
+
+  focusInput() {
+    this.els.text.focus();
+  }
+
+  /**
+   * Brings the rows in line with the store.
+   * @param {{bottom?: boolean}} o  bottom: scroll to the end (else the end stays the end, or the rows on screen stay put)
+   */
+  render({ bottom = false } = {}) {
+    if (this.peer === null) return;
+    const s = this.els.scroller;
+    // Keep the first row on screen where it is when rows are added above it.
+    let anchor = null;
+    let anchorTop = 0;
+    for (const row of this.els.rows.children) {
+      if (row.offsetTop + row.offsetHeight > s.scrollTop) {
+        anchor = row;
+        anchorTop = row.offsetTop - s.scrollTop;
+        break;
+      }
+    }
+    const uid = this.store.uid;
+    const receipt = this.store.receipts[this.peer] || 0;
+    const messages = this.store.detail(this.peer).messages;
+    const wanted = [];
+    let prev = null;
+    for (const m of messages) {
+      const key = messageKey(m);
+      const mine = m.from_id === uid;
+      const state = mine ? (m.id ? (m.id <= receipt ? 'read' : 'sent') : m.state) : '';
+      const divider = !prev || m.time - prev.time > DIVIDER_GAP_MS || !sameDay(m.time, prev.time) ? dividerTime(m.time) : '';
+      const sig = `${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}`;
+      let row = this.rows.get(key);
+      if (!row) {
+        row = h('div', { class: `row ${mine ? 'mine' : 'theirs'}` });
+        row._bubble = this.bubble(m);
+        this.rows.set(key, row);
+      }
+      if (row._sig !== sig) {
+        row._sig = sig;
+        this.fillRow(row, m, mine, state, divider);
+      }
+      wanted.push(row);
+      prev = m;
+    }
+    const live = new Set(wanted);
+    for (const [key, row] of this.rows) if (!live.has(row)) this.rows.delete(key);
+    const parent = this.els.rows;
+    let cursor = parent.firstChild;
+    for (const row of wanted) {
+      if (row === cursor) cursor = cursor.nextSibling;
+      else parent.insertBefore(row, cursor);
+    }
+    while (cursor) {
+      const next = cursor.nextSibling;
+      cursor.remove();
+      cursor = next;
+    }
+    if (bottom || this.stick) {
+      s.scrollTop = s.scrollHeight;
+      this.stick = true;
+    } else if (anchor && anchor.isConnected) {
+      s.scrollTop = anchor.offsetTop - anchorTop;
+    }
+  }
+
+  bubble(m) {
+    if (m.type === 'image') {
+      const url = safeUrl(m.data);
+      if (url) {
+        const img = h('img', { src: url, alt: 'Image', loading: 'lazy', referrerpolicy: 'no-referrer' });
+        img.addEventListener('load', () => {
+          if (this.stick) this.els.scroller.scrollTop = this.els.scroller.scrollHeight;
+        });
+        img.addEventListener('error', () => img.replaceWith(h('span', { class: 'img-broken', text: 'Image not available' })));
+        return h('div', { class: 'bubble image' }, h('a', { href: url, target: '_blank', rel: 'noopener noreferrer' }, img));
+      }
+    }
+    return h('div', { class: `bubble ${m.type === 'emoji' ? 'emoji' : 'text'}`, text: m.data });
+  }
+
+  fillRow(row, m, mine, state, divider) {
+    row.dataset.key = messageKey(m);
+    if (m.id) row.dataset.id = String(m.id);
+    else delete row.dataset.id;
+    if (mine) row.dataset.state = state;
+    const meta = h('div', { class: 'meta' }, h('time', { datetime: new Date(m.time || 0).toISOString(), text: clock(m.time) }));
+    if (mine) {
+      meta.append(h('span', { class: `state state-${state}`, text: STATE_LABEL[state] || '' }));
+      if (state === 'failed') {
+        if (m.error) meta.append(h('span', { class: 'state-error', text: m.error }));
+        meta.append(h('button', { type: 'button', class: 'retry', text: 'Retry', onclick: () => this.actions.retry(this.peer, m.client_msg_id) }));
+      }
+    }
+    row.replaceChildren(divider ? h('div', { class: 'divider', text: divider }) : '', row._bubble, meta);
+  }
+}
