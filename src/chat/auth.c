@@ -24,6 +24,16 @@ int64_t auth_now_ms(void)
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
+bool auth_url_is_safe(const char *url)
+{
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    if (strncmp(url, "https://", 8) == 0 || strncmp(url, "http://", 7) == 0)
+        return true;
+    return url[0] == '/' && url[1] != '/' && url[1] != '\\';
+}
+
 /* ---- token cache ------------------------------------------------------- */
 
 typedef struct cache_entry {
@@ -188,6 +198,8 @@ int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *
         *exp = (int64_t)json_number_value(jexp);
         copy_claim(claims, "username", "name", username, name_cap);
         copy_claim(claims, "userpic", "picture", userpic, pic_cap);
+        if (userpic[0] && !auth_url_is_safe(userpic))
+            userpic[0] = '\0'; /* same rule as a userpic given at sign-up */
         if (!username[0])
             snprintf(username, name_cap, "user%s", sub);
     }
@@ -390,6 +402,10 @@ bool auth_login_allowed(const char *kind, const char *key)
     int n = snprintf(full, sizeof(full), "%s:%s", kind, key);
     if (n < 0 || (size_t)n >= sizeof(full))
         n = (int)sizeof(full) - 1;
+    /* usernames match ignoring case, so must their attempt counters */
+    for (int i = 0; i < n; i++)
+        if (full[i] >= 'A' && full[i] <= 'Z')
+            full[i] = (char)(full[i] + 32);
     int64_t window = auth_now_ms() / 60000;
     rate_entry *e = NULL;
     HASH_FIND(hh, rates, full, (size_t)n, e);

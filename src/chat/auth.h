@@ -64,4 +64,9 @@ int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *
 
 int64_t auth_now_ms(void);
 
+/* True for a link chatd will hand to browsers: an http(s) URL, or a path on
+ * this server ("/x", not "//host" nor "/\\host", which browsers read as a
+ * host), without control characters. */
+bool auth_url_is_safe(const char *url);
+
 #endif

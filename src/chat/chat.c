@@ -131,10 +131,11 @@ static void push_to_user(int64_t user_id, const json_t *value, const conn *excep
 
 /* ---- validation -------------------------------------------------------- */
 
+/* C0 controls, DEL and C1 controls (U+0080..U+009F, UTF-8 C2 80..C2 9F). */
 static bool has_control_chars(const char *s)
 {
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
             return true;
     return false;
 }
@@ -187,12 +188,6 @@ static int64_t want_user_id(chat_call *call, json_t *obj, const char *field)
         return 0;
     }
     return id;
-}
-
-static bool url_is_safe(const char *url)
-{
-    return strncmp(url, "https://", 8) == 0 || strncmp(url, "http://", 7) == 0 ||
-           (url[0] == '/' && url[1] != '/');
 }
 
 static bool type_allowed(const char *type)
@@ -324,7 +319,7 @@ static void do_register(chat_call *call)
     const char *userpic = want_string(call, call->body, "userpic", 0, USERPIC_MAX, false, &failed);
     if (failed)
         return;
-    if (userpic && userpic[0] && !url_is_safe(userpic)) {
+    if (userpic && userpic[0] && !auth_url_is_safe(userpic)) {
         call_fail(call, 400, "bad_field", "userpic must be an http(s) URL or a path");
         return;
     }
@@ -566,7 +561,7 @@ static void do_send(chat_call *call)
     const char *data = want_string(call, m, "data", 1, (size_t)chat_cfg->max_text, true, &failed);
     if (failed)
         return;
-    if (strcmp(type, "image") == 0 && !url_is_safe(data)) {
+    if (strcmp(type, "image") == 0 && !auth_url_is_safe(data)) {
         call_fail(call, 400, "bad_field", "data of an image must be an http(s) URL or a path");
         return;
     }
@@ -622,7 +617,8 @@ static void do_history(chat_call *call)
     int64_t before = query_int(call, "before", 0, 0, INT64_MAX);
     if (before < 0)
         return;
-    int64_t limit = query_int(call, "limit", HISTORY_DEFAULT, 1, chat_cfg->page_limit);
+    int64_t def = HISTORY_DEFAULT < chat_cfg->page_limit ? HISTORY_DEFAULT : chat_cfg->page_limit;
+    int64_t limit = query_int(call, "limit", def, 1, chat_cfg->page_limit);
     if (limit < 0)
         return;
     store_req *r = call_store_req(call, STORE_HISTORY, respond_result);
