@@ -3,12 +3,18 @@
  * Every operation is a store_req submitted from the event loop thread and
  * completed back on it: the caller fills the inputs, calls store_submit, and
  * later its done callback runs on the loop thread with status and result.
- * Disk work never runs on the loop thread. The SQLite backend
- * (store_sqlite.c) runs one storage thread: it takes every request queued
- * since its last pass, answers reads, and commits all writes of the pass in
- * ONE transaction (group commit); a write's done callback runs only after
- * that transaction committed, so an acknowledged message is on disk.
- * A PostgreSQL backend for multi-node deployments implements the same
+ * Disk work never runs on the loop thread (except opening the database and
+ * migrating its schema, in store_open at startup). One storage thread
+ * (store.c) takes every request queued since its last pass, answers reads,
+ * and commits all writes of the pass in ONE transaction (group commit); a
+ * write's done callback runs only after that transaction committed, so an
+ * acknowledged message is on disk. Should the transaction fail, each
+ * request of the pass is retried alone, so only the failing ones answer
+ * STORE_ERROR. Done callbacks run in submission order.
+ *
+ * The SQLite backend (store_sqlite.c) keeps <data_dir>/chatd.db in WAL mode
+ * and caches users, so one chatd process owns a data directory; a
+ * PostgreSQL backend for multi-node deployments implements the same
  * operations (store_backend.h).
  *
  * Ownership: the caller allocates a request with store_req_new and owns it
@@ -16,9 +22,11 @@
  * string inputs and the result). Between submit and done the store owns it.
  * String inputs are copied in with store_req_set_str.
  *
- * Users are {id, username, userpic}; messages are {id, to_id, from_id,
- * from_username, from_userpic, type, data, time, client_msg_id}. Message
- * ids are 64-bit integers that grow over time. */
+ * Users are {id, username, userpic}, userpic "" when none was given;
+ * messages are {id, to_id, from_id, from_username, from_userpic, type, data,
+ * time, client_msg_id}: from_* are the sender's current name and picture,
+ * client_msg_id is null when none was given. Message ids are 64-bit
+ * integers that grow over time. A limit <= 0 means no limit. */
 #ifndef CHATD_STORE_H
 #define CHATD_STORE_H
 
@@ -43,7 +51,8 @@ typedef enum store_op {
     /* username, password_hash, userpic, time -> user. CONFLICT: username taken
      * (usernames are unique case-insensitively). */
     STORE_USER_CREATE,
-    /* username -> user plus "password_hash". NOT_FOUND. */
+    /* username (any case) -> user plus "password_hash" (null for external
+     * users). NOT_FOUND. */
     STORE_USER_BY_NAME,
     /* user_id -> user. NOT_FOUND. */
     STORE_USER_BY_ID,
@@ -54,7 +63,8 @@ typedef enum store_op {
     /* query, user_id (excluded from results), limit -> [user]: usernames
      * containing query, case-insensitive, prefix matches first. */
     STORE_USER_SEARCH,
-    /* token_hash, user_id, expires (ms) -> null. */
+    /* token_hash, user_id, expires (ms) -> null. NOT_FOUND: no such user;
+     * CONFLICT: the hash exists. */
     STORE_TOKEN_CREATE,
     /* token_hash, time (ms, now) -> user plus "expires" (ms), when the token
      * exists and expires > time. NOT_FOUND otherwise. */
@@ -67,7 +77,7 @@ typedef enum store_op {
      * to the recipient's unread count. When client_msg_id is set and this
      * sender already stored a message with it, nothing is written, result is
      * that stored message and `duplicate` is true. NOT_FOUND: no such
-     * recipient. */
+     * recipient (or sender). */
     STORE_MESSAGE_SEND,
     /* user_id -> [{userid, username, userpic, type, data, time, noreadnum,
      * last_message_id}], the most recent conversation first. */
@@ -119,11 +129,15 @@ enum store_durability {
 store *store_open(uv_loop_t *loop, const char *data_dir, enum store_durability durability,
                   char *err, size_t err_len);
 
-/* Queues a request; done runs later on the loop thread. */
+/* Queues a request; done runs later on the loop thread. The store keeps the
+ * loop alive (a referenced handle) only while answers are owed. */
 void store_submit(store *s, store_req *r);
 
 /* Finishes every queued request, stops the thread, closes the database and
- * frees s. Call on the loop thread; completions still run before it returns. */
+ * frees s. Call on the loop thread; completions still run before it returns
+ * (also those of requests their done callbacks submit). It may be called
+ * from a done callback. s's async handle is closed, not yet freed: run the
+ * loop once more (as for any closed handle) before uv_loop_close. */
 void store_close(store *s);
 
 store_req *store_req_new(store_op op, store_done_fn done, void *ctx);

@@ -1,0 +1,1217 @@
+/* store_sqlite: the embedded SQLite backend of store (store_backend.h).
+ *
+ * One database file, <data_dir>/chatd.db, in WAL mode so a commit appends
+ * to one file and needs one fsync (synchronous=FULL) or none until a
+ * checkpoint (NORMAL: still safe when chatd is killed, since the OS holds
+ * the written pages). The schema is versioned with PRAGMA user_version and
+ * brought up to date at open by an ordered list of migrations, all in one
+ * transaction so a crash leaves the old version intact.
+ *
+ * Every statement is prepared once at open and only ever bound with
+ * sqlite3_bind_*: no SQL text is built from input, and the hot path does no
+ * parsing. A send costs one INSERT in the common case: users come from a
+ * cache, and conversation rows are written once per pass (conv_note).
+ * Each connection is used by one thread at a time (the writer's by the
+ * storage thread, the checkpointer's by its own), so both are opened
+ * without SQLite's mutexes. Being the only writer is what keeps the user
+ * cache exact: one chatd process per data directory. */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uthash.h>
+
+#include "core/log.h"
+#include "store/store_backend.h"
+
+/* Migration i takes the schema from user_version i to i + 1. Append only:
+ * a released migration is never edited, databases in the field ran it. */
+static const char *const migrations[] = {
+    /* 1: users, login tokens, messages and per-user conversation state. */
+    "CREATE TABLE users("
+    "  id INTEGER PRIMARY KEY,"
+    "  username TEXT NOT NULL UNIQUE COLLATE NOCASE,"
+    "  password_hash TEXT,"
+    "  userpic TEXT NOT NULL DEFAULT '',"
+    "  external_id TEXT UNIQUE,"
+    "  created_at INTEGER NOT NULL);"
+    "CREATE TABLE tokens("
+    "  hash BLOB PRIMARY KEY,"
+    "  user_id INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL) WITHOUT ROWID;"
+    /* The only indexes on the hot write path, because every index a send
+     * touches costs a random page write per commit: dedup by client_msg_id,
+     * and history by conversation (conv_lo/conv_hi name it independent of
+     * direction). Sync reaches a user's messages through conversations;
+     * chat lists are sorted in memory, a user has few conversations. */
+    "CREATE TABLE messages("
+    "  id INTEGER PRIMARY KEY,"
+    "  from_id INTEGER NOT NULL,"
+    "  to_id INTEGER NOT NULL,"
+    "  conv_lo INTEGER NOT NULL,"
+    "  conv_hi INTEGER NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  data TEXT NOT NULL,"
+    "  time INTEGER NOT NULL,"
+    "  client_msg_id TEXT);"
+    "CREATE UNIQUE INDEX messages_client ON messages(from_id, client_msg_id)"
+    "  WHERE client_msg_id IS NOT NULL;"
+    "CREATE INDEX messages_conv ON messages(conv_lo, conv_hi, id);"
+    /* One row per user and peer, for both sides of every message.
+     * last_in_id (newest message from peer to user) makes a read receipt
+     * one row lookup instead of a scan through the conversation. */
+    "CREATE TABLE conversations("
+    "  user_id INTEGER NOT NULL,"
+    "  peer_id INTEGER NOT NULL,"
+    "  last_message_id INTEGER NOT NULL,"
+    "  unread INTEGER NOT NULL DEFAULT 0,"
+    "  last_read_id INTEGER NOT NULL DEFAULT 0,"
+    "  last_in_id INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(user_id, peer_id)) WITHOUT ROWID;",
+};
+_Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SQLITE_SCHEMA_VERSION,
+               "STORE_SQLITE_SCHEMA_VERSION must count the migrations");
+
+/* The message columns every message query returns, in msg_json's order. */
+#define MSG_COLS                                                                                   \
+    "m.id, m.to_id, m.from_id, u.username, u.userpic, m.type, m.data, m.time, m.client_msg_id"
+
+enum stmt_id {
+    ST_BEGIN_READ,
+    ST_BEGIN_WRITE,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_USER_INSERT,
+    ST_USER_BY_NAME,
+    ST_USER_BY_ID,
+    ST_USER_BY_EXT,
+    ST_USER_UPDATE,
+    ST_USER_SEARCH,
+    ST_TOKEN_INSERT,
+    ST_TOKEN_LOOKUP,
+    ST_TOKEN_DELETE,
+    ST_MSG_INSERT,
+    ST_MSG_BY_CLIENT,
+    ST_CONV_UPSERT,
+    ST_CHAT_LIST,
+    ST_HISTORY,
+    ST_SYNC,
+    ST_CONV_GET,
+    ST_CONV_READ,
+    ST_UNREAD_TOTAL,
+    ST_UNREAD_LIST,
+    ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_BEGIN_READ] = "BEGIN",
+    /* Takes the write lock now, so contention shows up here (and waits
+     * busy_timeout) rather than as SQLITE_BUSY in the middle of a pass. */
+    [ST_BEGIN_WRITE] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_USER_INSERT] =
+        "INSERT INTO users(username, password_hash, userpic, external_id, created_at)"
+        " VALUES(?1, ?2, ?3, ?4, ?5)",
+    [ST_USER_BY_NAME] =
+        "SELECT id, username, userpic, password_hash FROM users WHERE username = ?1",
+    [ST_USER_BY_ID] = "SELECT id, username, userpic FROM users WHERE id = ?1",
+    [ST_USER_BY_EXT] = "SELECT id, username, userpic FROM users WHERE external_id = ?1",
+    [ST_USER_UPDATE] = "UPDATE users SET username = ?2, userpic = ?3 WHERE id = ?1",
+    /* lower() and NOCASE both fold ASCII only, so search agrees with the
+     * uniqueness rule. instr() rather than LIKE: no wildcards to escape. */
+    [ST_USER_SEARCH] = "SELECT id, username, userpic FROM users"
+                       " WHERE id <> ?1 AND instr(lower(username), lower(?2)) > 0"
+                       " ORDER BY instr(lower(username), lower(?2)) <> 1, lower(username), id"
+                       " LIMIT ?3",
+    [ST_TOKEN_INSERT] = "INSERT INTO tokens(hash, user_id, expires_at) VALUES(?1, ?2, ?3)",
+    [ST_TOKEN_LOOKUP] = "SELECT u.id, u.username, u.userpic FROM tokens t"
+                        " JOIN users u ON u.id = t.user_id"
+                        " WHERE t.hash = ?1 AND t.expires_at > ?2",
+    [ST_TOKEN_DELETE] = "DELETE FROM tokens WHERE hash = ?1",
+    /* The conflict target names the partial index, so only a repeated
+     * client_msg_id is skipped; any other constraint failure stays an error. */
+    [ST_MSG_INSERT] = "INSERT INTO messages(from_id, to_id, conv_lo, conv_hi, type, data, time,"
+                      " client_msg_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                      " ON CONFLICT(from_id, client_msg_id) WHERE client_msg_id IS NOT NULL"
+                      " DO NOTHING",
+    [ST_MSG_BY_CLIENT] = "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
+                         " WHERE m.from_id = ?1 AND m.client_msg_id = ?2",
+    /* ?4 is the unread increment (0 for the sender, 1 for the recipient),
+     * ?5 the message id when it is incoming for user_id, else 0. */
+    [ST_CONV_UPSERT] = "INSERT INTO conversations(user_id, peer_id, last_message_id, unread,"
+                       " last_in_id) VALUES(?1, ?2, ?3, ?4, ?5)"
+                       " ON CONFLICT(user_id, peer_id) DO UPDATE SET"
+                       " last_message_id = max(last_message_id, excluded.last_message_id),"
+                       " unread = unread + excluded.unread,"
+                       " last_in_id = max(last_in_id, excluded.last_in_id)",
+    [ST_CHAT_LIST] = "SELECT c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
+                     " c.last_message_id FROM conversations c"
+                     " JOIN users u ON u.id = c.peer_id"
+                     " JOIN messages m ON m.id = c.last_message_id"
+                     " WHERE c.user_id = ?1 ORDER BY c.last_message_id DESC",
+    [ST_HISTORY] = "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
+                   " WHERE m.conv_lo = ?1 AND m.conv_hi = ?2 AND m.id < ?3"
+                   " ORDER BY m.id DESC LIMIT ?4",
+    /* Every message to or from the user is in one of the user's
+     * conversations; each is cut to the limit on the conversation index
+     * first, so the work is bounded by conversations times limit. */
+    [ST_SYNC] =
+        "SELECT " MSG_COLS " FROM conversations c"
+        " JOIN messages m ON m.id IN (SELECT id FROM messages"
+        "  WHERE conv_lo = min(c.user_id, c.peer_id) AND conv_hi = max(c.user_id, c.peer_id)"
+        "  AND id > ?2 ORDER BY id LIMIT ?3)"
+        " JOIN users u ON u.id = m.from_id"
+        " WHERE c.user_id = ?1 AND c.last_message_id > ?2"
+        " ORDER BY m.id LIMIT ?3",
+    [ST_CONV_GET] = "SELECT last_in_id, unread, last_read_id FROM conversations"
+                    " WHERE user_id = ?1 AND peer_id = ?2",
+    [ST_CONV_READ] = "UPDATE conversations SET unread = 0, last_read_id = ?3"
+                     " WHERE user_id = ?1 AND peer_id = ?2",
+    [ST_UNREAD_TOTAL] = "SELECT coalesce(sum(unread), 0) FROM conversations WHERE user_id = ?1",
+    [ST_UNREAD_LIST] = "SELECT peer_id, unread FROM conversations WHERE user_id = ?1 AND unread > 0"
+                       " ORDER BY last_message_id DESC",
+};
+
+/* Conversation changes of the open transaction not written yet: a send
+ * only records them here, and they are written (one upsert per user and
+ * peer, however many messages) before anything reads conversations and
+ * before the commit. In a group commit most sends hit a conversation
+ * another send of the same pass already hit, so this saves most of the two
+ * upserts a send would cost; the result is the same rows in the same
+ * transaction. */
+typedef struct {
+    int64_t user, peer;
+} conv_key;
+
+typedef struct {
+    conv_key key;
+    int64_t last_message_id, unread, last_in_id;
+    UT_hash_handle hh;
+} conv_delta;
+
+/* Bounds the pending set; a full one is simply written early. */
+#define CONV_PENDING_MAX 4096
+
+/* Users as sends need them (the sender's name and picture for the result,
+ * the recipient's existence), saving a lookup per send. Rows only change
+ * through this connection, so the cache is exact as long as it forgets an
+ * updated user and everything on rollback (a rolled back insert may have
+ * been cached, and its id may be reused). */
+typedef struct {
+    int64_t id;
+    char *username, *userpic;
+    UT_hash_handle hh;
+} user_entry;
+
+#define USER_CACHE_MAX 65536
+
+/* WAL checkpoints (copying committed pages from the WAL into the database
+ * file, with an fsync of each) are ours, not SQLite's, which would run them
+ * inside commits, delaying a pass's answers by the whole copy.
+ *
+ * A checkpointer thread on its own connection does the copying next to the
+ * writer, once the WAL holds WAL_CKPT_BUSY pages (WAL_CKPT_IDLE when the
+ * store is idle). But the WAL only starts over when a write transaction
+ * begins with every frame copied, which under load, with the next pass
+ * beginning right after a commit, never happens by itself. So at
+ * WAL_CKPT_RESTART pages the writer, between passes and once the
+ * checkpointer is done, runs a RESTART checkpoint itself: it has only the
+ * last pass or two left to copy. WAL_CKPT_MAX bounds the WAL should that
+ * moment not come. */
+#define WAL_CKPT_IDLE 1000
+#define WAL_CKPT_BUSY 4096
+#define WAL_CKPT_RESTART 16384
+#define WAL_CKPT_MAX 65536
+
+typedef struct {
+    sqlite3 *db;
+    sqlite3_stmt *st[ST_COUNT];
+    conv_delta *pending; /* uthash head; entries live in pool */
+    conv_delta *pool;
+    size_t npending;
+    user_entry *users; /* uthash head */
+    size_t nusers;
+    int wal_pages; /* frames in the WAL after the last commit */
+
+    /* The checkpointer: its connection is used by its thread only. */
+    sqlite3 *ckpt_db;
+    pthread_t ckpt_thread;
+    bool ckpt_running;
+    pthread_mutex_t ckpt_mu;
+    pthread_cond_t ckpt_cv;
+    bool ckpt_wanted, ckpt_active, ckpt_stop; /* under ckpt_mu */
+} sq;
+
+/* Logs the connection's last error and answers STORE_ERROR. */
+static int db_fail(sq *b, const char *what)
+{
+    log_error("store: %s: %s", what, sqlite3_errmsg(b->db));
+    return STORE_ERROR;
+}
+
+/* A caller bug, not a database failure; still an error answer, since the
+ * store has no "bad request" status. */
+static int bad_input(store_req *r, const char *what)
+{
+    log_error("store: request %d without %s", (int)r->op, what);
+    return STORE_ERROR;
+}
+
+static sqlite3_stmt *prep(sq *b, enum stmt_id id)
+{
+    /* Statements are reset after every use, so one found busy here is a bug. */
+    sqlite3_stmt *st = b->st[id];
+    sqlite3_reset(st);
+    return st;
+}
+
+/* Steps a statement that returns no rows and resets it. */
+static int exec_stmt(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    /* STATIC: the request outlives the statement's use of the value. */
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    return t ? t : "";
+}
+
+/* limit <= 0 means no limit, which SQLite spells -1. */
+static int64_t sql_limit(int64_t limit)
+{
+    return limit > 0 ? limit : -1;
+}
+
+/* {id, username, userpic} from columns 0..2. */
+static json_t *user_json(sqlite3_stmt *st)
+{
+    return json_pack("{s:I, s:s, s:s}", "id", (json_int_t)sqlite3_column_int64(st, 0), "username",
+                     col_text(st, 1), "userpic", col_text(st, 2));
+}
+
+/* A message from the MSG_COLS columns. */
+static json_t *msg_json(sqlite3_stmt *st)
+{
+    return json_pack("{s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
+                     (json_int_t)sqlite3_column_int64(st, 0), "to_id",
+                     (json_int_t)sqlite3_column_int64(st, 1), "from_id",
+                     (json_int_t)sqlite3_column_int64(st, 2), "from_username", col_text(st, 3),
+                     "from_userpic", col_text(st, 4), "type", col_text(st, 5), "data",
+                     col_text(st, 6), "time", (json_int_t)sqlite3_column_int64(st, 7),
+                     "client_msg_id", (const char *)sqlite3_column_text(st, 8));
+}
+
+/* Runs a query and collects one JSON value per row; NULL on failure. */
+static json_t *rows_json(sq *b, sqlite3_stmt *st, json_t *(*row)(sqlite3_stmt *))
+{
+    json_t *arr = json_array();
+    int rc = SQLITE_DONE;
+    while (arr && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (json_array_append_new(arr, row(st)) != 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    if (arr && rc != SQLITE_DONE) {
+        db_fail(b, "query");
+        json_decref(arr);
+        arr = NULL;
+    }
+    sqlite3_reset(st);
+    return arr;
+}
+
+/* Runs a query expected to return at most one row and turns it into JSON.
+ * STORE_NOT_FOUND when there is no row. */
+static int row_json(sq *b, sqlite3_stmt *st, json_t *(*row)(sqlite3_stmt *), json_t **out)
+{
+    int rc = sqlite3_step(st);
+    int status = STORE_OK;
+    if (rc == SQLITE_ROW) {
+        *out = row(st);
+        if (!*out)
+            status = STORE_ERROR;
+    } else if (rc == SQLITE_DONE) {
+        status = STORE_NOT_FOUND;
+    } else {
+        status = db_fail(b, "query");
+    }
+    sqlite3_reset(st);
+    return status;
+}
+
+static bool is_constraint(int rc)
+{
+    return (rc & 0xff) == SQLITE_CONSTRAINT;
+}
+
+static void user_forget(sq *b, user_entry *u)
+{
+    HASH_DEL(b->users, u);
+    b->nusers--;
+    free(u->username);
+    free(u->userpic);
+    free(u);
+}
+
+static void users_clear(sq *b)
+{
+    user_entry *u, *tmp;
+    HASH_ITER(hh, b->users, u, tmp)
+    {
+        user_forget(b, u);
+    }
+}
+
+/* The user with that id, from the cache or the database. STORE_NOT_FOUND
+ * when there is none. */
+static int user_get(sq *b, int64_t id, user_entry **out)
+{
+    HASH_FIND(hh, b->users, &id, sizeof(id), *out);
+    if (*out)
+        return STORE_OK;
+    sqlite3_stmt *st = prep(b, ST_USER_BY_ID);
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? STORE_NOT_FOUND : db_fail(b, "user lookup");
+    }
+    user_entry *u = calloc(1, sizeof(*u));
+    if (u) {
+        u->id = id;
+        u->username = strdup(col_text(st, 1));
+        u->userpic = strdup(col_text(st, 2));
+    }
+    sqlite3_reset(st);
+    if (!u || !u->username || !u->userpic) {
+        if (u) {
+            free(u->username);
+            free(u->userpic);
+        }
+        free(u);
+        return STORE_ERROR;
+    }
+    if (b->nusers >= USER_CACHE_MAX)
+        users_clear(b);
+    HASH_ADD(hh, b->users, id, sizeof(u->id), u);
+    b->nusers++;
+    *out = u;
+    return STORE_OK;
+}
+
+static int op_user_create(sq *b, store_req *r)
+{
+    if (!r->username)
+        return bad_input(r, "username");
+    const char *pic = r->userpic ? r->userpic : "";
+    sqlite3_stmt *st = prep(b, ST_USER_INSERT);
+    bind_text(st, 1, r->username);
+    bind_text(st, 2, r->password_hash);
+    bind_text(st, 3, pic);
+    sqlite3_bind_null(st, 4);
+    sqlite3_bind_int64(st, 5, r->time);
+    int rc = exec_stmt(st);
+    if (is_constraint(rc))
+        return STORE_CONFLICT;
+    if (rc != SQLITE_DONE)
+        return db_fail(b, "user insert");
+    r->result = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)sqlite3_last_insert_rowid(b->db),
+                          "username", r->username, "userpic", pic);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+static json_t *user_with_hash_json(sqlite3_stmt *st)
+{
+    return json_pack("{s:I, s:s, s:s, s:s?}", "id", (json_int_t)sqlite3_column_int64(st, 0),
+                     "username", col_text(st, 1), "userpic", col_text(st, 2), "password_hash",
+                     (const char *)sqlite3_column_text(st, 3));
+}
+
+static int op_user_by_name(sq *b, store_req *r)
+{
+    if (!r->username)
+        return bad_input(r, "username");
+    sqlite3_stmt *st = prep(b, ST_USER_BY_NAME);
+    bind_text(st, 1, r->username);
+    return row_json(b, st, user_with_hash_json, &r->result);
+}
+
+static int op_user_by_id(sq *b, store_req *r)
+{
+    sqlite3_stmt *st = prep(b, ST_USER_BY_ID);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    return row_json(b, st, user_json, &r->result);
+}
+
+/* Finds or creates the user of an external identity and refreshes its name
+ * and picture. The wanted username first, "<username>#<external_id>" when
+ * another user holds it. */
+static int op_user_external(sq *b, store_req *r)
+{
+    if (!r->external_id || !r->username)
+        return bad_input(r, "external_id/username");
+    const char *pic = r->userpic ? r->userpic : "";
+    size_t alt_len = strlen(r->username) + 1 + strlen(r->external_id) + 1;
+    char *alt = malloc(alt_len);
+    if (!alt)
+        return STORE_ERROR;
+    snprintf(alt, alt_len, "%s#%s", r->username, r->external_id);
+    const char *names[2] = {r->username, alt};
+
+    int status = STORE_CONFLICT;
+    sqlite3_stmt *st = prep(b, ST_USER_BY_EXT);
+    bind_text(st, 1, r->external_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        char *cur_name = strdup(col_text(st, 1));
+        char *cur_pic = strdup(col_text(st, 2));
+        sqlite3_reset(st);
+        if (!cur_name || !cur_pic)
+            status = STORE_ERROR;
+        for (int i = 0; i < 2 && status == STORE_CONFLICT; i++) {
+            const char *name = names[i];
+            if (strcmp(cur_name, name) != 0 || strcmp(cur_pic, pic) != 0) {
+                sqlite3_stmt *up = prep(b, ST_USER_UPDATE);
+                sqlite3_bind_int64(up, 1, id);
+                bind_text(up, 2, name);
+                bind_text(up, 3, pic);
+                rc = exec_stmt(up);
+                if (is_constraint(rc))
+                    continue;
+                if (rc != SQLITE_DONE) {
+                    status = db_fail(b, "user update");
+                    break;
+                }
+                user_entry *cached;
+                HASH_FIND(hh, b->users, &id, sizeof(id), cached);
+                if (cached)
+                    user_forget(b, cached);
+            }
+            r->result = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "username", name,
+                                  "userpic", pic);
+            status = r->result ? STORE_OK : STORE_ERROR;
+        }
+        free(cur_name);
+        free(cur_pic);
+    } else if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        for (int i = 0; i < 2 && status == STORE_CONFLICT; i++) {
+            sqlite3_stmt *ins = prep(b, ST_USER_INSERT);
+            bind_text(ins, 1, names[i]);
+            sqlite3_bind_null(ins, 2);
+            bind_text(ins, 3, pic);
+            bind_text(ins, 4, r->external_id);
+            sqlite3_bind_int64(ins, 5, r->time);
+            rc = exec_stmt(ins);
+            if (is_constraint(rc))
+                continue;
+            if (rc != SQLITE_DONE) {
+                status = db_fail(b, "user insert");
+                break;
+            }
+            r->result =
+                json_pack("{s:I, s:s, s:s}", "id", (json_int_t)sqlite3_last_insert_rowid(b->db),
+                          "username", names[i], "userpic", pic);
+            status = r->result ? STORE_OK : STORE_ERROR;
+        }
+    } else {
+        sqlite3_reset(st);
+        status = db_fail(b, "user lookup");
+    }
+    free(alt);
+    return status;
+}
+
+static int op_user_search(sq *b, store_req *r)
+{
+    if (!r->query)
+        return bad_input(r, "query");
+    sqlite3_stmt *st = prep(b, ST_USER_SEARCH);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    bind_text(st, 2, r->query);
+    sqlite3_bind_int64(st, 3, sql_limit(r->limit));
+    r->result = rows_json(b, st, user_json);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+static int op_token_create(sq *b, store_req *r)
+{
+    user_entry *u;
+    int status = user_get(b, r->user_id, &u);
+    if (status != STORE_OK)
+        return status;
+    sqlite3_stmt *st = prep(b, ST_TOKEN_INSERT);
+    sqlite3_bind_blob(st, 1, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, r->user_id);
+    sqlite3_bind_int64(st, 3, r->expires);
+    int rc = exec_stmt(st);
+    if (is_constraint(rc))
+        return STORE_CONFLICT;
+    if (rc != SQLITE_DONE)
+        return db_fail(b, "token insert");
+    r->result = json_null();
+    return STORE_OK;
+}
+
+static int op_token_lookup(sq *b, store_req *r)
+{
+    sqlite3_stmt *st = prep(b, ST_TOKEN_LOOKUP);
+    sqlite3_bind_blob(st, 1, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, r->time);
+    return row_json(b, st, user_json, &r->result);
+}
+
+static int op_token_delete(sq *b, store_req *r)
+{
+    sqlite3_stmt *st = prep(b, ST_TOKEN_DELETE);
+    sqlite3_bind_blob(st, 1, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
+    if (exec_stmt(st) != SQLITE_DONE)
+        return db_fail(b, "token delete");
+    r->result = json_null();
+    return sqlite3_changes(b->db) > 0 ? STORE_OK : STORE_NOT_FOUND;
+}
+
+/* Writes the pending conversation changes. 0, or -1 when the transaction
+ * must not be committed. Either way nothing is pending afterwards. */
+static int conv_flush(sq *b)
+{
+    int ret = 0;
+    for (size_t i = 0; i < b->npending && ret == 0; i++) {
+        conv_delta *d = &b->pool[i];
+        sqlite3_stmt *st = prep(b, ST_CONV_UPSERT);
+        sqlite3_bind_int64(st, 1, d->key.user);
+        sqlite3_bind_int64(st, 2, d->key.peer);
+        sqlite3_bind_int64(st, 3, d->last_message_id);
+        sqlite3_bind_int64(st, 4, d->unread);
+        sqlite3_bind_int64(st, 5, d->last_in_id);
+        if (exec_stmt(st) != SQLITE_DONE)
+            ret = db_fail(b, "conversation upsert");
+    }
+    HASH_CLEAR(hh, b->pending);
+    b->npending = 0;
+    return ret;
+}
+
+static void conv_discard(sq *b)
+{
+    HASH_CLEAR(hh, b->pending);
+    b->npending = 0;
+}
+
+/* Records that message msg_id moved user's conversation with peer, adding
+ * unread to its count; in_id is msg_id when it came from peer, else 0. */
+static int conv_note(sq *b, int64_t user, int64_t peer, int64_t msg_id, int64_t unread,
+                     int64_t in_id)
+{
+    conv_key key = {user, peer};
+    conv_delta *d;
+    HASH_FIND(hh, b->pending, &key, sizeof(key), d);
+    if (!d) {
+        if (b->npending == CONV_PENDING_MAX && conv_flush(b) != 0)
+            return -1;
+        d = &b->pool[b->npending++];
+        memset(d, 0, sizeof(*d));
+        d->key = key;
+        HASH_ADD(hh, b->pending, key, sizeof(d->key), d);
+    }
+    if (msg_id > d->last_message_id)
+        d->last_message_id = msg_id;
+    if (in_id > d->last_in_id)
+        d->last_in_id = in_id;
+    d->unread += unread;
+    return 0;
+}
+
+static int op_message_send(sq *b, store_req *r)
+{
+    if (!r->msg_type || !r->msg_data)
+        return bad_input(r, "msg_type/msg_data");
+    int64_t from = r->user_id, to = r->peer_id;
+    user_entry *sender, *recipient;
+    int status = user_get(b, to, &recipient);
+    if (status == STORE_OK)
+        status = user_get(b, from, &sender);
+    if (status != STORE_OK)
+        return status;
+
+    /* The result is built from the inputs before the insert; only the id is
+     * filled in after it. */
+    json_t *msg =
+        json_pack("{s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id", (json_int_t)0, "to_id",
+                  (json_int_t)to, "from_id", (json_int_t)from, "from_username", sender->username,
+                  "from_userpic", sender->userpic, "type", r->msg_type, "data", r->msg_data, "time",
+                  (json_int_t)r->time, "client_msg_id", r->client_msg_id);
+    if (!msg)
+        return STORE_ERROR;
+
+    sqlite3_stmt *st = prep(b, ST_MSG_INSERT);
+    sqlite3_bind_int64(st, 1, from);
+    sqlite3_bind_int64(st, 2, to);
+    sqlite3_bind_int64(st, 3, from < to ? from : to);
+    sqlite3_bind_int64(st, 4, from < to ? to : from);
+    bind_text(st, 5, r->msg_type);
+    bind_text(st, 6, r->msg_data);
+    sqlite3_bind_int64(st, 7, r->time);
+    bind_text(st, 8, r->client_msg_id);
+    if (exec_stmt(st) != SQLITE_DONE) {
+        json_decref(msg);
+        return db_fail(b, "message insert");
+    }
+    if (sqlite3_changes(b->db) == 0) {
+        /* Only a repeated (from_id, client_msg_id) skips the insert. */
+        json_decref(msg);
+        if (!r->client_msg_id)
+            return db_fail(b, "message insert skipped");
+        st = prep(b, ST_MSG_BY_CLIENT);
+        sqlite3_bind_int64(st, 1, from);
+        bind_text(st, 2, r->client_msg_id);
+        status = row_json(b, st, msg_json, &r->result);
+        if (status == STORE_NOT_FOUND)
+            return db_fail(b, "duplicate message vanished");
+        r->duplicate = status == STORE_OK;
+        return status;
+    }
+    int64_t id = sqlite3_last_insert_rowid(b->db);
+    /* From here on a failure leaves the message without its conversation
+     * rows; STORE_ERROR makes the caller roll the whole transaction back. */
+    if (json_object_set_new(msg, "id", json_integer(id)) != 0 ||
+        conv_note(b, from, to, id, 0, 0) != 0 || conv_note(b, to, from, id, 1, id) != 0) {
+        json_decref(msg);
+        return STORE_ERROR;
+    }
+    r->result = msg;
+    return STORE_OK;
+}
+
+static json_t *chat_item_json(sqlite3_stmt *st)
+{
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "userid",
+                     (json_int_t)sqlite3_column_int64(st, 0), "username", col_text(st, 1),
+                     "userpic", col_text(st, 2), "type", col_text(st, 3), "data", col_text(st, 4),
+                     "time", (json_int_t)sqlite3_column_int64(st, 5), "noreadnum",
+                     (json_int_t)sqlite3_column_int64(st, 6), "last_message_id",
+                     (json_int_t)sqlite3_column_int64(st, 7));
+}
+
+static int op_chat_list(sq *b, store_req *r)
+{
+    sqlite3_stmt *st = prep(b, ST_CHAT_LIST);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    r->result = rows_json(b, st, chat_item_json);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+static int op_history(sq *b, store_req *r)
+{
+    int64_t lo = r->user_id < r->peer_id ? r->user_id : r->peer_id;
+    int64_t hi = r->user_id < r->peer_id ? r->peer_id : r->user_id;
+    sqlite3_stmt *st = prep(b, ST_HISTORY);
+    sqlite3_bind_int64(st, 1, lo);
+    sqlite3_bind_int64(st, 2, hi);
+    sqlite3_bind_int64(st, 3, r->before > 0 ? r->before : INT64_MAX);
+    sqlite3_bind_int64(st, 4, sql_limit(r->limit));
+    r->result = rows_json(b, st, msg_json);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+static int op_sync(sq *b, store_req *r)
+{
+    sqlite3_stmt *st = prep(b, ST_SYNC);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    sqlite3_bind_int64(st, 2, r->after);
+    sqlite3_bind_int64(st, 3, sql_limit(r->limit));
+    r->result = rows_json(b, st, msg_json);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+/* The user's unread sum; -1 on error. */
+static int64_t unread_total(sq *b, int64_t user)
+{
+    sqlite3_stmt *st = prep(b, ST_UNREAD_TOTAL);
+    sqlite3_bind_int64(st, 1, user);
+    int64_t total = -1;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        total = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return total;
+}
+
+static int op_read(sq *b, store_req *r)
+{
+    user_entry *peer;
+    int status = user_get(b, r->peer_id, &peer);
+    if (status != STORE_OK)
+        return status;
+    sqlite3_stmt *st = prep(b, ST_CONV_GET);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    sqlite3_bind_int64(st, 2, r->peer_id);
+    int rc = sqlite3_step(st);
+    int64_t last_in = 0, unread = 0, last_read = 0;
+    if (rc == SQLITE_ROW) {
+        last_in = sqlite3_column_int64(st, 0);
+        unread = sqlite3_column_int64(st, 1);
+        last_read = sqlite3_column_int64(st, 2);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_fail(b, "conversation lookup");
+    /* Reading an already read conversation writes nothing. */
+    if (rc == SQLITE_ROW && (unread != 0 || last_read != last_in)) {
+        st = prep(b, ST_CONV_READ);
+        sqlite3_bind_int64(st, 1, r->user_id);
+        sqlite3_bind_int64(st, 2, r->peer_id);
+        sqlite3_bind_int64(st, 3, last_in);
+        if (exec_stmt(st) != SQLITE_DONE)
+            return db_fail(b, "conversation read");
+    }
+    int64_t total = unread_total(b, r->user_id);
+    if (total < 0)
+        return db_fail(b, "unread total");
+    r->result =
+        json_pack("{s:I, s:I}", "total", (json_int_t)total, "last_read_id", (json_int_t)last_in);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+static json_t *unread_item_json(sqlite3_stmt *st)
+{
+    return json_pack("{s:I, s:I}", "userid", (json_int_t)sqlite3_column_int64(st, 0), "noreadnum",
+                     (json_int_t)sqlite3_column_int64(st, 1));
+}
+
+static int op_unread(sq *b, store_req *r)
+{
+    sqlite3_stmt *st = prep(b, ST_UNREAD_LIST);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    json_t *list = rows_json(b, st, unread_item_json);
+    if (!list)
+        return STORE_ERROR;
+    json_int_t total = 0;
+    size_t i;
+    json_t *item;
+    json_array_foreach(list, i, item)
+    {
+        total += json_integer_value(json_object_get(item, "noreadnum"));
+    }
+    r->result = json_pack("{s:I, s:o}", "total", total, "conversations", list);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+static void sq_execute(void *p, store_req *r)
+{
+    sq *b = p;
+    /* A write outside a transaction would commit on its own and could be
+     * committed again by a retry: refuse it. (SQLite ends a transaction by
+     * itself on some I/O errors.) */
+    if (store_op_is_write(r->op) && sqlite3_get_autocommit(b->db)) {
+        r->status = STORE_ERROR;
+        log_error("store: write request outside a transaction");
+        return;
+    }
+    /* Whatever reads conversations must see this transaction's sends. */
+    if ((r->op == STORE_CHAT_LIST || r->op == STORE_SYNC || r->op == STORE_READ ||
+         r->op == STORE_UNREAD) &&
+        conv_flush(b) != 0) {
+        r->status = STORE_ERROR;
+        return;
+    }
+    switch (r->op) {
+    case STORE_USER_CREATE:
+        r->status = op_user_create(b, r);
+        break;
+    case STORE_USER_BY_NAME:
+        r->status = op_user_by_name(b, r);
+        break;
+    case STORE_USER_BY_ID:
+        r->status = op_user_by_id(b, r);
+        break;
+    case STORE_USER_EXTERNAL:
+        r->status = op_user_external(b, r);
+        break;
+    case STORE_USER_SEARCH:
+        r->status = op_user_search(b, r);
+        break;
+    case STORE_TOKEN_CREATE:
+        r->status = op_token_create(b, r);
+        break;
+    case STORE_TOKEN_LOOKUP:
+        r->status = op_token_lookup(b, r);
+        break;
+    case STORE_TOKEN_DELETE:
+        r->status = op_token_delete(b, r);
+        break;
+    case STORE_MESSAGE_SEND:
+        r->status = op_message_send(b, r);
+        break;
+    case STORE_CHAT_LIST:
+        r->status = op_chat_list(b, r);
+        break;
+    case STORE_HISTORY:
+        r->status = op_history(b, r);
+        break;
+    case STORE_SYNC:
+        r->status = op_sync(b, r);
+        break;
+    case STORE_READ:
+        r->status = op_read(b, r);
+        break;
+    case STORE_UNREAD:
+        r->status = op_unread(b, r);
+        break;
+    default:
+        r->status = bad_input(r, "a known op");
+        break;
+    }
+    if (r->status != STORE_OK && r->status != STORE_NOT_FOUND && r->status != STORE_CONFLICT)
+        r->status = STORE_ERROR;
+    if (r->status == STORE_ERROR) {
+        json_decref(r->result);
+        r->result = NULL;
+    }
+}
+
+static int sq_begin(void *p, bool write)
+{
+    sq *b = p;
+    if (exec_stmt(b->st[write ? ST_BEGIN_WRITE : ST_BEGIN_READ]) != SQLITE_DONE) {
+        db_fail(b, "begin");
+        return -1;
+    }
+    return 0;
+}
+
+static int sq_commit(void *p)
+{
+    sq *b = p;
+    if (conv_flush(b) != 0)
+        return -1;
+    if (exec_stmt(b->st[ST_COMMIT]) != SQLITE_DONE) {
+        db_fail(b, "commit");
+        return -1;
+    }
+    return 0;
+}
+
+static void sq_rollback(void *p)
+{
+    sq *b = p;
+    conv_discard(b);
+    users_clear(b);
+    if (!sqlite3_get_autocommit(b->db) && exec_stmt(b->st[ST_ROLLBACK]) != SQLITE_DONE)
+        db_fail(b, "rollback");
+}
+
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void)db;
+    (void)name;
+    ((sq *)arg)->wal_pages = pages;
+    return SQLITE_OK;
+}
+
+static void *ckpt_main(void *arg)
+{
+    sq *b = arg;
+    pthread_setname_np(pthread_self(), "chatd-ckpt");
+    pthread_mutex_lock(&b->ckpt_mu);
+    for (;;) {
+        while (!b->ckpt_wanted && !b->ckpt_stop)
+            pthread_cond_wait(&b->ckpt_cv, &b->ckpt_mu);
+        if (b->ckpt_stop)
+            break;
+        b->ckpt_wanted = false;
+        b->ckpt_active = true;
+        pthread_mutex_unlock(&b->ckpt_mu);
+        /* PASSIVE takes no lock the writer needs and copies what is
+         * committed; BUSY only means the writer is checkpointing itself. */
+        int rc = sqlite3_wal_checkpoint_v2(b->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            log_warn("store: checkpoint: %s", sqlite3_errmsg(b->ckpt_db));
+        pthread_mutex_lock(&b->ckpt_mu);
+        b->ckpt_active = false;
+    }
+    pthread_mutex_unlock(&b->ckpt_mu);
+    return NULL;
+}
+
+static void sq_maintain(void *p, bool idle)
+{
+    sq *b = p;
+    pthread_mutex_lock(&b->ckpt_mu);
+    bool busy = b->ckpt_wanted || b->ckpt_active;
+    if (b->wal_pages >= WAL_CKPT_RESTART) {
+        /* Let the checkpointer finish rather than start it again. */
+    } else if (b->wal_pages >= (idle ? WAL_CKPT_IDLE : WAL_CKPT_BUSY)) {
+        b->ckpt_wanted = true;
+        pthread_cond_signal(&b->ckpt_cv);
+    }
+    pthread_mutex_unlock(&b->ckpt_mu);
+    if (b->wal_pages < WAL_CKPT_RESTART || (busy && b->wal_pages < WAL_CKPT_MAX))
+        return;
+    /* RESTART waits for a running checkpoint, copies the rest and makes the
+     * next commit start the WAL from its beginning. */
+    if (sqlite3_wal_checkpoint_v2(b->db, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL) == SQLITE_OK)
+        b->wal_pages = 0;
+    else
+        log_warn("store: checkpoint: %s", sqlite3_errmsg(b->db));
+}
+
+/* mkdir -p, new directories private: the database holds password hashes. */
+static int make_dirs(const char *path, char *err, size_t err_len)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof(buf)) {
+        snprintf(err, err_len, "bad data directory \"%s\"", path);
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
+            snprintf(err, err_len, "mkdir %s: %s", buf, strerror(errno));
+            return -1;
+        }
+        buf[i] = c;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(err, err_len, "%s is not a directory", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs a statement of constant text that returns at most one value, e.g. a
+ * PRAGMA, and copies that value as text into out (if given). */
+static int pragma(sqlite3 *db, const char *sql, char *out, size_t out_len)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    int rc = sqlite3_step(st);
+    if (out && out_len) {
+        out[0] = '\0';
+        if (rc == SQLITE_ROW)
+            snprintf(out, out_len, "%s", col_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Brings the schema from its user_version to the latest, all or nothing. */
+static int migrate(sqlite3 *db, char *err, size_t err_len)
+{
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, err_len, "begin migration: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    char v[32];
+    if (pragma(db, "PRAGMA user_version", v, sizeof(v)) != 0) {
+        snprintf(err, err_len, "read user_version: %s", sqlite3_errmsg(db));
+        goto fail;
+    }
+    long version = strtol(v, NULL, 10);
+    if (version < 0 || version > STORE_SQLITE_SCHEMA_VERSION) {
+        snprintf(err, err_len, "database schema version %ld is newer than this chatd (%d)", version,
+                 STORE_SQLITE_SCHEMA_VERSION);
+        goto fail;
+    }
+    for (long i = version; i < STORE_SQLITE_SCHEMA_VERSION; i++) {
+        if (sqlite3_exec(db, migrations[i], NULL, NULL, NULL) != SQLITE_OK) {
+            snprintf(err, err_len, "migration %ld: %s", i + 1, sqlite3_errmsg(db));
+            goto fail;
+        }
+    }
+    if (version != STORE_SQLITE_SCHEMA_VERSION) {
+        /* PRAGMA takes no parameters; the number is ours, not input. */
+        char sql[64];
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SQLITE_SCHEMA_VERSION);
+        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+            snprintf(err, err_len, "set user_version: %s", sqlite3_errmsg(db));
+            goto fail;
+        }
+        log_info("store: schema migrated from version %ld to %d", version,
+                 STORE_SQLITE_SCHEMA_VERSION);
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, err_len, "commit migration: %s", sqlite3_errmsg(db));
+        goto fail;
+    }
+    return 0;
+fail:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+/* Per-connection settings, for the writer's and the checkpointer's. */
+static int configure(sqlite3 *db, enum store_durability durability, char *err, size_t err_len)
+{
+    /* synchronous is what a commit (FULL: fsync the WAL) and a checkpoint
+     * (both: fsync WAL and database) promise. busy_timeout: the other
+     * connection, or another process (a backup, the sqlite3 shell), may
+     * hold a lock for a moment. The cache holds the hot index pages of a
+     * busy server. foreign_keys stay off: the operations check what they
+     * need, and enforcing them would cost a lookup per reference per
+     * write. */
+    const char *const settings[] = {
+        durability == STORE_DURABLE_NORMAL ? "PRAGMA synchronous = NORMAL"
+                                           : "PRAGMA synchronous = FULL",
+        "PRAGMA busy_timeout = 5000",
+        "PRAGMA foreign_keys = OFF",
+        "PRAGMA cache_size = -65536",
+        "PRAGMA temp_store = MEMORY",
+        "PRAGMA journal_size_limit = 67108864",
+    };
+    for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+        if (pragma(db, settings[i], NULL, 0) != 0) {
+            snprintf(err, err_len, "%s: %s", settings[i], sqlite3_errmsg(db));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void sq_close(void *p)
+{
+    sq *b = p;
+    if (!b)
+        return;
+    if (b->ckpt_running) {
+        pthread_mutex_lock(&b->ckpt_mu);
+        b->ckpt_stop = true;
+        pthread_cond_signal(&b->ckpt_cv);
+        pthread_mutex_unlock(&b->ckpt_mu);
+        pthread_join(b->ckpt_thread, NULL);
+        pthread_mutex_destroy(&b->ckpt_mu);
+        pthread_cond_destroy(&b->ckpt_cv);
+    }
+    /* Closed first, so closing the writer's connection, the last one,
+     * checkpoints the WAL completely and removes it. */
+    if (b->ckpt_db)
+        sqlite3_close(b->ckpt_db);
+    conv_discard(b);
+    users_clear(b);
+    free(b->pool);
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(b->st[i]);
+    if (b->db) {
+        if (sqlite3_close(b->db) != SQLITE_OK)
+            log_error("store: close: %s", sqlite3_errmsg(b->db));
+    }
+    free(b);
+}
+
+static void *sq_open(const char *data_dir, enum store_durability durability, char *err,
+                     size_t err_len)
+{
+    if (make_dirs(data_dir, err, err_len) != 0)
+        return NULL;
+    char path[PATH_MAX];
+    if ((size_t)snprintf(path, sizeof(path), "%s/chatd.db", data_dir) >= sizeof(path)) {
+        snprintf(err, err_len, "data directory path too long");
+        return NULL;
+    }
+    sq *b = calloc(1, sizeof(*b));
+    if (b)
+        b->pool = calloc(CONV_PENDING_MAX, sizeof(*b->pool));
+    if (!b || !b->pool) {
+        free(b);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    /* Memory statistics cost a global mutex per allocation, and chatd
+     * reads none. Only possible before SQLite initializes; later it fails
+     * harmlessly. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    /* NOMUTEX: one thread at a time uses the connection (open here, then
+     * the storage thread), so SQLite's own locking would be pure cost. */
+    if (sqlite3_open_v2(path, &b->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        snprintf(err, err_len, "open %s: %s", path,
+                 b->db ? sqlite3_errmsg(b->db) : "out of memory");
+        sq_close(b);
+        return NULL;
+    }
+    char mode[16];
+    if (pragma(b->db, "PRAGMA journal_mode = WAL", mode, sizeof(mode)) != 0 ||
+        strcmp(mode, "wal") != 0) {
+        snprintf(err, err_len, "%s: cannot switch to WAL mode: %s", path, sqlite3_errmsg(b->db));
+        sq_close(b);
+        return NULL;
+    }
+    if (configure(b->db, durability, err, err_len) != 0) {
+        sq_close(b);
+        return NULL;
+    }
+    if (migrate(b->db, err, err_len) != 0) {
+        sq_close(b);
+        return NULL;
+    }
+    /* Replaces SQLite's automatic checkpoints, see WAL_CKPT_BUSY. */
+    sqlite3_wal_hook(b->db, wal_hook, b);
+    if (sqlite3_open_v2(path, &b->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, err_len, "open %s: %s", path,
+                 b->ckpt_db ? sqlite3_errmsg(b->ckpt_db) : "out of memory");
+        sq_close(b);
+        return NULL;
+    }
+    if (configure(b->ckpt_db, durability, err, err_len) != 0) {
+        sq_close(b);
+        return NULL;
+    }
+    sqlite3_wal_autocheckpoint(b->ckpt_db, 0);
+    pthread_mutex_init(&b->ckpt_mu, NULL);
+    pthread_cond_init(&b->ckpt_cv, NULL);
+    if (pthread_create(&b->ckpt_thread, NULL, ckpt_main, b) != 0) {
+        pthread_mutex_destroy(&b->ckpt_mu);
+        pthread_cond_destroy(&b->ckpt_cv);
+        snprintf(err, err_len, "cannot start the checkpoint thread");
+        sq_close(b);
+        return NULL;
+    }
+    b->ckpt_running = true;
+    for (int i = 0; i < ST_COUNT; i++) {
+        if (sqlite3_prepare_v3(b->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &b->st[i],
+                               NULL) != SQLITE_OK) {
+            snprintf(err, err_len, "prepare statement %d: %s", i, sqlite3_errmsg(b->db));
+            sq_close(b);
+            return NULL;
+        }
+    }
+    return b;
+}
+
+const struct store_backend_ops store_sqlite_backend = {
+    .name = "sqlite",
+    .open = sq_open,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .execute = sq_execute,
+    .maintain = sq_maintain,
+    .close = sq_close,
+};

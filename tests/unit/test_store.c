@@ -1,0 +1,1098 @@
+/* Unit tests for store with the SQLite backend.
+ *
+ * Each test opens a real store in a fresh temporary directory on a real uv
+ * loop and runs the loop until its requests are done, so the whole path is
+ * exercised: queue, storage thread, group transaction, async hand-back.
+ * Besides every operation's statuses and results, the tests check the
+ * properties the chat service leans on: a repeated client_msg_id stores
+ * nothing twice, unread counts and chat lists follow the messages, many
+ * sends share few transactions, store_close answers everything still
+ * queued, and the data and schema version survive a reopen. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store/store.h"
+#include "store/store_backend.h"
+
+typedef struct {
+    uv_loop_t loop;
+    store *s;
+    char dir[64];      /* the temporary directory */
+    char data_dir[96]; /* a not yet existing directory below it */
+    int done;          /* completions seen by on_done */
+} fixture;
+
+static fixture *fx; /* the running test's, for done callbacks */
+
+static void on_done(store_req *r)
+{
+    (void)r;
+    fx->done++;
+}
+
+static void open_store(fixture *f)
+{
+    char err[256] = "";
+    f->s = store_open(&f->loop, f->data_dir, STORE_DURABLE_NORMAL, err, sizeof(err));
+    if (!f->s)
+        fail_msg("store_open: %s", err);
+}
+
+/* store_close, then let the loop run the async handle's close callback. */
+static void close_store(fixture *f)
+{
+    store_close(f->s);
+    f->s = NULL;
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/test_store.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->data_dir, sizeof(f->data_dir), "%s/data/sub", f->dir);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    fx = f;
+    open_store(f);
+    *state = f;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    if (f->s)
+        close_store(f);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    fx = NULL;
+    return 0;
+}
+
+static store_req *new_req(store_op op)
+{
+    store_req *r = store_req_new(op, on_done, NULL);
+    assert_non_null(r);
+    return r;
+}
+
+/* Submits r and runs the loop until the store owes nothing: the async
+ * handle keeps the loop alive exactly that long. */
+static store_req *run(fixture *f, store_req *r)
+{
+    int before = f->done;
+    store_submit(f->s, r);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + 1);
+    return r;
+}
+
+static int run_status(fixture *f, store_req *r)
+{
+    int status = run(f, r)->status;
+    store_req_free(r);
+    return status;
+}
+
+static int64_t create_user(fixture *f, const char *name)
+{
+    store_req *r = new_req(STORE_USER_CREATE);
+    store_req_set_str(&r->username, name);
+    store_req_set_str(&r->password_hash, "hash");
+    store_req_set_str(&r->userpic, "pic.png");
+    r->time = 1000;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    int64_t id = json_integer_value(json_object_get(r->result, "id"));
+    assert_true(id > 0);
+    store_req_free(r);
+    return id;
+}
+
+static store_req *send_req(int64_t from, int64_t to, const char *cmid, const char *data)
+{
+    store_req *r = new_req(STORE_MESSAGE_SEND);
+    r->user_id = from;
+    r->peer_id = to;
+    r->time = 5000;
+    store_req_set_str(&r->msg_type, "text");
+    store_req_set_str(&r->msg_data, data);
+    store_req_set_str(&r->client_msg_id, cmid);
+    return r;
+}
+
+/* Sends one message and returns its id. */
+static int64_t send_msg(fixture *f, int64_t from, int64_t to, const char *data)
+{
+    store_req *r = run(f, send_req(from, to, NULL, data));
+    assert_int_equal(r->status, STORE_OK);
+    int64_t id = json_integer_value(json_object_get(r->result, "id"));
+    store_req_free(r);
+    return id;
+}
+
+static json_int_t jint(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    assert_true(json_is_integer(v));
+    return json_integer_value(v);
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    assert_true(json_is_string(v));
+    return json_string_value(v);
+}
+
+static store_req *history(fixture *f, int64_t user, int64_t peer, int64_t before, int64_t limit)
+{
+    store_req *r = new_req(STORE_HISTORY);
+    r->user_id = user;
+    r->peer_id = peer;
+    r->before = before;
+    r->limit = limit;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_true(json_is_array(r->result));
+    return r;
+}
+
+static store_req *unread(fixture *f, int64_t user)
+{
+    store_req *r = new_req(STORE_UNREAD);
+    r->user_id = user;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    return r;
+}
+
+static int64_t unread_total(fixture *f, int64_t user)
+{
+    store_req *r = unread(f, user);
+    int64_t total = jint(r->result, "total");
+    store_req_free(r);
+    return total;
+}
+
+static void test_user_create_and_lookup(void **state)
+{
+    fixture *f = *state;
+    store_req *r = new_req(STORE_USER_CREATE);
+    store_req_set_str(&r->username, "Alice");
+    store_req_set_str(&r->password_hash, "h1");
+    store_req_set_str(&r->userpic, "a.png");
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    int64_t id = jint(r->result, "id");
+    assert_string_equal(jstr(r->result, "username"), "Alice");
+    assert_string_equal(jstr(r->result, "userpic"), "a.png");
+    assert_int_equal(json_object_size(r->result), 3);
+    store_req_free(r);
+
+    /* Usernames are unique regardless of case. */
+    r = new_req(STORE_USER_CREATE);
+    store_req_set_str(&r->username, "aLICE");
+    store_req_set_str(&r->password_hash, "h2");
+    assert_int_equal(run_status(f, r), STORE_CONFLICT);
+
+    /* No username is a caller bug: an error, not a crash or a row. */
+    r = new_req(STORE_USER_CREATE);
+    assert_int_equal(run_status(f, r), STORE_ERROR);
+
+    r = new_req(STORE_USER_BY_NAME);
+    store_req_set_str(&r->username, "alice");
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "id"), id);
+    assert_string_equal(jstr(r->result, "username"), "Alice");
+    assert_string_equal(jstr(r->result, "password_hash"), "h1");
+    store_req_free(r);
+
+    r = new_req(STORE_USER_BY_NAME);
+    store_req_set_str(&r->username, "nobody");
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+
+    r = new_req(STORE_USER_BY_ID);
+    r->user_id = id;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_string_equal(jstr(r->result, "username"), "Alice");
+    assert_null(json_object_get(r->result, "password_hash"));
+    store_req_free(r);
+
+    r = new_req(STORE_USER_BY_ID);
+    r->user_id = id + 100;
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+
+    /* A user created without a picture has an empty one, not null. */
+    r = new_req(STORE_USER_CREATE);
+    store_req_set_str(&r->username, "plain");
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_string_equal(jstr(r->result, "userpic"), "");
+    store_req_free(r);
+}
+
+static store_req *external(fixture *f, const char *ext, const char *name, const char *pic)
+{
+    store_req *r = new_req(STORE_USER_EXTERNAL);
+    store_req_set_str(&r->external_id, ext);
+    store_req_set_str(&r->username, name);
+    store_req_set_str(&r->userpic, pic);
+    return run(f, r);
+}
+
+static void test_user_external(void **state)
+{
+    fixture *f = *state;
+    store_req *r = external(f, "sub1", "carol", "c1.png");
+    assert_int_equal(r->status, STORE_OK);
+    int64_t carol = jint(r->result, "id");
+    store_req_free(r);
+
+    /* Seen again: the same user, picture and name refreshed. */
+    r = external(f, "sub1", "Caroline", "c2.png");
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "id"), carol);
+    assert_string_equal(jstr(r->result, "username"), "Caroline");
+    assert_string_equal(jstr(r->result, "userpic"), "c2.png");
+    store_req_free(r);
+    r = new_req(STORE_USER_BY_ID);
+    r->user_id = carol;
+    run(f, r);
+    assert_string_equal(jstr(r->result, "userpic"), "c2.png");
+    store_req_free(r);
+
+    /* A name held by someone else gets the external id appended, both on
+     * creation and on refresh. */
+    int64_t dave = create_user(f, "dave");
+    r = external(f, "sub2", "Dave", "");
+    assert_int_equal(r->status, STORE_OK);
+    assert_true(jint(r->result, "id") != dave);
+    assert_string_equal(jstr(r->result, "username"), "Dave#sub2");
+    store_req_free(r);
+    r = external(f, "sub1", "DAVE", "c2.png");
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "id"), carol);
+    assert_string_equal(jstr(r->result, "username"), "DAVE#sub1");
+    store_req_free(r);
+    /* Seen again unchanged: still the suffixed name, nothing conflicts. */
+    r = external(f, "sub1", "DAVE", "c2.png");
+    assert_int_equal(r->status, STORE_OK);
+    assert_string_equal(jstr(r->result, "username"), "DAVE#sub1");
+    store_req_free(r);
+
+    r = new_req(STORE_USER_EXTERNAL);
+    store_req_set_str(&r->username, "x");
+    assert_int_equal(run_status(f, r), STORE_ERROR);
+}
+
+static void test_user_search(void **state)
+{
+    fixture *f = *state;
+    int64_t alice = create_user(f, "alice");
+    create_user(f, "malice");
+    create_user(f, "Alicia");
+    int64_t bob = create_user(f, "bob");
+
+    store_req *r = new_req(STORE_USER_SEARCH);
+    r->user_id = bob;
+    store_req_set_str(&r->query, "ALI");
+    r->limit = 10;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(json_array_size(r->result), 3);
+    /* Prefix matches first. */
+    assert_string_equal(jstr(json_array_get(r->result, 0), "username"), "alice");
+    assert_string_equal(jstr(json_array_get(r->result, 1), "username"), "Alicia");
+    assert_string_equal(jstr(json_array_get(r->result, 2), "username"), "malice");
+    assert_int_equal(json_object_size(json_array_get(r->result, 0)), 3);
+    store_req_free(r);
+
+    /* The searching user is left out; limit holds. */
+    r = new_req(STORE_USER_SEARCH);
+    r->user_id = alice;
+    store_req_set_str(&r->query, "ali");
+    r->limit = 1;
+    run(f, r);
+    assert_int_equal(json_array_size(r->result), 1);
+    assert_string_equal(jstr(json_array_get(r->result, 0), "username"), "Alicia");
+    store_req_free(r);
+
+    r = new_req(STORE_USER_SEARCH);
+    r->user_id = alice;
+    store_req_set_str(&r->query, "%");
+    r->limit = 10;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(json_array_size(r->result), 0);
+    store_req_free(r);
+}
+
+static store_req *token_req(store_op op, uint8_t seed)
+{
+    store_req *r = new_req(op);
+    memset(r->token_hash, seed, sizeof(r->token_hash));
+    return r;
+}
+
+static void test_tokens(void **state)
+{
+    fixture *f = *state;
+    int64_t alice = create_user(f, "alice");
+
+    store_req *r = token_req(STORE_TOKEN_CREATE, 1);
+    r->user_id = alice;
+    r->expires = 10000;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_true(json_is_null(r->result));
+    store_req_free(r);
+
+    r = token_req(STORE_TOKEN_CREATE, 1);
+    r->user_id = alice;
+    r->expires = 20000;
+    assert_int_equal(run_status(f, r), STORE_CONFLICT);
+
+    r = token_req(STORE_TOKEN_CREATE, 2);
+    r->user_id = alice + 1;
+    r->expires = 20000;
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+
+    /* Valid strictly before expires. */
+    r = token_req(STORE_TOKEN_LOOKUP, 1);
+    r->time = 9999;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "id"), alice);
+    assert_string_equal(jstr(r->result, "username"), "alice");
+    store_req_free(r);
+
+    r = token_req(STORE_TOKEN_LOOKUP, 1);
+    r->time = 10000;
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+
+    r = token_req(STORE_TOKEN_LOOKUP, 3);
+    r->time = 1;
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+
+    r = token_req(STORE_TOKEN_DELETE, 1);
+    assert_int_equal(run_status(f, r), STORE_OK);
+    r = token_req(STORE_TOKEN_DELETE, 1);
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+    r = token_req(STORE_TOKEN_LOOKUP, 1);
+    r->time = 1;
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+}
+
+static void test_message_send(void **state)
+{
+    fixture *f = *state;
+    int64_t alice = create_user(f, "alice");
+    int64_t bob = create_user(f, "bob");
+
+    store_req *r = run(f, send_req(alice, bob, NULL, "hello"));
+    assert_int_equal(r->status, STORE_OK);
+    assert_false(r->duplicate);
+    json_t *m = r->result;
+    assert_int_equal(json_object_size(m), 9);
+    int64_t id1 = jint(m, "id");
+    assert_true(id1 > 0);
+    assert_int_equal(jint(m, "to_id"), bob);
+    assert_int_equal(jint(m, "from_id"), alice);
+    assert_string_equal(jstr(m, "from_username"), "alice");
+    assert_string_equal(jstr(m, "from_userpic"), "pic.png");
+    assert_string_equal(jstr(m, "type"), "text");
+    assert_string_equal(jstr(m, "data"), "hello");
+    assert_int_equal(jint(m, "time"), 5000);
+    assert_true(json_is_null(json_object_get(m, "client_msg_id")));
+    store_req_free(r);
+
+    r = run(f, send_req(bob, alice, "c-1", "hi"));
+    assert_int_equal(r->status, STORE_OK);
+    assert_true(jint(r->result, "id") > id1);
+    assert_string_equal(jstr(r->result, "client_msg_id"), "c-1");
+    assert_string_equal(jstr(r->result, "from_username"), "bob");
+    store_req_free(r);
+
+    /* No such recipient, no such sender. */
+    assert_int_equal(run_status(f, send_req(alice, bob + 100, NULL, "x")), STORE_NOT_FOUND);
+    assert_int_equal(run_status(f, send_req(bob + 100, alice, NULL, "x")), STORE_NOT_FOUND);
+    store_req *bad = send_req(alice, bob, NULL, "x");
+    store_req_set_str(&bad->msg_data, NULL);
+    assert_int_equal(run_status(f, bad), STORE_ERROR);
+
+    /* Nothing of the refused ones was stored. */
+    r = history(f, alice, bob, 0, 0);
+    assert_int_equal(json_array_size(r->result), 2);
+    store_req_free(r);
+}
+
+static void test_duplicate_client_msg_id(void **state)
+{
+    fixture *f = *state;
+    int64_t alice = create_user(f, "alice");
+    int64_t bob = create_user(f, "bob");
+
+    store_req *r = run(f, send_req(alice, bob, "dup", "first"));
+    assert_int_equal(r->status, STORE_OK);
+    assert_false(r->duplicate);
+    int64_t id = jint(r->result, "id");
+    store_req_free(r);
+
+    /* A resend (even with other content) returns the stored message. */
+    r = run(f, send_req(alice, bob, "dup", "second"));
+    assert_int_equal(r->status, STORE_OK);
+    assert_true(r->duplicate);
+    assert_int_equal(jint(r->result, "id"), id);
+    assert_string_equal(jstr(r->result, "data"), "first");
+    assert_string_equal(jstr(r->result, "client_msg_id"), "dup");
+    assert_string_equal(jstr(r->result, "from_username"), "alice");
+    assert_int_equal(json_object_size(r->result), 9);
+    store_req_free(r);
+
+    /* Twice in one group transaction: still stored once. */
+    store_req *a = send_req(alice, bob, "same-pass", "x");
+    store_req *b = send_req(alice, bob, "same-pass", "x");
+    int before = f->done;
+    store_submit(f->s, a);
+    store_submit(f->s, b);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + 2);
+    assert_int_equal(a->status, STORE_OK);
+    assert_int_equal(b->status, STORE_OK);
+    assert_false(a->duplicate);
+    assert_true(b->duplicate);
+    assert_int_equal(jint(a->result, "id"), jint(b->result, "id"));
+    store_req_free(a);
+    store_req_free(b);
+
+    /* client_msg_id is per sender. */
+    r = run(f, send_req(bob, alice, "dup", "from bob"));
+    assert_int_equal(r->status, STORE_OK);
+    assert_false(r->duplicate);
+    assert_true(jint(r->result, "id") != id);
+    store_req_free(r);
+
+    r = history(f, alice, bob, 0, 0);
+    assert_int_equal(json_array_size(r->result), 3);
+    store_req_free(r);
+    /* Duplicates did not count as unread either. */
+    assert_int_equal(unread_total(f, bob), 2);
+    assert_int_equal(unread_total(f, alice), 1);
+}
+
+static void test_unread_and_chat_list(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a");
+    int64_t b = create_user(f, "b");
+    int64_t c = create_user(f, "c");
+
+    int64_t m1 = send_msg(f, a, b, "a1");
+    send_msg(f, c, b, "c1");
+    int64_t m3 = send_msg(f, b, c, "b1");
+    int64_t m4 = send_msg(f, c, b, "c2");
+
+    store_req *r = new_req(STORE_CHAT_LIST);
+    r->user_id = b;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(json_array_size(r->result), 2);
+    json_t *first = json_array_get(r->result, 0), *second = json_array_get(r->result, 1);
+    assert_int_equal(json_object_size(first), 8);
+    assert_int_equal(jint(first, "userid"), c);
+    assert_string_equal(jstr(first, "username"), "c");
+    assert_string_equal(jstr(first, "userpic"), "pic.png");
+    assert_string_equal(jstr(first, "type"), "text");
+    assert_string_equal(jstr(first, "data"), "c2");
+    assert_int_equal(jint(first, "time"), 5000);
+    assert_int_equal(jint(first, "noreadnum"), 2);
+    assert_int_equal(jint(first, "last_message_id"), m4);
+    assert_int_equal(jint(second, "userid"), a);
+    assert_int_equal(jint(second, "noreadnum"), 1);
+    assert_int_equal(jint(second, "last_message_id"), m1);
+    store_req_free(r);
+
+    /* The sender's own conversation moves too, without unread. */
+    r = new_req(STORE_CHAT_LIST);
+    r->user_id = c;
+    run(f, r);
+    assert_int_equal(json_array_size(r->result), 1);
+    assert_int_equal(jint(json_array_get(r->result, 0), "noreadnum"), 1);
+    assert_int_equal(jint(json_array_get(r->result, 0), "last_message_id"), m4);
+    store_req_free(r);
+
+    r = unread(f, b);
+    assert_int_equal(jint(r->result, "total"), 3);
+    json_t *convs = json_object_get(r->result, "conversations");
+    assert_int_equal(json_array_size(convs), 2);
+    assert_int_equal(jint(json_array_get(convs, 0), "userid"), c);
+    assert_int_equal(jint(json_array_get(convs, 0), "noreadnum"), 2);
+    assert_int_equal(jint(json_array_get(convs, 1), "userid"), a);
+    store_req_free(r);
+
+    /* Reading c's conversation: b's total drops to a's 1; the receipt
+     * points at the newest message from c. */
+    r = new_req(STORE_READ);
+    r->user_id = b;
+    r->peer_id = c;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "total"), 1);
+    assert_int_equal(jint(r->result, "last_read_id"), m4);
+    store_req_free(r);
+
+    r = unread(f, b);
+    convs = json_object_get(r->result, "conversations");
+    assert_int_equal(json_array_size(convs), 1);
+    assert_int_equal(jint(json_array_get(convs, 0), "userid"), a);
+    store_req_free(r);
+
+    /* Reading again changes nothing; c never got anything from b except m3. */
+    r = new_req(STORE_READ);
+    r->user_id = b;
+    r->peer_id = c;
+    run(f, r);
+    assert_int_equal(jint(r->result, "total"), 1);
+    assert_int_equal(jint(r->result, "last_read_id"), m4);
+    store_req_free(r);
+    r = new_req(STORE_READ);
+    r->user_id = c;
+    r->peer_id = b;
+    run(f, r);
+    assert_int_equal(jint(r->result, "total"), 0);
+    assert_int_equal(jint(r->result, "last_read_id"), m3);
+    store_req_free(r);
+
+    /* No conversation yet: nothing to read, not an error. */
+    r = new_req(STORE_READ);
+    r->user_id = a;
+    r->peer_id = c;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "total"), 0);
+    assert_int_equal(jint(r->result, "last_read_id"), 0);
+    store_req_free(r);
+
+    r = new_req(STORE_READ);
+    r->user_id = b;
+    r->peer_id = c + 100;
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+
+    /* A new message after reading counts again and moves a to the top. */
+    send_msg(f, a, b, "a2");
+    r = new_req(STORE_CHAT_LIST);
+    r->user_id = b;
+    run(f, r);
+    assert_int_equal(jint(json_array_get(r->result, 0), "userid"), a);
+    assert_int_equal(jint(json_array_get(r->result, 0), "noreadnum"), 2);
+    assert_int_equal(jint(json_array_get(r->result, 1), "noreadnum"), 0);
+    store_req_free(r);
+
+    r = new_req(STORE_CHAT_LIST);
+    r->user_id = c + 100;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(json_array_size(r->result), 0);
+    store_req_free(r);
+    r = unread(f, c + 100);
+    assert_int_equal(jint(r->result, "total"), 0);
+    assert_int_equal(json_array_size(json_object_get(r->result, "conversations")), 0);
+    store_req_free(r);
+}
+
+static void test_history(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a");
+    int64_t b = create_user(f, "b");
+    int64_t c = create_user(f, "c");
+    int64_t ids[10];
+    for (int i = 0; i < 10; i++) {
+        ids[i] = send_msg(f, i % 2 ? b : a, i % 2 ? a : b, "ab");
+        send_msg(f, a, c, "ac"); /* another conversation in between */
+    }
+
+    /* Newest first, limit, before exclusive, both directions. */
+    store_req *r = history(f, a, b, 0, 4);
+    assert_int_equal(json_array_size(r->result), 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(jint(json_array_get(r->result, (size_t)i), "id"), ids[9 - i]);
+    json_t *m = json_array_get(r->result, 0);
+    assert_int_equal(json_object_size(m), 9);
+    assert_int_equal(jint(m, "from_id"), b);
+    assert_string_equal(jstr(m, "from_username"), "b");
+    store_req_free(r);
+
+    r = history(f, b, a, ids[6], 4);
+    assert_int_equal(json_array_size(r->result), 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(jint(json_array_get(r->result, (size_t)i), "id"), ids[5 - i]);
+    store_req_free(r);
+
+    r = history(f, a, b, ids[2], 4);
+    assert_int_equal(json_array_size(r->result), 2);
+    assert_int_equal(jint(json_array_get(r->result, 0), "id"), ids[1]);
+    assert_int_equal(jint(json_array_get(r->result, 1), "id"), ids[0]);
+    store_req_free(r);
+
+    r = history(f, a, b, ids[0], 4);
+    assert_int_equal(json_array_size(r->result), 0);
+    store_req_free(r);
+
+    /* No limit: the whole conversation; no conversation: empty. */
+    r = history(f, a, b, 0, 0);
+    assert_int_equal(json_array_size(r->result), 10);
+    store_req_free(r);
+    r = history(f, b, c, 0, 10);
+    assert_int_equal(json_array_size(r->result), 0);
+    store_req_free(r);
+}
+
+static store_req *sync_req(fixture *f, int64_t user, int64_t after, int64_t limit)
+{
+    store_req *r = new_req(STORE_SYNC);
+    r->user_id = user;
+    r->after = after;
+    r->limit = limit;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    return r;
+}
+
+static void test_sync(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a");
+    int64_t b = create_user(f, "b");
+    int64_t c = create_user(f, "c");
+    int64_t mine[12];
+    int n = 0;
+    for (int i = 0; i < 6; i++) {
+        mine[n++] = send_msg(f, a, b, "to b");
+        send_msg(f, a, c, "not b's");
+        mine[n++] = send_msg(f, b, c, "from b");
+    }
+
+    /* Oldest first, after exclusive, both directions, others' left out. */
+    store_req *r = sync_req(f, b, 0, 5);
+    assert_int_equal(json_array_size(r->result), 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(jint(json_array_get(r->result, (size_t)i), "id"), mine[i]);
+    assert_int_equal(json_object_size(json_array_get(r->result, 0)), 9);
+    store_req_free(r);
+
+    r = sync_req(f, b, mine[4], 5);
+    assert_int_equal(json_array_size(r->result), 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(jint(json_array_get(r->result, (size_t)i), "id"), mine[5 + i]);
+    store_req_free(r);
+
+    r = sync_req(f, b, mine[9], 5);
+    assert_int_equal(json_array_size(r->result), 2);
+    assert_int_equal(jint(json_array_get(r->result, 1), "id"), mine[11]);
+    store_req_free(r);
+
+    r = sync_req(f, b, mine[11], 5);
+    assert_int_equal(json_array_size(r->result), 0);
+    store_req_free(r);
+
+    r = sync_req(f, b, 0, 0);
+    assert_int_equal(json_array_size(r->result), 12);
+    store_req_free(r);
+}
+
+static void test_group_commit(void **state)
+{
+    fixture *f = *state;
+    enum { N = 2000 };
+    int64_t users[4];
+    for (int i = 0; i < 4; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "u%d", i);
+        users[i] = create_user(f, name);
+    }
+    uint64_t commits0, writes0, commits1, writes1;
+    store_stats(f->s, &commits0, &writes0);
+
+    store_req **reqs = calloc(N, sizeof(*reqs));
+    assert_non_null(reqs);
+    int before = f->done;
+    for (int i = 0; i < N; i++) {
+        char cmid[16];
+        snprintf(cmid, sizeof(cmid), "m%d", i);
+        reqs[i] = send_req(users[i % 4], users[(i + 1) % 4], cmid, "burst");
+        store_submit(f->s, reqs[i]);
+    }
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + N);
+    /* Ids follow submission order. */
+    int64_t last_id = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(reqs[i]->status, STORE_OK);
+        int64_t id = jint(reqs[i]->result, "id");
+        assert_true(id > last_id);
+        last_id = id;
+        store_req_free(reqs[i]);
+    }
+    free(reqs);
+
+    store_stats(f->s, &commits1, &writes1);
+    assert_int_equal(writes1 - writes0, N);
+    assert_true(commits1 - commits0 >= 1);
+    assert_true(commits1 - commits0 < N / 4);
+
+    /* Every user got N/4 messages, all unread. */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(unread_total(f, users[i]), N / 4);
+}
+
+/* Sustained traffic over many conversations: big group transactions,
+ * conversation changes merged within them, and the background WAL
+ * checkpoints running next to the writer. Nothing may get lost or counted
+ * twice on the way, and everything is still there after a reopen. */
+enum { BULK_USERS = 1000, BULK_SENDS = 40000, BULK_WINDOW = 4000 };
+static int64_t bulk_first_user;
+static int bulk_submitted, bulk_ok;
+
+static void on_bulk(store_req *r);
+
+/* Message i goes from user i % BULK_USERS to another, spread over many
+ * conversations so every commit dirties many pages. */
+static void bulk_submit_next(void)
+{
+    int i = bulk_submitted++;
+    char cmid[24];
+    snprintf(cmid, sizeof(cmid), "bulk-%d", i);
+    int64_t from = bulk_first_user + i % BULK_USERS;
+    int64_t to = bulk_first_user + (i * 7 + 1) % BULK_USERS;
+    if (to == from)
+        to = bulk_first_user + (i + 1) % BULK_USERS;
+    store_req *r = send_req(from, to, cmid, "bulk");
+    r->done = on_bulk;
+    store_submit(fx->s, r);
+}
+
+static void on_bulk(store_req *r)
+{
+    fx->done++;
+    if (r->status == STORE_OK && !r->duplicate)
+        bulk_ok++;
+    store_req_free(r);
+    if (bulk_submitted < BULK_SENDS)
+        bulk_submit_next();
+}
+
+static void test_bulk_sends(void **state)
+{
+    fixture *f = *state;
+    int before = f->done;
+    store_req *users[BULK_USERS];
+    for (int i = 0; i < BULK_USERS; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "bulk%d", i);
+        users[i] = new_req(STORE_USER_CREATE);
+        store_req_set_str(&users[i]->username, name);
+        store_submit(f->s, users[i]);
+    }
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + BULK_USERS);
+    bulk_first_user = jint(users[0]->result, "id");
+    for (int i = 0; i < BULK_USERS; i++) {
+        assert_int_equal(users[i]->status, STORE_OK);
+        assert_int_equal(jint(users[i]->result, "id"), bulk_first_user + i);
+        store_req_free(users[i]);
+    }
+
+    /* Primed with one send per window slot, each answer submits the next. */
+    bulk_submitted = bulk_ok = 0;
+    for (int i = 0; i < BULK_WINDOW; i++)
+        bulk_submit_next();
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(bulk_ok, BULK_SENDS);
+
+    /* Every message is unread once, and the first sender's conversations
+     * account for all it sent and got. */
+    int64_t total = 0;
+    for (int i = 0; i < BULK_USERS; i++)
+        total += unread_total(f, bulk_first_user + i);
+    assert_int_equal(total, BULK_SENDS);
+    store_req *r = sync_req(f, bulk_first_user, 0, 0);
+    size_t synced = json_array_size(r->result);
+    assert_true(synced >= BULK_SENDS / BULK_USERS);
+    store_req_free(r);
+
+    close_store(f);
+    open_store(f);
+    total = 0;
+    for (int i = 0; i < BULK_USERS; i++)
+        total += unread_total(f, bulk_first_user + i);
+    assert_int_equal(total, BULK_SENDS);
+    r = sync_req(f, bulk_first_user, 0, 0);
+    assert_int_equal(json_array_size(r->result), synced);
+    store_req_free(r);
+}
+
+/* A request that fails inside a group transaction must not take the
+ * others down, nor get them stored twice when they are retried. */
+static void test_failed_request_in_group(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a");
+    int64_t b = create_user(f, "b");
+    store_req *r1 = send_req(a, b, "g1", "one");
+    store_req *bad = new_req(STORE_USER_CREATE); /* no username */
+    store_req *r2 = send_req(b, a, "g2", "two");
+    store_req *r3 = send_req(a, b, NULL, "three");
+    int before = f->done;
+    store_submit(f->s, r1);
+    store_submit(f->s, bad);
+    store_submit(f->s, r2);
+    store_submit(f->s, r3);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + 4);
+    assert_int_equal(r1->status, STORE_OK);
+    assert_int_equal(bad->status, STORE_ERROR);
+    assert_null(bad->result);
+    assert_int_equal(r2->status, STORE_OK);
+    assert_int_equal(r3->status, STORE_OK);
+    assert_false(r1->duplicate || r2->duplicate || r3->duplicate);
+    store_req_free(r1);
+    store_req_free(bad);
+    store_req_free(r2);
+    store_req_free(r3);
+
+    store_req *r = history(f, a, b, 0, 0);
+    assert_int_equal(json_array_size(r->result), 3);
+    store_req_free(r);
+    assert_int_equal(unread_total(f, b), 2);
+    assert_int_equal(unread_total(f, a), 1);
+}
+
+static void test_close_answers_queued(void **state)
+{
+    fixture *f = *state;
+    enum { N = 500 };
+    int64_t a = create_user(f, "a");
+    int64_t b = create_user(f, "b");
+    store_req *reqs[N];
+    int before = f->done;
+    for (int i = 0; i < N; i++) {
+        reqs[i] = send_req(a, b, NULL, "queued");
+        store_submit(f->s, reqs[i]);
+    }
+    /* Without running the loop: every done runs inside store_close. */
+    store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(f->done, before + N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(reqs[i]->status, STORE_OK);
+        store_req_free(reqs[i]);
+    }
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+
+    open_store(f);
+    store_req *r = history(f, a, b, 0, 0);
+    assert_int_equal(json_array_size(r->result), N);
+    store_req_free(r);
+    assert_int_equal(unread_total(f, b), N);
+}
+
+/* done callbacks that submit more, or close the store, while it closes. */
+static int chain_left;
+
+static void on_chain(store_req *r)
+{
+    fx->done++;
+    if (chain_left-- > 0) {
+        store_req *next = store_req_new(STORE_USER_BY_ID, on_chain, NULL);
+        assert_non_null(next);
+        next->user_id = r->user_id;
+        store_submit(fx->s, next);
+    }
+    store_req_free(r);
+}
+
+static void on_close_now(store_req *r)
+{
+    fx->done++;
+    store_req_free(r);
+    store_close(fx->s);
+}
+
+static void test_close_reentrant(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a");
+
+    /* Requests submitted by done callbacks during store_close still run. */
+    chain_left = 5;
+    store_req *r = store_req_new(STORE_USER_BY_ID, on_chain, NULL);
+    r->user_id = a;
+    int before = f->done;
+    store_submit(f->s, r);
+    close_store(f);
+    assert_int_equal(f->done, before + 6);
+
+    /* store_close from inside a done callback: the rest is answered. */
+    open_store(f);
+    before = f->done;
+    store_submit(f->s, store_req_new(STORE_USER_BY_ID, on_close_now, NULL));
+    for (int i = 0; i < 20; i++) {
+        store_req *q = store_req_new(STORE_USER_BY_ID, on_chain, NULL);
+        q->user_id = a;
+        store_submit(f->s, q);
+    }
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + 21);
+    f->s = NULL; /* closed by on_close_now */
+}
+
+static int64_t user_version(fixture *f)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/chatd.db", f->data_dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void test_reopen_and_schema(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a");
+    int64_t b = create_user(f, "b");
+    int64_t m = send_msg(f, a, b, "kept");
+    store_req *t = token_req(STORE_TOKEN_CREATE, 7);
+    t->user_id = b;
+    t->expires = 100;
+    assert_int_equal(run_status(f, t), STORE_OK);
+    close_store(f);
+    assert_int_equal(user_version(f), STORE_SQLITE_SCHEMA_VERSION);
+
+    /* Reopening finds everything and migrates nothing. */
+    open_store(f);
+    store_req *r = history(f, b, a, 0, 10);
+    assert_int_equal(json_array_size(r->result), 1);
+    assert_int_equal(jint(json_array_get(r->result, 0), "id"), m);
+    assert_string_equal(jstr(json_array_get(r->result, 0), "data"), "kept");
+    store_req_free(r);
+    assert_int_equal(unread_total(f, b), 1);
+    r = token_req(STORE_TOKEN_LOOKUP, 7);
+    r->time = 50;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "id"), b);
+    store_req_free(r);
+    /* Ids keep growing after a reopen. */
+    assert_true(send_msg(f, b, a, "later") > m);
+    close_store(f);
+    assert_int_equal(user_version(f), STORE_SQLITE_SCHEMA_VERSION);
+
+    /* A database from a newer chatd is refused, not damaged. */
+    char path[160];
+    snprintf(path, sizeof(path), "%s/chatd.db", f->data_dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    char err[256] = "";
+    store *s = store_open(&f->loop, f->data_dir, STORE_DURABLE_FULL, err, sizeof(err));
+    assert_null(s);
+    assert_non_null(strstr(err, "newer"));
+    assert_int_equal(user_version(f), 999);
+}
+
+static void test_open_errors(void **state)
+{
+    fixture *f = *state;
+    char path[160], err[256] = "";
+    /* A file where the data directory should be. */
+    snprintf(path, sizeof(path), "%s/file", f->dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    store *s = store_open(&f->loop, path, STORE_DURABLE_FULL, err, sizeof(err));
+    assert_null(s);
+    assert_true(strlen(err) > 0);
+
+    /* FULL durability opens and works like NORMAL. */
+    close_store(f);
+    f->s = store_open(&f->loop, f->data_dir, STORE_DURABLE_FULL, err, sizeof(err));
+    assert_non_null(f->s);
+    int64_t a = create_user(f, "a");
+    int64_t b = create_user(f, "b");
+    assert_true(send_msg(f, a, b, "full") > 0);
+}
+
+static void test_req_strings(void **state)
+{
+    (void)state;
+    store_req *r = store_req_new(STORE_USER_CREATE, on_done, &r);
+    assert_non_null(r);
+    assert_int_equal(r->op, STORE_USER_CREATE);
+    assert_ptr_equal(r->ctx, &r);
+    assert_int_equal(store_req_set_str(&r->username, "x"), 0);
+    assert_int_equal(store_req_set_str(&r->username, "yz"), 0);
+    assert_string_equal(r->username, "yz");
+    assert_int_equal(store_req_set_str(&r->username, NULL), 0);
+    assert_null(r->username);
+    store_req_set_str(&r->query, "q");
+    r->result = json_object();
+    store_req_free(r);
+    store_req_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_user_create_and_lookup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_external, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_search, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_message_send, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_client_msg_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unread_and_chat_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bulk_sends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_request_in_group, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_answers_queued, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_reentrant, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+        cmocka_unit_test(test_req_strings),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
