@@ -2,7 +2,11 @@
  * over HTTP and the WebSocket (see chat.h). */
 #include "chat/chat.h"
 
+#include <fcntl.h>
 #include <http_parser.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +31,24 @@
 
 static const config *chat_cfg;
 static store *chat_store;
+static int data_lock_fd = -1;
+
+/* The store caches users in memory, so two chatd processes must never share
+ * a data directory: hold an exclusive lock on it for the process lifetime. */
+static int lock_data_dir(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/chatd.lock", dir);
+    data_lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (data_lock_fd < 0 || flock(data_lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        log_error("data directory %s is in use by another chatd (cannot lock %s)", dir, path);
+        if (data_lock_fd >= 0)
+            close(data_lock_fd);
+        data_lock_fd = -1;
+        return -1;
+    }
+    return 0;
+}
 
 typedef struct chat_call chat_call;
 typedef void (*chat_step)(chat_call *call);
@@ -822,11 +844,15 @@ int chat_init(uv_loop_t *loop, const config *cfg)
     char err[256] = "";
     enum store_durability d =
         strcmp(cfg->durability, "normal") == 0 ? STORE_DURABLE_NORMAL : STORE_DURABLE_FULL;
+    mkdir(cfg->data_dir, 0700); /* the store creates it too; the lock needs it first */
+    if (lock_data_dir(cfg->data_dir) < 0)
+        return -1;
     chat_store = store_open(loop, cfg->data_dir, d, err, sizeof(err));
     if (!chat_store) {
         log_error("cannot open the store in %s: %s", cfg->data_dir, err);
         return -1;
     }
+
     if (auth_init(loop, cfg, chat_store) < 0) {
         log_error("libsodium failed to initialize");
         return -1;
@@ -842,4 +868,7 @@ void chat_shutdown(void)
         store_close(chat_store);
     chat_store = NULL;
     auth_shutdown();
+    if (data_lock_fd >= 0)
+        close(data_lock_fd);
+    data_lock_fd = -1;
 }
