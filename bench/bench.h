@@ -1,0 +1,145 @@
+/* bench.h: what every part of chatd-bench shares: the parsed command line, the target
+ * address, the clock, source-address spreading, /proc readers and the scenario entry points.
+ *
+ * chatd-bench is single-threaded: one libuv loop drives every connection, so the globals
+ * here (the clock, the options) need no locking. */
+#ifndef BENCH_BENCH_H
+#define BENCH_BENCH_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Exit codes: 0 ok, 1 the run failed, 2 usage error, 3 the server lacks the endpoints the
+ * scenario needs (chat without the chat service). */
+enum { EXIT_RUN_FAILED = 1, EXIT_USAGE = 2, EXIT_UNSUPPORTED = 3 };
+
+typedef struct target {
+    char host[256];     /* as given in the URL, for the Host header */
+    char hostport[300]; /* host[:port] for the Host header */
+    char path[512];     /* request path, "/" when the URL has none */
+    struct sockaddr_in addr;
+    bool raw; /* tcp:// URL: no WebSocket, raw bytes */
+} target;
+
+typedef struct bench_opts {
+    const char *cmd;
+    const char *url;
+    const char *api_url; /* server API base; default: http://<host:port of --url> */
+    const char *api_secret;
+    const char *label; /* copied into every JSON result, e.g. "chatd" or "peer" */
+    const char *note;  /* free text copied into the JSON result (run.sh says durability) */
+    long n;            /* conns, storm: connections */
+    long conns;        /* echo */
+    long pairs;        /* route */
+    long members;      /* fanout */
+    long users;        /* chat */
+    long size;         /* payload bytes */
+    long window;       /* messages in flight per client (or broadcasts, fanout) */
+    long concurrency;  /* connections being set up at once */
+    long sources;      /* source addresses 127.0.0.1..; 0 = as many as needed */
+    long api_conns;    /* keep-alive connections to the server API */
+    double rate;       /* route: offered events/s, 0 = saturate */
+    double duration;   /* seconds measured */
+    double warmup;     /* seconds run before measuring */
+    double hold;       /* conns: seconds to keep the connections open */
+    double timeout;    /* seconds allowed for setup (connect, bind) */
+    int server_pid;
+    bool json;
+    bool raw;
+    bool binary;
+} bench_opts;
+
+extern bench_opts g_opt;
+extern uv_loop_t *g_loop;
+
+/* Nanoseconds, monotonic. bench_now is refreshed once per read callback (see conn.c), so
+ * every message taken from one read shares a timestamp: a clock read per message would cost
+ * more than the parsing. */
+extern uint64_t bench_now;
+static inline uint64_t bench_clock(void)
+{
+    bench_now = uv_hrtime();
+    return bench_now;
+}
+
+/* Parses ws://, http:// or tcp:// HOST[:PORT][/PATH]; resolves HOST to IPv4. 0 or -1 with a
+ * message on stderr. */
+int target_parse(const char *url, target *t);
+
+/* Source addresses for n client connections: with a loopback target and more connections
+ * than a sixth of one address's ephemeral ports, spread them over 127.0.0.1..127.0.0.K
+ * (--sources K overrides). */
+void sources_setup(const target *t, long n);
+/* The source address for connection i, or NULL to let the kernel choose. */
+const struct sockaddr_in *source_for(long i);
+int sources_count(void);
+
+/* Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit. */
+long raise_nofile(void);
+
+/* Resident set size of pid in bytes from /proc/PID/status, or -1. */
+long proc_rss(int pid);
+/* utime+stime of pid in seconds from /proc/PID/stat, or -1. */
+double proc_cpu(int pid);
+/* CPU seconds used by this process. */
+double self_cpu(void);
+
+/* Fast non-cryptographic random numbers (xorshift), seeded from the OS once. */
+uint64_t rnd64(void);
+
+/* Writes v as exactly 16 lowercase hex digits, and parses them back (-1 if not hex). */
+void hex16_put(char *dst, uint64_t v);
+int hex16_get(const char *src, uint64_t *v);
+void hex8_put(char *dst, uint32_t v);
+int hex8_get(const char *src, uint32_t *v);
+
+/* die() after a setup failure: message on stderr, exit 1. */
+_Noreturn void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Runs the loop until setup_done() is called (possibly already before) or --timeout passes
+ * (then fail()s with what). */
+void run_setup(const char *what);
+void setup_done(void);
+/* Progress line on stderr while setting up (rate limited). */
+void progress(const char *what, long done, long total);
+
+/* CPU accounting over a measurement window. */
+typedef struct cpu_window {
+    uint64_t t0;
+    double self0, server0;
+    double busy0, steal0; /* whole machine, from /proc/stat */
+} cpu_window;
+void cpu_window_start(cpu_window *w);
+/* Fractions of one core used over the window by chatd-bench and by --server-pid (-1 if no
+ * pid). */
+void cpu_window_end(const cpu_window *w, double *self_frac, double *server_frac);
+/* Cores' worth of time used by other processes over the window (-1 if unknown, or without
+ * --server-pid), and stolen by the hypervisor. */
+void cpu_window_noise(const cpu_window *w, double self_frac, double server_frac, double *other,
+                      double *steal);
+
+/* The measurement window. While g_measuring is true scenarios count what they see. */
+extern bool g_measuring;
+typedef struct window_result {
+    double secs;       /* measured */
+    double self_cpu;   /* fraction of a core used by chatd-bench */
+    double server_cpu; /* by --server-pid, -1 without */
+    double other_cpu;  /* by everything else on the machine (noise), -1 if unknown */
+    double steal;      /* cores' worth of time the hypervisor gave to other guests */
+} window_result;
+/* Runs the loop for --warmup seconds, calls reset(), sets g_measuring, runs --duration more
+ * seconds (or until stop_measured()), clears g_measuring and returns what was measured. */
+window_result run_measured(void (*reset)(void));
+void stop_measured(void);
+
+int cmd_conns(void);
+int cmd_echo(void);
+int cmd_route(void);
+int cmd_fanout(void);
+int cmd_chat(void);
+int cmd_storm(void);
+
+#endif

@@ -1,0 +1,115 @@
+# shellcheck shell=bash disable=SC2034  # variables are read by the scripts sourcing this
+# lib.sh: shell helpers shared by bench/run.sh and bench/smoke.sh: free ports, starting and
+# stopping the servers under test (by PID, never by name), waiting until they listen.
+# Sourced, not run.
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+BUILD=${BUILD:-$ROOT/build}
+SECRET=${SECRET:-bench-secret}
+STARTED_PIDS=()
+
+# A TCP port on 127.0.0.1 that nothing listens on (below the ephemeral range).
+free_port() {
+    local p
+    for _ in $(seq 1 200); do
+        p=$((20000 + RANDOM % 12000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# wait_listening PORT PID: until something accepts on PORT (10 s), or PID died.
+wait_listening() {
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+chatd_has_opt() {
+    "$BUILD/chatd" --help 2>&1 | grep -q -- "--$1 "
+}
+
+# start_server KIND [CPU]: starts chatd, peer or floor on a free port; sets SERVER_PID,
+# SERVER_PORT, SERVER_NOTE. Output goes to $LOGDIR/KIND-PORT.log.
+start_server() {
+    local kind=$1 cpu=${2:-} pin=()
+    [ -n "$cpu" ] && pin=(taskset -c "$cpu")
+    local tries
+    for tries in 1 2 3 4 5; do
+        SERVER_PORT=$(free_port) || return 1
+        local log="$LOGDIR/$kind-$SERVER_PORT.log"
+        SERVER_NOTE=""
+        case $kind in
+        chatd)
+            local extra=()
+            chatd_has_opt login-rate && extra+=(--login-rate 100000)
+            if chatd_has_opt durability; then
+                extra+=(--durability "${DURABILITY:-full}")
+                SERVER_NOTE="durability=${DURABILITY:-full}"
+            else
+                SERVER_NOTE="durability=chatd default (no --durability option)"
+            fi
+            mkdir -p "$LOGDIR/data-$SERVER_PORT"
+            (ulimit -n "$(ulimit -Hn)"; exec "${pin[@]}" "$BUILD/chatd" \
+                --listen "127.0.0.1:$SERVER_PORT" --api-secret "$SECRET" --echo-path /echo \
+                --event-rate 0 --log-level warn --data-dir "$LOGDIR/data-$SERVER_PORT" \
+                --web-root "$ROOT/web" "${extra[@]}") >"$log" 2>&1 &
+            ;;
+        peer)
+            (ulimit -n "$(ulimit -Hn)"; exec "${pin[@]}" node "$BENCH_DIR/peer/server.mjs" \
+                --listen "127.0.0.1:$SERVER_PORT" --api-secret "$SECRET" \
+                --echo-path /echo) >"$log" 2>&1 &
+            ;;
+        floor)
+            (ulimit -n "$(ulimit -Hn)"; exec "${pin[@]}" "$BUILD/chatd-floor" \
+                --listen "127.0.0.1:$SERVER_PORT") >"$log" 2>&1 &
+            ;;
+        *)
+            echo "start_server: unknown kind $kind" >&2
+            return 1
+            ;;
+        esac
+        SERVER_PID=$!
+        STARTED_PIDS+=("$SERVER_PID")
+        if wait_listening "$SERVER_PORT" "$SERVER_PID"; then
+            return 0
+        fi
+        stop_server "$SERVER_PID"
+        echo "start_server: $kind did not come up on port $SERVER_PORT (try $tries):" >&2
+        tail -5 "$log" >&2
+    done
+    return 1
+}
+
+# stop_server PID: SIGTERM, then SIGKILL after 5 s. Sets STOPPED_RC to its exit status
+# (143 = ended by the SIGTERM; 134 = it aborted).
+stop_server() {
+    local pid=$1
+    STOPPED_RC=
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    STOPPED_RC=$?
+    return 0
+}
+
+stop_all_servers() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do
+        stop_server "$pid"
+    done
+    STARTED_PIDS=()
+}

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# run.sh: the benchmark suite. Starts chatd, the Node.js peer (bench/peer) and the raw echo
+# floor (chatd-floor) in turn on free loopback ports, runs the same chatd-bench scenarios
+# against each (every point REPS times), writes the raw JSON lines and prints one table with
+# medians, ranges and the chatd/peer and chatd/floor ratios next to the targets of issue 5.
+# With two or more cores the server runs on core 0 and chatd-bench on core 1 (taskset).
+#
+# Usage: bench/run.sh [SCENARIO...]     scenarios: echo route rate fanout conns storm chat
+#                                       (default: all, in that order; rate needs route)
+# Environment: DURATION=5 (s per run)  REPS=3  WINDOW=1 (echo/route in flight per client)
+#   FANOUT_WINDOW=32  CONNS_N=19000  HOLD=2  STORM_N=20000  CHAT_USERS=100  CHAT_WINDOW=32
+#   DURABILITY=full  OUT=bench/results/<date>  BUILD=build  QUICK=1 (1 rep, 2 s, small points)
+#   QUIET_CORES=0.25 QUIET_WAIT=300: before each run, wait up to QUIET_WAIT s for the machine
+#   to have at most QUIET_CORES cores busy with other work (every result reports other_cpu)
+set -u
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if [ "${QUICK:-0}" = 1 ]; then
+    : "${DURATION:=2}" "${REPS:=1}" "${CONNS_N:=2000}" "${STORM_N:=2000}" "${CHAT_USERS:=20}"
+fi
+DURATION=${DURATION:-5}
+REPS=${REPS:-3}
+WINDOW=${WINDOW:-1}
+FANOUT_WINDOW=${FANOUT_WINDOW:-32}
+CONNS_N=${CONNS_N:-19000}
+HOLD=${HOLD:-2}
+STORM_N=${STORM_N:-20000}
+CHAT_USERS=${CHAT_USERS:-100}
+CHAT_WINDOW=${CHAT_WINDOW:-32}
+QUIET_CORES=${QUIET_CORES:-0.25}
+QUIET_WAIT=${QUIET_WAIT:-300}
+OUT=${OUT:-$BENCH_DIR/results/$(date +%Y%m%d-%H%M%S)}
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} = 0 ] && SCENARIOS=(echo route rate fanout conns storm chat)
+
+mkdir -p "$OUT"
+LOGDIR=$OUT/logs
+mkdir -p "$LOGDIR"
+RAW=$OUT/raw.jsonl
+: >"$RAW"
+trap 'stop_all_servers' EXIT
+trap 'exit 130' INT TERM
+
+if [ ! -x "$BUILD/chatd" ] || [ ! -x "$BUILD/chatd-bench" ] || [ ! -x "$BUILD/chatd-floor" ]; then
+    echo "run.sh: building in $BUILD" >&2
+    if ! cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null ||
+        ! cmake --build "$BUILD" -j"$(nproc)" >/dev/null; then
+        echo "run.sh: build failed" >&2
+        exit 1
+    fi
+fi
+HAVE_PEER=1
+if [ ! -d "$BENCH_DIR/peer/node_modules/ws" ]; then
+    (cd "$BENCH_DIR/peer" && npm ci --no-audit --no-fund >/dev/null 2>&1) || {
+        echo "run.sh: npm ci in bench/peer failed: no peer numbers" >&2
+        HAVE_PEER=0
+    }
+fi
+SERVER_CPU="" BENCH_PIN=()
+if [ "$(nproc)" -ge 2 ]; then
+    SERVER_CPU=0
+    BENCH_PIN=(taskset -c 1)
+else
+    echo "run.sh: one core only: server and generator share it, numbers will be low" >&2
+fi
+ulimit -n "$(ulimit -Hn)"
+
+{
+    echo "date: $(date -Is)"
+    echo "host: $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+    echo "chatd: $("$BUILD/chatd" --version 2>&1 | head -1)"
+    echo "settings: DURATION=$DURATION REPS=$REPS WINDOW=$WINDOW FANOUT_WINDOW=$FANOUT_WINDOW"
+    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$OUT/info.txt" >&2
+
+# Busy cores of the whole machine over one second, from /proc/stat.
+busy_cores() {
+    local a b
+    a=$(head -1 /proc/stat)
+    sleep 1
+    b=$(head -1 /proc/stat)
+    awk -v a="$a" -v b="$b" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        split(a, x); split(b, y)
+        busy = (y[2]+y[3]+y[4]+y[7]+y[8]) - (x[2]+x[3]+x[4]+x[7]+x[8])
+        printf "%.2f", busy / hz }'
+}
+
+# On a shared machine other work skews every number: wait (up to QUIET_WAIT s) until the
+# machine is idle but for us, i.e. less than QUIET_CORES busy while the server idles.
+wait_quiet() {
+    local waited=0 busy
+    while :; do
+        busy=$(busy_cores)
+        awk -v b="$busy" -v q="$QUIET_CORES" 'BEGIN { exit !(b <= q) }' && return 0
+        if [ "$waited" -ge "$QUIET_WAIT" ]; then
+            echo "run.sh: machine still busy ($busy cores) after ${QUIET_WAIT}s: measuring anyway" >&2
+            return 0
+        fi
+        [ "$waited" = 0 ] && echo "run.sh: machine busy ($busy cores used by others): waiting" >&2
+        sleep 4
+        waited=$((waited + 5))
+    done
+}
+
+# bench POINT TARGET ARGS...: runs chatd-bench REPS times against the current server and
+# appends each JSON result, tagged with point, target and rep, to raw.jsonl.
+bench() {
+    local point=$1 target=$2
+    shift 2
+    local rep line rc
+    for rep in $(seq 1 "$REPS"); do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "run.sh: $target died; see $LOGDIR" >&2
+            return 1
+        fi
+        wait_quiet
+        line=$(timeout $((${DURATION%.*} + 180)) "${BENCH_PIN[@]}" "$BUILD/chatd-bench" "$@" \
+            --json --label "$target" --server-pid "$SERVER_PID" --duration "$DURATION" \
+            2>>"$LOGDIR/bench.log")
+        rc=$?
+        if [ $rc != 0 ] || [ -z "$line" ]; then
+            echo "run.sh: $point on $target, rep $rep: chatd-bench exited $rc (see $LOGDIR/bench.log)" >&2
+            [ $rc = 3 ] && return 3
+            continue
+        fi
+        line=$(head -1 <<<"$line")
+        echo "${line/#\{/\{\"point\":\"$point\",\"target\":\"$target\",\"rep\":${REP_NO:-$rep},}" >>"$RAW"
+        printf '  %-22s %-6s rep %s: %s\n' "$point" "$target" "${REP_NO:-$rep}" \
+            "$(grep -o '"rate":[0-9.e+]*' <<<"$line")" >&2
+    done
+}
+
+targets() {
+    local t
+    for t in "$@"; do
+        [ "$t" = peer ] && [ $HAVE_PEER = 0 ] && continue
+        echo "$t"
+    done
+}
+
+median_rate() { # POINT TARGET -> median "rate" from raw.jsonl
+    grep "\"point\":\"$1\",\"target\":\"$2\"" "$RAW" | grep -o '"rate":[0-9.e+]*' |
+        cut -d: -f2 | sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}'
+}
+
+run_echo() {
+    local t c s
+    for t in $(targets chatd peer floor); do
+        start_server "$t" "$SERVER_CPU" || continue
+        echo "== echo on $t (pid $SERVER_PID, port $SERVER_PORT)" >&2
+        for c in 100 1000; do
+            for s in 32 1024; do
+                if [ "$t" = floor ]; then
+                    bench "echo $c x $s" floor echo --raw --url "tcp://127.0.0.1:$SERVER_PORT" \
+                        --conns "$c" --size "$s" --window "$WINDOW"
+                else
+                    bench "echo $c x $s" "$t" echo --url "ws://127.0.0.1:$SERVER_PORT/echo" \
+                        --conns "$c" --size "$s" --window "$WINDOW"
+                fi
+            done
+        done
+        stop_server "$SERVER_PID"
+    done
+}
+
+run_route() {
+    local t p s
+    for t in $(targets chatd peer floor); do
+        start_server "$t" "$SERVER_CPU" || continue
+        echo "== route on $t (pid $SERVER_PID, port $SERVER_PORT)" >&2
+        for p in 100 1000; do
+            for s in 32 1024; do
+                if [ "$t" = floor ]; then # same connections, bytes and window, no framing
+                    bench "route $p x $s" floor echo --raw --url "tcp://127.0.0.1:$SERVER_PORT" \
+                        --conns $((2 * p)) --size "$s" --window "$WINDOW"
+                else
+                    bench "route $p x $s" "$t" route --url "ws://127.0.0.1:$SERVER_PORT/ws" \
+                        --api-secret "$SECRET" --pairs "$p" --size "$s" --window "$WINDOW"
+                fi
+            done
+        done
+        stop_server "$SERVER_PID"
+    done
+}
+
+run_rate() { # route at half of chatd's measured saturation rate: latency under normal load
+    local p s sat
+    start_server chatd "$SERVER_CPU" || return
+    echo "== route at half saturation on chatd (pid $SERVER_PID)" >&2
+    for p in 100 1000; do
+        for s in 32 1024; do
+            sat=$(median_rate "route $p x $s" chatd)
+            [ -z "$sat" ] && { echo "run.sh: no route $p x $s result for chatd: skip its rate point" >&2; continue; }
+            bench "route@half $p x $s" chatd route --url "ws://127.0.0.1:$SERVER_PORT/ws" \
+                --api-secret "$SECRET" --pairs "$p" --size "$s" \
+                --rate "$(awk -v r="$sat" 'BEGIN {printf "%d", r / 2}')"
+        done
+    done
+    stop_server "$SERVER_PID"
+}
+
+run_fanout() {
+    local t k
+    for t in $(targets chatd peer); do
+        start_server "$t" "$SERVER_CPU" || continue
+        echo "== fanout on $t (pid $SERVER_PID)" >&2
+        for k in 1000 10000; do
+            bench "fanout $k x 32" "$t" fanout --url "ws://127.0.0.1:$SERVER_PORT/ws" \
+                --api-secret "$SECRET" --members "$k" --size 32 --window "$FANOUT_WINDOW"
+        done
+        stop_server "$SERVER_PID"
+    done
+}
+
+run_conns() { # a fresh server per rep: RSS before must be a baseline
+    local t r reps=$REPS
+    for t in $(targets chatd peer); do
+        echo "== conns on $t" >&2
+        for r in $(seq 1 "$reps"); do
+            start_server "$t" "$SERVER_CPU" || continue
+            sleep 0.5
+            REPS=1 REP_NO=$r bench "conns $CONNS_N" "$t" conns --url "ws://127.0.0.1:$SERVER_PORT/ws" \
+                -n "$CONNS_N" --hold "$HOLD"
+            stop_server "$SERVER_PID"
+        done
+    done
+    REPS=$reps
+}
+
+run_storm() {
+    local t
+    for t in $(targets chatd peer); do
+        start_server "$t" "$SERVER_CPU" || continue
+        echo "== storm on $t (pid $SERVER_PID)" >&2
+        bench "storm $STORM_N" "$t" storm --url "ws://127.0.0.1:$SERVER_PORT/ws" \
+            --api-secret "$SECRET" -n "$STORM_N" --concurrency 256
+        stop_server "$SERVER_PID"
+    done
+}
+
+run_chat() {
+    start_server chatd "$SERVER_CPU" || return
+    echo "== chat on chatd (pid $SERVER_PID, $SERVER_NOTE)" >&2
+    bench "chat $CHAT_USERS" chatd chat --url "ws://127.0.0.1:$SERVER_PORT/ws" \
+        --users "$CHAT_USERS" --window "$CHAT_WINDOW" --note "$SERVER_NOTE"
+    [ $? = 3 ] && echo "run.sh: chat skipped: chatd has no chat service yet" >&2
+    stop_server "$SERVER_PID"
+}
+
+for sc in "${SCENARIOS[@]}"; do
+    case $sc in
+    echo | route | rate | fanout | conns | storm | chat) "run_$sc" ;;
+    *) echo "run.sh: unknown scenario $sc" >&2 ;;
+    esac
+done
+
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/info.txt" >&2
+node "$BENCH_DIR/summarize.mjs" "$RAW" | tee "$OUT/summary.txt"
+echo "raw results: $RAW" >&2

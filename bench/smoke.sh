@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# smoke.sh: a short run of every chatd-bench subcommand against a freshly started chatd (and
+# of `echo --raw` against chatd-floor): checks that the tool works, not its numbers. Exits
+# non-zero if any subcommand fails; `chat` counts as skipped while chatd lacks the chat
+# service (chatd-bench exits 3 then). Takes about 15 seconds.
+#
+# Usage: bench/smoke.sh   (BUILD=dir to use another build directory)
+set -u
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+LOGDIR=$(mktemp -d /tmp/chatd-smoke.XXXXXX)
+trap 'stop_all_servers; rm -rf "$LOGDIR"' EXIT
+
+for bin in chatd chatd-bench chatd-floor; do
+    if [ ! -x "$BUILD/$bin" ]; then
+        echo "smoke: $BUILD/$bin is missing; build first (cmake --build build)" >&2
+        exit 1
+    fi
+done
+
+start_server chatd || { echo "smoke: chatd did not start" >&2; exit 1; }
+CHATD_PID=$SERVER_PID
+URL="ws://127.0.0.1:$SERVER_PORT"
+start_server floor || { echo "smoke: chatd-floor did not start" >&2; exit 1; }
+FLOOR="tcp://127.0.0.1:$SERVER_PORT"
+
+passed=0 failed=0 skipped=0
+check() {
+    local name=$1
+    shift
+    local out="$LOGDIR/out" err="$LOGDIR/err" rc
+    timeout 30 "$BUILD/chatd-bench" "$@" --json --timeout 10 >"$out" 2>"$err"
+    rc=$?
+    if [ "$rc" = 3 ]; then
+        echo "SKIP $name: $(tail -1 "$err")"
+        skipped=$((skipped + 1))
+    elif [ "$rc" = 0 ] && grep -q '^{"scenario":' "$out"; then
+        echo "ok   $name: $(grep -o '"rate":[0-9.e+]*' "$out" | head -1)"
+        passed=$((passed + 1))
+    else
+        echo "FAIL $name (exit $rc)"
+        sed 's/^/     /' "$err" "$out" | tail -20
+        failed=$((failed + 1))
+    fi
+}
+
+check conns conns --url "$URL/ws" -n 50 --hold 0.2 --server-pid "$CHATD_PID"
+check echo echo --url "$URL/echo" --conns 4 --size 32 --window 2 --duration 0.5
+check echo-binary echo --url "$URL/echo" --conns 2 --size 1024 --binary --duration 0.3
+check echo-raw echo --raw --url "$FLOOR" --conns 4 --size 32 --duration 0.5
+check route route --url "$URL/ws" --api-secret "$SECRET" --pairs 4 --size 32 --window 2 \
+    --duration 0.5
+check route-rate route --url "$URL/ws" --api-secret "$SECRET" --pairs 4 --size 64 \
+    --rate 2000 --duration 0.5
+check fanout fanout --url "$URL/ws" --api-secret "$SECRET" --members 20 --size 32 \
+    --duration 0.5
+check storm storm --url "$URL/ws" --api-secret "$SECRET" -n 100 --concurrency 16
+check chat chat --url "$URL/ws" --users 4 --window 2 --duration 0.5
+
+if ! kill -0 "$CHATD_PID" 2>/dev/null; then
+    echo "FAIL chatd died during the smoke run"
+    failed=$((failed + 1))
+else
+    stop_server "$CHATD_PID" 2>/dev/null
+    case $STOPPED_RC in
+    0 | 143) ;;
+    *) echo "note: chatd exited with status $STOPPED_RC on SIGTERM (not a bench failure)" ;;
+    esac
+fi
+echo "smoke: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]
