@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_scan.h"
 #include "core/log.h"
 #include "gateway/registry.h"
 #include "net/server.h"
@@ -132,35 +133,44 @@ static bool event_allowed(conn *c)
     return true;
 }
 
-/* Converts a uid field (string or integer) into text; false when invalid. */
-static bool uid_text(json_t *v, char *buf, size_t cap, const char **out, size_t *len)
+/* The recipient uid of an event: an unescaped string of 1-128 bytes or an
+ * integer, as its text. Escaped strings are rare enough to be decoded by
+ * jansson. False when the field is missing or of another type. */
+static bool event_target(const json_span *to, char *buf, size_t cap, const char **out, size_t *len)
 {
-    if (json_is_string(v)) {
-        *out = json_string_value(v);
-        *len = json_string_length(v);
-    } else if (json_is_integer(v)) {
-        int n = snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
-        *out = buf;
-        *len = (size_t)n;
-    } else {
-        return false;
+    if (to->type == JSON_SPAN_STRING && to->escaped) {
+        json_t *s = json_loadb(to->p - 1, to->len + 2, JSON_DECODE_ANY, NULL);
+        bool ok = json_is_string(s) && json_string_length(s) < cap &&
+                  strlen(json_string_value(s)) == json_string_length(s);
+        if (ok) {
+            *len = json_string_length(s);
+            memcpy(buf, json_string_value(s), *len);
+            *out = buf;
+        }
+        json_decref(s);
+        return ok && *len > 0 && *len <= REGISTRY_NAME_MAX;
     }
+    if (to->type != JSON_SPAN_STRING && !(to->type == JSON_SPAN_NUMBER && to->integer))
+        return false;
+    *out = to->p;
+    *len = to->len;
     return *len > 0 && *len <= REGISTRY_NAME_MAX;
 }
 
 /* {"type":"event","to_id","data"} -> every device of to_id gets
- * {"type":"event","from_id","data"}: framed once, nothing stored. */
-static void handle_event(conn *c, json_t *msg)
+ * {"type":"event","from_id","data"}: "data" is copied as it arrived, the
+ * frame is built once, nothing is stored. */
+static void handle_event(conn *c, const json_span *to, const json_span *data)
 {
     if (!c->uid) {
         gateway_send_error(c, "not_bound", "bind this connection to a user before sending events",
                            NULL);
         return;
     }
-    char buf[32];
-    const char *to;
-    size_t to_len;
-    if (!uid_text(json_object_get(msg, "to_id"), buf, sizeof(buf), &to, &to_len)) {
+    char buf[REGISTRY_NAME_MAX + 1];
+    const char *uid;
+    size_t uid_len;
+    if (!event_target(to, buf, sizeof(buf), &uid, &uid_len)) {
         gateway_send_error(c, "bad_field",
                            "to_id must be a uid: a string of 1-128 bytes or an integer", NULL);
         return;
@@ -169,41 +179,38 @@ static void handle_event(conn *c, json_t *msg)
         gateway_send_error(c, "rate_limited", "too many events: slow down", NULL);
         return;
     }
-    uid_entry *dest = registry_find_uid(to, to_len);
+    uid_entry *dest = registry_find_uid(uid, uid_len);
     if (!dest)
         return; /* offline: events are not queued */
-    json_t *data = json_object_get(msg, "data");
-    char *data_text = data ? json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    json_t *from = gateway_uid_json(c->uid->name, c->uid->len);
-    char *from_text = json_dumps(from, JSON_COMPACT | JSON_ENCODE_ANY);
-    json_decref(from);
-    if (!from_text) {
-        free(data_text);
-        return;
-    }
-    /* build the frame in place: header, then the payload text */
     static const char p1[] = "{\"type\":\"event\",\"from_id\":", p2[] = ",\"data\":";
-    size_t from_len = strlen(from_text), dlen = data_text ? strlen(data_text) : 4;
-    size_t payload_len = sizeof(p1) - 1 + from_len + sizeof(p2) - 1 + dlen + 1;
-    sbuf *frame = sbuf_new(WS_FRAME_HEADER_MAX + payload_len);
-    if (frame) {
-        size_t n = ws_frame_header_encode(frame->data, true, WS_OP_TEXT, payload_len, NULL);
-        uint8_t *p = frame->data + n;
-        memcpy(p, p1, sizeof(p1) - 1), p += sizeof(p1) - 1;
-        memcpy(p, from_text, from_len), p += from_len;
-        memcpy(p, p2, sizeof(p2) - 1), p += sizeof(p2) - 1;
-        memcpy(p, data_text ? data_text : "null", dlen), p += dlen;
-        *p++ = '}';
-        frame->len = (uint32_t)(p - frame->data);
-        for (conn *r = dest->conns; r;) {
-            conn *next = r->uid_next;
-            gateway_send_to_conn(r, frame);
-            r = next;
-        }
-        sbuf_unref(frame);
+    const char *dtext = data->type ? data->p : "null";
+    size_t dlen = data->type ? data->len : 4;
+    if (data->type == JSON_SPAN_STRING) { /* the span excludes the quotes */
+        dtext--;
+        dlen += 2;
     }
-    free(from_text);
-    free(data_text);
+    size_t payload_len = sizeof(p1) - 1 + c->uid->json_len + sizeof(p2) - 1 + dlen + 1;
+    sbuf *frame = sbuf_new(WS_FRAME_HEADER_MAX + payload_len);
+    if (!frame)
+        return;
+    size_t n = ws_frame_header_encode(frame->data, true, WS_OP_TEXT, payload_len, NULL);
+    uint8_t *p = frame->data + n;
+    memcpy(p, p1, sizeof(p1) - 1);
+    p += sizeof(p1) - 1;
+    memcpy(p, c->uid->json, c->uid->json_len);
+    p += c->uid->json_len;
+    memcpy(p, p2, sizeof(p2) - 1);
+    p += sizeof(p2) - 1;
+    memcpy(p, dtext, dlen);
+    p += dlen;
+    *p++ = '}';
+    frame->len = (uint32_t)(p - frame->data);
+    for (conn *r = dest->conns; r;) {
+        conn *next = r->uid_next; /* a send may close r */
+        gateway_send_to_conn(r, frame);
+        r = next;
+    }
+    sbuf_unref(frame);
 }
 
 /* ---- ws_app ------------------------------------------------------------ */
@@ -221,33 +228,42 @@ static void gw_on_open(conn *c)
     ws_send_text(c, init, (size_t)n);
 }
 
+/* Every client message is scanned once without building a tree; ping and
+ * event, the hot ones, are answered from the scan. Other types (the chat
+ * service's) are parsed with jansson and handed to the hook. */
 static void gw_on_message(conn *c, bool is_text, uint8_t *data, size_t len)
 {
+    static const char *const keys[] = {"type", "to_id", "data"};
+    json_span v[3];
     if (!is_text) {
         ws_close(c, WS_CLOSE_UNSUPPORTED, "binary messages are not accepted on this endpoint");
         return;
     }
-    json_error_t err;
-    json_t *msg = json_loadb((const char *)data, len, 0, &err);
-    if (!msg || !json_is_object(msg)) {
+    if (json_scan_object((const char *)data, len, keys, v, 3) < 0) {
         gateway_send_error(c, "bad_json", "message must be a JSON object with a \"type\"", NULL);
-        json_decref(msg);
         return;
     }
-    json_t *jtype = json_object_get(msg, "type");
-    const char *type = json_string_value(jtype);
-    if (!type) {
-        gateway_send_error(c, jtype ? "bad_field" : "missing_field",
-                           jtype ? "type must be a string" : "type is required", NULL);
-    } else if (strcmp(type, "ping") == 0) {
+    if (v[0].type != JSON_SPAN_STRING) {
+        gateway_send_error(c, v[0].type ? "bad_field" : "missing_field",
+                           v[0].type ? "type must be a string" : "type is required", NULL);
+        return;
+    }
+    if (json_span_equals(&v[0], "ping")) {
         if (!pong_frame)
             pong_frame = gateway_frame_text("{\"type\":\"pong\"}", 15);
         gateway_send_to_conn(c, pong_frame);
-    } else if (strcmp(type, "event") == 0) {
-        handle_event(c, msg);
-    } else if (!message_hook || !message_hook(c, type, msg)) {
-        gateway_send_error(c, "unknown_type", "unknown message type", NULL);
+        return;
     }
+    if (json_span_equals(&v[0], "event")) {
+        handle_event(c, &v[1], &v[2]);
+        return;
+    }
+    json_t *msg = json_loadb((const char *)data, len, 0, NULL);
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (!msg || !type) /* valid JSON that jansson refuses, e.g. \u0000 in a key */
+        gateway_send_error(c, "bad_json", "message must be a JSON object with a \"type\"", NULL);
+    else if (!message_hook || !message_hook(c, type, msg))
+        gateway_send_error(c, "unknown_type", "unknown message type", NULL);
     json_decref(msg);
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/gateway.h"
 #include "ws/ws.h"
 
 /* ---- client_id table: open addressing, linear probing ------------------ */
@@ -184,6 +185,14 @@ int registry_bind_uid(conn *c, const char *uid, size_t len)
             return -1;
         memcpy(e->name, uid, len);
         e->len = (uint16_t)len;
+        json_t *j = gateway_uid_json(uid, len);
+        e->json = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        json_decref(j);
+        if (!e->json) {
+            free(e);
+            return -1;
+        }
+        e->json_len = (uint16_t)strlen(e->json);
         HASH_ADD(hh, uids, name, len, e);
     }
     registry_unbind_uid(c);
@@ -212,6 +221,7 @@ void registry_unbind_uid(conn *c)
     c->uid_prev = c->uid_next = NULL;
     if (--e->count == 0) {
         HASH_DELETE(hh, uids, e);
+        free(e->json);
         free(e);
     }
 }

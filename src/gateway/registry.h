@@ -31,6 +31,8 @@
 struct uid_entry {
     conn *conns; /* list through conn->uid_next */
     uint32_t count;
+    uint16_t json_len;
+    char *json; /* the uid as JSON (gateway_uid_json), written into every event it sends */
     UT_hash_handle hh;
     uint16_t len;
     char name[]; /* NUL-terminated */
