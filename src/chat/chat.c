@@ -19,6 +19,7 @@
 #include "net/server.h"
 #include "store/store.h"
 #include "ws/ws.h"
+#include "ws/ws_frame.h"
 
 #define USERNAME_MIN 2
 #define USERNAME_MAX 32
@@ -149,6 +150,54 @@ static void push_to_user(int64_t user_id, const json_t *value, const conn *excep
         return;
     gateway_send_to_uid(uid, strlen(uid), frame, except);
     sbuf_unref(frame);
+}
+
+/* One text frame from the concatenation of parts, built in place. */
+static sbuf *frame_concat(const char *const *parts, size_t n)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(parts[i]);
+    sbuf *frame = sbuf_new(WS_FRAME_HEADER_MAX + len);
+    if (!frame)
+        return NULL;
+    size_t off = ws_frame_header_encode(frame->data, true, WS_OP_TEXT, len, NULL);
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(parts[i]);
+        memcpy(frame->data + off, parts[i], l);
+        off += l;
+    }
+    frame->len = (uint32_t)off;
+    return frame;
+}
+
+/* Pushes {"type":"message","message":<text>} to every device of the
+ * recipient and to the sender's devices but origin: one frame for all. */
+static void push_message_text(const char *text, int64_t to_id, int64_t from_id, const conn *origin)
+{
+    char to[24], from[24];
+    uid_string(to_id, to, sizeof(to));
+    uid_string(from_id, from, sizeof(from));
+    uid_entry *a = registry_find_uid(to, strlen(to));
+    uid_entry *b = registry_find_uid(from, strlen(from));
+    if (!a && (!b || (b->count == 1 && b->conns == origin)))
+        return; /* nobody to tell */
+    const char *parts[] = {"{\"type\":\"message\",\"message\":", text, "}"};
+    sbuf *frame = frame_concat(parts, 3);
+    if (!frame)
+        return;
+    gateway_send_to_uid(to, strlen(to), frame, NULL);
+    gateway_send_to_uid(from, strlen(from), frame, origin);
+    sbuf_unref(frame);
+}
+
+static void push_message(const json_t *message, int64_t from_id, const conn *origin)
+{
+    char *text = json_dumps(message, JSON_COMPACT);
+    if (text)
+        push_message_text(text, json_integer_value(json_object_get(message, "to_id")), from_id,
+                          origin);
+    free(text);
 }
 
 /* ---- validation -------------------------------------------------------- */
@@ -539,21 +588,32 @@ static void message_stored(store_req *r)
     bool duplicate = r->duplicate;
     store_req_free(r);
     conn *origin = call_conn(call);
-    if (!duplicate) {
-        json_t *push = json_pack("{s:s,s:O}", "type", "message", "message", message);
-        push_to_user(json_integer_value(json_object_get(message, "to_id")), push, NULL);
-        push_to_user(call->uid, push, origin);
-        json_decref(push);
-    }
     if (call->req) {
+        if (!duplicate)
+            push_message(message, call->uid, origin);
         http_respond_ok(call->req, message);
-        message = NULL;
-    } else if (origin) {
-        json_t *ack = json_pack("{s:s,s:O,s:O}", "type", "ack", "client_msg_id",
-                                json_object_get(message, "client_msg_id"), "message", message);
-        ws_send_json(origin, ack);
-        json_decref(ack);
+        call_free(call);
+        return;
     }
+    /* the message is serialized once, for the push frame and the ack */
+    char *text = json_dumps(message, JSON_COMPACT);
+    char *cmid = json_dumps(json_object_get(message, "client_msg_id"), JSON_ENCODE_ANY);
+    if (text && cmid) {
+        if (!duplicate)
+            push_message_text(text, json_integer_value(json_object_get(message, "to_id")),
+                              call->uid, origin);
+        if (origin) {
+            const char *parts[] = {"{\"type\":\"ack\",\"client_msg_id\":", cmid,
+                                   ",\"message\":", text, "}"};
+            sbuf *ack = frame_concat(parts, 5);
+            if (ack) {
+                ws_send_frame(origin, ack);
+                sbuf_unref(ack);
+            }
+        }
+    }
+    free(text);
+    free(cmid);
     json_decref(message);
     call_free(call);
 }

@@ -114,7 +114,9 @@ int registry_make_client_id(char out[CLIENT_ID_LEN + 1])
 
 int registry_add(conn *c)
 {
-    if ((client_count + 1) * 2 > (slots ? slot_mask + 1 : 0) && table_grow() < 0)
+    /* grow past 3/4 full: with random keys linear probing stays short
+     * (about 2.5 probes to find, 8.5 to miss) and a slot costs 8 bytes */
+    if ((client_count + 1) * 4 > (slots ? slot_mask + 1 : 0) * 3 && table_grow() < 0)
         return -1;
     do {
         if (registry_make_client_id(c->client_id) < 0)
