@@ -82,6 +82,9 @@ long raise_nofile(void);
 
 /* Resident set size of pid in bytes from /proc/PID/status, or -1. */
 long proc_rss(int pid);
+/* The anonymous part of the RSS (heap and other private memory): what the
+ * server allocated, without library pages it touched for the first time. */
+long proc_rss_anon(int pid);
 /* utime+stime of pid in seconds from /proc/PID/stat, or -1. */
 double proc_cpu(int pid);
 /* CPU seconds used by this process. */

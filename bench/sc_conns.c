@@ -55,6 +55,7 @@ int cmd_conns(void)
         fail("out of memory");
 
     long rss0 = g_opt.server_pid > 0 ? proc_rss(g_opt.server_pid) : -1;
+    long anon0 = g_opt.server_pid > 0 ? proc_rss_anon(g_opt.server_pid) : -1;
     if (g_opt.server_pid > 0 && rss0 < 0)
         fail("cannot read /proc/%d/status", g_opt.server_pid);
     double cpu0 = g_opt.server_pid > 0 ? proc_cpu(g_opt.server_pid) : -1;
@@ -71,6 +72,7 @@ int cmd_conns(void)
     uv_timer_start(&timer, hold_done, 200, 0);
     run_setup("settling");
     long rss1 = g_opt.server_pid > 0 ? proc_rss(g_opt.server_pid) : -1;
+    long anon1 = g_opt.server_pid > 0 ? proc_rss_anon(g_opt.server_pid) : -1;
     double cpu1 = g_opt.server_pid > 0 ? proc_cpu(g_opt.server_pid) : -1;
 
     report_begin("conns");
@@ -88,6 +90,9 @@ int cmd_conns(void)
         report_int("rss_after", "server rss after", rss1);
         report_num("bytes_per_conn", "bytes per connection",
                    g_f.ready ? (double)(rss1 - rss0) / (double)g_f.ready : 0);
+        if (anon0 >= 0 && anon1 >= 0)
+            report_num("anon_bytes_per_conn", "anon bytes per connection",
+                       g_f.ready ? (double)(anon1 - anon0) / (double)g_f.ready : 0);
         report_num("server_cpu_s", "server cpu s", cpu1 - cpu0);
     }
     report_end();

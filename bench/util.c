@@ -157,6 +157,31 @@ long raise_nofile(void)
 
 /* ---- /proc ---- */
 
+/* One "Name:   N kB" field of /proc/PID/status, in bytes; -1 if missing. */
+static long proc_status_kb(int pid, const char *field)
+{
+    char path[64], line[256];
+    size_t flen = strlen(field);
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long kb = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, field, flen) == 0) {
+            kb = strtol(line + flen, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
+long proc_rss_anon(int pid)
+{
+    return proc_status_kb(pid, "RssAnon:");
+}
+
 long proc_rss(int pid)
 {
     char path[64], line[256];
