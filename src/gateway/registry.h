@@ -8,9 +8,9 @@
  *
  * Why our own client_id table: every open WebSocket is in it, so its cost is
  * per idle connection. A pointer-only open-addressing table costs 8 bytes a
- * slot, 11-21 bytes per connection between its growth points; an intrusive hash handle (uthash) costs
- * 56 in the connection struct. uid and group tables are per bound user and
- * per group, so they use uthash.
+ * slot, 11-21 bytes per connection between its growth points; an intrusive hash handle (uthash)
+ * costs 56 in the connection struct. uid and group tables are per bound user and per group, so they
+ * use uthash.
  *
  * Invariant: a connection in the registry is an open WebSocket; on close,
  * registry_remove takes it out of every index before the memory goes.
