@@ -1,6 +1,6 @@
 /* libFuzzer target for json_scan: never reads outside the input, every span
  * lies inside it and is itself valid JSON, and whatever jansson accepts as an
- * object the scanner accepts too. */
+ * object the scanner accepts too (inputs without NUL bytes). */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,7 +37,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             free(wrapped);
         }
-    } else {
+    } else if (!memchr(text, '\0', size)) {
+        /* jansson reads past a NUL byte as if it were not there (it accepted
+         * {"a":[null<NUL>,[],{}]}); RFC 8259 does not, and neither does
+         * the scanner, so inputs with NUL are not compared */
         json_t *j = json_loadb(text, size, 0, NULL);
         if (j && json_is_object(j))
             abort(); /* jansson accepted what the scanner refused */
