@@ -22,6 +22,7 @@ struct http_state {
     bool failed;         /* an error reply was sent; stop parsing */
     bool in_execute;     /* inside http_parser_execute: free later */
     bool dead;           /* the connection closed during execute */
+    bool upgraded;       /* detached by the WebSocket upgrade */
 };
 
 static http_request_fn request_handler;
@@ -580,6 +581,13 @@ static void finish_request(http_request *req)
 void http_upgrade_done(http_request *req)
 {
     req->responded = true; /* on_message_complete frees it after the handler */
+    conn *c = req->conn;
+    if (c && c->http) {
+        /* c->http shares its memory with the WebSocket state: detach now,
+         * http_on_read frees the HTTP state once the parser has returned */
+        c->http->upgraded = true;
+        c->http = NULL;
+    }
 }
 
 /* ---- conn_handler ------------------------------------------------------ */
@@ -605,18 +613,19 @@ static size_t http_on_read(conn *c, uint8_t *data, size_t len)
     st->in_execute = true;
     size_t n = http_parser_execute(&st->parser, &parser_settings, (const char *)data, len);
     st->in_execute = false;
+    if (st->upgraded) {
+        /* the rest of the bytes belong to the new protocol */
+        free(st);
+        if (c->flags & CONN_CLOSING)
+            return len;
+        return n + c->handler->on_read(c, data + n, len - n);
+    }
     if (st->dead) {
         free(st);
         return len;
     }
     if (c->flags & CONN_CLOSING)
         return len;
-    if (c->handler != &http_conn_handler) {
-        /* upgraded: free the HTTP state, hand the rest to the new protocol */
-        free(c->http);
-        c->http = NULL;
-        return n + c->handler->on_read(c, data + n, len - n);
-    }
     enum http_errno err = HTTP_PARSER_ERRNO(&st->parser);
     if (st->failed)
         return len;

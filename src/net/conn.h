@@ -65,26 +65,34 @@ enum conn_flag {
     CONN_CHAT_BOUND = 1 << 16, /* bound to a chat-service user by token */
 };
 
+/* Input carried over between reads: an incomplete frame or request. */
+typedef struct conn_input {
+    uint32_t len, cap;
+    uint8_t data[];
+} conn_input;
+
+/* Field order packs the struct to 376 bytes (a 384-byte malloc chunk);
+ * uv_tcp_t alone is 248. */
 struct conn {
     uv_tcp_t tcp; /* first: a uv_handle_t* is a conn* */
     const conn_handler *handler;
     uint32_t flags;
-    uint32_t deadline; /* wheel tick; 0 = none */
-    uint32_t last_rx;  /* server_now_ms of the last byte received */
-    uint32_t in_len, in_cap;
-    uint8_t *in; /* carried-over partial input, NULL when none */
+    uint32_t deadline;    /* wheel tick; 0 = none */
+    uint32_t last_rx;     /* server_now_ms of the last byte received */
+    uint32_t rate_stamp;  /* event rate limiter: loop ms clock of the last refill */
+    uint32_t rate_tokens; /* events the connection may still send now */
+    uint8_t msg_opcode;   /* opcode of the open fragmented message */
+    uint8_t utf8_state;   /* validator state across text fragments */
+    conn_input *in;       /* carried-over partial input, NULL when none */
     conn *wheel_prev, *wheel_next;
     conn *dirty_next; /* server flush list link */
     outq *out;        /* NULL when nothing is queued */
-    http_state *http; /* HTTP parsing state; NULL once upgraded */
-    /* WebSocket / gateway state */
-    ws_extra *wsx;             /* fragment assembly, session, groups; NULL when unused */
+    union {
+        http_state *http; /* before the upgrade: HTTP parsing state */
+        ws_extra *wsx;    /* after: fragment assembly, session, groups; NULL when unused */
+    };
     uid_entry *uid;            /* bound uid, NULL when unbound */
     conn *uid_prev, *uid_next; /* the uid's list of connections */
-    uint32_t rate_stamp;       /* event rate limiter: loop ms clock of the last refill */
-    uint32_t rate_tokens;      /* events the connection may still send now */
-    uint16_t msg_opcode;       /* opcode of the open fragmented message */
-    uint32_t utf8_state;       /* validator state across text fragments */
     char client_id[CLIENT_ID_LEN + 1];
 };
 

@@ -426,28 +426,32 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static int in_append(conn *c, const uint8_t *data, size_t len)
 {
-    size_t need = (size_t)c->in_len + len;
+    conn_input *in = c->in;
+    size_t have = in ? in->len : 0;
+    size_t need = have + len;
     if (need >= UINT32_MAX)
         return -1;
-    if (need + 1 > c->in_cap) { /* +1: room for a NUL after the data */
-        size_t cap = c->in_cap ? c->in_cap : 1024;
+    if (!in || need + 1 > in->cap) { /* +1: room for a NUL after the data */
+        size_t cap = in ? in->cap : 1024;
         while (cap < need + 1)
             cap *= 2;
-        uint8_t *in = realloc(c->in, cap);
+        in = realloc(in, sizeof(*in) + cap);
         if (!in)
             return -1;
+        if (!c->in)
+            in->len = 0;
+        in->cap = (uint32_t)cap;
         c->in = in;
-        c->in_cap = (uint32_t)cap;
     }
-    memcpy(c->in + c->in_len, data, len);
-    c->in_len = (uint32_t)need;
+    memcpy(in->data + in->len, data, len);
+    in->len = (uint32_t)need;
     return 0;
 }
 
 /* Hands data to the protocol and keeps what it did not consume. */
 static void deliver(conn *c, uint8_t *data, size_t len)
 {
-    bool from_in = data == c->in;
+    bool from_in = c->in && data == c->in->data;
     size_t used = c->handler->on_read(c, data, len);
     if (c->flags & CONN_CLOSING)
         return;
@@ -456,10 +460,9 @@ static void deliver(conn *c, uint8_t *data, size_t len)
         if (rest == 0) {
             free(c->in);
             c->in = NULL;
-            c->in_len = c->in_cap = 0;
         } else if (used > 0) {
-            memmove(c->in, c->in + used, rest);
-            c->in_len = (uint32_t)rest;
+            memmove(c->in->data, c->in->data + used, rest);
+            c->in->len = (uint32_t)rest;
         }
     } else if (rest > 0 && in_append(c, data + used, rest) < 0) {
         conn_close(c);
@@ -482,12 +485,12 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->flags & CONN_SHUT_AFTER_WRITE)
         return; /* draining before close: input is no longer wanted */
     server *srv = conn_server(c);
-    if (c->in_len > 0) {
+    if (c->in) {
         if (in_append(c, srv->read_buf, (size_t)nread) < 0) {
             conn_close(c);
             return;
         }
-        deliver(c, c->in, c->in_len);
+        deliver(c, c->in->data, c->in->len);
     } else {
         deliver(c, srv->read_buf, (size_t)nread);
     }
@@ -512,8 +515,8 @@ void conn_resume_read(conn *c)
     if (!(c->flags & CONN_READ_PAUSED) || (c->flags & CONN_CLOSING))
         return;
     c->flags &= ~CONN_READ_PAUSED;
-    if (c->in_len > 0)
-        deliver(c, c->in, c->in_len);
+    if (c->in)
+        deliver(c, c->in->data, c->in->len);
     if (!(c->flags & (CONN_READ_PAUSED | CONN_CLOSING)))
         restart_read(c);
 }

@@ -191,7 +191,7 @@ static uint16_t frag_append(conn *c, bool is_text, const uint8_t *payload, size_
     x->frag_len += len;
     if (is_text) {
         /* validate as the fragments arrive, so bad text fails fast */
-        c->utf8_state = utf8_feed(c->utf8_state, payload, len);
+        c->utf8_state = (uint8_t)utf8_feed(c->utf8_state, payload, len);
         if (c->utf8_state == UTF8_REJECT)
             return WS_CLOSE_INVALID_DATA;
     }
