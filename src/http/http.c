@@ -413,7 +413,7 @@ too_large:
     return 0;
 }
 
-static bool origin_in_list(const char *list, const char *origin)
+bool http_origin_allowed(const char *list, const char *origin)
 {
     if (!list || !*list || !origin)
         return false;
@@ -434,13 +434,6 @@ static bool origin_in_list(const char *list, const char *origin)
         p = end;
     }
     return false;
-}
-
-/* Exposed for the WebSocket Origin check. */
-bool http_origin_allowed(const char *list, const char *origin);
-bool http_origin_allowed(const char *list, const char *origin)
-{
-    return origin_in_list(list, origin);
 }
 
 static int on_headers_complete(http_parser *p)
@@ -471,7 +464,7 @@ static int on_headers_complete(http_parser *p)
     req->method_name = http_method_str(p->method);
     req->keep_alive = http_should_keep_alive(p);
     req->upgrade = p->upgrade;
-    req->cors_allowed = origin_in_list(cfg->cors_origins, http_header(req, "Origin"));
+    req->cors_allowed = http_origin_allowed(cfg->cors_origins, http_header(req, "Origin"));
 
     if (p->http_major != 1) {
         fail_request(c, 400, "bad_request", "only HTTP/1.0 and HTTP/1.1 are supported");

@@ -89,4 +89,9 @@ void http_upgrade_done(http_request *req);
 
 const char *http_status_text(int status);
 
+/* True when origin is in the comma-separated allow-list (case-insensitive;
+ * "*" allows any origin). False for an empty list or a missing origin. Used
+ * for --cors-origins and --ws-origins. */
+bool http_origin_allowed(const char *list, const char *origin);
+
 #endif

@@ -15,8 +15,6 @@
  * close before the socket is dropped. */
 #define CLOSE_GRACE_MS 2000
 
-bool http_origin_allowed(const char *list, const char *origin);
-
 static const ws_app *gateway_app;
 static sbuf *ping_frame; /* one empty ping shared by every heartbeat */
 

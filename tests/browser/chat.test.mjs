@@ -2,25 +2,16 @@
 // ways; the list order, unread badges and page title are right on both sides;
 // typing, image messages, older pages on scroll; screenshots as artifacts.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
 import { apiClient, startChatd } from './lib/chatd.mjs';
 
-let srv;
-let browser;
-before(async () => {
-  srv = await startChatd();
-  browser = await B.launch();
-});
-after(async () => {
-  if (browser) await browser.close();
-  if (srv) await srv.stop();
-});
+const env = B.useChatdAndBrowser(startChatd);
 
 test('two users find each other and chat both ways; list order and badges on both sides', async () => {
-  const api = apiClient(srv.url);
-  const alicePage = await B.newPage(await B.newContext(browser, B.PHONE), `${srv.url}/`);
-  const bobPage = await B.newPage(await B.newContext(browser, B.DESKTOP), `${srv.url}/`);
+  const api = apiClient(env.srv.url);
+  const alicePage = await B.newPage(await B.newContext(env.browser, B.PHONE), `${env.srv.url}/`);
+  const bobPage = await B.newPage(await B.newContext(env.browser, B.DESKTOP), `${env.srv.url}/`);
   const alice = await B.signUp(alicePage, 'alice');
   const bob = await B.signUp(bobPage, 'bob');
   const carol = await api.register('carol');
@@ -53,7 +44,7 @@ test('two users find each other and chat both ways; list order and badges on bot
   await B.eventually(() => B.bubbles(bobPage), [{ mine: false, text: 'Hi Bob', state: '', id: 1 }]);
   await B.eventually(() => B.tabBadge(bobPage), '1');
   assert.equal(await bobPage.title(), '(1) chatd');
-  const unread = await apiClient(srv.url, (await bobPage.evaluate(() => JSON.parse(localStorage.getItem('chatd_session')))).token).get('/chat/unread');
+  const unread = await apiClient(env.srv.url, (await bobPage.evaluate(() => JSON.parse(localStorage.getItem('chatd_session')))).token).get('/chat/unread');
   assert.deepEqual(unread, { total: 1, conversations: [{ userid: carol.user.id, noreadnum: 1 }] }, 'the server agrees');
   // Alice sees that Bob read it.
   await B.eventually(() => B.bubbles(alicePage), [{ mine: true, text: 'Hi Bob', state: 'read', id: 1 }]);
@@ -102,7 +93,7 @@ test('two users find each other and chat both ways; list order and badges on bot
   ]);
 
   // An image by URL shows as an image.
-  const imageUrl = `${srv.url}/img/icon.svg`;
+  const imageUrl = `${env.srv.url}/img/icon.svg`;
   await bobPage.locator('#image-btn').click();
   await bobPage.locator('#image-url').fill(imageUrl);
   await bobPage.locator('#image-form button[type="submit"]').click();
@@ -141,13 +132,13 @@ test('two users find each other and chat both ways; list order and badges on bot
 });
 
 test('older messages load when scrolling up; times and day dividers', async () => {
-  const api = apiClient(srv.url);
+  const api = apiClient(env.srv.url);
   const dave = await api.register('dave');
   const erin = await api.register('erin');
   for (let i = 1; i <= 70; i++) {
     await dave.api.post('/chat/send', { to_id: erin.user.id, type: 'text', data: `message ${i}`, client_msg_id: `m${i}` });
   }
-  const page = await B.newPage(await B.newContext(browser, B.PHONE), `${srv.url}/`);
+  const page = await B.newPage(await B.newContext(env.browser, B.PHONE), `${env.srv.url}/`);
   await B.signIn(page, 'erin');
   await B.eventually(() => B.chatList(page), [{ name: 'dave', preview: 'message 70', unread: '70' }]);
   assert.equal(await B.tabBadge(page), '70');
@@ -190,9 +181,9 @@ test('older messages load when scrolling up; times and day dividers', async () =
 });
 
 test('a refused message shows "Failed" with the reason and a Retry that sends it once', async () => {
-  const api = apiClient(srv.url);
+  const api = apiClient(env.srv.url);
   const paul = await api.register('paul');
-  const context = await B.newContext(browser, B.PHONE);
+  const context = await B.newContext(env.browser, B.PHONE);
   // Between the page and chatd: the first "send" is answered with an error instead of going on.
   let refused = 0;
   const sent = [];
@@ -210,7 +201,7 @@ test('a refused message shows "Failed" with the reason and a Retry that sends it
       server.send(raw);
     });
   });
-  const page = await B.newPage(context, `${srv.url}/`);
+  const page = await B.newPage(context, `${env.srv.url}/`);
   const quinn = await B.signUp(page, 'quinn');
   await B.findAndOpen(page, 'paul');
   await B.sendText(page, 'try me');

@@ -1,20 +1,11 @@
 // All user content shows as text: HTML in messages, names and image URLs
 // never becomes markup or script.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
 import { apiClient, sleep, startChatd } from './lib/chatd.mjs';
 
-let srv;
-let browser;
-before(async () => {
-  srv = await startChatd();
-  browser = await B.launch();
-});
-after(async () => {
-  if (browser) await browser.close();
-  if (srv) await srv.stop();
-});
+const env = B.useChatdAndBrowser(startChatd);
 
 const EVIL_TEXT = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold</b> & <i>co</i>';
 const EVIL_NAME = '<img src=x onerror=__pwned=5>';
@@ -22,9 +13,9 @@ const EVIL_PIC = 'https://example.invalid/a.png" onerror="window.__pwned=3';
 const EVIL_IMAGE = 'https://example.invalid/x.png?"><script>window.__pwned=4</script>';
 
 test('a message containing HTML shows as text, and so do names and image URLs', async () => {
-  const mallory = await apiClient(srv.url).post('/user/register', { username: EVIL_NAME, password: 'password1', userpic: EVIL_PIC });
-  const mapi = apiClient(srv.url, mallory.token);
-  const page = await B.newPage(await B.newContext(browser, B.DESKTOP), `${srv.url}/`);
+  const mallory = await apiClient(env.srv.url).post('/user/register', { username: EVIL_NAME, password: 'password1', userpic: EVIL_PIC });
+  const mapi = apiClient(env.srv.url, mallory.token);
+  const page = await B.newPage(await B.newContext(env.browser, B.DESKTOP), `${env.srv.url}/`);
   const olga = await B.signUp(page, 'olga');
 
   await mapi.post('/chat/send', { to_id: olga.id, type: 'text', data: EVIL_TEXT });

@@ -2,26 +2,17 @@
 // unread count, when they come back; the cached list shows at once and is
 // then reconciled with the server; nothing shows twice.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
 import { apiClient, sleep, startChatd } from './lib/chatd.mjs';
 
-let srv;
-let browser;
-before(async () => {
-  srv = await startChatd();
-  browser = await B.launch();
-});
-after(async () => {
-  if (browser) await browser.close();
-  if (srv) await srv.stop();
-});
+const env = B.useChatdAndBrowser(startChatd);
 
 test('messages sent while the page was closed are there, with their unread count, on return', async () => {
-  const api = apiClient(srv.url);
+  const api = apiClient(env.srv.url);
   const ivy = await api.register('ivy');
-  const context = await B.newContext(browser, B.PHONE);
-  let page = await B.newPage(context, `${srv.url}/`);
+  const context = await B.newContext(env.browser, B.PHONE);
+  let page = await B.newPage(context, `${env.srv.url}/`);
   const harry = await B.signUp(page, 'harry');
 
   await ivy.api.post('/chat/send', { to_id: harry.id, type: 'text', data: 'before' });
@@ -50,7 +41,7 @@ test('messages sent while the page was closed are there, with their unread count
     await sleep(1200);
     await route.continue();
   });
-  await page.goto(`${srv.url}/`);
+  await page.goto(`${env.srv.url}/`);
   await page.locator('#chat-list .chat-item').first().waitFor({ timeout: 1000 });
   assert.deepEqual(await B.chatList(page), [{ name: 'ivy', preview: 'before', unread: '' }], 'the cache, at once');
 
@@ -65,7 +56,7 @@ test('messages sent while the page was closed are there, with their unread count
   await B.eventually(() => B.bubbles(page).then((b) => b.map((x) => x.text)), ['before', 'while you were away 1', 'while you were away 2']);
   await B.eventually(() => B.tabBadge(page), '');
   assert.equal(await page.title(), 'chatd');
-  assert.equal((await apiClient(srv.url, (await page.evaluate(() => JSON.parse(localStorage.getItem('chatd_session')))).token).get('/chat/unread')).total, 0);
+  assert.equal((await apiClient(env.srv.url, (await page.evaluate(() => JSON.parse(localStorage.getItem('chatd_session')))).token).get('/chat/unread')).total, 0);
   await sleep(300);
   assert.deepEqual(await B.bubbles(page).then((b) => b.map((x) => x.text)), ['before', 'while you were away 1', 'while you were away 2'], 'nothing twice');
   assert.deepEqual(page.errors, []);
@@ -73,10 +64,10 @@ test('messages sent while the page was closed are there, with their unread count
 });
 
 test('signing out clears the session and the cache; signing in again brings everything back', async () => {
-  const api = apiClient(srv.url);
+  const api = apiClient(env.srv.url);
   const mia = await api.register('mia');
-  const context = await B.newContext(browser, B.PHONE);
-  const page = await B.newPage(context, `${srv.url}/`);
+  const context = await B.newContext(env.browser, B.PHONE);
+  const page = await B.newPage(context, `${env.srv.url}/`);
   const ned = await B.signUp(page, 'ned');
   await mia.api.post('/chat/send', { to_id: ned.id, type: 'text', data: 'hello ned' });
   await B.eventually(() => B.chatList(page), [{ name: 'mia', preview: 'hello ned', unread: '1' }]);
@@ -102,11 +93,11 @@ test('signing out clears the session and the cache; signing in again brings ever
 });
 
 test('a revoked token sends the page back to sign in, with a message', async () => {
-  const context = await B.newContext(browser, B.PHONE);
-  const page = await B.newPage(context, `${srv.url}/`);
+  const context = await B.newContext(env.browser, B.PHONE);
+  const page = await B.newPage(context, `${env.srv.url}/`);
   await B.signUp(page, 'rita');
   const { token } = await page.evaluate(() => JSON.parse(localStorage.getItem('chatd_session')));
-  await apiClient(srv.url, token).post('/user/logout');
+  await apiClient(env.srv.url, token).post('/user/logout');
   await page.reload();
   await page.locator('#auth').waitFor({ state: 'visible' });
   await page.locator('#toast', { hasText: 'Your session has ended. Please sign in again.' }).waitFor();

@@ -3,29 +3,20 @@
 // again, fetches what was missed and sends what was queued; nothing is lost
 // or shown twice.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
 import { apiClient, sleep, startChatd } from './lib/chatd.mjs';
 
-let srv;
-let browser;
-before(async () => {
-  srv = await startChatd();
-  browser = await B.launch();
-});
-after(async () => {
-  if (browser) await browser.close();
-  if (srv) await srv.stop();
-});
+const env = B.useChatdAndBrowser(startChatd);
 
 const texts = (page) => B.bubbles(page).then((b) => b.map(({ mine, text }) => `${mine ? '>' : '<'} ${text}`));
 
 test('the page recovers after chatd restarts; nothing lost or doubled', async () => {
-  const jackPage = await B.newPage(await B.newContext(browser, B.PHONE), `${srv.url}/`);
-  const katePage = await B.newPage(await B.newContext(browser, B.DESKTOP), `${srv.url}/`);
+  const jackPage = await B.newPage(await B.newContext(env.browser, B.PHONE), `${env.srv.url}/`);
+  const katePage = await B.newPage(await B.newContext(env.browser, B.DESKTOP), `${env.srv.url}/`);
   await B.signUp(jackPage, 'jack');
   const kate = await B.signUp(katePage, 'kate');
-  const leo = await apiClient(srv.url).register('leo');
+  const leo = await apiClient(env.srv.url).register('leo');
 
   await B.findAndOpen(jackPage, 'kate');
   await B.sendText(jackPage, 'before restart');
@@ -38,7 +29,7 @@ test('the page recovers after chatd restarts; nothing lost or doubled', async ()
   let attempts = 0;
   jackPage.on('websocket', () => attempts++);
 
-  await srv.halt();
+  await env.srv.halt();
   for (const p of [jackPage, katePage]) {
     await p.waitForFunction(() => document.documentElement.dataset.conn === 'offline');
     await p.locator('#conn-banner', { hasText: 'Offline. Reconnecting' }).waitFor();
@@ -49,7 +40,7 @@ test('the page recovers after chatd restarts; nothing lost or doubled', async ()
   await sleep(3000);
   assert.ok(attempts >= 2 && attempts <= 8, `reconnect attempts in ~3 s: ${attempts}`);
 
-  await srv.start();
+  await env.srv.start();
   // Written while both pages are still away from the new server.
   await leo.api.post('/chat/send', { to_id: kate.id, type: 'text', data: 'did you get this?' });
 
@@ -59,7 +50,7 @@ test('the page recovers after chatd restarts; nothing lost or doubled', async ()
   await B.eventually(() => B.bubbles(jackPage).then((b) => b.at(-1).state), 'read', { timeout: 10000 });
   await B.eventually(() => texts(katePage), ['< before restart', '> reply before restart', '< sent while down']);
   // Leo's message and Jack's queued one reached the new server in some order: the list follows it.
-  const kateApi = apiClient(srv.url, (await katePage.evaluate(() => JSON.parse(localStorage.getItem('chatd_session')))).token);
+  const kateApi = apiClient(env.srv.url, (await katePage.evaluate(() => JSON.parse(localStorage.getItem('chatd_session')))).token);
   const rows = {
     leo: { name: 'leo', preview: 'did you get this?', unread: '1' },
     jack: { name: 'jack', preview: 'sent while down', unread: '' },

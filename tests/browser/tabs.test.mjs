@@ -2,30 +2,21 @@
 // clears the badge in the other (the server's "read" push); what one tab
 // sends shows in the other.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
 import { apiClient, startChatd } from './lib/chatd.mjs';
 
-let srv;
-let browser;
-before(async () => {
-  srv = await startChatd();
-  browser = await B.launch();
-});
-after(async () => {
-  if (browser) await browser.close();
-  if (srv) await srv.stop();
-});
+const env = B.useChatdAndBrowser(startChatd);
 
 test('two tabs of one user: reading in one clears the badge in the other', async () => {
-  const api = apiClient(srv.url);
+  const api = apiClient(env.srv.url);
   const frank = await api.register('frank');
   const grace = await api.register('grace');
-  const context = await B.newContext(browser, B.DESKTOP);
-  const tab1 = await B.newPage(context, `${srv.url}/`);
+  const context = await B.newContext(env.browser, B.DESKTOP);
+  const tab1 = await B.newPage(context, `${env.srv.url}/`);
   await B.signIn(tab1, 'grace');
   // The second tab shares the session (localStorage) and binds its own socket.
-  const tab2 = await B.newPage(context, `${srv.url}/`);
+  const tab2 = await B.newPage(context, `${env.srv.url}/`);
   await B.waitOnline(tab2);
   assert.equal(await tab2.locator('#shell').isVisible(), true, 'the second tab is signed in');
 

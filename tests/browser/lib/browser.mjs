@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 import { REPO_ROOT, sleep } from './chatd.mjs';
 
@@ -33,6 +34,23 @@ export async function launch() {
  * A page that records its script errors: the tests fail on any.
  * @returns {Promise<import('playwright-core').Page & {errors: string[]}>}
  */
+/**
+ * Registers the file's before/after hooks: one chatd (from startChatd) and one
+ * Chromium for all its tests. Returns {srv, browser}, filled in by before().
+ */
+export function useChatdAndBrowser(startChatd) {
+  const env = {};
+  before(async () => {
+    env.srv = await startChatd();
+    env.browser = await launch();
+  });
+  after(async () => {
+    if (env.browser) await env.browser.close();
+    if (env.srv) await env.srv.stop();
+  });
+  return env;
+}
+
 export async function newPage(context, url) {
   const page = await context.newPage();
   page.errors = [];
