@@ -52,6 +52,11 @@ start_server() {
         chatd)
             local extra=()
             chatd_has_opt login-rate && extra+=(--login-rate 100000)
+            # the bench measures the server, not its per-user and per-address abuse limits
+            chatd_has_opt register-rate && extra+=(--register-rate 1000000)
+            chatd_has_opt send-rate && extra+=(--send-rate 0)
+            chatd_has_opt max-conns-per-ip && extra+=(--max-conns-per-ip 0)
+            chatd_has_opt hash-queue && extra+=(--hash-queue 100000)
             if chatd_has_opt durability; then
                 extra+=(--durability "${DURABILITY:-full}")
                 SERVER_NOTE="durability=${DURABILITY:-full}"

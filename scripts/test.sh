@@ -6,6 +6,8 @@
 #   build-clang  clang build, warnings are errors
 #   unit         cmocka unit tests (ctest)
 #   integration  the real build/chatd driven by Node's ws client
+#   abuse        attacks on the real build/chatd next to a victim client, each
+#                asserting its bound (memory, victim latency, refusal codes)
 #   bench-smoke  every chatd-bench subcommand, briefly (tool works, not numbers)
 #   browser      the web client in headless Chromium (Playwright)
 #   fuzz         libFuzzer targets, a short bounded run each on the seed corpus
@@ -53,6 +55,7 @@ unit() { ctest --test-dir "$1" --output-on-failure; }
 integration() {
   (cd "$root/tests/integration" && CHATD_BIN="$1/chatd" node --test --test-concurrency=2)
 }
+abuse() { (cd "$root/tests/abuse" && CHATD_BIN="$1/chatd" node --test --test-concurrency=1); }
 bench_smoke() { CHATD_BIN="$root/build/chatd" BENCH_BIN="$root/build/chatd-bench" bash "$root/bench/smoke.sh"; }
 browser() { (cd "$root/tests/browser" && CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1); }
 fuzz() {
@@ -77,6 +80,7 @@ stage build build_gcc
 stage build-clang build_clang
 stage unit unit "$root/build"
 stage integration integration "$root/build"
+[ -d tests/abuse ] && stage abuse abuse "$root/build"
 [ -f bench/smoke.sh ] && stage bench-smoke bench_smoke
 [ -d tests/browser ] && stage browser browser
 stage fuzz fuzz

@@ -25,6 +25,12 @@ typedef struct config {
     int64_t max_message;
     int64_t max_outbuf;
     int64_t event_rate;
+    int64_t max_conns_per_ip;   /* open TCP connections per client address */
+    int64_t max_conns_per_user; /* bound WebSockets per uid */
+    int64_t send_rate;          /* chat messages per second per user */
+    int64_t bind_rate;          /* failed binds per minute per address */
+    int64_t register_rate;      /* sign-ups per hour per address */
+    int64_t hash_queue;         /* password hashing jobs waiting or running */
     /* timeouts, seconds */
     int64_t ping_interval;
     int64_t ping_timeout;

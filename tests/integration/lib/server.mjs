@@ -110,6 +110,10 @@ export async function startServer({ options = {}, env = {}, args = [], defaults 
     if (defaults) {
       opts['data-dir'] = dataDir;
       opts['web-root'] = webRoot;
+      // Tests sign up many users and send bursts from one address; the tests
+      // of these limits set them explicitly.
+      opts['register-rate'] = 1000000;
+      opts['send-rate'] = 0;
     }
     Object.assign(opts, options);
     const argv = ['--listen', `${HOST}:${port}`];
