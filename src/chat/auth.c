@@ -345,6 +345,7 @@ typedef struct pw_work {
         auth_verify_fn verify_cb;
     } cb;
     void *ctx;
+    bool answered; /* cancelled by auth_stop, which already called back */
     struct pw_work *prev, *next;
 } pw_work;
 
@@ -404,6 +405,7 @@ static void pw_run(uv_work_t *w)
 static void pw_after(uv_work_t *w, int status)
 {
     pw_work *pw = w->data;
+    bool answered = pw->answered;
     if (pw->prev)
         pw->prev->next = pw->next;
     else
@@ -414,7 +416,9 @@ static void pw_after(uv_work_t *w, int status)
     sodium_memzero(pw->password, strlen(pw->password));
     free(pw->password);
     int st = status == UV_ECANCELED ? AUTH_CANCELLED : AUTH_OK;
-    if (pw->verify) {
+    if (answered) {
+        free(pw->hash);
+    } else if (pw->verify) {
         free(pw->hash);
         pw->cb.verify_cb(pw->ctx, st, st == AUTH_OK && pw->ok);
     } else {
@@ -704,10 +708,20 @@ void auth_stop(void)
     auth_stopping = true;
     if (dummy_queued)
         uv_cancel((uv_req_t *)&dummy_work);
+    /* Their requests are answered (503) now rather than when libuv reports
+     * the cancellation, so the answers go out before the connections are
+     * closed for the shutdown; pw_after then only frees. */
     size_t cancelled = 0;
-    for (pw_work *pw = pw_pending; pw; pw = pw->next)
-        if (uv_cancel((uv_req_t *)&pw->work) == 0)
-            cancelled++;
+    for (pw_work *pw = pw_pending; pw; pw = pw->next) {
+        if (pw->answered || uv_cancel((uv_req_t *)&pw->work) != 0)
+            continue; /* running: it finishes and answers normally */
+        pw->answered = true;
+        cancelled++;
+        if (pw->verify)
+            pw->cb.verify_cb(pw->ctx, AUTH_CANCELLED, false);
+        else
+            pw->cb.hash_cb(pw->ctx, AUTH_CANCELLED, NULL);
+    }
     if (cancelled)
         log_info("shutdown: %zu queued password hashing jobs dropped", cancelled);
 }

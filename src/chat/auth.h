@@ -51,7 +51,7 @@ enum auth_status {
 
 int auth_init(uv_loop_t *loop, const config *cfg, store *st);
 /* Cancels the hashing jobs that have not started: their callbacks run with
- * AUTH_CANCELLED (on the next loop iteration), so a shutdown waits for the
+ * AUTH_CANCELLED before auth_stop returns, so a shutdown waits for the
  * running jobs only. New jobs are refused with AUTH_BUSY afterwards. */
 void auth_stop(void);
 void auth_shutdown(void);
