@@ -16,6 +16,7 @@
 #define AUTH_CACHE_MAX 100000
 #define LIMIT_KEYS_MAX 100000
 #define BINDS_MAX_TOKENS 200000
+#define AUTH_HASH_PARALLEL_MAX 4 /* libuv's default pool size */
 
 static uv_loop_t *auth_loop;
 static const config *auth_cfg;
@@ -332,25 +333,35 @@ void auth_resolve(const char *token, auth_user_fn cb, void *ctx)
 
 /* ---- passwords on the thread pool -------------------------------------- */
 
-/* A job waiting for or running on the thread pool. Pending jobs are listed so
- * auth_stop can cancel the ones not started yet. */
+/* Password jobs wait in two FIFO queues of our own, logins before sign-ups,
+ * and at most hash_parallel of them run on libuv's pool at once: argon2id
+ * takes a core and 64 MiB per job, so running one per core starved the loop
+ * thread and multiplied RSS. Queued jobs are ours to drop at shutdown; only
+ * the running ones are waited for. */
 typedef struct pw_work {
     uv_work_t work;
     char *password;
     char *hash; /* verify: the encoded hash, NULL = none known (dummy) */
     bool ok;
     bool verify;
+    bool answered; /* auth_stop already called back (libuv cancelled it) */
     union {
         auth_hash_fn hash_cb;
         auth_verify_fn verify_cb;
     } cb;
     void *ctx;
-    bool answered; /* cancelled by auth_stop, which already called back */
-    struct pw_work *prev, *next;
+    struct pw_work *prev, *next; /* in a queue, or in the running list */
 } pw_work;
 
-static pw_work *pw_pending;
-static size_t pw_jobs;
+typedef struct pw_queue {
+    pw_work *head, *tail;
+} pw_queue;
+
+static pw_queue queued_logins, queued_signups;
+static pw_work *pw_running_list;
+static size_t pw_jobs;    /* queued + running: bounded by --hash-queue */
+static size_t pw_running; /* handed to libuv */
+static size_t hash_parallel;
 static bool auth_stopping;
 
 /* The dummy hash an unknown user's login is verified against: made once at
@@ -402,38 +413,110 @@ static void pw_run(uv_work_t *w)
         pw->hash = strdup(out);
 }
 
-static void pw_after(uv_work_t *w, int status)
+static void pw_free(pw_work *pw)
 {
-    pw_work *pw = w->data;
-    bool answered = pw->answered;
-    if (pw->prev)
-        pw->prev->next = pw->next;
-    else
-        pw_pending = pw->next;
-    if (pw->next)
-        pw->next->prev = pw->prev;
-    pw_jobs--;
-    sodium_memzero(pw->password, strlen(pw->password));
-    free(pw->password);
-    int st = status == UV_ECANCELED ? AUTH_CANCELLED : AUTH_OK;
-    if (answered) {
-        free(pw->hash);
-    } else if (pw->verify) {
-        free(pw->hash);
-        pw->cb.verify_cb(pw->ctx, st, st == AUTH_OK && pw->ok);
-    } else {
-        if (st == AUTH_OK && !pw->hash)
-            st = AUTH_ERROR;
-        if (st != AUTH_OK) {
-            free(pw->hash);
-            pw->hash = NULL;
-        }
-        pw->cb.hash_cb(pw->ctx, st, pw->hash); /* the callback owns the hash */
+    if (pw->password) {
+        sodium_memzero(pw->password, strlen(pw->password));
+        free(pw->password);
     }
+    free(pw->hash);
     free(pw);
 }
 
-static int pw_queue(const char *password, const char *hash, pw_work *pw, size_t share)
+/* Calls back with status (and the result when AUTH_OK), then frees pw. */
+static void pw_answer(pw_work *pw, int status)
+{
+    if (pw->verify) {
+        pw->cb.verify_cb(pw->ctx, status, status == AUTH_OK && pw->ok);
+    } else {
+        char *hash = status == AUTH_OK ? pw->hash : NULL;
+        if (status == AUTH_OK && !hash)
+            status = AUTH_ERROR;
+        if (hash)
+            pw->hash = NULL; /* the callback owns it */
+        pw->cb.hash_cb(pw->ctx, status, hash);
+    }
+    pw_free(pw);
+}
+
+static void queue_push(pw_queue *q, pw_work *pw)
+{
+    pw->next = NULL;
+    pw->prev = q->tail;
+    if (q->tail)
+        q->tail->next = pw;
+    else
+        q->head = pw;
+    q->tail = pw;
+}
+
+static pw_work *queue_pop(pw_queue *q)
+{
+    pw_work *pw = q->head;
+    if (!pw)
+        return NULL;
+    q->head = pw->next;
+    if (q->head)
+        q->head->prev = NULL;
+    else
+        q->tail = NULL;
+    pw->next = pw->prev = NULL;
+    return pw;
+}
+
+static void pw_after(uv_work_t *w, int status);
+
+/* Hands pw to libuv. 0, or -1 (pw untouched, not counted as running). */
+static int pw_start(pw_work *pw)
+{
+    pw->work.data = pw;
+    if (uv_queue_work(auth_loop, &pw->work, pw_run, pw_after) != 0)
+        return -1;
+    pw->prev = NULL;
+    pw->next = pw_running_list;
+    if (pw_running_list)
+        pw_running_list->prev = pw;
+    pw_running_list = pw;
+    pw_running++;
+    return 0;
+}
+
+/* Starts queued jobs while there is room, logins first. */
+static void pw_pump(void)
+{
+    while (!auth_stopping && pw_running < hash_parallel) {
+        pw_work *pw = queue_pop(&queued_logins);
+        if (!pw)
+            pw = queue_pop(&queued_signups);
+        if (!pw)
+            return;
+        if (pw_start(pw) != 0) {
+            pw_jobs--;
+            pw_answer(pw, AUTH_ERROR);
+        }
+    }
+}
+
+static void pw_after(uv_work_t *w, int status)
+{
+    pw_work *pw = w->data;
+    if (pw->prev)
+        pw->prev->next = pw->next;
+    else
+        pw_running_list = pw->next;
+    if (pw->next)
+        pw->next->prev = pw->prev;
+    pw_running--;
+    pw_jobs--;
+    if (pw->answered)
+        pw_free(pw);
+    else
+        pw_answer(pw, status == UV_ECANCELED ? AUTH_CANCELLED : AUTH_OK);
+    pw_pump();
+}
+
+/* Queues a job within share; the callback never runs before this returns. */
+static int pw_submit(const char *password, const char *hash, pw_work *pw, size_t share)
 {
     if (auth_stopping || pw_jobs >= share) {
         free(pw);
@@ -441,18 +524,19 @@ static int pw_queue(const char *password, const char *hash, pw_work *pw, size_t 
     }
     pw->password = strdup(password);
     pw->hash = hash ? strdup(hash) : NULL;
-    pw->work.data = pw;
-    if (!pw->password || (hash && !pw->hash) ||
-        uv_queue_work(auth_loop, &pw->work, pw_run, pw_after) != 0) {
-        free(pw->password);
-        free(pw->hash);
-        free(pw);
+    if (!pw->password || (hash && !pw->hash)) {
+        pw_free(pw);
         return AUTH_ERROR;
     }
-    pw->next = pw_pending;
-    if (pw_pending)
-        pw_pending->prev = pw;
-    pw_pending = pw;
+    bool queue_empty = !queued_logins.head && !queued_signups.head;
+    if (pw_running < hash_parallel && queue_empty) {
+        if (pw_start(pw) != 0) {
+            pw_free(pw);
+            return AUTH_ERROR;
+        }
+    } else {
+        queue_push(pw->verify ? &queued_logins : &queued_signups, pw);
+    }
     pw_jobs++;
     return AUTH_OK;
 }
@@ -472,7 +556,7 @@ int auth_hash_password(const char *password, auth_hash_fn cb, void *ctx)
         return AUTH_ERROR;
     pw->cb.hash_cb = cb;
     pw->ctx = ctx;
-    return pw_queue(password, NULL, pw, signup_share());
+    return pw_submit(password, NULL, pw, signup_share());
 }
 
 int auth_verify_password(const char *password, const char *hash, auth_verify_fn cb, void *ctx)
@@ -483,7 +567,7 @@ int auth_verify_password(const char *password, const char *hash, auth_verify_fn 
     pw->verify = true;
     pw->cb.verify_cb = cb;
     pw->ctx = ctx;
-    return pw_queue(password, hash ? hash : dummy_hash, pw, (size_t)auth_cfg->hash_queue);
+    return pw_submit(password, hash ? hash : dummy_hash, pw, (size_t)auth_cfg->hash_queue);
 }
 
 size_t auth_hash_jobs(void)
@@ -698,6 +782,11 @@ int auth_init(uv_loop_t *loop, const config *cfg, store *st)
     auth_stopping = false;
     if (auth_limits_init(cfg) < 0)
         return -1;
+    /* one core stays free for the loop thread; libuv's pool has 4 threads */
+    unsigned cores = uv_available_parallelism();
+    hash_parallel = cores > 1 ? cores - 1 : 1;
+    if (hash_parallel > AUTH_HASH_PARALLEL_MAX)
+        hash_parallel = AUTH_HASH_PARALLEL_MAX;
     if (uv_queue_work(loop, &dummy_work, dummy_run, dummy_after) == 0)
         dummy_queued = true;
     return 0;
@@ -708,22 +797,29 @@ void auth_stop(void)
     auth_stopping = true;
     if (dummy_queued)
         uv_cancel((uv_req_t *)&dummy_work);
-    /* Their requests are answered (503) now rather than when libuv reports
-     * the cancellation, so the answers go out before the connections are
-     * closed for the shutdown; pw_after then only frees. */
-    size_t cancelled = 0;
-    for (pw_work *pw = pw_pending; pw; pw = pw->next) {
+    /* Queued jobs are answered (503) now, before the shutdown closes their
+     * connections; running ones finish and answer normally. A job libuv has
+     * not started yet (its pool busy with other work) is cancelled too:
+     * answered here, freed when libuv reports the cancellation. */
+    size_t dropped = 0;
+    pw_work *pw;
+    while ((pw = queue_pop(&queued_logins)) || (pw = queue_pop(&queued_signups))) {
+        pw_jobs--;
+        dropped++;
+        pw_answer(pw, AUTH_CANCELLED);
+    }
+    for (pw = pw_running_list; pw; pw = pw->next) {
         if (pw->answered || uv_cancel((uv_req_t *)&pw->work) != 0)
-            continue; /* running: it finishes and answers normally */
+            continue;
         pw->answered = true;
-        cancelled++;
+        dropped++;
         if (pw->verify)
             pw->cb.verify_cb(pw->ctx, AUTH_CANCELLED, false);
         else
             pw->cb.hash_cb(pw->ctx, AUTH_CANCELLED, NULL);
     }
-    if (cancelled)
-        log_info("shutdown: %zu queued password hashing jobs dropped", cancelled);
+    if (dropped)
+        log_info("shutdown: %zu queued password hashing jobs dropped", dropped);
 }
 
 void auth_shutdown(void)

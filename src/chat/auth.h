@@ -1,9 +1,11 @@
 /* auth: who is calling the chat service.
  *
  * - Passwords: argon2id (libsodium crypto_pwhash_str), hashed and verified on
- *   libuv's thread pool, never on the event loop thread. The hashing queue is
- *   bounded (--hash-queue jobs queued or running): sign-ups may take half of
- *   it, logins all of it, so a sign-up burst cannot starve logins. A login for
+ *   libuv's thread pool, never on the event loop thread, one job per core
+ *   but one (at least one, at most 4) at a time. The hashing queue is bounded
+ *   (--hash-queue jobs queued or running): sign-ups may take half of it,
+ *   logins all of it, and queued logins start before queued sign-ups, so a
+ *   sign-up burst cannot starve logins. A login for
  *   an unknown user (or one without a password) is verified against a dummy
  *   hash, so its timing does not tell whether the username exists.
  * - Tokens: 256 random bits given to the client once; only their SHA-256 is
@@ -65,8 +67,9 @@ void auth_resolve(const char *token, auth_user_fn cb, void *ctx);
 
 /* Hashes a password off the loop (a sign-up): cb gets AUTH_OK and the
  * encoded hash (cb owns it), AUTH_ERROR or AUTH_CANCELLED with NULL.
- * Returns AUTH_OK when queued (cb will run), AUTH_BUSY when half of the
- * hashing queue is taken, AUTH_ERROR on OOM (cb will not run). */
+ * Returns AUTH_OK when queued (cb will run, never before this returns),
+ * AUTH_BUSY when half of the hashing queue is taken, AUTH_ERROR on OOM (cb
+ * will not run). */
 typedef void (*auth_hash_fn)(void *ctx, int status, char *hash);
 int auth_hash_password(const char *password, auth_hash_fn cb, void *ctx);
 
