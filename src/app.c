@@ -131,6 +131,7 @@ static void signal_cb(uv_signal_t *s, int signum)
     log_info("received %s: closing %llu connections", signum == SIGINT ? "SIGINT" : "SIGTERM",
              (unsigned long long)srv.conns_open);
     server_stop_listening(&srv);
+    chat_stop(); /* queued password hashing would hold the exit back */
     uv_walk(srv.loop, close_gracefully, NULL); /* every client, /ws and /echo alike */
     uv_timer_start(&shutdown_timer, shutdown_timer_cb, 20, 20);
 }

@@ -1,4 +1,5 @@
-/* auth: passwords, tokens, JWTs and login rate limits (see auth.h). */
+/* auth: passwords, tokens, JWTs, login and sign-up limits, and the sockets
+ * each token bound (see auth.h). */
 #include "chat/auth.h"
 
 #include <sodium.h>
@@ -9,9 +10,13 @@
 #include <uthash.h>
 
 #include "core/log.h"
+#include "core/ratelimit.h"
+#include "gateway/registry.h"
 
 #define AUTH_CACHE_MAX 100000
-#define RATE_TABLE_MAX 100000
+#define LIMIT_KEYS_MAX 100000
+#define BINDS_MAX_TOKENS 200000
+#define AUTH_HASH_PARALLEL_MAX 4 /* libuv's default pool size */
 
 static uv_loop_t *auth_loop;
 static const config *auth_cfg;
@@ -44,6 +49,9 @@ typedef struct cache_entry {
 } cache_entry;
 
 static cache_entry *cache;
+/* Bumped by every logout: a resolve that started before it must not put its
+ * (possibly just revoked) token back into the cache. */
+static uint64_t cache_epoch;
 
 static void cache_drop(cache_entry *e)
 {
@@ -112,6 +120,7 @@ int auth_new_token(char text[AUTH_TOKEN_TEXT_LEN + 1], uint8_t hash[32])
 
 void auth_forget(const char *token)
 {
+    cache_epoch++;
     uint8_t hash[32];
     auth_token_hash(token, hash);
     cache_entry *e = NULL;
@@ -179,11 +188,17 @@ int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *
     json_t *claims = json_loadb((const char *)buf, n, 0, NULL);
     json_t *jsub = json_object_get(claims, "sub");
     json_t *jexp = json_object_get(claims, "exp");
+    json_t *jnbf = json_object_get(claims, "nbf");
     int rc = -1;
+    /* compared as doubles: a huge exp (1e300) must not be converted first */
     if (!json_is_number(jexp)) {
         *reason = "JWT has no exp";
-    } else if ((int64_t)json_number_value(jexp) <= now_s) {
+    } else if (json_number_value(jexp) <= (double)now_s) {
         *reason = "JWT expired";
+    } else if (jnbf && !json_is_number(jnbf)) {
+        *reason = "JWT nbf must be a number";
+    } else if (jnbf && json_number_value(jnbf) > (double)now_s) {
+        *reason = "JWT not yet valid";
     } else if (json_is_string(jsub) && json_string_length(jsub) > 0 &&
                json_string_length(jsub) < sub_cap) {
         snprintf(sub, sub_cap, "%s", json_string_value(jsub));
@@ -195,7 +210,8 @@ int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *
         *reason = "JWT sub must be a string or integer";
     }
     if (rc == 0) {
-        *exp = (int64_t)json_number_value(jexp);
+        double e = json_number_value(jexp);
+        *exp = e >= (double)AUTH_JWT_EXP_MAX ? AUTH_JWT_EXP_MAX : (int64_t)e;
         copy_claim(claims, "username", "name", username, name_cap);
         copy_claim(claims, "userpic", "picture", userpic, pic_cap);
         if (userpic[0] && !auth_url_is_safe(userpic))
@@ -207,6 +223,23 @@ int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *
     return rc;
 }
 
+bool auth_is_jwt(const char *token)
+{
+    return token && auth_cfg->jwt_secret[0] && strchr(token, '.');
+}
+
+int64_t auth_jwt_expiry_ms(const char *token)
+{
+    char sub[130], name[130], pic[600];
+    int64_t exp;
+    const char *reason;
+    if (!auth_is_jwt(token) || strlen(token) > 4096 ||
+        auth_jwt_verify(token, auth_cfg->jwt_secret, auth_now_ms() / 1000, sub, sizeof(sub), name,
+                        sizeof(name), pic, sizeof(pic), &exp, &reason) != 0)
+        return -1;
+    return exp * 1000;
+}
+
 /* ---- resolving --------------------------------------------------------- */
 
 typedef struct resolve_ctx {
@@ -214,6 +247,7 @@ typedef struct resolve_ctx {
     void *ctx;
     uint8_t hash[32];
     int64_t until_ms;
+    uint64_t epoch;
 } resolve_ctx;
 
 static void resolve_done(store_req *r)
@@ -226,7 +260,8 @@ static void resolve_done(store_req *r)
             until = exp ? json_integer_value(exp) : auth_now_ms() + AUTH_CACHE_SECONDS * 1000;
             json_object_del(r->result, "expires");
         }
-        cache_put(rc->hash, r->result, until);
+        if (rc->epoch == cache_epoch)
+            cache_put(rc->hash, r->result, until);
         rc->cb(rc->ctx, 0, json_incref(r->result));
     } else {
         rc->cb(rc->ctx, r->status == STORE_NOT_FOUND ? 401 : 500, NULL);
@@ -255,9 +290,10 @@ void auth_resolve(const char *token, auth_user_fn cb, void *ctx)
     }
     rc->cb = cb;
     rc->ctx = ctx;
+    rc->epoch = cache_epoch;
     memcpy(rc->hash, hash, 32);
     store_req *r;
-    if (auth_cfg->jwt_secret[0] && strchr(token, '.')) {
+    if (auth_is_jwt(token)) {
         char sub[130], name[130], pic[600];
         int64_t exp;
         const char *reason;
@@ -268,7 +304,7 @@ void auth_resolve(const char *token, auth_user_fn cb, void *ctx)
             cb(ctx, 401, NULL);
             return;
         }
-        rc->until_ms = exp * 1000;
+        rc->until_ms = exp * 1000; /* exp <= AUTH_JWT_EXP_MAX: no overflow */
         r = store_req_new(STORE_USER_EXTERNAL, resolve_done, rc);
         if (r && (store_req_set_str(&r->external_id, sub) < 0 ||
                   store_req_set_str(&r->username, name) < 0 ||
@@ -276,8 +312,10 @@ void auth_resolve(const char *token, auth_user_fn cb, void *ctx)
             store_req_free(r);
             r = NULL;
         }
-        if (r)
+        if (r) {
             r->time = auth_now_ms();
+            memcpy(r->token_hash, hash, 32); /* refused when revoked (logged out) */
+        }
     } else {
         r = store_req_new(STORE_TOKEN_LOOKUP, resolve_done, rc);
         if (r) {
@@ -295,136 +333,444 @@ void auth_resolve(const char *token, auth_user_fn cb, void *ctx)
 
 /* ---- passwords on the thread pool -------------------------------------- */
 
+/* Password jobs wait in two FIFO queues of our own, logins before sign-ups,
+ * and at most hash_parallel of them run on libuv's pool at once: argon2id
+ * takes a core and 64 MiB per job, so running one per core starved the loop
+ * thread and multiplied RSS. Queued jobs are ours to drop at shutdown; only
+ * the running ones are waited for. */
 typedef struct pw_work {
     uv_work_t work;
     char *password;
-    char *hash;
+    char *hash; /* verify: the encoded hash, NULL = none known (dummy) */
     bool ok;
     bool verify;
+    bool answered; /* auth_stop already called back (libuv cancelled it) */
     union {
         auth_hash_fn hash_cb;
         auth_verify_fn verify_cb;
     } cb;
     void *ctx;
+    struct pw_work *prev, *next; /* in a queue, or in the running list */
 } pw_work;
+
+typedef struct pw_queue {
+    pw_work *head, *tail;
+} pw_queue;
+
+static pw_queue queued_logins, queued_signups;
+static pw_work *pw_running_list;
+static size_t pw_jobs;    /* queued + running: bounded by --hash-queue */
+static size_t pw_running; /* handed to libuv */
+static size_t hash_parallel;
+static bool auth_stopping;
+
+/* The dummy hash an unknown user's login is verified against: made once at
+ * start on the thread pool (64 MiB of argon2id is no work for the loop). */
+static uv_work_t dummy_work;
+static char dummy_out[crypto_pwhash_STRBYTES];
+static char *dummy_hash;
+static bool dummy_queued;
+
+static int argon2_hash(const char *password, char out[crypto_pwhash_STRBYTES])
+{
+    return crypto_pwhash_str(out, password, strlen(password), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                             crypto_pwhash_MEMLIMIT_INTERACTIVE);
+}
+
+static void dummy_run(uv_work_t *w)
+{
+    (void)w;
+    unsigned char raw[24];
+    char pw[64];
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(pw, sizeof(pw), raw, sizeof(raw));
+    if (argon2_hash(pw, dummy_out) != 0)
+        dummy_out[0] = '\0';
+}
+
+static void dummy_after(uv_work_t *w, int status)
+{
+    (void)w;
+    dummy_queued = false;
+    if (status == 0 && dummy_out[0])
+        dummy_hash = dummy_out;
+}
 
 static void pw_run(uv_work_t *w)
 {
     pw_work *pw = w->data;
-    if (pw->verify) {
+    if (pw->verify && pw->hash) {
         pw->ok = crypto_pwhash_str_verify(pw->hash, pw->password, strlen(pw->password)) == 0;
         return;
     }
     char out[crypto_pwhash_STRBYTES];
-    if (crypto_pwhash_str(out, pw->password, strlen(pw->password),
-                          crypto_pwhash_OPSLIMIT_INTERACTIVE,
-                          crypto_pwhash_MEMLIMIT_INTERACTIVE) == 0)
+    if (pw->verify) { /* no dummy yet (the first moments after start): same cost */
+        argon2_hash(pw->password, out);
+        pw->ok = false;
+        return;
+    }
+    if (argon2_hash(pw->password, out) == 0)
         pw->hash = strdup(out);
+}
+
+static void pw_free(pw_work *pw)
+{
+    if (pw->password) {
+        sodium_memzero(pw->password, strlen(pw->password));
+        free(pw->password);
+    }
+    free(pw->hash);
+    free(pw);
+}
+
+/* Calls back with status (and the result when AUTH_OK), then frees pw. */
+static void pw_answer(pw_work *pw, int status)
+{
+    if (pw->verify) {
+        pw->cb.verify_cb(pw->ctx, status, status == AUTH_OK && pw->ok);
+    } else {
+        char *hash = status == AUTH_OK ? pw->hash : NULL;
+        if (status == AUTH_OK && !hash)
+            status = AUTH_ERROR;
+        if (hash)
+            pw->hash = NULL; /* the callback owns it */
+        pw->cb.hash_cb(pw->ctx, status, hash);
+    }
+    pw_free(pw);
+}
+
+static void queue_push(pw_queue *q, pw_work *pw)
+{
+    pw->next = NULL;
+    pw->prev = q->tail;
+    if (q->tail)
+        q->tail->next = pw;
+    else
+        q->head = pw;
+    q->tail = pw;
+}
+
+static pw_work *queue_pop(pw_queue *q)
+{
+    pw_work *pw = q->head;
+    if (!pw)
+        return NULL;
+    q->head = pw->next;
+    if (q->head)
+        q->head->prev = NULL;
+    else
+        q->tail = NULL;
+    pw->next = pw->prev = NULL;
+    return pw;
+}
+
+static void pw_after(uv_work_t *w, int status);
+
+/* Hands pw to libuv. 0, or -1 (pw untouched, not counted as running). */
+static int pw_start(pw_work *pw)
+{
+    pw->work.data = pw;
+    if (uv_queue_work(auth_loop, &pw->work, pw_run, pw_after) != 0)
+        return -1;
+    pw->prev = NULL;
+    pw->next = pw_running_list;
+    if (pw_running_list)
+        pw_running_list->prev = pw;
+    pw_running_list = pw;
+    pw_running++;
+    return 0;
+}
+
+/* Starts queued jobs while there is room, logins first. */
+static void pw_pump(void)
+{
+    while (!auth_stopping && pw_running < hash_parallel) {
+        pw_work *pw = queue_pop(&queued_logins);
+        if (!pw)
+            pw = queue_pop(&queued_signups);
+        if (!pw)
+            return;
+        if (pw_start(pw) != 0) {
+            pw_jobs--;
+            pw_answer(pw, AUTH_ERROR);
+        }
+    }
 }
 
 static void pw_after(uv_work_t *w, int status)
 {
-    (void)status;
     pw_work *pw = w->data;
-    sodium_memzero(pw->password, strlen(pw->password));
-    free(pw->password);
-    if (pw->verify) {
-        free(pw->hash);
-        pw->cb.verify_cb(pw->ctx, pw->ok);
-    } else {
-        pw->cb.hash_cb(pw->ctx, pw->hash); /* the callback owns the hash */
-    }
-    free(pw);
+    if (pw->prev)
+        pw->prev->next = pw->next;
+    else
+        pw_running_list = pw->next;
+    if (pw->next)
+        pw->next->prev = pw->prev;
+    pw_running--;
+    pw_jobs--;
+    if (pw->answered)
+        pw_free(pw);
+    else
+        pw_answer(pw, status == UV_ECANCELED ? AUTH_CANCELLED : AUTH_OK);
+    pw_pump();
 }
 
-static int pw_queue(const char *password, const char *hash, pw_work *pw)
+/* Queues a job within share; the callback never runs before this returns. */
+static int pw_submit(const char *password, const char *hash, pw_work *pw, size_t share)
 {
+    if (auth_stopping || pw_jobs >= share) {
+        free(pw);
+        return AUTH_BUSY;
+    }
     pw->password = strdup(password);
     pw->hash = hash ? strdup(hash) : NULL;
-    pw->work.data = pw;
-    if (!pw->password || (hash && !pw->hash) ||
-        uv_queue_work(auth_loop, &pw->work, pw_run, pw_after) != 0) {
-        free(pw->password);
-        free(pw->hash);
-        free(pw);
-        return -1;
+    if (!pw->password || (hash && !pw->hash)) {
+        pw_free(pw);
+        return AUTH_ERROR;
     }
-    return 0;
+    bool queue_empty = !queued_logins.head && !queued_signups.head;
+    if (pw_running < hash_parallel && queue_empty) {
+        if (pw_start(pw) != 0) {
+            pw_free(pw);
+            return AUTH_ERROR;
+        }
+    } else {
+        queue_push(pw->verify ? &queued_logins : &queued_signups, pw);
+    }
+    pw_jobs++;
+    return AUTH_OK;
+}
+
+/* Sign-ups may fill half of the queue (at least one job), so logins, which
+ * may fill all of it, always keep the other half. */
+static size_t signup_share(void)
+{
+    size_t q = (size_t)auth_cfg->hash_queue;
+    return q / 2 ? q / 2 : 1;
 }
 
 int auth_hash_password(const char *password, auth_hash_fn cb, void *ctx)
 {
     pw_work *pw = calloc(1, sizeof(*pw));
     if (!pw)
-        return -1;
+        return AUTH_ERROR;
     pw->cb.hash_cb = cb;
     pw->ctx = ctx;
-    return pw_queue(password, NULL, pw);
+    return pw_submit(password, NULL, pw, signup_share());
 }
 
 int auth_verify_password(const char *password, const char *hash, auth_verify_fn cb, void *ctx)
 {
     pw_work *pw = calloc(1, sizeof(*pw));
     if (!pw)
-        return -1;
+        return AUTH_ERROR;
     pw->verify = true;
     pw->cb.verify_cb = cb;
     pw->ctx = ctx;
-    return pw_queue(password, hash, pw);
+    return pw_submit(password, hash ? hash : dummy_hash, pw, (size_t)auth_cfg->hash_queue);
 }
 
-/* ---- login rate limits: fixed one-minute windows ----------------------- */
-
-typedef struct rate_entry {
-    UT_hash_handle hh;
-    int64_t window; /* minute number */
-    uint32_t count;
-    char key[];
-} rate_entry;
-
-static rate_entry *rates;
-
-static void rates_prune(int64_t window)
+size_t auth_hash_jobs(void)
 {
-    rate_entry *e, *tmp;
-    HASH_ITER(hh, rates, e, tmp)
-    {
-        if (e->window != window) {
-            HASH_DEL(rates, e);
+    return pw_jobs;
+}
+
+/* ---- login and sign-up limits ------------------------------------------ */
+
+static ratelimit *login_addr;  /* attempts per address */
+static ratelimit *fail_user;   /* failures per username */
+static ratelimit *fail_pair;   /* "failed at least once" per (username, address) */
+static ratelimit *signup_addr; /* sign-ups per address */
+
+/* Usernames match ignoring (ASCII) case, so must their counters. The pair
+ * key is "<username>\n<address>": a username cannot hold a newline. */
+static size_t limit_key(char *out, size_t cap, const char *username, const char *addr)
+{
+    int n =
+        addr ? snprintf(out, cap, "%s\n%s", username, addr) : snprintf(out, cap, "%s", username);
+    if (n < 0)
+        return 0;
+    size_t len = (size_t)n < cap ? (size_t)n : cap - 1;
+    size_t name_len = strlen(username) < len ? strlen(username) : len;
+    for (size_t i = 0; i < name_len; i++)
+        if (out[i] >= 'A' && out[i] <= 'Z')
+            out[i] = (char)(out[i] + 32);
+    return len;
+}
+
+int auth_login_check(const char *username, const char *addr, int64_t now_ms)
+{
+    /* the address first: a refused address creates no username key */
+    if (!ratelimit_allows(login_addr, addr, strlen(addr), now_ms))
+        return AUTH_LOGIN_ADDR_LIMITED;
+    char key[600];
+    size_t n = limit_key(key, sizeof(key), username, NULL);
+    if (!ratelimit_allows(fail_user, key, n, now_ms)) {
+        /* the username is under attack: only addresses that failed against it
+         * are refused; its owner, from anywhere else, still gets through */
+        n = limit_key(key, sizeof(key), username, addr);
+        if (!ratelimit_allows(fail_pair, key, n, now_ms))
+            return AUTH_LOGIN_USER_LIMITED;
+    }
+    if (!ratelimit_hit(login_addr, addr, strlen(addr), now_ms))
+        return AUTH_LOGIN_ADDR_LIMITED;
+    return AUTH_LOGIN_OK;
+}
+
+void auth_login_failed(const char *username, const char *addr, int64_t now_ms)
+{
+    char key[600];
+    size_t n = limit_key(key, sizeof(key), username, NULL);
+    ratelimit_hit(fail_user, key, n, now_ms);
+    n = limit_key(key, sizeof(key), username, addr);
+    ratelimit_hit(fail_pair, key, n, now_ms);
+}
+
+void auth_login_succeeded(const char *username, const char *addr)
+{
+    char key[600];
+    size_t n = limit_key(key, sizeof(key), username, addr);
+    ratelimit_reset(fail_pair, key, n);
+}
+
+bool auth_register_would_allow(const char *addr, int64_t now_ms)
+{
+    return ratelimit_allows(signup_addr, addr, strlen(addr), now_ms);
+}
+
+bool auth_register_allowed(const char *addr, int64_t now_ms)
+{
+    return ratelimit_hit(signup_addr, addr, strlen(addr), now_ms);
+}
+
+size_t auth_login_keys(void)
+{
+    return ratelimit_size(fail_user) + ratelimit_size(fail_pair);
+}
+
+void auth_limits_free(void)
+{
+    ratelimit_free(login_addr);
+    ratelimit_free(fail_user);
+    ratelimit_free(fail_pair);
+    ratelimit_free(signup_addr);
+    login_addr = fail_user = fail_pair = signup_addr = NULL;
+}
+
+int auth_limits_init(const config *cfg)
+{
+    auth_limits_free();
+    auth_cfg = cfg;
+    uint32_t rate = (uint32_t)cfg->login_rate;
+    login_addr = ratelimit_new(rate, 60000, LIMIT_KEYS_MAX);
+    fail_user = ratelimit_new(rate, 60000, LIMIT_KEYS_MAX);
+    fail_pair = ratelimit_new(1, 60000, LIMIT_KEYS_MAX);
+    signup_addr = ratelimit_new((uint32_t)cfg->register_rate, 3600000, LIMIT_KEYS_MAX);
+    if (!login_addr || !fail_user || !fail_pair || !signup_addr) {
+        auth_limits_free();
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- sockets bound per token ------------------------------------------- */
+
+/* token hash -> client ids of the sockets it bound. Entries sit in uthash's
+ * insertion order; every new bind tidies the two oldest entries (drops their
+ * closed sockets, or the entry when none is left, else moves it to the
+ * end), so dead entries cannot pile up and no call scans the table. */
+typedef struct bind_entry {
+    uint8_t hash[32];
+    size_t n, cap;
+    char (*ids)[CLIENT_ID_LEN + 1];
+    UT_hash_handle hh;
+} bind_entry;
+
+static bind_entry *binds;
+
+static void bind_drop(bind_entry *e)
+{
+    HASH_DEL(binds, e);
+    free(e->ids);
+    free(e);
+}
+
+static void bind_prune(bind_entry *e)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < e->n; i++)
+        if (registry_find(e->ids[i], CLIENT_ID_LEN))
+            memcpy(e->ids[k++], e->ids[i], CLIENT_ID_LEN + 1);
+    e->n = k;
+}
+
+static void binds_tidy(void)
+{
+    for (int i = 0; i < 2 && binds; i++) {
+        bind_entry *e = binds;
+        HASH_DEL(binds, e);
+        bind_prune(e);
+        if (e->n == 0) {
+            free(e->ids);
             free(e);
+        } else {
+            HASH_ADD(hh, binds, hash, 32, e);
         }
     }
 }
 
-bool auth_login_allowed(const char *kind, const char *key)
+void auth_note_bind(const char *token, const char *client_id)
 {
-    char full[300];
-    int n = snprintf(full, sizeof(full), "%s:%s", kind, key);
-    if (n < 0 || (size_t)n >= sizeof(full))
-        n = (int)sizeof(full) - 1;
-    /* usernames match ignoring case, so must their attempt counters */
-    for (int i = 0; i < n; i++)
-        if (full[i] >= 'A' && full[i] <= 'Z')
-            full[i] = (char)(full[i] + 32);
-    int64_t window = auth_now_ms() / 60000;
-    rate_entry *e = NULL;
-    HASH_FIND(hh, rates, full, (size_t)n, e);
+    if (!token || !client_id || strlen(client_id) != CLIENT_ID_LEN)
+        return;
+    binds_tidy();
+    uint8_t hash[32];
+    auth_token_hash(token, hash);
+    bind_entry *e = NULL;
+    HASH_FIND(hh, binds, hash, 32, e);
     if (!e) {
-        if (HASH_COUNT(rates) >= RATE_TABLE_MAX)
-            rates_prune(window);
-        e = calloc(1, sizeof(*e) + (size_t)n + 1);
+        if (HASH_COUNT(binds) >= BINDS_MAX_TOKENS)
+            return; /* more live tokens than that: logout cannot close these */
+        e = calloc(1, sizeof(*e));
         if (!e)
-            return false;
-        memcpy(e->key, full, (size_t)n);
-        e->window = window;
-        HASH_ADD(hh, rates, key, (size_t)n, e);
+            return;
+        memcpy(e->hash, hash, 32);
+        HASH_ADD(hh, binds, hash, 32, e);
     }
-    if (e->window != window) {
-        e->window = window;
-        e->count = 0;
+    for (size_t i = 0; i < e->n; i++)
+        if (memcmp(e->ids[i], client_id, CLIENT_ID_LEN) == 0)
+            return;
+    if (e->n == e->cap) {
+        bind_prune(e);
+        if (e->n == e->cap) {
+            size_t cap = e->cap ? e->cap * 2 : 2;
+            void *ids = realloc(e->ids, cap * sizeof(*e->ids));
+            if (!ids)
+                return;
+            e->ids = ids;
+            e->cap = cap;
+        }
     }
-    return ++e->count <= (uint32_t)auth_cfg->login_rate;
+    memcpy(e->ids[e->n++], client_id, CLIENT_ID_LEN + 1);
 }
+
+void auth_each_bound(const char *token, void (*fn)(const char *client_id, void *arg), void *arg)
+{
+    uint8_t hash[32];
+    auth_token_hash(token, hash);
+    bind_entry *e = NULL;
+    HASH_FIND(hh, binds, hash, 32, e);
+    if (!e)
+        return;
+    HASH_DEL(binds, e); /* fn may close sockets; the entry is ours now */
+    for (size_t i = 0; i < e->n; i++)
+        if (registry_find(e->ids[i], CLIENT_ID_LEN))
+            fn(e->ids[i], arg);
+    free(e->ids);
+    free(e);
+}
+
+/* ---- start and stop ---------------------------------------------------- */
 
 int auth_init(uv_loop_t *loop, const config *cfg, store *st)
 {
@@ -433,16 +779,56 @@ int auth_init(uv_loop_t *loop, const config *cfg, store *st)
     auth_loop = loop;
     auth_cfg = cfg;
     auth_store = st;
+    auth_stopping = false;
+    if (auth_limits_init(cfg) < 0)
+        return -1;
+    /* one core stays free for the loop thread; libuv's pool has 4 threads */
+    unsigned cores = uv_available_parallelism();
+    hash_parallel = cores > 1 ? cores - 1 : 1;
+    if (hash_parallel > AUTH_HASH_PARALLEL_MAX)
+        hash_parallel = AUTH_HASH_PARALLEL_MAX;
+    if (uv_queue_work(loop, &dummy_work, dummy_run, dummy_after) == 0)
+        dummy_queued = true;
     return 0;
+}
+
+void auth_stop(void)
+{
+    auth_stopping = true;
+    if (dummy_queued)
+        uv_cancel((uv_req_t *)&dummy_work);
+    /* Queued jobs are answered (503) now, before the shutdown closes their
+     * connections; running ones finish and answer normally. A job libuv has
+     * not started yet (its pool busy with other work) is cancelled too:
+     * answered here, freed when libuv reports the cancellation. */
+    size_t dropped = 0;
+    pw_work *pw;
+    while ((pw = queue_pop(&queued_logins)) || (pw = queue_pop(&queued_signups))) {
+        pw_jobs--;
+        dropped++;
+        pw_answer(pw, AUTH_CANCELLED);
+    }
+    for (pw = pw_running_list; pw; pw = pw->next) {
+        if (pw->answered || uv_cancel((uv_req_t *)&pw->work) != 0)
+            continue;
+        pw->answered = true;
+        dropped++;
+        if (pw->verify)
+            pw->cb.verify_cb(pw->ctx, AUTH_CANCELLED, false);
+        else
+            pw->cb.hash_cb(pw->ctx, AUTH_CANCELLED, NULL);
+    }
+    if (dropped)
+        log_info("shutdown: %zu queued password hashing jobs dropped", dropped);
 }
 
 void auth_shutdown(void)
 {
     cache_clear();
-    rate_entry *e, *tmp;
-    HASH_ITER(hh, rates, e, tmp)
+    auth_limits_free();
+    bind_entry *e, *tmp;
+    HASH_ITER(hh, binds, e, tmp)
     {
-        HASH_DEL(rates, e);
-        free(e);
+        bind_drop(e);
     }
 }

@@ -343,9 +343,13 @@ static void user_created(store_req *r)
     json_decref(user);
 }
 
-static void password_hashed(void *ctx, char *hash)
+static void password_hashed(void *ctx, int status, char *hash)
 {
     chat_call *call = ctx;
+    if (status == AUTH_CANCELLED) {
+        call_fail(call, 503, "unavailable", "server is shutting down");
+        return;
+    }
     if (!hash) {
         call_fail(call, 500, "internal", "password hashing failed");
         return;
@@ -394,17 +398,45 @@ static void do_register(chat_call *call)
         call_fail(call, 400, "bad_field", "userpic must be an http(s) URL or a path");
         return;
     }
-    if (auth_hash_password(password, password_hashed, call) < 0)
+    /* checked here, counted once the hashing is queued: a refused sign-up
+     * (400, 429, 503) costs its address nothing */
+    const char *addr = call->req->peer_ip;
+    if (!auth_register_would_allow(addr, auth_now_ms())) {
+        call_fail(call, 429, "rate_limited",
+                  "too many sign-ups from this address (%lld per hour); try again later",
+                  (long long)chat_cfg->register_rate);
+        return;
+    }
+    int rc = auth_hash_password(password, password_hashed, call);
+    if (rc == AUTH_BUSY) {
+        call_fail(call, 503, "busy", "too many sign-ups in progress; try again shortly");
+        return;
+    }
+    if (rc != AUTH_OK) {
         call_fail(call, 500, "internal", "cannot queue password hashing");
+        return;
+    }
+    auth_register_allowed(addr, auth_now_ms());
 }
 
-static void password_checked(void *ctx, bool ok)
+static void password_checked(void *ctx, int status, bool ok)
 {
     chat_call *call = ctx;
-    if (!ok) {
+    if (status == AUTH_CANCELLED) {
+        call_fail(call, 503, "unavailable", "server is shutting down");
+        return;
+    }
+    if (status != AUTH_OK) {
+        call_fail(call, 500, "internal", "password check failed");
+        return;
+    }
+    const char *username = json_string_value(json_object_get(call->body, "username"));
+    if (!ok || !call->user) {
+        auth_login_failed(username, call->req->peer_ip, auth_now_ms());
         call_fail(call, 401, "bad_credentials", "wrong username or password");
         return;
     }
+    auth_login_succeeded(username, call->req->peer_ip);
     json_t *user = json_incref(call->user);
     respond_with_token(call, user);
     json_decref(user);
@@ -413,25 +445,26 @@ static void password_checked(void *ctx, bool ok)
 static void login_user_found(store_req *r)
 {
     chat_call *call = r->ctx;
-    if (r->status == STORE_NOT_FOUND) {
-        store_req_free(r);
-        call_fail(call, 401, "bad_credentials", "wrong username or password");
-        return;
-    }
-    if (r->status != STORE_OK) {
+    if (r->status != STORE_OK && r->status != STORE_NOT_FOUND) {
         store_req_free(r);
         store_failed(call);
         return;
     }
-    call->user = json_incref(r->result);
-    const char *hash = json_string_value(json_object_get(r->result, "password_hash"));
-    store_req_free(r);
-    if (!hash) { /* an account made from a JWT has no password */
-        call_fail(call, 401, "bad_credentials", "wrong username or password");
-        return;
+    /* An unknown user, or an account made from a JWT (no password), is
+     * checked against the dummy hash: the answer takes as long as a wrong
+     * password, so its timing does not tell whether the username exists. */
+    const char *hash = NULL;
+    if (r->status == STORE_OK) {
+        hash = json_string_value(json_object_get(r->result, "password_hash"));
+        if (hash)
+            call->user = json_incref(r->result);
     }
     const char *password = json_string_value(json_object_get(call->body, "password"));
-    if (auth_verify_password(password, hash, password_checked, call) < 0)
+    int rc = auth_verify_password(password, hash, password_checked, call);
+    store_req_free(r); /* hash pointed into r->result; it was copied */
+    if (rc == AUTH_BUSY)
+        call_fail(call, 503, "busy", "too many logins in progress; try again shortly");
+    else if (rc != AUTH_OK)
         call_fail(call, 500, "internal", "cannot queue password check");
 }
 
@@ -445,11 +478,10 @@ static void do_login(chat_call *call)
     want_string(call, call->body, "password", 1, PASSWORD_MAX, true, &failed);
     if (failed)
         return;
-    bool by_name = auth_login_allowed("user", username);
-    bool by_addr = auth_login_allowed("addr", call->req->peer_ip);
-    if (!by_name || !by_addr) {
+    int verdict = auth_login_check(username, call->req->peer_ip, auth_now_ms());
+    if (verdict != AUTH_LOGIN_OK) {
         call_fail(call, 429, "rate_limited", "too many login attempts for this %s; wait a minute",
-                  by_name ? "address" : "username");
+                  verdict == AUTH_LOGIN_ADDR_LIMITED ? "address" : "username");
         return;
     }
     store_req *r = call_store_req(call, STORE_USER_BY_NAME, login_user_found);
@@ -457,6 +489,19 @@ static void do_login(chat_call *call)
         return;
     store_req_set_str(&r->username, username);
     store_submit(chat_store, r);
+}
+
+/* Ends a socket the logged-out token bound (if it is still that user's). */
+static void close_logged_out(const char *client_id, void *arg)
+{
+    const chat_call *call = arg;
+    conn *c = registry_find(client_id, CLIENT_ID_LEN);
+    char uid[24];
+    uid_string(call->uid, uid, sizeof(uid));
+    if (!c || !c->uid || c->uid->len != strlen(uid) || memcmp(c->uid->name, uid, c->uid->len) != 0)
+        return;
+    gateway_send_error(c, "logged_out", "the token that bound this socket was logged out", NULL);
+    ws_close(c, WS_CLOSE_POLICY, "logged out");
 }
 
 static void logout_done(store_req *r)
@@ -468,6 +513,8 @@ static void logout_done(store_req *r)
         store_failed(call);
         return;
     }
+    auth_forget(call->token); /* again: a resolve may have cached it meanwhile */
+    auth_each_bound(call->token, close_logged_out, call);
     http_respond_ok(call->req, json_true());
     call_free(call);
 }
@@ -475,10 +522,15 @@ static void logout_done(store_req *r)
 static void do_logout(chat_call *call)
 {
     auth_forget(call->token);
-    store_req *r = call_store_req(call, STORE_TOKEN_DELETE, logout_done);
+    /* A JWT is revoked until its exp (a list in the store, checked whenever
+     * a JWT is resolved); an opaque token is deleted. */
+    bool jwt = auth_is_jwt(call->token);
+    store_req *r = call_store_req(call, jwt ? STORE_JWT_REVOKE : STORE_TOKEN_DELETE, logout_done);
     if (!r)
         return;
     auth_token_hash(call->token, r->token_hash);
+    if (jwt)
+        r->expires = auth_jwt_expiry_ms(call->token);
     store_submit(chat_store, r);
 }
 
@@ -543,6 +595,10 @@ static void bind_conn(chat_call *call, conn *c)
         return;
     }
     c->flags |= CONN_CHAT_BOUND;
+    /* so a logout of this token can close the socket */
+    auth_note_bind(call->token ? call->token
+                               : json_string_value(json_object_get(call->body, "token")),
+                   c->client_id);
     if (call->req) {
         json_t *root =
             json_pack("{s:b,s:s,s:s,s:{s:I,s:s}}", "status", 1, "type", "bind", "msg", "ok", "data",
@@ -920,6 +976,11 @@ int chat_init(uv_loop_t *loop, const config *cfg)
     gateway_set_message_hook(chat_socket_message);
     log_info("chat store: %s/chatd.db (durability %s)", cfg->data_dir, cfg->durability);
     return 0;
+}
+
+void chat_stop(void)
+{
+    auth_stop();
 }
 
 void chat_shutdown(void)

@@ -20,6 +20,9 @@
 /* Opens the store under cfg->data_dir and installs the socket hooks.
  * Returns 0, or -1 after logging why. */
 int chat_init(uv_loop_t *loop, const config *cfg);
+/* Shutdown has begun (SIGTERM/SIGINT): drops the password hashing jobs not
+ * yet started (their requests get 503), so the exit does not wait for them. */
+void chat_stop(void);
 /* Flushes and closes the store (after the loop stopped serving). */
 void chat_shutdown(void);
 

@@ -78,7 +78,8 @@ static const option_spec options[] = {
     {"page-limit", OPT_INT, FIELD(page_limit), "100", 1, 10000,
      "largest page of history or sync a request may ask for"},
     {"login-rate", OPT_INT, FIELD(login_rate), "10", 1, 100000,
-     "login attempts per minute per username and per address (429)"},
+     "login attempts per minute per address; failures per minute per username, past which "
+     "the addresses that failed against it are refused (429)"},
     {"durability", OPT_STRING, FIELD(durability), "full", 0, 0,
      "full: fsync every group commit (survives power loss); normal: survives a crash of chatd"},
     {"log-level", OPT_STRING, FIELD(log_level), "info", 0, 0, "debug, info, warn, error or off"},

@@ -61,6 +61,7 @@ bool store_op_is_write(store_op op)
     case STORE_USER_EXTERNAL:
     case STORE_TOKEN_CREATE:
     case STORE_TOKEN_DELETE:
+    case STORE_JWT_REVOKE:
     case STORE_MESSAGE_SEND:
     case STORE_READ:
         return true;

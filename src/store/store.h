@@ -58,7 +58,9 @@ typedef enum store_op {
     STORE_USER_BY_ID,
     /* external_id (a JWT "sub"), username, userpic, time -> user: created on
      * first sight, username/userpic refreshed later. A username taken by
-     * another user gets "#<external_id>" appended. */
+     * another user gets "#<external_id>" appended. When token_hash is set
+     * (not all zero) and that JWT was revoked (STORE_JWT_REVOKE) and has not
+     * expired by time: NOT_FOUND, nothing written. */
     STORE_USER_EXTERNAL,
     /* query, user_id (excluded from results), limit -> [user]: usernames
      * containing query, case-insensitive, prefix matches first. */
@@ -71,6 +73,11 @@ typedef enum store_op {
     STORE_TOKEN_LOOKUP,
     /* token_hash -> null (NOT_FOUND when there was none). */
     STORE_TOKEN_DELETE,
+    /* token_hash (SHA-256 of a JWT), expires (ms, the JWT's exp), time (ms,
+     * now) -> null. Puts the JWT on the revocation list until expires
+     * (logout); STORE_USER_EXTERNAL given that token_hash answers NOT_FOUND
+     * from then on, also after a restart. Purges entries past their expiry. */
+    STORE_JWT_REVOKE,
     /* user_id (sender), peer_id (recipient), msg_type, msg_data,
      * client_msg_id (may be NULL), time (ms) -> message. In one transaction:
      * stores the message, moves both users' conversation to it, and adds one

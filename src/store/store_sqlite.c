@@ -72,6 +72,11 @@ static const char *const migrations[] = {
     "  last_read_id INTEGER NOT NULL DEFAULT 0,"
     "  last_in_id INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY(user_id, peer_id)) WITHOUT ROWID;",
+    /* 2: logged-out JWTs (SHA-256), kept until their exp. */
+    "CREATE TABLE revoked_jwts("
+    "  hash BLOB PRIMARY KEY,"
+    "  expires_at INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX revoked_jwts_expiry ON revoked_jwts(expires_at);",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SQLITE_SCHEMA_VERSION,
                "STORE_SQLITE_SCHEMA_VERSION must count the migrations");
@@ -94,6 +99,9 @@ enum stmt_id {
     ST_TOKEN_INSERT,
     ST_TOKEN_LOOKUP,
     ST_TOKEN_DELETE,
+    ST_JWT_REVOKE,
+    ST_JWT_PURGE,
+    ST_JWT_REVOKED,
     ST_MSG_INSERT,
     ST_MSG_BY_CLIENT,
     ST_CONV_UPSERT,
@@ -133,6 +141,10 @@ static const char *const stmt_sql[ST_COUNT] = {
                         " JOIN users u ON u.id = t.user_id"
                         " WHERE t.hash = ?1 AND t.expires_at > ?2",
     [ST_TOKEN_DELETE] = "DELETE FROM tokens WHERE hash = ?1",
+    [ST_JWT_REVOKE] = "INSERT INTO revoked_jwts(hash, expires_at) VALUES(?1, ?2)"
+                      " ON CONFLICT(hash) DO UPDATE SET expires_at = max(expires_at, ?2)",
+    [ST_JWT_PURGE] = "DELETE FROM revoked_jwts WHERE expires_at <= ?1",
+    [ST_JWT_REVOKED] = "SELECT 1 FROM revoked_jwts WHERE hash = ?1 AND expires_at > ?2",
     /* The conflict target names the partial index, so only a repeated
      * client_msg_id is skipped; any other constraint failure stays an error. */
     [ST_MSG_INSERT] = "INSERT INTO messages(from_id, to_id, conv_lo, conv_hi, type, data, time,"
@@ -464,10 +476,51 @@ static int op_user_by_id(sq *b, store_req *r)
 /* Finds or creates the user of an external identity and refreshes its name
  * and picture. The wanted username first, "<username>#<external_id>" when
  * another user holds it. */
+static bool hash_given(const store_req *r)
+{
+    for (size_t i = 0; i < sizeof(r->token_hash); i++)
+        if (r->token_hash[i])
+            return true;
+    return false;
+}
+
+/* STORE_OK when the JWT is not revoked, NOT_FOUND when it is. */
+static int jwt_check_revoked(sq *b, store_req *r)
+{
+    sqlite3_stmt *st = prep(b, ST_JWT_REVOKED);
+    sqlite3_bind_blob(st, 1, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, r->time);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return STORE_NOT_FOUND;
+    return rc == SQLITE_DONE ? STORE_OK : db_fail(b, "revoked JWT lookup");
+}
+
+static int op_jwt_revoke(sq *b, store_req *r)
+{
+    sqlite3_stmt *st = prep(b, ST_JWT_PURGE);
+    sqlite3_bind_int64(st, 1, r->time);
+    if (exec_stmt(st) != SQLITE_DONE)
+        return db_fail(b, "revoked JWT purge");
+    st = prep(b, ST_JWT_REVOKE);
+    sqlite3_bind_blob(st, 1, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, r->expires);
+    if (exec_stmt(st) != SQLITE_DONE)
+        return db_fail(b, "JWT revoke");
+    r->result = json_null();
+    return STORE_OK;
+}
+
 static int op_user_external(sq *b, store_req *r)
 {
     if (!r->external_id || !r->username)
         return bad_input(r, "external_id/username");
+    if (hash_given(r)) {
+        int revoked = jwt_check_revoked(b, r);
+        if (revoked != STORE_OK)
+            return revoked;
+    }
     const char *pic = r->userpic ? r->userpic : "";
     size_t alt_len = strlen(r->username) + 1 + strlen(r->external_id) + 1;
     char *alt = malloc(alt_len);
@@ -857,6 +910,9 @@ static void sq_execute(void *p, store_req *r)
         break;
     case STORE_TOKEN_DELETE:
         r->status = op_token_delete(b, r);
+        break;
+    case STORE_JWT_REVOKE:
+        r->status = op_jwt_revoke(b, r);
         break;
     case STORE_MESSAGE_SEND:
         r->status = op_message_send(b, r);

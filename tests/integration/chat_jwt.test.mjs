@@ -1,12 +1,14 @@
 // Accounts from HS256 JWTs (--jwt-secret): the user is created on first sight
 // from sub/username/userpic (or name/picture), keeps its id, binds a socket and
 // chats with a password user; expired, missing exp, bad signature, tampered,
-// alg none and other algs are all 401.
+// alg none and other algs are all 401; nbf in the future is 401; a huge exp is
+// accepted (no overflow: the ASan+UBSan build reports any); logout revokes a
+// JWT until its exp (also across a restart) and closes the sockets it bound.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { startServer, sleep } from './lib/server.mjs';
-import { ChatSocket, fails, get, mintJwt, must, ok, post, register, send, uname } from './lib/chat.mjs';
+import { ChatSocket, fails, get, mintJwt, must, ok, post, register, restartServer, send, uname } from './lib/chat.mjs';
 
 const SECRET = 'jwt-test-secret-' + crypto.randomBytes(8).toString('hex');
 const srv = await startServer({ options: { 'jwt-secret': SECRET, 'login-rate': 1000 } });
@@ -162,4 +164,74 @@ test('a JWT stops working when it expires, even after it was accepted', async ()
   if (wait > 0) await sleep(wait);
   fails(await me(token), 401, 'unauthorized', undefined, 'after exp');
   fails(await get(srv, '/chat/list', { token }), 401, 'unauthorized', undefined, 'after exp');
+});
+
+test('nbf: a JWT not valid yet is refused (HTTP and socket); one valid since the past is accepted', async (t) => {
+  const sub = subOf();
+  const name = uname('nb');
+  fails(await me(jwt({ sub, username: name, nbf: nowS() + 600 })), 401, 'unauthorized', undefined, 'nbf in 10 minutes');
+  fails(await me(jwt({ sub, username: name, nbf: 1e300 })), 401, 'unauthorized', undefined, 'nbf 1e300');
+  fails(await me(jwt({ sub, username: name, nbf: 'now' })), 401, 'unauthorized', undefined, 'nbf not a number');
+  const s = await ChatSocket.open(srv, t);
+  s.sendJson({ type: 'bind', token: jwt({ sub, username: name, nbf: nowS() + 600 }) });
+  assert.equal((await s.expect('error')).code, 'unauthorized');
+  assert.equal(ok(await me(jwt({ sub, username: name, nbf: nowS() - 5 }))).username, name);
+});
+
+test('a huge exp (1e300, 2^63-1, 2^53) is a far-future JWT, not an overflow', async (t) => {
+  for (const exp of ['1e300', '9223372036854775807', '9007199254740992', '9.3e18']) {
+    const name = uname('hx');
+    const claims = JSON.stringify({ sub: subOf(), username: name }).slice(0, -1) + `,"exp":${exp}}`;
+    const b64 = (x) => Buffer.from(x).toString('base64url');
+    const head = `${b64(JSON.stringify({ alg: 'HS256', typ: 'JWT' }))}.${b64(claims)}`;
+    const token = `${head}.${crypto.createHmac('sha256', SECRET).update(head).digest('base64url')}`;
+    assert.equal(ok(await me(token), `exp ${exp}`).username, name);
+    assert.equal(ok(await me(token), `exp ${exp}, from the cache`).username, name);
+    const s = await ChatSocket.open(srv, t);
+    s.sendJson({ type: 'bind', token });
+    assert.equal((await s.expect('bind')).status, true);
+  }
+});
+
+test('logout revokes a JWT: refused at once (also from the cache and on sockets), other JWTs of the user still work', async (t) => {
+  const sub = subOf();
+  const name = uname('lo');
+  const token = jwt({ sub, username: name });
+  const u = ok(await me(token)); // now in the token cache
+  const sock = await ChatSocket.open(srv, t);
+  sock.sendJson({ type: 'bind', token });
+  assert.equal((await sock.expect('bind')).uid, u.id);
+  assert.equal(ok(await post(srv, '/user/logout', undefined, { token })), true);
+  fails(await me(token), 401, 'unauthorized', undefined, 'the logged-out JWT');
+  fails(await get(srv, '/chat/list', { token }), 401, 'unauthorized', undefined, 'the logged-out JWT');
+  fails(await post(srv, '/user/logout', undefined, { token }), 401, 'unauthorized', undefined, 'a second logout');
+  // The socket it bound was told and closed.
+  const e = await sock.expect('error');
+  assert.equal(e.code, 'logged_out');
+  const closed = await sock.ws.waitClose(3000);
+  assert.equal(closed.code, 1008);
+  // A new socket cannot bind with it.
+  const s2 = await ChatSocket.open(srv, t);
+  s2.sendJson({ type: 'bind', token });
+  assert.equal((await s2.expect('error')).code, 'unauthorized');
+  // The user is not logged out everywhere: another JWT (another iat) works.
+  assert.equal(ok(await me(jwt({ sub, username: name, iat: nowS() - 1 }))).id, u.id);
+});
+
+test('a logged-out JWT stays refused after a restart', async () => {
+  const own = await startServer({ options: { 'jwt-secret': SECRET } });
+  let again;
+  try {
+    const token = jwt({ sub: subOf(), username: uname('lr') });
+    ok(await get(own, '/user/me', { token }));
+    ok(await post(own, '/user/logout', undefined, { token }));
+    own.signal('SIGTERM');
+    await own.exited;
+    again = await restartServer(own);
+    fails(await get(own, '/user/me', { token }), 401, 'unauthorized', undefined, 'after the restart');
+    ok(await get(own, '/user/me', { token: jwt({ sub: subOf(), username: uname('lr') }) }), 'other JWTs work after the restart');
+  } finally {
+    if (again) await again.stop();
+    await own.stop();
+  }
 });

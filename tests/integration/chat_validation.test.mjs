@@ -281,13 +281,16 @@ describe('login rate limit (--login-rate 3)', () => {
     ok(await post(limited, '/user/register', { username: uname('rlx'), password: 'another-pw' }));
   });
 
-  test('per username across addresses, and per address across usernames', async () => {
+  test('per username across addresses (failures lock out the failing addresses, not the owner), and per address across usernames', async () => {
     const u = await register(limited, uname('rm'));
     await awayFromMinuteEdge();
     const from = (n) => ({ localAddress: `127.0.0.${n}` });
-    // One username from three addresses, then a fourth address: the username is limited.
-    for (const n of [11, 12, 13]) ok(await post(limited, '/user/login', { username: u.username, password: u.password }, from(n)), `from 127.0.0.${n}`);
-    fails(await post(limited, '/user/login', { username: u.username, password: u.password }, from(14)), 429, 'rate_limited', 'username');
+    // Three wrong passwords for one username from three addresses: the username is under attack.
+    for (const n of [11, 12, 13]) fails(await post(limited, '/user/login', { username: u.username, password: 'wrong-password' }, from(n)), 401, 'bad_credentials', undefined, `from 127.0.0.${n}`);
+    // An address that failed against it is refused, even with the right password...
+    fails(await post(limited, '/user/login', { username: u.username, password: u.password }, from(11)), 429, 'rate_limited', 'username');
+    // ...while the owner, from an address that has not failed, logs in.
+    ok(await post(limited, '/user/login', { username: u.username, password: u.password }, from(14)), 'owner from a fresh address');
     // One address, three usernames, then a fourth: the address is limited.
     const ghosts = [uname('g'), uname('g'), uname('g'), uname('g')];
     for (const g of ghosts.slice(0, 3)) fails(await post(limited, '/user/login', { username: g, password: 'whatever1' }, from(21)), 401, 'bad_credentials');
@@ -300,12 +303,12 @@ describe('login rate limit (--login-rate 3)', () => {
     const u = await register(limited, uname('case'));
     await awayFromMinuteEdge();
     const from = (n) => ({ localAddress: `127.0.0.${n}` });
-    // Login matches usernames ignoring case, so these are attempts on one account.
-    ok(await post(limited, '/user/login', { username: u.username.toUpperCase(), password: u.password }, from(31)), 'upper case logs in');
-    for (const [i, name] of [u.username, u.username.toLowerCase()].entries()) {
-      ok(await post(limited, '/user/login', { username: name, password: u.password }, from(32 + i)));
-    }
+    // Login matches usernames ignoring case, so these are failures on one account.
     const variant = u.username[0].toUpperCase() + u.username.slice(1).toLowerCase();
-    fails(await post(limited, '/user/login', { username: variant, password: u.password }, from(34)), 429, 'rate_limited', 'username', `4th attempt on the account as ${variant}`);
+    for (const [i, name] of [u.username, u.username.toLowerCase(), variant].entries()) {
+      fails(await post(limited, '/user/login', { username: name, password: 'wrong-password' }, from(32 + i)), 401, 'bad_credentials');
+    }
+    fails(await post(limited, '/user/login', { username: u.username.toUpperCase(), password: u.password }, from(34)), 429, 'rate_limited', 'username', `an address that failed against the account as ${variant}`);
+    ok(await post(limited, '/user/login', { username: u.username.toUpperCase(), password: u.password }, from(35)), 'the owner from a fresh address');
   });
 });

@@ -1,4 +1,5 @@
-/* Unit tests for HS256 JWT verification. */
+/* Unit tests for HS256 JWT verification (exp, nbf, huge exp values) and the
+ * login / sign-up limit policy of auth.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -89,6 +90,146 @@ static void test_refusals(void **state)
     assert_int_equal(verify(tok, sub, name, pic, &reason), -1);
 }
 
+static int verify_exp(const char *claims, int64_t *exp, const char **reason)
+{
+    char tok[2048], sub[64], name[64], pic[64];
+    make_jwt("{\"alg\":\"HS256\"}", claims, secret, tok, sizeof(tok));
+    return auth_jwt_verify(tok, secret, 1000, sub, 64, name, 64, pic, 64, exp, reason);
+}
+
+/* A huge exp is far in the future, not an overflow: it is clamped so that
+ * exp * 1000 (milliseconds, for the token cache) fits an int64. */
+static void test_huge_exp(void **state)
+{
+    (void)state;
+    const char *claims[] = {
+        "{\"sub\":\"1\",\"exp\":1e300}",
+        "{\"sub\":\"1\",\"exp\":9223372036854775807}",
+        "{\"sub\":\"1\",\"exp\":9223372036854775.0}",
+        "{\"sub\":\"1\",\"exp\":9223372036854776}",
+    };
+    for (size_t i = 0; i < sizeof(claims) / sizeof(claims[0]); i++) {
+        int64_t exp = 0;
+        const char *reason = NULL;
+        assert_int_equal(verify_exp(claims[i], &exp, &reason), 0);
+        assert_true(exp == AUTH_JWT_EXP_MAX);
+        assert_true(exp <= INT64_MAX / 1000);
+    }
+    int64_t exp = 0;
+    const char *reason = NULL;
+    assert_int_equal(verify_exp("{\"sub\":\"1\",\"exp\":2000.9}", &exp, &reason), 0);
+    assert_true(exp == 2000);
+    /* an integer past int64 is not JSON jansson reads: no claims, refused */
+    assert_int_equal(verify_exp("{\"sub\":\"1\",\"exp\":18446744073709551615}", &exp, &reason), -1);
+    /* a hugely negative exp is simply expired */
+    assert_int_equal(verify_exp("{\"sub\":\"1\",\"exp\":-1e300}", &exp, &reason), -1);
+    assert_string_equal(reason, "JWT expired");
+    assert_int_equal(verify_exp("{\"sub\":\"1\",\"exp\":-9223372036854775807}", &exp, &reason), -1);
+    assert_string_equal(reason, "JWT expired");
+}
+
+static void test_nbf(void **state)
+{
+    (void)state;
+    int64_t exp;
+    const char *reason = NULL;
+    assert_int_equal(verify_exp("{\"sub\":\"1\",\"exp\":2000,\"nbf\":1001}", &exp, &reason), -1);
+    assert_string_equal(reason, "JWT not yet valid");
+    assert_int_equal(verify_exp("{\"sub\":\"1\",\"exp\":2000,\"nbf\":1e300}", &exp, &reason), -1);
+    assert_string_equal(reason, "JWT not yet valid");
+    assert_int_equal(verify_exp("{\"sub\":\"1\",\"exp\":2000,\"nbf\":\"soon\"}", &exp, &reason),
+                     -1);
+    assert_string_equal(reason, "JWT nbf must be a number");
+    assert_int_equal(verify_exp("{\"sub\":\"1\",\"exp\":2000,\"nbf\":1000}", &exp, &reason), 0);
+    assert_int_equal(verify_exp("{\"sub\":\"1\",\"exp\":2000,\"nbf\":-1e300}", &exp, &reason), 0);
+}
+
+/* ---- login and sign-up limits ------------------------------------------ */
+
+static config limits_cfg(int64_t login_rate, int64_t register_rate)
+{
+    config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.login_rate = login_rate;
+    cfg.register_rate = register_rate;
+    cfg.hash_queue = 16;
+    return cfg;
+}
+
+/* Many wrong passwords from many addresses: each failing address is locked
+ * out of that username, the owner from a fresh address is not. */
+static void test_login_lockout_policy(void **state)
+{
+    (void)state;
+    config cfg = limits_cfg(3, 5);
+    assert_int_equal(auth_limits_init(&cfg), 0);
+    int64_t t = 1000000;
+    char addr[32];
+    for (int i = 0; i < 10; i++) {
+        snprintf(addr, sizeof(addr), "10.0.0.%d", i);
+        assert_int_equal(auth_login_check("Alice", addr, t), AUTH_LOGIN_OK);
+        auth_login_failed("Alice", addr, t);
+    }
+    /* every attacker address is refused now, also with a differently cased name */
+    for (int i = 0; i < 10; i++) {
+        snprintf(addr, sizeof(addr), "10.0.0.%d", i);
+        assert_int_equal(auth_login_check("alice", addr, t), AUTH_LOGIN_USER_LIMITED);
+    }
+    /* the owner's fresh address gets through, and keeps doing so */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(auth_login_check("alice", "192.168.1.1", t + i), AUTH_LOGIN_OK);
+        auth_login_succeeded("alice", "192.168.1.1");
+    }
+    /* its own address limit still applies */
+    assert_int_equal(auth_login_check("alice", "192.168.1.1", t), AUTH_LOGIN_ADDR_LIMITED);
+    /* another username is not affected by alice's attackers' failures */
+    assert_int_equal(auth_login_check("bob", "10.0.0.1", t), AUTH_LOGIN_OK);
+    /* a minute later the window is over */
+    assert_int_equal(auth_login_check("alice", "10.0.0.1", t + 60000), AUTH_LOGIN_OK);
+    auth_limits_free();
+}
+
+/* Past the address limit nothing is recorded: no username key is made and
+ * refused attempts do not count against anyone. */
+static void test_login_refused_records_nothing(void **state)
+{
+    (void)state;
+    config cfg = limits_cfg(2, 5);
+    assert_int_equal(auth_limits_init(&cfg), 0);
+    int64_t t = 5000000;
+    for (int i = 0; i < 2; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "ghost%d", i);
+        assert_int_equal(auth_login_check(name, "10.1.1.1", t), AUTH_LOGIN_OK);
+        auth_login_failed(name, "10.1.1.1", t);
+    }
+    size_t keys = auth_login_keys();
+    assert_int_equal(keys, 4); /* 2 usernames + 2 (username, address) pairs */
+    for (int i = 0; i < 5000; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "victim%d", i);
+        assert_int_equal(auth_login_check(name, "10.1.1.1", t + 1), AUTH_LOGIN_ADDR_LIMITED);
+    }
+    assert_int_equal(auth_login_keys(), keys);
+    auth_limits_free();
+}
+
+static void test_register_limit(void **state)
+{
+    (void)state;
+    config cfg = limits_cfg(3, 2);
+    assert_int_equal(auth_limits_init(&cfg), 0);
+    int64_t t = 1000;
+    assert_true(auth_register_would_allow("a", t));
+    assert_true(auth_register_allowed("a", t));
+    assert_true(auth_register_allowed("a", t));
+    assert_false(auth_register_would_allow("a", t));
+    assert_false(auth_register_allowed("a", t + 3599999));
+    assert_true(auth_register_allowed("b", t));
+    assert_true(auth_register_allowed("a", t + 3600000)); /* an hour later */
+    auth_limits_free();
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -96,6 +237,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_token),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_huge_exp),
+        cmocka_unit_test(test_nbf),
+        cmocka_unit_test(test_login_lockout_policy),
+        cmocka_unit_test(test_login_refused_records_nothing),
+        cmocka_unit_test(test_register_limit),
     };
     return cmocka_run_group_tests_name("jwt", tests, NULL, NULL);
 }

@@ -972,6 +972,79 @@ static void test_close_reentrant(void **state)
     f->s = NULL; /* closed by on_close_now */
 }
 
+static store_req *external_req(const char *sub, uint8_t seed, int64_t now)
+{
+    store_req *r = token_req(STORE_USER_EXTERNAL, seed);
+    store_req_set_str(&r->external_id, sub);
+    store_req_set_str(&r->username, sub);
+    store_req_set_str(&r->userpic, "");
+    r->time = now;
+    return r;
+}
+
+static int64_t revoked_rows(fixture *f)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/chatd.db", f->data_dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM revoked_jwts", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* A revoked JWT is refused until its expiry, also after a reopen; other JWTs
+ * of the same user are not; expired entries are purged by later revokes. */
+static void test_jwt_revoke(void **state)
+{
+    fixture *f = *state;
+    /* without a token hash (all zero) the revocation list is not consulted */
+    store_req *r = external_req("ext-1", 0, 1000);
+    assert_int_equal(run_status(f, r), STORE_OK);
+    r = external_req("ext-1", 7, 1000);
+    assert_int_equal(run_status(f, r), STORE_OK);
+
+    r = token_req(STORE_JWT_REVOKE, 7);
+    r->expires = 50000;
+    r->time = 2000;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_true(json_is_null(r->result));
+    store_req_free(r);
+    /* revoking twice is fine and keeps the later expiry */
+    r = token_req(STORE_JWT_REVOKE, 7);
+    r->expires = 40000;
+    r->time = 2000;
+    assert_int_equal(run_status(f, r), STORE_OK);
+
+    r = external_req("ext-1", 7, 3000);
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+    r = external_req("ext-1", 8, 3000); /* another JWT of the same sub */
+    assert_int_equal(run_status(f, r), STORE_OK);
+    r = external_req("ext-1", 7, 49999);
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+
+    close_store(f);
+    open_store(f);
+    r = external_req("ext-1", 7, 3000);
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+    /* the list ends at exp (the JWT itself is refused by then anyway) */
+    r = external_req("ext-1", 7, 50000);
+    assert_int_equal(run_status(f, r), STORE_OK);
+
+    assert_int_equal(revoked_rows(f), 1);
+    r = token_req(STORE_JWT_REVOKE, 9);
+    r->expires = 90000;
+    r->time = 60000; /* past 7's expiry: purged */
+    assert_int_equal(run_status(f, r), STORE_OK);
+    assert_int_equal(revoked_rows(f), 1);
+}
+
 static int64_t user_version(fixture *f)
 {
     char path[160];
@@ -1080,6 +1153,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_external, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_search, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_jwt_revoke, setup, teardown),
         cmocka_unit_test_setup_teardown(test_message_send, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_client_msg_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unread_and_chat_list, setup, teardown),
