@@ -24,6 +24,7 @@ struct http_state {
     bool dead;              /* the connection closed during execute */
     bool upgraded;          /* detached by the WebSocket upgrade */
     bool out_held;          /* answers queued past --max-outbuf: reading stopped */
+    size_t held_queue;      /* queued bytes when the hold's deadline was last set */
     uint8_t prev_byte;      /* the last byte the parser consumed in the previous read */
     const char *exec_start; /* the buffer of the http_parser_execute under way */
 };
@@ -547,8 +548,9 @@ static int on_body(http_parser *p, const char *at, size_t len)
  * connection pass it, the next request waits (not parsed, not read) until the
  * net layer reports the queue back within the bound (http_on_drain). An
  * answer itself is always queued whole, so the queue can pass the bound by
- * one response (a static file, say), never by more. A client that reads
- * nothing for --header-timeout meanwhile is closed (http_on_deadline).
+ * one response (a static file, say), never by more. A client that takes
+ * no byte of it for --header-timeout is closed (http_on_deadline); one that
+ * reads slowly, but reads, is not (a large file on a slow link).
  * Returns true when the connection is now held. */
 static bool hold_for_output(conn *c)
 {
@@ -557,6 +559,7 @@ static bool hold_for_output(conn *c)
         return false;
     http_state *st = c->http;
     st->out_held = true;
+    st->held_queue = conn_queued_bytes(c);
     http_parser_pause(&st->parser, 1);
     conn_pause_read(c);
     conn_set_deadline(c, (uint32_t)cfg->header_timeout * 1000);
@@ -715,9 +718,15 @@ static void http_on_deadline(conn *c)
 {
     http_state *st = c->http;
     if (st && st->out_held) {
-        log_debug("HTTP client left %zu bytes of answers unread for %lld s (over --max-outbuf): "
+        size_t queued = conn_queued_bytes(c);
+        if (queued < st->held_queue) { /* the client reads, slowly: wait on */
+            st->held_queue = queued;
+            conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout * 1000);
+            return;
+        }
+        log_debug("HTTP client took none of its %zu queued bytes (over --max-outbuf) in %lld s: "
                   "closing",
-                  conn_queued_bytes(c), (long long)conn_server(c)->cfg->header_timeout);
+                  queued, (long long)conn_server(c)->cfg->header_timeout);
         conn_close(c);
         return;
     }

@@ -46,8 +46,9 @@ struct outq {
     sbuf **items;
     uint32_t head, tail, cap;
     uint32_t inflight;
-    uint32_t first_off; /* bytes of items[head] already written */
-    size_t bytes;       /* queued bytes not yet written */
+    size_t inflight_bytes; /* bytes handed to that uv_write */
+    uint32_t first_off;    /* bytes of items[head] already written */
+    size_t bytes;          /* queued bytes not yet written */
     uv_write_t req;
 };
 
@@ -305,7 +306,14 @@ int conn_send_copy(conn *c, const void *data, size_t len)
 
 size_t conn_queued_bytes(const conn *c)
 {
-    return c->out ? c->out->bytes : 0;
+    const outq *q = c->out;
+    if (!q)
+        return 0;
+    /* q->bytes drops only when a whole uv_write completes; libuv counts what
+     * of it is still unwritten, so a slow reader's progress shows at once */
+    size_t unwritten = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    size_t written = q->inflight_bytes > unwritten ? q->inflight_bytes - unwritten : 0;
+    return q->bytes - written;
 }
 
 void conn_drop_pending(conn *c)
@@ -413,6 +421,7 @@ static void write_cb(uv_write_t *req, int status)
         done += q->items[q->head + i]->len - (i == 0 ? q->first_off : 0);
     outq_consume(q, done);
     q->inflight = 0;
+    q->inflight_bytes = 0;
     if (q->head == q->tail)
         queue_drained(c);
     else
@@ -451,6 +460,9 @@ static void flush_conn(conn *c)
         return;
     }
     q->inflight = (uint32_t)n;
+    q->inflight_bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        q->inflight_bytes += srv->iov[i].len;
     c->flags |= CONN_WRITING;
 }
 

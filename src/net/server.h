@@ -95,7 +95,8 @@ int conn_send(conn *c, sbuf *buf);
 int conn_send_force(conn *c, sbuf *buf);
 /* Copies len bytes into a new buffer and queues it (forced). */
 int conn_send_copy(conn *c, const void *data, size_t len);
-/* Bytes queued and not yet written. */
+/* Bytes queued and not yet taken by the kernel (a write in progress counts
+ * only its unwritten part). */
 size_t conn_queued_bytes(const conn *c);
 /* Asks for one call of the handler's on_drain once the queued bytes are at
  * most --max-outbuf (from the flush or write callback; never from inside

@@ -17,7 +17,9 @@ import { startVictim, baseline, fmt, sleep } from './lib/victim.mjs';
 const CAP = 50;
 const ATTACKER = '127.0.0.3';
 const OTHER = '127.0.0.2';
-const P99_BOUND_MS = 50;
+// Measured p99 11-14 ms while 3,000 connections a second were refused (both
+// sides share the 2-core machine); 100 ms leaves room for a busy CI machine.
+const P99_BOUND_MS = 100;
 const BURST_MS = 2000;
 
 const srv = await startServer({ options: { 'max-conns-per-ip': CAP } });

@@ -2,8 +2,9 @@
 // can and never reads its answers. Before the fix every answer was queued
 // past --max-outbuf and RSS grew without bound (13 MB -> 965 MB in 20 s).
 // Now the answers count against --max-outbuf: over it, chatd stops reading
-// and parsing that connection, and closes it when it stays over for
-// --header-timeout (3 s here).
+// and parsing that connection, and closes it once it has taken no byte for
+// --header-timeout (2 s here; the first period may still see the kernel take
+// some, so the close comes 2 to 4 s after the hold).
 //
 // Asserts: chatd's RSS growth over the baseline stays under RSS_BOUND, the
 // victim's p99 stays under P99_BOUND_MS, and the attacker is closed.
@@ -14,13 +15,15 @@ import { startServer, HOST } from '../integration/lib/server.mjs';
 import { startVictim, baseline, fmt, rssBytes, sleep } from './lib/victim.mjs';
 
 const ATTACK_MS = 5000;
-const HEADER_TIMEOUT_S = 3;
+const HEADER_TIMEOUT_S = 2;
 // Measured: see docs/SECURITY-h1.md (growth ~1-2 MB, the bound is the
 // 1 MiB --max-outbuf plus one read buffer and allocator slack, with margin).
 const RSS_BOUND = 32 * 1024 * 1024;
-// Measured p99 under attack ~1-3 ms on the 2-core dev machine; before the
-// fix it was 24 ms and climbing. 50 ms leaves room for a loaded CI machine.
-const P99_BOUND_MS = 50;
+// Measured p99 under attack 3-4 ms on the 2-core dev machine (p50 0.4 ms);
+// before the fix p50 was 500 ms and p99 730 ms within these 5 s. 100 ms
+// leaves room for a shared machine (a quiet baseline's p99 was once 72 ms
+// there) and still catches that by 7x.
+const P99_BOUND_MS = 100;
 
 const srv = await startServer({ options: { 'header-timeout': HEADER_TIMEOUT_S } });
 after(() => srv.stop());
@@ -90,8 +93,9 @@ test('pipelined requests that are never read: RSS and victim latency stay bounde
   assert.equal(during.lost, 0, 'no victim ping lost');
   assert.ok(during.p99 < P99_BOUND_MS, `victim p99 ${during.p99} ms under attack (bound ${P99_BOUND_MS} ms)`);
   assert.notEqual(res.closedAt, null, 'chatd closed the connection that never reads');
-  // held from the first second, closed --header-timeout later (wheel ticks add < 0.5 s)
-  assert.ok(res.closedAt < (HEADER_TIMEOUT_S + 2) * 1000, `closed after ${res.closedAt} ms`);
+  // held within the first second, closed one or two --header-timeout later
+  // (wheel ticks add < 0.3 s)
+  assert.ok(res.closedAt < (2 * HEADER_TIMEOUT_S + 1) * 1000, `closed after ${res.closedAt} ms`);
 
   const h = await fetch(`${srv.url}/healthz`);
   assert.equal(h.status, 200, 'the server still answers');

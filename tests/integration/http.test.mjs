@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { startServer, sleep, staggered, WEB_FIXTURES } from './lib/server.mjs';
 import { RawConn, rawRequest, json } from './lib/http.mjs';
 import { WsClient } from './lib/ws.mjs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
 
 const SECRET = 'http-test-secret';
 const [srv, cors, corsAny] = await Promise.all([
@@ -391,6 +393,39 @@ describe('pipelining under a small --max-outbuf (4 KiB)', () => {
       const r5 = await c.readResponse();
       assert.equal(r5.status, 200);
       assert.equal(json(r5).status, true);
+    } finally {
+      c.destroy();
+    }
+  });
+
+  test('a slow reader of a large file is not closed while it reads (only one that reads nothing is)', async (t) => {
+    // 15 MB read at ~3 MB/s takes ~5 s, far past --header-timeout (1 s)
+    // and past what the kernel buffers hold: chatd keeps the connection as
+    // long as the client takes bytes.
+    const slow = await startServer({ options: { 'max-outbuf': 4096, 'header-timeout': 1 } });
+    t.after(() => slow.stop());
+    const size = 15 * 1024 * 1024; // static files are served up to 16 MB
+    const content = Buffer.alloc(size, 0x61);
+    content.write('start', 0);
+    content.write('end', size - 3);
+    await fsp.writeFile(path.join(slow.webRoot, 'huge.bin'), content);
+    const c = await RawConn.connect(slow.port);
+    try {
+      const RATE = 3 * 1024 * 1024; // bytes per second
+      c.socket.on('data', (d) => {
+        c.socket.pause();
+        setTimeout(() => c.socket.resume(), (d.length / RATE) * 1000);
+      });
+      const t0 = Date.now();
+      await c.write(get('/huge.bin') + get('/a.txt'));
+      const r = await c.readResponse({ timeoutMs: 20000 });
+      const took = Date.now() - t0;
+      assert.equal(r.status, 200);
+      assert.equal(r.body.length, size, 'the whole file');
+      assert.equal(Buffer.compare(r.body, content), 0, 'intact');
+      const r2 = await c.readResponse();
+      assert.equal(r2.body.toString(), WEB_FIXTURES['a.txt'], 'the pipelined request after it');
+      assert.ok(took > 2000, `the download took ${took} ms: longer than --header-timeout`);
     } finally {
       c.destroy();
     }
