@@ -555,7 +555,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 static bool hold_for_output(conn *c)
 {
     const config *cfg = conn_server(c)->cfg;
-    if (conn_queued_bytes(c) <= (size_t)cfg->max_outbuf)
+    if ((c->flags & CONN_SHUT_AFTER_WRITE) || conn_queued_bytes(c) <= (size_t)cfg->max_outbuf)
         return false;
     http_state *st = c->http;
     st->out_held = true;
@@ -745,9 +745,11 @@ static void http_on_deadline(conn *c)
 static void http_on_drain(conn *c)
 {
     http_state *st = c->http;
-    if (!st || !st->out_held || st->failed)
+    if (!st || !st->out_held)
         return;
     st->out_held = false;
+    if (st->failed || (c->flags & CONN_SHUT_AFTER_WRITE))
+        return; /* closing (shutdown): keep the close deadline */
     conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->keepalive_timeout * 1000);
     http_parser_pause(&st->parser, 0);
     conn_resume_read(c);
