@@ -10,7 +10,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startServer, HOST, waitFor } from '../integration/lib/server.mjs';
+import os from 'node:os';
+import path from 'node:path';
+import fsp from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { startServer, HOST, waitFor, CHATD_BIN } from '../integration/lib/server.mjs';
 import { RawConn, json } from '../integration/lib/http.mjs';
 import { startVictim, baseline, fmt, sleep } from './lib/victim.mjs';
 
@@ -147,4 +151,44 @@ test('--max-conns-per-ip 0 means no cap', async (t) => {
   } finally {
     conns.forEach((c) => c.destroy());
   }
+});
+
+test('IPv6: connections from ::1 are counted by their address too', async (t) => {
+  // The harness listens on 127.0.0.1 only; this starts chatd on [::1] itself.
+  const probe = net.createServer();
+  const port = await new Promise((resolve) => {
+    probe.once('error', () => resolve(null));
+    probe.listen(0, '::1', () => resolve(probe.address().port));
+  });
+  await new Promise((r) => probe.close(r));
+  if (!port) return t.skip('no IPv6 loopback here');
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'chatd-v6-'));
+  const child = spawn(CHATD_BIN, ['--listen', `[::1]:${port}`, '--data-dir', dir, '--max-conns-per-ip', '2', '--log-level', 'warn'], {
+    stdio: 'ignore',
+  });
+  t.after(async () => {
+    child.kill('SIGKILL');
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+  const up = await waitFor(() => fetch(`http://[::1]:${port}/healthz`).then((r) => r.ok, () => false), { timeoutMs: 5000 });
+  assert.ok(up, 'chatd answered on [::1]');
+  await sleep(100); // let the probe's keep-alive connection be counted or gone: use a fresh count below
+  const open = [];
+  t.after(() => open.forEach((c) => c.destroy()));
+  const statuses = [];
+  for (let i = 0; i < 4; i++) {
+    const s = net.connect({ port, host: '::1' });
+    await new Promise((resolve, reject) => {
+      s.once('connect', resolve);
+      s.once('error', reject);
+    });
+    const c = new RawConn(s);
+    open.push(c);
+    await c.write(GET);
+    const r = await c.readResponse();
+    statuses.push(r.status === 503 ? json(r).code : r.status);
+  }
+  // fetch's keep-alive connection may still hold one of the two places
+  assert.ok(statuses.filter((x) => x === 200).length <= 2, `at most 2 served: ${statuses}`);
+  assert.equal(statuses.at(-1), 'too_many_connections', `the 4th from ::1 is refused: ${statuses}`);
 });
