@@ -407,8 +407,9 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         /* A value arrives in more than one piece when a read ends inside it,
          * and then the next piece starts the next buffer right after a value
          * byte. A piece that follows a line feed is an obs-fold continuation
-         * instead (http-parser 2.9 accepts it; RFC 9112 5.2 lets a server
-         * reject it, and it hides headers from what they pass through). */
+         * instead: http-parser 2.9 joins it to the value, RFC 9112 5.2 wants
+         * a 400 or a space, and a proxy in front may have read the line as a
+         * header of its own, so chatd refuses it. */
         uint8_t before = at > st->exec_start ? (uint8_t)at[-1] : st->prev_byte;
         if (before == '\n') {
             fail_request(c, 400, "bad_request",
