@@ -16,13 +16,17 @@
 
 struct http_state {
     http_parser parser;
-    http_request *req;   /* the request being parsed or handled */
-    bool last_was_value; /* header callbacks: value finished the last piece */
-    bool busy;           /* a handler is answering asynchronously */
-    bool failed;         /* an error reply was sent; stop parsing */
-    bool in_execute;     /* inside http_parser_execute: free later */
-    bool dead;           /* the connection closed during execute */
-    bool upgraded;       /* detached by the WebSocket upgrade */
+    http_request *req;      /* the request being parsed or handled */
+    bool last_was_value;    /* header callbacks: value finished the last piece */
+    bool busy;              /* a handler is answering asynchronously */
+    bool failed;            /* an error reply was sent; stop parsing */
+    bool in_execute;        /* inside http_parser_execute: free later */
+    bool dead;              /* the connection closed during execute */
+    bool upgraded;          /* detached by the WebSocket upgrade */
+    bool out_held;          /* answers queued past --max-outbuf: reading stopped */
+    size_t held_queue;      /* queued bytes when the hold's deadline was last set */
+    uint8_t prev_byte;      /* the last byte the parser consumed in the previous read */
+    const char *exec_start; /* the buffer of the http_parser_execute under way */
 };
 
 static http_request_fn request_handler;
@@ -399,7 +403,20 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     http_request *req = st->req;
     if (st->failed)
         return 0;
-    if (!st->last_was_value) {
+    if (st->last_was_value) {
+        /* A value arrives in more than one piece when a read ends inside it,
+         * and then the next piece starts the next buffer right after a value
+         * byte. A piece that follows a line feed is an obs-fold continuation
+         * instead: http-parser 2.9 joins it to the value, RFC 9112 5.2 wants
+         * a 400 or a space, and a proxy in front may have read the line as a
+         * header of its own, so chatd refuses it. */
+        uint8_t before = at > st->exec_start ? (uint8_t)at[-1] : st->prev_byte;
+        if (before == '\n') {
+            fail_request(c, 400, "bad_request",
+                         "malformed request: a header line continued on the next (obs-fold)");
+            return 0;
+        }
+    } else {
         if (head_terminate(c, req) < 0)
             goto too_large;
         req->headers[req->n_headers - 1].value_off = req->head_len;
@@ -436,6 +453,21 @@ bool http_origin_allowed(const char *list, const char *origin)
     return false;
 }
 
+/* RFC 9110 5.6.2: a field name is a token. http-parser 2.9 lets spaces in,
+ * so "Content-Length : 5" would be read as a length a stricter proxy in
+ * front of chatd does not see (RFC 9112 5.1 requires a 400). */
+static bool is_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch <= ' ' || ch >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", ch))
+            return false;
+    }
+    return true;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     conn *c = p->data;
@@ -449,6 +481,14 @@ static int on_headers_complete(http_parser *p)
         return 0;
     }
     req->headers_done = true;
+    for (uint32_t i = 0; i < req->n_headers; i++) {
+        if (!is_token(req->head + req->headers[i].name_off)) {
+            req->n_headers = 0; /* no header of this request is trusted */
+            fail_request(c, 400, "bad_request",
+                         "malformed request: a header name with whitespace or a separator in it");
+            return 0;
+        }
+    }
     /* split the URL (always at offset 0) into path and query */
     char *url = req->head;
     char *q = strchr(url, '?');
@@ -505,6 +545,29 @@ static int on_body(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* Pipelining is bounded by --max-outbuf: once the answers queued for this
+ * connection pass it, the next request waits (not parsed, not read) until the
+ * net layer reports the queue back within the bound (http_on_drain). An
+ * answer itself is always queued whole, so the queue can pass the bound by
+ * one response (a static file, say), never by more. A client that takes
+ * no byte of it for --header-timeout is closed (http_on_deadline); one that
+ * reads slowly, but reads, is not (a large file on a slow link).
+ * Returns true when the connection is now held. */
+static bool hold_for_output(conn *c)
+{
+    const config *cfg = conn_server(c)->cfg;
+    if ((c->flags & CONN_SHUT_AFTER_WRITE) || conn_queued_bytes(c) <= (size_t)cfg->max_outbuf)
+        return false;
+    http_state *st = c->http;
+    st->out_held = true;
+    st->held_queue = conn_queued_bytes(c);
+    http_parser_pause(&st->parser, 1);
+    conn_pause_read(c);
+    conn_set_deadline(c, (uint32_t)cfg->header_timeout * 1000);
+    conn_notify_drain(c);
+    return true;
+}
+
 static int on_message_complete(http_parser *p)
 {
     conn *c = p->data;
@@ -535,6 +598,8 @@ static int on_message_complete(http_parser *p)
     }
     if (req->responded) {
         finish_request(req);
+        if (!st->failed && !(c->flags & CONN_CLOSING))
+            hold_for_output(c);
     } else {
         st->busy = true; /* answered later: hold the next request */
         http_parser_pause(p, 1);
@@ -566,6 +631,8 @@ static void finish_request(http_request *req)
     conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->keepalive_timeout * 1000);
     if (st->busy) {
         st->busy = false;
+        if (hold_for_output(c))
+            return; /* parser and reads stay paused until http_on_drain */
         http_parser_pause(&st->parser, 0);
         conn_resume_read(c);
     }
@@ -601,11 +668,14 @@ static void http_on_open(conn *c)
 static size_t http_on_read(conn *c, uint8_t *data, size_t len)
 {
     http_state *st = c->http;
-    if (!st || st->busy || st->failed)
+    if (!st || st->busy || st->failed || st->out_held)
         return 0;
     st->in_execute = true;
+    st->exec_start = (const char *)data;
     size_t n = http_parser_execute(&st->parser, &parser_settings, (const char *)data, len);
     st->in_execute = false;
+    if (n > 0)
+        st->prev_byte = data[n - 1]; /* (st may be freed below; this is before) */
     if (st->upgraded) {
         /* the rest of the bytes belong to the new protocol */
         free(st);
@@ -623,7 +693,7 @@ static size_t http_on_read(conn *c, uint8_t *data, size_t len)
     if (st->failed)
         return len;
     if (err == HPE_PAUSED) {
-        if (st->busy)
+        if (st->busy || st->out_held)
             conn_pause_read(c);
         return n;
     }
@@ -648,6 +718,19 @@ static size_t http_on_read(conn *c, uint8_t *data, size_t len)
 static void http_on_deadline(conn *c)
 {
     http_state *st = c->http;
+    if (st && st->out_held) {
+        size_t queued = conn_queued_bytes(c);
+        if (queued < st->held_queue) { /* the client reads, slowly: wait on */
+            st->held_queue = queued;
+            conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout * 1000);
+            return;
+        }
+        log_debug("HTTP client took none of its %zu queued bytes (over --max-outbuf) in %lld s: "
+                  "closing",
+                  queued, (long long)conn_server(c)->cfg->header_timeout);
+        conn_close(c);
+        return;
+    }
     if (st && st->req && !st->busy && !st->failed) {
         fail_request(c, 408, "timeout", "request headers or body took too long");
         return;
@@ -657,6 +740,20 @@ static void http_on_deadline(conn *c)
         return;
     }
     conn_close(c); /* idle keep-alive connection */
+}
+
+/* The queue is back within --max-outbuf: parse the requests that waited. */
+static void http_on_drain(conn *c)
+{
+    http_state *st = c->http;
+    if (!st || !st->out_held)
+        return;
+    st->out_held = false;
+    if (st->failed || (c->flags & CONN_SHUT_AFTER_WRITE))
+        return; /* closing (shutdown): keep the close deadline */
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->keepalive_timeout * 1000);
+    http_parser_pause(&st->parser, 0);
+    conn_resume_read(c);
 }
 
 static void http_on_close(conn *c)
@@ -684,6 +781,7 @@ const conn_handler http_conn_handler = {
     .on_read = http_on_read,
     .on_deadline = http_on_deadline,
     .on_close = http_on_close,
+    .on_drain = http_on_drain,
 };
 
 static http_parser_settings parser_settings = {

@@ -8,6 +8,11 @@
  * Limits (config): request line + headers --max-header-size and
  * --max-headers (431), body --max-body (413), chunked bodies (411), slow
  * headers --header-timeout (408), idle keep-alive --keepalive-timeout.
+ * Answers count against --max-outbuf: while more than that is queued, the
+ * next pipelined request is neither parsed nor read (an answer is always
+ * queued whole); a client that takes no byte of it for --header-timeout is
+ * closed. Header syntax that RFC 9112 refuses and http-parser 2.9 lets
+ * through (whitespace in or after a field name, obs-fold) gets 400.
  *
  * Ownership: the HTTP layer allocates an http_request and hands it to the
  * application's handler. The handler must answer exactly once with one of

@@ -42,6 +42,9 @@ typedef struct conn_handler {
     void (*on_deadline)(conn *c);
     /* The connection is going away; undo every reference to it. */
     void (*on_close)(conn *c);
+    /* The queue fell to --max-outbuf or below after conn_notify_drain asked
+     * for it (once per request). May be NULL for a protocol that never asks. */
+    void (*on_drain)(conn *c);
 } conn_handler;
 
 #define CLIENT_ID_LEN 22 /* 128 random bits, base64url without padding */
@@ -53,6 +56,7 @@ enum conn_flag {
     CONN_SHUT_AFTER_WRITE = 1 << 3, /* close once the queue drains */
     CONN_WRITING = 1 << 4,          /* a uv_write is in flight */
     CONN_IN_WHEEL = 1 << 5,
+    CONN_WANT_DRAIN = 1 << 6, /* call on_drain once the queue is within --max-outbuf */
     /* WebSocket state */
     CONN_WS = 1 << 8,
     CONN_WS_ECHO = 1 << 9,         /* the diagnostic echo endpoint */
@@ -71,8 +75,10 @@ typedef struct conn_input {
     uint8_t data[];
 } conn_input;
 
-/* Field order packs the struct to 376 bytes (a 384-byte malloc chunk);
- * uv_tcp_t alone is 248. */
+/* Field order packs the struct to 376 bytes (a 384-byte malloc chunk: glibc
+ * gives 376 usable bytes in it, so not one more field fits); uv_tcp_t alone
+ * is 248. tcp.data (the handle's user pointer, otherwise unused) holds the
+ * server's per-address entry of the peer, for --max-conns-per-ip. */
 struct conn {
     uv_tcp_t tcp; /* first: a uv_handle_t* is a conn* */
     const conn_handler *handler;

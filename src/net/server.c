@@ -3,13 +3,41 @@
  * wheel (see server.h for the contract). */
 #include "net/server.h"
 
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
 
+/* The per-address table is keyed with SipHash under a random key: a client
+ * that picks its IPv6 addresses cannot make them collide in one bucket. */
+static uint8_t peer_hash_key[crypto_shorthash_KEYBYTES];
+static unsigned peer_hash(const void *key, size_t len)
+{
+    uint8_t h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, key, len, peer_hash_key);
+    unsigned v;
+    memcpy(&v, h, sizeof(v));
+    return v;
+}
+#define HASH_FUNCTION(keyptr, keylen, hashv) ((hashv) = peer_hash((keyptr), (keylen)))
+#include <uthash.h>
+
 #define READ_BUF_SIZE (64 * 1024)
 #define LISTEN_BACKLOG 4096
+#define REFUSE_GRACE_MS 1000        /* a refused connection's reply gets this long to go out */
+#define REFUSE_LOG_INTERVAL_MS 1000 /* at most one refusal warning per second */
+
+/* Open connections from one client address. Freed when the last one closes,
+ * so the table holds only addresses with open connections. */
+typedef struct peer_entry {
+    uint8_t addr[16]; /* IPv4 in the first 4 bytes, the rest zero */
+    uint8_t family;   /* 4 or 6: part of the key with addr */
+    uint32_t conns;
+    UT_hash_handle hh;
+} peer_entry;
+
+#define PEER_KEY_LEN (offsetof(peer_entry, family) + 1)
 
 /* The queue of buffers waiting to be written on one connection. Items
  * [head, head + inflight) belong to a uv_write in progress. Allocated on the
@@ -18,8 +46,9 @@ struct outq {
     sbuf **items;
     uint32_t head, tail, cap;
     uint32_t inflight;
-    uint32_t first_off; /* bytes of items[head] already written */
-    size_t bytes;       /* queued bytes not yet written */
+    size_t inflight_bytes; /* bytes handed to that uv_write */
+    uint32_t first_off;    /* bytes of items[head] already written */
+    size_t bytes;          /* queued bytes not yet written */
     uv_write_t req;
 };
 
@@ -126,10 +155,23 @@ static void unlink_dirty(server *srv, conn *c)
     c->flags &= ~CONN_DIRTY;
 }
 
+static void peer_release(server *srv, conn *c)
+{
+    peer_entry *e = c->tcp.data;
+    if (!e)
+        return;
+    c->tcp.data = NULL;
+    if (--e->conns == 0) {
+        HASH_DEL(srv->peers, e);
+        free(e);
+    }
+}
+
 static void close_cb(uv_handle_t *h)
 {
     conn *c = (conn *)h;
     server *srv = conn_server(c);
+    peer_release(srv, c);
     if (c->flags & CONN_DIRTY)
         unlink_dirty(srv, c);
     outq_free(c->out);
@@ -264,7 +306,14 @@ int conn_send_copy(conn *c, const void *data, size_t len)
 
 size_t conn_queued_bytes(const conn *c)
 {
-    return c->out ? c->out->bytes : 0;
+    const outq *q = c->out;
+    if (!q)
+        return 0;
+    /* q->bytes drops only when a whole uv_write completes; libuv counts what
+     * of it is still unwritten, so a slow reader's progress shows at once */
+    size_t unwritten = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    size_t written = q->inflight_bytes > unwritten ? q->inflight_bytes - unwritten : 0;
+    return q->bytes - written;
 }
 
 void conn_drop_pending(conn *c)
@@ -334,6 +383,26 @@ static void queue_drained(conn *c)
         begin_shutdown(c);
 }
 
+/* Tells the protocol its queue is back within --max-outbuf, once asked. */
+static void check_drained(conn *c)
+{
+    if ((c->flags & (CONN_WANT_DRAIN | CONN_CLOSING)) != CONN_WANT_DRAIN)
+        return;
+    if (conn_queued_bytes(c) > (size_t)conn_server(c)->cfg->max_outbuf)
+        return;
+    c->flags &= ~CONN_WANT_DRAIN;
+    if (c->handler->on_drain)
+        c->handler->on_drain(c);
+}
+
+void conn_notify_drain(conn *c)
+{
+    if (c->flags & CONN_CLOSING)
+        return;
+    c->flags |= CONN_WANT_DRAIN;
+    mark_dirty(c); /* the flusher checks it even when nothing is left to write */
+}
+
 static void write_cb(uv_write_t *req, int status)
 {
     conn *c = req->data;
@@ -352,10 +421,12 @@ static void write_cb(uv_write_t *req, int status)
         done += q->items[q->head + i]->len - (i == 0 ? q->first_off : 0);
     outq_consume(q, done);
     q->inflight = 0;
+    q->inflight_bytes = 0;
     if (q->head == q->tail)
         queue_drained(c);
     else
         mark_dirty(c);
+    check_drained(c);
 }
 
 /* Writes everything queued with one writev; what the kernel does not take
@@ -389,6 +460,9 @@ static void flush_conn(conn *c)
         return;
     }
     q->inflight = (uint32_t)n;
+    q->inflight_bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        q->inflight_bytes += srv->iov[i].len;
     c->flags |= CONN_WRITING;
 }
 
@@ -400,6 +474,9 @@ static void flush_dirty(server *srv)
         c->dirty_next = NULL;
         c->flags &= ~CONN_DIRTY;
         flush_conn(c);
+        /* may run the protocol, which may queue more and mark c (or others)
+         * dirty again: the loop takes them in this same pass */
+        check_drained(c);
     }
 }
 
@@ -528,6 +605,98 @@ static void free_unaccepted_cb(uv_handle_t *h)
     free(h);
 }
 
+/* The address key of c's peer; false when the peer is unknown. */
+static bool peer_key(conn *c, peer_entry *key)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    memset(key, 0, sizeof(*key));
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) < 0)
+        return false;
+    if (ss.ss_family == AF_INET) {
+        key->family = 4;
+        memcpy(key->addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        return true;
+    }
+    if (ss.ss_family != AF_INET6)
+        return false;
+    const uint8_t *a = ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr;
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(a, v4mapped, sizeof(v4mapped)) == 0) {
+        key->family = 4;
+        memcpy(key->addr, a + 12, 4);
+    } else {
+        key->family = 6;
+        memcpy(key->addr, a, 16);
+    }
+    return true;
+}
+
+/* Counts c against its address. False when the address is at its cap
+ * (--max-conns-per-ip; 0 = no cap) or memory ran out. */
+static bool peer_admit(server *srv, conn *c)
+{
+    peer_entry key;
+    if (!peer_key(c, &key))
+        return true; /* no address to count: let the protocol see it */
+    peer_entry *e;
+    HASH_FIND(hh, srv->peers, &key, PEER_KEY_LEN, e);
+    int64_t cap = srv->cfg->max_conns_per_ip;
+    if (e && cap > 0 && (int64_t)e->conns >= cap)
+        return false;
+    if (!e) {
+        e = calloc(1, sizeof(*e));
+        if (!e)
+            return false;
+        memcpy(e->addr, key.addr, sizeof(e->addr));
+        e->family = key.family;
+        HASH_ADD(hh, srv->peers, addr, PEER_KEY_LEN, e);
+    }
+    e->conns++;
+    c->tcp.data = e;
+    return true;
+}
+
+/* Refused connections get this and nothing else: reads are discarded. */
+static size_t refused_on_read(conn *c, uint8_t *data, size_t len)
+{
+    (void)c;
+    (void)data;
+    return len;
+}
+
+static const conn_handler refused_handler = {.on_read = refused_on_read};
+
+#define REFUSED_BODY                                                                               \
+    "{\"status\":false,\"code\":\"too_many_connections\","                                         \
+    "\"msg\":\"too many connections from your address\"}"
+_Static_assert(sizeof(REFUSED_BODY) - 1 == 93, "the Content-Length below");
+static const char refused_reply[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                    "Server: chatd\r\n"
+                                    "Content-Type: application/json; charset=utf-8\r\n"
+                                    "Content-Length: 93\r\n"
+                                    "Connection: close\r\n"
+                                    "Retry-After: 1\r\n"
+                                    "\r\n" REFUSED_BODY;
+
+/* Answers the one fixed 503 and closes once it is written; warns at most
+ * once per REFUSE_LOG_INTERVAL_MS with the count since the last warning. */
+static void refuse_conn(server *srv, conn *c)
+{
+    srv->conns_refused++;
+    srv->refused_unlogged++;
+    uint64_t now = uv_now(srv->loop);
+    if (srv->refuse_log_ms == 0 || now - srv->refuse_log_ms >= REFUSE_LOG_INTERVAL_MS) {
+        log_warn("refused %llu connection(s): over --max-conns-per-ip %lld from one address",
+                 (unsigned long long)srv->refused_unlogged, (long long)srv->cfg->max_conns_per_ip);
+        srv->refuse_log_ms = now;
+        srv->refused_unlogged = 0;
+    }
+    c->handler = &refused_handler;
+    conn_send_copy(c, refused_reply, sizeof(refused_reply) - 1);
+    conn_close_after_write(c, REFUSE_GRACE_MS);
+}
+
 static void connection_cb(uv_stream_t *listener, int status)
 {
     server *srv = listener->data;
@@ -548,8 +717,13 @@ static void connection_cb(uv_stream_t *listener, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     srv->conns_open++;
     srv->conns_total++;
-    c->handler = srv->accept_handler;
     c->last_rx = server_now_ms(srv);
+    if (!peer_admit(srv, c)) {
+        refuse_conn(srv, c);
+        restart_read(c); /* to see the peer's EOF; read_cb discards the bytes */
+        return;
+    }
+    c->handler = srv->accept_handler;
     if (c->handler->on_open)
         c->handler->on_open(c);
     if (!(c->flags & CONN_CLOSING))
@@ -566,6 +740,9 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
     srv->start_ms = uv_now(loop);
     srv->wheel_pos = server_now_tick(srv);
     srv->read_buf_size = READ_BUF_SIZE;
+    if (sodium_init() < 0)
+        return UV_EINVAL;
+    randombytes_buf(peer_hash_key, sizeof(peer_hash_key));
     srv->read_buf = malloc(READ_BUF_SIZE + 1); /* +1: room for a NUL after the data */
     if (!srv->read_buf)
         return UV_ENOMEM;
@@ -614,4 +791,6 @@ void server_close(server *srv)
     srv->read_buf = NULL;
     free(srv->iov);
     srv->iov = NULL;
+    /* srv->peers empties itself: each connection's close callback (still to
+     * run after this) releases its entry, and the last one frees the table */
 }

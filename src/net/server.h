@@ -8,7 +8,17 @@
  * frame to N connections is N writev calls of shared memory. A connection
  * whose queued bytes pass --max-outbuf is reported through its handler's
  * overflow path (conn_send returns CONN_SEND_OVERFLOW) and the protocol
- * decides how to close it.
+ * decides how to close it. HTTP answers count against the same bound in
+ * another way (a response is never cut, so it is queued whole): the HTTP
+ * layer stops reading while the queue is over it and asks, with
+ * conn_notify_drain, to hear through on_drain when it is back within it.
+ *
+ * Connections per client address: at most --max-conns-per-ip are open at
+ * once from one address (IPv4, or IPv6 by the full 128 bits; an IPv4-mapped
+ * IPv6 peer counts as its IPv4 address). One over the cap is answered with a
+ * fixed "HTTP/1.1 503" JSON reply (code "too_many_connections") and closed;
+ * it never reaches the protocol handler. The listener serves only HTTP (a
+ * WebSocket starts as an HTTP request), so the refusal is HTTP too.
  *
  * Deadlines: each connection may have one deadline, kept to WHEEL_TICK_MS; a
  * single timer walks a wheel of slots, so neither idle connections nor
@@ -45,6 +55,10 @@ struct server {
     const conn_handler *accept_handler; /* protocol of new connections */
     uint64_t conns_open;
     uint64_t conns_total;
+    uint64_t conns_refused;   /* refused for --max-conns-per-ip */
+    struct peer_entry *peers; /* open connections per client address (uthash) */
+    uint64_t refuse_log_ms;   /* uv_now of the last refusal warning */
+    uint64_t refused_unlogged;
     bool stopping;
     uint64_t stop_ms; /* uv_now when shutdown began */
     void *app;        /* the application above (gateway), for layers that need it */
@@ -81,8 +95,13 @@ int conn_send(conn *c, sbuf *buf);
 int conn_send_force(conn *c, sbuf *buf);
 /* Copies len bytes into a new buffer and queues it (forced). */
 int conn_send_copy(conn *c, const void *data, size_t len);
-/* Bytes queued and not yet written. */
+/* Bytes queued and not yet taken by the kernel (a write in progress counts
+ * only its unwritten part). */
 size_t conn_queued_bytes(const conn *c);
+/* Asks for one call of the handler's on_drain once the queued bytes are at
+ * most --max-outbuf (from the flush or write callback; never from inside
+ * this call, even when the queue is already within the bound). */
+void conn_notify_drain(conn *c);
 /* Drops queued buffers that are not yet being written (used before a
  * policy close, so the close frame is not stuck behind megabytes). */
 void conn_drop_pending(conn *c);

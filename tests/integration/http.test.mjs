@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { startServer, sleep, staggered, WEB_FIXTURES } from './lib/server.mjs';
 import { RawConn, rawRequest, json } from './lib/http.mjs';
 import { WsClient } from './lib/ws.mjs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
 
 const SECRET = 'http-test-secret';
 const [srv, cors, corsAny] = await Promise.all([
@@ -271,6 +273,179 @@ describe('malformed requests get 400 and the connection is closed', () => {
     });
   }
 
+});
+
+describe('strict header syntax (RFC 9112): lenient forms get 400 and close', () => {
+  // http-parser 2.9 accepts these; a proxy in front of chatd may read them
+  // differently (request smuggling), so chatd refuses them. Each request is
+  // followed by a pipelined GET that must not be answered: the bytes after a
+  // refused head are never taken for a request.
+  const CL = 'POST /gateway/get_all_client_id_count HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ' + SECRET + '\r\n';
+  const cases = {
+    'space before the colon (Content-Length : 2)': CL + 'Content-Length : 2\r\n\r\n{}',
+    'tab before the colon': CL + 'Content-Length\t: 2\r\n\r\n{}',
+    'space before the colon in any header': get('/healthz', 'X-Thing : 1\r\n'),
+    'a first header line starting with whitespace': 'GET /healthz HTTP/1.1\r\n Host: x\r\n\r\n',
+    'obs-fold in Content-Length': CL + 'Content-Length: 2\r\n 0\r\n\r\n{}',
+    'obs-fold in any header (space)': get('/healthz', 'X-Long: part one\r\n part two\r\n'),
+    'obs-fold in any header (tab)': get('/healthz', 'X-Long: part one\r\n\tpart two\r\n'),
+    'obs-fold with an empty continuation': get('/healthz', 'X-Long: a\r\n \r\n'),
+    'obs-fold after bare LF line ends': 'GET /healthz HTTP/1.1\nHost: x\nX-Long: a\n b\n\n',
+    'duplicate Content-Length (same value)': CL + 'Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}',
+    'duplicate Content-Length (other case)': CL + 'Content-Length: 2\r\ncontent-length: 2\r\n\r\n{}',
+    'Content-Length list (2, 2)': CL + 'Content-Length: 2, 2\r\n\r\n{}',
+    'Content-Length and a folded duplicate': CL + 'Content-Length: 2\r\nContent-Length : 7\r\n\r\n{}',
+  };
+  let own;
+  test('start a server for these cases', async (t) => {
+    own = await startServer({ options: { 'api-secret': SECRET } });
+  });
+  after(() => own?.stop());
+  for (const [name, req] of Object.entries(cases)) {
+    test(name, async () => {
+      const { responses, closed } = await rawRequest(own.port, req + get('/healthz'), { waitClose: true });
+      assertEnvelopeError(responses[0], 400, 'bad_request');
+      assert.equal(closed, true, 'connection closed after the 400');
+    });
+  }
+
+  test('a fold split across reads is still refused', async () => {
+    const c = await RawConn.connect(own.port);
+    try {
+      await c.write('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: a\r\n');
+      await sleep(50);
+      await c.write(' ');
+      await sleep(50);
+      await c.write('b\r\n\r\n');
+      const r = await c.readResponse();
+      assertEnvelopeError(r, 400, 'bad_request');
+      assert.equal(await c.waitClosed(1500), true);
+    } finally {
+      c.destroy();
+    }
+  });
+
+  test('legal forms still pass: OWS around the value, a value split across reads', async () => {
+    const r1 = await rawRequest(own.port, CL + 'Content-Length:\t 2 \r\nX-Empty:\r\n\r\n{}');
+    assert.equal(r1.response.status, 200, r1.response.body.toString());
+    const c = await RawConn.connect(own.port);
+    try {
+      await c.write('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Two-Words: one ');
+      await sleep(50);
+      await c.write('two\r\nX-Other: three');
+      await sleep(50);
+      await c.write('\r');
+      await sleep(50);
+      await c.write('\n\r\n');
+      const r2 = await c.readResponse();
+      assert.equal(r2.status, 200);
+    } finally {
+      c.destroy();
+    }
+    const after = await rawRequest(own.port, get('/healthz'));
+    assert.equal(after.response.status, 200, 'the server still answers');
+  });
+});
+
+describe('pipelining under a small --max-outbuf (4 KiB)', () => {
+  // Answers count against --max-outbuf: over it, chatd stops parsing until
+  // the client has read. A client that reads gets every answer, in order.
+  let small;
+  test('start a server with --max-outbuf 4096', async () => {
+    small = await startServer({ options: { 'max-outbuf': 4096 } });
+  });
+  after(() => small?.stop());
+
+  test('300 pipelined requests in one write are all answered, in order', async () => {
+    const files = ['a.txt', 'b.txt', 'c.txt', 'no-such-file.txt'];
+    const paths = Array.from({ length: 300 }, (_, i) => files[i % files.length]);
+    const c = await RawConn.connect(small.port);
+    try {
+      await c.write(paths.map((p) => get('/' + p)).join(''));
+      for (const [i, p] of paths.entries()) {
+        const r = await c.readResponse();
+        if (p in WEB_FIXTURES) {
+          assert.equal(r.status, 200, `response ${i}`);
+          assert.equal(r.body.toString(), WEB_FIXTURES[p], `response ${i} is ${p}`);
+        } else {
+          assert.equal(r.status, 404, `response ${i}`);
+        }
+      }
+      assert.equal(c.ended, false, 'still open');
+    } finally {
+      c.destroy();
+    }
+  });
+
+  test('a 300 KB file is sent whole, between pipelined answers, on a 4 KiB --max-outbuf', async () => {
+    const c = await RawConn.connect(small.port);
+    try {
+      await c.write(get('/a.txt') + get('/big.bin') + get('/big.bin') + get('/b.txt') + get('/healthz'));
+      const r1 = await c.readResponse();
+      assert.equal(r1.body.toString(), WEB_FIXTURES['a.txt']);
+      for (let i = 0; i < 2; i++) {
+        const big = await c.readResponse({ timeoutMs: 5000 });
+        assert.equal(big.status, 200);
+        assert.equal(Buffer.compare(big.body, WEB_FIXTURES['big.bin']), 0, 'big.bin intact');
+      }
+      const r4 = await c.readResponse();
+      assert.equal(r4.body.toString(), WEB_FIXTURES['b.txt']);
+      const r5 = await c.readResponse();
+      assert.equal(r5.status, 200);
+      assert.equal(json(r5).status, true);
+    } finally {
+      c.destroy();
+    }
+  });
+
+  test('a slow reader of a large file is not closed while it reads (only one that reads nothing is)', async (t) => {
+    // 15 MB read at ~3 MB/s takes ~5 s, far past --header-timeout (1 s)
+    // and past what the kernel buffers hold: chatd keeps the connection as
+    // long as the client takes bytes.
+    const slow = await startServer({ options: { 'max-outbuf': 4096, 'header-timeout': 1 } });
+    t.after(() => slow.stop());
+    const size = 15 * 1024 * 1024; // static files are served up to 16 MB
+    const content = Buffer.alloc(size, 0x61);
+    content.write('start', 0);
+    content.write('end', size - 3);
+    await fsp.writeFile(path.join(slow.webRoot, 'huge.bin'), content);
+    const c = await RawConn.connect(slow.port);
+    try {
+      const RATE = 3 * 1024 * 1024; // bytes per second
+      c.socket.on('data', (d) => {
+        c.socket.pause();
+        setTimeout(() => c.socket.resume(), (d.length / RATE) * 1000);
+      });
+      const t0 = Date.now();
+      await c.write(get('/huge.bin') + get('/a.txt'));
+      const r = await c.readResponse({ timeoutMs: 20000 });
+      const took = Date.now() - t0;
+      assert.equal(r.status, 200);
+      assert.equal(r.body.length, size, 'the whole file');
+      assert.equal(Buffer.compare(r.body, content), 0, 'intact');
+      const r2 = await c.readResponse();
+      assert.equal(r2.body.toString(), WEB_FIXTURES['a.txt'], 'the pipelined request after it');
+      assert.ok(took > 2000, `the download took ${took} ms: longer than --header-timeout`);
+    } finally {
+      c.destroy();
+    }
+  });
+
+  test('a reader that pauses and resumes gets the rest of its answers', async () => {
+    const c = await RawConn.connect(small.port);
+    try {
+      c.socket.pause(); // read nothing for a while: chatd must hold, not drop
+      await c.write(Array.from({ length: 2000 }, () => get('/healthz')).join(''));
+      await sleep(300);
+      c.socket.resume();
+      for (let i = 0; i < 2000; i++) {
+        const r = await c.readResponse({ timeoutMs: 5000 });
+        assert.equal(r.status, 200, `response ${i}`);
+      }
+    } finally {
+      c.destroy();
+    }
+  });
 });
 
 describe('timeouts', () => {
