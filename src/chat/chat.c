@@ -2,6 +2,7 @@
  * over HTTP and the WebSocket (see chat.h). */
 #include "chat/chat.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <http_parser.h>
 #include <sys/file.h>
@@ -334,8 +335,9 @@ static int64_t query_int(chat_call *call, const char *name, int64_t def, int64_t
     if (r <= 0)
         return r == 0 ? def : -1;
     char *end;
+    errno = 0;
     long long v = strtoll(buf, &end, 10);
-    if (strspn(buf, "0123456789") != strlen(buf) || *end || v < min || v > max) {
+    if (strspn(buf, "0123456789") != strlen(buf) || *end || errno == ERANGE || v < min || v > max) {
         call_fail(call, 400, "bad_field", "%s must be %s", name, what);
         return -1;
     }

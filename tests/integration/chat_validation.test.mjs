@@ -212,7 +212,7 @@ describe('query parameters: a bad value is 400 bad_field naming it, never a defa
   const PAGE_LIMIT = 100; // chatd's default --page-limit
   const D32 = '9'.repeat(32);
   // [parameter, bad raw values]; each is tried alone on top of a valid query.
-  const ints = (min, max) => ['', '%00', '5%00', '%005', 'abc', '-1', '+5', '%205', '5%20', '1e3', '0x10', '5.0', D32, '%zz', '%', String(min - 1), String(max + 1)];
+  const ints = (min, max) => ['', '%00', '5%00', '%005', 'abc', '-1', '+5', '%205', '5%20', '1e3', '0x10', '5.0', D32, '9'.repeat(20), '%zz', '%', String(min - 1), String(max + 1)];
   const cases = [
     ['/chat/history', (v) => ({ userid: bob.id, before: 0, limit: 5, ...v }), { userid: ints(1, 2 ** 53), before: ints(0, 2 ** 53), limit: ints(1, PAGE_LIMIT) }],
     ['/chat/sync', (v) => ({ after: 0, limit: 5, ...v }), { after: ints(0, 2 ** 53), limit: ints(1, PAGE_LIMIT) }],
