@@ -2,6 +2,7 @@
  * over HTTP and the WebSocket (see chat.h). */
 #include "chat/chat.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <http_parser.h>
 #include <sys/file.h>
@@ -14,6 +15,7 @@
 
 #include "chat/auth.h"
 #include "core/log.h"
+#include "core/ratelimit.h"
 #include "gateway/gateway.h"
 #include "gateway/registry.h"
 #include "net/server.h"
@@ -29,9 +31,15 @@
 #define CLIENT_MSG_ID_MAX 64
 #define SEARCH_LIMIT 20
 #define HISTORY_DEFAULT 20
+#define BIND_FAILS_MAX 3        /* failed socket binds before the socket is closed */
+#define LIMITER_KEYS_MAX 100000 /* keys per rate limiter (bounded memory) */
+#define PEER_ADDR_MAX 48
 
 static const config *chat_cfg;
 static store *chat_store;
+static uv_loop_t *chat_loop;
+static ratelimit *bind_fail_limit; /* failed socket binds per address per minute */
+static ratelimit *send_limit;      /* chat messages per user */
 static int data_lock_fd = -1;
 
 /* The store caches users in memory, so two chatd processes must never share
@@ -65,6 +73,8 @@ struct chat_call {
     char *token;
     char *password;
     chat_step next; /* after authentication */
+    /* socket binds: the address their failure counts against */
+    char peer[PEER_ADDR_MAX];
 };
 
 /* ---- calls ------------------------------------------------------------- */
@@ -276,17 +286,59 @@ static bool type_allowed(const char *type)
     return false;
 }
 
-/* Parses an integer query parameter; -1 (after answering 400) when bad. */
+/* The raw (still encoded) value of the first query parameter called name;
+ * false when it is absent. http_query_param cannot tell an absent parameter
+ * from a bad one, and a bad value must be refused, not replaced by a default. */
+static bool query_raw(const http_request *req, const char *name, const char **val, size_t *len)
+{
+    size_t name_len = strlen(name);
+    for (const char *p = req->query; *p;) {
+        size_t n = strcspn(p, "&");
+        const char *eq = memchr(p, '=', n);
+        size_t key_len = eq ? (size_t)(eq - p) : n;
+        if (key_len == name_len && memcmp(p, name, name_len) == 0) {
+            *val = eq ? eq + 1 : p + n;
+            *len = eq ? n - key_len - 1 : 0;
+            return true;
+        }
+        if (!p[n])
+            break;
+        p += n + 1;
+    }
+    return false;
+}
+
+/* Decodes query parameter name into out: 1 when present and good, 0 when
+ * absent, -1 after answering 400 when it is empty, badly escaped, holds a NUL
+ * or is longer than cap - 1 bytes; what says what it must be. */
+static int query_text(chat_call *call, const char *name, char *out, size_t cap, const char *what)
+{
+    const char *raw;
+    size_t raw_len;
+    if (!query_raw(call->req, name, &raw, &raw_len))
+        return 0;
+    int n = http_url_decode(raw, raw_len, out, cap, true);
+    if (n <= 0 || strlen(out) != (size_t)n) {
+        call_fail(call, 400, "bad_field", "%s must be %s", name, what);
+        return -1;
+    }
+    return 1;
+}
+
+/* An integer query parameter of decimal digits only: def when absent; -1
+ * (after answering 400 naming it) when present and bad or out of range. */
 static int64_t query_int(chat_call *call, const char *name, int64_t def, int64_t min, int64_t max)
 {
-    char buf[32];
-    if (http_query_param(call->req, name, buf, sizeof(buf)) < 0 || !buf[0])
-        return def;
+    char what[80], buf[24]; /* 19 digits hold any int64 */
+    snprintf(what, sizeof(what), "an integer from %lld to %lld", (long long)min, (long long)max);
+    int r = query_text(call, name, buf, sizeof(buf), what);
+    if (r <= 0)
+        return r == 0 ? def : -1;
     char *end;
+    errno = 0;
     long long v = strtoll(buf, &end, 10);
-    if (*end || v < min || v > max) {
-        call_fail(call, 400, "bad_field", "%s must be an integer from %lld to %lld", name,
-                  (long long)min, (long long)max);
+    if (strspn(buf, "0123456789") != strlen(buf) || *end || errno == ERANGE || v < min || v > max) {
+        call_fail(call, 400, "bad_field", "%s must be %s", name, what);
         return -1;
     }
     return v;
@@ -560,13 +612,13 @@ static void respond_result(store_req *r)
 
 static void do_search(chat_call *call)
 {
-    char q[USERNAME_MAX * 4 + 1];
-    int n = http_query_param(call->req, "q", q, sizeof(q));
-    if (n <= 0) {
-        call_fail(call, 400, n == 0 ? "missing_field" : "bad_field",
-                  "q must be 1 to %d bytes of a username", USERNAME_MAX * 4);
+    char q[USERNAME_MAX * 4 + 1], what[64];
+    snprintf(what, sizeof(what), "1 to %d bytes of a username", USERNAME_MAX * 4);
+    int n = query_text(call, "q", q, sizeof(q), what);
+    if (n == 0)
+        call_fail(call, 400, "missing_field", "q is required: %s", what);
+    if (n <= 0)
         return;
-    }
     store_req *r = call_store_req(call, STORE_USER_SEARCH, respond_result);
     if (!r)
         return;
@@ -576,6 +628,22 @@ static void do_search(chat_call *call)
 }
 
 /* ---- bind -------------------------------------------------------------- */
+
+/* The socket c would pass --max-conns-per-user: the caller and the socket
+ * are told, and the socket is closed (1008), so one user's devices cost at
+ * most that many copies of every message to them. */
+static void refuse_too_many(chat_call *call, conn *c, const char *uid)
+{
+    static const char code[] = "too_many_connections";
+    char msg[160];
+    snprintf(msg, sizeof(msg),
+             "user %s already has %lld connections (the most allowed); close one first", uid,
+             (long long)chat_cfg->max_conns_per_user);
+    if (call->req)
+        gateway_send_error(c, code, msg, NULL);
+    call_fail(call, 429, code, "%s", msg);
+    ws_close(c, WS_CLOSE_POLICY, "too many connections for this user");
+}
 
 /* Binds connection c to the call's user; answers either way. */
 static void bind_conn(chat_call *call, conn *c)
@@ -590,7 +658,12 @@ static void bind_conn(chat_call *call, conn *c)
         call_fail(call, 403, "forbidden", "client_id is bound to another user");
         return;
     }
-    if (registry_bind_uid(c, uid, strlen(uid)) < 0) {
+    int rc = registry_bind_uid(c, uid, strlen(uid), (uint32_t)chat_cfg->max_conns_per_user);
+    if (rc == REGISTRY_FULL) {
+        refuse_too_many(call, c, uid);
+        return;
+    }
+    if (rc < 0) {
         call_fail(call, 500, "internal", "out of memory");
         return;
     }
@@ -619,10 +692,22 @@ static void do_bind(chat_call *call)
         bind_conn(call, call_conn(call));
         return;
     }
+    /* Over HTTP the caller must show the socket's bind_nonce (from its init
+     * message): a client_id alone is an address, not a proof of holding the
+     * socket. The nonce is checked first, so a stranger learns nothing, not
+     * even whether the client_id is online. */
     bool failed;
     const char *id = want_string(call, call->body, "client_id", 1, 64, true, &failed);
     if (failed)
         return;
+    const char *nonce = want_string(call, call->body, "bind_nonce", 1, 64, true, &failed);
+    if (failed)
+        return;
+    if (!gateway_bind_nonce_ok(id, strlen(id), nonce, strlen(nonce))) {
+        call_fail(call, 403, "bad_nonce",
+                  "bind_nonce is not the one the socket of this client_id got in its init message");
+        return;
+    }
     bind_conn(call, registry_find(id, strlen(id)));
 }
 
@@ -674,6 +759,19 @@ static void message_stored(store_req *r)
     call_free(call);
 }
 
+/* --send-rate per user, over HTTP and the socket together: a fixed window of
+ * two seconds allows 2 * send_rate messages, i.e. send_rate a second on
+ * average and bursts of twice that. Checked after validation, so a refused
+ * malformed message costs no allowance. */
+static bool send_allowed(int64_t uid)
+{
+    if (chat_cfg->send_rate == 0)
+        return true;
+    char key[24];
+    uid_string(uid, key, sizeof(key));
+    return ratelimit_hit(send_limit, key, strlen(key), (int64_t)uv_now(chat_loop));
+}
+
 static void do_send(chat_call *call)
 {
     json_t *m = call->req ? call->body : json_object_get(call->body, "message");
@@ -713,6 +811,12 @@ static void do_send(chat_call *call)
         if (self)
             snprintf(call->client_id, sizeof(call->client_id), "%s", self);
     }
+    if (!send_allowed(call->uid)) {
+        call_fail(call, 429, "rate_limited",
+                  "too many messages: at most %lld a second (bursts of %lld); slow down",
+                  (long long)chat_cfg->send_rate, (long long)chat_cfg->send_rate * 2);
+        return;
+    }
     store_req *r = call_store_req(call, STORE_MESSAGE_SEND, message_stored);
     if (!r)
         return;
@@ -744,14 +848,13 @@ static void do_unread(chat_call *call)
 
 static void do_history(chat_call *call)
 {
-    char buf[32];
-    if (http_query_param(call->req, "userid", buf, sizeof(buf)) < 0) {
-        call_fail(call, 400, "missing_field", "userid is required");
-        return;
-    }
     int64_t peer = query_int(call, "userid", 0, 1, INT64_MAX);
     if (peer < 0)
         return;
+    if (peer == 0) {
+        call_fail(call, 400, "missing_field", "userid is required");
+        return;
+    }
     int64_t before = query_int(call, "before", 0, 0, INT64_MAX);
     if (before < 0)
         return;
@@ -799,15 +902,20 @@ static void read_done(store_req *r)
     int64_t peer = r->peer_id;
     json_int_t total = json_integer_value(json_object_get(r->result, "total"));
     json_int_t last_read = json_integer_value(json_object_get(r->result, "last_read_id"));
+    /* Only a read that read something is news: otherwise anyone could push
+     * receipts, as often as they like, to any user they never talked to. */
+    bool changed = json_is_true(json_object_get(r->result, "changed"));
     store_req_free(r);
-    json_t *read =
-        json_pack("{s:s,s:I,s:I}", "type", "read", "userid", (json_int_t)peer, "total", total);
-    push_to_user(call->uid, read, call_conn(call));
-    json_decref(read);
-    json_t *receipt = json_pack("{s:s,s:I,s:I}", "type", "receipt", "userid", (json_int_t)call->uid,
-                                "last_read_id", last_read);
-    push_to_user(peer, receipt, NULL);
-    json_decref(receipt);
+    if (changed) {
+        json_t *read =
+            json_pack("{s:s,s:I,s:I}", "type", "read", "userid", (json_int_t)peer, "total", total);
+        push_to_user(call->uid, read, call_conn(call));
+        json_decref(read);
+        json_t *receipt = json_pack("{s:s,s:I,s:I}", "type", "receipt", "userid",
+                                    (json_int_t)call->uid, "last_read_id", last_read);
+        push_to_user(peer, receipt, NULL);
+        json_decref(receipt);
+    }
     http_respond_ok(call->req, json_pack("{s:I}", "total", total));
     call_free(call);
 }
@@ -926,6 +1034,65 @@ void chat_handle_request(http_request *req)
 
 /* ---- socket hook ------------------------------------------------------- */
 
+/* A socket bind with a token that is not cached costs a lookup on the one
+ * storage thread, so anonymous binds with made-up tokens are bounded: one
+ * bind in flight per connection, --bind-rate failed binds a minute per
+ * address (past it, binds are refused without a lookup), and a connection is
+ * closed after BIND_FAILS_MAX failed or refused binds. */
+static void peer_addr(conn *c, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    out[0] = '\0';
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&ss, out, cap);
+    else if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, out, cap);
+}
+
+static void bind_failed(conn *c)
+{
+    uint32_t n = ((c->flags & CONN_BIND_FAILS) >> CONN_BIND_FAILS_SHIFT) + 1;
+    if (n > BIND_FAILS_MAX)
+        n = BIND_FAILS_MAX;
+    c->flags = (c->flags & ~(uint32_t)CONN_BIND_FAILS) | (n << CONN_BIND_FAILS_SHIFT);
+    if (n >= BIND_FAILS_MAX)
+        ws_close(c, WS_CLOSE_POLICY, "too many failed binds");
+}
+
+/* True when the bind may look its token up; else answers and frees call. */
+static bool bind_admitted(conn *c, chat_call *call)
+{
+    if (c->flags & CONN_BIND_PENDING) {
+        call_fail(call, 429, "rate_limited", "a bind is already under way on this connection");
+        return false;
+    }
+    peer_addr(c, call->peer, sizeof(call->peer));
+    if (!ratelimit_allows(bind_fail_limit, call->peer, strlen(call->peer),
+                          (int64_t)uv_now(chat_loop))) {
+        call_fail(call, 429, "rate_limited",
+                  "too many failed binds from this address; wait a minute");
+        bind_failed(c);
+        return false;
+    }
+    return true;
+}
+
+static void bind_authenticated(void *ctx, int status, json_t *user)
+{
+    chat_call *call = ctx;
+    conn *c = call_conn(call);
+    if (c)
+        c->flags &= ~(uint32_t)CONN_BIND_PENDING;
+    if (status == 401) /* counted even when the socket is gone: closing must not dodge it */
+        ratelimit_hit(bind_fail_limit, call->peer, strlen(call->peer), (int64_t)uv_now(chat_loop));
+    authenticated(ctx, status, user); /* answers; c stays valid until the loop closes it */
+    if (c && status == 401)
+        bind_failed(c);
+}
+
 static bool chat_socket_message(conn *c, const char *type, json_t *msg)
 {
     bool is_bind = strcmp(type, "bind") == 0;
@@ -940,9 +1107,12 @@ static bool chat_socket_message(conn *c, const char *type, json_t *msg)
     call->op = is_bind ? "bind" : "send";
     call->body = json_incref(msg);
     if (is_bind) {
+        if (!bind_admitted(c, call))
+            return true;
+        c->flags |= CONN_BIND_PENDING;
         call->next = do_bind;
         json_t *token = json_object_get(msg, "token");
-        auth_resolve(json_string_value(token), authenticated, call);
+        auth_resolve(json_string_value(token), bind_authenticated, call);
         return true;
     }
     if (!(c->flags & CONN_CHAT_BOUND) || !c->uid) {
@@ -957,6 +1127,13 @@ static bool chat_socket_message(conn *c, const char *type, json_t *msg)
 int chat_init(uv_loop_t *loop, const config *cfg)
 {
     chat_cfg = cfg;
+    chat_loop = loop;
+    bind_fail_limit = ratelimit_new((uint32_t)cfg->bind_rate, 60 * 1000, LIMITER_KEYS_MAX);
+    send_limit = ratelimit_new((uint32_t)(cfg->send_rate * 2), 2 * 1000, LIMITER_KEYS_MAX);
+    if (!bind_fail_limit || !send_limit) {
+        log_error("out of memory");
+        return -1;
+    }
     char err[256] = "";
     enum store_durability d =
         strcmp(cfg->durability, "normal") == 0 ? STORE_DURABLE_NORMAL : STORE_DURABLE_FULL;
@@ -989,6 +1166,9 @@ void chat_shutdown(void)
         store_close(chat_store);
     chat_store = NULL;
     auth_shutdown();
+    ratelimit_free(bind_fail_limit);
+    ratelimit_free(send_limit);
+    bind_fail_limit = send_limit = NULL;
     if (data_lock_fd >= 0)
         close(data_lock_fd);
     data_lock_fd = -1;

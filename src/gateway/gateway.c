@@ -1,6 +1,10 @@
 /* gateway: the /ws client protocol and push primitives (see gateway.h). */
 #include "gateway/gateway.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +113,41 @@ json_t *gateway_uid_json(const char *uid, size_t len)
     if (numeric)
         return json_integer(strtoll(uid, NULL, 10));
     return json_stringn(uid, len);
+}
+
+/* ---- bind nonce -------------------------------------------------------- */
+
+static uint8_t nonce_key[32];
+static bool nonce_key_ready;
+
+int gateway_bind_nonce(const char *client_id, size_t len, char out[GATEWAY_BIND_NONCE_LEN + 1])
+{
+    if (!nonce_key_ready) {
+        if (RAND_bytes(nonce_key, sizeof(nonce_key)) != 1)
+            return -1;
+        nonce_key_ready = true;
+    }
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    if (!HMAC(EVP_sha256(), nonce_key, sizeof(nonce_key), (const uint8_t *)client_id, len, mac,
+              &mac_len))
+        return -1;
+    /* 16 bytes -> 24 base64 characters ending in "=="; base64url without padding is 22 */
+    char b64[25];
+    EVP_EncodeBlock((unsigned char *)b64, mac, 16);
+    for (int i = 0; i < GATEWAY_BIND_NONCE_LEN; i++)
+        out[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : b64[i];
+    out[GATEWAY_BIND_NONCE_LEN] = '\0';
+    return 0;
+}
+
+bool gateway_bind_nonce_ok(const char *client_id, size_t id_len, const char *nonce, size_t len)
+{
+    char want[GATEWAY_BIND_NONCE_LEN + 1];
+    if (len != GATEWAY_BIND_NONCE_LEN || !nonce_key_ready ||
+        gateway_bind_nonce(client_id, id_len, want) < 0)
+        return false;
+    return CRYPTO_memcmp(want, nonce, GATEWAY_BIND_NONCE_LEN) == 0;
 }
 
 /* ---- transient events -------------------------------------------------- */
@@ -223,8 +262,15 @@ static void gw_on_open(conn *c)
     }
     c->rate_tokens = (uint32_t)(conn_server(c)->cfg->event_rate * 2);
     c->rate_stamp = (uint32_t)uv_now(conn_server(c)->loop);
-    char init[64];
-    int n = snprintf(init, sizeof(init), "{\"type\":\"init\",\"client_id\":\"%s\"}", c->client_id);
+    char nonce[GATEWAY_BIND_NONCE_LEN + 1];
+    if (gateway_bind_nonce(c->client_id, CLIENT_ID_LEN, nonce) < 0) {
+        ws_close(c, WS_CLOSE_INTERNAL_ERROR, "out of resources");
+        return;
+    }
+    char init[96];
+    int n = snprintf(init, sizeof(init),
+                     "{\"type\":\"init\",\"client_id\":\"%s\",\"bind_nonce\":\"%s\"}", c->client_id,
+                     nonce);
     ws_send_text(c, init, (size_t)n);
 }
 

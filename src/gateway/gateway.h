@@ -43,6 +43,17 @@ void gateway_exclude_mark(conn *c, bool excluded);
  * extra is not NULL; extra is borrowed). */
 void gateway_send_error(conn *c, const char *code, const char *msg, json_t *extra);
 
+/* The bind nonce of a connection: proof, for POST /chat/bind, that the
+ * caller holds the socket. The init greeting carries it next to the
+ * client_id. It is derived, not stored: the first 128 bits of
+ * HMAC-SHA256(per-process random key, client_id), base64url, so it costs no
+ * memory per connection, and knowing a client_id (which the server API hands
+ * around) does not give it. Returns 0, or -1 when no randomness is available. */
+#define GATEWAY_BIND_NONCE_LEN 22
+int gateway_bind_nonce(const char *client_id, size_t len, char out[GATEWAY_BIND_NONCE_LEN + 1]);
+/* True when nonce is client_id's bind nonce (constant-time comparison). */
+bool gateway_bind_nonce_ok(const char *client_id, size_t id_len, const char *nonce, size_t len);
+
 /* Writes a uid as JSON: a number when it is a canonical decimal integer
  * (every chat-service user id), else a string. New reference. */
 json_t *gateway_uid_json(const char *uid, size_t len);

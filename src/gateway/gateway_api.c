@@ -253,11 +253,19 @@ static void client_name_op(http_request *req, json_t *body, const char *field, e
             }
             continue;
         }
-        for (size_t j = 0; j < names.n && ok; j++)
-            if (op(c, names.items[j].s, names.items[j].len) < 0) {
+        for (size_t j = 0; j < names.n && ok; j++) {
+            int rc = op(c, names.items[j].s, names.items[j].len);
+            if (rc == REGISTRY_FULL) {
+                http_respond_error(req, 429, "too_many_connections",
+                                   "%s '%.*s' already has %lld connections (--max-conns-per-user)",
+                                   field, (int)names.items[j].len, names.items[j].s,
+                                   (long long)conn_server(c)->cfg->max_conns_per_user);
+                ok = false;
+            } else if (rc < 0) {
                 http_respond_error(req, 500, "internal", "out of memory");
                 ok = false;
             }
+        }
     }
     if (ok)
         http_respond_ok(req, json_true());
@@ -265,9 +273,14 @@ static void client_name_op(http_request *req, json_t *body, const char *field, e
     free(names.items);
 }
 
+/* The per-user cap applies here too: in the usual flow the backend binds
+ * whatever client_id a signed-in browser hands it, so without the cap a user
+ * could still pile up connections through the backend. A refused socket is
+ * left open and unbound; the backend decides what to do with it. */
 static int op_bind(conn *c, const char *s, size_t len)
 {
-    return registry_bind_uid(c, s, len);
+    int64_t cap = conn_server(c)->cfg->max_conns_per_user;
+    return registry_bind_uid(c, s, len, (uint32_t)cap);
 }
 
 static int op_unbind(conn *c, const char *s, size_t len)

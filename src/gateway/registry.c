@@ -174,13 +174,15 @@ uid_entry *registry_find_uid(const char *uid, size_t len)
     return e;
 }
 
-int registry_bind_uid(conn *c, const char *uid, size_t len)
+int registry_bind_uid(conn *c, const char *uid, size_t len, uint32_t max_conns)
 {
     if (len == 0 || len > REGISTRY_NAME_MAX)
         return -1;
     if (c->uid && c->uid->len == len && memcmp(c->uid->name, uid, len) == 0)
         return 0;
     uid_entry *e = registry_find_uid(uid, len);
+    if (e && max_conns && e->count >= max_conns)
+        return REGISTRY_FULL;
     if (!e) {
         e = calloc(1, sizeof(*e) + len + 1);
         if (!e)
@@ -211,6 +213,7 @@ int registry_bind_uid(conn *c, const char *uid, size_t len)
 void registry_unbind_uid(conn *c)
 {
     uid_entry *e = c->uid;
+    c->flags &= ~CONN_CHAT_BOUND;
     if (!e)
         return;
     if (c->uid_prev)

@@ -61,8 +61,15 @@ int registry_add(conn *c);
 void registry_remove(conn *c);
 conn *registry_find(const char *client_id, size_t len);
 
-/* Binds c to uid (moving it off any previous uid). Returns 0 or -1. */
-int registry_bind_uid(conn *c, const char *uid, size_t len);
+#define REGISTRY_FULL (-2) /* registry_bind_uid: the uid has max_conns connections */
+
+/* Binds c to uid (moving it off any previous uid). max_conns caps the
+ * connections of one uid (0 = no cap): a bind that would pass it changes
+ * nothing and returns REGISTRY_FULL. Returns 0, REGISTRY_FULL, or -1 (bad name,
+ * OOM). Moving c to another uid, or unbinding it, clears CONN_CHAT_BOUND: the
+ * chat service's binding names one user and must not follow the connection
+ * to another uid. */
+int registry_bind_uid(conn *c, const char *uid, size_t len, uint32_t max_conns);
 void registry_unbind_uid(conn *c);
 uid_entry *registry_find_uid(const char *uid, size_t len);
 

@@ -67,7 +67,11 @@ enum conn_flag {
     CONN_IN_REGISTRY = 1 << 14,
     CONN_EXCLUDED = 1 << 15,   /* skipped by the group/broadcast send under way */
     CONN_CHAT_BOUND = 1 << 16, /* bound to a chat-service user by token */
+    /* chat socket binds: the flags hold their state, so it costs no memory */
+    CONN_BIND_PENDING = 1 << 17, /* a socket bind's token lookup is under way */
+    CONN_BIND_FAILS = 3 << 18,   /* failed socket binds so far, a 2-bit counter */
 };
+#define CONN_BIND_FAILS_SHIFT 18
 
 /* Input carried over between reads: an incomplete frame or request. */
 typedef struct conn_input {

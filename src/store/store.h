@@ -95,9 +95,10 @@ typedef enum store_op {
     /* user_id, after (exclusive), limit -> [message] to or from the user,
      * oldest first. */
     STORE_SYNC,
-    /* user_id, peer_id -> {total, last_read_id}: the conversation's unread
-     * count becomes 0; total is the user's unread sum afterwards;
-     * last_read_id is the newest message id from peer to user (0 if none).
+    /* user_id, peer_id -> {total, last_read_id, changed}: the conversation's
+     * unread count becomes 0; total is the user's unread sum afterwards;
+     * last_read_id is the newest message id from peer to user (0 if none);
+     * changed is false when nothing was unread (or there is no conversation).
      * NOT_FOUND: no such peer user. */
     STORE_READ,
     /* user_id -> {total, conversations:[{userid, noreadnum}]} (noreadnum > 0). */

@@ -827,8 +827,9 @@ static int op_read(sq *b, store_req *r)
     sqlite3_reset(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return db_fail(b, "conversation lookup");
-    /* Reading an already read conversation writes nothing. */
-    if (rc == SQLITE_ROW && (unread != 0 || last_read != last_in)) {
+    /* Reading an already read conversation (or none) writes nothing. */
+    bool changed = rc == SQLITE_ROW && (unread != 0 || last_read != last_in);
+    if (changed) {
         st = prep(b, ST_CONV_READ);
         sqlite3_bind_int64(st, 1, r->user_id);
         sqlite3_bind_int64(st, 2, r->peer_id);
@@ -839,8 +840,8 @@ static int op_read(sq *b, store_req *r)
     int64_t total = unread_total(b, r->user_id);
     if (total < 0)
         return db_fail(b, "unread total");
-    r->result =
-        json_pack("{s:I, s:I}", "total", (json_int_t)total, "last_read_id", (json_int_t)last_in);
+    r->result = json_pack("{s:I, s:I, s:b}", "total", (json_int_t)total, "last_read_id",
+                          (json_int_t)last_in, "changed", changed);
     return r->result ? STORE_OK : STORE_ERROR;
 }
 

@@ -119,16 +119,16 @@ describe('isolation and auth', () => {
     assert.deepEqual(ok(await get(srv, '/chat/unread', { token: b.token })), { total: 1, conversations: [{ userid: a.id, noreadnum: 1 }] });
   });
 
-  test('bind: someone else\'s client_id -> 403, unknown or closed -> 404, missing -> 400; socket bind to another user -> forbidden', async (t) => {
+  test('bind: someone else\'s client_id -> 403, a nonce of another client_id -> 403, closed -> 404, missing -> 400; socket bind to another user -> forbidden', async (t) => {
     const [a, b] = await registerAll(srv, [uname('ba'), uname('bb')]);
     const s = await ChatSocket.open(srv, t);
-    assert.deepEqual(ok(await post(srv, '/chat/bind', { type: 'bind', client_id: s.clientId }, { token: a.token })), { uid: a.id, client_id: s.clientId });
+    assert.deepEqual(ok(await post(srv, '/chat/bind', { type: 'bind', client_id: s.clientId, bind_nonce: s.bindNonce }, { token: a.token })), { uid: a.id, client_id: s.clientId });
     // Binding again as the same user is fine.
-    assert.deepEqual(ok(await post(srv, '/chat/bind', { type: 'bind', client_id: s.clientId }, { token: a.token })), { uid: a.id, client_id: s.clientId });
-    fails(await post(srv, '/chat/bind', { type: 'bind', client_id: s.clientId }, { token: b.token }), 403, 'forbidden', 'client_id');
-    fails(await post(srv, '/chat/bind', { type: 'bind', client_id: 'AAAAAAAAAAAAAAAAAAAAAA' }, { token: a.token }), 404, 'not_found', 'client_id');
+    assert.deepEqual(ok(await post(srv, '/chat/bind', { type: 'bind', client_id: s.clientId, bind_nonce: s.bindNonce }, { token: a.token })), { uid: a.id, client_id: s.clientId });
+    fails(await post(srv, '/chat/bind', { type: 'bind', client_id: s.clientId, bind_nonce: s.bindNonce }, { token: b.token }), 403, 'forbidden', 'client_id');
+    fails(await post(srv, '/chat/bind', { type: 'bind', client_id: 'AAAAAAAAAAAAAAAAAAAAAA', bind_nonce: s.bindNonce }, { token: a.token }), 403, 'bad_nonce', 'bind_nonce');
     fails(await post(srv, '/chat/bind', { type: 'bind' }, { token: a.token }), 400, 'missing_field', 'client_id');
-    fails(await post(srv, '/chat/bind', { type: 'bind', client_id: s.clientId }), 401, 'unauthorized');
+    fails(await post(srv, '/chat/bind', { type: 'bind', client_id: s.clientId, bind_nonce: s.bindNonce }), 401, 'unauthorized');
 
     // The socket form: a socket bound to a, then a bind with b's token on it.
     s.sendJson({ type: 'bind', token: b.token });
@@ -145,9 +145,10 @@ describe('isolation and auth', () => {
     // A closed connection's client_id is unknown.
     const gone = await ChatSocket.open(srv);
     const id = gone.clientId;
+    const nonce = gone.bindNonce;
     await gone.ws.close();
     await new Promise((r) => setTimeout(r, 100));
-    fails(await post(srv, '/chat/bind', { type: 'bind', client_id: id }, { token: a.token }), 404, 'not_found');
+    fails(await post(srv, '/chat/bind', { type: 'bind', client_id: id, bind_nonce: nonce }, { token: a.token }), 404, 'not_found');
 
     // Socket bind with a wrong token, then a send on the unbound socket.
     const u = await ChatSocket.open(srv, t);

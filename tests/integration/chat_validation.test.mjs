@@ -208,6 +208,52 @@ describe('send', () => {
   });
 });
 
+describe('query parameters: a bad value is 400 bad_field naming it, never a default', () => {
+  const PAGE_LIMIT = 100; // chatd's default --page-limit
+  const D32 = '9'.repeat(32);
+  // [parameter, bad raw values]; each is tried alone on top of a valid query.
+  const ints = (min, max) => ['', '%00', '5%00', '%005', 'abc', '-1', '+5', '%205', '5%20', '1e3', '0x10', '5.0', D32, '9'.repeat(20), '%zz', '%', String(min - 1), String(max + 1)];
+  const cases = [
+    ['/chat/history', (v) => ({ userid: bob.id, before: 0, limit: 5, ...v }), { userid: ints(1, 2 ** 53), before: ints(0, 2 ** 53), limit: ints(1, PAGE_LIMIT) }],
+    ['/chat/sync', (v) => ({ after: 0, limit: 5, ...v }), { after: ints(0, 2 ** 53), limit: ints(1, PAGE_LIMIT) }],
+  ];
+  const qs = (o) => Object.entries(o).map(([k, v]) => `${k}=${v}`).join('&');
+  for (const [path, base, params] of cases) {
+    for (const [name, values] of Object.entries(params)) {
+      test(`${path}: bad ${name} -> 400 bad_field`, async () => {
+        for (const raw of values) {
+          // Number.MAX_SAFE_INTEGER + 1 is in range for int64: skip it as a "bad" upper bound.
+          if (raw === String(2 ** 53 + 1)) continue;
+          const url = `${path}?${qs(base({ [name]: raw }))}`;
+          fails(await get(srv, url, { token: alice.token }), 400, 'bad_field', name, url);
+        }
+        // A bare name without "=" is an empty value too.
+        const bare = `${path}?${qs(base({}))}`.replace(`${name}=${base({})[name]}`, name);
+        fails(await get(srv, bare, { token: alice.token }), 400, 'bad_field', name, bare);
+      });
+    }
+  }
+
+  test('/chat/history: userid absent -> 400 missing_field; good values and absent optional ones work', async () => {
+    fails(await get(srv, '/chat/history?limit=5', { token: alice.token }), 400, 'missing_field', 'userid');
+    for (const q of [`userid=${bob.id}`, `userid=${bob.id}&before=0&limit=1`, `userid=${bob.id}&limit=${PAGE_LIMIT}`, `before=0&userid=${bob.id}`, `userid=${bob.id}&unknown=%zz`]) {
+      assert.ok(Array.isArray(ok(await get(srv, `/chat/history?${q}`, { token: alice.token }), q)), q);
+    }
+    for (const q of ['', 'after=0', `limit=1`, `after=0&limit=${PAGE_LIMIT}`]) {
+      assert.ok(Array.isArray(ok(await get(srv, `/chat/sync?${q}`, { token: alice.token }), q)), q);
+    }
+  });
+
+  test('/user/search: q with a NUL, a bad escape or a bare name -> 400 bad_field naming q', async () => {
+    for (const raw of ['%00', 'ab%00cd', '%zz', 'ab%', 'ab%4']) {
+      fails(await get(srv, `/user/search?q=${raw}`, { token: alice.token }), 400, 'bad_field', 'q', raw);
+    }
+    fails(await get(srv, '/user/search?q', { token: alice.token }), 400, 'bad_field', 'q');
+    fails(await get(srv, '/user/search?other=1', { token: alice.token }), 400, 'missing_field', 'q');
+    assert.ok(Array.isArray(ok(await get(srv, `/user/search?q=${encodeURIComponent('a b')}`, { token: alice.token }))));
+  });
+});
+
 describe('routes and bodies', () => {
   test('a body that is not a JSON object -> 400 bad_json', async () => {
     const bodies = ['not json', '{"to_id":', '[1,2]', '"str"', 'null', '42', ''];

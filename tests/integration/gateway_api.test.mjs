@@ -279,6 +279,20 @@ describe('uids', () => {
     assert.equal(await call(srv, 'is_online', { client_id: a.clientId }), true, 'unbinding does not disconnect');
   });
 
+  test('--max-conns-per-user caps bind_uid: 429 too_many_connections naming the uid; rebinding a member is fine', async (t) => {
+    const { srv, clients: [a, b, c] } = await setup(t, 3, { 'max-conns-per-user': 2 });
+    assert.equal(await call(srv, 'bind_uid', { client_id: [a.clientId, b.clientId], uid: 'full' }), true);
+    assert.equal(await call(srv, 'bind_uid', { client_id: a.clientId, uid: 'full' }), true, 'already a member');
+    assertError(await api(srv, 'bind_uid', { client_id: c.clientId, uid: 'full' }), 429, 'too_many_connections', 'full');
+    assert.equal(await call(srv, 'get_uid_by_client_id', { client_id: c.clientId }), null);
+    assert.equal(await call(srv, 'is_online', { client_id: c.clientId }), true, 'the refused client stays connected');
+    assert.equal(await call(srv, 'send_to_uid', { uid: 'full', data: 'two copies' }), 2);
+    // Moving a member away makes room.
+    assert.equal(await call(srv, 'bind_uid', { client_id: b.clientId, uid: 'elsewhere' }), true);
+    assert.equal(await call(srv, 'bind_uid', { client_id: c.clientId, uid: 'full' }), true);
+    await assertNothingElse(srv, c);
+  });
+
   test('a numeric uid is taken as its decimal string', async (t) => {
     const { srv, clients: [a] } = await setup(t, 1);
     assert.equal(await call(srv, 'bind_uid', { client_id: a.clientId, uid: 42 }), true);

@@ -47,9 +47,11 @@ describe('a valid handshake', () => {
       assert.equal(f.opcode, OP.TEXT);
       assert.equal(f.fin, true);
       const init = JSON.parse(f.payload.toString());
-      assert.deepEqual(Object.keys(init).sort(), ['client_id', 'type']);
+      assert.deepEqual(Object.keys(init).sort(), ['bind_nonce', 'client_id', 'type']);
       assert.equal(init.type, 'init');
       assert.match(init.client_id, CLIENT_ID_RE);
+      assert.match(init.bind_nonce, CLIENT_ID_RE, 'bind_nonce: 128 bits, base64url like the client_id');
+      assert.notEqual(init.bind_nonce, init.client_id);
     } finally {
       c.destroy();
     }

@@ -77,15 +77,15 @@ static void test_remove_keeps_others_findable(void **state)
 static void test_uids(void **state)
 {
     (void)state;
-    assert_int_equal(registry_bind_uid(conns[0], "42", 2), 0);
-    assert_int_equal(registry_bind_uid(conns[1], "42", 2), 0);
-    assert_int_equal(registry_bind_uid(conns[2], "7", 1), 0);
+    assert_int_equal(registry_bind_uid(conns[0], "42", 2, 0), 0);
+    assert_int_equal(registry_bind_uid(conns[1], "42", 2, 0), 0);
+    assert_int_equal(registry_bind_uid(conns[2], "7", 1, 0), 0);
     uid_entry *e = registry_find_uid("42", 2);
     assert_non_null(e);
     assert_int_equal(e->count, 2);
     assert_int_equal(registry_uid_count(), 2);
     /* moving a connection to another uid */
-    assert_int_equal(registry_bind_uid(conns[1], "7", 1), 0);
+    assert_int_equal(registry_bind_uid(conns[1], "7", 1, 0), 0);
     assert_int_equal(registry_find_uid("42", 2)->count, 1);
     assert_int_equal(registry_find_uid("7", 1)->count, 2);
     /* a closing connection leaves no trace */
@@ -98,8 +98,46 @@ static void test_uids(void **state)
     assert_int_equal(registry_add(conns[0]), 0);
     char big[REGISTRY_NAME_MAX + 1];
     memset(big, 'x', sizeof(big));
-    assert_int_equal(registry_bind_uid(conns[0], big, sizeof(big)), -1);
-    assert_int_equal(registry_bind_uid(conns[0], big, 0), -1);
+    assert_int_equal(registry_bind_uid(conns[0], big, sizeof(big), 0), -1);
+    assert_int_equal(registry_bind_uid(conns[0], big, 0, 0), -1);
+}
+
+/* --max-conns-per-user: the bind past the cap changes nothing; a rebind to
+ * the same uid is not a new connection; leaving makes room again. */
+static void test_uid_cap(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(registry_bind_uid(conns[i], "cap", 3, 3), 0);
+    assert_int_equal(registry_bind_uid(conns[3], "cap", 3, 3), REGISTRY_FULL);
+    assert_null(conns[3]->uid);
+    assert_int_equal(registry_bind_uid(conns[2], "cap", 3, 3), 0);
+    assert_int_equal(registry_find_uid("cap", 3)->count, 3);
+    /* a connection bound elsewhere stays where it was when refused */
+    assert_int_equal(registry_bind_uid(conns[3], "other", 5, 3), 0);
+    assert_int_equal(registry_bind_uid(conns[3], "cap", 3, 3), REGISTRY_FULL);
+    assert_ptr_equal(conns[3]->uid, registry_find_uid("other", 5));
+    registry_unbind_uid(conns[0]);
+    assert_int_equal(registry_bind_uid(conns[3], "cap", 3, 3), 0);
+    assert_null(registry_find_uid("other", 5));
+    for (int i = 1; i < 4; i++)
+        registry_unbind_uid(conns[i]);
+    assert_int_equal(registry_uid_count(), 0);
+}
+
+/* The chat service's binding ends when the connection leaves its uid. */
+static void test_chat_bound_cleared(void **state)
+{
+    (void)state;
+    assert_int_equal(registry_bind_uid(conns[0], "1", 1, 0), 0);
+    conns[0]->flags |= CONN_CHAT_BOUND;
+    assert_int_equal(registry_bind_uid(conns[0], "1", 1, 0), 0);
+    assert_true(conns[0]->flags & CONN_CHAT_BOUND); /* same uid: kept */
+    assert_int_equal(registry_bind_uid(conns[0], "2", 1, 0), 0);
+    assert_false(conns[0]->flags & CONN_CHAT_BOUND);
+    conns[0]->flags |= CONN_CHAT_BOUND;
+    registry_unbind_uid(conns[0]);
+    assert_false(conns[0]->flags & CONN_CHAT_BOUND);
 }
 
 static void test_groups(void **state)
@@ -138,6 +176,8 @@ int main(void)
         cmocka_unit_test(test_client_ids),
         cmocka_unit_test(test_remove_keeps_others_findable),
         cmocka_unit_test(test_uids),
+        cmocka_unit_test(test_uid_cap),
+        cmocka_unit_test(test_chat_bound_cleared),
         cmocka_unit_test(test_groups),
         cmocka_unit_test(test_client_id_randomness),
     };

@@ -564,6 +564,7 @@ static void test_unread_and_chat_list(void **state)
     assert_int_equal(r->status, STORE_OK);
     assert_int_equal(jint(r->result, "total"), 1);
     assert_int_equal(jint(r->result, "last_read_id"), m4);
+    assert_true(json_is_true(json_object_get(r->result, "changed")));
     store_req_free(r);
 
     r = unread(f, b);
@@ -579,6 +580,7 @@ static void test_unread_and_chat_list(void **state)
     run(f, r);
     assert_int_equal(jint(r->result, "total"), 1);
     assert_int_equal(jint(r->result, "last_read_id"), m4);
+    assert_true(json_is_false(json_object_get(r->result, "changed")));
     store_req_free(r);
     r = new_req(STORE_READ);
     r->user_id = c;
@@ -596,6 +598,7 @@ static void test_unread_and_chat_list(void **state)
     assert_int_equal(r->status, STORE_OK);
     assert_int_equal(jint(r->result, "total"), 0);
     assert_int_equal(jint(r->result, "last_read_id"), 0);
+    assert_true(json_is_false(json_object_get(r->result, "changed")));
     store_req_free(r);
 
     r = new_req(STORE_READ);

@@ -78,8 +78,10 @@ export const api = {
   logout: () => request('POST', '/user/logout', { timeoutMs: 4000 }),
   me: () => request('GET', '/user/me'),
   search: (q) => request('GET', '/user/search', { query: { q } }),
-  /** The reference client's bind: {"type":"bind","client_id"} -> envelope with type "bind". */
-  bind: (clientId) => request('POST', '/chat/bind', { body: { type: 'bind', client_id: clientId }, raw: true }),
+  /** The reference client's bind, {"type":"bind","client_id"} -> envelope with type "bind", plus the
+   *  socket's bind_nonce from its init message (proof that this page holds the socket). */
+  bind: (clientId, bindNonce) =>
+    request('POST', '/chat/bind', { body: { type: 'bind', client_id: clientId, bind_nonce: bindNonce }, raw: true }),
   send: (message) => request('POST', '/chat/send', { body: message }),
   list: () => request('GET', '/chat/list'),
   unread: () => request('GET', '/chat/unread'),

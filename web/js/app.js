@@ -1,8 +1,8 @@
 // app.js: the controller. Signs in, keeps the socket (socket.js) online,
 // applies what the server pushes to the store (store.js), and drives the
 // views. The flow follows the reference client: open the WebSocket, wait for
-// init, POST /chat/bind; when bound go online, set the badge and fetch what
-// was missed (/chat/list, /chat/unread, /chat/sync).
+// init, POST /chat/bind (its client_id and bind_nonce); when bound go online,
+// set the badge and fetch what was missed (/chat/list, /chat/unread, /chat/sync).
 import { api, ApiError, onUnauthorized, setToken } from './api.js';
 import { avatar, toast, uuid } from './dom.js';
 import { badgeText } from './format.js';
@@ -183,11 +183,11 @@ function startSession(sess) {
 
 let stopMessage = '';
 
-async function bind(cid) {
+async function bind(cid, nonce) {
   const s = store;
   let res;
   try {
-    res = await api.bind(cid);
+    res = await api.bind(cid, nonce);
   } catch (e) {
     if (s !== store) throw e;
     if (e.status === 401 || e.status === 403) {

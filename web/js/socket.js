@@ -1,6 +1,6 @@
 // socket.js: the WebSocket to chatd's /ws. Connects (ws: or wss: as the page),
-// waits for {"type":"init","client_id"}, binds the user through `bind`
-// (POST /chat/bind), then reports online. After any close it reconnects with
+// waits for {"type":"init","client_id","bind_nonce"}, binds the user through
+// `bind` (POST /chat/bind with both), then reports online. After any close it reconnects with
 // exponential backoff and jitter, and binds again.
 
 const BASE_DELAY_MS = 500;
@@ -24,7 +24,7 @@ export class ChatSocket {
   /**
    * @param {object} o
    * @param {string} o.url
-   * @param {(clientId: string) => Promise<void>} o.bind  rejects with {fatal: true} to stop reconnecting
+   * @param {(clientId: string, bindNonce: string) => Promise<void>} o.bind  rejects with {fatal: true} to stop reconnecting
    * @param {(clientId: string) => void} o.onOnline
    * @param {() => void} o.onOffline
    * @param {(msg: object) => void} o.onMessage
@@ -107,7 +107,7 @@ export class ChatSocket {
       this.clientId = msg.client_id;
       this.setState('binding');
       try {
-        await this.o.bind(msg.client_id);
+        await this.o.bind(msg.client_id, msg.bind_nonce);
       } catch (e) {
         if (this.ws !== ws) return;
         if (e && e.fatal) {

@@ -48,7 +48,8 @@ function childEnv() {
 
 async function spawnChatd(port, dataDir, extraArgs) {
   if (!fs.existsSync(CHATD_BIN)) throw new Error(`chatd not found at ${CHATD_BIN}: build it first (scripts/build.sh)`);
-  const argv = ['--listen', `${HOST}:${port}`, '--data-dir', dataDir, '--web-root', WEB_ROOT, '--log-level', 'warn', ...extraArgs];
+  // --send-rate 0: tests seed conversations over HTTP faster than anyone types.
+  const argv = ['--listen', `${HOST}:${port}`, '--data-dir', dataDir, '--web-root', WEB_ROOT, '--log-level', 'warn', '--send-rate', '0', ...extraArgs];
   const child = spawn(CHATD_BIN, argv, { env: childEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
   live.add(child);
   let stderr = '';

@@ -179,6 +179,7 @@ export class ChatSocket {
   constructor(ws) {
     this.ws = ws;
     this.clientId = ws.clientId;
+    this.bindNonce = ws.bindNonce;
   }
 
   static async open(srv, t) {

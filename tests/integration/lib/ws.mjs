@@ -158,6 +158,7 @@ export class RawWs {
     const init = JSON.parse(f.payload.toString('utf8'));
     if (init.type !== 'init') throw new Error(`expected init, got ${f.payload}`);
     c.clientId = init.client_id;
+    c.bindNonce = init.bind_nonce;
     return c;
   }
 
@@ -326,6 +327,7 @@ export class WsClient {
           const m = await c.nextJson(timeoutMs);
           if (m.type !== 'init') throw new Error(`first message is not init: ${JSON.stringify(m)}`);
           c.clientId = m.client_id;
+          c.bindNonce = m.bind_nonce;
           resolve(c);
         } catch (e) {
           ws.terminate();
