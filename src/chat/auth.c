@@ -8,6 +8,7 @@
 #include <sys/time.h>
 #include <uthash.h>
 
+#include "chat/names.h"
 #include "core/log.h"
 
 #define AUTH_CACHE_MAX 100000
@@ -129,12 +130,72 @@ static int b64url_decode(const char *in, size_t len, unsigned char *out, size_t 
                              sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
+/* The string claim a (or else b), or "" when neither is a string. One that
+ * does not fit cap whole is "" too: a cut would be a different value (a
+ * wrong URL), and a cut in the middle of a character is not UTF-8, which
+ * the JSON of every later answer about this user could not hold. */
 static void copy_claim(json_t *claims, const char *a, const char *b, char *out, size_t cap)
 {
     json_t *v = json_object_get(claims, a);
     if (!json_is_string(v))
         v = json_object_get(claims, b);
-    snprintf(out, cap, "%s", json_is_string(v) ? json_string_value(v) : "");
+    const char *s = json_is_string(v) ? json_string_value(v) : "";
+    size_t len = strlen(s);
+    if (len >= cap)
+        len = 0;
+    memcpy(out, s, len);
+    out[len] = '\0';
+}
+
+/* A claimed name under the sign-up rules (names.h), or NULL: as given, else
+ * cut on a character boundary to NAMES_MAX_BYTES (trailing spaces dropped),
+ * which only a name too long could need. */
+static const char *claim_name(const char *raw, char *out, size_t cap, const char **why)
+{
+    if (names_clean(raw, out, cap, why) == 0)
+        return out;
+    char cut[NAMES_MAX_BYTES + 1];
+    size_t n = names_cut(raw, NAMES_MAX_BYTES);
+    while (n > 0 && raw[n - 1] == ' ')
+        n--;
+    memcpy(cut, raw, n);
+    cut[n] = '\0';
+    const char *why2;
+    if (n < strlen(raw) && names_clean(cut, out, cap, &why2) == 0)
+        return out;
+    return NULL;
+}
+
+/* The username of a JWT's user: its "username" (or "name") claim when the
+ * sign-up rules allow it, cut to length if need be; otherwise
+ * "user<sub>" (cut likewise), and when even that breaks a rule, "user-"
+ * and 16 hex digits of SHA-256(sub). A bad claim never refuses the token,
+ * so a site's user is never locked out of chat by the name the site
+ * holds, and it never reaches the store unchecked. */
+static void jwt_username(const char *claimed, const char *sub, char *out, size_t cap)
+{
+    /* Logged: only names that passed the rules, never the raw claims or
+     * sub, which may hold line breaks to forge log lines with. */
+    char buf[NAMES_MAX_BYTES + 1];
+    const char *why = "no name claim";
+    if (claimed[0] && claim_name(claimed, buf, sizeof(buf), &why)) {
+        if (strcmp(buf, claimed) != 0)
+            log_info("JWT name claim cut or normalised to \"%s\"", buf);
+        snprintf(out, cap, "%s", buf);
+        return;
+    }
+    char fallback[160];
+    snprintf(fallback, sizeof(fallback), "user%s", sub);
+    if (!claim_name(fallback, buf, sizeof(buf), &why)) {
+        uint8_t h[crypto_hash_sha256_BYTES];
+        crypto_hash_sha256(h, (const unsigned char *)sub, strlen(sub));
+        char hex[17];
+        sodium_bin2hex(hex, sizeof(hex), h, 8);
+        snprintf(buf, sizeof(buf), "user-%s", hex);
+    }
+    if (claimed[0])
+        log_warn("JWT name claim refused (%s); the user is named \"%s\"", why, buf);
+    snprintf(out, cap, "%s", buf);
 }
 
 int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *sub, size_t sub_cap,
@@ -196,12 +257,12 @@ int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *
     }
     if (rc == 0) {
         *exp = (int64_t)json_number_value(jexp);
-        copy_claim(claims, "username", "name", username, name_cap);
+        char claimed[sizeof(buf)]; /* holds any claim of the payload whole */
+        copy_claim(claims, "username", "name", claimed, sizeof(claimed));
+        jwt_username(claimed, sub, username, name_cap);
         copy_claim(claims, "userpic", "picture", userpic, pic_cap);
         if (userpic[0] && !auth_url_is_safe(userpic))
             userpic[0] = '\0'; /* same rule as a userpic given at sign-up */
-        if (!username[0])
-            snprintf(username, name_cap, "user%s", sub);
     }
     json_decref(claims);
     return rc;

@@ -83,21 +83,34 @@ static void test_confusables(void **state)
 static void test_invisible_and_bidi_refused(void **state)
 {
     (void)state;
-    assert_refused("al\xe2\x80\x8b" "ice");     /* U+200B zero width space */
-    assert_refused("al\xe2\x80\x8d" "ice");     /* U+200D zero width joiner */
-    assert_refused("al\xe2\x80\x8c" "ice");     /* U+200C zero width non-joiner */
-    assert_refused("alice\xe2\x80\xae" "gpj");  /* U+202E right-to-left override */
-    assert_refused("\xe2\x81\xa6" "alice");     /* U+2066 left-to-right isolate */
-    assert_refused("\xe2\x81\xa9" "alice");     /* U+2069 pop directional isolate */
-    assert_refused("\xef\xbb\xbf" "alice");     /* U+FEFF */
-    assert_refused("al\xc2\xad" "ice");         /* U+00AD soft hyphen */
-    assert_refused("al\xe3\x85\xa4" "ice");     /* U+3164 hangul filler */
-    assert_refused("alice\xef\xb8\x8f");        /* U+FE0F variation selector */
+    assert_refused("al\xe2\x80\x8b"
+                   "ice"); /* U+200B zero width space */
+    assert_refused("al\xe2\x80\x8d"
+                   "ice"); /* U+200D zero width joiner */
+    assert_refused("al\xe2\x80\x8c"
+                   "ice"); /* U+200C zero width non-joiner */
+    assert_refused("alice\xe2\x80\xae"
+                   "gpj"); /* U+202E right-to-left override */
+    assert_refused("\xe2\x81\xa6"
+                   "alice"); /* U+2066 left-to-right isolate */
+    assert_refused("\xe2\x81\xa9"
+                   "alice"); /* U+2069 pop directional isolate */
+    assert_refused("\xef\xbb\xbf"
+                   "alice"); /* U+FEFF */
+    assert_refused("al\xc2\xad"
+                   "ice"); /* U+00AD soft hyphen */
+    assert_refused("al\xe3\x85\xa4"
+                   "ice");               /* U+3164 hangul filler */
+    assert_refused("alice\xef\xb8\x8f"); /* U+FE0F variation selector */
     assert_refused("al\tice");
-    assert_refused("al\x7f" "ice");
-    assert_refused("al\xc2\x85" "ice");         /* U+0085 NEL (C1) */
-    assert_refused("al\xe2\x80\xa8" "ice");     /* U+2028 line separator */
-    assert_refused("al\xee\x80\x80" "ice");     /* U+E000 private use */
+    assert_refused("al\x7f"
+                   "ice");
+    assert_refused("al\xc2\x85"
+                   "ice"); /* U+0085 NEL (C1) */
+    assert_refused("al\xe2\x80\xa8"
+                   "ice"); /* U+2028 line separator */
+    assert_refused("al\xee\x80\x80"
+                   "ice"); /* U+E000 private use */
     /* and the zero-width forms are distinct keys only because they are refused */
     assert_true(same_key("alice", "alice"));
 }
@@ -109,8 +122,10 @@ static void test_spaces_and_hash(void **state)
     assert_refused(" alice");
     assert_refused("alice ");
     assert_refused("Mary  Ann");
-    assert_refused("Mary\xc2\xa0" "Ann");    /* U+00A0 no-break space */
-    assert_refused("Mary\xe3\x80\x80" "Ann"); /* U+3000 ideographic space */
+    assert_refused("Mary\xc2\xa0"
+                   "Ann"); /* U+00A0 no-break space */
+    assert_refused("Mary\xe3\x80\x80"
+                   "Ann"); /* U+3000 ideographic space */
     assert_refused("bob#1");
 }
 
@@ -137,7 +152,7 @@ static void test_scripts_allowed(void **state)
     assert_clean("김철수", "김철수");
     assert_clean("Иван", "Иван");
     assert_clean("user_42", "user_42");
-    assert_refused("Ivan Иван");     /* Latin + Cyrillic */
+    assert_refused("Ivan Иван");    /* Latin + Cyrillic */
     assert_refused("\xce\xb1lpha"); /* Greek alpha + Latin */
     assert_refused("12\xd9\xa3");   /* ASCII digits + Arabic-Indic digit */
 }
@@ -147,8 +162,8 @@ static void test_cut(void **state)
     (void)state;
     assert_int_equal(names_cut("abc", 10), 3);
     assert_int_equal(names_cut("abc", 2), 2);
-    assert_int_equal(names_cut("a\xc3\xbc", 2), 1);        /* not inside ü */
-    assert_int_equal(names_cut("a\xe4\xb8\xad", 3), 1);    /* not inside 中 */
+    assert_int_equal(names_cut("a\xc3\xbc", 2), 1);         /* not inside ü */
+    assert_int_equal(names_cut("a\xe4\xb8\xad", 3), 1);     /* not inside 中 */
     assert_int_equal(names_cut("a\xf0\x9f\x98\x80", 4), 1); /* not inside an emoji */
     assert_int_equal(names_cut("a\xf0\x9f\x98\x80", 5), 5);
 }
