@@ -509,7 +509,10 @@ static void do_login(chat_call *call)
     want_string(call, call->body, "password", 1, PASSWORD_MAX, true, &failed);
     if (failed)
         return;
-    bool by_name = auth_login_allowed("user", username);
+    /* counted per account: every spelling login accepts has one key */
+    char *key = names_key(username);
+    bool by_name = auth_login_allowed("user", key ? key : username);
+    free(key);
     bool by_addr = auth_login_allowed("addr", call->req->peer_ip);
     if (!by_name || !by_addr) {
         call_fail(call, 429, "rate_limited", "too many login attempts for this %s; wait a minute",

@@ -380,4 +380,16 @@ describe('login rate limit (--login-rate 3)', () => {
     const variant = u.username[0].toUpperCase() + u.username.slice(1).toLowerCase();
     fails(await post(limited, '/user/login', { username: variant, password: u.password }, from(34)), 429, 'rate_limited', 'username', `4th attempt on the account as ${variant}`);
   });
+
+  test('the per-username limit counts the account, whatever the Unicode spelling of the name', async () => {
+    const tail = String(Math.floor(Math.random() * 1e9));
+    const u = await register(limited, `Jürgen${tail}`);
+    await awayFromMinuteEdge();
+    const from = (n) => ({ localAddress: `127.0.0.${n}` });
+    // NFD, capitals beyond ASCII, fullwidth: one account, so one counter
+    for (const [i, name] of [`Ju\u0308rgen${tail}`, `JÜRGEN${tail}`, `ｊüｒｇｅｎ${tail}`].entries()) {
+      ok(await post(limited, '/user/login', { username: name, password: u.password }, from(41 + i)), name);
+    }
+    fails(await post(limited, '/user/login', { username: `jürgen${tail}`, password: u.password }, from(44)), 429, 'rate_limited', 'username', '4th attempt on the account');
+  });
 });
