@@ -180,7 +180,7 @@ static void jwt_username(const char *claimed, const char *sub, char *out, size_t
     const char *why = "no name claim";
     if (claimed[0] && claim_name(claimed, buf, sizeof(buf), &why)) {
         if (strcmp(buf, claimed) != 0)
-            log_info("JWT name claim cut or normalised to \"%s\"", buf);
+            log_debug("JWT name claim cut or normalised to \"%s\"", buf);
         snprintf(out, cap, "%s", buf);
         return;
     }
