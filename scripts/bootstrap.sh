@@ -10,7 +10,7 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-dev
-            libssl-dev libsqlite3-dev libsodium-dev uthash-dev)
+            libssl-dev libsqlite3-dev libsodium-dev uthash-dev libicu-dev)
 test_pkgs=(libcmocka-dev clang libclang-rt-14-dev chromium curl)
 
 missing=()

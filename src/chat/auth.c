@@ -9,6 +9,7 @@
 #include <sys/time.h>
 #include <uthash.h>
 
+#include "chat/names.h"
 #include "core/log.h"
 #include "core/ratelimit.h"
 #include "gateway/registry.h"
@@ -138,12 +139,72 @@ static int b64url_decode(const char *in, size_t len, unsigned char *out, size_t 
                              sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
+/* The string claim a (or else b), or "" when neither is a string. One that
+ * does not fit cap whole is "" too: a cut would be a different value (a
+ * wrong URL), and a cut in the middle of a character is not UTF-8, which
+ * the JSON of every later answer about this user could not hold. */
 static void copy_claim(json_t *claims, const char *a, const char *b, char *out, size_t cap)
 {
     json_t *v = json_object_get(claims, a);
     if (!json_is_string(v))
         v = json_object_get(claims, b);
-    snprintf(out, cap, "%s", json_is_string(v) ? json_string_value(v) : "");
+    const char *s = json_is_string(v) ? json_string_value(v) : "";
+    size_t len = strlen(s);
+    if (len >= cap)
+        len = 0;
+    memcpy(out, s, len);
+    out[len] = '\0';
+}
+
+/* A claimed name under the sign-up rules (names.h), or NULL: as given, else
+ * cut on a character boundary to NAMES_MAX_BYTES (trailing spaces dropped),
+ * which only a name too long could need. */
+static const char *claim_name(const char *raw, char *out, size_t cap, const char **why)
+{
+    if (names_clean(raw, out, cap, why) == 0)
+        return out;
+    char cut[NAMES_MAX_BYTES + 1];
+    size_t n = names_cut(raw, NAMES_MAX_BYTES);
+    while (n > 0 && raw[n - 1] == ' ')
+        n--;
+    memcpy(cut, raw, n);
+    cut[n] = '\0';
+    const char *why2;
+    if (n < strlen(raw) && names_clean(cut, out, cap, &why2) == 0)
+        return out;
+    return NULL;
+}
+
+/* The username of a JWT's user: its "username" (or "name") claim when the
+ * sign-up rules allow it, cut to length if need be; otherwise
+ * "user<sub>" (cut likewise), and when even that breaks a rule, "user-"
+ * and 16 hex digits of SHA-256(sub). A bad claim never refuses the token,
+ * so a site's user is never locked out of chat by the name the site
+ * holds, and it never reaches the store unchecked. */
+static void jwt_username(const char *claimed, const char *sub, char *out, size_t cap)
+{
+    /* Logged: only names that passed the rules, never the raw claims or
+     * sub, which may hold line breaks to forge log lines with. */
+    char buf[NAMES_MAX_BYTES + 1];
+    const char *why = "no name claim";
+    if (claimed[0] && claim_name(claimed, buf, sizeof(buf), &why)) {
+        if (strcmp(buf, claimed) != 0)
+            log_debug("JWT name claim cut or normalised to \"%s\"", buf);
+        snprintf(out, cap, "%s", buf);
+        return;
+    }
+    char fallback[160];
+    snprintf(fallback, sizeof(fallback), "user%s", sub);
+    if (!claim_name(fallback, buf, sizeof(buf), &why)) {
+        uint8_t h[crypto_hash_sha256_BYTES];
+        crypto_hash_sha256(h, (const unsigned char *)sub, strlen(sub));
+        char hex[17];
+        sodium_bin2hex(hex, sizeof(hex), h, 8);
+        snprintf(buf, sizeof(buf), "user-%s", hex);
+    }
+    if (claimed[0])
+        log_warn("JWT name claim refused (%s); the user is named \"%s\"", why, buf);
+    snprintf(out, cap, "%s", buf);
 }
 
 int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *sub, size_t sub_cap,
@@ -212,12 +273,12 @@ int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *
     if (rc == 0) {
         double e = json_number_value(jexp);
         *exp = e >= (double)AUTH_JWT_EXP_MAX ? AUTH_JWT_EXP_MAX : (int64_t)e;
-        copy_claim(claims, "username", "name", username, name_cap);
+        char claimed[sizeof(buf)]; /* holds any claim of the payload whole */
+        copy_claim(claims, "username", "name", claimed, sizeof(claimed));
+        jwt_username(claimed, sub, username, name_cap);
         copy_claim(claims, "userpic", "picture", userpic, pic_cap);
         if (userpic[0] && !auth_url_is_safe(userpic))
             userpic[0] = '\0'; /* same rule as a userpic given at sign-up */
-        if (!username[0])
-            snprintf(username, name_cap, "user%s", sub);
     }
     json_decref(claims);
     return rc;
@@ -582,20 +643,20 @@ static ratelimit *fail_user;   /* failures per username */
 static ratelimit *fail_pair;   /* "failed at least once" per (username, address) */
 static ratelimit *signup_addr; /* sign-ups per address */
 
-/* Usernames match ignoring (ASCII) case, so must their counters. The pair
- * key is "<username>\n<address>": a username cannot hold a newline. */
+/* A username's counters are the account's: every spelling login accepts
+ * (names_key) shares them, or each Unicode variant of a name would get its
+ * own allowance. The pair key is "<key>\n<address>": a key holds no newline.
+ * A name without a key (invalid UTF-8, which no account has) is counted
+ * under its bytes. */
 static size_t limit_key(char *out, size_t cap, const char *username, const char *addr)
 {
-    int n =
-        addr ? snprintf(out, cap, "%s\n%s", username, addr) : snprintf(out, cap, "%s", username);
+    char *name_key = names_key(username);
+    const char *name = name_key ? name_key : username;
+    int n = addr ? snprintf(out, cap, "%s\n%s", name, addr) : snprintf(out, cap, "%s", name);
+    free(name_key);
     if (n < 0)
         return 0;
-    size_t len = (size_t)n < cap ? (size_t)n : cap - 1;
-    size_t name_len = strlen(username) < len ? strlen(username) : len;
-    for (size_t i = 0; i < name_len; i++)
-        if (out[i] >= 'A' && out[i] <= 'Z')
-            out[i] = (char)(out[i] + 32);
-    return len;
+    return (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
 int auth_login_check(const char *username, const char *addr, int64_t now_ms)

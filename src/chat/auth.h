@@ -135,7 +135,10 @@ size_t auth_login_keys(void);
  * userpic (may be empty) and exp (seconds, clamped to AUTH_JWT_EXP_MAX so
  * exp * 1000 cannot overflow). A numeric "nbf" after now_s is refused ("not
  * yet valid"). Pure, for unit tests too.
- * Returns 0 or -1 with a reason. */
+ * username follows the sign-up rules (chat/names.h): the claim as given,
+ * cut on a character boundary if too long, else "user<sub>" (a warning is
+ * logged); name_cap >= NAMES_MAX_BYTES + 1. A picture that does not fit
+ * pic_cap is dropped, not cut. Returns 0 or -1 with a reason. */
 int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *sub, size_t sub_cap,
                     char *username, size_t name_cap, char *userpic, size_t pic_cap, int64_t *exp,
                     const char **reason);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "chat/auth.h"
+#include "chat/names.h"
 #include "core/log.h"
 #include "core/ratelimit.h"
 #include "gateway/gateway.h"
@@ -43,17 +44,80 @@ static ratelimit *send_limit;      /* chat messages per user */
 static int data_lock_fd = -1;
 
 /* The store caches users in memory, so two chatd processes must never share
- * a data directory: hold an exclusive lock on it for the process lifetime. */
+ * a data directory: hold an exclusive lock on it for the process lifetime.
+ * Only a lock held elsewhere means "another chatd"; any other failure (a
+ * read-only or foreign directory) is reported with its own errno. */
 static int lock_data_dir(const char *dir)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/chatd.lock", dir);
     data_lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (data_lock_fd < 0 || flock(data_lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        log_error("data directory %s is in use by another chatd (cannot lock %s)", dir, path);
-        if (data_lock_fd >= 0)
-            close(data_lock_fd);
+    if (data_lock_fd < 0) {
+        log_error("cannot open the lock file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(data_lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK)
+            log_error("data directory %s is in use by another chatd (%s is locked)", dir, path);
+        else
+            log_error("cannot lock %s: %s", path, strerror(e));
+        close(data_lock_fd);
         data_lock_fd = -1;
+        return -1;
+    }
+    /* a lock file left by an older chatd under a looser umask */
+    if (fchmod(data_lock_fd, 0600) != 0)
+        log_warn("cannot chmod 0600 %s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* mkdir -p, new directories 0700 (the umask can only narrow that). An
+ * existing directory is left alone, even below parents we may only
+ * traverse. */
+static int make_data_dir(const char *dir)
+{
+    char buf[4096];
+    size_t len = strlen(dir);
+    struct stat st;
+    if (stat(dir, &st) == 0)
+        return 0; /* check_data_dir says whether it is fit */
+    if (len == 0 || len >= sizeof(buf)) {
+        log_error("bad data directory \"%s\"", dir);
+        return -1;
+    }
+    memcpy(buf, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        buf[i] = '\0';
+        if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
+            log_error("cannot create the data directory %s: %s", buf, strerror(errno));
+            return -1;
+        }
+        buf[i] = dir[i];
+    }
+    return 0;
+}
+
+/* The data directory holds password hashes and every message: refuse one
+ * that others may write to (they could swap the database or its WAL). A
+ * 0755 directory is fine: others can list it, the files are 0600. */
+static int check_data_dir(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        log_error("data directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        log_error("data directory %s is not a directory", dir);
+        return -1;
+    }
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        log_error("data directory %s is writable by group or others (mode %04o); "
+                  "run chmod go-w on it",
+                  dir, (unsigned)(st.st_mode & 07777));
         return -1;
     }
     return 0;
@@ -107,6 +171,10 @@ static void call_fail(chat_call *call, int status, const char *code, const char 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* a 5xx is our failure, never the client's: say what and where */
+    if (status >= 500)
+        log_error("chat: %s answered %d %s: %s", call->req ? call->req->path : call->op, status,
+                  code, msg);
     if (call->req) {
         http_respond_error(call->req, status, code, "%s", msg);
     } else {
@@ -126,6 +194,7 @@ static void call_fail(chat_call *call, int status, const char *code, const char 
     call_free(call);
 }
 
+/* The store logged the database error itself (store_sqlite.c). */
 static void store_failed(chat_call *call)
 {
     call_fail(call, 500, "internal", "storage failed; try again");
@@ -211,15 +280,6 @@ static void push_message(const json_t *message, int64_t from_id, const conn *ori
 }
 
 /* ---- validation -------------------------------------------------------- */
-
-/* C0 controls, DEL and C1 controls (U+0080..U+009F, UTF-8 C2 80..C2 9F). */
-static bool has_control_chars(const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
-            return true;
-    return false;
-}
 
 /* A string field within [min, max] bytes; answers 400 and returns NULL if not. */
 static const char *want_string(chat_call *call, json_t *obj, const char *field, size_t min,
@@ -420,23 +480,26 @@ static void password_hashed(void *ctx, int status, char *hash)
     free(hash);
 }
 
+/* The rules of names.h, the same for JWT claims (auth.c). The body's
+ * username is replaced by its display form (NFC), which is what is stored. */
 static bool validate_username(chat_call *call, const char *username)
 {
-    if (has_control_chars(username) || strchr(username, '#') || username[0] == ' ' ||
-        username[strlen(username) - 1] == ' ') {
-        call_fail(call, 400, "bad_field",
-                  "username must not contain control characters or '#', nor start or end "
-                  "with a space");
+    char clean[NAMES_MAX_BYTES + 1];
+    const char *why;
+    if (names_clean(username, clean, sizeof(clean), &why) != 0) {
+        call_fail(call, 400, "bad_field", "%s", why);
         return false;
     }
+    json_object_set_new(call->body, "username", json_string(clean));
     return true;
 }
 
 static void do_register(chat_call *call)
 {
     bool failed;
+    /* bytes as sent; names_clean bounds the NFC form to USERNAME_MAX */
     const char *username =
-        want_string(call, call->body, "username", USERNAME_MIN, USERNAME_MAX, true, &failed);
+        want_string(call, call->body, "username", USERNAME_MIN, USERNAME_MAX * 4, true, &failed);
     if (failed || !validate_username(call, username))
         return;
     const char *password =
@@ -1137,8 +1200,10 @@ int chat_init(uv_loop_t *loop, const config *cfg)
     char err[256] = "";
     enum store_durability d =
         strcmp(cfg->durability, "normal") == 0 ? STORE_DURABLE_NORMAL : STORE_DURABLE_FULL;
-    mkdir(cfg->data_dir, 0700); /* the store creates it too; the lock needs it first */
-    if (lock_data_dir(cfg->data_dir) < 0)
+    /* the store creates it too; the lock needs it first */
+    if (make_data_dir(cfg->data_dir) < 0)
+        return -1;
+    if (check_data_dir(cfg->data_dir) < 0 || lock_data_dir(cfg->data_dir) < 0)
         return -1;
     chat_store = store_open(loop, cfg->data_dir, d, err, sizeof(err));
     if (!chat_store) {

@@ -49,21 +49,25 @@ enum store_status {
 /* Operations, their inputs and the JSON they leave in result. */
 typedef enum store_op {
     /* username, password_hash, userpic, time -> user. CONFLICT: username taken
-     * (usernames are unique case-insensitively). */
+     * (usernames are unique by their key, names_key in chat/names.h: case,
+     * NFD/NFC, fullwidth forms and confusable letters do not make a new
+     * name). The caller has checked the name (names_clean). */
     STORE_USER_CREATE,
-    /* username (any case) -> user plus "password_hash" (null for external
-     * users). NOT_FOUND. */
+    /* username (any spelling with the same key) -> user plus "password_hash"
+     * (null for external users). NOT_FOUND. */
     STORE_USER_BY_NAME,
     /* user_id -> user. NOT_FOUND. */
     STORE_USER_BY_ID,
     /* external_id (a JWT "sub"), username, userpic, time -> user: created on
-     * first sight, username/userpic refreshed later. A username taken by
-     * another user gets "#<external_id>" appended. When token_hash is set
-     * (not all zero) and that JWT was revoked (STORE_JWT_REVOKE) and has not
-     * expired by time: NOT_FOUND, nothing written. */
+     * first sight, username/userpic refreshed later. A username whose key
+     * another user holds gets "#<external_id>" appended, or, when that is
+     * held too, "#x<external_id in hex>"; never CONFLICT. When token_hash is
+     * set (not all zero) and that JWT was revoked (STORE_JWT_REVOKE) and has
+     * not expired by time: NOT_FOUND, nothing written. */
     STORE_USER_EXTERNAL,
     /* query, user_id (excluded from results), limit -> [user]: usernames
-     * containing query, case-insensitive, prefix matches first. */
+     * containing query (ASCII case ignored) or whose key contains query's
+     * key, prefix matches first. */
     STORE_USER_SEARCH,
     /* token_hash, user_id, expires (ms) -> null. NOT_FOUND: no such user;
      * CONFLICT: the hash exists. */

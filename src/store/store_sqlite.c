@@ -16,6 +16,7 @@
  * without SQLite's mutexes. Being the only writer is what keeps the user
  * cache exact: one chatd process per data directory. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -23,8 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uthash.h>
 
+#include "chat/names.h"
 #include "core/log.h"
 #include "store/store_backend.h"
 
@@ -77,6 +80,14 @@ static const char *const migrations[] = {
     "  hash BLOB PRIMARY KEY,"
     "  expires_at INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX revoked_jwts_expiry ON revoked_jwts(expires_at);",
+    /* 3: the username key (names.h): skeleton(NFKC_Casefold(username)),
+     * unique, so look-alike names cannot both exist and login finds an
+     * account by any equivalent spelling. Rows of older versions get their
+     * key from C right after the migrations (names_backfill). The NOCASE
+     * rule on username stays (dropping it means rebuilding the table); it
+     * is weaker than the key, so it refuses nothing the key allows. */
+    "ALTER TABLE users ADD COLUMN name_key TEXT;"
+    "CREATE UNIQUE INDEX users_name_key ON users(name_key);",
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SQLITE_SCHEMA_VERSION,
                "STORE_SQLITE_SCHEMA_VERSION must count the migrations");
@@ -123,18 +134,23 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_USER_INSERT] =
-        "INSERT INTO users(username, password_hash, userpic, external_id, created_at)"
-        " VALUES(?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO users(username, password_hash, userpic, external_id, created_at, name_key)"
+        " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_USER_BY_NAME] =
-        "SELECT id, username, userpic, password_hash FROM users WHERE username = ?1",
+        "SELECT id, username, userpic, password_hash FROM users WHERE name_key = ?1",
     [ST_USER_BY_ID] = "SELECT id, username, userpic FROM users WHERE id = ?1",
     [ST_USER_BY_EXT] = "SELECT id, username, userpic FROM users WHERE external_id = ?1",
-    [ST_USER_UPDATE] = "UPDATE users SET username = ?2, userpic = ?3 WHERE id = ?1",
-    /* lower() and NOCASE both fold ASCII only, so search agrees with the
-     * uniqueness rule. instr() rather than LIKE: no wildcards to escape. */
+    [ST_USER_UPDATE] = "UPDATE users SET username = ?2, userpic = ?3, name_key = ?4 WHERE id = ?1",
+    /* A name matches when it contains the query as typed (ASCII case
+     * ignored) or its key contains the query's key ?4, so "jur" finds
+     * "JÜRGEN"'s neighbour "Jurij" and "ü" finds "Jürgen" typed in NFD.
+     * instr() rather than LIKE: no wildcards to escape. A full scan either
+     * way; search is rare and the table small next to messages. */
     [ST_USER_SEARCH] = "SELECT id, username, userpic FROM users"
-                       " WHERE id <> ?1 AND instr(lower(username), lower(?2)) > 0"
-                       " ORDER BY instr(lower(username), lower(?2)) <> 1, lower(username), id"
+                       " WHERE id <> ?1 AND (instr(lower(username), lower(?2)) > 0"
+                       "  OR coalesce(instr(name_key, ?4), 0) > 0)"
+                       " ORDER BY instr(lower(username), lower(?2)) <> 1"
+                       "  AND coalesce(instr(name_key, ?4), 0) <> 1, lower(username), id"
                        " LIMIT ?3",
     [ST_TOKEN_INSERT] = "INSERT INTO tokens(hash, user_id, expires_at) VALUES(?1, ?2, ?3)",
     [ST_TOKEN_LOOKUP] = "SELECT u.id, u.username, u.userpic FROM tokens t"
@@ -433,6 +449,9 @@ static int op_user_create(sq *b, store_req *r)
 {
     if (!r->username)
         return bad_input(r, "username");
+    char *key = names_key(r->username);
+    if (!key)
+        return bad_input(r, "a username that has a key (valid UTF-8)");
     const char *pic = r->userpic ? r->userpic : "";
     sqlite3_stmt *st = prep(b, ST_USER_INSERT);
     bind_text(st, 1, r->username);
@@ -440,7 +459,9 @@ static int op_user_create(sq *b, store_req *r)
     bind_text(st, 3, pic);
     sqlite3_bind_null(st, 4);
     sqlite3_bind_int64(st, 5, r->time);
+    bind_text(st, 6, key);
     int rc = exec_stmt(st);
+    free(key);
     if (is_constraint(rc))
         return STORE_CONFLICT;
     if (rc != SQLITE_DONE)
@@ -461,9 +482,14 @@ static int op_user_by_name(sq *b, store_req *r)
 {
     if (!r->username)
         return bad_input(r, "username");
+    char *key = names_key(r->username);
+    if (!key) /* not UTF-8: no account has that name */
+        return STORE_NOT_FOUND;
     sqlite3_stmt *st = prep(b, ST_USER_BY_NAME);
-    bind_text(st, 1, r->username);
-    return row_json(b, st, user_with_hash_json, &r->result);
+    bind_text(st, 1, key);
+    int status = row_json(b, st, user_with_hash_json, &r->result);
+    free(key);
+    return status;
 }
 
 static int op_user_by_id(sq *b, store_req *r)
@@ -473,9 +499,6 @@ static int op_user_by_id(sq *b, store_req *r)
     return row_json(b, st, user_json, &r->result);
 }
 
-/* Finds or creates the user of an external identity and refreshes its name
- * and picture. The wanted username first, "<username>#<external_id>" when
- * another user holds it. */
 static bool hash_given(const store_req *r)
 {
     for (size_t i = 0; i < sizeof(r->token_hash); i++)
@@ -512,6 +535,14 @@ static int op_jwt_revoke(sq *b, store_req *r)
     return STORE_OK;
 }
 
+/* Finds or creates the user of an external identity and refreshes its name
+ * and picture. Candidates in order: the wanted username; when another user
+ * holds its key, "<username>#<external_id>"; and when even that is held
+ * (two subs differing only in case, say), "<username>#x<hex of
+ * external_id>" under the key "\x01" external_id, which no other row can
+ * have: names never start with a control character and external_id is
+ * unique (the hex keeps the name apart under the old ASCII NOCASE rule
+ * too). So a valid identity gets an account, not an error. */
 static int op_user_external(sq *b, store_req *r)
 {
     if (!r->external_id || !r->username)
@@ -524,12 +555,30 @@ static int op_user_external(sq *b, store_req *r)
     const char *pic = r->userpic ? r->userpic : "";
     size_t alt_len = strlen(r->username) + 1 + strlen(r->external_id) + 1;
     char *alt = malloc(alt_len);
-    if (!alt)
-        return STORE_ERROR;
-    snprintf(alt, alt_len, "%s#%s", r->username, r->external_id);
-    const char *names[2] = {r->username, alt};
-
+    char *last_key = malloc(strlen(r->external_id) + 2);
+    char *keys[3] = {names_key(r->username), NULL, last_key};
+    if (alt) {
+        snprintf(alt, alt_len, "%s#%s", r->username, r->external_id);
+        keys[1] = names_key(alt);
+    }
+    if (last_key) {
+        last_key[0] = '\x01';
+        strcpy(last_key + 1, r->external_id);
+    }
+    size_t hex_len = strlen(r->username) + 2 + 2 * strlen(r->external_id) + 1;
+    char *hex = malloc(hex_len);
+    if (hex) {
+        int off = snprintf(hex, hex_len, "%s#x", r->username);
+        for (const unsigned char *p = (const unsigned char *)r->external_id; *p; p++)
+            off += snprintf(hex + off, hex_len - (size_t)off, "%02x", *p);
+    }
+    const char *names[3] = {r->username, alt, hex};
     int status = STORE_CONFLICT;
+    if (!keys[0] || !keys[1] || !keys[2] || !hex) {
+        status = bad_input(r, "a username that has a key (valid UTF-8)");
+        goto out;
+    }
+
     sqlite3_stmt *st = prep(b, ST_USER_BY_EXT);
     bind_text(st, 1, r->external_id);
     int rc = sqlite3_step(st);
@@ -540,13 +589,15 @@ static int op_user_external(sq *b, store_req *r)
         sqlite3_reset(st);
         if (!cur_name || !cur_pic)
             status = STORE_ERROR;
-        for (int i = 0; i < 2 && status == STORE_CONFLICT; i++) {
+        for (int i = 0; i < 3 && status == STORE_CONFLICT; i++) {
             const char *name = names[i];
-            if (strcmp(cur_name, name) != 0 || strcmp(cur_pic, pic) != 0) {
+            /* the name it already has is its own, whatever its key */
+            if (i == 2 || strcmp(cur_name, name) != 0 || strcmp(cur_pic, pic) != 0) {
                 sqlite3_stmt *up = prep(b, ST_USER_UPDATE);
                 sqlite3_bind_int64(up, 1, id);
                 bind_text(up, 2, name);
                 bind_text(up, 3, pic);
+                bind_text(up, 4, keys[i]);
                 rc = exec_stmt(up);
                 if (is_constraint(rc))
                     continue;
@@ -567,13 +618,14 @@ static int op_user_external(sq *b, store_req *r)
         free(cur_pic);
     } else if (rc == SQLITE_DONE) {
         sqlite3_reset(st);
-        for (int i = 0; i < 2 && status == STORE_CONFLICT; i++) {
+        for (int i = 0; i < 3 && status == STORE_CONFLICT; i++) {
             sqlite3_stmt *ins = prep(b, ST_USER_INSERT);
             bind_text(ins, 1, names[i]);
             sqlite3_bind_null(ins, 2);
             bind_text(ins, 3, pic);
             bind_text(ins, 4, r->external_id);
             sqlite3_bind_int64(ins, 5, r->time);
+            bind_text(ins, 6, keys[i]);
             rc = exec_stmt(ins);
             if (is_constraint(rc))
                 continue;
@@ -590,7 +642,11 @@ static int op_user_external(sq *b, store_req *r)
         sqlite3_reset(st);
         status = db_fail(b, "user lookup");
     }
+out:
     free(alt);
+    free(hex);
+    for (int i = 0; i < 3; i++)
+        free(keys[i]);
     return status;
 }
 
@@ -598,11 +654,14 @@ static int op_user_search(sq *b, store_req *r)
 {
     if (!r->query)
         return bad_input(r, "query");
+    char *key = names_key(r->query); /* NULL (no key match) if not UTF-8 */
     sqlite3_stmt *st = prep(b, ST_USER_SEARCH);
     sqlite3_bind_int64(st, 1, r->user_id);
     bind_text(st, 2, r->query);
     sqlite3_bind_int64(st, 3, sql_limit(r->limit));
+    bind_text(st, 4, key);
     r->result = rows_json(b, st, user_json);
+    free(key);
     return r->result ? STORE_OK : STORE_ERROR;
 }
 
@@ -940,6 +999,9 @@ static void sq_execute(void *p, store_req *r)
     if (r->status != STORE_OK && r->status != STORE_NOT_FOUND && r->status != STORE_CONFLICT)
         r->status = STORE_ERROR;
     if (r->status == STORE_ERROR) {
+        /* a database error was logged where it happened; this line also
+         * covers the rest (out of memory, a value JSON cannot hold) */
+        log_error("store: request %d failed", (int)r->op);
         json_decref(r->result);
         r->result = NULL;
     }
@@ -1077,11 +1139,108 @@ static int pragma(sqlite3 *db, const char *sql, char *out, size_t out_len)
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* Brings the schema from its user_version to the latest, all or nothing. */
+/* The OS error behind SQLite's last failure, e.g. "Read-only file system",
+ * which sqlite3_errmsg alone ("attempt to write a readonly database") does
+ * not say. */
+static const char *os_error(sqlite3 *db)
+{
+    int e = sqlite3_system_errno(db);
+    return e ? strerror(e) : "no OS error";
+}
+
+/* Gives every user row without a key its key (names.h): the rows of a
+ * database from before migration 2. Runs in the migration transaction, in
+ * batches so no statement reads rows it is updating. Two old names may
+ * share a key ("Jürgen" and "JÜRGEN" were distinct under ASCII NOCASE):
+ * the older account keeps it, the newer gets the key of "<name>#<id>", so
+ * it logs in as "<name>#<id>", and a warning names it for the operator. */
+static int names_backfill(sqlite3 *db, char *err, size_t err_len)
+{
+    sqlite3_stmt *sel = NULL, *up = NULL;
+    int ret = -1;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, username FROM users WHERE name_key IS NULL"
+                           " ORDER BY id LIMIT 1000",
+                           -1, &sel, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "UPDATE users SET name_key = ?2 WHERE id = ?1", -1, &up, NULL) !=
+            SQLITE_OK) {
+        snprintf(err, err_len, "username keys: %s", sqlite3_errmsg(db));
+        goto out;
+    }
+    enum { BATCH = 1000 };
+    int64_t *ids = malloc(BATCH * sizeof(*ids));
+    char **names = calloc(BATCH, sizeof(*names));
+    size_t done = 0;
+    for (;;) {
+        int n = 0, rc;
+        while (ids && names && n < BATCH && (rc = sqlite3_step(sel)) == SQLITE_ROW) {
+            ids[n] = sqlite3_column_int64(sel, 0);
+            names[n++] = strdup(col_text(sel, 1));
+        }
+        sqlite3_reset(sel);
+        if (n == 0)
+            break;
+        for (int i = 0; i < n; i++) {
+            char alt[64];
+            snprintf(alt, sizeof(alt), "#%lld", (long long)ids[i]);
+            char *key = names[i] ? names_key(names[i]) : NULL;
+            /* an unreadable name still needs a unique key: "#<id>" */
+            sqlite3_bind_int64(up, 1, ids[i]);
+            sqlite3_bind_text(up, 2, key ? key : alt, -1, SQLITE_TRANSIENT);
+            rc = exec_stmt(up);
+            free(key);
+            if (is_constraint(rc) && names[i]) {
+                size_t len = strlen(names[i]) + strlen(alt) + 1;
+                char *renamed = malloc(len);
+                key = NULL;
+                if (renamed) {
+                    snprintf(renamed, len, "%s%s", names[i], alt);
+                    key = names_key(renamed);
+                }
+                log_warn("store: user %lld \"%s\" looks like an older account's name; it now "
+                         "logs in as \"%s\"",
+                         (long long)ids[i], names[i], renamed ? renamed : alt);
+                free(renamed);
+                sqlite3_bind_int64(up, 1, ids[i]);
+                sqlite3_bind_text(up, 2, key ? key : alt, -1, SQLITE_TRANSIENT);
+                rc = exec_stmt(up);
+                free(key);
+            }
+            if (rc != SQLITE_DONE) {
+                snprintf(err, err_len, "username key of user %lld: %s", (long long)ids[i],
+                         sqlite3_errmsg(db));
+                for (int j = 0; j < n; j++)
+                    free(names[j]);
+                goto out_free;
+            }
+        }
+        for (int j = 0; j < n; j++)
+            free(names[j]);
+        done += (size_t)n;
+    }
+    if (!ids || !names) {
+        snprintf(err, err_len, "username keys: out of memory");
+        goto out_free;
+    }
+    if (done)
+        log_info("store: username keys computed for %zu users", done);
+    ret = 0;
+out_free:
+    free(ids);
+    free(names);
+out:
+    sqlite3_finalize(sel);
+    sqlite3_finalize(up);
+    return ret;
+}
+
+/* Brings the schema from its user_version to the latest, all or nothing.
+ * It always writes (user_version, even unchanged), so a database chatd
+ * cannot write fails here, at start, not at the first message. */
 static int migrate(sqlite3 *db, char *err, size_t err_len)
 {
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, err_len, "begin migration: %s", sqlite3_errmsg(db));
+        snprintf(err, err_len, "begin migration: %s (%s)", sqlite3_errmsg(db), os_error(db));
         return -1;
     }
     char v[32];
@@ -1101,19 +1260,23 @@ static int migrate(sqlite3 *db, char *err, size_t err_len)
             goto fail;
         }
     }
-    if (version != STORE_SQLITE_SCHEMA_VERSION) {
-        /* PRAGMA takes no parameters; the number is ours, not input. */
-        char sql[64];
-        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SQLITE_SCHEMA_VERSION);
-        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-            snprintf(err, err_len, "set user_version: %s", sqlite3_errmsg(db));
-            goto fail;
-        }
+    if (names_backfill(db, err, err_len) != 0)
+        goto fail;
+    /* PRAGMA takes no parameters; the number is ours, not input. Set even
+     * when unchanged: the write probe. */
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SQLITE_SCHEMA_VERSION);
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, err_len, "cannot write the database: %s (%s)", sqlite3_errmsg(db),
+                 os_error(db));
+        goto fail;
+    }
+    if (version != STORE_SQLITE_SCHEMA_VERSION)
         log_info("store: schema migrated from version %ld to %d", version,
                  STORE_SQLITE_SCHEMA_VERSION);
-    }
     if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, err_len, "commit migration: %s", sqlite3_errmsg(db));
+        snprintf(err, err_len, "cannot write the database: %s (%s)", sqlite3_errmsg(db),
+                 os_error(db));
         goto fail;
     }
     return 0;
@@ -1180,11 +1343,33 @@ static void sq_close(void *p)
     free(b);
 }
 
+/* chmod 0600 the database and its -wal and -shm files where they exist. */
+static int private_files(const char *path, char *err, size_t err_len)
+{
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        char p[PATH_MAX + 8];
+        snprintf(p, sizeof(p), "%s%s", path, suffixes[i]);
+        if (chmod(p, 0600) != 0 && errno != ENOENT) {
+            snprintf(err, err_len, "chmod 0600 %s: %s", p, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void *sq_open(const char *data_dir, enum store_durability durability, char *err,
                      size_t err_len)
 {
     if (make_dirs(data_dir, err, err_len) != 0)
         return NULL;
+    /* SQLite creates -wal and -shm beside the database; without a writable
+     * directory it fails with a bare "readonly database". Say why first. */
+    if (access(data_dir, W_OK | X_OK) != 0) {
+        snprintf(err, err_len, "data directory %s cannot be written: %s", data_dir,
+                 strerror(errno));
+        return NULL;
+    }
     char path[PATH_MAX];
     if ((size_t)snprintf(path, sizeof(path), "%s/chatd.db", data_dir) >= sizeof(path)) {
         snprintf(err, err_len, "data directory path too long");
@@ -1203,19 +1388,43 @@ static void *sq_open(const char *data_dir, enum store_durability durability, cha
      * harmlessly. */
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     /* NOMUTEX: one thread at a time uses the connection (open here, then
-     * the storage thread), so SQLite's own locking would be pure cost. */
-    if (sqlite3_open_v2(path, &b->db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK) {
-        snprintf(err, err_len, "open %s: %s", path,
-                 b->db ? sqlite3_errmsg(b->db) : "out of memory");
+     * the storage thread), so SQLite's own locking would be pure cost.
+     * The file holds password hashes: created 0600 whatever the umask
+     * (SQLite gives -wal and -shm the database file's mode), and an older
+     * file made with a looser umask is tightened. Start-up is single
+     * threaded, so changing the process umask for a moment is safe. */
+    mode_t old_umask = umask(077);
+    int rc = sqlite3_open_v2(
+        path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    umask(old_umask);
+    if (rc != SQLITE_OK) {
+        snprintf(err, err_len, "open %s: %s (%s)", path,
+                 b->db ? sqlite3_errmsg(b->db) : "out of memory",
+                 b->db ? os_error(b->db) : "no OS error");
+        sq_close(b);
+        return NULL;
+    }
+    /* SQLite opens a file it may not write read-only, without an error:
+     * chatd would look healthy and fail at the first write. */
+    if (sqlite3_db_readonly(b->db, "main") == 1) {
+        /* SQLite keeps no errno of the attempt it fell back from: ask again */
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        snprintf(err, err_len, "%s cannot be written: %s", path,
+                 fd < 0 ? strerror(errno) : "SQLite opened it read-only");
+        if (fd >= 0)
+            close(fd);
+        sq_close(b);
+        return NULL;
+    }
+    if (private_files(path, err, err_len) != 0) {
         sq_close(b);
         return NULL;
     }
     char mode[16];
     if (pragma(b->db, "PRAGMA journal_mode = WAL", mode, sizeof(mode)) != 0 ||
         strcmp(mode, "wal") != 0) {
-        snprintf(err, err_len, "%s: cannot switch to WAL mode: %s", path, sqlite3_errmsg(b->db));
+        snprintf(err, err_len, "%s: cannot switch to WAL mode: %s (%s)", path,
+                 sqlite3_errmsg(b->db), os_error(b->db));
         sq_close(b);
         return NULL;
     }

@@ -236,3 +236,42 @@ test('a logged-out JWT stays refused after a restart', async () => {
     await own.stop();
   }
 });
+
+// Claims follow the sign-up rules (docs/API.md): a name that breaks them is
+// replaced by "user<sub>", one too long is cut on a character boundary, a
+// picture that does not fit is dropped; never a 500 (a name cut in the middle
+// of a character used to give its user a 500 on every request).
+test('JWT claims: U+202E, zero-width, control and mixed-script names are replaced by user<sub>, never a 500', async () => {
+  for (const bad of ['evil\u202egpj.exe', 'al\u200bice', 'bob\u0007', 'p\u0430ypal', 'x#y']) {
+    const sub = subOf();
+    const u = ok(await me(jwt({ sub, username: bad })), JSON.stringify(bad));
+    assert.equal(u.username, `user${sub}`, JSON.stringify(bad));
+    ok(await get(srv, '/chat/list', { token: jwt({ sub, username: bad }) }), 'keeps working');
+  }
+  assert.match(srv.stderr(), /JWT name claim refused/);
+});
+
+test('JWT claims: a long name is cut on a character boundary, a long picture dropped; the user works', async () => {
+  const sub = subOf();
+  // 65 ü are 130 bytes: the old 130-byte buffer cut the last one in half
+  const token = jwt({ sub, name: 'ü'.repeat(65), picture: 'https://example.com/' + 'é'.repeat(300) + '.png' });
+  const u = ok(await me(token));
+  assert.equal(u.username, 'ü'.repeat(16), '32 bytes, whole characters');
+  assert.equal(u.userpic, '');
+  const peer = await register(srv, uname('jc'));
+  const m = ok(await post(srv, '/chat/send', { to_id: peer.id, type: 'text', data: 'hi' }, { token }));
+  assert.equal(m.from_username, 'ü'.repeat(16));
+  ok(await get(srv, '/chat/list', { token: peer.token }));
+  // NFD in, NFC out
+  assert.equal(ok(await me(jwt({ sub: subOf(), name: `Zoe\u0308${sub.slice(-6)}` }))).username, `Zoë${sub.slice(-6)}`);
+});
+
+test('JWT claims: a name that looks like a password user\'s gets "#<sub>", and every spelling of the password user still logs in', async () => {
+  const tail = String(Math.floor(Math.random() * 1e9));
+  const pw = await register(srv, `Jürgen${tail}`);
+  const sub = subOf();
+  const u = ok(await me(jwt({ sub, username: `JU\u0308RGEN${tail}` })));
+  assert.equal(u.username, `JÜRGEN${tail}#${sub}`);
+  assert.notEqual(u.id, pw.id);
+  assert.equal(ok(await post(srv, '/user/login', { username: `JÜRGEN${tail}`, password: pw.password })).user.id, pw.id);
+});

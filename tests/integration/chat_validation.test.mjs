@@ -81,6 +81,78 @@ describe('register', () => {
   });
 });
 
+// One account per look: names are unique by the key skeleton(NFKC_Casefold)
+// of docs/API.md, invisible and bidi-control characters are refused, and
+// scripts are not mixed. Each name ends in a number unique to the test run.
+describe('usernames beyond ASCII', () => {
+  const n = () => String(Math.floor(Math.random() * 1e9));
+
+  test("'Jürgen', then 'JÜRGEN' and the NFD form -> 409 username_taken; login by any of them", async () => {
+    const tail = n();
+    const nfc = `Jürgen${tail}`;
+    const r = ok(await post(srv, '/user/register', { username: nfc, password: 'juergen-pw' }));
+    assert.equal(r.user.username, nfc);
+    fails(await post(srv, '/user/register', { username: `JÜRGEN${tail}`, password: 'other-pw' }), 409, 'username_taken', 'username');
+    const nfd = `Ju\u0308rgen${tail}`;
+    assert.notEqual(nfd, nfc);
+    fails(await post(srv, '/user/register', { username: nfd, password: 'other-pw' }), 409, 'username_taken', 'username');
+    fails(await post(srv, '/user/register', { username: `ｊüｒｇｅｎ${tail}`, password: 'other-pw' }), 409, 'username_taken', 'username');
+    for (const spelling of [nfc, nfd, `JÜRGEN${tail}`, `jürgen${tail}`]) {
+      assert.equal(ok(await post(srv, '/user/login', { username: spelling, password: 'juergen-pw' })).user.id, r.user.id, spelling);
+    }
+    fails(await post(srv, '/user/login', { username: `JÜRGEN${tail}`, password: 'other-pw' }), 401, 'bad_credentials', undefined, 'still needs the password');
+    fails(await post(srv, '/user/login', { username: `Jurgen${tail}`, password: 'juergen-pw' }), 401, 'bad_credentials', undefined, 'u is not ü');
+  });
+
+  test('an NFD name is stored as NFC', async () => {
+    const tail = n();
+    const r = ok(await post(srv, '/user/register', { username: `Zoe\u0308${tail}`, password: 'zoe-pw-1' }));
+    assert.equal(r.user.username, `Zoë${tail}`);
+  });
+
+  test("'payee', then the all-Cyrillic look-alike 'рауее' -> 409; 'paypal' with one Cyrillic а -> 400 (mixed scripts)", async () => {
+    const tail = n();
+    ok(await post(srv, '/user/register', { username: `payee${tail}`, password: 'payee-pw' }));
+    fails(await post(srv, '/user/register', { username: `\u0440\u0430\u0443\u0435\u0435${tail}`, password: 'other-pw' }), 409, 'username_taken', 'username');
+    ok(await post(srv, '/user/register', { username: `paypal${tail}`, password: 'paypal-pw' }));
+    const r = fails(await post(srv, '/user/register', { username: `p\u0430ypal${tail}`, password: 'other-pw' }), 400, 'bad_field', 'username');
+    assert.match(r.msg, /scripts/);
+    // a name in one other script is fine
+    ok(await post(srv, '/user/register', { username: `Иван${tail}`, password: 'ivan-pw-1' }));
+  });
+
+  const refused = [
+    ['U+200B zero width space', 'al\u200bice'],
+    ['U+200D zero width joiner', 'al\u200dice'],
+    ['U+202E right-to-left override', 'evil\u202egpj'],
+    ['U+2066 left-to-right isolate', '\u2066alice'],
+    ['U+FEFF byte order mark', '\ufeffalice'],
+    ['U+00A0 no-break space', 'Mary\u00a0Ann'],
+    ['two spaces in a row', 'Mary  Ann'],
+    ['U+3164 Hangul filler', 'al\u3164ice'],
+  ];
+  for (const [what, name] of refused) {
+    test(`a name with ${what} -> 400 bad_field`, async () => {
+      const username = `${name}${n()}`;
+      fails(await post(srv, '/user/register', { username, password: 'secret-pw' }), 400, 'bad_field', 'username');
+      fails(await post(srv, '/user/login', { username, password: 'secret-pw' }), 401, 'bad_credentials', undefined, 'no account was made');
+    });
+  }
+
+  test('usernames beyond ASCII keep working in messages (from_username) and search', async () => {
+    const tail = n();
+    const j = await register(srv, `Jürgen${tail}`);
+    const m = ok(await post(srv, '/chat/send', { to_id: alice.id, type: 'text', data: 'hallo' }, { token: j.token }));
+    assert.equal(m.from_username, `Jürgen${tail}`);
+    const hist = ok(await get(srv, `/chat/history?userid=${j.id}`, { token: alice.token }));
+    assert.equal(hist[0].from_username, `Jürgen${tail}`);
+    for (const q of [`Jürgen${tail}`, `ÜRGEN${tail}`, `u\u0308rgen${tail}`, `rgen${tail}`]) {
+      const found = ok(await get(srv, `/user/search?q=${encodeURIComponent(q)}`, { token: alice.token }));
+      assert.deepEqual(found.map((u) => u.id), [j.id], `search ${q}`);
+    }
+  });
+});
+
 describe('login and search', () => {
   test('login: missing or wrong-typed fields -> 400, unknown user or wrong password -> 401 bad_credentials', async () => {
     fails(await post(srv, '/user/login', { password: 'x1234567' }), 400, 'missing_field', 'username');
@@ -356,5 +428,17 @@ describe('login rate limit (--login-rate 3)', () => {
     }
     fails(await post(limited, '/user/login', { username: u.username.toUpperCase(), password: u.password }, from(34)), 429, 'rate_limited', 'username', `an address that failed against the account as ${variant}`);
     ok(await post(limited, '/user/login', { username: u.username.toUpperCase(), password: u.password }, from(35)), 'the owner from a fresh address');
+  });
+
+  test('the per-username limit counts the account, whatever the Unicode spelling of the name', async () => {
+    const tail = String(Math.floor(Math.random() * 1e9));
+    const u = await register(limited, `Jürgen${tail}`);
+    await awayFromMinuteEdge();
+    const from = (n) => ({ localAddress: `127.0.0.${n}` });
+    // NFD, capitals beyond ASCII, fullwidth: one account, so one counter
+    for (const [i, name] of [`Ju\u0308rgen${tail}`, `JÜRGEN${tail}`, `ｊüｒｇｅｎ${tail}`].entries()) {
+      ok(await post(limited, '/user/login', { username: name, password: u.password }, from(41 + i)), name);
+    }
+    fails(await post(limited, '/user/login', { username: `jürgen${tail}`, password: u.password }, from(44)), 429, 'rate_limited', 'username', '4th attempt on the account');
   });
 });

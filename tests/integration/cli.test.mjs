@@ -3,7 +3,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { CHATD_BIN, startServer, HOST } from './lib/server.mjs';
 import { rawRequest } from './lib/http.mjs';
 import { RawWs, OP } from './lib/ws.mjs';
@@ -44,9 +47,12 @@ test('a port already in use: exits non-zero', async () => {
   const blocker = net.createServer();
   await new Promise((r) => blocker.listen(0, HOST, r));
   const { port } = blocker.address();
+  // A data dir of its own: /tmp is writable by all, which chatd refuses
+  // before it gets to the port.
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chatd-cli-'));
   try {
     const r = await new Promise((resolve) => {
-      const res = spawnSync(CHATD_BIN, ['--listen', `${HOST}:${port}`, '--data-dir', '/tmp', '--web-root', '/tmp'], {
+      const res = spawnSync(CHATD_BIN, ['--listen', `${HOST}:${port}`, '--data-dir', dataDir, '--web-root', '/tmp'], {
         encoding: 'utf8',
         timeout: 5000,
         env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CHATD_'))),
@@ -55,8 +61,10 @@ test('a port already in use: exits non-zero', async () => {
     });
     assert.notEqual(r.status, 0, `exit status ${r.status}`);
     assert.equal(r.signal, null, 'exited by itself, not by the 5 s timeout');
+    assert.match(r.stderr, /in use|EADDRINUSE/i, 'for the port, not for anything else');
   } finally {
     blocker.close();
+    fs.rmSync(dataDir, { recursive: true, force: true });
   }
 });
 

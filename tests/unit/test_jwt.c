@@ -230,6 +230,64 @@ static void test_register_limit(void **state)
     auth_limits_free();
 }
 
+/* Claims go through the sign-up rules: cut on a character boundary when
+ * too long, replaced by a name made from sub when they break a rule, and
+ * never cut in the middle of a character (which made a permanent 500). */
+static void test_claims_follow_the_name_rules(void **state)
+{
+    (void)state;
+    char tok[2048], sub[64], name[64], pic[64];
+    const char *reason = NULL;
+    /* 31 ASCII bytes and a 2-byte ü: 33 bytes, cut before the ü */
+    make_jwt("{\"alg\":\"HS256\"}",
+             "{\"sub\":\"7\",\"exp\":2000,\"name\":\"abcdefghijklmnopqrstuvwxyz01234\u00fc\"}",
+             secret, tok, sizeof(tok));
+    assert_int_equal(verify(tok, sub, name, pic, &reason), 0);
+    assert_string_equal(name, "abcdefghijklmnopqrstuvwxyz01234");
+    /* 11 CJK characters (33 bytes): 10 kept, never 32 bytes of them */
+    make_jwt("{\"alg\":\"HS256\"}",
+             "{\"sub\":\"7\",\"exp\":2000,\"username\":\"\u4e2d\u4e2d\u4e2d\u4e2d\u4e2d\u4e2d"
+             "\u4e2d\u4e2d\u4e2d\u4e2d\u4e2d\"}",
+             secret, tok, sizeof(tok));
+    assert_int_equal(verify(tok, sub, name, pic, &reason), 0);
+    assert_int_equal(strlen(name), 30);
+    /* a cut leaving a trailing space drops it */
+    make_jwt("{\"alg\":\"HS256\"}",
+             "{\"sub\":\"7\",\"exp\":2000,\"name\":\"abcdefghijklmnopqrstuvwxyz01234 xyz\"}",
+             secret, tok, sizeof(tok));
+    assert_int_equal(verify(tok, sub, name, pic, &reason), 0);
+    assert_string_equal(name, "abcdefghijklmnopqrstuvwxyz01234");
+    /* U+202E, a zero-width space, a control character, '#': "user<sub>" */
+    const char *bad[] = {"evil\\u202egpj.exe", "al\\u200bice", "bob\\u0007", "bob#1",
+                         "p\\u0430ypal"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char claims[256];
+        snprintf(claims, sizeof(claims), "{\"sub\":\"42\",\"exp\":2000,\"username\":\"%s\"}",
+                 bad[i]);
+        make_jwt("{\"alg\":\"HS256\"}", claims, secret, tok, sizeof(tok));
+        assert_int_equal(verify(tok, sub, name, pic, &reason), 0);
+        assert_string_equal(name, "user42");
+    }
+    /* NFD in, NFC out */
+    make_jwt("{\"alg\":\"HS256\"}", "{\"sub\":\"7\",\"exp\":2000,\"name\":\"Ju\u0308rgen\"}",
+             secret, tok, sizeof(tok));
+    assert_int_equal(verify(tok, sub, name, pic, &reason), 0);
+    assert_string_equal(name, "J\xc3\xbcrgen");
+    /* a sub that makes no valid name either: "user-" and a hash */
+    make_jwt("{\"alg\":\"HS256\"}", "{\"sub\":\"\\u202e\",\"exp\":2000}", secret, tok, sizeof(tok));
+    assert_int_equal(verify(tok, sub, name, pic, &reason), 0);
+    assert_int_equal(strncmp(name, "user-", 5), 0);
+    assert_int_equal(strlen(name), 21);
+    /* a picture longer than its buffer is dropped, not cut */
+    make_jwt("{\"alg\":\"HS256\"}",
+             "{\"sub\":\"7\",\"exp\":2000,\"picture\":\"https://example.com/"
+             "\u00fc\u00fc\u00fc\u00fc\u00fc\u00fc\u00fc\u00fc\u00fc\u00fc\u00fc\u00fc\u00fc\u00fc"
+             "\u00fc\u00fc\u00fc\u00fc\u00fc\u00fc\u00fc\u00fc.png\"}",
+             secret, tok, sizeof(tok));
+    assert_int_equal(verify(tok, sub, name, pic, &reason), 0);
+    assert_string_equal(pic, "");
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -242,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_login_lockout_policy),
         cmocka_unit_test(test_login_refused_records_nothing),
         cmocka_unit_test(test_register_limit),
+        cmocka_unit_test(test_claims_follow_the_name_rules),
     };
     return cmocka_run_group_tests_name("jwt", tests, NULL, NULL);
 }

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "store/store.h"
@@ -1131,6 +1132,142 @@ static void test_open_errors(void **state)
     assert_true(send_msg(f, a, b, "full") > 0);
 }
 
+/* ---- username keys (chat/names.h) ---------------------------------------- */
+
+static int64_t user_by_name(fixture *f, const char *name)
+{
+    store_req *r = new_req(STORE_USER_BY_NAME);
+    store_req_set_str(&r->username, name);
+    run(f, r);
+    int64_t id = r->status == STORE_OK ? jint(r->result, "id") : -r->status;
+    store_req_free(r);
+    return id;
+}
+
+static int create_status(fixture *f, const char *name)
+{
+    store_req *r = new_req(STORE_USER_CREATE);
+    store_req_set_str(&r->username, name);
+    return run_status(f, r);
+}
+
+static void test_user_name_keys(void **state)
+{
+    fixture *f = *state;
+    int64_t j = create_user(f, "J\xc3\xbcrgen");
+    /* case beyond ASCII, NFD, fullwidth: one key, one account */
+    assert_int_equal(create_status(f, "J\xc3\x9cRGEN"), STORE_CONFLICT);
+    assert_int_equal(create_status(f, "Ju\xcc\x88rgen"), STORE_CONFLICT);
+    create_user(f, "payee");
+    assert_int_equal(create_status(f, "\xd1\x80\xd0\xb0\xd1\x83\xd0\xb5\xd0\xb5"),
+                     STORE_CONFLICT); /* Cyrillic */
+    assert_int_equal(create_status(f, "\xef\xbd\x90\xef\xbd\x81yee"), STORE_CONFLICT);
+    /* login finds the account by any equivalent spelling */
+    assert_int_equal(user_by_name(f, "j\xc3\xbcrgen"), j);
+    assert_int_equal(user_by_name(f, "JU\xcc\x88RGEN"), j);
+    assert_int_equal(user_by_name(f, "Jurgen"), -STORE_NOT_FOUND);
+    assert_int_equal(user_by_name(f, "\xff"), -STORE_NOT_FOUND); /* not UTF-8 */
+
+    /* search: "ÜRGEN" is no substring of lower("Jürgen") (ASCII lower),
+     * but its key is a substring of the name's key */
+    store_req *r = new_req(STORE_USER_SEARCH);
+    store_req_set_str(&r->query, "\xc3\x9cRGEN");
+    r->limit = 10;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(json_array_size(r->result), 1);
+    assert_string_equal(jstr(json_array_get(r->result, 0), "username"), "J\xc3\xbcrgen");
+    store_req_free(r);
+
+    /* JWT names: taken -> "<name>#<sub>"; when even that key is taken (two
+     * subs differing in case), still an account, never an error */
+    create_user(f, "erin");
+    r = external(f, "s", "Erin", "");
+    assert_int_equal(r->status, STORE_OK);
+    assert_string_equal(jstr(r->result, "username"), "Erin#s");
+    store_req_free(r);
+    r = external(f, "S", "ERIN", "");
+    assert_int_equal(r->status, STORE_OK);
+    int64_t big = jint(r->result, "id");
+    assert_string_equal(jstr(r->result, "username"), "ERIN#x53");
+    store_req_free(r);
+    r = external(f, "S", "ERIN", "p.png");
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "id"), big);
+    assert_string_equal(jstr(r->result, "username"), "ERIN#x53");
+    store_req_free(r);
+}
+
+static void sql(fixture *f, const char *text)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/chatd.db", f->data_dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(db, text, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", text, msg);
+    sqlite3_close(db);
+}
+
+/* A database of schema 1 (no keys), with two names that were distinct
+ * under ASCII NOCASE and share a key now: the older keeps the name's key,
+ * the newer logs in as "<name>#<id>"; nothing is lost. */
+static void test_name_keys_backfill(void **state)
+{
+    fixture *f = *state;
+    close_store(f);
+    sql(f, "DROP INDEX users_name_key; ALTER TABLE users DROP COLUMN name_key;"
+           "PRAGMA user_version = 2;"
+           "INSERT INTO users(id, username, created_at) VALUES(1, 'J\xc3\xbcrgen', 0),"
+           " (2, 'J\xc3\x9cRGEN', 0), (3, 'bob', 0);");
+    open_store(f);
+    assert_int_equal(user_version(f), STORE_SQLITE_SCHEMA_VERSION);
+    assert_int_equal(user_by_name(f, "j\xc3\xbcrgen"), 1);
+    assert_int_equal(user_by_name(f, "J\xc3\x9cRGEN#2"), 2);
+    assert_int_equal(user_by_name(f, "BOB"), 3);
+    assert_int_equal(create_status(f, "Bob"), STORE_CONFLICT);
+    /* reopening computes nothing again */
+    close_store(f);
+    open_store(f);
+    assert_int_equal(user_by_name(f, "bob"), 3);
+}
+
+/* The database, its WAL and shared-memory files are 0600 whatever the
+ * umask, and an older looser file is tightened at open. */
+static void test_file_modes(void **state)
+{
+    fixture *f = *state;
+    close_store(f);
+    char path[200];
+    snprintf(path, sizeof(path), "%s/chatd.db", f->data_dir);
+    assert_int_equal(chmod(path, 0644), 0);
+    mode_t old = umask(0);
+    open_store(f);
+    create_user(f, "m");
+    const char *suffix[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/chatd.db%s", f->data_dir, suffix[i]);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+    }
+    close_store(f);
+    snprintf(f->data_dir, sizeof(f->data_dir), "%s/fresh", f->dir);
+    open_store(f);
+    create_user(f, "n");
+    umask(old);
+    for (int i = 0; i < 3; i++) {
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/chatd.db%s", f->data_dir, suffix[i]);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+    }
+    struct stat st;
+    assert_int_equal(stat(f->data_dir, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+}
+
 static void test_req_strings(void **state)
 {
     (void)state;
@@ -1169,6 +1306,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_reentrant, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_name_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_name_keys_backfill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_modes, setup, teardown),
         cmocka_unit_test(test_req_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,6 +4,13 @@ import { safeUrl } from '../dom.js';
 
 const bytes = (s) => new TextEncoder().encode(s).length;
 
+// The server's username rule (docs/API.md), shown when signing up.
+const NAME_RULE =
+  '2 to 32 bytes (about 10 Chinese or Japanese characters). Letters of one script ' +
+  '(Latin may go with Chinese and Japanese), digits, punctuation and single spaces; ' +
+  'no “#”, no invisible or text-direction characters. Names that look alike are the same ' +
+  'name: “Jürgen”, “JÜRGEN” and “ｊüｒｇｅｎ” are one account, and you sign in with any of them.';
+
 /**
  * @param {HTMLElement} root  the #auth section
  * @param {(session: {token: string, user: object}) => void} onSignedIn
@@ -21,6 +28,13 @@ export function setupAuth(root, onSignedIn) {
   const switchLink = root.querySelector('#auth-switch');
   let mode = 'login';
   let busy = false;
+  const rule = document.createElement('p');
+  rule.id = 'auth-username-rule';
+  rule.className = 'field-rule';
+  rule.textContent = NAME_RULE;
+  rule.hidden = true;
+  username.closest('label').after(rule);
+  username.setAttribute('aria-describedby', rule.id);
 
   const showError = (msg) => {
     error.textContent = msg || '';
@@ -33,6 +47,7 @@ export function setupAuth(root, onSignedIn) {
     title.textContent = mode === 'signup' ? 'Create your account' : 'Sign in';
     submit.textContent = mode === 'signup' ? 'Sign up' : 'Sign in';
     picRow.hidden = mode !== 'signup';
+    rule.hidden = mode !== 'signup';
     password.autocomplete = mode === 'signup' ? 'new-password' : 'current-password';
     switchText.textContent = mode === 'signup' ? 'Already have an account?' : 'New here?';
     switchLink.textContent = mode === 'signup' ? 'Sign in' : 'Create an account';
@@ -43,10 +58,10 @@ export function setupAuth(root, onSignedIn) {
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     if (busy) return;
-    const name = username.value.trim();
+    const name = username.value.trim().normalize('NFC'); // the server stores NFC
     const pass = password.value;
     const pic = userpic.value.trim();
-    if (bytes(name) < 2 || bytes(name) > 32) return showError('Your name must be 2 to 32 characters long.');
+    if (bytes(name) < 2 || bytes(name) > 32) return showError('Your name must be 2 to 32 bytes long (about 10 Chinese or Japanese characters).');
     if (mode === 'signup') {
       if (/#/.test(name)) return showError('Your name cannot contain “#”.');
       if (bytes(pass) < 6) return showError('Your password must be at least 6 characters long.');
