@@ -86,8 +86,8 @@ static const char *const migrations[] = {
      * key from C right after the migrations (names_backfill). The NOCASE
      * rule on username stays (dropping it means rebuilding the table); it
      * is weaker than the key, so it refuses nothing the key allows. */
-    "ALTER TABLE users ADD COLUMN name_key TEXT;"
-    "CREATE UNIQUE INDEX users_name_key ON users(name_key);",
+    ("ALTER TABLE users ADD COLUMN name_key TEXT;"
+     "CREATE UNIQUE INDEX users_name_key ON users(name_key);"),
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SQLITE_SCHEMA_VERSION,
                "STORE_SQLITE_SCHEMA_VERSION must count the migrations");
