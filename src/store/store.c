@@ -397,6 +397,7 @@ void store_req_free(store_req *r)
     free(r->msg_type);
     free(r->msg_data);
     free(r->client_msg_id);
+    json_decref(r->cursors);
     json_decref(r->result);
     free(r);
 }

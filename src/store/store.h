@@ -23,10 +23,18 @@
  * String inputs are copied in with store_req_set_str.
  *
  * Users are {id, username, userpic}, userpic "" when none was given;
- * messages are {id, to_id, from_id, from_username, from_userpic, type, data,
- * time, client_msg_id}: from_* are the sender's current name and picture,
- * client_msg_id is null when none was given. Message ids are 64-bit
- * integers that grow over time. A limit <= 0 means no limit. */
+ * messages are {id, seq, to_id, from_id, from_username, from_userpic, type,
+ * data, time, client_msg_id}: from_* are the sender's current name and
+ * picture, client_msg_id is null when none was given. Message ids are 64-bit
+ * integers that grow over time.
+ *
+ * seq is the message's position in its conversation: 1, 2, 3, ... with no
+ * holes, in commit order. Every backend assigns it inside the committing
+ * transaction under a lock that only writers of that conversation share, and
+ * allocates the message id under the same lock, so within one conversation
+ * seq order = id order = commit order (across conversations, ids may commit
+ * out of order on a multi-writer backend: cursors are per conversation).
+ * A limit <= 0 means no limit. */
 #ifndef CHATD_STORE_H
 #define CHATD_STORE_H
 
@@ -44,6 +52,10 @@ enum store_status {
     STORE_NOT_FOUND = 1, /* the user / token / message asked for does not exist */
     STORE_CONFLICT = 2,  /* a unique value (username) is taken */
     STORE_ERROR = -1,    /* I/O or database failure: answer 500 */
+    /* The database cannot be reached now (a networked backend lost its
+     * connection, or the outcome of a COMMIT is unknown): answer 503
+     * store_unavailable; the client retries (idempotent by client_msg_id). */
+    STORE_UNAVAILABLE = -2,
 };
 
 /* Operations, their inputs and the JSON they leave in result. */
@@ -91,14 +103,25 @@ typedef enum store_op {
      * recipient (or sender). */
     STORE_MESSAGE_SEND,
     /* user_id -> [{userid, username, userpic, type, data, time, noreadnum,
-     * last_message_id}], the most recent conversation first. */
+     * last_message_id, last_seq}], the most recent conversation first;
+     * last_seq is the seq of the conversation's newest message. */
     STORE_CHAT_LIST,
     /* user_id, peer_id, before (exclusive; 0 = from the newest), limit ->
      * [message] of that conversation, newest first. */
     STORE_HISTORY,
     /* user_id, after (exclusive), limit -> [message] to or from the user,
-     * oldest first. */
+     * oldest first. By message id: exact with one writer (SQLite); with
+     * several writers an id can commit after a larger one was read, so
+     * clients use STORE_SYNC_CURSORS. */
     STORE_SYNC,
+    /* user_id, cursors (a JSON object: peer user id as a decimal string ->
+     * the last seq the client holds of that conversation; owned by the
+     * request), limit -> {conversations: [{userid, messages: [message, oldest
+     * first, seq > cursor], more}]}: every conversation of the user whose
+     * newest seq is above its cursor (0 when absent from cursors), the most
+     * recent conversation first; limit bounds the messages of the whole
+     * answer, and a conversation cut by it says more: true. */
+    STORE_SYNC_CURSORS,
     /* user_id, peer_id -> {total, last_read_id, changed}: the conversation's
      * unread count becomes 0; total is the user's unread sum afterwards;
      * last_read_id is the newest message id from peer to user (0 if none);
@@ -121,6 +144,7 @@ struct store_req {
     uint8_t token_hash[32];
     char *username, *password_hash, *userpic, *external_id, *query;
     char *msg_type, *msg_data, *client_msg_id;
+    json_t *cursors; /* STORE_SYNC_CURSORS; store_req_free releases it */
     /* outputs */
     int status;
     json_t *result;
