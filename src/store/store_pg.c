@@ -112,67 +112,105 @@ static const char *const migrations[] = {
     "CREATE FUNCTION chatd_lower(t text) RETURNS text LANGUAGE sql IMMUTABLE STRICT"
     "  PARALLEL SAFE AS"
     "  $$SELECT translate(t, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')$$;"
-    /* A send (store.h STORE_MESSAGE_SEND). o_status 1: no such sender or
-     * recipient, nothing written. The counter row lock comes first, then
-     * the duplicate check, so a retry of the same client_msg_id waiting on
-     * the lock sees the committed original. A duplicate gives the counter
-     * back (no hole). The insert's ON CONFLICT catches the one race the
-     * lock cannot: the same client_msg_id sent to another conversation at
-     * the same instant. For a new message only id, seq and the sender's
-     * name and picture come back: the caller has the rest. */
-    "CREATE FUNCTION chatd_send(p_from bigint, p_to bigint, p_type text, p_data text,"
-    "  p_time bigint, p_cmid text, OUT o_status int, OUT o_id bigint, OUT o_seq bigint,"
-    "  OUT o_from_username text, OUT o_from_userpic text, OUT o_dup boolean, OUT o_to bigint,"
-    "  OUT o_type text, OUT o_data text, OUT o_time bigint) LANGUAGE plpgsql AS $$\n"
-    "DECLARE\n"
-    "  lo bigint := least(p_from, p_to);\n"
-    "  hi bigint := greatest(p_from, p_to);\n"
-    "  d record;\n"
+    /* The sends of a pass (store.h STORE_MESSAGE_SEND), as parallel
+     * arrays; one row per send, o_ord its 1-based place, o_status 1 when
+     * the sender or recipient does not exist (nothing written for it).
+     * First the conversations' counter rows are locked, in (conv_lo,
+     * conv_hi) order, so two nodes' passes cannot deadlock on them; the
+     * next statement (READ COMMITTED: a new snapshot, which sees whatever
+     * committed while we waited) finds duplicates of stored messages and
+     * of earlier sends of the same pass (same sender and client_msg_id),
+     * numbers the others last_seq + 1, 2, ... per conversation in pass
+     * order, takes their ids in that order (so id order = seq order within
+     * a conversation), inserts them and moves the counters and both users'
+     * conversation rows once per conversation. A new message's row carries
+     * only id and seq (the caller has the rest); a duplicate's carries the
+     * stored message. */
+    "CREATE FUNCTION chatd_send_batch(p_from bigint[], p_to bigint[], p_type text[],"
+    "  p_data text[], p_time bigint[], p_cmid text[]) RETURNS TABLE(o_ord bigint,"
+    "  o_status int, o_id bigint, o_seq bigint, o_from_username text, o_from_userpic text,"
+    "  o_dup boolean, o_to bigint, o_type text, o_data text, o_time bigint)"
+    "  LANGUAGE plpgsql AS $$\n"
     "BEGIN\n"
-    "  o_dup := false;\n"
-    "  SELECT u.username, u.userpic INTO o_from_username, o_from_userpic FROM users u"
-    "    WHERE u.id = p_from;\n"
-    "  IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM users u WHERE u.id = p_to) THEN\n"
-    "    o_status := 1;\n"
-    "    RETURN;\n"
-    "  END IF;\n"
-    "  o_status := 0;\n"
-    "  INSERT INTO threads AS t (conv_lo, conv_hi, last_seq) VALUES (lo, hi, 1)\n"
-    "    ON CONFLICT (conv_lo, conv_hi) DO UPDATE SET last_seq = t.last_seq + 1\n"
-    "    RETURNING t.last_seq INTO o_seq;\n"
-    "  IF p_cmid IS NOT NULL THEN\n"
-    "    SELECT m.id, m.seq, m.to_id, m.type, m.data, m.time INTO d\n"
-    "      FROM messages m WHERE m.from_id = p_from AND m.client_msg_id = p_cmid;\n"
-    "    IF FOUND THEN\n"
-    "      o_id := d.id; o_seq := d.seq; o_to := d.to_id;\n"
-    "      o_type := d.type; o_data := d.data; o_time := d.time;\n"
-    "      UPDATE threads t SET last_seq = t.last_seq - 1"
-    "        WHERE t.conv_lo = lo AND t.conv_hi = hi;\n"
-    "      o_dup := true;\n"
-    "      RETURN;\n"
-    "    END IF;\n"
-    "  END IF;\n"
-    "  o_id := nextval('messages_id_seq');\n"
-    "  INSERT INTO messages(id, seq, from_id, to_id, conv_lo, conv_hi, type, data, time,"
-    "    client_msg_id) VALUES (o_id, o_seq, p_from, p_to, lo, hi, p_type, p_data, p_time,"
-    "    p_cmid)\n"
-    "    ON CONFLICT (from_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING;\n"
-    "  IF NOT FOUND THEN\n"
-    "    UPDATE threads t SET last_seq = t.last_seq - 1"
-    "      WHERE t.conv_lo = lo AND t.conv_hi = hi;\n"
-    "    SELECT m.id, m.seq, m.to_id, m.type, m.data, m.time\n"
-    "      INTO o_id, o_seq, o_to, o_type, o_data, o_time\n"
-    "      FROM messages m WHERE m.from_id = p_from AND m.client_msg_id = p_cmid;\n"
-    "    o_dup := true;\n"
-    "    RETURN;\n"
-    "  END IF;\n"
-    "  INSERT INTO conversations AS c (user_id, peer_id, last_message_id, unread, last_in_id)\n"
-    "    VALUES (p_from, p_to, o_id, 0, 0), (p_to, p_from, o_id, 1, o_id)\n"
+    "  INSERT INTO threads AS t (conv_lo, conv_hi, last_seq)\n"
+    "    SELECT DISTINCT least(x.f, x.r), greatest(x.f, x.r), 0::bigint\n"
+    "      FROM unnest(p_from, p_to) AS x(f, r)\n"
+    "     WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = x.f)\n"
+    "       AND EXISTS (SELECT 1 FROM users u WHERE u.id = x.r)\n"
+    "     ORDER BY 1, 2\n"
+    "    ON CONFLICT (conv_lo, conv_hi) DO UPDATE SET last_seq = t.last_seq;\n"
+    "  RETURN QUERY\n"
+    "  WITH b0 AS (\n"
+    "    SELECT x.ord, x.f, x.r, x.ty, x.da, x.ti, x.cm,\n"
+    "           least(x.f, x.r) AS lo, greatest(x.f, x.r) AS hi,\n"
+    "           fu.username AS fname, fu.userpic AS fpic,\n"
+    "           (fu.id IS NOT NULL AND EXISTS (SELECT 1 FROM users tu WHERE tu.id = x.r)) AS ok\n"
+    "      FROM unnest(p_from, p_to, p_type, p_data, p_time, p_cmid) WITH ORDINALITY\n"
+    "           AS x(f, r, ty, da, ti, cm, ord)\n"
+    "      LEFT JOIN users fu ON fu.id = x.f),\n"
+    "  b AS (\n"
+    "    SELECT b0.*, m.id AS old_id, m.seq AS old_seq, m.to_id AS old_to,\n"
+    "           m.type AS old_type, m.data AS old_data, m.time AS old_time,\n"
+    "           CASE WHEN b0.cm IS NULL OR NOT b0.ok THEN 1 ELSE\n"
+    "             row_number() OVER (PARTITION BY b0.f, b0.cm, b0.ok ORDER BY b0.ord) END AS rnk\n"
+    "      FROM b0 LEFT JOIN messages m ON b0.ok AND b0.cm IS NOT NULL\n"
+    "           AND m.from_id = b0.f AND m.client_msg_id = b0.cm),\n"
+    "  fresh AS (\n"
+    "    SELECT b.ord, b.f, b.r, b.ty, b.da, b.ti, b.cm, b.lo, b.hi, b.fname, b.fpic,\n"
+    "           t.last_seq + row_number() OVER (PARTITION BY b.lo, b.hi ORDER BY b.ord) AS seq\n"
+    "      FROM b JOIN threads t ON t.conv_lo = b.lo AND t.conv_hi = b.hi\n"
+    "     WHERE b.ok AND b.rnk = 1 AND b.old_id IS NULL),\n"
+    "  ids AS (\n"
+    "    SELECT s.*, nextval('messages_id_seq') AS id FROM (SELECT * FROM fresh ORDER BY ord) s),\n"
+    "  ins AS (\n"
+    "    INSERT INTO messages(id, seq, from_id, to_id, conv_lo, conv_hi, type, data, time,\n"
+    "      client_msg_id) SELECT id, seq, f, r, lo, hi, ty, da, ti, cm FROM ids),\n"
+    "  thr AS (\n"
+    "    UPDATE threads t SET last_seq = t.last_seq + c.n\n"
+    "      FROM (SELECT lo, hi, count(*) AS n FROM ids GROUP BY lo, hi) c\n"
+    "     WHERE t.conv_lo = c.lo AND t.conv_hi = c.hi),\n"
+    "  cv AS (\n"
+    "    INSERT INTO conversations AS c (user_id, peer_id, last_message_id, unread, last_in_id)\n"
+    "      SELECT z.u, z.p, max(z.id), sum(z.unr), max(z.inid) FROM (\n"
+    "        SELECT ids.f AS u, ids.r AS p, ids.id, 0 AS unr, 0::bigint AS inid FROM ids\n"
+    "        UNION ALL SELECT ids.r, ids.f, ids.id, 1, ids.id FROM ids) z\n"
+    "      GROUP BY z.u, z.p ORDER BY z.u, z.p\n"
     "    ON CONFLICT (user_id, peer_id) DO UPDATE SET\n"
     "      last_message_id = greatest(c.last_message_id, excluded.last_message_id),\n"
     "      unread = c.unread + excluded.unread,\n"
-    "      last_in_id = greatest(c.last_in_id, excluded.last_in_id);\n"
+    "      last_in_id = greatest(c.last_in_id, excluded.last_in_id))\n"
+    /* every send once: stored now, refused, a duplicate of a stored
+     * message, a duplicate of an earlier send of this pass (rare: the
+     * only correlated lookup) */
+    "  SELECT i.ord, 0, i.id, i.seq, i.fname, i.fpic, false, NULL::bigint, NULL::text,\n"
+    "         NULL::text, NULL::bigint FROM ids i\n"
+    "  UNION ALL\n"
+    "  SELECT b.ord, 1, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL\n"
+    "    FROM b WHERE NOT b.ok\n"
+    "  UNION ALL\n"
+    "  SELECT b.ord, 0, b.old_id, b.old_seq, b.fname, b.fpic, true, b.old_to, b.old_type,\n"
+    "         b.old_data, b.old_time FROM b WHERE b.ok AND b.rnk = 1 AND b.old_id IS NOT NULL\n"
+    "  UNION ALL\n"
+    "  SELECT b.ord, 0, d.id, d.seq, b.fname, b.fpic, true, d.to_id, d.type, d.data, d.time\n"
+    "    FROM b CROSS JOIN LATERAL (\n"
+    "      SELECT i.id, i.seq, i.r AS to_id, i.ty AS type, i.da AS data, i.ti AS time FROM ids i\n"
+    "       WHERE i.f = b.f AND i.cm = b.cm\n"
+    "      UNION ALL\n"
+    "      SELECT b1.old_id, b1.old_seq, b1.old_to, b1.old_type, b1.old_data, b1.old_time\n"
+    "        FROM b b1 WHERE b1.f = b.f AND b1.cm = b.cm AND b1.ok AND b1.rnk = 1\n"
+    "         AND b1.old_id IS NOT NULL\n"
+    "      LIMIT 1) d\n"
+    "   WHERE b.ok AND b.rnk > 1\n"
+    "  ORDER BY 1;\n"
     "END $$;"
+    /* One send, for psql and tests (e.g. holding a send's transaction
+     * open): the batch of one. */
+    "CREATE FUNCTION chatd_send(p_from bigint, p_to bigint, p_type text, p_data text,"
+    "  p_time bigint, p_cmid text) RETURNS TABLE(o_ord bigint, o_status int, o_id bigint,"
+    "  o_seq bigint, o_from_username text, o_from_userpic text, o_dup boolean, o_to bigint,"
+    "  o_type text, o_data text, o_time bigint) LANGUAGE sql AS"
+    "  $$SELECT * FROM chatd_send_batch(ARRAY[p_from], ARRAY[p_to], ARRAY[p_type],"
+    "  ARRAY[p_data], ARRAY[p_time], ARRAY[p_cmid])$$;"
     /* STORE_READ. o_status 1: no such peer. */
     "CREATE FUNCTION chatd_read(p_user bigint, p_peer bigint, OUT o_status int,"
     "  OUT o_total bigint, OUT o_last_read bigint, OUT o_changed boolean)"
@@ -309,7 +347,8 @@ static const char *const stmt_sql[ST_COUNT] = {
                         " WHERE t.hash = $1 AND t.expires_at > $2",
     [ST_TOKEN_DELETE] = "DELETE FROM tokens WHERE hash = $1 RETURNING 1",
     [ST_JWT_REVOKE] = "SELECT chatd_jwt_revoke($1, $2, $3)",
-    [ST_SEND] = "SELECT * FROM chatd_send($1, $2, $3, $4, $5, $6)",
+    [ST_SEND] = "SELECT * FROM chatd_send_batch($1::bigint[], $2::bigint[], $3::text[],"
+                " $4::text[], $5::bigint[], $6::text[])",
     [ST_CHAT_LIST] = "SELECT c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
                      " c.last_message_id, m.seq FROM conversations c"
                      " JOIN users u ON u.id = c.peer_id"
@@ -380,7 +419,7 @@ typedef struct {
     int len[MAX_PARAMS];
     int fmt[MAX_PARAMS];
     char num[MAX_PARAMS][24];
-    char *owned[4];
+    char *owned[MAX_PARAMS];
     int nowned;
 } params;
 
@@ -411,7 +450,7 @@ static void p_text(params *p, const char *v)
 /* Takes ownership of v (freed with the params). */
 static void p_owned(params *p, char *v)
 {
-    if (v && p->nowned < 4)
+    if (v && p->nowned < MAX_PARAMS)
         p->owned[p->nowned++] = v;
     p_text(p, v);
 }
@@ -448,25 +487,30 @@ static bool hash_given(const store_req *r)
     return false;
 }
 
-/* A PostgreSQL array literal of text values, each quoted and escaped; the
- * value travels as a parameter, never as SQL. */
-static char *text_array(const char *const *v, int n)
+/* A PostgreSQL array literal of text values, each quoted and escaped (a
+ * NULL pointer is NULL); the literal travels as a parameter, never as SQL. */
+static char *text_array(const char *const *v, size_t n)
 {
     size_t cap = 3;
-    for (int i = 0; i < n; i++)
-        cap += 2 * strlen(v[i]) + 3;
+    for (size_t i = 0; i < n; i++)
+        cap += (v[i] ? 2 * strlen(v[i]) : 4) + 3;
     char *out = malloc(cap), *o = out;
     if (!out)
         return NULL;
     *o++ = '{';
-    for (int i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (i)
             *o++ = ',';
+        if (!v[i]) {
+            memcpy(o, "NULL", 4);
+            o += 4;
+            continue;
+        }
         *o++ = '"';
-        for (const char *s = v[i]; *s; s++) {
-            if (*s == '"' || *s == '\\')
+        for (const char *c = v[i]; *c; c++) {
+            if (*c == '"' || *c == '\\')
                 *o++ = '\\';
-            *o++ = *s;
+            *o++ = *c;
         }
         *o++ = '"';
     }
@@ -603,17 +647,6 @@ static int build(params *p, store_req *r)
         p_int(p, r->expires);
         p_int(p, r->time);
         return 0;
-    case STORE_MESSAGE_SEND:
-        if (!r->msg_type || !r->msg_data)
-            return -1;
-        p->st = ST_SEND;
-        p_int(p, r->user_id);
-        p_int(p, r->peer_id);
-        p_text(p, r->msg_type);
-        p_text(p, r->msg_data);
-        p_int(p, r->time);
-        p_text(p, r->client_msg_id);
-        return 0;
     case STORE_CHAT_LIST:
         p->st = ST_CHAT_LIST;
         p_int(p, r->user_id);
@@ -672,6 +705,47 @@ static int build(params *p, store_req *r)
     default:
         return -1;
     }
+}
+
+/* Fills p for the sends reqs[0..n) (all with their inputs): one call of
+ * chatd_send_batch. -1 on out of memory. */
+static int build_sends(params *p, store_req **reqs, size_t n)
+{
+    memset(p, 0, sizeof(*p));
+    p->st = ST_SEND;
+    int64_t *ints = malloc(3 * n * sizeof(*ints));
+    const char **texts = malloc(3 * n * sizeof(*texts));
+    if (ints && texts) {
+        for (size_t i = 0; i < n; i++) {
+            ints[i] = reqs[i]->user_id;
+            ints[n + i] = reqs[i]->peer_id;
+            ints[2 * n + i] = reqs[i]->time;
+            texts[i] = reqs[i]->msg_type;
+            texts[n + i] = reqs[i]->msg_data;
+            texts[2 * n + i] = reqs[i]->client_msg_id;
+        }
+        p_owned(p, int_array(ints, n));
+        p_owned(p, int_array(ints + n, n));
+        p_owned(p, text_array(texts, n));
+        p_owned(p, text_array(texts + n, n));
+    }
+    free(ints);
+    free(texts);
+    if (p->n != 4 || !p->val[0] || !p->val[1] || !p->val[2] || !p->val[3])
+        return -1;
+    ints = malloc(n * sizeof(*ints));
+    texts = malloc(n * sizeof(*texts));
+    if (ints && texts) {
+        for (size_t i = 0; i < n; i++) {
+            ints[i] = reqs[i]->time;
+            texts[i] = reqs[i]->client_msg_id;
+        }
+        p_owned(p, int_array(ints, n));
+        p_owned(p, text_array(texts, n));
+    }
+    free(ints);
+    free(texts);
+    return p->n == 6 && p->val[4] && p->val[5] ? 0 : -1;
 }
 
 /* ---- results ---------------------------------------------------------- */
@@ -781,6 +855,31 @@ static json_t *cursors_json(const PGresult *res, int64_t limit)
     return json_pack("{s:o}", "conversations", convs);
 }
 
+/* Turns row `row` of chatd_send_batch's answer into send r's outputs.
+ * Returns the status. */
+static int answer_send(store_req *r, const PGresult *res, int row)
+{
+    if (col_int(res, row, 1) == 1)
+        return STORE_NOT_FOUND;
+    r->duplicate = col_bool(res, row, 6);
+    if (r->duplicate)
+        r->result =
+            json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
+                      (json_int_t)col_int(res, row, 2), "seq", (json_int_t)col_int(res, row, 3),
+                      "to_id", (json_int_t)col_int(res, row, 7), "from_id", (json_int_t)r->user_id,
+                      "from_username", col_text(res, row, 4), "from_userpic", col_text(res, row, 5),
+                      "type", col_text(res, row, 8), "data", col_text(res, row, 9), "time",
+                      (json_int_t)col_int(res, row, 10), "client_msg_id", r->client_msg_id);
+    else
+        r->result = json_pack(
+            "{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
+            (json_int_t)col_int(res, row, 2), "seq", (json_int_t)col_int(res, row, 3), "to_id",
+            (json_int_t)r->peer_id, "from_id", (json_int_t)r->user_id, "from_username",
+            col_text(res, row, 4), "from_userpic", col_text(res, row, 5), "type", r->msg_type,
+            "data", r->msg_data, "time", (json_int_t)r->time, "client_msg_id", r->client_msg_id);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
 /* Turns r's result into its outputs. Returns the status. */
 static int answer(store_req *r, const PGresult *res)
 {
@@ -830,29 +929,6 @@ static int answer(store_req *r, const PGresult *res)
         return n > 0 ? STORE_OK : STORE_NOT_FOUND;
     case STORE_JWT_REVOKE:
         r->result = json_null();
-        break;
-    case STORE_MESSAGE_SEND:
-        if (n != 1)
-            return STORE_ERROR;
-        if (col_int(res, 0, 0) == 1)
-            return STORE_NOT_FOUND;
-        r->duplicate = col_bool(res, 0, 5);
-        if (r->duplicate)
-            r->result = json_pack(
-                "{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
-                (json_int_t)col_int(res, 0, 1), "seq", (json_int_t)col_int(res, 0, 2), "to_id",
-                (json_int_t)col_int(res, 0, 6), "from_id", (json_int_t)r->user_id, "from_username",
-                col_text(res, 0, 3), "from_userpic", col_text(res, 0, 4), "type",
-                col_text(res, 0, 7), "data", col_text(res, 0, 8), "time",
-                (json_int_t)col_int(res, 0, 9), "client_msg_id", r->client_msg_id);
-        else
-            r->result =
-                json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
-                          (json_int_t)col_int(res, 0, 1), "seq", (json_int_t)col_int(res, 0, 2),
-                          "to_id", (json_int_t)r->peer_id, "from_id", (json_int_t)r->user_id,
-                          "from_username", col_text(res, 0, 3), "from_userpic", col_text(res, 0, 4),
-                          "type", r->msg_type, "data", r->msg_data, "time", (json_int_t)r->time,
-                          "client_msg_id", r->client_msg_id);
         break;
     case STORE_CHAT_LIST:
         r->result = rows_json(res, chat_item_json);
@@ -1064,54 +1140,6 @@ static bool sqlstate_unavailable(const char *st)
 
 /* ---- a pass ------------------------------------------------------------ */
 
-/* A send's place in the lock order: its conversation, then its place in
- * the pass (qsort is not stable; within a conversation the order must
- * stay). */
-typedef struct {
-    store_req *r;
-    int64_t lo, hi;
-    size_t pos;
-} send_key;
-
-static int cmp_send(const void *a, const void *b)
-{
-    const send_key *x = a, *y = b;
-    if (x->lo != y->lo)
-        return x->lo < y->lo ? -1 : 1;
-    if (x->hi != y->hi)
-        return x->hi < y->hi ? -1 : 1;
-    return x->pos < y->pos ? -1 : x->pos > y->pos;
-}
-
-/* Sorts each run of consecutive sends by conversation, keeping the order
- * within a conversation. Other ops keep their place, so a read receipt
- * stays after the sends before it. */
-static void order_sends(store_req **reqs, size_t n)
-{
-    send_key *keys = NULL;
-    for (size_t i = 0; i < n;) {
-        if (reqs[i]->op != STORE_MESSAGE_SEND) {
-            i++;
-            continue;
-        }
-        size_t j = i;
-        while (j < n && reqs[j]->op == STORE_MESSAGE_SEND)
-            j++;
-        if (j - i > 1 && (keys || (keys = malloc(n * sizeof(*keys))))) {
-            for (size_t k = i; k < j; k++) {
-                store_req *r = reqs[k];
-                keys[k - i] = (send_key){r, r->user_id < r->peer_id ? r->user_id : r->peer_id,
-                                         r->user_id < r->peer_id ? r->peer_id : r->user_id, k};
-            }
-            qsort(keys, j - i, sizeof(*keys), cmp_send);
-            for (size_t k = i; k < j; k++)
-                reqs[k] = keys[k - i].r;
-        }
-        i = j;
-    }
-    free(keys);
-}
-
 /* Waits until the socket can be read or (if want_write) written. */
 static int wait_socket(PGconn *c, bool want_write)
 {
@@ -1123,6 +1151,12 @@ static int wait_socket(PGconn *c, bool want_write)
     return rc < 0 ? -1 : 0;
 }
 
+/* One statement of a pipeline: the requests [first, first + count) it
+ * answers (a run of consecutive sends is one chatd_send_batch call). */
+typedef struct {
+    size_t first, count;
+} slot;
+
 /* Sends reqs[0..n) as one pipeline ending in a Sync (one implicit
  * transaction, committed by the Sync) and reads every answer. Returns 0
  * when the transaction committed (each request's outputs set),
@@ -1132,41 +1166,50 @@ static int wait_socket(PGconn *c, bool want_write)
 static int pipeline(pg *b, store_req **reqs, size_t n)
 {
     PGconn *c = b->conn;
-    size_t sent = 0, got = 0; /* requests sent, answered */
     bool synced = false, fatal = false, lost = false;
-    const char *first_error = NULL;
     char errbuf[300] = "";
     int fail_state = STORE_ERROR;
-    char name[16];
-    bool *skip = calloc(n ? n : 1, sizeof(*skip));
-    if (!skip)
+    slot *slots = malloc((n ? n : 1) * sizeof(*slots));
+    size_t nslots = 0;
+    if (!slots)
         return STORE_ERROR;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && !lost;) {
         params p;
-        int rc = build(&p, reqs[i]);
+        size_t count = 1;
+        int rc;
+        if (reqs[i]->op == STORE_MESSAGE_SEND) {
+            while (i + count < n && reqs[i + count]->op == STORE_MESSAGE_SEND)
+                count++;
+            rc = 0;
+            for (size_t k = i; k < i + count; k++)
+                if (!reqs[k]->msg_type || !reqs[k]->msg_data)
+                    rc = -1;
+            rc = rc == 0 ? build_sends(&p, reqs + i, count) : (memset(&p, 0, sizeof(p)), -1);
+        } else {
+            rc = build(&p, reqs[i]);
+        }
         if (rc == 0) {
+            char name[16];
             snprintf(name, sizeof(name), "s%d", (int)p.st);
             if (PQsendQueryPrepared(c, name, p.n, p.val, p.len, p.fmt, 0) != 1)
                 lost = true;
+            slots[nslots++] = (slot){i, count};
         } else if (rc < 0) {
+            /* Fails the pass like a failed statement would (store.c then
+             * runs each request alone, and only this one fails). */
             log_error("store: request %d without its inputs", (int)reqs[i]->op);
-            reqs[i]->status = STORE_ERROR;
-            skip[i] = true;
+            for (size_t k = i; k < i + count; k++)
+                reqs[k]->status = STORE_ERROR;
             fatal = true;
-        } else {
-            skip[i] = true;
         }
+        /* rc 1: answered without the database */
         params_free(&p);
-        if (lost)
-            break;
-        sent++;
+        i += count;
     }
-    /* A request that could not be built fails the pass like a statement
-     * would (the others are re-run alone by store.c); not sending the Sync
-     * then would leave the pipeline open, so it is always sent. */
+    /* Always sent, even after a failed build: it ends the pipeline. */
     if (!lost && PQpipelineSync(c) != 1)
         lost = true;
-    /* Answers: one result and a NULL per sent statement, then the Sync's. */
+    /* Answers: per statement one result and a NULL, then the Sync's. */
     size_t next = 0;
     while (!lost && !synced) {
         int f = PQflush(c);
@@ -1175,40 +1218,42 @@ static int pipeline(pg *b, store_req **reqs, size_t n)
             break;
         }
         while (!lost && !synced && !PQisBusy(c)) {
-            while (next < n && skip[next])
-                next++;
             PGresult *res = PQgetResult(c);
-            if (!res) {
-                /* end of one statement's results */
-                continue;
-            }
+            if (!res)
+                continue; /* the end of one statement's results */
             ExecStatusType st = PQresultStatus(res);
             if (st == PGRES_PIPELINE_SYNC) {
                 synced = true;
-            } else if (next >= n) {
-                /* more results than statements: cannot happen */
-                lost = true;
+            } else if (next >= nslots) {
+                lost = true; /* more results than statements: cannot happen */
             } else {
-                store_req *r = reqs[next++];
-                got++;
+                slot sl = slots[next++];
                 if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-                    r->status = answer(r, res);
-                    if (r->status == STORE_ERROR) {
-                        log_error("store: request %d: unexpected answer", (int)r->op);
-                        fatal = true;
+                    if (reqs[sl.first]->op == STORE_MESSAGE_SEND) {
+                        if ((size_t)PQntuples(res) != sl.count) {
+                            fatal = true;
+                            log_error("store: chatd_send_batch: %d rows for %zu sends",
+                                      PQntuples(res), sl.count);
+                        }
+                        for (size_t k = 0; k < sl.count && !fatal; k++) {
+                            store_req *r = reqs[sl.first + k];
+                            r->status = answer_send(r, res, (int)k);
+                            fatal = r->status == STORE_ERROR;
+                        }
+                    } else {
+                        store_req *r = reqs[sl.first];
+                        r->status = answer(r, res);
+                        fatal = fatal || r->status == STORE_ERROR;
                     }
-                } else if (st == PGRES_PIPELINE_ABORTED) {
-                    r->status = STORE_ERROR;
-                } else {
+                } else if (st != PGRES_PIPELINE_ABORTED) {
                     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
                     if (sqlstate_unavailable(state))
                         fail_state = STORE_UNAVAILABLE;
-                    if (!first_error) {
-                        snprintf(errbuf, sizeof(errbuf), "%s (%s)", PQresultErrorMessage(res),
-                                 state ? state : "no SQLSTATE");
-                        first_error = errbuf;
-                    }
-                    r->status = STORE_ERROR;
+                    if (!errbuf[0])
+                        snprintf(errbuf, sizeof(errbuf), "%s (SQLSTATE %s)",
+                                 PQresultErrorMessage(res), state ? state : "none");
+                    fatal = true;
+                } else {
                     fatal = true;
                 }
             }
@@ -1222,17 +1267,16 @@ static int pipeline(pg *b, store_req **reqs, size_t n)
             break;
         }
     }
-    free(skip);
-    (void)got;
+    free(slots);
     if (lost || PQstatus(c) == CONNECTION_BAD) {
         conn_lost(b, PQerrorMessage(c));
         return STORE_UNAVAILABLE;
     }
-    /* After the Sync a NULL ends it: drain so the next pass starts clean. */
-    if (first_error) {
-        size_t l = strlen(errbuf);
-        while (l && (errbuf[l - 1] == '\n' || errbuf[l - 1] == ' '))
-            errbuf[--l] = '\0';
+    if (errbuf[0]) {
+        /* one line in the log: libpq's message ends with a newline */
+        for (char *q = errbuf; *q; q++)
+            if (*q == '\n')
+                *q = ' ';
         if (fail_state == STORE_UNAVAILABLE)
             conn_lost(b, errbuf);
         else
@@ -1246,8 +1290,6 @@ static int pg_run(void *p, store_req **reqs, size_t n)
     pg *b = p;
     if (!ensure_conn(b))
         return STORE_UNAVAILABLE;
-    if (n > 1)
-        order_sends(reqs, n);
     int rc = pipeline(b, reqs, n);
     if (rc == 0)
         set_up(b, true);
