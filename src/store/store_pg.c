@@ -713,6 +713,7 @@ static int build_sends(params *p, store_req **reqs, size_t n)
 {
     memset(p, 0, sizeof(*p));
     p->st = ST_SEND;
+    /* columns: from, to, time; type, data, client_msg_id */
     int64_t *ints = malloc(3 * n * sizeof(*ints));
     const char **texts = malloc(3 * n * sizeof(*texts));
     if (ints && texts) {
@@ -724,28 +725,20 @@ static int build_sends(params *p, store_req **reqs, size_t n)
             texts[n + i] = reqs[i]->msg_data;
             texts[2 * n + i] = reqs[i]->client_msg_id;
         }
+        /* in chatd_send_batch's parameter order */
         p_owned(p, int_array(ints, n));
         p_owned(p, int_array(ints + n, n));
         p_owned(p, text_array(texts, n));
         p_owned(p, text_array(texts + n, n));
+        p_owned(p, int_array(ints + 2 * n, n));
+        p_owned(p, text_array(texts + 2 * n, n));
     }
     free(ints);
     free(texts);
-    if (p->n != 4 || !p->val[0] || !p->val[1] || !p->val[2] || !p->val[3])
-        return -1;
-    ints = malloc(n * sizeof(*ints));
-    texts = malloc(n * sizeof(*texts));
-    if (ints && texts) {
-        for (size_t i = 0; i < n; i++) {
-            ints[i] = reqs[i]->time;
-            texts[i] = reqs[i]->client_msg_id;
-        }
-        p_owned(p, int_array(ints, n));
-        p_owned(p, text_array(texts, n));
-    }
-    free(ints);
-    free(texts);
-    return p->n == 6 && p->val[4] && p->val[5] ? 0 : -1;
+    for (int i = 0; i < 6; i++)
+        if (p->n != 6 || !p->val[i])
+            return -1;
+    return 0;
 }
 
 /* ---- results ---------------------------------------------------------- */
