@@ -35,6 +35,7 @@
 #define BIND_FAILS_MAX 3        /* failed socket binds before the socket is closed */
 #define LIMITER_KEYS_MAX 100000 /* keys per rate limiter (bounded memory) */
 #define PEER_ADDR_MAX 48
+#define CURSORS_MAX 1000 /* conversations named in one POST /chat/sync */
 
 static const config *chat_cfg;
 static store *chat_store;
@@ -950,6 +951,76 @@ static void do_sync(chat_call *call)
     store_submit(chat_store, r);
 }
 
+/* Whether key is a user id in its one decimal spelling ("7", not "07" or
+ * "+7"), the form the store looks cursors up by. */
+static bool canonical_id(const char *key)
+{
+    size_t n = strlen(key);
+    if (n == 0 || n > 19 || key[0] == '0' || strspn(key, "0123456789") != n)
+        return false;
+    errno = 0;
+    long long v = strtoll(key, NULL, 10);
+    return errno == 0 && v > 0;
+}
+
+/* POST /chat/sync {"cursors": {"<peer id>": <seq>, ...}, "limit": n}: the
+ * messages after each cursor (see STORE_SYNC_CURSORS). cursors may be left
+ * out (every cursor 0, a new device); it is copied for the store thread. */
+static void do_sync_cursors(chat_call *call)
+{
+    json_t *cursors = json_object_get(call->body, "cursors");
+    if (cursors && !json_is_null(cursors)) {
+        if (!json_is_object(cursors)) {
+            call_fail(call, 400, "bad_field",
+                      "cursors must be an object of peer user id -> last seq held");
+            return;
+        }
+        if (json_object_size(cursors) > CURSORS_MAX) {
+            call_fail(call, 400, "bad_field", "cursors must name at most %d conversations",
+                      CURSORS_MAX);
+            return;
+        }
+        const char *key;
+        json_t *v;
+        json_object_foreach(cursors, key, v)
+        {
+            if (!canonical_id(key)) {
+                call_fail(call, 400, "bad_field",
+                          "cursors: key \"%.40s\" is not a user id (a positive decimal integer)",
+                          key);
+                return;
+            }
+            if (!json_is_integer(v) || json_integer_value(v) < 0) {
+                call_fail(call, 400, "bad_field",
+                          "cursors: the value of %s must be a seq (an integer >= 0)", key);
+                return;
+            }
+        }
+    }
+    int64_t limit = chat_cfg->page_limit;
+    json_t *lim = json_object_get(call->body, "limit");
+    if (lim && !json_is_null(lim)) {
+        if (!json_is_integer(lim) || json_integer_value(lim) < 1 ||
+            json_integer_value(lim) > chat_cfg->page_limit) {
+            call_fail(call, 400, "bad_field", "limit must be an integer from 1 to %lld",
+                      (long long)chat_cfg->page_limit);
+            return;
+        }
+        limit = json_integer_value(lim);
+    }
+    store_req *r = call_store_req(call, STORE_SYNC_CURSORS, respond_result);
+    if (!r)
+        return;
+    r->cursors = json_is_object(cursors) ? json_deep_copy(cursors) : json_object();
+    if (!r->cursors) {
+        store_req_free(r);
+        call_fail(call, 500, "internal", "out of memory");
+        return;
+    }
+    r->limit = limit;
+    store_submit(chat_store, r);
+}
+
 static void read_done(store_req *r)
 {
     chat_call *call = r->ctx;
@@ -1043,6 +1114,7 @@ static const chat_route routes[] = {
     {HTTP_GET, "/chat/list", true, false, do_list},
     {HTTP_GET, "/chat/history", true, false, do_history},
     {HTTP_GET, "/chat/sync", true, false, do_sync},
+    {HTTP_POST, "/chat/sync", true, true, do_sync_cursors},
     {HTTP_POST, "/chat/read", true, true, do_read},
     {HTTP_GET, "/chat/unread", true, false, do_unread},
 };

@@ -48,7 +48,7 @@ struct store_backend_ops {
 extern const struct store_backend_ops store_sqlite_backend;
 
 /* Latest schema version of the SQLite backend (PRAGMA user_version). */
-#define STORE_SQLITE_SCHEMA_VERSION 3
+#define STORE_SQLITE_SCHEMA_VERSION 4
 
 /* Whether op changes the database, i.e. needs a write transaction and
  * counts in store_stats. */

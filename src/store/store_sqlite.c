@@ -88,13 +88,27 @@ static const char *const migrations[] = {
      * is weaker than the key, so it refuses nothing the key allows. */
     ("ALTER TABLE users ADD COLUMN name_key TEXT;"
      "CREATE UNIQUE INDEX users_name_key ON users(name_key);"),
+    /* 4: seq, a message's position in its conversation (store.h), numbered
+     * for existing rows in id order, which is the order they committed in
+     * (one writer). The unique index on it replaces messages_conv, so a
+     * send still writes one index entry besides messages_client: rowid (the
+     * id) is the index's last column, and within a conversation seq and id
+     * grow together, so history and the id cursor of sync seek by seq (see
+     * ST_HISTORY), and the next seq is the index's last entry. */
+    ("ALTER TABLE messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;"
+     "WITH n AS (SELECT id, row_number() OVER (PARTITION BY conv_lo, conv_hi ORDER BY id) AS seq"
+     "  FROM messages)"
+     " UPDATE messages SET seq = n.seq FROM n WHERE n.id = messages.id;"
+     "CREATE UNIQUE INDEX messages_seq ON messages(conv_lo, conv_hi, seq);"
+     "DROP INDEX messages_conv;"),
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SQLITE_SCHEMA_VERSION,
                "STORE_SQLITE_SCHEMA_VERSION must count the migrations");
 
 /* The message columns every message query returns, in msg_json's order. */
 #define MSG_COLS                                                                                   \
-    "m.id, m.to_id, m.from_id, u.username, u.userpic, m.type, m.data, m.time, m.client_msg_id"
+    "m.id, m.to_id, m.from_id, u.username, u.userpic, m.type, m.data, m.time, m.client_msg_id,"    \
+    " m.seq"
 
 enum stmt_id {
     ST_BEGIN_READ,
@@ -119,6 +133,9 @@ enum stmt_id {
     ST_CHAT_LIST,
     ST_HISTORY,
     ST_SYNC,
+    ST_SYNC_CONVS,
+    ST_SYNC_CONV,
+    ST_CONV_LAST_SEQ,
     ST_CONV_GET,
     ST_CONV_READ,
     ST_UNREAD_TOTAL,
@@ -164,7 +181,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* The conflict target names the partial index, so only a repeated
      * client_msg_id is skipped; any other constraint failure stays an error. */
     [ST_MSG_INSERT] = "INSERT INTO messages(from_id, to_id, conv_lo, conv_hi, type, data, time,"
-                      " client_msg_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                      " client_msg_id, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
                       " ON CONFLICT(from_id, client_msg_id) WHERE client_msg_id IS NOT NULL"
                       " DO NOTHING",
     [ST_MSG_BY_CLIENT] = "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
@@ -178,24 +195,52 @@ static const char *const stmt_sql[ST_COUNT] = {
                        " unread = unread + excluded.unread,"
                        " last_in_id = max(last_in_id, excluded.last_in_id)",
     [ST_CHAT_LIST] = "SELECT c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
-                     " c.last_message_id FROM conversations c"
+                     " c.last_message_id, m.seq FROM conversations c"
                      " JOIN users u ON u.id = c.peer_id"
                      " JOIN messages m ON m.id = c.last_message_id"
                      " WHERE c.user_id = ?1 ORDER BY c.last_message_id DESC",
+    /* The index is ordered by seq, and so by id within the conversation:
+     * "id < before" is "seq < the seq of before", found by its rowid when
+     * before is a message of this conversation (what clients pass: the
+     * oldest message they hold); for any other id, by walking the index
+     * down from the newest entry to the first older id (index only, and
+     * only as far as the messages newer than before). */
     [ST_HISTORY] = "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
-                   " WHERE m.conv_lo = ?1 AND m.conv_hi = ?2 AND m.id < ?3"
-                   " ORDER BY m.id DESC LIMIT ?4",
-    /* Every message to or from the user is in one of the user's
-     * conversations; each is cut to the limit on the conversation index
-     * first, so the work is bounded by conversations times limit. */
+                   " WHERE m.conv_lo = ?1 AND m.conv_hi = ?2 AND m.seq < coalesce("
+                   "  (SELECT seq FROM messages WHERE id = ?3 AND conv_lo = ?1 AND conv_hi = ?2),"
+                   "  (SELECT seq + 1 FROM messages WHERE conv_lo = ?1 AND conv_hi = ?2"
+                   "   AND id < ?3 ORDER BY seq DESC LIMIT 1), 0)"
+                   " ORDER BY m.seq DESC LIMIT ?4",
+    /* The id cursor: every message to or from the user is in one of the
+     * user's conversations; each is cut to the limit on the conversation
+     * index first, so the work is bounded by conversations times limit,
+     * plus, in a conversation that does not hold the id "after", the walk
+     * down the index over its messages newer than after (see ST_HISTORY). */
     [ST_SYNC] =
         "SELECT " MSG_COLS " FROM conversations c"
         " JOIN messages m ON m.id IN (SELECT id FROM messages"
         "  WHERE conv_lo = min(c.user_id, c.peer_id) AND conv_hi = max(c.user_id, c.peer_id)"
-        "  AND id > ?2 ORDER BY id LIMIT ?3)"
+        "  AND seq > coalesce((SELECT seq FROM messages WHERE id = ?2"
+        "    AND conv_lo = min(c.user_id, c.peer_id) AND conv_hi = max(c.user_id, c.peer_id)),"
+        "   (SELECT seq FROM messages"
+        "    WHERE conv_lo = min(c.user_id, c.peer_id) AND conv_hi = max(c.user_id, c.peer_id)"
+        "    AND id <= ?2 ORDER BY seq DESC LIMIT 1), 0)"
+        "  ORDER BY seq LIMIT ?3)"
         " JOIN users u ON u.id = m.from_id"
         " WHERE c.user_id = ?1 AND c.last_message_id > ?2"
         " ORDER BY m.id LIMIT ?3",
+    /* The seq cursors: the user's conversations with their newest seq,
+     * most recent first; then per conversation the messages after its
+     * cursor, a seek on the seq index. */
+    [ST_SYNC_CONVS] = "SELECT c.peer_id, m.seq FROM conversations c"
+                      " JOIN messages m ON m.id = c.last_message_id"
+                      " WHERE c.user_id = ?1 ORDER BY c.last_message_id DESC",
+    [ST_SYNC_CONV] = "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
+                     " WHERE m.conv_lo = ?1 AND m.conv_hi = ?2 AND m.seq > ?3"
+                     " ORDER BY m.seq LIMIT ?4",
+    /* One seek to the conversation's last index entry. */
+    [ST_CONV_LAST_SEQ] = "SELECT seq FROM messages WHERE conv_lo = ?1 AND conv_hi = ?2"
+                         " ORDER BY seq DESC LIMIT 1",
     [ST_CONV_GET] = "SELECT last_in_id, unread, last_read_id FROM conversations"
                     " WHERE user_id = ?1 AND peer_id = ?2",
     [ST_CONV_READ] = "UPDATE conversations SET unread = 0, last_read_id = ?3"
@@ -238,6 +283,18 @@ typedef struct {
 
 #define USER_CACHE_MAX 65536
 
+/* The newest seq of each conversation a send touched, so the next send's
+ * seq costs no lookup. Exact for the same reason as the user cache (one
+ * writer), as long as it is emptied on rollback: a rolled back send's seq
+ * is free again. Keyed by (conv_lo, conv_hi). */
+typedef struct {
+    conv_key key;
+    int64_t last_seq;
+    UT_hash_handle hh;
+} seq_entry;
+
+#define SEQ_CACHE_MAX 65536
+
 /* WAL checkpoints (copying committed pages from the WAL into the database
  * file, with an fsync of each) are ours, not SQLite's, which would run them
  * inside commits, delaying a pass's answers by the whole copy.
@@ -264,6 +321,8 @@ typedef struct {
     size_t npending;
     user_entry *users; /* uthash head */
     size_t nusers;
+    seq_entry *seqs; /* uthash head */
+    size_t nseqs;
     int wal_pages; /* frames in the WAL after the last commit */
 
     /* The checkpointer: its connection is used by its thread only. */
@@ -337,8 +396,9 @@ static json_t *user_json(sqlite3_stmt *st)
 /* A message from the MSG_COLS columns. */
 static json_t *msg_json(sqlite3_stmt *st)
 {
-    return json_pack("{s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
-                     (json_int_t)sqlite3_column_int64(st, 0), "to_id",
+    return json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
+                     (json_int_t)sqlite3_column_int64(st, 0), "seq",
+                     (json_int_t)sqlite3_column_int64(st, 9), "to_id",
                      (json_int_t)sqlite3_column_int64(st, 1), "from_id",
                      (json_int_t)sqlite3_column_int64(st, 2), "from_username", col_text(st, 3),
                      "from_userpic", col_text(st, 4), "type", col_text(st, 5), "data",
@@ -406,6 +466,48 @@ static void users_clear(sq *b)
     {
         user_forget(b, u);
     }
+}
+
+static void seqs_clear(sq *b)
+{
+    seq_entry *e, *tmp;
+    HASH_ITER(hh, b->seqs, e, tmp)
+    {
+        HASH_DEL(b->seqs, e);
+        free(e);
+    }
+    b->nseqs = 0;
+}
+
+/* The cache entry of conversation (lo, hi), loaded with its newest seq
+ * (0 when it has no message yet); NULL on error. */
+static seq_entry *seq_get(sq *b, int64_t lo, int64_t hi)
+{
+    conv_key key = {lo, hi};
+    seq_entry *e;
+    HASH_FIND(hh, b->seqs, &key, sizeof(key), e);
+    if (e)
+        return e;
+    sqlite3_stmt *st = prep(b, ST_CONV_LAST_SEQ);
+    sqlite3_bind_int64(st, 1, lo);
+    sqlite3_bind_int64(st, 2, hi);
+    int rc = sqlite3_step(st);
+    int64_t last = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        db_fail(b, "last seq lookup");
+        return NULL;
+    }
+    e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    if (b->nseqs >= SEQ_CACHE_MAX)
+        seqs_clear(b);
+    e->key = key;
+    e->last_seq = last;
+    HASH_ADD(hh, b->seqs, key, sizeof(e->key), e);
+    b->nseqs++;
+    return e;
 }
 
 /* The user with that id, from the cache or the database. STORE_NOT_FOUND
@@ -765,25 +867,36 @@ static int op_message_send(sq *b, store_req *r)
     if (status != STORE_OK)
         return status;
 
+    /* One writer: the next seq is the conversation's newest plus one, and
+     * this transaction holds the write lock until it commits, so seqs are
+     * handed out in commit order without holes (a rollback empties the
+     * cache, freeing them again). */
+    int64_t lo = from < to ? from : to, hi = from < to ? to : from;
+    seq_entry *conv = seq_get(b, lo, hi);
+    if (!conv)
+        return STORE_ERROR;
+    int64_t seq = conv->last_seq + 1;
+
     /* The result is built from the inputs before the insert; only the id is
      * filled in after it. */
-    json_t *msg =
-        json_pack("{s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id", (json_int_t)0, "to_id",
-                  (json_int_t)to, "from_id", (json_int_t)from, "from_username", sender->username,
-                  "from_userpic", sender->userpic, "type", r->msg_type, "data", r->msg_data, "time",
-                  (json_int_t)r->time, "client_msg_id", r->client_msg_id);
+    json_t *msg = json_pack(
+        "{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id", (json_int_t)0, "seq",
+        (json_int_t)seq, "to_id", (json_int_t)to, "from_id", (json_int_t)from, "from_username",
+        sender->username, "from_userpic", sender->userpic, "type", r->msg_type, "data", r->msg_data,
+        "time", (json_int_t)r->time, "client_msg_id", r->client_msg_id);
     if (!msg)
         return STORE_ERROR;
 
     sqlite3_stmt *st = prep(b, ST_MSG_INSERT);
     sqlite3_bind_int64(st, 1, from);
     sqlite3_bind_int64(st, 2, to);
-    sqlite3_bind_int64(st, 3, from < to ? from : to);
-    sqlite3_bind_int64(st, 4, from < to ? to : from);
+    sqlite3_bind_int64(st, 3, lo);
+    sqlite3_bind_int64(st, 4, hi);
     bind_text(st, 5, r->msg_type);
     bind_text(st, 6, r->msg_data);
     sqlite3_bind_int64(st, 7, r->time);
     bind_text(st, 8, r->client_msg_id);
+    sqlite3_bind_int64(st, 9, seq);
     if (exec_stmt(st) != SQLITE_DONE) {
         json_decref(msg);
         return db_fail(b, "message insert");
@@ -803,6 +916,7 @@ static int op_message_send(sq *b, store_req *r)
         return status;
     }
     int64_t id = sqlite3_last_insert_rowid(b->db);
+    conv->last_seq = seq;
     /* From here on a failure leaves the message without its conversation
      * rows; STORE_ERROR makes the caller roll the whole transaction back. */
     if (json_object_set_new(msg, "id", json_integer(id)) != 0 ||
@@ -816,12 +930,13 @@ static int op_message_send(sq *b, store_req *r)
 
 static json_t *chat_item_json(sqlite3_stmt *st)
 {
-    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "userid",
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "userid",
                      (json_int_t)sqlite3_column_int64(st, 0), "username", col_text(st, 1),
                      "userpic", col_text(st, 2), "type", col_text(st, 3), "data", col_text(st, 4),
                      "time", (json_int_t)sqlite3_column_int64(st, 5), "noreadnum",
                      (json_int_t)sqlite3_column_int64(st, 6), "last_message_id",
-                     (json_int_t)sqlite3_column_int64(st, 7));
+                     (json_int_t)sqlite3_column_int64(st, 7), "last_seq",
+                     (json_int_t)sqlite3_column_int64(st, 8));
 }
 
 static int op_chat_list(sq *b, store_req *r)
@@ -853,6 +968,92 @@ static int op_sync(sq *b, store_req *r)
     sqlite3_bind_int64(st, 3, sql_limit(r->limit));
     r->result = rows_json(b, st, msg_json);
     return r->result ? STORE_OK : STORE_ERROR;
+}
+
+/* The client's cursor of the conversation with peer: the integer under the
+ * peer's decimal id in cursors, 0 when absent (or not a non-negative
+ * integer: the chat service validates them). */
+static int64_t cursor_of(const json_t *cursors, int64_t peer)
+{
+    char key[24];
+    snprintf(key, sizeof(key), "%lld", (long long)peer);
+    json_t *v = json_object_get(cursors, key);
+    json_int_t c = json_is_integer(v) ? json_integer_value(v) : 0;
+    return c > 0 ? c : 0;
+}
+
+/* Work: one pass over the user's conversations (as the chat list), and one
+ * index seek plus at most limit rows per conversation above its cursor.
+ * Past the limit, a conversation above its cursor is still listed, with no
+ * messages and more: true, so the client knows to ask again. */
+static int op_sync_cursors(sq *b, store_req *r)
+{
+    if (r->cursors && !json_is_object(r->cursors))
+        return bad_input(r, "cursors as an object");
+    json_t *convs = json_array();
+    if (!convs)
+        return STORE_ERROR;
+    /* (peer, last seq) pairs first: the per-conversation query cannot run
+     * while this one is stepping on the same connection's statements. */
+    sqlite3_stmt *st = prep(b, ST_SYNC_CONVS);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    size_t n = 0, cap = 0;
+    int64_t(*pending)[3] = NULL; /* peer, cursor, last seq */
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t peer = sqlite3_column_int64(st, 0), last = sqlite3_column_int64(st, 1);
+        int64_t cursor = cursor_of(r->cursors, peer);
+        if (last <= cursor)
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            void *p = realloc(pending, ncap * sizeof(*pending));
+            if (!p) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            pending = p;
+            cap = ncap;
+        }
+        pending[n][0] = peer;
+        pending[n][1] = cursor;
+        pending[n][2] = last;
+        n++;
+    }
+    sqlite3_reset(st);
+    int status = STORE_OK;
+    if (rc != SQLITE_DONE)
+        status = rc == SQLITE_NOMEM ? STORE_ERROR : db_fail(b, "sync conversations");
+    int64_t left = r->limit > 0 ? r->limit : INT64_MAX;
+    for (size_t i = 0; i < n && status == STORE_OK; i++) {
+        int64_t peer = pending[i][0], cursor = pending[i][1], last = pending[i][2];
+        json_t *msgs;
+        if (left > 0) {
+            st = prep(b, ST_SYNC_CONV);
+            sqlite3_bind_int64(st, 1, r->user_id < peer ? r->user_id : peer);
+            sqlite3_bind_int64(st, 2, r->user_id < peer ? peer : r->user_id);
+            sqlite3_bind_int64(st, 3, cursor);
+            sqlite3_bind_int64(st, 4, left);
+            msgs = rows_json(b, st, msg_json);
+        } else {
+            msgs = json_array();
+        }
+        size_t got = json_array_size(msgs);
+        json_t *newest = got ? json_array_get(msgs, got - 1) : NULL;
+        int64_t upto = newest ? json_integer_value(json_object_get(newest, "seq")) : cursor;
+        json_t *item = msgs ? json_pack("{s:I, s:o, s:b}", "userid", (json_int_t)peer, "messages",
+                                        msgs, "more", upto < last)
+                            : NULL;
+        if (!item || json_array_append_new(convs, item) != 0)
+            status = STORE_ERROR;
+        left -= (int64_t)got;
+    }
+    free(pending);
+    if (status == STORE_OK)
+        r->result = json_pack("{s:o}", "conversations", convs);
+    else
+        json_decref(convs);
+    return status == STORE_OK && !r->result ? STORE_ERROR : status;
 }
 
 /* The user's unread sum; -1 on error. */
@@ -940,8 +1141,8 @@ static void sq_execute(void *p, store_req *r)
         return;
     }
     /* Whatever reads conversations must see this transaction's sends. */
-    if ((r->op == STORE_CHAT_LIST || r->op == STORE_SYNC || r->op == STORE_READ ||
-         r->op == STORE_UNREAD) &&
+    if ((r->op == STORE_CHAT_LIST || r->op == STORE_SYNC || r->op == STORE_SYNC_CURSORS ||
+         r->op == STORE_READ || r->op == STORE_UNREAD) &&
         conv_flush(b) != 0) {
         r->status = STORE_ERROR;
         return;
@@ -985,6 +1186,9 @@ static void sq_execute(void *p, store_req *r)
         break;
     case STORE_SYNC:
         r->status = op_sync(b, r);
+        break;
+    case STORE_SYNC_CURSORS:
+        r->status = op_sync_cursors(b, r);
         break;
     case STORE_READ:
         r->status = op_read(b, r);
@@ -1034,6 +1238,7 @@ static void sq_rollback(void *p)
     sq *b = p;
     conv_discard(b);
     users_clear(b);
+    seqs_clear(b);
     if (!sqlite3_get_autocommit(b->db) && exec_stmt(b->st[ST_ROLLBACK]) != SQLITE_DONE)
         db_fail(b, "rollback");
 }
@@ -1333,6 +1538,7 @@ static void sq_close(void *p)
         sqlite3_close(b->ckpt_db);
     conv_discard(b);
     users_clear(b);
+    seqs_clear(b);
     free(b->pool);
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(b->st[i]);

@@ -1,6 +1,7 @@
 // A message sent while the recipient's page is closed is there, with its
 // unread count, when they come back; the cached list shows at once and is
-// then reconciled with the server; nothing shows twice.
+// then reconciled with the server (POST /chat/sync from each conversation's
+// cursor); nothing shows twice.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
@@ -36,7 +37,7 @@ test('messages sent while the page was closed are there, with their unread count
   page.errors = [];
   page.on('pageerror', (e) => page.errors.push(String(e)));
   const requests = [];
-  page.on('request', (r) => requests.push(new URL(r.url()).pathname + new URL(r.url()).search));
+  page.on('request', (r) => requests.push(`${r.method()} ${new URL(r.url()).pathname}${new URL(r.url()).search} ${r.postData() || ''}`.trim()));
   await page.route(/\/chat\/(list|unread|sync)/, async (route) => {
     await sleep(1200);
     await route.continue();
@@ -48,8 +49,8 @@ test('messages sent while the page was closed are there, with their unread count
   await B.eventually(() => B.chatList(page), [{ name: 'ivy', preview: 'while you were away 2', unread: '2' }]);
   assert.equal(await B.tabBadge(page), '2');
   assert.equal(await page.title(), '(2) chatd');
-  // Then what was missed since the last message seen, until nothing more.
-  await B.eventually(() => requests.filter((r) => r.startsWith('/chat/sync')), ['/chat/sync?after=1', '/chat/sync?after=3']);
+  // Then what was missed after the last seq seen of each conversation (ivy's: 1), in one answer.
+  await B.eventually(() => requests.filter((r) => r.includes('/chat/sync')), [`POST /chat/sync {"cursors":{"${ivy.user.id}":1}}`]);
   await page.unrouteAll({ behavior: 'wait' });
 
   await page.locator('#chat-list .chat-link').first().click();

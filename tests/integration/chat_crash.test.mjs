@@ -197,6 +197,7 @@ test('SIGKILL in the middle of a message stream: acknowledged messages stored ex
           time: last.time,
           noreadnum: pair.filter((m) => m.to_id === u.id).length,
           last_message_id: last.id,
+          last_seq: last.seq,
         };
       })
       .sort((a, b) => b.last_message_id - a.last_message_id);
@@ -207,5 +208,7 @@ test('SIGKILL in the middle of a message stream: acknowledged messages stored ex
   for (const [a, b] of [[users[0], users[1]], [users[1], users[2]], [users[2], users[0]]]) {
     const pair = msgs.filter((m) => (m.from_id === a.id && m.to_id === b.id) || (m.from_id === b.id && m.to_id === a.id));
     assert.deepEqual(await historyAll(srv2, a, b.id, PAGE), [...pair].reverse(), `history of ${a.username} and ${b.username}`);
+    // The crash and the retries left no hole and no repeat in the pair's sequence.
+    assert.deepEqual(pair.map((m) => m.seq), pair.map((_, i) => i + 1), `seq of ${a.username} and ${b.username}`);
   }
 });

@@ -43,6 +43,7 @@ function entry(peer, last, noreadnum) {
     time: last.time,
     noreadnum,
     last_message_id: last.id,
+    last_seq: last.seq,
   };
 }
 
@@ -105,6 +106,7 @@ test('two users, two devices: bind both ways, send over HTTP and the socket, pus
   assertMessageShape(m1);
   assert.deepEqual(m1, {
     id: m1.id,
+    seq: 1,
     to_id: bob.id,
     from_id: alice.id,
     from_username: alice.username,

@@ -419,7 +419,7 @@ static void test_message_send(void **state)
     assert_int_equal(r->status, STORE_OK);
     assert_false(r->duplicate);
     json_t *m = r->result;
-    assert_int_equal(json_object_size(m), 9);
+    assert_int_equal(json_object_size(m), 10);
     int64_t id1 = jint(m, "id");
     assert_true(id1 > 0);
     assert_int_equal(jint(m, "to_id"), bob);
@@ -472,7 +472,7 @@ static void test_duplicate_client_msg_id(void **state)
     assert_string_equal(jstr(r->result, "data"), "first");
     assert_string_equal(jstr(r->result, "client_msg_id"), "dup");
     assert_string_equal(jstr(r->result, "from_username"), "alice");
-    assert_int_equal(json_object_size(r->result), 9);
+    assert_int_equal(json_object_size(r->result), 10);
     store_req_free(r);
 
     /* Twice in one group transaction: still stored once. */
@@ -524,7 +524,7 @@ static void test_unread_and_chat_list(void **state)
     assert_int_equal(r->status, STORE_OK);
     assert_int_equal(json_array_size(r->result), 2);
     json_t *first = json_array_get(r->result, 0), *second = json_array_get(r->result, 1);
-    assert_int_equal(json_object_size(first), 8);
+    assert_int_equal(json_object_size(first), 9);
     assert_int_equal(jint(first, "userid"), c);
     assert_string_equal(jstr(first, "username"), "c");
     assert_string_equal(jstr(first, "userpic"), "pic.png");
@@ -533,9 +533,11 @@ static void test_unread_and_chat_list(void **state)
     assert_int_equal(jint(first, "time"), 5000);
     assert_int_equal(jint(first, "noreadnum"), 2);
     assert_int_equal(jint(first, "last_message_id"), m4);
+    assert_int_equal(jint(first, "last_seq"), 3); /* c1, b1, c2 */
     assert_int_equal(jint(second, "userid"), a);
     assert_int_equal(jint(second, "noreadnum"), 1);
     assert_int_equal(jint(second, "last_message_id"), m1);
+    assert_int_equal(jint(second, "last_seq"), 1);
     store_req_free(r);
 
     /* The sender's own conversation moves too, without unread. */
@@ -647,7 +649,7 @@ static void test_history(void **state)
     for (int i = 0; i < 4; i++)
         assert_int_equal(jint(json_array_get(r->result, (size_t)i), "id"), ids[9 - i]);
     json_t *m = json_array_get(r->result, 0);
-    assert_int_equal(json_object_size(m), 9);
+    assert_int_equal(json_object_size(m), 10);
     assert_int_equal(jint(m, "from_id"), b);
     assert_string_equal(jstr(m, "from_username"), "b");
     store_req_free(r);
@@ -665,6 +667,22 @@ static void test_history(void **state)
     store_req_free(r);
 
     r = history(f, a, b, ids[0], 4);
+    assert_int_equal(json_array_size(r->result), 0);
+    store_req_free(r);
+
+    /* before may be any id, also one of another conversation: the
+     * messages older than it. The a-c message sent right after ids[4] is
+     * newer than ids[4] and older than ids[5]. */
+    r = history(f, a, b, ids[4] + 1, 10);
+    assert_int_equal(json_array_size(r->result), 5);
+    assert_int_equal(jint(json_array_get(r->result, 0), "id"), ids[4]);
+    assert_int_equal(jint(json_array_get(r->result, 0), "seq"), 5);
+    store_req_free(r);
+    r = history(f, a, b, ids[9] + 1000, 2);
+    assert_int_equal(json_array_size(r->result), 2);
+    assert_int_equal(jint(json_array_get(r->result, 0), "id"), ids[9]);
+    store_req_free(r);
+    r = history(f, a, b, 1, 10); /* older than every message */
     assert_int_equal(json_array_size(r->result), 0);
     store_req_free(r);
 
@@ -707,7 +725,7 @@ static void test_sync(void **state)
     assert_int_equal(json_array_size(r->result), 5);
     for (int i = 0; i < 5; i++)
         assert_int_equal(jint(json_array_get(r->result, (size_t)i), "id"), mine[i]);
-    assert_int_equal(json_object_size(json_array_get(r->result, 0)), 9);
+    assert_int_equal(json_object_size(json_array_get(r->result, 0)), 10);
     store_req_free(r);
 
     r = sync_req(f, b, mine[4], 5);
@@ -728,6 +746,231 @@ static void test_sync(void **state)
     r = sync_req(f, b, 0, 0);
     assert_int_equal(json_array_size(r->result), 12);
     store_req_free(r);
+}
+
+static void sql(fixture *f, const char *text);
+static int64_t user_version(fixture *f);
+
+/* Sends one message and returns its seq. */
+static int64_t send_seq(fixture *f, int64_t from, int64_t to, const char *cmid)
+{
+    store_req *r = run(f, send_req(from, to, cmid, "x"));
+    assert_int_equal(r->status, STORE_OK);
+    int64_t seq = jint(r->result, "seq");
+    store_req_free(r);
+    return seq;
+}
+
+/* seq counts 1, 2, 3 per conversation, whoever sends; a duplicate keeps
+ * its seq and takes none; a failed group pass, whose sends are re-run one
+ * by one, leaves no hole. */
+static void test_seq(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a");
+    int64_t b = create_user(f, "b");
+    int64_t c = create_user(f, "c");
+    assert_int_equal(send_seq(f, a, b, NULL), 1);
+    assert_int_equal(send_seq(f, b, a, "b-1"), 2);
+    assert_int_equal(send_seq(f, c, a, NULL), 1);
+    assert_int_equal(send_seq(f, a, b, NULL), 3);
+    assert_int_equal(send_seq(f, b, a, "b-1"), 2); /* the stored one */
+    assert_int_equal(send_seq(f, b, c, NULL), 1);
+    assert_int_equal(send_seq(f, a, c, NULL), 2);
+
+    /* One pass: a-b 4, a-b 5 (a duplicate of itself in between), b-c 2. */
+    store_req *rs[4] = {send_req(a, b, "p-1", "x"), send_req(a, b, "p-1", "x"),
+                        send_req(b, a, NULL, "x"), send_req(c, b, NULL, "x")};
+    int before = f->done;
+    for (int i = 0; i < 4; i++)
+        store_submit(f->s, rs[i]);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + 4);
+    int64_t want[4] = {4, 4, 5, 2};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(rs[i]->status, STORE_OK);
+        assert_int_equal(jint(rs[i]->result, "seq"), want[i]);
+        store_req_free(rs[i]);
+    }
+
+    /* A pass that fails (a request without its inputs) is rolled back and
+     * re-run request by request: the seqs the failed pass handed out are
+     * handed out again, not skipped. */
+    store_req *g[4] = {send_req(a, b, NULL, "x"), new_req(STORE_USER_CREATE),
+                       send_req(b, a, NULL, "x"), send_req(a, c, NULL, "x")};
+    before = f->done;
+    for (int i = 0; i < 4; i++)
+        store_submit(f->s, g[i]);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + 4);
+    assert_int_equal(g[1]->status, STORE_ERROR);
+    assert_int_equal(jint(g[0]->result, "seq"), 6);
+    assert_int_equal(jint(g[2]->result, "seq"), 7);
+    assert_int_equal(jint(g[3]->result, "seq"), 3);
+    for (int i = 0; i < 4; i++)
+        store_req_free(g[i]);
+
+    /* History (newest first) holds 7..1 without a hole, and after a reopen
+     * the numbering goes on. */
+    store_req *r = history(f, b, a, 0, 0);
+    assert_int_equal(json_array_size(r->result), 7);
+    for (size_t i = 0; i < 7; i++)
+        assert_int_equal(jint(json_array_get(r->result, i), "seq"), 7 - (json_int_t)i);
+    store_req_free(r);
+    close_store(f);
+    open_store(f);
+    assert_int_equal(send_seq(f, a, b, NULL), 8);
+    assert_int_equal(send_seq(f, c, b, NULL), 3);
+}
+
+static store_req *sync_cursors(fixture *f, int64_t user, json_t *cursors, int64_t limit)
+{
+    store_req *r = new_req(STORE_SYNC_CURSORS);
+    r->user_id = user;
+    r->cursors = cursors;
+    r->limit = limit;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(json_object_size(r->result), 1);
+    return r;
+}
+
+/* Checks conversation i of a STORE_SYNC_CURSORS result: its peer, the seqs
+ * of its messages (first..last, none when first > last) and more. */
+static void check_conv(store_req *r, size_t i, int64_t peer, int64_t first, int64_t last, bool more)
+{
+    json_t *conv = json_array_get(json_object_get(r->result, "conversations"), i);
+    assert_non_null(conv);
+    assert_int_equal(json_object_size(conv), 3);
+    assert_int_equal(jint(conv, "userid"), peer);
+    json_t *msgs = json_object_get(conv, "messages");
+    int64_t n = first > last ? 0 : last - first + 1;
+    assert_int_equal(json_array_size(msgs), (size_t)n);
+    for (int64_t k = 0; k < n; k++) {
+        json_t *m = json_array_get(msgs, (size_t)k);
+        assert_int_equal(json_object_size(m), 10);
+        assert_int_equal(jint(m, "seq"), first + k);
+    }
+    assert_true(json_is_boolean(json_object_get(conv, "more")));
+    assert_int_equal(json_is_true(json_object_get(conv, "more")), more);
+}
+
+static size_t conv_count(store_req *r)
+{
+    return json_array_size(json_object_get(r->result, "conversations"));
+}
+
+static void test_sync_cursors(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a");
+    int64_t b = create_user(f, "b");
+    int64_t c = create_user(f, "c");
+    int64_t d = create_user(f, "d");
+    for (int i = 0; i < 5; i++)
+        send_seq(f, i % 2 ? b : a, i % 2 ? a : b, NULL); /* a-b 1..5 */
+    for (int i = 0; i < 3; i++)
+        send_seq(f, c, a, NULL); /* a-c 1..3, more recent than a-b */
+    send_seq(f, b, c, NULL);     /* not a's */
+
+    char kb[24], kc[24];
+    snprintf(kb, sizeof(kb), "%lld", (long long)b);
+    snprintf(kc, sizeof(kc), "%lld", (long long)c);
+
+    /* No cursors: everything, the most recent conversation first. */
+    store_req *r = sync_cursors(f, a, json_object(), 0);
+    assert_int_equal(conv_count(r), 2);
+    check_conv(r, 0, c, 1, 3, false);
+    check_conv(r, 1, b, 1, 5, false);
+    store_req_free(r);
+    /* NULL cursors mean the same. */
+    r = sync_cursors(f, a, NULL, 0);
+    assert_int_equal(conv_count(r), 2);
+    store_req_free(r);
+
+    /* After the cursors; a caught-up conversation is left out. */
+    r = sync_cursors(f, a, json_pack("{s:i, s:i}", kb, 3, kc, 3), 0);
+    assert_int_equal(conv_count(r), 1);
+    check_conv(r, 0, b, 4, 5, false);
+    store_req_free(r);
+    r = sync_cursors(f, a, json_pack("{s:i, s:i}", kb, 5, kc, 7), 0);
+    assert_int_equal(conv_count(r), 0);
+    store_req_free(r);
+
+    /* The limit cuts across conversations; past it they come empty. */
+    r = sync_cursors(f, a, json_pack("{s:i}", kb, 1), 2);
+    assert_int_equal(conv_count(r), 2);
+    check_conv(r, 0, c, 1, 2, true);
+    check_conv(r, 1, b, 2, 1, true);
+    store_req_free(r);
+    r = sync_cursors(f, a, json_pack("{s:i, s:i}", kb, 1, kc, 2), 2);
+    check_conv(r, 0, c, 3, 3, false);
+    check_conv(r, 1, b, 2, 2, true);
+    store_req_free(r);
+    r = sync_cursors(f, a, json_pack("{s:i}", kb, 1), 7);
+    check_conv(r, 0, c, 1, 3, false);
+    check_conv(r, 1, b, 2, 5, false);
+    store_req_free(r);
+
+    /* Someone without conversations; a send in the same pass is seen. */
+    r = sync_cursors(f, d, json_object(), 0);
+    assert_int_equal(conv_count(r), 0);
+    store_req_free(r);
+    store_req *s = send_req(d, a, NULL, "x");
+    store_req *q = new_req(STORE_SYNC_CURSORS);
+    q->user_id = a;
+    q->cursors = json_pack("{s:i, s:i}", kb, 5, kc, 3);
+    int before = f->done;
+    store_submit(f->s, s);
+    store_submit(f->s, q);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + 2);
+    assert_int_equal(q->status, STORE_OK);
+    check_conv(q, 0, d, 1, 1, false);
+    store_req_free(s);
+    store_req_free(q);
+}
+
+/* A database of schema 3 (messages without seq, the old index) gets its
+ * seqs numbered per conversation in id order, and the unique index. */
+static void test_seq_migration(void **state)
+{
+    fixture *f = *state;
+    close_store(f);
+    sql(f, "DROP INDEX messages_seq; ALTER TABLE messages DROP COLUMN seq;"
+           "CREATE INDEX messages_conv ON messages(conv_lo, conv_hi, id);"
+           "PRAGMA user_version = 3;"
+           "INSERT INTO users(id, username, created_at, name_key) VALUES(1, 'a', 0, 'a'),"
+           " (2, 'b', 0, 'b'), (3, 'c', 0, 'c');"
+           "INSERT INTO messages(id, from_id, to_id, conv_lo, conv_hi, type, data, time)"
+           " VALUES(10, 1, 2, 1, 2, 'text', 'ab1', 0), (11, 3, 1, 1, 3, 'text', 'ac1', 0),"
+           " (12, 2, 1, 1, 2, 'text', 'ab2', 0), (14, 1, 2, 1, 2, 'text', 'ab3', 0),"
+           " (13, 1, 3, 1, 3, 'text', 'ac2', 0);"
+           "INSERT INTO conversations(user_id, peer_id, last_message_id, unread, last_in_id)"
+           " VALUES(1, 2, 14, 1, 12), (2, 1, 14, 2, 14), (1, 3, 13, 1, 11), (3, 1, 13, 1, 13);");
+    open_store(f);
+    assert_int_equal(user_version(f), STORE_SQLITE_SCHEMA_VERSION);
+    store_req *r = history(f, 1, 2, 0, 0);
+    assert_int_equal(json_array_size(r->result), 3);
+    int64_t ids[3] = {14, 12, 10};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(jint(json_array_get(r->result, i), "id"), ids[i]);
+        assert_int_equal(jint(json_array_get(r->result, i), "seq"), 3 - (json_int_t)i);
+    }
+    store_req_free(r);
+    r = history(f, 3, 1, 0, 0);
+    assert_int_equal(jint(json_array_get(r->result, 0), "seq"), 2);
+    assert_int_equal(jint(json_array_get(r->result, 1), "seq"), 1);
+    store_req_free(r);
+    assert_int_equal(send_seq(f, 2, 1, NULL), 4);
+    assert_int_equal(send_seq(f, 1, 3, NULL), 3);
+    close_store(f);
+    /* The old index is gone, the unique one is there (else the statement
+     * fails: abs() of the smallest integer is an overflow error). */
+    sql(f, "SELECT CASE WHEN (SELECT count(*) FROM sqlite_schema WHERE name = 'messages_conv') = 0"
+           " AND (SELECT sql FROM sqlite_schema WHERE name = 'messages_seq') LIKE '%UNIQUE%'"
+           " THEN 1 ELSE abs(-9223372036854775807 - 1) END;");
+    open_store(f);
 }
 
 static void test_group_commit(void **state)
@@ -1218,6 +1461,8 @@ static void test_name_keys_backfill(void **state)
     fixture *f = *state;
     close_store(f);
     sql(f, "DROP INDEX users_name_key; ALTER TABLE users DROP COLUMN name_key;"
+           "DROP INDEX messages_seq; ALTER TABLE messages DROP COLUMN seq;"
+           "CREATE INDEX messages_conv ON messages(conv_lo, conv_hi, id);"
            "PRAGMA user_version = 2;"
            "INSERT INTO users(id, username, created_at) VALUES(1, 'J\xc3\xbcrgen', 0),"
            " (2, 'J\xc3\x9cRGEN', 0), (3, 'bob', 0);");
@@ -1299,6 +1544,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unread_and_chat_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seq, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_cursors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seq_migration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bulk_sends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_request_in_group, setup, teardown),

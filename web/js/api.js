@@ -86,6 +86,8 @@ export const api = {
   list: () => request('GET', '/chat/list'),
   unread: () => request('GET', '/chat/unread'),
   history: (userid, before, limit) => request('GET', '/chat/history', { query: { userid, before: before || 0, limit } }),
-  sync: (after, limit) => request('GET', '/chat/sync', { query: { after: after || 0, limit } }), // limit: the server's --page-limit when absent
+  /** POST /chat/sync: the messages after each conversation's cursor ({peer id: last seq held}); a
+   *  conversation left out starts at 0. limit: the server's --page-limit when absent. */
+  syncCursors: (cursors, limit) => request('POST', '/chat/sync', { body: limit ? { cursors, limit } : { cursors } }),
   read: (userid, clientId) => request('POST', '/chat/read', { body: clientId ? { userid, client_id: clientId } : { userid } }),
 };

@@ -2,7 +2,10 @@
 // applies what the server pushes to the store (store.js), and drives the
 // views. The flow follows the reference client: open the WebSocket, wait for
 // init, POST /chat/bind (its client_id and bind_nonce); when bound go online,
-// set the badge and fetch what was missed (/chat/list, /chat/unread, /chat/sync).
+// set the badge and fetch what was missed (/chat/list, /chat/unread, then
+// POST /chat/sync with a cursor per conversation). Every stored message has
+// seq, its place in its conversation: a pushed message whose seq is not the
+// next one shows a push was missed, and the conversations are synced again.
 import { api, ApiError, onUnauthorized, setToken } from './api.js';
 import { avatar, toast, uuid } from './dom.js';
 import { badgeText } from './format.js';
@@ -15,6 +18,7 @@ import { setupSearch } from './views/search.js';
 
 const PAGE = 30; // history page (halved while the server's --page-limit is lower)
 const SYNC_MAX_PAGES = 20; // /chat/sync pages of the server's --page-limit each
+const GAP_WAIT_MS = 250; // a seq hole may be a push still on its way (an HTTP answer can overtake it)
 const SEND_TIMEOUT_MS = 15000; // an unacknowledged message shows "Failed" after this
 const TYPING_EVERY_MS = 3000; // at most one typing event this often
 const TYPING_SHOWN_MS = 6000; // "typing…" lasts this long after the last event
@@ -473,6 +477,51 @@ function onOnline(cid) {
 function onOffline() {
   clientId = null;
   catchingUp = null;
+  clearTimeout(gapTimer);
+  gapTimer = 0;
+}
+
+/**
+ * Syncs by cursors until no conversation says `more`: merges what came into
+ * the cached conversations, moves the cursors, and updates the list's
+ * previews. Too much missed (SYNC_MAX_PAGES pages) to patch the caches:
+ * they are dropped (the server has everything) and the cursors start from
+ * the list. Resolves to false when the store changed (signed out) meanwhile.
+ */
+async function syncCursors(s) {
+  let unknown = false;
+  for (let pages = 0; ; pages++) {
+    if (pages >= SYNC_MAX_PAGES) {
+      s.dropDetailCaches();
+      for (const peer of [...s.details.keys()]) if (peer !== current) s.details.delete(peer);
+      if (current !== null) s.resetDetail(current);
+      const list = await api.list();
+      if (s !== store) return false;
+      s.setList(list, null);
+      s.cursorsFromList();
+      if (current !== null) refreshNewest(current);
+      break;
+    }
+    const res = await api.syncCursors(s.cursorsFor());
+    if (s !== store) return false;
+    let more = false;
+    for (const c of res.conversations || []) {
+      const peer = Number(c.userid);
+      const msgs = Array.isArray(c.messages) ? c.messages : [];
+      more ||= c.more === true;
+      if (!msgs.length) continue;
+      if (s.hasDetail(peer)) s.merge(peer, msgs);
+      s.learnLastAuthors(msgs);
+      // Newer than the list: the preview, and counted as unread (bump skips what the list has).
+      if (!s.item(peer)) unknown = true;
+      else for (const m of msgs) s.bump(m, { unread: unreadFor(m) });
+      s.setCursor(peer, msgs[msgs.length - 1].seq);
+    }
+    if (!more) break;
+  }
+  // A conversation the list does not have yet: its name and counts.
+  if (unknown) await refreshList();
+  return s === store;
 }
 
 /** Fetches what was missed while offline: the list, the unread counts, the messages. */
@@ -486,38 +535,8 @@ async function catchUp() {
     s.setList(list, unread);
     // Pushes that raced the list: bump() ignores what the list already has.
     for (const m of pushed) s.bump(m, { unread: unreadFor(m) });
-    let after = s.lastId;
-    if (!after) {
-      // First time on this device: the list is the starting point.
-      after = Math.max(0, ...s.list.map((i) => i.last_message_id));
-    } else {
-      for (let pages = 0; ; pages++) {
-        if (pages >= SYNC_MAX_PAGES) {
-          // Too much was missed to patch the caches: the server has it all.
-          s.dropDetailCaches();
-          for (const peer of [...s.details.keys()]) if (peer !== current) s.details.delete(peer);
-          if (current !== null) s.resetDetail(current);
-          after = Math.max(after, ...s.list.map((i) => i.last_message_id));
-          if (current !== null) refreshNewest(current);
-          break;
-        }
-        // Pages of the server's --page-limit, until one comes back empty.
-        const msgs = await api.sync(after);
-        if (s !== store) return;
-        const byPeer = new Map();
-        for (const m of msgs) {
-          const peer = peerOf(m, s.uid);
-          if (!byPeer.has(peer)) byPeer.set(peer, []);
-          byPeer.get(peer).push(m);
-          if (m.id > after) after = m.id;
-        }
-        for (const [peer, ms] of byPeer) if (s.hasDetail(peer)) s.merge(peer, ms);
-        s.learnLastAuthors(msgs);
-        if (!msgs.length) break;
-      }
-    }
-    for (const m of pushed) if (m.id > after) after = m.id;
-    s.noteId(after);
+    s.seedCursors();
+    if (!(await syncCursors(s))) return;
   } catch (e) {
     if (s === store && catchingUp === pushed) {
       catchingUp = null;
@@ -526,11 +545,65 @@ async function catchUp() {
     return;
   }
   if (catchingUp === pushed) catchingUp = null;
+  // Pushed meanwhile: most are in what the sync answered; a later one moves a cursor on.
+  let gap = false;
+  for (const m of pushed) gap = s.noteSeq(peerOf(m, s.uid), m.seq) || gap;
+  if (gap) scheduleGapSync();
   if (current !== null) {
     const item = s.item(current);
     if (item && item.noreadnum > 0) markRead(current);
   }
   flushPending();
+}
+
+let gapTimer = 0;
+let gapSyncing = false;
+
+let gapRetries = 0;
+
+/** Notes a stored message's seq (push, ack, HTTP answer); a hole before it starts a sync. */
+function noteSeq(m) {
+  if (!store) return;
+  if (catchingUp) {
+    catchingUp.push(m); // the catch-up notes it once its sync is in
+    return;
+  }
+  if (store.noteSeq(peerOf(m, store.uid), m.seq)) {
+    gapRetries = 0;
+    scheduleGapSync();
+  }
+}
+
+function scheduleGapSync() {
+  if (gapTimer || gapSyncing) return;
+  gapTimer = setTimeout(syncGaps, GAP_WAIT_MS * 2 ** Math.min(gapRetries, 6));
+}
+
+/** Syncs while some conversation has a hole: fetches exactly what came after each cursor. */
+async function syncGaps() {
+  gapTimer = 0;
+  const s = store;
+  if (!s || catchingUp || !socket || !socket.online || !s.hasGaps()) return;
+  gapSyncing = true;
+  try {
+    if (!(await syncCursors(s))) return;
+  } catch {
+    /* the next message or reconnect tries again */
+  } finally {
+    gapSyncing = false;
+  }
+  if (s !== store) return;
+  // A hole that opened meanwhile (or that the answer, read just before a commit, did not cover).
+  if (s.hasGaps() && gapRetries < 5) {
+    gapRetries += 1;
+    scheduleGapSync();
+  }
+  // Messages that were missed were not counted as unread.
+  refreshUnread();
+  if (current !== null && visible()) {
+    const item = s.item(current);
+    if (item && item.noreadnum > 0) scheduleRead(current);
+  }
 }
 
 // ---- pushes ---------------------------------------------------------------------
@@ -576,8 +649,7 @@ function incoming(m) {
   // Sent by another device of ours to someone this one has not seen: get their name.
   if (!known && m.from_id === s.uid) refreshList();
   if (m.client_msg_id && m.from_id === s.uid) clearSendTimer(m.client_msg_id);
-  if (catchingUp) catchingUp.push(m);
-  else s.noteId(m.id);
+  noteSeq(m);
   if (m.from_id === peer) setTyping(peer, false);
   if (peer === current && m.from_id === peer && visible()) scheduleRead(peer);
 }
@@ -589,6 +661,7 @@ function acked(msg) {
   const peer = peerOf(m, store.uid);
   store.merge(peer, [m]);
   store.bump(m);
+  noteSeq(m);
 }
 
 function socketError(msg) {
@@ -701,6 +774,7 @@ function transmit(peer, m) {
       clearSendTimer(cmid);
       s.merge(peer, [stored]);
       s.bump(stored);
+      noteSeq(stored);
     })
     .catch((e) => {
       if (s !== store) return;

@@ -4,8 +4,13 @@
 //   chatdetail_<uid>_<peer>    a conversation's messages (the newest DETAIL_CAP), oldest first
 //   noreadnum<uid>             the total unread
 // and, for this client, chatusers<uid> (names and pictures seen),
-// chatreceipt<uid> (what each peer has read) and chatlastid<uid> (the newest
-// message id seen, for /chat/sync).
+// chatreceipt<uid> (what each peer has read) and chatseq<uid> (the sync
+// cursors: per conversation, the seq up to which this client has seen every
+// message; POST /chat/sync answers what comes after). An older client's
+// chatlastid<uid> (one message id for GET /chat/sync) is dropped: its
+// conversations get their cursors from the chat list's last_seq instead,
+// and their cached messages (without seq) stay, healed by history when
+// opened.
 
 export const SESSION_KEY = 'chatd_session';
 export const DETAIL_CAP = 300;
@@ -67,6 +72,7 @@ function cleanMessage(m) {
   if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to)) return null;
   const out = {
     id: Number.isSafeInteger(m.id) ? m.id : 0,
+    seq: Number.isSafeInteger(m.seq) && m.seq > 0 ? m.seq : 0,
     from_id: from,
     to_id: to,
     from_username: typeof m.from_username === 'string' ? m.from_username : '',
@@ -97,6 +103,7 @@ function cleanItem(i) {
     time: Number(i.time) || 0,
     noreadnum: Math.max(0, Number(i.noreadnum) || 0),
     last_message_id: Number(i.last_message_id) || 0,
+    last_seq: Number.isSafeInteger(i.last_seq) && i.last_seq > 0 ? i.last_seq : 0,
     from_me: !!i.from_me,
   };
 }
@@ -111,7 +118,13 @@ export class ChatStore {
     this.users = isObj(users) ? users : {};
     const receipts = load(`chatreceipt${this.uid}`, {});
     this.receipts = isObj(receipts) ? receipts : {};
-    this.lastId = Number(load(`chatlastid${this.uid}`, 0)) || 0;
+    const cursors = load(`chatseq${this.uid}`, {});
+    this.cursors = {};
+    if (isObj(cursors)) {
+      for (const [k, v] of Object.entries(cursors)) if (/^[1-9]\d{0,15}$/.test(k) && Number.isSafeInteger(v) && v > 0) this.cursors[k] = v;
+    }
+    localStorage.removeItem(`chatlastid${this.uid}`);
+    this.ahead = new Map(); // peer -> Set of seqs seen above its cursor (a hole in between)
     this.details = new Map();
     this.listeners = new Set();
     this.rememberUser(user);
@@ -409,7 +422,7 @@ export class ChatStore {
     return null;
   }
 
-  // ---- receipts and the sync cursor ----------------------------------------------
+  // ---- receipts and the sync cursors ---------------------------------------------
 
   setReceipt(peer, lastReadId) {
     if (!(lastReadId > (this.receipts[peer] || 0))) return;
@@ -418,16 +431,94 @@ export class ChatStore {
     this.emit('detail', peer);
   }
 
-  noteId(id) {
-    if (Number.isSafeInteger(id) && id > this.lastId) {
-      this.lastId = id;
-      this.write(`chatlastid${this.uid}`, id);
+  /** The seq up to which every message of the conversation with peer was seen (0: none). */
+  cursor(peer) {
+    return this.cursors[peer] || 0;
+  }
+
+  hasCursor(peer) {
+    return peer in this.cursors;
+  }
+
+  /** Moves a conversation's cursor forward (never back) over seq and the seqs seen right after it. */
+  setCursor(peer, seq) {
+    let cur = this.cursor(peer);
+    if (!Number.isSafeInteger(seq) || (seq <= cur && this.hasCursor(peer))) return;
+    cur = Math.max(cur, seq);
+    const ahead = this.ahead.get(peer);
+    if (ahead) {
+      while (ahead.delete(cur + 1)) cur += 1;
+      for (const x of ahead) if (x <= cur) ahead.delete(x);
+      if (!ahead.size) this.ahead.delete(peer);
     }
+    this.cursors[peer] = cur;
+    this.write(`chatseq${this.uid}`, this.cursors);
+  }
+
+  /**
+   * Notes a stored message's seq as seen. The cursor moves when it is the
+   * next one; a seq further on is kept aside, and true is returned: a
+   * message in between was missed (a push lost) and the caller syncs.
+   */
+  noteSeq(peer, seq) {
+    if (!Number.isSafeInteger(seq) || seq <= 0) return false;
+    const cur = this.cursor(peer);
+    if (seq === cur + 1) this.setCursor(peer, seq);
+    else if (seq > cur) {
+      if (!this.ahead.has(peer)) this.ahead.set(peer, new Set());
+      this.ahead.get(peer).add(seq);
+    }
+    return this.ahead.has(peer);
+  }
+
+  /** Whether some conversation has seen a seq past a hole. */
+  hasGaps() {
+    return this.ahead.size > 0;
+  }
+
+  /**
+   * Gives every conversation this client knows a cursor: one from the chat
+   * list starts at its newest message (what came before is history, fetched
+   * when opened); one only cached here, at the newest cached seq.
+   */
+  seedCursors() {
+    for (const i of this.list) if (!this.hasCursor(i.userid)) this.setCursor(i.userid, i.last_seq);
+    for (const peer of this.cachedPeers()) {
+      if (this.hasCursor(peer)) continue;
+      this.setCursor(peer, Math.max(0, ...this.detail(peer).messages.map((m) => m.seq || 0)));
+    }
+  }
+
+  /** Every conversation at its newest message, as the list says (after too much was missed). */
+  cursorsFromList() {
+    this.ahead.clear();
+    for (const i of this.list) this.setCursor(i.userid, i.last_seq);
+  }
+
+  /** The cursors to send: the most recent conversations first, at most max (the server's bound). */
+  cursorsFor(max = 1000) {
+    const out = {};
+    let n = 0;
+    for (const i of this.list) {
+      if (n >= max) return out;
+      if (this.hasCursor(i.userid)) {
+        out[i.userid] = this.cursor(i.userid);
+        n += 1;
+      }
+    }
+    for (const [k, v] of Object.entries(this.cursors)) {
+      if (n >= max) break;
+      if (!(k in out)) {
+        out[k] = v;
+        n += 1;
+      }
+    }
+    return out;
   }
 
   /** Removes everything this user cached (sign out). */
   forget() {
-    const keys = [`chatlist${this.uid}`, `noreadnum${this.uid}`, `chatusers${this.uid}`, `chatreceipt${this.uid}`, `chatlastid${this.uid}`];
+    const keys = [`chatlist${this.uid}`, `noreadnum${this.uid}`, `chatusers${this.uid}`, `chatreceipt${this.uid}`, `chatseq${this.uid}`, `chatlastid${this.uid}`];
     for (const k of keys) localStorage.removeItem(k);
     this.dropDetailCaches();
   }

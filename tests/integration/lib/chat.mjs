@@ -145,6 +145,32 @@ export async function syncAll(srv, user, { after = 0, limit } = {}) {
   throw new Error('sync did not end');
 }
 
+/**
+ * POST /chat/sync by seq cursors until no conversation says `more`.
+ * cursors: {peerId: seq}, updated in place. Returns every message received,
+ * in answer order, and the pages (the raw answers).
+ */
+export async function syncCursorsAll(srv, user, cursors = {}, { limit } = {}) {
+  const messages = [];
+  const pages = [];
+  for (let guard = 0; guard < 10000; guard++) {
+    const body = { cursors };
+    if (limit !== undefined) body.limit = limit;
+    const page = await must(srv, 'POST', '/chat/sync', { token: user.token, body });
+    pages.push(page);
+    let more = false;
+    for (const c of page.conversations) {
+      for (const m of c.messages) {
+        messages.push(m);
+        cursors[c.userid] = m.seq;
+      }
+      more ||= c.more;
+    }
+    if (!more) return { messages, pages };
+  }
+  throw new Error('cursor sync did not end');
+}
+
 /** Every message of a conversation, newest first, following /chat/history pages. */
 export async function historyAll(srv, user, peerId, limit = 50) {
   const out = [];
@@ -162,10 +188,11 @@ export async function historyAll(srv, user, peerId, limit = 50) {
 export function assertMessageShape(m, what = 'message') {
   assert.deepEqual(
     Object.keys(m).sort(),
-    ['client_msg_id', 'data', 'from_id', 'from_userpic', 'from_username', 'id', 'time', 'to_id', 'type'].sort(),
+    ['client_msg_id', 'data', 'from_id', 'from_userpic', 'from_username', 'id', 'seq', 'time', 'to_id', 'type'].sort(),
     `${what} keys: ${JSON.stringify(m)}`,
   );
   assert.ok(Number.isSafeInteger(m.id) && m.id > 0, `${what} id is a positive integer`);
+  assert.ok(Number.isSafeInteger(m.seq) && m.seq > 0, `${what} seq is a positive integer`);
   assert.ok(Number.isSafeInteger(m.to_id) && Number.isSafeInteger(m.from_id), `${what} to_id/from_id are integers`);
   assert.ok(Number.isSafeInteger(m.time), `${what} time is an integer`);
   assert.ok(m.client_msg_id === null || typeof m.client_msg_id === 'string', `${what} client_msg_id is a string or null`);
