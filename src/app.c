@@ -35,10 +35,15 @@ static bool path_has_prefix(const char *path, const char *prefix, const char **r
 
 static void handle_healthz(http_request *req)
 {
+    /* Liveness: 200 also while the database is unreachable ("store":
+     * "unavailable"), since chatd itself is fine and reconnects by itself. */
+    const char *backend;
+    bool store_ok = chat_store_ok(&backend);
     json_t *data =
-        json_pack("{s:I,s:I,s:I,s:I}", "connections", (json_int_t)srv.conns_open, "clients",
+        json_pack("{s:I,s:I,s:I,s:I,s:s,s:s}", "connections", (json_int_t)srv.conns_open, "clients",
                   (json_int_t)registry_client_count(), "uids", (json_int_t)registry_uid_count(),
-                  "uptime_s", (json_int_t)((uv_now(srv.loop) - started_at_ms) / 1000));
+                  "uptime_s", (json_int_t)((uv_now(srv.loop) - started_at_ms) / 1000), "store",
+                  store_ok ? "ok" : "unavailable", "store_backend", backend);
     http_respond_ok(req, data);
 }
 

@@ -325,7 +325,12 @@ static void resolve_done(store_req *r)
             cache_put(rc->hash, r->result, until);
         rc->cb(rc->ctx, 0, json_incref(r->result));
     } else {
-        rc->cb(rc->ctx, r->status == STORE_NOT_FOUND ? 401 : 500, NULL);
+        /* an unreachable database is not a bad token: 503, not 401 */
+        rc->cb(rc->ctx,
+               r->status == STORE_NOT_FOUND     ? 401
+               : r->status == STORE_UNAVAILABLE ? 503
+                                                : 500,
+               NULL);
     }
     free(rc);
     store_req_free(r);

@@ -62,7 +62,8 @@ void auth_shutdown(void);
 typedef void (*auth_user_fn)(void *ctx, int status, json_t *user);
 
 /* Resolves a token (opaque or JWT) to a user; cb runs on the loop thread,
- * possibly before auth_resolve returns. status: 0, 401 or 500. */
+ * possibly before auth_resolve returns. status: 0, 401, 500, or 503 when the
+ * store's database cannot be reached (STORE_UNAVAILABLE). */
 void auth_resolve(const char *token, auth_user_fn cb, void *ctx);
 
 /* Hashes a password off the loop (a sign-up): cb gets AUTH_OK and the

@@ -44,8 +44,9 @@ static ratelimit *bind_fail_limit; /* failed socket binds per address per minute
 static ratelimit *send_limit;      /* chat messages per user */
 static int data_lock_fd = -1;
 
-/* The store caches users in memory, so two chatd processes must never share
- * a data directory: hold an exclusive lock on it for the process lifetime.
+/* The SQLite store caches users in memory, so two chatd processes must never
+ * share a data directory: hold an exclusive lock on it for the process
+ * lifetime (not taken with PostgreSQL, which nodes share by design).
  * Only a lock held elsewhere means "another chatd"; any other failure (a
  * read-only or foreign directory) is reported with its own errno. */
 static int lock_data_dir(const char *dir)
@@ -137,7 +138,8 @@ struct chat_call {
     int64_t uid;
     char *token;
     char *password;
-    chat_step next; /* after authentication */
+    chat_step next;           /* after authentication */
+    store_done_fn store_done; /* the answer of the call's store request */
     /* socket binds: the address their failure counts against */
     char peer[PEER_ADDR_MAX];
 };
@@ -172,8 +174,9 @@ static void call_fail(chat_call *call, int status, const char *code, const char 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    /* a 5xx is our failure, never the client's: say what and where */
-    if (status >= 500)
+    /* a 5xx is our failure, never the client's: say what and where (an
+     * unreachable database was logged once by the store, not per request) */
+    if (status >= 500 && strcmp(code, "store_unavailable") != 0)
         log_error("chat: %s answered %d %s: %s", call->req ? call->req->path : call->op, status,
                   code, msg);
     if (call->req) {
@@ -201,9 +204,26 @@ static void store_failed(chat_call *call)
     call_fail(call, 500, "internal", "storage failed; try again");
 }
 
+/* Every store answer of a call passes here: STORE_UNAVAILABLE (the
+ * database cannot be reached, or a commit's outcome is unknown) is answered
+ * the same way for every operation, 503 store_unavailable (a socket send
+ * gets an error frame with its client_msg_id; retrying it is safe). */
+static void call_store_done(store_req *r)
+{
+    chat_call *call = r->ctx;
+    if (r->status == STORE_UNAVAILABLE) {
+        store_req_free(r);
+        call_fail(call, 503, "store_unavailable",
+                  "the database cannot be reached right now; try again");
+        return;
+    }
+    call->store_done(r);
+}
+
 static store_req *call_store_req(chat_call *call, store_op op, store_done_fn done)
 {
-    store_req *r = store_req_new(op, done, call);
+    call->store_done = done;
+    store_req *r = store_req_new(op, call_store_done, call);
     if (!r) {
         call_fail(call, 500, "internal", "out of memory");
         return NULL;
@@ -1077,6 +1097,11 @@ static void do_read(chat_call *call)
 static void authenticated(void *ctx, int status, json_t *user)
 {
     chat_call *call = ctx;
+    if (status == 503) {
+        call_fail(call, 503, "store_unavailable",
+                  "the database cannot be reached right now; try again");
+        return;
+    }
     if (status != 0) {
         call_fail(call, status, status == 401 ? "unauthorized" : "internal",
                   status == 401 ? "token is missing, wrong or expired" : "storage failed");
@@ -1270,16 +1295,28 @@ int chat_init(uv_loop_t *loop, const config *cfg)
         return -1;
     }
     char err[256] = "";
-    enum store_durability d =
-        strcmp(cfg->durability, "normal") == 0 ? STORE_DURABLE_NORMAL : STORE_DURABLE_FULL;
-    /* the store creates it too; the lock needs it first */
-    if (make_data_dir(cfg->data_dir) < 0)
+    store_options so = {
+        .store = cfg->store,
+        .data_dir = cfg->data_dir,
+        .durability =
+            strcmp(cfg->durability, "normal") == 0 ? STORE_DURABLE_NORMAL : STORE_DURABLE_FULL,
+        .connections = (int)cfg->store_connections,
+    };
+    bool pg = store_is_postgres(cfg->store);
+    /* SQLite: the store creates the directory too, but the lock needs it
+     * first. PostgreSQL: no data directory, and several chatd share the
+     * database by design. */
+    if (!pg && make_data_dir(cfg->data_dir) < 0)
         return -1;
-    if (check_data_dir(cfg->data_dir) < 0 || lock_data_dir(cfg->data_dir) < 0)
+    if (!pg && (check_data_dir(cfg->data_dir) < 0 || lock_data_dir(cfg->data_dir) < 0))
         return -1;
-    chat_store = store_open(loop, cfg->data_dir, d, err, sizeof(err));
+    chat_store = store_open_opts(loop, &so, err, sizeof(err));
     if (!chat_store) {
-        log_error("cannot open the store in %s: %s", cfg->data_dir, err);
+        /* the URI may hold a password: never logged */
+        if (pg)
+            log_error("cannot open the PostgreSQL store: %s", err);
+        else
+            log_error("cannot open the store in %s: %s", cfg->data_dir, err);
         return -1;
     }
 
@@ -1288,8 +1325,19 @@ int chat_init(uv_loop_t *loop, const config *cfg)
         return -1;
     }
     gateway_set_message_hook(chat_socket_message);
-    log_info("chat store: %s/chatd.db (durability %s)", cfg->data_dir, cfg->durability);
+    if (pg)
+        log_info("chat store: PostgreSQL, %lld connections (durability %s)",
+                 (long long)cfg->store_connections, cfg->durability);
+    else
+        log_info("chat store: %s/chatd.db (durability %s)", cfg->data_dir, cfg->durability);
     return 0;
+}
+
+bool chat_store_ok(const char **backend)
+{
+    if (backend)
+        *backend = chat_store ? store_backend_name(chat_store) : "none";
+    return chat_store && store_health(chat_store) == 0;
 }
 
 void chat_stop(void)

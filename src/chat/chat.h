@@ -28,6 +28,9 @@ void chat_shutdown(void);
 
 /* True for paths the chat service answers (/user/..., /chat/...). */
 bool chat_handles(const char *path);
+/* For /healthz: whether the store's database answers now (false while a
+ * PostgreSQL server cannot be reached) and the backend's name. */
+bool chat_store_ok(const char **backend);
 void chat_handle_request(http_request *req);
 
 #endif

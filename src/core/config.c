@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,14 @@ static const option_spec options[] = {
      "seconds an idle keep-alive HTTP connection is kept"},
     {"api-secret", OPT_STRING, FIELD(api_secret), "", 0, 0,
      "bearer secret of the server API /gateway/* (empty = API off, 403)"},
-    {"data-dir", OPT_STRING, FIELD(data_dir), "./data", 0, 0, "directory of the SQLite database"},
+    {"store", OPT_STRING, FIELD(store), "sqlite", 0, 0,
+     "sqlite (a database under --data-dir) or a PostgreSQL URI "
+     "postgres://user:pass@host:port/db?sslmode=... that several chatd nodes can share"},
+    {"store-connections", OPT_INT, FIELD(store_connections), "4", 1, 1000,
+     "PostgreSQL connections per chatd: one writes (group commit), the others serve reads "
+     "(at least 2 with PostgreSQL; SQLite uses one)"},
+    {"data-dir", OPT_STRING, FIELD(data_dir), "./data", 0, 0,
+     "directory of the SQLite database (unused with a PostgreSQL --store)"},
     {"jwt-secret", OPT_STRING, FIELD(jwt_secret), "", 0, 0,
      "HS256 secret to accept JWTs issued by your site's backend (empty = off)"},
     {"token-ttl", OPT_INT, FIELD(token_ttl), "2592000", 60, 315360000,
@@ -81,7 +89,8 @@ static const option_spec options[] = {
      "login attempts per minute per address; failures per minute per username, past which "
      "the addresses that failed against it are refused (429)"},
     {"durability", OPT_STRING, FIELD(durability), "full", 0, 0,
-     "full: fsync every group commit (survives power loss); normal: survives a crash of chatd"},
+     "full: fsync every group commit (survives power loss); normal: survives a crash of chatd "
+     "(PostgreSQL: full keeps the server's synchronous_commit, normal sets it off for chatd)"},
     {"log-level", OPT_STRING, FIELD(log_level), "info", 0, 0, "debug, info, warn, error or off"},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -235,6 +244,17 @@ int config_load(config *cfg, int argc, char **argv)
     }
     if (strcmp(cfg->durability, "full") != 0 && strcmp(cfg->durability, "normal") != 0) {
         fprintf(stderr, "chatd: --durability must be full or normal\n");
+        return -1;
+    }
+    bool pg = strncmp(cfg->store, "postgres://", 11) == 0 ||
+              strncmp(cfg->store, "postgresql://", 13) == 0;
+    if (!pg && strcmp(cfg->store, "sqlite") != 0) {
+        fprintf(stderr, "chatd: --store must be sqlite or a postgres:// (postgresql://) URI\n");
+        return -1;
+    }
+    if (pg && cfg->store_connections < 2) {
+        fprintf(stderr, "chatd: --store-connections must be at least 2 with PostgreSQL "
+                        "(one writer, one reader)\n");
         return -1;
     }
     if (cfg->ping_timeout <= cfg->ping_interval) {

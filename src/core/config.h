@@ -39,6 +39,8 @@ typedef struct config {
     /* server API */
     char *api_secret;
     /* chat service */
+    char *store;               /* "sqlite" or a postgres:// URI */
+    int64_t store_connections; /* PostgreSQL connections: 1 writer + readers */
     char *data_dir;
     char *jwt_secret;
     int64_t token_ttl;

@@ -8,7 +8,13 @@
  * larger the backlog, the larger the next pass, which is what lets durable
  * throughput grow with load. Only after the commit are the requests moved
  * to `out` and the loop woken with a uv_async_t, so no done callback can
- * acknowledge something that is not on disk. */
+ * acknowledge something that is not on disk.
+ *
+ * With a backend of several connections (PostgreSQL), read-only requests go
+ * to a second queue, `rin`, served by reader threads with a handle each;
+ * the writer sees only writes. A backend that cannot reach its database
+ * answers STORE_UNAVAILABLE, which store.c passes on for the whole pass
+ * (no one-by-one re-run: it would only fail again, slowly). */
 #include "store/store.h"
 
 #include <pthread.h>
@@ -32,18 +38,33 @@ typedef struct {
     store_req *head, *tail;
 } req_list;
 
+typedef struct reader {
+    store *s;
+    void *bk;
+    pthread_t thread;
+    bool started;
+} reader;
+
+/* Reads a reader thread takes at once (one pipeline, one round trip). */
+#define READ_BATCH 32
+
 struct store {
     uv_async_t async; /* s is freed in its close callback */
     const struct store_backend_ops *ops;
-    void *bk;
+    void *bk; /* the writer's */
     pthread_t thread;
+    reader *readers;
+    size_t nreaders;
+    store_req **batch; /* the writer's pass as an array, for ops->run */
 
     pthread_mutex_t mu;
     pthread_cond_t work_cv; /* storage thread waits: work arrived or stop */
+    pthread_cond_t read_cv; /* reader threads wait: reads arrived or stop */
     pthread_cond_t idle_cv; /* store_close waits: a pass finished */
-    req_list in;            /* submitted, not taken by the thread yet */
+    req_list in;            /* submitted, not taken by the writer yet */
+    req_list rin;           /* reads for the reader threads (none: all in `in`) */
     req_list out;           /* committed, not handed to the loop yet */
-    bool busy;              /* the thread is running a pass */
+    int busy;               /* threads running a pass */
     bool stop;
 
     /* Loop thread only. */
@@ -99,6 +120,45 @@ static void count_commit(store *s, uint64_t writes)
     atomic_fetch_add_explicit(&s->writes, writes, memory_order_relaxed);
 }
 
+/* Every request of a list answers status, with no result. */
+static void fail_all(store_req **reqs, size_t n, int status)
+{
+    for (size_t i = 0; i < n; i++) {
+        reset_outputs(reqs[i]);
+        reqs[i]->status = status;
+    }
+}
+
+/* Runs reqs[0..n) with a backend's run: one transaction, and when it fails
+ * (not for unavailability) each request alone. */
+static void run_batch(store *s, void *bk, store_req **reqs, size_t n)
+{
+    size_t writes = 0;
+    for (size_t i = 0; i < n; i++) {
+        reset_outputs(reqs[i]);
+        if (store_op_is_write(reqs[i]->op))
+            writes++;
+    }
+    int rc = s->ops->run(bk, reqs, n);
+    if (rc == 0) {
+        count_commit(s, writes);
+        return;
+    }
+    if (rc == STORE_UNAVAILABLE || n == 1) {
+        fail_all(reqs, n, rc == STORE_UNAVAILABLE ? STORE_UNAVAILABLE : STORE_ERROR);
+        return;
+    }
+    log_warn("store: a transaction of %zu requests failed, retrying them one by one", n);
+    for (size_t i = 0; i < n; i++) {
+        reset_outputs(reqs[i]);
+        rc = s->ops->run(bk, &reqs[i], 1);
+        if (rc == 0)
+            count_commit(s, store_op_is_write(reqs[i]->op) ? 1 : 0);
+        else
+            fail_all(&reqs[i], 1, rc == STORE_UNAVAILABLE ? STORE_UNAVAILABLE : STORE_ERROR);
+    }
+}
+
 /* One request in its own transaction: the fallback after a group failed, so
  * that one bad request (or a transient error) costs only itself. */
 static void run_single(store *s, store_req *r)
@@ -125,9 +185,15 @@ static void run_pass(store *s, store_req *head)
 {
     size_t n = 0, writes = 0;
     for (store_req *r = head; r; r = r->next) {
+        if (s->ops->run)
+            s->batch[n] = r;
         n++;
         if (store_op_is_write(r->op))
             writes++;
+    }
+    if (s->ops->run) {
+        run_batch(s, s->bk, s->batch, n);
+        return;
     }
     if (n == 1) {
         run_single(s, head);
@@ -151,6 +217,62 @@ static void run_pass(store *s, store_req *head)
     log_warn("store: a transaction of %zu requests failed, retrying them one by one", n);
     for (store_req *r = head; r; r = r->next)
         run_single(s, r);
+}
+
+/* Hands a finished list to the loop. Called with s->mu held. */
+static void finish_locked(store *s, store_req *head, store_req *tail)
+{
+    list_append(&s->out, head, tail);
+    s->busy--;
+    pthread_cond_broadcast(&s->idle_cv);
+    /* Thread-safe and coalescing: one wakeup may deliver several passes. */
+    uv_async_send(&s->async);
+}
+
+/* A reader thread: takes up to READ_BATCH reads at a time and runs them on
+ * its own connection. */
+static void *reader_main(void *arg)
+{
+    reader *rd = arg;
+    store *s = rd->s;
+    store_req *batch[READ_BATCH];
+    pthread_setname_np(pthread_self(), "chatd-read");
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->rin.head && !s->stop)
+            pthread_cond_wait(&s->read_cv, &s->mu);
+        if (!s->rin.head)
+            break;
+        store_req *head = s->rin.head, *tail = head;
+        size_t n = 1;
+        batch[0] = head;
+        while (n < READ_BATCH && tail->next) {
+            tail = tail->next;
+            batch[n++] = tail;
+        }
+        s->rin.head = tail->next;
+        if (!s->rin.head)
+            s->rin.tail = NULL;
+        tail->next = NULL;
+        s->busy++;
+        /* more left: wake another reader */
+        if (s->rin.head)
+            pthread_cond_signal(&s->read_cv);
+        pthread_mutex_unlock(&s->mu);
+
+        run_batch(s, rd->bk, batch, n); /* may reorder batch, not the list */
+
+        pthread_mutex_lock(&s->mu);
+        finish_locked(s, head, tail);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* Whether the writer's connection is down (a backend with healthy). */
+static bool writer_down(store *s)
+{
+    return s->ops->healthy && !s->ops->healthy(s->bk);
 }
 
 static void *storage_main(void *arg)
@@ -182,6 +304,25 @@ static void *storage_main(void *arg)
                 maintained = true;
             }
         }
+        /* A backend that can lose its connection is probed now and then
+         * while idle, so /healthz notices and it reconnects by itself. */
+        while (!s->in.head && !s->stop && s->ops->healthy) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += (long)STORE_PROBE_MS * 1000000L;
+            while (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            int rc = 0;
+            while (!s->in.head && !s->stop && rc == 0)
+                rc = pthread_cond_timedwait(&s->work_cv, &s->mu, &until);
+            if (!s->in.head && !s->stop) {
+                pthread_mutex_unlock(&s->mu);
+                s->ops->maintain(s->bk, true);
+                pthread_mutex_lock(&s->mu);
+            }
+        }
         while (!s->in.head && !s->stop)
             pthread_cond_wait(&s->work_cv, &s->mu);
         if (!s->in.head)
@@ -194,17 +335,15 @@ static void *storage_main(void *arg)
         if (!s->in.head)
             s->in.tail = NULL;
         tail->next = NULL;
-        s->busy = true;
+        s->busy++;
         pthread_mutex_unlock(&s->mu);
 
+        /* run may reorder its array, not the list: answers go out in
+         * submission order */
         run_pass(s, head);
 
         pthread_mutex_lock(&s->mu);
-        list_append(&s->out, head, tail);
-        s->busy = false;
-        pthread_cond_broadcast(&s->idle_cv);
-        /* Thread-safe and coalescing: one wakeup may deliver several passes. */
-        uv_async_send(&s->async);
+        finish_locked(s, head, tail);
         pthread_mutex_unlock(&s->mu);
 
         s->ops->maintain(s->bk, false);
@@ -266,30 +405,92 @@ static void on_closed(uv_handle_t *h)
     store *s = h->data;
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->work_cv);
+    pthread_cond_destroy(&s->read_cv);
     pthread_cond_destroy(&s->idle_cv);
+    free(s->readers);
+    free(s->batch);
     free(s);
 }
 
-store *store_open(uv_loop_t *loop, const char *data_dir, enum store_durability durability,
-                  char *err, size_t err_len)
+bool store_is_postgres(const char *uri)
 {
-    if (!data_dir || !*data_dir)
-        data_dir = "./data";
+    return uri &&
+           (strncmp(uri, "postgres://", 11) == 0 || strncmp(uri, "postgresql://", 13) == 0);
+}
+
+/* Stops and joins the reader threads that run, closes every reader handle. */
+static void readers_stop(store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_broadcast(&s->read_cv);
+    pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < s->nreaders; i++) {
+        if (s->readers[i].started)
+            pthread_join(s->readers[i].thread, NULL);
+        s->readers[i].started = false;
+        if (s->readers[i].bk)
+            s->ops->close(s->readers[i].bk);
+        s->readers[i].bk = NULL;
+    }
+}
+
+store *store_open_opts(uv_loop_t *loop, const store_options *o, char *err, size_t err_len)
+{
+    store_options opts = *o;
+    if (!opts.data_dir || !*opts.data_dir)
+        opts.data_dir = "./data";
+    bool pg = store_is_postgres(opts.store);
+    if (!pg && opts.store && *opts.store && strcmp(opts.store, "sqlite") != 0) {
+        snprintf(err, err_len, "--store must be sqlite or a postgres:// URI");
+        return NULL;
+    }
     store *s = calloc(1, sizeof(*s));
     if (!s) {
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
-    s->ops = &store_sqlite_backend;
+    s->ops = pg ? &store_pg_backend : &store_sqlite_backend;
+    if (pg) {
+        s->nreaders = opts.connections > 1 ? (size_t)opts.connections - 1 : 1;
+        s->readers = calloc(s->nreaders, sizeof(*s->readers));
+        s->batch = calloc(PASS_MAX, sizeof(*s->batch));
+        if (!s->readers || !s->batch) {
+            free(s->readers);
+            free(s->batch);
+            free(s);
+            snprintf(err, err_len, "out of memory");
+            return NULL;
+        }
+    }
     atomic_init(&s->commits, 0);
     atomic_init(&s->writes, 0);
-    s->bk = s->ops->open(data_dir, durability, err, err_len);
+    s->bk = s->ops->open(&opts, true, err, err_len);
     if (!s->bk) {
+        free(s->readers);
+        free(s->batch);
         free(s);
         return NULL;
     }
+    for (size_t i = 0; i < s->nreaders; i++) {
+        s->readers[i].s = s;
+        s->readers[i].bk = s->ops->open(&opts, false, err, err_len);
+        if (!s->readers[i].bk) {
+            for (size_t j = 0; j < i; j++)
+                s->ops->close(s->readers[j].bk);
+            s->ops->close(s->bk);
+            free(s->readers);
+            free(s->batch);
+            free(s);
+            return NULL;
+        }
+    }
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
+        for (size_t j = 0; j < s->nreaders; j++)
+            s->ops->close(s->readers[j].bk);
         s->ops->close(s->bk);
+        free(s->readers);
+        free(s->batch);
         free(s);
         snprintf(err, err_len, "pthread_mutex_init failed");
         return NULL;
@@ -300,27 +501,56 @@ store *store_open(uv_loop_t *loop, const char *data_dir, enum store_durability d
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&s->work_cv, &attr);
     pthread_condattr_destroy(&attr);
+    pthread_cond_init(&s->read_cv, NULL);
     pthread_cond_init(&s->idle_cv, NULL);
     int rc = uv_async_init(loop, &s->async, on_async);
     if (rc != 0) {
+        for (size_t j = 0; j < s->nreaders; j++)
+            s->ops->close(s->readers[j].bk);
         s->ops->close(s->bk);
         pthread_mutex_destroy(&s->mu);
         pthread_cond_destroy(&s->work_cv);
+        pthread_cond_destroy(&s->read_cv);
         pthread_cond_destroy(&s->idle_cv);
+        free(s->readers);
+        free(s->batch);
         free(s);
         snprintf(err, err_len, "uv_async_init: %s", uv_strerror(rc));
         return NULL;
     }
     s->async.data = s;
     uv_unref((uv_handle_t *)&s->async);
-    if (pthread_create(&s->thread, NULL, storage_main, s) != 0) {
+    bool started = true;
+    for (size_t i = 0; i < s->nreaders && started; i++) {
+        started = pthread_create(&s->readers[i].thread, NULL, reader_main, &s->readers[i]) == 0;
+        s->readers[i].started = started;
+    }
+    if (!started || pthread_create(&s->thread, NULL, storage_main, s) != 0) {
+        readers_stop(s);
         s->ops->close(s->bk);
         s->closing = true;
         uv_close((uv_handle_t *)&s->async, on_closed);
-        snprintf(err, err_len, "cannot start the storage thread");
+        snprintf(err, err_len, "cannot start the storage threads");
         return NULL;
     }
     return s;
+}
+
+store *store_open(uv_loop_t *loop, const char *data_dir, enum store_durability durability,
+                  char *err, size_t err_len)
+{
+    store_options o = {.store = "sqlite", .data_dir = data_dir, .durability = durability};
+    return store_open_opts(loop, &o, err, err_len);
+}
+
+int store_health(store *s)
+{
+    return writer_down(s) ? STORE_UNAVAILABLE : 0;
+}
+
+const char *store_backend_name(store *s)
+{
+    return s->ops->name;
 }
 
 void store_submit(store *s, store_req *r)
@@ -329,8 +559,13 @@ void store_submit(store *s, store_req *r)
     if (s->outstanding++ == 0)
         uv_ref((uv_handle_t *)&s->async);
     pthread_mutex_lock(&s->mu);
-    list_append(&s->in, r, r);
-    pthread_cond_signal(&s->work_cv);
+    if (s->nreaders && !store_op_is_write(r->op)) {
+        list_append(&s->rin, r, r);
+        pthread_cond_signal(&s->read_cv);
+    } else {
+        list_append(&s->in, r, r);
+        pthread_cond_signal(&s->work_cv);
+    }
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -342,7 +577,7 @@ void store_close(store *s)
     /* Drain until quiet: a done callback run here may submit more. */
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (s->in.head || s->busy)
+        while (s->in.head || s->rin.head || s->busy)
             pthread_cond_wait(&s->idle_cv, &s->mu);
         pthread_mutex_unlock(&s->mu);
         take_completed(s);
@@ -350,8 +585,8 @@ void store_close(store *s)
             break;
         deliver(s);
     }
+    readers_stop(s); /* sets stop, which ends the writer too */
     pthread_mutex_lock(&s->mu);
-    s->stop = true;
     pthread_cond_signal(&s->work_cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);

@@ -10,12 +10,14 @@
  * write's done callback runs only after that transaction committed, so an
  * acknowledged message is on disk. Should the transaction fail, each
  * request of the pass is retried alone, so only the failing ones answer
- * STORE_ERROR. Done callbacks run in submission order.
+ * STORE_ERROR. Done callbacks run in submission order (with PostgreSQL:
+ * those of the writes; reads run beside them, see store_open_opts).
  *
  * The SQLite backend (store_sqlite.c) keeps <data_dir>/chatd.db in WAL mode
- * and caches users, so one chatd process owns a data directory; a
- * PostgreSQL backend for multi-node deployments implements the same
- * operations (store_backend.h).
+ * and caches users, so one chatd process owns a data directory; the
+ * PostgreSQL backend (store_pg.c) for multi-node deployments implements the
+ * same operations with the same results (store_backend.h), with reads on
+ * their own threads (see store_open_opts).
  *
  * Ownership: the caller allocates a request with store_req_new and owns it
  * again when done runs (free it with store_req_free, which also frees the
@@ -159,11 +161,49 @@ enum store_durability {
                                  of chatd, not of the machine */
 };
 
-/* Opens (creating if needed) the database under data_dir, applies the
- * schema migrations and starts the storage thread. Completions are
- * delivered on loop. NULL on failure with a message in err. */
+/* Where and how to store. */
+typedef struct store_options {
+    /* "sqlite" (or NULL/""): <data_dir>/chatd.db; or a PostgreSQL URI,
+     * postgres://user:pass@host:port/db?sslmode=... (also postgresql://). */
+    const char *store;
+    const char *data_dir; /* SQLite only; NULL = "./data" */
+    enum store_durability durability;
+    /* PostgreSQL only: connections in all, >= 2: one runs the group-commit
+     * writer, the others one reader thread each. SQLite uses one. */
+    int connections;
+} store_options;
+
+/* Whether uri is a PostgreSQL URI rather than "sqlite". */
+bool store_is_postgres(const char *uri);
+
+/* Opens the store o names: SQLite creates the database under data_dir if
+ * needed; both migrate the schema (PostgreSQL: under an advisory lock, so
+ * nodes starting together migrate once) and start the storage threads.
+ * Completions are delivered on loop. NULL on failure with a message in err
+ * (PostgreSQL: also when the server cannot be reached at start; later
+ * outages answer STORE_UNAVAILABLE instead).
+ *
+ * Threads: one writer takes the queued requests (with SQLite, all of them;
+ * with PostgreSQL, the writes) in passes, one transaction each (group
+ * commit). With PostgreSQL, connections - 1 reader threads answer the
+ * read-only requests on their own connections, so a slow read never delays
+ * an ack. Done callbacks of the writer's requests run in submission order;
+ * a read may be answered before a write submitted earlier (a client that
+ * needs to read its own write submits the read after the write's answer,
+ * which only comes after the commit). */
+store *store_open_opts(uv_loop_t *loop, const store_options *o, char *err, size_t err_len);
+
+/* The SQLite store under data_dir (store_open_opts with store "sqlite"). */
 store *store_open(uv_loop_t *loop, const char *data_dir, enum store_durability durability,
                   char *err, size_t err_len);
+
+/* 0 when the database answers, STORE_UNAVAILABLE while the writer's
+ * connection is down (PostgreSQL; SQLite is always 0). Loop thread; cheap:
+ * for /healthz. */
+int store_health(store *s);
+
+/* "sqlite" or "postgresql". */
+const char *store_backend_name(store *s);
 
 /* Queues a request; done runs later on the loop thread. The store keeps the
  * loop alive (a referenced handle) only while answers are owed. */

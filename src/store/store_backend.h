@@ -1,13 +1,26 @@
 /* store_backend: what a storage backend implements for store.c.
  *
- * store.c owns the request queue, the storage thread, group commit and the
- * hand-back to the event loop; a backend only knows how to run one request
- * against its database inside a transaction the thread opened. Keeping the
- * split here lets a PostgreSQL backend (multi-node deployments) reuse the
- * whole queue/commit machinery and differ only in SQL and connection setup.
+ * store.c owns the request queues, the storage threads, group commit and
+ * the hand-back to the event loop; a backend only knows how to run requests
+ * against its database. Keeping the split here lets the PostgreSQL backend
+ * reuse the whole queue/commit machinery and differ only in SQL and
+ * connection setup.
  *
- * Every function except open runs on the storage thread only, so a backend
- * needs no locking of its own. */
+ * A backend handle (what open returns) is used by one storage thread at a
+ * time, so a backend needs no locking of its own, except for healthy,
+ * which the loop thread calls.
+ *
+ * Two ways to run a pass, of which a backend implements one:
+ * - begin / execute / commit / rollback (SQLite): store.c opens the
+ *   transaction, executes each request in it and commits.
+ * - run (PostgreSQL): the backend gets the whole pass and runs it as ONE
+ *   transaction itself, which lets it send everything at once (pipelining)
+ *   instead of waiting for each request's answer.
+ *
+ * Handles: open is called with primary true once at start (that handle
+ * creates or migrates the schema and becomes the writer's), then, for a
+ * backend with several connections (store_options.connections > 1 and a
+ * run function), once per reader thread with primary false. */
 #ifndef CHATD_STORE_BACKEND_H
 #define CHATD_STORE_BACKEND_H
 
@@ -18,11 +31,10 @@
 
 struct store_backend_ops {
     const char *name;
-    /* Connects (creating the database if needed) and brings the schema to
-     * the latest version. Runs once, before the storage thread starts.
-     * Returns the backend state, or NULL with a message in err. */
-    void *(*open)(const char *data_dir, enum store_durability durability, char *err,
-                  size_t err_len);
+    /* Connects (creating the database if needed) and, when primary, brings
+     * the schema to the latest version. Runs before the storage threads
+     * start. Returns the handle, or NULL with a message in err. */
+    void *(*open)(const store_options *o, bool primary, char *err, size_t err_len);
     /* Opens a transaction; write says whether it will write, so the backend
      * can take its write lock up front. 0 or -1. */
     int (*begin)(void *bk, bool write);
@@ -37,18 +49,37 @@ struct store_backend_ops {
      * a partial effect of r (or be gone): the caller must not commit it. Any
      * other status leaves the transaction consistent. */
     void (*execute)(void *bk, store_req *r);
+    /* Instead of the four above: runs reqs[0..n) (outputs reset by the
+     * caller) in ONE transaction and commits it; the backend may reorder
+     * the array (e.g. to lock rows in a consistent order). Returns 0 when
+     * it committed: each request's status is OK, NOT_FOUND or CONFLICT and
+     * its result set. STORE_ERROR: nothing was committed (a request failed,
+     * a deadlock...), the caller re-runs each request alone. STORE_UNAVAILABLE:
+     * the database cannot be reached, or the commit's outcome is unknown;
+     * every request answers that. */
+    int (*run)(void *bk, store_req **reqs, size_t n);
     /* Housekeeping outside any transaction, e.g. a WAL checkpoint: after
      * every pass, once its results were handed to the loop (so it delays no
      * answer, only the next pass), with idle false; and with idle true when
-     * no request has come for a while, the time for work that can wait. */
+     * no request has come for a while, the time for work that can wait.
+     * When healthy is set, the writer also calls it (idle true) every
+     * STORE_PROBE_MS while nothing happens, to notice a lost connection and
+     * reconnect. */
     void (*maintain)(void *bk, bool idle);
+    /* Optional: whether the handle's database connection works now. Called
+     * on the loop thread (store_health), so it must be thread-safe. */
+    bool (*healthy)(void *bk);
     void (*close)(void *bk);
 };
 
 extern const struct store_backend_ops store_sqlite_backend;
+extern const struct store_backend_ops store_pg_backend;
 
 /* Latest schema version of the SQLite backend (PRAGMA user_version). */
 #define STORE_SQLITE_SCHEMA_VERSION 4
+
+/* How often an idle writer probes a backend that has healthy. */
+#define STORE_PROBE_MS 500
 
 /* Whether op changes the database, i.e. needs a write transaction and
  * counts in store_stats. */

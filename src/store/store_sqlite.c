@@ -1677,9 +1677,16 @@ static void *sq_open(const char *data_dir, enum store_durability durability, cha
     return b;
 }
 
+/* store_backend.h's open: one connection, so always the primary. */
+static void *sq_open_opts(const store_options *o, bool primary, char *err, size_t err_len)
+{
+    (void)primary;
+    return sq_open(o->data_dir, o->durability, err, err_len);
+}
+
 const struct store_backend_ops store_sqlite_backend = {
     .name = "sqlite",
-    .open = sq_open,
+    .open = sq_open_opts,
     .begin = sq_begin,
     .commit = sq_commit,
     .rollback = sq_rollback,

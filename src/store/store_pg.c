@@ -1,0 +1,1357 @@
+/* store_pg: the PostgreSQL backend of store (store_backend.h), for
+ * deployments where several chatd nodes share one database.
+ *
+ * One handle = one libpq connection, used by one storage thread (store.c
+ * runs a writer handle and --store-connections - 1 reader handles). A pass
+ * (store.c's group of requests) is sent in libpq's pipeline mode, every
+ * statement prepared once per connection, as one implicit transaction:
+ * the statements, then a Sync, which commits. So a pass of N sends costs
+ * about one round trip, and nothing is acknowledged before the Sync's
+ * answer says the transaction committed. Each write op is ONE statement,
+ * most of them a server function created by the migrations (chatd_send,
+ * chatd_read, chatd_user_external, ...), so no statement of a pipeline
+ * needs the result of another.
+ *
+ * Sequence (store.h): chatd_send takes the conversation's counter row in
+ * `threads` first (its row lock orders the writers of one conversation,
+ * also across nodes), only then checks (from_id, client_msg_id) for a
+ * stored duplicate, allocates the id with nextval and seq = last_seq + 1.
+ * A pass's runs of consecutive sends are executed sorted by conversation,
+ * so two nodes' passes lock the rows they share in the same order; the
+ * remaining deadlocks (PostgreSQL aborts one pass) end in store.c's
+ * one-by-one re-run.
+ *
+ * Nothing is cached across requests: users, tokens and revoked JWTs are
+ * read from the database every time, because another node may change
+ * them.
+ *
+ * Failure: a failed connect or a lost connection answers the pass (and a
+ * Sync whose answer never came, i.e. a commit of unknown outcome) with
+ * STORE_UNAVAILABLE; the connection is reopened at the next request or
+ * health probe, no sooner than a backoff of 100 ms doubling to 2 s.
+ * libpq's connect_timeout (2 s) and TCP user timeout bound how long a dead
+ * server can hold a storage thread. Durability: PostgreSQL's commit is
+ * what counts; --durability normal sets synchronous_commit = off for the
+ * writer's session (a crash of PostgreSQL's machine may lose the last
+ * commits, never corrupt), full keeps the server's setting (on by
+ * default). */
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chat/names.h"
+#include "core/log.h"
+#include "store/store_backend.h"
+
+/* Taken around the migrations, so N nodes starting at once migrate once.
+ * Any constant works as long as nothing else in the database uses it:
+ * "chatd" in ASCII. */
+#define MIGRATION_LOCK 0x6368617464LL
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+
+/* Migration i takes the schema from version i to i + 1. Append only. */
+static const char *const migrations[] = {
+    /* 1: the whole schema of the sequence model. */
+    "CREATE TABLE users("
+    "  id bigserial PRIMARY KEY,"
+    "  username text NOT NULL,"
+    "  password_hash text,"
+    "  userpic text NOT NULL DEFAULT '',"
+    "  external_id text UNIQUE,"
+    "  created_at bigint NOT NULL,"
+    "  name_key text NOT NULL UNIQUE);"
+    "CREATE TABLE tokens("
+    "  hash bytea PRIMARY KEY,"
+    "  user_id bigint NOT NULL,"
+    "  expires_at bigint NOT NULL);"
+    "CREATE TABLE revoked_jwts("
+    "  hash bytea PRIMARY KEY,"
+    "  expires_at bigint NOT NULL);"
+    "CREATE INDEX revoked_jwts_expiry ON revoked_jwts(expires_at);"
+    /* One counter row per conversation: its row lock is what orders the
+     * writers of a conversation; last_seq is the newest seq. */
+    "CREATE TABLE threads("
+    "  conv_lo bigint NOT NULL,"
+    "  conv_hi bigint NOT NULL,"
+    "  last_seq bigint NOT NULL,"
+    "  PRIMARY KEY(conv_lo, conv_hi));"
+    "CREATE SEQUENCE messages_id_seq;"
+    /* As in SQLite: the only indexes a send touches are dedup and the
+     * conversation's (which serves history and sync by seq). */
+    "CREATE TABLE messages("
+    "  id bigint PRIMARY KEY,"
+    "  seq bigint NOT NULL,"
+    "  from_id bigint NOT NULL,"
+    "  to_id bigint NOT NULL,"
+    "  conv_lo bigint NOT NULL,"
+    "  conv_hi bigint NOT NULL,"
+    "  type text NOT NULL,"
+    "  data text NOT NULL,"
+    "  time bigint NOT NULL,"
+    "  client_msg_id text);"
+    "CREATE UNIQUE INDEX messages_client ON messages(from_id, client_msg_id)"
+    "  WHERE client_msg_id IS NOT NULL;"
+    "CREATE UNIQUE INDEX messages_conv_seq ON messages(conv_lo, conv_hi, seq);"
+    "CREATE TABLE conversations("
+    "  user_id bigint NOT NULL,"
+    "  peer_id bigint NOT NULL,"
+    "  last_message_id bigint NOT NULL,"
+    "  unread bigint NOT NULL DEFAULT 0,"
+    "  last_read_id bigint NOT NULL DEFAULT 0,"
+    "  last_in_id bigint NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(user_id, peer_id));"
+    /* SQLite's lower(): ASCII only, whatever the database's locale. */
+    "CREATE FUNCTION chatd_lower(t text) RETURNS text LANGUAGE sql IMMUTABLE STRICT"
+    "  PARALLEL SAFE AS"
+    "  $$SELECT translate(t, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')$$;"
+    /* The sends of a pass (store.h STORE_MESSAGE_SEND), as parallel
+     * arrays; one row per send, o_ord its 1-based place, o_status 1 when
+     * the sender or recipient does not exist (nothing written for it).
+     * First the conversations' counter rows are locked, in (conv_lo,
+     * conv_hi) order, so two nodes' passes cannot deadlock on them; the
+     * next statement (READ COMMITTED: a new snapshot, which sees whatever
+     * committed while we waited) finds duplicates of stored messages and
+     * of earlier sends of the same pass (same sender and client_msg_id),
+     * numbers the others last_seq + 1, 2, ... per conversation in pass
+     * order, takes their ids in that order (so id order = seq order within
+     * a conversation), inserts them and moves the counters and both users'
+     * conversation rows once per conversation. A new message's row carries
+     * only id and seq (the caller has the rest); a duplicate's carries the
+     * stored message. */
+    "CREATE FUNCTION chatd_send_batch(p_from bigint[], p_to bigint[], p_type text[],"
+    "  p_data text[], p_time bigint[], p_cmid text[]) RETURNS TABLE(o_ord bigint,"
+    "  o_status int, o_id bigint, o_seq bigint, o_from_username text, o_from_userpic text,"
+    "  o_dup boolean, o_to bigint, o_type text, o_data text, o_time bigint)"
+    "  LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  INSERT INTO threads AS t (conv_lo, conv_hi, last_seq)\n"
+    "    SELECT DISTINCT least(x.f, x.r), greatest(x.f, x.r), 0::bigint\n"
+    "      FROM unnest(p_from, p_to) AS x(f, r)\n"
+    "     WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = x.f)\n"
+    "       AND EXISTS (SELECT 1 FROM users u WHERE u.id = x.r)\n"
+    "     ORDER BY 1, 2\n"
+    "    ON CONFLICT (conv_lo, conv_hi) DO UPDATE SET last_seq = t.last_seq;\n"
+    "  RETURN QUERY\n"
+    "  WITH b0 AS (\n"
+    "    SELECT x.ord, x.f, x.r, x.ty, x.da, x.ti, x.cm,\n"
+    "           least(x.f, x.r) AS lo, greatest(x.f, x.r) AS hi,\n"
+    "           fu.username AS fname, fu.userpic AS fpic,\n"
+    "           (fu.id IS NOT NULL AND EXISTS (SELECT 1 FROM users tu WHERE tu.id = x.r)) AS ok\n"
+    "      FROM unnest(p_from, p_to, p_type, p_data, p_time, p_cmid) WITH ORDINALITY\n"
+    "           AS x(f, r, ty, da, ti, cm, ord)\n"
+    "      LEFT JOIN users fu ON fu.id = x.f),\n"
+    "  b AS (\n"
+    "    SELECT b0.*, m.id AS old_id, m.seq AS old_seq, m.to_id AS old_to,\n"
+    "           m.type AS old_type, m.data AS old_data, m.time AS old_time,\n"
+    "           CASE WHEN b0.cm IS NULL OR NOT b0.ok THEN 1 ELSE\n"
+    "             row_number() OVER (PARTITION BY b0.f, b0.cm, b0.ok ORDER BY b0.ord) END AS rnk\n"
+    "      FROM b0 LEFT JOIN messages m ON b0.ok AND b0.cm IS NOT NULL\n"
+    "           AND m.from_id = b0.f AND m.client_msg_id = b0.cm),\n"
+    "  fresh AS (\n"
+    "    SELECT b.ord, b.f, b.r, b.ty, b.da, b.ti, b.cm, b.lo, b.hi, b.fname, b.fpic,\n"
+    "           t.last_seq + row_number() OVER (PARTITION BY b.lo, b.hi ORDER BY b.ord) AS seq\n"
+    "      FROM b JOIN threads t ON t.conv_lo = b.lo AND t.conv_hi = b.hi\n"
+    "     WHERE b.ok AND b.rnk = 1 AND b.old_id IS NULL),\n"
+    "  ids AS (\n"
+    "    SELECT s.*, nextval('messages_id_seq') AS id FROM (SELECT * FROM fresh ORDER BY ord) s),\n"
+    "  ins AS (\n"
+    "    INSERT INTO messages(id, seq, from_id, to_id, conv_lo, conv_hi, type, data, time,\n"
+    "      client_msg_id) SELECT id, seq, f, r, lo, hi, ty, da, ti, cm FROM ids),\n"
+    "  thr AS (\n"
+    "    UPDATE threads t SET last_seq = t.last_seq + c.n\n"
+    "      FROM (SELECT lo, hi, count(*) AS n FROM ids GROUP BY lo, hi) c\n"
+    "     WHERE t.conv_lo = c.lo AND t.conv_hi = c.hi),\n"
+    "  cv AS (\n"
+    "    INSERT INTO conversations AS c (user_id, peer_id, last_message_id, unread, last_in_id)\n"
+    "      SELECT z.u, z.p, max(z.id), sum(z.unr), max(z.inid) FROM (\n"
+    "        SELECT ids.f AS u, ids.r AS p, ids.id, 0 AS unr, 0::bigint AS inid FROM ids\n"
+    "        UNION ALL SELECT ids.r, ids.f, ids.id, 1, ids.id FROM ids) z\n"
+    "      GROUP BY z.u, z.p ORDER BY z.u, z.p\n"
+    "    ON CONFLICT (user_id, peer_id) DO UPDATE SET\n"
+    "      last_message_id = greatest(c.last_message_id, excluded.last_message_id),\n"
+    "      unread = c.unread + excluded.unread,\n"
+    "      last_in_id = greatest(c.last_in_id, excluded.last_in_id))\n"
+    /* every send once: stored now, refused, a duplicate of a stored
+     * message, a duplicate of an earlier send of this pass (rare: the
+     * only correlated lookup) */
+    "  SELECT i.ord, 0, i.id, i.seq, i.fname, i.fpic, false, NULL::bigint, NULL::text,\n"
+    "         NULL::text, NULL::bigint FROM ids i\n"
+    "  UNION ALL\n"
+    "  SELECT b.ord, 1, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL\n"
+    "    FROM b WHERE NOT b.ok\n"
+    "  UNION ALL\n"
+    "  SELECT b.ord, 0, b.old_id, b.old_seq, b.fname, b.fpic, true, b.old_to, b.old_type,\n"
+    "         b.old_data, b.old_time FROM b WHERE b.ok AND b.rnk = 1 AND b.old_id IS NOT NULL\n"
+    "  UNION ALL\n"
+    "  SELECT b.ord, 0, d.id, d.seq, b.fname, b.fpic, true, d.to_id, d.type, d.data, d.time\n"
+    "    FROM b CROSS JOIN LATERAL (\n"
+    "      SELECT i.id, i.seq, i.r AS to_id, i.ty AS type, i.da AS data, i.ti AS time FROM ids i\n"
+    "       WHERE i.f = b.f AND i.cm = b.cm\n"
+    "      UNION ALL\n"
+    "      SELECT b1.old_id, b1.old_seq, b1.old_to, b1.old_type, b1.old_data, b1.old_time\n"
+    "        FROM b b1 WHERE b1.f = b.f AND b1.cm = b.cm AND b1.ok AND b1.rnk = 1\n"
+    "         AND b1.old_id IS NOT NULL\n"
+    "      LIMIT 1) d\n"
+    "   WHERE b.ok AND b.rnk > 1\n"
+    "  ORDER BY 1;\n"
+    "END $$;"
+    /* One send, for psql and tests (e.g. holding a send's transaction
+     * open): the batch of one. */
+    "CREATE FUNCTION chatd_send(p_from bigint, p_to bigint, p_type text, p_data text,"
+    "  p_time bigint, p_cmid text) RETURNS TABLE(o_ord bigint, o_status int, o_id bigint,"
+    "  o_seq bigint, o_from_username text, o_from_userpic text, o_dup boolean, o_to bigint,"
+    "  o_type text, o_data text, o_time bigint) LANGUAGE sql AS"
+    "  $$SELECT * FROM chatd_send_batch(ARRAY[p_from], ARRAY[p_to], ARRAY[p_type],"
+    "  ARRAY[p_data], ARRAY[p_time], ARRAY[p_cmid])$$;"
+    /* STORE_READ. o_status 1: no such peer. */
+    "CREATE FUNCTION chatd_read(p_user bigint, p_peer bigint, OUT o_status int,"
+    "  OUT o_total bigint, OUT o_last_read bigint, OUT o_changed boolean)"
+    "  LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  li bigint; un bigint; lr bigint;\n"
+    "BEGIN\n"
+    "  IF NOT EXISTS (SELECT 1 FROM users u WHERE u.id = p_peer) THEN\n"
+    "    o_status := 1;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  o_status := 0;\n"
+    "  SELECT c.last_in_id, c.unread, c.last_read_id INTO li, un, lr FROM conversations c\n"
+    "    WHERE c.user_id = p_user AND c.peer_id = p_peer FOR UPDATE;\n"
+    "  o_changed := FOUND AND (un <> 0 OR lr <> li);\n"
+    "  o_last_read := coalesce(li, 0);\n"
+    "  IF o_changed THEN\n"
+    "    UPDATE conversations c SET unread = 0, last_read_id = li\n"
+    "      WHERE c.user_id = p_user AND c.peer_id = p_peer;\n"
+    "  END IF;\n"
+    "  SELECT coalesce(sum(c.unread), 0) INTO o_total FROM conversations c"
+    "    WHERE c.user_id = p_user;\n"
+    "END $$;"
+    /* STORE_USER_EXTERNAL (see store_sqlite.c's op_user_external for the
+     * names): p_names and p_keys are the three candidates. o_status 1: the
+     * JWT was revoked. A concurrent first sight of the same identity on
+     * another node makes the insert find external_id taken: look again. */
+    "CREATE FUNCTION chatd_user_external(p_ext text, p_names text[], p_keys text[],"
+    "  p_pic text, p_time bigint, p_hash bytea, OUT o_status int, OUT o_id bigint,"
+    "  OUT o_name text) LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  cur_name text; cur_pic text;\n"
+    "BEGIN\n"
+    "  IF p_hash IS NOT NULL AND EXISTS (SELECT 1 FROM revoked_jwts r"
+    "      WHERE r.hash = p_hash AND r.expires_at > p_time) THEN\n"
+    "    o_status := 1;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  o_status := 0;\n"
+    "  FOR attempt IN 1..2 LOOP\n"
+    "    SELECT u.id, u.username, u.userpic INTO o_id, cur_name, cur_pic FROM users u\n"
+    "      WHERE u.external_id = p_ext FOR UPDATE;\n"
+    "    IF FOUND THEN\n"
+    "      FOR i IN 1..3 LOOP\n"
+    "        IF i = 3 OR cur_name <> p_names[i] OR cur_pic <> p_pic THEN\n"
+    "          BEGIN\n"
+    "            UPDATE users u SET username = p_names[i], userpic = p_pic,"
+    "              name_key = p_keys[i] WHERE u.id = o_id;\n"
+    "          EXCEPTION WHEN unique_violation THEN\n"
+    "            CONTINUE;\n"
+    "          END;\n"
+    "        END IF;\n"
+    "        o_name := p_names[i];\n"
+    "        RETURN;\n"
+    "      END LOOP;\n"
+    "      RAISE EXCEPTION 'no free name for external user %', p_ext;\n"
+    "    END IF;\n"
+    "    FOR i IN 1..3 LOOP\n"
+    "      INSERT INTO users(username, password_hash, userpic, external_id, created_at,"
+    "        name_key) VALUES (p_names[i], NULL, p_pic, p_ext, p_time, p_keys[i])\n"
+    "        ON CONFLICT DO NOTHING RETURNING id INTO o_id;\n"
+    "      IF FOUND THEN\n"
+    "        o_name := p_names[i];\n"
+    "        RETURN;\n"
+    "      END IF;\n"
+    "      EXIT WHEN EXISTS (SELECT 1 FROM users u WHERE u.external_id = p_ext);\n"
+    "    END LOOP;\n"
+    "  END LOOP;\n"
+    "  RAISE EXCEPTION 'no free name for external user %', p_ext;\n"
+    "END $$;"
+    /* STORE_JWT_REVOKE: purge the expired, then upsert. */
+    "CREATE FUNCTION chatd_jwt_revoke(p_hash bytea, p_expires bigint, p_time bigint)"
+    "  RETURNS void LANGUAGE sql AS $$"
+    "  DELETE FROM revoked_jwts WHERE expires_at <= p_time;"
+    "  INSERT INTO revoked_jwts AS r (hash, expires_at) VALUES (p_hash, p_expires)"
+    "    ON CONFLICT (hash) DO UPDATE SET expires_at = greatest(r.expires_at, p_expires);"
+    "$$;",
+};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+/* The message columns, in msg_json's order. */
+#define MSG_COLS                                                                                   \
+    "m.id, m.seq, m.to_id, m.from_id, u.username, u.userpic, m.type, m.data, m.time,"              \
+    " m.client_msg_id"
+
+enum stmt_id {
+    ST_USER_INSERT,
+    ST_USER_BY_NAME,
+    ST_USER_BY_ID,
+    ST_USER_EXTERNAL,
+    ST_USER_SEARCH,
+    ST_TOKEN_CREATE,
+    ST_TOKEN_LOOKUP,
+    ST_TOKEN_DELETE,
+    ST_JWT_REVOKE,
+    ST_SEND,
+    ST_CHAT_LIST,
+    ST_HISTORY,
+    ST_SYNC,
+    ST_SYNC_CURSORS,
+    ST_READ,
+    ST_UNREAD,
+    ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    /* A taken key or external id: no row, CONFLICT (without aborting the
+     * pass, as a unique violation would). */
+    [ST_USER_INSERT] =
+        "INSERT INTO users(username, password_hash, userpic, external_id, created_at, name_key)"
+        " VALUES($1, $2, $3, NULL, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
+    [ST_USER_BY_NAME] =
+        "SELECT id, username, userpic, password_hash FROM users WHERE name_key = $1",
+    [ST_USER_BY_ID] = "SELECT id, username, userpic FROM users WHERE id = $1",
+    [ST_USER_EXTERNAL] = "SELECT o_status, o_id, o_name FROM chatd_user_external($1, $2::text[],"
+                         " $3::text[], $4, $5, $6)",
+    /* as store_sqlite.c: contains the query (ASCII case ignored) or its key;
+     * prefix matches first, then by name in byte order (COLLATE "C", as
+     * SQLite's BINARY) */
+    [ST_USER_SEARCH] = "SELECT id, username, userpic FROM users"
+                       " WHERE id <> $1 AND (strpos(chatd_lower(username), chatd_lower($2)) > 0"
+                       "  OR coalesce(strpos(name_key, $4), 0) > 0)"
+                       " ORDER BY strpos(chatd_lower(username), chatd_lower($2)) <> 1"
+                       "  AND coalesce(strpos(name_key, $4), 0) <> 1,"
+                       "  chatd_lower(username) COLLATE \"C\", id"
+                       " LIMIT $3",
+    /* users found, tokens inserted: (0, _) NOT_FOUND, (1, 0) CONFLICT */
+    [ST_TOKEN_CREATE] = "WITH u AS (SELECT id FROM users WHERE id = $2),"
+                        " ins AS (INSERT INTO tokens(hash, user_id, expires_at)"
+                        "  SELECT $1, id, $3 FROM u ON CONFLICT DO NOTHING RETURNING 1)"
+                        " SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM ins)",
+    [ST_TOKEN_LOOKUP] = "SELECT u.id, u.username, u.userpic FROM tokens t"
+                        " JOIN users u ON u.id = t.user_id"
+                        " WHERE t.hash = $1 AND t.expires_at > $2",
+    [ST_TOKEN_DELETE] = "DELETE FROM tokens WHERE hash = $1 RETURNING 1",
+    [ST_JWT_REVOKE] = "SELECT chatd_jwt_revoke($1, $2, $3)",
+    [ST_SEND] = "SELECT * FROM chatd_send_batch($1::bigint[], $2::bigint[], $3::text[],"
+                " $4::text[], $5::bigint[], $6::text[])",
+    [ST_CHAT_LIST] = "SELECT c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
+                     " c.last_message_id, m.seq FROM conversations c"
+                     " JOIN users u ON u.id = c.peer_id"
+                     " JOIN messages m ON m.id = c.last_message_id"
+                     " WHERE c.user_id = $1 ORDER BY c.last_message_id DESC",
+    /* By seq on the conversation index (seq order = id order within a
+     * conversation); `before` becomes its seq when it is a message of this
+     * conversation, so the scan starts there. */
+    [ST_HISTORY] = "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
+                   " WHERE m.conv_lo = $1 AND m.conv_hi = $2 AND m.id < $3"
+                   " AND m.seq < coalesce((SELECT b.seq FROM messages b WHERE b.id = $3"
+                   "  AND b.conv_lo = $1 AND b.conv_hi = $2), 9223372036854775807)"
+                   " ORDER BY m.seq DESC LIMIT $4",
+    /* The old id cursor: per conversation, the messages past the last one
+     * with id <= after, cut to the limit, then merged by id. */
+    [ST_SYNC] = "SELECT " MSG_COLS " FROM conversations c"
+                " CROSS JOIN LATERAL (SELECT m2.* FROM messages m2"
+                "  WHERE m2.conv_lo = least(c.user_id, c.peer_id)"
+                "  AND m2.conv_hi = greatest(c.user_id, c.peer_id) AND m2.id > $2"
+                "  AND m2.seq > coalesce((SELECT m3.seq FROM messages m3"
+                "   WHERE m3.conv_lo = least(c.user_id, c.peer_id)"
+                "   AND m3.conv_hi = greatest(c.user_id, c.peer_id) AND m3.id <= $2"
+                "   ORDER BY m3.seq DESC LIMIT 1), 0)"
+                "  ORDER BY m2.seq LIMIT $3) m"
+                " JOIN users u ON u.id = m.from_id"
+                " WHERE c.user_id = $1 AND c.last_message_id > $2"
+                " ORDER BY m.id LIMIT $3",
+    /* $2/$3: the cursors as parallel arrays of peer ids and seqs. Every
+     * conversation whose counter is past its cursor, most recent first,
+     * with up to $4 messages each (the C side cuts the whole answer to
+     * $4); the counter tells whether more are left. */
+    [ST_SYNC_CURSORS] =
+        "WITH cur AS (SELECT * FROM unnest($2::bigint[], $3::bigint[]) AS x(peer, seq)),"
+        " conv AS (SELECT c.peer_id, c.last_message_id, t.last_seq, coalesce(cur.seq, 0) AS cursor,"
+        "  t.conv_lo, t.conv_hi FROM conversations c"
+        "  JOIN threads t ON t.conv_lo = least(c.user_id, c.peer_id)"
+        "   AND t.conv_hi = greatest(c.user_id, c.peer_id)"
+        "  LEFT JOIN cur ON cur.peer = c.peer_id"
+        "  WHERE c.user_id = $1 AND t.last_seq > coalesce(cur.seq, 0))"
+        " SELECT conv.peer_id, conv.last_seq, conv.cursor, " MSG_COLS " FROM conv"
+        " LEFT JOIN LATERAL (SELECT m2.* FROM messages m2"
+        "  WHERE m2.conv_lo = conv.conv_lo AND m2.conv_hi = conv.conv_hi"
+        "  AND m2.seq > conv.cursor ORDER BY m2.seq LIMIT $4) m ON true"
+        " LEFT JOIN users u ON u.id = m.from_id"
+        " ORDER BY conv.last_message_id DESC, conv.peer_id, m.seq",
+    [ST_READ] = "SELECT o_status, o_total, o_last_read, o_changed FROM chatd_read($1, $2)",
+    [ST_UNREAD] = "SELECT peer_id, unread FROM conversations WHERE user_id = $1 AND unread > 0"
+                  " ORDER BY last_message_id DESC",
+};
+
+typedef struct {
+    char *uri;
+    enum store_durability durability;
+    bool primary;
+    PGconn *conn;
+    atomic_bool up;      /* read by store_health on the loop thread */
+    int backoff_ms;      /* before the next connect attempt after a failure */
+    int64_t next_try_ms; /* monotonic; no attempt before */
+    bool down_logged;
+} pg;
+
+/* One request's parameters, built before it is sent; libpq copies them. */
+#define MAX_PARAMS 6
+typedef struct {
+    enum stmt_id st;
+    int n;
+    const char *val[MAX_PARAMS];
+    int len[MAX_PARAMS];
+    int fmt[MAX_PARAMS];
+    char num[MAX_PARAMS][24];
+    char *owned[MAX_PARAMS];
+    int nowned;
+} params;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void p_int(params *p, int64_t v)
+{
+    int i = p->n++;
+    snprintf(p->num[i], sizeof(p->num[i]), "%" PRId64, v);
+    p->val[i] = p->num[i];
+    p->len[i] = 0;
+    p->fmt[i] = 0;
+}
+
+static void p_text(params *p, const char *v)
+{
+    int i = p->n++;
+    p->val[i] = v; /* NULL is SQL NULL */
+    p->len[i] = 0;
+    p->fmt[i] = 0;
+}
+
+/* Takes ownership of v (freed with the params). */
+static void p_owned(params *p, char *v)
+{
+    if (v && p->nowned < MAX_PARAMS)
+        p->owned[p->nowned++] = v;
+    p_text(p, v);
+}
+
+static void p_bytes(params *p, const uint8_t *v, int len)
+{
+    int i = p->n++;
+    p->val[i] = (const char *)v;
+    p->len[i] = len;
+    p->fmt[i] = 1;
+}
+
+static void params_free(params *p)
+{
+    for (int i = 0; i < p->nowned; i++)
+        free(p->owned[i]);
+    p->nowned = 0;
+}
+
+/* limit <= 0 means no limit: LIMIT NULL. */
+static void p_limit(params *p, int64_t limit)
+{
+    if (limit > 0)
+        p_int(p, limit);
+    else
+        p_text(p, NULL);
+}
+
+static bool hash_given(const store_req *r)
+{
+    for (size_t i = 0; i < sizeof(r->token_hash); i++)
+        if (r->token_hash[i])
+            return true;
+    return false;
+}
+
+/* A PostgreSQL array literal of text values, each quoted and escaped (a
+ * NULL pointer is NULL); the literal travels as a parameter, never as SQL. */
+static char *text_array(const char *const *v, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++)
+        cap += (v[i] ? 2 * strlen(v[i]) : 4) + 3;
+    char *out = malloc(cap), *o = out;
+    if (!out)
+        return NULL;
+    *o++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *o++ = ',';
+        if (!v[i]) {
+            memcpy(o, "NULL", 4);
+            o += 4;
+            continue;
+        }
+        *o++ = '"';
+        for (const char *c = v[i]; *c; c++) {
+            if (*c == '"' || *c == '\\')
+                *o++ = '\\';
+            *o++ = *c;
+        }
+        *o++ = '"';
+    }
+    *o++ = '}';
+    *o = '\0';
+    return out;
+}
+
+/* "{1,2,3}" from integers. */
+static char *int_array(const int64_t *v, size_t n)
+{
+    char *out = malloc(n * 22 + 3), *o = out;
+    if (!out)
+        return NULL;
+    *o++ = '{';
+    for (size_t i = 0; i < n; i++)
+        o += sprintf(o, "%s%" PRId64, i ? "," : "", v[i]);
+    *o++ = '}';
+    *o = '\0';
+    return out;
+}
+
+/* The candidate names of an external user, as store_sqlite.c's
+ * op_user_external: the name, "<name>#<external_id>", "<name>#x<hex>" (key
+ * "\x01" external_id). -1 when a name has no key. */
+static int external_params(params *p, store_req *r)
+{
+    size_t alt_len = strlen(r->username) + 1 + strlen(r->external_id) + 1;
+    size_t hex_len = strlen(r->username) + 2 + 2 * strlen(r->external_id) + 1;
+    char *alt = malloc(alt_len), *hex = malloc(hex_len);
+    char *last_key = malloc(strlen(r->external_id) + 2);
+    char *keys[3] = {names_key(r->username), NULL, last_key};
+    int ret = -1;
+    if (alt) {
+        snprintf(alt, alt_len, "%s#%s", r->username, r->external_id);
+        keys[1] = names_key(alt);
+    }
+    if (last_key) {
+        last_key[0] = '\x01';
+        strcpy(last_key + 1, r->external_id);
+    }
+    if (hex) {
+        int off = snprintf(hex, hex_len, "%s#x", r->username);
+        for (const unsigned char *c = (const unsigned char *)r->external_id; *c; c++)
+            off += snprintf(hex + off, hex_len - (size_t)off, "%02x", *c);
+    }
+    if (alt && hex && keys[0] && keys[1] && keys[2]) {
+        const char *names[3] = {r->username, alt, hex};
+        p_text(p, r->external_id);
+        p_owned(p, text_array(names, 3));
+        p_owned(p, text_array((const char *const *)keys, 3));
+        p_text(p, r->userpic ? r->userpic : "");
+        p_int(p, r->time);
+        if (hash_given(r))
+            p_bytes(p, r->token_hash, (int)sizeof(r->token_hash));
+        else
+            p_text(p, NULL);
+        ret = p->val[1] && p->val[2] ? 0 : -1;
+    }
+    free(alt);
+    free(hex);
+    for (int i = 0; i < 3; i++)
+        free(keys[i]);
+    return ret;
+}
+
+/* Fills p for r. -1: r cannot be run (bad input, out of memory): it
+ * answers STORE_ERROR without being sent. 1: r is answered without the
+ * database (status set). */
+static int build(params *p, store_req *r)
+{
+    memset(p, 0, sizeof(*p));
+    int64_t lo = r->user_id < r->peer_id ? r->user_id : r->peer_id;
+    int64_t hi = r->user_id < r->peer_id ? r->peer_id : r->user_id;
+    switch (r->op) {
+    case STORE_USER_CREATE: {
+        char *key = r->username ? names_key(r->username) : NULL;
+        if (!key)
+            return -1;
+        p->st = ST_USER_INSERT;
+        p_text(p, r->username);
+        p_text(p, r->password_hash);
+        p_text(p, r->userpic ? r->userpic : "");
+        p_int(p, r->time);
+        p_owned(p, key);
+        return 0;
+    }
+    case STORE_USER_BY_NAME: {
+        char *key = r->username ? names_key(r->username) : NULL;
+        if (!key) { /* not UTF-8: no account has that name */
+            r->status = r->username ? STORE_NOT_FOUND : STORE_ERROR;
+            return 1;
+        }
+        p->st = ST_USER_BY_NAME;
+        p_owned(p, key);
+        return 0;
+    }
+    case STORE_USER_BY_ID:
+        p->st = ST_USER_BY_ID;
+        p_int(p, r->user_id);
+        return 0;
+    case STORE_USER_EXTERNAL:
+        if (!r->external_id || !r->username)
+            return -1;
+        p->st = ST_USER_EXTERNAL;
+        return external_params(p, r);
+    case STORE_USER_SEARCH:
+        if (!r->query)
+            return -1;
+        p->st = ST_USER_SEARCH;
+        p_int(p, r->user_id);
+        p_text(p, r->query);
+        p_limit(p, r->limit);
+        p_owned(p, names_key(r->query)); /* NULL (no key match) if not UTF-8 */
+        return 0;
+    case STORE_TOKEN_CREATE:
+        p->st = ST_TOKEN_CREATE;
+        p_bytes(p, r->token_hash, (int)sizeof(r->token_hash));
+        p_int(p, r->user_id);
+        p_int(p, r->expires);
+        return 0;
+    case STORE_TOKEN_LOOKUP:
+        p->st = ST_TOKEN_LOOKUP;
+        p_bytes(p, r->token_hash, (int)sizeof(r->token_hash));
+        p_int(p, r->time);
+        return 0;
+    case STORE_TOKEN_DELETE:
+        p->st = ST_TOKEN_DELETE;
+        p_bytes(p, r->token_hash, (int)sizeof(r->token_hash));
+        return 0;
+    case STORE_JWT_REVOKE:
+        p->st = ST_JWT_REVOKE;
+        p_bytes(p, r->token_hash, (int)sizeof(r->token_hash));
+        p_int(p, r->expires);
+        p_int(p, r->time);
+        return 0;
+    case STORE_CHAT_LIST:
+        p->st = ST_CHAT_LIST;
+        p_int(p, r->user_id);
+        return 0;
+    case STORE_HISTORY:
+        p->st = ST_HISTORY;
+        p_int(p, lo);
+        p_int(p, hi);
+        p_int(p, r->before > 0 ? r->before : INT64_MAX);
+        p_limit(p, r->limit);
+        return 0;
+    case STORE_SYNC:
+        p->st = ST_SYNC;
+        p_int(p, r->user_id);
+        p_int(p, r->after);
+        p_limit(p, r->limit);
+        return 0;
+    case STORE_SYNC_CURSORS: {
+        /* keys that are no user id (or values no seq) name no
+         * conversation: skipped, as an absent cursor */
+        size_t n = json_is_object(r->cursors) ? json_object_size(r->cursors) : 0, k = 0;
+        int64_t *peers = malloc((n + 1) * sizeof(*peers));
+        int64_t *seqs = malloc((n + 1) * sizeof(*seqs));
+        const char *key;
+        json_t *v;
+        if (peers && seqs && n) {
+            json_object_foreach(r->cursors, key, v)
+            {
+                char *end;
+                errno = 0;
+                long long id = strtoll(key, &end, 10);
+                if (errno || *end || end == key || id <= 0 || !json_is_integer(v))
+                    continue;
+                peers[k] = id;
+                seqs[k++] = json_integer_value(v);
+            }
+        }
+        p->st = ST_SYNC_CURSORS;
+        p_int(p, r->user_id);
+        p_owned(p, peers ? int_array(peers, k) : NULL);
+        p_owned(p, seqs ? int_array(seqs, k) : NULL);
+        p_limit(p, r->limit);
+        free(peers);
+        free(seqs);
+        return p->val[1] && p->val[2] ? 0 : -1;
+    }
+    case STORE_READ:
+        p->st = ST_READ;
+        p_int(p, r->user_id);
+        p_int(p, r->peer_id);
+        return 0;
+    case STORE_UNREAD:
+        p->st = ST_UNREAD;
+        p_int(p, r->user_id);
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* Fills p for the sends reqs[0..n) (all with their inputs): one call of
+ * chatd_send_batch. -1 on out of memory. */
+static int build_sends(params *p, store_req **reqs, size_t n)
+{
+    memset(p, 0, sizeof(*p));
+    p->st = ST_SEND;
+    int64_t *ints = malloc(3 * n * sizeof(*ints));
+    const char **texts = malloc(3 * n * sizeof(*texts));
+    if (ints && texts) {
+        for (size_t i = 0; i < n; i++) {
+            ints[i] = reqs[i]->user_id;
+            ints[n + i] = reqs[i]->peer_id;
+            ints[2 * n + i] = reqs[i]->time;
+            texts[i] = reqs[i]->msg_type;
+            texts[n + i] = reqs[i]->msg_data;
+            texts[2 * n + i] = reqs[i]->client_msg_id;
+        }
+        p_owned(p, int_array(ints, n));
+        p_owned(p, int_array(ints + n, n));
+        p_owned(p, text_array(texts, n));
+        p_owned(p, text_array(texts + n, n));
+    }
+    free(ints);
+    free(texts);
+    if (p->n != 4 || !p->val[0] || !p->val[1] || !p->val[2] || !p->val[3])
+        return -1;
+    ints = malloc(n * sizeof(*ints));
+    texts = malloc(n * sizeof(*texts));
+    if (ints && texts) {
+        for (size_t i = 0; i < n; i++) {
+            ints[i] = reqs[i]->time;
+            texts[i] = reqs[i]->client_msg_id;
+        }
+        p_owned(p, int_array(ints, n));
+        p_owned(p, text_array(texts, n));
+    }
+    free(ints);
+    free(texts);
+    return p->n == 6 && p->val[4] && p->val[5] ? 0 : -1;
+}
+
+/* ---- results ---------------------------------------------------------- */
+
+static int64_t col_int(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static const char *col_text(const PGresult *res, int row, int col)
+{
+    return PQgetvalue(res, row, col); /* "" when NULL */
+}
+
+static const char *col_text_or_null(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
+
+static bool col_bool(const PGresult *res, int row, int col)
+{
+    return !PQgetisnull(res, row, col) && PQgetvalue(res, row, col)[0] == 't';
+}
+
+static json_t *user_json(const PGresult *res, int row)
+{
+    return json_pack("{s:I, s:s, s:s}", "id", (json_int_t)col_int(res, row, 0), "username",
+                     col_text(res, row, 1), "userpic", col_text(res, row, 2));
+}
+
+/* A message from the MSG_COLS columns starting at c. */
+static json_t *msg_json_at(const PGresult *res, int row, int c)
+{
+    return json_pack(
+        "{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
+        (json_int_t)col_int(res, row, c), "seq", (json_int_t)col_int(res, row, c + 1), "to_id",
+        (json_int_t)col_int(res, row, c + 2), "from_id", (json_int_t)col_int(res, row, c + 3),
+        "from_username", col_text(res, row, c + 4), "from_userpic", col_text(res, row, c + 5),
+        "type", col_text(res, row, c + 6), "data", col_text(res, row, c + 7), "time",
+        (json_int_t)col_int(res, row, c + 8), "client_msg_id", col_text_or_null(res, row, c + 9));
+}
+
+static json_t *msg_json(const PGresult *res, int row)
+{
+    return msg_json_at(res, row, 0);
+}
+
+static json_t *rows_json(const PGresult *res, json_t *(*fn)(const PGresult *, int))
+{
+    json_t *arr = json_array();
+    for (int i = 0, n = PQntuples(res); arr && i < n; i++) {
+        if (json_array_append_new(arr, fn(res, i)) != 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    return arr;
+}
+
+static json_t *chat_item_json(const PGresult *res, int i)
+{
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "userid",
+                     (json_int_t)col_int(res, i, 0), "username", col_text(res, i, 1), "userpic",
+                     col_text(res, i, 2), "type", col_text(res, i, 3), "data", col_text(res, i, 4),
+                     "time", (json_int_t)col_int(res, i, 5), "noreadnum",
+                     (json_int_t)col_int(res, i, 6), "last_message_id",
+                     (json_int_t)col_int(res, i, 7), "last_seq", (json_int_t)col_int(res, i, 8));
+}
+
+static json_t *unread_item_json(const PGresult *res, int i)
+{
+    return json_pack("{s:I, s:I}", "userid", (json_int_t)col_int(res, i, 0), "noreadnum",
+                     (json_int_t)col_int(res, i, 1));
+}
+
+/* Rows (peer, last_seq, cursor, MSG_COLS or NULLs), grouped by
+ * conversation -> {conversations: [{userid, messages, more}]}, cutting the
+ * whole answer to limit messages: more says the conversation holds
+ * messages past the last one given (or past the cursor, when none was). */
+static json_t *cursors_json(const PGresult *res, int64_t limit)
+{
+    json_t *convs = json_array();
+    bool ok = convs != NULL;
+    int64_t taken = 0;
+    int n = PQntuples(res);
+    for (int i = 0; ok && i < n;) {
+        int64_t peer = col_int(res, i, 0), last_seq = col_int(res, i, 1);
+        int64_t top = col_int(res, i, 2);
+        json_t *msgs = json_array();
+        ok = msgs != NULL;
+        for (; ok && i < n && col_int(res, i, 0) == peer; i++) {
+            if (PQgetisnull(res, i, 3) || (limit > 0 && taken >= limit))
+                continue;
+            ok = json_array_append_new(msgs, msg_json_at(res, i, 3)) == 0;
+            top = col_int(res, i, 4);
+            taken++;
+        }
+        json_t *c = ok ? json_pack("{s:I, s:o, s:b}", "userid", (json_int_t)peer, "messages", msgs,
+                                   "more", top < last_seq)
+                       : (json_decref(msgs), NULL); /* "o" took msgs, also on failure */
+        ok = c && json_array_append_new(convs, c) == 0;
+    }
+    if (!ok) {
+        json_decref(convs);
+        return NULL;
+    }
+    return json_pack("{s:o}", "conversations", convs);
+}
+
+/* Turns row `row` of chatd_send_batch's answer into send r's outputs.
+ * Returns the status. */
+static int answer_send(store_req *r, const PGresult *res, int row)
+{
+    if (col_int(res, row, 1) == 1)
+        return STORE_NOT_FOUND;
+    r->duplicate = col_bool(res, row, 6);
+    if (r->duplicate)
+        r->result =
+            json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
+                      (json_int_t)col_int(res, row, 2), "seq", (json_int_t)col_int(res, row, 3),
+                      "to_id", (json_int_t)col_int(res, row, 7), "from_id", (json_int_t)r->user_id,
+                      "from_username", col_text(res, row, 4), "from_userpic", col_text(res, row, 5),
+                      "type", col_text(res, row, 8), "data", col_text(res, row, 9), "time",
+                      (json_int_t)col_int(res, row, 10), "client_msg_id", r->client_msg_id);
+    else
+        r->result = json_pack(
+            "{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
+            (json_int_t)col_int(res, row, 2), "seq", (json_int_t)col_int(res, row, 3), "to_id",
+            (json_int_t)r->peer_id, "from_id", (json_int_t)r->user_id, "from_username",
+            col_text(res, row, 4), "from_userpic", col_text(res, row, 5), "type", r->msg_type,
+            "data", r->msg_data, "time", (json_int_t)r->time, "client_msg_id", r->client_msg_id);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+/* Turns r's result into its outputs. Returns the status. */
+static int answer(store_req *r, const PGresult *res)
+{
+    int n = PQntuples(res);
+    switch (r->op) {
+    case STORE_USER_CREATE:
+        if (n == 0)
+            return STORE_CONFLICT;
+        r->result = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)col_int(res, 0, 0), "username",
+                              r->username, "userpic", r->userpic ? r->userpic : "");
+        break;
+    case STORE_USER_BY_NAME:
+        if (n == 0)
+            return STORE_NOT_FOUND;
+        r->result = json_pack("{s:I, s:s, s:s, s:s?}", "id", (json_int_t)col_int(res, 0, 0),
+                              "username", col_text(res, 0, 1), "userpic", col_text(res, 0, 2),
+                              "password_hash", col_text_or_null(res, 0, 3));
+        break;
+    case STORE_USER_BY_ID:
+    case STORE_TOKEN_LOOKUP:
+        if (n == 0)
+            return STORE_NOT_FOUND;
+        r->result = user_json(res, 0);
+        break;
+    case STORE_USER_EXTERNAL:
+        if (n != 1)
+            return STORE_ERROR;
+        if (col_int(res, 0, 0) == 1)
+            return STORE_NOT_FOUND;
+        r->result = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)col_int(res, 0, 1), "username",
+                              col_text(res, 0, 2), "userpic", r->userpic ? r->userpic : "");
+        break;
+    case STORE_USER_SEARCH:
+        r->result = rows_json(res, user_json);
+        break;
+    case STORE_TOKEN_CREATE:
+        if (n != 1)
+            return STORE_ERROR;
+        if (col_int(res, 0, 0) == 0)
+            return STORE_NOT_FOUND;
+        if (col_int(res, 0, 1) == 0)
+            return STORE_CONFLICT;
+        r->result = json_null();
+        break;
+    case STORE_TOKEN_DELETE:
+        r->result = json_null();
+        return n > 0 ? STORE_OK : STORE_NOT_FOUND;
+    case STORE_JWT_REVOKE:
+        r->result = json_null();
+        break;
+    case STORE_CHAT_LIST:
+        r->result = rows_json(res, chat_item_json);
+        break;
+    case STORE_HISTORY:
+    case STORE_SYNC:
+        r->result = rows_json(res, msg_json);
+        break;
+    case STORE_SYNC_CURSORS:
+        r->result = cursors_json(res, r->limit);
+        break;
+    case STORE_READ:
+        if (n != 1)
+            return STORE_ERROR;
+        if (col_int(res, 0, 0) == 1)
+            return STORE_NOT_FOUND;
+        r->result =
+            json_pack("{s:I, s:I, s:b}", "total", (json_int_t)col_int(res, 0, 1), "last_read_id",
+                      (json_int_t)col_int(res, 0, 2), "changed", col_bool(res, 0, 3));
+        break;
+    case STORE_UNREAD: {
+        json_t *list = rows_json(res, unread_item_json);
+        json_int_t total = 0;
+        for (int i = 0; i < n; i++)
+            total += col_int(res, i, 1);
+        r->result = list ? json_pack("{s:I, s:o}", "total", total, "conversations", list) : NULL;
+        break;
+    }
+    default:
+        return STORE_ERROR;
+    }
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+/* ---- connection ------------------------------------------------------- */
+
+static void set_up(pg *b, bool up)
+{
+    atomic_store(&b->up, up);
+}
+
+/* Drops the connection; the next attempt waits for the backoff. */
+static void conn_lost(pg *b, const char *why)
+{
+    if (!b->down_logged)
+        log_warn("store: PostgreSQL connection%s lost: %s", b->primary ? "" : " (reader)", why);
+    b->down_logged = true;
+    if (b->conn)
+        PQfinish(b->conn);
+    b->conn = NULL;
+    set_up(b, false);
+    b->next_try_ms = now_ms() + b->backoff_ms;
+}
+
+/* Runs a statement of constant text outside the pipeline (set-up only). */
+static int exec_simple(PGconn *c, const char *sql, char *err, size_t err_len)
+{
+    PGresult *res = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(res);
+    int ret = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : -1;
+    if (ret != 0 && err)
+        snprintf(err, err_len, "%s", PQerrorMessage(c));
+    PQclear(res);
+    return ret;
+}
+
+static int migrate(PGconn *c, char *err, size_t err_len)
+{
+    char lock[96];
+    snprintf(lock, sizeof(lock), "SELECT pg_advisory_lock(%lld)", (long long)MIGRATION_LOCK);
+    if (exec_simple(c, lock, err, err_len) != 0)
+        return -1;
+    int ret = -1;
+    if (exec_simple(c, "CREATE TABLE IF NOT EXISTS schema_version(version int NOT NULL)", err,
+                    err_len) != 0)
+        goto out;
+    PGresult *res = PQexec(c, "SELECT coalesce(max(version), 0) FROM schema_version");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(err, err_len, "read schema_version: %s", PQerrorMessage(c));
+        PQclear(res);
+        goto out;
+    }
+    int version = atoi(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (version > SCHEMA_VERSION) {
+        snprintf(err, err_len, "database schema version %d is newer than this chatd (%d)", version,
+                 SCHEMA_VERSION);
+        goto out;
+    }
+    for (int i = version; i < SCHEMA_VERSION; i++) {
+        char set[80];
+        snprintf(set, sizeof(set), "INSERT INTO schema_version VALUES (%d)", i + 1);
+        if (exec_simple(c, "BEGIN", err, err_len) != 0)
+            goto out;
+        if (exec_simple(c, migrations[i], err, err_len) != 0 ||
+            exec_simple(c, set, err, err_len) != 0 || exec_simple(c, "COMMIT", err, err_len) != 0) {
+            char e[200];
+            snprintf(e, sizeof(e), "%s", err);
+            snprintf(err, err_len, "migration %d: %s", i + 1, e);
+            exec_simple(c, "ROLLBACK", NULL, 0);
+            goto out;
+        }
+        log_info("store: PostgreSQL schema migrated to version %d", i + 1);
+    }
+    ret = 0;
+out:
+    snprintf(lock, sizeof(lock), "SELECT pg_advisory_unlock(%lld)", (long long)MIGRATION_LOCK);
+    exec_simple(c, lock, NULL, 0);
+    return ret;
+}
+
+/* Opens and prepares a connection. 0, or -1 with err. */
+static int conn_open(pg *b, bool migrating, char *err, size_t err_len)
+{
+    /* Ours first, so the URI's own settings win; the timeouts bound how
+     * long a dead server holds a storage thread. */
+    const char *keys[] = {"connect_timeout",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "tcp_user_timeout",
+                          "fallback_application_name",
+                          "dbname",
+                          NULL};
+    const char *vals[] = {"2", "10", "5", "3", "10000", "chatd", b->uri, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, err_len, "%s", c ? PQerrorMessage(c) : "out of memory");
+        /* libpq messages end with a newline */
+        size_t l = strlen(err);
+        while (l && (err[l - 1] == '\n' || err[l - 1] == ' '))
+            err[--l] = '\0';
+        PQfinish(c);
+        return -1;
+    }
+    if (exec_simple(c, "SET client_min_messages = warning", err, err_len) != 0 ||
+        (b->durability == STORE_DURABLE_NORMAL &&
+         exec_simple(c, "SET synchronous_commit = off", err, err_len) != 0) ||
+        (migrating && migrate(c, err, err_len) != 0)) {
+        PQfinish(c);
+        return -1;
+    }
+    for (int i = 0; i < ST_COUNT; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "s%d", i);
+        PGresult *res = PQprepare(c, name, stmt_sql[i], 0, NULL);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            snprintf(err, err_len, "prepare statement %d: %s", i, PQerrorMessage(c));
+            PQclear(res);
+            PQfinish(c);
+            return -1;
+        }
+        PQclear(res);
+    }
+    /* Non-blocking: a big pass is written while its first answers are
+     * read, or both sides could block on full socket buffers. */
+    if (PQenterPipelineMode(c) != 1 || PQsetnonblocking(c, 1) != 0) {
+        snprintf(err, err_len, "pipeline mode: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return -1;
+    }
+    b->conn = c;
+    return 0;
+}
+
+/* A connection is usable, (re)connecting when the backoff allows. */
+static bool ensure_conn(pg *b)
+{
+    if (b->conn) {
+        /* Between passes nothing may arrive: readable means the server
+         * closed the session (a restart's notice, or EOF). Reconnect now
+         * rather than fail the next pass on it. */
+        struct pollfd pfd = {.fd = PQsocket(b->conn), .events = POLLIN};
+        if (poll(&pfd, 1, 0) == 0)
+            return true;
+        conn_lost(b, "the server closed the connection");
+        b->next_try_ms = 0;
+    }
+    if (now_ms() < b->next_try_ms)
+        return false;
+    char err[512];
+    if (conn_open(b, false, err, sizeof(err)) != 0) {
+        if (!b->down_logged)
+            log_warn("store: cannot connect to PostgreSQL: %s", err);
+        b->down_logged = true;
+        b->next_try_ms = now_ms() + b->backoff_ms;
+        b->backoff_ms = b->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b->backoff_ms * 2;
+        set_up(b, false);
+        return false;
+    }
+    if (b->down_logged)
+        log_info("store: PostgreSQL connection%s back", b->primary ? "" : " (reader)");
+    b->down_logged = false;
+    b->backoff_ms = BACKOFF_MIN_MS;
+    set_up(b, true);
+    return true;
+}
+
+/* SQLSTATEs that mean the server or the connection, not the request. */
+static bool sqlstate_unavailable(const char *st)
+{
+    if (!st)
+        return false;
+    return strncmp(st, "08", 2) == 0 ||  /* connection exception */
+           strncmp(st, "57P", 3) == 0 || /* admin shutdown, crash shutdown, cannot connect now */
+           strncmp(st, "53", 2) == 0 ||  /* insufficient resources */
+           strcmp(st, "25006") == 0;     /* read-only transaction: a standby after failover */
+}
+
+/* ---- a pass ------------------------------------------------------------ */
+
+/* Waits until the socket can be read or (if want_write) written. */
+static int wait_socket(PGconn *c, bool want_write)
+{
+    struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN | (want_write ? POLLOUT : 0)};
+    int rc;
+    do
+        rc = poll(&pfd, 1, -1);
+    while (rc < 0 && errno == EINTR);
+    return rc < 0 ? -1 : 0;
+}
+
+/* One statement of a pipeline: the requests [first, first + count) it
+ * answers (a run of consecutive sends is one chatd_send_batch call). */
+typedef struct {
+    size_t first, count;
+} slot;
+
+/* Sends reqs[0..n) as one pipeline ending in a Sync (one implicit
+ * transaction, committed by the Sync) and reads every answer. Returns 0
+ * when the transaction committed (each request's outputs set),
+ * STORE_ERROR when a statement failed (the transaction rolled back, the
+ * connection is fine), STORE_UNAVAILABLE when the connection failed (the
+ * outcome of a Sync not answered is unknown). */
+static int pipeline(pg *b, store_req **reqs, size_t n)
+{
+    PGconn *c = b->conn;
+    bool synced = false, fatal = false, lost = false;
+    char errbuf[300] = "";
+    int fail_state = STORE_ERROR;
+    slot *slots = malloc((n ? n : 1) * sizeof(*slots));
+    size_t nslots = 0;
+    if (!slots)
+        return STORE_ERROR;
+    for (size_t i = 0; i < n && !lost;) {
+        params p;
+        size_t count = 1;
+        int rc;
+        if (reqs[i]->op == STORE_MESSAGE_SEND) {
+            while (i + count < n && reqs[i + count]->op == STORE_MESSAGE_SEND)
+                count++;
+            rc = 0;
+            for (size_t k = i; k < i + count; k++)
+                if (!reqs[k]->msg_type || !reqs[k]->msg_data)
+                    rc = -1;
+            rc = rc == 0 ? build_sends(&p, reqs + i, count) : (memset(&p, 0, sizeof(p)), -1);
+        } else {
+            rc = build(&p, reqs[i]);
+        }
+        if (rc == 0) {
+            char name[16];
+            snprintf(name, sizeof(name), "s%d", (int)p.st);
+            if (PQsendQueryPrepared(c, name, p.n, p.val, p.len, p.fmt, 0) != 1)
+                lost = true;
+            slots[nslots++] = (slot){i, count};
+        } else if (rc < 0) {
+            /* Fails the pass like a failed statement would (store.c then
+             * runs each request alone, and only this one fails). */
+            log_error("store: request %d without its inputs", (int)reqs[i]->op);
+            for (size_t k = i; k < i + count; k++)
+                reqs[k]->status = STORE_ERROR;
+            fatal = true;
+        }
+        /* rc 1: answered without the database */
+        params_free(&p);
+        i += count;
+    }
+    /* Always sent, even after a failed build: it ends the pipeline. */
+    if (!lost && PQpipelineSync(c) != 1)
+        lost = true;
+    /* Answers: per statement one result and a NULL, then the Sync's. */
+    size_t next = 0;
+    while (!lost && !synced) {
+        int f = PQflush(c);
+        if (f < 0) {
+            lost = true;
+            break;
+        }
+        while (!lost && !synced && !PQisBusy(c)) {
+            PGresult *res = PQgetResult(c);
+            if (!res)
+                continue; /* the end of one statement's results */
+            ExecStatusType st = PQresultStatus(res);
+            if (st == PGRES_PIPELINE_SYNC) {
+                synced = true;
+            } else if (next >= nslots) {
+                lost = true; /* more results than statements: cannot happen */
+            } else {
+                slot sl = slots[next++];
+                if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+                    if (reqs[sl.first]->op == STORE_MESSAGE_SEND) {
+                        if ((size_t)PQntuples(res) != sl.count) {
+                            fatal = true;
+                            log_error("store: chatd_send_batch: %d rows for %zu sends",
+                                      PQntuples(res), sl.count);
+                        }
+                        for (size_t k = 0; k < sl.count && !fatal; k++) {
+                            store_req *r = reqs[sl.first + k];
+                            r->status = answer_send(r, res, (int)k);
+                            fatal = r->status == STORE_ERROR;
+                        }
+                    } else {
+                        store_req *r = reqs[sl.first];
+                        r->status = answer(r, res);
+                        fatal = fatal || r->status == STORE_ERROR;
+                    }
+                } else if (st != PGRES_PIPELINE_ABORTED) {
+                    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+                    if (sqlstate_unavailable(state))
+                        fail_state = STORE_UNAVAILABLE;
+                    if (!errbuf[0])
+                        snprintf(errbuf, sizeof(errbuf), "%s (SQLSTATE %s)",
+                                 PQresultErrorMessage(res), state ? state : "none");
+                    fatal = true;
+                } else {
+                    fatal = true;
+                }
+            }
+            PQclear(res);
+        }
+        if (lost || synced)
+            break;
+        if (PQstatus(c) == CONNECTION_BAD || wait_socket(c, f == 1) != 0 ||
+            PQconsumeInput(c) != 1) {
+            lost = true;
+            break;
+        }
+    }
+    free(slots);
+    if (lost || PQstatus(c) == CONNECTION_BAD) {
+        conn_lost(b, PQerrorMessage(c));
+        return STORE_UNAVAILABLE;
+    }
+    if (errbuf[0]) {
+        /* one line in the log: libpq's message ends with a newline */
+        for (char *q = errbuf; *q; q++)
+            if (*q == '\n')
+                *q = ' ';
+        if (fail_state == STORE_UNAVAILABLE)
+            conn_lost(b, errbuf);
+        else
+            log_warn("store: PostgreSQL: %s", errbuf);
+    }
+    return fatal ? fail_state : 0;
+}
+
+static int pg_run(void *p, store_req **reqs, size_t n)
+{
+    pg *b = p;
+    if (!ensure_conn(b))
+        return STORE_UNAVAILABLE;
+    int rc = pipeline(b, reqs, n);
+    if (rc == 0)
+        set_up(b, true);
+    return rc;
+}
+
+static void pg_maintain(void *p, bool idle)
+{
+    pg *b = p;
+    /* A probe when idle: notices a lost connection (for /healthz) and
+     * reconnects once the backoff allows. */
+    if (idle)
+        ensure_conn(b);
+}
+
+static bool pg_healthy(void *p)
+{
+    return atomic_load(&((pg *)p)->up);
+}
+
+static void pg_close(void *p)
+{
+    pg *b = p;
+    if (!b)
+        return;
+    if (b->conn)
+        PQfinish(b->conn);
+    free(b->uri);
+    free(b);
+}
+
+static void *pg_open(const store_options *o, bool primary, char *err, size_t err_len)
+{
+    pg *b = calloc(1, sizeof(*b));
+    if (!b || !(b->uri = strdup(o->store))) {
+        free(b);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    b->durability = o->durability;
+    b->primary = primary;
+    b->backoff_ms = BACKOFF_MIN_MS;
+    atomic_init(&b->up, false);
+    if (conn_open(b, primary, err, err_len) != 0) {
+        if (primary) {
+            pg_close(b);
+            return NULL;
+        }
+        /* a reader connects later, at its first request */
+        log_warn("store: PostgreSQL reader connection: %s", err);
+        b->down_logged = true;
+        return b;
+    }
+    set_up(b, true);
+    return b;
+}
+
+const struct store_backend_ops store_pg_backend = {
+    .name = "postgresql",
+    .open = pg_open,
+    .run = pg_run,
+    .maintain = pg_maintain,
+    .healthy = pg_healthy,
+    .close = pg_close,
+};
