@@ -54,7 +54,7 @@ after(cleanUp);
 if (ON_PG) {
   try {
     uri = (await postgresSh('start')).stdout.trim().split('\n').pop();
-    srv = await startServer({ options: { store: uri, 'login-rate': 1000 } });
+    srv = await startServer({ options: { store: uri, 'login-rate': 1000, 'page-limit': 1000 } });
   } catch (e) {
     await cleanUp();
     throw e;
@@ -73,7 +73,7 @@ test('PostgreSQL stopped for 5 s under a steady send load: acks exactly once, re
       const message = { to_id: to.id, type: 'text', data: `load ${n} from ${from.username}`, client_msg_id: `o${i}-${n}` };
       const r = await ch.send(message);
       outcomes.push({ i, from, message, ...r, channel: ch.name });
-      if (!r.ok) await sleep(20); // refused fast while PostgreSQL is down: do not spin
+      if (!r.ok) await sleep(50); // refused fast while PostgreSQL is down: do not spin
     }
   });
 
@@ -144,7 +144,7 @@ test('PostgreSQL stopped for 5 s under a steady send load: acks exactly once, re
   const stored = new Map();
   for (const u of users) {
     const state = {};
-    await syncToEnd(srv, u, state, { limit: 500 });
+    await syncToEnd(srv, u, state, { limit: 1000 });
     for (const [, msgs] of state.got) {
       assertGapless(msgs, `${u.username}'s conversation`);
       for (const m of msgs) {
