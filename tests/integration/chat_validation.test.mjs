@@ -436,10 +436,13 @@ describe('login rate limit (--login-rate 3)', () => {
     const u = await register(limited, `Jürgen${tail}`);
     await awayFromMinuteEdge();
     const from = (n) => ({ localAddress: `127.0.0.${n}` });
-    // NFD, capitals beyond ASCII, fullwidth: one account, so one counter
-    for (const [i, name] of [`Ju\u0308rgen${tail}`, `JÜRGEN${tail}`, `ｊüｒｇｅｎ${tail}`].entries()) {
-      ok(await post(limited, '/user/login', { username: name, password: u.password }, from(41 + i)), name);
+    // NFD, capitals beyond ASCII, fullwidth: one account, so failures under
+    // each spelling count on one counter
+    const spellings = [`Ju\u0308rgen${tail}`, `JÜRGEN${tail}`, `ｊüｒｇｅｎ${tail}`];
+    for (const [i, name] of spellings.entries()) {
+      fails(await post(limited, '/user/login', { username: name, password: 'wrong-password' }, from(41 + i)), 401, 'bad_credentials', undefined, name);
     }
-    fails(await post(limited, '/user/login', { username: `jürgen${tail}`, password: u.password }, from(44)), 429, 'rate_limited', 'username', '4th attempt on the account');
+    fails(await post(limited, '/user/login', { username: `jürgen${tail}`, password: u.password }, from(43)), 429, 'rate_limited', 'username', `an address that failed against the account as ${spellings[2]}`);
+    ok(await post(limited, '/user/login', { username: `jürgen${tail}`, password: u.password }, from(44)), 'the owner from a fresh address');
   });
 });
