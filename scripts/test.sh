@@ -15,13 +15,14 @@
 #   bench-smoke  every chatd-bench subcommand, briefly (tool works, not numbers)
 #   browser      the web client in headless Chromium (Playwright)
 #   fuzz         libFuzzer targets, a short bounded run each on the seed corpus
-#   asan-*       unit + integration again under AddressSanitizer + UBSan
+#   asan-*       unit + integration (and integration-pg) again under AddressSanitizer + UBSan
 # and ends with one line "suite: N passed, N failed".
 #
 # Set CHATD_TEST_STAGES="unit integration" to run only some stages.
 # The PostgreSQL stages start their own cluster with scripts/postgres.sh (in a
-# directory of this run, never a cluster you started) and stop it when they are
-# done, and on any exit of this script (a failed stage, ^C) by the trap below.
+# directory of this run, never a cluster you started) on first need and stop it
+# after the last of them, and on any exit of this script (a failed stage, ^C) by
+# the trap below.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -119,7 +120,6 @@ stage unit unit "$root/build"
 stage integration integration "$root/build"
 stage integration-pg integration_pg "$root/build"
 stage pg-multinode pg_multinode "$root/build"
-pg_down
 [ -d tests/abuse ] && stage abuse abuse "$root/build"
 [ -f bench/smoke.sh ] && stage bench-smoke bench_smoke
 [ -d tests/browser ] && stage browser browser
@@ -129,6 +129,8 @@ stage asan-unit unit "$root/build-asan"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 stage asan-integration integration "$root/build-asan"
+stage asan-integration-pg integration_pg "$root/build-asan"
+pg_down
 
 echo
 [ "$failed" -gt 0 ] && echo "failed stages: ${failed_names[*]}"
