@@ -53,10 +53,11 @@ struct store_backend_ops {
      * caller) in ONE transaction and commits it; the backend may reorder
      * the array (e.g. to lock rows in a consistent order). Returns 0 when
      * it committed: each request's status is OK, NOT_FOUND or CONFLICT and
-     * its result set. STORE_ERROR: nothing was committed (a request failed,
-     * a deadlock...), the caller re-runs each request alone. STORE_UNAVAILABLE:
-     * the database cannot be reached, or the commit's outcome is unknown;
-     * every request answers that. */
+     * its result set (or STORE_ERROR for one the backend could not run or
+     * answer: bad input, out of memory; it is not re-run). STORE_ERROR: nothing was committed (a
+     * request failed, a deadlock...), the caller re-runs each request alone. STORE_UNAVAILABLE: the
+     * database cannot be reached, or the commit's outcome is unknown; every request answers that.
+     */
     int (*run)(void *bk, store_req **reqs, size_t n);
     /* Housekeeping outside any transaction, e.g. a WAL checkpoint: after
      * every pass, once its results were handed to the loop (so it delays no

@@ -713,6 +713,7 @@ static int build_sends(params *p, store_req **reqs, size_t n)
 {
     memset(p, 0, sizeof(*p));
     p->st = ST_SEND;
+    /* columns: from, to, time; type, data, client_msg_id */
     int64_t *ints = malloc(3 * n * sizeof(*ints));
     const char **texts = malloc(3 * n * sizeof(*texts));
     if (ints && texts) {
@@ -724,28 +725,20 @@ static int build_sends(params *p, store_req **reqs, size_t n)
             texts[n + i] = reqs[i]->msg_data;
             texts[2 * n + i] = reqs[i]->client_msg_id;
         }
+        /* in chatd_send_batch's parameter order */
         p_owned(p, int_array(ints, n));
         p_owned(p, int_array(ints + n, n));
         p_owned(p, text_array(texts, n));
         p_owned(p, text_array(texts + n, n));
+        p_owned(p, int_array(ints + 2 * n, n));
+        p_owned(p, text_array(texts + 2 * n, n));
     }
     free(ints);
     free(texts);
-    if (p->n != 4 || !p->val[0] || !p->val[1] || !p->val[2] || !p->val[3])
-        return -1;
-    ints = malloc(n * sizeof(*ints));
-    texts = malloc(n * sizeof(*texts));
-    if (ints && texts) {
-        for (size_t i = 0; i < n; i++) {
-            ints[i] = reqs[i]->time;
-            texts[i] = reqs[i]->client_msg_id;
-        }
-        p_owned(p, int_array(ints, n));
-        p_owned(p, text_array(texts, n));
-    }
-    free(ints);
-    free(texts);
-    return p->n == 6 && p->val[4] && p->val[5] ? 0 : -1;
+    for (int i = 0; i < 6; i++)
+        if (p->n != 6 || !p->val[i])
+            return -1;
+    return 0;
 }
 
 /* ---- results ---------------------------------------------------------- */
@@ -1159,7 +1152,9 @@ typedef struct {
 
 /* Sends reqs[0..n) as one pipeline ending in a Sync (one implicit
  * transaction, committed by the Sync) and reads every answer. Returns 0
- * when the transaction committed (each request's outputs set),
+ * when the transaction committed (each request's outputs set; STORE_ERROR
+ * only for one that could not be sent or answered, which wrote nothing or
+ * committed with the rest, so it must not be re-run),
  * STORE_ERROR when a statement failed (the transaction rolled back, the
  * connection is fine), STORE_UNAVAILABLE when the connection failed (the
  * outcome of a Sync not answered is unknown). */
@@ -1195,12 +1190,10 @@ static int pipeline(pg *b, store_req **reqs, size_t n)
                 lost = true;
             slots[nslots++] = (slot){i, count};
         } else if (rc < 0) {
-            /* Fails the pass like a failed statement would (store.c then
-             * runs each request alone, and only this one fails). */
+            /* Not sent: it alone answers STORE_ERROR, the others commit. */
             log_error("store: request %d without its inputs", (int)reqs[i]->op);
             for (size_t k = i; k < i + count; k++)
                 reqs[k]->status = STORE_ERROR;
-            fatal = true;
         }
         /* rc 1: answered without the database */
         params_free(&p);
@@ -1229,21 +1222,24 @@ static int pipeline(pg *b, store_req **reqs, size_t n)
             } else {
                 slot sl = slots[next++];
                 if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-                    if (reqs[sl.first]->op == STORE_MESSAGE_SEND) {
-                        if ((size_t)PQntuples(res) != sl.count) {
-                            fatal = true;
-                            log_error("store: chatd_send_batch: %d rows for %zu sends",
-                                      PQntuples(res), sl.count);
-                        }
-                        for (size_t k = 0; k < sl.count && !fatal; k++) {
-                            store_req *r = reqs[sl.first + k];
+                    /* An answer that cannot be built (out of memory)
+                     * fails its request only: the transaction still
+                     * commits, so the pass must not be re-run. */
+                    bool rows_ok = reqs[sl.first]->op != STORE_MESSAGE_SEND ||
+                                   (size_t)PQntuples(res) == sl.count;
+                    if (!rows_ok)
+                        log_error("store: chatd_send_batch: %d rows for %zu sends", PQntuples(res),
+                                  sl.count);
+                    for (size_t k = 0; k < sl.count; k++) {
+                        store_req *r = reqs[sl.first + k];
+                        if (!rows_ok)
+                            r->status = STORE_ERROR;
+                        else if (r->op == STORE_MESSAGE_SEND)
                             r->status = answer_send(r, res, (int)k);
-                            fatal = r->status == STORE_ERROR;
-                        }
-                    } else {
-                        store_req *r = reqs[sl.first];
-                        r->status = answer(r, res);
-                        fatal = fatal || r->status == STORE_ERROR;
+                        else
+                            r->status = answer(r, res);
+                        if (r->status == STORE_ERROR)
+                            log_error("store: request %d: its answer cannot be built", (int)r->op);
                     }
                 } else if (st != PGRES_PIPELINE_ABORTED) {
                     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
