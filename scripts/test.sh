@@ -6,6 +6,7 @@
 #   build-clang  clang build, warnings are errors
 #   unit         cmocka unit tests (ctest)
 #   integration  the real build/chatd driven by Node's ws client
+#   unit-pg      the store's unit tests of the PostgreSQL backend (CHATD_TEST_PG_URI)
 #   integration-pg   the chat-service integration tests again, every chatd on a
 #                fresh database of a throw-away PostgreSQL (CHATD_TEST_STORE)
 #   pg-multinode two chatd on one database, a transaction held open in
@@ -86,7 +87,12 @@ integration() {
 integration_pg() {
   pg_up || return 1
   (cd "$root/tests/integration" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$1/chatd" \
-    node --test --test-concurrency=2 chat_*.test.mjs)
+    node --test --test-concurrency=2 chat_*.test.mjs store_*.test.mjs)
+}
+# The store's unit tests of the PostgreSQL backend (skipped without CHATD_TEST_PG_URI).
+unit_pg() {
+  pg_up || return 1
+  CHATD_TEST_PG_URI="$pg_url" ctest --test-dir "$1" --output-on-failure -R '^test_store_pg$'
 }
 pg_multinode() {
   pg_up || return 1
@@ -118,6 +124,7 @@ stage build build_gcc
 stage build-clang build_clang
 stage unit unit "$root/build"
 stage integration integration "$root/build"
+stage unit-pg unit_pg "$root/build"
 stage integration-pg integration_pg "$root/build"
 stage pg-multinode pg_multinode "$root/build"
 [ -d tests/abuse ] && stage abuse abuse "$root/build"
