@@ -15,6 +15,7 @@
 #                asserting its bound (memory, victim latency, refusal codes)
 #   bench-smoke  every chatd-bench subcommand, briefly (tool works, not numbers)
 #   browser      the web client in headless Chromium (Playwright)
+#   browser-pg   the same with chatd on PostgreSQL
 #   fuzz         libFuzzer targets, a short bounded run each on the seed corpus
 #   asan-*       unit + integration (and integration-pg) again under AddressSanitizer + UBSan
 # and ends with one line "suite: N passed, N failed".
@@ -102,6 +103,11 @@ pg_multinode() {
 abuse() { (cd "$root/tests/abuse" && CHATD_BIN="$1/chatd" node --test --test-concurrency=1); }
 bench_smoke() { CHATD_BIN="$root/build/chatd" BENCH_BIN="$root/build/chatd-bench" bash "$root/bench/smoke.sh"; }
 browser() { (cd "$root/tests/browser" && CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1); }
+# The web client on chatd on PostgreSQL (each chatd on a fresh database, as integration-pg).
+browser_pg() {
+  pg_up || return 1
+  (cd "$root/tests/browser" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1)
+}
 fuzz() {
   build_fuzz || return 1
   local ok=0 target corpus tmp
@@ -130,6 +136,7 @@ stage pg-multinode pg_multinode "$root/build"
 [ -d tests/abuse ] && stage abuse abuse "$root/build"
 [ -f bench/smoke.sh ] && stage bench-smoke bench_smoke
 [ -d tests/browser ] && stage browser browser
+[ -d tests/browser ] && stage browser-pg browser_pg
 stage fuzz fuzz
 stage asan-build build_asan
 stage asan-unit unit "$root/build-asan"
