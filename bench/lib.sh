@@ -39,7 +39,9 @@ chatd_has_opt() {
 }
 
 # start_server KIND [CPU]: starts chatd, peer or floor on a free port; sets SERVER_PID,
-# SERVER_PORT, SERVER_NOTE. Output goes to $LOGDIR/KIND-PORT.log.
+# SERVER_PORT, SERVER_NOTE. Output goes to $LOGDIR/KIND-PORT.log. chatd uses SQLite in
+# $LOGDIR/data-PORT, or the PostgreSQL URI in BENCH_STORE when set (with
+# --store-connections STORE_CONNECTIONS when set).
 start_server() {
     local kind=$1 cpu=${2:-} pin=()
     [ -n "$cpu" ] && pin=(taskset -c "$cpu")
@@ -57,9 +59,19 @@ start_server() {
             chatd_has_opt send-rate && extra+=(--send-rate 0)
             chatd_has_opt max-conns-per-ip && extra+=(--max-conns-per-ip 0)
             chatd_has_opt hash-queue && extra+=(--hash-queue 100000)
-            if chatd_has_opt durability; then
+            if [ -n "${BENCH_STORE:-}" ]; then
+                # PostgreSQL (run.sh chat-pg): its durability is the server's
+                # fsync/synchronous_commit, recorded by run.sh; --durability is SQLite's
+                extra+=(--store "$BENCH_STORE")
+                SERVER_NOTE="store=postgresql"
+                if [ -n "${STORE_CONNECTIONS:-}" ]; then
+                    extra+=(--store-connections "$STORE_CONNECTIONS")
+                    SERVER_NOTE+=" store-connections=$STORE_CONNECTIONS"
+                fi
+                [ -n "${PG_NOTE:-}" ] && SERVER_NOTE+=" $PG_NOTE"
+            elif chatd_has_opt durability; then
                 extra+=(--durability "${DURABILITY:-full}")
-                SERVER_NOTE="durability=${DURABILITY:-full}"
+                SERVER_NOTE="store=sqlite durability=${DURABILITY:-full}"
             else
                 SERVER_NOTE="durability=chatd default (no --durability option)"
             fi

@@ -6,10 +6,14 @@
 # With two or more cores the server runs on core 0 and chatd-bench on core 1 (taskset).
 #
 # Usage: bench/run.sh [SCENARIO...]     scenarios: echo route rate fanout conns storm chat
-#                                       (default: all, in that order; rate needs route)
+#                                       chat-pg (default: all, in that order; rate needs route)
+# chat-pg is chat with chatd on PostgreSQL: it starts a throw-away cluster of its own with
+# scripts/postgres.sh (fsync on, synchronous_commit on), writes its settings to
+# pg-settings.txt, and stops it after; `bench/run.sh chat chat-pg` gives both side by side.
 # Environment: DURATION=5 (s per run)  REPS=3  WINDOW=1 (echo/route in flight per client)
 #   FANOUT_WINDOW=32  CONNS_N=19000  HOLD=2  STORM_N=20000  CHAT_USERS=100  CHAT_WINDOW=32
 #   DURABILITY=full  OUT=bench/results/<date>  BUILD=build  QUICK=1 (1 rep, 2 s, small points)
+#   STORE_CONNECTIONS (chat-pg: chatd's --store-connections; chatd's default when unset)
 #   QUIET_CORES=0.25 QUIET_WAIT=300: before each run, wait up to QUIET_WAIT s for the machine
 #   to have at most QUIET_CORES cores busy with other work (every result reports other_cpu)
 set -u
@@ -31,14 +35,19 @@ QUIET_CORES=${QUIET_CORES:-0.25}
 QUIET_WAIT=${QUIET_WAIT:-300}
 OUT=${OUT:-$BENCH_DIR/results/$(date +%Y%m%d-%H%M%S)}
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} = 0 ] && SCENARIOS=(echo route rate fanout conns storm chat)
+[ ${#SCENARIOS[@]} = 0 ] && SCENARIOS=(echo route rate fanout conns storm chat chat-pg)
 
 mkdir -p "$OUT"
 LOGDIR=$OUT/logs
 mkdir -p "$LOGDIR"
 RAW=$OUT/raw.jsonl
 : >"$RAW"
-trap 'stop_all_servers' EXIT
+PG_DIR=""
+stop_pg() {
+    [ -n "$PG_DIR" ] && [ -d "$PG_DIR" ] && CHATD_PG_DIR="$PG_DIR" "$ROOT/scripts/postgres.sh" stop
+    PG_DIR=""
+}
+trap 'stop_all_servers; stop_pg' EXIT
 trap 'exit 130' INT TERM
 
 if [ ! -x "$BUILD/chatd" ] || [ ! -x "$BUILD/chatd-bench" ] || [ ! -x "$BUILD/chatd-floor" ]; then
@@ -247,9 +256,43 @@ run_chat() {
     stop_server "$SERVER_PID"
 }
 
+# chat on PostgreSQL, on a cluster of its own (not pinned: it shares the cores with chatd
+# and the generator), stopped after.
+run_chat_pg() {
+    local url settings
+    if [ ! -x "$ROOT/scripts/postgres.sh" ] || ! chatd_has_opt store; then
+        echo "run.sh: chat-pg skipped: no scripts/postgres.sh or chatd has no --store" >&2
+        return
+    fi
+    PG_DIR=${TMPDIR:-/tmp}/chatd-bench-pg-$$
+    if ! url=$(CHATD_PG_DIR="$PG_DIR" "$ROOT/scripts/postgres.sh" start | tail -n 1) || [ -z "$url" ]; then
+        echo "run.sh: chat-pg skipped: postgres.sh start failed" >&2
+        stop_pg
+        return
+    fi
+    psql -X -At -d "$url" -c "SELECT version();" \
+        -c "SELECT name || ' = ' || setting || coalesce(' ' || unit, '') FROM pg_settings
+            WHERE name IN ('fsync', 'synchronous_commit', 'wal_sync_method', 'full_page_writes',
+            'wal_level', 'shared_buffers', 'wal_buffers', 'max_wal_size', 'checkpoint_timeout',
+            'commit_delay', 'max_connections', 'data_checksums') ORDER BY name;" \
+        >"$OUT/pg-settings.txt" 2>&1
+    echo "PostgreSQL settings (chat-pg):" | tee -a "$OUT/info.txt" >&2
+    sed 's/^/  /' "$OUT/pg-settings.txt" | tee -a "$OUT/info.txt" >&2
+    settings="fsync=$(grep -o '^fsync = [a-z]*' "$OUT/pg-settings.txt" | cut -d' ' -f3)"
+    settings+=" synchronous_commit=$(grep -o '^synchronous_commit = [a-z]*' "$OUT/pg-settings.txt" | cut -d' ' -f3)"
+    if BENCH_STORE=$url PG_NOTE="$settings" start_server chatd "$SERVER_CPU"; then
+        echo "== chat on chatd + PostgreSQL (pid $SERVER_PID, $SERVER_NOTE)" >&2
+        bench "chat-pg $CHAT_USERS" chatd chat --url "ws://127.0.0.1:$SERVER_PORT/ws" \
+            --users "$CHAT_USERS" --window "$CHAT_WINDOW" --note "$SERVER_NOTE"
+        stop_server "$SERVER_PID"
+    fi
+    stop_pg
+}
+
 for sc in "${SCENARIOS[@]}"; do
     case $sc in
     echo | route | rate | fanout | conns | storm | chat) "run_$sc" ;;
+    chat-pg) run_chat_pg ;;
     *) echo "run.sh: unknown scenario $sc" >&2 ;;
     esac
 done

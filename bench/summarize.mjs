@@ -53,6 +53,8 @@ function verdict(point, c, p, f) {
     check(known(rc, rp) ? rc >= 10 * rp : null, '>=10x peer');
   } else if (/^conns/.test(point)) {
     check(c && c.length ? c.every((r) => r.open === r.n) : null, 'all open');
+  } else if (/^chat-pg/.test(point)) {
+    check(known(rc) ? rc >= 30000 : null, '>=30k/s');
   } else if (/^chat/.test(point)) {
     check(known(rc) ? rc >= 50000 : null, '>=50k/s');
   }
@@ -60,7 +62,8 @@ function verdict(point, c, p, f) {
 }
 
 const units = { echo: 'round trips/s', route: 'events/s delivered', 'route@half': 'events/s delivered',
-  fanout: 'deliveries/s', conns: 'connections/s', storm: 'arrivals/s', chat: 'acked messages/s' };
+  fanout: 'deliveries/s', conns: 'connections/s', storm: 'arrivals/s', chat: 'acked messages/s',
+  'chat-pg': 'acked messages/s (chatd on PostgreSQL)' };
 const header = ['point', 'chatd', 'peer', 'floor', 'c/peer', 'c/floor', 'chatd p99 us', 'noise', 'target'];
 // The most CPU other processes took during any run of the point: above ~0.2 cores the
 // numbers of that point are suspect.
@@ -99,7 +102,9 @@ for (const [point, t] of points) {
     if (/^conns/.test(point))
       extra.push(`${point} on ${target}: ${fmt(med(rs, 'bytes_per_conn'))} bytes/connection (server RSS), ` +
         `connect->init p99 ${fmt(med(rs, 'ready_p99_us'))} us`);
-    if (/^chat/.test(point) && rs[0].note) extra.push(`${point} on ${target}: ${rs[0].note}`);
+    if (/^chat/.test(point))
+      extra.push(`${point} on ${target}: ack latency p50 ${fmt(med(rs, 'lat_p50_us'))} us, p99 ${fmt(med(rs, 'lat_p99_us'))} us` +
+        (rs[0].note ? `; ${rs[0].note}` : ''));
     if (/^fanout/.test(point))
       extra.push(`${point} on ${target}: delivery p99 ${fmt(med(rs, 'lat_p99_us'))} us, ` +
         `${fmt(med(rs, 'broadcasts_per_s'))} broadcasts/s`);

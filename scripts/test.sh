@@ -6,15 +6,25 @@
 #   build-clang  clang build, warnings are errors
 #   unit         cmocka unit tests (ctest)
 #   integration  the real build/chatd driven by Node's ws client
+#   unit-pg      the store's unit tests of the PostgreSQL backend (CHATD_TEST_PG_URI)
+#   integration-pg   the chat-service integration tests again, every chatd on a
+#                fresh database of a throw-away PostgreSQL (CHATD_TEST_STORE)
+#   pg-multinode two chatd on one database, a transaction held open in
+#                PostgreSQL, PostgreSQL stopped under load (tests/integration/pg_*)
 #   abuse        attacks on the real build/chatd next to a victim client, each
 #                asserting its bound (memory, victim latency, refusal codes)
 #   bench-smoke  every chatd-bench subcommand, briefly (tool works, not numbers)
 #   browser      the web client in headless Chromium (Playwright)
+#   browser-pg   the same with chatd on PostgreSQL
 #   fuzz         libFuzzer targets, a short bounded run each on the seed corpus
-#   asan-*       unit + integration again under AddressSanitizer + UBSan
+#   asan-*       unit + integration (and integration-pg) again under AddressSanitizer + UBSan
 # and ends with one line "suite: N passed, N failed".
 #
 # Set CHATD_TEST_STAGES="unit integration" to run only some stages.
+# The PostgreSQL stages start their own cluster with scripts/postgres.sh (in a
+# directory of this run, never a cluster you started) on first need and stop it
+# after the last of them, and on any exit of this script (a failed stage, ^C) by
+# the trap below.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -22,6 +32,24 @@ export CHATD_REPO="$root"
 fuzz_seconds=${CHATD_FUZZ_SECONDS:-20}
 
 "$root/scripts/bootstrap.sh" --test || { echo "bootstrap failed"; echo "suite: 0 passed, 1 failed"; exit 1; }
+
+# The throw-away PostgreSQL of the PostgreSQL stages: started on first need.
+pg_dir="${TMPDIR:-/tmp}/chatd-test-pg-$$"
+pg_url=""
+pg_up() {
+  [ -n "$pg_url" ] && return 0
+  pg_url=$(CHATD_PG_DIR="$pg_dir" "$root/scripts/postgres.sh" start | tail -n 1) && [ -n "$pg_url" ] && return 0
+  echo "postgres.sh start failed"
+  pg_url=""
+  return 1
+}
+pg_down() {
+  [ -d "$pg_dir" ] || return 0
+  CHATD_PG_DIR="$pg_dir" "$root/scripts/postgres.sh" stop || echo "postgres.sh stop failed: $pg_dir"
+  pg_url=""
+}
+trap pg_down EXIT
+trap 'exit 130' INT TERM
 
 passed=0
 failed=0
@@ -55,9 +83,31 @@ unit() { ctest --test-dir "$1" --output-on-failure; }
 integration() {
   (cd "$root/tests/integration" && CHATD_BIN="$1/chatd" node --test --test-concurrency=2)
 }
+# The chat-service tests (and every other test that touches the store) on PostgreSQL:
+# the same files as on SQLite; the harness gives each chatd its own database.
+integration_pg() {
+  pg_up || return 1
+  (cd "$root/tests/integration" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$1/chatd" \
+    node --test --test-concurrency=2 chat_*.test.mjs store_*.test.mjs)
+}
+# The store's unit tests of the PostgreSQL backend (skipped without CHATD_TEST_PG_URI).
+unit_pg() {
+  pg_up || return 1
+  CHATD_TEST_PG_URI="$pg_url" ctest --test-dir "$1" --output-on-failure -R '^test_store_pg$'
+}
+pg_multinode() {
+  pg_up || return 1
+  (cd "$root/tests/integration" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$1/chatd" \
+    node --test --test-concurrency=1 pg_*.test.mjs)
+}
 abuse() { (cd "$root/tests/abuse" && CHATD_BIN="$1/chatd" node --test --test-concurrency=1); }
 bench_smoke() { CHATD_BIN="$root/build/chatd" BENCH_BIN="$root/build/chatd-bench" bash "$root/bench/smoke.sh"; }
 browser() { (cd "$root/tests/browser" && CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1); }
+# The web client on chatd on PostgreSQL (each chatd on a fresh database, as integration-pg).
+browser_pg() {
+  pg_up || return 1
+  (cd "$root/tests/browser" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1)
+}
 fuzz() {
   build_fuzz || return 1
   local ok=0 target corpus tmp
@@ -80,15 +130,21 @@ stage build build_gcc
 stage build-clang build_clang
 stage unit unit "$root/build"
 stage integration integration "$root/build"
+stage unit-pg unit_pg "$root/build"
+stage integration-pg integration_pg "$root/build"
+stage pg-multinode pg_multinode "$root/build"
 [ -d tests/abuse ] && stage abuse abuse "$root/build"
 [ -f bench/smoke.sh ] && stage bench-smoke bench_smoke
 [ -d tests/browser ] && stage browser browser
+[ -d tests/browser ] && stage browser-pg browser_pg
 stage fuzz fuzz
 stage asan-build build_asan
 stage asan-unit unit "$root/build-asan"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 stage asan-integration integration "$root/build-asan"
+stage asan-integration-pg integration_pg "$root/build-asan"
+pg_down
 
 echo
 [ "$failed" -gt 0 ] && echo "failed stages: ${failed_names[*]}"

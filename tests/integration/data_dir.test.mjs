@@ -7,7 +7,8 @@
 //
 // The tests run as root, which ignores file modes: a read-only bind mount
 // stops root too (EROFS), and setpriv runs chatd as nobody for EACCES. A
-// test that cannot set that up here skips and says why.
+// test that cannot set that up here skips and says why. All of it is about
+// the SQLite store: skipped when CHATD_TEST_STORE is PostgreSQL.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -15,7 +16,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { CHATD_BIN, HOST, freePort, sleep, startServer, waitFor } from './lib/server.mjs';
+import { CHATD_BIN, HOST, freePort, sleep, sqliteOnly, startServer, waitFor } from './lib/server.mjs';
 import { fails, ok, post, register, uname } from './lib/chat.mjs';
 
 const NOBODY = 65534;
@@ -64,7 +65,7 @@ function roBind(p) {
 
 const umount = (p) => spawnSync('umount', [p]);
 
-test('a read-only data directory: refused at start with EROFS, not "in use by another chatd"', async (t) => {
+test('a read-only data directory: refused at start with EROFS, not "in use by another chatd"', sqliteOnly('the SQLite files of the data dir'), async (t) => {
   const { base, dir } = await dataDirWithDb();
   t.after(() => fsp.rm(base, { recursive: true, force: true }));
   const why = roBind(dir);
@@ -79,7 +80,7 @@ test('a read-only data directory: refused at start with EROFS, not "in use by an
   }
 });
 
-test('a read-only chatd.db in a writable directory: refused at start with EROFS, not a 500 later', async (t) => {
+test('a read-only chatd.db in a writable directory: refused at start with EROFS, not a 500 later', sqliteOnly('the SQLite database file'), async (t) => {
   const { base, dir } = await dataDirWithDb();
   t.after(() => fsp.rm(base, { recursive: true, force: true }));
   const db = path.join(dir, 'chatd.db');
@@ -96,7 +97,7 @@ test('a read-only chatd.db in a writable directory: refused at start with EROFS,
 
 const canSetpriv = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'true']).status === 0;
 
-test('as a user who may not write them: chatd.db 0400 and a data dir 0500 are refused with EACCES', async (t) => {
+test('as a user who may not write them: chatd.db 0400 and a data dir 0500 are refused with EACCES', sqliteOnly('modes of the SQLite files'), async (t) => {
   if (!canSetpriv) return t.skip('setpriv cannot switch to uid 65534 here');
   const { base, dir } = await dataDirWithDb();
   t.after(() => fsp.rm(base, { recursive: true, force: true }));
@@ -127,7 +128,7 @@ test('as a user who may not write them: chatd.db 0400 and a data dir 0500 are re
   assert.doesNotMatch(r.stderr, /another chatd/);
 });
 
-test('a second chatd on the same data directory: "in use by another chatd"', async (t) => {
+test('a second chatd on the same data directory: "in use by another chatd"', sqliteOnly('the data dir lock'), async (t) => {
   const srv = await startServer();
   t.after(() => srv.stop());
   const r = startFails(srv.dataDir);
@@ -135,7 +136,7 @@ test('a second chatd on the same data directory: "in use by another chatd"', asy
   assert.match(r.stderr, /in use by another chatd/);
 });
 
-test('a data directory writable by group or others is refused; 0755 is fine', async (t) => {
+test('a data directory writable by group or others is refused; 0755 is fine', sqliteOnly('the data dir holds the SQLite store'), async (t) => {
   const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'chatd-dd-'));
   t.after(() => fsp.rm(base, { recursive: true, force: true }));
   const dir = path.join(base, 'data');
@@ -152,7 +153,7 @@ test('a data directory writable by group or others is refused; 0755 is fine', as
   await srv.stop();
 });
 
-test('with umask 000: the data dir is created 0700, chatd.db, -wal, -shm and chatd.lock 0600', async (t) => {
+test('with umask 000: the data dir is created 0700, chatd.db, -wal, -shm and chatd.lock 0600', sqliteOnly('modes of the SQLite files'), async (t) => {
   const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'chatd-dd-'));
   t.after(() => fsp.rm(base, { recursive: true, force: true }));
   const dir = path.join(base, 'new', 'data');
@@ -178,7 +179,7 @@ test('with umask 000: the data dir is created 0700, chatd.db, -wal, -shm and cha
   assert.doesNotMatch(stderr, /ERROR/);
 });
 
-test('a full disk: the 500 is logged with its cause', async (t) => {
+test('a full disk: the 500 is logged with its cause', sqliteOnly('a full disk under the SQLite files'), async (t) => {
   const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'chatd-dd-'));
   t.after(() => fsp.rm(base, { recursive: true, force: true }));
   const dir = path.join(base, 'data');

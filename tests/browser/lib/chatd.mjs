@@ -1,6 +1,8 @@
 // Starts the real build/chatd for the browser tests: a free 127.0.0.1 port, a
 // temp --data-dir, the repo's web/ as --web-root. Stops it by PID. restart()
 // stops it (SIGTERM) and starts it again on the same port and data dir.
+// With CHATD_TEST_STORE=<postgres URI> (as in the integration harness) each
+// chatd gets a fresh database of its own as --store, dropped at stop().
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -8,6 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ON_PG, createDb, dropDb, dropDbSync } from '../../integration/lib/pg.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(here, '..', '..', '..');
@@ -18,6 +21,7 @@ export const HOST = '127.0.0.1';
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const live = new Set();
+const liveDbs = new Set();
 process.on('exit', () => {
   for (const child of live) {
     try {
@@ -26,6 +30,7 @@ process.on('exit', () => {
       /* gone */
     }
   }
+  for (const db of liveDbs) dropDbSync(db);
 });
 
 export function freePort() {
@@ -121,6 +126,18 @@ export async function startChatd(extraArgs = []) {
   const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'chatd-browser-'));
   const dataDir = path.join(base, 'data');
   await fsp.mkdir(dataDir);
+  let db = null;
+  if (ON_PG) {
+    db = await createDb();
+    liveDbs.add(db.name);
+    extraArgs = ['--store', db.uri, ...extraArgs];
+  }
+  const dropOwnDb = async () => {
+    if (!db) return;
+    await dropDb(db.name).catch((e) => console.error(`# could not drop test database ${db.name}: ${e.message}`));
+    liveDbs.delete(db.name);
+    db = null;
+  };
   let proc = null;
   let port = 0;
   let lastErr;
@@ -135,6 +152,7 @@ export async function startChatd(extraArgs = []) {
   }
   if (!proc) {
     await fsp.rm(base, { recursive: true, force: true });
+    await dropOwnDb();
     throw lastErr;
   }
   let stderrLog = '';
@@ -176,6 +194,7 @@ export async function startChatd(extraArgs = []) {
     async stop() {
       await srv.halt();
       await fsp.rm(base, { recursive: true, force: true }).catch(() => {});
+      await dropOwnDb();
     },
   };
   return srv;

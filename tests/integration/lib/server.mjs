@@ -1,6 +1,11 @@
 // Harness: spawns the real build/chatd on a free 127.0.0.1 port with a temp
 // --data-dir and a temp --web-root holding fixture files, waits for /healthz,
 // captures stderr, and stops it by PID. It builds nothing.
+//
+// The store: CHATD_TEST_STORE=sqlite (default) keeps chatd's SQLite store in
+// the temp --data-dir; CHATD_TEST_STORE=<postgres URI> gives every started
+// chatd a fresh database (lib/pg.mjs: CREATE DATABASE chatd_t_<random>) as
+// --store, dropped when the server stops. One set of tests runs on both.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -8,14 +13,19 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ON_PG, createDb, dropDb, dropDbSync } from './pg.mjs';
+
+export { ON_PG, TEST_STORE, pgOnly, sqliteOnly } from './pg.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(here, '..', '..', '..');
 export const CHATD_BIN = process.env.CHATD_BIN || path.join(REPO_ROOT, 'build', 'chatd');
 export const HOST = '127.0.0.1';
 
-// Every server this process started, so none outlives a crashed test file.
+// Every server this process started, so none outlives a crashed test file,
+// and every test database not dropped yet.
 const live = new Set();
+const liveDbs = new Set();
 process.on('exit', () => {
   for (const child of live) {
     try {
@@ -24,6 +34,7 @@ process.on('exit', () => {
       /* already gone */
     }
   }
+  for (const db of liveDbs) dropDbSync(db);
 });
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -95,13 +106,24 @@ function childEnv(extra) {
  * @param {object} [o.options] option name (without --) -> value, e.g. {'api-secret': 's'}
  * @param {object} [o.env] extra environment variables (CHATD_* from the caller's env are removed)
  * @param {string[]} [o.args] extra raw arguments
- * @param {boolean} [o.defaults] pass the harness defaults (--data-dir, --web-root, --log-level)
+ * @param {boolean} [o.defaults] pass the harness defaults (--data-dir, --web-root, --log-level,
+ *   and on PostgreSQL --store with a fresh database unless options.store is given)
  */
 export async function startServer({ options = {}, env = {}, args = [], defaults = true } = {}) {
   const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'chatd-it-'));
   const dataDir = path.join(base, 'data');
   await fsp.mkdir(dataDir);
   const webRoot = await makeWebRoot(base);
+  let db = null;
+  if (ON_PG && defaults && !('store' in options)) {
+    try {
+      db = await createDb();
+    } catch (e) {
+      await fsp.rm(base, { recursive: true, force: true });
+      throw e;
+    }
+    liveDbs.add(db.name);
+  }
 
   let lastErr;
   for (let attempt = 0; attempt < 4; attempt++) {
@@ -114,6 +136,7 @@ export async function startServer({ options = {}, env = {}, args = [], defaults 
       // of these limits set them explicitly.
       opts['register-rate'] = 1000000;
       opts['send-rate'] = 0;
+      if (db) opts.store = db.uri;
     }
     Object.assign(opts, options);
     const argv = ['--listen', `${HOST}:${port}`];
@@ -123,7 +146,7 @@ export async function startServer({ options = {}, env = {}, args = [], defaults 
     }
     argv.push(...args);
     try {
-      const srv = await launch({ port, argv, env: childEnv(env), base, dataDir, webRoot });
+      const srv = await launch({ port, argv, env: childEnv(env), base, dataDir, webRoot, db });
       return srv;
     } catch (e) {
       lastErr = e;
@@ -132,10 +155,16 @@ export async function startServer({ options = {}, env = {}, args = [], defaults 
     }
   }
   await fsp.rm(base, { recursive: true, force: true });
+  if (db) await forgetDb(db);
   throw lastErr;
 }
 
-async function launch({ port, argv, env, base, dataDir, webRoot }) {
+async function forgetDb(db) {
+  await dropDb(db.name).catch((e) => console.error(`# could not drop test database ${db.name}: ${e.message}`));
+  liveDbs.delete(db.name);
+}
+
+async function launch({ port, argv, env, base, dataDir, webRoot, db }) {
   if (!fs.existsSync(CHATD_BIN)) {
     throw new Error(`chatd binary not found at ${CHATD_BIN} (build it: cmake -S . -B build && cmake --build build)`);
   }
@@ -171,6 +200,9 @@ async function launch({ port, argv, env, base, dataDir, webRoot }) {
     base,
     dataDir,
     webRoot,
+    /** 'sqlite', or the PostgreSQL URI of this server's own database (see lib/pg.mjs). */
+    store: db ? db.uri : 'sqlite',
+    db,
     pid: child.pid,
     child,
     url: `http://${HOST}:${port}`,
@@ -217,6 +249,7 @@ async function launch({ port, argv, env, base, dataDir, webRoot }) {
       }
       if (crashed && !srv.exitExpected) diedEarly = exitInfo;
       await fsp.rm(base, { recursive: true, force: true }).catch(() => {});
+      if (db) await forgetDb(db);
       checkSanitizers(stderr, port);
       if (diedEarly) {
         console.error(`# chatd on port ${port} died during the tests (exit code ${diedEarly.code}, signal ${diedEarly.signal}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
