@@ -810,13 +810,16 @@ static void message_stored(store_req *r)
             store_failed(call);
         return;
     }
+    /* A duplicate (a retry of a known client_msg_id) is pushed again too:
+     * the first try may have committed without being pushed (its outcome
+     * unknown to chatd, 503 store_unavailable; or another node stored it
+     * and crashed), and only a push tells online devices without a sync.
+     * Push is at least once, storage exactly once: clients merge by id. */
     json_t *message = json_incref(r->result);
-    bool duplicate = r->duplicate;
     store_req_free(r);
     conn *origin = call_conn(call);
     if (call->req) {
-        if (!duplicate)
-            push_message(message, call->uid, origin);
+        push_message(message, call->uid, origin);
         http_respond_ok(call->req, message);
         call_free(call);
         return;
@@ -825,9 +828,8 @@ static void message_stored(store_req *r)
     char *text = json_dumps(message, JSON_COMPACT);
     char *cmid = json_dumps(json_object_get(message, "client_msg_id"), JSON_ENCODE_ANY);
     if (text && cmid) {
-        if (!duplicate)
-            push_message_text(text, json_integer_value(json_object_get(message, "to_id")),
-                              call->uid, origin);
+        push_message_text(text, json_integer_value(json_object_get(message, "to_id")), call->uid,
+                          origin);
         if (origin) {
             const char *parts[] = {"{\"type\":\"ack\",\"client_msg_id\":", cmid,
                                    ",\"message\":", text, "}"};
