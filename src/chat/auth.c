@@ -18,6 +18,7 @@
 #define LIMIT_KEYS_MAX 100000
 #define BINDS_MAX_TOKENS 200000
 #define AUTH_HASH_PARALLEL_MAX 4 /* libuv's default pool size */
+#define LOGGED_OUT_MAX 100000    /* token hashes remembered after a logout */
 
 static uv_loop_t *auth_loop;
 static const config *auth_cfg;
@@ -54,6 +55,19 @@ static cache_entry *cache;
  * (possibly just revoked) token back into the cache. */
 static uint64_t cache_epoch;
 
+/* Hashes of the tokens logged out on this node in the last
+ * AUTH_LOGOUT_MEMORY_SECONDS: a limiter allowing one event per window is
+ * exactly a bounded set with O(1) expiry (core/ratelimit.h). With reader
+ * threads in the store, a lookup can read a token before its delete commits
+ * and answer after the logout finished; the answer is refused here, so
+ * nothing (a socket bind above all) can use it after its logout. */
+static ratelimit *logged_out;
+
+static bool logged_out_has(const uint8_t hash[32])
+{
+    return logged_out && !ratelimit_allows(logged_out, (const char *)hash, 32, auth_now_ms());
+}
+
 static void cache_drop(cache_entry *e)
 {
     HASH_DEL(cache, e);
@@ -81,6 +95,17 @@ static json_t *cache_get(const uint8_t hash[32])
         return NULL;
     }
     return json_incref(e->user);
+}
+
+int64_t auth_cache_until(const json_t *lookup, int64_t now_ms)
+{
+    int64_t cap = now_ms + AUTH_CACHE_SECONDS * 1000;
+    json_t *exp = json_object_get(lookup, "expires");
+    if (!exp)
+        return cap; /* a store that does not say: trust the token for the cache's time */
+    /* not an integer: not cached at all rather than guessed */
+    int64_t until = json_is_integer(exp) ? (int64_t)json_integer_value(exp) : now_ms;
+    return until < cap ? until : cap;
 }
 
 static void cache_put(const uint8_t hash[32], json_t *user, int64_t until_ms)
@@ -124,6 +149,8 @@ void auth_forget(const char *token)
     cache_epoch++;
     uint8_t hash[32];
     auth_token_hash(token, hash);
+    if (logged_out) /* a second call (logout_done) keeps the first window */
+        ratelimit_hit(logged_out, (const char *)hash, 32, auth_now_ms());
     cache_entry *e = NULL;
     HASH_FIND(hh, cache, hash, 32, e);
     if (e)
@@ -314,11 +341,13 @@ typedef struct resolve_ctx {
 static void resolve_done(store_req *r)
 {
     resolve_ctx *rc = r->ctx;
-    if (r->status == STORE_OK) {
+    if (r->status == STORE_OK && logged_out_has(rc->hash)) {
+        /* read before the logout's delete committed: the token is dead */
+        rc->cb(rc->ctx, 401, NULL);
+    } else if (r->status == STORE_OK) {
         int64_t until = rc->until_ms;
         if (r->op == STORE_TOKEN_LOOKUP) {
-            json_t *exp = json_object_get(r->result, "expires");
-            until = exp ? json_integer_value(exp) : auth_now_ms() + AUTH_CACHE_SECONDS * 1000;
+            until = auth_cache_until(r->result, auth_now_ms());
             json_object_del(r->result, "expires");
         }
         if (rc->epoch == cache_epoch)
@@ -344,6 +373,10 @@ void auth_resolve(const char *token, auth_user_fn cb, void *ctx)
     }
     uint8_t hash[32];
     auth_token_hash(token, hash);
+    if (logged_out_has(hash)) {
+        cb(ctx, 401, NULL);
+        return;
+    }
     json_t *user = cache_get(hash);
     if (user) {
         cb(ctx, 0, user);
@@ -720,7 +753,8 @@ void auth_limits_free(void)
     ratelimit_free(fail_user);
     ratelimit_free(fail_pair);
     ratelimit_free(signup_addr);
-    login_addr = fail_user = fail_pair = signup_addr = NULL;
+    ratelimit_free(logged_out);
+    login_addr = fail_user = fail_pair = signup_addr = logged_out = NULL;
 }
 
 int auth_limits_init(const config *cfg)
@@ -732,7 +766,8 @@ int auth_limits_init(const config *cfg)
     fail_user = ratelimit_new(rate, 60000, LIMIT_KEYS_MAX);
     fail_pair = ratelimit_new(1, 60000, LIMIT_KEYS_MAX);
     signup_addr = ratelimit_new((uint32_t)cfg->register_rate, 3600000, LIMIT_KEYS_MAX);
-    if (!login_addr || !fail_user || !fail_pair || !signup_addr) {
+    logged_out = ratelimit_new(1, AUTH_LOGOUT_MEMORY_SECONDS * 1000, LOGGED_OUT_MAX);
+    if (!login_addr || !fail_user || !fail_pair || !signup_addr || !logged_out) {
         auth_limits_free();
         return -1;
     }

@@ -18,10 +18,15 @@
  * - Login and sign-up rate limits (429), see auth_login_check.
  * - Which sockets a token bound, so logout can close them (this node only).
  *
- * Resolved tokens are cached on the loop thread for AUTH_CACHE_SECONDS, so a
- * busy client costs no storage round trip per request; a logout drops the
- * entry at once on this node, and a resolve that was in flight during a
- * logout does not refill the cache.
+ * Resolved tokens are cached on the loop thread for AUTH_CACHE_SECONDS (never
+ * past the token's expiry when the store tells it), so a busy client costs no
+ * storage round trip per request; a logout drops the entry at once on this
+ * node, and a resolve that was in flight during a logout does not refill the
+ * cache. A logged-out token's hash is remembered for
+ * AUTH_LOGOUT_MEMORY_SECONDS (bounded, O(1)): this node refuses it (401)
+ * from the moment the logout is asked, including the answers of lookups
+ * already in flight, which a store with reader threads can deliver after the
+ * logout's delete committed and after logout closed the token's sockets.
  *
  * Threading: everything here runs on the loop thread, except the argon2id
  * work itself. */
@@ -40,6 +45,8 @@
 #define AUTH_TOKEN_BYTES 32
 #define AUTH_TOKEN_TEXT_LEN 43 /* base64url without padding */
 #define AUTH_CACHE_SECONDS 60
+/* Long past any in-flight lookup (the store answers or fails within it). */
+#define AUTH_LOGOUT_MEMORY_SECONDS 120
 /* Year 9999: later exp claims are read as this (exp * 1000 fits int64). */
 #define AUTH_JWT_EXP_MAX INT64_C(253402300799)
 
@@ -87,8 +94,14 @@ size_t auth_hash_jobs(void);
 /* Makes a new token: text for the client, hash for the store. */
 int auth_new_token(char text[AUTH_TOKEN_TEXT_LEN + 1], uint8_t hash[32]);
 void auth_token_hash(const char *token, uint8_t hash[32]);
-/* Forgets a cached token (logout); resolves in flight will not cache it. */
+/* Forgets a cached token (logout): resolves in flight will not cache it, and
+ * this node answers 401 for the token (also to resolves in flight) for
+ * AUTH_LOGOUT_MEMORY_SECONDS, after which the store has deleted it. */
 void auth_forget(const char *token);
+/* Until when (ms) a STORE_TOKEN_LOOKUP result may be cached at now_ms:
+ * min(its "expires", now_ms + AUTH_CACHE_SECONDS * 1000); without "expires",
+ * the latter. Pure, for unit tests. */
+int64_t auth_cache_until(const json_t *lookup, int64_t now_ms);
 
 /* True when token has the form of a JWT this server would check. */
 bool auth_is_jwt(const char *token);

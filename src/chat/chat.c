@@ -140,8 +140,9 @@ struct chat_call {
     char *password;
     chat_step next;           /* after authentication */
     store_done_fn store_done; /* the answer of the call's store request */
-    /* socket binds: the address their failure counts against */
+    /* socket binds: the address their attempt counts against, and when */
     char peer[PEER_ADDR_MAX];
+    int64_t bind_hit_ms;
 };
 
 /* ---- calls ------------------------------------------------------------- */
@@ -809,13 +810,16 @@ static void message_stored(store_req *r)
             store_failed(call);
         return;
     }
+    /* A duplicate (a retry of a known client_msg_id) is pushed again too:
+     * the first try may have committed without being pushed (its outcome
+     * unknown to chatd, 503 store_unavailable; or another node stored it
+     * and crashed), and only a push tells online devices without a sync.
+     * Push is at least once, storage exactly once: clients merge by id. */
     json_t *message = json_incref(r->result);
-    bool duplicate = r->duplicate;
     store_req_free(r);
     conn *origin = call_conn(call);
     if (call->req) {
-        if (!duplicate)
-            push_message(message, call->uid, origin);
+        push_message(message, call->uid, origin);
         http_respond_ok(call->req, message);
         call_free(call);
         return;
@@ -824,9 +828,8 @@ static void message_stored(store_req *r)
     char *text = json_dumps(message, JSON_COMPACT);
     char *cmid = json_dumps(json_object_get(message, "client_msg_id"), JSON_ENCODE_ANY);
     if (text && cmid) {
-        if (!duplicate)
-            push_message_text(text, json_integer_value(json_object_get(message, "to_id")),
-                              call->uid, origin);
+        push_message_text(text, json_integer_value(json_object_get(message, "to_id")), call->uid,
+                          origin);
         if (origin) {
             const char *parts[] = {"{\"type\":\"ack\",\"client_msg_id\":", cmid,
                                    ",\"message\":", text, "}"};
@@ -1196,8 +1199,8 @@ void chat_handle_request(http_request *req)
 
 /* A socket bind with a token that is not cached costs a lookup on the one
  * storage thread, so anonymous binds with made-up tokens are bounded: one
- * bind in flight per connection, --bind-rate failed binds a minute per
- * address (past it, binds are refused without a lookup), and a connection is
+ * bind in flight per connection, --bind-rate failed or pending binds a minute
+ * per address (past it, binds are refused without a lookup), and a connection is
  * closed after BIND_FAILS_MAX failed or refused binds. */
 static void peer_addr(conn *c, char *out, size_t cap)
 {
@@ -1230,8 +1233,12 @@ static bool bind_admitted(conn *c, chat_call *call)
         return false;
     }
     peer_addr(c, call->peer, sizeof(call->peer));
-    if (!ratelimit_allows(bind_fail_limit, call->peer, strlen(call->peer),
-                          (int64_t)uv_now(chat_loop))) {
+    /* Counted when admitted and refunded unless it fails: counted only
+     * after the lookup, the binds in flight (one per connection, up to
+     * --max-conns-per-ip) were all admitted against a limit none had yet
+     * touched. */
+    call->bind_hit_ms = (int64_t)uv_now(chat_loop);
+    if (!ratelimit_hit(bind_fail_limit, call->peer, strlen(call->peer), call->bind_hit_ms)) {
         call_fail(call, 429, "rate_limited",
                   "too many failed binds from this address; wait a minute");
         bind_failed(c);
@@ -1246,8 +1253,8 @@ static void bind_authenticated(void *ctx, int status, json_t *user)
     conn *c = call_conn(call);
     if (c)
         c->flags &= ~(uint32_t)CONN_BIND_PENDING;
-    if (status == 401) /* counted even when the socket is gone: closing must not dodge it */
-        ratelimit_hit(bind_fail_limit, call->peer, strlen(call->peer), (int64_t)uv_now(chat_loop));
+    if (status != 401) /* a 401 stays counted, even when the socket is gone */
+        ratelimit_refund(bind_fail_limit, call->peer, strlen(call->peer), call->bind_hit_ms);
     authenticated(ctx, status, user); /* answers; c stays valid until the loop closes it */
     if (c && status == 401)
         bind_failed(c);

@@ -1,11 +1,14 @@
 /* Unit tests for HS256 JWT verification (exp, nbf, huge exp values) and the
  * login / sign-up limit policy of auth.c. */
+#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <sodium.h>
@@ -288,6 +291,130 @@ static void test_claims_follow_the_name_rules(void **state)
     assert_string_equal(pic, "");
 }
 
+/* ---- resolving against a real (SQLite) store ---------------------------- */
+
+typedef struct {
+    int calls, status;
+    json_t *user;
+} resolved;
+
+static void on_resolved(void *ctx, int status, json_t *user)
+{
+    resolved *res = ctx;
+    res->calls++;
+    res->status = status;
+    json_decref(res->user);
+    res->user = user;
+}
+
+static void store_done(store_req *r)
+{
+    (*(int *)r->ctx)++;
+}
+
+static void run_req(uv_loop_t *loop, store *st, store_req *r, int *done)
+{
+    int before = *done;
+    store_submit(st, r);
+    uv_run(loop, UV_RUN_DEFAULT);
+    assert_int_equal(*done, before + 1);
+    assert_int_equal(r->status, STORE_OK);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* The logout race of a store with reader threads, forced by hand: the
+ * token lookup is in flight (read before the delete commits, so the store
+ * answers with the user) when the logout begins. Its answer must be 401:
+ * before the fix, it gave the user, and a socket bind bound after logout
+ * had closed the token's sockets. */
+static void test_lookup_in_flight_across_logout(void **state)
+{
+    (void)state;
+    char dir[64], data[96], err[256] = "";
+    snprintf(dir, sizeof(dir), "/tmp/test_jwt.XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(data, sizeof(data), "%s/data", dir);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    store *st = store_open(&loop, data, STORE_DURABLE_NORMAL, err, sizeof(err));
+    assert_non_null(st);
+    config cfg = limits_cfg(10, 10);
+    cfg.jwt_secret = (char *)"";
+    assert_int_equal(auth_init(&loop, &cfg, st), 0);
+
+    int done = 0;
+    store_req *r = store_req_new(STORE_USER_CREATE, store_done, &done);
+    store_req_set_str(&r->username, "alice");
+    store_req_set_str(&r->password_hash, "hash");
+    store_req_set_str(&r->userpic, "");
+    r->time = auth_now_ms();
+    run_req(&loop, st, r, &done);
+    int64_t uid = json_integer_value(json_object_get(r->result, "id"));
+    store_req_free(r);
+    char tokens[2][AUTH_TOKEN_TEXT_LEN + 1];
+    for (int i = 0; i < 2; i++) {
+        r = store_req_new(STORE_TOKEN_CREATE, store_done, &done);
+        auth_new_token(tokens[i], r->token_hash);
+        r->user_id = uid;
+        r->expires = auth_now_ms() + 3600000;
+        run_req(&loop, st, r, &done);
+        store_req_free(r);
+    }
+
+    resolved res = {0};
+    auth_resolve(tokens[0], on_resolved, &res);
+    assert_int_equal(res.calls, 0); /* not cached: a lookup is in flight */
+    auth_forget(tokens[0]);         /* the logout begins */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(res.calls, 1);
+    assert_int_equal(res.status, 401);
+    assert_null(res.user);
+    /* and later resolves of it too, without asking the store */
+    auth_resolve(tokens[0], on_resolved, &res);
+    assert_int_equal(res.calls, 2);
+    assert_int_equal(res.status, 401);
+    /* the user's other token is not affected */
+    auth_resolve(tokens[1], on_resolved, &res);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(res.calls, 3);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(json_integer_value(json_object_get(res.user, "id")), uid);
+    json_decref(res.user);
+
+    auth_stop();
+    store_close(st);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    auth_shutdown();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The cache never outlives the token: min(expires, now + 60 s). */
+static void test_cache_until(void **state)
+{
+    (void)state;
+    int64_t now = 1000000;
+    json_t *r = json_object();
+    assert_int_equal(auth_cache_until(r, now), now + AUTH_CACHE_SECONDS * 1000);
+    json_object_set_new(r, "expires", json_integer(now + 5000));
+    assert_int_equal(auth_cache_until(r, now), now + 5000);
+    json_object_set_new(r, "expires", json_integer(now + 3600000));
+    assert_int_equal(auth_cache_until(r, now), now + AUTH_CACHE_SECONDS * 1000);
+    json_object_set_new(r, "expires", json_integer(now - 1));
+    assert_true(auth_cache_until(r, now) <= now); /* not cached */
+    json_object_set_new(r, "expires", json_string("soon"));
+    assert_true(auth_cache_until(r, now) <= now);
+    json_decref(r);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -301,6 +428,8 @@ int main(void)
         cmocka_unit_test(test_login_refused_records_nothing),
         cmocka_unit_test(test_register_limit),
         cmocka_unit_test(test_claims_follow_the_name_rules),
+        cmocka_unit_test(test_lookup_in_flight_across_logout),
+        cmocka_unit_test(test_cache_until),
     };
     return cmocka_run_group_tests_name("jwt", tests, NULL, NULL);
 }
