@@ -170,7 +170,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                        "  AND coalesce(instr(name_key, ?4), 0) <> 1, lower(username), id"
                        " LIMIT ?3",
     [ST_TOKEN_INSERT] = "INSERT INTO tokens(hash, user_id, expires_at) VALUES(?1, ?2, ?3)",
-    [ST_TOKEN_LOOKUP] = "SELECT u.id, u.username, u.userpic FROM tokens t"
+    [ST_TOKEN_LOOKUP] = "SELECT u.id, u.username, u.userpic, t.expires_at FROM tokens t"
                         " JOIN users u ON u.id = t.user_id"
                         " WHERE t.hash = ?1 AND t.expires_at > ?2",
     [ST_TOKEN_DELETE] = "DELETE FROM tokens WHERE hash = ?1",
@@ -786,12 +786,24 @@ static int op_token_create(sq *b, store_req *r)
     return STORE_OK;
 }
 
+/* A user plus the token's "expires" (ms), so the token cache never keeps
+ * a token past its expiry. */
+static json_t *token_user_json(sqlite3_stmt *st)
+{
+    json_t *u = user_json(st);
+    if (u && json_object_set_new(u, "expires", json_integer(sqlite3_column_int64(st, 3))) != 0) {
+        json_decref(u);
+        return NULL;
+    }
+    return u;
+}
+
 static int op_token_lookup(sq *b, store_req *r)
 {
     sqlite3_stmt *st = prep(b, ST_TOKEN_LOOKUP);
     sqlite3_bind_blob(st, 1, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, r->time);
-    return row_json(b, st, user_json, &r->result);
+    return row_json(b, st, token_user_json, &r->result);
 }
 
 static int op_token_delete(sq *b, store_req *r)

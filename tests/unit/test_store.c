@@ -390,6 +390,7 @@ static void test_tokens(void **state)
     assert_int_equal(r->status, STORE_OK);
     assert_int_equal(jint(r->result, "id"), alice);
     assert_string_equal(jstr(r->result, "username"), "alice");
+    assert_int_equal(jint(r->result, "expires"), 10000); /* the token cache stops there */
     store_req_free(r);
 
     r = token_req(STORE_TOKEN_LOOKUP, 1);
