@@ -19,7 +19,9 @@
  * A pass's runs of consecutive sends are executed sorted by conversation,
  * so two nodes' passes lock the rows they share in the same order; the
  * remaining deadlocks (PostgreSQL aborts one pass) end in store.c's
- * one-by-one re-run.
+ * one-by-one re-run. The same client_msg_id sent at once to another
+ * conversation on another node is no unique violation: the insert skips
+ * it and the send answers the other node's message (migration 2).
  *
  * Nothing is cached across requests: users, tokens and revoked JWTs are
  * read from the database every time, because another node may change
@@ -29,8 +31,13 @@
  * Sync whose answer never came, i.e. a commit of unknown outcome) with
  * STORE_UNAVAILABLE; the connection is reopened at the next request or
  * health probe, no sooner than a backoff of 100 ms doubling to 2 s.
- * libpq's connect_timeout (2 s) and TCP user timeout bound how long a dead
- * server can hold a storage thread. Durability: PostgreSQL's commit is
+ * Every wait is bounded: libpq's connect_timeout (2 s) a connect, and
+ * ANSWER_TIMEOUT_MS (5 s) the answer of a pass or of a connection's
+ * set-up, after which the connection is cancelled and dropped and the
+ * pass answers STORE_UNAVAILABLE; the sessions' lock_timeout and
+ * statement_timeout end most such waits a little earlier on the server's
+ * side (also STORE_UNAVAILABLE, not a one-by-one re-run). Keepalives and
+ * the TCP user timeout only notice a server that is gone. Durability: PostgreSQL's commit is
  * what counts; --durability normal sets synchronous_commit = off for the
  * writer's session (a crash of PostgreSQL's machine may lose the last
  * commits, never corrupt), full keeps the server's setting (on by
@@ -532,7 +539,10 @@ static const char *const stmt_sql[ST_COUNT] = {
                   " ORDER BY last_message_id DESC",
 };
 
-const char *const store_pg_sync_cursors_sql = stmt_sql[ST_SYNC_CURSORS];
+const char *store_pg_sync_cursors_sql(void)
+{
+    return stmt_sql[ST_SYNC_CURSORS];
+}
 
 typedef struct {
     char *uri;
@@ -1220,8 +1230,9 @@ out:
 /* Opens and prepares a connection. 0, or -1 with err. */
 static int conn_open(pg *b, bool migrating, char *err, size_t err_len)
 {
-    /* Ours first, so the URI's own settings win; the timeouts bound how
-     * long a dead server holds a storage thread. */
+    /* Ours first, so the URI's own settings win; connect_timeout bounds
+     * the connect, keepalives and tcp_user_timeout notice a server that is
+     * gone (a live one that does not answer is ANSWER_TIMEOUT_MS's). */
     const char *keys[] = {"connect_timeout",
                           "keepalives_idle",
                           "keepalives_interval",

@@ -549,7 +549,7 @@ static void test_sync_cursors_many_conversations(void **state)
     char sql[4096], user[24], peer_seq[2][32];
     snprintf(sql, sizeof(sql),
              "SELECT count(*) * 1000 + count(q.id) FROM (%s) q(peer, last_seq, cursor, id)",
-             store_pg_sync_cursors_sql);
+             store_pg_sync_cursors_sql());
     snprintf(user, sizeof(user), "%lld", (long long)a);
     snprintf(peer_seq[0], sizeof(peer_seq[0]), "{%lld}", (long long)peers[PEERS - 2]);
     snprintf(peer_seq[1], sizeof(peer_seq[1]), "{1}");
