@@ -20,8 +20,9 @@
  * so two nodes' passes lock the rows they share in the same order; the
  * remaining deadlocks (PostgreSQL aborts one pass) end in store.c's
  * one-by-one re-run. The same client_msg_id sent at once to another
- * conversation on another node is no unique violation: the insert skips
- * it and the send answers the other node's message (migration 2).
+ * conversation on another node no longer aborts the pass: chatd_send_batch
+ * catches the unique violation and numbers again, and the send answers
+ * the other node's message (migration 2).
  *
  * Nothing is cached across requests: users, tokens and revoked JWTs are
  * read from the database every time, because another node may change
@@ -308,35 +309,41 @@ static const char *const migrations[] = {
     "  INSERT INTO revoked_jwts AS r (hash, expires_at) VALUES (p_hash, p_expires)"
     "    ON CONFLICT (hash) DO UPDATE SET expires_at = greatest(r.expires_at, p_expires);"
     "$$;",
-    /* 2: chatd_send_batch without the unique violation. The same
-     * (from_id, client_msg_id) sent at once to two DIFFERENT conversations
-     * by two nodes: their counter rows do not order them, so neither sees
-     * the other's row when it looks for a duplicate, and the second insert
-     * waited for the first and then failed, aborting its node's whole pass
-     * (which store.c then re-ran request by request). Now the insert skips
-     * a row whose key another transaction just stored (ON CONFLICT DO
-     * NOTHING waits for that transaction, like the unique check did), and
-     * the answer is read in a NEW statement, whose snapshot sees the
-     * winner: that send answers it as a duplicate, as SQLite's dedup by
-     * (sender, client_msg_id) whatever the recipient does.
-     * Seq: numbers are handed out before the insert, so a skipped row
-     * leaves its number unused. The counters and conversation rows move
-     * by the rows actually inserted (RETURNING), and only in that rare
-     * case the call's inserted rows are renumbered after the seqs taken
-     * before it, in id order (we still hold the counter rows: nobody else
-     * numbers these conversations meanwhile). The common case costs no
-     * extra write: the answer statement reads only the duplicates' rows.
+    /* 2: chatd_send_batch without aborting the pass on a unique violation.
+     * The same (from_id, client_msg_id) sent at once to two DIFFERENT
+     * conversations by two nodes: their counter rows do not order them, so
+     * neither sees the other's row when it looks for a duplicate, and the
+     * second insert waits for the first and then fails; that used to abort
+     * its node's whole pass (which store.c then re-ran request by request).
+     * Now the statement that numbers and inserts runs in a block that
+     * catches unique_violation: the rollback to the block's start undoes
+     * its writes (the seqs it took included: no hole) but keeps the counter
+     * locks taken before it, and the statement runs again in a new
+     * snapshot, which sees the other node's committed row, so that send
+     * becomes a duplicate answered with the stored message (SQLite's rule:
+     * dedup by sender and client_msg_id whatever the recipient). Not
+     * ON CONFLICT DO NOTHING: its speculative insertion costs every row an
+     * extra index probe and WAL record (measured ~16% of the send rate),
+     * and a skipped row would leave a seq numbered before the insert
+     * unused. The cost is one subtransaction per call (per run of sends
+     * of a pass). The answer is read after the block, in its own
+     * statement: rows returned inside it could not be taken back.
      * A new message's answer carries only id and seq (the caller has the
      * rest); a duplicate's carries the stored message; o_status 1: the
-     * sender or recipient does not exist, 2: a skipped send whose winner
-     * cannot be found (cannot happen: messages are never deleted). */
+     * sender or recipient does not exist, 2: a duplicate whose stored
+     * message cannot be found (cannot happen: messages are never
+     * deleted). */
     "CREATE OR REPLACE FUNCTION chatd_send_batch(p_from bigint[], p_to bigint[],"
     "  p_type text[], p_data text[], p_time bigint[], p_cmid text[]) RETURNS TABLE(o_ord bigint,"
     "  o_status int, o_id bigint, o_seq bigint, o_from_username text, o_from_userpic text,"
     "  o_dup boolean, o_to bigint, o_type text, o_data text, o_time bigint)"
     "  LANGUAGE plpgsql AS $$\n"
+    /* v_id[k], v_seq[k]: send k's new message (id > 0), or 0 (not
+     * inserted: a duplicate), or -1 (refused). Arrays indexed by the
+     * send's place, never joined on it: the planner cannot size the
+     * unnests and a nested loop over them costs n^2. */
     "DECLARE\n"
-    "  v_ord bigint[]; v_id bigint[]; v_seq bigint[]; v_want bigint;\n"
+    "  v_id bigint[]; v_seq bigint[];\n"
     "BEGIN\n"
     "  INSERT INTO threads AS t (conv_lo, conv_hi, last_seq)\n"
     "    SELECT DISTINCT least(x.f, x.r), greatest(x.f, x.r), 0::bigint\n"
@@ -345,75 +352,69 @@ static const char *const migrations[] = {
     "       AND EXISTS (SELECT 1 FROM users u WHERE u.id = x.r)\n"
     "     ORDER BY 1, 2\n"
     "    ON CONFLICT (conv_lo, conv_hi) DO UPDATE SET last_seq = t.last_seq;\n"
-    "  WITH b0 AS (\n"
+    "  FOR attempt IN 1..3 LOOP\n"
+    "  BEGIN\n"
+    "  WITH b AS (\n"
     "    SELECT x.ord, x.f, x.r, x.ty, x.da, x.ti, x.cm,\n"
     "           least(x.f, x.r) AS lo, greatest(x.f, x.r) AS hi,\n"
-    "           (EXISTS (SELECT 1 FROM users fu WHERE fu.id = x.f)\n"
-    "            AND EXISTS (SELECT 1 FROM users tu WHERE tu.id = x.r)) AS ok\n"
+    "           (fu.id IS NOT NULL AND EXISTS (SELECT 1 FROM users tu WHERE tu.id = x.r)) AS ok\n"
     "      FROM unnest(p_from, p_to, p_type, p_data, p_time, p_cmid) WITH ORDINALITY\n"
-    "           AS x(f, r, ty, da, ti, cm, ord)),\n"
-    "  b AS (\n"
-    "    SELECT b0.*, m.id AS old_id,\n"
-    "           CASE WHEN b0.cm IS NULL OR NOT b0.ok THEN 1 ELSE\n"
-    "             row_number() OVER (PARTITION BY b0.f, b0.cm, b0.ok ORDER BY b0.ord) END AS rnk\n"
-    "      FROM b0 LEFT JOIN messages m ON b0.ok AND b0.cm IS NOT NULL\n"
-    "           AND m.from_id = b0.f AND m.client_msg_id = b0.cm),\n"
-    "  fresh AS (\n"
-    "    SELECT b.ord, b.f, b.r, b.ty, b.da, b.ti, b.cm, b.lo, b.hi,\n"
-    "           t.last_seq + row_number() OVER (PARTITION BY b.lo, b.hi ORDER BY b.ord) AS seq\n"
-    "      FROM b JOIN threads t ON t.conv_lo = b.lo AND t.conv_hi = b.hi\n"
-    "     WHERE b.ok AND b.rnk = 1 AND b.old_id IS NULL),\n"
+    "           AS x(f, r, ty, da, ti, cm, ord)\n"
+    "      LEFT JOIN users fu ON fu.id = x.f),\n"
+    /* fresh: not stored already, not an earlier send's of this pass */
+    "  c AS (\n"
+    "    SELECT b.*, (b.ok AND m.id IS NULL AND (b.cm IS NULL OR\n"
+    "             row_number() OVER (PARTITION BY b.f, b.cm, b.ok ORDER BY b.ord) = 1)) AS fresh\n"
+    "      FROM b LEFT JOIN messages m ON b.ok AND b.cm IS NOT NULL\n"
+    "           AND m.from_id = b.f AND m.client_msg_id = b.cm),\n"
+    "  n AS (\n"
+    "    SELECT c.*, CASE WHEN c.fresh THEN t.last_seq + row_number() OVER\n"
+    "             (PARTITION BY c.fresh, c.lo, c.hi ORDER BY c.ord) END AS seq\n"
+    "      FROM c LEFT JOIN threads t ON c.fresh AND t.conv_lo = c.lo AND t.conv_hi = c.hi),\n"
     "  ids AS (\n"
-    "    SELECT s.*, nextval('messages_id_seq') AS id FROM (SELECT * FROM fresh ORDER BY ord) s),\n"
+    "    SELECT s.*, CASE WHEN s.fresh THEN nextval('messages_id_seq') END AS id\n"
+    "      FROM (SELECT * FROM n ORDER BY ord) s),\n"
     "  ins AS (\n"
     "    INSERT INTO messages(id, seq, from_id, to_id, conv_lo, conv_hi, type, data, time,\n"
-    "      client_msg_id) SELECT id, seq, f, r, lo, hi, ty, da, ti, cm FROM ids\n"
-    "    ON CONFLICT (from_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING\n"
-    "    RETURNING id, from_id, to_id, conv_lo, conv_hi),\n"
+    "      client_msg_id) SELECT id, seq, f, r, lo, hi, ty, da, ti, cm FROM ids WHERE fresh),\n"
     "  thr AS (\n"
     "    UPDATE threads t SET last_seq = t.last_seq + c.n\n"
-    "      FROM (SELECT conv_lo, conv_hi, count(*) AS n FROM ins GROUP BY 1, 2) c\n"
-    "     WHERE t.conv_lo = c.conv_lo AND t.conv_hi = c.conv_hi),\n"
+    "      FROM (SELECT lo, hi, count(*) AS n FROM ids WHERE fresh GROUP BY 1, 2) c\n"
+    "     WHERE t.conv_lo = c.lo AND t.conv_hi = c.hi),\n"
     "  cv AS (\n"
     "    INSERT INTO conversations AS c (user_id, peer_id, last_message_id, unread, last_in_id)\n"
     "      SELECT z.u, z.p, max(z.id), sum(z.unr), max(z.inid) FROM (\n"
-    "        SELECT ins.from_id AS u, ins.to_id AS p, ins.id, 0 AS unr, 0::bigint AS inid\n"
-    "          FROM ins\n"
-    "        UNION ALL SELECT ins.to_id, ins.from_id, ins.id, 1, ins.id FROM ins) z\n"
+    "        SELECT i.f AS u, i.r AS p, i.id, 0 AS unr, 0::bigint AS inid FROM ids i\n"
+    "         WHERE i.fresh\n"
+    "        UNION ALL SELECT i.r, i.f, i.id, 1, i.id FROM ids i WHERE i.fresh) z\n"
     "      GROUP BY z.u, z.p ORDER BY z.u, z.p\n"
     "    ON CONFLICT (user_id, peer_id) DO UPDATE SET\n"
     "      last_message_id = greatest(c.last_message_id, excluded.last_message_id),\n"
     "      unread = c.unread + excluded.unread,\n"
     "      last_in_id = greatest(c.last_in_id, excluded.last_in_id))\n"
-    "  SELECT array_agg(i.ord ORDER BY i.ord), array_agg(i.id ORDER BY i.ord),\n"
-    "         array_agg(i.seq ORDER BY i.ord), (SELECT count(*) FROM ids)\n"
-    "    INTO v_ord, v_id, v_seq, v_want\n"
-    "    FROM ids i JOIN ins ON ins.id = i.id;\n"
-    "  IF coalesce(cardinality(v_ord), 0) < v_want THEN\n"
-    /* two steps: the unique (conv_lo, conv_hi, seq) is checked row by
-     * row, so the new numbers must not meet the old ones */
-    "    UPDATE messages m SET seq = -m.seq WHERE m.id = ANY(v_id);\n"
-    "    UPDATE messages m SET seq = r.base + r.rn FROM (\n"
-    "      SELECT m2.id, t.last_seq - count(*) OVER (PARTITION BY m2.conv_lo, m2.conv_hi) AS "
-    "base,\n"
-    "             row_number() OVER (PARTITION BY m2.conv_lo, m2.conv_hi ORDER BY m2.id) AS rn\n"
-    "        FROM messages m2 JOIN threads t ON t.conv_lo = m2.conv_lo AND t.conv_hi = m2.conv_hi\n"
-    "       WHERE m2.id = ANY(v_id)) r\n"
-    "     WHERE m.id = r.id;\n"
-    "    SELECT array_agg(m.seq ORDER BY u.o) INTO v_seq\n"
-    "      FROM unnest(v_ord, v_id) AS u(o, id) JOIN messages m ON m.id = u.id;\n"
-    "  END IF;\n"
+    "  SELECT array_agg(CASE WHEN i.fresh THEN i.id WHEN i.ok THEN 0 ELSE -1 END ORDER BY i.ord),\n"
+    "         array_agg(coalesce(i.seq, 0) ORDER BY i.ord)\n"
+    "    INTO v_id, v_seq FROM ids i;\n"
+    "  EXIT;\n"
+    /* only messages_client can be violated (seq is ours under the
+     * counter locks, which the rollback to the block's start keeps) */
+    "  EXCEPTION WHEN unique_violation THEN\n"
+    "    IF attempt = 3 THEN\n"
+    "      RAISE;\n"
+    "    END IF;\n"
+    "  END;\n"
+    "  END LOOP;\n"
     "  RETURN QUERY\n"
     "  SELECT x.ord,\n"
-    "         CASE WHEN fu.id IS NULL OR NOT EXISTS (SELECT 1 FROM users tu WHERE tu.id = x.r)\n"
-    "           THEN 1 WHEN fr.o IS NULL AND d.id IS NULL THEN 2 ELSE 0 END,\n"
-    "         coalesce(fr.id, d.id), coalesce(fr.seq, d.seq), fu.username, fu.userpic,\n"
-    "         fr.o IS NULL, d.to_id, d.type, d.data, d.time\n"
-    "    FROM unnest(p_from, p_to, p_cmid) WITH ORDINALITY AS x(f, r, cm, ord)\n"
+    "         CASE WHEN v_id[x.ord::int] < 0 THEN 1\n"
+    "           WHEN v_id[x.ord::int] = 0 AND d.id IS NULL THEN 2 ELSE 0 END,\n"
+    "         CASE WHEN v_id[x.ord::int] > 0 THEN v_id[x.ord::int] ELSE d.id END,\n"
+    "         CASE WHEN v_id[x.ord::int] > 0 THEN v_seq[x.ord::int] ELSE d.seq END,\n"
+    "         fu.username, fu.userpic, v_id[x.ord::int] <= 0, d.to_id, d.type, d.data, d.time\n"
+    "    FROM unnest(p_from, p_cmid) WITH ORDINALITY AS x(f, cm, ord)\n"
     "    LEFT JOIN users fu ON fu.id = x.f\n"
-    "    LEFT JOIN unnest(v_ord, v_id, v_seq) AS fr(o, id, seq) ON fr.o = x.ord\n"
     "    LEFT JOIN LATERAL (SELECT m.id, m.seq, m.to_id, m.type, m.data, m.time FROM messages m\n"
-    "       WHERE fr.o IS NULL AND x.cm IS NOT NULL AND m.from_id = x.f\n"
+    "       WHERE v_id[x.ord::int] = 0 AND x.cm IS NOT NULL AND m.from_id = x.f\n"
     "         AND m.client_msg_id = x.cm) d ON true\n"
     "   ORDER BY x.ord;\n"
     "END $$;",
