@@ -17,6 +17,7 @@
  * (no one-by-one re-run: it would only fail again, slowly). */
 #include "store/store.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -33,6 +34,14 @@
 
 /* How long the queue must stay empty before the thread counts as idle. */
 #define IDLE_NS (20 * 1000000L)
+
+/* How long store_close lets a backend with run (PostgreSQL) work through
+ * the queue. Each pass is bounded by the backend's answer deadline, but a
+ * queue of passes against a server that times out every one would add
+ * them up; past this, what is still queued answers STORE_UNAVAILABLE
+ * without running, and close waits only for the passes in flight. SQLite
+ * (no run) always drains: its passes do not wait on anyone. */
+#define CLOSE_DRAIN_MS 6000
 
 typedef struct {
     store_req *head, *tail;
@@ -66,6 +75,7 @@ struct store {
     req_list out;           /* committed, not handed to the loop yet */
     int busy;               /* threads running a pass */
     bool stop;
+    bool abandon; /* closing took too long: answer what is taken, run nothing */
 
     /* Loop thread only. */
     store_req *delivering; /* completions being handed out right now */
@@ -258,9 +268,13 @@ static void *reader_main(void *arg)
         /* more left: wake another reader */
         if (s->rin.head)
             pthread_cond_signal(&s->read_cv);
+        bool abandon = s->abandon;
         pthread_mutex_unlock(&s->mu);
 
-        run_batch(s, rd->bk, batch, n); /* may reorder batch, not the list */
+        if (abandon)
+            fail_all(batch, n, STORE_UNAVAILABLE);
+        else
+            run_batch(s, rd->bk, batch, n); /* may reorder batch, not the list */
 
         pthread_mutex_lock(&s->mu);
         finish_locked(s, head, tail);
@@ -336,11 +350,19 @@ static void *storage_main(void *arg)
             s->in.tail = NULL;
         tail->next = NULL;
         s->busy++;
+        bool abandon = s->abandon;
         pthread_mutex_unlock(&s->mu);
 
         /* run may reorder its array, not the list: answers go out in
          * submission order */
-        run_pass(s, head);
+        if (abandon) {
+            for (store_req *r = head; r; r = r->next) {
+                reset_outputs(r);
+                r->status = STORE_UNAVAILABLE;
+            }
+        } else {
+            run_pass(s, head);
+        }
 
         pthread_mutex_lock(&s->mu);
         finish_locked(s, head, tail);
@@ -414,8 +436,7 @@ static void on_closed(uv_handle_t *h)
 
 bool store_is_postgres(const char *uri)
 {
-    return uri &&
-           (strncmp(uri, "postgres://", 11) == 0 || strncmp(uri, "postgresql://", 13) == 0);
+    return uri && (strncmp(uri, "postgres://", 11) == 0 || strncmp(uri, "postgresql://", 13) == 0);
 }
 
 /* Stops and joins the reader threads that run, closes every reader handle. */
@@ -500,9 +521,9 @@ store *store_open_opts(uv_loop_t *loop, const store_options *o, char *err, size_
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&s->work_cv, &attr);
+    pthread_cond_init(&s->idle_cv, &attr); /* store_close's bounded wait */
     pthread_condattr_destroy(&attr);
     pthread_cond_init(&s->read_cv, NULL);
-    pthread_cond_init(&s->idle_cv, NULL);
     int rc = uv_async_init(loop, &s->async, on_async);
     if (rc != 0) {
         for (size_t j = 0; j < s->nreaders; j++)
@@ -574,11 +595,27 @@ void store_close(store *s)
     if (!s || s->closing)
         return;
     s->closing = true;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += CLOSE_DRAIN_MS / 1000;
+    until.tv_nsec += (long)(CLOSE_DRAIN_MS % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
     /* Drain until quiet: a done callback run here may submit more. */
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (s->in.head || s->rin.head || s->busy)
-            pthread_cond_wait(&s->idle_cv, &s->mu);
+        while (s->in.head || s->rin.head || s->busy) {
+            if (s->abandon || !s->ops->run)
+                pthread_cond_wait(&s->idle_cv, &s->mu);
+            else if (pthread_cond_timedwait(&s->idle_cv, &s->mu, &until) == ETIMEDOUT) {
+                log_warn("store: closing: the database did not drain the queue in %d ms,"
+                         " the rest answers unavailable",
+                         CLOSE_DRAIN_MS);
+                s->abandon = true;
+            }
+        }
         pthread_mutex_unlock(&s->mu);
         take_completed(s);
         if (!s->delivering)

@@ -76,6 +76,11 @@ struct store_backend_ops {
 extern const struct store_backend_ops store_sqlite_backend;
 extern const struct store_backend_ops store_pg_backend;
 
+/* The PostgreSQL statement of STORE_SYNC_CURSORS ($1 user id, $2/$3 the
+ * cursors' peer ids and seqs as bigint[] literals, $4 the limit), for a
+ * test that counts the rows it makes PostgreSQL return. */
+const char *store_pg_sync_cursors_sql(void);
+
 /* Latest schema version of the SQLite backend (PRAGMA user_version). */
 #define STORE_SQLITE_SCHEMA_VERSION 4
 

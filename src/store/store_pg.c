@@ -19,7 +19,10 @@
  * A pass's runs of consecutive sends are executed sorted by conversation,
  * so two nodes' passes lock the rows they share in the same order; the
  * remaining deadlocks (PostgreSQL aborts one pass) end in store.c's
- * one-by-one re-run.
+ * one-by-one re-run. The same client_msg_id sent at once to another
+ * conversation on another node no longer aborts the pass: chatd_send_batch
+ * catches the unique violation and numbers again, and the send answers
+ * the other node's message (migration 2).
  *
  * Nothing is cached across requests: users, tokens and revoked JWTs are
  * read from the database every time, because another node may change
@@ -29,8 +32,13 @@
  * Sync whose answer never came, i.e. a commit of unknown outcome) with
  * STORE_UNAVAILABLE; the connection is reopened at the next request or
  * health probe, no sooner than a backoff of 100 ms doubling to 2 s.
- * libpq's connect_timeout (2 s) and TCP user timeout bound how long a dead
- * server can hold a storage thread. Durability: PostgreSQL's commit is
+ * Every wait is bounded: libpq's connect_timeout (2 s) a connect, and
+ * ANSWER_TIMEOUT_MS (5 s) the answer of a pass or of a connection's
+ * set-up, after which the connection is cancelled and dropped and the
+ * pass answers STORE_UNAVAILABLE; the sessions' lock_timeout and
+ * statement_timeout end most such waits a little earlier on the server's
+ * side (also STORE_UNAVAILABLE, not a one-by-one re-run). Keepalives and
+ * the TCP user timeout only notice a server that is gone. Durability: PostgreSQL's commit is
  * what counts; --durability normal sets synchronous_commit = off for the
  * writer's session (a crash of PostgreSQL's machine may lose the last
  * commits, never corrupt), full keeps the server's setting (on by
@@ -56,6 +64,19 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
+
+/* The longest a storage thread waits for PostgreSQL's answer to a pass (or
+ * to a connection's set-up): then the pass answers STORE_UNAVAILABLE, the
+ * server is asked to cancel and the connection is dropped. A live server
+ * that does not answer (a row lock held by a stuck session, a stopped
+ * backend) must turn into 503s, not into a writer blocked forever behind
+ * which every send waits. The server's own limits sit a little below, so
+ * the usual case (a lock wait) ends with PostgreSQL's error, the
+ * transaction surely rolled back, before our deadline: lock_timeout first,
+ * statement_timeout for everything else. */
+#define ANSWER_TIMEOUT_MS 5000
+#define LOCK_TIMEOUT_MS 4000
+#define STATEMENT_TIMEOUT_MS 4500
 
 /* Migration i takes the schema from version i to i + 1. Append only. */
 static const char *const migrations[] = {
@@ -288,6 +309,115 @@ static const char *const migrations[] = {
     "  INSERT INTO revoked_jwts AS r (hash, expires_at) VALUES (p_hash, p_expires)"
     "    ON CONFLICT (hash) DO UPDATE SET expires_at = greatest(r.expires_at, p_expires);"
     "$$;",
+    /* 2: chatd_send_batch without aborting the pass on a unique violation.
+     * The same (from_id, client_msg_id) sent at once to two DIFFERENT
+     * conversations by two nodes: their counter rows do not order them, so
+     * neither sees the other's row when it looks for a duplicate, and the
+     * second insert waits for the first and then fails; that used to abort
+     * its node's whole pass (which store.c then re-ran request by request).
+     * Now the statement that numbers and inserts runs in a block that
+     * catches unique_violation: the rollback to the block's start undoes
+     * its writes (the seqs it took included: no hole) but keeps the counter
+     * locks taken before it, and the statement runs again in a new
+     * snapshot, which sees the other node's committed row, so that send
+     * becomes a duplicate answered with the stored message (SQLite's rule:
+     * dedup by sender and client_msg_id whatever the recipient). Not
+     * ON CONFLICT DO NOTHING: its speculative insertion costs every row an
+     * extra index probe and WAL record (measured ~16% of the send rate),
+     * and a skipped row would leave a seq numbered before the insert
+     * unused. The cost is one subtransaction per call (per run of sends
+     * of a pass). The answer is read after the block, in its own
+     * statement: rows returned inside it could not be taken back.
+     * A new message's answer carries only id and seq (the caller has the
+     * rest); a duplicate's carries the stored message; o_status 1: the
+     * sender or recipient does not exist, 2: a duplicate whose stored
+     * message cannot be found (cannot happen: messages are never
+     * deleted). */
+    "CREATE OR REPLACE FUNCTION chatd_send_batch(p_from bigint[], p_to bigint[],"
+    "  p_type text[], p_data text[], p_time bigint[], p_cmid text[]) RETURNS TABLE(o_ord bigint,"
+    "  o_status int, o_id bigint, o_seq bigint, o_from_username text, o_from_userpic text,"
+    "  o_dup boolean, o_to bigint, o_type text, o_data text, o_time bigint)"
+    "  LANGUAGE plpgsql AS $$\n"
+    /* v_id[k], v_seq[k]: send k's new message (id > 0), or 0 (not
+     * inserted: a duplicate), or -1 (refused). Arrays indexed by the
+     * send's place, never joined on it: the planner cannot size the
+     * unnests and a nested loop over them costs n^2. */
+    "DECLARE\n"
+    "  v_id bigint[]; v_seq bigint[];\n"
+    "BEGIN\n"
+    "  INSERT INTO threads AS t (conv_lo, conv_hi, last_seq)\n"
+    "    SELECT DISTINCT least(x.f, x.r), greatest(x.f, x.r), 0::bigint\n"
+    "      FROM unnest(p_from, p_to) AS x(f, r)\n"
+    "     WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = x.f)\n"
+    "       AND EXISTS (SELECT 1 FROM users u WHERE u.id = x.r)\n"
+    "     ORDER BY 1, 2\n"
+    "    ON CONFLICT (conv_lo, conv_hi) DO UPDATE SET last_seq = t.last_seq;\n"
+    "  FOR attempt IN 1..3 LOOP\n"
+    "  BEGIN\n"
+    "  WITH b AS (\n"
+    "    SELECT x.ord, x.f, x.r, x.ty, x.da, x.ti, x.cm,\n"
+    "           least(x.f, x.r) AS lo, greatest(x.f, x.r) AS hi,\n"
+    "           (fu.id IS NOT NULL AND EXISTS (SELECT 1 FROM users tu WHERE tu.id = x.r)) AS ok\n"
+    "      FROM unnest(p_from, p_to, p_type, p_data, p_time, p_cmid) WITH ORDINALITY\n"
+    "           AS x(f, r, ty, da, ti, cm, ord)\n"
+    "      LEFT JOIN users fu ON fu.id = x.f),\n"
+    /* fresh: not stored already, not an earlier send's of this pass */
+    "  c AS (\n"
+    "    SELECT b.*, (b.ok AND m.id IS NULL AND (b.cm IS NULL OR\n"
+    "             row_number() OVER (PARTITION BY b.f, b.cm, b.ok ORDER BY b.ord) = 1)) AS fresh\n"
+    "      FROM b LEFT JOIN messages m ON b.ok AND b.cm IS NOT NULL\n"
+    "           AND m.from_id = b.f AND m.client_msg_id = b.cm),\n"
+    "  n AS (\n"
+    "    SELECT c.*, CASE WHEN c.fresh THEN t.last_seq + row_number() OVER\n"
+    "             (PARTITION BY c.fresh, c.lo, c.hi ORDER BY c.ord) END AS seq\n"
+    "      FROM c LEFT JOIN threads t ON c.fresh AND t.conv_lo = c.lo AND t.conv_hi = c.hi),\n"
+    "  ids AS (\n"
+    "    SELECT s.*, CASE WHEN s.fresh THEN nextval('messages_id_seq') END AS id\n"
+    "      FROM (SELECT * FROM n ORDER BY ord) s),\n"
+    "  ins AS (\n"
+    "    INSERT INTO messages(id, seq, from_id, to_id, conv_lo, conv_hi, type, data, time,\n"
+    "      client_msg_id) SELECT id, seq, f, r, lo, hi, ty, da, ti, cm FROM ids WHERE fresh),\n"
+    "  thr AS (\n"
+    "    UPDATE threads t SET last_seq = t.last_seq + c.n\n"
+    "      FROM (SELECT lo, hi, count(*) AS n FROM ids WHERE fresh GROUP BY 1, 2) c\n"
+    "     WHERE t.conv_lo = c.lo AND t.conv_hi = c.hi),\n"
+    "  cv AS (\n"
+    "    INSERT INTO conversations AS c (user_id, peer_id, last_message_id, unread, last_in_id)\n"
+    "      SELECT z.u, z.p, max(z.id), sum(z.unr), max(z.inid) FROM (\n"
+    "        SELECT i.f AS u, i.r AS p, i.id, 0 AS unr, 0::bigint AS inid FROM ids i\n"
+    "         WHERE i.fresh\n"
+    "        UNION ALL SELECT i.r, i.f, i.id, 1, i.id FROM ids i WHERE i.fresh) z\n"
+    "      GROUP BY z.u, z.p ORDER BY z.u, z.p\n"
+    "    ON CONFLICT (user_id, peer_id) DO UPDATE SET\n"
+    "      last_message_id = greatest(c.last_message_id, excluded.last_message_id),\n"
+    "      unread = c.unread + excluded.unread,\n"
+    "      last_in_id = greatest(c.last_in_id, excluded.last_in_id))\n"
+    "  SELECT array_agg(CASE WHEN i.fresh THEN i.id WHEN i.ok THEN 0 ELSE -1 END ORDER BY i.ord),\n"
+    "         array_agg(coalesce(i.seq, 0) ORDER BY i.ord)\n"
+    "    INTO v_id, v_seq FROM ids i;\n"
+    "  EXIT;\n"
+    /* only messages_client can be violated (seq is ours under the
+     * counter locks, which the rollback to the block's start keeps) */
+    "  EXCEPTION WHEN unique_violation THEN\n"
+    "    IF attempt = 3 THEN\n"
+    "      RAISE;\n"
+    "    END IF;\n"
+    "  END;\n"
+    "  END LOOP;\n"
+    "  RETURN QUERY\n"
+    "  SELECT x.ord,\n"
+    "         CASE WHEN v_id[x.ord::int] < 0 THEN 1\n"
+    "           WHEN v_id[x.ord::int] = 0 AND d.id IS NULL THEN 2 ELSE 0 END,\n"
+    "         CASE WHEN v_id[x.ord::int] > 0 THEN v_id[x.ord::int] ELSE d.id END,\n"
+    "         CASE WHEN v_id[x.ord::int] > 0 THEN v_seq[x.ord::int] ELSE d.seq END,\n"
+    "         fu.username, fu.userpic, v_id[x.ord::int] <= 0, d.to_id, d.type, d.data, d.time\n"
+    "    FROM unnest(p_from, p_cmid) WITH ORDINALITY AS x(f, cm, ord)\n"
+    "    LEFT JOIN users fu ON fu.id = x.f\n"
+    "    LEFT JOIN LATERAL (SELECT m.id, m.seq, m.to_id, m.type, m.data, m.time FROM messages m\n"
+    "       WHERE v_id[x.ord::int] = 0 AND x.cm IS NOT NULL AND m.from_id = x.f\n"
+    "         AND m.client_msg_id = x.cm) d ON true\n"
+    "   ORDER BY x.ord;\n"
+    "END $$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -378,26 +508,42 @@ static const char *const stmt_sql[ST_COUNT] = {
                 " ORDER BY m.id LIMIT $3",
     /* $2/$3: the cursors as parallel arrays of peer ids and seqs. Every
      * conversation whose counter is past its cursor, most recent first,
-     * with up to $4 messages each (the C side cuts the whole answer to
-     * $4); the counter tells whether more are left. */
+     * with the messages past its cursor while the whole answer's limit $4
+     * lasts. Seqs have no holes, so a conversation holds exactly
+     * last_seq - cursor of them: the budget left for each is $4 minus what
+     * the conversations before it take, known from the counters alone,
+     * and the LATERAL reads only that many (none once it is used up). So
+     * the rows fetched are the conversations plus at most $4 messages,
+     * however many conversations there are. The counter tells whether
+     * more are left; the C side still cuts to $4, defensively. */
     [ST_SYNC_CURSORS] =
         "WITH cur AS (SELECT * FROM unnest($2::bigint[], $3::bigint[]) AS x(peer, seq)),"
-        " conv AS (SELECT c.peer_id, c.last_message_id, t.last_seq, coalesce(cur.seq, 0) AS cursor,"
-        "  t.conv_lo, t.conv_hi FROM conversations c"
+        " conv0 AS (SELECT c.peer_id, c.last_message_id, t.last_seq,"
+        "  coalesce(cur.seq, 0) AS cursor, t.conv_lo, t.conv_hi FROM conversations c"
         "  JOIN threads t ON t.conv_lo = least(c.user_id, c.peer_id)"
         "   AND t.conv_hi = greatest(c.user_id, c.peer_id)"
         "  LEFT JOIN cur ON cur.peer = c.peer_id"
-        "  WHERE c.user_id = $1 AND t.last_seq > coalesce(cur.seq, 0))"
+        "  WHERE c.user_id = $1 AND t.last_seq > coalesce(cur.seq, 0)),"
+        " conv AS (SELECT conv0.*, CASE WHEN $4::bigint IS NULL THEN NULL ELSE"
+        "  greatest(0, $4::bigint - coalesce(sum(last_seq - cursor) OVER (ORDER BY"
+        "   last_message_id DESC, peer_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),"
+        "   0)) END AS budget FROM conv0)"
         " SELECT conv.peer_id, conv.last_seq, conv.cursor, " MSG_COLS " FROM conv"
         " LEFT JOIN LATERAL (SELECT m2.* FROM messages m2"
-        "  WHERE m2.conv_lo = conv.conv_lo AND m2.conv_hi = conv.conv_hi"
-        "  AND m2.seq > conv.cursor ORDER BY m2.seq LIMIT $4) m ON true"
+        "  WHERE conv.budget IS DISTINCT FROM 0 AND m2.conv_lo = conv.conv_lo"
+        "  AND m2.conv_hi = conv.conv_hi AND m2.seq > conv.cursor"
+        "  ORDER BY m2.seq LIMIT conv.budget) m ON true"
         " LEFT JOIN users u ON u.id = m.from_id"
         " ORDER BY conv.last_message_id DESC, conv.peer_id, m.seq",
     [ST_READ] = "SELECT o_status, o_total, o_last_read, o_changed FROM chatd_read($1, $2)",
     [ST_UNREAD] = "SELECT peer_id, unread FROM conversations WHERE user_id = $1 AND unread > 0"
                   " ORDER BY last_message_id DESC",
 };
+
+const char *store_pg_sync_cursors_sql(void)
+{
+    return stmt_sql[ST_SYNC_CURSORS];
+}
 
 typedef struct {
     char *uri;
@@ -854,6 +1000,8 @@ static int answer_send(store_req *r, const PGresult *res, int row)
 {
     if (col_int(res, row, 1) == 1)
         return STORE_NOT_FOUND;
+    if (col_int(res, row, 1) != 0)
+        return STORE_ERROR;
     r->duplicate = col_bool(res, row, 6);
     if (r->duplicate)
         r->result =
@@ -976,14 +1124,58 @@ static void conn_lost(pg *b, const char *why)
     b->next_try_ms = now_ms() + b->backoff_ms;
 }
 
-/* Runs a statement of constant text outside the pipeline (set-up only). */
-static int exec_simple(PGconn *c, const char *sql, char *err, size_t err_len)
+/* Waits until the socket can be read or (if want_write) written, or until
+ * deadline_ms (monotonic; 0: no deadline). 0 ready, 1 deadline passed, -1
+ * error. */
+static int wait_socket(PGconn *c, bool want_write, int64_t deadline_ms)
 {
-    PGresult *res = PQexec(c, sql);
+    struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN | (want_write ? POLLOUT : 0)};
+    int rc;
+    do {
+        int wait = -1;
+        if (deadline_ms) {
+            int64_t left = deadline_ms - now_ms();
+            if (left <= 0)
+                return 1;
+            wait = (int)left;
+        }
+        rc = poll(&pfd, 1, wait);
+    } while (rc < 0 && errno == EINTR);
+    return rc < 0 ? -1 : rc == 0 ? 1 : 0;
+}
+
+/* After a PQsend* on a blocking connection outside pipeline mode: the last
+ * result of the command (the caller clears it), or NULL when the connection
+ * failed or deadline_ms (0: none) passed first. PQexec would wait forever
+ * on a server that accepted the statement and never answers. */
+static PGresult *await_result(PGconn *c, int64_t deadline_ms)
+{
+    PGresult *last = NULL;
+    for (;;) {
+        while (PQisBusy(c)) {
+            if (wait_socket(c, false, deadline_ms) != 0 || PQconsumeInput(c) != 1) {
+                PQclear(last);
+                return NULL;
+            }
+        }
+        PGresult *res = PQgetResult(c);
+        if (!res)
+            return last;
+        PQclear(last);
+        last = res;
+    }
+}
+
+/* Runs a statement of constant text outside the pipeline (set-up only),
+ * waiting for its answer until deadline_ms (0: no deadline). */
+static int exec_simple(PGconn *c, const char *sql, int64_t deadline_ms, char *err, size_t err_len)
+{
+    PGresult *res = PQsendQuery(c, sql) == 1 ? await_result(c, deadline_ms) : NULL;
     ExecStatusType st = PQresultStatus(res);
     int ret = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : -1;
     if (ret != 0 && err)
-        snprintf(err, err_len, "%s", PQerrorMessage(c));
+        snprintf(err, err_len, "%s",
+                 res || PQstatus(c) == CONNECTION_BAD ? PQerrorMessage(c) : "no answer in time");
     PQclear(res);
     return ret;
 }
@@ -992,14 +1184,16 @@ static int migrate(PGconn *c, char *err, size_t err_len)
 {
     char lock[96];
     snprintf(lock, sizeof(lock), "SELECT pg_advisory_lock(%lld)", (long long)MIGRATION_LOCK);
-    if (exec_simple(c, lock, err, err_len) != 0)
+    if (exec_simple(c, lock, 0, err, err_len) != 0)
         return -1;
     int ret = -1;
-    if (exec_simple(c, "CREATE TABLE IF NOT EXISTS schema_version(version int NOT NULL)", err,
+    if (exec_simple(c, "CREATE TABLE IF NOT EXISTS schema_version(version int NOT NULL)", 0, err,
                     err_len) != 0)
         goto out;
-    PGresult *res = PQexec(c, "SELECT coalesce(max(version), 0) FROM schema_version");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    PGresult *res = PQsendQuery(c, "SELECT coalesce(max(version), 0) FROM schema_version") == 1
+                        ? await_result(c, 0)
+                        : NULL;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         snprintf(err, err_len, "read schema_version: %s", PQerrorMessage(c));
         PQclear(res);
         goto out;
@@ -1014,14 +1208,15 @@ static int migrate(PGconn *c, char *err, size_t err_len)
     for (int i = version; i < SCHEMA_VERSION; i++) {
         char set[80];
         snprintf(set, sizeof(set), "INSERT INTO schema_version VALUES (%d)", i + 1);
-        if (exec_simple(c, "BEGIN", err, err_len) != 0)
+        if (exec_simple(c, "BEGIN", 0, err, err_len) != 0)
             goto out;
-        if (exec_simple(c, migrations[i], err, err_len) != 0 ||
-            exec_simple(c, set, err, err_len) != 0 || exec_simple(c, "COMMIT", err, err_len) != 0) {
+        if (exec_simple(c, migrations[i], 0, err, err_len) != 0 ||
+            exec_simple(c, set, 0, err, err_len) != 0 ||
+            exec_simple(c, "COMMIT", 0, err, err_len) != 0) {
             char e[200];
             snprintf(e, sizeof(e), "%s", err);
             snprintf(err, err_len, "migration %d: %s", i + 1, e);
-            exec_simple(c, "ROLLBACK", NULL, 0);
+            exec_simple(c, "ROLLBACK", 0, NULL, 0);
             goto out;
         }
         log_info("store: PostgreSQL schema migrated to version %d", i + 1);
@@ -1029,15 +1224,16 @@ static int migrate(PGconn *c, char *err, size_t err_len)
     ret = 0;
 out:
     snprintf(lock, sizeof(lock), "SELECT pg_advisory_unlock(%lld)", (long long)MIGRATION_LOCK);
-    exec_simple(c, lock, NULL, 0);
+    exec_simple(c, lock, 0, NULL, 0);
     return ret;
 }
 
 /* Opens and prepares a connection. 0, or -1 with err. */
 static int conn_open(pg *b, bool migrating, char *err, size_t err_len)
 {
-    /* Ours first, so the URI's own settings win; the timeouts bound how
-     * long a dead server holds a storage thread. */
+    /* Ours first, so the URI's own settings win; connect_timeout bounds
+     * the connect, keepalives and tcp_user_timeout notice a server that is
+     * gone (a live one that does not answer is ANSWER_TIMEOUT_MS's). */
     const char *keys[] = {"connect_timeout",
                           "keepalives_idle",
                           "keepalives_interval",
@@ -1057,19 +1253,34 @@ static int conn_open(pg *b, bool migrating, char *err, size_t err_len)
         PQfinish(c);
         return -1;
     }
-    if (exec_simple(c, "SET client_min_messages = warning", err, err_len) != 0 ||
+    /* Migrations may legitimately take long (and wait for another node's):
+     * no deadline and no server timeouts for them; everything after is
+     * bounded, so a reconnect cannot hang a storage thread either. */
+    char timeouts[96];
+    snprintf(timeouts, sizeof(timeouts), "SET lock_timeout = %d; SET statement_timeout = %d",
+             LOCK_TIMEOUT_MS, STATEMENT_TIMEOUT_MS);
+    int64_t deadline = now_ms() + ANSWER_TIMEOUT_MS;
+    if (exec_simple(c, "SET client_min_messages = warning", deadline, err, err_len) != 0 ||
         (b->durability == STORE_DURABLE_NORMAL &&
-         exec_simple(c, "SET synchronous_commit = off", err, err_len) != 0) ||
+         exec_simple(c, "SET synchronous_commit = off", deadline, err, err_len) != 0) ||
         (migrating && migrate(c, err, err_len) != 0)) {
+        PQfinish(c);
+        return -1;
+    }
+    deadline = now_ms() + ANSWER_TIMEOUT_MS;
+    if (exec_simple(c, timeouts, deadline, err, err_len) != 0) {
         PQfinish(c);
         return -1;
     }
     for (int i = 0; i < ST_COUNT; i++) {
         char name[16];
         snprintf(name, sizeof(name), "s%d", i);
-        PGresult *res = PQprepare(c, name, stmt_sql[i], 0, NULL);
+        PGresult *res =
+            PQsendPrepare(c, name, stmt_sql[i], 0, NULL) == 1 ? await_result(c, deadline) : NULL;
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            snprintf(err, err_len, "prepare statement %d: %s", i, PQerrorMessage(c));
+            snprintf(err, err_len, "prepare statement %d: %s", i,
+                     res || PQstatus(c) == CONNECTION_BAD ? PQerrorMessage(c)
+                                                          : "no answer in time");
             PQclear(res);
             PQfinish(c);
             return -1;
@@ -1128,21 +1339,14 @@ static bool sqlstate_unavailable(const char *st)
     return strncmp(st, "08", 2) == 0 ||  /* connection exception */
            strncmp(st, "57P", 3) == 0 || /* admin shutdown, crash shutdown, cannot connect now */
            strncmp(st, "53", 2) == 0 ||  /* insufficient resources */
-           strcmp(st, "25006") == 0;     /* read-only transaction: a standby after failover */
+           strcmp(st, "25006") == 0 ||   /* read-only transaction: a standby after failover */
+           /* Our lock_timeout and statement_timeout (or a cancel): the
+            * server did not serve the pass in time. Re-running its requests
+            * one by one would wait as long again for each. */
+           strcmp(st, "55P03") == 0 || strcmp(st, "57014") == 0;
 }
 
 /* ---- a pass ------------------------------------------------------------ */
-
-/* Waits until the socket can be read or (if want_write) written. */
-static int wait_socket(PGconn *c, bool want_write)
-{
-    struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN | (want_write ? POLLOUT : 0)};
-    int rc;
-    do
-        rc = poll(&pfd, 1, -1);
-    while (rc < 0 && errno == EINTR);
-    return rc < 0 ? -1 : 0;
-}
 
 /* One statement of a pipeline: the requests [first, first + count) it
  * answers (a run of consecutive sends is one chatd_send_batch call). */
@@ -1161,7 +1365,8 @@ typedef struct {
 static int pipeline(pg *b, store_req **reqs, size_t n)
 {
     PGconn *c = b->conn;
-    bool synced = false, fatal = false, lost = false;
+    int64_t deadline = now_ms() + ANSWER_TIMEOUT_MS;
+    bool synced = false, fatal = false, lost = false, late = false;
     char errbuf[300] = "";
     int fail_state = STORE_ERROR;
     slot *slots = malloc((n ? n : 1) * sizeof(*slots));
@@ -1257,13 +1462,31 @@ static int pipeline(pg *b, store_req **reqs, size_t n)
         }
         if (lost || synced)
             break;
-        if (PQstatus(c) == CONNECTION_BAD || wait_socket(c, f == 1) != 0 ||
-            PQconsumeInput(c) != 1) {
+        int w = PQstatus(c) == CONNECTION_BAD ? -1 : wait_socket(c, f == 1, deadline);
+        late = w == 1;
+        if (w != 0 || PQconsumeInput(c) != 1) {
             lost = true;
             break;
         }
     }
     free(slots);
+    if (late) {
+        /* The outcome is unknown (the Sync may yet commit): every request
+         * answers STORE_UNAVAILABLE and a client's retry is idempotent. The
+         * cancel frees the locks the pass holds (the server's own timeouts
+         * do too, unless its backend is stopped); the connection, in the
+         * middle of a pipeline, is dropped. PQcancel has no timeout of its
+         * own in libpq 15, but it only connects (bounded by TCP's) and
+         * sends the request to the postmaster, which answers at once. */
+        PGcancel *cancel = PQgetCancel(c);
+        char why[256];
+        if (cancel && PQcancel(cancel, why, sizeof(why)) != 1)
+            log_warn("store: PostgreSQL cancel: %s", why);
+        PQfreeCancel(cancel);
+        snprintf(why, sizeof(why), "no answer within %d ms", ANSWER_TIMEOUT_MS);
+        conn_lost(b, why);
+        return STORE_UNAVAILABLE;
+    }
     if (lost || PQstatus(c) == CONNECTION_BAD) {
         conn_lost(b, PQerrorMessage(c));
         return STORE_UNAVAILABLE;

@@ -10,14 +10,21 @@
  * (stored earlier, or twice in one pass) gives the stored message with its
  * seq and takes no seq, a send to nobody answers NOT_FOUND without a seq,
  * cursor sync cuts at the limit with `more`, token and JWT ops, external
- * users' name suffixes, and a store whose server is unreachable at start
- * fails to open. */
+ * users' name suffixes, a store whose server is unreachable at start
+ * fails to open, a server that holds a lock or whose backends are stopped
+ * makes a send answer STORE_UNAVAILABLE within the answer deadline (and
+ * the store serves again afterwards), cursor sync over many conversations
+ * reads no more than its limit, and one client_msg_id sent at once to two
+ * conversations (on two "nodes") is stored once without re-running a
+ * pass. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <libpq-fe.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +32,7 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "store/store_backend.h"
 
 typedef struct {
     uv_loop_t loop;
@@ -135,6 +143,57 @@ static store_req *send_req(fixture *f, int64_t from, int64_t to, const char *cmi
 static int64_t field(store_req *r, const char *name)
 {
     return json_integer_value(json_object_get(r->result, name));
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A connection of the test's own, beside the store's (another node, or a
+ * stuck session). */
+static PGconn *side_conn(void)
+{
+    PGconn *c = PQconnectdb(pg_uri);
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("side connection: %s", PQerrorMessage(c));
+    return c;
+}
+
+/* Runs sql on c; the first column of the first row as an integer (0 when
+ * none). */
+static int64_t side_exec(PGconn *c, const char *sql)
+{
+    PGresult *res = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    int64_t v = st == PGRES_TUPLES_OK && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)
+                    ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
+                    : 0;
+    PQclear(res);
+    return v;
+}
+
+/* The conversation of a and b has seqs 1..last_seq, each once, and its
+ * counter says last_seq. */
+static void assert_no_hole(PGconn *c, int64_t a, int64_t b)
+{
+    char sql[400];
+    int64_t lo = a < b ? a : b, hi = a < b ? b : a;
+    snprintf(
+        sql, sizeof(sql),
+        "SELECT (SELECT count(*) FROM messages WHERE conv_lo = %lld AND conv_hi = %lld) * 1000000"
+        " + (SELECT coalesce(max(seq), 0) FROM messages WHERE conv_lo = %lld AND conv_hi = %lld)"
+        " * 1000 + (SELECT last_seq FROM threads WHERE conv_lo = %lld AND conv_hi = %lld)",
+        (long long)lo, (long long)hi, (long long)lo, (long long)hi, (long long)lo, (long long)hi);
+    int64_t v = side_exec(c, sql);
+    int64_t count = v / 1000000, max = v / 1000 % 1000, last = v % 1000;
+    assert_true(count > 0);
+    assert_int_equal(count, max);
+    assert_int_equal(max, last);
 }
 
 static void test_seq_and_duplicates(void **state)
@@ -339,6 +398,310 @@ static void test_unreachable_at_start(void **state)
     uv_loop_close(&loop);
 }
 
+/* A stuck session holds the conversation's counter row: a send must answer
+ * STORE_UNAVAILABLE once PostgreSQL's lock_timeout (4 s) fires, well
+ * within the 5 s answer deadline, instead of waiting for ever; once the
+ * lock is gone the store serves again, with no hole in the seqs. */
+static void test_lock_held_unavailable(void **state)
+{
+    NEED_PG(state);
+    fixture *f = *state;
+    int64_t a = create_user(f, "la"), b = create_user(f, "lb");
+    store_req *r = run(f, send_req(f, a, b, "l1"));
+    assert_int_equal(r->status, STORE_OK);
+    store_req_free(r);
+
+    PGconn *h = side_conn();
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "SELECT last_seq FROM threads WHERE conv_lo = %lld AND conv_hi = %lld FOR UPDATE",
+             (long long)(a < b ? a : b), (long long)(a < b ? b : a));
+    side_exec(h, "BEGIN");
+    assert_int_equal(side_exec(h, sql), 1);
+
+    int64_t t0 = now_ms();
+    r = run(f, send_req(f, a, b, "l2"));
+    int64_t took = now_ms() - t0;
+    printf("# send behind a held row lock answered %d after %lld ms\n", r->status, (long long)took);
+    assert_int_equal(r->status, STORE_UNAVAILABLE);
+    assert_true(took >= 3500 && took < 5500);
+    store_req_free(r);
+
+    side_exec(h, "ROLLBACK");
+    PQfinish(h);
+    /* the reconnect waits out a backoff of 100 ms */
+    usleep(300 * 1000);
+    r = run(f, send_req(f, a, b, "l2"));
+    assert_int_equal(r->status, STORE_OK);
+    assert_false(r->duplicate);
+    assert_int_equal(field(r, "seq"), 2);
+    store_req_free(r);
+    PGconn *c = side_conn();
+    assert_no_hole(c, a, b);
+    PQfinish(c);
+}
+
+/* The store's backends stopped (SIGSTOP: a live server that never
+ * answers, which PostgreSQL's own timeouts cannot end): the send answers
+ * STORE_UNAVAILABLE at the 5 s deadline, and after SIGCONT the store
+ * serves again on a new connection. Needs the right to signal the server
+ * (root, or the server's user). */
+static void test_stopped_backend_unavailable(void **state)
+{
+    NEED_PG(state);
+    fixture *f = *state;
+    int64_t a = create_user(f, "sa"), b = create_user(f, "sb");
+    store_req *r = run(f, send_req(f, a, b, NULL));
+    assert_int_equal(r->status, STORE_OK);
+    store_req_free(r);
+
+    PGconn *c = side_conn();
+    PGresult *res = PQexec(c, "SELECT pid FROM pg_stat_activity WHERE application_name = 'chatd'"
+                              " AND datname = current_database() AND pid <> pg_backend_pid()");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    int n = PQntuples(res);
+    assert_true(n >= 1);
+    pid_t pids[16];
+    int stopped = 0;
+    for (int i = 0; i < n && i < 16; i++) {
+        pids[stopped] = (pid_t)atoi(PQgetvalue(res, i, 0));
+        if (kill(pids[stopped], SIGSTOP) == 0)
+            stopped++;
+    }
+    PQclear(res);
+    if (stopped < n) {
+        for (int i = 0; i < stopped; i++)
+            kill(pids[i], SIGCONT);
+        PQfinish(c);
+        skip(); /* not allowed to signal the server */
+    }
+
+    int64_t t0 = now_ms();
+    r = run(f, send_req(f, a, b, NULL));
+    int64_t took = now_ms() - t0;
+    for (int i = 0; i < stopped; i++)
+        kill(pids[i], SIGCONT);
+    printf("# send to a stopped backend answered %d after %lld ms\n", r->status, (long long)took);
+    assert_int_equal(r->status, STORE_UNAVAILABLE);
+    assert_true(took >= 4500 && took < 6500);
+    store_req_free(r);
+
+    usleep(300 * 1000);
+    r = run(f, send_req(f, a, b, NULL));
+    assert_int_equal(r->status, STORE_OK);
+    store_req_free(r);
+    assert_no_hole(c, a, b);
+    PQfinish(c);
+}
+
+/* 50 conversations, 3 messages each, limit 5: the answer lists all 50
+ * (most recent first), the first with its 3, the second (cursor 1) with
+ * its last 2, every other one with [] and more, as store.h and SQLite
+ * say. */
+static void test_sync_cursors_many_conversations(void **state)
+{
+    NEED_PG(state);
+    fixture *f = *state;
+    enum { PEERS = 50 };
+    int64_t a = create_user(f, "ma"), peers[PEERS];
+    for (int i = 0; i < PEERS; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "mp%d_", i);
+        peers[i] = create_user(f, name);
+    }
+    store_req *s[PEERS * 3];
+    for (int i = 0; i < PEERS * 3; i++)
+        s[i] = send_req(f, peers[i / 3], a, NULL);
+    run_all(f, s, PEERS * 3);
+    for (int i = 0; i < PEERS * 3; i++) {
+        assert_int_equal(s[i]->status, STORE_OK);
+        store_req_free(s[i]);
+    }
+    /* peer 48 (the second most recent) read up to seq 1 */
+    store_req *r = new_req(f, STORE_SYNC_CURSORS);
+    r->user_id = a;
+    r->cursors = json_object();
+    char key[24];
+    snprintf(key, sizeof(key), "%lld", (long long)peers[PEERS - 2]);
+    json_object_set_new(r->cursors, key, json_integer(1));
+    r->limit = 5;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    json_t *convs = json_object_get(r->result, "conversations");
+    assert_int_equal(json_array_size(convs), PEERS);
+    size_t total = 0;
+    for (size_t i = 0; i < PEERS; i++) {
+        json_t *c = json_array_get(convs, i), *msgs = json_object_get(c, "messages");
+        assert_int_equal(json_integer_value(json_object_get(c, "userid")), peers[PEERS - 1 - i]);
+        total += json_array_size(msgs);
+        size_t want = i == 0 ? 3 : i == 1 ? 2 : 0;
+        assert_int_equal(json_array_size(msgs), want);
+        assert_int_equal(json_is_true(json_object_get(c, "more")), i >= 2);
+        for (size_t k = 0; k < want; k++)
+            assert_int_equal(json_integer_value(json_object_get(json_array_get(msgs, k), "seq")),
+                             (i == 1 ? 2 : 1) + (int64_t)k);
+    }
+    assert_int_equal(total, 5);
+    store_req_free(r);
+
+    /* what PostgreSQL itself returns: 5 message rows and a row for each
+     * conversation without one (not 50 x 3 messages cut on our side) */
+    char sql[4096], user[24], peer_seq[2][32];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) * 1000 + count(q.id) FROM (%s) q(peer, last_seq, cursor, id)",
+             store_pg_sync_cursors_sql());
+    snprintf(user, sizeof(user), "%lld", (long long)a);
+    snprintf(peer_seq[0], sizeof(peer_seq[0]), "{%lld}", (long long)peers[PEERS - 2]);
+    snprintf(peer_seq[1], sizeof(peer_seq[1]), "{1}");
+    const char *params[4] = {user, peer_seq[0], peer_seq[1], "5"};
+    PGconn *side = side_conn();
+    PGresult *res = PQexecParams(side, sql, 4, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("%s", PQerrorMessage(side));
+    int64_t rows = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    printf("# cursor sync, 50 conversations, limit 5: %lld rows, %lld with a message\n",
+           (long long)(rows / 1000), (long long)(rows % 1000));
+    assert_int_equal(rows / 1000, PEERS - 2 + 5); /* 48 without a message, 5 with */
+    assert_int_equal(rows % 1000, 5);
+    PQclear(res);
+    PQfinish(side);
+
+    /* no limit: everything */
+    r = new_req(f, STORE_SYNC_CURSORS);
+    r->user_id = a;
+    r->cursors = json_object();
+    run(f, r);
+    convs = json_object_get(r->result, "conversations");
+    assert_int_equal(json_array_size(convs), PEERS);
+    for (size_t i = 0; i < PEERS; i++) {
+        json_t *c = json_array_get(convs, i);
+        assert_int_equal(json_array_size(json_object_get(c, "messages")), 3);
+        assert_false(json_is_true(json_object_get(c, "more")));
+    }
+    store_req_free(r);
+}
+
+/* Another node's transaction (the side connection) stored client_msg_id k
+ * of sender s to r1 and has not committed; our store sends k from s to r2
+ * in a pass with other sends. The insert waits for the other transaction;
+ * once it commits, our send answers its message as a duplicate, the other
+ * sends of the pass commit with it (no unique violation, no one-by-one
+ * re-run: one commit per pass), and no seq is left unused. */
+static void test_cmid_two_conversations_held(void **state)
+{
+    NEED_PG(state);
+    fixture *f = *state;
+    int64_t s = create_user(f, "cs"), r1 = create_user(f, "cr1"), r2 = create_user(f, "cr2");
+    int64_t x = create_user(f, "cx"), y = create_user(f, "cy");
+    store_req *first[2] = {send_req(f, s, r2, NULL), send_req(f, x, y, NULL)};
+    run_all(f, first, 2);
+    store_req_free(first[0]);
+    store_req_free(first[1]);
+
+    char sql[300], cmid[64];
+    snprintf(cmid, sizeof(cmid), "k-%s", f->tag);
+    PGconn *other = side_conn(), *h = side_conn();
+    side_exec(other, "BEGIN");
+    snprintf(sql, sizeof(sql), "SELECT o_id FROM chatd_send(%lld, %lld, 'text', 'other', 1, '%s')",
+             (long long)s, (long long)r1, cmid);
+    int64_t other_id = side_exec(other, sql);
+    assert_true(other_id > 0);
+    /* h holds x-y's counter row, so the writer's first pass waits and the
+     * others queue up behind it */
+    side_exec(h, "BEGIN");
+    snprintf(sql, sizeof(sql),
+             "SELECT 1 FROM threads WHERE conv_lo = %lld AND conv_hi = %lld FOR UPDATE",
+             (long long)(x < y ? x : y), (long long)(x < y ? y : x));
+    side_exec(h, sql);
+
+    uint64_t commits0;
+    store_stats(f->s, &commits0, NULL);
+    store_req *reqs[4] = {send_req(f, x, y, NULL), send_req(f, s, r2, NULL),
+                          send_req(f, s, r2, NULL), send_req(f, x, r2, NULL)};
+    store_req_set_str(&reqs[1]->client_msg_id, cmid);
+    store_submit(f->s, reqs[0]);
+    usleep(50 * 1000);
+    for (int i = 1; i < 4; i++)
+        store_submit(f->s, reqs[i]);
+    usleep(100 * 1000);
+    side_exec(h, "COMMIT"); /* the passes run; the one with k waits for `other` */
+    usleep(300 * 1000);
+    side_exec(other, "COMMIT");
+    int before = f->done;
+    while (f->done < before + 4)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    uint64_t commits1;
+    store_stats(f->s, &commits1, NULL);
+
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(reqs[i]->status, STORE_OK);
+    assert_true(reqs[1]->duplicate);
+    assert_int_equal(field(reqs[1], "id"), other_id);
+    assert_int_equal(field(reqs[1], "to_id"), r1);
+    assert_int_equal(field(reqs[1], "seq"), 1);
+    assert_false(reqs[2]->duplicate);
+    assert_int_equal(field(reqs[2], "seq"), 2); /* not 3: k took no seq here */
+    assert_int_equal(field(reqs[3], "seq"), 1);
+    printf("# %llu commits for the 4 sends\n", (unsigned long long)(commits1 - commits0));
+    assert_true(commits1 - commits0 <= 2); /* a re-run would commit each alone */
+    for (int i = 0; i < 4; i++)
+        store_req_free(reqs[i]);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM messages WHERE from_id = %lld AND client_msg_id = '%s'",
+             (long long)s, cmid);
+    assert_int_equal(side_exec(h, sql), 1);
+    assert_no_hole(h, s, r1);
+    assert_no_hole(h, s, r2);
+    assert_no_hole(h, x, y);
+    assert_no_hole(h, x, r2);
+    PQfinish(other);
+    PQfinish(h);
+}
+
+/* Two stores on one database (two nodes), each sending the same
+ * client_msg_id from one sender to a different recipient, at once, 20
+ * times: each is stored once, both answer that message, no seq hole. */
+static void test_cmid_two_nodes(void **state)
+{
+    NEED_PG(state);
+    fixture *f = *state, *g = NULL;
+    setup((void **)&g);
+    int64_t s = create_user(f, "ns"), r1 = create_user(f, "nr1"), r2 = create_user(f, "nr2");
+    for (int round = 0; round < 20; round++) {
+        char cmid[32];
+        snprintf(cmid, sizeof(cmid), "n%d", round);
+        store_req *fa[2] = {send_req(f, s, r1, cmid), send_req(f, s, r1, NULL)};
+        /* g's requests answer on g's loop; the same client_msg_id */
+        store_req *ga[2] = {send_req(g, s, r2, NULL), send_req(g, s, r2, NULL)};
+        store_req_set_str(&ga[0]->client_msg_id, fa[0]->client_msg_id);
+        for (int i = 0; i < 2; i++) {
+            store_submit(f->s, fa[i]);
+            store_submit(g->s, ga[i]);
+        }
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        uv_run(&g->loop, UV_RUN_DEFAULT);
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(fa[i]->status, STORE_OK);
+            assert_int_equal(ga[i]->status, STORE_OK);
+        }
+        assert_true(fa[0]->duplicate != ga[0]->duplicate);
+        assert_int_equal(field(fa[0], "id"), field(ga[0], "id"));
+        assert_int_equal(field(fa[0], "seq"), field(ga[0], "seq"));
+        for (int i = 0; i < 2; i++) {
+            store_req_free(fa[i]);
+            store_req_free(ga[i]);
+        }
+    }
+    PGconn *c = side_conn();
+    assert_no_hole(c, s, r1);
+    assert_no_hole(c, s, r2);
+    char sql[200];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM messages WHERE from_id = %lld", (long long)s);
+    assert_int_equal(side_exec(c, sql), 20 * 3);
+    PQfinish(c);
+    teardown((void **)&g);
+}
+
 int main(void)
 {
     pg_uri = getenv("CHATD_TEST_PG_URI");
@@ -353,6 +716,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_cursors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tokens_and_external, setup, teardown),
         cmocka_unit_test(test_unreachable_at_start),
+        cmocka_unit_test_setup_teardown(test_lock_held_unavailable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stopped_backend_unavailable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_cursors_many_conversations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cmid_two_conversations_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cmid_two_nodes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
