@@ -472,7 +472,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                         " ins AS (INSERT INTO tokens(hash, user_id, expires_at)"
                         "  SELECT $1, id, $3 FROM u ON CONFLICT DO NOTHING RETURNING 1)"
                         " SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM ins)",
-    [ST_TOKEN_LOOKUP] = "SELECT u.id, u.username, u.userpic FROM tokens t"
+    [ST_TOKEN_LOOKUP] = "SELECT u.id, u.username, u.userpic, t.expires_at FROM tokens t"
                         " JOIN users u ON u.id = t.user_id"
                         " WHERE t.hash = $1 AND t.expires_at > $2",
     [ST_TOKEN_DELETE] = "DELETE FROM tokens WHERE hash = $1 RETURNING 1",
@@ -1043,7 +1043,13 @@ static int answer(store_req *r, const PGresult *res)
     case STORE_TOKEN_LOOKUP:
         if (n == 0)
             return STORE_NOT_FOUND;
+        /* plus the token's expiry, so the token cache never outlives it */
         r->result = user_json(res, 0);
+        if (r->result &&
+            json_object_set_new(r->result, "expires", json_integer(col_int(res, 0, 3))) != 0) {
+            json_decref(r->result);
+            r->result = NULL;
+        }
         break;
     case STORE_USER_EXTERNAL:
         if (n != 1)

@@ -343,6 +343,7 @@ static void test_tokens_and_external(void **state)
     memcpy(r->token_hash, hash, 32);
     assert_int_equal(run(f, r)->status, STORE_OK);
     assert_int_equal(field(r, "id"), a);
+    assert_int_equal(field(r, "expires"), 5000); /* the token cache stops there */
     store_req_free(r);
     r = new_req(f, STORE_TOKEN_DELETE);
     memcpy(r->token_hash, hash, 32);
