@@ -140,9 +140,8 @@ struct chat_call {
     char *password;
     chat_step next;           /* after authentication */
     store_done_fn store_done; /* the answer of the call's store request */
-    /* socket binds: the address their attempt counts against, and when */
+    /* socket binds: the address their failure counts against */
     char peer[PEER_ADDR_MAX];
-    int64_t bind_hit_ms;
 };
 
 /* ---- calls ------------------------------------------------------------- */
@@ -1199,8 +1198,8 @@ void chat_handle_request(http_request *req)
 
 /* A socket bind with a token that is not cached costs a lookup on the one
  * storage thread, so anonymous binds with made-up tokens are bounded: one
- * bind in flight per connection, --bind-rate failed or pending binds a minute
- * per address (past it, binds are refused without a lookup), and a connection is
+ * bind in flight per connection, --bind-rate failed binds a minute per
+ * address (past it, binds are refused without a lookup), and a connection is
  * closed after BIND_FAILS_MAX failed or refused binds. */
 static void peer_addr(conn *c, char *out, size_t cap)
 {
@@ -1233,12 +1232,8 @@ static bool bind_admitted(conn *c, chat_call *call)
         return false;
     }
     peer_addr(c, call->peer, sizeof(call->peer));
-    /* Counted when admitted and refunded unless it fails: counted only
-     * after the lookup, the binds in flight (one per connection, up to
-     * --max-conns-per-ip) were all admitted against a limit none had yet
-     * touched. */
-    call->bind_hit_ms = (int64_t)uv_now(chat_loop);
-    if (!ratelimit_hit(bind_fail_limit, call->peer, strlen(call->peer), call->bind_hit_ms)) {
+    if (!ratelimit_allows(bind_fail_limit, call->peer, strlen(call->peer),
+                          (int64_t)uv_now(chat_loop))) {
         call_fail(call, 429, "rate_limited",
                   "too many failed binds from this address; wait a minute");
         bind_failed(c);
@@ -1253,8 +1248,8 @@ static void bind_authenticated(void *ctx, int status, json_t *user)
     conn *c = call_conn(call);
     if (c)
         c->flags &= ~(uint32_t)CONN_BIND_PENDING;
-    if (status != 401) /* a 401 stays counted, even when the socket is gone */
-        ratelimit_refund(bind_fail_limit, call->peer, strlen(call->peer), call->bind_hit_ms);
+    if (status == 401) /* counted even when the socket is gone: closing must not dodge it */
+        ratelimit_hit(bind_fail_limit, call->peer, strlen(call->peer), (int64_t)uv_now(chat_loop));
     authenticated(ctx, status, user); /* answers; c stays valid until the loop closes it */
     if (c && status == 401)
         bind_failed(c);

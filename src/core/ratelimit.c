@@ -134,13 +134,6 @@ bool ratelimit_hit(ratelimit *rl, const char *key, size_t len, int64_t now_ms)
     return true;
 }
 
-void ratelimit_refund(ratelimit *rl, const char *key, size_t len, int64_t hit_ms)
-{
-    rl_entry *e = find(rl, key, len);
-    if (e && e->start_ms <= hit_ms && e->count > 0)
-        e->count--;
-}
-
 void ratelimit_reset(ratelimit *rl, const char *key, size_t len)
 {
     rl_entry *e = find(rl, key, len);

@@ -38,13 +38,6 @@ bool ratelimit_allows(ratelimit *rl, const char *key, size_t len, int64_t now_ms
  * so a refused client cannot extend its own penalty. */
 bool ratelimit_hit(ratelimit *rl, const char *key, size_t len, int64_t now_ms);
 
-/* Takes back one event counted by ratelimit_hit at hit_ms, when it turned
- * out not to be one (an attempt counted when admitted, refunded when it
- * succeeds, so attempts in flight count against the limit). Nothing happens
- * when key's window started after hit_ms (that event's window is over) or
- * its count is 0. */
-void ratelimit_refund(ratelimit *rl, const char *key, size_t len, int64_t hit_ms);
-
 /* Forgets key's counter (e.g. after a successful login). */
 void ratelimit_reset(ratelimit *rl, const char *key, size_t len);
 

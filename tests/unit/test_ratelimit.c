@@ -99,36 +99,6 @@ static void test_clock_step_back(void **state)
     ratelimit_free(rl);
 }
 
-/* Counted when admitted, refunded on success: pending attempts hold the
- * limit, a refund frees one, and a refund never reaches into a later
- * window nor below zero. */
-static void test_refund(void **state)
-{
-    (void)state;
-    ratelimit *rl = ratelimit_new(2, 1000, 10);
-    assert_true(hit(rl, "x", 0));
-    assert_true(hit(rl, "x", 10));
-    assert_false(hit(rl, "x", 20)); /* two in flight fill the limit */
-    ratelimit_refund(rl, "x", 1, 10);
-    assert_true(hit(rl, "x", 30));
-    assert_false(hit(rl, "x", 40));
-    /* an event of the last window refunded in this one changes nothing */
-    assert_true(hit(rl, "x", 1500));
-    assert_true(hit(rl, "x", 1510));
-    ratelimit_refund(rl, "x", 1, 900);
-    assert_false(hit(rl, "x", 1520));
-    /* never below zero, and unknown keys are ignored */
-    ratelimit_refund(rl, "x", 1, 1500);
-    ratelimit_refund(rl, "x", 1, 1510);
-    ratelimit_refund(rl, "x", 1, 1510);
-    ratelimit_refund(rl, "y", 1, 1510);
-    assert_int_equal(ratelimit_size(rl), 1);
-    assert_true(hit(rl, "x", 1600));
-    assert_true(hit(rl, "x", 1600));
-    assert_false(hit(rl, "x", 1600));
-    ratelimit_free(rl);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -138,7 +108,6 @@ int main(void)
         cmocka_unit_test(test_full_table_evicts_the_oldest),
         cmocka_unit_test(test_reset_and_zero_limit),
         cmocka_unit_test(test_clock_step_back),
-        cmocka_unit_test(test_refund),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
