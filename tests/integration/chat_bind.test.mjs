@@ -11,7 +11,7 @@ import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, waitFor } from './lib/server.mjs';
 import { api } from './lib/http.mjs';
-import { ChatSocket, fails, ok, post, registerAll, uname } from './lib/chat.mjs';
+import { ChatSocket, fails, mintJwt, ok, post, registerAll, uname } from './lib/chat.mjs';
 
 const SECRET = 'bind-secret-0123456789';
 const CAP = 3;
@@ -158,4 +158,21 @@ test('a socket is closed (1008) after 3 failed binds', async (t) => {
   const closed = await s.ws.closed;
   assert.equal(closed.code, 1008);
   assert.equal(closed.reason, 'too many failed binds');
+});
+
+// Many users behind one address (an office NAT; every client reconnecting at
+// once after a restart) bind together: the per-address limit counts failed
+// binds only, so a herd of good tokens far above --bind-rate all bind.
+test('100 users binding at once from one address all bind (--bind-rate 30 counts failures only)', async (t) => {
+  const secret = 'herd-secret-0123456789';
+  const own = await startServer({ options: { 'bind-rate': 30, 'jwt-secret': secret } });
+  t.after(() => own.stop());
+  // JWTs: 100 users without 100 password hashes
+  const exp = Math.floor(Date.now() / 1000) + 600;
+  const tokens = Array.from({ length: 100 }, (_, i) => mintJwt({ sub: `herd-${i}-${Date.now()}`, username: uname(`herd${i}`), exp }, secret));
+  const socks = await Promise.all(tokens.map(() => ChatSocket.open(own, t)));
+  socks.forEach((s, i) => s.sendJson({ type: 'bind', token: tokens[i] }));
+  const answers = await Promise.all(socks.map((s) => s.next()));
+  answers.forEach((m, i) => assert.equal(m.type, 'bind', `user ${i}: ${JSON.stringify(m)}`));
+  assert.equal(new Set(answers.map((m) => m.uid)).size, 100, '100 distinct users');
 });
