@@ -289,6 +289,32 @@ static bool writer_down(store *s)
     return s->ops->healthy && !s->ops->healthy(s->bk);
 }
 
+/* Called with s->mu held and the queue empty: waits up to ns for work or
+ * stop; if neither came, runs the backend's idle housekeeping (without the
+ * lock) and returns true. False as soon as work is queued or stop is set. */
+static bool idle_then_maintain(store *s, long ns)
+{
+    if (s->in.head || s->stop)
+        return false;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ns / 1000000000L;
+    until.tv_nsec += ns % 1000000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    while (!s->in.head && !s->stop && rc == 0)
+        rc = pthread_cond_timedwait(&s->work_cv, &s->mu, &until);
+    if (s->in.head || s->stop)
+        return false;
+    pthread_mutex_unlock(&s->mu);
+    s->ops->maintain(s->bk, true);
+    pthread_mutex_lock(&s->mu);
+    return true;
+}
+
 static void *storage_main(void *arg)
 {
     store *s = arg;
@@ -297,46 +323,15 @@ static void *storage_main(void *arg)
     pthread_mutex_lock(&s->mu);
     bool maintained = true;
     for (;;) {
-        if (!s->in.head && !s->stop && !maintained) {
-            /* A quiet moment is the time for optional housekeeping, but an
-             * empty queue right after a pass usually only means the loop is
-             * still answering it and about to submit more: wait a little. */
-            struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_nsec += IDLE_NS;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            int rc = 0;
-            while (!s->in.head && !s->stop && rc == 0)
-                rc = pthread_cond_timedwait(&s->work_cv, &s->mu, &until);
-            if (!s->in.head && !s->stop) {
-                pthread_mutex_unlock(&s->mu);
-                s->ops->maintain(s->bk, true);
-                pthread_mutex_lock(&s->mu);
-                maintained = true;
-            }
-        }
+        /* A quiet moment is the time for optional housekeeping, but an
+         * empty queue right after a pass usually only means the loop is
+         * still answering it and about to submit more: wait a little. */
+        if (!maintained && idle_then_maintain(s, IDLE_NS))
+            maintained = true;
         /* A backend that can lose its connection is probed now and then
          * while idle, so /healthz notices and it reconnects by itself. */
-        while (!s->in.head && !s->stop && s->ops->healthy) {
-            struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_nsec += (long)STORE_PROBE_MS * 1000000L;
-            while (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            int rc = 0;
-            while (!s->in.head && !s->stop && rc == 0)
-                rc = pthread_cond_timedwait(&s->work_cv, &s->mu, &until);
-            if (!s->in.head && !s->stop) {
-                pthread_mutex_unlock(&s->mu);
-                s->ops->maintain(s->bk, true);
-                pthread_mutex_lock(&s->mu);
-            }
-        }
+        while (s->ops->healthy && idle_then_maintain(s, (long)STORE_PROBE_MS * 1000000L))
+            ;
         while (!s->in.head && !s->stop)
             pthread_cond_wait(&s->work_cv, &s->mu);
         if (!s->in.head)

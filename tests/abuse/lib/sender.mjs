@@ -6,7 +6,7 @@
 // default) or a rate above 1000 / intervalMs.
 import { register, ChatSocket, uname } from '../../integration/lib/chat.mjs';
 import { sleep } from '../../integration/lib/server.mjs';
-import { summarize } from './victim.mjs';
+import { timedProbes } from './victim.mjs';
 
 /**
  * Starts a chatting victim on srv. One message in flight at a time; an ack
@@ -15,42 +15,16 @@ import { summarize } from './victim.mjs';
 export async function startSender(srv, { intervalMs = 10, timeoutMs = 2000 } = {}) {
   const [user, partner] = [await register(srv, uname('snd')), await register(srv, uname('peer'))];
   const sock = await ChatSocket.bound(srv, user);
-  const samples = [];
-  let lost = 0;
-  let running = true;
-  let n = 0;
-  const loop = (async () => {
-    while (running) {
-      const id = `v${++n}`;
-      const t0 = process.hrtime.bigint();
-      sock.sendMsg(partner, `victim message ${n}`, { client_msg_id: id });
-      try {
-        for (;;) {
-          const m = await sock.next(timeoutMs);
-          if (m.type === 'ack' && m.client_msg_id === id) break;
-          if (m.type === 'error') throw new Error(`victim send refused: ${JSON.stringify(m)}`);
-        }
-        samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
-      } catch (e) {
-        if (String(e.message).startsWith('victim send refused')) throw e;
-        lost++;
-        if (sock.closed) break;
-      }
-      await sleep(intervalMs);
-    }
-  })();
-  return {
-    user,
-    partner,
-    sock,
-    snapshot: () => summarize(samples, lost),
-    async stop() {
-      running = false;
-      await loop;
-      sock.terminate();
-      return summarize(samples, lost);
+  const probe = timedProbes(sock, {
+    intervalMs,
+    timeoutMs,
+    send: (n) => sock.sendMsg(partner, `victim message ${n}`, { client_msg_id: `v${n}` }),
+    isAnswer: (m, n) => {
+      if (m.type === 'error') throw Object.assign(new Error(`victim send refused: ${JSON.stringify(m)}`), { abortVictim: true });
+      return m.type === 'ack' && m.client_msg_id === `v${n}`;
     },
-  };
+  });
+  return { user, partner, sock, ...probe };
 }
 
 /** The chatting victim's baseline with nothing else going on. */

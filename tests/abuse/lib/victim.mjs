@@ -34,29 +34,46 @@ export function fmt(name, st) {
 export async function startVictim(srv, { name = 'victim' + Date.now().toString(36), intervalMs = 10, timeoutMs = 2000 } = {}) {
   const user = await register(srv, name.slice(0, 32));
   const sock = await ChatSocket.bound(srv, user);
+  const probe = timedProbes(sock, {
+    intervalMs,
+    timeoutMs,
+    send: () => sock.sendJson({ type: 'ping' }),
+    isAnswer: (m) => m.type === 'pong',
+  });
+  return { user, sock, ...probe };
+}
+
+/**
+ * The loop every victim runs on its socket: send(n) one probe, wait for the
+ * message isAnswer(m, n) accepts (an error it throws with abortVictim set
+ * ends the loop and rejects stop()), time it,
+ * pause intervalMs, again. An answer not back within timeoutMs counts as
+ * lost. Returns {snapshot(), stop()}: the summary so far, and stop + summary.
+ */
+export function timedProbes(sock, { intervalMs, timeoutMs, send, isAnswer }) {
   const samples = [];
   let lost = 0;
   let running = true;
   const loop = (async () => {
-    while (running) {
+    for (let n = 1; running; n++) {
       const t0 = process.hrtime.bigint();
-      sock.sendJson({ type: 'ping' });
+      send(n);
+      let answered = false;
       try {
-        for (;;) {
+        while (!answered) {
           const m = await sock.next(timeoutMs);
-          if (m.type === 'pong') break;
+          answered = isAnswer(m, n); // a throw here is not a lost probe: it aborts
         }
-        samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
-      } catch {
+      } catch (e) {
+        if (!answered && e && e.abortVictim) throw e;
         lost++;
         if (sock.closed) break;
       }
+      if (answered) samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
       await sleep(intervalMs);
     }
   })();
   return {
-    user,
-    sock,
     /** Samples so far (a copy). */
     snapshot: () => summarize(samples, lost),
     async stop() {
