@@ -209,7 +209,8 @@ int cluster_call_client(cluster_call *call, const char *client_id, size_t len, j
     int n = snprintf(channel, sizeof(channel), "chatd:n:%.2s", client_id);
     /* one copy per node even when several of its client_ids are named */
     for (size_t i = 0; i < call->n_targets; i++)
-        if (call->targets[i].channel_len == (size_t)n && !memcmp(call->targets[i].channel, channel, n))
+        if (call->targets[i].channel_len == (size_t)n &&
+            !memcmp(call->targets[i].channel, channel, n))
             return 0;
     return call_add(call, channel, (size_t)n, body);
 }
@@ -479,8 +480,8 @@ static void on_request(const char *channel, size_t channel_len, char **w, size_t
     json_decref(partial);
 }
 
-static void on_answer(const char *channel, size_t channel_len, char **w, size_t n,
-                      const char *body, size_t body_len)
+static void on_answer(const char *channel, size_t channel_len, char **w, size_t n, const char *body,
+                      size_t body_len)
 {
     uint64_t reqid;
     if (n != 4 || !is_instance(w[1], strlen(w[1])) || !is_instance(w[2], strlen(w[2])) ||
@@ -503,8 +504,8 @@ static void on_answer(const char *channel, size_t channel_len, char **w, size_t 
     call_maybe_finish(call);
 }
 
-static void on_push(const char *channel, size_t channel_len, char **w, size_t n,
-                    const char *body, size_t body_len)
+static void on_push(const char *channel, size_t channel_len, char **w, size_t n, const char *body,
+                    size_t body_len)
 {
     if (n != 3 || !is_instance(w[1], strlen(w[1])) || channel_len <= 8 ||
         memcmp(channel, "chatd:u:", 8) != 0) {
@@ -677,8 +678,7 @@ json_t *cluster_health(void)
                      "instance", cl.instance, "tag", cl.tag_str, "redis", up ? "up" : "down",
                      "nodes", (json_int_t)(up ? cl.live_nodes : 1), "node_ids", cl.live_ids,
                      "published", (json_int_t)st.published, "received", (json_int_t)st.received,
-                     "dropped", (json_int_t)cl.dropped, "bad_messages",
-                     (json_int_t)cl.bad_messages, "calls_timed_out",
-                     (json_int_t)cl.calls_timed_out, "reconnects", (json_int_t)st.reconnects,
-                     "pushes_in", (json_int_t)cl.pushes_in);
+                     "dropped", (json_int_t)cl.dropped, "bad_messages", (json_int_t)cl.bad_messages,
+                     "calls_timed_out", (json_int_t)cl.calls_timed_out, "reconnects",
+                     (json_int_t)st.reconnects, "pushes_in", (json_int_t)cl.pushes_in);
 }
