@@ -819,7 +819,8 @@ static void bind_conn(chat_call *call, conn *c)
         respond_bound(call, c->client_id);
         return;
     }
-    json_t *m = json_pack("{s:s,s:b,s:I}", "type", "bind", "status", 1, "uid", (json_int_t)call->uid);
+    json_t *m =
+        json_pack("{s:s,s:b,s:I}", "type", "bind", "status", 1, "uid", (json_int_t)call->uid);
     ws_send_json(c, m);
     json_decref(m);
     call_free(call);
@@ -864,8 +865,7 @@ static void remote_bind_done(json_t *partials, void *ctx)
     json_t *answer = NULL, *p;
     size_t i;
     json_array_foreach(partials, i, p) /* a tag shared by two nodes: the one that bound wins */
-        if (json_is_object(p) && (!answer || json_object_get(p, "bound")))
-            answer = p;
+        if (json_is_object(p) && (!answer || json_object_get(p, "bound"))) answer = p;
     if (!answer) {
         call_fail(call, 404, "not_found", "client_id is not connected");
     } else if (json_object_get(answer, "bound")) {
@@ -874,8 +874,8 @@ static void remote_bind_done(json_t *partials, void *ctx)
         int status = (int)json_integer_value(json_object_get(answer, "status"));
         const char *code = json_string_value(json_object_get(answer, "code"));
         const char *msg = json_string_value(json_object_get(answer, "msg"));
-        call_fail(call, status >= 400 && status < 600 ? status : 500, code ? code : "internal", "%s",
-                  msg ? msg : "bind failed on the socket's node");
+        call_fail(call, status >= 400 && status < 600 ? status : 500, code ? code : "internal",
+                  "%s", msg ? msg : "bind failed on the socket's node");
     }
     json_decref(partials);
 }

@@ -13,6 +13,13 @@
  * atomic; they name keys outside KEYS, which a single Redis allows and Redis
  * Cluster does not (another engine, see bus.h).
  *
+ * The loop adapter is ours, not hiredis' adapters/libuv.h: libuv reports a
+ * socket error (POLLERR, e.g. a refused connect) as a poll status of
+ * UV_EBADF and stops the poll, and that adapter ignores the status, so a
+ * failed connect was never noticed and the bus never reconnected. Ours hands
+ * the error to hiredis as the event it waited for, so hiredis reads the
+ * socket error and fails the connection the normal way.
+ *
  * Subscriptions: a table keeps, per channel, whether we want it and what
  * Redis was last asked. hiredis 0.14 forgets a channel's callback when an
  * UNSUBSCRIBE reply arrives, even if a SUBSCRIBE of the same channel was
@@ -21,7 +28,6 @@
  * reconnecting at once costs no round trips. */
 #include "cluster/bus.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -31,10 +37,11 @@
 
 #include "core/log.h"
 
-#define TICK_MS 250           /* reconnect attempts and unsubscribe sweeps */
-#define BACKOFF_MAX_MS 2000   /* longest wait between reconnect attempts */
-#define SUBSCRIBE_BATCH 512   /* channels per SUBSCRIBE command on reconnect */
-#define MEMBERS_MAX 4096      /* instances read from one directory set */
+#define TICK_MS 250             /* reconnect attempts and unsubscribe sweeps */
+#define CONNECT_TIMEOUT_MS 3000 /* a connect not done by then is dropped and retried */
+#define BACKOFF_MAX_MS 2000     /* longest wait between reconnect attempts */
+#define SUBSCRIBE_BATCH 512     /* channels per SUBSCRIBE command on reconnect */
+#define MEMBERS_MAX 4096        /* instances read from one directory set */
 
 enum sub_state { SUB_IDLE, SUB_PENDING, SUB_ACTIVE, SUB_LEAVING };
 
@@ -56,7 +63,7 @@ struct bus {
     char instance[80];
     redisAsyncContext *cmd, *sub;
     bool cmd_up, sub_up, up;
-    uint32_t backoff_ms, next_try_ms;
+    uint32_t backoff_ms, next_try_ms, connect_started_ms;
     uv_timer_t tick;
     sub_entry *subs;
     bool sweep_due;
@@ -136,6 +143,90 @@ static int parse_uri(bus *b, const char *uri)
     return 0;
 }
 
+/* ---- the loop adapter -------------------------------------------------- */
+
+typedef struct redis_poll {
+    redisAsyncContext *ac; /* NULL once hiredis freed the context */
+    uv_poll_t poll;
+    int events;
+} redis_poll;
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    redis_poll *p = h->data;
+    if (status < 0) /* a socket error: let hiredis find it where it waits */
+        events = p->events;
+    if (p->ac && (events & UV_READABLE))
+        redisAsyncHandleRead(p->ac);
+    if (p->ac && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void poll_update(redis_poll *p, int events)
+{
+    p->events = events;
+    if (events)
+        uv_poll_start(&p->poll, events, on_poll);
+    else
+        uv_poll_stop(&p->poll);
+}
+
+static void ev_add_read(void *d)
+{
+    redis_poll *p = d;
+    poll_update(p, p->events | UV_READABLE);
+}
+
+static void ev_del_read(void *d)
+{
+    redis_poll *p = d;
+    poll_update(p, p->events & ~UV_READABLE);
+}
+
+static void ev_add_write(void *d)
+{
+    redis_poll *p = d;
+    poll_update(p, p->events | UV_WRITABLE);
+}
+
+static void ev_del_write(void *d)
+{
+    redis_poll *p = d;
+    poll_update(p, p->events & ~UV_WRITABLE);
+}
+
+static void poll_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void ev_cleanup(void *d)
+{
+    redis_poll *p = d;
+    p->ac = NULL;
+    uv_close((uv_handle_t *)&p->poll, poll_closed);
+}
+
+static int attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    redis_poll *p = calloc(1, sizeof(*p));
+    if (!p)
+        return -1;
+    if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
+        free(p);
+        return -1;
+    }
+    p->ac = ac;
+    p->poll.data = p;
+    ac->ev.data = p;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    return 0;
+}
+
 /* ---- connection state -------------------------------------------------- */
 
 static void set_up(bus *b)
@@ -181,16 +272,55 @@ static void subscribe_wanted(bus *b);
 static void announce_held(bus *b);
 static void sub_unwant(bus *b, const char *channel, size_t len);
 
+/* Drops both connections (whichever are left), forgets what Redis knew of
+ * our subscriptions, and schedules a reconnect: the two always come back
+ * together, so the state is announced once. */
+static void drop_both(bus *b)
+{
+    redisAsyncContext *cmd = b->cmd, *sub = b->sub;
+    b->cmd = b->sub = NULL;
+    b->cmd_up = b->sub_up = false;
+    bool closing = b->closing;
+    b->closing = true; /* their disconnect callbacks do nothing now */
+    if (cmd)
+        redisAsyncFree(cmd);
+    if (sub)
+        redisAsyncFree(sub);
+    b->closing = closing;
+    sub_entry *e, *tmp;
+    HASH_ITER(hh, b->subs, e, tmp)
+    {
+        e->state = SUB_IDLE;
+        if (!e->want) {
+            HASH_DEL(b->subs, e);
+            free(e);
+        }
+    }
+    if (closing)
+        return;
+    b->stats.reconnects++;
+    set_up(b);
+    schedule_retry(b);
+}
+
+/* Forgets ac, which hiredis frees after this callback returns. */
+static void forget(bus *b, const redisAsyncContext *ac)
+{
+    if (ac == b->cmd)
+        b->cmd = NULL;
+    if (ac == b->sub)
+        b->sub = NULL;
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     bus *b = ac->data;
+    if (b->closing)
+        return;
     if (status != REDIS_OK) {
-        /* hiredis frees the context after this callback */
-        if (ac == b->cmd)
-            b->cmd = NULL;
-        if (ac == b->sub)
-            b->sub = NULL;
-        schedule_retry(b);
+        log_debug("cluster: redis connect failed: %s", ac->errstr);
+        forget(b, ac);
+        drop_both(b);
         return;
     }
     if (ac == b->cmd) {
@@ -207,37 +337,10 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 {
     bus *b = ac->data;
     (void)status;
-    if (ac == b->cmd) {
-        b->cmd = NULL;
-        b->cmd_up = false;
-    }
-    if (ac == b->sub) {
-        b->sub = NULL;
-        b->sub_up = false;
-        /* Redis forgot our subscriptions with the connection */
-        sub_entry *e, *tmp;
-        HASH_ITER(hh, b->subs, e, tmp)
-        {
-            e->state = SUB_IDLE;
-            if (!e->want) {
-                HASH_DEL(b->subs, e);
-                free(e);
-            }
-        }
-    }
-    if (b->closing)
+    if (b->closing || (ac != b->cmd && ac != b->sub))
         return;
-    /* a failure on one connection: drop the other too, so both come back
-     * together and the state is announced once */
-    if (b->cmd)
-        redisAsyncDisconnect(b->cmd);
-    if (b->sub)
-        redisAsyncDisconnect(b->sub);
-    set_up(b);
-    if (!b->cmd && !b->sub) {
-        b->stats.reconnects++;
-        schedule_retry(b);
-    }
+    forget(b, ac);
+    drop_both(b);
 }
 
 static redisAsyncContext *connect_one(bus *b)
@@ -250,7 +353,7 @@ static redisAsyncContext *connect_one(bus *b)
         return NULL;
     }
     ac->data = b;
-    if (redisLibuvAttach(ac, b->loop) != REDIS_OK) {
+    if (attach(ac, b->loop) < 0) {
         redisAsyncFree(ac);
         return NULL;
     }
@@ -262,17 +365,11 @@ static redisAsyncContext *connect_one(bus *b)
 
 static void connect_both(bus *b)
 {
-    if (!b->cmd)
-        b->cmd = connect_one(b);
-    if (!b->sub)
-        b->sub = connect_one(b);
-    if (!b->cmd || !b->sub) {
-        if (b->cmd)
-            redisAsyncDisconnect(b->cmd);
-        if (b->sub)
-            redisAsyncDisconnect(b->sub);
-        schedule_retry(b);
-    }
+    b->connect_started_ms = (uint32_t)uv_now(b->loop);
+    b->cmd = connect_one(b);
+    b->sub = connect_one(b);
+    if (!b->cmd || !b->sub)
+        drop_both(b);
 }
 
 /* ---- subscriptions ----------------------------------------------------- */
@@ -599,8 +696,8 @@ int bus_heartbeat(bus *b, const char *info, unsigned ttl_ms, bus_nodes_fn done, 
     }
     h->done = done;
     h->arg = arg;
-    redisAsyncCommand(b->cmd, on_heartbeat, h, "EVAL %s 0 %s %s %u", heartbeat_script,
-                      b->instance, info, ttl_ms);
+    redisAsyncCommand(b->cmd, on_heartbeat, h, "EVAL %s 0 %s %s %u", heartbeat_script, b->instance,
+                      info, ttl_ms);
     return 0;
 }
 
@@ -609,8 +706,11 @@ int bus_heartbeat(bus *b, const char *info, unsigned ttl_ms, bus_nodes_fn done, 
 static void tick_cb(uv_timer_t *t)
 {
     bus *b = t->data;
-    if (!b->cmd && !b->sub && (int32_t)((uint32_t)uv_now(b->loop) - b->next_try_ms) >= 0)
+    uint32_t now = (uint32_t)uv_now(b->loop);
+    if (!b->cmd && !b->sub && (int32_t)(now - b->next_try_ms) >= 0)
         connect_both(b);
+    else if (!b->up && (b->cmd || b->sub) && now - b->connect_started_ms > CONNECT_TIMEOUT_MS)
+        drop_both(b); /* e.g. packets to Redis vanish: do not wait for TCP's own timeout */
     if (b->sweep_due)
         sweep(b);
 }

@@ -382,8 +382,8 @@ static json_t *m_is_online(json_t *body, api_error *err)
         return NULL;
     json_t *part = json_array();
     for (size_t i = 0; i < ids.n; i++)
-        json_array_append_new(part,
-                              json_boolean(registry_find(ids.items[i].s, ids.items[i].len) != NULL));
+        json_array_append_new(
+            part, json_boolean(registry_find(ids.items[i].s, ids.items[i].len) != NULL));
     free(ids.items);
     return part;
 }
@@ -438,11 +438,9 @@ static json_t *m_get_all_client_id_count(json_t *body, api_error *err)
     return json_integer((json_int_t)registry_client_count());
 }
 
-static void list_uid(conn *c, void *arg)
+static void list_uid(uid_entry *e, void *arg)
 {
-    json_t *seen = arg;
-    if (c->uid && !json_object_getn(seen, c->uid->name, c->uid->len))
-        json_object_setn_new(seen, c->uid->name, c->uid->len, json_true());
+    json_array_append_new(arg, json_stringn(e->name, e->len));
 }
 
 /* Alone, the count; in a cluster the uids themselves, since a user with
@@ -454,19 +452,8 @@ static json_t *m_get_all_uid_count(json_t *body, api_error *err)
     (void)err;
     if (!cluster_enabled())
         return json_integer((json_int_t)registry_uid_count());
-    json_t *seen = json_object();
-    registry_foreach(list_uid, seen);
     json_t *part = json_array();
-    const char *key;
-    size_t key_len;
-    json_t *v;
-    void *tmp;
-    json_object_keylen_foreach_safe(seen, tmp, key, key_len, v)
-    {
-        (void)v;
-        json_array_append_new(part, json_stringn(key, key_len));
-    }
-    json_decref(seen);
+    registry_foreach_uid(list_uid, part);
     return part;
 }
 
@@ -571,25 +558,25 @@ static json_t *m_get_session(json_t *body, api_error *err)
 /* ---- merging the parts ------------------------------------------------- */
 
 enum merge_kind {
-    MERGE_SUM,       /* counts added up */
-    MERGE_CLIENTS,   /* per client_id: an error, done somewhere, or not online (404) */
+    MERGE_SUM,         /* counts added up */
+    MERGE_CLIENTS,     /* per client_id: an error, done somewhere, or not online (404) */
     MERGE_CLIENTS_ANY, /* the same, but a client_id online nowhere is fine */
-    MERGE_TRUE,      /* nothing to gather */
-    MERGE_OR,        /* per name: true on any node */
-    MERGE_FIRST,     /* per name: the first node's value that is not null */
-    MERGE_UNION,     /* values gathered, each once, in first-seen order */
-    MERGE_UNION_COUNT /* how many distinct values (or a count, on one node) */
+    MERGE_TRUE,        /* nothing to gather */
+    MERGE_OR,          /* per name: true on any node */
+    MERGE_FIRST,       /* per name: the first node's value that is not null */
+    MERGE_UNION,       /* values gathered, each once, in first-seen order */
+    MERGE_UNION_COUNT  /* how many distinct values (or a count, on one node) */
 };
 
 /* Which nodes a method needs besides this one. */
 enum route_kind {
-    ROUTE_ALL,          /* every node */
-    ROUTE_CLIENTS,      /* the nodes of the client_ids not held here */
-    ROUTE_SEND_ALL,     /* every node, or the nodes of client_ids when given */
-    ROUTE_UIDS_EACH,    /* per uid, its nodes, with that uid alone */
-    ROUTE_UIDS,         /* per uid, its nodes, with the whole body */
-    ROUTE_GROUPS_EACH,  /* per group, its nodes, with that group alone */
-    ROUTE_GROUPS,       /* per group, its nodes, with the whole body */
+    ROUTE_ALL,         /* every node */
+    ROUTE_CLIENTS,     /* the nodes of the client_ids not held here */
+    ROUTE_SEND_ALL,    /* every node, or the nodes of client_ids when given */
+    ROUTE_UIDS_EACH,   /* per uid, its nodes, with that uid alone */
+    ROUTE_UIDS,        /* per uid, its nodes, with the whole body */
+    ROUTE_GROUPS_EACH, /* per group, its nodes, with that group alone */
+    ROUTE_GROUPS,      /* per group, its nodes, with the whole body */
 };
 
 typedef struct api_method {
@@ -693,8 +680,7 @@ static json_t *merge_parts(const api_method *m, json_t *body, json_t *parts, api
     size_t k, i;
     json_t *part;
     json_array_foreach(parts, k, part) /* a node that failed as a whole */
-        if (json_is_object(part) && error_from_json(part, err))
-            return NULL;
+        if (json_is_object(part) && error_from_json(part, err)) return NULL;
     json_t *local = json_array_get(parts, 0);
     switch (m->merge) {
     case MERGE_SUM: {

@@ -89,14 +89,14 @@ struct conn {
     uv_tcp_t tcp; /* first: a uv_handle_t* is a conn* */
     const conn_handler *handler;
     uint32_t flags;
-    uint32_t deadline;    /* wheel tick; 0 = none */
-    uint32_t last_rx;     /* server_now_ms of the last byte received */
-    uint32_t rate_stamp;  /* event rate limiter: loop ms clock of the last refill */
-    uint32_t rate_tokens; /* events the connection may still send now */
-    uint8_t msg_opcode;   /* opcode of the open fragmented message */
-    uint8_t utf8_state;   /* validator state across text fragments */
+    uint32_t deadline;                 /* wheel tick; 0 = none */
+    uint32_t last_rx;                  /* server_now_ms of the last byte received */
+    uint32_t rate_stamp;               /* event rate limiter: loop ms clock of the last refill */
+    uint32_t rate_tokens;              /* events the connection may still send now */
+    uint8_t msg_opcode;                /* opcode of the open fragmented message */
+    uint8_t utf8_state;                /* validator state across text fragments */
     char client_id[CLIENT_ID_LEN + 1]; /* here: it fills the gap before the pointers */
-    conn_input *in;       /* carried-over partial input, NULL when none */
+    conn_input *in;                    /* carried-over partial input, NULL when none */
     conn *wheel_prev, *wheel_next;
     conn *dirty_next; /* server flush list link */
     outq *out;        /* NULL when nothing is queued */
