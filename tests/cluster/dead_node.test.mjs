@@ -1,0 +1,63 @@
+// A node killed with SIGKILL cannot clean its entries in Redis; its heartbeat
+// key (PX 5000) expires instead. Within about 6 s the other nodes stop
+// counting its connections: a uid online only there is offline, the client
+// and uid counts and the group's members drop, sends to it reach nobody.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startCluster, gw, healthz, waitUntil } from './lib/cluster.mjs';
+import { Sock, settle } from './lib/sock.mjs';
+
+const LIMIT_MS = 6500;
+const c = await startCluster(after, { n: 3, haproxy: false });
+const [n1, n2, n3] = c.nodes;
+const socks = [];
+after(() => socks.forEach((s) => s.terminate()));
+
+test('a SIGKILLed node\'s connections stop counting within ~6 s', async () => {
+  const x = await Sock.open(n3, 'x@node3');
+  const z = await Sock.open(n3, 'z@node3');
+  const y = await Sock.open(n1, 'y@node1');
+  const w = await Sock.open(n2, 'w@node2');
+  socks.push(x, y, z, w);
+  assert.equal(await gw(n1, 'bind_uid', { client_id: x.clientId, uid: 'dead-u' }), true);
+  assert.equal(await gw(n1, 'bind_uid', { client_id: z.clientId, uid: 'both-u' }), true);
+  assert.equal(await gw(n1, 'bind_uid', { client_id: y.clientId, uid: 'both-u' }), true);
+  assert.equal(await gw(n2, 'join_group', { client_id: x.clientId, group: 'dead-g' }), true);
+  assert.equal(await gw(n2, 'join_group', { client_id: y.clientId, group: 'dead-g' }), true);
+  for (const node of [n1, n2]) {
+    assert.equal(await gw(node, 'get_all_client_id_count'), 4);
+    assert.equal(await gw(node, 'get_all_uid_count'), 2);
+    assert.equal(await gw(node, 'is_uid_online', { uid: 'dead-u' }), true);
+    assert.equal(await gw(node, 'get_client_id_count_by_group', { group: 'dead-g' }), 2);
+  }
+
+  const t0 = Date.now();
+  await n3.kill();
+  const gone = await waitUntil(async () => {
+    const [online, count, uids, grp, list, both, h] = await Promise.all([
+      gw(n1, 'is_uid_online', { uid: 'dead-u' }),
+      gw(n1, 'get_all_client_id_count'),
+      gw(n2, 'get_all_uid_count'),
+      gw(n2, 'get_client_id_count_by_group', { group: 'dead-g' }),
+      gw(n1, 'get_uid_list_by_group', { group: 'dead-g' }),
+      gw(n2, 'get_client_id_by_uid', { uid: 'both-u' }),
+      healthz(n1),
+    ]);
+    const ok = online === false && count === 2 && uids === 1 && grp === 1 && list.length === 0 && both.length === 1 && h.cluster.nodes === 2;
+    return ok ? Date.now() - t0 : null;
+  }, { timeoutMs: LIMIT_MS + 4000, intervalMs: 100, what: 'the dead node\'s entries to stop counting' });
+  assert.ok(gone <= LIMIT_MS, `entries of the dead node stopped counting after ${gone} ms (limit ${LIMIT_MS})`);
+  for (const node of [n1, n2]) {
+    assert.equal(await gw(node, 'is_online', { client_id: x.clientId }), false, `x offline from ${node.nodeId}`);
+    assert.deepEqual(await gw(node, 'get_client_id_by_uid', { uid: 'both-u' }), [y.clientId]);
+  }
+  assert.equal(await gw(n2, 'send_to_uid', { uid: 'dead-u', data: 'nobody' }), 0);
+  assert.equal(await gw(n2, 'send_to_group', { group: 'dead-g', data: 'g-after' }), 1);
+  assert.equal(await gw(n2, 'send_to_all', { data: 'all-after' }), 2);
+  await y.waitText('g-after');
+  await y.waitText('all-after');
+  await w.waitText('all-after');
+  await settle();
+  assert.equal(y.countText('g-after'), 1);
+  console.log(`# dead node: entries stopped counting ${gone} ms after SIGKILL`);
+});
