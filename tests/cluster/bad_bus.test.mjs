@@ -1,19 +1,19 @@
 // Bad input from the bus: anyone who can PUBLISH on the Redis can put
 // garbage on chatd's channels. Malformed messages (no header line, empty,
 // binary junk, an unparsable header) and an oversized one (larger than
-// --max-message + 4 KiB) are published on chatd:all, chatd:n:<tag>,
+// --max-message and --max-body, + 4 KiB) are published on chatd:all, chatd:n:<tag>,
 // chatd:u:<uid> and chatd:g:<group> over a raw RESP connection. The node logs
 // and drops each one (/healthz cluster.bad_messages counts them), pushes
 // nothing to its sockets, and keeps serving: /healthz, cross-node pushes both
 // ways, the chat service.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import { startCluster, gw, healthz, must, register, uname, waitUntil } from './lib/cluster.mjs';
 import { Sock, settle } from './lib/sock.mjs';
 
 const MAX_MESSAGE = 65536;
-const c = await startCluster(after, { n: 2, haproxy: false, nodeOptions: { 'max-message': MAX_MESSAGE } });
+// the bus bound is the larger of --max-message and --max-body, plus 4 KiB
+const c = await startCluster(after, { n: 2, haproxy: false, nodeOptions: { 'max-message': MAX_MESSAGE, 'max-body': MAX_MESSAGE } });
 const [n1, n2] = c.nodes;
 const socks = [];
 after(() => socks.forEach((s) => s.terminate()));
@@ -26,9 +26,10 @@ const GARBAGE = [
   Buffer.from([0x00, 0xff, 0xfe, 0x0a, 0x00, 0x01, 0x02]),
   Buffer.concat([Buffer.alloc(5000, 0xff), Buffer.from('\n{}')]),
   Buffer.from(`${'x'.repeat(200)} ${'y'.repeat(200)}\n${JSON.stringify({ type: 'message' })}`),
-  crypto.randomBytes(3000),
+  Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 131 + 7) & 255)),
 ];
-const OVERSIZED = Buffer.concat([Buffer.from('all\n'), Buffer.alloc(MAX_MESSAGE + 4096 + 50000, 0x61)]);
+// well formed but for its size: a push from a made-up instance; delivered, it would reach s1
+const OVERSIZED = Buffer.concat([Buffer.from('P 0123456789abcdef -\n'), Buffer.alloc(MAX_MESSAGE + 4096 + 100000, 0x61)]);
 
 test('malformed and oversized bus messages are logged and dropped; the node keeps serving', async () => {
   const uid = `bb-${uname('u')}`;
