@@ -33,6 +33,7 @@ test('a SIGKILLed node\'s connections stop counting within ~6 s', async () => {
 
   const t0 = Date.now();
   await n3.kill();
+  let last = null;
   const gone = await waitUntil(async () => {
     const [online, count, uids, grp, list, both, h] = await Promise.all([
       gw(n1, 'is_uid_online', { uid: 'dead-u' }),
@@ -43,9 +44,12 @@ test('a SIGKILLed node\'s connections stop counting within ~6 s', async () => {
       gw(n2, 'get_client_id_by_uid', { uid: 'both-u' }),
       healthz(n1),
     ]);
-    const ok = online === false && count === 2 && uids === 1 && grp === 1 && list.length === 0 && both.length === 1 && h.cluster.nodes === 2;
+    last = { ms: Date.now() - t0, is_uid_online: online, client_count: count, uid_count: uids, group_count: grp, group_uids: list, both_u: both, nodes: h.cluster.nodes };
+    const ok = online === false && count === 2 && uids === 1 && grp === 1 && list.length === 1 && list[0] === 'both-u' && both.length === 1 && h.cluster.nodes === 2;
     return ok ? Date.now() - t0 : null;
-  }, { timeoutMs: LIMIT_MS + 4000, intervalMs: 100, what: 'the dead node\'s entries to stop counting' });
+  }, { timeoutMs: LIMIT_MS + 4000, intervalMs: 100, what: 'the dead node\'s entries to stop counting' }).catch((e) => {
+    throw new Error(`${e.message}\nlast answers: ${JSON.stringify(last)} (want is_uid_online false, client_count 2, uid_count 1, group_count 1, group_uids [both-u], both_u [${y.clientId}], nodes 2)`);
+  });
   assert.ok(gone <= LIMIT_MS, `entries of the dead node stopped counting after ${gone} ms (limit ${LIMIT_MS})`);
   for (const node of [n1, n2]) {
     assert.equal(await gw(node, 'is_online', { client_id: x.clientId }), false, `x offline from ${node.nodeId}`);

@@ -56,7 +56,10 @@ test('Redis restarted under load: nothing acknowledged lost, routing and the dir
   await waitUntil(async () => {
     const hs = await Promise.all(c.nodes.map((x) => healthz(x)));
     return hs.every((h) => h.cluster.redis === 'up' && h.cluster.nodes === 3);
-  }, { timeoutMs: 10000, what: '/healthz redis "up" and 3 nodes on every node after the restart' });
+  }, { timeoutMs: 10000, what: '/healthz redis "up" and 3 nodes on every node after the restart' }).catch(async (e) => {
+    const hs = await Promise.all(c.nodes.map((x) => healthz(x)));
+    throw new Error(`${e.message}\n${hs.map((h) => JSON.stringify(h.cluster)).join('\n')}\n${c.nodes.map((x) => `${x.nodeId} log tail:\n${x.stderr().slice(-1500)}`).join('\n')}`);
+  });
   const back = Date.now() - upSince;
   const dropped = during.reduce((a, h, i) => a + h.cluster.dropped - before[i].cluster.dropped, 0);
   assert.ok(dropped > 0, `cross-node pushes while Redis was down are counted as dropped: ${during.map((h) => h.cluster.dropped)}`);

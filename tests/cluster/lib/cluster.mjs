@@ -15,6 +15,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -253,6 +254,10 @@ async function launchNode(port, argv, label, waitMs) {
       return exitInfo;
     },
   };
+  // With --node-id, up means this process answered (X-Chatd-Node): on a port
+  // shared with --reuseport another process may answer the probe. Each probe
+  // is a new connection, so the kernel picks again.
+  const want = argv.includes('--node-id') ? argv[argv.indexOf('--node-id') + 1] : null;
   const deadline = Date.now() + waitMs;
   for (;;) {
     if (exitInfo) {
@@ -260,13 +265,8 @@ async function launchNode(port, argv, label, waitMs) {
       e.stderr = stderr;
       throw e;
     }
-    try {
-      const r = await fetch(`${node.url}/healthz`, { signal: AbortSignal.timeout(1000) });
-      await r.arrayBuffer();
-      if (r.status === 200) return node;
-    } catch {
-      /* not up yet */
-    }
+    const r = await probe(port, '/healthz').catch(() => null);
+    if (r && r.status === 200 && (!want || r.node === want)) return node;
     if (Date.now() > deadline) {
       try {
         process.kill(child.pid, 'SIGKILL');
@@ -280,6 +280,22 @@ async function launchNode(port, argv, label, waitMs) {
     }
     await sleep(25);
   }
+}
+
+/** GET on a new TCP connection (no keep-alive): {status, node (X-Chatd-Node), text}. */
+export function probe(port, p, timeoutMs = 1000) {
+  return new Promise((resolve, reject) => {
+    const r = httpRequest({ host: HOST, port, path: p, agent: false, headers: { Connection: 'close' }, timeout: timeoutMs }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode, node: res.headers['x-chatd-node'], text }));
+      res.on('error', reject);
+    });
+    r.on('timeout', () => r.destroy(new Error('timeout')));
+    r.on('error', reject);
+    r.end();
+  });
 }
 
 /* ------------------------------------------------------------------- haproxy */
@@ -428,6 +444,14 @@ export async function startCluster(afterHook, { n = 3, nodeOptions = {}, haproxy
         await extra.stop();
       } catch (e) {
         errors.push(e);
+      }
+    }
+    // anything else this file started (a node a test forgot): killed, so the file can end
+    for (const pid of live.keys()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
       }
     }
     if (c.redis) await c.redis.stop().catch((e) => errors.push(e));
