@@ -167,6 +167,20 @@ start() {
             "$(cat "$DIR/node$i.pid")" || return 1
     done
 
+    # the nodes find each other through Redis (a heartbeat a second): wait until
+    # each one counts all N, so the cluster is whole when the URL is printed
+    local seen
+    for _ in $(seq 1 100); do
+        seen=0
+        for i in $(seq 1 "$n"); do
+            curl -s -m 2 "http://127.0.0.1:${ports[$((i - 1))]}/healthz" | grep -q "\"nodes\":${n}[,}]" &&
+                seen=$((seen + 1))
+        done
+        [ "$seen" -eq "$n" ] && break
+        sleep 0.1
+    done
+    [ "$seen" -eq "$n" ] || log "warning: after 10 s only $seen of $n nodes see all $n nodes (see their logs in $DIR)"
+
     local public=${CHATD_PUBLIC_PORT:-}
     if [ -z "$public" ]; then
         public=$(free_port) || { log "no free port"; return 1; }
