@@ -7,7 +7,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import path from 'node:path';
-import { startCluster, startNode, freePort, gw, sleep, HOST } from './lib/cluster.mjs';
+import { startCluster, startNode, freePort, gw, sleep, waitUntil, HOST } from './lib/cluster.mjs';
 import { Sock } from './lib/sock.mjs';
 
 // Redis and a database from the harness, no nodes of its own
@@ -56,8 +56,11 @@ test('two chatd with --reuseport share one port and both accept connections', as
   }
   assert.equal(tags.size, 2, `sockets on both processes: tags ${[...tags]}`);
   // both are one cluster: the count is the same from either
-  const h = await freshGet(port, '/healthz');
-  assert.equal(h.body.data.cluster.nodes, 2);
+  // (they learn of each other by heartbeat, once a second)
+  await waitUntil(async () => {
+    for (let i = 0; i < 8; i++) if ((await freshGet(port, '/healthz')).body.data.cluster.nodes !== 2) return false;
+    return true;
+  }, { timeoutMs: 5000, what: 'both processes counting 2 nodes' });
   const counts = [];
   for (let i = 0; i < 6; i++) counts.push(await gw(srv, 'get_all_client_id_count'));
   assert.deepEqual(counts, Array(6).fill(16), 'cluster-wide count from whichever process answers');
