@@ -1,7 +1,8 @@
 // One node SIGKILLed in the middle of a send load. alice sends 300 messages
 // to bob through haproxy (4 in flight; a failed send is retried with its
-// client_msg_id, as a client does); bob has a device on each node, alice one
-// on the node that dies. When 100 are acknowledged node3 is killed. Its
+// client_msg_id, as a client does) and more on her socket on the node that
+// dies (4 in flight; those without an answer when it dies are sent again over
+// HTTP with their client_msg_id); bob has a device on each node. When 100 are acknowledged node3 is killed. Its
 // sockets reconnect through haproxy (landing on a live node), bind again and
 // sync from the cursor their pushes gave them. Then every device of bob has
 // every acknowledged message exactly once (pushes merged with the cursor sync
@@ -12,9 +13,10 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startCluster, must, register, uname, waitUntil, sleep } from './lib/cluster.mjs';
 import { Sock, settle } from './lib/sock.mjs';
-import { sendLoad, checkDevice } from './lib/load.mjs';
+import { sendLoad, socketLoad, retryOverHttp, checkDevice } from './lib/load.mjs';
 
-const COUNT = 300;
+const COUNT = 300; // over HTTP through haproxy
+const WS_COUNT = 200; // at most, over alice's socket on node3 (until it dies)
 const KILL_AT = 100;
 
 const c = await startCluster(after, { n: 3 });
@@ -49,7 +51,9 @@ test('SIGKILL of a node under load: its clients reconnect through haproxy, sync,
 
   let killed = null;
   const t0 = Date.now();
-  const results = await sendLoad({
+  // alice also sends on her socket on node3: sends in flight when it dies get no answer
+  const wsDone = socketLoad(a3, bob, { count: WS_COUNT, window: 4, tag: 'ws', node: 'node3' });
+  const httpResults = await sendLoad({
     from: alice,
     to: bob,
     count: COUNT,
@@ -64,11 +68,17 @@ test('SIGKILL of a node under load: its clients reconnect through haproxy, sync,
     },
   });
   assert.ok(killed, 'node3 was killed during the load');
+  const wsResults = await wsDone;
+  const lost = wsResults.filter((r) => !r.ok).length;
+  // as a client does: what got no answer is sent again (over HTTP, through haproxy) with its client_msg_id
+  await retryOverHttp(wsResults, alice, bob, () => c.lb);
+  const results = [...httpResults, ...wsResults];
   const failed = results.filter((r) => !r.ok);
   assert.deepEqual(failed.map((r) => `${r.cmid}: ${r.errors.slice(-2).join('; ')}`), [], 'every send was acknowledged after retries (two nodes are alive)');
   const acked = results.filter((r) => r.ok);
   assert.ok(acked.some((r) => r.node === 'node3'), 'some sends were acknowledged by node3 before it died');
-  assert.ok(acked.some((r) => r.node !== 'node3' && r.i > KILL_AT + 8), 'later sends were served by the live nodes');
+  assert.ok(httpResults.some((r) => r.ok && r.node !== 'node3' && r.i > KILL_AT + 8), 'later sends were served by the live nodes');
+  assert.ok(wsResults.some((r) => r.via === 'ws' && r.attempts === 1 && r.ok), 'the socket on node3 had sends acknowledged before it died');
   assert.equal(new Set(acked.map((r) => r.message.id)).size, acked.length, 'every client_msg_id was stored as its own message');
 
   // node3's sockets were cut; they reconnect through haproxy to a live node
@@ -101,5 +111,5 @@ test('SIGKILL of a node under load: its clients reconnect through haproxy, sync,
     const over = acked.filter((r) => s.count((f) => f.type === 'message' && f.message.id === r.message.id) > r.attempts);
     assert.deepEqual(over.map((r) => r.cmid), [], `${s.name}: no message pushed more often than it was sent`);
   }
-  console.log(`# node kill: ${acked.length} acknowledged in ${Date.now() - t0} ms, ${acked.filter((r) => r.attempts > 1).length} retried; synced after reconnect: ${checks['b3-again'].synced}, b3 (cut) cursor ${checks['b3@node3'].cursor}`);
+  console.log(`# node kill: ${acked.length} acknowledged in ${Date.now() - t0} ms (${wsResults.length} on node3's socket, ${lost} of them unanswered when it died), ${acked.filter((r) => r.attempts > 1).length} retried; synced after reconnect: ${checks['b3-again'].synced}, b3 (cut) cursor ${checks['b3@node3'].cursor}`);
 });

@@ -86,3 +86,79 @@ export async function checkDevice(sock, srv, user, peer, acked, { expectTotal } 
   }
   return { total, cursor, pushCount, synced: synced.length };
 }
+
+/**
+ * Sends up to `count` messages over a bound socket, `window` in flight, until
+ * the socket closes (a killed node). Resolves with one record per message
+ * started: acknowledged ({ok: true, message, node: sock's node}) or left
+ * without an answer when the socket closed ({ok: false}: maybe stored, maybe
+ * not: the client retries it with its client_msg_id).
+ */
+export function socketLoad(sock, to, { count, window = 4, tag = 'S', node }) {
+  return new Promise((resolve) => {
+    const recs = [];
+    const waiting = new Map();
+    let next = 0;
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      resolve(recs);
+    };
+    const pump = () => {
+      while (!sock.closeInfo && next < count && waiting.size < window) {
+        const rec = { i: next, cmid: `${tag}-${next}`, ok: false, message: null, node: null, attempts: 1, errors: [], via: 'ws' };
+        next++;
+        recs.push(rec);
+        waiting.set(rec.cmid, rec);
+        sock.send({ type: 'send', message: { to_id: to.id, type: 'text', data: `${rec.cmid}`, client_msg_id: rec.cmid } });
+      }
+      if ((waiting.size === 0 && next >= count) || sock.closeInfo) finish();
+    };
+    sock.ws.on('message', (raw) => {
+      let m;
+      try {
+        m = JSON.parse(raw.toString());
+      } catch {
+        return;
+      }
+      if ((m.type === 'ack' || m.type === 'error') && waiting.has(m.client_msg_id)) {
+        const rec = waiting.get(m.client_msg_id);
+        waiting.delete(m.client_msg_id);
+        if (m.type === 'ack') {
+          rec.ok = true;
+          rec.message = m.message;
+          rec.node = node;
+        } else rec.errors.push(`ws error ${m.code}`);
+        pump();
+      }
+    });
+    sock.ws.on('close', () => {
+      for (const rec of waiting.values()) rec.errors.push('socket closed before the answer');
+      finish();
+    });
+    pump();
+  });
+}
+
+/** Retries records that were not acknowledged over POST /chat/send (same client_msg_id) until each is. */
+export async function retryOverHttp(recs, from, to, pick, { maxAttempts = 40 } = {}) {
+  for (const rec of recs.filter((r) => !r.ok)) {
+    for (let attempt = 0; attempt < maxAttempts && !rec.ok; attempt++) {
+      rec.attempts++;
+      const srv = pick(rec.i, attempt);
+      try {
+        const r = await http(srv, 'POST', '/chat/send', { token: from.token, body: { to_id: to.id, type: 'text', data: rec.cmid, client_msg_id: rec.cmid }, timeoutMs: 5000 });
+        if (r.status === 200 && r.body?.status === true) {
+          rec.ok = true;
+          rec.message = r.body.data;
+          rec.node = r.node;
+        } else rec.errors.push(`${srv.label}: HTTP ${r.status}`);
+      } catch (e) {
+        rec.errors.push(`${srv.label}: ${e.message}`);
+      }
+      if (!rec.ok) await sleep(100);
+    }
+  }
+  return recs;
+}
