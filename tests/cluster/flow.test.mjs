@@ -152,10 +152,17 @@ test('every /gateway/* method on one node acts on clients of another node; count
     assert.deepEqual(await gw(node, 'is_online', { client_id: [g3.clientId, g1.clientId, `${g3.clientId.slice(0, 2)}${'A'.repeat(22)}`] }), [true, true, false]);
   }
 
+  // list arguments merge the nodes' answers
+  for (const node of c.nodes) {
+    assert.deepEqual([...(await gw(node, 'get_client_id_by_uid', { uid: [uA, uB, 'nobody'] }))].sort(), [g2.clientId, g3.clientId, g3b.clientId].sort(), `clients of [uA, uB] from ${node.nodeId}`);
+  }
+
   // send_to_uid / send_to_client from node1, counted cluster-wide, received once
   assert.equal(await gw(n1, 'send_to_uid', { uid: uA, data: 'to-uA' }), 2);
   await g3.waitText('to-uA');
   await g2.waitText('to-uA');
+  assert.equal(await gw(n2, 'send_to_uid', { uid: [uA, uB], data: 'to-uAB' }), 3);
+  for (const s of [g2, g3, g3b]) await s.waitText('to-uAB');
   assert.equal(await gw(n1, 'send_to_client', { client_id: g3.clientId, data: { hello: 'g3' } }), 1);
   await g3.waitFrame((f) => f.hello === 'g3');
   assert.equal(await gw(n1, 'send_to_client', { client_id: `${g3.clientId.slice(0, 2)}${'B'.repeat(22)}`, data: 'nobody' }), 0, 'unknown client on node3');
@@ -221,9 +228,9 @@ test('every /gateway/* method on one node acts on clients of another node; count
   await settle();
   const expectOnce = {
     g1: ['grp-1', 'grp-2', 'grp-3', 'all-1', 'all-2', 'all-3'],
-    g2: ['to-uA', 'grp-1', 'grp-3', 'all-1', 'all-3'],
-    g3: ['to-uA', 'grp-1', 'grp-2', 'all-1', 'all-2', 'all-3', 'bye'],
-    g3b: ['all-1'],
+    g2: ['to-uA', 'to-uAB', 'grp-1', 'grp-3', 'all-1', 'all-3'],
+    g3: ['to-uA', 'to-uAB', 'grp-1', 'grp-2', 'all-1', 'all-2', 'all-3', 'bye'],
+    g3b: ['to-uAB', 'all-1'],
   };
   for (const s of all) {
     const key = s.name.split('@')[0];
@@ -233,4 +240,34 @@ test('every /gateway/* method on one node acts on clients of another node; count
   }
   for (const s of all) s.terminate();
   await sleep(100);
+});
+
+test('logout on one node closes that token\'s sockets on every node, and only those', async () => {
+  const u = await register(n1, uname('lo'));
+  const t2 = await login(n2, u);
+  const s2 = await open(n2, 'lo-a@node2', u); // bound with the token that logs out
+  const s3 = await open(n3, 'lo-b@node3', { ...u, token: t2 }); // another session of the same user
+  assert.equal(await must(n1, 'POST', '/user/logout', { token: u.token }), true);
+  const e = await s2.waitFrame((f) => f.type === 'error', 3000);
+  assert.equal(e.code, 'logged_out');
+  assert.equal((await s2.closed).code, 1008);
+  await settle();
+  assert.equal(s3.closeInfo, null, 'the other session\'s socket stays open');
+  assert.equal(s3.count((f) => f.type === 'error'), 0);
+  const r = await http(n3, 'GET', '/user/me', { token: u.token });
+  assert.equal(r.status, 401, 'the token is refused on every node');
+  s3.terminate();
+});
+
+test('a push as large as a request body may be crosses the bus whole', async () => {
+  const s = await open(n3, 'big@node3');
+  const big = 'x'.repeat(1000 * 1000); // the body of the API call stays under --max-body (1 MiB)
+  assert.equal(await gw(n1, 'send_to_client', { client_id: s.clientId, data: big }), 1);
+  await s.waitText(big, 1, 5000);
+  const grp = `big-${uname('g')}`;
+  assert.equal(await gw(n1, 'join_group', { client_id: s.clientId, group: grp }), true);
+  const obj = { k: 'y'.repeat(900 * 1000) };
+  assert.equal(await gw(n2, 'send_to_group', { group: grp, data: obj }), 1);
+  await s.waitFrame((f) => f.k === obj.k, 5000);
+  s.terminate();
 });

@@ -91,6 +91,19 @@ test('a user\'s HTTP calls and sockets through haproxy land on different nodes, 
   assert.match(page.headers.get('content-type') || '', /text\/html/);
 });
 
+test('every HTTP answer names its node, errors and static files too', async () => {
+  for (const node of c.nodes) {
+    const answers = [
+      await http(node, 'GET', '/user/me'), // 401
+      await http(node, 'GET', '/no/such/file.txt'), // 404
+      await http(node, 'POST', '/gateway/get_all_client_id_count', { body: {} }), // 401 (no secret)
+      await http(node, 'POST', '/chat/send', { body: '{not json', token: 'x'.repeat(43) }), // 401 or 400
+      await http(node, 'GET', '/'), // static 200
+    ];
+    for (const r of answers) assert.equal(r.node, node.nodeId, `HTTP ${r.status} from ${node.nodeId} carries X-Chatd-Node: ${r.text.slice(0, 100)}`);
+  }
+});
+
 test('haproxy balances each request of one keep-alive connection on its own', async () => {
   // undici (fetch) keeps one connection alive to haproxy for these sequential calls
   const seen = [];

@@ -11,7 +11,7 @@
 // on another within a few seconds, without restarting chatd.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCluster, gw, healthz, must, register, uname, waitUntil } from './lib/cluster.mjs';
+import { startCluster, gw, healthz, http, must, register, uname, waitUntil } from './lib/cluster.mjs';
 import { Sock, settle } from './lib/sock.mjs';
 import { sendLoad, checkDevice } from './lib/load.mjs';
 
@@ -29,6 +29,10 @@ test('Redis restarted under load: nothing acknowledged lost, routing and the dir
   const bob = await register(n2, uname('rb'));
   const devs = [await Sock.bound(n1, bob, 'b1@node1'), await Sock.bound(n2, bob, 'b2@node2'), await Sock.bound(n3, bob, 'b3@node3')];
   socks.push(...devs);
+  // a group member and a session on node2, to be found again after the restart
+  const grp = `rr-${uname('g')}`;
+  assert.equal(await gw(n1, 'join_group', { client_id: devs[1].clientId, group: grp }), true);
+  assert.equal(await gw(n3, 'set_session', { client_id: devs[1].clientId, session: { k: 'v' } }), true);
   const before = await Promise.all(c.nodes.map((x) => healthz(x)));
   assert.deepEqual(redisStates(before), ['up', 'up', 'up']);
 
@@ -39,6 +43,13 @@ test('Redis restarted under load: nothing acknowledged lost, routing and the dir
   await c.redis.stopKeep();
   const downSince = Date.now();
   await waitUntil(async () => redisStates(await Promise.all(c.nodes.map((x) => healthz(x)))).every((s) => s === 'down'), { timeoutMs: 5000, what: '/healthz redis "down" on every node' });
+  // a bind of a socket on another node cannot be forwarded meanwhile: 503 cluster_unavailable
+  const orphan = await Sock.open(n2, 'orphan@node2');
+  socks.push(orphan);
+  const ob = await http(n1, 'POST', '/chat/bind', { token: bob.token, body: { type: 'bind', client_id: orphan.clientId, bind_nonce: orphan.bindNonce } });
+  assert.equal(ob.status, 503, `cross-node bind while Redis is down: ${ob.text}`);
+  assert.equal(ob.body?.code, 'cluster_unavailable');
+  orphan.terminate();
   const p2 = await sendLoad({ from: alice, to: bob, count: PHASE, pick, tag: 'p2' });
   const during = await Promise.all(c.nodes.map((x) => healthz(x)));
   // phase 3: Redis back (empty), load goes on at once
@@ -77,6 +88,13 @@ test('Redis restarted under load: nothing acknowledged lost, routing and the dir
       return ids.length === 3 && (await gw(node, 'get_all_client_id_count')) === 3 && (await gw(node, 'is_uid_online', { uid: bob.id })) === true;
     }, { timeoutMs: 5000, what: `${node.nodeId}: bob's three sockets in the directory after the Redis restart` });
   }
+
+  for (const node of [n1, n3]) {
+    await waitUntil(async () => (await gw(node, 'get_client_id_count_by_group', { group: grp })) === 1, { timeoutMs: 5000, what: `${node.nodeId}: the group member on node2 after the Redis restart` });
+    assert.deepEqual(await gw(node, 'get_session', { client_id: devs[1].clientId }), { k: 'v' }, `session from ${node.nodeId}`);
+  }
+  assert.equal(await gw(n3, 'send_to_group', { group: grp, data: 'grp-after' }), 1);
+  await devs[1].waitText('grp-after', 1, 3000);
 
   // routing resumed: a push from node1 reaches sockets on node2 and node3, a gateway push too
   const m = await must(n1, 'POST', '/chat/send', { token: alice.token, body: { to_id: bob.id, type: 'text', data: 'after the restart', client_msg_id: 'after-1' } });
