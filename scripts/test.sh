@@ -13,7 +13,8 @@
 #                PostgreSQL, PostgreSQL stopped under load (tests/integration/pg_*)
 #   cluster      chatd nodes on Redis and PostgreSQL behind haproxy: the chat flow
 #                and the server API across nodes, no stickiness, a node killed and
-#                Redis restarted under load, garbage on the bus, dead-node expiry,
+#                Redis restarted under load, Redis and a node stalled past the
+#                heartbeat TTL, garbage on the bus, dead-node expiry and restart,
 #                --reuseport, scripts/cluster.sh (tests/cluster)
 #   abuse        attacks on the real build/chatd next to a victim client, each
 #                asserting its bound (memory, victim latency, refusal codes)

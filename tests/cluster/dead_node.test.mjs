@@ -4,13 +4,14 @@
 // and uid counts and the group's members drop, sends to it reach nobody.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCluster, gw, healthz, waitUntil } from './lib/cluster.mjs';
+import { startCluster, startNode, gw, healthz, waitUntil } from './lib/cluster.mjs';
 import { Sock, settle } from './lib/sock.mjs';
 
 const LIMIT_MS = 6500;
 const c = await startCluster(after, { n: 3, haproxy: false });
 const [n1, n2, n3] = c.nodes;
 const socks = [];
+let deadClients = [];
 after(() => socks.forEach((s) => s.terminate()));
 
 test('a SIGKILLed node\'s connections stop counting within ~6 s', async () => {
@@ -19,6 +20,7 @@ test('a SIGKILLed node\'s connections stop counting within ~6 s', async () => {
   const y = await Sock.open(n1, 'y@node1');
   const w = await Sock.open(n2, 'w@node2');
   socks.push(x, y, z, w);
+  deadClients = [x.clientId, z.clientId];
   assert.equal(await gw(n1, 'bind_uid', { client_id: x.clientId, uid: 'dead-u' }), true);
   assert.equal(await gw(n1, 'bind_uid', { client_id: z.clientId, uid: 'both-u' }), true);
   assert.equal(await gw(n1, 'bind_uid', { client_id: y.clientId, uid: 'both-u' }), true);
@@ -64,4 +66,24 @@ test('a SIGKILLed node\'s connections stop counting within ~6 s', async () => {
   await settle();
   assert.equal(y.countText('g-after'), 1);
   console.log(`# dead node: entries stopped counting ${gone} ms after SIGKILL`);
+});
+
+test('the killed node restarted on its port (same --node-id): a new life, old client ids stay offline, new sockets are reachable', async () => {
+  const again = await startNode({ port: n3.port, options: c.options(2), label: 'node3-again' });
+  again.nodeId = 'node3';
+  c.extraNodes = [again];
+  await waitUntil(async () => (await healthz(n1)).cluster.nodes === 3, { timeoutMs: 5000, what: 'node1 counting the restarted node' });
+  const h = await healthz(again);
+  assert.equal(h.cluster.node_id, 'node3');
+  const x2 = await Sock.open(again, 'x2@node3-again');
+  socks.push(x2);
+  assert.equal(await gw(n1, 'bind_uid', { client_id: x2.clientId, uid: 'dead-u' }), true);
+  for (const node of [n1, n2, again]) {
+    assert.equal(await gw(node, 'is_online', { client_id: x2.clientId }), true, `new socket online from ${node.nodeId}`);
+    assert.equal(await gw(node, 'is_online', { client_id: deadClients[0] }), false, `a client id of the previous life is offline from ${node.nodeId}`);
+    assert.deepEqual(await gw(node, 'get_client_id_by_uid', { uid: 'dead-u' }), [x2.clientId], `dead-u from ${node.nodeId}`);
+  }
+  assert.equal(await gw(n2, 'send_to_client', { client_id: deadClients[0], data: 'ghost' }), 0, 'nothing reaches a client of the previous life');
+  assert.equal(await gw(n2, 'send_to_uid', { uid: 'dead-u', data: 'alive-again' }), 1);
+  await x2.waitText('alive-again', 1, 3000);
 });
