@@ -11,11 +11,12 @@
 // on another within a few seconds, without restarting chatd.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCluster, gw, healthz, http, must, register, uname, waitUntil } from './lib/cluster.mjs';
+import { startCluster, gw, healthz, http, must, register, uname, waitUntil, sleep } from './lib/cluster.mjs';
 import { Sock, settle } from './lib/sock.mjs';
 import { sendLoad, checkDevice } from './lib/load.mjs';
 
 const PHASE = 100;
+const DOWN_MS = 2000; // at least
 
 const c = await startCluster(after, { n: 3 });
 const [n1, n2, n3] = c.nodes;
@@ -55,6 +56,8 @@ test('Redis restarted under load: nothing acknowledged lost, routing and the dir
   assert.equal(await gw(n1, 'send_to_uid', { uid: bob.id, data: 'local-only' }), 1, 'send_to_uid reaches node1\'s own socket only');
   await devs[0].waitText('local-only', 1, 3000);
   const p2 = await sendLoad({ from: alice, to: bob, count: PHASE, pick, tag: 'p2' });
+  // down long enough for several failed reconnect attempts (they back off)
+  await sleep(Math.max(0, DOWN_MS - (Date.now() - downSince)));
   const during = await Promise.all(c.nodes.map((x) => healthz(x)));
   // phase 3: Redis back (empty), load goes on at once
   await c.redis.startAgain();
