@@ -271,3 +271,34 @@ test('a push as large as a request body may be crosses the bus whole', async () 
   await s.waitFrame((f) => f.k === obj.k, 5000);
   s.terminate();
 });
+
+test('list arguments spanning nodes act on each item where it lives, as on one node', async () => {
+  const x = await open(n3, 'lx@node3');
+  const y = await open(n2, 'ly@node2');
+  const z = await open(n1, 'lz@node1');
+  const gA = `lA-${uname('g')}`;
+  const gB = `lB-${uname('g')}`;
+  const u = `lu-${uname('u')}`;
+  const ghost = `${x.clientId.slice(0, 2)}${'C'.repeat(22)}`;
+  assert.equal(await gw(n2, 'send_to_client', { client_id: [x.clientId, y.clientId, z.clientId, ghost], data: 'each' }), 3);
+  for (const s of [x, y, z]) await s.waitText('each');
+  assert.equal(await gw(n1, 'bind_uid', { client_id: [x.clientId, y.clientId], uid: u }), true);
+  assert.deepEqual([...(await gw(n3, 'get_client_id_by_uid', { uid: u }))].sort(), [x.clientId, y.clientId].sort());
+  for (const [s, g] of [[x, gA], [x, gB], [y, gA], [z, gB]]) assert.equal(await gw(n2, 'join_group', { client_id: s.clientId, group: g }), true);
+  // one node counts a connection once per group it is sent through: so does the cluster
+  assert.equal(await gw(n1, 'get_client_id_count_by_group', { group: [gA, gB] }), 4);
+  assert.equal(await gw(n1, 'send_to_group', { group: [gA, gB], data: 'groups' }), 4);
+  await x.waitText('groups', 2);
+  await y.waitText('groups');
+  await z.waitText('groups');
+  assert.equal(await gw(n3, 'close_client', { client_id: [x.clientId, z.clientId, ghost], data: 'bye-list' }), 2);
+  assert.equal((await x.closed).code, 1008);
+  assert.equal((await z.closed).code, 1008);
+  await settle();
+  assert.equal(x.countText('groups'), 2);
+  assert.equal(y.countText('groups'), 1);
+  assert.equal(z.countText('groups'), 1);
+  for (const s of [x, y, z]) assert.equal(s.countText('each'), 1, `${s.name}: send_to_client list, once`);
+  assert.equal(y.closeInfo, null, 'a client left out of the list stays');
+  y.terminate();
+});
