@@ -15,6 +15,7 @@
 #                and the server API across nodes, no stickiness, a node killed and
 #                Redis restarted under load, Redis and a node stalled past the
 #                heartbeat TTL, garbage on the bus, dead-node expiry and restart,
+#                directory churn, exactly-once fan-out under load,
 #                --reuseport, scripts/cluster.sh (tests/cluster)
 #   abuse        attacks on the real build/chatd next to a victim client, each
 #                asserting its bound (memory, victim latency, refusal codes)
