@@ -866,8 +866,9 @@ static void remote_bind_done(json_t *partials, void *ctx)
     size_t i;
     json_array_foreach(partials, i, p) /* a tag shared by two nodes: the one that bound wins */
         if (json_is_object(p) && (!answer || json_object_get(p, "bound"))) answer = p;
-    if (!answer) {
-        call_fail(call, 404, "not_found", "client_id is not connected");
+    if (!answer) { /* no node holds it: no nonce can be right, and a stranger learns nothing */
+        call_fail(call, 403, "bad_nonce",
+                  "bind_nonce is not the one the socket of this client_id got in its init message");
     } else if (json_object_get(answer, "bound")) {
         respond_bound(call, json_string_value(json_object_get(call->body, "client_id")));
     } else {
@@ -880,7 +881,9 @@ static void remote_bind_done(json_t *partials, void *ctx)
     json_decref(partials);
 }
 
-static void bind_remote(chat_call *call, const char *id, const char *nonce)
+/* Returns 0 when the call was answered or will be, -1 when the bus cannot
+ * take it (nothing answered yet). */
+static int bind_remote(chat_call *call, const char *id, const char *nonce)
 {
     char uid[24], hex[65];
     uint8_t hash[32] = {0};
@@ -897,11 +900,9 @@ static void bind_remote(chat_call *call, const char *id, const char *nonce)
     if (rc < 0) {
         cluster_call_free(cc);
         call_fail(call, 500, "internal", "out of memory");
-        return;
+        return 0;
     }
-    if (cluster_call_start(cc, 2000) < 0)
-        call_fail(call, 503, "cluster_unavailable",
-                  "the socket is on another node and the cluster bus is unreachable; try again");
+    return cluster_call_start(cc, 2000);
 }
 
 static void do_bind(chat_call *call)
@@ -921,8 +922,14 @@ static void do_bind(chat_call *call)
     const char *nonce = want_string(call, call->body, "bind_nonce", 1, 64, true, &failed);
     if (failed)
         return;
-    if (cluster_is_remote_client(id, strlen(id))) {
-        bind_remote(call, id, nonce);
+    /* a socket not held here is forwarded in a cluster, also one with our
+     * tag: another node may share it (its node checks the nonce) */
+    conn *c = registry_find(id, strlen(id));
+    if (!c && cluster_enabled() && bind_remote(call, id, nonce) == 0)
+        return;
+    if (!c && cluster_is_remote_client(id, strlen(id))) {
+        call_fail(call, 503, "cluster_unavailable",
+                  "the socket is on another node and the cluster bus is unreachable; try again");
         return;
     }
     if (!gateway_bind_nonce_ok(id, strlen(id), nonce, strlen(nonce))) {
@@ -930,7 +937,7 @@ static void do_bind(chat_call *call)
                   "bind_nonce is not the one the socket of this client_id got in its init message");
         return;
     }
-    bind_conn(call, registry_find(id, strlen(id)));
+    bind_conn(call, c);
 }
 
 /* ---- send -------------------------------------------------------------- */

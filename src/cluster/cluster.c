@@ -19,7 +19,8 @@
 #define HEARTBEAT_TTL_MS 5000 /* a dead node stops counting after this */
 #define CALL_SWEEP_MS 50      /* how often call deadlines are checked */
 #define HANDLERS_MAX 48
-#define NODES_SHOWN 64 /* node ids listed in /healthz */
+#define NODES_SHOWN 64                 /* node ids listed in /healthz */
+#define CLUSTER_ANSWER_MAX (32u << 20) /* bytes of one node's answer */
 
 typedef struct call_target {
     char *channel;
@@ -71,6 +72,7 @@ static struct {
     cluster_call *oldest, *newest;
     uint64_t next_reqid;
     uint64_t dropped_at_loss; /* dropped when the bus went down */
+    bool tag_shared_logged;
     uint64_t dropped, bad_messages, calls_timed_out, pushes_out, pushes_in;
 } cl;
 
@@ -263,9 +265,8 @@ static cluster_call *call_find(uint64_t reqid)
 
 /* The publish of one copy was answered: it reached `receivers` nodes. The
  * call is looked up again by id: it may have timed out meanwhile. */
-static void call_published(long long receivers, void *arg)
+static void call_published_to(uint64_t reqid, long long receivers)
 {
-    uint64_t reqid = (uint64_t)(uintptr_t)arg;
     cluster_call *call = call_find(reqid);
     if (receivers < 0)
         cl.dropped++;
@@ -275,6 +276,22 @@ static void call_published(long long receivers, void *arg)
     if (receivers > 0)
         call->expected += (long)receivers;
     call_maybe_finish(call);
+}
+
+static void call_published(long long receivers, void *arg)
+{
+    call_published_to((uint64_t)(uintptr_t)arg, receivers);
+}
+
+/* A copy on chatd:all: Redis counts every subscriber it still has, also a
+ * machine that vanished without closing its connection (Redis notices that
+ * only through TCP keepalive, minutes by default). The heartbeat knows
+ * better: no more answers are awaited than live nodes exist. */
+static void call_published_all(long long receivers, void *arg)
+{
+    if (receivers > cl.live_nodes && cl.live_nodes > 0)
+        receivers = cl.live_nodes;
+    call_published_to((uint64_t)(uintptr_t)arg, receivers);
 }
 
 int cluster_call_start(cluster_call *call, unsigned timeout_ms)
@@ -301,7 +318,9 @@ int cluster_call_start(cluster_call *call, unsigned timeout_ms)
     for (size_t i = 0; i < n_targets; i++) {
         call_target *t = &call->targets[i];
         memcpy(t->msg + off, id, 16);
-        if (bus_publish(cl.bus, t->channel, t->channel_len, t->msg, t->msg_len, call_published,
+        bool all = t->channel_len == 9 && memcmp(t->channel, "chatd:all", 9) == 0;
+        if (bus_publish(cl.bus, t->channel, t->channel_len, t->msg, t->msg_len,
+                        all ? call_published_all : call_published,
                         (void *)(uintptr_t)call->reqid) < 0) {
             call->publishes_left--;
             cl.dropped++;
@@ -466,7 +485,12 @@ static void on_bus_message(const char *channel, size_t channel_len, const char *
                            void *arg)
 {
     (void)arg;
-    if (len > cl.max_bus_message) {
+    /* answers are lists a query gathers from a node (every uid it holds, for
+     * get_all_uid_count): allowed up to Redis' own default limit of a
+     * subscriber's buffer; what clients or the API put on the bus is bounded
+     * by the request limits */
+    size_t max = (len > 0 && data[0] == 'R') ? CLUSTER_ANSWER_MAX : cl.max_bus_message;
+    if (len > max) {
         bad_message(channel, channel_len, "oversized");
         return;
     }
@@ -493,11 +517,21 @@ static void on_nodes(const bus_node *nodes, long n, void *arg)
         return;
     cl.live_nodes = n;
     json_array_clear(cl.live_ids);
-    for (long i = 0; i < n && i < NODES_SHOWN; i++) {
+    for (long i = 0; i < n; i++) {
         json_t *info = json_loadb(nodes[i].info, nodes[i].info_len, 0, NULL);
         json_t *id = json_object_get(info, "node_id");
-        if (json_is_string(id))
+        const char *tag = json_string_value(json_object_get(info, "tag"));
+        if (json_is_string(id) && i < NODES_SHOWN)
             json_array_append(cl.live_ids, id);
+        /* harmless (a shared tag channel carries copies both nodes filter),
+         * but it costs both nodes the other's client-targeted traffic */
+        if (tag && strcmp(tag, cl.tag_str) == 0 && strcmp(nodes[i].instance, cl.instance) != 0 &&
+            !cl.tag_shared_logged) {
+            cl.tag_shared_logged = true;
+            log_warn("cluster: node %s has this node's tag %s too; each gets the other's "
+                     "client-targeted requests and ignores them",
+                     json_string_value(id) ?: "?", cl.tag_str);
+        }
         json_decref(info);
     }
 }
