@@ -33,6 +33,9 @@ typedef struct bus_callbacks {
     /* The engine became reachable (up: subscriptions are renewed; the
      * directory must be announced again) or was lost. */
     void (*on_state)(bool up, void *arg);
+    /* This node now receives the channel of a name it holds (bus_hold):
+     * the owner tells the other holders (see bus_is_solo). */
+    void (*on_held)(const char *channel, size_t channel_len, void *arg);
     void *arg;
 } bus_callbacks;
 
@@ -73,6 +76,15 @@ void bus_unsubscribe(bus *b, const char *channel, size_t len);
  * chatd:<kind>:<name> and lists itself under the name. The bus keeps what
  * is held and announces it all again after a reconnect. */
 void bus_hold(bus *b, char kind, const char *name, size_t len, bool held);
+/* Solo channels. A push to a uid that only this node holds need not cross
+ * the engine. The bus learns "only us" from a publish on a held channel
+ * that reached exactly one node while we were subscribed, and forgets it
+ * when bus_not_solo says another node joined the channel (its on_held
+ * announcement arrived), on any reconnect, and for every answer in flight
+ * when such news came (so a stale count never wins over newer news). */
+bool bus_is_solo(const bus *b, const char *channel, size_t len);
+void bus_not_solo(bus *b, const char *channel, size_t len);
+
 /* The instances listed under name (live or not: filter with the heartbeat
  * list). n = -1 when the bus is down or the read failed. */
 typedef void (*bus_members_fn)(const char *const *instances, long n, void *arg);

@@ -47,7 +47,8 @@ enum sub_state { SUB_IDLE, SUB_PENDING, SUB_ACTIVE, SUB_LEAVING };
 
 typedef struct sub_entry {
     UT_hash_handle hh;
-    char kind; /* 'u' / 'g': a directory name (chatd:<kind>:<name>); 0: a plain channel */
+    char kind;    /* 'u' / 'g': a directory name (chatd:<kind>:<name>); 0: a plain channel */
+    uint8_t solo; /* only this node is subscribed (see bus_is_solo) */
     uint8_t want;
     uint8_t state; /* enum sub_state: what Redis was last asked */
     uint16_t len;
@@ -68,6 +69,7 @@ struct bus {
     sub_entry *subs;
     bool sweep_due;
     bool closing;
+    uint32_t solo_epoch; /* bumped by every "not solo" news; a count from before is stale */
     bus_stats stats;
 };
 
@@ -287,10 +289,12 @@ static void drop_both(bus *b)
     if (sub)
         redisAsyncFree(sub);
     b->closing = closing;
+    b->solo_epoch++;
     sub_entry *e, *tmp;
     HASH_ITER(hh, b->subs, e, tmp)
     {
         e->state = SUB_IDLE;
+        e->solo = 0;
         if (!e->want) {
             HASH_DEL(b->subs, e);
             free(e);
@@ -402,8 +406,11 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
         e->state = SUB_ACTIVE;
         if (!e->want)
             b->sweep_due = true;
+        else if (e->kind && b->cb.on_held)
+            b->cb.on_held(e->name, e->len, b->cb.arg);
     } else if (strcmp(kind, "unsubscribe") == 0) {
         e->state = SUB_IDLE;
+        e->solo = 0;
         if (e->want) { /* wanted again while it was leaving */
             e->state = SUB_PENDING;
             redisAsyncCommand(b->sub, on_sub_reply, NULL, "SUBSCRIBE %b", e->name, (size_t)e->len);
@@ -518,6 +525,7 @@ static void sub_unwant(bus *b, const char *channel, size_t len)
     if (!e)
         return;
     e->want = 0;
+    e->solo = 0;
     if (e->state == SUB_IDLE) {
         HASH_DEL(b->subs, e);
         free(e);
@@ -531,6 +539,10 @@ static void sub_unwant(bus *b, const char *channel, size_t len)
 typedef struct publish_ctx {
     bus_published_fn done;
     void *arg;
+    bus *b;
+    uint32_t solo_epoch;  /* b->solo_epoch when it was sent */
+    uint16_t channel_len; /* > 0: a held channel, to learn "solo" from the count */
+    char channel[];
 } publish_ctx;
 
 static void on_published(redisAsyncContext *ac, void *r, void *privdata)
@@ -539,9 +551,32 @@ static void on_published(redisAsyncContext *ac, void *r, void *privdata)
     redisReply *reply = r;
     publish_ctx *p = privdata;
     long long n = (reply && reply->type == REDIS_REPLY_INTEGER) ? reply->integer : -1;
+    if (n == 1 && p->channel_len && p->solo_epoch == p->b->solo_epoch && !p->b->closing) {
+        sub_entry *e = NULL;
+        HASH_FIND(hh, p->b->subs, p->channel, p->channel_len, e);
+        /* one receiver while we were subscribed all along: us */
+        if (e && e->want && e->state == SUB_ACTIVE)
+            e->solo = 1;
+    }
     if (p->done)
         p->done(n, p->arg);
     free(p);
+}
+
+bool bus_is_solo(const bus *b, const char *channel, size_t len)
+{
+    sub_entry *e = NULL;
+    HASH_FIND(hh, b->subs, channel, len, e);
+    return b->up && e && e->solo && e->want && e->state == SUB_ACTIVE;
+}
+
+void bus_not_solo(bus *b, const char *channel, size_t len)
+{
+    b->solo_epoch++;
+    sub_entry *e = NULL;
+    HASH_FIND(hh, b->subs, channel, len, e);
+    if (e)
+        e->solo = 0;
 }
 
 int bus_publish(bus *b, const char *channel, size_t channel_len, const char *data, size_t len,
@@ -549,14 +584,23 @@ int bus_publish(bus *b, const char *channel, size_t channel_len, const char *dat
 {
     if (!b->up)
         return -1;
-    if (!done) {
+    /* a channel we hold and are subscribed to: its count may tell "solo" */
+    sub_entry *e = NULL;
+    HASH_FIND(hh, b->subs, channel, channel_len, e);
+    bool learn = e && e->kind && e->want && e->state == SUB_ACTIVE;
+    if (!done && !learn) {
         redisAsyncCommand(b->cmd, NULL, NULL, "PUBLISH %b %b", channel, channel_len, data, len);
     } else {
-        publish_ctx *p = malloc(sizeof(*p));
+        publish_ctx *p = malloc(sizeof(*p) + (learn ? channel_len : 0));
         if (!p)
             return -1;
         p->done = done;
         p->arg = arg;
+        p->b = b;
+        p->solo_epoch = b->solo_epoch;
+        p->channel_len = learn ? (uint16_t)channel_len : 0;
+        if (learn)
+            memcpy(p->channel, channel, channel_len);
         if (redisAsyncCommand(b->cmd, on_published, p, "PUBLISH %b %b", channel, channel_len, data,
                               len) != REDIS_OK) {
             free(p);

@@ -73,6 +73,7 @@ static struct {
     uint64_t next_reqid;
     uint64_t dropped_at_loss; /* dropped when the bus went down */
     bool tag_shared_logged;
+    uint64_t pushes_solo; /* pushes that needed no bus: the uid is only here */
     uint64_t dropped, bad_messages, calls_timed_out, pushes_out, pushes_in;
 } cl;
 
@@ -382,6 +383,10 @@ void cluster_push_uid(const char *uid, size_t len, const char *except_id, const 
     int n = snprintf(channel, sizeof(channel), "chatd:u:%.*s", (int)len, uid);
     if (n < 0 || (size_t)n >= sizeof(channel))
         return;
+    if (bus_is_solo(cl.bus, channel, (size_t)n)) {
+        cl.pushes_solo++; /* nobody else holds the uid: delivered here already */
+        return;
+    }
     int hn = cluster_msg_push_header(head, sizeof(head), cl.instance, except_id);
     if (hn < 0) /* a client_id no node issued: nobody to skip */
         hn = cluster_msg_push_header(head, sizeof(head), cl.instance, NULL);
@@ -481,6 +486,23 @@ static void on_push(const char *channel, size_t channel_len, const cluster_msg *
                    p->body_len);
 }
 
+/* Another node now holds this uid or group: we are not its only holder. */
+static void on_hello(const char *channel, size_t channel_len, const cluster_msg *h)
+{
+    if (strcmp(h->origin, cl.instance) != 0)
+        bus_not_solo(cl.bus, channel, channel_len);
+}
+
+/* Our subscription to a name we hold is active: tell its other holders. */
+static void on_held(const char *channel, size_t channel_len, void *arg)
+{
+    (void)arg;
+    char head[CLUSTER_MSG_HEADER_MAX];
+    int n = cluster_msg_hello_header(head, sizeof(head), cl.instance);
+    if (n > 0 && bus_publish(cl.bus, channel, channel_len, head, (size_t)n, NULL, NULL) < 0)
+        cl.dropped++;
+}
+
 static void on_bus_message(const char *channel, size_t channel_len, const char *data, size_t len,
                            void *arg)
 {
@@ -504,8 +526,10 @@ static void on_bus_message(const char *channel, size_t channel_len, const char *
         on_push(channel, channel_len, &m);
     else if (m.kind == 'Q')
         on_request(channel, channel_len, &m);
-    else
+    else if (m.kind == 'R')
         on_answer(channel, channel_len, &m);
+    else
+        on_hello(channel, channel_len, &m);
 }
 
 /* ---- heartbeat --------------------------------------------------------- */
@@ -585,7 +609,7 @@ int cluster_init(uv_loop_t *loop, const config *cfg)
         return -1;
     cl.live_ids = json_array();
     cl.live_nodes = 1;
-    bus_callbacks cb = {on_bus_message, on_bus_state, NULL};
+    bus_callbacks cb = {on_bus_message, on_bus_state, on_held, NULL};
     if (bus_open(loop, cfg->redis, cl.instance, &cb, &cl.bus) < 0)
         return -1;
     snprintf(cl.own_channel, sizeof(cl.own_channel), "chatd:n:%s", cl.tag_str);
@@ -636,11 +660,12 @@ json_t *cluster_health(void)
     bus_stats st;
     bus_get_stats(cl.bus, &st);
     bool up = bus_is_up(cl.bus);
-    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "node_id", cl.node_id,
-                     "instance", cl.instance, "tag", cl.tag_str, "redis", up ? "up" : "down",
-                     "nodes", (json_int_t)(up ? cl.live_nodes : 1), "node_ids", cl.live_ids,
-                     "published", (json_int_t)st.published, "received", (json_int_t)st.received,
-                     "dropped", (json_int_t)cl.dropped, "bad_messages", (json_int_t)cl.bad_messages,
-                     "calls_timed_out", (json_int_t)cl.calls_timed_out, "reconnects",
-                     (json_int_t)st.reconnects, "pushes_in", (json_int_t)cl.pushes_in);
+    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "node_id",
+                     cl.node_id, "instance", cl.instance, "tag", cl.tag_str, "redis",
+                     up ? "up" : "down", "nodes", (json_int_t)(up ? cl.live_nodes : 1), "node_ids",
+                     cl.live_ids, "published", (json_int_t)st.published, "received",
+                     (json_int_t)st.received, "dropped", (json_int_t)cl.dropped, "bad_messages",
+                     (json_int_t)cl.bad_messages, "calls_timed_out", (json_int_t)cl.calls_timed_out,
+                     "reconnects", (json_int_t)st.reconnects, "pushes_in", (json_int_t)cl.pushes_in,
+                     "pushes_solo", (json_int_t)cl.pushes_solo);
 }

@@ -110,6 +110,11 @@ const char *cluster_msg_parse(const char *data, size_t len, cluster_msg *out)
         copy_word(out->to, &w[1]);
         copy_word(out->origin, &w[2]);
         return NULL;
+    case 'H':
+        if (n != 2 || !is_instance(w[1].p, w[1].len))
+            return "malformed hello header";
+        copy_word(out->origin, &w[1]);
+        return NULL;
     default:
         return "unknown kind";
     }
@@ -143,4 +148,11 @@ int cluster_msg_answer_header(char *out, size_t cap, const char *to, const char 
     if (!is_instance(to, strlen(to)) || !is_instance(from, strlen(from)))
         return -1;
     return fits(snprintf(out, cap, "R %s %s %016" PRIx64 "\n", to, from, reqid), cap);
+}
+
+int cluster_msg_hello_header(char *out, size_t cap, const char *origin)
+{
+    if (!is_instance(origin, strlen(origin)))
+        return -1;
+    return fits(snprintf(out, cap, "H %s\n", origin), cap);
 }

@@ -6,6 +6,9 @@
  *                                                on; <except> a client_id to skip or "-"
  *   Q <origin> <tag> <reqid> <method>\n<json>    a request; reqid 0 = nobody answers
  *   R <to> <from> <reqid>\n<json>                an answer, on chatd:n:<tag of to>
+ *   H <origin>\n                                 on chatd:u:<uid> / chatd:g:<group>: the
+ *                                                sender now holds the name (so no other
+ *                                                holder may take itself for the only one)
  * <origin>, <to> and <from> are instances (16 lowercase hex digits, new every start);
  * <tag> is the two-character node tag; <reqid> is 16 hex digits. */
 #ifndef CHATD_CLUSTER_MSG_H
@@ -20,8 +23,8 @@
 #define CLUSTER_EXCEPT_MAX 64      /* bytes of the client_id a push skips */
 
 typedef struct cluster_msg {
-    char kind;                             /* 'P', 'Q' or 'R' */
-    char origin[CLUSTER_INSTANCE_LEN + 1]; /* P, Q: the sender; R: the answering node */
+    char kind;                             /* 'P', 'Q', 'R' or 'H' */
+    char origin[CLUSTER_INSTANCE_LEN + 1]; /* P, Q, H: the sender; R: the answering node */
     char to[CLUSTER_INSTANCE_LEN + 1];     /* R: the node that asked */
     char tag[3];                           /* Q: the sender's tag (where to answer) */
     uint64_t reqid;                        /* Q, R */
@@ -42,6 +45,7 @@ int cluster_msg_request_header(char *out, size_t cap, const char *origin, const 
                                uint64_t reqid, const char *method);
 int cluster_msg_answer_header(char *out, size_t cap, const char *to, const char *from,
                               uint64_t reqid);
+int cluster_msg_hello_header(char *out, size_t cap, const char *origin);
 
 /* Offset of the reqid's 16 digits in a request header (patched in place
  * when a call starts: the header is built before its id is known). */

@@ -68,6 +68,21 @@ static void test_request_and_answer_round_trip(void **state)
     assert_true(m.reqid == UINT64_MAX);
 }
 
+static void test_hello_round_trip(void **state)
+{
+    (void)state;
+    char buf[300];
+    assert_int_equal(cluster_msg_hello_header(buf, sizeof(buf), A), (int)strlen("H " A "\n"));
+    cluster_msg m;
+    assert_null(parse(buf, &m));
+    assert_int_equal(m.kind, 'H');
+    assert_string_equal(m.origin, A);
+    assert_int_equal(m.body_len, 0);
+    assert_int_equal(cluster_msg_hello_header(buf, sizeof(buf), "xyz"), -1);
+    assert_non_null(parse("H " A " extra\n", &m));
+    assert_non_null(parse("H\n", &m));
+}
+
 static void test_builders_refuse_bad_fields(void **state)
 {
     (void)state;
@@ -141,6 +156,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_push_round_trip),
         cmocka_unit_test(test_request_and_answer_round_trip),
+        cmocka_unit_test(test_hello_round_trip),
         cmocka_unit_test(test_builders_refuse_bad_fields),
         cmocka_unit_test(test_malformed_messages),
         cmocka_unit_test(test_body_may_hold_anything),
