@@ -460,32 +460,40 @@ export async function startCluster(afterHook, { n = 3, nodeOptions = {}, haproxy
     if (errors.length) throw errors[0];
   };
   afterHook(() => c.stop());
-  c.redis = await Redis.start(path.join(dir, 'redis'));
-  c.db = await createDb(base);
-  cleanups.push(() => dropDbSync(c.db.name, base));
-  c.options = (i) => ({
-    ...NODE_DEFAULTS,
-    'web-root': path.join(REPO_ROOT, 'web'),
-    'data-dir': path.join(dir, `node${i + 1}`),
-    store: c.db.uri,
-    redis: c.redis.url,
-    'node-id': `node${i + 1}`,
-    ...nodeOptions,
-    ...perNode(i),
-  });
-  for (let i = 0; i < n; i++) {
-    await fsp.mkdir(path.join(dir, `node${i + 1}`), { recursive: true });
-    const node = await startNode({ options: c.options(i), label: `node${i + 1}` });
-    node.nodeId = `node${i + 1}`;
-    c.nodes.push(node);
+  // A setup that fails (a broken build, a port race) stops what it started
+  // before the error goes up: the file's after hooks never run when its
+  // top-level await throws, and nodes left running would slow every later test.
+  try {
+    c.redis = await Redis.start(path.join(dir, 'redis'));
+    c.db = await createDb(base);
+    cleanups.push(() => dropDbSync(c.db.name, base));
+    c.options = (i) => ({
+      ...NODE_DEFAULTS,
+      'web-root': path.join(REPO_ROOT, 'web'),
+      'data-dir': path.join(dir, `node${i + 1}`),
+      store: c.db.uri,
+      redis: c.redis.url,
+      'node-id': `node${i + 1}`,
+      ...nodeOptions,
+      ...perNode(i),
+    });
+    for (let i = 0; i < n; i++) {
+      await fsp.mkdir(path.join(dir, `node${i + 1}`), { recursive: true });
+      const node = await startNode({ options: c.options(i), label: `node${i + 1}` });
+      node.nodeId = `node${i + 1}`;
+      c.nodes.push(node);
+    }
+    // Every node sees the others before a test starts.
+    await waitUntil(async () => {
+      const hs = await Promise.all(c.nodes.map((x) => healthz(x)));
+      return hs.every((h) => h.cluster && h.cluster.redis === 'up' && h.cluster.nodes === n);
+    }, { timeoutMs: 10000, what: `all ${n} nodes see ${n} live nodes and redis up` });
+    for (const node of c.nodes) node.tag = (await healthz(node)).cluster.tag;
+    if (haproxy) c.lb = await startHaproxy(c.nodes, dir);
+  } catch (e) {
+    await c.stop().catch(() => {});
+    throw e;
   }
-  // Every node sees the others before a test starts.
-  await waitUntil(async () => {
-    const hs = await Promise.all(c.nodes.map((x) => healthz(x)));
-    return hs.every((h) => h.cluster && h.cluster.redis === 'up' && h.cluster.nodes === n);
-  }, { timeoutMs: 10000, what: `all ${n} nodes see ${n} live nodes and redis up` });
-  for (const node of c.nodes) node.tag = (await healthz(node)).cluster.tag;
-  if (haproxy) c.lb = await startHaproxy(c.nodes, dir);
   c.byTag = (tag) => c.nodes.find((x) => x.tag === tag);
   c.nodeOf = (clientId) => c.byTag(String(clientId).slice(0, 2));
   return c;
