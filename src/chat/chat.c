@@ -859,14 +859,18 @@ static json_t *remote_bind(json_t *body, void *arg)
     return json_pack("{s:i,s:s,s:s}", "status", err.status, "code", err.code, "msg", err.msg);
 }
 
-static void remote_bind_done(json_t *partials, void *ctx)
+static void remote_bind_done(json_t *partials, bool complete, void *ctx)
 {
     chat_call *call = ctx;
     json_t *answer = NULL, *p;
     size_t i;
     json_array_foreach(partials, i, p) /* a tag shared by two nodes: the one that bound wins */
         if (json_is_object(p) && (!answer || json_object_get(p, "bound"))) answer = p;
-    if (!answer) { /* no node holds it: no nonce can be right, and a stranger learns nothing */
+    if (!answer && !complete) {
+        call_fail(call, 503, "cluster_timeout",
+                  "the node of this client_id did not answer in time; try again");
+    } else if (!answer) { /* no node holds it: no nonce can be right, and a stranger learns nothing
+                           */
         call_fail(call, 403, "bad_nonce",
                   "bind_nonce is not the one the socket of this client_id got in its init message");
     } else if (json_object_get(answer, "bound")) {

@@ -25,7 +25,10 @@
  * UNSUBSCRIBE reply arrives, even if a SUBSCRIBE of the same channel was
  * sent after it, so we never send SUBSCRIBE while that channel's UNSUBSCRIBE
  * is in flight; and unsubscribing waits for the next sweep, so a device
- * reconnecting at once costs no round trips. */
+ * reconnecting at once costs no round trips. hiredis 0.14 also leaves
+ * subscribe mode when an UNSUBSCRIBE reply says 0 channels are left, even
+ * with a SUBSCRIBE in flight; chatd:all and chatd:n:<tag> stay subscribed
+ * for the bus's whole life, so the count never reaches 0 while it runs. */
 #include "cluster/bus.h"
 
 #include <hiredis/async.h>
@@ -47,8 +50,10 @@ enum sub_state { SUB_IDLE, SUB_PENDING, SUB_ACTIVE, SUB_LEAVING };
 
 typedef struct sub_entry {
     UT_hash_handle hh;
-    char kind;    /* 'u' / 'g': a directory name (chatd:<kind>:<name>); 0: a plain channel */
-    uint8_t solo; /* only this node is subscribed (see bus_is_solo) */
+    char kind;        /* 'u' / 'g': a directory name (chatd:<kind>:<name>); 0: a plain channel */
+    uint8_t solo;     /* only this node is subscribed (see bus_is_solo) */
+    uint8_t in_sweep; /* on the list of channels to unsubscribe */
+    struct sub_entry *sweep_next;
     uint8_t want;
     uint8_t state; /* enum sub_state: what Redis was last asked */
     uint16_t len;
@@ -67,7 +72,7 @@ struct bus {
     uint32_t backoff_ms, next_try_ms, connect_started_ms;
     uv_timer_t tick;
     sub_entry *subs;
-    bool sweep_due;
+    sub_entry *sweep; /* ACTIVE channels no longer wanted, for the next tick */
     bool closing;
     uint32_t solo_epoch; /* bumped by every "not solo" news; a count from before is stale */
     bus_stats stats;
@@ -231,6 +236,11 @@ static int attach(redisAsyncContext *ac, uv_loop_t *loop)
 
 /* ---- connection state -------------------------------------------------- */
 
+static void subscribe_wanted(bus *b);
+static void announce_held(bus *b);
+static void sub_unwant(bus *b, const char *channel, size_t len);
+static void sweep_add(bus *b, sub_entry *e);
+
 static void set_up(bus *b)
 {
     bool up = b->cmd_up && b->sub_up;
@@ -240,6 +250,10 @@ static void set_up(bus *b)
     if (up) {
         log_info("cluster: bus connected to redis %s", b->address);
         b->backoff_ms = 0;
+        /* only now, with both connections: a subscription confirmed makes the
+         * owner publish its hello (on_held), which needs the command side */
+        announce_held(b);
+        subscribe_wanted(b);
     } else {
         log_warn("cluster: bus lost redis %s; serving this node's clients only, cross-node "
                  "pushes are dropped until it is back",
@@ -270,10 +284,6 @@ static void send_preamble(bus *b, redisAsyncContext *ac)
         redisAsyncCommand(ac, NULL, NULL, "SELECT %d", b->db);
 }
 
-static void subscribe_wanted(bus *b);
-static void announce_held(bus *b);
-static void sub_unwant(bus *b, const char *channel, size_t len);
-
 /* Drops both connections (whichever are left), forgets what Redis knew of
  * our subscriptions, and schedules a reconnect: the two always come back
  * together, so the state is announced once. */
@@ -282,6 +292,12 @@ static void drop_both(bus *b)
     redisAsyncContext *cmd = b->cmd, *sub = b->sub;
     b->cmd = b->sub = NULL;
     b->cmd_up = b->sub_up = false;
+    /* down before freeing: freeing runs pending callbacks (a PUBLISH's done
+     * answers an HTTP call, whose pipelined successor may publish at once),
+     * and nothing may reach a context that is going */
+    if (!b->closing)
+        set_up(b);
+    b->sweep = NULL;
     bool closing = b->closing;
     b->closing = true; /* their disconnect callbacks do nothing now */
     if (cmd)
@@ -295,6 +311,8 @@ static void drop_both(bus *b)
     {
         e->state = SUB_IDLE;
         e->solo = 0;
+        e->in_sweep = 0;
+        e->sweep_next = NULL;
         if (!e->want) {
             HASH_DEL(b->subs, e);
             free(e);
@@ -327,13 +345,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
         drop_both(b);
         return;
     }
-    if (ac == b->cmd) {
+    if (ac == b->cmd)
         b->cmd_up = true;
-        announce_held(b);
-    } else {
+    else
         b->sub_up = true;
-        subscribe_wanted(b);
-    }
     set_up(b);
 }
 
@@ -402,10 +417,13 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
     HASH_FIND(hh, b->subs, ch->str, ch->len, e);
     if (!e)
         return;
+    /* a count sent before this change of ours is stale (our own
+     * unsubscribe may have reached Redis before the PUBLISH it answers) */
+    b->solo_epoch++;
     if (strcmp(kind, "subscribe") == 0) {
         e->state = SUB_ACTIVE;
         if (!e->want)
-            b->sweep_due = true;
+            sweep_add(b, e);
         else if (e->kind && b->cb.on_held)
             b->cb.on_held(e->name, e->len, b->cb.arg);
     } else if (strcmp(kind, "unsubscribe") == 0) {
@@ -459,19 +477,34 @@ static void subscribe_wanted(bus *b)
         send_sub_batch(b, "SUBSCRIBE", batch, n);
 }
 
-/* Unsubscribes the channels no longer wanted (deferred to the tick). */
+/* Queues an ACTIVE channel that is no longer wanted for the next sweep.
+ * Only ACTIVE entries enter the list, and an entry leaves it before it can
+ * be freed (sweep, or drop_both dropping the whole list), so the list never
+ * holds freed memory. */
+static void sweep_add(bus *b, sub_entry *e)
+{
+    if (e->in_sweep || e->state != SUB_ACTIVE)
+        return;
+    e->in_sweep = 1;
+    e->sweep_next = b->sweep;
+    b->sweep = e;
+}
+
+/* Unsubscribes the channels no longer wanted (deferred to the tick, so a
+ * device reconnecting at once costs nothing); walks only the queued ones. */
 static void sweep(bus *b)
 {
-    b->sweep_due = false;
-    if (!b->sub_up)
-        return;
+    sub_entry *list = b->sweep;
+    b->sweep = NULL;
     sub_entry *batch[SUBSCRIBE_BATCH];
     size_t n = 0;
-    sub_entry *e, *tmp;
-    HASH_ITER(hh, b->subs, e, tmp)
-    {
-        if (e->want || e->state != SUB_ACTIVE)
-            continue;
+    while (list) {
+        sub_entry *e = list;
+        list = e->sweep_next;
+        e->in_sweep = 0;
+        e->sweep_next = NULL;
+        if (e->want || e->state != SUB_ACTIVE || !b->up)
+            continue; /* wanted again, or the reconnect reset it */
         e->state = SUB_LEAVING;
         batch[n++] = e;
         if (n == SUBSCRIBE_BATCH) {
@@ -500,7 +533,7 @@ static sub_entry *sub_want(bus *b, const char *channel, size_t len, char kind)
         b->stats.subscriptions++;
     }
     e->want = 1;
-    if (e->state == SUB_IDLE && b->sub_up) {
+    if (e->state == SUB_IDLE && b->up) {
         e->state = SUB_PENDING;
         redisAsyncCommand(b->sub, on_sub_reply, NULL, "SUBSCRIBE %b", channel, len);
     }
@@ -530,7 +563,7 @@ static void sub_unwant(bus *b, const char *channel, size_t len)
         HASH_DEL(b->subs, e);
         free(e);
     } else {
-        b->sweep_due = true;
+        sweep_add(b, e); /* PENDING: its subscribe reply queues it; LEAVING: on its way */
     }
 }
 
@@ -582,14 +615,16 @@ void bus_not_solo(bus *b, const char *channel, size_t len)
 int bus_publish(bus *b, const char *channel, size_t channel_len, const char *data, size_t len,
                 bus_published_fn done, void *arg)
 {
-    if (!b->up)
+    if (!b->up || !b->cmd)
         return -1;
     /* a channel we hold and are subscribed to: its count may tell "solo" */
     sub_entry *e = NULL;
     HASH_FIND(hh, b->subs, channel, channel_len, e);
     bool learn = e && e->kind && e->want && e->state == SUB_ACTIVE;
     if (!done && !learn) {
-        redisAsyncCommand(b->cmd, NULL, NULL, "PUBLISH %b %b", channel, channel_len, data, len);
+        if (redisAsyncCommand(b->cmd, NULL, NULL, "PUBLISH %b %b", channel, channel_len, data,
+                              len) != REDIS_OK)
+            return -1; /* the connection is closing */
     } else {
         publish_ctx *p = malloc(sizeof(*p) + (learn ? channel_len : 0));
         if (!p)
@@ -621,7 +656,7 @@ static void dir_write(bus *b, const char *verb, char kind, const char *name, siz
 {
     char key[400];
     int n = dir_key(kind, name, len, key, sizeof(key));
-    if (!b->cmd_up || n < 0)
+    if (!b->up || n < 0)
         return; /* the reset and announce on reconnect cover it */
     redisAsyncCommand(b->cmd, NULL, NULL, "%s %b %s", verb, key, (size_t)n, b->instance);
     redisAsyncCommand(b->cmd, NULL, NULL, "%s chatd:keys:%s %b", verb, b->instance, key, (size_t)n);
@@ -755,7 +790,7 @@ static void tick_cb(uv_timer_t *t)
         connect_both(b);
     else if (!b->up && (b->cmd || b->sub) && now - b->connect_started_ms > CONNECT_TIMEOUT_MS)
         drop_both(b); /* e.g. packets to Redis vanish: do not wait for TCP's own timeout */
-    if (b->sweep_due)
+    if (b->sweep)
         sweep(b);
 }
 

@@ -19,8 +19,11 @@
 #define HEARTBEAT_TTL_MS 5000 /* a dead node stops counting after this */
 #define CALL_SWEEP_MS 50      /* how often call deadlines are checked */
 #define HANDLERS_MAX 48
-#define NODES_SHOWN 64                 /* node ids listed in /healthz */
-#define CLUSTER_ANSWER_MAX (32u << 20) /* bytes of one node's answer */
+#define NODES_SHOWN 64 /* node ids listed in /healthz */
+/* bytes of one node's answer: half Redis' default hard limit of a
+ * subscriber's output buffer (client-output-buffer-limit pubsub 32mb), so
+ * one answer cannot get the asking node's connection cut */
+#define CLUSTER_ANSWER_MAX (16u << 20)
 
 typedef struct call_target {
     char *channel;
@@ -64,7 +67,8 @@ static struct {
     uv_timer_t heartbeat, sweeper;
     uint64_t started_ms;
     long live_nodes;
-    json_t *live_ids; /* node ids from the last heartbeat */
+    uint64_t nodes_at; /* loop ms of the node list (0: none since the bus came up) */
+    json_t *live_ids;  /* node ids from the last heartbeat */
     cluster_push_fn push_fn;
     cluster_handler handlers[HANDLERS_MAX];
     size_t n_handlers;
@@ -247,7 +251,8 @@ static void call_finish(cluster_call *call)
     call_unlink(call);
     json_t *partials = call->partials;
     call->partials = NULL;
-    call->done(partials, call->ctx);
+    bool complete = call->publishes_left == 0 && call->answered >= call->expected;
+    call->done(partials, complete, call->ctx);
     cluster_call_free(call);
 }
 
@@ -290,7 +295,10 @@ static void call_published(long long receivers, void *arg)
  * better: no more answers are awaited than live nodes exist. */
 static void call_published_all(long long receivers, void *arg)
 {
-    if (receivers > cl.live_nodes && cl.live_nodes > 0)
+    /* only a fresh list counts: before the first heartbeat since the bus came
+     * up, or after a silence, it may miss nodes */
+    bool fresh = cl.nodes_at && uv_now(cl.loop) - cl.nodes_at <= 2 * HEARTBEAT_MS;
+    if (fresh && receivers > cl.live_nodes && cl.live_nodes > 0)
         receivers = cl.live_nodes;
     call_published_to((uint64_t)(uintptr_t)arg, receivers);
 }
@@ -508,9 +516,8 @@ static void on_bus_message(const char *channel, size_t channel_len, const char *
 {
     (void)arg;
     /* answers are lists a query gathers from a node (every uid it holds, for
-     * get_all_uid_count): allowed up to Redis' own default limit of a
-     * subscriber's buffer; what clients or the API put on the bus is bounded
-     * by the request limits */
+     * get_all_uid_count): allowed up to CLUSTER_ANSWER_MAX; what clients or
+     * the API put on the bus is bounded by the request limits */
     size_t max = (len > 0 && data[0] == 'R') ? CLUSTER_ANSWER_MAX : cl.max_bus_message;
     if (len > max) {
         bad_message(channel, channel_len, "oversized");
@@ -537,9 +544,10 @@ static void on_bus_message(const char *channel, size_t channel_len, const char *
 static void on_nodes(const bus_node *nodes, long n, void *arg)
 {
     (void)arg;
-    if (n < 0)
+    if (n < 0 || !bus_is_up(cl.bus))
         return;
     cl.live_nodes = n;
+    cl.nodes_at = uv_now(cl.loop);
     json_array_clear(cl.live_ids);
     for (long i = 0; i < n; i++) {
         json_t *info = json_loadb(nodes[i].info, nodes[i].info_len, 0, NULL);
@@ -574,6 +582,7 @@ static void on_bus_state(bool up, void *arg)
     (void)arg;
     if (!up) {
         cl.dropped_at_loss = cl.dropped;
+        cl.nodes_at = 0; /* the node list is stale from now on */
         return;
     }
     if (cl.dropped > cl.dropped_at_loss)

@@ -78,8 +78,9 @@ typedef json_t *(*cluster_handler_fn)(json_t *body, void *arg);
 void cluster_register(const char *method, cluster_handler_fn fn, void *arg);
 
 /* Gets the other nodes' partial answers: a new array that the done
- * function owns (and must json_decref). */
-typedef void (*cluster_done_fn)(json_t *partials, void *ctx);
+ * function owns (and must json_decref). complete is false when the
+ * timeout ended the wait: a node that got the call did not answer. */
+typedef void (*cluster_done_fn)(json_t *partials, bool complete, void *ctx);
 typedef struct cluster_call cluster_call;
 
 /* A call of method; add targets, then start it. */

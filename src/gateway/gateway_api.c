@@ -557,6 +557,8 @@ static json_t *m_get_session(json_t *body, api_error *err)
 
 /* ---- merging the parts ------------------------------------------------- */
 
+#define CALL_TIMEOUT_MS 2000 /* a node that has not answered by then is left out */
+
 enum merge_kind {
     MERGE_SUM,         /* counts added up */
     MERGE_CLIENTS,     /* per client_id: an error, done somewhere, or not online (404) */
@@ -623,7 +625,8 @@ static const api_method *method_find(const char *name)
     return NULL;
 }
 
-static json_t *merge_clients(const api_method *m, json_t *body, json_t *parts, api_error *err)
+static json_t *merge_clients(const api_method *m, json_t *body, json_t *parts, bool incomplete,
+                             api_error *err)
 {
     json_t *local = json_array_get(parts, 0);
     size_t n = json_array_size(local);
@@ -642,8 +645,13 @@ static json_t *merge_clients(const api_method *m, json_t *body, json_t *parts, a
         if (!done && m->merge == MERGE_CLIENTS) {
             json_t *ids = json_object_get(body, "client_id");
             json_t *id = json_is_array(ids) ? json_array_get(ids, i) : ids;
-            api_fail(err, 404, "not_found", "client_id '%s' is not online",
-                     json_string_value(id) ?: "");
+            if (incomplete) /* it may be on the node that did not answer */
+                api_fail(err, 503, "cluster_timeout",
+                         "client_id '%s' was not found, and a node did not answer within %d ms",
+                         json_string_value(id) ?: "", CALL_TIMEOUT_MS);
+            else
+                api_fail(err, 404, "not_found", "client_id '%s' is not online",
+                         json_string_value(id) ?: "");
             return NULL;
         }
     }
@@ -675,7 +683,8 @@ static json_t *merge_union(json_t *parts, bool count)
 }
 
 /* parts[0] is this node's part. Returns the answer, or NULL with err. */
-static json_t *merge_parts(const api_method *m, json_t *body, json_t *parts, api_error *err)
+static json_t *merge_parts(const api_method *m, json_t *body, json_t *parts, bool incomplete,
+                           api_error *err)
 {
     size_t k, i;
     json_t *part;
@@ -690,7 +699,7 @@ static json_t *merge_parts(const api_method *m, json_t *body, json_t *parts, api
     }
     case MERGE_CLIENTS:
     case MERGE_CLIENTS_ANY:
-        return merge_clients(m, body, parts, err);
+        return merge_clients(m, body, parts, incomplete, err);
     case MERGE_TRUE:
         return json_true();
     case MERGE_UNION:
@@ -730,13 +739,12 @@ static json_t *merge_parts(const api_method *m, json_t *body, json_t *parts, api
 
 /* ---- running a method across the cluster ------------------------------- */
 
-#define CALL_TIMEOUT_MS 2000 /* a node that has not answered by then is left out */
-
 typedef struct api_call {
     http_request *req;
     const api_method *m;
     json_t *body;
     json_t *local;
+    bool incomplete; /* a node that got the call did not answer in time */
 } api_call;
 
 static void api_answer(api_call *ac, json_t *remote)
@@ -746,7 +754,7 @@ static void api_answer(api_call *ac, json_t *remote)
     if (remote)
         json_array_extend(parts, remote);
     api_error err = {0};
-    json_t *out = merge_parts(ac->m, ac->body, parts, &err);
+    json_t *out = merge_parts(ac->m, ac->body, parts, ac->incomplete, &err);
     if (out)
         http_respond_ok(ac->req, out);
     else
@@ -756,9 +764,11 @@ static void api_answer(api_call *ac, json_t *remote)
     free(ac);
 }
 
-static void api_call_done(json_t *partials, void *ctx)
+static void api_call_done(json_t *partials, bool complete, void *ctx)
 {
-    api_answer(ctx, partials);
+    api_call *ac = ctx;
+    ac->incomplete = !complete;
+    api_answer(ac, partials);
     json_decref(partials);
 }
 
@@ -808,7 +818,9 @@ static void route(cluster_call *call, const api_method *m, json_t *body)
         cluster_call_all(call, body);
         break;
     case ROUTE_SEND_ALL:
-        if (json_object_get(body, "client_ids"))
+        /* client_ids null = absent, as PHP's Gateway::sendToAll sends it */
+        if (json_object_get(body, "client_ids") &&
+            !json_is_null(json_object_get(body, "client_ids")))
             route_clients(call, body, "client_ids");
         else
             cluster_call_all(call, body);
@@ -843,7 +855,7 @@ static void api_run(http_request *req, const api_method *m, json_t *body)
         http_respond_error(req, 500, "internal", "out of memory");
         return;
     }
-    *ac = (api_call){req, m, body, local};
+    *ac = (api_call){req, m, body, local, false};
     if (cluster_enabled()) {
         char name[64];
         snprintf(name, sizeof(name), "gw.%s", m->name);
