@@ -405,7 +405,8 @@ run_cluster() {
     if [ $ok = 1 ]; then
         echo "== cluster: node a (pid $a_pid, port $a_port), node b (pid $b_pid, port $b_port)" >&2
         SERVER_PID=$a_pid
-        WATCH=(--watch-pid "nodeb=$b_pid" --watch-pid "redis=$REDIS_PID")
+        WATCH=(--watch-pid "redis=$REDIS_PID")
+        [ "$b_pid" != "$a_pid" ] && WATCH+=(--watch-pid "nodeb=$b_pid")
         ALSO_ALIVE=("$b_pid" "$REDIS_PID")
         cluster_route_points "${pre}one-node" "ws://127.0.0.1:$a_port/ws"
         cluster_route_points "${pre}two-nodes" "ws://127.0.0.1:$a_port/ws" "ws://127.0.0.1:$b_port/ws"
