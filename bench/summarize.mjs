@@ -110,14 +110,16 @@ if (table.length > 1) {
 // ---- cluster (issue 9) ----
 // Goals: two-nodes route >= 0.5x one-node route; two-nodes route@half p99 < 5 ms.
 const cpu2 = (v) => (Number.isNaN(v) ? '-' : v.toFixed(2));
-const ctable = [['point', 'config', 'rate', 'p50 us', 'p99 us', 'chatd cpu (a+b)', 'redis cpu', 'noise',
-  'vs one-node', 'goal']];
+const ctable = [['point', 'config', 'rate', 'p50 us', 'p99 us', 'chatd cpu (a+b)', 'redis cpu', 'server side',
+  'noise', 'vs one-node', 'goal']];
 for (const [point, t] of points) {
   if (!isCluster(point)) continue;
   for (const [target, rs] of t) {
     const rate = med(rs, 'rate');
     const a = med(rs, 'server_cpu'), b = med(rs, 'nodeb_cpu');
     const chatdCpu = Number.isNaN(b) ? cpu2(a) : `${cpu2(a + b)} (${cpu2(a)}+${cpu2(b)})`;
+    const redis = med(rs, 'redis_cpu');
+    const side = (Number.isNaN(a) ? 0 : a) + (Number.isNaN(b) ? 0 : b) + (Number.isNaN(redis) ? 0 : redis);
     const base = t.get(target.replace(/two-nodes$/, 'one-node'));
     const rel = /two-nodes$/.test(target) && base ? rate / med(base, 'rate') : NaN;
     let goal = '';
@@ -129,12 +131,12 @@ for (const [point, t] of points) {
     }
     if (/^cluster conns/.test(point)) {
       ctable.push([point, target, `${fmt(med(rs, 'bytes_per_conn'))} B/conn RSS, ` +
-        `${fmt(med(rs, 'anon_bytes_per_conn'))} anon`, '-', fmt(med(rs, 'ready_p99_us')), cpu2(a), '-',
+        `${fmt(med(rs, 'anon_bytes_per_conn'))} anon`, '-', fmt(med(rs, 'ready_p99_us')), cpu2(a), '-', '-',
         noise(new Map([[target, rs]])), '-', rs.every((r) => r.open === r.n) ? 'all open' : 'NOT all open']);
       continue;
     }
     ctable.push([point, target, cell(rs), fmt(med(rs, 'lat_p50_us')), fmt(med(rs, 'lat_p99_us')), chatdCpu,
-      cpu2(med(rs, 'redis_cpu')), noise(new Map([[target, rs]])), Number.isNaN(rel) ? '-' : rel.toFixed(2) + 'x',
+      cpu2(redis), cpu2(side), noise(new Map([[target, rs]])), Number.isNaN(rel) ? '-' : rel.toFixed(2) + 'x',
       goal]);
   }
 }
@@ -145,7 +147,8 @@ if (ctable.length > 1) {
     'on cluster node a, node b idle; two-nodes = one end of every pair (every other member) on node b. ' +
     'rate: route = events/s delivered, route@half = open loop at half of that config\'s saturation, ' +
     'fanout = deliveries/s; p50/p99 = one-way (route) or delivery (fanout) latency; ' +
-    'cpu in cores over the measured window (redis from /proc/<pid>/stat); conns p99 = connect->init');
+    'cpu in cores over the measured window (redis from /proc/<pid>/stat); server side = nodes + Redis ' +
+    '(all on one core unless REDIS_CPU says otherwise); conns p99 = connect->init');
 }
 const extra = [];
 for (const [point, t] of points) {
