@@ -10,7 +10,7 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-dev
-            libssl-dev libsqlite3-dev libsodium-dev uthash-dev libicu-dev libpq-dev)
+            libssl-dev libsqlite3-dev libsodium-dev uthash-dev libicu-dev libpq-dev libhiredis-dev)
 # postgresql-15: the server the PostgreSQL tests start (scripts/postgres.sh)
 test_pkgs=(libcmocka-dev clang libclang-rt-14-dev chromium curl postgresql-15)
 

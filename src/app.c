@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 #include "chat/chat.h"
+#include "cluster/cluster.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
 #include "gateway/gateway_api.h"
@@ -39,11 +40,11 @@ static void handle_healthz(http_request *req)
      * "unavailable"), since chatd itself is fine and reconnects by itself. */
     const char *backend;
     bool store_ok = chat_store_ok(&backend);
-    json_t *data =
-        json_pack("{s:I,s:I,s:I,s:I,s:s,s:s}", "connections", (json_int_t)srv.conns_open, "clients",
-                  (json_int_t)registry_client_count(), "uids", (json_int_t)registry_uid_count(),
-                  "uptime_s", (json_int_t)((uv_now(srv.loop) - started_at_ms) / 1000), "store",
-                  store_ok ? "ok" : "unavailable", "store_backend", backend);
+    json_t *data = json_pack(
+        "{s:I,s:I,s:I,s:I,s:s,s:s,s:o}", "connections", (json_int_t)srv.conns_open, "clients",
+        (json_int_t)registry_client_count(), "uids", (json_int_t)registry_uid_count(), "uptime_s",
+        (json_int_t)((uv_now(srv.loop) - started_at_ms) / 1000), "store",
+        store_ok ? "ok" : "unavailable", "store_backend", backend, "cluster", cluster_health());
     http_respond_ok(req, data);
 }
 
@@ -136,7 +137,8 @@ static void signal_cb(uv_signal_t *s, int signum)
     log_info("received %s: closing %llu connections", signum == SIGINT ? "SIGINT" : "SIGTERM",
              (unsigned long long)srv.conns_open);
     server_stop_listening(&srv);
-    chat_stop(); /* queued password hashing would hold the exit back */
+    chat_stop();    /* queued password hashing would hold the exit back */
+    cluster_stop(); /* the others stop routing to us now, not after the heartbeat ttl */
     uv_walk(srv.loop, close_gracefully, NULL); /* every client, /ws and /echo alike */
     uv_timer_start(&shutdown_timer, shutdown_timer_cb, 20, 20);
 }
@@ -153,6 +155,7 @@ static void teardown(uv_loop_t *loop)
     chat_shutdown();              /* commits and answers what is queued */
     uv_walk(loop, close_handle_cb, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
+    cluster_stop(); /* when the loop ended without a signal */
     registry_destroy();
 }
 
@@ -176,7 +179,15 @@ static void raise_fd_limit(void)
 int app_run(uv_loop_t *loop, const config *cfg)
 {
     raise_fd_limit();
+    if (cluster_init(loop, cfg) < 0)
+        return 1;
+    if (cluster_enabled()) {
+        char lines[120];
+        snprintf(lines, sizeof(lines), "X-Chatd-Node: %s\r\n", cluster_node_id());
+        http_set_server_headers(lines);
+    }
     gateway_init();
+    gateway_api_init();
     if (chat_init(loop, cfg) < 0)
         return 1;
     http_set_request_handler(route);

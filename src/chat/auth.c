@@ -146,9 +146,14 @@ int auth_new_token(char text[AUTH_TOKEN_TEXT_LEN + 1], uint8_t hash[32])
 
 void auth_forget(const char *token)
 {
-    cache_epoch++;
     uint8_t hash[32];
     auth_token_hash(token, hash);
+    auth_forget_hash(hash);
+}
+
+void auth_forget_hash(const uint8_t hash[32])
+{
+    cache_epoch++;
     if (logged_out) /* a second call (logout_done) keeps the first window */
         ratelimit_hit(logged_out, (const char *)hash, 32, auth_now_ms());
     cache_entry *e = NULL;
@@ -822,11 +827,18 @@ static void binds_tidy(void)
 
 void auth_note_bind(const char *token, const char *client_id)
 {
-    if (!token || !client_id || strlen(client_id) != CLIENT_ID_LEN)
+    if (!token)
         return;
-    binds_tidy();
     uint8_t hash[32];
     auth_token_hash(token, hash);
+    auth_note_bind_hash(hash, client_id);
+}
+
+void auth_note_bind_hash(const uint8_t hash[32], const char *client_id)
+{
+    if (!client_id || strlen(client_id) != CLIENT_ID_LEN)
+        return;
+    binds_tidy();
     bind_entry *e = NULL;
     HASH_FIND(hh, binds, hash, 32, e);
     if (!e) {
@@ -859,6 +871,12 @@ void auth_each_bound(const char *token, void (*fn)(const char *client_id, void *
 {
     uint8_t hash[32];
     auth_token_hash(token, hash);
+    auth_each_bound_hash(hash, fn, arg);
+}
+
+void auth_each_bound_hash(const uint8_t hash[32], void (*fn)(const char *client_id, void *arg),
+                          void *arg)
+{
     bind_entry *e = NULL;
     HASH_FIND(hh, binds, hash, 32, e);
     if (!e)

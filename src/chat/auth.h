@@ -98,6 +98,8 @@ void auth_token_hash(const char *token, uint8_t hash[32]);
  * this node answers 401 for the token (also to resolves in flight) for
  * AUTH_LOGOUT_MEMORY_SECONDS, after which the store has deleted it. */
 void auth_forget(const char *token);
+/* The same by the token's hash (a logout on another node). */
+void auth_forget_hash(const uint8_t hash[32]);
 /* Until when (ms) a STORE_TOKEN_LOOKUP result may be cached at now_ms:
  * min(its "expires", now_ms + AUTH_CACHE_SECONDS * 1000); without "expires",
  * the latter. Pure, for unit tests. */
@@ -111,9 +113,12 @@ int64_t auth_jwt_expiry_ms(const char *token);
 /* Remembers that token bound the socket client_id (so logout can close it).
  * Dead sockets are dropped lazily: each call tidies a few old entries. */
 void auth_note_bind(const char *token, const char *client_id);
+void auth_note_bind_hash(const uint8_t hash[32], const char *client_id);
 /* Calls fn for every socket token bound that is still open, and forgets
  * them. */
 void auth_each_bound(const char *token, void (*fn)(const char *client_id, void *arg), void *arg);
+void auth_each_bound_hash(const uint8_t hash[32], void (*fn)(const char *client_id, void *arg),
+                          void *arg);
 
 /* ---- login and sign-up limits (docs/SECURITY.md) ----------------------
  * Per address: --login-rate attempts per minute (all usernames).

@@ -3,6 +3,7 @@
 #include "chat/chat.h"
 
 #include <errno.h>
+#include <sodium.h>
 #include <fcntl.h>
 #include <http_parser.h>
 #include <sys/file.h>
@@ -15,6 +16,7 @@
 
 #include "chat/auth.h"
 #include "chat/names.h"
+#include "cluster/cluster.h"
 #include "core/log.h"
 #include "core/ratelimit.h"
 #include "gateway/gateway.h"
@@ -239,16 +241,17 @@ static char *uid_string(int64_t id, char *buf, size_t cap)
     return buf;
 }
 
-static void push_to_user(int64_t user_id, const json_t *value, const conn *except)
+/* except_id: a device (client_id, on any node) that already knows, or NULL. */
+static void push_to_user(int64_t user_id, const json_t *value, const char *except_id)
 {
     char uid[24];
     uid_string(user_id, uid, sizeof(uid));
-    if (!registry_find_uid(uid, strlen(uid)))
+    if (!registry_find_uid(uid, strlen(uid)) && !cluster_enabled())
         return;
     sbuf *frame = gateway_frame_json(value);
     if (!frame)
         return;
-    gateway_send_to_uid(uid, strlen(uid), frame, except);
+    gateway_push_to_uid(uid, strlen(uid), frame, except_id);
     sbuf_unref(frame);
 }
 
@@ -272,31 +275,34 @@ static sbuf *frame_concat(const char *const *parts, size_t n)
 }
 
 /* Pushes {"type":"message","message":<text>} to every device of the
- * recipient and to the sender's devices but origin: one frame for all. */
-static void push_message_text(const char *text, int64_t to_id, int64_t from_id, const conn *origin)
+ * recipient and to the sender's devices but origin_id (a client_id or
+ * NULL): one frame for all. */
+static void push_message_text(const char *text, int64_t to_id, int64_t from_id,
+                              const char *origin_id)
 {
+    const conn *origin = origin_id ? registry_find(origin_id, strlen(origin_id)) : NULL;
     char to[24], from[24];
     uid_string(to_id, to, sizeof(to));
     uid_string(from_id, from, sizeof(from));
     uid_entry *a = registry_find_uid(to, strlen(to));
     uid_entry *b = registry_find_uid(from, strlen(from));
-    if (!a && (!b || (b->count == 1 && b->conns == origin)))
+    if (!a && (!b || (b->count == 1 && b->conns == origin)) && !cluster_enabled())
         return; /* nobody to tell */
     const char *parts[] = {"{\"type\":\"message\",\"message\":", text, "}"};
     sbuf *frame = frame_concat(parts, 3);
     if (!frame)
         return;
-    gateway_send_to_uid(to, strlen(to), frame, NULL);
-    gateway_send_to_uid(from, strlen(from), frame, origin);
+    gateway_push_to_uid(to, strlen(to), frame, NULL);
+    gateway_push_to_uid(from, strlen(from), frame, origin_id);
     sbuf_unref(frame);
 }
 
-static void push_message(const json_t *message, int64_t from_id, const conn *origin)
+static void push_message(const json_t *message, int64_t from_id, const char *origin_id)
 {
     char *text = json_dumps(message, JSON_COMPACT);
     if (text)
         push_message_text(text, json_integer_value(json_object_get(message, "to_id")), from_id,
-                          origin);
+                          origin_id);
     free(text);
 }
 
@@ -628,12 +634,11 @@ static void do_login(chat_call *call)
 }
 
 /* Ends a socket the logged-out token bound (if it is still that user's). */
+/* arg: the uid (text) the token belongs to. */
 static void close_logged_out(const char *client_id, void *arg)
 {
-    const chat_call *call = arg;
+    const char *uid = arg;
     conn *c = registry_find(client_id, CLIENT_ID_LEN);
-    char uid[24];
-    uid_string(call->uid, uid, sizeof(uid));
     if (!c || !c->uid || c->uid->len != strlen(uid) || memcmp(c->uid->name, uid, c->uid->len) != 0)
         return;
     gateway_send_error(c, "logged_out", "the token that bound this socket was logged out", NULL);
@@ -650,9 +655,36 @@ static void logout_done(store_req *r)
         return;
     }
     auth_forget(call->token); /* again: a resolve may have cached it meanwhile */
-    auth_each_bound(call->token, close_logged_out, call);
+    char uid[24];
+    uid_string(call->uid, uid, sizeof(uid));
+    auth_each_bound(call->token, close_logged_out, uid);
+    if (cluster_enabled()) { /* the other nodes' caches and sockets: by hash, never the token */
+        uint8_t hash[32];
+        char hex[65];
+        auth_token_hash(call->token, hash);
+        sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+        json_t *body = json_pack("{s:s,s:s}", "token_hash", hex, "uid", uid);
+        cluster_cast_all("chat.logout", body);
+        json_decref(body);
+    }
     http_respond_ok(call->req, json_true());
     call_free(call);
+}
+
+/* A logout on another node: forget the token here, close what it bound. */
+static json_t *remote_logout(json_t *body, void *arg)
+{
+    (void)arg;
+    const char *hex = json_string_value(json_object_get(body, "token_hash"));
+    const char *uid = json_string_value(json_object_get(body, "uid"));
+    uint8_t hash[32];
+    size_t n = 0;
+    if (!hex || !uid || sodium_hex2bin(hash, sizeof(hash), hex, strlen(hex), NULL, &n, NULL) != 0 ||
+        n != sizeof(hash))
+        return NULL;
+    auth_forget_hash(hash);
+    auth_each_bound_hash(hash, close_logged_out, (void *)uid);
+    return NULL;
 }
 
 static void do_logout(chat_call *call)
@@ -713,20 +745,51 @@ static void do_search(chat_call *call)
 
 /* ---- bind -------------------------------------------------------------- */
 
-/* The socket c would pass --max-conns-per-user: the caller and the socket
- * are told, and the socket is closed (1008), so one user's devices cost at
+typedef struct bind_error {
+    int status; /* 0: bound */
+    const char *code;
+    char msg[200];
+} bind_error;
+
+/* Binds socket c to the chat user uid, bound with token_hash (for logout).
+ * A socket that would pass --max-conns-per-user is refused: it is told, and
+ * closed (1008) once the caller has answered, so one user's devices cost at
  * most that many copies of every message to them. */
-static void refuse_too_many(chat_call *call, conn *c, const char *uid)
+static void bind_socket(conn *c, const char *uid, const uint8_t *token_hash, bind_error *err)
 {
-    static const char code[] = "too_many_connections";
-    char msg[160];
-    snprintf(msg, sizeof(msg),
-             "user %s already has %lld connections (the most allowed); close one first", uid,
-             (long long)chat_cfg->max_conns_per_user);
-    if (call->req)
-        gateway_send_error(c, code, msg, NULL);
-    call_fail(call, 429, code, "%s", msg);
-    ws_close(c, WS_CLOSE_POLICY, "too many connections for this user");
+    if (c->uid && (c->uid->len != strlen(uid) || memcmp(c->uid->name, uid, c->uid->len) != 0)) {
+        *err = (bind_error){403, "forbidden", "client_id is bound to another user"};
+        return;
+    }
+    int rc = registry_bind_uid(c, uid, strlen(uid), (uint32_t)chat_cfg->max_conns_per_user);
+    if (rc == REGISTRY_FULL) {
+        err->status = 429;
+        err->code = "too_many_connections";
+        snprintf(err->msg, sizeof(err->msg),
+                 "user %s already has %lld connections (the most allowed); close one first", uid,
+                 (long long)chat_cfg->max_conns_per_user);
+        return;
+    }
+    if (rc < 0) {
+        *err = (bind_error){500, "internal", "out of memory"};
+        return;
+    }
+    c->flags |= CONN_CHAT_BOUND;
+    if (token_hash) /* so a logout of the token can close it */
+        auth_note_bind_hash(token_hash, c->client_id);
+}
+
+static const char *call_token(chat_call *call)
+{
+    return call->token ? call->token : json_string_value(json_object_get(call->body, "token"));
+}
+
+static void respond_bound(chat_call *call, const char *client_id)
+{
+    json_t *root = json_pack("{s:b,s:s,s:s,s:{s:I,s:s}}", "status", 1, "type", "bind", "msg", "ok",
+                             "data", "uid", (json_int_t)call->uid, "client_id", client_id);
+    http_respond_json(call->req, 200, root);
+    call_free(call);
 }
 
 /* Binds connection c to the call's user; answers either way. */
@@ -738,36 +801,107 @@ static void bind_conn(chat_call *call, conn *c)
         call_fail(call, 404, "not_found", "client_id is not connected");
         return;
     }
-    if (c->uid && (c->uid->len != strlen(uid) || memcmp(c->uid->name, uid, c->uid->len) != 0)) {
-        call_fail(call, 403, "forbidden", "client_id is bound to another user");
+    uint8_t hash[32];
+    const char *token = call_token(call);
+    if (token)
+        auth_token_hash(token, hash);
+    bind_error err = {0};
+    bind_socket(c, uid, token ? hash : NULL, &err);
+    if (err.status) {
+        if (err.status == 429 && call->req) /* over a socket, call_fail tells it */
+            gateway_send_error(c, err.code, err.msg, NULL);
+        call_fail(call, err.status, err.code, "%s", err.msg);
+        if (err.status == 429)
+            ws_close(c, WS_CLOSE_POLICY, "too many connections for this user");
         return;
     }
-    int rc = registry_bind_uid(c, uid, strlen(uid), (uint32_t)chat_cfg->max_conns_per_user);
-    if (rc == REGISTRY_FULL) {
-        refuse_too_many(call, c, uid);
+    if (call->req) {
+        respond_bound(call, c->client_id);
         return;
     }
+    json_t *m =
+        json_pack("{s:s,s:b,s:I}", "type", "bind", "status", 1, "uid", (json_int_t)call->uid);
+    ws_send_json(c, m);
+    json_decref(m);
+    call_free(call);
+}
+
+/* POST /chat/bind for a socket of another node: that node checks the nonce
+ * (its own key made it) and binds; this one answers. */
+static json_t *remote_bind(json_t *body, void *arg)
+{
+    (void)arg;
+    const char *id = json_string_value(json_object_get(body, "client_id"));
+    const char *nonce = json_string_value(json_object_get(body, "bind_nonce"));
+    const char *uid = json_string_value(json_object_get(body, "uid"));
+    const char *hex = json_string_value(json_object_get(body, "token_hash"));
+    uint8_t hash[32];
+    size_t n = 0;
+    bind_error err = {0};
+    conn *c = id ? registry_find(id, strlen(id)) : NULL;
+    if (!id || !nonce || !uid || !hex ||
+        sodium_hex2bin(hash, sizeof(hash), hex, strlen(hex), NULL, &n, NULL) != 0 || n != 32)
+        err = (bind_error){400, "bad_field", "malformed bind request"};
+    else if (!gateway_bind_nonce_ok(id, strlen(id), nonce, strlen(nonce)))
+        err = (bind_error){403, "bad_nonce",
+                           "bind_nonce is not the one the socket of this client_id got in its init "
+                           "message"};
+    else if (!c)
+        err = (bind_error){404, "not_found", "client_id is not connected"};
+    else
+        bind_socket(c, uid, hash, &err);
+    if (err.status == 429) {
+        gateway_send_error(c, err.code, err.msg, NULL);
+        ws_close(c, WS_CLOSE_POLICY, "too many connections for this user");
+    }
+    if (!err.status)
+        return json_pack("{s:b}", "bound", 1);
+    return json_pack("{s:i,s:s,s:s}", "status", err.status, "code", err.code, "msg", err.msg);
+}
+
+static void remote_bind_done(json_t *partials, void *ctx)
+{
+    chat_call *call = ctx;
+    json_t *answer = NULL, *p;
+    size_t i;
+    json_array_foreach(partials, i, p) /* a tag shared by two nodes: the one that bound wins */
+        if (json_is_object(p) && (!answer || json_object_get(p, "bound"))) answer = p;
+    if (!answer) {
+        call_fail(call, 404, "not_found", "client_id is not connected");
+    } else if (json_object_get(answer, "bound")) {
+        respond_bound(call, json_string_value(json_object_get(call->body, "client_id")));
+    } else {
+        int status = (int)json_integer_value(json_object_get(answer, "status"));
+        const char *code = json_string_value(json_object_get(answer, "code"));
+        const char *msg = json_string_value(json_object_get(answer, "msg"));
+        call_fail(call, status >= 400 && status < 600 ? status : 500, code ? code : "internal",
+                  "%s", msg ? msg : "bind failed on the socket's node");
+    }
+    json_decref(partials);
+}
+
+static void bind_remote(chat_call *call, const char *id, const char *nonce)
+{
+    char uid[24], hex[65];
+    uint8_t hash[32] = {0};
+    const char *token = call_token(call);
+    if (token)
+        auth_token_hash(token, hash);
+    sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+    uid_string(call->uid, uid, sizeof(uid));
+    json_t *body = json_pack("{s:s,s:s,s:s,s:s}", "client_id", id, "bind_nonce", nonce, "uid", uid,
+                             "token_hash", hex);
+    cluster_call *cc = cluster_call_new("chat.bind", remote_bind_done, call);
+    int rc = (cc && body) ? cluster_call_client(cc, id, strlen(id), body) : -1;
+    json_decref(body);
     if (rc < 0) {
+        cluster_call_free(cc);
         call_fail(call, 500, "internal", "out of memory");
         return;
     }
-    c->flags |= CONN_CHAT_BOUND;
-    /* so a logout of this token can close the socket */
-    auth_note_bind(call->token ? call->token
-                               : json_string_value(json_object_get(call->body, "token")),
-                   c->client_id);
-    if (call->req) {
-        json_t *root =
-            json_pack("{s:b,s:s,s:s,s:{s:I,s:s}}", "status", 1, "type", "bind", "msg", "ok", "data",
-                      "uid", (json_int_t)call->uid, "client_id", c->client_id);
-        http_respond_json(call->req, 200, root);
-    } else {
-        json_t *m =
-            json_pack("{s:s,s:b,s:I}", "type", "bind", "status", 1, "uid", (json_int_t)call->uid);
-        ws_send_json(c, m);
-        json_decref(m);
-    }
-    call_free(call);
+    if (cluster_call_start(cc, 2000) < 0)
+        call_fail(call, 503, "cluster_unavailable",
+                  "the socket is on another node and the cluster bus is unreachable; try again");
 }
 
 static void do_bind(chat_call *call)
@@ -787,6 +921,10 @@ static void do_bind(chat_call *call)
     const char *nonce = want_string(call, call->body, "bind_nonce", 1, 64, true, &failed);
     if (failed)
         return;
+    if (cluster_is_remote_client(id, strlen(id))) {
+        bind_remote(call, id, nonce);
+        return;
+    }
     if (!gateway_bind_nonce_ok(id, strlen(id), nonce, strlen(nonce))) {
         call_fail(call, 403, "bad_nonce",
                   "bind_nonce is not the one the socket of this client_id got in its init message");
@@ -818,7 +956,7 @@ static void message_stored(store_req *r)
     store_req_free(r);
     conn *origin = call_conn(call);
     if (call->req) {
-        push_message(message, call->uid, origin);
+        push_message(message, call->uid, call->client_id[0] ? call->client_id : NULL);
         http_respond_ok(call->req, message);
         call_free(call);
         return;
@@ -828,7 +966,7 @@ static void message_stored(store_req *r)
     char *cmid = json_dumps(json_object_get(message, "client_msg_id"), JSON_ENCODE_ANY);
     if (text && cmid) {
         push_message_text(text, json_integer_value(json_object_get(message, "to_id")), call->uid,
-                          origin);
+                          call->client_id[0] ? call->client_id : NULL);
         if (origin) {
             const char *parts[] = {"{\"type\":\"ack\",\"client_msg_id\":", cmid,
                                    ",\"message\":", text, "}"};
@@ -1065,7 +1203,7 @@ static void read_done(store_req *r)
     if (changed) {
         json_t *read =
             json_pack("{s:s,s:I,s:I}", "type", "read", "userid", (json_int_t)peer, "total", total);
-        push_to_user(call->uid, read, call_conn(call));
+        push_to_user(call->uid, read, call->client_id[0] ? call->client_id : NULL);
         json_decref(read);
         json_t *receipt = json_pack("{s:s,s:I,s:I}", "type", "receipt", "userid",
                                     (json_int_t)call->uid, "last_read_id", last_read);
@@ -1327,6 +1465,8 @@ int chat_init(uv_loop_t *loop, const config *cfg)
         return -1;
     }
     gateway_set_message_hook(chat_socket_message);
+    cluster_register("chat.bind", remote_bind, NULL);
+    cluster_register("chat.logout", remote_logout, NULL);
     if (pg)
         log_info("chat store: PostgreSQL, %lld connections (durability %s)",
                  (long long)cfg->store_connections, cfg->durability);

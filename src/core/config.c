@@ -12,7 +12,7 @@
 
 #define CHATD_VERSION "0.1.0"
 
-enum opt_type { OPT_STRING, OPT_INT, OPT_LISTEN };
+enum opt_type { OPT_STRING, OPT_INT, OPT_LISTEN, OPT_FLAG };
 
 typedef struct option_spec {
     const char *name; /* long option; env var is CHATD_ + upper-cased name */
@@ -91,6 +91,14 @@ static const option_spec options[] = {
     {"durability", OPT_STRING, FIELD(durability), "full", 0, 0,
      "full: fsync every group commit (survives power loss); normal: survives a crash of chatd "
      "(PostgreSQL: full keeps the server's synchronous_commit, normal sets it off for chatd)"},
+    {"redis", OPT_STRING, FIELD(redis), "", 0, 0,
+     "redis://[:password@]host:port[/db]: cluster mode, nodes route pushes and share presence "
+     "through this Redis (use with a PostgreSQL --store; empty = one node)"},
+    {"node-id", OPT_STRING, FIELD(node_id), "", 0, 0,
+     "this node's name in the cluster, 1-64 of A-Z a-z 0-9 . _ - (empty = random, logged)"},
+    {"reuseport", OPT_FLAG, FIELD(reuseport), "0", 0, 1,
+     "listen with SO_REUSEPORT, so several chatd processes on one host share the port "
+     "(one per core, each a cluster node)"},
     {"log-level", OPT_STRING, FIELD(log_level), "info", 0, 0, "debug, info, warn, error or off"},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -138,6 +146,7 @@ static int set_option(config *cfg, const option_spec *o, const char *value, cons
         *slot = strdup(value);
         return 0;
     }
+    case OPT_FLAG: /* a bare --flag on the command line; 0/1 from the environment */
     case OPT_INT: {
         char *end;
         errno = 0;
@@ -206,7 +215,9 @@ int config_load(config *cfg, int argc, char **argv)
 
     struct option longopts[N_OPTIONS + 3];
     for (size_t i = 0; i < N_OPTIONS; i++)
-        longopts[i] = (struct option){options[i].name, required_argument, NULL, (int)i};
+        longopts[i] = (struct option){options[i].name,
+                                      options[i].type == OPT_FLAG ? no_argument : required_argument,
+                                      NULL, (int)i};
     longopts[N_OPTIONS] = (struct option){"help", no_argument, NULL, 'h'};
     longopts[N_OPTIONS + 1] = (struct option){"version", no_argument, NULL, 'V'};
     longopts[N_OPTIONS + 2] = (struct option){NULL, 0, NULL, 0};
@@ -225,7 +236,7 @@ int config_load(config *cfg, int argc, char **argv)
             fprintf(stderr, "chatd: try --help\n");
             return -1;
         }
-        if (set_option(cfg, &options[c], optarg, "command line") != 0)
+        if (set_option(cfg, &options[c], optarg ? optarg : "1", "command line") != 0)
             return -1;
     }
     if (optind < argc) {
@@ -255,6 +266,16 @@ int config_load(config *cfg, int argc, char **argv)
     if (pg && cfg->store_connections < 2) {
         fprintf(stderr, "chatd: --store-connections must be at least 2 with PostgreSQL "
                         "(one writer, one reader)\n");
+        return -1;
+    }
+    if (cfg->redis[0] && strncmp(cfg->redis, "redis://", 8) != 0) {
+        fprintf(stderr, "chatd: --redis must be a redis://[:password@]host:port[/db] URI\n");
+        return -1;
+    }
+    size_t id_len = strlen(cfg->node_id);
+    if (id_len > 64 || strspn(cfg->node_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                            "0123456789._-") != id_len) {
+        fprintf(stderr, "chatd: --node-id must be 1-64 of A-Z a-z 0-9 . _ -\n");
         return -1;
     }
     if (cfg->ping_timeout <= cfg->ping_interval) {

@@ -49,6 +49,10 @@ typedef struct config {
     int64_t page_limit;
     int64_t login_rate;
     char *durability;
+    /* cluster */
+    char *redis;       /* "" = a single node */
+    char *node_id;     /* "" = random */
+    int64_t reuseport; /* 1 = SO_REUSEPORT on the listener */
     /* logging */
     char *log_level;
 } config;

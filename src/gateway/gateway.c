@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/cluster.h"
 #include "core/json_scan.h"
 #include "core/log.h"
 #include "gateway/registry.h"
@@ -55,6 +56,43 @@ size_t gateway_send_to_uid(const char *uid, size_t len, sbuf *frame, const conn 
         c = next;
     }
     return sent;
+}
+
+/* The message text inside a frame built by ws_frame_build (unmasked). */
+static const char *frame_payload(const sbuf *frame, size_t *len)
+{
+    uint8_t n7 = frame->data[1] & 127;
+    size_t head = n7 == 126 ? 4 : n7 == 127 ? 10 : 2;
+    *len = frame->len - head;
+    return (const char *)frame->data + head;
+}
+
+size_t gateway_push_to_uid(const char *uid, size_t len, sbuf *frame, const char *except_id)
+{
+    size_t except_len = except_id ? strlen(except_id) : 0;
+    conn *except = except_id ? registry_find(except_id, except_len) : NULL;
+    size_t sent = gateway_send_to_uid(uid, len, frame, except);
+    if (cluster_enabled()) {
+        size_t plen;
+        const char *payload = frame_payload(frame, &plen);
+        /* an except_id of this node is skipped here already */
+        cluster_push_uid(uid, len, except ? NULL : except_id, payload, plen);
+    }
+    return sent;
+}
+
+/* A push from another node: framed once here for every local connection. */
+static void deliver_remote_push(const char *uid, size_t uid_len, const char *except_id,
+                                const char *payload, size_t len)
+{
+    if (!registry_find_uid(uid, uid_len))
+        return; /* its last connection here closed since */
+    sbuf *frame = gateway_frame_text(payload, len);
+    if (!frame)
+        return;
+    conn *except = except_id ? registry_find(except_id, strlen(except_id)) : NULL;
+    gateway_send_to_uid(uid, uid_len, frame, except);
+    sbuf_unref(frame);
 }
 
 size_t gateway_send_to_group(const char *group, size_t len, sbuf *frame)
@@ -219,7 +257,7 @@ static void handle_event(conn *c, const json_span *to, const json_span *data)
         return;
     }
     uid_entry *dest = registry_find_uid(uid, uid_len);
-    if (!dest)
+    if (!dest && !cluster_enabled())
         return; /* offline: events are not queued */
     static const char p1[] = "{\"type\":\"event\",\"from_id\":", p2[] = ",\"data\":";
     const char *dtext = data->type ? data->p : "null";
@@ -244,11 +282,7 @@ static void handle_event(conn *c, const json_span *to, const json_span *data)
     p += dlen;
     *p++ = '}';
     frame->len = (uint32_t)(p - frame->data);
-    for (conn *r = dest->conns; r;) {
-        conn *next = r->uid_next; /* a send may close r */
-        gateway_send_to_conn(r, frame);
-        r = next;
-    }
+    gateway_push_to_uid(uid, uid_len, frame, NULL);
     sbuf_unref(frame);
 }
 
@@ -327,4 +361,5 @@ static const ws_app gateway_app = {
 void gateway_init(void)
 {
     ws_set_app(&gateway_app);
+    cluster_set_push_handler(deliver_remote_push);
 }

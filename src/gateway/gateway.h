@@ -29,9 +29,15 @@ sbuf *gateway_frame_text(const char *text, size_t len);
 /* Frames a JSON value (borrowed) as text. */
 sbuf *gateway_frame_json(const json_t *value);
 
-/* Push a frame to recipients; each returns how many connections got it. */
+/* Push a frame to recipients on this node; each returns how many
+ * connections got it. */
 size_t gateway_send_to_conn(conn *c, sbuf *frame);
 size_t gateway_send_to_uid(const char *uid, size_t len, sbuf *frame, const conn *except);
+/* Cluster-wide: gateway_send_to_uid here, plus one bus publish that the
+ * uid's other nodes frame once and deliver (just the former on one node).
+ * except_id (NULL = none) is a client_id, on any node, that is skipped.
+ * Returns the local count only: other nodes are not waited for. */
+size_t gateway_push_to_uid(const char *uid, size_t len, sbuf *frame, const char *except_id);
 /* Excluded connections must be marked with gateway_exclude_mark first. */
 size_t gateway_send_to_group(const char *group, size_t len, sbuf *frame);
 size_t gateway_send_to_all(sbuf *frame);

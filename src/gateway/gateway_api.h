@@ -6,7 +6,12 @@
 
 #include "http/http.h"
 
-/* Answers req for the API method named `method` (the path after /gateway/). */
+/* Registers the methods as cluster request handlers (call once at start). */
+void gateway_api_init(void);
+
+/* Answers req for the API method named `method` (the path after /gateway/).
+ * In a cluster the method runs on every node that can hold what it names
+ * and the answer covers them all (see docs/CLUSTER.md). */
 void gateway_api_handle(http_request *req, const char *method);
 
 #endif

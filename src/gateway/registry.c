@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/cluster.h"
 #include "gateway/gateway.h"
 #include "ws/ws.h"
 
@@ -92,10 +93,14 @@ int registry_make_client_id(char out[CLIENT_ID_LEN + 1])
 {
     static const char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    unsigned char raw[16];
-    if (RAND_bytes(raw, sizeof(raw)) != 1)
+    unsigned char raw[18];
+    uint16_t tag = cluster_node_tag();
+    raw[0] = (unsigned char)(tag >> 8);
+    raw[1] = (unsigned char)tag;
+    if (RAND_bytes(raw + 2, 16) != 1)
         return -1;
-    /* base64url without padding: 16 bytes -> 22 characters */
+    /* base64url without padding: 18 bytes -> 24 characters, the first two
+     * the node tag (cluster_node_tag), the other 22 the 128 random bits */
     uint32_t acc = 0;
     int bits = 0, n = 0;
     for (size_t i = 0; i < sizeof(raw); i++) {
@@ -198,6 +203,7 @@ int registry_bind_uid(conn *c, const char *uid, size_t len, uint32_t max_conns)
         }
         e->json_len = (uint16_t)strlen(e->json);
         HASH_ADD(hh, uids, name, len, e);
+        cluster_uid_held(e->name, len, true);
     }
     registry_unbind_uid(c);
     c->uid = e;
@@ -226,6 +232,7 @@ void registry_unbind_uid(conn *c)
     c->uid_prev = c->uid_next = NULL;
     if (--e->count == 0) {
         HASH_DELETE(hh, uids, e);
+        cluster_uid_held(e->name, e->len, false);
         free(e->json);
         free(e);
     }
@@ -256,6 +263,7 @@ static void member_unlink(group_link *m)
         m->g_next->g_prev = m->g_prev;
     if (--g->count == 0) {
         HASH_DELETE(hh, groups, g);
+        cluster_group_held(g->name, g->len, false);
         free(g);
     }
 }
@@ -284,6 +292,7 @@ int registry_join_group(conn *c, const char *group, size_t len)
         memcpy(g->name, group, len);
         g->len = (uint16_t)len;
         HASH_ADD(hh, groups, name, len, g);
+        cluster_group_held(g->name, len, true);
     }
     m->conn = c;
     m->group = g;

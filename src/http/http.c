@@ -226,6 +226,13 @@ static void format_date(char *out, size_t cap)
     strftime(out, cap, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
+static char server_headers[160]; /* on every answer: X-Chatd-Node in a cluster */
+
+void http_set_server_headers(const char *lines)
+{
+    snprintf(server_headers, sizeof(server_headers), "%s", lines);
+}
+
 void http_respond(http_request *req, int status, const char *extra_headers,
                   const char *content_type, const void *body, size_t len)
 {
@@ -245,9 +252,9 @@ void http_respond(http_request *req, int status, const char *extra_headers,
         bool no_body = req->method == HTTP_HEAD || status == 204 || status == 304;
         char head[1536];
         int n = snprintf(head, sizeof(head),
-                         "HTTP/1.1 %d %s\r\nServer: chatd\r\nDate: %s\r\n%s%s%s%s%s"
+                         "HTTP/1.1 %d %s\r\nServer: chatd\r\nDate: %s\r\n%s%s%s%s%s%s"
                          "Content-Length: %zu\r\nConnection: %s\r\n\r\n",
-                         status, http_status_text(status), date, cors,
+                         status, http_status_text(status), date, server_headers, cors,
                          content_type ? "Content-Type: " : "", content_type ? content_type : "",
                          content_type ? "\r\n" : "", extra_headers ? extra_headers : "",
                          (status == 204 || status == 304) ? (size_t)0 : len,

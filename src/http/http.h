@@ -88,6 +88,9 @@ void http_respond_ok(http_request *req, json_t *data);
 void http_respond_error(http_request *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Header lines ("Name: value\r\n"...) added to every answer; "" = none. */
+void http_set_server_headers(const char *lines);
+
 /* Marks a request answered by a protocol switch (the WebSocket upgrade
  * queued its own 101); the HTTP layer frees it when the handler returns. */
 void http_upgrade_done(http_request *req);

@@ -47,7 +47,9 @@ typedef struct conn_handler {
     void (*on_drain)(conn *c);
 } conn_handler;
 
-#define CLIENT_ID_LEN 22 /* 128 random bits, base64url without padding */
+/* 18 bytes, base64url without padding: a 2-byte node tag (which cluster node
+ * holds the connection; random in single-node mode) and 128 random bits. */
+#define CLIENT_ID_LEN 24
 
 enum conn_flag {
     CONN_CLOSING = 1 << 0,          /* uv_close called or pending: no more I/O */
@@ -87,13 +89,14 @@ struct conn {
     uv_tcp_t tcp; /* first: a uv_handle_t* is a conn* */
     const conn_handler *handler;
     uint32_t flags;
-    uint32_t deadline;    /* wheel tick; 0 = none */
-    uint32_t last_rx;     /* server_now_ms of the last byte received */
-    uint32_t rate_stamp;  /* event rate limiter: loop ms clock of the last refill */
-    uint32_t rate_tokens; /* events the connection may still send now */
-    uint8_t msg_opcode;   /* opcode of the open fragmented message */
-    uint8_t utf8_state;   /* validator state across text fragments */
-    conn_input *in;       /* carried-over partial input, NULL when none */
+    uint32_t deadline;                 /* wheel tick; 0 = none */
+    uint32_t last_rx;                  /* server_now_ms of the last byte received */
+    uint32_t rate_stamp;               /* event rate limiter: loop ms clock of the last refill */
+    uint32_t rate_tokens;              /* events the connection may still send now */
+    uint8_t msg_opcode;                /* opcode of the open fragmented message */
+    uint8_t utf8_state;                /* validator state across text fragments */
+    char client_id[CLIENT_ID_LEN + 1]; /* here: it fills the gap before the pointers */
+    conn_input *in;                    /* carried-over partial input, NULL when none */
     conn *wheel_prev, *wheel_next;
     conn *dirty_next; /* server flush list link */
     outq *out;        /* NULL when nothing is queued */
@@ -103,7 +106,6 @@ struct conn {
     };
     uid_entry *uid;            /* bound uid, NULL when unbound */
     conn *uid_prev, *uid_next; /* the uid's list of connections */
-    char client_id[CLIENT_ID_LEN + 1];
 };
 
 static inline server *conn_server(conn *c)

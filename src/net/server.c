@@ -3,9 +3,11 @@
  * wheel (see server.h for the contract). */
 #include "net/server.h"
 
+#include <errno.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "core/log.h"
 
@@ -753,8 +755,19 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
         r = uv_ip6_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in6 *)&addr);
     if (r < 0)
         return r;
-    uv_tcp_init(loop, &srv->listener);
+    /* the socket exists before bind (init_ex), so SO_REUSEPORT can be set on it:
+     * libuv 1.44 has no flag for it */
+    r = uv_tcp_init_ex(loop, &srv->listener, addr.ss_family);
+    if (r < 0)
+        return r;
     srv->listener.data = srv;
+    if (cfg->reuseport) {
+        uv_os_fd_t fd;
+        int on = 1;
+        if (uv_fileno((uv_handle_t *)&srv->listener, &fd) == 0 &&
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0)
+            return uv_translate_sys_error(errno);
+    }
     r = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
     if (r == 0)
         r = uv_listen((uv_stream_t *)&srv->listener, LISTEN_BACKLOG, connection_cb);

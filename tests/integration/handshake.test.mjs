@@ -50,7 +50,7 @@ describe('a valid handshake', () => {
       assert.deepEqual(Object.keys(init).sort(), ['bind_nonce', 'client_id', 'type']);
       assert.equal(init.type, 'init');
       assert.match(init.client_id, CLIENT_ID_RE);
-      assert.match(init.bind_nonce, CLIENT_ID_RE, 'bind_nonce: 128 bits, base64url like the client_id');
+      assert.match(init.bind_nonce, /^[A-Za-z0-9_-]{22}$/, 'bind_nonce: 128 bits, base64url');
       assert.notEqual(init.bind_nonce, init.client_id);
     } finally {
       c.destroy();
@@ -85,14 +85,16 @@ describe('a valid handshake', () => {
     }
   });
 
-  test('client_ids are 22 URL-safe characters and unique', async () => {
+  test('client_ids are 24 URL-safe characters and unique', async () => {
     const clients = await Promise.all(Array.from({ length: 40 }, () => WsClient.open(open)));
     try {
       const ids = clients.map((c) => c.clientId);
       for (const id of ids) assert.match(id, CLIENT_ID_RE);
       assert.equal(new Set(ids).size, ids.length, 'all ids distinct');
-      // 128 random bits: 22 base64url characters, the last carrying 2 bits.
-      for (const id of ids) assert.equal(Buffer.from(id, 'base64url').length, 16, `${id} decodes to 16 bytes`);
+      // 18 bytes: a 2-byte node tag (the first 2 characters) and 128 random bits.
+      for (const id of ids) assert.equal(Buffer.from(id, 'base64url').length, 18, `${id} decodes to 18 bytes`);
+      // one node: every id starts with the same tag, the rest is unique
+      assert.equal(new Set(ids.map((id) => id.slice(0, 2))).size, 1, 'one node tag');
       const h = await healthz(open);
       assert.equal(h.clients, 40);
     } finally {

@@ -450,4 +450,4 @@ export function openClients(srv, n, opts) {
   return Promise.all(Array.from({ length: n }, () => WsClient.open(srv, opts)));
 }
 
-export const CLIENT_ID_RE = /^[A-Za-z0-9_-]{22}$/;
+export const CLIENT_ID_RE = /^[A-Za-z0-9_-]{24}$/;

@@ -1,0 +1,684 @@
+/* cluster: node identity, the bus message format, pushes, requests and the
+ * heartbeat (see cluster.h for the contract, bus.h for the engine).
+ *
+ * Bus messages are one header line, '\n', then a body:
+ *   P <origin> <except>\n<payload>          on chatd:u:<uid>: push payload to uid
+ *                                           but the client_id <except> ("-" = none)
+ *   Q <origin> <tag> <reqid> <method>\n<json>   a request; reqid 0 = no answer
+ *   R <to> <from> <reqid>\n<json>           an answer, on chatd:n:<tag of to>
+ * <origin>, <to>, <from> are instances (16 hex digits, new every start, so a
+ * restarted node never answers for its previous life). Anything else on a
+ * chatd channel is counted in bad_messages, logged and dropped. */
+#include "cluster/cluster.h"
+
+#include <inttypes.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#include "cluster/bus.h"
+#include "core/log.h"
+
+#define HEARTBEAT_MS 1000
+#define HEARTBEAT_TTL_MS 5000 /* a dead node stops counting after this */
+#define CALL_SWEEP_MS 50      /* how often call deadlines are checked */
+#define HANDLERS_MAX 48
+#define INSTANCE_LEN 16
+#define HEADER_MAX 256
+#define METHOD_MAX 48
+#define NODES_SHOWN 64 /* node ids listed in /healthz */
+
+typedef struct call_target {
+    char *channel;
+    size_t channel_len;
+    char *msg;
+    size_t msg_len;
+} call_target;
+
+struct cluster_call {
+    UT_hash_handle hh;
+    uint64_t reqid;
+    cluster_done_fn done;
+    void *ctx;
+    char method[METHOD_MAX];
+    call_target *targets;
+    size_t n_targets;
+    int publishes_left; /* PUBLISH replies still to come */
+    long expected;      /* nodes that got a copy (PUBLISH replies summed) */
+    long answered;      /* answers and own echoes so far */
+    json_t *partials;
+    uint64_t deadline;
+    cluster_call *next, *prev; /* deadline order: every call has the same timeout */
+};
+
+typedef struct cluster_handler {
+    const char *name;
+    cluster_handler_fn fn;
+    void *arg;
+} cluster_handler;
+
+static struct {
+    bool enabled;
+    uv_loop_t *loop;
+    size_t max_bus_message;
+    bus *bus;
+    char node_id[65];
+    char instance[INSTANCE_LEN + 1];
+    uint16_t tag;
+    char tag_str[CLUSTER_TAG_LEN + 1];
+    char own_channel[16]; /* chatd:n:<tag> */
+    uv_timer_t heartbeat, sweeper;
+    uint64_t started_ms;
+    long live_nodes;
+    json_t *live_ids; /* node ids from the last heartbeat */
+    cluster_push_fn push_fn;
+    cluster_handler handlers[HANDLERS_MAX];
+    size_t n_handlers;
+    cluster_call *calls; /* by reqid */
+    cluster_call *oldest, *newest;
+    uint64_t next_reqid;
+    uint64_t dropped, bad_messages, calls_timed_out, pushes_out, pushes_in;
+} cl;
+
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* ---- identity ---------------------------------------------------------- */
+
+static int random_hex(char *out, size_t bytes)
+{
+    unsigned char raw[32];
+    if (bytes > sizeof(raw) || RAND_bytes(raw, (int)bytes) != 1)
+        return -1;
+    for (size_t i = 0; i < bytes; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    return 0;
+}
+
+bool cluster_enabled(void)
+{
+    return cl.enabled;
+}
+
+uint16_t cluster_node_tag(void)
+{
+    return cl.tag;
+}
+
+const char *cluster_node_id(void)
+{
+    return cl.node_id;
+}
+
+bool cluster_is_remote_client(const char *client_id, size_t len)
+{
+    return cl.enabled && len > CLUSTER_TAG_LEN && memcmp(client_id, cl.tag_str, CLUSTER_TAG_LEN);
+}
+
+/* ---- bad input --------------------------------------------------------- */
+
+static void bad_message(const char *channel, size_t channel_len, const char *why)
+{
+    cl.bad_messages++;
+    /* logged at 1, 2, 4, 8...: a flood cannot flood the log */
+    if ((cl.bad_messages & (cl.bad_messages - 1)) == 0)
+        log_warn("cluster: dropped a bad bus message on %.*s: %s (%" PRIu64 " so far)",
+                 (int)channel_len, channel, why, cl.bad_messages);
+}
+
+/* ---- calls ------------------------------------------------------------- */
+
+static void call_free_targets(cluster_call *call)
+{
+    for (size_t i = 0; i < call->n_targets; i++) {
+        free(call->targets[i].channel);
+        free(call->targets[i].msg);
+    }
+    free(call->targets);
+    call->targets = NULL;
+    call->n_targets = 0;
+}
+
+void cluster_call_free(cluster_call *call)
+{
+    if (!call)
+        return;
+    call_free_targets(call);
+    json_decref(call->partials);
+    free(call);
+}
+
+cluster_call *cluster_call_new(const char *method, cluster_done_fn done, void *ctx)
+{
+    if (strlen(method) >= METHOD_MAX)
+        return NULL;
+    cluster_call *call = calloc(1, sizeof(*call));
+    if (!call)
+        return NULL;
+    snprintf(call->method, sizeof(call->method), "%s", method);
+    call->done = done;
+    call->ctx = ctx;
+    call->partials = json_array();
+    return call;
+}
+
+/* Builds "Q <origin> <tag> <reqid> <method>\n<body>" for channel. reqid is
+ * patched in at start (it is written as 16 hex digits so its length is
+ * known now). */
+static int call_add(cluster_call *call, const char *channel, size_t channel_len, json_t *body)
+{
+    if (!cl.enabled)
+        return -1;
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text)
+        return -1;
+    size_t tlen = strlen(text);
+    char head[HEADER_MAX];
+    int hlen = snprintf(head, sizeof(head), "Q %s %s %016" PRIx64 " %s\n", cl.instance, cl.tag_str,
+                        (uint64_t)0, call->method);
+    call_target *t = realloc(call->targets, (call->n_targets + 1) * sizeof(*t));
+    char *msg = malloc((size_t)hlen + tlen);
+    char *ch = strndup(channel, channel_len);
+    if (!t || !msg || !ch || hlen <= 0) {
+        if (t)
+            call->targets = t;
+        free(msg);
+        free(ch);
+        free(text);
+        return -1;
+    }
+    call->targets = t;
+    memcpy(msg, head, (size_t)hlen);
+    memcpy(msg + hlen, text, tlen);
+    free(text);
+    t[call->n_targets++] = (call_target){ch, channel_len, msg, (size_t)hlen + tlen};
+    return 0;
+}
+
+int cluster_call_all(cluster_call *call, json_t *body)
+{
+    return call_add(call, "chatd:all", 9, body);
+}
+
+int cluster_call_client(cluster_call *call, const char *client_id, size_t len, json_t *body)
+{
+    if (len < CLUSTER_TAG_LEN)
+        return -1;
+    char channel[16];
+    int n = snprintf(channel, sizeof(channel), "chatd:n:%.2s", client_id);
+    /* one copy per node even when several of its client_ids are named */
+    for (size_t i = 0; i < call->n_targets; i++)
+        if (call->targets[i].channel_len == (size_t)n &&
+            !memcmp(call->targets[i].channel, channel, n))
+            return 0;
+    return call_add(call, channel, (size_t)n, body);
+}
+
+static int call_add_named(cluster_call *call, char kind, const char *name, size_t len, json_t *body)
+{
+    char channel[400];
+    int n = snprintf(channel, sizeof(channel), "chatd:%c:%.*s", kind, (int)len, name);
+    if (n < 0 || (size_t)n >= sizeof(channel))
+        return -1;
+    return call_add(call, channel, (size_t)n, body);
+}
+
+int cluster_call_uid(cluster_call *call, const char *uid, size_t len, json_t *body)
+{
+    return call_add_named(call, 'u', uid, len, body);
+}
+
+int cluster_call_group(cluster_call *call, const char *group, size_t len, json_t *body)
+{
+    return call_add_named(call, 'g', group, len, body);
+}
+
+static void call_unlink(cluster_call *call)
+{
+    HASH_DEL(cl.calls, call);
+    if (call->prev)
+        call->prev->next = call->next;
+    else
+        cl.oldest = call->next;
+    if (call->next)
+        call->next->prev = call->prev;
+    else
+        cl.newest = call->prev;
+}
+
+static void call_finish(cluster_call *call)
+{
+    call_unlink(call);
+    json_t *partials = call->partials;
+    call->partials = NULL;
+    call->done(partials, call->ctx);
+    cluster_call_free(call);
+}
+
+static void call_maybe_finish(cluster_call *call)
+{
+    if (call->publishes_left == 0 && call->answered >= call->expected)
+        call_finish(call);
+}
+
+static cluster_call *call_find(uint64_t reqid)
+{
+    cluster_call *call = NULL;
+    HASH_FIND(hh, cl.calls, &reqid, sizeof(reqid), call);
+    return call;
+}
+
+/* The publish of one copy was answered: it reached `receivers` nodes. The
+ * call is looked up again by id: it may have timed out meanwhile. */
+static void call_published(long long receivers, void *arg)
+{
+    uint64_t reqid = (uint64_t)(uintptr_t)arg;
+    cluster_call *call = call_find(reqid);
+    if (receivers < 0)
+        cl.dropped++;
+    if (!call)
+        return;
+    call->publishes_left--;
+    if (receivers > 0)
+        call->expected += (long)receivers;
+    call_maybe_finish(call);
+}
+
+int cluster_call_start(cluster_call *call, unsigned timeout_ms)
+{
+    if (!cl.enabled || !bus_is_up(cl.bus) || call->n_targets == 0) {
+        cl.dropped += call->n_targets;
+        cluster_call_free(call);
+        return -1;
+    }
+    call->reqid = ++cl.next_reqid;
+    call->deadline = uv_now(cl.loop) + timeout_ms;
+    HASH_ADD(hh, cl.calls, reqid, sizeof(call->reqid), call);
+    call->prev = cl.newest;
+    if (cl.newest)
+        cl.newest->next = call;
+    else
+        cl.oldest = call;
+    cl.newest = call;
+    char id[17];
+    snprintf(id, sizeof(id), "%016" PRIx64, call->reqid);
+    size_t off = 2 + INSTANCE_LEN + 1 + CLUSTER_TAG_LEN + 1; /* where the reqid sits */
+    size_t n_targets = call->n_targets;
+    call->publishes_left = (int)n_targets;
+    for (size_t i = 0; i < n_targets; i++) {
+        call_target *t = &call->targets[i];
+        memcpy(t->msg + off, id, 16);
+        if (bus_publish(cl.bus, t->channel, t->channel_len, t->msg, t->msg_len, call_published,
+                        (void *)(uintptr_t)call->reqid) < 0) {
+            call->publishes_left--;
+            cl.dropped++;
+        }
+    }
+    call_free_targets(call);
+    call_maybe_finish(call); /* every publish failed: done at once, nothing answered */
+    return 0;
+}
+
+static void sweeper_cb(uv_timer_t *t)
+{
+    (void)t;
+    uint64_t now = uv_now(cl.loop);
+    while (cl.oldest && cl.oldest->deadline <= now) {
+        cluster_call *call = cl.oldest;
+        cl.calls_timed_out++;
+        log_warn("cluster: %s: %ld of %ld nodes answered in time", call->method, call->answered,
+                 call->expected);
+        call_finish(call);
+    }
+}
+
+void cluster_cast_all(const char *method, json_t *body)
+{
+    if (!cl.enabled)
+        return;
+    cluster_call *call = cluster_call_new(method, NULL, NULL);
+    if (!call || call_add(call, "chatd:all", 9, body) < 0) {
+        cluster_call_free(call);
+        return;
+    }
+    /* reqid 0: nobody answers, nothing waits */
+    call_target *t = &call->targets[0];
+    if (bus_publish(cl.bus, t->channel, t->channel_len, t->msg, t->msg_len, NULL, NULL) < 0)
+        cl.dropped++;
+    cluster_call_free(call);
+}
+
+void cluster_register(const char *method, cluster_handler_fn fn, void *arg)
+{
+    if (cl.n_handlers < HANDLERS_MAX)
+        cl.handlers[cl.n_handlers++] = (cluster_handler){method, fn, arg};
+}
+
+/* ---- pushes ------------------------------------------------------------ */
+
+void cluster_set_push_handler(cluster_push_fn fn)
+{
+    cl.push_fn = fn;
+}
+
+void cluster_push_uid(const char *uid, size_t len, const char *except_id, const char *payload,
+                      size_t payload_len)
+{
+    if (!cl.enabled)
+        return;
+    char channel[400], head[HEADER_MAX];
+    int n = snprintf(channel, sizeof(channel), "chatd:u:%.*s", (int)len, uid);
+    if (n < 0 || (size_t)n >= sizeof(channel))
+        return;
+    if (except_id && (strlen(except_id) > 64 || strchr(except_id, ' ')))
+        except_id = NULL;
+    int hn = snprintf(head, sizeof(head), "P %s %s\n", cl.instance, except_id ? except_id : "-");
+    size_t hlen = (size_t)hn;
+    char *msg = malloc(hlen + payload_len);
+    if (!msg) {
+        cl.dropped++;
+        return;
+    }
+    memcpy(msg, head, hlen);
+    memcpy(msg + hlen, payload, payload_len);
+    if (bus_publish(cl.bus, channel, (size_t)n, msg, hlen + payload_len, NULL, NULL) < 0)
+        cl.dropped++;
+    else
+        cl.pushes_out++;
+    free(msg);
+}
+
+/* ---- receiving --------------------------------------------------------- */
+
+static bool is_instance(const char *s, size_t len)
+{
+    if (len != INSTANCE_LEN)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* Splits the header into at most max space-separated words. */
+static size_t split_words(char *head, char **words, size_t max)
+{
+    size_t n = 0;
+    for (char *save = NULL, *w = strtok_r(head, " ", &save); w && n < max;
+         w = strtok_r(NULL, " ", &save))
+        words[n++] = w;
+    return n;
+}
+
+static bool parse_reqid(const char *s, uint64_t *out)
+{
+    char *end;
+    if (strlen(s) != 16)
+        return false;
+    *out = strtoull(s, &end, 16);
+    return *end == '\0';
+}
+
+static void answer(const char *to, const char *to_tag, uint64_t reqid, json_t *partial)
+{
+    char *text = json_dumps(partial ? partial : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text)
+        return;
+    char head[HEADER_MAX], channel[16];
+    int hlen = snprintf(head, sizeof(head), "R %s %s %016" PRIx64 "\n", to, cl.instance, reqid);
+    int clen = snprintf(channel, sizeof(channel), "chatd:n:%s", to_tag);
+    size_t tlen = strlen(text);
+    char *msg = malloc((size_t)hlen + tlen);
+    if (msg) {
+        memcpy(msg, head, (size_t)hlen);
+        memcpy(msg + hlen, text, tlen);
+        if (bus_publish(cl.bus, channel, (size_t)clen, msg, (size_t)hlen + tlen, NULL, NULL) < 0)
+            cl.dropped++;
+        free(msg);
+    }
+    free(text);
+}
+
+static void on_request(const char *channel, size_t channel_len, char **w, size_t n,
+                       const char *body, size_t body_len)
+{
+    /* Q origin tag reqid method */
+    uint64_t reqid;
+    if (n != 5 || !is_instance(w[1], strlen(w[1])) || strlen(w[2]) != CLUSTER_TAG_LEN ||
+        !parse_reqid(w[3], &reqid)) {
+        bad_message(channel, channel_len, "malformed request header");
+        return;
+    }
+    if (strcmp(w[1], cl.instance) == 0) { /* our own copy: the caller ran its part */
+        cluster_call *call = reqid ? call_find(reqid) : NULL;
+        if (call) {
+            call->answered++;
+            call_maybe_finish(call);
+        }
+        return;
+    }
+    cluster_handler_fn fn = NULL;
+    void *fn_arg = NULL;
+    for (size_t i = 0; i < cl.n_handlers; i++)
+        if (strcmp(cl.handlers[i].name, w[4]) == 0) {
+            fn = cl.handlers[i].fn;
+            fn_arg = cl.handlers[i].arg;
+        }
+    json_error_t err;
+    json_t *req = json_loadb(body, body_len, JSON_DECODE_ANY, &err);
+    json_t *partial = NULL;
+    if (!fn)
+        bad_message(channel, channel_len, "unknown method");
+    else if (!req)
+        bad_message(channel, channel_len, "request body is not JSON");
+    else
+        partial = fn(req, fn_arg);
+    json_decref(req);
+    if (reqid) /* answered even when it failed here, so the caller need not wait */
+        answer(w[1], w[2], reqid, partial);
+    json_decref(partial);
+}
+
+static void on_answer(const char *channel, size_t channel_len, char **w, size_t n, const char *body,
+                      size_t body_len)
+{
+    uint64_t reqid;
+    if (n != 4 || !is_instance(w[1], strlen(w[1])) || !is_instance(w[2], strlen(w[2])) ||
+        !parse_reqid(w[3], &reqid)) {
+        bad_message(channel, channel_len, "malformed answer header");
+        return;
+    }
+    if (strcmp(w[1], cl.instance) != 0)
+        return; /* for another node that shares our tag */
+    cluster_call *call = call_find(reqid);
+    if (!call)
+        return; /* it timed out */
+    json_t *partial = json_loadb(body, body_len, JSON_DECODE_ANY, NULL);
+    if (!partial) {
+        bad_message(channel, channel_len, "answer body is not JSON");
+        partial = json_null();
+    }
+    json_array_append_new(call->partials, partial);
+    call->answered++;
+    call_maybe_finish(call);
+}
+
+static void on_push(const char *channel, size_t channel_len, char **w, size_t n, const char *body,
+                    size_t body_len)
+{
+    if (n != 3 || !is_instance(w[1], strlen(w[1])) || channel_len <= 8 ||
+        memcmp(channel, "chatd:u:", 8) != 0) {
+        bad_message(channel, channel_len, "malformed push");
+        return;
+    }
+    if (strcmp(w[1], cl.instance) == 0)
+        return; /* delivered locally when it was sent */
+    cl.pushes_in++;
+    if (cl.push_fn)
+        cl.push_fn(channel + 8, channel_len - 8, strcmp(w[2], "-") ? w[2] : NULL, body, body_len);
+}
+
+static void on_bus_message(const char *channel, size_t channel_len, const char *data, size_t len,
+                           void *arg)
+{
+    (void)arg;
+    if (len > cl.max_bus_message) {
+        bad_message(channel, channel_len, "oversized");
+        return;
+    }
+    const char *nl = memchr(data, '\n', len < HEADER_MAX ? len : HEADER_MAX);
+    if (!nl) {
+        bad_message(channel, channel_len, "no header line");
+        return;
+    }
+    char head[HEADER_MAX + 1];
+    size_t hlen = (size_t)(nl - data);
+    memcpy(head, data, hlen);
+    head[hlen] = '\0';
+    if (memchr(head, '\0', hlen)) {
+        bad_message(channel, channel_len, "NUL in header");
+        return;
+    }
+    char *w[6];
+    size_t n = split_words(head, w, 6);
+    const char *body = nl + 1;
+    size_t body_len = len - hlen - 1;
+    if (n == 0 || strlen(w[0]) != 1) {
+        bad_message(channel, channel_len, "unknown kind");
+        return;
+    }
+    switch (w[0][0]) {
+    case 'P':
+        on_push(channel, channel_len, w, n, body, body_len);
+        break;
+    case 'Q':
+        on_request(channel, channel_len, w, n, body, body_len);
+        break;
+    case 'R':
+        on_answer(channel, channel_len, w, n, body, body_len);
+        break;
+    default:
+        bad_message(channel, channel_len, "unknown kind");
+    }
+}
+
+/* ---- heartbeat --------------------------------------------------------- */
+
+static void on_nodes(const bus_node *nodes, long n, void *arg)
+{
+    (void)arg;
+    if (n < 0)
+        return;
+    cl.live_nodes = n;
+    json_array_clear(cl.live_ids);
+    for (long i = 0; i < n && i < NODES_SHOWN; i++) {
+        json_t *info = json_loadb(nodes[i].info, nodes[i].info_len, 0, NULL);
+        json_t *id = json_object_get(info, "node_id");
+        if (json_is_string(id))
+            json_array_append(cl.live_ids, id);
+        json_decref(info);
+    }
+}
+
+static void heartbeat_cb(uv_timer_t *t)
+{
+    (void)t;
+    char info[200];
+    snprintf(info, sizeof(info), "{\"node_id\":\"%s\",\"tag\":\"%s\",\"started\":%" PRIu64 "}",
+             cl.node_id, cl.tag_str, cl.started_ms);
+    bus_heartbeat(cl.bus, info, HEARTBEAT_TTL_MS, on_nodes, NULL);
+}
+
+static void on_bus_state(bool up, void *arg)
+{
+    (void)arg;
+    if (up)
+        heartbeat_cb(&cl.heartbeat); /* at once: the others learn of us now */
+}
+
+/* ---- life -------------------------------------------------------------- */
+
+int cluster_init(uv_loop_t *loop, const config *cfg)
+{
+    memset(&cl, 0, sizeof(cl));
+    cl.loop = loop;
+    unsigned char r[2];
+    if (RAND_bytes(r, 2) != 1)
+        return -1;
+    cl.tag = (uint16_t)(((r[0] << 8) | r[1]) & 0xfff0);
+    cl.tag_str[0] = b64url[cl.tag >> 10];
+    cl.tag_str[1] = b64url[(cl.tag >> 4) & 63];
+    if (!cfg->redis[0])
+        return 0;
+    cl.enabled = true;
+    cl.started_ms = (uint64_t)uv_now(loop);
+    int64_t biggest = cfg->max_message > cfg->max_body ? cfg->max_message : cfg->max_body;
+    cl.max_bus_message = (size_t)biggest + 4096;
+    if (random_hex(cl.instance, INSTANCE_LEN / 2) < 0)
+        return -1;
+    if (cfg->node_id[0])
+        snprintf(cl.node_id, sizeof(cl.node_id), "%s", cfg->node_id);
+    else if (random_hex(cl.node_id, 4) < 0)
+        return -1;
+    cl.live_ids = json_array();
+    cl.live_nodes = 1;
+    bus_callbacks cb = {on_bus_message, on_bus_state, NULL};
+    if (bus_open(loop, cfg->redis, cl.instance, &cb, &cl.bus) < 0)
+        return -1;
+    snprintf(cl.own_channel, sizeof(cl.own_channel), "chatd:n:%s", cl.tag_str);
+    bus_subscribe(cl.bus, "chatd:all", 9);
+    bus_subscribe(cl.bus, cl.own_channel, strlen(cl.own_channel));
+    uv_timer_init(loop, &cl.heartbeat);
+    uv_timer_start(&cl.heartbeat, heartbeat_cb, HEARTBEAT_MS, HEARTBEAT_MS);
+    uv_unref((uv_handle_t *)&cl.heartbeat);
+    uv_timer_init(loop, &cl.sweeper);
+    uv_timer_start(&cl.sweeper, sweeper_cb, CALL_SWEEP_MS, CALL_SWEEP_MS);
+    uv_unref((uv_handle_t *)&cl.sweeper);
+    log_info("cluster: node %s instance %s tag %s redis %s", cl.node_id, cl.instance, cl.tag_str,
+             bus_address(cl.bus));
+    return 0;
+}
+
+void cluster_stop(void)
+{
+    if (!cl.enabled)
+        return;
+    cl.enabled = false;
+    uv_close((uv_handle_t *)&cl.heartbeat, NULL);
+    uv_close((uv_handle_t *)&cl.sweeper, NULL);
+    while (cl.oldest) /* their HTTP requests are answered with what came */
+        call_finish(cl.oldest);
+    bus_close(cl.bus, 500);
+    cl.bus = NULL;
+    json_decref(cl.live_ids);
+    cl.live_ids = NULL;
+}
+
+void cluster_uid_held(const char *uid, size_t len, bool held)
+{
+    if (cl.enabled)
+        bus_hold(cl.bus, 'u', uid, len, held);
+}
+
+void cluster_group_held(const char *group, size_t len, bool held)
+{
+    if (cl.enabled)
+        bus_hold(cl.bus, 'g', group, len, held);
+}
+
+json_t *cluster_health(void)
+{
+    if (!cl.enabled)
+        return json_null();
+    bus_stats st;
+    bus_get_stats(cl.bus, &st);
+    bool up = bus_is_up(cl.bus);
+    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:O,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "node_id", cl.node_id,
+                     "instance", cl.instance, "tag", cl.tag_str, "redis", up ? "up" : "down",
+                     "nodes", (json_int_t)(up ? cl.live_nodes : 1), "node_ids", cl.live_ids,
+                     "published", (json_int_t)st.published, "received", (json_int_t)st.received,
+                     "dropped", (json_int_t)cl.dropped, "bad_messages", (json_int_t)cl.bad_messages,
+                     "calls_timed_out", (json_int_t)cl.calls_timed_out, "reconnects",
+                     (json_int_t)st.reconnects, "pushes_in", (json_int_t)cl.pushes_in);
+}
