@@ -56,6 +56,7 @@ typedef struct bench_opts {
     bool json;
     bool raw;
     bool binary;
+    bool spread; /* fanout: broadcasts round-robin over the --api-conns connections */
 } bench_opts;
 
 extern bench_opts g_opt;

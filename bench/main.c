@@ -26,7 +26,7 @@ static const struct {
      "[--rate R] [--url2 ws://HOST2:PORT2/ws]"},
     {"fanout", cmd_fanout,
      "--url ws://HOST:PORT/ws --api-secret S --members K --size B --duration D [--window W] "
-     "[--url2 ws://HOST2:PORT2/ws]"},
+     "[--url2 ws://HOST2:PORT2/ws] [--spread]"},
     {"chat", cmd_chat, "--url ws://HOST:PORT/ws --users U --size B --window W --duration D"},
     {"storm", cmd_storm, "--url ws://HOST:PORT/ws --api-secret S -n N [--concurrency C]"},
 };
@@ -51,7 +51,9 @@ static void usage(FILE *f)
                "  --concurrency C   connections being opened at once (default 256)\n"
                "  --sources K       spread connections over 127.0.0.1..127.0.0.K (default: as\n"
                "                    many as the ephemeral port range needs)\n"
-               "  --api-conns N     keep-alive connections to the server API (default 4)\n");
+               "  --api-conns N     keep-alive connections to the server API (default 4)\n"
+               "  --spread          fanout: broadcasts round-robin over the --api-conns\n"
+               "                    connections (default: all pipelined on the first)\n");
 }
 
 static double num_arg(const char *name, const char *v)
@@ -120,7 +122,8 @@ int main(int argc, char **argv)
         O_PID,
         O_JSON,
         O_RAW,
-        O_BINARY
+        O_BINARY,
+        O_SPREAD
     };
     static const struct option longopts[] = {
         {"url", required_argument, 0, O_URL},
@@ -148,6 +151,7 @@ int main(int argc, char **argv)
         {"json", no_argument, 0, O_JSON},
         {"raw", no_argument, 0, O_RAW},
         {"binary", no_argument, 0, O_BINARY},
+        {"spread", no_argument, 0, O_SPREAD},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -259,6 +263,9 @@ int main(int argc, char **argv)
             break;
         case O_BINARY:
             g_opt.binary = true;
+            break;
+        case O_SPREAD:
+            g_opt.spread = true;
             break;
         default:
             usage(stderr);

@@ -24,6 +24,7 @@
 # 0 (the server side gets one core, as in every other scenario), chatd-bench on core 1.
 #   CLUSTER_PAIRS="100 1000" CLUSTER_SIZE=32 CLUSTER_WINDOW=$WINDOW
 #   CLUSTER_MEMBERS="1000 10000" CLUSTER_DURATION=3 CLUSTER_CONNS_N=$CONNS_N
+#   CLUSTER_API_CONNS=32 (fanout-spread: broadcasts round-robin over that many API connections)
 #   REDIS_CPU=<server core> (where Redis is pinned; "" = not pinned)
 set -u
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -309,6 +310,7 @@ CLUSTER_WINDOW=${CLUSTER_WINDOW:-$WINDOW}
 CLUSTER_MEMBERS=${CLUSTER_MEMBERS:-1000 10000}
 CLUSTER_DURATION=${CLUSTER_DURATION:-3}
 CLUSTER_CONNS_N=${CLUSTER_CONNS_N:-$CONNS_N}
+CLUSTER_API_CONNS=${CLUSTER_API_CONNS:-32}
 REDIS_CPU=${REDIS_CPU-$SERVER_CPU}
 
 # cluster_nodes PORT: the live nodes a cluster node counts (/healthz data.cluster.nodes).
@@ -335,12 +337,19 @@ cluster_route_points() {
     done
 }
 
+# Fanout twice: the broadcasts pipelined on one API connection (as the suite's fanout), and
+# spread over CLUSTER_API_CONNS connections: a node answers the requests of one connection
+# in order, so when each answer waits for Redis (cluster mode) one connection gets one
+# broadcast per loop pass.
 cluster_fanout_points() {
     local target=$1 url=$2 url2=${3:-} k two=()
     [ -n "$url2" ] && two=(--url2 "$url2")
     for k in $CLUSTER_MEMBERS; do
         bench "cluster fanout $k x 32" "$target" fanout --url "$url" "${two[@]}" \
             --api-secret "$SECRET" --members "$k" --size 32 --window "$FANOUT_WINDOW" "${WATCH[@]}"
+        bench "cluster fanout-spread $k x 32" "$target" fanout --url "$url" "${two[@]}" \
+            --api-secret "$SECRET" --members "$k" --size 32 --window "$FANOUT_WINDOW" \
+            --spread --api-conns "$CLUSTER_API_CONNS" "${WATCH[@]}"
     done
 }
 
@@ -361,7 +370,7 @@ run_cluster() {
             "chatd-bench on ${BENCH_PIN[*]:-no pinning}"
         echo "cluster settings: CLUSTER_PAIRS=\"$CLUSTER_PAIRS\" CLUSTER_SIZE=$CLUSTER_SIZE" \
             "CLUSTER_WINDOW=$CLUSTER_WINDOW CLUSTER_MEMBERS=\"$CLUSTER_MEMBERS\"" \
-            "FANOUT_WINDOW=$FANOUT_WINDOW CLUSTER_DURATION=$CLUSTER_DURATION REPS=$REPS" \
+            "FANOUT_WINDOW=$FANOUT_WINDOW CLUSTER_API_CONNS=$CLUSTER_API_CONNS CLUSTER_DURATION=$CLUSTER_DURATION REPS=$REPS" \
             "CLUSTER_CONNS_N=$CLUSTER_CONNS_N"
     } | tee -a "$OUT/info.txt" >&2
     DURATION=$CLUSTER_DURATION

@@ -146,7 +146,8 @@ if (ctable.length > 1) {
   console.log('\ncluster: single = chatd without --redis; one-node = both ends of every pair (every member) ' +
     'on cluster node a, node b idle; two-nodes = one end of every pair (every other member) on node b. ' +
     'rate: route = events/s delivered, route@half = open loop at half of that config\'s saturation, ' +
-    'fanout = deliveries/s; p50/p99 = one-way (route) or delivery (fanout) latency; ' +
+    'fanout = deliveries/s (fanout-spread: broadcasts round-robin over CLUSTER_API_CONNS API connections ' +
+    'instead of pipelined on one); p50/p99 = one-way (route) or delivery (fanout) latency; ' +
     'cpu in cores over the measured window (redis from /proc/<pid>/stat); server side = nodes + Redis ' +
     '(all on one core unless REDIS_CPU says otherwise); conns p99 = connect->init');
 }
