@@ -24,6 +24,7 @@
 # 0 (the server side gets one core, as in every other scenario), chatd-bench on core 1.
 #   CLUSTER_PAIRS="100 1000" CLUSTER_SIZE=32 CLUSTER_WINDOW=$WINDOW
 #   CLUSTER_MEMBERS="1000 10000" CLUSTER_DURATION=3 CLUSTER_CONNS_N=$CONNS_N
+#   CLUSTER_RATES="0.5 0.25" (open-loop route points, fractions of each config's saturation)
 #   CLUSTER_API_CONNS=32 (fanout-spread: broadcasts round-robin over that many API connections)
 #   REDIS_CPU=<server core> (where Redis is pinned; "" = not pinned)
 set -u
@@ -311,6 +312,7 @@ CLUSTER_MEMBERS=${CLUSTER_MEMBERS:-1000 10000}
 CLUSTER_DURATION=${CLUSTER_DURATION:-3}
 CLUSTER_CONNS_N=${CLUSTER_CONNS_N:-$CONNS_N}
 CLUSTER_API_CONNS=${CLUSTER_API_CONNS:-32}
+CLUSTER_RATES=${CLUSTER_RATES:-0.5 0.25}
 REDIS_CPU=${REDIS_CPU-$SERVER_CPU}
 
 # cluster_nodes PORT: the live nodes a cluster node counts (/healthz data.cluster.nodes).
@@ -318,7 +320,8 @@ cluster_nodes() {
     curl -s --max-time 2 "http://127.0.0.1:$1/healthz" | grep -o '"nodes":[0-9]*' | cut -d: -f2
 }
 
-# cluster_route_points TARGET URL [URL2]: route saturation, then open loop at half of it,
+# cluster_route_points TARGET URL [URL2]: route saturation, then open loop at CLUSTER_RATES
+# of it (0.5 is named route@half, 0.25 route@25%),
 # for every CLUSTER_PAIRS, against the running server(s); WATCH holds the --watch-pid args.
 cluster_route_points() {
     local target=$1 url=$2 url2=${3:-} p sat two=()
@@ -328,12 +331,16 @@ cluster_route_points() {
             --api-secret "$SECRET" --pairs "$p" --size "$CLUSTER_SIZE" \
             --window "$CLUSTER_WINDOW" "${WATCH[@]}"
     done
+    local f name
     for p in $CLUSTER_PAIRS; do
         sat=$(median_rate "cluster route $p x $CLUSTER_SIZE" "$target")
         [ -z "$sat" ] && { echo "run.sh: no cluster route $p result on $target: no rate point" >&2; continue; }
-        bench "cluster route@half $p x $CLUSTER_SIZE" "$target" route --url "$url" "${two[@]}" \
-            --api-secret "$SECRET" --pairs "$p" --size "$CLUSTER_SIZE" \
-            --rate "$(awk -v r="$sat" 'BEGIN {printf "%d", r / 2}')" "${WATCH[@]}"
+        for f in $CLUSTER_RATES; do
+            name=$(awk -v f="$f" 'BEGIN { if (f == 0.5) print "half"; else printf "%g%%", f * 100 }')
+            bench "cluster route@$name $p x $CLUSTER_SIZE" "$target" route --url "$url" "${two[@]}" \
+                --api-secret "$SECRET" --pairs "$p" --size "$CLUSTER_SIZE" \
+                --rate "$(awk -v r="$sat" -v f="$f" 'BEGIN {printf "%d", r * f}')" "${WATCH[@]}"
+        done
     done
 }
 
@@ -370,7 +377,7 @@ run_cluster() {
             "chatd-bench on ${BENCH_PIN[*]:-no pinning}"
         echo "cluster settings: CLUSTER_PAIRS=\"$CLUSTER_PAIRS\" CLUSTER_SIZE=$CLUSTER_SIZE" \
             "CLUSTER_WINDOW=$CLUSTER_WINDOW CLUSTER_MEMBERS=\"$CLUSTER_MEMBERS\"" \
-            "FANOUT_WINDOW=$FANOUT_WINDOW CLUSTER_API_CONNS=$CLUSTER_API_CONNS CLUSTER_DURATION=$CLUSTER_DURATION REPS=$REPS" \
+            "CLUSTER_RATES=\"$CLUSTER_RATES\" FANOUT_WINDOW=$FANOUT_WINDOW CLUSTER_API_CONNS=$CLUSTER_API_CONNS CLUSTER_DURATION=$CLUSTER_DURATION REPS=$REPS" \
             "CLUSTER_CONNS_N=$CLUSTER_CONNS_N"
     } | tee -a "$OUT/info.txt" >&2
     DURATION=$CLUSTER_DURATION

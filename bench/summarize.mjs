@@ -145,7 +145,8 @@ if (ctable.length > 1) {
   printTable(ctable);
   console.log('\ncluster: single = chatd without --redis; one-node = both ends of every pair (every member) ' +
     'on cluster node a, node b idle; two-nodes = one end of every pair (every other member) on node b. ' +
-    'rate: route = events/s delivered, route@half = open loop at half of that config\'s saturation, ' +
+    'rate: route = events/s delivered, route@half (route@25%) = open loop at half (a quarter) of that config\'s ' +
+    'saturation, ' +
     'fanout = deliveries/s (fanout-spread: broadcasts round-robin over CLUSTER_API_CONNS API connections ' +
     'instead of pipelined on one); p50/p99 = one-way (route) or delivery (fanout) latency; ' +
     'cpu in cores over the measured window (redis from /proc/<pid>/stat); server side = nodes + Redis ' +
