@@ -11,8 +11,9 @@ want_test=0
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-dev
             libssl-dev libsqlite3-dev libsodium-dev uthash-dev libicu-dev libpq-dev libhiredis-dev)
-# postgresql-15: the server the PostgreSQL tests start (scripts/postgres.sh)
-test_pkgs=(libcmocka-dev clang libclang-rt-14-dev chromium curl postgresql-15)
+# postgresql-15: the server the PostgreSQL tests start (scripts/postgres.sh);
+# redis-server and haproxy: the cluster tests (scripts/redis.sh, scripts/cluster.sh)
+test_pkgs=(libcmocka-dev clang libclang-rt-14-dev chromium curl postgresql-15 redis-server haproxy)
 
 missing=()
 is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

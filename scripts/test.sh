@@ -11,13 +11,19 @@
 #                fresh database of a throw-away PostgreSQL (CHATD_TEST_STORE)
 #   pg-multinode two chatd on one database, a transaction held open in
 #                PostgreSQL, PostgreSQL stopped under load (tests/integration/pg_*)
+#   cluster      chatd nodes on Redis and PostgreSQL behind haproxy: the chat flow
+#                and the server API across nodes, no stickiness, a node killed and
+#                Redis restarted under load, Redis and a node stalled past the
+#                heartbeat TTL, garbage on the bus, dead-node expiry and restart,
+#                directory churn, exactly-once fan-out under load,
+#                --reuseport, scripts/cluster.sh (tests/cluster)
 #   abuse        attacks on the real build/chatd next to a victim client, each
 #                asserting its bound (memory, victim latency, refusal codes)
 #   bench-smoke  every chatd-bench subcommand, briefly (tool works, not numbers)
 #   browser      the web client in headless Chromium (Playwright)
 #   browser-pg   the same with chatd on PostgreSQL
 #   fuzz         libFuzzer targets, a short bounded run each on the seed corpus
-#   asan-*       unit + integration (and integration-pg) again under AddressSanitizer + UBSan
+#   asan-*       unit + integration (and integration-pg, cluster) again under AddressSanitizer + UBSan
 # and ends with one line "suite: N passed, N failed".
 #
 # Set CHATD_TEST_STAGES="unit integration" to run only some stages.
@@ -100,6 +106,16 @@ pg_multinode() {
   (cd "$root/tests/integration" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$1/chatd" \
     node --test --test-concurrency=1 pg_*.test.mjs)
 }
+# The cluster tests start Redis (scripts/redis.sh), chatd nodes and haproxy themselves,
+# each file in directories of its own; the databases are made on the stage's PostgreSQL.
+cluster() {
+  pg_up || return 1
+  local dir="$root/tests/cluster"
+  # the same npm packages as the integration tests (ws)
+  [ -e "$dir/node_modules" ] || ln -s ../integration/node_modules "$dir/node_modules"
+  (cd "$dir" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$1/chatd" \
+    node --test --test-concurrency=1 --test-timeout=120000)
+}
 abuse() { (cd "$root/tests/abuse" && CHATD_BIN="$1/chatd" node --test --test-concurrency=1); }
 bench_smoke() { CHATD_BIN="$root/build/chatd" BENCH_BIN="$root/build/chatd-bench" bash "$root/bench/smoke.sh"; }
 browser() { (cd "$root/tests/browser" && CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1); }
@@ -133,6 +149,7 @@ stage integration integration "$root/build"
 stage unit-pg unit_pg "$root/build"
 stage integration-pg integration_pg "$root/build"
 stage pg-multinode pg_multinode "$root/build"
+[ -d tests/cluster ] && stage cluster cluster "$root/build"
 [ -d tests/abuse ] && stage abuse abuse "$root/build"
 [ -f bench/smoke.sh ] && stage bench-smoke bench_smoke
 [ -d tests/browser ] && stage browser browser
@@ -144,6 +161,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 stage asan-integration integration "$root/build-asan"
 stage asan-integration-pg integration_pg "$root/build-asan"
+[ -d tests/cluster ] && stage asan-cluster cluster "$root/build-asan"
 pg_down
 
 echo

@@ -181,6 +181,10 @@ int app_run(uv_loop_t *loop, const config *cfg)
     raise_fd_limit();
     if (cluster_init(loop, cfg) < 0)
         return 1;
+    if (cluster_enabled() && strcmp(cfg->store, "sqlite") == 0)
+        log_warn("cluster: --redis with the SQLite store: each node keeps its own users and "
+                 "messages; share a PostgreSQL --store for one chat service across nodes (the "
+                 "gateway and its API are cluster-wide either way)");
     if (cluster_enabled()) {
         char lines[120];
         snprintf(lines, sizeof(lines), "X-Chatd-Node: %s\r\n", cluster_node_id());

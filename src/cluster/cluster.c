@@ -1,14 +1,7 @@
-/* cluster: node identity, the bus message format, pushes, requests and the
- * heartbeat (see cluster.h for the contract, bus.h for the engine).
- *
- * Bus messages are one header line, '\n', then a body:
- *   P <origin> <except>\n<payload>          on chatd:u:<uid>: push payload to uid
- *                                           but the client_id <except> ("-" = none)
- *   Q <origin> <tag> <reqid> <method>\n<json>   a request; reqid 0 = no answer
- *   R <to> <from> <reqid>\n<json>           an answer, on chatd:n:<tag of to>
- * <origin>, <to>, <from> are instances (16 hex digits, new every start, so a
- * restarted node never answers for its previous life). Anything else on a
- * chatd channel is counted in bad_messages, logged and dropped. */
+/* cluster: node identity, pushes, requests and the heartbeat (see
+ * cluster.h for the contract, cluster_msg.h for the message format, bus.h
+ * for the engine). Anything on a chatd channel that is not a well-formed
+ * message is counted in bad_messages, logged and dropped. */
 #include "cluster/cluster.h"
 
 #include <inttypes.h>
@@ -19,15 +12,13 @@
 #include <uthash.h>
 
 #include "cluster/bus.h"
+#include "cluster/cluster_msg.h"
 #include "core/log.h"
 
 #define HEARTBEAT_MS 1000
 #define HEARTBEAT_TTL_MS 5000 /* a dead node stops counting after this */
 #define CALL_SWEEP_MS 50      /* how often call deadlines are checked */
 #define HANDLERS_MAX 48
-#define INSTANCE_LEN 16
-#define HEADER_MAX 256
-#define METHOD_MAX 48
 #define NODES_SHOWN 64 /* node ids listed in /healthz */
 
 typedef struct call_target {
@@ -42,7 +33,7 @@ struct cluster_call {
     uint64_t reqid;
     cluster_done_fn done;
     void *ctx;
-    char method[METHOD_MAX];
+    char method[CLUSTER_METHOD_MAX + 1];
     call_target *targets;
     size_t n_targets;
     int publishes_left; /* PUBLISH replies still to come */
@@ -65,7 +56,7 @@ static struct {
     size_t max_bus_message;
     bus *bus;
     char node_id[65];
-    char instance[INSTANCE_LEN + 1];
+    char instance[CLUSTER_INSTANCE_LEN + 1];
     uint16_t tag;
     char tag_str[CLUSTER_TAG_LEN + 1];
     char own_channel[16]; /* chatd:n:<tag> */
@@ -79,6 +70,7 @@ static struct {
     cluster_call *calls; /* by reqid */
     cluster_call *oldest, *newest;
     uint64_t next_reqid;
+    uint64_t dropped_at_loss; /* dropped when the bus went down */
     uint64_t dropped, bad_messages, calls_timed_out, pushes_out, pushes_in;
 } cl;
 
@@ -151,7 +143,7 @@ void cluster_call_free(cluster_call *call)
 
 cluster_call *cluster_call_new(const char *method, cluster_done_fn done, void *ctx)
 {
-    if (strlen(method) >= METHOD_MAX)
+    if (strlen(method) > CLUSTER_METHOD_MAX)
         return NULL;
     cluster_call *call = calloc(1, sizeof(*call));
     if (!call)
@@ -174,13 +166,13 @@ static int call_add(cluster_call *call, const char *channel, size_t channel_len,
     if (!text)
         return -1;
     size_t tlen = strlen(text);
-    char head[HEADER_MAX];
-    int hlen = snprintf(head, sizeof(head), "Q %s %s %016" PRIx64 " %s\n", cl.instance, cl.tag_str,
-                        (uint64_t)0, call->method);
+    char head[CLUSTER_MSG_HEADER_MAX];
+    int hlen =
+        cluster_msg_request_header(head, sizeof(head), cl.instance, cl.tag_str, 0, call->method);
     call_target *t = realloc(call->targets, (call->n_targets + 1) * sizeof(*t));
-    char *msg = malloc((size_t)hlen + tlen);
+    char *msg = hlen < 0 ? NULL : malloc((size_t)hlen + tlen);
     char *ch = strndup(channel, channel_len);
-    if (!t || !msg || !ch || hlen <= 0) {
+    if (!t || !msg || !ch || hlen < 0) {
         if (t)
             call->targets = t;
         free(msg);
@@ -303,7 +295,7 @@ int cluster_call_start(cluster_call *call, unsigned timeout_ms)
     cl.newest = call;
     char id[17];
     snprintf(id, sizeof(id), "%016" PRIx64, call->reqid);
-    size_t off = 2 + INSTANCE_LEN + 1 + CLUSTER_TAG_LEN + 1; /* where the reqid sits */
+    size_t off = CLUSTER_MSG_REQID_OFFSET;
     size_t n_targets = call->n_targets;
     call->publishes_left = (int)n_targets;
     for (size_t i = 0; i < n_targets; i++) {
@@ -367,13 +359,13 @@ void cluster_push_uid(const char *uid, size_t len, const char *except_id, const 
 {
     if (!cl.enabled)
         return;
-    char channel[400], head[HEADER_MAX];
+    char channel[400], head[CLUSTER_MSG_HEADER_MAX];
     int n = snprintf(channel, sizeof(channel), "chatd:u:%.*s", (int)len, uid);
     if (n < 0 || (size_t)n >= sizeof(channel))
         return;
-    if (except_id && (strlen(except_id) > 64 || strchr(except_id, ' ')))
-        except_id = NULL;
-    int hn = snprintf(head, sizeof(head), "P %s %s\n", cl.instance, except_id ? except_id : "-");
+    int hn = cluster_msg_push_header(head, sizeof(head), cl.instance, except_id);
+    if (hn < 0) /* a client_id no node issued: nobody to skip */
+        hn = cluster_msg_push_header(head, sizeof(head), cl.instance, NULL);
     size_t hlen = (size_t)hn;
     char *msg = malloc(hlen + payload_len);
     if (!msg) {
@@ -391,45 +383,16 @@ void cluster_push_uid(const char *uid, size_t len, const char *except_id, const 
 
 /* ---- receiving --------------------------------------------------------- */
 
-static bool is_instance(const char *s, size_t len)
-{
-    if (len != INSTANCE_LEN)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    return true;
-}
-
-/* Splits the header into at most max space-separated words. */
-static size_t split_words(char *head, char **words, size_t max)
-{
-    size_t n = 0;
-    for (char *save = NULL, *w = strtok_r(head, " ", &save); w && n < max;
-         w = strtok_r(NULL, " ", &save))
-        words[n++] = w;
-    return n;
-}
-
-static bool parse_reqid(const char *s, uint64_t *out)
-{
-    char *end;
-    if (strlen(s) != 16)
-        return false;
-    *out = strtoull(s, &end, 16);
-    return *end == '\0';
-}
-
-static void answer(const char *to, const char *to_tag, uint64_t reqid, json_t *partial)
+static void answer(const cluster_msg *q, json_t *partial)
 {
     char *text = json_dumps(partial ? partial : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text)
         return;
-    char head[HEADER_MAX], channel[16];
-    int hlen = snprintf(head, sizeof(head), "R %s %s %016" PRIx64 "\n", to, cl.instance, reqid);
-    int clen = snprintf(channel, sizeof(channel), "chatd:n:%s", to_tag);
+    char head[CLUSTER_MSG_HEADER_MAX], channel[16];
+    int hlen = cluster_msg_answer_header(head, sizeof(head), q->origin, cl.instance, q->reqid);
+    int clen = snprintf(channel, sizeof(channel), "chatd:n:%s", q->tag);
     size_t tlen = strlen(text);
-    char *msg = malloc((size_t)hlen + tlen);
+    char *msg = hlen < 0 ? NULL : malloc((size_t)hlen + tlen);
     if (msg) {
         memcpy(msg, head, (size_t)hlen);
         memcpy(msg + hlen, text, tlen);
@@ -440,61 +403,42 @@ static void answer(const char *to, const char *to_tag, uint64_t reqid, json_t *p
     free(text);
 }
 
-static void on_request(const char *channel, size_t channel_len, char **w, size_t n,
-                       const char *body, size_t body_len)
+static void on_request(const char *channel, size_t channel_len, const cluster_msg *q)
 {
-    /* Q origin tag reqid method */
-    uint64_t reqid;
-    if (n != 5 || !is_instance(w[1], strlen(w[1])) || strlen(w[2]) != CLUSTER_TAG_LEN ||
-        !parse_reqid(w[3], &reqid)) {
-        bad_message(channel, channel_len, "malformed request header");
-        return;
-    }
-    if (strcmp(w[1], cl.instance) == 0) { /* our own copy: the caller ran its part */
-        cluster_call *call = reqid ? call_find(reqid) : NULL;
+    if (strcmp(q->origin, cl.instance) == 0) { /* our own copy: the caller ran its part */
+        cluster_call *call = q->reqid ? call_find(q->reqid) : NULL;
         if (call) {
             call->answered++;
             call_maybe_finish(call);
         }
         return;
     }
-    cluster_handler_fn fn = NULL;
-    void *fn_arg = NULL;
+    const cluster_handler *h = NULL;
     for (size_t i = 0; i < cl.n_handlers; i++)
-        if (strcmp(cl.handlers[i].name, w[4]) == 0) {
-            fn = cl.handlers[i].fn;
-            fn_arg = cl.handlers[i].arg;
-        }
-    json_error_t err;
-    json_t *req = json_loadb(body, body_len, JSON_DECODE_ANY, &err);
+        if (strcmp(cl.handlers[i].name, q->method) == 0)
+            h = &cl.handlers[i];
+    json_t *req = json_loadb(q->body, q->body_len, JSON_DECODE_ANY, NULL);
     json_t *partial = NULL;
-    if (!fn)
+    if (!h)
         bad_message(channel, channel_len, "unknown method");
     else if (!req)
         bad_message(channel, channel_len, "request body is not JSON");
     else
-        partial = fn(req, fn_arg);
+        partial = h->fn(req, h->arg);
     json_decref(req);
-    if (reqid) /* answered even when it failed here, so the caller need not wait */
-        answer(w[1], w[2], reqid, partial);
+    if (q->reqid) /* answered even when it failed here, so the caller need not wait */
+        answer(q, partial);
     json_decref(partial);
 }
 
-static void on_answer(const char *channel, size_t channel_len, char **w, size_t n, const char *body,
-                      size_t body_len)
+static void on_answer(const char *channel, size_t channel_len, const cluster_msg *r)
 {
-    uint64_t reqid;
-    if (n != 4 || !is_instance(w[1], strlen(w[1])) || !is_instance(w[2], strlen(w[2])) ||
-        !parse_reqid(w[3], &reqid)) {
-        bad_message(channel, channel_len, "malformed answer header");
-        return;
-    }
-    if (strcmp(w[1], cl.instance) != 0)
+    if (strcmp(r->to, cl.instance) != 0)
         return; /* for another node that shares our tag */
-    cluster_call *call = call_find(reqid);
+    cluster_call *call = call_find(r->reqid);
     if (!call)
         return; /* it timed out */
-    json_t *partial = json_loadb(body, body_len, JSON_DECODE_ANY, NULL);
+    json_t *partial = json_loadb(r->body, r->body_len, JSON_DECODE_ANY, NULL);
     if (!partial) {
         bad_message(channel, channel_len, "answer body is not JSON");
         partial = json_null();
@@ -504,19 +448,18 @@ static void on_answer(const char *channel, size_t channel_len, char **w, size_t 
     call_maybe_finish(call);
 }
 
-static void on_push(const char *channel, size_t channel_len, char **w, size_t n, const char *body,
-                    size_t body_len)
+static void on_push(const char *channel, size_t channel_len, const cluster_msg *p)
 {
-    if (n != 3 || !is_instance(w[1], strlen(w[1])) || channel_len <= 8 ||
-        memcmp(channel, "chatd:u:", 8) != 0) {
-        bad_message(channel, channel_len, "malformed push");
+    if (channel_len <= 8 || memcmp(channel, "chatd:u:", 8) != 0) {
+        bad_message(channel, channel_len, "a push on a channel that is not a uid's");
         return;
     }
-    if (strcmp(w[1], cl.instance) == 0)
+    if (strcmp(p->origin, cl.instance) == 0)
         return; /* delivered locally when it was sent */
     cl.pushes_in++;
     if (cl.push_fn)
-        cl.push_fn(channel + 8, channel_len - 8, strcmp(w[2], "-") ? w[2] : NULL, body, body_len);
+        cl.push_fn(channel + 8, channel_len - 8, p->except[0] ? p->except : NULL, p->body,
+                   p->body_len);
 }
 
 static void on_bus_message(const char *channel, size_t channel_len, const char *data, size_t len,
@@ -527,40 +470,18 @@ static void on_bus_message(const char *channel, size_t channel_len, const char *
         bad_message(channel, channel_len, "oversized");
         return;
     }
-    const char *nl = memchr(data, '\n', len < HEADER_MAX ? len : HEADER_MAX);
-    if (!nl) {
-        bad_message(channel, channel_len, "no header line");
+    cluster_msg m;
+    const char *why = cluster_msg_parse(data, len, &m);
+    if (why) {
+        bad_message(channel, channel_len, why);
         return;
     }
-    char head[HEADER_MAX + 1];
-    size_t hlen = (size_t)(nl - data);
-    memcpy(head, data, hlen);
-    head[hlen] = '\0';
-    if (memchr(head, '\0', hlen)) {
-        bad_message(channel, channel_len, "NUL in header");
-        return;
-    }
-    char *w[6];
-    size_t n = split_words(head, w, 6);
-    const char *body = nl + 1;
-    size_t body_len = len - hlen - 1;
-    if (n == 0 || strlen(w[0]) != 1) {
-        bad_message(channel, channel_len, "unknown kind");
-        return;
-    }
-    switch (w[0][0]) {
-    case 'P':
-        on_push(channel, channel_len, w, n, body, body_len);
-        break;
-    case 'Q':
-        on_request(channel, channel_len, w, n, body, body_len);
-        break;
-    case 'R':
-        on_answer(channel, channel_len, w, n, body, body_len);
-        break;
-    default:
-        bad_message(channel, channel_len, "unknown kind");
-    }
+    if (m.kind == 'P')
+        on_push(channel, channel_len, &m);
+    else if (m.kind == 'Q')
+        on_request(channel, channel_len, &m);
+    else
+        on_answer(channel, channel_len, &m);
 }
 
 /* ---- heartbeat --------------------------------------------------------- */
@@ -593,8 +514,15 @@ static void heartbeat_cb(uv_timer_t *t)
 static void on_bus_state(bool up, void *arg)
 {
     (void)arg;
-    if (up)
-        heartbeat_cb(&cl.heartbeat); /* at once: the others learn of us now */
+    if (!up) {
+        cl.dropped_at_loss = cl.dropped;
+        return;
+    }
+    if (cl.dropped > cl.dropped_at_loss)
+        log_warn("cluster: %" PRIu64 " cross-node messages were dropped while Redis was "
+                 "unreachable; clients catch up by sync",
+                 cl.dropped - cl.dropped_at_loss);
+    heartbeat_cb(&cl.heartbeat); /* at once: the others learn of us now */
 }
 
 /* ---- life -------------------------------------------------------------- */
@@ -615,7 +543,7 @@ int cluster_init(uv_loop_t *loop, const config *cfg)
     cl.started_ms = (uint64_t)uv_now(loop);
     int64_t biggest = cfg->max_message > cfg->max_body ? cfg->max_message : cfg->max_body;
     cl.max_bus_message = (size_t)biggest + 4096;
-    if (random_hex(cl.instance, INSTANCE_LEN / 2) < 0)
+    if (random_hex(cl.instance, CLUSTER_INSTANCE_LEN / 2) < 0)
         return -1;
     if (cfg->node_id[0])
         snprintf(cl.node_id, sizeof(cl.node_id), "%s", cfg->node_id);

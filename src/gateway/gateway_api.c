@@ -438,11 +438,9 @@ static json_t *m_get_all_client_id_count(json_t *body, api_error *err)
     return json_integer((json_int_t)registry_client_count());
 }
 
-static void list_uid(conn *c, void *arg)
+static void list_uid(uid_entry *e, void *arg)
 {
-    json_t *seen = arg;
-    if (c->uid && !json_object_getn(seen, c->uid->name, c->uid->len))
-        json_object_setn_new(seen, c->uid->name, c->uid->len, json_true());
+    json_array_append_new(arg, json_stringn(e->name, e->len));
 }
 
 /* Alone, the count; in a cluster the uids themselves, since a user with
@@ -454,19 +452,8 @@ static json_t *m_get_all_uid_count(json_t *body, api_error *err)
     (void)err;
     if (!cluster_enabled())
         return json_integer((json_int_t)registry_uid_count());
-    json_t *seen = json_object();
-    registry_foreach(list_uid, seen);
     json_t *part = json_array();
-    const char *key;
-    size_t key_len;
-    json_t *v;
-    void *tmp;
-    json_object_keylen_foreach_safe(seen, tmp, key, key_len, v)
-    {
-        (void)v;
-        json_array_append_new(part, json_stringn(key, key_len));
-    }
-    json_decref(seen);
+    registry_foreach_uid(list_uid, part);
     return part;
 }
 

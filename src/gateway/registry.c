@@ -238,6 +238,15 @@ void registry_unbind_uid(conn *c)
     }
 }
 
+void registry_foreach_uid(void (*fn)(uid_entry *e, void *arg), void *arg)
+{
+    uid_entry *e, *tmp;
+    HASH_ITER(hh, uids, e, tmp)
+    {
+        fn(e, arg);
+    }
+}
+
 size_t registry_uid_count(void)
 {
     return HASH_COUNT(uids);

@@ -86,6 +86,9 @@ size_t registry_uid_count(void);
  * connections (closing is fine: removal happens on the close callback). */
 void registry_foreach(void (*fn)(conn *c, void *arg), void *arg);
 
+/* Calls fn for every bound uid (fn must not change the registry). */
+void registry_foreach_uid(void (*fn)(uid_entry *e, void *arg), void *arg);
+
 /* Frees every index (at shutdown, after all connections closed). */
 void registry_destroy(void);
 

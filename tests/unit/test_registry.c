@@ -51,9 +51,13 @@ static void test_client_ids(void **state)
             strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
             CLIENT_ID_LEN);
         assert_ptr_equal(registry_find(id, CLIENT_ID_LEN), conns[i]);
+        /* the first two characters are this node's tag, the same for every id */
+        assert_memory_equal(id, conns[0]->client_id, 2);
     }
     assert_null(registry_find("nope", 4));
-    assert_null(registry_find("AAAAAAAAAAAAAAAAAAAAAA", CLIENT_ID_LEN));
+    assert_null(registry_find("AAAAAAAAAAAAAAAAAAAAAAAA", CLIENT_ID_LEN));
+    /* a 22-character id (the format before node tags) is not a client_id now */
+    assert_null(registry_find("AAAAAAAAAAAAAAAAAAAAAA", 22));
 }
 
 static void test_remove_keeps_others_findable(void **state)
