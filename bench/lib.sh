@@ -174,6 +174,8 @@ redis_cmd() {
 
 stop_redis() {
     [ -z "$REDIS_DIR" ] && return 0
+    # keep Redis's own log (why it stopped, if it died) next to the servers' logs
+    [ -n "${LOGDIR:-}" ] && [ -f "$REDIS_DIR/log" ] && cp "$REDIS_DIR/log" "$LOGDIR/redis.log"
     if [ "$REDIS_VIA" = script ]; then
         CHATD_REDIS_DIR="$REDIS_DIR" "$ROOT/scripts/redis.sh" stop >/dev/null 2>&1
     fi
