@@ -24,9 +24,12 @@ typedef struct target {
     bool raw; /* tcp:// URL: no WebSocket, raw bytes */
 } target;
 
+#define BENCH_MAX_WATCH 4
+
 typedef struct bench_opts {
     const char *cmd;
     const char *url;
+    const char *url2;    /* route, fanout: every odd-numbered client connects here instead */
     const char *api_url; /* server API base; default: http://<host:port of --url> */
     const char *api_secret;
     const char *label; /* copied into every JSON result, e.g. "chatd" or "peer" */
@@ -47,9 +50,13 @@ typedef struct bench_opts {
     double hold;       /* conns: seconds to keep the connections open */
     double timeout;    /* seconds allowed for setup (connect, bind) */
     int server_pid;
+    int nwatch; /* --watch-pid NAME=PID: more processes whose CPU use is reported */
+    const char *watch_name[BENCH_MAX_WATCH];
+    int watch_pid[BENCH_MAX_WATCH];
     bool json;
     bool raw;
     bool binary;
+    bool spread; /* fanout: broadcasts round-robin over the --api-conns connections */
 } bench_opts;
 
 extern bench_opts g_opt;
@@ -114,15 +121,17 @@ typedef struct cpu_window {
     uint64_t t0;
     double self0, server0;
     double busy0, steal0; /* whole machine, from /proc/stat */
+    double watch0[BENCH_MAX_WATCH];
 } cpu_window;
 void cpu_window_start(cpu_window *w);
-/* Fractions of one core used over the window by chatd-bench and by --server-pid (-1 if no
- * pid). */
-void cpu_window_end(const cpu_window *w, double *self_frac, double *server_frac);
+/* Fractions of one core used over the window by chatd-bench, by --server-pid (-1 if no
+ * pid) and by each --watch-pid (-1 if unreadable). */
+void cpu_window_end(const cpu_window *w, double *self_frac, double *server_frac,
+                    double *watch_frac);
 /* Cores' worth of time used by other processes over the window (-1 if unknown, or without
- * --server-pid), and stolen by the hypervisor. */
-void cpu_window_noise(const cpu_window *w, double self_frac, double server_frac, double *other,
-                      double *steal);
+ * --server-pid), and stolen by the hypervisor. The --watch-pid processes are not "other". */
+void cpu_window_noise(const cpu_window *w, double self_frac, double server_frac,
+                      const double *watch_frac, double *other, double *steal);
 
 /* The measurement window. While g_measuring is true scenarios count what they see. */
 extern bool g_measuring;
@@ -132,6 +141,7 @@ typedef struct window_result {
     double server_cpu; /* by --server-pid, -1 without */
     double other_cpu;  /* by everything else on the machine (noise), -1 if unknown */
     double steal;      /* cores' worth of time the hypervisor gave to other guests */
+    double watch_cpu[BENCH_MAX_WATCH]; /* by each --watch-pid, -1 if unreadable */
 } window_result;
 /* Runs the loop for --warmup seconds, calls reset(), sets g_measuring, runs --duration more
  * seconds (or until stop_measured()), clears g_measuring and returns what was measured. */

@@ -59,7 +59,8 @@ static void note_failure(fleet *f, long i, int status, const char *why)
         snprintf(f->first_error_text, sizeof f->first_error_text, "%s", why);
     }
     if (!f->count_failures)
-        fail("connection %ld to %s%s failed: %s", i, f->t->hostport, f->t->path, why);
+        fail("connection %ld to %s%s failed: %s", i, fleet_target(f, i)->hostport,
+             fleet_target(f, i)->path, why);
     f->failed++;
     if (f->ready + f->failed == f->n)
         setup_done();
@@ -131,7 +132,8 @@ static void start_next(fleet *f)
     while (f->started < f->n && f->started - f->ready - f->failed < g_opt.concurrency) {
         long i = f->started++;
         wsc *w = f->at(i);
-        wsc_init(w, &fleet_handlers, f->t);
+        const target *t = fleet_target(f, i);
+        wsc_init(w, &fleet_handlers, t);
         w->id = i;
         f->t_conn[i] = bench_clock();
         int rc;
@@ -139,7 +141,7 @@ static void start_next(fleet *f)
             w->c.on_connect = raw_on_connect;
             w->c.on_read = raw_on_read;
             w->c.on_end = raw_on_end;
-            rc = bconn_connect(&w->c, &f->t->addr, source_for(i));
+            rc = bconn_connect(&w->c, &t->addr, source_for(i));
         } else {
             rc = wsc_connect(w, source_for(i));
         }

@@ -12,6 +12,7 @@
 
 typedef struct fleet {
     const target *t;
+    const target *t2;    /* when set, odd-numbered clients connect here (--url2) */
     long n;
     wsc *(*at)(long i);  /* the scenario's i-th client */
     bool want_init;      /* wait for {"type":"init"} (not on an echo path) */
@@ -26,6 +27,12 @@ typedef struct fleet {
     bool closing;
     long closed;
 } fleet;
+
+/* The target of client i: t2 for odd i when set, else t. */
+static inline const target *fleet_target(const fleet *f, long i)
+{
+    return f->t2 && (i & 1) ? f->t2 : f->t;
+}
 
 /* Opens f->n connections; returns when every one is ready (or failed, with count_failures).
  * Afterwards each client's handlers are still the fleet's: set w->h to take over. */

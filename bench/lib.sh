@@ -41,7 +41,8 @@ chatd_has_opt() {
 # start_server KIND [CPU]: starts chatd, peer or floor on a free port; sets SERVER_PID,
 # SERVER_PORT, SERVER_NOTE. Output goes to $LOGDIR/KIND-PORT.log. chatd uses SQLite in
 # $LOGDIR/data-PORT, or the PostgreSQL URI in BENCH_STORE when set (with
-# --store-connections STORE_CONNECTIONS when set).
+# --store-connections STORE_CONNECTIONS when set). With BENCH_REDIS set, chatd is a cluster
+# node: --redis BENCH_REDIS and --node-id BENCH_NODE_ID (when set).
 start_server() {
     local kind=$1 cpu=${2:-} pin=()
     [ -n "$cpu" ] && pin=(taskset -c "$cpu")
@@ -74,6 +75,11 @@ start_server() {
                 SERVER_NOTE="store=sqlite durability=${DURABILITY:-full}"
             else
                 SERVER_NOTE="durability=chatd default (no --durability option)"
+            fi
+            if [ -n "${BENCH_REDIS:-}" ]; then
+                extra+=(--redis "$BENCH_REDIS")
+                [ -n "${BENCH_NODE_ID:-}" ] && extra+=(--node-id "$BENCH_NODE_ID")
+                SERVER_NOTE+=" cluster node ${BENCH_NODE_ID:-}"
             fi
             mkdir -p "$LOGDIR/data-$SERVER_PORT"
             (ulimit -n "$(ulimit -Hn)"; exec "${pin[@]}" "$BUILD/chatd" \
@@ -121,6 +127,69 @@ stop_server() {
     wait "$pid" 2>/dev/null
     STOPPED_RC=$?
     return 0
+}
+
+# start_redis [CPU]: a throw-away Redis on a free port of 127.0.0.1, no persistence, its
+# directory under TMPDIR; pinned to CPU (all its threads) when given. Uses scripts/redis.sh
+# when the repository has it, else runs redis-server itself. Sets REDIS_URL, REDIS_PID,
+# REDIS_DIR. stop_redis stops it (by its PID) and removes the directory.
+REDIS_DIR="" REDIS_PID="" REDIS_URL="" REDIS_VIA=""
+start_redis() {
+    local cpu=${1:-} port
+    REDIS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chatd-bench-redis.XXXXXX") || return 1
+    if [ -x "$ROOT/scripts/redis.sh" ]; then
+        REDIS_VIA=script
+        REDIS_URL=$(CHATD_REDIS_DIR="$REDIS_DIR" "$ROOT/scripts/redis.sh" start | tail -n 1) &&
+            [ -n "$REDIS_URL" ] || { stop_redis; return 1; }
+    else
+        REDIS_VIA=direct
+        command -v redis-server >/dev/null || { echo "start_redis: no redis-server" >&2; return 1; }
+        port=$(free_port) || return 1
+        redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+            --dir "$REDIS_DIR" --daemonize yes --pidfile "$REDIS_DIR/pid" \
+            --logfile "$REDIS_DIR/log" >/dev/null || { stop_redis; return 1; }
+        REDIS_URL=redis://127.0.0.1:$port
+        local ok=0
+        for _ in $(seq 1 100); do
+            if [ -s "$REDIS_DIR/pid" ] && [ "$(redis_cmd PING)" = PONG ]; then
+                ok=1
+                break
+            fi
+            sleep 0.05
+        done
+        [ $ok = 1 ] || { echo "start_redis: no PONG from $REDIS_URL" >&2; stop_redis; return 1; }
+    fi
+    REDIS_PID=$(cat "$REDIS_DIR/pid" 2>/dev/null)
+    [ -n "$REDIS_PID" ] && kill -0 "$REDIS_PID" 2>/dev/null || { stop_redis; return 1; }
+    [ -n "$cpu" ] && taskset -a -pc "$cpu" "$REDIS_PID" >/dev/null
+    return 0
+}
+
+# redis_cmd ARGS...: one command to the bench's Redis (redis-cli), the reply on stdout.
+redis_cmd() {
+    local hp=${REDIS_URL#redis://}
+    hp=${hp%%/*}
+    redis-cli -h "${hp%%:*}" -p "${hp##*:}" "$@" 2>/dev/null
+}
+
+stop_redis() {
+    [ -z "$REDIS_DIR" ] && return 0
+    # keep Redis's own log (why it stopped, if it died) next to the servers' logs
+    [ -n "${LOGDIR:-}" ] && [ -f "$REDIS_DIR/log" ] && cp "$REDIS_DIR/log" "$LOGDIR/redis.log"
+    if [ "$REDIS_VIA" = script ]; then
+        CHATD_REDIS_DIR="$REDIS_DIR" "$ROOT/scripts/redis.sh" stop >/dev/null 2>&1
+    fi
+    if [ -n "$REDIS_PID" ] && kill -0 "$REDIS_PID" 2>/dev/null &&
+        tr '\0' ' ' <"/proc/$REDIS_PID/cmdline" 2>/dev/null | grep -q redis-server; then
+        kill -TERM "$REDIS_PID"
+        for _ in $(seq 1 100); do
+            kill -0 "$REDIS_PID" 2>/dev/null || break
+            sleep 0.05
+        done
+        kill -KILL "$REDIS_PID" 2>/dev/null
+    fi
+    rm -rf "$REDIS_DIR"
+    REDIS_DIR="" REDIS_PID="" REDIS_URL=""
 }
 
 stop_all_servers() {

@@ -23,9 +23,10 @@ static const struct {
      "[--raw] [--binary]"},
     {"route", cmd_route,
      "--url ws://HOST:PORT/ws --api-secret S --pairs M --size B --window W --duration D "
-     "[--rate R]"},
+     "[--rate R] [--url2 ws://HOST2:PORT2/ws]"},
     {"fanout", cmd_fanout,
-     "--url ws://HOST:PORT/ws --api-secret S --members K --size B --duration D [--window W]"},
+     "--url ws://HOST:PORT/ws --api-secret S --members K --size B --duration D [--window W] "
+     "[--url2 ws://HOST2:PORT2/ws] [--spread]"},
     {"chat", cmd_chat, "--url ws://HOST:PORT/ws --users U --size B --window W --duration D"},
     {"storm", cmd_storm, "--url ws://HOST:PORT/ws --api-secret S -n N [--concurrency C]"},
 };
@@ -40,13 +41,19 @@ static void usage(FILE *f)
                "  --label L         name of the server under test, copied into the result\n"
                "  --note TEXT       free text copied into the JSON result\n"
                "  --server-pid PID  report the server's CPU use (and RSS for conns) from /proc\n"
+               "  --watch-pid NAME=PID  also report PID's CPU use as NAME_cpu (up to 4; e.g.\n"
+               "                    a second cluster node, redis); not counted as other_cpu\n"
+               "  --url2 URL        route, fanout: odd-numbered clients connect to URL (a second\n"
+               "                    cluster node); API calls still go to --api / --url's node\n"
                "  --api URL         server API base (default http://HOST:PORT of --url)\n"
                "  --warmup S        seconds run before measuring (default 1, 0 if duration < 3)\n"
                "  --timeout S       seconds allowed for setup (default 60)\n"
                "  --concurrency C   connections being opened at once (default 256)\n"
                "  --sources K       spread connections over 127.0.0.1..127.0.0.K (default: as\n"
                "                    many as the ephemeral port range needs)\n"
-               "  --api-conns N     keep-alive connections to the server API (default 4)\n");
+               "  --api-conns N     keep-alive connections to the server API (default 4)\n"
+               "  --spread          fanout: broadcasts round-robin over the --api-conns\n"
+               "                    connections (default: all pipelined on the first)\n");
 }
 
 static double num_arg(const char *name, const char *v)
@@ -92,6 +99,8 @@ int main(int argc, char **argv)
 
     enum {
         O_URL = 256,
+        O_URL2,
+        O_WATCH,
         O_API,
         O_SECRET,
         O_LABEL,
@@ -113,10 +122,13 @@ int main(int argc, char **argv)
         O_PID,
         O_JSON,
         O_RAW,
-        O_BINARY
+        O_BINARY,
+        O_SPREAD
     };
     static const struct option longopts[] = {
         {"url", required_argument, 0, O_URL},
+        {"url2", required_argument, 0, O_URL2},
+        {"watch-pid", required_argument, 0, O_WATCH},
         {"api", required_argument, 0, O_API},
         {"api-secret", required_argument, 0, O_SECRET},
         {"label", required_argument, 0, O_LABEL},
@@ -139,6 +151,7 @@ int main(int argc, char **argv)
         {"json", no_argument, 0, O_JSON},
         {"raw", no_argument, 0, O_RAW},
         {"binary", no_argument, 0, O_BINARY},
+        {"spread", no_argument, 0, O_SPREAD},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -159,6 +172,32 @@ int main(int argc, char **argv)
         case O_URL:
             g_opt.url = optarg;
             break;
+        case O_URL2:
+            g_opt.url2 = optarg;
+            break;
+        case O_WATCH: {
+            const char *eq = strchr(optarg, '=');
+            size_t nl = eq ? (size_t)(eq - optarg) : 0;
+            if (!eq || nl == 0 || nl > 32 || strspn(optarg, "abcdefghijklmnopqrstuvwxyz"
+                                                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                            "0123456789_") != nl) {
+                fprintf(stderr, "chatd-bench: --watch-pid wants NAME=PID (NAME: [A-Za-z0-9_]"
+                                ", 1-32), not '%s'\n",
+                        optarg);
+                return EXIT_USAGE;
+            }
+            if (g_opt.nwatch == BENCH_MAX_WATCH) {
+                fprintf(stderr, "chatd-bench: at most %d --watch-pid\n", BENCH_MAX_WATCH);
+                return EXIT_USAGE;
+            }
+            char *wname = strndup(optarg, nl);
+            if (!wname)
+                return EXIT_RUN_FAILED;
+            g_opt.watch_name[g_opt.nwatch] = wname;
+            g_opt.watch_pid[g_opt.nwatch] = (int)num_arg("watch-pid", eq + 1);
+            g_opt.nwatch++;
+            break;
+        }
         case O_API:
             g_opt.api_url = optarg;
             break;
@@ -225,6 +264,9 @@ int main(int argc, char **argv)
         case O_BINARY:
             g_opt.binary = true;
             break;
+        case O_SPREAD:
+            g_opt.spread = true;
+            break;
         default:
             usage(stderr);
             return EXIT_USAGE;
@@ -236,6 +278,10 @@ int main(int argc, char **argv)
     }
     if (!g_opt.url) {
         fprintf(stderr, "chatd-bench %s: --url is required\n", g_opt.cmd);
+        return EXIT_USAGE;
+    }
+    if (g_opt.url2 && strcmp(g_opt.cmd, "route") != 0 && strcmp(g_opt.cmd, "fanout") != 0) {
+        fprintf(stderr, "chatd-bench %s: --url2 is for route and fanout only\n", g_opt.cmd);
         return EXIT_USAGE;
     }
     if (g_opt.warmup < 0)

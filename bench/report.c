@@ -99,12 +99,16 @@ void report_begin(const char *scenario)
     }
     jkey("url");
     jstring(g_opt.url ? g_opt.url : "");
+    if (g_opt.url2) {
+        jkey("url2");
+        jstring(g_opt.url2);
+    }
     if (g_opt.note) {
         jkey("note");
         jstring(g_opt.note);
     }
-    tappend("chatd-bench %s  %s%s%s%s\n", scenario, g_opt.url ? g_opt.url : "",
-            g_opt.label ? "  [" : "", g_opt.label ? g_opt.label : "", g_opt.label ? "]" : "");
+    tappend("chatd-bench %s  %s%s%s%s%s%s\n", scenario, g_opt.url ? g_opt.url : "",
+            g_opt.url2 ? " + " : "", g_opt.url2 ? g_opt.url2 : "", g_opt.label ? "  [" : "", g_opt.label ? g_opt.label : "", g_opt.label ? "]" : "");
     if (g_opt.note)
         tappend("  %-24s %s\n", "note", g_opt.note);
 }
@@ -173,6 +177,13 @@ void report_cpu(const window_result *r)
     report_num("bench_cpu", "chatd-bench cpu", r->self_cpu);
     if (r->server_cpu >= 0)
         report_num("server_cpu", "server cpu", r->server_cpu);
+    for (int i = 0; i < g_opt.nwatch; i++) {
+        char key[80], label[80];
+        snprintf(key, sizeof key, "%s_cpu", g_opt.watch_name[i]);
+        snprintf(label, sizeof label, "%s cpu", g_opt.watch_name[i]);
+        if (r->watch_cpu[i] >= 0)
+            report_num(key, label, r->watch_cpu[i]);
+    }
     if (r->other_cpu >= 0)
         report_num("other_cpu", r->other_cpu > 0.05 ? "other processes' cpu" : NULL, r->other_cpu);
     if (r->steal >= 0)

@@ -6,7 +6,8 @@
 # With two or more cores the server runs on core 0 and chatd-bench on core 1 (taskset).
 #
 # Usage: bench/run.sh [SCENARIO...]     scenarios: echo route rate fanout conns storm chat
-#                                       chat-pg (default: all, in that order; rate needs route)
+#                                       chat-pg cluster (default: all but cluster, in that
+#                                       order; rate needs route)
 # chat-pg is chat with chatd on PostgreSQL: it starts a throw-away cluster of its own with
 # scripts/postgres.sh (fsync on, synchronous_commit on), writes its settings to
 # pg-settings.txt, and stops it after; `bench/run.sh chat chat-pg` gives both side by side.
@@ -16,6 +17,16 @@
 #   STORE_CONNECTIONS (chat-pg: chatd's --store-connections; chatd's default when unset)
 #   QUIET_CORES=0.25 QUIET_WAIT=300: before each run, wait up to QUIET_WAIT s for the machine
 #   to have at most QUIET_CORES cores busy with other work (every result reports other_cpu)
+# cluster (issue 9): Redis and two chatd cluster nodes (--redis, --node-id a|b), route with
+# both ends of every pair on node a vs one end on each node (saturation, then half of it),
+# fanout to a group on one node vs spread over both, idle memory per connection on a cluster
+# node vs a single chatd; chatd without --redis as the baseline. Both nodes and Redis on core
+# 0 (the server side gets one core, as in every other scenario), chatd-bench on core 1.
+#   CLUSTER_PAIRS="100 1000" CLUSTER_SIZE=32 CLUSTER_WINDOW=$WINDOW
+#   CLUSTER_MEMBERS="1000 10000" CLUSTER_DURATION=3 CLUSTER_CONNS_N=$CONNS_N
+#   CLUSTER_RATES="0.5 0.25" (open-loop route points, fractions of each config's saturation)
+#   CLUSTER_API_CONNS=32 (fanout-spread: broadcasts round-robin over that many API connections)
+#   REDIS_CPU=<server core> (where Redis is pinned; "" = not pinned)
 set -u
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -47,7 +58,7 @@ stop_pg() {
     [ -n "$PG_DIR" ] && [ -d "$PG_DIR" ] && CHATD_PG_DIR="$PG_DIR" "$ROOT/scripts/postgres.sh" stop
     PG_DIR=""
 }
-trap 'stop_all_servers; stop_pg' EXIT
+trap 'stop_all_servers; stop_pg; stop_redis' EXIT
 trap 'exit 130' INT TERM
 
 if [ ! -x "$BUILD/chatd" ] || [ ! -x "$BUILD/chatd-bench" ] || [ ! -x "$BUILD/chatd-floor" ]; then
@@ -112,16 +123,20 @@ wait_quiet() {
 }
 
 # bench POINT TARGET ARGS...: runs chatd-bench REPS times against the current server and
-# appends each JSON result, tagged with point, target and rep, to raw.jsonl.
+# appends each JSON result, tagged with point, target and rep, to raw.jsonl. ALSO_ALIVE: more
+# PIDs that must still run (the cluster's second node and Redis).
+ALSO_ALIVE=()
 bench() {
     local point=$1 target=$2
     shift 2
-    local rep line rc
+    local rep line rc pid
     for rep in $(seq 1 "$REPS"); do
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "run.sh: $target died; see $LOGDIR" >&2
-            return 1
-        fi
+        for pid in "$SERVER_PID" "${ALSO_ALIVE[@]}"; do
+            if ! kill -0 "$pid" 2>/dev/null; then
+                echo "run.sh: $target: process $pid died; see $LOGDIR" >&2
+                return 1
+            fi
+        done
         wait_quiet
         line=$(timeout $((${DURATION%.*} + 180)) "${BENCH_PIN[@]}" "$BUILD/chatd-bench" "$@" \
             --json --label "$target" --server-pid "$SERVER_PID" --duration "$DURATION" \
@@ -289,9 +304,164 @@ run_chat_pg() {
     stop_pg
 }
 
+# ---- cluster (issue 9) ----
+CLUSTER_PAIRS=${CLUSTER_PAIRS:-100 1000}
+CLUSTER_SIZE=${CLUSTER_SIZE:-32}
+CLUSTER_WINDOW=${CLUSTER_WINDOW:-$WINDOW}
+CLUSTER_MEMBERS=${CLUSTER_MEMBERS:-1000 10000}
+CLUSTER_DURATION=${CLUSTER_DURATION:-3}
+CLUSTER_CONNS_N=${CLUSTER_CONNS_N:-$CONNS_N}
+CLUSTER_API_CONNS=${CLUSTER_API_CONNS:-32}
+CLUSTER_RATES=${CLUSTER_RATES:-0.5 0.25}
+REDIS_CPU=${REDIS_CPU-$SERVER_CPU}
+
+# cluster_nodes PORT: the live nodes a cluster node counts (/healthz data.cluster.nodes).
+cluster_nodes() {
+    curl -s --max-time 2 "http://127.0.0.1:$1/healthz" | grep -o '"nodes":[0-9]*' | cut -d: -f2
+}
+
+# cluster_route_points TARGET URL [URL2]: route saturation, then open loop at CLUSTER_RATES
+# of it (0.5 is named route@half, 0.25 route@25%),
+# for every CLUSTER_PAIRS, against the running server(s); WATCH holds the --watch-pid args.
+cluster_route_points() {
+    local target=$1 url=$2 url2=${3:-} p sat two=()
+    [ -n "$url2" ] && two=(--url2 "$url2")
+    for p in $CLUSTER_PAIRS; do
+        bench "cluster route $p x $CLUSTER_SIZE" "$target" route --url "$url" "${two[@]}" \
+            --api-secret "$SECRET" --pairs "$p" --size "$CLUSTER_SIZE" \
+            --window "$CLUSTER_WINDOW" "${WATCH[@]}"
+    done
+    local f name
+    for p in $CLUSTER_PAIRS; do
+        sat=$(median_rate "cluster route $p x $CLUSTER_SIZE" "$target")
+        [ -z "$sat" ] && { echo "run.sh: no cluster route $p result on $target: no rate point" >&2; continue; }
+        for f in $CLUSTER_RATES; do
+            name=$(awk -v f="$f" 'BEGIN { if (f == 0.5) print "half"; else printf "%g%%", f * 100 }')
+            bench "cluster route@$name $p x $CLUSTER_SIZE" "$target" route --url "$url" "${two[@]}" \
+                --api-secret "$SECRET" --pairs "$p" --size "$CLUSTER_SIZE" \
+                --rate "$(awk -v r="$sat" -v f="$f" 'BEGIN {printf "%d", r * f}')" "${WATCH[@]}"
+        done
+    done
+}
+
+# Fanout twice: the broadcasts pipelined on one API connection (as the suite's fanout), and
+# spread over CLUSTER_API_CONNS connections: a node answers the requests of one connection
+# in order, so when each answer waits for Redis (cluster mode) one connection gets one
+# broadcast per loop pass.
+cluster_fanout_points() {
+    local target=$1 url=$2 url2=${3:-} k two=()
+    [ -n "$url2" ] && two=(--url2 "$url2")
+    for k in $CLUSTER_MEMBERS; do
+        bench "cluster fanout $k x 32" "$target" fanout --url "$url" "${two[@]}" \
+            --api-secret "$SECRET" --members "$k" --size 32 --window "$FANOUT_WINDOW" "${WATCH[@]}"
+        bench "cluster fanout-spread $k x 32" "$target" fanout --url "$url" "${two[@]}" \
+            --api-secret "$SECRET" --members "$k" --size 32 --window "$FANOUT_WINDOW" \
+            --spread --api-conns "$CLUSTER_API_CONNS" "${WATCH[@]}"
+    done
+}
+
+run_cluster() {
+    local have=1 a_pid a_port b_pid b_port n r reps=$REPS duration=$DURATION
+    if ! chatd_has_opt redis; then
+        have=0
+        echo "run.sh: chatd has no --redis: the cluster scenario runs its plumbing with both" \
+            "'nodes' being one single-mode chatd (targets marked nocluster-*); no cluster figures" >&2
+    fi
+    if ! start_redis "$REDIS_CPU"; then
+        echo "run.sh: cluster skipped: Redis did not start" >&2
+        return
+    fi
+    {
+        echo "cluster: $(redis-server --version | head -1); Redis $REDIS_URL (pid $REDIS_PID," \
+            "via ${REDIS_VIA}) pinned to core ${REDIS_CPU:-none}; nodes on core ${SERVER_CPU:-none};" \
+            "chatd-bench on ${BENCH_PIN[*]:-no pinning}"
+        echo "cluster settings: CLUSTER_PAIRS=\"$CLUSTER_PAIRS\" CLUSTER_SIZE=$CLUSTER_SIZE" \
+            "CLUSTER_WINDOW=$CLUSTER_WINDOW CLUSTER_MEMBERS=\"$CLUSTER_MEMBERS\"" \
+            "CLUSTER_RATES=\"$CLUSTER_RATES\" FANOUT_WINDOW=$FANOUT_WINDOW CLUSTER_API_CONNS=$CLUSTER_API_CONNS CLUSTER_DURATION=$CLUSTER_DURATION REPS=$REPS" \
+            "CLUSTER_CONNS_N=$CLUSTER_CONNS_N"
+    } | tee -a "$OUT/info.txt" >&2
+    DURATION=$CLUSTER_DURATION
+    local pre=""
+    [ $have = 0 ] && pre=nocluster-
+
+    # The baseline: chatd without --redis (Redis runs idle: its CPU is watched all the same).
+    if start_server chatd "$SERVER_CPU"; then
+        echo "== cluster: single chatd, no Redis (pid $SERVER_PID)" >&2
+        WATCH=(--watch-pid "redis=$REDIS_PID")
+        ALSO_ALIVE=("$REDIS_PID")
+        cluster_route_points single "ws://127.0.0.1:$SERVER_PORT/ws"
+        cluster_fanout_points single "ws://127.0.0.1:$SERVER_PORT/ws"
+        stop_server "$SERVER_PID"
+    fi
+
+    # Two cluster nodes on the same core.
+    local ok=1
+    if [ $have = 1 ]; then
+        BENCH_REDIS=$REDIS_URL BENCH_NODE_ID=a start_server chatd "$SERVER_CPU" || ok=0
+        a_pid=$SERVER_PID a_port=$SERVER_PORT
+        if [ $ok = 1 ]; then
+            BENCH_REDIS=$REDIS_URL BENCH_NODE_ID=b start_server chatd "$SERVER_CPU" || ok=0
+            b_pid=$SERVER_PID b_port=$SERVER_PORT
+        fi
+        if [ $ok = 1 ]; then
+            for _ in $(seq 1 100); do
+                [ "$(cluster_nodes "$a_port")" = 2 ] && [ "$(cluster_nodes "$b_port")" = 2 ] && break
+                sleep 0.1
+            done
+            if [ "$(cluster_nodes "$a_port")" != 2 ] || [ "$(cluster_nodes "$b_port")" != 2 ]; then
+                echo "run.sh: the two nodes do not see each other (/healthz nodes:" \
+                    "$(cluster_nodes "$a_port"), $(cluster_nodes "$b_port")): cluster points skipped" >&2
+                ok=0
+            fi
+        fi
+    else
+        start_server chatd "$SERVER_CPU" || ok=0
+        a_pid=$SERVER_PID a_port=$SERVER_PORT b_pid=$SERVER_PID b_port=$SERVER_PORT
+    fi
+    if [ $ok = 1 ]; then
+        echo "== cluster: node a (pid $a_pid, port $a_port), node b (pid $b_pid, port $b_port)" >&2
+        SERVER_PID=$a_pid
+        WATCH=(--watch-pid "redis=$REDIS_PID")
+        [ "$b_pid" != "$a_pid" ] && WATCH+=(--watch-pid "nodeb=$b_pid")
+        ALSO_ALIVE=("$b_pid" "$REDIS_PID")
+        cluster_route_points "${pre}one-node" "ws://127.0.0.1:$a_port/ws"
+        cluster_route_points "${pre}two-nodes" "ws://127.0.0.1:$a_port/ws" "ws://127.0.0.1:$b_port/ws"
+        cluster_fanout_points "${pre}one-node" "ws://127.0.0.1:$a_port/ws"
+        cluster_fanout_points "${pre}two-nodes" "ws://127.0.0.1:$a_port/ws" "ws://127.0.0.1:$b_port/ws"
+        [ $have = 1 ] && curl -s --max-time 2 "http://127.0.0.1:$a_port/healthz" \
+            >"$OUT/cluster-healthz-a.json"
+    fi
+    stop_server "$a_pid"
+    [ "$b_pid" != "$a_pid" ] && stop_server "$b_pid"
+
+    # Idle memory per connection: a fresh server per rep, single vs cluster node.
+    WATCH=()
+    ALSO_ALIVE=("$REDIS_PID")
+    n=$CLUSTER_CONNS_N
+    for r in $(seq 1 "$reps"); do
+        if start_server chatd "$SERVER_CPU"; then
+            sleep 0.5
+            REPS=1 REP_NO=$r bench "cluster conns $n" single conns \
+                --url "ws://127.0.0.1:$SERVER_PORT/ws" -n "$n" --hold "$HOLD"
+            stop_server "$SERVER_PID"
+        fi
+        if [ $have = 1 ] && BENCH_REDIS=$REDIS_URL BENCH_NODE_ID=c start_server chatd "$SERVER_CPU"; then
+            sleep 0.5
+            REPS=1 REP_NO=$r bench "cluster conns $n" node conns \
+                --url "ws://127.0.0.1:$SERVER_PORT/ws" -n "$n" --hold "$HOLD"
+            stop_server "$SERVER_PID"
+        fi
+    done
+    REPS=$reps
+    DURATION=$duration
+    WATCH=()
+    ALSO_ALIVE=()
+    stop_redis
+}
+
 for sc in "${SCENARIOS[@]}"; do
     case $sc in
-    echo | route | rate | fanout | conns | storm | chat) "run_$sc" ;;
+    echo | route | rate | fanout | conns | storm | chat | cluster) "run_$sc" ;;
     chat-pg) run_chat_pg ;;
     *) echo "run.sh: unknown scenario $sc" >&2 ;;
     esac

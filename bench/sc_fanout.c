@@ -7,7 +7,10 @@
  * last member has a broadcast.
  *
  * The broadcast request is built once and patched per send with a sequence number and the
- * send time in hex at the start of `data`, which the server passes on as is. */
+ * send time in hex at the start of `data`, which the server passes on as is.
+ *
+ * With --url2 (a second cluster node) every odd-numbered member connects there, so the group
+ * is spread evenly over two nodes; joins and broadcasts still go to --url's server API. */
 #include "bench.h"
 #include "fleet.h"
 #include "report.h"
@@ -67,7 +70,8 @@ static void send_broadcast(void)
     g_count[seq % RING] = 0;
     g_sent_at[seq % RING] = bench_now;
     g_inflight++;
-    httpc_raw(&g_api, 0, g_req, g_req_len, on_api, NULL);
+    httpc_raw(&g_api, g_opt.spread ? (int)(seq % (uint32_t)g_api.nconns) : 0, g_req, g_req_len, on_api,
+              NULL);
 }
 
 static void on_message(wsc *w, int opcode, char *p, size_t len)
@@ -140,9 +144,11 @@ static void reset(void)
 
 int cmd_fanout(void)
 {
-    target t;
+    target t, t2;
     if (target_parse(g_opt.url, &t) != 0)
         return EXIT_USAGE;
+    if (g_opt.url2 && (target_parse(g_opt.url2, &t2) != 0 || t2.raw || t.raw))
+        fail("--url2 wants a ws:// URL next to a ws:// --url");
     g_k = g_opt.members > 0 ? g_opt.members : (g_opt.n > 0 ? g_opt.n : 1000);
     g_size = g_opt.size >= 0 ? g_opt.size : 32;
     g_window = g_opt.window > 0 ? g_opt.window : 8;
@@ -163,14 +169,14 @@ int cmd_fanout(void)
                    (int)g_opt.api_conns) != 0)
         return EXIT_RUN_FAILED;
 
-    g_f = (fleet){.t = &t, .n = g_k, .at = at, .want_init = true};
+    g_f = (fleet){.t = &t, .t2 = g_opt.url2 ? &t2 : NULL, .n = g_k, .at = at, .want_init = true};
     fleet_open(&g_f);
     fleet_api_all(&g_f, &g_api, "/gateway/join_group", join_body);
     g_expected = g_k;
     for (long i = 0; i < g_k; i++)
         g_w[i].h = &handlers;
-    fprintf(stderr, "chatd-bench fanout: %ld members joined, measuring %.1f s\n", g_k,
-            g_opt.duration);
+    fprintf(stderr, "chatd-bench fanout: %ld members joined%s, measuring %.1f s\n", g_k,
+            g_opt.url2 ? " (on two nodes)" : "", g_opt.duration);
 
     /* The request: head, then {"group":"G","data":"<seq 8><ts 16><pad>"}. */
     size_t body_cap = 128 + (size_t)g_size;
@@ -205,6 +211,8 @@ int cmd_fanout(void)
     report_int("members", "members", g_k);
     report_int("size", "payload bytes", g_size);
     report_int("window", "broadcasts in flight", g_window);
+    if (g_opt.url2)
+        report_str("members_on", "members on", "two nodes");
     report_num("duration_s", "measured s", r.secs);
     report_num("broadcasts_per_s", "broadcasts/s", r.secs > 0 ? (double)g_broadcasts / r.secs : 0);
     report_num("rate", "deliveries/s", r.secs > 0 ? (double)g_deliveries / r.secs : 0);

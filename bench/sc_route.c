@@ -11,7 +11,11 @@
  *
  * Each client's event frame is built once; a send copies it and patches the 16 hex digits of
  * the timestamp at the start of "data". The receiver reads them back: latency is one way,
- * sender to receiver, on this process's clock. */
+ * sender to receiver, on this process's clock.
+ *
+ * With --url2 (a second cluster node) the odd-numbered clients connect there: client 2k is on
+ * the first node, its partner 2k+1 on the second, so every event crosses from one node to the
+ * other (half of them each way). Binding still goes through --url's server API. */
 #include "bench.h"
 #include "fleet.h"
 #include "report.h"
@@ -150,9 +154,11 @@ static void reset(void)
 
 int cmd_route(void)
 {
-    target t;
+    target t, t2;
     if (target_parse(g_opt.url, &t) != 0)
         return EXIT_USAGE;
+    if (g_opt.url2 && (target_parse(g_opt.url2, &t2) != 0 || t2.raw || t.raw))
+        fail("--url2 wants a ws:// URL next to a ws:// --url");
     long pairs = g_opt.pairs > 0 ? g_opt.pairs : 100;
     g_n = 2 * pairs;
     g_size = g_opt.size >= 0 ? g_opt.size : 32;
@@ -175,11 +181,11 @@ int cmd_route(void)
                    (int)g_opt.api_conns) != 0)
         return EXIT_RUN_FAILED;
 
-    g_f = (fleet){.t = &t, .n = g_n, .at = at, .want_init = true};
+    g_f = (fleet){.t = &t, .t2 = g_opt.url2 ? &t2 : NULL, .n = g_n, .at = at, .want_init = true};
     fleet_open(&g_f);
     fleet_api_all(&g_f, &api, "/gateway/bind_uid", bind_body);
-    fprintf(stderr, "chatd-bench route: %ld clients bound, measuring %.1f s\n", g_n,
-            g_opt.duration);
+    fprintf(stderr, "chatd-bench route: %ld clients bound%s, measuring %.1f s\n", g_n,
+            g_opt.url2 ? " (partners on two nodes)" : "", g_opt.duration);
 
     /* Build each client's frame: to its partner (i ^ 1). */
     size_t cap = 128 + (size_t)g_size;
@@ -226,6 +232,8 @@ int cmd_route(void)
     report_begin("route");
     report_int("pairs", "pairs", pairs);
     report_int("size", "payload bytes", g_size);
+    if (g_opt.url2)
+        report_str("ends", "pair ends", "two nodes");
     if (g_opt.rate > 0) {
         report_num("offered", "offered events/s", g_opt.rate);
         report_num("sent_rate", "sent events/s", r.secs > 0 ? (double)g_sent / r.secs : 0);

@@ -131,8 +131,8 @@ int cmd_storm(void)
     run_setup("running the storm");
     double secs = (double)(bench_clock() - t0) / 1e9;
     window_result r = {.secs = secs};
-    cpu_window_end(&cpu, &r.self_cpu, &r.server_cpu);
-    cpu_window_noise(&cpu, r.self_cpu, r.server_cpu, &r.other_cpu, &r.steal);
+    cpu_window_end(&cpu, &r.self_cpu, &r.server_cpu, r.watch_cpu);
+    cpu_window_noise(&cpu, r.self_cpu, r.server_cpu, r.watch_cpu, &r.other_cpu, &r.steal);
     if (g_api.failed)
         fprintf(stderr, "chatd-bench storm: %s\n", g_api.error);
 

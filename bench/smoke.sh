@@ -54,6 +54,11 @@ check route-rate route --url "$URL/ws" --api-secret "$SECRET" --pairs 4 --size 6
     --rate 2000 --duration 0.5
 check fanout fanout --url "$URL/ws" --api-secret "$SECRET" --members 20 --size 32 \
     --duration 0.5
+# --url2 and --watch-pid (run.sh cluster), with the one chatd as both "nodes"
+check route-url2 route --url "$URL/ws" --url2 "$URL/ws" --api-secret "$SECRET" --pairs 4 \
+    --size 32 --duration 0.5 --server-pid "$CHATD_PID" --watch-pid "self=$$"
+check fanout-url2 fanout --url "$URL/ws" --url2 "$URL/ws" --api-secret "$SECRET" --members 20 \
+    --size 32 --duration 0.5
 check storm storm --url "$URL/ws" --api-secret "$SECRET" -n 100 --concurrency 16
 check chat chat --url "$URL/ws" --users 4 --window 2 --duration 0.5
 

@@ -1,6 +1,9 @@
 // summarize.mjs: turns bench/run.sh's raw JSON lines into the suite's table: per point the
 // median and range (over the reps) of each server's main rate, chatd's p99 latency, the
 // chatd/peer and chatd/floor ratios, and whether issue 5's target for that point is met.
+// Points named "cluster ..." (run.sh cluster, issue 9) get a table of their own: per
+// configuration (single chatd, cluster with both ends on one node, ends on two nodes) the
+// rate, latency, the CPU of both nodes and of Redis, and issue 9's goals.
 //
 // Usage: node bench/summarize.mjs raw.jsonl
 import fs from 'node:fs';
@@ -72,7 +75,9 @@ const noise = (t) => {
   return o.length ? Math.max(...o).toFixed(2) : '-';
 };
 const table = [header];
+const isCluster = (point) => /^cluster /.test(point);
 for (const [point, t] of points) {
+  if (isCluster(point)) continue;
   const c = t.get('chatd'), p = t.get('peer'), f = t.get('floor');
   const rc = med(c, 'rate'), rp = med(p, 'rate'), rf = med(f, 'rate');
   table.push([
@@ -87,17 +92,69 @@ for (const [point, t] of points) {
     verdict(point, c, p, f),
   ]);
 }
-const widths = header.map((_, i) => Math.max(...table.map((r) => String(r[i]).length)));
-for (const [i, r] of table.entries()) {
-  console.log(r.map((x, k) => String(x).padEnd(widths[k])).join('  ').trimEnd());
-  if (i === 0) console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+const printTable = (tab) => {
+  const widths = tab[0].map((_, i) => Math.max(...tab.map((r) => String(r[i]).length)));
+  for (const [i, r] of tab.entries()) {
+    console.log(r.map((x, k) => String(x).padEnd(widths[k])).join('  ').trimEnd());
+    if (i === 0) console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  }
+};
+if (table.length > 1) {
+  printTable(table);
+  console.log('\nrates: ' + Object.entries(units).map(([k, v]) => `${k} = ${v}`).join('; '));
+  console.log('median [min-max] over the reps; floor = chatd-floor, raw TCP echo with the same bytes, ' +
+    'connections and window (for route: 2 x pairs connections)');
+  console.log('noise = most cores other processes used during any run of the point (>0.2: suspect)');
 }
-console.log('\nrates: ' + Object.entries(units).map(([k, v]) => `${k} = ${v}`).join('; '));
-console.log('median [min-max] over the reps; floor = chatd-floor, raw TCP echo with the same bytes, ' +
-  'connections and window (for route: 2 x pairs connections)');
-console.log('noise = most cores other processes used during any run of the point (>0.2: suspect)');
+
+// ---- cluster (issue 9) ----
+// Goals: two-nodes route >= 0.5x one-node route; two-nodes route@half p99 < 5 ms.
+const cpu2 = (v) => (Number.isNaN(v) ? '-' : v.toFixed(2));
+const ctable = [['point', 'config', 'rate', 'p50 us', 'p99 us', 'chatd cpu (a+b)', 'redis cpu', 'server side',
+  'noise', 'vs one-node', 'goal']];
+for (const [point, t] of points) {
+  if (!isCluster(point)) continue;
+  for (const [target, rs] of t) {
+    const rate = med(rs, 'rate');
+    const a = med(rs, 'server_cpu'), b = med(rs, 'nodeb_cpu');
+    const chatdCpu = Number.isNaN(b) ? cpu2(a) : `${cpu2(a + b)} (${cpu2(a)}+${cpu2(b)})`;
+    const redis = med(rs, 'redis_cpu');
+    const side = (Number.isNaN(a) ? 0 : a) + (Number.isNaN(b) ? 0 : b) + (Number.isNaN(redis) ? 0 : redis);
+    const base = t.get(target.replace(/two-nodes$/, 'one-node'));
+    const rel = /two-nodes$/.test(target) && base ? rate / med(base, 'rate') : NaN;
+    let goal = '';
+    if (/^cluster route \d/.test(point) && /two-nodes$/.test(target))
+      goal = Number.isNaN(rel) ? '? >=0.5x one-node' : `${rel >= 0.5 ? 'ok' : 'MISS'} >=0.5x one-node`;
+    if (/^cluster route@half/.test(point) && /two-nodes$/.test(target)) {
+      const p99 = med(rs, 'lat_p99_us');
+      goal = Number.isNaN(p99) ? '? p99<5ms' : `${p99 < 5000 ? 'ok' : 'MISS'} p99<5ms`;
+    }
+    if (/^cluster conns/.test(point)) {
+      ctable.push([point, target, `${fmt(med(rs, 'bytes_per_conn'))} B/conn RSS, ` +
+        `${fmt(med(rs, 'anon_bytes_per_conn'))} anon`, '-', fmt(med(rs, 'ready_p99_us')), cpu2(a), '-', '-',
+        noise(new Map([[target, rs]])), '-', rs.every((r) => r.open === r.n) ? 'all open' : 'NOT all open']);
+      continue;
+    }
+    ctable.push([point, target, cell(rs), fmt(med(rs, 'lat_p50_us')), fmt(med(rs, 'lat_p99_us')), chatdCpu,
+      cpu2(redis), cpu2(side), noise(new Map([[target, rs]])), Number.isNaN(rel) ? '-' : rel.toFixed(2) + 'x',
+      goal]);
+  }
+}
+if (ctable.length > 1) {
+  if (table.length > 1) console.log('');
+  printTable(ctable);
+  console.log('\ncluster: single = chatd without --redis; one-node = both ends of every pair (every member) ' +
+    'on cluster node a, node b idle; two-nodes = one end of every pair (every other member) on node b. ' +
+    'rate: route = events/s delivered, route@half (route@25%) = open loop at half (a quarter) of that config\'s ' +
+    'saturation, ' +
+    'fanout = deliveries/s (fanout-spread: broadcasts round-robin over CLUSTER_API_CONNS API connections ' +
+    'instead of pipelined on one); p50/p99 = one-way (route) or delivery (fanout) latency; ' +
+    'cpu in cores over the measured window (redis from /proc/<pid>/stat); server side = nodes + Redis ' +
+    '(all on one core unless REDIS_CPU says otherwise); conns p99 = connect->init');
+}
 const extra = [];
 for (const [point, t] of points) {
+  if (isCluster(point)) continue;
   for (const [target, rs] of t) {
     if (/^conns/.test(point))
       extra.push(`${point} on ${target}: ${fmt(med(rs, 'bytes_per_conn'))} bytes/connection (server RSS), ` +

@@ -253,12 +253,14 @@ void cpu_window_start(cpu_window *w)
     w->t0 = uv_hrtime();
     w->self0 = self_cpu();
     w->server0 = g_opt.server_pid > 0 ? proc_cpu(g_opt.server_pid) : -1;
+    for (int i = 0; i < g_opt.nwatch; i++)
+        w->watch0[i] = proc_cpu(g_opt.watch_pid[i]);
     if (machine_cpu(&w->busy0, &w->steal0) != 0)
         w->busy0 = -1;
 }
 
-void cpu_window_noise(const cpu_window *w, double self_frac, double server_frac, double *other,
-                      double *steal)
+void cpu_window_noise(const cpu_window *w, double self_frac, double server_frac,
+                      const double *watch_frac, double *other, double *steal)
 {
     double secs = (double)(uv_hrtime() - w->t0) / 1e9, busy, st;
     *other = -1;
@@ -268,11 +270,15 @@ void cpu_window_noise(const cpu_window *w, double self_frac, double server_frac,
     *steal = (st - w->steal0) / secs;
     if (server_frac >= 0) {
         double o = (busy - w->busy0) / secs - self_frac - server_frac;
+        for (int i = 0; i < g_opt.nwatch; i++)
+            if (watch_frac[i] > 0)
+                o -= watch_frac[i];
         *other = o < 0 ? 0 : o;
     }
 }
 
-void cpu_window_end(const cpu_window *w, double *self_frac, double *server_frac)
+void cpu_window_end(const cpu_window *w, double *self_frac, double *server_frac,
+                    double *watch_frac)
 {
     double secs = (double)(uv_hrtime() - w->t0) / 1e9;
     if (secs <= 0)
@@ -283,6 +289,10 @@ void cpu_window_end(const cpu_window *w, double *self_frac, double *server_frac)
         double now = proc_cpu(g_opt.server_pid);
         if (now >= 0)
             *server_frac = (now - w->server0) / secs;
+    }
+    for (int i = 0; i < g_opt.nwatch; i++) {
+        double now = w->watch0[i] >= 0 ? proc_cpu(g_opt.watch_pid[i]) : -1;
+        watch_frac[i] = now >= 0 ? (now - w->watch0[i]) / secs : -1;
     }
 }
 
@@ -431,9 +441,9 @@ void stop_measured(void)
         g_mres.secs = 0;
     } else {
         g_mres.secs = (double)(bench_clock() - g_mt0) / 1e9;
-        cpu_window_end(&g_mcpu, &g_mres.self_cpu, &g_mres.server_cpu);
-        cpu_window_noise(&g_mcpu, g_mres.self_cpu, g_mres.server_cpu, &g_mres.other_cpu,
-                         &g_mres.steal);
+        cpu_window_end(&g_mcpu, &g_mres.self_cpu, &g_mres.server_cpu, g_mres.watch_cpu);
+        cpu_window_noise(&g_mcpu, g_mres.self_cpu, g_mres.server_cpu, g_mres.watch_cpu,
+                         &g_mres.other_cpu, &g_mres.steal);
     }
     g_measuring = false;
     g_mdone = true;
@@ -447,6 +457,8 @@ window_result run_measured(void (*reset)(void))
     g_measuring = false;
     memset(&g_mres, 0, sizeof g_mres);
     g_mres.server_cpu = -1;
+    for (int i = 0; i < BENCH_MAX_WATCH; i++)
+        g_mres.watch_cpu[i] = -1;
     uv_timer_init(g_loop, &g_mtimer);
     if (g_opt.warmup > 0) {
         uv_timer_start(&g_mtimer, measure_tick, (uint64_t)(g_opt.warmup * 1000), 0);
