@@ -12,7 +12,7 @@
 
 typedef struct fleet {
     const target *t;
-    const target *t2;    /* when set, odd-numbered clients connect here (--url2) */
+    const target *t2; /* when set, odd-numbered clients connect here (--url2) */
     long n;
     wsc *(*at)(long i);  /* the scenario's i-th client */
     bool want_init;      /* wait for {"type":"init"} (not on an echo path) */

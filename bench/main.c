@@ -178,11 +178,13 @@ int main(int argc, char **argv)
         case O_WATCH: {
             const char *eq = strchr(optarg, '=');
             size_t nl = eq ? (size_t)(eq - optarg) : 0;
-            if (!eq || nl == 0 || nl > 32 || strspn(optarg, "abcdefghijklmnopqrstuvwxyz"
-                                                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                            "0123456789_") != nl) {
-                fprintf(stderr, "chatd-bench: --watch-pid wants NAME=PID (NAME: [A-Za-z0-9_]"
-                                ", 1-32), not '%s'\n",
+            if (!eq || nl == 0 || nl > 32 ||
+                strspn(optarg, "abcdefghijklmnopqrstuvwxyz"
+                               "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                               "0123456789_") != nl) {
+                fprintf(stderr,
+                        "chatd-bench: --watch-pid wants NAME=PID (NAME: [A-Za-z0-9_]"
+                        ", 1-32), not '%s'\n",
                         optarg);
                 return EXIT_USAGE;
             }

@@ -108,7 +108,8 @@ void report_begin(const char *scenario)
         jstring(g_opt.note);
     }
     tappend("chatd-bench %s  %s%s%s%s%s%s\n", scenario, g_opt.url ? g_opt.url : "",
-            g_opt.url2 ? " + " : "", g_opt.url2 ? g_opt.url2 : "", g_opt.label ? "  [" : "", g_opt.label ? g_opt.label : "", g_opt.label ? "]" : "");
+            g_opt.url2 ? " + " : "", g_opt.url2 ? g_opt.url2 : "", g_opt.label ? "  [" : "",
+            g_opt.label ? g_opt.label : "", g_opt.label ? "]" : "");
     if (g_opt.note)
         tappend("  %-24s %s\n", "note", g_opt.note);
 }

@@ -70,8 +70,8 @@ static void send_broadcast(void)
     g_count[seq % RING] = 0;
     g_sent_at[seq % RING] = bench_now;
     g_inflight++;
-    httpc_raw(&g_api, g_opt.spread ? (int)(seq % (uint32_t)g_api.nconns) : 0, g_req, g_req_len, on_api,
-              NULL);
+    httpc_raw(&g_api, g_opt.spread ? (int)(seq % (uint32_t)g_api.nconns) : 0, g_req, g_req_len,
+              on_api, NULL);
 }
 
 static void on_message(wsc *w, int opcode, char *p, size_t len)

@@ -277,8 +277,7 @@ void cpu_window_noise(const cpu_window *w, double self_frac, double server_frac,
     }
 }
 
-void cpu_window_end(const cpu_window *w, double *self_frac, double *server_frac,
-                    double *watch_frac)
+void cpu_window_end(const cpu_window *w, double *self_frac, double *server_frac, double *watch_frac)
 {
     double secs = (double)(uv_hrtime() - w->t0) / 1e9;
     if (secs <= 0)
