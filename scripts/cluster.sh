@@ -31,6 +31,8 @@
 # Idempotent: start on a running cluster only prints its URL; stop without one is a no-op.
 # redis-server, postgresql-15 and haproxy are installed with apt-get when missing.
 set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${CHATD_CLUSTER_DIR:-${TMPDIR:-/tmp}/chatd-cluster}
@@ -50,34 +52,8 @@ pid_from() {
     echo "$pid"
 }
 
-port_free() { ! (exec 2>/dev/null 3<>"/dev/tcp/127.0.0.1/$1"); }
-
-taken_ports=" "
-free_port() {
-    # below the kernel's ephemeral range, so no outgoing connection (or its TIME_WAIT) holds it
-    local p lo
-    lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-    [ "$lo" -gt 12000 ] 2>/dev/null || lo=32768
-    for _ in $(seq 1 200); do
-        p=$((10000 + RANDOM % (lo - 10000)))
-        [[ "$taken_ports" == *" $p "* ]] && continue
-        if port_free "$p"; then
-            taken_ports+="$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-
 install_haproxy() {
-    command -v haproxy >/dev/null && return 0
-    log "installing haproxy"
-    local sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends haproxy >/dev/null
-    # Debian's package starts a haproxy of its own (with its own config); we do not use it.
+    command -v haproxy >/dev/null || apt_install cluster.sh haproxy
 }
 
 # GET url: the HTTP status (000 when nothing answers)

@@ -16,6 +16,8 @@
 # Idempotent: start on a running cluster only prints its URI; stop without one is a no-op.
 # postgresql-15 is installed with apt-get when missing.
 set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 DIR=${CHATD_PG_DIR:-${TMPDIR:-/tmp}/chatd-pg}
 BIN=/usr/lib/postgresql/15/bin
@@ -33,26 +35,7 @@ running() {
 }
 
 install_server() {
-    [ -x "$BIN/initdb" ] && return 0
-    echo "postgres.sh: installing postgresql-15" >&2
-    local sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        postgresql-15 >/dev/null
-    # Debian's package creates and starts a cluster of its own on 5432; we do not use it.
-}
-
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((40000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
+    [ -x "$BIN/initdb" ] || apt_install postgres.sh postgresql-15
 }
 
 start() {

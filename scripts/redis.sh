@@ -17,6 +17,8 @@
 # prints its URL; stop without one is a no-op. redis-server is installed with apt-get when
 # missing.
 set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 DIR=${CHATD_REDIS_DIR:-${TMPDIR:-/tmp}/chatd-redis}
 
@@ -33,31 +35,7 @@ pid_of() {
 running() { pid_of >/dev/null; }
 
 install_server() {
-    command -v redis-server >/dev/null && return 0
-    echo "redis.sh: installing redis-server" >&2
-    local sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        redis-server redis-tools >/dev/null
-    # Debian's package starts a server of its own on 6379; we do not use it.
-}
-
-port_free() { ! (exec 2>/dev/null 3<>"/dev/tcp/127.0.0.1/$1"); }
-
-free_port() {
-    # below the kernel's ephemeral range, so no outgoing connection (or its TIME_WAIT) holds it
-    local p lo
-    lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-    [ "$lo" -gt 12000 ] 2>/dev/null || lo=32768
-    for _ in $(seq 1 200); do
-        p=$((10000 + RANDOM % (lo - 10000)))
-        if port_free "$p"; then
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
+    command -v redis-server >/dev/null || apt_install redis.sh redis-server redis-tools
 }
 
 ping_ok() {

@@ -825,15 +825,6 @@ static void binds_tidy(void)
     }
 }
 
-void auth_note_bind(const char *token, const char *client_id)
-{
-    if (!token)
-        return;
-    uint8_t hash[32];
-    auth_token_hash(token, hash);
-    auth_note_bind_hash(hash, client_id);
-}
-
 void auth_note_bind_hash(const uint8_t hash[32], const char *client_id)
 {
     if (!client_id || strlen(client_id) != CLIENT_ID_LEN)

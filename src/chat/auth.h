@@ -110,9 +110,10 @@ bool auth_is_jwt(const char *token);
 /* The exp (ms) of a JWT that verifies now; -1 when it does not. */
 int64_t auth_jwt_expiry_ms(const char *token);
 
-/* Remembers that token bound the socket client_id (so logout can close it).
- * Dead sockets are dropped lazily: each call tidies a few old entries. */
-void auth_note_bind(const char *token, const char *client_id);
+/* Remembers that the token with this SHA-256 (auth_token_hash) bound the
+ * socket client_id, so logout can close it; by hash, as a bind forwarded
+ * from another node carries no token. Dead sockets are dropped lazily: each
+ * call tidies a few old entries. */
 void auth_note_bind_hash(const uint8_t hash[32], const char *client_id);
 /* Calls fn for every socket token bound that is still open, and forgets
  * them. */

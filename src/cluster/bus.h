@@ -85,12 +85,6 @@ void bus_hold(bus *b, char kind, const char *name, size_t len, bool held);
 bool bus_is_solo(const bus *b, const char *channel, size_t len);
 void bus_not_solo(bus *b, const char *channel, size_t len);
 
-/* The instances listed under name (live or not: filter with the heartbeat
- * list). n = -1 when the bus is down or the read failed. */
-typedef void (*bus_members_fn)(const char *const *instances, long n, void *arg);
-int bus_dir_members(bus *b, char kind, const char *name, size_t len, bus_members_fn done,
-                    void *arg);
-
 /* Announces this instance as alive for ttl_ms with info, reaps instances
  * whose heartbeat expired (their directory entries go), and hands back
  * every live instance. n = -1 when it failed. */

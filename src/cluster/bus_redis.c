@@ -44,7 +44,6 @@
 #define CONNECT_TIMEOUT_MS 3000 /* a connect not done by then is dropped and retried */
 #define BACKOFF_MAX_MS 2000     /* longest wait between reconnect attempts */
 #define SUBSCRIBE_BATCH 512     /* channels per SUBSCRIBE command on reconnect */
-#define MEMBERS_MAX 4096        /* instances read from one directory set */
 
 enum sub_state { SUB_IDLE, SUB_PENDING, SUB_ACTIVE, SUB_LEAVING };
 
@@ -692,47 +691,6 @@ static void announce_held(bus *b)
         if (e->kind && e->want)
             dir_write(b, "SADD", e->kind, e->name + DIR_PREFIX_LEN, e->len - DIR_PREFIX_LEN);
     }
-}
-
-typedef struct members_ctx {
-    bus_members_fn done;
-    void *arg;
-} members_ctx;
-
-static void on_members(redisAsyncContext *ac, void *r, void *privdata)
-{
-    (void)ac;
-    redisReply *reply = r;
-    members_ctx *m = privdata;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
-        m->done(NULL, -1, m->arg);
-        free(m);
-        return;
-    }
-    size_t n = reply->elements < MEMBERS_MAX ? reply->elements : MEMBERS_MAX;
-    const char **list = calloc(n ? n : 1, sizeof(*list));
-    long k = 0;
-    for (size_t i = 0; list && i < n; i++)
-        if (reply->element[i]->type == REDIS_REPLY_STRING)
-            list[k++] = reply->element[i]->str;
-    m->done(list, list ? k : -1, m->arg);
-    free(list);
-    free(m);
-}
-
-int bus_dir_members(bus *b, char kind, const char *name, size_t len, bus_members_fn done, void *arg)
-{
-    char key[400];
-    int n = dir_key(kind, name, len, key, sizeof(key));
-    members_ctx *m = malloc(sizeof(*m));
-    if (!b->cmd_up || n < 0 || !m) {
-        free(m);
-        return -1;
-    }
-    m->done = done;
-    m->arg = arg;
-    redisAsyncCommand(b->cmd, on_members, m, "SMEMBERS %b", key, (size_t)n);
-    return 0;
 }
 
 typedef struct nodes_ctx {

@@ -58,13 +58,14 @@ size_t gateway_send_to_uid(const char *uid, size_t len, sbuf *frame, const conn 
     return sent;
 }
 
-/* The message text inside a frame built by ws_frame_build (unmasked). */
+/* The message text inside a frame built here (one unmasked text frame). */
 static const char *frame_payload(const sbuf *frame, size_t *len)
 {
-    uint8_t n7 = frame->data[1] & 127;
-    size_t head = n7 == 126 ? 4 : n7 == 127 ? 10 : 2;
-    *len = frame->len - head;
-    return (const char *)frame->data + head;
+    ws_frame_header h;
+    uint16_t code;
+    ws_frame_parse_header(frame->data, frame->len, false, UINT64_MAX, &h, &code);
+    *len = (size_t)h.payload_len;
+    return (const char *)frame->data + h.header_len;
 }
 
 size_t gateway_push_to_uid(const char *uid, size_t len, sbuf *frame, const char *except_id)

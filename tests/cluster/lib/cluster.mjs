@@ -19,7 +19,8 @@ import { request as httpRequest } from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { CHATD_BIN, REPO_ROOT, HOST, checkSanitizers, freePort, sleep } from '../../integration/lib/server.mjs';
+import { CHATD_BIN, REPO_ROOT, HOST, checkSanitizers, freePort, sleep, terminate } from '../../integration/lib/server.mjs';
+import { req } from '../../integration/lib/chat.mjs';
 import { createDb, dropDb, dropDbSync } from '../../integration/lib/pg.mjs';
 
 export { CHATD_BIN, REPO_ROOT, HOST, freePort, sleep };
@@ -232,20 +233,7 @@ async function launchNode(port, argv, label, waitMs) {
     async stop(graceMs = 5000) {
       const diedEarly = exitInfo && !node.exitExpected ? exitInfo : null;
       if (!exitInfo) {
-        try {
-          process.kill(child.pid, 'SIGTERM');
-        } catch {
-          /* gone */
-        }
-        const t = setTimeout(() => {
-          try {
-            process.kill(child.pid, 'SIGKILL');
-          } catch {
-            /* gone */
-          }
-        }, graceMs);
-        await exited;
-        clearTimeout(t);
+        await terminate(child.pid, exited, graceMs);
       }
       checkSanitizers(stderr, port);
       if (diedEarly || (CRASH_RE.test(stderr) && !node.exitExpected)) {
@@ -362,20 +350,7 @@ export async function startHaproxy(nodes, dir) {
       log: () => log,
       async stop() {
         if (!exitInfo) {
-          try {
-            process.kill(child.pid, 'SIGTERM');
-          } catch {
-            /* gone */
-          }
-          const t = setTimeout(() => {
-            try {
-              process.kill(child.pid, 'SIGKILL');
-            } catch {
-              /* gone */
-            }
-          }, 3000);
-          await exited;
-          clearTimeout(t);
+          await terminate(child.pid, exited, 3000);
         }
       },
     };
@@ -526,27 +501,10 @@ export async function waitUntil(fn, { timeoutMs = 5000, intervalMs = 50, what = 
 
 /* ------------------------------------------------------------ HTTP, gateway */
 
-/**
- * One HTTP request; returns {status, node (X-Chatd-Node), body, text}.
- * fresh: a new TCP connection (Connection: close), so a load balancer balances it.
- */
+/** One HTTP request (the integration harness's req); returns {status, node (X-Chatd-Node), headers, body, text}. */
 export async function http(srv, method, p, { token, body, headers = {}, timeoutMs = 10000 } = {}) {
-  const h = { ...headers };
-  if (token) h.Authorization = `Bearer ${token}`;
-  let payload;
-  if (body !== undefined) {
-    payload = typeof body === 'string' ? body : JSON.stringify(body);
-    h['Content-Type'] = 'application/json';
-  }
-  const r = await fetch(`${srv.url}${p}`, { method, headers: h, body: payload, signal: AbortSignal.timeout(timeoutMs) });
-  const text = await r.text();
-  let parsed;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  return { status: r.status, node: r.headers.get('x-chatd-node'), headers: r.headers, text, body: parsed };
+  const r = await req(srv, method, p, { token, body, headers, timeoutMs });
+  return { ...r, node: r.headers.get('x-chatd-node') };
 }
 
 /** A call that must succeed (200, status true); returns data. */

@@ -39,6 +39,24 @@ process.on('exit', () => {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** SIGTERM to pid, SIGKILL after graceMs; resolves with `exited` (the exit promise). */
+export async function terminate(pid, exited, graceMs = 5000) {
+  const signal = (sig) => {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      /* gone */
+    }
+  };
+  signal('SIGTERM');
+  const t = setTimeout(() => signal('SIGKILL'), graceMs);
+  try {
+    return await exited;
+  } finally {
+    clearTimeout(t);
+  }
+}
+
 /** A port that was free a moment ago on 127.0.0.1. */
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -232,20 +250,7 @@ async function launch({ port, argv, env, base, dataDir, webRoot, db }) {
       const crashed = CRASH_RE.test(stderr);
       let diedEarly = exitInfo && !srv.exitExpected ? exitInfo : null;
       if (!exitInfo) {
-        try {
-          process.kill(child.pid, 'SIGTERM');
-        } catch {
-          /* gone */
-        }
-        const t = setTimeout(() => {
-          try {
-            process.kill(child.pid, 'SIGKILL');
-          } catch {
-            /* gone */
-          }
-        }, graceMs);
-        await exited;
-        clearTimeout(t);
+        await terminate(child.pid, exited, graceMs);
       }
       if (crashed && !srv.exitExpected) diedEarly = exitInfo;
       await fsp.rm(base, { recursive: true, force: true }).catch(() => {});
