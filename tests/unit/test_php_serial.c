@@ -561,7 +561,8 @@ static void check_merge(const char *base, const char *repl, const char *want)
 }
 
 /* Expectations: php -r 'echo serialize(array_replace_recursive(unserialize($b),
- * unserialize($r)));' for each pair (see m.php in the commit message). */
+ * unserialize($r)));' for each pair written by PHP; the others follow the
+ * contract in php_serial.h (string "7" keys, byte-for-byte copies). */
 static void test_merge(void **state)
 {
     (void)state;
