@@ -54,6 +54,7 @@ int gw_init(server *srv, const config *cfg)
 
 void gw_stop(void)
 {
+    gw_worker_stop();
     gw_register_stop();
 }
 

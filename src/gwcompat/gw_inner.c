@@ -125,6 +125,12 @@ typedef struct gw_frame {
     size_t body_len;
 } gw_frame;
 
+/* PHP's empty() on a string: "" and "0" */
+static bool php_empty_name(const char *s, size_t len)
+{
+    return len == 0 || (len == 1 && s[0] == '0');
+}
+
 /* The message a send command carries, as the bytes to send: the body as it
  * is with the raw flag, else a serialized scalar (a PHP string's bytes, or
  * a number's text). False for an array or garbage. */
@@ -208,23 +214,43 @@ static bool json_connection_id(json_t *v, uint32_t *id)
     return true;
 }
 
+/* The values of a JSON array or object, in order: PHP's json_encode writes
+ * an array whose keys are not 0..n-1 (GatewayClient's {"8":8} id maps) as an
+ * object, so every list in ext_data may come as either. */
+typedef struct value_iter {
+    json_t *container;
+    size_t i;
+    void *it;
+} value_iter;
+
+static void value_iter_init(value_iter *vi, json_t *container)
+{
+    vi->container = container;
+    vi->i = 0;
+    vi->it = json_is_object(container) ? json_object_iter(container) : NULL;
+}
+
+static json_t *value_iter_next(value_iter *vi)
+{
+    if (json_is_array(vi->container))
+        return json_array_get(vi->container, vi->i++); /* NULL past the end */
+    if (!vi->it)
+        return NULL;
+    json_t *v = json_object_iter_value(vi->it);
+    vi->it = json_object_iter_next(vi->container, vi->it);
+    return v;
+}
+
 /* Marks (or unmarks) the connections of a {"id":id,...} map or [id,...]
  * list with CONN_EXCLUDED. Returns false when the value is not such a map. */
 static bool mark_ids(json_t *ids, bool on)
 {
     if (!json_is_object(ids) && !json_is_array(ids))
         return false;
-    size_t n = json_is_array(ids) ? json_array_size(ids) : 0;
-    void *it = json_is_object(ids) ? json_object_iter(ids) : NULL;
-    for (size_t i = 0; json_is_array(ids) ? i < n : it != NULL; i++) {
-        json_t *v;
+    value_iter vi;
+    value_iter_init(&vi, ids);
+    for (json_t *v; (v = value_iter_next(&vi));) {
         uint32_t id;
-        if (json_is_array(ids)) {
-            v = json_array_get(ids, i);
-        } else {
-            v = json_object_iter_value(it);
-            it = json_object_iter_next(ids, it);
-        }
         if (!json_connection_id(v, &id))
             continue;
         conn *c = find_client(id);
@@ -332,24 +358,30 @@ static void select_put(conn *c, void *arg)
             php_put_null(b);
     }
     if (s->groups) {
+        /* GatewayWorker keeps a client's groups as group => group: a map
+         * whose numeric keys are integers and whose values stay strings;
+         * null before the first join */
         php_put_string(b, "groups", 6);
         size_t n = 0;
         for (group_link *m = c->wsx ? c->wsx->groups : NULL; m; m = m->c_next)
             n++;
-        php_put_array_open(b, n);
-        /* joined order: the connection's list is newest first */
         group_link **order = n ? malloc(n * sizeof(*order)) : NULL;
-        size_t i = n;
-        for (group_link *m = c->wsx ? c->wsx->groups : NULL; m && order; m = m->c_next)
-            order[--i] = m;
-        for (i = 0; i < n && order; i++) {
-            php_put_int(b, (int64_t)i);
-            php_put_key(b, order[i]->group->name, order[i]->group->len);
-        }
-        if (n && !order)
+        if (n == 0) {
+            php_put_null(b);
+        } else if (!order) {
             b->oom = true;
+        } else {
+            size_t i = n; /* joined order: the connection's list is newest first */
+            for (group_link *m = c->wsx->groups; m; m = m->c_next)
+                order[--i] = m;
+            php_put_array_open(b, n);
+            for (i = 0; i < n; i++) {
+                php_put_key(b, order[i]->group->name, order[i]->group->len);
+                php_put_string(b, order[i]->group->name, order[i]->group->len);
+            }
+            php_put_array_close(b);
+        }
         free(order);
-        php_put_array_close(b);
     }
     if (s->session) {
         php_put_string(b, "session", 7);
@@ -405,33 +437,43 @@ static int query_select(conn *c, const gw_frame *f, php_buf *out)
         s.session |= strcmp(name, "session") == 0;
     }
     json_t *where = json_object_get(q, "where");
-    if (!where || json_object_size(where) == 0 || !json_is_object(where)) {
-        registry_foreach_ordered(select_put, &s);
+    if (!s.uid && !s.groups && !s.session) {
+        /* no field GatewayWorker knows: its answer is an empty array */
+    } else if (!json_is_object(where) || json_object_size(where) == 0) {
+        registry_foreach_ordered(select_put, &s); /* GatewayClient sends "where":[] for all */
     } else {
+        /* a union, in the order of where's keys, each connection once */
         select_seen seen = {0};
         char num[24];
-        const char *name;
+        const char *name, *key;
         size_t len;
-        json_array_foreach(json_object_get(where, "groups"), i, v)
+        json_t *list;
+        json_object_foreach(where, key, list)
         {
-            group_entry *g =
-                json_name(v, num, sizeof(num), &name, &len) ? registry_find_group(name, len) : NULL;
-            for (group_link *m = g ? g->members : NULL; m; m = m->g_next)
-                select_take(&s, &seen, m->conn);
-        }
-        json_array_foreach(json_object_get(where, "uid"), i, v)
-        {
-            uid_entry *e =
-                json_name(v, num, sizeof(num), &name, &len) ? registry_find_uid(name, len) : NULL;
-            for (conn *m = e ? e->conns : NULL; m; m = m->uid_next)
-                select_take(&s, &seen, m);
-        }
-        json_array_foreach(json_object_get(where, "connection_id"), i, v)
-        {
-            uint32_t id;
-            conn *m = json_connection_id(v, &id) ? find_client(id) : NULL;
-            if (m)
-                select_take(&s, &seen, m);
+            bool by_group = strcmp(key, "groups") == 0, by_uid = strcmp(key, "uid") == 0;
+            bool by_id = strcmp(key, "connection_id") == 0;
+            value_iter vi;
+            value_iter_init(&vi, list);
+            while ((v = value_iter_next(&vi))) {
+                if (by_group) {
+                    group_entry *g = json_name(v, num, sizeof(num), &name, &len)
+                                         ? registry_find_group(name, len)
+                                         : NULL;
+                    for (group_link *m = g ? g->members : NULL; m; m = m->g_next)
+                        select_take(&s, &seen, m->conn);
+                } else if (by_uid) {
+                    uid_entry *e = json_name(v, num, sizeof(num), &name, &len)
+                                       ? registry_find_uid(name, len)
+                                       : NULL;
+                    for (conn *m = e ? e->conns : NULL; m; m = m->uid_next)
+                        select_take(&s, &seen, m);
+                } else if (by_id) {
+                    uint32_t id;
+                    conn *m = json_connection_id(v, &id) ? find_client(id) : NULL;
+                    if (m)
+                        select_take(&s, &seen, m);
+                }
+            }
         }
         for (size_t k = 0; k < seen.n; k++)
             seen.v[k]->flags &= ~CONN_EXCLUDED;
@@ -500,16 +542,15 @@ static size_t group_count(const char *name, size_t len)
 static int query_batch(const gw_frame *f, php_buf *out, bool uids)
 {
     json_t *names = json_loadb(f->ext, f->ext_len, 0, NULL);
-    if (!json_is_array(names)) {
+    if (!json_is_array(names) && !json_is_object(names)) {
         json_decref(names);
         return -1;
     }
     php_list l = {0};
     seen_name *seen = NULL;
-    size_t i;
-    json_t *v;
-    json_array_foreach(names, i, v)
-    {
+    value_iter vi;
+    value_iter_init(&vi, names);
+    for (json_t *v; (v = value_iter_next(&vi));) {
         char num[24];
         const char *name;
         size_t len;
@@ -728,10 +769,9 @@ static bool is_query(uint8_t cmd)
  * it once per membership, as GatewayWorker does. */
 static void send_groups(json_t *list, sbuf *frame)
 {
-    size_t i;
-    json_t *v;
-    json_array_foreach(list, i, v)
-    {
+    value_iter vi;
+    value_iter_init(&vi, list);
+    for (json_t *v; (v = value_iter_next(&vi));) {
         char num[24];
         const char *name;
         size_t len;
@@ -760,7 +800,11 @@ static int run_command(const gw_frame *f, const char **why)
         t = find_client(f->h.connection_id);
         if (!t)
             return 0;
-        if (len || f->h.cmd == GW_CMD_SEND_TO_ONE) {
+        /* KICK sends its message unless it is null (closeClient() without
+         * one sends serialize(null)); an empty string is an empty frame */
+        bool is_null =
+            !(f->h.flag & GW_FLAG_BODY_RAW) && f->body_len == 2 && memcmp(f->body, "N;", 2) == 0;
+        if (f->h.cmd == GW_CMD_SEND_TO_ONE || !is_null) {
             sbuf *frame = message_frame(f, text, len);
             if (frame) {
                 gateway_send_to_conn(t, frame); /* a full queue closes t (1008) */
@@ -795,13 +839,9 @@ static int run_command(const gw_frame *f, const char **why)
         }
         sbuf *frame = message_frame(f, text, len);
         if (frame && only && !json_is_null(only)) {
-            size_t n = json_is_array(only) ? json_array_size(only) : 0;
-            void *it = json_is_object(only) ? json_object_iter(only) : NULL;
-            for (size_t i = 0; json_is_array(only) ? i < n : it != NULL; i++) {
-                json_t *v =
-                    json_is_array(only) ? json_array_get(only, i) : json_object_iter_value(it);
-                if (!json_is_array(only))
-                    it = json_object_iter_next(only, it);
+            value_iter vi;
+            value_iter_init(&vi, only);
+            for (json_t *v; (v = value_iter_next(&vi));) {
                 uint32_t id;
                 conn *m = json_connection_id(v, &id) ? find_client(id) : NULL;
                 if (m)
@@ -826,7 +866,7 @@ static int run_command(const gw_frame *f, const char **why)
         }
         json_t *q = json_loadb(f->ext, f->ext_len, 0, NULL);
         bool to_uid = f->h.cmd == GW_CMD_SEND_TO_UID;
-        if (to_uid ? !json_is_array(q) : !json_is_object(q)) {
+        if (!json_is_object(q) && !(to_uid && json_is_array(q))) {
             json_decref(q);
             *why = to_uid ? "ext_data is not a JSON array of uids"
                           : "ext_data is not a JSON object {\"group\":[...]}";
@@ -834,10 +874,9 @@ static int run_command(const gw_frame *f, const char **why)
         }
         sbuf *frame = message_frame(f, text, len);
         if (frame && to_uid) {
-            size_t i;
-            json_t *v;
-            json_array_foreach(q, i, v)
-            {
+            value_iter vi;
+            value_iter_init(&vi, q);
+            for (json_t *v; (v = value_iter_next(&vi));) {
                 const char *uid;
                 size_t ulen;
                 if (json_name(v, num, sizeof(num), &uid, &ulen))
@@ -847,7 +886,7 @@ static int run_command(const gw_frame *f, const char **why)
             json_t *exclude = json_object_get(q, "exclude");
             json_t *groups = json_object_get(q, "group");
             bool marked = exclude && !json_is_null(exclude) && mark_ids(exclude, true);
-            if (json_is_array(groups)) {
+            if (json_is_array(groups) || json_is_object(groups)) {
                 send_groups(groups, frame);
             } else {
                 json_t *one = json_array();
@@ -871,7 +910,9 @@ static int run_command(const gw_frame *f, const char **why)
         t = find_client(f->h.connection_id);
         if (!t)
             return 0;
-        if (f->ext_len == 0 || f->ext_len > REGISTRY_NAME_MAX) {
+        if (php_empty_name(f->ext, f->ext_len))
+            return 0; /* GatewayWorker ignores a uid PHP calls empty ("", "0") */
+        if (f->ext_len > REGISTRY_NAME_MAX) {
             log_info("gw: bind_uid of %s ignored: a uid is 1-%d bytes", t->client_id,
                      REGISTRY_NAME_MAX);
             return 0;
@@ -891,7 +932,7 @@ static int run_command(const gw_frame *f, const char **why)
     case GW_CMD_JOIN_GROUP:
     case GW_CMD_LEAVE_GROUP:
         t = find_client(f->h.connection_id);
-        if (!t || f->ext_len == 0 || f->ext_len > REGISTRY_NAME_MAX)
+        if (!t || php_empty_name(f->ext, f->ext_len) || f->ext_len > REGISTRY_NAME_MAX)
             return 0;
         if (f->h.cmd == GW_CMD_JOIN_GROUP)
             registry_join_group(t, f->ext, f->ext_len);
@@ -958,7 +999,7 @@ static void inner_on_open(conn *c)
 static size_t inner_on_read(conn *c, uint8_t *data, size_t len)
 {
     size_t off = 0;
-    while (off < len && !(c->flags & CONN_CLOSING)) {
+    while (off < len && !(c->flags & (CONN_CLOSING | CONN_SHUT_AFTER_WRITE))) {
         gw_header h;
         int r = gw_header_parse(data + off, len - off, gw.max_frame, &h);
         if (r == GW_PARSE_NEED_MORE)

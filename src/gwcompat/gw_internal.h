@@ -52,6 +52,7 @@ void gw_send(conn *c, sbuf *buf);
 void gw_worker_add(conn *c, const char *worker_key);
 void gw_worker_remove(conn *c);
 size_t gw_worker_count(void);
+void gw_worker_stop(void);
 
 /* gw_register.c */
 int gw_register_start(void);

@@ -150,6 +150,8 @@ static void handle_line(conn *c, const char *line, size_t len)
     bool is_gateway = strcmp(event, "gateway_connect") == 0;
     bool is_worker = strcmp(event, "worker_connect") == 0;
     if (strcmp(event, "ping") == 0 || strcmp(event, "pong") == 0) {
+        /* remote workers ping; like GatewayWorker, any first line ends the 10 s wait */
+        conn_set_deadline(c, 0);
         json_decref(o);
         return;
     }
@@ -215,7 +217,7 @@ static void register_on_open(conn *c)
 static size_t register_on_read(conn *c, uint8_t *data, size_t len)
 {
     size_t off = 0;
-    while (off < len && !(c->flags & CONN_CLOSING)) {
+    while (off < len && !(c->flags & (CONN_CLOSING | CONN_SHUT_AFTER_WRITE))) {
         uint8_t *nl = memchr(data + off, '\n', len - off);
         if (!nl) {
             if (len - off > REGISTER_LINE_MAX)

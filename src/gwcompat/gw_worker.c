@@ -10,6 +10,7 @@
  * the node's inner address and public port in the header, and the client's
  * session in ext_data; workers answer with ordinary commands (gw_inner.c). */
 #include <arpa/inet.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,37 @@ typedef struct gw_worker {
 
 static gw_worker *workers; /* live ones */
 static size_t live_workers;
+static uv_timer_t ping_timer;
+static bool ping_timer_on;
+
+#define WORKER_PING_MS 25000
+
+/* Workers on other machines are pinged (cmd 201) every 25 s, as GatewayWorker
+ * does when its lanIp is not 127.0.0.1, so idle links stay up through NAT and
+ * firewalls. */
+static void ping_cb(uv_timer_t *t)
+{
+    (void)t;
+    static sbuf *ping;
+    if (!ping) {
+        ping = sbuf_new(GW_HEADER_LEN);
+        if (!ping)
+            return;
+        gw_header h = {.pack_len = GW_HEADER_LEN, .cmd = GW_CMD_PING, .flag = GW_FLAG_BODY_RAW};
+        gw_header_encode(&h, ping->data);
+        ping->len = GW_HEADER_LEN;
+    }
+    for (gw_worker *w = workers; w; w = w->next)
+        if (w->c)
+            gw_send(w->c, ping);
+}
+
+void gw_worker_stop(void)
+{
+    if (ping_timer_on)
+        uv_timer_stop(&ping_timer);
+    ping_timer_on = false;
+}
 
 size_t gw_worker_count(void)
 {
@@ -50,6 +82,11 @@ void gw_worker_add(conn *c, const char *worker_key)
     workers = w;
     live_workers++;
     c->flags |= CONN_GW_WORKER;
+    if (!ping_timer_on && gw.inner_ip != 0x7f000001) {
+        uv_timer_init(gw.srv->loop, &ping_timer);
+        uv_timer_start(&ping_timer, ping_cb, WORKER_PING_MS, WORKER_PING_MS);
+        ping_timer_on = true;
+    }
     log_info("gw: BusinessWorker %s connected (%zu now)", w->key[0] ? w->key : "?", live_workers);
 }
 
@@ -146,41 +183,92 @@ static void send_event(gw_worker *w, conn *client, uint8_t cmd, const char *body
 
 /* ---- the request, as $_GET / $_SERVER / $_COOKIE -------------------------- */
 
-/* Writes name=value pairs separated by sep as a PHP array of decoded
- * strings (the last of a repeated name wins, as in PHP). */
-static void put_pairs(php_buf *b, const char *s, char sep, bool plus_is_space)
+/* The next integer key of a PHP array (for name[]=...): one past the largest. */
+static void next_index_key(json_t *obj, char *buf, size_t cap)
 {
-    php_buf items = {0};
-    size_t count = 0;
-    size_t n = strlen(s);
+    long long next = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        char *end;
+        long long n = strtoll(k, &end, 10);
+        if (!*end && end != k && n >= next)
+            next = n + 1;
+    }
+    snprintf(buf, cap, "%lld", next);
+}
+
+/* PHP's parse_str, as $_GET and $_COOKIE are built: name=value pairs
+ * (url-decoded, '+' a space), name[]=v appends to a list, name[k]=v sets a
+ * key, at any depth; a later value of a name replaces an earlier one in its
+ * place. The tree is JSON objects (ordered) whose leaves are strings. */
+static void parse_str_into(json_t *root, const char *s, size_t n)
+{
     char name[1024], value[4096];
     for (size_t i = 0; i < n;) {
         size_t end = i;
-        while (end < n && s[end] != sep)
+        while (end < n && s[end] != '&')
             end++;
         const char *item = s + i;
         size_t len = end - i;
-        while (len && (*item == ' ')) { /* cookies: "a=1; b=2" */
-            item++;
-            len--;
-        }
+        i = end + 1;
         const char *eq = memchr(item, '=', len);
         size_t nlen = eq ? (size_t)(eq - item) : len;
-        int dn = nlen ? http_url_decode(item, nlen, name, sizeof(name), plus_is_space) : -1;
-        int dv =
-            eq ? http_url_decode(eq + 1, len - nlen - 1, value, sizeof(value), plus_is_space) : 0;
-        if (dn > 0 && dv >= 0) {
-            php_put_key(&items, name, (size_t)dn);
-            php_put_string(&items, value, (size_t)dv);
-            count++;
+        int dn = http_url_decode(item, nlen, name, sizeof(name), true);
+        int dv = eq ? http_url_decode(eq + 1, len - nlen - 1, value, sizeof(value), true) : 0;
+        if (dn <= 0 || dv < 0)
+            continue;
+        name[dn] = '\0';
+        /* the base name ends at the first '[' that has a ']' after it */
+        char *open = strchr(name, '[');
+        if (open && !strchr(open, ']'))
+            open = NULL;
+        size_t base_len = open ? (size_t)(open - name) : (size_t)dn;
+        if (base_len == 0)
+            continue;
+        for (size_t k = 0; k < base_len; k++) /* PHP: ' ' and '.' in the base become '_' */
+            if (name[k] == ' ' || name[k] == '.')
+                name[k] = '_';
+        json_t *node = root;
+        char key[1024];
+        snprintf(key, sizeof(key), "%.*s", (int)base_len, name);
+        const char *p = open;
+        while (p && *p == '[') {
+            const char *close = strchr(p, ']');
+            if (!close)
+                break;
+            json_t *child = json_object_get(node, key);
+            if (!json_is_object(child)) {
+                child = json_object();
+                json_object_set_new(node, key, child);
+            }
+            node = child;
+            size_t seg = (size_t)(close - p - 1);
+            if (seg == 0)
+                next_index_key(node, key, sizeof(key));
+            else
+                snprintf(key, sizeof(key), "%.*s", (int)seg, p + 1);
+            p = close + 1;
         }
-        i = end + 1;
+        json_object_set_new(node, key, json_stringn(value, (size_t)dv));
     }
-    php_put_array_open(b, count);
-    php_put_raw(b, items.data, items.len);
+}
+
+static void put_tree(php_buf *b, json_t *obj)
+{
+    php_put_array_open(b, json_object_size(obj));
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        php_put_key(b, k, strlen(k));
+        if (json_is_object(v))
+            put_tree(b, v);
+        else
+            php_put_string(b, json_string_value(v), json_string_length(v));
+    }
     php_put_array_close(b);
-    b->oom |= items.oom;
-    free(items.data);
 }
 
 static void put_kv(php_buf *b, const char *k, const char *v)
@@ -189,39 +277,28 @@ static void put_kv(php_buf *b, const char *k, const char *v)
     php_put_string(b, v, strlen(v));
 }
 
-/* cmd 205's body: ['get' => ..., 'server' => ..., 'cookie' => ...]. */
-static void websocket_connect_body(conn *c, http_request *req, php_buf *b)
+/* cmd 205's body: ['get' => $_GET, 'server' => $_SERVER, 'cookie' =>
+ * $_COOKIE] as GatewayWorker builds them: server holds the request line's
+ * three parts, then every header as HTTP_* in arrival order (SERVER_NAME and
+ * SERVER_PORT right after HTTP_HOST), then QUERY_STRING. */
+static void websocket_connect_body(http_request *req, php_buf *b)
 {
     php_put_array_open(b, 3);
     php_put_string(b, "get", 3);
-    put_pairs(b, req->query, '&', true);
+    json_t *get = json_object();
+    parse_str_into(get, req->query, strlen(req->query));
+    put_tree(b, get);
+    json_decref(get);
 
     php_put_string(b, "server", 6);
     php_buf srv = {0};
     size_t count = 0;
-    char uri[2048], tmp[64];
+    char uri[4096];
     snprintf(uri, sizeof(uri), "%s%s%s", req->path, req->query[0] ? "?" : "", req->query);
-    put_kv(&srv, "QUERY_STRING", req->query);
     put_kv(&srv, "REQUEST_METHOD", req->method_name ? req->method_name : "GET");
     put_kv(&srv, "REQUEST_URI", uri);
     put_kv(&srv, "SERVER_PROTOCOL", "HTTP/1.1");
-    put_kv(&srv, "SERVER_SOFTWARE", "chatd");
-    count += 5;
-    const char *host = http_header(req, "Host");
-    char server_name[256];
-    snprintf(server_name, sizeof(server_name), "%s", host ? host : "");
-    char *colon = strrchr(server_name, ':');
-    if (colon && !strchr(colon, ']'))
-        *colon = '\0';
-    put_kv(&srv, "SERVER_NAME", server_name);
-    snprintf(tmp, sizeof(tmp), "%u", (unsigned)gw.gateway_port);
-    put_kv(&srv, "SERVER_PORT", tmp);
-    put_kv(&srv, "REMOTE_ADDR", req->peer_ip);
-    php_put_string(&srv, "REMOTE_PORT", 11);
-    php_put_int(&srv, c->wsx ? c->wsx->gw_client_port : 0);
-    php_put_string(&srv, "REQUEST_TIME", 12);
-    php_put_int(&srv, (int64_t)time(NULL));
-    count += 5;
+    count += 3;
     for (uint32_t i = 0; i < req->n_headers; i++) {
         const char *name = req->head + req->headers[i].name_off;
         const char *value = req->head + req->headers[i].value_off;
@@ -232,16 +309,53 @@ static void websocket_connect_body(conn *c, http_request *req, php_buf *b)
         key[k] = '\0';
         put_kv(&srv, key, value);
         count++;
+        if (strcmp(key, "HTTP_HOST") == 0) {
+            char host[256];
+            snprintf(host, sizeof(host), "%s", value);
+            char *colon = strrchr(host, ':');
+            if (colon && strchr(colon, ']')) /* [v6] without a port */
+                colon = NULL;
+            if (colon)
+                *colon = '\0';
+            put_kv(&srv, "SERVER_NAME", host);
+            count++;
+            if (colon) {
+                put_kv(&srv, "SERVER_PORT", colon + 1);
+                count++;
+            }
+        }
     }
+    put_kv(&srv, "QUERY_STRING", req->query);
+    count++;
     php_put_array_open(b, count);
     php_put_raw(b, srv.data, srv.len);
     php_put_array_close(b);
     b->oom |= srv.oom;
     free(srv.data);
 
+    /* $_COOKIE: PHP reads "a=1; b=2" as the query "a=1&b=2" */
     php_put_string(b, "cookie", 6);
+    json_t *cookies = json_object();
     const char *cookie = http_header(req, "Cookie");
-    put_pairs(b, cookie ? cookie : "", ';', false);
+    if (cookie) {
+        size_t n = strlen(cookie);
+        char *q = malloc(n + 1);
+        if (q) {
+            size_t k = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (cookie[i] == ';' && i + 1 < n && cookie[i + 1] == ' ') {
+                    q[k++] = '&';
+                    i++;
+                } else {
+                    q[k++] = cookie[i];
+                }
+            }
+            parse_str_into(cookies, q, k);
+            free(q);
+        }
+    }
+    put_tree(b, cookies);
+    json_decref(cookies);
     php_put_array_close(b);
 }
 
@@ -276,7 +390,7 @@ void gw_client_opened(conn *c, http_request *req)
     send_event(w, c, GW_CMD_ON_CONNECT, "", 0, true);
     if (!(c->flags & CONN_CLOSING) && w->c) {
         php_buf body = {0};
-        websocket_connect_body(c, req, &body);
+        websocket_connect_body(req, &body);
         if (!body.oom)
             send_event(w, c, GW_CMD_ON_WEBSOCKET_CONNECT, body.data, body.len, false);
         free(body.data);
