@@ -425,10 +425,10 @@ static int query_select(conn *c, const gw_frame *f, php_buf *out)
     }
     select_arg s = {0};
     json_t *fields = json_object_get(q, "fields");
-    size_t i;
     json_t *v;
-    json_array_foreach(fields, i, v)
-    {
+    value_iter fi;
+    value_iter_init(&fi, fields);
+    while ((v = value_iter_next(&fi))) {
         const char *name = json_string_value(v);
         if (!name)
             continue;
