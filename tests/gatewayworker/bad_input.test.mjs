@@ -60,7 +60,7 @@ async function mustClose(srv, port, bytes, why, { end = false, closeMs = 3000 } 
   conn.destroy();
   assert.ok(closed, `${why}: the connection is closed within ${closeMs} ms`);
   assert.equal(got.length, 0, `${why}: nothing is answered (got ${got.toString('hex').slice(0, 80)})`);
-  await waitLog(srv, from, /\S/, 2000).catch((e) => {
+  await waitLog(srv, from, /closed/, 2000).catch((e) => {
     throw new Error(`${why}: ${e.message}`);
   });
   await victimOk(srv, why);
@@ -149,7 +149,7 @@ test('inner port with --gw-secret: no auth, a wrong key, a bad auth body', async
   // the right key works on the same port
   const conn = await RawConn.connect(locked.innerPort);
   await conn.write(Buffer.concat([authFrame(SECRET), q24]));
-  const r = await conn.read((b) => (b.length >= 4 && b.length >= 4 + b.readUInt32BE(0) ? b : null), 3000, 'a reply');
+  const r = await conn.read((b) => (b.length >= 4 && b.length >= 4 + b.readUInt32BE(0) ? { value: b, consumed: b.length } : null), 3000, 'a reply');
   assert.equal(r.subarray(4).toString(), 'i:1;');
   conn.destroy();
 });
@@ -165,7 +165,7 @@ test('Register: a wrong secret, a garbage line, a line over 64 KiB; then no even
   // the Register still answers
   const conn = await RawConn.connect(locked.registerPort);
   await conn.write(wc(SECRET));
-  const line = await conn.read((b) => (b.includes(10) ? b : null), 3000, 'a broadcast_addresses line');
+  const line = await conn.read((b) => (b.includes(10) ? { value: b, consumed: b.length } : null), 3000, 'a broadcast_addresses line');
   assert.equal(line.toString(), `{"event":"broadcast_addresses","addresses":["${locked.inner}"]}\n`);
   conn.destroy();
 

@@ -5,18 +5,20 @@
 // to a gateway that appears later; GatewayClient sees the new list.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGw, php, PhpWorker, RawConn, freeServer, HOST } from './lib/gw.mjs';
+import { startGw, php, PhpWorker, RawConn, freeServer, stopWorkers, HOST } from './lib/gw.mjs';
 
 const srv = await startGw();
-after(() => srv.stop());
+after(async () => {
+  await stopWorkers();
+  await srv.stop();
+});
 
-/** Reads the next \n-terminated line from conn (from offset *pos). */
-async function nextLine(conn, st, timeoutMs = 3000) {
+/** Reads the next \n-terminated line from conn. */
+async function nextLine(conn, timeoutMs = 3000) {
   const b = await conn.read((buf) => {
-    const i = buf.indexOf(10, st.pos);
-    return i < 0 ? null : buf.subarray(st.pos, i + 1);
+    const i = buf.indexOf(10);
+    return i < 0 ? null : { value: buf.subarray(0, i + 1), consumed: i + 1 };
   }, timeoutMs, 'a Register line');
-  st.pos += b.length;
   return b.toString();
 }
 const line = (addresses) => `${JSON.stringify({ event: 'broadcast_addresses', addresses })}\n`;
@@ -26,14 +28,13 @@ test('gateway_connect adds an address while open; workers are told of every chan
   const fake = await freeServer();
   const fakeAddr = `${HOST}:${fake.port}`;
   const watcher = await RawConn.connect(srv.registerPort);
-  const st = { pos: 0 };
   await watcher.write('{"event":"worker_connect","secret_key":""}\n');
-  assert.equal(await nextLine(watcher, st), line([srv.inner]));
+  assert.equal(await nextLine(watcher), line([srv.inner]));
 
   const w = await PhpWorker.start(srv);
   const gw = await RawConn.connect(srv.registerPort);
   await gw.write(`${JSON.stringify({ event: 'gateway_connect', address: fakeAddr, secret_key: '' })}\n`);
-  assert.equal(await nextLine(watcher, st), line([srv.inner, fakeAddr]), 'the new address, after the first');
+  assert.equal(await nextLine(watcher), line([srv.inner, fakeAddr]), 'the new address, after the first');
   await w.waitFor((l) => l.ev === 'gateway_connected' && l.address === fakeAddr, 3000, 'the worker connecting to the new gateway');
   const hello = await fake.firstData(3000);
   assert.equal(hello.readUInt32BE(0), hello.length, 'one frame');
@@ -45,7 +46,7 @@ test('gateway_connect adds an address while open; workers are told of every chan
   assert.deepEqual(r.json, [srv.inner, fakeAddr]);
 
   gw.destroy();
-  assert.equal(await nextLine(watcher, st), line([srv.inner]), 'the address leaves with its connection');
+  assert.equal(await nextLine(watcher), line([srv.inner]), 'the address leaves with its connection');
   assert.equal(gw.buf.length, 0, 'nothing is sent to a gateway_connect connection');
   watcher.destroy();
   await w.stop();

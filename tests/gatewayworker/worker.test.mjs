@@ -9,7 +9,7 @@
 // client messages; with none, native behaviour.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGw, phpSer, ser, connId, PhpWorker, WsClient, nextMatching, drainTexts, sleep, HOST } from './lib/gw.mjs';
+import { startGw, phpSer, ser, connId, PhpWorker, WsClient, drainTexts, sleep, waitUntil } from './lib/gw.mjs';
 import { call } from '../integration/lib/http.mjs';
 
 const SECRET = 'worker-secret-xyz';
@@ -87,7 +87,7 @@ test('no worker: native behaviour; with a worker: events with headers, sessions,
   assert.deepEqual(await json(c), { type: 'setsession', ok: true });
   c.sendJson({ cmd: 'whoami' });
   assert.deepEqual(await json(c), { type: 'whoami', client_id: c.clientId, session: { a: 1 } });
-  const who = w.lines.filter((l) => l.ev === 'message' && l.client_id === c.clientId).pop();
+  const who = await w.waitFor((l) => l.ev === 'message' && l.client_id === c.clientId && l.body.includes('whoami'), 3000, 'the whoami event');
   assert.equal(who.session, 'a:1:{s:1:"a";i:1;}', 'ext_data of the event: the stored session string');
   c.sendJson({ cmd: 'getsession' });
   assert.deepEqual(await json(c), { type: 'getsession', session: { a: 1 } });
@@ -148,6 +148,9 @@ test('two workers: each client sticks to one, least connections first', async (t
     cs.push(c);
   }
   const owner = (c) => [w1, w2].filter((w) => w.eventsOf(c.clientId).length > 0);
+  // the worker's stdout may lag behind its reply to the client
+  await waitUntil(() => cs.every((c) => owner(c).length > 0), { what: 'a connect event of every client' });
+  await sleep(100);
   for (const c of cs) assert.equal(owner(c).length, 1, 'events of a client go to one worker');
   const on1 = cs.filter((c) => owner(c)[0] === w1).length;
   assert.equal(on1, 2, 'least connections first: two clients each');
@@ -159,6 +162,7 @@ test('two workers: each client sticks to one, least connections first', async (t
   }
   for (const c of cs) {
     const [w] = owner(c);
+    await waitUntil(() => w.eventsOf(c.clientId).length >= 5, { what: 'the message events' });
     assert.equal(owner(c).length, 1, 'sticky');
     assert.deepEqual(w.eventsOf(c.clientId).map((l) => l.cmd), [1, 205, 3, 3, 3]);
   }

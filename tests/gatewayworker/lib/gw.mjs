@@ -359,3 +359,19 @@ export function freeServer() {
     });
   });
 }
+
+/** Stops every PhpWorker this process started (for a file's after hook). */
+export async function stopWorkers() {
+  await Promise.all([...PhpWorker.live].map((w) => w.stop()));
+}
+
+/** Polls fn until truthy; throws naming `what` after timeoutMs. */
+export async function waitUntil(fn, { timeoutMs = 3000, intervalMs = 25, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
