@@ -126,17 +126,17 @@ cluster() {
 # needs PostgreSQL (and Redis, which its harness starts), so the other files run
 # on SQLite first.
 gatewayworker() {
-  local dir="$root/tests/gatewayworker"
+  local dir="$root/tests/gatewayworker" rc=0 f
   [ -e "$dir/node_modules" ] || ln -s ../integration/node_modules "$dir/node_modules"
   local others=()
-  local f
   for f in "$dir"/*.test.mjs; do
     [ "$(basename "$f")" = cluster.test.mjs ] || others+=("$(basename "$f")")
   done
-  (cd "$dir" && CHATD_BIN="$1/chatd" node --test --test-concurrency=2 --test-timeout=120000 "${others[@]}") || return 1
+  (cd "$dir" && CHATD_BIN="$1/chatd" node --test --test-concurrency=2 --test-timeout=120000 "${others[@]}") || rc=1
   pg_up || return 1
   (cd "$dir" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$1/chatd" \
-    node --test --test-concurrency=1 --test-timeout=120000 cluster.test.mjs)
+    node --test --test-concurrency=1 --test-timeout=120000 cluster.test.mjs) || rc=1
+  return $rc
 }
 abuse() { (cd "$root/tests/abuse" && CHATD_BIN="$1/chatd" node --test --test-concurrency=1); }
 bench_smoke() { CHATD_BIN="$root/build/chatd" BENCH_BIN="$root/build/chatd-bench" bash "$root/bench/smoke.sh"; }
