@@ -64,8 +64,12 @@ test('no worker: native behaviour; with a worker: events with headers, sessions,
   assert.equal(wsc.data_ok, true, `205 body is a serialized array: ${JSON.stringify(wsc.body)}`);
   assert.deepEqual(wsc.data.get, { foo: 'bar', n: '1' });
   assert.deepEqual(wsc.data.cookie, { sid: 'abc', x: 'y' });
-  // open in the contract: which keys `server` holds; it is an array
+  // open in the contract: which keys `server` holds; these are the $_SERVER keys workerman fills for a handshake
   assert.equal(typeof wsc.data.server, 'object');
+  assert.equal(wsc.data.server.REQUEST_URI, wsPath);
+  assert.equal(wsc.data.server.QUERY_STRING, 'foo=bar&n=1');
+  assert.equal(wsc.data.server.HTTP_COOKIE, 'sid=abc; x=y');
+  assert.equal(wsc.data.server.REMOTE_ADDR, '127.0.0.1');
   assert.deepEqual(w.eventsOf(c.clientId).map((l) => l.cmd), [1, 205], 'ON_CONNECT then ON_WEBSOCKET_CONNECT');
   // the earlier client (before the worker) is not reported
   assert.deepEqual(w.eventsOf(n.clientId), []);
