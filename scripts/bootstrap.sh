@@ -13,7 +13,7 @@ build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libja
             libssl-dev libsqlite3-dev libsodium-dev uthash-dev libicu-dev libpq-dev libhiredis-dev)
 # postgresql-15: the server the PostgreSQL tests start (scripts/postgres.sh);
 # redis-server and haproxy: the cluster tests (scripts/redis.sh, scripts/cluster.sh)
-test_pkgs=(libcmocka-dev clang libclang-rt-14-dev chromium curl postgresql-15 redis-server haproxy)
+test_pkgs=(libcmocka-dev clang libclang-rt-14-dev chromium curl postgresql-15 redis-server haproxy php8.2-cli)
 
 missing=()
 is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

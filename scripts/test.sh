@@ -17,13 +17,19 @@
 #                heartbeat TTL, garbage on the bus, dead-node expiry and restart,
 #                directory churn, exactly-once fan-out under load,
 #                --reuseport, scripts/cluster.sh (tests/cluster)
+#   gatewayworker  the GatewayWorker drop-in: a GatewayClient-like PHP client and
+#                BusinessWorker-like PHP workers on --gw-inner/--gw-register (every
+#                command and reply format, sessions, groups, workers' events, bad
+#                input on the inner port and the Register), and two nodes on Redis
+#                and PostgreSQL behind one Register (tests/gatewayworker)
 #   abuse        attacks on the real build/chatd next to a victim client, each
 #                asserting its bound (memory, victim latency, refusal codes)
 #   bench-smoke  every chatd-bench subcommand, briefly (tool works, not numbers)
 #   browser      the web client in headless Chromium (Playwright)
 #   browser-pg   the same with chatd on PostgreSQL
 #   fuzz         libFuzzer targets, a short bounded run each on the seed corpus
-#   asan-*       unit + integration (and integration-pg, cluster) again under AddressSanitizer + UBSan
+#   asan-*       unit + integration (and integration-pg, cluster, gatewayworker) again under
+#                AddressSanitizer + UBSan
 # and ends with one line "suite: N passed, N failed".
 #
 # Set CHATD_TEST_STAGES="unit integration" to run only some stages.
@@ -116,6 +122,22 @@ cluster() {
   (cd "$dir" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$1/chatd" \
     node --test --test-concurrency=1 --test-timeout=120000)
 }
+# The GatewayWorker tests drive chatd with PHP (php8.2-cli); only cluster.test.mjs
+# needs PostgreSQL (and Redis, which its harness starts), so the other files run
+# on SQLite first.
+gatewayworker() {
+  local dir="$root/tests/gatewayworker" rc=0 f
+  [ -e "$dir/node_modules" ] || ln -s ../integration/node_modules "$dir/node_modules"
+  local others=()
+  for f in "$dir"/*.test.mjs; do
+    [ "$(basename "$f")" = cluster.test.mjs ] || others+=("$(basename "$f")")
+  done
+  (cd "$dir" && CHATD_BIN="$1/chatd" node --test --test-concurrency=2 --test-timeout=120000 "${others[@]}") || rc=1
+  pg_up || return 1
+  (cd "$dir" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$1/chatd" \
+    node --test --test-concurrency=1 --test-timeout=120000 cluster.test.mjs) || rc=1
+  return $rc
+}
 abuse() { (cd "$root/tests/abuse" && CHATD_BIN="$1/chatd" node --test --test-concurrency=1); }
 bench_smoke() { CHATD_BIN="$root/build/chatd" BENCH_BIN="$root/build/chatd-bench" bash "$root/bench/smoke.sh"; }
 browser() { (cd "$root/tests/browser" && CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1); }
@@ -150,6 +172,7 @@ stage unit-pg unit_pg "$root/build"
 stage integration-pg integration_pg "$root/build"
 stage pg-multinode pg_multinode "$root/build"
 [ -d tests/cluster ] && stage cluster cluster "$root/build"
+[ -d tests/gatewayworker ] && stage gatewayworker gatewayworker "$root/build"
 [ -d tests/abuse ] && stage abuse abuse "$root/build"
 [ -f bench/smoke.sh ] && stage bench-smoke bench_smoke
 [ -d tests/browser ] && stage browser browser
@@ -162,6 +185,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 stage asan-integration integration "$root/build-asan"
 stage asan-integration-pg integration_pg "$root/build-asan"
 [ -d tests/cluster ] && stage asan-cluster cluster "$root/build-asan"
+[ -d tests/gatewayworker ] && stage asan-gatewayworker gatewayworker "$root/build-asan"
 pg_down
 
 echo
