@@ -54,6 +54,7 @@ void gw_refuse(conn *c, const char *what, const char *why)
     if (c->flags & CONN_CLOSING)
         return;
     gw.bad_inputs++;
+    c->flags |= CONN_GW_REFUSED;
     log_warn("gw: %s connection from %s closed: %s", what, peer_name(c, peer, sizeof(peer)), why);
     conn_drop_pending(c);
     conn_close(c);
@@ -1041,6 +1042,13 @@ static void inner_on_deadline(conn *c)
 
 static void inner_on_close(conn *c)
 {
+    if (c->in && c->in->len > 0 && !(c->flags & CONN_GW_REFUSED)) {
+        char peer[64], why[96];
+        snprintf(why, sizeof(why), "the peer left in the middle of a frame (%u bytes of it)",
+                 c->in->len);
+        gw.bad_inputs++;
+        log_warn("gw: inner connection from %s closed: %s", peer_name(c, peer, sizeof(peer)), why);
+    }
     if (c->flags & CONN_GW_WORKER)
         gw_worker_remove(c);
 }

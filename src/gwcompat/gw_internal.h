@@ -18,8 +18,9 @@
 
 /* Inner connection state, kept in conn flags (an inner connection is never
  * a WebSocket, so these bits are free on it). */
-#define CONN_GW_AUTHED (1u << 24) /* passed the secret check (or none is set) */
-#define CONN_GW_WORKER (1u << 25) /* a BusinessWorker (cmd 200) */
+#define CONN_GW_AUTHED (1u << 24)  /* passed the secret check (or none is set) */
+#define CONN_GW_WORKER (1u << 25)  /* a BusinessWorker (cmd 200) */
+#define CONN_GW_REFUSED (1u << 26) /* closed by gw_refuse (already logged) */
 
 typedef struct gw_state {
     server *srv;

@@ -319,13 +319,14 @@ test('sessions: never set, setSession, updateSession merges recursively, getAllC
   // GET_SESSION answers the stored string as is
   assert.equal(await rawQuery(srv, { cmd: 203, connection_id: connId(b) }), ser(sb));
   assert.equal(await rawQuery(srv, { cmd: 203, connection_id: connId(c) }), 'a:0:{}');
-  // GET_ALL_CLIENT_SESSIONS: connection_id => stored session string; facts: "a session never set is [] inside"
-  // (written here as the empty array a:0:{}; open in the facts)
+  // GET_ALL_CLIENT_SESSIONS: connection_id => stored session string; a session never set is
+  // the empty string s:0:""; on the wire (observed on GatewayWorker 4.0.0), which GatewayClient
+  // turns into [] (the facts' "[] inside")
   assert.equal(
     await rawQuery(srv, { cmd: 10 }),
-    `a:3:{i:${connId(a)};${ser(ser(merged))}i:${connId(b)};${ser(ser(sb))}i:${connId(c)};a:0:{}}`,
+    `a:3:{i:${connId(a)};${ser(ser(merged))}i:${connId(b)};${ser(ser(sb))}i:${connId(c)};s:0:"";}`,
   );
-  assert.equal(await rawQuery(srv, { cmd: 23, ext_data: 'sg' }), `a:2:{i:${connId(a)};${ser(ser(merged))}i:${connId(c)};a:0:{}}`);
+  assert.equal(await rawQuery(srv, { cmd: 23, ext_data: 'sg' }), `a:2:{i:${connId(a)};${ser(ser(merged))}i:${connId(c)};s:0:"";}`);
   assert.equal(await rawQuery(srv, { cmd: 23, ext_data: 'nope' }), 'a:0:{}');
 
   // setSession replaces
@@ -429,6 +430,15 @@ test('closeClient sends the message then closes without a close frame; destroyCl
   const ec = await e.readClose();
   assert.equal(ec.noCloseFrame, true, `kick without a message: ${JSON.stringify(ec)}`);
   assert.deepEqual(ec.skipped, []);
+
+  // KICK with an empty string (not null): an empty text frame, then the close (GatewayWorker
+  // 4.0.0 sends 81 00 before its FIN)
+  const f = await RawWs.connectClient(srv.port);
+  await phpRaw([{ address: srv.inner, send: [{ frame: { cmd: 7, connection_id: connId(f.clientId), body: '' } }] }]);
+  const fm = await f.readMessage();
+  assert.equal(fm.text, '', 'an empty text frame');
+  const fc = await f.readClose();
+  assert.equal(fc.noCloseFrame, true, `kick with '': ${JSON.stringify(fc)}`);
   await sleep(100);
   assert.deepEqual(await phpSer(srv, [['getAllClientIdCount'], ['isOnline', k.clientId]]), ['i:0;', 'i:0;']);
 });

@@ -64,12 +64,23 @@ test('no worker: native behaviour; with a worker: events with headers, sessions,
   assert.equal(wsc.data_ok, true, `205 body is a serialized array: ${JSON.stringify(wsc.body)}`);
   assert.deepEqual(wsc.data.get, { foo: 'bar', n: '1' });
   assert.deepEqual(wsc.data.cookie, { sid: 'abc', x: 'y' });
-  // open in the contract: which keys `server` holds; these are the $_SERVER keys workerman fills for a handshake
-  assert.equal(typeof wsc.data.server, 'object');
-  assert.equal(wsc.data.server.REQUEST_URI, wsPath);
-  assert.equal(wsc.data.server.QUERY_STRING, 'foo=bar&n=1');
-  assert.equal(wsc.data.server.HTTP_COOKIE, 'sid=abc; x=y');
-  assert.equal(wsc.data.server.REMOTE_ADDR, '127.0.0.1');
+  // `server` as GatewayWorker 4.0.0 builds it (observed): the request line's three parts, every
+  // header as HTTP_* in arrival order with SERVER_NAME and SERVER_PORT right after HTTP_HOST,
+  // QUERY_STRING last; no REMOTE_ADDR (the worker has the address in the frame header)
+  const server = wsc.data.server;
+  assert.equal(typeof server, 'object');
+  const keys = Object.keys(server);
+  assert.deepEqual(keys.slice(0, 3), ['REQUEST_METHOD', 'REQUEST_URI', 'SERVER_PROTOCOL']);
+  assert.equal(keys[keys.length - 1], 'QUERY_STRING');
+  const host = keys.indexOf('HTTP_HOST');
+  assert.deepEqual(keys.slice(host, host + 3), ['HTTP_HOST', 'SERVER_NAME', 'SERVER_PORT']);
+  assert.equal(server.SERVER_NAME, '127.0.0.1');
+  assert.equal(server.SERVER_PORT, server.HTTP_HOST.split(':')[1], 'the port, as a string');
+  assert.equal(server.REQUEST_METHOD, 'GET');
+  assert.equal(server.REQUEST_URI, wsPath);
+  assert.equal(server.QUERY_STRING, 'foo=bar&n=1');
+  assert.equal(server.HTTP_COOKIE, 'sid=abc; x=y');
+  assert.equal(server.REMOTE_ADDR, undefined);
   assert.deepEqual(w.eventsOf(c.clientId).map((l) => l.cmd), [1, 205], 'ON_CONNECT then ON_WEBSOCKET_CONNECT');
   // the earlier client (before the worker) is not reported
   assert.deepEqual(w.eventsOf(n.clientId), []);

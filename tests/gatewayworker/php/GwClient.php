@@ -72,7 +72,9 @@ final class GwClient
     public static function encodeFrame(array $f): string
     {
         $ext = (string) ($f['ext_data'] ?? '');
-        $body = $f['body'] ?? '';
+        // a null body is serialize(null) = "N;" without the raw flag, as GatewayClient sends
+        // closeClient() without a message
+        $body = array_key_exists('body', $f) ? $f['body'] : '';
         $flag = (int) ($f['flag'] ?? 0);
         if (is_scalar($body)) {
             $body = (string) $body;
@@ -277,7 +279,7 @@ final class GwClient
 
     public function closeClient(string $clientId, ?string $message = null): void
     {
-        $this->toClient($clientId, self::KICK, ['body' => (string) $message]);
+        $this->toClient($clientId, self::KICK, ['body' => $message]);
     }
 
     public function destroyClient(string $clientId): void
