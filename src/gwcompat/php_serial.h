@@ -1,6 +1,6 @@
 /* php_serial: the subset of PHP's serialize() format that GatewayWorker's
  * replies and sessions use, as pure functions (no I/O; no allocation except
- * the output buffer and the JSON trees).
+ * the output buffer, the JSON trees, and merge's temporary key index).
  *
  *   N;  b:0; b:1;  i:<int64>;  d:<float>;  s:<bytes>:"<bytes>";
  *   a:<count>:{<key><value>...}   keys are i: or s: tokens

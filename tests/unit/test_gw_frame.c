@@ -50,7 +50,9 @@ static void test_parse_layout(void **state)
     memcpy(longer, sample, sizeof sample);
     gw_header h2;
     assert_int_equal(gw_header_parse(longer, sizeof longer, 1 << 20, &h2), GW_PARSE_OK);
-    assert_memory_equal(&h, &h2, sizeof h);
+    assert_int_equal(h2.pack_len, 40);
+    assert_int_equal(h2.connection_id, 0x01020304u);
+    assert_int_equal(h2.ext_len, 5);
 }
 
 static void test_encode_layout(void **state)
