@@ -692,6 +692,11 @@ int cmd_gwpush(void)
             report_num(key, label, v);
     }
     uint64_t undelivered = g_sent_all > g_recv_all ? g_sent_all - g_recv_all : 0;
+    if (undelivered && g_mode != GW_HTTP)
+        fprintf(stderr,
+                "chatd-bench gwpush: %llu pushes never arrived (the inner port closes a "
+                "connection with a wrong or missing --gw-secret without a reply; see its log)\n",
+                (unsigned long long)undelivered);
     report_int("errors", g_errors ? "push errors" : NULL, (long long)g_errors);
     report_int("undelivered", undelivered ? "never delivered" : NULL, (long long)undelivered);
     report_int("misrouted", g_misrouted ? "to the wrong uid" : NULL, (long long)g_misrouted);
