@@ -12,6 +12,7 @@
 #include "gateway/gateway.h"
 #include "gateway/gateway_api.h"
 #include "gateway/registry.h"
+#include "gwcompat/gw.h"
 #include "http/http.h"
 #include "http/static_files.h"
 #include "net/server.h"
@@ -45,6 +46,9 @@ static void handle_healthz(http_request *req)
         (json_int_t)registry_client_count(), "uids", (json_int_t)registry_uid_count(), "uptime_s",
         (json_int_t)((uv_now(srv.loop) - started_at_ms) / 1000), "store",
         store_ok ? "ok" : "unavailable", "store_backend", backend, "cluster", cluster_health());
+    json_t *gwh = gw_health();
+    if (gwh)
+        json_object_set_new(data, "gatewayworker", gwh);
     http_respond_ok(req, data);
 }
 
@@ -137,6 +141,7 @@ static void signal_cb(uv_signal_t *s, int signum)
     log_info("received %s: closing %llu connections", signum == SIGINT ? "SIGINT" : "SIGTERM",
              (unsigned long long)srv.conns_open);
     server_stop_listening(&srv);
+    gw_stop();      /* its Register announcement is a TCP handle, not a connection */
     chat_stop();    /* queued password hashing would hold the exit back */
     cluster_stop(); /* the others stop routing to us now, not after the heartbeat ttl */
     uv_walk(srv.loop, close_gracefully, NULL); /* every client, /ws and /echo alike */
@@ -146,6 +151,7 @@ static void signal_cb(uv_signal_t *s, int signum)
 /* After the loop stopped: drop what is left, then let every close finish. */
 static void teardown(uv_loop_t *loop)
 {
+    gw_stop(); /* when the loop ended without a signal: before the walk below */
     uv_walk(loop, force_close_one, NULL);
     server_close(&srv);
     uv_close((uv_handle_t *)&sigint_handle, NULL);
@@ -201,6 +207,8 @@ int app_run(uv_loop_t *loop, const config *cfg)
         log_error("cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port, uv_strerror(r));
         return 1;
     }
+    if (gw_init(&srv, cfg) < 0)
+        return 1;
     started_at_ms = uv_now(loop);
     uv_signal_init(loop, &sigint_handle);
     uv_signal_start(&sigint_handle, signal_cb, SIGINT);

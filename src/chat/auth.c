@@ -805,7 +805,7 @@ static void bind_prune(bind_entry *e)
 {
     size_t k = 0;
     for (size_t i = 0; i < e->n; i++)
-        if (registry_find(e->ids[i], CLIENT_ID_LEN))
+        if (registry_find(e->ids[i], strlen(e->ids[i])))
             memcpy(e->ids[k++], e->ids[i], CLIENT_ID_LEN + 1);
     e->n = k;
 }
@@ -827,7 +827,7 @@ static void binds_tidy(void)
 
 void auth_note_bind_hash(const uint8_t hash[32], const char *client_id)
 {
-    if (!client_id || strlen(client_id) != CLIENT_ID_LEN)
+    if (!client_id || strlen(client_id) != registry_client_id_len())
         return;
     binds_tidy();
     bind_entry *e = NULL;
@@ -842,7 +842,7 @@ void auth_note_bind_hash(const uint8_t hash[32], const char *client_id)
         HASH_ADD(hh, binds, hash, 32, e);
     }
     for (size_t i = 0; i < e->n; i++)
-        if (memcmp(e->ids[i], client_id, CLIENT_ID_LEN) == 0)
+        if (strcmp(e->ids[i], client_id) == 0)
             return;
     if (e->n == e->cap) {
         bind_prune(e);
@@ -855,7 +855,7 @@ void auth_note_bind_hash(const uint8_t hash[32], const char *client_id)
             e->cap = cap;
         }
     }
-    memcpy(e->ids[e->n++], client_id, CLIENT_ID_LEN + 1);
+    memcpy(e->ids[e->n++], client_id, strlen(client_id) + 1);
 }
 
 void auth_each_bound(const char *token, void (*fn)(const char *client_id, void *arg), void *arg)
@@ -874,7 +874,7 @@ void auth_each_bound_hash(const uint8_t hash[32], void (*fn)(const char *client_
         return;
     HASH_DEL(binds, e); /* fn may close sockets; the entry is ours now */
     for (size_t i = 0; i < e->n; i++)
-        if (registry_find(e->ids[i], CLIENT_ID_LEN))
+        if (registry_find(e->ids[i], strlen(e->ids[i])))
             fn(e->ids[i], arg);
     free(e->ids);
     free(e);

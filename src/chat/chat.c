@@ -163,7 +163,7 @@ static void call_free(chat_call *call)
 /* The socket a call came from, if it is still open. */
 static conn *call_conn(chat_call *call)
 {
-    return call->client_id[0] ? registry_find(call->client_id, CLIENT_ID_LEN) : NULL;
+    return call->client_id[0] ? registry_find(call->client_id, strlen(call->client_id)) : NULL;
 }
 
 /* Answers with an error and frees the call. */
@@ -638,7 +638,7 @@ static void do_login(chat_call *call)
 static void close_logged_out(const char *client_id, void *arg)
 {
     const char *uid = arg;
-    conn *c = registry_find(client_id, CLIENT_ID_LEN);
+    conn *c = registry_find(client_id, strlen(client_id));
     if (!c || !c->uid || c->uid->len != strlen(uid) || memcmp(c->uid->name, uid, c->uid->len) != 0)
         return;
     gateway_send_error(c, "logged_out", "the token that bound this socket was logged out", NULL);

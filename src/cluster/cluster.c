@@ -14,6 +14,7 @@
 #include "cluster/bus.h"
 #include "cluster/cluster_msg.h"
 #include "core/log.h"
+#include "gwcompat/gw.h"
 
 #define HEARTBEAT_MS 1000
 #define HEARTBEAT_TTL_MS 5000 /* a dead node stops counting after this */
@@ -112,6 +113,8 @@ const char *cluster_node_id(void)
 
 bool cluster_is_remote_client(const char *client_id, size_t len)
 {
+    if (gw_compat_ids()) /* GatewayWorker ids name their node by its inner address */
+        return cl.enabled && gw_client_id_is_remote(client_id, len);
     return cl.enabled && len > CLUSTER_TAG_LEN && memcmp(client_id, cl.tag_str, CLUSTER_TAG_LEN);
 }
 
@@ -206,6 +209,10 @@ int cluster_call_client(cluster_call *call, const char *client_id, size_t len, j
         return -1;
     char channel[16];
     int n = snprintf(channel, sizeof(channel), "chatd:n:%.2s", client_id);
+    /* a GatewayWorker id carries an inner address, not a tag: every node is
+     * asked, and the one that holds it answers (the others find nothing) */
+    if (gw_compat_ids())
+        n = snprintf(channel, sizeof(channel), "chatd:all");
     /* one copy per node even when several of its client_ids are named */
     for (size_t i = 0; i < call->n_targets; i++)
         if (call->targets[i].channel_len == (size_t)n &&

@@ -99,6 +99,21 @@ static const option_spec options[] = {
     {"reuseport", OPT_FLAG, FIELD(reuseport), "0", 0, 1,
      "listen with SO_REUSEPORT, so several chatd processes on one host share the port "
      "(one per core, each a cluster node)"},
+    {"gw-inner", OPT_STRING, FIELD(gw_inner), "", 0, 0,
+     "GatewayWorker inner protocol on IPv4:PORT for GatewayClient and BusinessWorkers (announced "
+     "to the Register, written into client_ids, which become 20 hex; firewall it; empty = off)"},
+    {"gw-register", OPT_STRING, FIELD(gw_register), "", 0, 0,
+     "serve GatewayWorker's Register on HOST:PORT (firewall it; empty = off)"},
+    {"gw-register-address", OPT_STRING, FIELD(gw_register_address), "", 0, 0,
+     "the Register (HOST:PORT) this node announces its --gw-inner address to (empty = its own "
+     "--gw-register)"},
+    {"gw-secret", OPT_STRING, FIELD(gw_secret), "", 0, 0,
+     "GatewayWorker secret_key for the Register and the inner port (empty = none)"},
+    {"gw-max-frame", OPT_INT, FIELD(gw_max_frame), "2097152", 1024, 1 << 30,
+     "bytes of one inner-protocol frame (pack_len); larger closes the connection"},
+    {"gw-max-outbuf", OPT_INT, FIELD(gw_max_outbuf), "16777216", 65536, 1 << 30,
+     "bytes queued to one inner or Register connection (a worker's events, replies) before it "
+     "is closed as a slow reader"},
     {"log-level", OPT_STRING, FIELD(log_level), "info", 0, 0, "debug, info, warn, error or off"},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))

@@ -53,6 +53,13 @@ typedef struct config {
     char *redis;       /* "" = a single node */
     char *node_id;     /* "" = random */
     int64_t reuseport; /* 1 = SO_REUSEPORT on the listener */
+    /* GatewayWorker compatibility ("" = off) */
+    char *gw_inner;            /* inner-protocol listener HOST:PORT, announced */
+    char *gw_register;         /* serve the Register here */
+    char *gw_register_address; /* the Register to announce to */
+    char *gw_secret;
+    int64_t gw_max_frame;
+    int64_t gw_max_outbuf;
     /* logging */
     char *log_level;
 } config;

@@ -13,6 +13,7 @@
 #include "core/json_scan.h"
 #include "core/log.h"
 #include "gateway/registry.h"
+#include "gwcompat/gw.h"
 #include "net/server.h"
 #include "ws/ws.h"
 #include "ws/ws_frame.h"
@@ -289,7 +290,7 @@ static void handle_event(conn *c, const json_span *to, const json_span *data)
 
 /* ---- ws_app ------------------------------------------------------------ */
 
-static void gw_on_open(conn *c)
+static void gw_on_open(conn *c, http_request *req)
 {
     if (registry_add(c) < 0) {
         ws_close(c, WS_CLOSE_INTERNAL_ERROR, "out of resources");
@@ -298,7 +299,7 @@ static void gw_on_open(conn *c)
     c->rate_tokens = (uint32_t)(conn_server(c)->cfg->event_rate * 2);
     c->rate_stamp = (uint32_t)uv_now(conn_server(c)->loop);
     char nonce[GATEWAY_BIND_NONCE_LEN + 1];
-    if (gateway_bind_nonce(c->client_id, CLIENT_ID_LEN, nonce) < 0) {
+    if (gateway_bind_nonce(c->client_id, strlen(c->client_id), nonce) < 0) {
         ws_close(c, WS_CLOSE_INTERNAL_ERROR, "out of resources");
         return;
     }
@@ -307,6 +308,7 @@ static void gw_on_open(conn *c)
                      "{\"type\":\"init\",\"client_id\":\"%s\",\"bind_nonce\":\"%s\"}", c->client_id,
                      nonce);
     ws_send_text(c, init, (size_t)n);
+    gw_client_opened(c, req); /* BusinessWorkers hear of it (GatewayWorker mode) */
 }
 
 /* Every client message is scanned once without building a tree; ping and
@@ -316,6 +318,8 @@ static void gw_on_message(conn *c, bool is_text, uint8_t *data, size_t len)
 {
     static const char *const keys[] = {"type", "to_id", "data"};
     json_span v[3];
+    if (gw_client_message(c, data, len))
+        return; /* a BusinessWorker's: its Events.php interprets it */
     if (!is_text) {
         ws_close(c, WS_CLOSE_UNSUPPORTED, "binary messages are not accepted on this endpoint");
         return;
@@ -350,6 +354,7 @@ static void gw_on_message(conn *c, bool is_text, uint8_t *data, size_t len)
 
 static void gw_on_close(conn *c)
 {
+    gw_client_closed(c);
     registry_remove(c);
 }
 

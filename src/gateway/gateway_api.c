@@ -13,6 +13,7 @@
 #include "cluster/cluster.h"
 #include "gateway/gateway.h"
 #include "gateway/registry.h"
+#include "gwcompat/php_serial.h"
 #include "net/server.h"
 #include "ws/ws.h"
 #include "ws/ws_frame.h"
@@ -493,6 +494,19 @@ static json_t *m_get_uid_list_by_group(json_t *body, api_error *err)
     return part;
 }
 
+/* The client's session as JSON (new reference, NULL when none): the native
+ * one, or the one GatewayWorker's protocol stored, converted from PHP. */
+static json_t *session_json(const ws_extra *x)
+{
+    if (!x)
+        return NULL;
+    if (x->session)
+        return json_deep_copy(x->session);
+    if (x->php_session)
+        return php_serial_to_json(x->php_session, x->php_session_len);
+    return NULL;
+}
+
 static json_t *session_write(json_t *body, bool merge, api_error *err)
 {
     name_list ids;
@@ -513,7 +527,11 @@ static json_t *session_write(json_t *body, bool merge, api_error *err)
             json_array_append_new(part, json_integer(0));
             continue;
         }
-        json_t *next = merge && x->session ? json_deep_copy(x->session) : json_object();
+        json_t *next = merge ? session_json(x) : NULL;
+        if (!json_is_object(next)) {
+            json_decref(next);
+            next = json_object();
+        }
         json_object_update(next, session);
         char *text = json_dumps(next, JSON_COMPACT);
         size_t size = text ? strlen(text) : 0;
@@ -528,6 +546,9 @@ static json_t *session_write(json_t *body, bool merge, api_error *err)
         }
         json_decref(x->session);
         x->session = next;
+        free(x->php_session); /* one session per client: this one replaces it */
+        x->php_session = NULL;
+        x->php_session_len = 0;
         json_array_append_new(part, json_integer(1));
     }
     free(ids.items);
@@ -550,7 +571,9 @@ static json_t *m_get_session(json_t *body, api_error *err)
     if (get_names(body, "client_id", NAME_CLIENT_ID, true, &ids, err) < 0)
         return NULL;
     conn *c = registry_find(ids.items[0].s, ids.items[0].len);
-    json_t *s = (c && c->wsx && c->wsx->session) ? json_deep_copy(c->wsx->session) : json_null();
+    json_t *s = c ? session_json(c->wsx) : NULL;
+    if (!s)
+        s = json_null();
     free(ids.items);
     return json_pack("[o]", s);
 }

@@ -8,6 +8,7 @@
 
 #include "cluster/cluster.h"
 #include "gateway/gateway.h"
+#include "gwcompat/gw.h"
 #include "ws/ws.h"
 
 /* ---- client_id table: open addressing, linear probing ------------------ */
@@ -15,16 +16,23 @@
 static conn **slots;
 static size_t slot_mask; /* capacity - 1; capacity is a power of two */
 static size_t client_count;
+/* Connect order, only with GatewayWorker ids (whose replies list clients in
+ * connect order): a sequence number per slot, moved with its connection, so
+ * it costs nothing per connection when unused (8 bytes a slot when used). */
+static uint64_t *slot_seq;
+static uint64_t next_seq;
 
 static uid_entry *uids;
 static group_entry *groups;
 
-/* Client ids are random, so their first 8 characters (48 random bits) mixed
- * by a multiply spread over the table as well as any hash would. */
+/* Client ids end in random characters (native: 22 of 24; GatewayWorker's
+ * 20-hex layout: the 8 of the connection id, after the node's fixed
+ * address), so their last 8 characters mixed by a multiply spread over the
+ * table as well as any hash would. */
 static size_t id_hash(const char *id, size_t len)
 {
     uint64_t h = 0;
-    memcpy(&h, id, len < 8 ? len : 8);
+    memcpy(&h, id + (len > 8 ? len - 8 : 0), len < 8 ? len : 8);
     h ^= len;
     h *= 0x9E3779B97F4A7C15ull;
     return (size_t)(h >> 17);
@@ -34,37 +42,50 @@ static int table_grow(void)
 {
     size_t cap = slots ? (slot_mask + 1) * 2 : 1024;
     conn **fresh = calloc(cap, sizeof(*fresh));
-    if (!fresh)
+    uint64_t *fresh_seq = gw_compat_ids() ? calloc(cap, sizeof(*fresh_seq)) : NULL;
+    if (!fresh || (gw_compat_ids() && !fresh_seq)) {
+        free(fresh);
+        free(fresh_seq);
         return -1;
+    }
     size_t mask = cap - 1;
     if (slots) {
         for (size_t i = 0; i <= slot_mask; i++) {
             conn *c = slots[i];
             if (!c)
                 continue;
-            size_t j = id_hash(c->client_id, CLIENT_ID_LEN) & mask;
+            size_t j = id_hash(c->client_id, strlen(c->client_id)) & mask;
             while (fresh[j])
                 j = (j + 1) & mask;
             fresh[j] = c;
+            if (fresh_seq)
+                fresh_seq[j] = slot_seq[i];
         }
         free(slots);
+        free(slot_seq);
     }
     slots = fresh;
+    slot_seq = fresh_seq;
     slot_mask = mask;
     return 0;
 }
 
 conn *registry_find(const char *client_id, size_t len)
 {
-    if (!slots || len != CLIENT_ID_LEN)
+    if (!slots || len != registry_client_id_len())
         return NULL;
     for (size_t i = id_hash(client_id, len) & slot_mask;; i = (i + 1) & slot_mask) {
         conn *c = slots[i];
         if (!c)
             return NULL;
-        if (memcmp(c->client_id, client_id, CLIENT_ID_LEN) == 0)
+        if (memcmp(c->client_id, client_id, len) == 0)
             return c;
     }
+}
+
+size_t registry_client_id_len(void)
+{
+    return gw_compat_ids() ? GW_CLIENT_ID_CHARS : CLIENT_ID_LEN;
 }
 
 /* Deletes slot i and shifts later members of its probe run back, so the
@@ -78,12 +99,14 @@ static void table_delete_at(size_t i)
         conn *c = slots[j];
         if (!c)
             return;
-        size_t home = id_hash(c->client_id, CLIENT_ID_LEN) & slot_mask;
+        size_t home = id_hash(c->client_id, strlen(c->client_id)) & slot_mask;
         /* c may move to i only if its home is not in the cyclic range (i, j] */
         bool in_range = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
         if (!in_range) {
             slots[i] = c;
             slots[j] = NULL;
+            if (slot_seq)
+                slot_seq[i] = slot_seq[j];
             i = j;
         }
     }
@@ -123,14 +146,22 @@ int registry_add(conn *c)
      * (about 2.5 probes to find, 8.5 to miss) and a slot costs 8 bytes */
     if ((client_count + 1) * 4 > (slots ? slot_mask + 1 : 0) * 3 && table_grow() < 0)
         return -1;
-    do {
-        if (registry_make_client_id(c->client_id) < 0)
+    if (gw_compat_ids()) {
+        if (gw_make_client_id(c) < 0) /* unique among this node's ids */
             return -1;
-    } while (registry_find(c->client_id, CLIENT_ID_LEN)); /* 2^-128, but cheap */
-    size_t i = id_hash(c->client_id, CLIENT_ID_LEN) & slot_mask;
+    } else {
+        do {
+            if (registry_make_client_id(c->client_id) < 0)
+                return -1;
+        } while (registry_find(c->client_id, CLIENT_ID_LEN)); /* 2^-128, but cheap */
+    }
+    size_t len = strlen(c->client_id);
+    size_t i = id_hash(c->client_id, len) & slot_mask;
     while (slots[i])
         i = (i + 1) & slot_mask;
     slots[i] = c;
+    if (slot_seq)
+        slot_seq[i] = ++next_seq;
     client_count++;
     c->flags |= CONN_IN_REGISTRY;
     return 0;
@@ -144,7 +175,8 @@ void registry_remove(conn *c)
         return;
     registry_unbind_uid(c);
     groups_leave_all(c);
-    for (size_t i = id_hash(c->client_id, CLIENT_ID_LEN) & slot_mask;; i = (i + 1) & slot_mask) {
+    for (size_t i = id_hash(c->client_id, strlen(c->client_id)) & slot_mask;;
+         i = (i + 1) & slot_mask) {
         if (!slots[i])
             break;
         if (slots[i] == c) {
@@ -168,6 +200,38 @@ void registry_foreach(void (*fn)(conn *c, void *arg), void *arg)
     for (size_t i = 0; i <= slot_mask; i++)
         if (slots[i])
             fn(slots[i], arg);
+}
+
+typedef struct seq_conn {
+    uint64_t seq;
+    conn *c;
+} seq_conn;
+
+static int seq_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const seq_conn *)a)->seq, y = ((const seq_conn *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+void registry_foreach_ordered(void (*fn)(conn *c, void *arg), void *arg)
+{
+    if (!slot_seq || client_count == 0) {
+        registry_foreach(fn, arg);
+        return;
+    }
+    seq_conn *v = malloc(client_count * sizeof(*v));
+    if (!v) { /* out of memory: every client still, in table order */
+        registry_foreach(fn, arg);
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i <= slot_mask; i++)
+        if (slots[i])
+            v[n++] = (seq_conn){slot_seq[i], slots[i]};
+    qsort(v, n, sizeof(*v), seq_cmp);
+    for (size_t i = 0; i < n; i++)
+        fn(v[i].c, arg);
+    free(v);
 }
 
 /* ---- uids -------------------------------------------------------------- */
@@ -206,12 +270,18 @@ int registry_bind_uid(conn *c, const char *uid, size_t len, uint32_t max_conns)
         cluster_uid_held(e->name, len, true);
     }
     registry_unbind_uid(c);
+    /* appended: a uid's connections are listed in bind order (GatewayWorker's
+     * replies are); a uid has few (--max-conns-per-user), so the walk is short */
+    conn *last = e->conns;
+    while (last && last->uid_next)
+        last = last->uid_next;
     c->uid = e;
-    c->uid_prev = NULL;
-    c->uid_next = e->conns;
-    if (e->conns)
-        e->conns->uid_prev = c;
-    e->conns = c;
+    c->uid_prev = last;
+    c->uid_next = NULL;
+    if (last)
+        last->uid_next = c;
+    else
+        e->conns = c;
     e->count++;
     return 0;
 }
@@ -270,6 +340,8 @@ static void member_unlink(group_link *m)
         g->members = m->g_next;
     if (m->g_next)
         m->g_next->g_prev = m->g_prev;
+    else
+        g->last = m->g_prev;
     if (--g->count == 0) {
         HASH_DELETE(hh, groups, g);
         cluster_group_held(g->name, g->len, false);
@@ -305,10 +377,14 @@ int registry_join_group(conn *c, const char *group, size_t len)
     }
     m->conn = c;
     m->group = g;
-    m->g_next = g->members;
-    if (g->members)
-        g->members->g_prev = m;
-    g->members = m;
+    /* appended: members are listed in join order, as GatewayWorker does */
+    m->g_prev = g->last;
+    m->g_next = NULL;
+    if (g->last)
+        g->last->g_next = m;
+    else
+        g->members = m;
+    g->last = m;
     g->count++;
     m->c_next = x->groups;
     x->groups = m;
@@ -371,9 +447,20 @@ void registry_ungroup(const char *group, size_t len)
     }
 }
 
+void registry_foreach_group(void (*fn)(group_entry *g, void *arg), void *arg)
+{
+    group_entry *g, *tmp;
+    HASH_ITER(hh, groups, g, tmp) /* uthash keeps insertion (creation) order */
+    {
+        fn(g, arg);
+    }
+}
+
 void registry_destroy(void)
 {
     free(slots);
+    free(slot_seq);
+    slot_seq = NULL;
     slots = NULL;
     slot_mask = 0;
     client_count = 0;

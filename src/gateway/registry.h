@@ -29,7 +29,7 @@
 #define REGISTRY_NAME_MAX 128 /* bytes of a uid or group */
 
 struct uid_entry {
-    conn *conns; /* list through conn->uid_next */
+    conn *conns; /* list through conn->uid_next, in bind order */
     uint32_t count;
     uint16_t json_len;
     char *json; /* the uid as JSON (gateway_uid_json), written into every event it sends */
@@ -47,7 +47,8 @@ typedef struct group_link {
 } group_link;
 
 struct group_entry {
-    group_link *members;
+    group_link *members; /* in join order */
+    group_link *last;
     uint32_t count;
     UT_hash_handle hh;
     uint16_t len;
@@ -60,6 +61,10 @@ int registry_add(conn *c);
 /* Removes the connection from every index (its uid, its groups). */
 void registry_remove(conn *c);
 conn *registry_find(const char *client_id, size_t len);
+/* Characters of this process's client_ids: CLIENT_ID_LEN, or 20 with
+ * GatewayWorker ids (gw_compat_ids). */
+#define GW_CLIENT_ID_CHARS 20
+size_t registry_client_id_len(void);
 
 #define REGISTRY_FULL (-2) /* registry_bind_uid: the uid has max_conns connections */
 
@@ -85,6 +90,13 @@ size_t registry_uid_count(void);
 /* Calls fn for every registered connection. fn must not add or remove
  * connections (closing is fine: removal happens on the close callback). */
 void registry_foreach(void (*fn)(conn *c, void *arg), void *arg);
+
+/* The same in connect order when GatewayWorker ids are on (sorting a
+ * snapshot: O(n log n)), else in table order. */
+void registry_foreach_ordered(void (*fn)(conn *c, void *arg), void *arg);
+/* Calls fn for every group with members, in creation order (fn must not
+ * change the registry). */
+void registry_foreach_group(void (*fn)(group_entry *g, void *arg), void *arg);
 
 /* Calls fn for every bound uid (fn must not change the registry). */
 void registry_foreach_uid(void (*fn)(uid_entry *e, void *arg), void *arg);

@@ -18,7 +18,7 @@
 #define GW_CLIENT_ID_LEN 20 /* hex characters */
 
 /* flag bits */
-#define GW_FLAG_BODY_RAW 0x01  /* the body is a scalar's bytes, not serialize() output */
+#define GW_FLAG_BODY_RAW 0x01   /* the body is a scalar's bytes, not serialize() output */
 #define GW_FLAG_NOT_FRAMED 0x02 /* send the body to the client as it is (pre-framed) */
 
 enum gw_cmd {
@@ -68,10 +68,10 @@ typedef struct gw_header {
 } gw_header;
 
 enum gw_parse_result {
-    GW_PARSE_OK = 0,         /* header parsed and consistent */
-    GW_PARSE_NEED_MORE = 1,  /* fewer than 28 bytes so far */
-    GW_PARSE_BAD_LEN = -1,   /* pack_len < 28 or > max_pack */
-    GW_PARSE_BAD_EXT = -2,   /* 28 + ext_len > pack_len */
+    GW_PARSE_OK = 0,        /* header parsed and consistent */
+    GW_PARSE_NEED_MORE = 1, /* fewer than 28 bytes so far */
+    GW_PARSE_BAD_LEN = -1,  /* pack_len < 28 or > max_pack */
+    GW_PARSE_BAD_EXT = -2,  /* 28 + ext_len > pack_len */
 };
 
 /* Reads the header at data[0..len). max_pack bounds pack_len. On GW_PARSE_OK

@@ -36,9 +36,9 @@ typedef struct php_buf {
 } php_buf;
 
 void php_put_raw(php_buf *b, const void *data, size_t len); /* bytes as they are */
-void php_put_null(php_buf *b);                               /* N; */
-void php_put_bool(php_buf *b, bool v);                       /* b:1; */
-void php_put_int(php_buf *b, int64_t v);                     /* i:42; */
+void php_put_null(php_buf *b);                              /* N; */
+void php_put_bool(php_buf *b, bool v);                      /* b:1; */
+void php_put_int(php_buf *b, int64_t v);                    /* i:42; */
 /* d:<v>; with PHP's serialize_precision -1 spelling (shortest text that reads
  * back to v: 0.5, 0.1, 1.0E+25, -0, INF, -INF, NAN) */
 void php_put_double(php_buf *b, double v);
@@ -76,7 +76,7 @@ typedef struct php_value {
         struct {
             size_t count;     /* elements (key/value pairs) */
             const char *body; /* after the '{': count key/value tokens, then '}' */
-        } a; /* PHP_ARRAY and PHP_OBJECT (properties) */
+        } a;                  /* PHP_ARRAY and PHP_OBJECT (properties) */
     };
 } php_value;
 

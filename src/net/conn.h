@@ -45,6 +45,10 @@ typedef struct conn_handler {
     /* The queue fell to --max-outbuf or below after conn_notify_drain asked
      * for it (once per request). May be NULL for a protocol that never asks. */
     void (*on_drain)(conn *c);
+    /* Queued bytes past which conn_send refuses (CONN_SEND_OVERFLOW); 0 =
+     * --max-outbuf. Lets a protocol whose peers are trusted back ends (the
+     * GatewayWorker inner port) take more than a client may. */
+    size_t max_outbuf;
 } conn_handler;
 
 /* 18 bytes, base64url without padding: a 2-byte node tag (which cluster node

@@ -279,12 +279,18 @@ static int outq_push(conn *c, sbuf *buf)
     return 0;
 }
 
+static size_t outbuf_limit(conn *c)
+{
+    return c->handler->max_outbuf ? c->handler->max_outbuf
+                                  : (size_t)conn_server(c)->cfg->max_outbuf;
+}
+
 int conn_send(conn *c, sbuf *buf)
 {
     if (c->flags & (CONN_CLOSING | CONN_SHUT_AFTER_WRITE))
         return CONN_SEND_CLOSED;
     size_t queued = c->out ? c->out->bytes : 0;
-    if (queued + buf->len > (size_t)conn_server(c)->cfg->max_outbuf)
+    if (queued + buf->len > outbuf_limit(c))
         return CONN_SEND_OVERFLOW;
     return outq_push(c, buf) == 0 ? CONN_SEND_OK : CONN_SEND_OVERFLOW;
 }
@@ -390,7 +396,7 @@ static void check_drained(conn *c)
 {
     if ((c->flags & (CONN_WANT_DRAIN | CONN_CLOSING)) != CONN_WANT_DRAIN)
         return;
-    if (conn_queued_bytes(c) > (size_t)conn_server(c)->cfg->max_outbuf)
+    if (conn_queued_bytes(c) > outbuf_limit(c))
         return;
     c->flags &= ~CONN_WANT_DRAIN;
     if (c->handler->on_drain)
@@ -699,9 +705,17 @@ static void refuse_conn(server *srv, conn *c)
     conn_close_after_write(c, REFUSE_GRACE_MS);
 }
 
-static void connection_cb(uv_stream_t *listener, int status)
+/* An extra listener (server_listen): its own protocol, no per-address cap. */
+struct server_listener {
+    uv_tcp_t tcp;
+    server *srv;
+    const conn_handler *handler;
+    server_listener *next;
+};
+
+static void accept_one(server *srv, uv_stream_t *listener, int status, const conn_handler *handler,
+                       bool cap_per_ip)
 {
-    server *srv = listener->data;
     if (status < 0) {
         log_warn("accept failed: %s", uv_strerror(status));
         return;
@@ -720,16 +734,82 @@ static void connection_cb(uv_stream_t *listener, int status)
     srv->conns_open++;
     srv->conns_total++;
     c->last_rx = server_now_ms(srv);
-    if (!peer_admit(srv, c)) {
+    if (cap_per_ip && !peer_admit(srv, c)) {
         refuse_conn(srv, c);
         restart_read(c); /* to see the peer's EOF; read_cb discards the bytes */
         return;
     }
-    c->handler = srv->accept_handler;
+    c->handler = handler;
     if (c->handler->on_open)
         c->handler->on_open(c);
     if (!(c->flags & CONN_CLOSING))
         restart_read(c);
+}
+
+static void connection_cb(uv_stream_t *listener, int status)
+{
+    server *srv = listener->data;
+    accept_one(srv, listener, status, srv->accept_handler, true);
+}
+
+static void extra_connection_cb(uv_stream_t *listener, int status)
+{
+    server_listener *l = listener->data;
+    accept_one(l->srv, listener, status, l->handler, false);
+}
+
+/* Binds tcp (not yet initialised) to host:port and listens. */
+static int listen_on(server *srv, uv_tcp_t *tcp, const char *host, int port, bool reuseport,
+                     uv_connection_cb cb)
+{
+    struct sockaddr_storage addr;
+    int r = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+    if (r < 0)
+        r = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
+    if (r < 0)
+        return r;
+    /* the socket exists before bind (init_ex), so SO_REUSEPORT can be set on it:
+     * libuv 1.44 has no flag for it */
+    r = uv_tcp_init_ex(srv->loop, tcp, addr.ss_family);
+    if (r < 0)
+        return r;
+    if (reuseport) {
+        uv_os_fd_t fd;
+        int on = 1;
+        if (uv_fileno((uv_handle_t *)tcp, &fd) == 0 &&
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0)
+            return uv_translate_sys_error(errno);
+    }
+    r = uv_tcp_bind(tcp, (struct sockaddr *)&addr, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)tcp, LISTEN_BACKLOG, cb);
+    return r;
+}
+
+static void free_listener_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+int server_listen(server *srv, const char *host, int port, const conn_handler *handler)
+{
+    server_listener *l = calloc(1, sizeof(*l));
+    if (!l)
+        return UV_ENOMEM;
+    l->srv = srv;
+    l->handler = handler;
+    int r = listen_on(srv, &l->tcp, host, port, false, extra_connection_cb);
+    l->tcp.data = l;
+    if (r < 0) {
+        if (l->tcp.loop) /* initialised: close it, the callback frees l */
+            uv_close((uv_handle_t *)&l->tcp, free_listener_cb);
+        else
+            free(l);
+        return r;
+    }
+    l->next = srv->extra;
+    srv->extra = l;
+    return 0;
 }
 
 int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_handler *handler)
@@ -749,28 +829,9 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
     if (!srv->read_buf)
         return UV_ENOMEM;
 
-    struct sockaddr_storage addr;
-    int r = uv_ip4_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in *)&addr);
-    if (r < 0)
-        r = uv_ip6_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in6 *)&addr);
-    if (r < 0)
-        return r;
-    /* the socket exists before bind (init_ex), so SO_REUSEPORT can be set on it:
-     * libuv 1.44 has no flag for it */
-    r = uv_tcp_init_ex(loop, &srv->listener, addr.ss_family);
-    if (r < 0)
-        return r;
+    int r = listen_on(srv, &srv->listener, cfg->listen_host, cfg->listen_port, cfg->reuseport,
+                      connection_cb);
     srv->listener.data = srv;
-    if (cfg->reuseport) {
-        uv_os_fd_t fd;
-        int on = 1;
-        if (uv_fileno((uv_handle_t *)&srv->listener, &fd) == 0 &&
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0)
-            return uv_translate_sys_error(errno);
-    }
-    r = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
-    if (r == 0)
-        r = uv_listen((uv_stream_t *)&srv->listener, LISTEN_BACKLOG, connection_cb);
     if (r < 0)
         return r;
 
@@ -788,8 +849,13 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
 
 void server_stop_listening(server *srv)
 {
-    if (!uv_is_closing((uv_handle_t *)&srv->listener))
+    if (srv->listener.loop && !uv_is_closing((uv_handle_t *)&srv->listener))
         uv_close((uv_handle_t *)&srv->listener, NULL);
+    while (srv->extra) {
+        server_listener *l = srv->extra;
+        srv->extra = l->next;
+        uv_close((uv_handle_t *)&l->tcp, free_listener_cb);
+    }
 }
 
 void server_close(server *srv)

@@ -37,6 +37,8 @@
 #define WHEEL_TICK_MS 100 /* deadline resolution */
 #define WHEEL_SLOTS 1024  /* ticks; a deadline further out is re-slotted when visited */
 
+typedef struct server_listener server_listener;
+
 struct server {
     uv_loop_t *loop;
     const config *cfg;
@@ -53,6 +55,7 @@ struct server {
     uv_buf_t *iov; /* scratch vector for flushes */
     size_t iov_cap;
     const conn_handler *accept_handler; /* protocol of new connections */
+    server_listener *extra;             /* server_listen's listeners */
     uint64_t conns_open;
     uint64_t conns_total;
     uint64_t conns_refused;   /* refused for --max-conns-per-ip */
@@ -80,7 +83,14 @@ static inline uint32_t server_now_tick(const server *srv)
 /* Binds and listens on cfg->listen_host:listen_port. Returns 0 or a
  * negative libuv error. New connections get `handler` (HTTP). */
 int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_handler *handler);
-/* Stops accepting; open connections are left to the caller to close. */
+/* Listens on another address whose connections start in `handler`; they
+ * share the loop, write queues and deadlines of the main listener's, but are
+ * not counted against --max-conns-per-ip (used for the inner ports of
+ * trusted back ends, which the docs say to firewall). Returns 0 or a
+ * negative libuv error. */
+int server_listen(server *srv, const char *host, int port, const conn_handler *handler);
+/* Stops accepting (every listener); open connections are left to the caller
+ * to close. */
 void server_stop_listening(server *srv);
 /* Releases the server's own handles (after every connection closed). */
 void server_close(server *srv);

@@ -37,7 +37,7 @@ ws_extra *ws_extra_get(conn *c)
 void ws_extra_release(conn *c)
 {
     ws_extra *x = c->wsx;
-    if (!x || x->frag || x->session || x->groups)
+    if (!x || x->frag || x->session || x->groups || x->php_session || x->gw_worker)
         return;
     free(x);
     c->wsx = NULL;
@@ -323,13 +323,13 @@ static void ws_on_deadline(conn *c)
     conn_set_deadline(c, next);
 }
 
-static void ws_on_open(conn *c)
+static void ws_start(conn *c, http_request *req)
 {
     c->flags |= CONN_WS;
     c->utf8_state = UTF8_ACCEPT;
     conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->ping_interval * 1000);
     if (!(c->flags & CONN_WS_ECHO) && gateway_app && gateway_app->on_open)
-        gateway_app->on_open(c);
+        gateway_app->on_open(c, req);
 }
 
 static void ws_on_close(conn *c)
@@ -339,13 +339,13 @@ static void ws_on_close(conn *c)
     frag_reset(c);
     if (c->wsx) { /* the app released what it owned; drop the rest */
         json_decref(c->wsx->session);
+        free(c->wsx->php_session);
         free(c->wsx);
         c->wsx = NULL;
     }
 }
 
 static const conn_handler ws_conn_handler = {
-    .on_open = ws_on_open,
     .on_read = ws_on_read,
     .on_deadline = ws_on_deadline,
     .on_close = ws_on_close,
@@ -398,5 +398,5 @@ void ws_upgrade(http_request *req, bool echo)
     if (echo)
         c->flags |= CONN_WS_ECHO;
     conn_set_handler(c, &ws_conn_handler);
-    ws_on_open(c);
+    ws_start(c, req);
 }

@@ -23,8 +23,9 @@
 #include "net/conn.h"
 
 typedef struct ws_app {
-    /* The handshake is done and the 101 queued. */
-    void (*on_open)(conn *c);
+    /* The handshake is done and the 101 queued. req is the upgrade request,
+     * valid only during the call. */
+    void (*on_open)(conn *c, http_request *req);
     /* A complete message: text (valid UTF-8) or binary. data is scratch
      * memory valid only during the call, NUL-terminated for text. */
     void (*on_message)(conn *c, bool is_text, uint8_t *data, size_t len);
@@ -37,8 +38,15 @@ typedef struct ws_app {
 struct ws_extra {
     uint8_t *frag; /* the open fragmented message */
     size_t frag_len, frag_cap;
-    json_t *session;           /* gateway session (set_session) */
+    json_t *session;           /* gateway session (set_session), NULL when unset */
     struct group_link *groups; /* gateway groups this client is in */
+    /* GatewayWorker compatibility (gwcompat/gw.h); unused otherwise */
+    char *php_session; /* a PHP-serialized session, exclusive with `session` */
+    uint32_t php_session_len;
+    uint32_t gw_client_ip; /* the client's IPv4 address (0 for IPv6), for worker events */
+    uint16_t gw_client_port;
+    bool gw_connected;           /* its worker got ON_CONNECT */
+    struct gw_worker *gw_worker; /* the BusinessWorker this client's events go to */
 };
 
 void ws_set_app(const ws_app *app);
