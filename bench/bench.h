@@ -57,6 +57,12 @@ typedef struct bench_opts {
     bool raw;
     bool binary;
     bool spread; /* fanout: broadcasts round-robin over the --api-conns connections */
+    /* gwpush: how pushes reach chatd (per-call, persistent, http), its GatewayWorker inner
+     * port (HOST:PORT), the inner port's secret_key, persistent connections */
+    const char *gw_mode;
+    const char *gw_addr;
+    const char *gw_secret;
+    long gw_conns;
 } bench_opts;
 
 extern bench_opts g_opt;
@@ -154,5 +160,6 @@ int cmd_route(void);
 int cmd_fanout(void);
 int cmd_chat(void);
 int cmd_storm(void);
+int cmd_gwpush(void);
 
 #endif

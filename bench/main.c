@@ -29,6 +29,10 @@ static const struct {
      "[--url2 ws://HOST2:PORT2/ws] [--spread]"},
     {"chat", cmd_chat, "--url ws://HOST:PORT/ws --users U --size B --window W --duration D"},
     {"storm", cmd_storm, "--url ws://HOST:PORT/ws --api-secret S -n N [--concurrency C]"},
+    {"gwpush", cmd_gwpush,
+     "--url ws://HOST:PORT/ws --api-secret S -n N --gw-mode per-call|persistent|http "
+     "[--gw-addr HOST:PORT] [--gw-secret K] [--gw-conns C] [--size B] [--window W] [--rate R] "
+     "--duration D"},
 };
 
 static void usage(FILE *f)
@@ -53,7 +57,14 @@ static void usage(FILE *f)
                "                    many as the ephemeral port range needs)\n"
                "  --api-conns N     keep-alive connections to the server API (default 4)\n"
                "  --spread          fanout: broadcasts round-robin over the --api-conns\n"
-               "                    connections (default: all pipelined on the first)\n");
+               "                    connections (default: all pipelined on the first)\n"
+               "\ngwpush options (pushes through chatd's GatewayWorker inner port, --gw-inner):\n"
+               "  --gw-mode M       per-call: a new TCP connection per push (as GatewayClient\n"
+               "                    from php-fpm); persistent: --gw-conns connections, frames\n"
+               "                    pipelined; http: POST /gateway/send_to_uid, keep-alive\n"
+               "  --gw-addr H:P     the inner port (per-call, persistent)\n"
+               "  --gw-secret K     secret_key: a 202 auth frame opens each inner connection\n"
+               "  --gw-conns C      persistent: inner connections (default 4)\n");
 }
 
 static double num_arg(const char *name, const char *v)
@@ -123,7 +134,11 @@ int main(int argc, char **argv)
         O_JSON,
         O_RAW,
         O_BINARY,
-        O_SPREAD
+        O_SPREAD,
+        O_GW_MODE,
+        O_GW_ADDR,
+        O_GW_SECRET,
+        O_GW_CONNS
     };
     static const struct option longopts[] = {
         {"url", required_argument, 0, O_URL},
@@ -152,6 +167,10 @@ int main(int argc, char **argv)
         {"raw", no_argument, 0, O_RAW},
         {"binary", no_argument, 0, O_BINARY},
         {"spread", no_argument, 0, O_SPREAD},
+        {"gw-mode", required_argument, 0, O_GW_MODE},
+        {"gw-addr", required_argument, 0, O_GW_ADDR},
+        {"gw-secret", required_argument, 0, O_GW_SECRET},
+        {"gw-conns", required_argument, 0, O_GW_CONNS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -268,6 +287,18 @@ int main(int argc, char **argv)
             break;
         case O_SPREAD:
             g_opt.spread = true;
+            break;
+        case O_GW_MODE:
+            g_opt.gw_mode = optarg;
+            break;
+        case O_GW_ADDR:
+            g_opt.gw_addr = optarg;
+            break;
+        case O_GW_SECRET:
+            g_opt.gw_secret = optarg;
+            break;
+        case O_GW_CONNS:
+            g_opt.gw_conns = (long)num_arg(name, optarg);
             break;
         default:
             usage(stderr);

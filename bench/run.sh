@@ -6,8 +6,8 @@
 # With two or more cores the server runs on core 0 and chatd-bench on core 1 (taskset).
 #
 # Usage: bench/run.sh [SCENARIO...]     scenarios: echo route rate fanout conns storm chat
-#                                       chat-pg cluster (default: all but cluster, in that
-#                                       order; rate needs route)
+#                                       chat-pg cluster gw (default: all but cluster and gw,
+#                                       in that order; rate needs route)
 # chat-pg is chat with chatd on PostgreSQL: it starts a throw-away cluster of its own with
 # scripts/postgres.sh (fsync on, synchronous_commit on), writes its settings to
 # pg-settings.txt, and stops it after; `bench/run.sh chat chat-pg` gives both side by side.
@@ -27,6 +27,16 @@
 #   CLUSTER_RATES="0.5 0.25" (open-loop route points, fractions of each config's saturation)
 #   CLUSTER_API_CONNS=32 (fanout-spread: broadcasts round-robin over that many API connections)
 #   REDIS_CPU=<server core> (where Redis is pinned; "" = not pinned)
+# gw (issue 10): one chatd with --gw-inner; chatd-bench gwpush pushes to GW_CLIENTS bound
+# uids in each GW_MODES mode (per-call: a TCP connection per push to the inner port, as
+# GatewayClient from php-fpm; persistent: GW_CONNS inner connections, pipelined; http: POST
+# /gateway/send_to_uid on GW_CONNS keep-alive connections), the modes interleaved in
+# GW_ROUNDS rounds so drift on a shared machine hits them alike; prints a table of its own
+# (pushes/s, latency, server CPU per push), also in gw-summary.txt.
+#   GW_CLIENTS=1000 GW_DURATION=10 GW_ROUNDS=$REPS GW_MODES="per-call persistent http"
+#   GW_WINDOW=32 (pushes in flight) GW_SIZE=32 GW_CONNS=4 GW_SECRET= (the inner port's
+#   --gw-secret; empty = none, GatewayWorker's default) GW_RATE= (open loop at that many
+#   pushes/s instead of saturation)
 set -u
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -459,9 +469,107 @@ run_cluster() {
     stop_redis
 }
 
+# ---- gw (issue 10) ----
+GW_CLIENTS=${GW_CLIENTS:-1000}
+GW_DURATION=${GW_DURATION:-10}
+GW_ROUNDS=${GW_ROUNDS:-$REPS}
+GW_MODES=${GW_MODES:-per-call persistent http}
+GW_WINDOW=${GW_WINDOW:-32}
+GW_SIZE=${GW_SIZE:-32}
+GW_CONNS=${GW_CONNS:-4}
+GW_SECRET=${GW_SECRET:-}
+GW_RATE=${GW_RATE:-}
+
+# start_gw_chatd CPU: chatd as start_server starts it (see lib.sh), plus --gw-inner on a
+# second free port (and --gw-secret GW_SECRET); sets SERVER_PID, SERVER_PORT, GW_PORT.
+start_gw_chatd() {
+    local cpu=$1 pin=() extra=() log tries
+    [ -n "$cpu" ] && pin=(taskset -c "$cpu")
+    chatd_has_opt login-rate && extra+=(--login-rate 100000)
+    chatd_has_opt max-conns-per-ip && extra+=(--max-conns-per-ip 0)
+    [ -n "$GW_SECRET" ] && extra+=(--gw-secret "$GW_SECRET")
+    for tries in 1 2 3; do
+        SERVER_PORT=$(free_port) && GW_PORT=$(free_port) || return 1
+        [ "$GW_PORT" = "$SERVER_PORT" ] && continue
+        log=$LOGDIR/chatd-gw-$SERVER_PORT.log
+        mkdir -p "$LOGDIR/data-$SERVER_PORT"
+        (ulimit -n "$(ulimit -Hn)"; exec "${pin[@]}" "$BUILD/chatd" \
+            --listen "127.0.0.1:$SERVER_PORT" --gw-inner "127.0.0.1:$GW_PORT" \
+            --api-secret "$SECRET" --event-rate 0 --log-level warn \
+            --data-dir "$LOGDIR/data-$SERVER_PORT" --web-root "$ROOT/web" "${extra[@]}") >"$log" 2>&1 &
+        SERVER_PID=$!
+        STARTED_PIDS+=("$SERVER_PID")
+        wait_listening "$SERVER_PORT" "$SERVER_PID" && wait_listening "$GW_PORT" "$SERVER_PID" &&
+            return 0
+        stop_server "$SERVER_PID"
+        echo "run.sh: chatd --gw-inner did not come up (try $tries):" >&2
+        tail -5 "$log" >&2
+    done
+    return 1
+}
+
+run_gw() {
+    local r mode duration=$DURATION gwsec=() rate=()
+    if ! chatd_has_opt gw-inner; then
+        echo "run.sh: gw skipped: chatd has no --gw-inner" >&2
+        return
+    fi
+    [ -n "$GW_SECRET" ] && gwsec=(--gw-secret "$GW_SECRET")
+    [ -n "$GW_RATE" ] && rate=(--rate "$GW_RATE")
+    start_gw_chatd "$SERVER_CPU" || { echo "run.sh: gw skipped: chatd did not start" >&2; return; }
+    {
+        echo "gw: chatd pid $SERVER_PID, ws port $SERVER_PORT, inner port $GW_PORT (core ${SERVER_CPU:-none})"
+        echo "gw settings: GW_CLIENTS=$GW_CLIENTS GW_DURATION=$GW_DURATION GW_ROUNDS=$GW_ROUNDS" \
+            "GW_MODES=\"$GW_MODES\" GW_WINDOW=$GW_WINDOW GW_SIZE=$GW_SIZE GW_CONNS=$GW_CONNS" \
+            "GW_SECRET=${GW_SECRET:+set} GW_RATE=${GW_RATE:-saturation}"
+    } | tee -a "$OUT/info.txt" >&2
+    DURATION=$GW_DURATION
+    for r in $(seq 1 "$GW_ROUNDS"); do
+        for mode in $GW_MODES; do
+            REPS=1 REP_NO=$r bench "gw $mode $GW_CLIENTS x $GW_SIZE" chatd gwpush \
+                --url "ws://127.0.0.1:$SERVER_PORT/ws" --api-secret "$SECRET" -n "$GW_CLIENTS" \
+                --gw-mode "$mode" --gw-addr "127.0.0.1:$GW_PORT" "${gwsec[@]}" \
+                --gw-conns "$GW_CONNS" --api-conns "$GW_CONNS" --size "$GW_SIZE" \
+                --window "$GW_WINDOW" "${rate[@]}"
+        done
+    done
+    DURATION=$duration
+    stop_server "$SERVER_PID"
+    gw_summary | tee "$OUT/gw-summary.txt"
+}
+
+# The gw points' table: per mode the medians over the rounds.
+gw_summary() {
+    node - "$RAW" <<'JS'
+const fs = require('fs');
+const rows = fs.readFileSync(process.argv[2], 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+  .filter((r) => r.scenario === 'gwpush');
+const by = new Map();
+for (const r of rows) (by.get(r.point) || by.set(r.point, []).get(r.point)).push(r);
+const med = (rs, k) => {
+  const v = rs.map((r) => r[k]).filter((x) => x != null).sort((a, b) => a - b);
+  return v.length ? v[(v.length - 1) >> 1] : NaN;
+};
+const f = (v, d = 0) => (Number.isNaN(v) ? '-' : v.toFixed(d));
+const out = [['point', 'pushes/s [min-max]', 'p50 us', 'p99 us', 'server us/push', 'bench us/push',
+  'server cpu', 'noise', 'undelivered']];
+for (const [p, rs] of by) {
+  const rate = rs.map((r) => r.rate);
+  out.push([p, `${f(med(rs, 'rate'))} [${f(Math.min(...rate))}-${f(Math.max(...rate))}]`,
+    f(med(rs, 'lat_p50_us')), f(med(rs, 'lat_p99_us')), f(med(rs, 'server_us_per_push'), 1),
+    f(med(rs, 'bench_us_per_push'), 1), f(med(rs, 'server_cpu'), 2),
+    f(Math.max(...rs.map((r) => r.other_cpu ?? 0)), 2), String(rs.reduce((a, r) => a + r.undelivered, 0))]);
+}
+const w = out[0].map((_, i) => Math.max(...out.map((r) => r[i].length)));
+for (const r of out) console.log(r.map((x, i) => x.padEnd(w[i])).join('  ').trimEnd());
+console.log(`medians over ${Math.max(...[...by.values()].map((rs) => rs.length))} rounds; ` +
+  'server us/push = server CPU time over the window / pushes delivered in it');
+JS
+}
+
 for sc in "${SCENARIOS[@]}"; do
     case $sc in
-    echo | route | rate | fanout | conns | storm | chat | cluster) "run_$sc" ;;
+    echo | route | rate | fanout | conns | storm | chat | cluster | gw) "run_$sc" ;;
     chat-pg) run_chat_pg ;;
     *) echo "run.sh: unknown scenario $sc" >&2 ;;
     esac

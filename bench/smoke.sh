@@ -61,6 +61,35 @@ check fanout-url2 fanout --url "$URL/ws" --url2 "$URL/ws" --api-secret "$SECRET"
     --size 32 --duration 0.5
 check storm storm --url "$URL/ws" --api-secret "$SECRET" -n 100 --concurrency 16
 check chat chat --url "$URL/ws" --users 4 --window 2 --duration 0.5
+check gwpush-http gwpush --url "$URL/ws" --api-secret "$SECRET" -n 20 --gw-mode http \
+    --duration 0.5 --server-pid "$CHATD_PID"
+
+# gwpush through the GatewayWorker inner port (issue 10): a second chatd with --gw-inner and
+# a secret (so the 202 auth frame is exercised), when this chatd has the option.
+if chatd_has_opt gw-inner; then
+    GW_WS=$(free_port) GW_INNER=$(free_port)
+    mkdir -p "$LOGDIR/data-gw"
+    (ulimit -n "$(ulimit -Hn)"; exec "$BUILD/chatd" --listen "127.0.0.1:$GW_WS" \
+        --gw-inner "127.0.0.1:$GW_INNER" --gw-secret smoke-gw --api-secret "$SECRET" \
+        --event-rate 0 --log-level warn --data-dir "$LOGDIR/data-gw" \
+        --web-root "$ROOT/web") >"$LOGDIR/chatd-gw.log" 2>&1 &
+    GW_PID=$!
+    STARTED_PIDS+=("$GW_PID")
+    if wait_listening "$GW_WS" "$GW_PID" && wait_listening "$GW_INNER" "$GW_PID"; then
+        for mode in per-call persistent http; do
+            check "gwpush-$mode" gwpush --url "ws://127.0.0.1:$GW_WS/ws" --api-secret "$SECRET" \
+                -n 20 --gw-mode "$mode" --gw-addr "127.0.0.1:$GW_INNER" --gw-secret smoke-gw \
+                --duration 0.5 --server-pid "$GW_PID"
+        done
+    else
+        echo "FAIL chatd --gw-inner did not start"
+        tail -5 "$LOGDIR/chatd-gw.log" | sed 's/^/     /'
+        failed=$((failed + 1))
+    fi
+else
+    echo "SKIP gwpush-per-call, gwpush-persistent: chatd has no --gw-inner"
+    skipped=$((skipped + 2))
+fi
 
 if ! kill -0 "$CHATD_PID" 2>/dev/null; then
     echo "FAIL chatd died during the smoke run"
