@@ -114,6 +114,30 @@ static const option_spec options[] = {
     {"gw-max-outbuf", OPT_INT, FIELD(gw_max_outbuf), "16777216", 65536, 1 << 30,
      "bytes queued to one inner or Register connection (a worker's events, replies) before it "
      "is closed as a slow reader"},
+    /* production (issue 12) */
+    {"tls-cert", OPT_STRING, FIELD(tls_cert), "", 0, 0,
+     "PEM certificate (chain allowed) to serve https and wss on --listen (with --tls-key; "
+     "re-read on SIGHUP; empty = plain)"},
+    {"tls-key", OPT_STRING, FIELD(tls_key), "", 0, 0, "PEM private key of --tls-cert"},
+    {"ws-deflate", OPT_FLAG, FIELD(ws_deflate), "0", 0, 1,
+     "offer permessage-deflate (RFC 7692) to WebSocket clients that ask for it"},
+    {"ws-deflate-threshold", OPT_INT, FIELD(ws_deflate_threshold), "256", 0, 1 << 30,
+     "messages shorter than this many bytes are sent uncompressed"},
+    {"metrics", OPT_FLAG, FIELD(metrics), "0", 0, 1,
+     "serve GET /metrics (Prometheus text format) on --listen"},
+    {"metrics-listen", OPT_STRING, FIELD(metrics_listen), "", 0, 0,
+     "serve GET /metrics on this HOST:PORT instead (empty = none, or on --listen with --metrics)"},
+    {"log-format", OPT_STRING, FIELD(log_format), "text", 0, 0,
+     "text, or json (one JSON object per line)"},
+    {"webhook-url", OPT_STRING, FIELD(webhook_url), "", 0, 0,
+     "POST a signed event here when a message is stored for a user with no connected device "
+     "(http:// or https://; empty = off)"},
+    {"webhook-secret", OPT_STRING, FIELD(webhook_secret), "", 0, 0,
+     "HMAC-SHA256 key that signs each webhook body (X-Chatd-Signature)"},
+    {"webhook-preview", OPT_INT, FIELD(webhook_preview), "64", 0, 4096,
+     "characters of the message text in a webhook event (0 = none)"},
+    {"webhook-queue", OPT_INT, FIELD(webhook_queue), "10000", 1, 10000000,
+     "webhook events waiting to be delivered; more are dropped and counted"},
     {"log-level", OPT_STRING, FIELD(log_level), "info", 0, 0, "debug, info, warn, error or off"},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))

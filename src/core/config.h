@@ -60,6 +60,18 @@ typedef struct config {
     char *gw_secret;
     int64_t gw_max_frame;
     int64_t gw_max_outbuf;
+    /* production (issue 12) */
+    char *tls_cert; /* "" = plain */
+    char *tls_key;
+    int64_t ws_deflate; /* 1 = negotiate permessage-deflate */
+    int64_t ws_deflate_threshold;
+    int64_t metrics;      /* 1 = GET /metrics on --listen */
+    char *metrics_listen; /* "" = none */
+    char *log_format;     /* "text" or "json" */
+    char *webhook_url;    /* "" = off */
+    char *webhook_secret;
+    int64_t webhook_preview;
+    int64_t webhook_queue;
     /* logging */
     char *log_level;
 } config;
