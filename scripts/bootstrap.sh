@@ -10,10 +10,13 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-dev
-            libssl-dev libsqlite3-dev libsodium-dev uthash-dev libicu-dev libpq-dev libhiredis-dev)
+            libssl-dev libsqlite3-dev libsodium-dev uthash-dev libicu-dev libpq-dev libhiredis-dev
+            zlib1g-dev)
 # postgresql-15: the server the PostgreSQL tests start (scripts/postgres.sh);
 # redis-server and haproxy: the cluster tests (scripts/redis.sh, scripts/cluster.sh)
-test_pkgs=(libcmocka-dev clang libclang-rt-14-dev chromium curl postgresql-15 redis-server haproxy php8.2-cli)
+# openssl: the TLS tests make a throw-away CA with the CLI
+test_pkgs=(libcmocka-dev clang libclang-rt-14-dev chromium curl postgresql-15 redis-server haproxy php8.2-cli
+           openssl)
 
 missing=()
 is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
