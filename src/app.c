@@ -9,6 +9,7 @@
 #include "chat/chat.h"
 #include "cluster/cluster.h"
 #include "core/log.h"
+#include "core/reload.h"
 #include "gateway/gateway.h"
 #include "gateway/gateway_api.h"
 #include "gateway/registry.h"
@@ -16,6 +17,7 @@
 #include "http/http.h"
 #include "http/static_files.h"
 #include "net/server.h"
+#include "net/tls.h"
 #include "ws/ws.h"
 #include "ws/ws_frame.h"
 
@@ -23,6 +25,7 @@
 
 static server srv;
 static uv_signal_t sigint_handle, sigterm_handle;
+static uv_signal_t sighup_handle; /* TEMPORARY (tls branch): until the config helper wires SIGHUP */
 static uv_timer_t shutdown_timer;
 static uint64_t started_at_ms;
 
@@ -148,6 +151,15 @@ static void signal_cb(uv_signal_t *s, int signum)
     uv_timer_start(&shutdown_timer, shutdown_timer_cb, 20, 20);
 }
 
+/* TEMPORARY (tls branch): re-applies the same configuration's files. */
+static void sighup_cb(uv_signal_t *s, int signum)
+{
+    (void)s;
+    (void)signum;
+    log_info("received SIGHUP: reloading");
+    reload_run(srv.cfg, srv.cfg);
+}
+
 /* After the loop stopped: drop what is left, then let every close finish. */
 static void teardown(uv_loop_t *loop)
 {
@@ -156,6 +168,7 @@ static void teardown(uv_loop_t *loop)
     server_close(&srv);
     uv_close((uv_handle_t *)&sigint_handle, NULL);
     uv_close((uv_handle_t *)&sigterm_handle, NULL);
+    uv_close((uv_handle_t *)&sighup_handle, NULL); /* TEMPORARY */
     uv_close((uv_handle_t *)&shutdown_timer, NULL);
     uv_run(loop, UV_RUN_DEFAULT); /* close callbacks free the connections */
     chat_shutdown();              /* commits and answers what is queued */
@@ -163,6 +176,7 @@ static void teardown(uv_loop_t *loop)
     uv_run(loop, UV_RUN_DEFAULT);
     cluster_stop(); /* when the loop ended without a signal */
     registry_destroy();
+    tls_shutdown();
 }
 
 /* ---- start ------------------------------------------------------------- */
@@ -202,6 +216,9 @@ int app_run(uv_loop_t *loop, const config *cfg)
         return 1;
     http_set_request_handler(route);
     static_files_init(cfg->web_root);
+    if (tls_init(cfg) < 0)
+        return 1;
+    reload_register("tls", tls_reload);
     int r = server_init(&srv, loop, cfg, &http_conn_handler);
     if (r < 0) {
         log_error("cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port, uv_strerror(r));
@@ -214,10 +231,12 @@ int app_run(uv_loop_t *loop, const config *cfg)
     uv_signal_start(&sigint_handle, signal_cb, SIGINT);
     uv_signal_init(loop, &sigterm_handle);
     uv_signal_start(&sigterm_handle, signal_cb, SIGTERM);
+    uv_signal_init(loop, &sighup_handle); /* TEMPORARY */
+    uv_signal_start(&sighup_handle, sighup_cb, SIGHUP);
     uv_timer_init(loop, &shutdown_timer);
-    log_info("chatd listening on http://%s:%d (WebSocket %s%s%s, API %s)", cfg->listen_host,
-             cfg->listen_port, cfg->ws_path, cfg->echo_path[0] ? ", echo " : "", cfg->echo_path,
-             cfg->api_secret[0] ? "on" : "off");
+    log_info("chatd listening on %s://%s:%d (WebSocket %s%s%s, API %s)",
+             tls_enabled() ? "https" : "http", cfg->listen_host, cfg->listen_port, cfg->ws_path,
+             cfg->echo_path[0] ? ", echo " : "", cfg->echo_path, cfg->api_secret[0] ? "on" : "off");
     uv_run(loop, UV_RUN_DEFAULT);
     teardown(loop);
     log_info("chatd stopped");

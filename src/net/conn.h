@@ -63,6 +63,7 @@ enum conn_flag {
     CONN_WRITING = 1 << 4,          /* a uv_write is in flight */
     CONN_IN_WHEEL = 1 << 5,
     CONN_WANT_DRAIN = 1 << 6, /* call on_drain once the queue is within --max-outbuf */
+    CONN_TLS = 1 << 7,        /* a tls_conn (net/tls.h): TLS below the protocol */
     /* WebSocket state */
     CONN_WS = 1 << 8,
     CONN_WS_ECHO = 1 << 9,         /* the diagnostic echo endpoint */

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "core/log.h"
+#include "net/tls.h"
 
 /* The per-address table is keyed with SipHash under a random key: a client
  * that picks its IPv6 addresses cannot make them collide in one bucket. */
@@ -43,11 +44,15 @@ typedef struct peer_entry {
 
 /* The queue of buffers waiting to be written on one connection. Items
  * [head, head + inflight) belong to a uv_write in progress. Allocated on the
- * first send and freed as soon as it drains, so idle connections hold none. */
+ * first send and freed as soon as it drains, so idle connections hold none.
+ * On a TLS connection items [head, head + sealed) are ciphertext (records,
+ * handshake messages, alerts), the rest is plaintext that the flush encrypts;
+ * only the sealed part is written. Plain connections keep sealed at 0. */
 struct outq {
     sbuf **items;
     uint32_t head, tail, cap;
     uint32_t inflight;
+    uint32_t sealed;
     size_t inflight_bytes; /* bytes handed to that uv_write */
     uint32_t first_off;    /* bytes of items[head] already written */
     size_t bytes;          /* queued bytes not yet written */
@@ -56,6 +61,7 @@ struct outq {
 
 static void flush_conn(conn *c);
 static void restart_read(conn *c);
+static void shutdown_when_drained(conn *c);
 
 /* ---- deadline wheel ---------------------------------------------------- */
 
@@ -178,6 +184,8 @@ static void close_cb(uv_handle_t *h)
         unlink_dirty(srv, c);
     outq_free(c->out);
     free(c->in);
+    if (c->flags & CONN_TLS)
+        tls_conn_free(c);
     srv->conns_open--;
     free(c);
 }
@@ -229,7 +237,7 @@ void conn_close_after_write(conn *c, uint32_t grace_ms)
         restart_read(c); /* only to see EOF; read_cb discards the bytes */
     }
     if (!c->out)
-        begin_shutdown(c);
+        shutdown_when_drained(c);
 }
 
 /* ---- writing ----------------------------------------------------------- */
@@ -333,6 +341,9 @@ void conn_drop_pending(conn *c)
     /* a partly written head buffer must be finished or the stream breaks */
     if (q->inflight == 0 && q->first_off > 0)
         keep = q->head + 1;
+    /* TLS records already made must go: the peer counts them */
+    if (keep < q->head + q->sealed)
+        keep = q->head + q->sealed;
     for (uint32_t i = keep; i < q->tail; i++) {
         q->bytes -= q->items[i]->len;
         sbuf_unref(q->items[i]);
@@ -357,12 +368,19 @@ static void outq_consume(outq *q, size_t written)
         q->head++;
         if (q->inflight)
             q->inflight--;
+        if (q->sealed)
+            q->sealed--;
     }
 }
 
-static size_t fill_iov(server *srv, outq *q)
+/* Items that may be written now: all, or on a TLS connection the sealed ones. */
+static size_t writable_items(const conn *c, const outq *q)
 {
-    size_t n = q->tail - q->head;
+    return (c->flags & CONN_TLS) ? q->sealed : q->tail - q->head;
+}
+
+static size_t fill_iov(server *srv, outq *q, size_t n)
+{
     if (n > srv->iov_cap) {
         size_t cap = srv->iov_cap ? srv->iov_cap : 64;
         while (cap < n)
@@ -388,7 +406,84 @@ static void queue_drained(conn *c)
     outq_free(c->out);
     c->out = NULL;
     if (c->flags & CONN_SHUT_AFTER_WRITE)
-        begin_shutdown(c);
+        shutdown_when_drained(c);
+}
+
+/* ---- TLS (net/tls.h): ciphertext in the queue -------------------------- */
+
+/* Queues ciphertext (or a raw reply) ahead of the plaintext not yet sealed,
+ * behind the ciphertext already queued. Takes a new reference. */
+static int queue_sealed(conn *c, sbuf *w)
+{
+    if (outq_push(c, w) < 0)
+        return -1;
+    outq *q = c->out;
+    uint32_t at = q->head + q->sealed;
+    if (at < q->tail - 1) {
+        memmove(q->items + at + 1, q->items + at, (q->tail - 1 - at) * sizeof(*q->items));
+        q->items[at] = w;
+    }
+    q->sealed++;
+    return 0;
+}
+
+/* Queues what TLS just produced for c (handshake, records, alerts). */
+static int queue_wire(conn *c)
+{
+    sbuf *w = tls_take_wire();
+    if (!w)
+        return 0;
+    int r = queue_sealed(c, w);
+    sbuf_unref(w);
+    return r;
+}
+
+/* Encrypts the plaintext queued behind the sealed items into one buffer of
+ * records (small buffers coalesced into full records). Plaintext waits while
+ * the handshake is under way. Returns 0 or -1 (the connection is broken). */
+static int seal_queue(conn *c, outq *q)
+{
+    uint32_t first = q->head + q->sealed;
+    if (first == q->tail || !tls_handshake_done(c))
+        return 0;
+    size_t plain = 0;
+    for (uint32_t i = first; i < q->tail; i++) {
+        if (tls_seal(c, q->items[i]->data, q->items[i]->len) < 0)
+            goto fail;
+        plain += q->items[i]->len;
+    }
+    if (tls_seal_end(c) < 0)
+        goto fail;
+    sbuf *w = tls_take_wire();
+    for (uint32_t i = first; i < q->tail; i++)
+        sbuf_unref(q->items[i]);
+    q->tail = first;
+    q->bytes -= plain;
+    if (w) { /* the slot of the first plaintext item is free */
+        q->items[q->tail++] = w;
+        q->bytes += w->len;
+        q->sealed++;
+    }
+    return 0;
+fail:
+    sbuf_unref(tls_take_wire());
+    return -1;
+}
+
+/* A drained connection that is to close: a TLS one says close_notify first
+ * (queued, and back here when it is written). */
+static void shutdown_when_drained(conn *c)
+{
+    if (c->flags & CONN_TLS) {
+        tls_close_notify(c);
+        if (queue_wire(c) < 0) {
+            conn_close(c);
+            return;
+        }
+        if (c->out)
+            return;
+    }
+    begin_shutdown(c);
 }
 
 /* Tells the protocol its queue is back within --max-outbuf, once asked. */
@@ -445,8 +540,12 @@ static void flush_conn(conn *c)
     if (!q || (c->flags & (CONN_WRITING | CONN_CLOSING)))
         return;
     server *srv = conn_server(c);
-    while (q->head < q->tail) {
-        size_t n = fill_iov(srv, q);
+    if ((c->flags & CONN_TLS) && seal_queue(c, q) < 0) {
+        conn_close(c);
+        return;
+    }
+    while (writable_items(c, q) > 0) {
+        size_t n = fill_iov(srv, q, writable_items(c, q));
         int r = uv_try_write((uv_stream_t *)&c->tcp, srv->iov, (unsigned)n);
         if (r == UV_EAGAIN || r == 0)
             break;
@@ -461,7 +560,9 @@ static void flush_conn(conn *c)
         queue_drained(c);
         return;
     }
-    size_t n = fill_iov(srv, q);
+    if (writable_items(c, q) == 0)
+        return; /* TLS: the plaintext waits for the handshake */
+    size_t n = fill_iov(srv, q, writable_items(c, q));
     int r = uv_write(&q->req, (uv_stream_t *)&c->tcp, srv->iov, (unsigned)n, write_cb);
     if (r < 0) {
         conn_close(c);
@@ -554,6 +655,78 @@ static void deliver(conn *c, uint8_t *data, size_t len)
     }
 }
 
+#define TLS_PORT_BODY "This port speaks TLS: use https:// or wss://\n"
+_Static_assert(sizeof(TLS_PORT_BODY) - 1 == 45, "the Content-Length below");
+static const char tls_port_reply[] = "HTTP/1.1 400 Bad Request\r\n"
+                                     "Server: chatd\r\n"
+                                     "Content-Type: text/plain; charset=utf-8\r\n"
+                                     "Content-Length: 45\r\n"
+                                     "Connection: close\r\n"
+                                     "\r\n" TLS_PORT_BODY;
+
+/* TLS failed on c: answer what can be answered, then close. */
+static void tls_failed(conn *c, long why)
+{
+    if (why == TLS_READ_EOF) { /* close_notify: the peer is done, like EOF */
+        conn_close(c);
+        return;
+    }
+    if (c->flags & CONN_SHUT_AFTER_WRITE)
+        return; /* already closing: the grace deadline or the peer's EOF ends it */
+    if (why == TLS_READ_HTTP) {
+        /* plain HTTP on the TLS port: a plain answer the browser can show */
+        sbuf *b = sbuf_from(tls_port_reply, sizeof(tls_port_reply) - 1);
+        if (!b || queue_sealed(c, b) < 0) {
+            sbuf_unref(b);
+            conn_close(c);
+            return;
+        }
+        sbuf_unref(b);
+    }
+    conn_close_after_write(c, 1000); /* the alert, if any, is queued */
+}
+
+/* Decrypts what was read (into the loop's second shared buffer) and hands
+ * the plaintext on exactly as read_cb hands on plain bytes. The fed
+ * ciphertext is always used up: what the protocol does not take now (it
+ * paused, say) is kept in c->in like plain input. */
+static void read_tls(conn *c, server *srv, size_t nread)
+{
+    bool was_ready = tls_handshake_done(c);
+    tls_feed(srv->read_buf, nread);
+    while (!(c->flags & CONN_CLOSING)) {
+        long n = tls_read(c, srv->tls_buf, srv->read_buf_size);
+        if (n == TLS_READ_HTTP)
+            sbuf_unref(tls_take_wire()); /* nothing TLS may precede the plain reply */
+        else if (queue_wire(c) < 0) {
+            conn_close(c);
+            break;
+        }
+        if (n == TLS_READ_AGAIN)
+            break;
+        if (n < 0) {
+            tls_failed(c, n);
+            break;
+        }
+        if (c->flags & CONN_SHUT_AFTER_WRITE)
+            continue; /* draining before close: input is no longer wanted */
+        if ((c->flags & CONN_READ_PAUSED) || c->in) {
+            if (in_append(c, srv->tls_buf, (size_t)n) < 0) {
+                conn_close(c);
+                break;
+            }
+            if (!(c->flags & CONN_READ_PAUSED))
+                deliver(c, c->in->data, c->in->len);
+        } else {
+            deliver(c, srv->tls_buf, (size_t)n);
+        }
+    }
+    tls_feed(NULL, 0);
+    sbuf_unref(tls_take_wire()); /* after a close above: nothing is left behind */
+    if (!was_ready && !(c->flags & CONN_CLOSING) && c->out && tls_handshake_done(c))
+        mark_dirty(c); /* plaintext queued during the handshake can go now */
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     conn *c = (conn *)s;
@@ -567,9 +740,13 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0 || (c->flags & CONN_CLOSING))
         return;
     c->last_rx = server_now_ms(conn_server(c));
+    server *srv = conn_server(c);
+    if (c->flags & CONN_TLS) {
+        read_tls(c, srv, (size_t)nread);
+        return;
+    }
     if (c->flags & CONN_SHUT_AFTER_WRITE)
         return; /* draining before close: input is no longer wanted */
-    server *srv = conn_server(c);
     if (c->in) {
         if (in_append(c, srv->read_buf, (size_t)nread) < 0) {
             conn_close(c);
@@ -714,13 +891,14 @@ struct server_listener {
 };
 
 static void accept_one(server *srv, uv_stream_t *listener, int status, const conn_handler *handler,
-                       bool cap_per_ip)
+                       bool cap_per_ip, bool tls)
 {
     if (status < 0) {
         log_warn("accept failed: %s", uv_strerror(status));
         return;
     }
-    conn *c = calloc(1, sizeof(*c));
+    /* a TLS connection is a larger struct (net/tls.c); a plain one stays a conn */
+    conn *c = calloc(1, tls ? tls_conn_size() : sizeof(*c));
     if (!c) {
         log_error("out of memory accepting a connection");
         return;
@@ -734,6 +912,12 @@ static void accept_one(server *srv, uv_stream_t *listener, int status, const con
     srv->conns_open++;
     srv->conns_total++;
     c->last_rx = server_now_ms(srv);
+    if (tls && tls_conn_start(c) < 0) {
+        log_error("out of memory starting TLS on a connection");
+        c->handler = &refused_handler;
+        conn_close(c);
+        return;
+    }
     if (cap_per_ip && !peer_admit(srv, c)) {
         refuse_conn(srv, c);
         restart_read(c); /* to see the peer's EOF; read_cb discards the bytes */
@@ -749,13 +933,13 @@ static void accept_one(server *srv, uv_stream_t *listener, int status, const con
 static void connection_cb(uv_stream_t *listener, int status)
 {
     server *srv = listener->data;
-    accept_one(srv, listener, status, srv->accept_handler, true);
+    accept_one(srv, listener, status, srv->accept_handler, true, srv->tls_buf != NULL);
 }
 
 static void extra_connection_cb(uv_stream_t *listener, int status)
 {
     server_listener *l = listener->data;
-    accept_one(l->srv, listener, status, l->handler, false);
+    accept_one(l->srv, listener, status, l->handler, false, false);
 }
 
 /* Binds tcp (not yet initialised) to host:port and listens. */
@@ -828,6 +1012,11 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
     srv->read_buf = malloc(READ_BUF_SIZE + 1); /* +1: room for a NUL after the data */
     if (!srv->read_buf)
         return UV_ENOMEM;
+    if (tls_enabled()) { /* the plaintext of TLS reads: the listener speaks TLS */
+        srv->tls_buf = malloc(READ_BUF_SIZE + 1);
+        if (!srv->tls_buf)
+            return UV_ENOMEM;
+    }
 
     int r = listen_on(srv, &srv->listener, cfg->listen_host, cfg->listen_port, cfg->reuseport,
                       connection_cb);
@@ -868,6 +1057,8 @@ void server_close(server *srv)
             uv_close(own[i], NULL);
     free(srv->read_buf);
     srv->read_buf = NULL;
+    free(srv->tls_buf);
+    srv->tls_buf = NULL;
     free(srv->iov);
     srv->iov = NULL;
     /* srv->peers empties itself: each connection's close callback (still to

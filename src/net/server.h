@@ -52,7 +52,8 @@ struct server {
     conn *dirty;       /* connections with queued output to flush */
     uint8_t *read_buf; /* shared by every read of this loop */
     size_t read_buf_size;
-    uv_buf_t *iov; /* scratch vector for flushes */
+    uint8_t *tls_buf; /* plaintext of TLS reads, as large; NULL = the listener is plain */
+    uv_buf_t *iov;    /* scratch vector for flushes */
     size_t iov_cap;
     const conn_handler *accept_handler; /* protocol of new connections */
     server_listener *extra;             /* server_listen's listeners */
@@ -81,7 +82,9 @@ static inline uint32_t server_now_tick(const server *srv)
 }
 
 /* Binds and listens on cfg->listen_host:listen_port. Returns 0 or a
- * negative libuv error. New connections get `handler` (HTTP). */
+ * negative libuv error. New connections get `handler` (HTTP); they speak
+ * TLS when tls_init loaded a certificate before (net/tls.h), invisibly to
+ * the handler. */
 int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_handler *handler);
 /* Listens on another address whose connections start in `handler`; they
  * share the loop, write queues and deadlines of the main listener's, but are
