@@ -9,6 +9,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -182,6 +183,28 @@ async function forgetDb(db) {
   liveDbs.delete(db.name);
 }
 
+/**
+ * GET /healthz: with fetch, or over https when the server was given --tls-cert
+ * (the certificate is the test's own, so it is not verified here: this only
+ * asks whether the server is up). Resolves with the status, or rejects.
+ */
+function probeHealthz(srv, timeoutMs) {
+  if (!srv.tls) {
+    return fetch(`${srv.url}/healthz`, { signal: AbortSignal.timeout(timeoutMs) }).then((r) =>
+      r.arrayBuffer().then(() => r.status),
+    );
+  }
+  return new Promise((resolve, reject) => {
+    const req = https.get(`${srv.url}/healthz`, { rejectUnauthorized: false, timeout: timeoutMs, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
 async function launch({ port, argv, env, base, dataDir, webRoot, db }) {
   if (!fs.existsSync(CHATD_BIN)) {
     throw new Error(`chatd binary not found at ${CHATD_BIN} (build it: cmake -S . -B build && cmake --build build)`);
@@ -211,9 +234,11 @@ async function launch({ port, argv, env, base, dataDir, webRoot, db }) {
   });
   child.on('error', () => {});
 
+  const tls = argv.includes('--tls-cert');
   const srv = {
     port,
     host: HOST,
+    tls,
     argv,
     base,
     dataDir,
@@ -223,8 +248,8 @@ async function launch({ port, argv, env, base, dataDir, webRoot, db }) {
     db,
     pid: child.pid,
     child,
-    url: `http://${HOST}:${port}`,
-    wsUrl: (p = '/ws') => `ws://${HOST}:${port}${p}`,
+    url: `${tls ? 'https' : 'http'}://${HOST}:${port}`,
+    wsUrl: (p = '/ws') => `${tls ? 'wss' : 'ws'}://${HOST}:${port}${p}`,
     stderr: () => stderr,
     stdout: () => stdout,
     exited,
@@ -242,8 +267,8 @@ async function launch({ port, argv, env, base, dataDir, webRoot, db }) {
       // Died before we asked it to stop? The exit event may lag behind the
       // connection resets a crash causes, so probe it first.
       if (!exitInfo && !srv.exitExpected) {
-        const alive = await fetch(`${srv.url}/healthz`, { signal: AbortSignal.timeout(500) })
-          .then((r) => r.arrayBuffer().then(() => true))
+        const alive = await probeHealthz(srv, 500)
+          .then(() => true)
           .catch(() => false);
         if (!alive) await Promise.race([exited, sleep(1000)]);
       }
@@ -278,9 +303,7 @@ async function launch({ port, argv, env, base, dataDir, webRoot, db }) {
       throw e;
     }
     try {
-      const r = await fetch(`${srv.url}/healthz`, { signal: AbortSignal.timeout(1000) });
-      await r.arrayBuffer();
-      if (r.status === 200) return srv;
+      if ((await probeHealthz(srv, 1000)) === 200) return srv;
     } catch {
       /* not up yet */
     }
