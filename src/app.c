@@ -25,7 +25,6 @@
 
 static server srv;
 static uv_signal_t sigint_handle, sigterm_handle;
-static uv_signal_t sighup_handle; /* TEMPORARY (tls branch): until the config helper wires SIGHUP */
 static uv_timer_t shutdown_timer;
 static uint64_t started_at_ms;
 
@@ -151,15 +150,6 @@ static void signal_cb(uv_signal_t *s, int signum)
     uv_timer_start(&shutdown_timer, shutdown_timer_cb, 20, 20);
 }
 
-/* TEMPORARY (tls branch): re-applies the same configuration's files. */
-static void sighup_cb(uv_signal_t *s, int signum)
-{
-    (void)s;
-    (void)signum;
-    log_info("received SIGHUP: reloading");
-    reload_run(srv.cfg, srv.cfg);
-}
-
 /* After the loop stopped: drop what is left, then let every close finish. */
 static void teardown(uv_loop_t *loop)
 {
@@ -168,7 +158,6 @@ static void teardown(uv_loop_t *loop)
     server_close(&srv);
     uv_close((uv_handle_t *)&sigint_handle, NULL);
     uv_close((uv_handle_t *)&sigterm_handle, NULL);
-    uv_close((uv_handle_t *)&sighup_handle, NULL); /* TEMPORARY */
     uv_close((uv_handle_t *)&shutdown_timer, NULL);
     uv_run(loop, UV_RUN_DEFAULT); /* close callbacks free the connections */
     chat_shutdown();              /* commits and answers what is queued */
@@ -231,8 +220,6 @@ int app_run(uv_loop_t *loop, const config *cfg)
     uv_signal_start(&sigint_handle, signal_cb, SIGINT);
     uv_signal_init(loop, &sigterm_handle);
     uv_signal_start(&sigterm_handle, signal_cb, SIGTERM);
-    uv_signal_init(loop, &sighup_handle); /* TEMPORARY */
-    uv_signal_start(&sighup_handle, sighup_cb, SIGHUP);
     uv_timer_init(loop, &shutdown_timer);
     log_info("chatd listening on %s://%s:%d (WebSocket %s%s%s, API %s)",
              tls_enabled() ? "https" : "http", cfg->listen_host, cfg->listen_port, cfg->ws_path,

@@ -7,10 +7,17 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
-import { startServer, sleep, waitFor } from './lib/server.mjs';
+import { spawnSync } from 'node:child_process';
+import { CHATD_BIN, startServer, sleep, waitFor } from './lib/server.mjs';
 import { makeCA, httpsRequest, tlsConnect, wssClient } from './lib/tls.mjs';
 
 const SECRET = 'tls-secret-0123456789';
+
+// SIGHUP reaches the TLS hook (reload_run) through the configuration reload,
+// which comes with --config; a binary without it would die of the signal.
+// CHATD_TEST_SIGHUP=1 forces the reload tests.
+const help = spawnSync(CHATD_BIN, ['--help'], { encoding: 'utf8' });
+const SIGHUP_WIRED = process.env.CHATD_TEST_SIGHUP === '1' || /--config\b/.test(`${help.stdout}${help.stderr}`);
 let ca;
 before(async () => {
   ca = await makeCA();
@@ -173,7 +180,7 @@ describe('misbehaving clients', { timeout: 30000 }, () => {
   });
 });
 
-describe('SIGHUP reload', { timeout: 30000 }, () => {
+describe('SIGHUP reload', { timeout: 30000, skip: SIGHUP_WIRED ? false : 'SIGHUP is not wired to reload_run in this build (the config change)' }, () => {
   test('a new certificate serves new connections; an open wss connection keeps working', async (t) => {
     const first = ca.issue('r1', '1001');
     const live = { cert: `${ca.dir}/live.crt`, key: `${ca.dir}/live.key` };
