@@ -864,8 +864,19 @@ static void remote_bind_done(json_t *partials, bool complete, void *ctx)
     chat_call *call = ctx;
     json_t *answer = NULL, *p;
     size_t i;
-    json_array_foreach(partials, i, p) /* a tag shared by two nodes: the one that bound wins */
-        if (json_is_object(p) && (!answer || json_object_get(p, "bound"))) answer = p;
+    /* The node that holds the socket speaks: it bound it, or its nonce check
+     * passed and it refused for a reason of its own (not_found, 429...). A
+     * bad_nonce is what every other node says (each has its own nonce key),
+     * when several are asked: a GatewayWorker id, or a tag two nodes share. */
+    json_array_foreach(partials, i, p)
+    {
+        if (!json_is_object(p))
+            continue;
+        const char *code = json_string_value(json_object_get(p, "code"));
+        bool holder = json_object_get(p, "bound") || !code || strcmp(code, "bad_nonce") != 0;
+        if (holder && (!answer || json_object_get(p, "bound")))
+            answer = p;
+    }
     if (!answer && !complete) {
         call_fail(call, 503, "cluster_timeout",
                   "the node of this client_id did not answer in time; try again");

@@ -528,6 +528,29 @@ static json_t *session_write(json_t *body, bool merge, api_error *err)
             continue;
         }
         json_t *next = merge ? session_json(x) : NULL;
+        if (merge && !next && x->php_session) {
+            /* a PHP session JSON cannot hold (INF, bytes that are not UTF-8) is
+             * not merged into, and not lost either */
+            api_error e = {0};
+            api_fail(&e, 409, "session_not_json",
+                     "the stored session (set through the GatewayWorker protocol) has values "
+                     "JSON cannot hold; replace it with set_session");
+            json_array_append_new(part, error_json(&e));
+            continue;
+        }
+        if (json_is_array(next)) { /* a PHP list is a map of 0..n-1, as PHP merges it */
+            json_t *map = json_object();
+            size_t k;
+            json_t *v;
+            json_array_foreach(next, k, v)
+            {
+                char key[24];
+                snprintf(key, sizeof(key), "%zu", k);
+                json_object_set(map, key, v);
+            }
+            json_decref(next);
+            next = map;
+        }
         if (!json_is_object(next)) {
             json_decref(next);
             next = json_object();

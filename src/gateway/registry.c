@@ -271,10 +271,8 @@ int registry_bind_uid(conn *c, const char *uid, size_t len, uint32_t max_conns)
     }
     registry_unbind_uid(c);
     /* appended: a uid's connections are listed in bind order (GatewayWorker's
-     * replies are); a uid has few (--max-conns-per-user), so the walk is short */
-    conn *last = e->conns;
-    while (last && last->uid_next)
-        last = last->uid_next;
+     * replies are) */
+    conn *last = e->last;
     c->uid = e;
     c->uid_prev = last;
     c->uid_next = NULL;
@@ -282,6 +280,7 @@ int registry_bind_uid(conn *c, const char *uid, size_t len, uint32_t max_conns)
         last->uid_next = c;
     else
         e->conns = c;
+    e->last = c;
     e->count++;
     return 0;
 }
@@ -298,6 +297,8 @@ void registry_unbind_uid(conn *c)
         e->conns = c->uid_next;
     if (c->uid_next)
         c->uid_next->uid_prev = c->uid_prev;
+    else
+        e->last = c->uid_prev;
     c->uid = NULL;
     c->uid_prev = c->uid_next = NULL;
     if (--e->count == 0) {

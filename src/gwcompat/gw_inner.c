@@ -70,8 +70,11 @@ void gw_send(conn *c, sbuf *buf)
              "(a slow %s; GatewayWorker would drop silently)",
              peer_name(c, peer, sizeof(peer)), gw.max_outbuf,
              (c->flags & CONN_GW_WORKER) ? "BusinessWorker" : "reader");
+    /* closed later, from a callback: callers send in loops over lists (workers,
+     * Register peers) that the close hook edits, so it must not run under them;
+     * until then further sends to c are refused (CONN_SEND_CLOSED) */
     conn_drop_pending(c);
-    conn_close(c);
+    conn_close_after_write(c, 100);
 }
 
 /* Constant-time comparison through digests: neither content nor length of
@@ -284,7 +287,12 @@ static void reply_end(conn *c, php_buf *b)
         gw_refuse(c, "inner", "out of memory building a reply");
         return;
     }
-    gw_send(c, buf);
+    /* one reply is taken whole when nothing else is queued, as GatewayWorker
+     * does: a big node's GET_ALL_CLIENT_SESSIONS may pass --gw-max-outbuf */
+    if (conn_queued_bytes(c) == 0)
+        conn_send_force(c, buf);
+    else
+        gw_send(c, buf);
     sbuf_unref(buf);
 }
 
@@ -698,6 +706,19 @@ static int write_session(conn *t, const gw_frame *f, bool merge, const char **wh
         *why = "session larger than 65536 bytes";
         return -1;
     }
+    if (f->ext_len == 0) {
+        /* BusinessWorker writes $_SESSION = null as an empty session: stored as none */
+        ws_extra *x = t ? t->wsx : NULL;
+        if (x) {
+            free(x->php_session);
+            x->php_session = NULL;
+            x->php_session_len = 0;
+            json_decref(x->session);
+            x->session = NULL;
+            ws_extra_release(t);
+        }
+        return 0;
+    }
     if (php_serial_parse(f->ext, f->ext_len, &v) < 0) {
         *why = "session is not valid PHP serialize() output";
         return -1;
@@ -1002,15 +1023,18 @@ static size_t inner_on_read(conn *c, uint8_t *data, size_t len)
     size_t off = 0;
     while (off < len && !(c->flags & (CONN_CLOSING | CONN_SHUT_AFTER_WRITE))) {
         gw_header h;
-        int r = gw_header_parse(data + off, len - off, gw.max_frame, &h);
+        /* before the secret_key frame only that small frame may come: nobody
+         * unauthenticated makes chatd hold --gw-max-frame bytes */
+        uint32_t max = (c->flags & CONN_GW_AUTHED) ? gw.max_frame : GW_AUTH_FRAME_MAX;
+        int r = gw_header_parse(data + off, len - off, max, &h);
         if (r == GW_PARSE_NEED_MORE)
             break;
         if (r < 0) {
-            char reason[96];
+            char reason[112];
             if (r == GW_PARSE_BAD_LEN)
-                snprintf(reason, sizeof(reason),
-                         "pack_len %u is not within 28..%u (--gw-max-frame)", h.pack_len,
-                         gw.max_frame);
+                snprintf(reason, sizeof(reason), "pack_len %u is not within 28..%u (%s)",
+                         h.pack_len, max,
+                         max == gw.max_frame ? "--gw-max-frame" : "before the secret_key frame");
             else
                 snprintf(reason, sizeof(reason), "ext_len %u does not fit pack_len %u", h.ext_len,
                          h.pack_len);
