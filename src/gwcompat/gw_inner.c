@@ -60,6 +60,17 @@ void gw_refuse(conn *c, const char *what, const char *why)
     conn_close(c);
 }
 
+void gw_refuse_after_write(conn *c, const char *what, const char *why)
+{
+    char peer[64];
+    if (c->flags & (CONN_CLOSING | CONN_SHUT_AFTER_WRITE))
+        return;
+    gw.bad_inputs++;
+    c->flags |= CONN_GW_REFUSED;
+    log_warn("gw: %s connection from %s closed: %s", what, peer_name(c, peer, sizeof(peer)), why);
+    conn_close_after_write(c, 1000);
+}
+
 void gw_send(conn *c, sbuf *buf)
 {
     if (conn_send(c, buf) != CONN_SEND_OVERFLOW)

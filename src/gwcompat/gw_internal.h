@@ -47,6 +47,8 @@ bool gw_secret_ok(const char *json, size_t len, char *worker_key, size_t key_cap
 /* Closes an inner or Register connection after a protocol error, with a
  * log line naming the peer and the reason. */
 void gw_refuse(conn *c, const char *what, const char *why);
+/* The same, once what is queued to c is written (an answer to the refusal). */
+void gw_refuse_after_write(conn *c, const char *what, const char *why);
 /* Sends a prepared buffer to an inner connection; a connection over
  * --gw-max-outbuf is closed as a slow reader (logged). */
 void gw_send(conn *c, sbuf *buf);

@@ -163,10 +163,17 @@ static void handle_line(conn *c, const char *line, size_t len)
     const char *event = json_string_value(json_object_get(o, "event"));
     char why[128];
     if (!event) {
+        /* GatewayWorker's Register answers this one with a text line before closing */
         snprintf(why, sizeof(why), "%s",
                  o ? "a line without \"event\"" : "a line that is not JSON");
         json_decref(o);
-        gw_refuse(c, "Register", why);
+        static const char bad[] = "Bad request for Register service.\n";
+        sbuf *b = sbuf_from(bad, sizeof(bad) - 1);
+        if (b) {
+            conn_send(c, b);
+            sbuf_unref(b);
+        }
+        gw_refuse_after_write(c, "Register", why);
         return;
     }
     bool is_gateway = strcmp(event, "gateway_connect") == 0;
