@@ -37,7 +37,7 @@ ws_extra *ws_extra_get(conn *c)
 void ws_extra_release(conn *c)
 {
     ws_extra *x = c->wsx;
-    if (!x || x->frag || x->session || x->groups || x->php_session || x->gw_worker)
+    if (!x || x->frag || x->rx_done || x->session || x->groups || x->php_session || x->gw_worker)
         return;
     free(x);
     c->wsx = NULL;
@@ -51,6 +51,7 @@ static void frag_reset(conn *c)
         free(c->wsx->frag);
         c->wsx->frag = NULL;
         c->wsx->frag_len = c->wsx->frag_cap = 0;
+        c->wsx->rx_done = 0;
         ws_extra_release(c);
     }
 }
@@ -169,8 +170,9 @@ static void handle_control(conn *c, const ws_frame_header *h, uint8_t *payload)
     }
 }
 
-/* Adds one fragment to the open message; returns a close code or 0. */
-static uint16_t frag_append(conn *c, bool is_text, const uint8_t *payload, size_t len)
+/* Adds one fragment, already unmasked and validated, to the open message;
+ * returns a close code or 0. */
+static uint16_t frag_append(conn *c, const uint8_t *payload, size_t len)
 {
     ws_extra *x = ws_extra_get(c);
     if (!x)
@@ -187,30 +189,94 @@ static uint16_t frag_append(conn *c, bool is_text, const uint8_t *payload, size_
     }
     memcpy(x->frag + x->frag_len, payload, len);
     x->frag_len += len;
-    if (is_text) {
-        /* validate as the fragments arrive, so bad text fails fast */
-        c->utf8_state = (uint8_t)utf8_feed(c->utf8_state, payload, len);
-        if (c->utf8_state == UTF8_REJECT)
-            return WS_CLOSE_INVALID_DATA;
-    }
     return 0;
+}
+
+/* The order rules of RFC 6455 5.4: a continuation only inside a fragmented
+ * message, a new message only outside one. Checked as soon as the header is
+ * there, so a partial frame out of order fails at once too. */
+static uint16_t check_order(conn *c, const ws_frame_header *h)
+{
+    bool in_fragment = (c->flags & CONN_WS_IN_FRAGMENT) != 0;
+    if ((h->opcode == WS_OP_CONTINUATION) != in_fragment)
+        return WS_CLOSE_PROTOCOL_ERROR;
+    return 0;
+}
+
+/* True when the frame's payload is text: its own opcode, or the open
+ * message's for a continuation. */
+static bool frame_is_text(const conn *c, const ws_frame_header *h)
+{
+    uint8_t op = h->opcode == WS_OP_CONTINUATION ? c->msg_opcode : h->opcode;
+    return op == WS_OP_TEXT;
+}
+
+/* Payload bytes of the frame at the head of the input already unmasked and
+ * checked by an earlier read (the frame was then incomplete). */
+static size_t rx_done(const conn *c)
+{
+    return c->wsx ? c->wsx->rx_done : 0;
+}
+
+/* Unmasks and checks payload[from..to) of a text frame: the bytes of a text
+ * message are validated as they arrive, each once, in whole and partial
+ * frames alike. The first frame of a message starts a fresh validator; a
+ * continuation carries it on. Returns 1007 at the first invalid byte, else 0. */
+static uint16_t text_progress(conn *c, const ws_frame_header *h, uint8_t *payload, size_t from,
+                              size_t to)
+{
+    if (from == 0 && h->opcode != WS_OP_CONTINUATION)
+        c->utf8_state = UTF8_ACCEPT;
+    ws_mask_apply(payload + from, to - from, h->mask, from);
+    c->utf8_state = (uint8_t)utf8_feed(c->utf8_state, payload + from, to - from);
+    return c->utf8_state == UTF8_REJECT ? WS_CLOSE_INVALID_DATA : 0;
+}
+
+/* A data frame whose header and first `avail` payload bytes are buffered,
+ * but not all of it. Text is unmasked and validated now, and the progress is
+ * kept in ws_extra, so invalid UTF-8 fails the connection before the rest of
+ * the frame is sent (Autobahn 6.4.x) and no byte is validated twice. Binary
+ * waits until the frame is complete. Returns a close code or 0. */
+static uint16_t handle_partial(conn *c, const ws_frame_header *h, uint8_t *payload, size_t avail)
+{
+    uint16_t code = check_order(c, h);
+    if (code)
+        return code;
+    size_t done = rx_done(c);
+    if (!frame_is_text(c, h) || avail <= done)
+        return 0;
+    ws_extra *x = ws_extra_get(c);
+    if (!x)
+        return WS_CLOSE_INTERNAL_ERROR;
+    code = text_progress(c, h, payload, done, avail);
+    x->rx_done = (uint32_t)avail;
+    return code;
 }
 
 /* Handles one complete data frame; returns a close code to fail with, or 0. */
 static uint16_t handle_data(conn *c, const ws_frame_header *h, uint8_t *payload)
 {
     size_t len = (size_t)h->payload_len;
-    bool in_fragment = (c->flags & CONN_WS_IN_FRAGMENT) != 0;
-    if (h->opcode == WS_OP_CONTINUATION && !in_fragment)
-        return WS_CLOSE_PROTOCOL_ERROR;
-    if (h->opcode != WS_OP_CONTINUATION && in_fragment)
-        return WS_CLOSE_PROTOCOL_ERROR;
+    uint16_t code = check_order(c, h);
+    if (code)
+        return code;
+    bool is_text = frame_is_text(c, h);
+    size_t done = rx_done(c);
+    if (c->wsx)
+        c->wsx->rx_done = 0; /* the frame is consumed whatever follows */
+    if (is_text) {
+        code = text_progress(c, h, payload, done, len);
+        if (code)
+            return code;
+    } else {
+        ws_mask_apply(payload, len, h->mask, 0);
+    }
 
     if (h->opcode != WS_OP_CONTINUATION && h->fin) {
         /* the common case: a whole message in one frame, delivered in place */
-        bool is_text = h->opcode == WS_OP_TEXT;
-        if (is_text && !utf8_is_valid(payload, len))
+        if (is_text && c->utf8_state != UTF8_ACCEPT)
             return WS_CLOSE_INVALID_DATA;
+        ws_extra_release(c);
         uint8_t saved = payload[len]; /* NUL-terminate inside the read buffer */
         payload[len] = '\0';
         deliver_message(c, is_text, payload, len);
@@ -220,10 +286,8 @@ static uint16_t handle_data(conn *c, const ws_frame_header *h, uint8_t *payload)
     if (h->opcode != WS_OP_CONTINUATION) {
         c->flags |= CONN_WS_IN_FRAGMENT;
         c->msg_opcode = h->opcode;
-        c->utf8_state = UTF8_ACCEPT;
     }
-    bool is_text = c->msg_opcode == WS_OP_TEXT;
-    uint16_t code = frag_append(c, is_text, payload, len);
+    code = frag_append(c, payload, len);
     if (code)
         return code;
     if (!h->fin)
@@ -278,12 +342,22 @@ static size_t ws_on_read(conn *c, uint8_t *data, size_t len)
                 fail(c, code);
             return len;
         }
-        if (len - off < h.header_len + h.payload_len)
-            break; /* wait for the whole frame */
         uint8_t *payload = data + off + h.header_len;
-        ws_mask_apply(payload, (size_t)h.payload_len, h.mask, 0);
+        bool control = ws_opcode_is_control(h.opcode);
+        if (len - off < h.header_len + h.payload_len) {
+            /* wait for the whole frame, checking what is there of a data one */
+            if (!control && !closing) {
+                code = handle_partial(c, &h, payload, len - off - h.header_len);
+                if (code) {
+                    fail(c, code);
+                    return len;
+                }
+            }
+            break;
+        }
         size_t frame_len = h.header_len + (size_t)h.payload_len;
-        if (ws_opcode_is_control(h.opcode)) {
+        if (control) {
+            ws_mask_apply(payload, (size_t)h.payload_len, h.mask, 0);
             handle_control(c, &h, payload);
         } else if (!closing) {
             code = handle_data(c, &h, payload);

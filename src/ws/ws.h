@@ -38,6 +38,10 @@ typedef struct ws_app {
 struct ws_extra {
     uint8_t *frag; /* the open fragmented message */
     size_t frag_len, frag_cap;
+    /* Payload bytes of the incomplete frame at the head of the connection's
+     * input that are already unmasked and checked (text is validated as it
+     * arrives); 0 when no frame is under way. */
+    uint32_t rx_done;
     json_t *session;           /* gateway session (set_session), NULL when unset */
     struct group_link *groups; /* gateway groups this client is in */
     /* GatewayWorker compatibility (gwcompat/gw.h); unused otherwise */
