@@ -17,6 +17,7 @@ const srv = await startServer({
   options: { 'max-message': MAX, 'echo-path': '/echo', 'api-secret': SECRET },
   args: ['--ws-deflate'],
 });
+srv.secret = SECRET;
 after(() => srv.stop());
 
 /** Compresses as a permessage-deflate sender: raw deflate, sync flush, tail stripped. */
@@ -25,7 +26,8 @@ function pmdCompress(buf) {
   assert.ok(z.subarray(-4).equals(Buffer.from([0, 0, 0xff, 0xff])));
   return z.subarray(0, -4);
 }
-const pmdInflate = (buf) => zlib.inflateRawSync(Buffer.concat([buf, Buffer.from([0, 0, 0xff, 0xff])]));
+const pmdInflate = (buf) =>
+  zlib.inflateRawSync(Buffer.concat([buf, Buffer.from([0, 0, 0xff, 0xff])]), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
 
 /** A raw handshake offering `ext`; returns {c, answer}. */
 async function rawOffer(ext, path = '/echo') {
@@ -116,6 +118,189 @@ describe('negotiation', () => {
         }
       } finally {
         c.ws.terminate();
+      }
+    }
+  });
+});
+
+const sizes = [16, 255, 256, 1000, 4096, 65535, 65536, 128 * 1024];
+const textOf = (n) => {
+  let s = '';
+  for (let i = 0; s.length < n; i++) s += `{"seq":${i},"text":"héllo wörld"}`;
+  return s.slice(0, n).replace(/[\u0080-\uffff]$/, 'x');
+};
+
+describe('messages both ways', () => {
+  for (const ctx of [{}, { clientNoContextTakeover: true }, { serverMaxWindowBits: 9, clientMaxWindowBits: 9 }]) {
+    test(`16 B to 128 KiB, text and binary, through the echo (${JSON.stringify(ctx)})`, async () => {
+      const c = await openDeflate(srv, '/echo', { threshold: 0, ...ctx });
+      try {
+        for (const n of sizes) {
+          const t = textOf(n);
+          c.send(t);
+          assert.equal(await c.nextText(), t, `text of ${n}`);
+          const b = Buffer.alloc(n, 7);
+          c.send(b, { binary: true });
+          const m = await c.next();
+          assert.ok(m.isBinary && Buffer.from(m.data).equals(b), `binary of ${n}`);
+        }
+        // uncompressed from the client on the same connection (RSV1 clear) works too
+        c.send('plain', { compress: false });
+        assert.equal(await c.nextText(), 'plain');
+      } finally {
+        c.ws.terminate();
+      }
+    });
+  }
+
+  test('raw: compressed fragmented input, cut inside frames, answered compressed above the threshold only', async () => {
+    const { c, answer } = await rawOffer('permessage-deflate; client_no_context_takeover');
+    assert.match(answer, /permessage-deflate/);
+    try {
+      for (const n of [16, 300, 5000, 128 * 1024]) {
+        const text = textOf(n);
+        const z = pmdCompress(Buffer.from(text));
+        const cut = [0, Math.floor(z.length / 3), Math.floor((2 * z.length) / 3), z.length];
+        for (let k = 0; k < 3; k++) {
+          const f = buildFrame({ fin: k === 2, rsv: k === 0 ? 4 : 0, opcode: k === 0 ? OP.TEXT : OP.CONT, payload: z.subarray(cut[k], cut[k + 1]) });
+          const mid = Math.floor(f.length / 2);
+          await c.sendRaw(f.subarray(0, mid));
+          await c.sendRaw(f.subarray(mid));
+        }
+        const f = await readAnyFrame(c);
+        assert.equal(f.opcode, OP.TEXT);
+        if (n < 256) {
+          assert.equal(f.rsv, 0, `${n} B is under the threshold: sent plain`);
+          assert.equal(f.payload.toString(), text);
+        } else {
+          assert.equal(f.rsv, 4, `${n} B is compressed`);
+          assert.equal(pmdInflate(f.payload).toString(), text);
+        }
+      }
+    } finally {
+      c.destroy();
+    }
+  });
+});
+
+describe('errors', () => {
+  async function expectRawClose(frames, code, offer = 'permessage-deflate') {
+    const { c } = await rawOffer(offer);
+    try {
+      for (const f of frames) await c.sendRaw(f);
+      for (;;) {
+        const f = await readAnyFrame(c);
+        if (f.opcode === OP.CLOSE) {
+          assert.equal(f.code, code, `close reason ${f.reason}`);
+          return;
+        }
+      }
+    } finally {
+      c.destroy();
+    }
+  }
+
+  test('a zip bomb: a small frame inflating past --max-message is closed 1009', async () => {
+    const z = pmdCompress(Buffer.alloc(8 * MAX, 0x41)); // 2 MiB of 'A' in a few KiB
+    assert.ok(z.length < 8192);
+    await expectRawClose([buildFrame({ rsv: 4, opcode: OP.TEXT, payload: z })], 1009);
+  });
+
+  test('a zip bomb spread over fragments is closed 1009 too', async () => {
+    const z = pmdCompress(Buffer.alloc(4 * MAX, 0x41));
+    const h = Math.floor(z.length / 2);
+    await expectRawClose(
+      [buildFrame({ fin: false, rsv: 4, opcode: OP.BINARY, payload: z.subarray(0, h) }), buildFrame({ fin: true, opcode: OP.CONT, payload: z.subarray(h) })],
+      1009,
+    );
+  });
+
+  test('exactly --max-message inflated is accepted', async () => {
+    const { c } = await rawOffer('permessage-deflate');
+    try {
+      const b = Buffer.alloc(MAX, 0x42);
+      await c.sendRaw(buildFrame({ rsv: 4, opcode: OP.BINARY, payload: pmdCompress(b) }));
+      const f = await readAnyFrame(c);
+      assert.equal(f.rsv, 4);
+      assert.ok(pmdInflate(f.payload).equals(b));
+    } finally {
+      c.destroy();
+    }
+  });
+
+  test('RSV1 on a control frame, on a continuation, or without the extension: 1002', async () => {
+    await expectRawClose([buildFrame({ rsv: 4, opcode: OP.PING, payload: 'x' })], 1002);
+    await expectRawClose([buildFrame({ fin: false, rsv: 4, opcode: OP.TEXT, payload: pmdCompress(Buffer.from('ab')) }), buildFrame({ rsv: 4, opcode: OP.CONT, payload: pmdCompress(Buffer.from('cd')) })], 1002);
+    await expectRawClose([buildFrame({ rsv: 4, opcode: OP.TEXT, payload: pmdCompress(Buffer.from('hello')) })], 1002, null);
+    await expectRawClose([buildFrame({ rsv: 2, opcode: OP.TEXT, payload: 'x' })], 1002);
+  });
+
+  test('invalid UTF-8 inside compressed text: 1007; corrupt compressed data: 1007', async () => {
+    await expectRawClose([buildFrame({ rsv: 4, opcode: OP.TEXT, payload: pmdCompress(Buffer.from([0x61, 0xff, 0x62])) })], 1007);
+    await expectRawClose([buildFrame({ rsv: 4, opcode: OP.TEXT, payload: Buffer.from([0xff, 0xff, 0xff, 0xff]) })], 1007);
+  });
+});
+
+describe('fan-out and threshold', () => {
+  test('one send_to_all reaches 50 deflate and 50 plain clients, each with the right text', async () => {
+    const deflated = [];
+    const plain = [];
+    for (let i = 0; i < 50; i++) deflated.push(await openDeflate(srv, '/ws', {}));
+    for (let i = 0; i < 50; i++) plain.push(await openDeflate(srv, '/ws', false));
+    const raw = await rawOffer('permessage-deflate', '/ws');
+    try {
+      assert.ok(deflated.every((c) => /permessage-deflate/.test(c.answer)));
+      assert.ok(plain.every((c) => c.answer === undefined));
+      await readAnyFrame(raw.c); // init
+      const big = JSON.stringify({ type: 'news', body: 'a long announcement '.repeat(100) });
+      const small = '{"type":"tiny"}';
+      assert.ok((await call(srv, 'send_to_all', { data: big })) >= 101);
+      assert.ok((await call(srv, 'send_to_all', { data: small })) >= 101);
+      for (const c of [...deflated, ...plain]) {
+        assert.equal(await c.nextText(), big);
+        assert.equal(await c.nextText(), small);
+      }
+      const f1 = await readAnyFrame(raw.c);
+      assert.equal(f1.rsv, 4, 'the big push arrives compressed');
+      assert.ok(f1.payload.length < big.length / 5);
+      assert.equal(pmdInflate(f1.payload).toString(), big);
+      const f2 = await readAnyFrame(raw.c);
+      assert.equal(f2.rsv, 0, 'under --ws-deflate-threshold: plain');
+      assert.equal(f2.payload.toString(), small);
+    } finally {
+      for (const c of [...deflated, ...plain]) c.ws.terminate();
+      raw.c.destroy();
+    }
+  });
+});
+
+describe('--ws-deflate off, and the threshold option', () => {
+  test('off: an offer gets no extension, and RSV1 is a protocol error', async () => {
+    const off = await startServer({ options: { 'echo-path': '/echo' } });
+    try {
+      const c = await openDeflate(off, '/echo', { threshold: 0 });
+      assert.equal(c.answer, undefined);
+      c.send('x'.repeat(2000));
+      assert.equal(await c.nextText(), 'x'.repeat(2000));
+      c.ws.terminate();
+    } finally {
+      await off.stop();
+    }
+  });
+
+  test('--ws-deflate-threshold 0 compresses every message; a high one none', async () => {
+    for (const [th, want] of [[0, 4], [100000, 0]]) {
+      const s2 = await startServer({ options: { 'echo-path': '/echo', 'ws-deflate-threshold': th }, args: ['--ws-deflate'] });
+      try {
+        const c = await RawWs.connect(s2.port, { path: '/echo', headers: { 'Sec-WebSocket-Extensions': 'permessage-deflate' } });
+        const text = 'abcabcabcabcabcabcabcabcabcabcabcabcabcabcabcabc'.repeat(20);
+        await c.sendText(text);
+        const f = await readAnyFrame(c);
+        assert.equal(f.rsv, want, `threshold ${th}`);
+        assert.equal((want ? pmdInflate(f.payload) : f.payload).toString(), text);
+        c.destroy();
+      } finally {
+        await s2.stop();
       }
     }
   });
