@@ -174,13 +174,18 @@ static void sighup_cb(uv_signal_t *s, int signum)
         config_free(&next);
         return;
     }
+    /* The lines about this reload show at the old or the new level,
+     * whichever says more: "log-level 'info' -> 'warn'" is still printed. */
+    int old_level = log_level_parse(live_cfg->log_level);
+    int new_level = log_level_parse(next.log_level);
+    log_set_level((enum log_level)(old_level < new_level ? old_level : new_level));
     int failed = reload_run(live_cfg, &next);
     int changed = config_reload_apply(live_cfg, &next, failed == 0);
     config_free(&next);
-    log_set_level((enum log_level)log_level_parse(live_cfg->log_level));
     log_set_format((enum log_format)log_format_parse(live_cfg->log_format));
     log_info("reload: done (%d option%s changed%s)", changed, changed == 1 ? "" : "s",
              failed ? "; a module kept its old setting" : "");
+    log_set_level((enum log_level)log_level_parse(live_cfg->log_level));
 }
 
 /* After the loop stopped: drop what is left, then let every close finish. */
