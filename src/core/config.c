@@ -314,16 +314,20 @@ static int set_option(config *cfg, const option_spec *o, const char *value, cons
 {
     char *base = (char *)cfg;
     const char *shown = o->secret ? "(hidden)" : value; /* for error messages */
+    /* "--max-message" on the command line and in the environment, the bare
+     * name in a file ("chatd.conf:3: max-message ...") */
+    char name[64];
+    snprintf(name, sizeof(name), "%s%s", strchr(where, ':') ? "" : "--", o->name);
     switch (o->type) {
     case OPT_LISTEN:
         if (set_listen(cfg, value) == 0)
             return 0;
-        return fail(e, "%s: %s must be HOST:PORT, got '%s'", where, o->name, shown);
+        return fail(e, "%s: %s must be HOST:PORT, got '%s'", where, name, shown);
     case OPT_CONFIG:
     case OPT_STRING: {
         const char *why = o->check ? o->check(value) : NULL;
         if (why)
-            return fail(e, "%s: %s %s, got '%s'", where, o->name, why, shown);
+            return fail(e, "%s: %s %s, got '%s'", where, name, why, shown);
         char **slot = (char **)(base + o->offset);
         free(*slot);
         *slot = strdup(value);
@@ -335,8 +339,8 @@ static int set_option(config *cfg, const option_spec *o, const char *value, cons
             *(int64_t *)(base + o->offset) = b;
             return 0;
         }
-        return fail(e, "%s: %s must be true or false (yes/no, on/off, 1/0), got '%s'", where,
-                    o->name, shown);
+        return fail(e, "%s: %s must be true or false (yes/no, on/off, 1/0), got '%s'", where, name,
+                    shown);
     }
     case OPT_INT: {
         char *end;
@@ -346,11 +350,11 @@ static int set_option(config *cfg, const option_spec *o, const char *value, cons
             *(int64_t *)(base + o->offset) = v;
             return 0;
         }
-        return fail(e, "%s: %s must be an integer from %lld to %lld, got '%s'", where, o->name,
+        return fail(e, "%s: %s must be an integer from %lld to %lld, got '%s'", where, name,
                     (long long)o->min, (long long)o->max, shown);
     }
     }
-    return fail(e, "%s: bad value for %s: '%s'", where, o->name, shown);
+    return fail(e, "%s: bad value for %s: '%s'", where, name, shown);
 }
 
 /* ---- the file ------------------------------------------------------------ */
@@ -629,12 +633,12 @@ static int check_together(const config *cfg, errbuf *e)
 {
     if (cfg->ws_path[0] != '/' ||
         (cfg->echo_path[0] && (cfg->echo_path[0] != '/' || !strcmp(cfg->echo_path, cfg->ws_path))))
-        return fail(e, "ws-path and echo-path must be distinct paths starting with /");
+        return fail(e, "--ws-path and --echo-path must be distinct paths starting with /");
     if (is_pg_uri(cfg->store) && cfg->store_connections < 2)
-        return fail(e, "store-connections must be at least 2 with PostgreSQL "
+        return fail(e, "--store-connections must be at least 2 with PostgreSQL "
                        "(one writer, one reader)");
     if (cfg->ping_timeout <= cfg->ping_interval)
-        return fail(e, "ping-timeout must be larger than ping-interval");
+        return fail(e, "--ping-timeout must be larger than --ping-interval");
     return 0;
 }
 
