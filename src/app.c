@@ -9,6 +9,7 @@
 #include "chat/chat.h"
 #include "cluster/cluster.h"
 #include "core/log.h"
+#include "core/reload.h"
 #include "gateway/gateway.h"
 #include "gateway/gateway_api.h"
 #include "gateway/registry.h"
@@ -22,7 +23,8 @@
 #define SHUTDOWN_GRACE_MS 3000
 
 static server srv;
-static uv_signal_t sigint_handle, sigterm_handle;
+static config *live_cfg; /* main's; what srv.cfg and every module point at */
+static uv_signal_t sigint_handle, sigterm_handle, sighup_handle;
 static uv_timer_t shutdown_timer;
 static uint64_t started_at_ms;
 
@@ -148,6 +150,44 @@ static void signal_cb(uv_signal_t *s, int signum)
     uv_timer_start(&shutdown_timer, shutdown_timer_cb, 20, 20);
 }
 
+/* ---- reload -------------------------------------------------------------- */
+
+/* SIGHUP, on the loop thread: read the whole configuration again (the same
+ * argv, the current environment, the file); if it is valid, let the module
+ * hooks (TLS certificate, ...) apply what they own, then copy the run-time
+ * options into the live struct, which the limits, origins and secrets are
+ * read from at each use. Updating the live struct in place rather than
+ * swapping in a new one keeps every `const config *` the modules hold valid;
+ * replaced strings are retired, not freed (config.h). */
+static void sighup_cb(uv_signal_t *s, int signum)
+{
+    (void)s;
+    (void)signum;
+    if (srv.stopping)
+        return;
+    log_info("reload: SIGHUP: re-reading the configuration%s%s",
+             live_cfg->config_file[0] ? " from " : "", live_cfg->config_file);
+    config next;
+    char err[1024];
+    if (config_reread(&next, err, sizeof(err)) < 0) {
+        log_error("reload: %s; keeping the whole old configuration", err);
+        config_free(&next);
+        return;
+    }
+    /* The lines about this reload show at the old or the new level,
+     * whichever says more: "log-level 'info' -> 'warn'" is still printed. */
+    int old_level = log_level_parse(live_cfg->log_level);
+    int new_level = log_level_parse(next.log_level);
+    log_set_level((enum log_level)(old_level < new_level ? old_level : new_level));
+    int failed = reload_run(live_cfg, &next);
+    int changed = config_reload_apply(live_cfg, &next, failed == 0);
+    config_free(&next);
+    log_set_format((enum log_format)log_format_parse(live_cfg->log_format));
+    log_info("reload: done (%d option%s changed%s)", changed, changed == 1 ? "" : "s",
+             failed ? "; a module kept its old setting" : "");
+    log_set_level((enum log_level)log_level_parse(live_cfg->log_level));
+}
+
 /* After the loop stopped: drop what is left, then let every close finish. */
 static void teardown(uv_loop_t *loop)
 {
@@ -156,6 +196,7 @@ static void teardown(uv_loop_t *loop)
     server_close(&srv);
     uv_close((uv_handle_t *)&sigint_handle, NULL);
     uv_close((uv_handle_t *)&sigterm_handle, NULL);
+    uv_close((uv_handle_t *)&sighup_handle, NULL);
     uv_close((uv_handle_t *)&shutdown_timer, NULL);
     uv_run(loop, UV_RUN_DEFAULT); /* close callbacks free the connections */
     chat_shutdown();              /* commits and answers what is queued */
@@ -182,8 +223,9 @@ static void raise_fd_limit(void)
     log_info("open-files limit %llu", (unsigned long long)rl.rlim_cur);
 }
 
-int app_run(uv_loop_t *loop, const config *cfg)
+int app_run(uv_loop_t *loop, config *cfg)
 {
+    live_cfg = cfg;
     raise_fd_limit();
     if (cluster_init(loop, cfg) < 0)
         return 1;
@@ -214,6 +256,8 @@ int app_run(uv_loop_t *loop, const config *cfg)
     uv_signal_start(&sigint_handle, signal_cb, SIGINT);
     uv_signal_init(loop, &sigterm_handle);
     uv_signal_start(&sigterm_handle, signal_cb, SIGTERM);
+    uv_signal_init(loop, &sighup_handle);
+    uv_signal_start(&sighup_handle, sighup_cb, SIGHUP);
     uv_timer_init(loop, &shutdown_timer);
     log_info("chatd listening on http://%s:%d (WebSocket %s%s%s, API %s)", cfg->listen_host,
              cfg->listen_port, cfg->ws_path, cfg->echo_path[0] ? ", echo " : "", cfg->echo_path,

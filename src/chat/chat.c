@@ -18,6 +18,7 @@
 #include "chat/names.h"
 #include "cluster/cluster.h"
 #include "core/log.h"
+#include "core/reload.h"
 #include "core/ratelimit.h"
 #include "gateway/gateway.h"
 #include "gateway/registry.h"
@@ -1446,6 +1447,17 @@ static bool chat_socket_message(conn *c, const char *type, json_t *msg)
     return true;
 }
 
+/* SIGHUP: the limiters were sized at start; the new config is read at each
+ * use otherwise (config.h). */
+static int chat_reload(const config *old_cfg, const config *new_cfg)
+{
+    if (new_cfg->send_rate != old_cfg->send_rate)
+        ratelimit_set_limit(send_limit, (uint32_t)(new_cfg->send_rate * 2));
+    if (new_cfg->bind_rate != old_cfg->bind_rate)
+        ratelimit_set_limit(bind_fail_limit, (uint32_t)new_cfg->bind_rate);
+    return 0;
+}
+
 int chat_init(uv_loop_t *loop, const config *cfg)
 {
     chat_cfg = cfg;
@@ -1456,6 +1468,7 @@ int chat_init(uv_loop_t *loop, const config *cfg)
         log_error("out of memory");
         return -1;
     }
+    reload_register("chat", chat_reload);
     char err[256] = "";
     store_options so = {
         .store = cfg->store,
