@@ -401,7 +401,7 @@ static void render_gw(text *t, const metrics_scrape *s)
     scalar(t, "chatd_gw_events_total", "counter", "Client events sent to BusinessWorkers.",
            s->gw_events_out);
     scalar(t, "chatd_gw_events_dropped_total", "counter",
-           "Client events dropped (no worker, or its queue full).", s->gw_events_dropped);
+           "Client events that could not be built for a worker.", s->gw_events_dropped);
     scalar(t, "chatd_gw_slow_closes_total", "counter",
            "Inner-protocol connections closed for a full send queue.", s->gw_slow_closes);
     scalar(t, "chatd_gw_bad_inputs_total", "counter", "Malformed inner-protocol input refused.",

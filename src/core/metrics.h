@@ -37,7 +37,7 @@ enum metrics_conn_kind {
 /* Where a push came from. */
 enum metrics_push_kind {
     METRICS_PUSH_MESSAGE, /* a stored chat message to its two users' devices */
-    METRICS_PUSH_NOTICE,  /* other chat-service pushes (read receipts, ...) */
+    METRICS_PUSH_NOTICE,  /* other chat-service pushes (read, receipt) */
     METRICS_PUSH_EVENT,   /* a transient {"type":"event"} between uids */
     METRICS_PUSH_API,     /* the server API's send* methods */
     METRICS_PUSH_GW,      /* GatewayWorker inner-protocol sends */

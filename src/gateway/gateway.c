@@ -287,6 +287,7 @@ static void handle_event(conn *c, const json_span *to, const json_span *data)
     p += dlen;
     *p++ = '}';
     frame->len = (uint32_t)(p - frame->data);
+    metrics_push(METRICS_PUSH_EVENT);
     gateway_push_to_uid(uid, uid_len, frame, NULL);
     sbuf_unref(frame);
 }
