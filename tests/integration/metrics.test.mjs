@@ -2,10 +2,13 @@
 // off by default; every line of a scrape well-formed with each family's TYPE
 // before its samples; counters moving after traffic (an HTTP request, a
 // WebSocket message, a close with a code, a rate-limit refusal, a store
-// commit); --metrics-listen serving only /metrics and /readyz; /readyz 503
-// with a JSON reason while PostgreSQL is unreachable (PostgreSQL runs only).
+// commit); --metrics-listen serving only /metrics and /readyz; in cluster
+// mode the bus series, and /readyz 503 while Redis is down (a redis-server
+// this file starts and stops by PID); /readyz 503 with a JSON reason while
+// PostgreSQL is unreachable (PostgreSQL runs only).
 import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { startServer, freePort, waitFor, pgOnly, HOST } from './lib/server.mjs';
 import { call } from './lib/http.mjs';
@@ -345,5 +348,74 @@ describe('/readyz and PostgreSQL', () => {
       { timeoutMs: 15000, intervalMs: 200 },
     );
     assert.ok(back, '/readyz is 200 again once PostgreSQL answers');
+  });
+});
+
+/** A throw-away redis-server on a free port (no persistence); stop() kills it by PID. */
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', HOST, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  const up = await waitFor(
+    () =>
+      new Promise((resolve) => {
+        const s = net.connect(port, HOST, () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.on('error', () => resolve(false));
+      }),
+    { timeoutMs: 5000, intervalMs: 50 },
+  );
+  if (!up) {
+    child.kill('SIGKILL');
+    throw new Error('redis-server did not start');
+  }
+  return {
+    url: `redis://${HOST}:${port}`,
+    async stop() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+describe('cluster mode (--redis)', () => {
+  let srv;
+  let redis;
+  after(async () => {
+    await srv?.stop();
+    await redis?.stop();
+  });
+  test('bus series are scraped; /readyz is 503 bus_down while Redis is gone', async () => {
+    redis = await startRedis();
+    srv = await startServer({ options: { redis: redis.url }, args: ['--metrics'] });
+    const s = await waitFor(async () => {
+      const x = await scrape(`${srv.url}/metrics`);
+      return x.get('chatd_cluster_bus_up') === 1 ? x : null;
+    });
+    assert.ok(s, 'chatd_cluster_bus_up is 1');
+    for (const key of ['chatd_cluster_nodes', 'chatd_cluster_bus_published_total', 'chatd_cluster_bus_dropped_total', 'chatd_cluster_bus_received_total']) {
+      assert.ok(s.has(key), `${key} is present`);
+    }
+    assert.equal(s.get('chatd_cluster_nodes'), 1, 'this node alone');
+    const ready = await fetch(`${srv.url}/readyz`);
+    assert.equal(ready.status, 200);
+    assert.equal((await ready.json()).data.cluster, 'up');
+
+    await redis.stop();
+    redis = null;
+    const down = await waitFor(
+      async () => {
+        const r = await fetch(`${srv.url}/readyz`);
+        return r.status === 503 ? r.json() : (await r.arrayBuffer(), null);
+      },
+      { timeoutMs: 5000, intervalMs: 50 },
+    );
+    assert.ok(down, '/readyz turned 503');
+    assert.deepEqual(down.reasons, ['bus_down']);
+    assert.equal(down.data.cluster, 'down');
+    assert.equal(down.data.store, 'ok');
+    assert.equal((await scrape(`${srv.url}/metrics`)).get('chatd_cluster_bus_up'), 0);
   });
 });
