@@ -18,6 +18,7 @@
 #include "chat/names.h"
 #include "cluster/cluster.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/reload.h"
 #include "core/ratelimit.h"
 #include "gateway/gateway.h"
@@ -252,6 +253,7 @@ static void push_to_user(int64_t user_id, const json_t *value, const char *excep
     sbuf *frame = gateway_frame_json(value);
     if (!frame)
         return;
+    metrics_push(METRICS_PUSH_NOTICE);
     gateway_push_to_uid(uid, strlen(uid), frame, except_id);
     sbuf_unref(frame);
 }
@@ -293,6 +295,7 @@ static void push_message_text(const char *text, int64_t to_id, int64_t from_id,
     sbuf *frame = frame_concat(parts, 3);
     if (!frame)
         return;
+    metrics_push(METRICS_PUSH_MESSAGE);
     gateway_push_to_uid(to, strlen(to), frame, NULL);
     gateway_push_to_uid(from, strlen(from), frame, origin_id);
     sbuf_unref(frame);
@@ -545,6 +548,7 @@ static void do_register(chat_call *call)
      * (400, 429, 503) costs its address nothing */
     const char *addr = call->req->peer_ip;
     if (!auth_register_would_allow(addr, auth_now_ms())) {
+        metrics_limit_refused(METRICS_LIMIT_REGISTER);
         call_fail(call, 429, "rate_limited",
                   "too many sign-ups from this address (%lld per hour); try again later",
                   (long long)chat_cfg->register_rate);
@@ -623,6 +627,7 @@ static void do_login(chat_call *call)
         return;
     int verdict = auth_login_check(username, call->req->peer_ip, auth_now_ms());
     if (verdict != AUTH_LOGIN_OK) {
+        metrics_limit_refused(METRICS_LIMIT_LOGIN);
         call_fail(call, 429, "rate_limited", "too many login attempts for this %s; wait a minute",
                   verdict == AUTH_LOGIN_ADDR_LIMITED ? "address" : "username");
         return;
@@ -1059,6 +1064,7 @@ static void do_send(chat_call *call)
             snprintf(call->client_id, sizeof(call->client_id), "%s", self);
     }
     if (!send_allowed(call->uid)) {
+        metrics_limit_refused(METRICS_LIMIT_SEND);
         call_fail(call, 429, "rate_limited",
                   "too many messages: at most %lld a second (bursts of %lld); slow down",
                   (long long)chat_cfg->send_rate, (long long)chat_cfg->send_rate * 2);
@@ -1389,12 +1395,14 @@ static void bind_failed(conn *c)
 static bool bind_admitted(conn *c, chat_call *call)
 {
     if (c->flags & CONN_BIND_PENDING) {
+        metrics_limit_refused(METRICS_LIMIT_BIND);
         call_fail(call, 429, "rate_limited", "a bind is already under way on this connection");
         return false;
     }
     peer_addr(c, call->peer, sizeof(call->peer));
     if (!ratelimit_allows(bind_fail_limit, call->peer, strlen(call->peer),
                           (int64_t)uv_now(chat_loop))) {
+        metrics_limit_refused(METRICS_LIMIT_BIND);
         call_fail(call, 429, "rate_limited",
                   "too many failed binds from this address; wait a minute");
         bind_failed(c);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cluster/cluster.h"
+#include "core/metrics.h"
 #include "gateway/gateway.h"
 #include "gateway/registry.h"
 #include "gwcompat/php_serial.h"
@@ -181,6 +182,7 @@ static json_t *m_send_to_all(json_t *body, api_error *err)
     sbuf *frame = get_data_frame(body, true, err);
     size_t sent = 0;
     if (frame) {
+        metrics_push(METRICS_PUSH_API);
         mark_excluded(&ex, true);
         if (only.items) {
             for (size_t i = 0; i < only.n; i++) {
@@ -214,6 +216,7 @@ static json_t *m_send_to_client(json_t *body, api_error *err)
     free(ids.items);
     if (!frame)
         return NULL;
+    metrics_push(METRICS_PUSH_API);
     sbuf_unref(frame);
     return json_integer((json_int_t)sent);
 }
@@ -230,6 +233,7 @@ static json_t *m_send_to_uid(json_t *body, api_error *err)
     free(uids.items);
     if (!frame)
         return NULL;
+    metrics_push(METRICS_PUSH_API);
     sbuf_unref(frame);
     return json_integer((json_int_t)sent);
 }
@@ -246,6 +250,7 @@ static json_t *m_send_to_group(json_t *body, api_error *err)
     sbuf *frame = get_data_frame(body, true, err);
     size_t sent = 0;
     if (frame) {
+        metrics_push(METRICS_PUSH_API);
         mark_excluded(&ex, true);
         for (size_t i = 0; i < gs.n; i++)
             sent += gateway_send_to_group(gs.items[i].s, gs.items[i].len, frame);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cluster/cluster.h"
+#include "core/metrics.h"
 #include "gateway/gateway.h"
 #include "gwcompat/gw.h"
 #include "ws/ws.h"
@@ -250,8 +251,10 @@ int registry_bind_uid(conn *c, const char *uid, size_t len, uint32_t max_conns)
     if (c->uid && c->uid->len == len && memcmp(c->uid->name, uid, len) == 0)
         return 0;
     uid_entry *e = registry_find_uid(uid, len);
-    if (e && max_conns && e->count >= max_conns)
+    if (e && max_conns && e->count >= max_conns) {
+        metrics_limit_refused(METRICS_LIMIT_CONNS_PER_USER);
         return REGISTRY_FULL;
+    }
     if (!e) {
         e = calloc(1, sizeof(*e) + len + 1);
         if (!e)

@@ -17,6 +17,7 @@
 #include <uthash.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "gateway/gateway.h"
 #include "gateway/registry.h"
 #include "gwcompat/gw.h"
@@ -188,6 +189,7 @@ static bool message_text(const gw_frame *f, const char **text, size_t *len, char
 /* The frame a send command puts on its recipients' queues: built once. */
 static sbuf *message_frame(const gw_frame *f, const char *text, size_t len)
 {
+    metrics_push(METRICS_PUSH_GW);
     if (f->h.flag & GW_FLAG_NOT_FRAMED)
         return sbuf_from(text, len); /* the sender framed it */
     return gateway_frame_text(text, len);
@@ -1023,6 +1025,7 @@ static void handle_frame(conn *c, const gw_frame *f)
 
 static void inner_on_open(conn *c)
 {
+    metrics_conn_open(METRICS_CONN_GW_INNER);
     if (!gw.cfg->gw_secret[0])
         c->flags |= CONN_GW_AUTHED;
     else /* one that never authenticates is dropped (GatewayClient speaks at once) */
@@ -1077,6 +1080,7 @@ static void inner_on_deadline(conn *c)
 
 static void inner_on_close(conn *c)
 {
+    metrics_conn_closed(METRICS_CONN_GW_INNER);
     if (c->in && c->in->len > 0 && !(c->flags & CONN_GW_REFUSED)) {
         char peer[64], why[96];
         snprintf(why, sizeof(why), "the peer left in the middle of a frame (%u bytes of it)",

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "gwcompat/gw.h"
 #include "gwcompat/gw_internal.h"
 
@@ -249,6 +250,7 @@ static void handle_line(conn *c, const char *line, size_t len)
 
 static void register_on_open(conn *c)
 {
+    metrics_conn_open(METRICS_CONN_GW_REGISTER);
     conn_set_deadline(c, GW_AUTH_TIMEOUT_MS);
 }
 
@@ -284,6 +286,7 @@ static void register_on_deadline(conn *c)
 
 static void register_on_close(conn *c)
 {
+    metrics_conn_closed(METRICS_CONN_GW_REGISTER);
     bool gateway_left = false;
     for (reg_peer **p = &reg.peers; *p;) {
         reg_peer *e = *p;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "net/server.h"
 #include "ws/utf8.h"
 #include "ws/ws_deflate.h"
@@ -70,6 +71,7 @@ static void close_for_overflow(conn *c)
     log_info("client %s: send queue over %lld bytes, closing (1008)", c->client_id,
              (long long)conn_server(c)->cfg->max_outbuf);
     conn_drop_pending(c);
+    metrics_slow_close(METRICS_SLOW_WEBSOCKET);
     ws_close(c, WS_CLOSE_POLICY, "send queue full: reader too slow");
 }
 
@@ -81,6 +83,7 @@ int ws_send_frame(conn *c, sbuf *frame)
         frame = ws_deflate_frame(frame, c->wsx->deflate_server_bits,
                                  (size_t)conn_server(c)->cfg->ws_deflate_threshold);
     int r = conn_send(c, frame);
+    metrics_ws_sent(frame, r == CONN_SEND_OK);
     if (r == CONN_SEND_OVERFLOW) {
         close_for_overflow(c);
         return -1;
@@ -113,6 +116,7 @@ void ws_close(conn *c, uint16_t code, const char *reason)
     if (c->flags & (CONN_WS_CLOSE_SENT | CONN_CLOSING))
         return;
     c->flags |= CONN_WS_CLOSE_SENT;
+    metrics_ws_close(code, (c->flags & CONN_WS_CLOSE_RECV) != 0);
     sbuf *frame = ws_frame_build_close(code, reason);
     if (frame) {
         conn_send_force(c, frame);
@@ -125,6 +129,7 @@ void ws_close(conn *c, uint16_t code, const char *reason)
 
 static void deliver_message(conn *c, bool is_text, uint8_t *data, size_t len)
 {
+    metrics_ws_message_in();
     if (c->flags & CONN_WS_ECHO) {
         sbuf *frame = ws_frame_build(is_text ? WS_OP_TEXT : WS_OP_BINARY, data, len);
         if (frame) {
@@ -478,6 +483,7 @@ static size_t ws_on_read(conn *c, uint8_t *data, size_t len)
             break;
         }
         size_t frame_len = h.header_len + (size_t)h.payload_len;
+        metrics_ws_frame_in(frame_len);
         if (control) {
             ws_mask_apply(payload, (size_t)h.payload_len, h.mask, 0);
             handle_control(c, &h, payload);
@@ -522,6 +528,7 @@ static void ws_on_deadline(conn *c)
 static void ws_start(conn *c, http_request *req)
 {
     c->flags |= CONN_WS;
+    metrics_conn_open(METRICS_CONN_WEBSOCKET);
     c->utf8_state = UTF8_ACCEPT;
     conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->ping_interval * 1000);
     if (!(c->flags & CONN_WS_ECHO) && gateway_app && gateway_app->on_open)
@@ -530,6 +537,7 @@ static void ws_start(conn *c, http_request *req)
 
 static void ws_on_close(conn *c)
 {
+    metrics_ws_gone((c->flags & CONN_WS_CLOSE_SENT) != 0);
     if (!(c->flags & CONN_WS_ECHO) && gateway_app && gateway_app->on_close)
         gateway_app->on_close(c);
     frag_reset(c);
