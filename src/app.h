@@ -8,7 +8,9 @@
 
 #include "core/config.h"
 
-/* Runs chatd until SIGINT/SIGTERM. Returns the process exit code. */
-int app_run(uv_loop_t *loop, const config *cfg);
+/* Runs chatd until SIGINT/SIGTERM. Returns the process exit code. cfg must
+ * come from config_load() and outlive the call; SIGHUP re-reads the
+ * configuration and updates cfg in place (see config.h). */
+int app_run(uv_loop_t *loop, config *cfg);
 
 #endif

@@ -1,5 +1,6 @@
 /* chatd: a real-time chat server. main() only reads the configuration and
- * hands over to app_run (src/app.c). */
+ * hands over to app_run (src/app.c). cfg lives here for the whole run: every
+ * module points at it, and a SIGHUP updates it in place (config.h). */
 #include <signal.h>
 #include <stdio.h>
 #include <uv.h>
@@ -17,6 +18,7 @@ int main(int argc, char **argv)
         return r > 0 ? 0 : 2;
     }
     log_set_level((enum log_level)log_level_parse(cfg.log_level));
+    log_set_format((enum log_format)log_format_parse(cfg.log_format));
     signal(SIGPIPE, SIG_IGN); /* a peer closing mid-write is an error value, not a signal */
     int code = app_run(uv_default_loop(), &cfg);
     uv_loop_close(uv_default_loop());

@@ -18,6 +18,8 @@
 #include "chat/names.h"
 #include "cluster/cluster.h"
 #include "core/log.h"
+#include "core/metrics.h"
+#include "core/reload.h"
 #include "core/ratelimit.h"
 #include "gateway/gateway.h"
 #include "gateway/registry.h"
@@ -251,6 +253,7 @@ static void push_to_user(int64_t user_id, const json_t *value, const char *excep
     sbuf *frame = gateway_frame_json(value);
     if (!frame)
         return;
+    metrics_push(METRICS_PUSH_NOTICE);
     gateway_push_to_uid(uid, strlen(uid), frame, except_id);
     sbuf_unref(frame);
 }
@@ -292,6 +295,7 @@ static void push_message_text(const char *text, int64_t to_id, int64_t from_id,
     sbuf *frame = frame_concat(parts, 3);
     if (!frame)
         return;
+    metrics_push(METRICS_PUSH_MESSAGE);
     gateway_push_to_uid(to, strlen(to), frame, NULL);
     gateway_push_to_uid(from, strlen(from), frame, origin_id);
     sbuf_unref(frame);
@@ -544,6 +548,7 @@ static void do_register(chat_call *call)
      * (400, 429, 503) costs its address nothing */
     const char *addr = call->req->peer_ip;
     if (!auth_register_would_allow(addr, auth_now_ms())) {
+        metrics_limit_refused(METRICS_LIMIT_REGISTER);
         call_fail(call, 429, "rate_limited",
                   "too many sign-ups from this address (%lld per hour); try again later",
                   (long long)chat_cfg->register_rate);
@@ -622,6 +627,7 @@ static void do_login(chat_call *call)
         return;
     int verdict = auth_login_check(username, call->req->peer_ip, auth_now_ms());
     if (verdict != AUTH_LOGIN_OK) {
+        metrics_limit_refused(METRICS_LIMIT_LOGIN);
         call_fail(call, 429, "rate_limited", "too many login attempts for this %s; wait a minute",
                   verdict == AUTH_LOGIN_ADDR_LIMITED ? "address" : "username");
         return;
@@ -864,8 +870,19 @@ static void remote_bind_done(json_t *partials, bool complete, void *ctx)
     chat_call *call = ctx;
     json_t *answer = NULL, *p;
     size_t i;
-    json_array_foreach(partials, i, p) /* a tag shared by two nodes: the one that bound wins */
-        if (json_is_object(p) && (!answer || json_object_get(p, "bound"))) answer = p;
+    /* The node that holds the socket speaks: it bound it, or its nonce check
+     * passed and it refused for a reason of its own (not_found, 429...). A
+     * bad_nonce is what every other node says (each has its own nonce key),
+     * when several are asked: a GatewayWorker id, or a tag two nodes share. */
+    json_array_foreach(partials, i, p)
+    {
+        if (!json_is_object(p))
+            continue;
+        const char *code = json_string_value(json_object_get(p, "code"));
+        bool holder = json_object_get(p, "bound") || !code || strcmp(code, "bad_nonce") != 0;
+        if (holder && (!answer || json_object_get(p, "bound")))
+            answer = p;
+    }
     if (!answer && !complete) {
         call_fail(call, 503, "cluster_timeout",
                   "the node of this client_id did not answer in time; try again");
@@ -1047,6 +1064,7 @@ static void do_send(chat_call *call)
             snprintf(call->client_id, sizeof(call->client_id), "%s", self);
     }
     if (!send_allowed(call->uid)) {
+        metrics_limit_refused(METRICS_LIMIT_SEND);
         call_fail(call, 429, "rate_limited",
                   "too many messages: at most %lld a second (bursts of %lld); slow down",
                   (long long)chat_cfg->send_rate, (long long)chat_cfg->send_rate * 2);
@@ -1377,12 +1395,14 @@ static void bind_failed(conn *c)
 static bool bind_admitted(conn *c, chat_call *call)
 {
     if (c->flags & CONN_BIND_PENDING) {
+        metrics_limit_refused(METRICS_LIMIT_BIND);
         call_fail(call, 429, "rate_limited", "a bind is already under way on this connection");
         return false;
     }
     peer_addr(c, call->peer, sizeof(call->peer));
     if (!ratelimit_allows(bind_fail_limit, call->peer, strlen(call->peer),
                           (int64_t)uv_now(chat_loop))) {
+        metrics_limit_refused(METRICS_LIMIT_BIND);
         call_fail(call, 429, "rate_limited",
                   "too many failed binds from this address; wait a minute");
         bind_failed(c);
@@ -1435,6 +1455,17 @@ static bool chat_socket_message(conn *c, const char *type, json_t *msg)
     return true;
 }
 
+/* SIGHUP: the limiters were sized at start; the new config is read at each
+ * use otherwise (config.h). */
+static int chat_reload(const config *old_cfg, const config *new_cfg)
+{
+    if (new_cfg->send_rate != old_cfg->send_rate)
+        ratelimit_set_limit(send_limit, (uint32_t)(new_cfg->send_rate * 2));
+    if (new_cfg->bind_rate != old_cfg->bind_rate)
+        ratelimit_set_limit(bind_fail_limit, (uint32_t)new_cfg->bind_rate);
+    return 0;
+}
+
 int chat_init(uv_loop_t *loop, const config *cfg)
 {
     chat_cfg = cfg;
@@ -1445,6 +1476,7 @@ int chat_init(uv_loop_t *loop, const config *cfg)
         log_error("out of memory");
         return -1;
     }
+    reload_register("chat", chat_reload);
     char err[256] = "";
     store_options so = {
         .store = cfg->store,

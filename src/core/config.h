@@ -1,13 +1,33 @@
-/* config: every option of chatd, from the command line or the environment.
+/* config: every option of chatd, from the command line, the environment or a
+ * configuration file.
  *
  * One table (config.c) lists each option once: its name, environment
- * variable, default and help text, so --help, the environment and the parser
- * can never disagree. Precedence: command line > environment > default. */
+ * variable, default, help text and whether SIGHUP can change it at run time,
+ * so --help, chatd.conf.example, the environment, the file parser and the
+ * reload can never disagree. Precedence: command line > environment (CHATD_*)
+ * > --config file > default.
+ *
+ * The file: one `name = value` per line, names as the flags without "--";
+ * blank lines and `#` comments (a whole line, or after a value following a
+ * blank); "double quotes" for values with blanks or '#', and for the empty
+ * value ("" - a bare `name =` is an error); booleans true/false, yes/no,
+ * on/off, 1/0. Errors name the file and line.
+ *
+ * Reload (SIGHUP, on the loop thread): the modules hold `const config *` to
+ * the one live struct that main() owns, so a reload never swaps the struct:
+ * config_reread() builds a complete new one from the same sources, and
+ * config_reload_apply() copies the run-time options that changed into the
+ * live struct. A replaced string is not freed but kept on a list freed by
+ * config_free(): a pointer some module took to the old string stays valid,
+ * at the cost of a few bytes per changed string per SIGHUP. Every reader of
+ * these fields runs on the loop thread (the storage and hashing threads get
+ * copies of what they need), so the plain stores need no locking. */
 #ifndef CHATD_CONFIG_H
 #define CHATD_CONFIG_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct config {
     /* network */
@@ -74,14 +94,39 @@ typedef struct config {
     int64_t webhook_queue;
     /* logging */
     char *log_level;
+    /* the file the rest came from, "" = none */
+    char *config_file;
+    /* strings replaced by reloads, freed by config_free (see above) */
+    struct config_retired *retired;
 } config;
 
-/* Fills cfg from defaults, then the environment, then argv. Returns 0 to go
- * on, 1 when --help or --version was printed (exit 0), -1 on a bad option
- * (a message was printed; exit 2). Strings in cfg are owned by cfg. */
+/* Fills cfg from defaults, then the --config file (or CHATD_CONFIG), then the
+ * environment, then argv. Returns 0 to go on, 1 when --help, --version or
+ * --print-config-example was printed (exit 0), -1 on a bad option (a message
+ * was printed on stderr; exit 2). Strings in cfg are owned by cfg; cfg needs
+ * config_free() whatever the result. Remembers argv for config_reread(). */
 int config_load(config *cfg, int argc, char **argv);
+/* The same, quiet: on -1 the reason ("chatd.conf:12: unknown option 'x'")
+ * is in err. Does not remember argv. */
+int config_read(config *cfg, int argc, char **argv, char *err, size_t errlen);
+/* Reads the configuration again from the argv config_load() got, the current
+ * environment and the file: 0, or -1 with the reason in err. */
+int config_reread(config *cfg, char *err, size_t errlen);
 void config_free(config *cfg);
+
+/* After a SIGHUP: logs one line per option that differs between live and
+ * next ("reload: max-message 1048576 -> 65536", or "reload: listen changed;
+ * takes effect after a restart"), copies the options that can change at run
+ * time from next into live (next's strings are moved, live's old ones
+ * retired), and keeps the old value of the others. The options a module hook
+ * applies (tls-cert, tls-key) are copied only when hooks_ok. Returns how
+ * many options changed. next must still be config_free()d. */
+int config_reload_apply(config *live, config *next, int hooks_ok);
+
 /* Prints the option reference (used by --help). */
 void config_print_help(const char *prog);
+/* Prints chatd.conf.example: every option, commented out at its default,
+ * with its help text (used by --print-config-example). */
+void config_print_example(FILE *out);
 
 #endif

@@ -14,6 +14,8 @@ sbuf *sbuf_new(size_t cap)
     b->refs = 1;
     b->len = 0;
     b->cap = (uint32_t)cap;
+    b->tag = 0;
+    b->alt = NULL;
     return b;
 }
 
@@ -30,6 +32,9 @@ sbuf *sbuf_from(const void *data, size_t len)
 
 void sbuf_unref(sbuf *b)
 {
-    if (b && --b->refs == 0)
+    while (b && --b->refs == 0) {
+        sbuf *alt = b->alt; /* each alternate holds one reference, its owner's */
         free(b);
+        b = alt;
+    }
 }

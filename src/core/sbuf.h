@@ -5,7 +5,8 @@
  * The event loop is single-threaded, so the count is a plain integer.
  *
  * Ownership: sbuf_new returns a buffer with one reference owned by the caller.
- * Every sbuf_ref must be matched by one sbuf_unref; the last unref frees. */
+ * Every sbuf_ref must be matched by one sbuf_unref; the last unref frees the
+ * buffer and the chain of alternates hanging off it (`alt`). */
 #ifndef CHATD_SBUF_H
 #define CHATD_SBUF_H
 
@@ -16,6 +17,11 @@ typedef struct sbuf {
     uint32_t refs;
     uint32_t len; /* bytes used in data */
     uint32_t cap; /* bytes allocated for data */
+    uint32_t tag; /* free for the owner of the alternates; 0 from sbuf_new */
+    /* Another encoding of the same content (a compressed WebSocket frame),
+     * built lazily by whoever needs it and owned by this buffer: a chain,
+     * freed with it. NULL from sbuf_new. */
+    struct sbuf *alt;
     uint8_t data[];
 } sbuf;
 

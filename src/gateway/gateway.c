@@ -12,6 +12,7 @@
 #include "cluster/cluster.h"
 #include "core/json_scan.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "gateway/registry.h"
 #include "gwcompat/gw.h"
 #include "net/server.h"
@@ -89,6 +90,7 @@ static void deliver_remote_push(const char *uid, size_t uid_len, const char *exc
 {
     if (!registry_find_uid(uid, uid_len))
         return; /* its last connection here closed since */
+    metrics_push(METRICS_PUSH_REMOTE);
     sbuf *frame = gateway_frame_text(payload, len);
     if (!frame)
         return;
@@ -255,6 +257,7 @@ static void handle_event(conn *c, const json_span *to, const json_span *data)
         return;
     }
     if (!event_allowed(c)) {
+        metrics_limit_refused(METRICS_LIMIT_EVENT);
         gateway_send_error(c, "rate_limited", "too many events: slow down", NULL);
         return;
     }
@@ -284,6 +287,7 @@ static void handle_event(conn *c, const json_span *to, const json_span *data)
     p += dlen;
     *p++ = '}';
     frame->len = (uint32_t)(p - frame->data);
+    metrics_push(METRICS_PUSH_EVENT);
     gateway_push_to_uid(uid, uid_len, frame, NULL);
     sbuf_unref(frame);
 }

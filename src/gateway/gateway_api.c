@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cluster/cluster.h"
+#include "core/metrics.h"
 #include "gateway/gateway.h"
 #include "gateway/registry.h"
 #include "gwcompat/php_serial.h"
@@ -181,6 +182,7 @@ static json_t *m_send_to_all(json_t *body, api_error *err)
     sbuf *frame = get_data_frame(body, true, err);
     size_t sent = 0;
     if (frame) {
+        metrics_push(METRICS_PUSH_API);
         mark_excluded(&ex, true);
         if (only.items) {
             for (size_t i = 0; i < only.n; i++) {
@@ -214,6 +216,7 @@ static json_t *m_send_to_client(json_t *body, api_error *err)
     free(ids.items);
     if (!frame)
         return NULL;
+    metrics_push(METRICS_PUSH_API);
     sbuf_unref(frame);
     return json_integer((json_int_t)sent);
 }
@@ -230,6 +233,7 @@ static json_t *m_send_to_uid(json_t *body, api_error *err)
     free(uids.items);
     if (!frame)
         return NULL;
+    metrics_push(METRICS_PUSH_API);
     sbuf_unref(frame);
     return json_integer((json_int_t)sent);
 }
@@ -246,6 +250,7 @@ static json_t *m_send_to_group(json_t *body, api_error *err)
     sbuf *frame = get_data_frame(body, true, err);
     size_t sent = 0;
     if (frame) {
+        metrics_push(METRICS_PUSH_API);
         mark_excluded(&ex, true);
         for (size_t i = 0; i < gs.n; i++)
             sent += gateway_send_to_group(gs.items[i].s, gs.items[i].len, frame);
@@ -528,6 +533,29 @@ static json_t *session_write(json_t *body, bool merge, api_error *err)
             continue;
         }
         json_t *next = merge ? session_json(x) : NULL;
+        if (merge && !next && x->php_session) {
+            /* a PHP session JSON cannot hold (INF, bytes that are not UTF-8) is
+             * not merged into, and not lost either */
+            api_error e = {0};
+            api_fail(&e, 409, "session_not_json",
+                     "the stored session (set through the GatewayWorker protocol) has values "
+                     "JSON cannot hold; replace it with set_session");
+            json_array_append_new(part, error_json(&e));
+            continue;
+        }
+        if (json_is_array(next)) { /* a PHP list is a map of 0..n-1, as PHP merges it */
+            json_t *map = json_object();
+            size_t k;
+            json_t *v;
+            json_array_foreach(next, k, v)
+            {
+                char key[24];
+                snprintf(key, sizeof(key), "%zu", k);
+                json_object_set(map, key, v);
+            }
+            json_decref(next);
+            next = map;
+        }
         if (!json_is_object(next)) {
             json_decref(next);
             next = json_object();

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cluster/cluster.h"
+#include "core/metrics.h"
 #include "gateway/gateway.h"
 #include "gwcompat/gw.h"
 #include "ws/ws.h"
@@ -250,8 +251,10 @@ int registry_bind_uid(conn *c, const char *uid, size_t len, uint32_t max_conns)
     if (c->uid && c->uid->len == len && memcmp(c->uid->name, uid, len) == 0)
         return 0;
     uid_entry *e = registry_find_uid(uid, len);
-    if (e && max_conns && e->count >= max_conns)
+    if (e && max_conns && e->count >= max_conns) {
+        metrics_limit_refused(METRICS_LIMIT_CONNS_PER_USER);
         return REGISTRY_FULL;
+    }
     if (!e) {
         e = calloc(1, sizeof(*e) + len + 1);
         if (!e)
@@ -271,10 +274,8 @@ int registry_bind_uid(conn *c, const char *uid, size_t len, uint32_t max_conns)
     }
     registry_unbind_uid(c);
     /* appended: a uid's connections are listed in bind order (GatewayWorker's
-     * replies are); a uid has few (--max-conns-per-user), so the walk is short */
-    conn *last = e->conns;
-    while (last && last->uid_next)
-        last = last->uid_next;
+     * replies are) */
+    conn *last = e->last;
     c->uid = e;
     c->uid_prev = last;
     c->uid_next = NULL;
@@ -282,6 +283,7 @@ int registry_bind_uid(conn *c, const char *uid, size_t len, uint32_t max_conns)
         last->uid_next = c;
     else
         e->conns = c;
+    e->last = c;
     e->count++;
     return 0;
 }
@@ -298,6 +300,8 @@ void registry_unbind_uid(conn *c)
         e->conns = c->uid_next;
     if (c->uid_next)
         c->uid_next->uid_prev = c->uid_prev;
+    else
+        e->last = c->uid_prev;
     c->uid = NULL;
     c->uid_prev = c->uid_next = NULL;
     if (--e->count == 0) {

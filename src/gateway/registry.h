@@ -30,6 +30,7 @@
 
 struct uid_entry {
     conn *conns; /* list through conn->uid_next, in bind order */
+    conn *last;
     uint32_t count;
     uint16_t json_len;
     char *json; /* the uid as JSON (gateway_uid_json), written into every event it sends */

@@ -94,10 +94,11 @@ json_t *gw_health(void)
     if (!gw.inner_on && !gw.cfg->gw_register[0])
         return NULL;
     return json_pack(
-        "{s:s?,s:s?,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "inner", gw.inner_on ? gw.inner_addr : NULL,
+        "{s:s?,s:s?,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "inner", gw.inner_on ? gw.inner_addr : NULL,
         "register", gw.cfg->gw_register[0] ? gw.cfg->gw_register : NULL, "workers",
         (json_int_t)gw_worker_count(), "register_addresses",
         (json_int_t)gw_register_address_count(), "frames_in", (json_int_t)gw.frames_in,
         "bad_inputs", (json_int_t)gw.bad_inputs, "slow_closes", (json_int_t)gw.slow_closes,
-        "events_out", (json_int_t)gw.events_out, "events_dropped", (json_int_t)gw.events_dropped);
+        "events_out", (json_int_t)gw.events_out, "events_dropped", (json_int_t)gw.events_dropped,
+        "clients_paused", (json_int_t)gw.clients_paused);
 }

@@ -17,6 +17,7 @@
 #include <uthash.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "gateway/gateway.h"
 #include "gateway/registry.h"
 #include "gwcompat/gw.h"
@@ -60,6 +61,17 @@ void gw_refuse(conn *c, const char *what, const char *why)
     conn_close(c);
 }
 
+void gw_refuse_after_write(conn *c, const char *what, const char *why)
+{
+    char peer[64];
+    if (c->flags & (CONN_CLOSING | CONN_SHUT_AFTER_WRITE))
+        return;
+    gw.bad_inputs++;
+    c->flags |= CONN_GW_REFUSED;
+    log_warn("gw: %s connection from %s closed: %s", what, peer_name(c, peer, sizeof(peer)), why);
+    conn_close_after_write(c, 1000);
+}
+
 void gw_send(conn *c, sbuf *buf)
 {
     if (conn_send(c, buf) != CONN_SEND_OVERFLOW)
@@ -70,8 +82,11 @@ void gw_send(conn *c, sbuf *buf)
              "(a slow %s; GatewayWorker would drop silently)",
              peer_name(c, peer, sizeof(peer)), gw.max_outbuf,
              (c->flags & CONN_GW_WORKER) ? "BusinessWorker" : "reader");
+    /* closed later, from a callback: callers send in loops over lists (workers,
+     * Register peers) that the close hook edits, so it must not run under them;
+     * until then further sends to c are refused (CONN_SEND_CLOSED) */
     conn_drop_pending(c);
-    conn_close(c);
+    conn_close_after_write(c, 100);
 }
 
 /* Constant-time comparison through digests: neither content nor length of
@@ -174,6 +189,7 @@ static bool message_text(const gw_frame *f, const char **text, size_t *len, char
 /* The frame a send command puts on its recipients' queues: built once. */
 static sbuf *message_frame(const gw_frame *f, const char *text, size_t len)
 {
+    metrics_push(METRICS_PUSH_GW);
     if (f->h.flag & GW_FLAG_NOT_FRAMED)
         return sbuf_from(text, len); /* the sender framed it */
     return gateway_frame_text(text, len);
@@ -284,7 +300,12 @@ static void reply_end(conn *c, php_buf *b)
         gw_refuse(c, "inner", "out of memory building a reply");
         return;
     }
-    gw_send(c, buf);
+    /* one reply is taken whole when nothing else is queued, as GatewayWorker
+     * does: a big node's GET_ALL_CLIENT_SESSIONS may pass --gw-max-outbuf */
+    if (conn_queued_bytes(c) == 0)
+        conn_send_force(c, buf);
+    else
+        gw_send(c, buf);
     sbuf_unref(buf);
 }
 
@@ -698,6 +719,19 @@ static int write_session(conn *t, const gw_frame *f, bool merge, const char **wh
         *why = "session larger than 65536 bytes";
         return -1;
     }
+    if (f->ext_len == 0) {
+        /* BusinessWorker writes $_SESSION = null as an empty session: stored as none */
+        ws_extra *x = t ? t->wsx : NULL;
+        if (x) {
+            free(x->php_session);
+            x->php_session = NULL;
+            x->php_session_len = 0;
+            json_decref(x->session);
+            x->session = NULL;
+            ws_extra_release(t);
+        }
+        return 0;
+    }
     if (php_serial_parse(f->ext, f->ext_len, &v) < 0) {
         *why = "session is not valid PHP serialize() output";
         return -1;
@@ -991,6 +1025,7 @@ static void handle_frame(conn *c, const gw_frame *f)
 
 static void inner_on_open(conn *c)
 {
+    metrics_conn_open(METRICS_CONN_GW_INNER);
     if (!gw.cfg->gw_secret[0])
         c->flags |= CONN_GW_AUTHED;
     else /* one that never authenticates is dropped (GatewayClient speaks at once) */
@@ -1002,15 +1037,18 @@ static size_t inner_on_read(conn *c, uint8_t *data, size_t len)
     size_t off = 0;
     while (off < len && !(c->flags & (CONN_CLOSING | CONN_SHUT_AFTER_WRITE))) {
         gw_header h;
-        int r = gw_header_parse(data + off, len - off, gw.max_frame, &h);
+        /* before the secret_key frame only that small frame may come: nobody
+         * unauthenticated makes chatd hold --gw-max-frame bytes */
+        uint32_t max = (c->flags & CONN_GW_AUTHED) ? gw.max_frame : GW_AUTH_FRAME_MAX;
+        int r = gw_header_parse(data + off, len - off, max, &h);
         if (r == GW_PARSE_NEED_MORE)
             break;
         if (r < 0) {
-            char reason[96];
+            char reason[112];
             if (r == GW_PARSE_BAD_LEN)
-                snprintf(reason, sizeof(reason),
-                         "pack_len %u is not within 28..%u (--gw-max-frame)", h.pack_len,
-                         gw.max_frame);
+                snprintf(reason, sizeof(reason), "pack_len %u is not within 28..%u (%s)",
+                         h.pack_len, max,
+                         max == gw.max_frame ? "--gw-max-frame" : "before the secret_key frame");
             else
                 snprintf(reason, sizeof(reason), "ext_len %u does not fit pack_len %u", h.ext_len,
                          h.pack_len);
@@ -1042,6 +1080,7 @@ static void inner_on_deadline(conn *c)
 
 static void inner_on_close(conn *c)
 {
+    metrics_conn_closed(METRICS_CONN_GW_INNER);
     if (c->in && c->in->len > 0 && !(c->flags & CONN_GW_REFUSED)) {
         char peer[64], why[96];
         snprintf(why, sizeof(why), "the peer left in the middle of a frame (%u bytes of it)",

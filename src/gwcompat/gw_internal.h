@@ -13,8 +13,10 @@
 #include "net/conn.h"
 #include "net/server.h"
 
-#define GW_SESSION_MAX 65536     /* bytes of one serialized PHP session */
-#define GW_AUTH_TIMEOUT_MS 10000 /* first frame (inner) or first event (Register) */
+#define GW_SESSION_MAX 65536          /* bytes of one serialized PHP session */
+#define GW_AUTH_TIMEOUT_MS 10000      /* first frame (inner) or first event (Register) */
+#define GW_AUTH_FRAME_MAX 4096        /* pack_len of a frame before authentication */
+#define GW_REGISTER_MAX_GATEWAYS 1024 /* addresses a Register lists */
 
 /* Inner connection state, kept in conn flags (an inner connection is never
  * a WebSocket, so these bits are free on it). */
@@ -33,7 +35,7 @@ typedef struct gw_state {
     uint32_t max_frame;
     size_t max_outbuf;
     /* counters for /healthz */
-    uint64_t frames_in, bad_inputs, slow_closes, events_out, events_dropped;
+    uint64_t frames_in, bad_inputs, slow_closes, events_out, events_dropped, clients_paused;
 } gw_state;
 
 extern gw_state gw;
@@ -45,6 +47,8 @@ bool gw_secret_ok(const char *json, size_t len, char *worker_key, size_t key_cap
 /* Closes an inner or Register connection after a protocol error, with a
  * log line naming the peer and the reason. */
 void gw_refuse(conn *c, const char *what, const char *why);
+/* The same, once what is queued to c is written (an answer to the refusal). */
+void gw_refuse_after_write(conn *c, const char *what, const char *why);
 /* Sends a prepared buffer to an inner connection; a connection over
  * --gw-max-outbuf is closed as a slow reader (logged). */
 void gw_send(conn *c, sbuf *buf);

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "gwcompat/gw.h"
 #include "gwcompat/gw_internal.h"
 
@@ -40,6 +41,8 @@ typedef struct reg_peer {
 static struct {
     bool serving;
     reg_peer *peers; /* in arrival order */
+    size_t gateways; /* PEER_GATEWAY entries in peers */
+    sbuf *line;      /* the broadcast_addresses line, built once per change */
     uv_timer_t ping_timer;
     /* the announcement */
     bool announcing, stopping;
@@ -57,14 +60,13 @@ static struct {
 
 size_t gw_register_address_count(void)
 {
-    size_t n = 0;
-    for (reg_peer *p = reg.peers; p; p = p->next)
-        n += p->kind == PEER_GATEWAY;
-    return n;
+    return reg.gateways;
 }
 
-/* {"event":"broadcast_addresses","addresses":[...]}\n, each address once. */
-static sbuf *addresses_line(void)
+/* {"event":"broadcast_addresses","addresses":[...]}\n, each address once
+ * (at most GW_REGISTER_MAX_GATEWAYS entries, so the quadratic de-duplication
+ * stays below a millisecond); the caller owns the reference. */
+static sbuf *build_addresses_line(void)
 {
     json_t *list = json_array();
     for (reg_peer *p = reg.peers; p; p = p->next) {
@@ -92,15 +94,27 @@ static sbuf *addresses_line(void)
     return b;
 }
 
+/* The current line (borrowed; valid until the list changes). */
+static sbuf *addresses_line(void)
+{
+    if (!reg.line)
+        reg.line = build_addresses_line();
+    return reg.line;
+}
+
+/* The list changed: every worker gets the new line. gw_send never closes a
+ * peer under this loop (a slow one is closed later, from a callback). */
 static void broadcast_addresses(void)
 {
+    if (reg.line)
+        sbuf_unref(reg.line);
+    reg.line = NULL;
     sbuf *line = addresses_line();
     if (!line)
         return;
     for (reg_peer *p = reg.peers; p; p = p->next)
         if (p->kind == PEER_WORKER && p->c)
             gw_send(p->c, line);
-    sbuf_unref(line);
 }
 
 static reg_peer *peer_add(conn *c, enum peer_kind kind, const char *addr)
@@ -122,7 +136,16 @@ static reg_peer *peer_add(conn *c, enum peer_kind kind, const char *addr)
     while (*tail)
         tail = &(*tail)->next;
     *tail = p;
+    reg.gateways += kind == PEER_GATEWAY;
     return p;
+}
+
+static reg_peer *peer_of(conn *c, enum peer_kind kind)
+{
+    for (reg_peer *p = reg.peers; p; p = p->next)
+        if (p->c == c && p->kind == kind)
+            return p;
+    return NULL;
 }
 
 void gw_register_local_add(const char *addr)
@@ -141,17 +164,27 @@ static void handle_line(conn *c, const char *line, size_t len)
     const char *event = json_string_value(json_object_get(o, "event"));
     char why[128];
     if (!event) {
+        /* GatewayWorker's Register answers this one with a text line before closing */
         snprintf(why, sizeof(why), "%s",
                  o ? "a line without \"event\"" : "a line that is not JSON");
         json_decref(o);
-        gw_refuse(c, "Register", why);
+        static const char bad[] = "Bad request for Register service.\n";
+        sbuf *b = sbuf_from(bad, sizeof(bad) - 1);
+        if (b) {
+            conn_send(c, b);
+            sbuf_unref(b);
+        }
+        gw_refuse_after_write(c, "Register", why);
         return;
     }
     bool is_gateway = strcmp(event, "gateway_connect") == 0;
     bool is_worker = strcmp(event, "worker_connect") == 0;
     if (strcmp(event, "ping") == 0 || strcmp(event, "pong") == 0) {
-        /* remote workers ping; like GatewayWorker, any first line ends the 10 s wait */
-        conn_set_deadline(c, 0);
+        /* remote workers ping. GatewayWorker ends the 10 s wait on any first
+         * line; with a secret set chatd waits for an authenticated event, so
+         * pings alone cannot hold connections open */
+        if (!gw.cfg->gw_secret[0])
+            conn_set_deadline(c, 0);
         json_decref(o);
         return;
     }
@@ -190,20 +223,26 @@ static void handle_line(conn *c, const char *line, size_t len)
             gw_refuse(c, "Register", "gateway_connect without an \"address\" of IPv4:port");
             return;
         }
-        if (peer_add(c, PEER_GATEWAY, addr)) {
+        /* one address per connection: a new line replaces it (as GatewayWorker) */
+        reg_peer *p = peer_of(c, PEER_GATEWAY);
+        if (p) {
+            if (strcmp(p->addr, addr) != 0) {
+                snprintf(p->addr, sizeof(p->addr), "%s", addr);
+                broadcast_addresses();
+            }
+        } else if (reg.gateways >= GW_REGISTER_MAX_GATEWAYS) {
+            json_decref(o);
+            gw_refuse(c, "Register", "more than 1024 gateways announced");
+            return;
+        } else if (peer_add(c, PEER_GATEWAY, addr)) {
             log_info("gw: Register: gateway %s joined", addr);
             broadcast_addresses();
         }
     } else {
         sbuf *reply = addresses_line();
-        if (reply) {
+        if (reply)
             gw_send(c, reply);
-            sbuf_unref(reply);
-        }
-        bool known = false;
-        for (reg_peer *p = reg.peers; p; p = p->next)
-            known |= p->c == c;
-        if (!known)
+        if (!(c->flags & (CONN_CLOSING | CONN_SHUT_AFTER_WRITE)) && !peer_of(c, PEER_WORKER))
             peer_add(c, PEER_WORKER, NULL);
     }
     json_decref(o);
@@ -211,6 +250,7 @@ static void handle_line(conn *c, const char *line, size_t len)
 
 static void register_on_open(conn *c)
 {
+    metrics_conn_open(METRICS_CONN_GW_REGISTER);
     conn_set_deadline(c, GW_AUTH_TIMEOUT_MS);
 }
 
@@ -246,6 +286,7 @@ static void register_on_deadline(conn *c)
 
 static void register_on_close(conn *c)
 {
+    metrics_conn_closed(METRICS_CONN_GW_REGISTER);
     bool gateway_left = false;
     for (reg_peer **p = &reg.peers; *p;) {
         reg_peer *e = *p;
@@ -257,6 +298,7 @@ static void register_on_close(conn *c)
         if (e->kind == PEER_GATEWAY) {
             log_info("gw: Register: gateway %s left", e->addr);
             gateway_left = true;
+            reg.gateways--;
         }
         free(e);
     }
@@ -277,7 +319,7 @@ static void ping_cb(uv_timer_t *t)
     static sbuf *ping;
     if (!ping)
         ping = sbuf_from("{\"event\":\"ping\"}\n", 17);
-    for (reg_peer *p = reg.peers; p && ping; p = p->next)
+    for (reg_peer *p = reg.peers; p && ping; p = p->next) /* gw_send closes later only */
         if (p->c && p->remote)
             gw_send(p->c, ping);
 }
@@ -440,6 +482,13 @@ int gw_register_start(void)
                       cfg->gw_register_address);
             return -1;
         }
+        struct sockaddr_in probe;
+        if (uv_ip4_addr(reg.target_host, reg.target_port, &probe) < 0) {
+            log_error("--gw-register-address must be IPv4:PORT (a GatewayWorker Register "
+                      "address), got '%s'",
+                      cfg->gw_register_address);
+            return -1;
+        }
         reg.announcing = true;
         announce_connect();
     } else if (reg.serving) {
@@ -468,6 +517,10 @@ void gw_register_stop(void)
             continue;
         }
         *p = e->next;
+        reg.gateways -= e->kind == PEER_GATEWAY;
         free(e);
     }
+    if (reg.line)
+        sbuf_unref(reg.line);
+    reg.line = NULL;
 }

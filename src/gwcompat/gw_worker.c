@@ -26,7 +26,10 @@
 typedef struct gw_worker {
     conn *c;          /* NULL once the connection closed */
     uint32_t clients; /* clients that point at this worker */
-    char key[64];     /* worker_key ("name:n"), for logs */
+    /* while clients are paused on it: its queue at the last sign of progress */
+    size_t watch_bytes;
+    uint64_t watch_since; /* uv_now of that sign; 0 = not watched */
+    char key[64];         /* worker_key ("name:n"), for logs */
     struct gw_worker *next;
 } gw_worker;
 
@@ -34,6 +37,18 @@ static gw_worker *workers; /* live ones */
 static size_t live_workers;
 static uv_timer_t ping_timer;
 static bool ping_timer_on;
+
+/* Back-pressure: a client whose message finds its worker's queue over half
+ * of --gw-max-outbuf stops being read until the queue is under a quarter
+ * (or the worker is gone), so one fast client slows itself, not the worker
+ * and everyone on it. Paused clients are kept by id (a client may close
+ * while paused) and looked at by a timer that runs only while any is. */
+#define RESUME_CHECK_MS 20
+#define WORKER_STUCK_MS 5000 /* no byte taken for this long while clients wait: closed */
+static char (*paused)[GW_CLIENT_ID_LEN + 1];
+static size_t n_paused, cap_paused;
+static uv_timer_t resume_timer;
+static bool resume_timer_init;
 
 #define WORKER_PING_MS 25000
 
@@ -52,9 +67,93 @@ static void ping_cb(uv_timer_t *t)
         gw_header_encode(&h, ping->data);
         ping->len = GW_HEADER_LEN;
     }
-    for (gw_worker *w = workers; w; w = w->next)
+    for (gw_worker *w = workers; w; w = w->next) /* gw_send closes later only */
         if (w->c)
             gw_send(w->c, ping);
+}
+
+/* A worker that has taken no byte of its queue for WORKER_STUCK_MS while
+ * clients wait on it is closed as stuck (the clients then go on without it);
+ * one that drains, however slowly, is left alone. True when it was closed. */
+static bool worker_stuck(gw_worker *w, size_t queued)
+{
+    uint64_t now = uv_now(gw.srv->loop);
+    if (!w->watch_since || queued < w->watch_bytes) {
+        w->watch_bytes = queued;
+        w->watch_since = now;
+        return false;
+    }
+    if (now - w->watch_since < WORKER_STUCK_MS)
+        return false;
+    gw.slow_closes++;
+    log_warn("gw: BusinessWorker %s closed: it took no byte of its %zu queued for %d s while "
+             "clients waited on it",
+             w->key[0] ? w->key : "?", queued, WORKER_STUCK_MS / 1000);
+    conn_drop_pending(w->c);
+    conn_close_after_write(w->c, 100);
+    w->watch_since = 0;
+    return true;
+}
+
+static void resume_cb(uv_timer_t *t)
+{
+    /* a snapshot: resuming re-delivers buffered input, which may pause again */
+    char(*list)[GW_CLIENT_ID_LEN + 1] = paused;
+    size_t n = n_paused;
+    paused = NULL;
+    n_paused = cap_paused = 0;
+    for (size_t i = 0; i < n; i++) {
+        conn *c = registry_find(list[i], strlen(list[i]));
+        if (!c)
+            continue; /* closed while paused */
+        gw_worker *w = c->wsx ? c->wsx->gw_worker : NULL;
+        size_t queued = w && w->c ? conn_queued_bytes(w->c) : 0;
+        bool drained = !w || !w->c || queued <= gw.max_outbuf / 4;
+        if (!drained)
+            drained = worker_stuck(w, queued);
+        if (drained) {
+            if (w)
+                w->watch_since = 0;
+            conn_resume_read(c);
+        } else { /* still full: keep it paused */
+            if (n_paused == cap_paused) {
+                size_t cap = cap_paused ? cap_paused * 2 : 16;
+                void *v = realloc(paused, cap * sizeof(*paused));
+                if (!v) {
+                    conn_resume_read(c); /* no memory to remember it: let it go */
+                    continue;
+                }
+                paused = v;
+                cap_paused = cap;
+            }
+            memcpy(paused[n_paused++], list[i], GW_CLIENT_ID_LEN + 1);
+        }
+    }
+    free(list);
+    if (n_paused == 0)
+        uv_timer_stop(t);
+}
+
+/* Pauses client c until its worker's queue drains (see above). */
+static void pause_client(conn *c)
+{
+    if (n_paused == cap_paused) {
+        size_t cap = cap_paused ? cap_paused * 2 : 16;
+        void *v = realloc(paused, cap * sizeof(*paused));
+        if (!v)
+            return; /* not paused: the worker's own bound still holds */
+        paused = v;
+        cap_paused = cap;
+    }
+    memcpy(paused[n_paused++], c->client_id, GW_CLIENT_ID_LEN + 1); /* 20 hex + NUL */
+    conn_pause_read(c);
+    gw.clients_paused++;
+    if (!resume_timer_init) {
+        uv_timer_init(gw.srv->loop, &resume_timer);
+        resume_timer_init = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&resume_timer))
+        uv_timer_start(&resume_timer, resume_cb, RESUME_CHECK_MS, RESUME_CHECK_MS);
 }
 
 void gw_worker_stop(void)
@@ -62,6 +161,11 @@ void gw_worker_stop(void)
     if (ping_timer_on)
         uv_timer_stop(&ping_timer);
     ping_timer_on = false;
+    if (resume_timer_init)
+        uv_timer_stop(&resume_timer);
+    free(paused);
+    paused = NULL;
+    n_paused = cap_paused = 0;
 }
 
 size_t gw_worker_count(void)
@@ -365,12 +469,13 @@ static void websocket_connect_body(http_request *req, php_buf *b)
 static void note_address(conn *c, ws_extra *x)
 {
     struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
     int n = sizeof(ss);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &n) == 0 && ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
         x->gw_client_ip = ntohl(a->sin_addr.s_addr);
         x->gw_client_port = ntohs(a->sin_port);
-    } else if (n > 0 && ss.ss_family == AF_INET6) {
+    } else if (ss.ss_family == AF_INET6) {
         x->gw_client_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
 }
@@ -416,6 +521,8 @@ bool gw_client_message(conn *c, const uint8_t *data, size_t len)
             return true;
     }
     send_event(w, c, GW_CMD_ON_MESSAGE, (const char *)data, len, true);
+    if (w->c && !(c->flags & CONN_READ_PAUSED) && conn_queued_bytes(w->c) > gw.max_outbuf / 2)
+        pause_client(c);
     return true;
 }
 

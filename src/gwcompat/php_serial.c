@@ -582,8 +582,11 @@ static int entry_cmp(const void *pa, const void *pb)
     return a->pos < b->pos ? -1 : a->pos > b->pos;
 }
 
-/* Below this many key comparisons a plain scan is cheaper than sorting. */
-#define MERGE_SCAN_LIMIT 4096
+/* A scan walks (and re-reads) every byte of the array once per lookup, so
+ * it is kept for when lookups times bytes stays small; above that the array
+ * is indexed once. Counting bytes, not keys: one key can hold a 64 KiB
+ * nested array, and a scan per key of the other side would re-read it. */
+#define MERGE_SCAN_BYTES (256 * 1024)
 
 static void index_init(merge_index *ix, const php_value *arr, size_t other_count)
 {
@@ -591,7 +594,7 @@ static void index_init(merge_index *ix, const php_value *arr, size_t other_count
     ix->entries = NULL;
     ix->n = 0;
     size_t count = arr->a.count;
-    if (!count || other_count <= MERGE_SCAN_LIMIT / count)
+    if (!count || (uint64_t)other_count * arr->raw_len <= MERGE_SCAN_BYTES)
         return;
     /* count pairs were validated to be in the input, so this is bounded by
      * the input's size; on failure the scan still gives the right answer */

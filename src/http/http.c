@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "net/server.h"
 
 struct http_state {
@@ -276,6 +277,7 @@ void http_respond(http_request *req, int status, const char *extra_headers,
                 sbuf_unref(b);
             }
         }
+        metrics_http_response(req->route, status);
         log_debug("%s %s -> %d", req->method_name, req->path, status);
     }
     if (!req->in_dispatch)
@@ -587,7 +589,7 @@ static int on_message_complete(http_parser *p)
     conn_set_deadline(c, 0);
     req->in_dispatch = true;
     request_handler(req);
-    if (c->handler != &http_conn_handler) {
+    if (st->upgraded) {
         /* switched protocols: the request is done, the WebSocket layer owns
          * the connection and the bytes after the headers */
         st->req = NULL;
@@ -648,6 +650,7 @@ static void finish_request(http_request *req)
 void http_upgrade_done(http_request *req)
 {
     req->responded = true; /* on_message_complete frees it after the handler */
+    metrics_http_response(req->route, 101);
     conn *c = req->conn;
     if (c && c->http) {
         /* c->http shares its memory with the WebSocket state: detach now,
@@ -735,6 +738,7 @@ static void http_on_deadline(conn *c)
         log_debug("HTTP client took none of its %zu queued bytes (over --max-outbuf) in %lld s: "
                   "closing",
                   queued, (long long)conn_server(c)->cfg->header_timeout);
+        metrics_slow_close(METRICS_SLOW_HTTP);
         conn_close(c);
         return;
     }

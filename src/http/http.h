@@ -56,6 +56,7 @@ struct http_request {
     bool in_dispatch;
     bool headers_done; /* every header is complete and NUL-terminated */
     bool cors_allowed; /* Origin is in --cors-origins */
+    uint8_t route;     /* enum metrics_route, set by the application's router */
     char peer_ip[48];  /* for rate limits and logs */
 };
 

@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "store/store_backend.h"
 
 /* Bounds one transaction, and with it the memory held by results waiting
@@ -126,6 +127,7 @@ static void count_commit(store *s, uint64_t writes)
 {
     if (writes == 0)
         return;
+    metrics_store_commit(writes);
     atomic_fetch_add_explicit(&s->commits, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->writes, writes, memory_order_relaxed);
 }
@@ -347,6 +349,7 @@ static void *storage_main(void *arg)
         s->busy++;
         bool abandon = s->abandon;
         pthread_mutex_unlock(&s->mu);
+        uint64_t pass_start = uv_hrtime();
 
         /* run may reorder its array, not the list: answers go out in
          * submission order */
@@ -358,6 +361,7 @@ static void *storage_main(void *arg)
         } else {
             run_pass(s, head);
         }
+        metrics_store_pass(pass_start);
 
         pthread_mutex_lock(&s->mu);
         finish_locked(s, head, tail);
@@ -387,6 +391,7 @@ static void deliver(store *s)
         s->delivering = r->next;
         r->next = NULL;
         s->outstanding--;
+        metrics_store_answered();
         r->done(r);
     }
     /* Keep the loop alive only while answers are owed. */
@@ -572,6 +577,7 @@ const char *store_backend_name(store *s)
 void store_submit(store *s, store_req *r)
 {
     r->next = NULL;
+    metrics_store_submitted();
     if (s->outstanding++ == 0)
         uv_ref((uv_handle_t *)&s->async);
     pthread_mutex_lock(&s->mu);

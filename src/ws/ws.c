@@ -6,8 +6,10 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "net/server.h"
 #include "ws/utf8.h"
+#include "ws/ws_deflate.h"
 #include "ws/ws_frame.h"
 #include "ws/ws_handshake.h"
 
@@ -37,7 +39,8 @@ ws_extra *ws_extra_get(conn *c)
 void ws_extra_release(conn *c)
 {
     ws_extra *x = c->wsx;
-    if (!x || x->frag || x->session || x->groups || x->php_session || x->gw_worker)
+    if (!x || x->frag || x->rx_done || x->deflate || x->session || x->groups || x->php_session ||
+        x->gw_worker)
         return;
     free(x);
     c->wsx = NULL;
@@ -51,6 +54,12 @@ static void frag_reset(conn *c)
         free(c->wsx->frag);
         c->wsx->frag = NULL;
         c->wsx->frag_len = c->wsx->frag_cap = 0;
+        c->wsx->rx_done = 0;
+        c->wsx->msg_deflated = false;
+        if (c->wsx->deflate_client_nct) { /* the next message starts afresh */
+            ws_deflate_inflater_free(c->wsx->zin);
+            c->wsx->zin = NULL;
+        }
         ws_extra_release(c);
     }
 }
@@ -62,6 +71,7 @@ static void close_for_overflow(conn *c)
     log_info("client %s: send queue over %lld bytes, closing (1008)", c->client_id,
              (long long)conn_server(c)->cfg->max_outbuf);
     conn_drop_pending(c);
+    metrics_slow_close(METRICS_SLOW_WEBSOCKET);
     ws_close(c, WS_CLOSE_POLICY, "send queue full: reader too slow");
 }
 
@@ -69,7 +79,11 @@ int ws_send_frame(conn *c, sbuf *frame)
 {
     if (c->flags & (CONN_WS_CLOSE_SENT | CONN_CLOSING))
         return -1;
+    if (c->wsx && c->wsx->deflate) /* the shared compressed twin, built once */
+        frame = ws_deflate_frame(frame, c->wsx->deflate_server_bits,
+                                 (size_t)conn_server(c)->cfg->ws_deflate_threshold);
     int r = conn_send(c, frame);
+    metrics_ws_sent(frame, r == CONN_SEND_OK);
     if (r == CONN_SEND_OVERFLOW) {
         close_for_overflow(c);
         return -1;
@@ -102,6 +116,7 @@ void ws_close(conn *c, uint16_t code, const char *reason)
     if (c->flags & (CONN_WS_CLOSE_SENT | CONN_CLOSING))
         return;
     c->flags |= CONN_WS_CLOSE_SENT;
+    metrics_ws_close(code, (c->flags & CONN_WS_CLOSE_RECV) != 0);
     sbuf *frame = ws_frame_build_close(code, reason);
     if (frame) {
         conn_send_force(c, frame);
@@ -114,6 +129,7 @@ void ws_close(conn *c, uint16_t code, const char *reason)
 
 static void deliver_message(conn *c, bool is_text, uint8_t *data, size_t len)
 {
+    metrics_ws_message_in();
     if (c->flags & CONN_WS_ECHO) {
         sbuf *frame = ws_frame_build(is_text ? WS_OP_TEXT : WS_OP_BINARY, data, len);
         if (frame) {
@@ -169,8 +185,9 @@ static void handle_control(conn *c, const ws_frame_header *h, uint8_t *payload)
     }
 }
 
-/* Adds one fragment to the open message; returns a close code or 0. */
-static uint16_t frag_append(conn *c, bool is_text, const uint8_t *payload, size_t len)
+/* Adds one fragment, already unmasked and validated, to the open message;
+ * returns a close code or 0. */
+static uint16_t frag_append(conn *c, const uint8_t *payload, size_t len)
 {
     ws_extra *x = ws_extra_get(c);
     if (!x)
@@ -187,49 +204,139 @@ static uint16_t frag_append(conn *c, bool is_text, const uint8_t *payload, size_
     }
     memcpy(x->frag + x->frag_len, payload, len);
     x->frag_len += len;
-    if (is_text) {
-        /* validate as the fragments arrive, so bad text fails fast */
-        c->utf8_state = (uint8_t)utf8_feed(c->utf8_state, payload, len);
-        if (c->utf8_state == UTF8_REJECT)
-            return WS_CLOSE_INVALID_DATA;
+    return 0;
+}
+
+/* The order rules of RFC 6455 5.4: a continuation only inside a fragmented
+ * message, a new message only outside one. Checked as soon as the header is
+ * there, so a partial frame out of order fails at once too. */
+static uint16_t check_order(conn *c, const ws_frame_header *h)
+{
+    bool in_fragment = (c->flags & CONN_WS_IN_FRAGMENT) != 0;
+    if ((h->opcode == WS_OP_CONTINUATION) != in_fragment)
+        return WS_CLOSE_PROTOCOL_ERROR;
+    return 0;
+}
+
+/* True when the frame's payload is text: its own opcode, or the open
+ * message's for a continuation. */
+static bool frame_is_text(const conn *c, const ws_frame_header *h)
+{
+    uint8_t op = h->opcode == WS_OP_CONTINUATION ? c->msg_opcode : h->opcode;
+    return op == WS_OP_TEXT;
+}
+
+/* Payload bytes of the frame at the head of the input already unmasked and
+ * checked by an earlier read (the frame was then incomplete). */
+static size_t rx_done(const conn *c)
+{
+    return c->wsx ? c->wsx->rx_done : 0;
+}
+
+/* Unmasks and checks payload[from..to) of a text frame: the bytes of a text
+ * message are validated as they arrive, each once, in whole and partial
+ * frames alike. The first frame of a message starts a fresh validator; a
+ * continuation carries it on. Returns 1007 at the first invalid byte, else 0. */
+static uint16_t text_progress(conn *c, const ws_frame_header *h, uint8_t *payload, size_t from,
+                              size_t to)
+{
+    if (from == 0 && h->opcode != WS_OP_CONTINUATION)
+        c->utf8_state = UTF8_ACCEPT;
+    ws_mask_apply(payload + from, to - from, h->mask, from);
+    c->utf8_state = (uint8_t)utf8_feed(c->utf8_state, payload + from, to - from);
+    return c->utf8_state == UTF8_REJECT ? WS_CLOSE_INVALID_DATA : 0;
+}
+
+/* True when the frame's payload is compressed: RSV1 on the first frame of
+ * its message, carried for the continuations. */
+static bool frame_deflated(const conn *c, const ws_frame_header *h)
+{
+    if (h->opcode == WS_OP_CONTINUATION)
+        return c->wsx && c->wsx->msg_deflated;
+    return (h->rsv & WS_RSV1) != 0;
+}
+
+/* Unmasks and inflates payload[from..to) of a compressed frame into the
+ * message buffer (ws_extra.frag), validating text as it comes out; with
+ * tail, the message ends here. Inflation stops at --max-message (1009). */
+static uint16_t deflate_progress(conn *c, const ws_frame_header *h, uint8_t *payload, size_t from,
+                                 size_t to, bool tail)
+{
+    ws_extra *x = c->wsx;
+    if (from == 0 && h->opcode != WS_OP_CONTINUATION) {
+        x->msg_deflated = true;
+        c->utf8_state = UTF8_ACCEPT;
+    }
+    if (!x->zin && !(x->zin = ws_deflate_inflater_new(x->deflate_client_bits)))
+        return WS_CLOSE_INTERNAL_ERROR;
+    ws_mask_apply(payload + from, to - from, h->mask, from);
+    bool is_text = frame_is_text(c, h);
+    return ws_deflate_inflate(x->zin, payload + from, to - from, tail, &x->frag, &x->frag_len,
+                              &x->frag_cap, (size_t)conn_server(c)->cfg->max_message,
+                              is_text ? &c->utf8_state : NULL);
+}
+
+/* A whole compressed message in one frame, all of it buffered: inflated in
+ * one go into a buffer the loop shares, with the loop's shared inflater when
+ * the client keeps no context (nothing is allocated per connection). */
+static uint16_t deliver_deflated(conn *c, const ws_frame_header *h, uint8_t *payload)
+{
+    static uint8_t *buf;
+    static size_t cap;
+    ws_extra *x = c->wsx;
+    size_t len = (size_t)h->payload_len, out = 0;
+    bool is_text = h->opcode == WS_OP_TEXT;
+    ws_mask_apply(payload, len, h->mask, 0);
+    struct z_stream_s *zs = x->deflate_client_nct ? ws_deflate_shared_inflater() : x->zin;
+    if (!zs && !(zs = x->zin = ws_deflate_inflater_new(x->deflate_client_bits)))
+        return WS_CLOSE_INTERNAL_ERROR;
+    c->utf8_state = UTF8_ACCEPT;
+    uint16_t code = ws_deflate_inflate(zs, payload, len, true, &buf, &out, &cap,
+                                       (size_t)conn_server(c)->cfg->max_message,
+                                       is_text ? &c->utf8_state : NULL);
+    if (!code && is_text && c->utf8_state != UTF8_ACCEPT)
+        code = WS_CLOSE_INVALID_DATA;
+    if (code)
+        return code;
+    buf[out] = '\0';
+    deliver_message(c, is_text, buf, out);
+    if (cap > 65536) { /* keep a small buffer between messages, not the largest one */
+        free(buf);
+        buf = NULL;
+        cap = 0;
     }
     return 0;
 }
 
-/* Handles one complete data frame; returns a close code to fail with, or 0. */
-static uint16_t handle_data(conn *c, const ws_frame_header *h, uint8_t *payload)
+/* A data frame whose header and first `avail` payload bytes are buffered,
+ * but not all of it. Text is unmasked and validated now, and the progress is
+ * kept in ws_extra, so invalid UTF-8 fails the connection before the rest of
+ * the frame is sent (Autobahn 6.4.x) and no byte is validated twice. Binary
+ * waits until the frame is complete. Returns a close code or 0. */
+static uint16_t handle_partial(conn *c, const ws_frame_header *h, uint8_t *payload, size_t avail)
 {
-    size_t len = (size_t)h->payload_len;
-    bool in_fragment = (c->flags & CONN_WS_IN_FRAGMENT) != 0;
-    if (h->opcode == WS_OP_CONTINUATION && !in_fragment)
-        return WS_CLOSE_PROTOCOL_ERROR;
-    if (h->opcode != WS_OP_CONTINUATION && in_fragment)
-        return WS_CLOSE_PROTOCOL_ERROR;
-
-    if (h->opcode != WS_OP_CONTINUATION && h->fin) {
-        /* the common case: a whole message in one frame, delivered in place */
-        bool is_text = h->opcode == WS_OP_TEXT;
-        if (is_text && !utf8_is_valid(payload, len))
-            return WS_CLOSE_INVALID_DATA;
-        uint8_t saved = payload[len]; /* NUL-terminate inside the read buffer */
-        payload[len] = '\0';
-        deliver_message(c, is_text, payload, len);
-        payload[len] = saved;
-        return 0;
-    }
-    if (h->opcode != WS_OP_CONTINUATION) {
-        c->flags |= CONN_WS_IN_FRAGMENT;
-        c->msg_opcode = h->opcode;
-        c->utf8_state = UTF8_ACCEPT;
-    }
-    bool is_text = c->msg_opcode == WS_OP_TEXT;
-    uint16_t code = frag_append(c, is_text, payload, len);
+    uint16_t code = check_order(c, h);
     if (code)
         return code;
-    if (!h->fin)
+    size_t done = rx_done(c);
+    bool deflated = frame_deflated(c, h);
+    if ((!frame_is_text(c, h) && !deflated) || avail <= done)
         return 0;
-    if (is_text && c->utf8_state != UTF8_ACCEPT)
-        return WS_CLOSE_INVALID_DATA;
+    ws_extra *x = ws_extra_get(c);
+    if (!x)
+        return WS_CLOSE_INTERNAL_ERROR;
+    if (deflated)
+        code = deflate_progress(c, h, payload, done, avail, false);
+    else
+        code = text_progress(c, h, payload, done, avail);
+    x->rx_done = (uint32_t)avail;
+    return code;
+}
+
+/* Hands over the message assembled in ws_extra.frag and resets for the
+ * next one. */
+static void deliver_assembled(conn *c, bool is_text)
+{
     ws_extra *x = c->wsx;
     x->frag[x->frag_len] = '\0';
     uint8_t *msg = x->frag;
@@ -239,6 +346,80 @@ static uint16_t handle_data(conn *c, const ws_frame_header *h, uint8_t *payload)
     frag_reset(c);
     deliver_message(c, is_text, msg, msg_len);
     free(msg);
+}
+
+/* A complete compressed frame, of which the first `done` payload bytes were
+ * inflated while it arrived. */
+static uint16_t handle_deflated(conn *c, const ws_frame_header *h, uint8_t *payload, size_t done)
+{
+    bool first = h->opcode != WS_OP_CONTINUATION;
+    if (first && h->fin && done == 0)
+        return deliver_deflated(c, h, payload);
+    uint16_t code = deflate_progress(c, h, payload, done, (size_t)h->payload_len, h->fin);
+    if (code)
+        return code;
+    if (first) {
+        c->flags |= CONN_WS_IN_FRAGMENT;
+        c->msg_opcode = h->opcode;
+    }
+    if (!h->fin)
+        return 0;
+    bool is_text = c->msg_opcode == WS_OP_TEXT;
+    if (is_text && c->utf8_state != UTF8_ACCEPT)
+        return WS_CLOSE_INVALID_DATA;
+    if (!c->wsx->frag) { /* an empty message allocated nothing */
+        c->wsx->frag = malloc(1);
+        if (!c->wsx->frag)
+            return WS_CLOSE_INTERNAL_ERROR;
+    }
+    deliver_assembled(c, is_text);
+    return 0;
+}
+
+/* Handles one complete data frame; returns a close code to fail with, or 0. */
+static uint16_t handle_data(conn *c, const ws_frame_header *h, uint8_t *payload)
+{
+    size_t len = (size_t)h->payload_len;
+    uint16_t code = check_order(c, h);
+    if (code)
+        return code;
+    bool is_text = frame_is_text(c, h);
+    size_t done = rx_done(c);
+    if (c->wsx)
+        c->wsx->rx_done = 0; /* the frame is consumed whatever follows */
+    if (frame_deflated(c, h))
+        return handle_deflated(c, h, payload, done);
+    if (is_text) {
+        code = text_progress(c, h, payload, done, len);
+        if (code)
+            return code;
+    } else {
+        ws_mask_apply(payload, len, h->mask, 0);
+    }
+
+    if (h->opcode != WS_OP_CONTINUATION && h->fin) {
+        /* the common case: a whole message in one frame, delivered in place */
+        if (is_text && c->utf8_state != UTF8_ACCEPT)
+            return WS_CLOSE_INVALID_DATA;
+        ws_extra_release(c);
+        uint8_t saved = payload[len]; /* NUL-terminate inside the read buffer */
+        payload[len] = '\0';
+        deliver_message(c, is_text, payload, len);
+        payload[len] = saved;
+        return 0;
+    }
+    if (h->opcode != WS_OP_CONTINUATION) {
+        c->flags |= CONN_WS_IN_FRAGMENT;
+        c->msg_opcode = h->opcode;
+    }
+    code = frag_append(c, payload, len);
+    if (code)
+        return code;
+    if (!h->fin)
+        return 0;
+    if (is_text && c->utf8_state != UTF8_ACCEPT)
+        return WS_CLOSE_INVALID_DATA;
+    deliver_assembled(c, is_text);
     return 0;
 }
 
@@ -265,12 +446,22 @@ static size_t ws_on_read(conn *c, uint8_t *data, size_t len)
         if (c->flags & (CONN_CLOSING | CONN_WS_CLOSE_RECV))
             return len;
         bool closing = (c->flags & CONN_WS_CLOSE_SENT) != 0;
+        bool deflate = c->wsx && c->wsx->deflate;
         uint64_t max_payload = (uint64_t)cfg->max_message;
         if ((c->flags & CONN_WS_IN_FRAGMENT) && c->wsx)
             max_payload -= c->wsx->frag_len;
+        /* A compressed frame is bounded by what it inflates to; its own size
+         * only by the limit plus deflate's worst-case growth. */
+        uint64_t wire_max = deflate ? (uint64_t)cfg->max_message * 2 + 1024 : max_payload;
         ws_frame_header h;
         uint16_t code = 0;
-        int r = ws_frame_parse_header(data + off, len - off, true, max_payload, &h, &code);
+        int r = ws_frame_parse_header_ext(data + off, len - off, true, deflate ? WS_RSV1 : 0,
+                                          wire_max, &h, &code);
+        if (r == WS_PARSE_OK && h.payload_len > max_payload && !ws_opcode_is_control(h.opcode) &&
+            !frame_deflated(c, &h)) {
+            r = WS_PARSE_ERROR;
+            code = WS_CLOSE_TOO_BIG;
+        }
         if (r == WS_PARSE_NEED_MORE)
             break;
         if (r == WS_PARSE_ERROR) {
@@ -278,12 +469,23 @@ static size_t ws_on_read(conn *c, uint8_t *data, size_t len)
                 fail(c, code);
             return len;
         }
-        if (len - off < h.header_len + h.payload_len)
-            break; /* wait for the whole frame */
         uint8_t *payload = data + off + h.header_len;
-        ws_mask_apply(payload, (size_t)h.payload_len, h.mask, 0);
+        bool control = ws_opcode_is_control(h.opcode);
+        if (len - off < h.header_len + h.payload_len) {
+            /* wait for the whole frame, checking what is there of a data one */
+            if (!control && !closing) {
+                code = handle_partial(c, &h, payload, len - off - h.header_len);
+                if (code) {
+                    fail(c, code);
+                    return len;
+                }
+            }
+            break;
+        }
         size_t frame_len = h.header_len + (size_t)h.payload_len;
-        if (ws_opcode_is_control(h.opcode)) {
+        metrics_ws_frame_in(frame_len);
+        if (control) {
+            ws_mask_apply(payload, (size_t)h.payload_len, h.mask, 0);
             handle_control(c, &h, payload);
         } else if (!closing) {
             code = handle_data(c, &h, payload);
@@ -326,6 +528,7 @@ static void ws_on_deadline(conn *c)
 static void ws_start(conn *c, http_request *req)
 {
     c->flags |= CONN_WS;
+    metrics_conn_open(METRICS_CONN_WEBSOCKET);
     c->utf8_state = UTF8_ACCEPT;
     conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->ping_interval * 1000);
     if (!(c->flags & CONN_WS_ECHO) && gateway_app && gateway_app->on_open)
@@ -334,10 +537,12 @@ static void ws_start(conn *c, http_request *req)
 
 static void ws_on_close(conn *c)
 {
+    metrics_ws_gone((c->flags & CONN_WS_CLOSE_SENT) != 0);
     if (!(c->flags & CONN_WS_ECHO) && gateway_app && gateway_app->on_close)
         gateway_app->on_close(c);
     frag_reset(c);
     if (c->wsx) { /* the app released what it owned; drop the rest */
+        ws_deflate_inflater_free(c->wsx->zin);
         json_decref(c->wsx->session);
         free(c->wsx->php_session);
         free(c->wsx);
@@ -388,15 +593,31 @@ void ws_upgrade(http_request *req, bool echo)
     }
     if (!ping_frame)
         ping_frame = ws_frame_build(WS_OP_PING, NULL, 0);
-    char resp[256];
+    ws_deflate_params dp;
+    char answer[WS_DEFLATE_ANSWER_MAX];
+    bool deflate = cfg->ws_deflate &&
+                   ws_deflate_negotiate(http_header(req, "Sec-WebSocket-Extensions"), &dp, answer);
+    char resp[384];
     int n = snprintf(resp, sizeof(resp),
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-                     out.accept);
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
+                     out.accept, deflate ? "Sec-WebSocket-Extensions: " : "", deflate ? answer : "",
+                     deflate ? "\r\n" : "");
     conn_send_copy(c, resp, (size_t)n);
     http_upgrade_done(req);
     if (echo)
         c->flags |= CONN_WS_ECHO;
     conn_set_handler(c, &ws_conn_handler);
+    if (deflate) {
+        ws_extra *x = ws_extra_get(c);
+        if (!x) {
+            ws_close(c, WS_CLOSE_INTERNAL_ERROR, "out of resources");
+            return;
+        }
+        x->deflate = true;
+        x->deflate_client_nct = dp.client_no_context_takeover;
+        x->deflate_server_bits = dp.server_bits;
+        x->deflate_client_bits = dp.client_bits;
+    }
     ws_start(c, req);
 }

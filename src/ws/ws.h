@@ -38,6 +38,17 @@ typedef struct ws_app {
 struct ws_extra {
     uint8_t *frag; /* the open fragmented message */
     size_t frag_len, frag_cap;
+    /* Payload bytes of the incomplete frame at the head of the connection's
+     * input that are already unmasked and checked (text is validated as it
+     * arrives); 0 when no frame is under way. */
+    uint32_t rx_done;
+    /* permessage-deflate (ws_deflate.h), when negotiated: the connection
+     * then keeps its ws_extra for life */
+    bool deflate;            /* agreed in the handshake */
+    bool deflate_client_nct; /* client_no_context_takeover: no inflater kept between messages */
+    bool msg_deflated;       /* the open message (or frame under way) has RSV1 */
+    uint8_t deflate_server_bits, deflate_client_bits; /* LZ77 windows, 8..15 */
+    struct z_stream_s *zin;    /* the inflater, NULL between messages or before the first */
     json_t *session;           /* gateway session (set_session), NULL when unset */
     struct group_link *groups; /* gateway groups this client is in */
     /* GatewayWorker compatibility (gwcompat/gw.h); unused otherwise */

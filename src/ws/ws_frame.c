@@ -50,6 +50,13 @@ static int ws_frame_fail(uint16_t *close_code, uint16_t code)
 int ws_frame_parse_header(const uint8_t *buf, size_t len, bool require_mask, uint64_t max_payload,
                           ws_frame_header *out, uint16_t *close_code)
 {
+    return ws_frame_parse_header_ext(buf, len, require_mask, 0, max_payload, out, close_code);
+}
+
+int ws_frame_parse_header_ext(const uint8_t *buf, size_t len, bool require_mask,
+                              uint8_t rsv_allowed, uint64_t max_payload, ws_frame_header *out,
+                              uint16_t *close_code)
+{
     if (len < 1)
         return WS_PARSE_NEED_MORE;
 
@@ -57,9 +64,12 @@ int ws_frame_parse_header(const uint8_t *buf, size_t len, bool require_mask, uin
     bool fin = (buf[0] & 0x80) != 0;
     uint8_t rsv = (uint8_t)((buf[0] >> 4) & 0x7);
     uint8_t opcode = buf[0] & 0x0F;
-    if (rsv != 0 || !ws_opcode_is_known(opcode))
+    if (!ws_opcode_is_known(opcode))
         return ws_frame_fail(close_code, WS_CLOSE_PROTOCOL_ERROR);
     bool control = ws_opcode_is_control(opcode);
+    /* an extension's bits mark a message, so only its first frame has them */
+    if ((rsv & ~rsv_allowed) || (rsv && (control || opcode == WS_OP_CONTINUATION)))
+        return ws_frame_fail(close_code, WS_CLOSE_PROTOCOL_ERROR);
     if (control && !fin)
         return ws_frame_fail(close_code, WS_CLOSE_PROTOCOL_ERROR);
 

@@ -47,7 +47,7 @@ enum ws_close_code {
 
 typedef struct ws_frame_header {
     bool fin;
-    uint8_t rsv; /* RSV1..3 as bits 2..0; chatd negotiates no extension */
+    uint8_t rsv; /* RSV1..3 as bits 2..0 (RSV1 = 4: permessage-deflate) */
     uint8_t opcode;
     bool masked;
     uint8_t mask[4];
@@ -72,6 +72,12 @@ enum ws_parse_result {
  * Non-minimal length encodings are accepted, as RFC 6455 does not forbid them. */
 int ws_frame_parse_header(const uint8_t *buf, size_t len, bool require_mask, uint64_t max_payload,
                           ws_frame_header *out, uint16_t *close_code);
+/* The same, for a connection with extensions: the RSV bits in rsv_allowed
+ * may be set on the first frame of a data message (not on a control frame or
+ * a continuation, where they are still 1002). */
+int ws_frame_parse_header_ext(const uint8_t *buf, size_t len, bool require_mask,
+                              uint8_t rsv_allowed, uint64_t max_payload, ws_frame_header *out,
+                              uint16_t *close_code);
 
 /* XORs len bytes with the 4-byte key, starting at key position (offset % 4),
  * so a payload can be unmasked in pieces. Works in place. */

@@ -46,7 +46,10 @@ async function health() {
 test(`a worker that never reads is closed past --gw-max-outbuf ${MAX_OUTBUF}; other clients are not slowed`, async () => {
   const worker = await stuckWorker();
   // a paused socket never reads its EOF: chatd's log says when it closed it
-  const closedRe = /inner connection from .* closed: more than --gw-max-outbuf 65536 bytes queued \(a slow BusinessWorker/;
+  // (closed either past --gw-max-outbuf, or, once its clients are paused by the back-pressure,
+  // after 5 s without taking a byte)
+  const closedRe =
+    /inner connection from .* closed: more than --gw-max-outbuf 65536 bytes queued \(a slow BusinessWorker|BusinessWorker Stuck:0 closed: it took no byte/;
   const workerClosed = () => closedRe.test(srv.stderr());
   await sleep(200);
   assert.equal((await health()).workers, 1);
@@ -88,7 +91,7 @@ test(`a worker that never reads is closed past --gw-max-outbuf ${MAX_OUTBUF}; ot
     attacker.send(payload);
     if (i % 50 === 49) await sleep(5);
   }
-  for (let i = 0; i < 100 && !workerClosed(); i++) await sleep(50);
+  for (let i = 0; i < 200 && !workerClosed(); i++) await sleep(50);
   await sleep(300); // and after
   probing = false;
   await probe;
@@ -112,4 +115,57 @@ test(`a worker that never reads is closed past --gw-max-outbuf ${MAX_OUTBUF}; ot
   victim.close();
   attacker.close();
   worker.destroy();
+});
+
+test('a client that floods a slowly reading worker is paused, not the worker closed; nothing is lost', async () => {
+  // a second chatd with a 1 MiB bound, so the test moves a few MB, not tens
+  const inner2 = await freePort();
+  const srv2 = await startServer({ options: { 'api-secret': 's', 'gw-inner': `127.0.0.1:${inner2}`, 'gw-max-outbuf': 1 << 20 } });
+  try {
+    const body = Buffer.from(JSON.stringify({ worker_key: 'Slow:0', secret_key: '' }));
+    const h = Buffer.alloc(28);
+    h.writeUInt32BE(28 + body.length, 0);
+    h[4] = 200;
+    h[21] = 1;
+    const w = new net.Socket({ readableHighWaterMark: 1 << 18 });
+    await new Promise((resolve, reject) => {
+      w.once('error', reject);
+      w.connect(inner2, '127.0.0.1', resolve);
+    });
+    w.write(Buffer.concat([h, body]));
+    w.pause();
+    // the worker takes 256 KiB every 20 ms (about 13 MB/s) and counts ON_MESSAGE frames
+    let buf = Buffer.alloc(0);
+    let messages = 0;
+    let closed = false;
+    w.on('close', () => (closed = true));
+    const reader = setInterval(() => {
+      const d = w.read();
+      if (!d) return;
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 28 && buf.length >= buf.readUInt32BE(0)) {
+        if (buf[4] === 3) messages++;
+        buf = buf.subarray(buf.readUInt32BE(0));
+      }
+    }, 20);
+    await sleep(200);
+    const attacker = await WsClient.open(srv2);
+    const N = 100;
+    const payload = 'y'.repeat(64 * 1024);
+    for (let i = 0; i < N; i++) attacker.send(payload);
+    for (let i = 0; i < 400 && messages < N; i++) await sleep(50);
+    clearInterval(reader);
+    const hr = await fetch(`${srv2.url}/healthz`);
+    const gwh = (await hr.json()).data.gatewayworker;
+    console.log(`# worker got ${messages}/${N} messages; clients_paused ${gwh.clients_paused}, slow_closes ${gwh.slow_closes}`);
+    assert.equal(messages, N, 'every message reached the worker');
+    assert.equal(closed, false);
+    assert.equal(gwh.workers, 1, 'the worker was not closed');
+    assert.equal(gwh.slow_closes, 0);
+    assert.ok(gwh.clients_paused >= 1, 'the flooding client was paused');
+    attacker.close();
+    w.destroy();
+  } finally {
+    await srv2.stop();
+  }
 });
