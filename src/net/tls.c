@@ -52,13 +52,10 @@ static int bio_write_cb(BIO *b, const char *data, int len)
             cap = need;
         if (cap > UINT32_MAX)
             return -1;
-        sbuf *w = realloc(wire, sizeof(*w) + cap);
+        /* the wire is ours alone (one reference, no alternates) until taken */
+        sbuf *w = wire ? realloc(wire, sizeof(*w) + cap) : sbuf_new(cap);
         if (!w)
             return -1;
-        if (!wire) {
-            w->refs = 1;
-            w->len = 0;
-        }
         w->cap = (uint32_t)cap;
         wire = w;
     }
@@ -238,7 +235,7 @@ void tls_shutdown(void)
     ctx = NULL;
     BIO_meth_free(bio_method);
     bio_method = NULL;
-    free(wire);
+    sbuf_unref(wire);
     wire = NULL;
 }
 

@@ -210,6 +210,20 @@ describe('SIGHUP reload', { timeout: 30000, skip: SIGHUP_WIRED ? false : 'SIGHUP
     assert.equal(await pong, 'p');
   });
 
+  test('a configuration file that names other files: SIGHUP loads those', async (t) => {
+    const one = ca.issue('f1', '6006');
+    const two = ca.issue('f2', '7007');
+    const conf = `${ca.dir}/chatd.conf`;
+    fs.writeFileSync(conf, `tls-cert = "${one.cert}"\ntls-key = "${one.key}"\n`);
+    const srv = await startServer({ options: { config: conf, 'api-secret': SECRET }, tls: true });
+    t.after(() => srv.stop());
+    assert.equal((await httpsRequest(srv, ca.ca, 'GET', '/healthz')).serial, '6006');
+    fs.writeFileSync(conf, `tls-cert = "${two.cert}"\ntls-key = "${two.key}"\n`);
+    process.kill(srv.pid, 'SIGHUP');
+    assert.ok(await waitFor(() => /serial 7007/.test(srv.stderr())), srv.stderr());
+    assert.equal((await httpsRequest(srv, ca.ca, 'GET', '/healthz')).serial, '7007');
+  });
+
   test('a bad certificate or a key that does not match keeps the old one', async (t) => {
     const good = ca.issue('g1', '3003');
     const live = { cert: `${ca.dir}/live2.crt`, key: `${ca.dir}/live2.key` };

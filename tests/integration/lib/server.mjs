@@ -127,8 +127,10 @@ function childEnv(extra) {
  * @param {string[]} [o.args] extra raw arguments
  * @param {boolean} [o.defaults] pass the harness defaults (--data-dir, --web-root, --log-level,
  *   and on PostgreSQL --store with a fresh database unless options.store is given)
+ * @param {boolean} [o.tls] the server speaks TLS (implied by a tls-cert option; needed when a
+ *   --config file sets it)
  */
-export async function startServer({ options = {}, env = {}, args = [], defaults = true } = {}) {
+export async function startServer({ options = {}, env = {}, args = [], defaults = true, tls = false } = {}) {
   const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'chatd-it-'));
   const dataDir = path.join(base, 'data');
   await fsp.mkdir(dataDir);
@@ -165,7 +167,7 @@ export async function startServer({ options = {}, env = {}, args = [], defaults 
     }
     argv.push(...args);
     try {
-      const srv = await launch({ port, argv, env: childEnv(env), base, dataDir, webRoot, db });
+      const srv = await launch({ port, argv, env: childEnv(env), base, dataDir, webRoot, db, tls });
       return srv;
     } catch (e) {
       lastErr = e;
@@ -205,7 +207,7 @@ function probeHealthz(srv, timeoutMs) {
   });
 }
 
-async function launch({ port, argv, env, base, dataDir, webRoot, db }) {
+async function launch({ port, argv, env, base, dataDir, webRoot, db, tls: tlsWanted }) {
   if (!fs.existsSync(CHATD_BIN)) {
     throw new Error(`chatd binary not found at ${CHATD_BIN} (build it: cmake -S . -B build && cmake --build build)`);
   }
@@ -234,7 +236,7 @@ async function launch({ port, argv, env, base, dataDir, webRoot, db }) {
   });
   child.on('error', () => {});
 
-  const tls = argv.includes('--tls-cert');
+  const tls = tlsWanted || argv.includes('--tls-cert');
   const srv = {
     port,
     host: HOST,
