@@ -7,17 +7,10 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
-import { spawnSync } from 'node:child_process';
-import { CHATD_BIN, startServer, sleep, waitFor } from './lib/server.mjs';
+import { startServer, sleep, waitFor } from './lib/server.mjs';
 import { makeCA, httpsRequest, tlsConnect, wssClient } from './lib/tls.mjs';
 
 const SECRET = 'tls-secret-0123456789';
-
-// SIGHUP reaches the TLS hook (reload_run) through the configuration reload,
-// which comes with --config; a binary without it would die of the signal.
-// CHATD_TEST_SIGHUP=1 forces the reload tests.
-const help = spawnSync(CHATD_BIN, ['--help'], { encoding: 'utf8' });
-const SIGHUP_WIRED = process.env.CHATD_TEST_SIGHUP === '1' || /--config\b/.test(`${help.stdout}${help.stderr}`);
 let ca;
 before(async () => {
   ca = await makeCA();
@@ -26,8 +19,8 @@ after(async () => {
   await ca?.cleanup();
 });
 
-async function tlsServer(t, cert, options = {}) {
-  const srv = await startServer({ options: { 'tls-cert': cert.cert, 'tls-key': cert.key, 'api-secret': SECRET, ...options } });
+async function tlsServer(t, cert, options = {}, args = []) {
+  const srv = await startServer({ options: { 'tls-cert': cert.cert, 'tls-key': cert.key, 'api-secret': SECRET, ...options }, args });
   t.after(() => srv.stop());
   return srv;
 }
@@ -121,6 +114,16 @@ describe('https and wss', { timeout: 30000 }, () => {
     assert.deepEqual([...got].sort(), ['m1', 'm2', 'm3', 'm4', 'm5']);
   });
 
+  test('wss with permessage-deflate: compressed pushes to several clients arrive intact', async (t) => {
+    const srv = await tlsServer(t, ca.issue('defl', '0d55'), {}, ['--ws-deflate']);
+    const cs = await Promise.all([1, 2, 3].map(() => wssClient(srv, ca.ca)));
+    t.after(() => cs.forEach((c) => c.ws.terminate()));
+    assert.match(cs[0].ws.extensions, /permessage-deflate/);
+    const text = JSON.stringify(Array.from({ length: 2000 }, (_, i) => ({ i, word: 'compressible' })));
+    assert.equal((await gw(srv, 'send_to_all', { data: text })).status, 200);
+    for (const c of cs) assert.equal(await c.next(), text);
+  });
+
   test('wss echo of large client messages (decrypted input across reads)', async (t) => {
     const srv = await tlsServer(t, ca.issue('echo', '0d44'), { 'echo-path': '/echo' });
     const { default: WebSocket } = await import('ws');
@@ -180,7 +183,7 @@ describe('misbehaving clients', { timeout: 30000 }, () => {
   });
 });
 
-describe('SIGHUP reload', { timeout: 30000, skip: SIGHUP_WIRED ? false : 'SIGHUP is not wired to reload_run in this build (the config change)' }, () => {
+describe('SIGHUP reload', { timeout: 30000 }, () => {
   test('a new certificate serves new connections; an open wss connection keeps working', async (t) => {
     const first = ca.issue('r1', '1001');
     const live = { cert: `${ca.dir}/live.crt`, key: `${ca.dir}/live.key` };
