@@ -215,7 +215,7 @@ test('queue overflow: --webhook-queue 2, a receiver that never answers: dropped 
   r3.reset(() => null);
   t.after(() => r3.close());
   const s3 = await startServer({
-    options: { 'webhook-url': r3.url, 'webhook-secret': SECRET, 'webhook-queue': 2, 'webhook-preview': 0 },
+    options: { 'webhook-url': r3.url, 'webhook-secret': SECRET, 'webhook-queue': 2, 'webhook-preview': 0, metrics: 1 },
   });
   t.after(() => s3.stop());
   const [a, b] = await registerAll(s3, [uname('wm'), uname('wn')]);
@@ -239,6 +239,10 @@ test('queue overflow: --webhook-queue 2, a receiver that never answers: dropped 
   assert.equal(h.dropped, 18);
   assert.equal(h.pending, 2);
   assert.match(s3.stderr(), /webhook: the queue is full/);
+  const metrics = await (await fetch(`${s3.url}/metrics`)).text();
+  assert.match(metrics, /^chatd_webhook_dropped_total 18$/m);
+  assert.match(metrics, /^chatd_webhook_queued_total 2$/m);
+  assert.match(metrics, /^chatd_webhook_pending 2$/m);
   // the loop is not blocked: /healthz answered, and a plain HTTP send too
   const t0 = Date.now();
   await send(s3, a, b, 'still fast');
