@@ -215,7 +215,8 @@ test('queue overflow: --webhook-queue 2, a receiver that never answers: dropped 
   r3.reset(() => null);
   t.after(() => r3.close());
   const s3 = await startServer({
-    options: { 'webhook-url': r3.url, 'webhook-secret': SECRET, 'webhook-queue': 2, 'webhook-preview': 0, metrics: 1 },
+    options: { 'webhook-url': r3.url, 'webhook-secret': SECRET, 'webhook-queue': 2, 'webhook-preview': 0 },
+    args: ['--metrics'],
   });
   t.after(() => s3.stop());
   const [a, b] = await registerAll(s3, [uname('wm'), uname('wn')]);
