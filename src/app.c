@@ -9,6 +9,7 @@
 #include <sys/time.h>
 
 #include "chat/chat.h"
+#include "chat/webhook.h"
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -63,6 +64,9 @@ static void handle_healthz(http_request *req)
     json_t *gwh = gw_health();
     if (gwh)
         json_object_set_new(data, "gatewayworker", gwh);
+    json_t *whh = webhook_health();
+    if (whh)
+        json_object_set_new(data, "webhook", whh);
     http_respond_ok(req, data);
 }
 
@@ -131,6 +135,17 @@ static void scrape_values(metrics_scrape *s)
         s->gw_slow_closes = json_u64(gw, "slow_closes");
         s->gw_bad_inputs = json_u64(gw, "bad_inputs");
         json_decref(gw);
+    }
+    if (webhook_enabled()) {
+        webhook_stats ws;
+        webhook_get_stats(&ws);
+        s->webhook = true;
+        s->webhook_queued = ws.queued;
+        s->webhook_delivered = ws.delivered;
+        s->webhook_retried = ws.retried;
+        s->webhook_failed = ws.failed;
+        s->webhook_dropped = ws.dropped;
+        s->webhook_pending = ws.pending;
     }
     metrics_read_process(s);
     s->start_time_seconds = started_at_unix;
@@ -306,7 +321,9 @@ static void close_handle_cb(uv_handle_t *h, void *arg)
 /* Ends uv_run once every connection is gone or the grace period is over. */
 static void shutdown_timer_cb(uv_timer_t *t)
 {
-    if (srv.conns_open > 0 && uv_now(srv.loop) - srv.stop_ms < SHUTDOWN_GRACE_MS)
+    /* webhook events get their own, shorter grace (WEBHOOK_GRACE_MS) */
+    if ((srv.conns_open > 0 || webhook_busy()) &&
+        uv_now(srv.loop) - srv.stop_ms < SHUTDOWN_GRACE_MS)
         return;
     if (srv.conns_open > 0)
         log_warn("shutdown: %llu connections did not close in time",
@@ -346,6 +363,7 @@ static void signal_cb(uv_signal_t *s, int signum)
     server_stop_listening(&srv);
     gw_stop();      /* its Register announcement is a TCP handle, not a connection */
     chat_stop();    /* queued password hashing would hold the exit back */
+    webhook_stop(); /* what is queued gets a short grace, then is dropped */
     cluster_stop(); /* the others stop routing to us now, not after the heartbeat ttl */
     uv_walk(srv.loop, close_gracefully, NULL); /* every client, /ws and /echo alike */
     uv_timer_start(&shutdown_timer, shutdown_timer_cb, 20, 20);
@@ -401,6 +419,7 @@ static void teardown(uv_loop_t *loop)
     uv_close((uv_handle_t *)&shutdown_timer, NULL);
     uv_run(loop, UV_RUN_DEFAULT); /* close callbacks free the connections */
     chat_shutdown();              /* commits and answers what is queued */
+    webhook_shutdown();           /* drops what is left (also events of those commits) */
     uv_walk(loop, close_handle_cb, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     cluster_stop(); /* when the loop ended without a signal */
@@ -444,6 +463,8 @@ int app_run(uv_loop_t *loop, config *cfg)
     gateway_init();
     gateway_api_init();
     if (chat_init(loop, cfg) < 0)
+        return 1;
+    if (webhook_init(loop, cfg) < 0)
         return 1;
     http_set_request_handler(route);
     static_files_init(cfg->web_root);

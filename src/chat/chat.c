@@ -16,6 +16,7 @@
 
 #include "chat/auth.h"
 #include "chat/names.h"
+#include "chat/webhook.h"
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -982,6 +983,7 @@ static void message_stored(store_req *r)
      * Push is at least once, storage exactly once: clients merge by id. */
     json_t *message = json_incref(r->result);
     store_req_free(r);
+    webhook_message_stored(message); /* committed: its recipient may need waking */
     conn *origin = call_conn(call);
     if (call->req) {
         push_message(message, call->uid, call->client_id[0] ? call->client_id : NULL);

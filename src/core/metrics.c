@@ -408,6 +408,24 @@ static void render_gw(text *t, const metrics_scrape *s)
            s->gw_bad_inputs);
 }
 
+static void render_webhook(text *t, const metrics_scrape *s)
+{
+    if (!s->webhook)
+        return;
+    scalar(t, "chatd_webhook_queued_total", "counter", "Webhook events accepted onto the queue.",
+           s->webhook_queued);
+    scalar(t, "chatd_webhook_delivered_total", "counter", "Webhook events answered with a 2xx.",
+           s->webhook_delivered);
+    scalar(t, "chatd_webhook_retries_total", "counter", "Webhook attempts after the first.",
+           s->webhook_retried);
+    scalar(t, "chatd_webhook_failed_total", "counter",
+           "Webhook events given up (a 4xx, or out of attempts).", s->webhook_failed);
+    scalar(t, "chatd_webhook_dropped_total", "counter",
+           "Webhook events never sent (queue full, shutdown).", s->webhook_dropped);
+    scalar(t, "chatd_webhook_pending", "gauge", "Webhook events on the queue now.",
+           s->webhook_pending);
+}
+
 static void render_process(text *t, const metrics_scrape *s)
 {
     char version[64], backend[64];
@@ -441,6 +459,7 @@ char *metrics_render(const metrics_state *m, const metrics_scrape *s, size_t *le
     render_store(&t, m, s);
     render_cluster(&t, s);
     render_gw(&t, s);
+    render_webhook(&t, s);
     render_process(&t, s);
     if (t.oom) {
         free(t.p);
