@@ -78,10 +78,10 @@ typedef enum store_op {
      * held too, "#x<external_id in hex>"; never CONFLICT. When token_hash is
      * set (not all zero) and that JWT was revoked (STORE_JWT_REVOKE) and has
      * not expired by time: NOT_FOUND, nothing written. NOT_FOUND too, for
-     * an existing user, when it is disabled or when its tokens were revoked
-     * (STORE_USER_ADMIN) at or after issued_at (the JWT's iat, ms; 0 when
-     * it has none): a revoke cannot delete a JWT, so it refuses every JWT
-     * issued before it. */
+     * an existing user, when it is disabled or when issued_at (the JWT's
+     * iat, ms; 0 when it has none) is before its last revoke
+     * (STORE_USER_ADMIN): a revoke cannot delete a JWT, so it refuses every
+     * JWT issued before it. */
     STORE_USER_EXTERNAL,
     /* query, user_id (excluded from results), limit -> [user]: the enabled
      * users whose username key (names_key) starts with query's key, in key
@@ -139,14 +139,15 @@ typedef enum store_op {
     STORE_READ,
     /* user_id -> {total, conversations:[{userid, noreadnum}]} (noreadnum > 0). */
     STORE_UNREAD,
-    /* user_id, action, time (ms, now) -> {tokens_deleted, disabled}. Every
-     * action first sets the user's tokens-not-before time to time (it never
-     * moves back); REVOKE and DISABLE delete every login token of the user
-     * (so do they refuse its JWTs issued before time, STORE_USER_EXTERNAL),
-     * DISABLE also disables the account (STORE_TOKEN_CREATE refuses it, its
-     * JWTs are refused whatever their iat, search leaves it out), ENABLE
-     * enables it again: the tokens deleted stay deleted, the JWTs issued
-     * before the last revoke stay refused. NOT_FOUND: no such user. */
+    /* user_id, action, time (ms, now) -> {tokens_deleted, disabled}.
+     * REVOKE and DISABLE set the user's tokens-not-before time to time (it
+     * never moves back), so its JWTs issued before time are refused
+     * (STORE_USER_EXTERNAL), and delete every login token of the user;
+     * DISABLE also disables the account (STORE_TOKEN_CREATE and
+     * STORE_TOKEN_LOOKUP refuse it, its JWTs are refused whatever their
+     * iat, search leaves it out). ENABLE enables it again and nothing more:
+     * the tokens deleted stay deleted, the JWTs issued before the last
+     * revoke stay refused. NOT_FOUND: no such user. */
     STORE_USER_ADMIN,
     /* time (ms, now), limit -> {tokens, jwts}: deletes at most limit login
      * tokens expired by time, and at most limit revoked-JWT entries past
