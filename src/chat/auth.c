@@ -41,12 +41,92 @@ bool auth_url_is_safe(const char *url)
     return url[0] == '/' && url[1] != '/' && url[1] != '\\';
 }
 
+/* ---- users revoked lately --------------------------------------------- */
+
+/* uid -> when its revoke (or disable) took effect on this node, INT64_MAX
+ * while it is under way. What a resolve read from the store before that
+ * moment (a cached token, or a lookup in flight, which a store with reader
+ * threads can answer after the revoke committed and the sockets were
+ * closed) is refused. Entries sit in insertion order and go
+ * AUTH_LOGOUT_MEMORY_SECONDS after their end: by then the cache has
+ * expired what it held and no lookup from before is in flight. Bounded:
+ * past REVOKED_MAX the oldest goes (an admin revoking that many users in
+ * two minutes is a bulk job, not an attack surface). */
+#define REVOKED_MAX 100000
+
+typedef struct revoked_uid {
+    int64_t uid;
+    int64_t at_ms;   /* INT64_MAX: under way */
+    int64_t gone_ms; /* forgotten after this */
+    UT_hash_handle hh;
+} revoked_uid;
+
+static revoked_uid *revoked;
+
+static void revoked_drop(revoked_uid *e)
+{
+    HASH_DEL(revoked, e);
+    free(e);
+}
+
+static void revoked_tidy(int64_t now)
+{
+    while (revoked && revoked->gone_ms <= now)
+        revoked_drop(revoked);
+}
+
+/* Whether what a resolve started at started_ms read about uid is stale. */
+static bool revoked_refuses(int64_t uid, int64_t started_ms)
+{
+    if (!revoked)
+        return false;
+    revoked_uid *e = NULL;
+    HASH_FIND(hh, revoked, &uid, sizeof(uid), e);
+    return e && started_ms <= e->at_ms && e->gone_ms > auth_now_ms();
+}
+
+static void revoked_set(int64_t uid, int64_t at_ms)
+{
+    int64_t now = auth_now_ms();
+    revoked_tidy(now);
+    revoked_uid *e = NULL;
+    HASH_FIND(hh, revoked, &uid, sizeof(uid), e);
+    if (e) {
+        HASH_DEL(revoked, e); /* re-added at the end: insertion order = gone order */
+    } else {
+        if (HASH_COUNT(revoked) >= REVOKED_MAX)
+            revoked_drop(revoked);
+        e = calloc(1, sizeof(*e));
+        if (!e)
+            return;
+        e->uid = uid;
+    }
+    e->at_ms = at_ms;
+    e->gone_ms = at_ms == INT64_MAX ? INT64_MAX : now + AUTH_LOGOUT_MEMORY_SECONDS * 1000;
+    HASH_ADD(hh, revoked, uid, sizeof(e->uid), e);
+}
+
+static uint64_t cache_epoch; /* defined with the token cache, below */
+
+void auth_revoke_begin(int64_t uid)
+{
+    cache_epoch++;
+    revoked_set(uid, INT64_MAX);
+}
+
+void auth_revoke_end(int64_t uid)
+{
+    cache_epoch++;
+    revoked_set(uid, auth_now_ms());
+}
+
 /* ---- token cache ------------------------------------------------------- */
 
 typedef struct cache_entry {
     uint8_t hash[32];
     json_t *user;
-    int64_t until_ms; /* cache expiry: min(token expiry, now + AUTH_CACHE_SECONDS) */
+    int64_t until_ms;   /* cache expiry: min(token expiry, now + AUTH_CACHE_SECONDS) */
+    int64_t started_ms; /* when the resolve that read it started (revoked_refuses) */
     UT_hash_handle hh;
 } cache_entry;
 
@@ -90,7 +170,8 @@ static json_t *cache_get(const uint8_t hash[32])
     HASH_FIND(hh, cache, hash, 32, e);
     if (!e)
         return NULL;
-    if (e->until_ms <= auth_now_ms()) {
+    if (e->until_ms <= auth_now_ms() ||
+        revoked_refuses(json_integer_value(json_object_get(e->user, "id")), e->started_ms)) {
         cache_drop(e);
         return NULL;
     }
@@ -108,7 +189,7 @@ int64_t auth_cache_until(const json_t *lookup, int64_t now_ms)
     return until < cap ? until : cap;
 }
 
-static void cache_put(const uint8_t hash[32], json_t *user, int64_t until_ms)
+static void cache_put(const uint8_t hash[32], json_t *user, int64_t until_ms, int64_t started_ms)
 {
     if (HASH_COUNT(cache) >= AUTH_CACHE_MAX)
         cache_clear(); /* bounded memory; entries are cheap to refetch */
@@ -121,6 +202,7 @@ static void cache_put(const uint8_t hash[32], json_t *user, int64_t until_ms)
         return;
     memcpy(e->hash, hash, 32);
     e->user = json_incref(user);
+    e->started_ms = started_ms;
     int64_t cap = auth_now_ms() + AUTH_CACHE_SECONDS * 1000;
     e->until_ms = until_ms < cap ? until_ms : cap;
     HASH_ADD(hh, cache, hash, 32, e);
@@ -239,9 +321,11 @@ static void jwt_username(const char *claimed, const char *sub, char *out, size_t
     snprintf(out, cap, "%s", buf);
 }
 
-int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *sub, size_t sub_cap,
-                    char *username, size_t name_cap, char *userpic, size_t pic_cap, int64_t *exp,
-                    const char **reason)
+/* auth_jwt_verify, and the "iat" claim (ms; 0 when absent, not a number
+ * or out of range) when iat_ms is given. */
+static int jwt_verify(const char *token, const char *secret, int64_t now_s, char *sub,
+                      size_t sub_cap, char *username, size_t name_cap, char *userpic,
+                      size_t pic_cap, int64_t *exp, int64_t *iat_ms, const char **reason)
 {
     const char *dot1 = strchr(token, '.');
     const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
@@ -311,9 +395,22 @@ int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *
         copy_claim(claims, "userpic", "picture", userpic, pic_cap);
         if (userpic[0] && !auth_url_is_safe(userpic))
             userpic[0] = '\0'; /* same rule as a userpic given at sign-up */
+        if (iat_ms) {
+            json_t *jiat = json_object_get(claims, "iat");
+            double iat = json_is_number(jiat) ? json_number_value(jiat) : 0;
+            *iat_ms = iat > 0 && iat < (double)AUTH_JWT_EXP_MAX ? (int64_t)iat * 1000 : 0;
+        }
     }
     json_decref(claims);
     return rc;
+}
+
+int auth_jwt_verify(const char *token, const char *secret, int64_t now_s, char *sub, size_t sub_cap,
+                    char *username, size_t name_cap, char *userpic, size_t pic_cap, int64_t *exp,
+                    const char **reason)
+{
+    return jwt_verify(token, secret, now_s, sub, sub_cap, username, name_cap, userpic, pic_cap, exp,
+                      NULL, reason);
 }
 
 bool auth_is_jwt(const char *token)
@@ -341,13 +438,17 @@ typedef struct resolve_ctx {
     uint8_t hash[32];
     int64_t until_ms;
     uint64_t epoch;
+    int64_t started_ms; /* for revoked_refuses */
 } resolve_ctx;
 
 static void resolve_done(store_req *r)
 {
     resolve_ctx *rc = r->ctx;
-    if (r->status == STORE_OK && logged_out_has(rc->hash)) {
-        /* read before the logout's delete committed: the token is dead */
+    if (r->status == STORE_OK &&
+        (logged_out_has(rc->hash) ||
+         revoked_refuses(json_integer_value(json_object_get(r->result, "id")), rc->started_ms))) {
+        /* read before the logout's delete (or the user's revoke) committed:
+         * the token is dead */
         rc->cb(rc->ctx, 401, NULL);
     } else if (r->status == STORE_OK) {
         int64_t until = rc->until_ms;
@@ -356,7 +457,7 @@ static void resolve_done(store_req *r)
             json_object_del(r->result, "expires");
         }
         if (rc->epoch == cache_epoch)
-            cache_put(rc->hash, r->result, until);
+            cache_put(rc->hash, r->result, until, rc->started_ms);
         rc->cb(rc->ctx, 0, json_incref(r->result));
     } else {
         /* an unreachable database is not a bad token: 503, not 401 */
@@ -395,14 +496,15 @@ void auth_resolve(const char *token, auth_user_fn cb, void *ctx)
     rc->cb = cb;
     rc->ctx = ctx;
     rc->epoch = cache_epoch;
+    rc->started_ms = auth_now_ms();
     memcpy(rc->hash, hash, 32);
     store_req *r;
     if (auth_is_jwt(token)) {
         char sub[130], name[130], pic[600];
-        int64_t exp;
+        int64_t exp, iat_ms;
         const char *reason;
-        if (auth_jwt_verify(token, auth_cfg->jwt_secret, auth_now_ms() / 1000, sub, sizeof(sub),
-                            name, sizeof(name), pic, sizeof(pic), &exp, &reason) != 0) {
+        if (jwt_verify(token, auth_cfg->jwt_secret, auth_now_ms() / 1000, sub, sizeof(sub), name,
+                       sizeof(name), pic, sizeof(pic), &exp, &iat_ms, &reason) != 0) {
             log_debug("JWT refused: %s", reason);
             free(rc);
             cb(ctx, 401, NULL);
@@ -418,6 +520,7 @@ void auth_resolve(const char *token, auth_user_fn cb, void *ctx)
         }
         if (r) {
             r->time = auth_now_ms();
+            r->issued_at = iat_ms;           /* refused when issued before the user's revoke */
             memcpy(r->token_hash, hash, 32); /* refused when revoked (logged out) */
         }
     } else {
@@ -935,6 +1038,11 @@ void auth_stop(void)
 void auth_shutdown(void)
 {
     cache_clear();
+    revoked_uid *ru, *rtmp;
+    HASH_ITER(hh, revoked, ru, rtmp)
+    {
+        revoked_drop(ru);
+    }
     auth_limits_free();
     bind_entry *e, *tmp;
     HASH_ITER(hh, binds, e, tmp)

@@ -14,7 +14,8 @@
  * - JWTs: with --jwt-secret, an HS256 JWT issued by the site's backend is
  *   accepted too (user id in "sub", "exp" required and checked, "nbf" checked
  *   when present). A logged-out JWT is kept on a revocation list in the store
- *   until its exp.
+ *   until its exp. After an admin revoke of the user, only JWTs whose "iat"
+ *   is not before the revoke are accepted (the store keeps the time).
  * - Login and sign-up rate limits (429), see auth_login_check.
  * - Which sockets a token bound, so logout can close them (this node only).
  *
@@ -100,6 +101,15 @@ void auth_token_hash(const char *token, uint8_t hash[32]);
 void auth_forget(const char *token);
 /* The same by the token's hash (a logout on another node). */
 void auth_forget_hash(const uint8_t hash[32]);
+/* An admin revoke or disable of user uid (chat/admin.h): from begin (before
+ * the store is asked) to end (after it committed, or on a node that learns
+ * of it from another) every resolve answer for uid is refused (401), and at
+ * end everything this node read about uid before (cached tokens, lookups
+ * in flight) is refused too, for AUTH_LOGOUT_MEMORY_SECONDS, after which
+ * the store answers alone (it deleted the tokens and refuses older JWTs).
+ * Calling end without begin is fine. */
+void auth_revoke_begin(int64_t uid);
+void auth_revoke_end(int64_t uid);
 /* Until when (ms) a STORE_TOKEN_LOOKUP result may be cached at now_ms:
  * min(its "expires", now_ms + AUTH_CACHE_SECONDS * 1000); without "expires",
  * the latter. Pure, for unit tests. */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/admin.h"
 #include "chat/auth.h"
 #include "chat/names.h"
 #include "chat/webhook.h"
@@ -444,8 +445,12 @@ static void token_created(store_req *r)
 {
     chat_call *call = r->ctx;
     if (r->status != STORE_OK) {
+        int status = r->status;
         store_req_free(r);
-        store_failed(call);
+        if (status == STORE_NOT_FOUND) /* disabled since its password was checked */
+            call_fail(call, 403, "account_disabled", "this account is disabled");
+        else
+            store_failed(call);
         return;
     }
     store_req_free(r);
@@ -463,6 +468,7 @@ static void respond_with_token(chat_call *call, json_t *user)
     json_decref(call->user);
     call->user = json_incref(user);
     json_object_del(call->user, "password_hash");
+    json_object_del(call->user, "disabled");
     store_req *r = call_store_req(call, STORE_TOKEN_CREATE, token_created);
     if (!r)
         return;
@@ -585,6 +591,11 @@ static void password_checked(void *ctx, int status, bool ok)
         return;
     }
     auth_login_succeeded(username, call->req->peer_ip);
+    /* told only to who knows the password: a stranger learns nothing */
+    if (json_is_true(json_object_get(call->user, "disabled"))) {
+        call_fail(call, 403, "account_disabled", "this account is disabled");
+        return;
+    }
     json_t *user = json_incref(call->user);
     respond_with_token(call, user);
     json_decref(user);
@@ -1317,11 +1328,16 @@ static const chat_route routes[] = {
 
 bool chat_handles(const char *path)
 {
-    return strncmp(path, "/user/", 6) == 0 || strncmp(path, "/chat/", 6) == 0;
+    return strncmp(path, "/user/", 6) == 0 || strncmp(path, "/chat/", 6) == 0 ||
+           admin_handles(path);
 }
 
 void chat_handle_request(http_request *req)
 {
+    if (admin_handles(req->path)) {
+        admin_handle_request(req);
+        return;
+    }
     const chat_route *route = NULL;
     bool path_known = false;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
@@ -1512,6 +1528,7 @@ int chat_init(uv_loop_t *loop, const config *cfg)
     gateway_set_message_hook(chat_socket_message);
     cluster_register("chat.bind", remote_bind, NULL);
     cluster_register("chat.logout", remote_logout, NULL);
+    admin_init(loop, chat_store);
     if (pg)
         log_info("chat store: PostgreSQL, %lld connections (durability %s)",
                  (long long)cfg->store_connections, cfg->durability);

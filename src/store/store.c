@@ -75,6 +75,9 @@ struct store {
     req_list rin;           /* reads for the reader threads (none: all in `in`) */
     req_list out;           /* committed, not handed to the loop yet */
     int busy;               /* threads running a pass */
+    /* An idle writer runs the backend's maintain (idle) this often: the
+     * health probe (STORE_PROBE_MS) and the background purge. 0: never. */
+    long wake_ms;
     bool stop;
     bool abandon; /* closing took too long: answer what is taken, run nothing */
 
@@ -96,6 +99,8 @@ bool store_op_is_write(store_op op)
     case STORE_JWT_REVOKE:
     case STORE_MESSAGE_SEND:
     case STORE_READ:
+    case STORE_USER_ADMIN:
+    case STORE_TOKEN_PURGE:
         return true;
     default:
         return false;
@@ -331,8 +336,9 @@ static void *storage_main(void *arg)
         if (!maintained && idle_then_maintain(s, IDLE_NS))
             maintained = true;
         /* A backend that can lose its connection is probed now and then
-         * while idle, so /healthz notices and it reconnects by itself. */
-        while (s->ops->healthy && idle_then_maintain(s, (long)STORE_PROBE_MS * 1000000L))
+         * while idle, so /healthz notices and it reconnects by itself; and
+         * the purge of expired tokens runs on an idle store too. */
+        while (s->wake_ms && idle_then_maintain(s, s->wake_ms * 1000000L))
             ;
         while (!s->in.head && !s->stop)
             pthread_cond_wait(&s->work_cv, &s->mu);
@@ -484,6 +490,10 @@ store *store_open_opts(uv_loop_t *loop, const store_options *o, char *err, size_
             return NULL;
         }
     }
+    if (s->ops->healthy)
+        s->wake_ms = STORE_PROBE_MS;
+    else if (opts.purge_interval_ms >= 0)
+        s->wake_ms = opts.purge_interval_ms ? opts.purge_interval_ms : STORE_PURGE_INTERVAL_MS;
     atomic_init(&s->commits, 0);
     atomic_init(&s->writes, 0);
     s->bk = s->ops->open(&opts, true, err, err_len);

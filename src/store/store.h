@@ -68,7 +68,7 @@ typedef enum store_op {
      * name). The caller has checked the name (names_clean). */
     STORE_USER_CREATE,
     /* username (any spelling with the same key) -> user plus "password_hash"
-     * (null for external users). NOT_FOUND. */
+     * (null for external users) and "disabled" (bool). NOT_FOUND. */
     STORE_USER_BY_NAME,
     /* user_id -> user. NOT_FOUND. */
     STORE_USER_BY_ID,
@@ -77,17 +77,24 @@ typedef enum store_op {
      * another user holds gets "#<external_id>" appended, or, when that is
      * held too, "#x<external_id in hex>"; never CONFLICT. When token_hash is
      * set (not all zero) and that JWT was revoked (STORE_JWT_REVOKE) and has
-     * not expired by time: NOT_FOUND, nothing written. */
+     * not expired by time: NOT_FOUND, nothing written. NOT_FOUND too, for
+     * an existing user, when it is disabled or when issued_at (the JWT's
+     * iat, ms; 0 when it has none) is before its last revoke
+     * (STORE_USER_ADMIN): a revoke cannot delete a JWT, so it refuses every
+     * JWT issued before it. */
     STORE_USER_EXTERNAL,
-    /* query, user_id (excluded from results), limit -> [user]: usernames
-     * containing query (ASCII case ignored) or whose key contains query's
-     * key, prefix matches first. */
+    /* query, user_id (excluded from results), limit -> [user]: the enabled
+     * users whose username key (names_key) starts with query's key, in key
+     * order. A range seek on the key's index (never a scan of users): case,
+     * NFD/NFC, fullwidth forms and look-alike letters are ignored, but only
+     * prefixes match ("ali" finds "Alice", not "Malice"). */
     STORE_USER_SEARCH,
-    /* token_hash, user_id, expires (ms) -> null. NOT_FOUND: no such user;
-     * CONFLICT: the hash exists. */
+    /* token_hash, user_id, expires (ms) -> null. NOT_FOUND: no such user, or
+     * the user is disabled (STORE_USER_ADMIN); CONFLICT: the hash exists. */
     STORE_TOKEN_CREATE,
     /* token_hash, time (ms, now) -> user plus "expires" (ms), when the token
-     * exists and expires > time. NOT_FOUND otherwise. */
+     * exists, expires > time and its user is not disabled. NOT_FOUND
+     * otherwise. */
     STORE_TOKEN_LOOKUP,
     /* token_hash -> null (NOT_FOUND when there was none). */
     STORE_TOKEN_DELETE,
@@ -132,8 +139,30 @@ typedef enum store_op {
     STORE_READ,
     /* user_id -> {total, conversations:[{userid, noreadnum}]} (noreadnum > 0). */
     STORE_UNREAD,
+    /* user_id, action, time (ms, now) -> {tokens_deleted, disabled}.
+     * REVOKE and DISABLE set the user's tokens-not-before time to time (it
+     * never moves back), so its JWTs issued before time are refused
+     * (STORE_USER_EXTERNAL), and delete every login token of the user;
+     * DISABLE also disables the account (STORE_TOKEN_CREATE and
+     * STORE_TOKEN_LOOKUP refuse it, its JWTs are refused whatever their
+     * iat, search leaves it out). ENABLE enables it again and nothing more:
+     * the tokens deleted stay deleted, the JWTs issued before the last
+     * revoke stay refused. NOT_FOUND: no such user. */
+    STORE_USER_ADMIN,
+    /* time (ms, now), limit -> {tokens, jwts}: deletes at most limit login
+     * tokens expired by time, and at most limit revoked-JWT entries past
+     * their expiry, oldest expiry first (an index seek, never a scan). The
+     * store runs it by itself in the background (store_options
+     * purge_interval_ms); a request is for tests and tools. */
+    STORE_TOKEN_PURGE,
     STORE_OP_COUNT
 } store_op;
+
+enum store_admin_action {
+    STORE_ADMIN_REVOKE = 0,  /* delete the user's tokens, refuse its older JWTs */
+    STORE_ADMIN_DISABLE = 1, /* the same, and the account is disabled */
+    STORE_ADMIN_ENABLE = 2,  /* the account is enabled again */
+};
 
 struct store_req {
     store_op op;
@@ -146,7 +175,9 @@ struct store_req {
     uint8_t token_hash[32];
     char *username, *password_hash, *userpic, *external_id, *query;
     char *msg_type, *msg_data, *client_msg_id;
-    json_t *cursors; /* STORE_SYNC_CURSORS; store_req_free releases it */
+    json_t *cursors;   /* STORE_SYNC_CURSORS; store_req_free releases it */
+    int action;        /* STORE_USER_ADMIN: enum store_admin_action */
+    int64_t issued_at; /* STORE_USER_EXTERNAL: the JWT's iat (ms), 0 = none */
     /* outputs */
     int status;
     json_t *result;
@@ -171,7 +202,15 @@ typedef struct store_options {
     /* PostgreSQL only: connections in all, >= 2: one runs the group-commit
      * writer, the others one reader thread each. SQLite uses one. */
     int connections;
+    /* How often the writer purges expired tokens and revoked-JWT entries,
+     * STORE_PURGE_BATCH rows of each per transaction (a full batch is
+     * followed by the next one after the next pass, not after the
+     * interval); 0 = STORE_PURGE_INTERVAL_MS, < 0 = never. */
+    int purge_interval_ms;
 } store_options;
+
+#define STORE_PURGE_INTERVAL_MS 60000
+#define STORE_PURGE_BATCH 500
 
 /* Whether uri is a PostgreSQL URI rather than "sqlite". */
 bool store_is_postgres(const char *uri);

@@ -81,8 +81,15 @@ extern const struct store_backend_ops store_pg_backend;
  * test that counts the rows it makes PostgreSQL return. */
 const char *store_pg_sync_cursors_sql(void);
 
+/* The SQLite statement of STORE_USER_SEARCH (?1 user id, ?2 the query's
+ * key, ?3 the bound above every key starting with it, ?4 the limit), for a
+ * test that checks its plan seeks the name_key index. */
+const char *store_sqlite_search_sql(void);
+/* The PostgreSQL statement of STORE_USER_SEARCH, for the same test. */
+const char *store_pg_search_sql(void);
+
 /* Latest schema version of the SQLite backend (PRAGMA user_version). */
-#define STORE_SQLITE_SCHEMA_VERSION 4
+#define STORE_SQLITE_SCHEMA_VERSION 5
 
 /* How often an idle writer probes a backend that has healthy. */
 #define STORE_PROBE_MS 500

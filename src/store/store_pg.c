@@ -418,6 +418,68 @@ static const char *const migrations[] = {
     "         AND m.client_msg_id = x.cm) d ON true\n"
     "   ORDER BY x.ord;\n"
     "END $$;",
+    /* 3: admin (as SQLite's migration 5). disabled accounts; tokens_nbf
+     * (ms), the last revoke: JWTs issued before it are refused. tokens by
+     * user (revoke deletes them all) and by expiry (the background purge
+     * seeks the oldest). User search is a prefix range on name_key in
+     * byte order: the index in COLLATE "C" serves it whatever the
+     * database's collation (the unique index uses that collation, in
+     * which a range is not a prefix). The six-argument
+     * chatd_user_external stays for nodes of the previous version during a
+     * rolling upgrade; this version calls the new one. */
+    "ALTER TABLE users ADD COLUMN disabled boolean NOT NULL DEFAULT false,"
+    "  ADD COLUMN tokens_nbf bigint NOT NULL DEFAULT 0;"
+    "CREATE INDEX tokens_user ON tokens(user_id);"
+    "CREATE INDEX tokens_expiry ON tokens(expires_at);"
+    "CREATE INDEX users_name_key_c ON users(name_key COLLATE \"C\");"
+    /* STORE_USER_EXTERNAL with the JWT's iat (ms, 0 = none): o_status 1
+     * also for a disabled user and a JWT issued before the last revoke. */
+    "CREATE FUNCTION chatd_user_external(p_ext text, p_names text[], p_keys text[],"
+    "  p_pic text, p_time bigint, p_hash bytea, p_iat bigint, OUT o_status int,"
+    "  OUT o_id bigint, OUT o_name text) LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  IF EXISTS (SELECT 1 FROM users u WHERE u.external_id = p_ext"
+    "      AND (u.disabled OR p_iat < u.tokens_nbf)) THEN\n"
+    "    o_status := 1;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  SELECT e.o_status, e.o_id, e.o_name INTO o_status, o_id, o_name"
+    "    FROM chatd_user_external(p_ext, p_names, p_keys, p_pic, p_time, p_hash) e;\n"
+    "END $$;"
+    /* STORE_USER_ADMIN; p_action: enum store_admin_action. The user's row
+     * lock orders it with STORE_TOKEN_CREATE's FOR SHARE, so no token
+     * made by a login on another node outlives a revoke that committed
+     * after it, and none is made for a disabled user. */
+    "CREATE FUNCTION chatd_user_admin(p_user bigint, p_action int, p_time bigint,"
+    "  OUT o_found boolean, OUT o_deleted bigint) LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  UPDATE users u SET"
+    "    tokens_nbf = CASE WHEN p_action = 2 THEN u.tokens_nbf"
+    "      ELSE greatest(u.tokens_nbf, p_time) END,"
+    "    disabled = CASE p_action WHEN 1 THEN true WHEN 2 THEN false ELSE u.disabled END"
+    "   WHERE u.id = p_user;\n"
+    "  o_found := FOUND;\n"
+    "  o_deleted := 0;\n"
+    "  IF o_found AND p_action <> 2 THEN\n"
+    "    DELETE FROM tokens t WHERE t.user_id = p_user;\n"
+    "    GET DIAGNOSTICS o_deleted = ROW_COUNT;\n"
+    "  END IF;\n"
+    "END $$;"
+    /* STORE_TOKEN_PURGE: the oldest expiries first, at most p_limit rows
+     * of each table; rows another node is purging are skipped, not
+     * waited for. */
+    "CREATE FUNCTION chatd_token_purge(p_time bigint, p_limit int, OUT o_tokens bigint,"
+    "  OUT o_jwts bigint) LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  DELETE FROM tokens WHERE hash IN (SELECT t.hash FROM tokens t"
+    "    WHERE t.expires_at <= p_time ORDER BY t.expires_at LIMIT p_limit"
+    "    FOR UPDATE SKIP LOCKED);\n"
+    "  GET DIAGNOSTICS o_tokens = ROW_COUNT;\n"
+    "  DELETE FROM revoked_jwts WHERE hash IN (SELECT r.hash FROM revoked_jwts r"
+    "    WHERE r.expires_at <= p_time ORDER BY r.expires_at LIMIT p_limit"
+    "    FOR UPDATE SKIP LOCKED);\n"
+    "  GET DIAGNOSTICS o_jwts = ROW_COUNT;\n"
+    "END $$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -443,6 +505,8 @@ enum stmt_id {
     ST_SYNC_CURSORS,
     ST_READ,
     ST_UNREAD,
+    ST_ADMIN,
+    ST_PURGE,
     ST_COUNT
 };
 
@@ -453,28 +517,26 @@ static const char *const stmt_sql[ST_COUNT] = {
         "INSERT INTO users(username, password_hash, userpic, external_id, created_at, name_key)"
         " VALUES($1, $2, $3, NULL, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
     [ST_USER_BY_NAME] =
-        "SELECT id, username, userpic, password_hash FROM users WHERE name_key = $1",
+        "SELECT id, username, userpic, password_hash, disabled FROM users WHERE name_key = $1",
     [ST_USER_BY_ID] = "SELECT id, username, userpic FROM users WHERE id = $1",
     [ST_USER_EXTERNAL] = "SELECT o_status, o_id, o_name FROM chatd_user_external($1, $2::text[],"
-                         " $3::text[], $4, $5, $6)",
-    /* as store_sqlite.c: contains the query (ASCII case ignored) or its key;
-     * prefix matches first, then by name in byte order (COLLATE "C", as
-     * SQLite's BINARY) */
+                         " $3::text[], $4, $5, $6, $7)",
+    /* as store_sqlite.c: a prefix of the username key as a range on the
+     * key's index in byte order (users_name_key_c), in key order */
     [ST_USER_SEARCH] = "SELECT id, username, userpic FROM users"
-                       " WHERE id <> $1 AND (strpos(chatd_lower(username), chatd_lower($2)) > 0"
-                       "  OR coalesce(strpos(name_key, $4), 0) > 0)"
-                       " ORDER BY strpos(chatd_lower(username), chatd_lower($2)) <> 1"
-                       "  AND coalesce(strpos(name_key, $4), 0) <> 1,"
-                       "  chatd_lower(username) COLLATE \"C\", id"
-                       " LIMIT $3",
+                       " WHERE name_key COLLATE \"C\" >= $2 AND name_key COLLATE \"C\" < $3"
+                       " AND id <> $1 AND NOT disabled"
+                       " ORDER BY name_key COLLATE \"C\" LIMIT $4",
     /* users found, tokens inserted: (0, _) NOT_FOUND, (1, 0) CONFLICT */
-    [ST_TOKEN_CREATE] = "WITH u AS (SELECT id FROM users WHERE id = $2),"
+    /* FOR SHARE: see chatd_user_admin; a disabled user is "not found" */
+    [ST_TOKEN_CREATE] = "WITH u AS (SELECT id FROM users WHERE id = $2 AND NOT disabled"
+                        "  FOR SHARE),"
                         " ins AS (INSERT INTO tokens(hash, user_id, expires_at)"
                         "  SELECT $1, id, $3 FROM u ON CONFLICT DO NOTHING RETURNING 1)"
                         " SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM ins)",
     [ST_TOKEN_LOOKUP] = "SELECT u.id, u.username, u.userpic, t.expires_at FROM tokens t"
                         " JOIN users u ON u.id = t.user_id"
-                        " WHERE t.hash = $1 AND t.expires_at > $2",
+                        " WHERE t.hash = $1 AND t.expires_at > $2 AND NOT u.disabled",
     [ST_TOKEN_DELETE] = "DELETE FROM tokens WHERE hash = $1 RETURNING 1",
     [ST_JWT_REVOKE] = "SELECT chatd_jwt_revoke($1, $2, $3)",
     [ST_SEND] = "SELECT * FROM chatd_send_batch($1::bigint[], $2::bigint[], $3::text[],"
@@ -538,7 +600,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_READ] = "SELECT o_status, o_total, o_last_read, o_changed FROM chatd_read($1, $2)",
     [ST_UNREAD] = "SELECT peer_id, unread FROM conversations WHERE user_id = $1 AND unread > 0"
                   " ORDER BY last_message_id DESC",
+    [ST_ADMIN] = "SELECT o_found, o_deleted FROM chatd_user_admin($1, $2, $3)",
+    [ST_PURGE] = "SELECT o_tokens, o_jwts FROM chatd_token_purge($1, $2)",
 };
+
+const char *store_pg_search_sql(void)
+{
+    return stmt_sql[ST_USER_SEARCH];
+}
 
 const char *store_pg_sync_cursors_sql(void)
 {
@@ -554,10 +623,13 @@ typedef struct {
     int backoff_ms;      /* before the next connect attempt after a failure */
     int64_t next_try_ms; /* monotonic; no attempt before */
     bool down_logged;
+    int purge_interval_ms; /* < 0: never */
+    int64_t next_purge_ms; /* wall clock; 0: at the first maintain */
+    bool purge_more;       /* the last purge was a full batch: go on at once */
 } pg;
 
 /* One request's parameters, built before it is sent; libpq copies them. */
-#define MAX_PARAMS 6
+#define MAX_PARAMS 7
 typedef struct {
     enum stmt_id st;
     int n;
@@ -714,6 +786,7 @@ static int external_params(params *p, store_req *r)
             p_bytes(p, r->token_hash, (int)sizeof(r->token_hash));
         else
             p_text(p, NULL);
+        p_int(p, r->issued_at);
         ret = p->val[1] && p->val[2] ? 0 : -1;
     }
     free(alt);
@@ -721,6 +794,19 @@ static int external_params(params *p, store_req *r)
     for (int i = 0; i < 3; i++)
         free(keys[i]);
     return ret;
+}
+
+/* The exclusive upper bound of the keys that start with key (see
+ * store_sqlite.c): key with its last byte one higher; NULL when empty. */
+static char *search_bound(const char *key)
+{
+    size_t n = strlen(key);
+    if (n == 0 || (unsigned char)key[n - 1] == 0xff)
+        return NULL;
+    char *hi = strdup(key);
+    if (hi)
+        hi[n - 1] = (char)((unsigned char)hi[n - 1] + 1);
+    return hi;
 }
 
 /* Fills p for r. -1: r cannot be run (bad input, out of memory): it
@@ -763,14 +849,36 @@ static int build(params *p, store_req *r)
             return -1;
         p->st = ST_USER_EXTERNAL;
         return external_params(p, r);
-    case STORE_USER_SEARCH:
+    case STORE_USER_SEARCH: {
         if (!r->query)
             return -1;
+        char *key = names_key(r->query); /* NULL if not UTF-8: no name starts with it */
+        char *bound = key ? search_bound(key) : NULL;
+        if (!bound) {
+            free(key);
+            r->result = json_array();
+            r->status = r->result ? STORE_OK : STORE_ERROR;
+            return 1;
+        }
         p->st = ST_USER_SEARCH;
         p_int(p, r->user_id);
-        p_text(p, r->query);
+        p_owned(p, key);
+        p_owned(p, bound);
         p_limit(p, r->limit);
-        p_owned(p, names_key(r->query)); /* NULL (no key match) if not UTF-8 */
+        return 0;
+    }
+    case STORE_USER_ADMIN:
+        if (r->action < STORE_ADMIN_REVOKE || r->action > STORE_ADMIN_ENABLE)
+            return -1;
+        p->st = ST_ADMIN;
+        p_int(p, r->user_id);
+        p_int(p, r->action);
+        p_int(p, r->time);
+        return 0;
+    case STORE_TOKEN_PURGE:
+        p->st = ST_PURGE;
+        p_int(p, r->time);
+        p_int(p, r->limit > 0 ? r->limit : STORE_PURGE_BATCH);
         return 0;
     case STORE_TOKEN_CREATE:
         p->st = ST_TOKEN_CREATE;
@@ -1035,9 +1143,10 @@ static int answer(store_req *r, const PGresult *res)
     case STORE_USER_BY_NAME:
         if (n == 0)
             return STORE_NOT_FOUND;
-        r->result = json_pack("{s:I, s:s, s:s, s:s?}", "id", (json_int_t)col_int(res, 0, 0),
+        r->result = json_pack("{s:I, s:s, s:s, s:s?, s:b}", "id", (json_int_t)col_int(res, 0, 0),
                               "username", col_text(res, 0, 1), "userpic", col_text(res, 0, 2),
-                              "password_hash", col_text_or_null(res, 0, 3));
+                              "password_hash", col_text_or_null(res, 0, 3), "disabled",
+                              col_bool(res, 0, 4));
         break;
     case STORE_USER_BY_ID:
     case STORE_TOKEN_LOOKUP:
@@ -1095,6 +1204,20 @@ static int answer(store_req *r, const PGresult *res)
         r->result =
             json_pack("{s:I, s:I, s:b}", "total", (json_int_t)col_int(res, 0, 1), "last_read_id",
                       (json_int_t)col_int(res, 0, 2), "changed", col_bool(res, 0, 3));
+        break;
+    case STORE_USER_ADMIN:
+        if (n != 1)
+            return STORE_ERROR;
+        if (!col_bool(res, 0, 0))
+            return STORE_NOT_FOUND;
+        r->result = json_pack("{s:I, s:b}", "tokens_deleted", (json_int_t)col_int(res, 0, 1),
+                              "disabled", r->action == STORE_ADMIN_DISABLE);
+        break;
+    case STORE_TOKEN_PURGE:
+        if (n != 1)
+            return STORE_ERROR;
+        r->result = json_pack("{s:I, s:I}", "tokens", (json_int_t)col_int(res, 0, 0), "jwts",
+                              (json_int_t)col_int(res, 0, 1));
         break;
     case STORE_UNREAD: {
         json_t *list = rows_json(res, unread_item_json);
@@ -1521,6 +1644,39 @@ static int pg_run(void *p, store_req **reqs, size_t n)
     return rc;
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The background purge (store_sqlite.c's purge_maybe): on the writer's
+ * connection, one pipeline of one chatd_token_purge call, bounded by
+ * STORE_PURGE_BATCH rows a table, so it holds the writer for about one
+ * round trip. Every node purges; SKIP LOCKED keeps them apart. */
+static void purge_maybe(pg *b)
+{
+    if (!b->primary || b->purge_interval_ms < 0 || !b->conn)
+        return;
+    int64_t now = wall_ms();
+    if (!b->purge_more && now < b->next_purge_ms)
+        return;
+    store_req r = {.op = STORE_TOKEN_PURGE, .time = now, .limit = STORE_PURGE_BATCH};
+    store_req *rp = &r;
+    int64_t tokens = 0, jwts = 0;
+    if (pipeline(b, &rp, 1) == 0 && r.status == STORE_OK) {
+        tokens = json_integer_value(json_object_get(r.result, "tokens"));
+        jwts = json_integer_value(json_object_get(r.result, "jwts"));
+        if (tokens || jwts)
+            log_debug("store: purged %lld expired tokens, %lld revoked JWTs", (long long)tokens,
+                      (long long)jwts);
+    }
+    json_decref(r.result);
+    b->purge_more = tokens >= STORE_PURGE_BATCH || jwts >= STORE_PURGE_BATCH;
+    b->next_purge_ms = now + b->purge_interval_ms;
+}
+
 static void pg_maintain(void *p, bool idle)
 {
     pg *b = p;
@@ -1528,6 +1684,7 @@ static void pg_maintain(void *p, bool idle)
      * reconnects once the backoff allows. */
     if (idle)
         ensure_conn(b);
+    purge_maybe(b);
 }
 
 static bool pg_healthy(void *p)
@@ -1557,6 +1714,7 @@ static void *pg_open(const store_options *o, bool primary, char *err, size_t err
     b->durability = o->durability;
     b->primary = primary;
     b->backoff_ms = BACKOFF_MIN_MS;
+    b->purge_interval_ms = o->purge_interval_ms ? o->purge_interval_ms : STORE_PURGE_INTERVAL_MS;
     atomic_init(&b->up, false);
     if (conn_open(b, primary, err, err_len) != 0) {
         if (primary) {

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uthash.h>
 
@@ -101,6 +102,15 @@ static const char *const migrations[] = {
      " UPDATE messages SET seq = n.seq FROM n WHERE n.id = messages.id;"
      "CREATE UNIQUE INDEX messages_seq ON messages(conv_lo, conv_hi, seq);"
      "DROP INDEX messages_conv;"),
+    /* 5: admin. disabled accounts; tokens_nbf (ms), the last revoke: JWTs
+     * issued before it are refused (a JWT cannot be deleted). tokens by
+     * user (revoke deletes them all) and by expiry (the background purge
+     * seeks the oldest instead of scanning). User search is a prefix range
+     * on name_key, whose unique index (migration 3, BINARY) serves it. */
+    ("ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE users ADD COLUMN tokens_nbf INTEGER NOT NULL DEFAULT 0;"
+     "CREATE INDEX tokens_user ON tokens(user_id);"
+     "CREATE INDEX tokens_expiry ON tokens(expires_at);"),
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SQLITE_SCHEMA_VERSION,
                "STORE_SQLITE_SCHEMA_VERSION must count the migrations");
@@ -140,6 +150,11 @@ enum stmt_id {
     ST_CONV_READ,
     ST_UNREAD_TOTAL,
     ST_UNREAD_LIST,
+    ST_ADMIN_USER,
+    ST_ADMIN_TOKENS,
+    ST_ADMIN_GET,
+    ST_PURGE_TOKENS,
+    ST_PURGE_JWTS,
     ST_COUNT
 };
 
@@ -154,25 +169,25 @@ static const char *const stmt_sql[ST_COUNT] = {
         "INSERT INTO users(username, password_hash, userpic, external_id, created_at, name_key)"
         " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_USER_BY_NAME] =
-        "SELECT id, username, userpic, password_hash FROM users WHERE name_key = ?1",
+        "SELECT id, username, userpic, password_hash, disabled FROM users WHERE name_key = ?1",
     [ST_USER_BY_ID] = "SELECT id, username, userpic FROM users WHERE id = ?1",
-    [ST_USER_BY_EXT] = "SELECT id, username, userpic FROM users WHERE external_id = ?1",
+    [ST_USER_BY_EXT] = "SELECT id, username, userpic, disabled, tokens_nbf FROM users"
+                       " WHERE external_id = ?1",
     [ST_USER_UPDATE] = "UPDATE users SET username = ?2, userpic = ?3, name_key = ?4 WHERE id = ?1",
-    /* A name matches when it contains the query as typed (ASCII case
-     * ignored) or its key contains the query's key ?4, so "jur" finds
-     * "JÜRGEN"'s neighbour "Jurij" and "ü" finds "Jürgen" typed in NFD.
-     * instr() rather than LIKE: no wildcards to escape. A full scan either
-     * way; search is rare and the table small next to messages. */
+    /* A prefix of the username key (names.h) as a range on the key's
+     * unique index: ?2 <= name_key < ?3, ?3 being ?2 with its last byte
+     * one higher (search_bound). The index gives the rows in key order, so
+     * the search stops after ?4 rows and sorts nothing; see
+     * store_sqlite_search_sql and its EXPLAIN QUERY PLAN test. */
     [ST_USER_SEARCH] = "SELECT id, username, userpic FROM users"
-                       " WHERE id <> ?1 AND (instr(lower(username), lower(?2)) > 0"
-                       "  OR coalesce(instr(name_key, ?4), 0) > 0)"
-                       " ORDER BY instr(lower(username), lower(?2)) <> 1"
-                       "  AND coalesce(instr(name_key, ?4), 0) <> 1, lower(username), id"
-                       " LIMIT ?3",
-    [ST_TOKEN_INSERT] = "INSERT INTO tokens(hash, user_id, expires_at) VALUES(?1, ?2, ?3)",
+                       " WHERE name_key >= ?2 AND name_key < ?3 AND id <> ?1 AND disabled = 0"
+                       " ORDER BY name_key LIMIT ?4",
+    /* no row for a disabled user */
+    [ST_TOKEN_INSERT] = "INSERT INTO tokens(hash, user_id, expires_at)"
+                        " SELECT ?1, id, ?3 FROM users WHERE id = ?2 AND disabled = 0",
     [ST_TOKEN_LOOKUP] = "SELECT u.id, u.username, u.userpic, t.expires_at FROM tokens t"
                         " JOIN users u ON u.id = t.user_id"
-                        " WHERE t.hash = ?1 AND t.expires_at > ?2",
+                        " WHERE t.hash = ?1 AND t.expires_at > ?2 AND u.disabled = 0",
     [ST_TOKEN_DELETE] = "DELETE FROM tokens WHERE hash = ?1",
     [ST_JWT_REVOKE] = "INSERT INTO revoked_jwts(hash, expires_at) VALUES(?1, ?2)"
                       " ON CONFLICT(hash) DO UPDATE SET expires_at = max(expires_at, ?2)",
@@ -248,7 +263,24 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_UNREAD_TOTAL] = "SELECT coalesce(sum(unread), 0) FROM conversations WHERE user_id = ?1",
     [ST_UNREAD_LIST] = "SELECT peer_id, unread FROM conversations WHERE user_id = ?1 AND unread > 0"
                        " ORDER BY last_message_id DESC",
+    /* ?3: enum store_admin_action. The not-before time never moves back. */
+    [ST_ADMIN_USER] = "UPDATE users SET"
+                      " tokens_nbf = CASE WHEN ?3 = 2 THEN tokens_nbf ELSE max(tokens_nbf, ?2) END,"
+                      " disabled = CASE ?3 WHEN 1 THEN 1 WHEN 2 THEN 0 ELSE disabled END"
+                      " WHERE id = ?1",
+    [ST_ADMIN_TOKENS] = "DELETE FROM tokens WHERE user_id = ?1",
+    [ST_ADMIN_GET] = "SELECT disabled FROM users WHERE id = ?1",
+    /* Seeks the oldest expiries on their index; at most ?2 rows. */
+    [ST_PURGE_TOKENS] = "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens"
+                        " WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+    [ST_PURGE_JWTS] = "DELETE FROM revoked_jwts WHERE hash IN (SELECT hash FROM revoked_jwts"
+                      " WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
 };
+
+const char *store_sqlite_search_sql(void)
+{
+    return stmt_sql[ST_USER_SEARCH];
+}
 
 /* Conversation changes of the open transaction not written yet: a send
  * only records them here, and they are written (one upsert per user and
@@ -323,7 +355,10 @@ typedef struct {
     size_t nusers;
     seq_entry *seqs; /* uthash head */
     size_t nseqs;
-    int wal_pages; /* frames in the WAL after the last commit */
+    int wal_pages;         /* frames in the WAL after the last commit */
+    int purge_interval_ms; /* < 0: never */
+    int64_t next_purge_ms; /* wall clock; 0: at the first maintain */
+    bool purge_more;       /* the last purge was a full batch: go on at once */
 
     /* The checkpointer: its connection is used by its thread only. */
     sqlite3 *ckpt_db;
@@ -575,9 +610,10 @@ static int op_user_create(sq *b, store_req *r)
 
 static json_t *user_with_hash_json(sqlite3_stmt *st)
 {
-    return json_pack("{s:I, s:s, s:s, s:s?}", "id", (json_int_t)sqlite3_column_int64(st, 0),
+    return json_pack("{s:I, s:s, s:s, s:s?, s:b}", "id", (json_int_t)sqlite3_column_int64(st, 0),
                      "username", col_text(st, 1), "userpic", col_text(st, 2), "password_hash",
-                     (const char *)sqlite3_column_text(st, 3));
+                     (const char *)sqlite3_column_text(st, 3), "disabled",
+                     sqlite3_column_int64(st, 4) != 0);
 }
 
 static int op_user_by_name(sq *b, store_req *r)
@@ -684,7 +720,12 @@ static int op_user_external(sq *b, store_req *r)
     sqlite3_stmt *st = prep(b, ST_USER_BY_EXT);
     bind_text(st, 1, r->external_id);
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    if (rc == SQLITE_ROW &&
+        (sqlite3_column_int64(st, 3) != 0 || r->issued_at < sqlite3_column_int64(st, 4))) {
+        /* disabled, or a JWT issued before the user's last revoke */
+        sqlite3_reset(st);
+        status = STORE_NOT_FOUND;
+    } else if (rc == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(st, 0);
         char *cur_name = strdup(col_text(st, 1));
         char *cur_pic = strdup(col_text(st, 2));
@@ -752,18 +793,39 @@ out:
     return status;
 }
 
+/* The exclusive upper bound of the keys that start with key: key with its
+ * last byte one higher (a UTF-8 key holds no 0xff byte, so nothing carries).
+ * A new string, or NULL (out of memory, empty key). */
+static char *search_bound(const char *key)
+{
+    size_t n = strlen(key);
+    if (n == 0 || (unsigned char)key[n - 1] == 0xff)
+        return NULL;
+    char *hi = strdup(key);
+    if (hi)
+        hi[n - 1] = (char)((unsigned char)hi[n - 1] + 1);
+    return hi;
+}
+
 static int op_user_search(sq *b, store_req *r)
 {
     if (!r->query)
         return bad_input(r, "query");
-    char *key = names_key(r->query); /* NULL (no key match) if not UTF-8 */
+    char *key = names_key(r->query); /* NULL if not UTF-8: no name starts with it */
+    char *hi = key ? search_bound(key) : NULL;
+    if (!hi) {
+        free(key);
+        r->result = json_array();
+        return r->result ? STORE_OK : STORE_ERROR;
+    }
     sqlite3_stmt *st = prep(b, ST_USER_SEARCH);
     sqlite3_bind_int64(st, 1, r->user_id);
-    bind_text(st, 2, r->query);
-    sqlite3_bind_int64(st, 3, sql_limit(r->limit));
-    bind_text(st, 4, key);
+    bind_text(st, 2, key);
+    bind_text(st, 3, hi);
+    sqlite3_bind_int64(st, 4, sql_limit(r->limit));
     r->result = rows_json(b, st, user_json);
     free(key);
+    free(hi);
     return r->result ? STORE_OK : STORE_ERROR;
 }
 
@@ -782,8 +844,62 @@ static int op_token_create(sq *b, store_req *r)
         return STORE_CONFLICT;
     if (rc != SQLITE_DONE)
         return db_fail(b, "token insert");
+    if (sqlite3_changes(b->db) == 0)
+        return STORE_NOT_FOUND; /* the user is disabled */
     r->result = json_null();
     return STORE_OK;
+}
+
+static int op_user_admin(sq *b, store_req *r)
+{
+    if (r->action < STORE_ADMIN_REVOKE || r->action > STORE_ADMIN_ENABLE)
+        return bad_input(r, "a known admin action");
+    sqlite3_stmt *st = prep(b, ST_ADMIN_USER);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    sqlite3_bind_int64(st, 2, r->time);
+    sqlite3_bind_int(st, 3, r->action);
+    if (exec_stmt(st) != SQLITE_DONE)
+        return db_fail(b, "user admin update");
+    if (sqlite3_changes(b->db) == 0)
+        return STORE_NOT_FOUND;
+    int64_t deleted = 0;
+    if (r->action != STORE_ADMIN_ENABLE) {
+        st = prep(b, ST_ADMIN_TOKENS);
+        sqlite3_bind_int64(st, 1, r->user_id);
+        if (exec_stmt(st) != SQLITE_DONE)
+            return db_fail(b, "user tokens delete");
+        deleted = sqlite3_changes64(b->db);
+    }
+    r->result = json_pack("{s:I, s:b}", "tokens_deleted", (json_int_t)deleted, "disabled",
+                          r->action == STORE_ADMIN_DISABLE);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+/* Deletes at most limit rows of each table past time. 0, or -1 (logged). */
+static int purge(sq *b, int64_t time, int64_t limit, int64_t *tokens, int64_t *jwts)
+{
+    sqlite3_stmt *st = prep(b, ST_PURGE_TOKENS);
+    sqlite3_bind_int64(st, 1, time);
+    sqlite3_bind_int64(st, 2, limit);
+    if (exec_stmt(st) != SQLITE_DONE)
+        return db_fail(b, "token purge"), -1;
+    *tokens = sqlite3_changes64(b->db);
+    st = prep(b, ST_PURGE_JWTS);
+    sqlite3_bind_int64(st, 1, time);
+    sqlite3_bind_int64(st, 2, limit);
+    if (exec_stmt(st) != SQLITE_DONE)
+        return db_fail(b, "revoked JWT purge"), -1;
+    *jwts = sqlite3_changes64(b->db);
+    return 0;
+}
+
+static int op_token_purge(sq *b, store_req *r)
+{
+    int64_t tokens = 0, jwts = 0;
+    if (purge(b, r->time, r->limit > 0 ? r->limit : STORE_PURGE_BATCH, &tokens, &jwts) != 0)
+        return STORE_ERROR;
+    r->result = json_pack("{s:I, s:I}", "tokens", (json_int_t)tokens, "jwts", (json_int_t)jwts);
+    return r->result ? STORE_OK : STORE_ERROR;
 }
 
 /* A user plus the token's "expires" (ms), so the token cache never keeps
@@ -1208,6 +1324,12 @@ static void sq_execute(void *p, store_req *r)
     case STORE_UNREAD:
         r->status = op_unread(b, r);
         break;
+    case STORE_USER_ADMIN:
+        r->status = op_user_admin(b, r);
+        break;
+    case STORE_TOKEN_PURGE:
+        r->status = op_token_purge(b, r);
+        break;
     default:
         r->status = bad_input(r, "a known op");
         break;
@@ -1288,9 +1410,45 @@ static void *ckpt_main(void *arg)
     return NULL;
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The background purge of expired tokens and revoked-JWT entries: one
+ * small transaction of at most STORE_PURGE_BATCH rows a table, so the
+ * writer is held for a moment only (an index seek and a few page writes);
+ * a full batch means more are due, and the next one runs after the next
+ * pass rather than after the interval. */
+static void purge_maybe(sq *b)
+{
+    if (b->purge_interval_ms < 0)
+        return;
+    int64_t now = wall_ms();
+    if (!b->purge_more && now < b->next_purge_ms)
+        return;
+    int64_t tokens = 0, jwts = 0;
+    bool ok = exec_stmt(b->st[ST_BEGIN_WRITE]) == SQLITE_DONE;
+    if (ok && purge(b, now, STORE_PURGE_BATCH, &tokens, &jwts) == 0 &&
+        exec_stmt(b->st[ST_COMMIT]) == SQLITE_DONE) {
+        if (tokens || jwts)
+            log_debug("store: purged %lld expired tokens, %lld revoked JWTs", (long long)tokens,
+                      (long long)jwts);
+    } else {
+        if (!sqlite3_get_autocommit(b->db))
+            exec_stmt(b->st[ST_ROLLBACK]);
+        tokens = jwts = 0; /* try again after the interval */
+    }
+    b->purge_more = tokens >= STORE_PURGE_BATCH || jwts >= STORE_PURGE_BATCH;
+    b->next_purge_ms = now + b->purge_interval_ms;
+}
+
 static void sq_maintain(void *p, bool idle)
 {
     sq *b = p;
+    purge_maybe(b);
     pthread_mutex_lock(&b->ckpt_mu);
     bool busy = b->ckpt_wanted || b->ckpt_active;
     if (b->wal_pages >= WAL_CKPT_RESTART) {
@@ -1576,8 +1734,8 @@ static int private_files(const char *path, char *err, size_t err_len)
     return 0;
 }
 
-static void *sq_open(const char *data_dir, enum store_durability durability, char *err,
-                     size_t err_len)
+static void *sq_open(const char *data_dir, enum store_durability durability, int purge_interval_ms,
+                     char *err, size_t err_len)
 {
     if (make_dirs(data_dir, err, err_len) != 0)
         return NULL;
@@ -1594,9 +1752,15 @@ static void *sq_open(const char *data_dir, enum store_durability durability, cha
         return NULL;
     }
     sq *b = calloc(1, sizeof(*b));
+    if (b) {
+        b->purge_interval_ms = purge_interval_ms ? purge_interval_ms : STORE_PURGE_INTERVAL_MS;
+        b->next_purge_ms = 0;
+    }
     if (b)
         b->pool = calloc(CONV_PENDING_MAX, sizeof(*b->pool));
     if (!b || !b->pool) {
+        if (b)
+            free(b->pool);
         free(b);
         snprintf(err, err_len, "out of memory");
         return NULL;
@@ -1693,7 +1857,7 @@ static void *sq_open(const char *data_dir, enum store_durability durability, cha
 static void *sq_open_opts(const store_options *o, bool primary, char *err, size_t err_len)
 {
     (void)primary;
-    return sq_open(o->data_dir, o->durability, err, err_len);
+    return sq_open(o->data_dir, o->durability, o->purge_interval_ms, err, err_len);
 }
 
 const struct store_backend_ops store_sqlite_backend = {

@@ -44,7 +44,13 @@ static void on_done(store_req *r)
 static void open_store(fixture *f)
 {
     char err[256] = "";
-    f->s = store_open(&f->loop, f->data_dir, STORE_DURABLE_NORMAL, err, sizeof(err));
+    /* The tests' tokens expire at small times, long past: the background
+     * purge would take them; test_background_purge turns it on. */
+    store_options o = {.store = "sqlite",
+                       .data_dir = f->data_dir,
+                       .durability = STORE_DURABLE_NORMAL,
+                       .purge_interval_ms = -1};
+    f->s = store_open_opts(&f->loop, &o, err, sizeof(err));
     if (!f->s)
         fail_msg("store_open: %s", err);
 }
@@ -311,45 +317,99 @@ static void test_user_external(void **state)
     assert_int_equal(run_status(f, r), STORE_ERROR);
 }
 
+static void sql(fixture *f, const char *text);
+
+static store_req *search(fixture *f, int64_t self, const char *q, int64_t limit)
+{
+    store_req *r = new_req(STORE_USER_SEARCH);
+    r->user_id = self;
+    store_req_set_str(&r->query, q);
+    r->limit = limit;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_true(json_is_array(r->result));
+    return r;
+}
+
 static void test_user_search(void **state)
 {
     fixture *f = *state;
     int64_t alice = create_user(f, "alice");
     create_user(f, "malice");
     create_user(f, "Alicia");
+    create_user(f, "J\xc3\xbcrgen");
     int64_t bob = create_user(f, "bob");
 
-    store_req *r = new_req(STORE_USER_SEARCH);
-    r->user_id = bob;
-    store_req_set_str(&r->query, "ALI");
-    r->limit = 10;
-    run(f, r);
-    assert_int_equal(r->status, STORE_OK);
-    assert_int_equal(json_array_size(r->result), 3);
-    /* Prefix matches first. */
+    /* Prefixes of the key, in key order: case ignored, no substring. */
+    store_req *r = search(f, bob, "ALI", 10);
+    assert_int_equal(json_array_size(r->result), 2);
     assert_string_equal(jstr(json_array_get(r->result, 0), "username"), "alice");
     assert_string_equal(jstr(json_array_get(r->result, 1), "username"), "Alicia");
-    assert_string_equal(jstr(json_array_get(r->result, 2), "username"), "malice");
     assert_int_equal(json_object_size(json_array_get(r->result, 0)), 3);
     store_req_free(r);
 
+    /* The key's rules: NFD and fullwidth forms find the NFC name. */
+    r = search(f, bob, "ju\xcc\x88r", 10);
+    assert_int_equal(json_array_size(r->result), 1);
+    assert_string_equal(jstr(json_array_get(r->result, 0), "username"), "J\xc3\xbcrgen");
+    store_req_free(r);
+    r = search(f, bob, "\xef\xbd\x8d\xef\xbd\x81l", 10); /* fullwidth "ma" + "l" */
+    assert_int_equal(json_array_size(r->result), 1);
+    assert_string_equal(jstr(json_array_get(r->result, 0), "username"), "malice");
+    store_req_free(r);
+
     /* The searching user is left out; limit holds. */
-    r = new_req(STORE_USER_SEARCH);
-    r->user_id = alice;
-    store_req_set_str(&r->query, "ali");
-    r->limit = 1;
-    run(f, r);
+    r = search(f, alice, "ali", 1);
     assert_int_equal(json_array_size(r->result), 1);
     assert_string_equal(jstr(json_array_get(r->result, 0), "username"), "Alicia");
     store_req_free(r);
 
-    r = new_req(STORE_USER_SEARCH);
-    r->user_id = alice;
-    store_req_set_str(&r->query, "%");
-    r->limit = 10;
-    run(f, r);
-    assert_int_equal(r->status, STORE_OK);
+    /* No wildcards, and a query that is no prefix finds nothing. */
+    r = search(f, alice, "%", 10);
     assert_int_equal(json_array_size(r->result), 0);
+    store_req_free(r);
+    r = search(f, alice, "lice", 10);
+    assert_int_equal(json_array_size(r->result), 0);
+    store_req_free(r);
+    r = search(f, alice, "\xff", 10); /* not UTF-8: no key */
+    assert_int_equal(json_array_size(r->result), 0);
+    store_req_free(r);
+}
+
+/* The search statement seeks the name_key index (a range, in index order:
+ * no scan of users, no sort), with many users and with none. */
+static void test_user_search_plan(void **state)
+{
+    fixture *f = *state;
+    close_store(f);
+    sql(f, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)"
+           " INSERT INTO users(username, created_at, name_key)"
+           " SELECT 'user' || i, 0, 'user' || i FROM n; ANALYZE;");
+    char path[160];
+    snprintf(path, sizeof(path), "%s/chatd.db", f->data_dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char q[1024];
+    snprintf(q, sizeof(q), "EXPLAIN QUERY PLAN %s", store_sqlite_search_sql());
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, q, -1, &st, NULL), SQLITE_OK);
+    char plan[1024] = "";
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        strncat(plan, (const char *)sqlite3_column_text(st, 3), sizeof(plan) - strlen(plan) - 2);
+        strcat(plan, ";");
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    print_message("search plan: %s\n", plan);
+    assert_non_null(strstr(plan, "SEARCH users USING INDEX users_name_key (name_key>? AND "
+                                 "name_key<?)"));
+    assert_null(strstr(plan, "SCAN"));
+    assert_null(strstr(plan, "TEMP B-TREE"));
+    open_store(f);
+    store_req *r = search(f, 1, "user42", 5);
+    assert_int_equal(json_array_size(r->result), 5);
+    assert_string_equal(jstr(json_array_get(r->result, 0), "username"), "user42");
+    assert_string_equal(jstr(json_array_get(r->result, 1), "username"), "user420");
     store_req_free(r);
 }
 
@@ -752,6 +812,11 @@ static void test_sync(void **state)
 static void sql(fixture *f, const char *text);
 static int64_t user_version(fixture *f);
 
+/* Takes a database of schema 5 back to 4 (migration 5 undone). */
+#define UNDO_5                                                                                     \
+    "DROP INDEX tokens_user; DROP INDEX tokens_expiry;"                                            \
+    "ALTER TABLE users DROP COLUMN disabled; ALTER TABLE users DROP COLUMN tokens_nbf;"
+
 /* Sends one message and returns its seq. */
 static int64_t send_seq(fixture *f, int64_t from, int64_t to, const char *cmid)
 {
@@ -938,17 +1003,18 @@ static void test_seq_migration(void **state)
 {
     fixture *f = *state;
     close_store(f);
-    sql(f, "DROP INDEX messages_seq; ALTER TABLE messages DROP COLUMN seq;"
-           "CREATE INDEX messages_conv ON messages(conv_lo, conv_hi, id);"
-           "PRAGMA user_version = 3;"
-           "INSERT INTO users(id, username, created_at, name_key) VALUES(1, 'a', 0, 'a'),"
-           " (2, 'b', 0, 'b'), (3, 'c', 0, 'c');"
-           "INSERT INTO messages(id, from_id, to_id, conv_lo, conv_hi, type, data, time)"
-           " VALUES(10, 1, 2, 1, 2, 'text', 'ab1', 0), (11, 3, 1, 1, 3, 'text', 'ac1', 0),"
-           " (12, 2, 1, 1, 2, 'text', 'ab2', 0), (14, 1, 2, 1, 2, 'text', 'ab3', 0),"
-           " (13, 1, 3, 1, 3, 'text', 'ac2', 0);"
-           "INSERT INTO conversations(user_id, peer_id, last_message_id, unread, last_in_id)"
-           " VALUES(1, 2, 14, 1, 12), (2, 1, 14, 2, 14), (1, 3, 13, 1, 11), (3, 1, 13, 1, 13);");
+    sql(f, UNDO_5
+        "DROP INDEX messages_seq; ALTER TABLE messages DROP COLUMN seq;"
+        "CREATE INDEX messages_conv ON messages(conv_lo, conv_hi, id);"
+        "PRAGMA user_version = 3;"
+        "INSERT INTO users(id, username, created_at, name_key) VALUES(1, 'a', 0, 'a'),"
+        " (2, 'b', 0, 'b'), (3, 'c', 0, 'c');"
+        "INSERT INTO messages(id, from_id, to_id, conv_lo, conv_hi, type, data, time)"
+        " VALUES(10, 1, 2, 1, 2, 'text', 'ab1', 0), (11, 3, 1, 1, 3, 'text', 'ac1', 0),"
+        " (12, 2, 1, 1, 2, 'text', 'ab2', 0), (14, 1, 2, 1, 2, 'text', 'ab3', 0),"
+        " (13, 1, 3, 1, 3, 'text', 'ac2', 0);"
+        "INSERT INTO conversations(user_id, peer_id, last_message_id, unread, last_in_id)"
+        " VALUES(1, 2, 14, 1, 12), (2, 1, 14, 2, 14), (1, 3, 13, 1, 11), (3, 1, 13, 1, 13);");
     open_store(f);
     assert_int_equal(user_version(f), STORE_SQLITE_SCHEMA_VERSION);
     store_req *r = history(f, 1, 2, 0, 0);
@@ -1293,6 +1359,278 @@ static void test_jwt_revoke(void **state)
     assert_int_equal(revoked_rows(f), 1);
 }
 
+static store_req *admin_req(int64_t uid, int action, int64_t time)
+{
+    store_req *r = new_req(STORE_USER_ADMIN);
+    r->user_id = uid;
+    r->action = action;
+    r->time = time;
+    return r;
+}
+
+static int token_create(fixture *f, uint8_t seed, int64_t uid, int64_t expires)
+{
+    store_req *r = token_req(STORE_TOKEN_CREATE, seed);
+    r->user_id = uid;
+    r->expires = expires;
+    return run_status(f, r);
+}
+
+/* STORE_OK when the token exists (expired or not: time 0). */
+static int token_exists(fixture *f, uint8_t seed)
+{
+    store_req *r = token_req(STORE_TOKEN_LOOKUP, seed);
+    r->time = 0;
+    return run_status(f, r);
+}
+
+static bool user_disabled(fixture *f, const char *name)
+{
+    store_req *r = new_req(STORE_USER_BY_NAME);
+    store_req_set_str(&r->username, name);
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    json_t *d = json_object_get(r->result, "disabled");
+    assert_true(json_is_boolean(d));
+    bool v = json_is_true(d);
+    store_req_free(r);
+    return v;
+}
+
+static int external_at(fixture *f, const char *sub, int64_t iat)
+{
+    store_req *r = external_req(sub, 0, 1000);
+    r->issued_at = iat;
+    return run_status(f, r);
+}
+
+/* Revoke deletes the user's tokens (nobody else's) and refuses its JWTs
+ * issued before it; disable also refuses new tokens, every JWT, and hides
+ * the user from search; enable lets it in again but brings nothing back. */
+static void test_user_admin(void **state)
+{
+    fixture *f = *state;
+    int64_t alice = create_user(f, "alice");
+    int64_t bob = create_user(f, "bob");
+    assert_int_equal(token_create(f, 1, alice, INT64_MAX), STORE_OK);
+    assert_int_equal(token_create(f, 2, alice, INT64_MAX), STORE_OK);
+    assert_int_equal(token_create(f, 3, bob, INT64_MAX), STORE_OK);
+
+    store_req *r = run(f, admin_req(alice, STORE_ADMIN_REVOKE, 5000));
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "tokens_deleted"), 2);
+    assert_false(json_is_true(json_object_get(r->result, "disabled")));
+    store_req_free(r);
+    assert_int_equal(token_exists(f, 1), STORE_NOT_FOUND);
+    assert_int_equal(token_exists(f, 2), STORE_NOT_FOUND);
+    assert_int_equal(token_exists(f, 3), STORE_OK);
+    assert_false(user_disabled(f, "alice"));
+    assert_int_equal(token_create(f, 4, alice, INT64_MAX), STORE_OK); /* a new login */
+    assert_int_equal(token_exists(f, 4), STORE_OK);
+
+    assert_int_equal(run_status(f, admin_req(bob + 100, STORE_ADMIN_REVOKE, 5000)),
+                     STORE_NOT_FOUND);
+    r = new_req(STORE_USER_ADMIN);
+    r->user_id = alice;
+    r->action = 7;
+    assert_int_equal(run_status(f, r), STORE_ERROR);
+
+    /* disable */
+    r = run(f, admin_req(alice, STORE_ADMIN_DISABLE, 6000));
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "tokens_deleted"), 1);
+    assert_true(json_is_true(json_object_get(r->result, "disabled")));
+    store_req_free(r);
+    assert_true(user_disabled(f, "alice"));
+    assert_int_equal(token_exists(f, 4), STORE_NOT_FOUND);
+    assert_int_equal(token_create(f, 5, alice, INT64_MAX), STORE_NOT_FOUND);
+    r = search(f, bob, "ali", 10);
+    assert_int_equal(json_array_size(r->result), 0);
+    store_req_free(r);
+
+    /* enable: logins work again, nothing deleted comes back */
+    r = run(f, admin_req(alice, STORE_ADMIN_ENABLE, 7000));
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "tokens_deleted"), 0);
+    store_req_free(r);
+    assert_false(user_disabled(f, "alice"));
+    assert_int_equal(token_exists(f, 4), STORE_NOT_FOUND);
+    assert_int_equal(token_create(f, 5, alice, INT64_MAX), STORE_OK);
+    assert_int_equal(token_exists(f, 5), STORE_OK);
+    r = search(f, bob, "ali", 10);
+    assert_int_equal(json_array_size(r->result), 1);
+    store_req_free(r);
+}
+
+/* JWT users: a revoke refuses the JWTs issued (iat) before it, those
+ * without iat included; disable refuses all; enable does not move the
+ * revoke's time back. */
+static void test_user_admin_jwt(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(external_at(f, "ext-a", 0), STORE_OK); /* first sight */
+    store_req *r = external_req("ext-a", 0, 1000);
+    run(f, r);
+    int64_t id = jint(r->result, "id");
+    store_req_free(r);
+
+    assert_int_equal(run_status(f, admin_req(id, STORE_ADMIN_REVOKE, 5000)), STORE_OK);
+    assert_int_equal(external_at(f, "ext-a", 4000), STORE_NOT_FOUND);
+    assert_int_equal(external_at(f, "ext-a", 0), STORE_NOT_FOUND);
+    assert_int_equal(external_at(f, "ext-a", 5000), STORE_OK);
+    /* a later revoke with an older time does not move it back */
+    assert_int_equal(run_status(f, admin_req(id, STORE_ADMIN_REVOKE, 3000)), STORE_OK);
+    assert_int_equal(external_at(f, "ext-a", 4000), STORE_NOT_FOUND);
+
+    assert_int_equal(run_status(f, admin_req(id, STORE_ADMIN_DISABLE, 6000)), STORE_OK);
+    assert_int_equal(external_at(f, "ext-a", 9000), STORE_NOT_FOUND);
+    assert_int_equal(run_status(f, admin_req(id, STORE_ADMIN_ENABLE, 10000)), STORE_OK);
+    assert_int_equal(external_at(f, "ext-a", 9000), STORE_OK);
+    assert_int_equal(external_at(f, "ext-a", 5500), STORE_NOT_FOUND);
+    /* another external user is not touched */
+    assert_int_equal(external_at(f, "ext-b", 0), STORE_OK);
+}
+
+static store_req *purge_req(int64_t time, int64_t limit)
+{
+    store_req *r = new_req(STORE_TOKEN_PURGE);
+    r->time = time;
+    r->limit = limit;
+    return r;
+}
+
+/* The purge deletes what expired by its time, oldest first, at most limit
+ * rows of each table per request. */
+static void test_token_purge(void **state)
+{
+    fixture *f = *state;
+    int64_t alice = create_user(f, "alice");
+    assert_int_equal(token_create(f, 1, alice, 300), STORE_OK);
+    assert_int_equal(token_create(f, 2, alice, 100), STORE_OK);
+    assert_int_equal(token_create(f, 3, alice, 200), STORE_OK);
+    assert_int_equal(token_create(f, 4, alice, 100000), STORE_OK);
+    store_req *j = token_req(STORE_JWT_REVOKE, 9);
+    j->expires = 150;
+    j->time = 0;
+    assert_int_equal(run_status(f, j), STORE_OK);
+
+    store_req *r = run(f, purge_req(250, 1));
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "tokens"), 1);
+    assert_int_equal(jint(r->result, "jwts"), 1);
+    store_req_free(r);
+    assert_int_equal(token_exists(f, 2), STORE_NOT_FOUND); /* the oldest went first */
+    assert_int_equal(token_exists(f, 3), STORE_OK);
+    assert_int_equal(revoked_rows(f), 0);
+
+    r = run(f, purge_req(250, 0)); /* limit 0: STORE_PURGE_BATCH */
+    assert_int_equal(jint(r->result, "tokens"), 1);
+    assert_int_equal(jint(r->result, "jwts"), 0);
+    store_req_free(r);
+    r = run(f, purge_req(250, 10));
+    assert_int_equal(jint(r->result, "tokens"), 0);
+    store_req_free(r);
+    assert_int_equal(token_exists(f, 1), STORE_OK); /* expires 300: not yet */
+    assert_int_equal(token_exists(f, 4), STORE_OK);
+}
+
+static int64_t token_rows(fixture *f)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/chatd.db", f->data_dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM tokens", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+/* Runs the loop for ms milliseconds (the store's thread works meanwhile). */
+static void wait_ms(fixture *f, uint64_t ms)
+{
+    uv_timer_t t;
+    uv_timer_init(&f->loop, &t);
+    uv_timer_start(&t, on_timer, ms, 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+}
+
+/* Without any request, the writer purges expired tokens by itself, in
+ * batches of STORE_PURGE_BATCH, and leaves the others. */
+static void test_background_purge(void **state)
+{
+    fixture *f = *state;
+    close_store(f);
+    store_options o = {.store = "sqlite", .data_dir = f->data_dir, .purge_interval_ms = -1};
+    char err[256] = "";
+    f->s = store_open_opts(&f->loop, &o, err, sizeof(err));
+    assert_non_null(f->s);
+    int64_t alice = create_user(f, "alice");
+    enum { N = 2 * STORE_PURGE_BATCH + 100 };
+    store_req *reqs[N + 1];
+    int before = f->done;
+    for (int i = 0; i <= N; i++) {
+        reqs[i] = new_req(STORE_TOKEN_CREATE);
+        memcpy(reqs[i]->token_hash, &i, sizeof(i));
+        reqs[i]->token_hash[31] = 0x55;
+        reqs[i]->user_id = alice;
+        reqs[i]->expires = i < N ? 1 + i : INT64_MAX; /* long expired, but one */
+        store_submit(f->s, reqs[i]);
+    }
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + N + 1);
+    for (int i = 0; i <= N; i++) {
+        assert_int_equal(reqs[i]->status, STORE_OK);
+        store_req_free(reqs[i]);
+    }
+    wait_ms(f, 100);
+    assert_int_equal(token_rows(f), N + 1); /* purge off: nothing went */
+    close_store(f);
+
+    o.purge_interval_ms = 30;
+    f->s = store_open_opts(&f->loop, &o, err, sizeof(err));
+    assert_non_null(f->s);
+    for (int i = 0; i < 50 && token_rows(f) > 1; i++)
+        wait_ms(f, 20);
+    assert_int_equal(token_rows(f), 1);
+}
+
+/* A database of schema 4 (before admin) with users and tokens: migration 5
+ * keeps them, every user enabled, and revoke works on them. */
+static void test_admin_migration(void **state)
+{
+    fixture *f = *state;
+    close_store(f);
+    sql(f, UNDO_5 "PRAGMA user_version = 4;"
+                  "INSERT INTO users(id, username, created_at, name_key) VALUES(1, 'a', 0, 'a'),"
+                  " (2, 'b', 0, 'b');"
+                  "INSERT INTO tokens(hash, user_id, expires_at) VALUES(zeroblob(32), 1, 99999),"
+                  " (x'0101010101010101010101010101010101010101010101010101010101010101', 2, "
+                  "99999);");
+    open_store(f);
+    assert_int_equal(user_version(f), STORE_SQLITE_SCHEMA_VERSION);
+    assert_false(user_disabled(f, "a"));
+    assert_int_equal(token_exists(f, 1), STORE_OK);
+    store_req *r = run(f, admin_req(2, STORE_ADMIN_DISABLE, 5));
+    assert_int_equal(jint(r->result, "tokens_deleted"), 1);
+    store_req_free(r);
+    assert_int_equal(token_exists(f, 1), STORE_NOT_FOUND);
+    assert_int_equal(token_exists(f, 0), STORE_OK);
+    close_store(f);
+    sql(f, "SELECT CASE WHEN (SELECT count(*) FROM sqlite_schema WHERE name IN"
+           " ('tokens_user', 'tokens_expiry')) = 2 THEN 1 ELSE abs(-9223372036854775807 - 1) END;");
+    open_store(f);
+}
+
 static int64_t user_version(fixture *f)
 {
     char path[160];
@@ -1412,10 +1750,10 @@ static void test_user_name_keys(void **state)
     assert_int_equal(user_by_name(f, "Jurgen"), -STORE_NOT_FOUND);
     assert_int_equal(user_by_name(f, "\xff"), -STORE_NOT_FOUND); /* not UTF-8 */
 
-    /* search: "ÜRGEN" is no substring of lower("Jürgen") (ASCII lower),
-     * but its key is a substring of the name's key */
+    /* search: "JÜRG" is no prefix of lower("Jürgen") (ASCII lower), but
+     * its key is a prefix of the name's key */
     store_req *r = new_req(STORE_USER_SEARCH);
-    store_req_set_str(&r->query, "\xc3\x9cRGEN");
+    store_req_set_str(&r->query, "J\xc3\x9cRG");
     r->limit = 10;
     run(f, r);
     assert_int_equal(r->status, STORE_OK);
@@ -1461,12 +1799,12 @@ static void test_name_keys_backfill(void **state)
 {
     fixture *f = *state;
     close_store(f);
-    sql(f, "DROP INDEX users_name_key; ALTER TABLE users DROP COLUMN name_key;"
-           "DROP INDEX messages_seq; ALTER TABLE messages DROP COLUMN seq;"
-           "CREATE INDEX messages_conv ON messages(conv_lo, conv_hi, id);"
-           "PRAGMA user_version = 2;"
-           "INSERT INTO users(id, username, created_at) VALUES(1, 'J\xc3\xbcrgen', 0),"
-           " (2, 'J\xc3\x9cRGEN', 0), (3, 'bob', 0);");
+    sql(f, UNDO_5 "DROP INDEX users_name_key; ALTER TABLE users DROP COLUMN name_key;"
+                  "DROP INDEX messages_seq; ALTER TABLE messages DROP COLUMN seq;"
+                  "CREATE INDEX messages_conv ON messages(conv_lo, conv_hi, id);"
+                  "PRAGMA user_version = 2;"
+                  "INSERT INTO users(id, username, created_at) VALUES(1, 'J\xc3\xbcrgen', 0),"
+                  " (2, 'J\xc3\x9cRGEN', 0), (3, 'bob', 0);");
     open_store(f);
     assert_int_equal(user_version(f), STORE_SQLITE_SCHEMA_VERSION);
     assert_int_equal(user_by_name(f, "j\xc3\xbcrgen"), 1);
@@ -1538,6 +1876,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_create_and_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_external, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_search, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_search_plan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_admin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_admin_jwt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_token_purge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_background_purge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_migration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jwt_revoke, setup, teardown),
         cmocka_unit_test_setup_teardown(test_message_send, setup, teardown),

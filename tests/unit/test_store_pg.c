@@ -58,7 +58,11 @@ static int setup(void **state)
     assert_non_null(f);
     assert_int_equal(uv_loop_init(&f->loop), 0);
     snprintf(f->tag, sizeof(f->tag), "%08lx", (unsigned long)random());
-    store_options o = {.store = pg_uri, .durability = STORE_DURABLE_FULL, .connections = 3};
+    /* no background purge: the tests' tokens expire at small times */
+    store_options o = {.store = pg_uri,
+                       .durability = STORE_DURABLE_FULL,
+                       .connections = 3,
+                       .purge_interval_ms = -1};
     char err[512] = "";
     f->s = store_open_opts(&f->loop, &o, err, sizeof(err));
     if (!f->s)
@@ -383,6 +387,288 @@ static void test_tokens_and_external(void **state)
     store_req_set_str(&r->username, name);
     assert_int_equal(run(f, r)->status, STORE_NOT_FOUND);
     store_req_free(r);
+}
+
+/* ---- admin, purge, search (migration 3) -------------------------------- */
+
+static store_req *admin_req(fixture *f, int64_t uid, int action, int64_t time)
+{
+    store_req *r = new_req(f, STORE_USER_ADMIN);
+    r->user_id = uid;
+    r->action = action;
+    r->time = time;
+    return r;
+}
+
+static int run_status(fixture *f, store_req *r)
+{
+    int status = run(f, r)->status;
+    store_req_free(r);
+    return status;
+}
+
+static int token_create(fixture *f, uint8_t seed, int64_t uid, int64_t expires)
+{
+    store_req *r = new_req(f, STORE_TOKEN_CREATE);
+    memset(r->token_hash, seed, 32);
+    memcpy(r->token_hash, f->tag, 8); /* this test's */
+    r->user_id = uid;
+    r->expires = expires;
+    return run_status(f, r);
+}
+
+static int token_exists(fixture *f, uint8_t seed)
+{
+    store_req *r = new_req(f, STORE_TOKEN_LOOKUP);
+    memset(r->token_hash, seed, 32);
+    memcpy(r->token_hash, f->tag, 8);
+    r->time = INT64_MIN + 1;
+    return run_status(f, r);
+}
+
+static int external_at(fixture *f, const char *sub, int64_t iat)
+{
+    char ext[64];
+    snprintf(ext, sizeof(ext), "%s-%s", sub, f->tag);
+    store_req *r = new_req(f, STORE_USER_EXTERNAL);
+    store_req_set_str(&r->external_id, ext);
+    store_req_set_str(&r->username, ext);
+    r->issued_at = iat;
+    return run_status(f, r);
+}
+
+static void test_user_admin(void **state)
+{
+    NEED_PG(state);
+    fixture *f = *state;
+    int64_t a = create_user(f, "adm");
+    int64_t b = create_user(f, "bdm");
+    assert_int_equal(token_create(f, 1, a, INT64_MAX), STORE_OK);
+    assert_int_equal(token_create(f, 2, a, INT64_MAX), STORE_OK);
+    assert_int_equal(token_create(f, 3, b, INT64_MAX), STORE_OK);
+    store_req *r = run(f, admin_req(f, a, STORE_ADMIN_REVOKE, 5000));
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(field(r, "tokens_deleted"), 2);
+    store_req_free(r);
+    assert_int_equal(token_exists(f, 1), STORE_NOT_FOUND);
+    assert_int_equal(token_exists(f, 3), STORE_OK);
+    assert_int_equal(token_create(f, 4, a, INT64_MAX), STORE_OK);
+    assert_int_equal(run_status(f, admin_req(f, 999999999999, STORE_ADMIN_REVOKE, 1)),
+                     STORE_NOT_FOUND);
+
+    r = run(f, admin_req(f, a, STORE_ADMIN_DISABLE, 6000));
+    assert_int_equal(field(r, "tokens_deleted"), 1);
+    assert_true(json_is_true(json_object_get(r->result, "disabled")));
+    store_req_free(r);
+    assert_int_equal(token_exists(f, 4), STORE_NOT_FOUND);
+    assert_int_equal(token_create(f, 5, a, INT64_MAX), STORE_NOT_FOUND);
+    char name[64];
+    snprintf(name, sizeof(name), "ADM%s", f->tag);
+    r = new_req(f, STORE_USER_BY_NAME);
+    store_req_set_str(&r->username, name);
+    assert_int_equal(run(f, r)->status, STORE_OK);
+    assert_true(json_is_true(json_object_get(r->result, "disabled")));
+    store_req_free(r);
+    r = new_req(f, STORE_USER_SEARCH);
+    r->user_id = b;
+    store_req_set_str(&r->query, name);
+    r->limit = 10;
+    assert_int_equal(run(f, r)->status, STORE_OK);
+    assert_int_equal(json_array_size(r->result), 0); /* disabled: not found */
+    store_req_free(r);
+
+    assert_int_equal(run_status(f, admin_req(f, a, STORE_ADMIN_ENABLE, 7000)), STORE_OK);
+    assert_int_equal(token_exists(f, 4), STORE_NOT_FOUND);
+    assert_int_equal(token_create(f, 5, a, INT64_MAX), STORE_OK);
+    assert_int_equal(token_exists(f, 5), STORE_OK);
+
+    /* JWT users: iat against the last revoke */
+    assert_int_equal(external_at(f, "jw", 0), STORE_OK);
+    char ext[64];
+    snprintf(ext, sizeof(ext), "jw-%s", f->tag);
+    r = new_req(f, STORE_USER_BY_NAME);
+    store_req_set_str(&r->username, ext);
+    assert_int_equal(run(f, r)->status, STORE_OK);
+    int64_t j = field(r, "id");
+    store_req_free(r);
+    assert_int_equal(run_status(f, admin_req(f, j, STORE_ADMIN_REVOKE, 5000)), STORE_OK);
+    assert_int_equal(external_at(f, "jw", 4000), STORE_NOT_FOUND);
+    assert_int_equal(external_at(f, "jw", 0), STORE_NOT_FOUND);
+    assert_int_equal(external_at(f, "jw", 5000), STORE_OK);
+    assert_int_equal(run_status(f, admin_req(f, j, STORE_ADMIN_DISABLE, 6000)), STORE_OK);
+    assert_int_equal(external_at(f, "jw", 9000), STORE_NOT_FOUND);
+    assert_int_equal(run_status(f, admin_req(f, j, STORE_ADMIN_ENABLE, 7000)), STORE_OK);
+    assert_int_equal(external_at(f, "jw", 9000), STORE_OK);
+    assert_int_equal(external_at(f, "jw", 5500), STORE_NOT_FOUND);
+}
+
+/* The purge, by request and in the background, bounded per pass. The
+ * test's tokens expire at negative times no other test uses. */
+static void test_token_purge(void **state)
+{
+    NEED_PG(state);
+    fixture *f = *state;
+    PGconn *c = side_conn();
+    side_exec(c, "DELETE FROM tokens WHERE expires_at < 0");
+    int64_t a = create_user(f, "pur");
+    const int64_t base = -1000000000000;
+    assert_int_equal(token_create(f, 1, a, base + 300), STORE_OK);
+    assert_int_equal(token_create(f, 2, a, base + 100), STORE_OK);
+    assert_int_equal(token_create(f, 3, a, base + 200), STORE_OK);
+    store_req *r = new_req(f, STORE_TOKEN_PURGE);
+    r->time = base + 250;
+    r->limit = 1;
+    assert_int_equal(run(f, r)->status, STORE_OK);
+    assert_int_equal(field(r, "tokens"), 1);
+    store_req_free(r);
+    assert_int_equal(token_exists(f, 2), STORE_NOT_FOUND); /* oldest first */
+    assert_int_equal(token_exists(f, 3), STORE_OK);
+    r = new_req(f, STORE_TOKEN_PURGE);
+    r->time = base + 250;
+    r->limit = 10;
+    assert_int_equal(run(f, r)->status, STORE_OK);
+    assert_int_equal(field(r, "tokens"), 1);
+    store_req_free(r);
+    assert_int_equal(token_exists(f, 1), STORE_OK);
+
+    /* background: STORE_PURGE_BATCH + 50 expired rows go without a request */
+    side_exec(c, "INSERT INTO tokens(hash, user_id, expires_at)"
+                 " SELECT sha256(('purge-' || g || random())::bytea), 1, -5 - g"
+                 " FROM generate_series(1, 550) g");
+    store_close(f->s);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    store_options o = {.store = pg_uri, .connections = 2, .purge_interval_ms = 50};
+    char err[512] = "";
+    f->s = store_open_opts(&f->loop, &o, err, sizeof(err));
+    assert_non_null(f->s);
+    int64_t left = -1;
+    for (int i = 0; i < 60 && left != 0; i++) {
+        usleep(50000);
+        left = side_exec(c, "SELECT count(*) FROM tokens WHERE expires_at < 0");
+    }
+    assert_int_equal(left, 0);
+    PQfinish(c);
+}
+
+static void test_user_search(void **state)
+{
+    NEED_PG(state);
+    fixture *f = *state;
+    char n[4][64];
+    const char *suffix[4] = {"alice", "Alicia", "malice", "bob"};
+    int64_t id[4];
+    for (int i = 0; i < 4; i++) {
+        snprintf(n[i], sizeof(n[i]), "s%s%s", f->tag, suffix[i]);
+        store_req *r = new_req(f, STORE_USER_CREATE);
+        store_req_set_str(&r->username, n[i]);
+        run(f, r);
+        assert_int_equal(r->status, STORE_OK);
+        id[i] = field(r, "id");
+        store_req_free(r);
+    }
+    char q[64];
+    snprintf(q, sizeof(q), "S%sALI", f->tag);
+    store_req *r = new_req(f, STORE_USER_SEARCH);
+    r->user_id = id[3];
+    store_req_set_str(&r->query, q);
+    r->limit = 10;
+    assert_int_equal(run(f, r)->status, STORE_OK);
+    assert_int_equal(json_array_size(r->result), 2); /* a prefix, not "malice" */
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(r->result, 0), "username")), n[0]);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(r->result, 1), "username")), n[1]);
+    store_req_free(r);
+    r = new_req(f, STORE_USER_SEARCH);
+    r->user_id = id[0];
+    store_req_set_str(&r->query, q);
+    r->limit = 10;
+    assert_int_equal(run(f, r)->status, STORE_OK);
+    assert_int_equal(json_array_size(r->result), 1); /* not oneself */
+    store_req_free(r);
+
+    /* The plan seeks users_name_key_c, with enough users that a scan would
+     * be cheaper if the index could not serve the range. */
+    PGconn *c = side_conn();
+    char sql[2048];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO users(username, created_at, name_key) SELECT 'plan%s' || g, 0,"
+             " 'plan%s' || g FROM generate_series(1, 3000) g; ANALYZE users;",
+             f->tag, f->tag);
+    side_exec(c, sql);
+    snprintf(sql, sizeof(sql), "PREPARE s AS %s", store_pg_search_sql());
+    side_exec(c, sql);
+    snprintf(sql, sizeof(sql), "EXPLAIN EXECUTE s(1, 'plan%s1', 'plan%s2', 20)", f->tag, f->tag);
+    PGresult *res = PQexec(c, sql);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    char plan[4096] = "";
+    for (int i = 0; i < PQntuples(res); i++) {
+        strncat(plan, PQgetvalue(res, i, 0), sizeof(plan) - strlen(plan) - 2);
+        strcat(plan, "\n");
+    }
+    PQclear(res);
+    print_message("search plan:\n%s", plan);
+    assert_non_null(strstr(plan, "Index Scan using users_name_key_c on users"));
+    assert_null(strstr(plan, "Seq Scan"));
+    assert_null(strstr(plan, "Sort"));
+    PQfinish(c);
+}
+
+/* A database of schema 2 (before admin) with a user and a token, in a
+ * schema of its own: migration 3 keeps them, the user enabled. */
+static void test_admin_migration(void **state)
+{
+    NEED_PG(state);
+    fixture *f = *state;
+    char schema[40], uri[1024], sql[2048];
+    snprintf(schema, sizeof(schema), "mig_%s", f->tag);
+    snprintf(uri, sizeof(uri), "%s%coptions=-csearch_path%%3D%s", pg_uri,
+             strchr(pg_uri, '?') ? '&' : '?', schema);
+    PGconn *c = side_conn();
+    snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", schema);
+    side_exec(c, sql);
+    store_options o = {.store = uri, .connections = 2, .purge_interval_ms = -1};
+    char err[512] = "";
+    store *s = store_open_opts(&f->loop, &o, err, sizeof(err));
+    if (!s)
+        fail_msg("open in %s: %s", schema, err);
+    store_close(s);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    snprintf(sql, sizeof(sql),
+             "SET search_path = %s;"
+             "DROP FUNCTION chatd_user_admin(bigint, int, bigint);"
+             "DROP FUNCTION chatd_token_purge(bigint, int);"
+             "DROP FUNCTION chatd_user_external(text, text[], text[], text, bigint, bytea, bigint);"
+             "DROP INDEX tokens_user; DROP INDEX tokens_expiry; DROP INDEX users_name_key_c;"
+             "ALTER TABLE users DROP COLUMN disabled, DROP COLUMN tokens_nbf;"
+             "DELETE FROM schema_version WHERE version = 3;"
+             "INSERT INTO users(id, username, created_at, name_key) VALUES (7, 'old', 0, 'old');"
+             "INSERT INTO tokens(hash, user_id, expires_at) VALUES ('\\x0707', 7, 99999);"
+             "SELECT max(version) FROM schema_version",
+             schema);
+    assert_int_equal(side_exec(c, sql), 2);
+    s = store_open_opts(&f->loop, &o, err, sizeof(err));
+    if (!s)
+        fail_msg("reopen in %s: %s", schema, err);
+    store *keep = f->s;
+    f->s = s;
+    store_req *r = new_req(f, STORE_USER_BY_NAME);
+    store_req_set_str(&r->username, "OLD");
+    assert_int_equal(run(f, r)->status, STORE_OK);
+    assert_false(json_is_true(json_object_get(r->result, "disabled")));
+    store_req_free(r);
+    r = run(f, admin_req(f, 7, STORE_ADMIN_REVOKE, 5));
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(field(r, "tokens_deleted"), 1);
+    store_req_free(r);
+    f->s = keep;
+    store_close(s);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    snprintf(sql, sizeof(sql), "SELECT max(version) FROM %s.schema_version", schema);
+    assert_int_equal(side_exec(c, sql), 3);
+    snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", schema);
+    side_exec(c, sql);
+    PQfinish(c);
 }
 
 static void test_unreachable_at_start(void **state)
@@ -716,6 +1002,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seq_and_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_cursors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tokens_and_external, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_admin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_token_purge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_search, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_migration, setup, teardown),
         cmocka_unit_test(test_unreachable_at_start),
         cmocka_unit_test_setup_teardown(test_lock_held_unavailable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stopped_backend_unavailable, setup, teardown),
