@@ -1,0 +1,128 @@
+/* chat_internal: what the files of the chat service share (not for other
+ * modules: chat.h is the service's contract).
+ *
+ * The service is split by resource, one file each, as Redis keeps one
+ * t_<type>.c per data type: chat.c routes requests and socket messages and
+ * owns start-up; chat_call.c is the request plumbing every endpoint uses (a
+ * call over HTTP or the socket, its answer, validation, pushes);
+ * chat_account.c the accounts (register, login, logout, me, search);
+ * chat_bind.c binding a socket to its user; chat_message.c messages and
+ * conversations (send, list, unread, history, sync, read).
+ *
+ * Everything runs on the loop thread. */
+#ifndef CHATD_CHAT_INTERNAL_H
+#define CHATD_CHAT_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/config.h"
+#include "core/ratelimit.h"
+#include "core/sbuf.h"
+#include "http/http.h"
+#include "net/conn.h"
+#include "store/store.h"
+
+#define USERNAME_MIN 2
+#define USERNAME_MAX 32
+#define PASSWORD_MIN 6
+#define PASSWORD_MAX 128
+#define USERPIC_MAX 512
+#define CLIENT_MSG_ID_MAX 64
+#define SEARCH_LIMIT 20
+#define HISTORY_DEFAULT 20
+#define BIND_FAILS_MAX 3        /* failed socket binds before the socket is closed */
+#define LIMITER_KEYS_MAX 100000 /* keys per rate limiter (bounded memory) */
+#define PEER_ADDR_MAX 48
+#define CURSORS_MAX 1000 /* conversations named in one POST /chat/sync */
+
+/* The service's state, set by chat_init. */
+extern const config *chat_cfg;
+extern store *chat_store;
+extern uv_loop_t *chat_loop;
+extern ratelimit *chat_bind_fail_limit; /* failed socket binds per address per minute */
+extern ratelimit *chat_send_limit;      /* chat messages per user */
+
+typedef struct chat_call chat_call;
+typedef void (*chat_step)(chat_call *call);
+
+/* One request in flight, over HTTP (req) or the socket (client_id). */
+struct chat_call {
+    http_request *req;
+    char client_id[CLIENT_ID_LEN + 1];
+    const char *op; /* socket op name, for errors */
+    json_t *body;   /* request body or socket message */
+    json_t *user;   /* the authenticated user */
+    int64_t uid;
+    char *token;
+    char *password;
+    chat_step next;           /* after authentication */
+    store_done_fn store_done; /* the answer of the call's store request */
+    /* socket binds: the address their failure counts against */
+    char peer[PEER_ADDR_MAX];
+};
+
+/* ---- chat_call.c: calls, answers, validation, pushes ---------------------- */
+
+/* A call ends with exactly one answer: an HTTP response or a socket frame.
+ * chat_call_fail answers an error (HTTP status + code, or an error frame
+ * with the op) and frees the call; the endpoints' success paths answer and
+ * then call chat_call_free. chat_call_conn is the call's socket if it is
+ * still open (NULL over HTTP or once it closed). */
+void chat_call_free(chat_call *call);
+conn *chat_call_conn(chat_call *call);
+void chat_call_fail(chat_call *call, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Answers 503 store_unavailable (or the store's error) for a failed request. */
+void chat_store_failed(chat_call *call);
+/* A store request owned by the call: done runs with r->ctx == call. */
+store_req *chat_call_store_req(chat_call *call, store_op op, store_done_fn done);
+char *chat_uid_string(int64_t id, char *buf, size_t cap);
+/* Pushes to every device of a user, cluster-wide, except one client_id
+ * (NULL = none); values are framed once. */
+void chat_push_to_user(int64_t user_id, const json_t *value, const char *except_id);
+sbuf *chat_frame_concat(const char *const *parts, size_t n);
+void chat_push_message_text(const char *text, int64_t to_id, int64_t from_id,
+                            const char *origin_id);
+void chat_push_message(const json_t *message, int64_t from_id, const char *origin_id);
+/* Field and query validation: on bad input they answer the call with 400
+ * (and set *failed / return -1 or 0) so the endpoint only returns. */
+const char *chat_want_string(chat_call *call, json_t *obj, const char *field, size_t min,
+                             size_t max, bool required, bool *failed);
+int64_t chat_want_user_id(chat_call *call, json_t *obj, const char *field);
+bool chat_type_allowed(const char *type);
+int chat_query_text(chat_call *call, const char *name, char *out, size_t cap, const char *what);
+int64_t chat_query_int(chat_call *call, const char *name, int64_t def, int64_t min, int64_t max);
+
+/* ---- the endpoints: each takes an authenticated call (or, for register and
+ * login, an anonymous one) and answers it --------------------------------- */
+
+/* ---- chat_account.c ------------------------------------------------------ */
+
+void chat_do_register(chat_call *call);
+void chat_do_login(chat_call *call);
+json_t *chat_remote_logout(json_t *body, void *arg);
+void chat_do_logout(chat_call *call);
+void chat_do_me(chat_call *call);
+void chat_respond_result(store_req *r);
+void chat_do_search(chat_call *call);
+
+/* ---- chat_bind.c --------------------------------------------------------- */
+
+json_t *chat_remote_bind(json_t *body, void *arg);
+void chat_do_bind(chat_call *call);
+
+/* ---- chat_message.c ------------------------------------------------------ */
+
+void chat_do_send(chat_call *call);
+void chat_do_list(chat_call *call);
+void chat_do_unread(chat_call *call);
+void chat_do_history(chat_call *call);
+void chat_do_sync(chat_call *call);
+void chat_do_sync_cursors(chat_call *call);
+void chat_do_read(chat_call *call);
+
+#endif
