@@ -85,6 +85,11 @@ static bool revoked_refuses(int64_t uid, int64_t started_ms)
     return e && started_ms <= e->at_ms && e->gone_ms > auth_now_ms();
 }
 
+bool auth_revoked_since(int64_t uid, int64_t started_ms)
+{
+    return started_ms > 0 && revoked_refuses(uid, started_ms);
+}
+
 static void revoked_set(int64_t uid, int64_t at_ms)
 {
     int64_t now = auth_now_ms();

@@ -110,6 +110,10 @@ void auth_forget_hash(const uint8_t hash[32]);
  * Calling end without begin is fine. */
 void auth_revoke_begin(int64_t uid);
 void auth_revoke_end(int64_t uid);
+/* True when this node knows of a revoke of uid at or after started_ms (ms,
+ * wall clock; 0 = unknown: false): what was read about uid before then is
+ * stale. For a bind another node forwards after reading the token. */
+bool auth_revoked_since(int64_t uid, int64_t started_ms);
 /* Until when (ms) a STORE_TOKEN_LOOKUP result may be cached at now_ms:
  * min(its "expires", now_ms + AUTH_CACHE_SECONDS * 1000); without "expires",
  * the latter. Pure, for unit tests. */

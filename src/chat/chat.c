@@ -207,6 +207,7 @@ void chat_handle_request(http_request *req)
         return;
     }
     call->req = req;
+    call->started_ms = auth_now_ms();
     call->next = route->step;
     if (route->json_body) {
         json_error_t err;

@@ -136,6 +136,10 @@ json_t *chat_remote_bind(json_t *body, void *arg)
                            "message"};
     else if (!c)
         err = (bind_error){404, "not_found", "client_id is not connected"};
+    else if (auth_revoked_since(strtoll(uid, NULL, 10),
+                                json_integer_value(json_object_get(body, "since"))))
+        err = (bind_error){401, "unauthorized",
+                           "the user's tokens were revoked while this bind was on its way"};
     else
         bind_socket(c, uid, hash, &err);
     if (err.status == 429) {
@@ -196,8 +200,10 @@ static int bind_remote(chat_call *call, const char *id, const char *nonce)
         auth_token_hash(token, hash);
     sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
     chat_uid_string(call->uid, uid, sizeof(uid));
-    json_t *body = json_pack("{s:s,s:s,s:s,s:s}", "client_id", id, "bind_nonce", nonce, "uid", uid,
-                             "token_hash", hex);
+    /* since: the socket's node refuses the bind when it heard of a revoke of
+     * the user after this call began (its token was read before that) */
+    json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:I}", "client_id", id, "bind_nonce", nonce, "uid",
+                             uid, "token_hash", hex, "since", (json_int_t)call->started_ms);
     cluster_call *cc = cluster_call_new("chat.bind", remote_bind_done, call);
     int rc = (cc && body) ? cluster_call_client(cc, id, strlen(id), body) : -1;
     json_decref(body);

@@ -59,6 +59,7 @@ struct chat_call {
     int64_t uid;
     char *token;
     char *password;
+    int64_t started_ms;       /* wall clock when the HTTP call arrived (before its token lookup) */
     chat_step next;           /* after authentication */
     store_done_fn store_done; /* the answer of the call's store request */
     /* socket binds: the address their failure counts against */

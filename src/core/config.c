@@ -375,8 +375,15 @@ static int parse_line(char *line, const char *where, char **name, char **value, 
     char *n_end = p;
     while (*p == ' ' || *p == '\t')
         p++;
-    if (n_end == n || *p != '=')
-        return fail(e, "%s: expected 'name = value', got '%.60s'", where, n);
+    if (n_end == n || *p != '=') {
+        /* only the name is shown: the rest of such a line may be a secret
+         * written without its '=' (api-secret hunter2) */
+        if (n_end == n)
+            return fail(e, "%s: expected 'name = value', the line does not start with a name",
+                        where);
+        return fail(e, "%s: expected 'name = value' after '%.*s' (no '=')", where,
+                    (int)(n_end - n > 60 ? 60 : n_end - n), n);
+    }
     *n_end = '\0';
     *name = n;
     p++;

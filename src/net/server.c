@@ -693,6 +693,7 @@ static void tls_failed(conn *c, long why)
 static void read_tls(conn *c, server *srv, size_t nread)
 {
     bool was_ready = tls_handshake_done(c);
+    bool plaintext = false;
     tls_feed(srv->read_buf, nread);
     while (!(c->flags & CONN_CLOSING)) {
         long n = tls_read(c, srv->tls_buf, srv->read_buf_size);
@@ -702,12 +703,25 @@ static void read_tls(conn *c, server *srv, size_t nread)
             conn_close(c);
             break;
         }
-        if (n == TLS_READ_AGAIN)
+        if (n == TLS_READ_AGAIN) {
+            /* Records that carry no data but make TLS answer (a KeyUpdate
+             * asking for one back, a renegotiation refused with an alert)
+             * grow the queue of a peer that never reads: past the queue
+             * bound with nothing delivered, it is a slow reader */
+            if (!plaintext && c->out && c->out->bytes > outbuf_limit(c)) {
+                log_info("tls: a peer that sends records without data and reads nothing "
+                         "passed --max-outbuf; closing it");
+                conn_drop_pending(c);
+                conn_close(c);
+            }
             break;
+        }
         if (n < 0) {
             tls_failed(c, n);
             break;
         }
+        plaintext = true;
+        c->last_rx = server_now_ms(srv); /* data, not TLS housekeeping, keeps a peer alive */
         if (c->flags & CONN_SHUT_AFTER_WRITE)
             continue; /* draining before close: input is no longer wanted */
         if ((c->flags & CONN_READ_PAUSED) || c->in) {
@@ -739,12 +753,12 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0 || (c->flags & CONN_CLOSING))
         return;
-    c->last_rx = server_now_ms(conn_server(c));
     server *srv = conn_server(c);
     if (c->flags & CONN_TLS) {
-        read_tls(c, srv, (size_t)nread);
+        read_tls(c, srv, (size_t)nread); /* it sets last_rx when data arrives */
         return;
     }
+    c->last_rx = server_now_ms(srv);
     if (c->flags & CONN_SHUT_AFTER_WRITE)
         return; /* draining before close: input is no longer wanted */
     if (c->in) {

@@ -192,6 +192,8 @@ static uint16_t frag_append(conn *c, const uint8_t *payload, size_t len)
     ws_extra *x = ws_extra_get(c);
     if (!x)
         return WS_CLOSE_INTERNAL_ERROR;
+    if (x->frag_len + len > (size_t)conn_server(c)->cfg->max_message)
+        return WS_CLOSE_TOO_BIG; /* also when the limit was lowered mid-message */
     if (x->frag_len + len + 1 > x->frag_cap) {
         size_t cap = x->frag_cap ? x->frag_cap : 4096;
         while (cap < x->frag_len + len + 1)
@@ -448,8 +450,11 @@ static size_t ws_on_read(conn *c, uint8_t *data, size_t len)
         bool closing = (c->flags & CONN_WS_CLOSE_SENT) != 0;
         bool deflate = c->wsx && c->wsx->deflate;
         uint64_t max_payload = (uint64_t)cfg->max_message;
-        if ((c->flags & CONN_WS_IN_FRAGMENT) && c->wsx)
-            max_payload -= c->wsx->frag_len;
+        if ((c->flags & CONN_WS_IN_FRAGMENT) && c->wsx) {
+            /* --max-message may have been lowered (SIGHUP) below what this
+             * message already holds: then nothing more fits (never wrap) */
+            max_payload = c->wsx->frag_len < max_payload ? max_payload - c->wsx->frag_len : 0;
+        }
         /* A compressed frame is bounded by what it inflates to; its own size
          * only by the limit plus deflate's worst-case growth. */
         uint64_t wire_max = deflate ? (uint64_t)cfg->max_message * 2 + 1024 : max_payload;
@@ -610,7 +615,9 @@ void ws_upgrade(http_request *req, bool echo)
     conn_set_handler(c, &ws_conn_handler);
     if (deflate) {
         ws_extra *x = ws_extra_get(c);
-        if (!x) {
+        if (!x) { /* opened (and counted) first, so its close is counted once */
+            c->flags |= CONN_WS;
+            metrics_conn_open(METRICS_CONN_WEBSOCKET);
             ws_close(c, WS_CLOSE_INTERNAL_ERROR, "out of resources");
             return;
         }

@@ -82,7 +82,13 @@ static bool accept_offer(const offer_param *q, size_t n, ws_deflate_params *p, c
         if (k == 3 && q[i].value && (client_bits = window_bits(q[i].value, q[i].value_len)) < 0)
             return false;
     }
-    p->client_no_context_takeover = client_nct;
+    /* client_no_context_takeover always too (RFC 7692 7.1.1.1 lets the server
+     * add it to any answer): the client then resets its window per message,
+     * so no connection keeps an inflate stream (about 9-40 KB each) between
+     * messages; one shared stream inflates them all. A browser that offered
+     * context takeover compresses its (small, chat-sized) messages alone. */
+    (void)client_nct;
+    p->client_no_context_takeover = true;
     /* zlib's raw deflate cannot use 8; with 9 its matches reach at most
      * 512 - 262 = 250 bytes back, so the stream fits a 256-byte window. */
     p->server_bits = (uint8_t)(server_bits < 0 ? 15 : server_bits < 9 ? 9 : server_bits);
@@ -90,9 +96,8 @@ static bool accept_offer(const offer_param *q, size_t n, ws_deflate_params *p, c
     /* server_no_context_takeover always: the compressed frame is shared */
     int len =
         snprintf(answer, WS_DEFLATE_ANSWER_MAX, "permessage-deflate; server_no_context_takeover");
-    if (client_nct)
-        len += snprintf(answer + len, (size_t)(WS_DEFLATE_ANSWER_MAX - len),
-                        "; client_no_context_takeover");
+    len += snprintf(answer + len, (size_t)(WS_DEFLATE_ANSWER_MAX - len),
+                    "; client_no_context_takeover");
     if (server_bits >= 0)
         len += snprintf(answer + len, (size_t)(WS_DEFLATE_ANSWER_MAX - len),
                         "; server_max_window_bits=%d", server_bits);

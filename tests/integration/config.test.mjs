@@ -187,3 +187,20 @@ test('--log-format json: one object per line with ts, level and msg', async () =
     await srv.stop();
   }
 });
+
+test('SIGHUP lowering --max-message under a message in progress: its next fragment is refused with 1009', async () => {
+  // Found by review: the room left was computed as max-message - bytes held, which wrapped
+  // around once the limit fell below what the message already held, so nothing was refused.
+  const file = conf('max-message = 1048576\necho-path = /echo\n');
+  const srv = await startServer({ args: ['--config', file] });
+  after(() => srv.stop());
+  const ws = await RawWs.connect(srv.port, { path: '/echo' });
+  await ws.send({ opcode: OP.TEXT, payload: Buffer.alloc(200000, 97), fin: false });
+  await sleep(200);
+  conf('max-message = 65536\necho-path = /echo\n', file);
+  process.kill(srv.pid, 'SIGHUP');
+  assert.ok(await waitFor(() => srv.stderr().includes('reload: max-message 1048576 -> 65536')), srv.stderr());
+  await ws.send({ opcode: OP.CONT, payload: Buffer.alloc(1024, 98), fin: false }).catch(() => {});
+  const c = await ws.readClose(3000);
+  assert.equal(c.code, 1009, `closed with 1009, got ${JSON.stringify(c)}`);
+});

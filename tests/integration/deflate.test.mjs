@@ -58,18 +58,18 @@ const readAnyFrame = (c, ms = 3000) => c.conn.read((b) => parseServerFrame(b), m
 
 describe('negotiation', () => {
   const cases = [
-    ['permessage-deflate', 'permessage-deflate; server_no_context_takeover'],
-    ['permessage-deflate; client_max_window_bits', 'permessage-deflate; server_no_context_takeover'],
-    ['permessage-deflate; client_max_window_bits=10', 'permessage-deflate; server_no_context_takeover; client_max_window_bits=10'],
-    ['permessage-deflate; client_max_window_bits="12"', 'permessage-deflate; server_no_context_takeover; client_max_window_bits=12'],
+    ['permessage-deflate', 'permessage-deflate; server_no_context_takeover; client_no_context_takeover'],
+    ['permessage-deflate; client_max_window_bits', 'permessage-deflate; server_no_context_takeover; client_no_context_takeover'],
+    ['permessage-deflate; client_max_window_bits=10', 'permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10'],
+    ['permessage-deflate; client_max_window_bits="12"', 'permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=12'],
     ['permessage-deflate; client_no_context_takeover', 'permessage-deflate; server_no_context_takeover; client_no_context_takeover'],
-    ['permessage-deflate; server_no_context_takeover', 'permessage-deflate; server_no_context_takeover'],
-    ['permessage-deflate; server_max_window_bits=8', 'permessage-deflate; server_no_context_takeover; server_max_window_bits=8'],
+    ['permessage-deflate; server_no_context_takeover', 'permessage-deflate; server_no_context_takeover; client_no_context_takeover'],
+    ['permessage-deflate; server_max_window_bits=8', 'permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=8'],
     ['permessage-deflate; server_max_window_bits=15; client_no_context_takeover', 'permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15'],
     // declined offers: the next one is taken
-    ['permessage-deflate; server_max_window_bits, permessage-deflate', 'permessage-deflate; server_no_context_takeover'],
+    ['permessage-deflate; server_max_window_bits, permessage-deflate', 'permessage-deflate; server_no_context_takeover; client_no_context_takeover'],
     ['permessage-deflate; server_max_window_bits=7, permessage-deflate; client_no_context_takeover', 'permessage-deflate; server_no_context_takeover; client_no_context_takeover'],
-    ['x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=10', 'permessage-deflate; server_no_context_takeover; server_max_window_bits=10'],
+    ['x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=10', 'permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10'],
     // declined outright: no extension, the connection still opens
     ['permessage-deflate; server_max_window_bits=16', undefined],
     ['permessage-deflate; client_max_window_bits=08', undefined],
@@ -106,8 +106,8 @@ describe('negotiation', () => {
         throw new Error(`${JSON.stringify(o)}: ${e.message}`);
       });
       try {
-        let want = 'permessage-deflate; server_no_context_takeover';
-        if (o.clientNoContextTakeover) want += '; client_no_context_takeover';
+        // chatd always answers both no_context_takeover parameters (docs/API.md)
+        let want = 'permessage-deflate; server_no_context_takeover; client_no_context_takeover';
         if (o.serverMaxWindowBits) want += `; server_max_window_bits=${o.serverMaxWindowBits}`;
         if (typeof o.clientMaxWindowBits === 'number') want += `; client_max_window_bits=${o.clientMaxWindowBits}`;
         assert.equal(c.answer, want, JSON.stringify(o));

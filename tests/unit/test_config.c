@@ -132,6 +132,9 @@ static void expect_error(const char *text, const char *want)
 static void test_errors_name_the_line(void **state)
 {
     (void)state;
+    /* a secret written without its '=' is not echoed (found by review) */
+    expect_error("api-secret hunter2-supersecret\n",
+                 "1: expected 'name = value' after 'api-secret' (no '=')");
     expect_error("# ok\n\nno-such-option = 1\n", "3: unknown option 'no-such-option'");
     expect_error("max-message = 70000\nmax-message = lots\n",
                  "2: max-message must be an integer from 125 to");

@@ -30,12 +30,16 @@ static void expect_answer(const char *offer, const char *want)
 static void test_negotiate(void **state)
 {
     (void)state;
-    expect_answer("permessage-deflate", "permessage-deflate; server_no_context_takeover");
+    /* both no_context_takeover parameters are always answered (RFC 7692
+     * 7.1.1.2 lets the server add client_no_context_takeover) */
+    expect_answer("permessage-deflate",
+                  "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
     expect_answer("permessage-deflate; client_max_window_bits=\"9\"; client_no_context_takeover",
                   "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
                   "client_max_window_bits=9");
     expect_answer("foo; x=\"a,b\", permessage-deflate; server_max_window_bits=8",
-                  "permessage-deflate; server_no_context_takeover; server_max_window_bits=8");
+                  "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+                  "server_max_window_bits=8");
     expect_answer("permessage-deflate; server_max_window_bits", NULL);
     expect_answer("permessage-deflate; server_max_window_bits=16", NULL);
     expect_answer("permessage-deflate; client_max_window_bits=7", NULL);
