@@ -4,6 +4,7 @@
 #include <http_parser.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/log.h"
 #include "core/metrics.h"
@@ -563,6 +564,31 @@ static const conn_handler ws_conn_handler = {
 
 /* ---- upgrade ----------------------------------------------------------- */
 
+/* Every Sec-WebSocket-Extensions line of the request as one list (RFC 6455
+ * 11.3.2: repeated lines are one comma-separated value), in buf; NULL when
+ * there is none. Longer than buf: the lines that fit. */
+static const char *extensions_header(const http_request *req, char *buf, size_t cap)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < req->n_headers; i++) {
+        const char *name = req->head + req->headers[i].name_off;
+        if (strcasecmp(name, "Sec-WebSocket-Extensions") != 0)
+            continue;
+        const char *value = req->head + req->headers[i].value_off;
+        size_t len = strlen(value);
+        if (n + (n ? 2 : 0) + len + 1 > cap)
+            break;
+        if (n) {
+            memcpy(buf + n, ", ", 2);
+            n += 2;
+        }
+        memcpy(buf + n, value, len);
+        n += len;
+        buf[n] = '\0';
+    }
+    return n ? buf : NULL;
+}
+
 void ws_upgrade(http_request *req, bool echo)
 {
     conn *c = req->conn;
@@ -599,9 +625,10 @@ void ws_upgrade(http_request *req, bool echo)
     if (!ping_frame)
         ping_frame = ws_frame_build(WS_OP_PING, NULL, 0);
     ws_deflate_params dp;
+    char ext[1024];
     char answer[WS_DEFLATE_ANSWER_MAX];
     bool deflate = cfg->ws_deflate &&
-                   ws_deflate_negotiate(http_header(req, "Sec-WebSocket-Extensions"), &dp, answer);
+                   ws_deflate_negotiate(extensions_header(req, ext, sizeof(ext)), &dp, answer);
     char resp[384];
     int n = snprintf(resp, sizeof(resp),
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"

@@ -91,6 +91,17 @@ describe('negotiation', () => {
     });
   }
 
+  test('offers on two Sec-WebSocket-Extensions lines are one list (RFC 6455 11.3.2)', async () => {
+    // two spellings of the header name: the request carries two lines
+    const headers = { 'Sec-WebSocket-Extensions': 'x-webkit-deflate-frame', 'sec-websocket-extensions': 'permessage-deflate' };
+    const c = await RawWs.connect(srv.port, { path: '/echo', headers });
+    try {
+      assert.equal(c.response.headers['sec-websocket-extensions'], 'permessage-deflate; server_no_context_takeover; client_no_context_takeover');
+    } finally {
+      c.destroy();
+    }
+  });
+
   // every combination of what the ws client can offer
   const combos = [];
   for (const serverNoContextTakeover of [false, true])
