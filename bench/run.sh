@@ -654,7 +654,7 @@ td_point() {
 }
 
 run_tls_deflate() {
-    local r s duration=$DURATION first second pair
+    local r s duration=$DURATION first pair
     if ! chatd_has_opt tls-cert || ! chatd_has_opt ws-deflate; then
         echo "run.sh: tls-deflate skipped: chatd has no --tls-cert/--ws-deflate" >&2
         return
@@ -682,6 +682,7 @@ run_tls_deflate() {
         rm -rf "$TD_DIR"
         return
     fi
+    # shellcheck disable=SC2154  # set by td_start through printf -v
     echo "== tls-deflate: plain pid $TD_PID_plain, tls pid $TD_PID_tls, deflate pid $TD_PID_deflate" >&2
     DURATION=$TD_DURATION
     for r in $(seq 1 "$TD_ROUNDS"); do
