@@ -271,15 +271,19 @@ static long inflate_msg(z_stream *zs, const uint8_t *in, size_t len)
     return (long)out;
 }
 
-/* The decode-once cache (server_no_context_takeover only): direct-mapped by a hash of the
- * compressed bytes, which a hit compares in full. */
-#define INF_CACHE 1024
+/* The decode-once cache (server_no_context_takeover only): 4-way set associative by a hash
+ * of the compressed bytes, which a hit compares in full; a miss replaces the least recently
+ * used entry of its set. Messages in flight (a fan-out window) all stay cached: a
+ * direct-mapped table let two live messages evict each other over and over. */
+#define INF_SETS 1024
+#define INF_WAYS 4
 typedef struct inf_entry {
-    uint64_t hash;
+    uint64_t hash, used;
     size_t clen, plen, ccap, pcap;
     char *c, *p;
 } inf_entry;
-static inf_entry g_cache[INF_CACHE];
+static inf_entry g_cache[INF_SETS * INF_WAYS];
+static uint64_t g_cache_tick;
 
 static uint64_t hash_bytes(const uint8_t *p, size_t n)
 {
@@ -324,12 +328,19 @@ static bool inflate_payload(wsc *w, const uint8_t *in, size_t len, char **out, s
     uint64_t h = 0;
     if (!g_opt.inflate_all) {
         h = hash_bytes(in, len);
-        e = &g_cache[h & (INF_CACHE - 1)];
-        if (e->c && e->hash == h && e->clen == len && memcmp(e->c, in, len) == 0) {
-            *out = e->p;
-            *olen = e->plen;
-            g_wsc_deflate.plain_bytes += *olen;
-            return true;
+        inf_entry *set = &g_cache[(h & (INF_SETS - 1)) * INF_WAYS];
+        e = &set[0];
+        for (int i = 0; i < INF_WAYS; i++) {
+            inf_entry *x = &set[i];
+            if (x->c && x->hash == h && x->clen == len && memcmp(x->c, in, len) == 0) {
+                x->used = ++g_cache_tick;
+                *out = x->p;
+                *olen = x->plen;
+                g_wsc_deflate.plain_bytes += *olen;
+                return true;
+            }
+            if (x->used < e->used)
+                e = x;
         }
     }
     inflateReset(&g_shared_zs);
@@ -353,6 +364,7 @@ static bool inflate_payload(wsc *w, const uint8_t *in, size_t len, char **out, s
         memcpy(e->c, in, len);
         memcpy(e->p, g_inf, (size_t)n);
         e->hash = h;
+        e->used = ++g_cache_tick;
         e->clen = len;
         e->plen = (size_t)n;
     }
