@@ -22,6 +22,7 @@ typedef struct target {
     char path[512];     /* request path, "/" when the URL has none */
     struct sockaddr_in addr;
     bool raw; /* tcp:// URL: no WebSocket, raw bytes */
+    bool tls; /* wss:// or https:// */
 } target;
 
 #define BENCH_MAX_WATCH 4
@@ -63,6 +64,11 @@ typedef struct bench_opts {
     const char *gw_addr;
     const char *gw_secret;
     long gw_conns;
+    /* permessage-deflate: offer it on every WebSocket (and inflate what comes compressed);
+     * inflate_all: inflate every compressed message, not each distinct one once */
+    bool ws_deflate;
+    bool inflate_all;
+    const char *tls_ca; /* verify the server against this CA file (default: no check) */
 } bench_opts;
 
 extern bench_opts g_opt;
@@ -78,8 +84,14 @@ static inline uint64_t bench_clock(void)
     return bench_now;
 }
 
-/* Parses ws://, http:// or tcp:// HOST[:PORT][/PATH]; resolves HOST to IPv4. 0 or -1 with a
- * message on stderr. */
+/* "http" or "https": the server API's scheme for a WebSocket target. */
+static inline const char *api_scheme(const target *t)
+{
+    return t->tls ? "https" : "http";
+}
+
+/* Parses ws://, wss://, http://, https:// or tcp:// HOST[:PORT][/PATH]; resolves HOST to IPv4. 0 or
+ * -1 with a message on stderr. */
 int target_parse(const char *url, target *t);
 
 /* Source addresses for n client connections: with a loopback target and more connections

@@ -10,15 +10,25 @@
  * handles a read, and the connection flushes once at the end of that read with uv_try_write.
  * Only when the socket is full does a uv_write go in flight; new bytes then go to a second
  * buffer, so a buffer libuv is still reading is never moved. Buffers grow to the largest
- * burst seen and are kept. */
+ * burst seen and are kept.
+ *
+ * TLS (wss://, https://): a connection with tls_host set before bconn_connect runs OpenSSL
+ * over two memory BIOs; OpenSSL never touches the socket, so the handshake and every record
+ * go through the same non-blocking libuv reads and writes. The owner still appends plaintext
+ * to out; bconn_flush encrypts it into tout (once the handshake is done) and writes tout the
+ * way out is written on a plain connection. Reads are decrypted into the shared buffer
+ * before on_read, so owners never see TLS. The client does not verify the server's
+ * certificate unless bconn_tls_init got a CA file (a benchmark on loopback). */
 #ifndef BENCH_CONN_H
 #define BENCH_CONN_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 typedef struct bconn bconn;
+struct ssl_st;
 
 /* status: 0 when connected, else a libuv error. */
 typedef void (*bconn_connect_fn)(bconn *c, int status);
@@ -48,7 +58,17 @@ struct bconn {
     bconn_connect_fn on_connect;
     bconn_read_fn on_read;
     bconn_end_fn on_end;
+    uint64_t rx_bytes;    /* bytes read from the socket (ciphertext with TLS) */
+    const char *tls_host; /* set before bconn_connect: speak TLS (SNI unless an IP) */
+    struct ssl_st *ssl;   /* the TLS session, while connected */
+    char *tout;           /* TLS: ciphertext waiting to be written */
+    size_t tout_len, tout_cap;
 };
+
+/* The client TLS context, made once (ca_file NULL: no verification). 0 or -1. */
+int bconn_tls_init(const char *ca_file);
+/* The first TLS failure's OpenSSL message, or "". */
+const char *bconn_tls_error(void);
 
 /* Zeroes c (buffers included); call once before the first connect. */
 void bconn_init(bconn *c);

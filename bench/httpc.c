@@ -110,6 +110,7 @@ int httpc_init(httpc *h, const char *base_url, const char *secret, int nconns)
         hc->c.on_connect = on_connect;
         hc->c.on_read = on_read;
         hc->c.on_end = on_end;
+        hc->c.tls_host = h->t.tls ? h->t.host : NULL;
         hc->q_cap = 64;
         hc->q = malloc(hc->q_cap * sizeof *hc->q);
         if (!hc->q)

@@ -5,6 +5,10 @@
 //
 //   node bench/idle_mem.mjs --pid PID --url ws://127.0.0.1:8080/ws --n 2000
 //   node bench/idle_mem.mjs --pid PID --url wss://127.0.0.1:8443/ws --ca ca.pem --n 2000
+//   node bench/idle_mem.mjs --pid PID --url ws://127.0.0.1:8080/ws --deflate --n 2000
+//
+// --deflate offers permessage-deflate as the ws client does by default
+// (client_max_window_bits); the result says whether the server took it.
 //
 // Uses the npm ws client of tests/integration (run npm ci there first).
 import fs from 'node:fs';
@@ -28,6 +32,8 @@ const url = args.url;
 const n = Number(args.n || 2000);
 const warm = Number(args.warm || 100);
 const ca = args.ca ? fs.readFileSync(args.ca) : undefined;
+const deflate = 'deflate' in args;
+let agreed = 0;
 if (!pid || !url) {
   console.error('usage: node bench/idle_mem.mjs --pid PID --url ws[s]://HOST:PORT/ws [--ca ca.pem] [--n 2000] [--warm 100]');
   process.exit(2);
@@ -43,8 +49,12 @@ function mem() {
 
 function open() {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { ca, perMessageDeflate: false });
-    ws.once('message', () => resolve(ws)); // the init message: the server is done with it
+    const ws = new WebSocket(url, { ca, perMessageDeflate: deflate });
+    ws.once('message', () => {
+      // the init message: the server is done with it
+      if (/permessage-deflate/.test(ws.extensions)) agreed++;
+      resolve(ws);
+    });
     ws.once('error', reject);
   });
 }
@@ -65,7 +75,16 @@ await sleep(2000);
 const after = mem();
 const per = (k) => Math.round((after[k] - before[k]) / n);
 console.log(
-  JSON.stringify({ url, n, rss_before: before.rss, rss_after: after.rss, rss_per_conn: per('rss'), anon_per_conn: per('anon') }),
+  JSON.stringify({
+    url,
+    n,
+    deflate_offered: deflate,
+    deflate_agreed: agreed,
+    rss_before: before.rss,
+    rss_after: after.rss,
+    rss_per_conn: per('rss'),
+    anon_per_conn: per('anon'),
+  }),
 );
 for (const ws of held) ws.terminate();
 await sleep(200);

@@ -42,7 +42,8 @@ chatd_has_opt() {
 # SERVER_PORT, SERVER_NOTE. Output goes to $LOGDIR/KIND-PORT.log. chatd uses SQLite in
 # $LOGDIR/data-PORT, or the PostgreSQL URI in BENCH_STORE when set (with
 # --store-connections STORE_CONNECTIONS when set). With BENCH_REDIS set, chatd is a cluster
-# node: --redis BENCH_REDIS and --node-id BENCH_NODE_ID (when set).
+# node: --redis BENCH_REDIS and --node-id BENCH_NODE_ID (when set). BENCH_TLS_CERT and
+# BENCH_TLS_KEY: --tls-cert/--tls-key (https and wss); BENCH_WS_DEFLATE=1: --ws-deflate.
 start_server() {
     local kind=$1 cpu=${2:-} pin=()
     [ -n "$cpu" ] && pin=(taskset -c "$cpu")
@@ -80,6 +81,14 @@ start_server() {
                 extra+=(--redis "$BENCH_REDIS")
                 [ -n "${BENCH_NODE_ID:-}" ] && extra+=(--node-id "$BENCH_NODE_ID")
                 SERVER_NOTE+=" cluster node ${BENCH_NODE_ID:-}"
+            fi
+            if [ -n "${BENCH_TLS_CERT:-}" ]; then
+                extra+=(--tls-cert "$BENCH_TLS_CERT" --tls-key "$BENCH_TLS_KEY")
+                SERVER_NOTE+=" tls"
+            fi
+            if [ "${BENCH_WS_DEFLATE:-0}" = 1 ]; then
+                extra+=(--ws-deflate)
+                SERVER_NOTE+=" ws-deflate"
             fi
             mkdir -p "$LOGDIR/data-$SERVER_PORT"
             (ulimit -n "$(ulimit -Hn)"; exec "${pin[@]}" "$BUILD/chatd" \

@@ -17,7 +17,7 @@ static const struct {
     const char *usage;
 } commands[] = {
     {"conns", cmd_conns,
-     "--url ws://HOST:PORT/ws -n N [--server-pid PID] [--hold S] [--concurrency C]"},
+     "--url ws[s]://HOST:PORT/ws -n N [--server-pid PID] [--hold S] [--concurrency C]"},
     {"echo", cmd_echo,
      "--url ws://HOST:PORT/echo|tcp://HOST:PORT --conns N --size B --window W --duration D "
      "[--raw] [--binary]"},
@@ -58,6 +58,11 @@ static void usage(FILE *f)
                "  --api-conns N     keep-alive connections to the server API (default 4)\n"
                "  --spread          fanout: broadcasts round-robin over the --api-conns\n"
                "                    connections (default: all pipelined on the first)\n"
+               "  --ws-deflate      offer permessage-deflate on every WebSocket and inflate\n"
+               "                    compressed messages (each distinct one once, see wsc.h)\n"
+               "  --inflate-all     with --ws-deflate: inflate every compressed message\n"
+               "  --tls-ca FILE     wss://, https:// URLs: verify the server with this CA\n"
+               "                    (default: TLS without certificate verification)\n"
                "\ngwpush options (pushes through chatd's GatewayWorker inner port, --gw-inner):\n"
                "  --gw-mode M       per-call: a new TCP connection per push (as GatewayClient\n"
                "                    from php-fpm); persistent: --gw-conns connections, frames\n"
@@ -138,7 +143,10 @@ int main(int argc, char **argv)
         O_GW_MODE,
         O_GW_ADDR,
         O_GW_SECRET,
-        O_GW_CONNS
+        O_GW_CONNS,
+        O_WS_DEFLATE,
+        O_INFLATE_ALL,
+        O_TLS_CA
     };
     static const struct option longopts[] = {
         {"url", required_argument, 0, O_URL},
@@ -171,6 +179,9 @@ int main(int argc, char **argv)
         {"gw-addr", required_argument, 0, O_GW_ADDR},
         {"gw-secret", required_argument, 0, O_GW_SECRET},
         {"gw-conns", required_argument, 0, O_GW_CONNS},
+        {"ws-deflate", no_argument, 0, O_WS_DEFLATE},
+        {"inflate-all", no_argument, 0, O_INFLATE_ALL},
+        {"tls-ca", required_argument, 0, O_TLS_CA},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -299,6 +310,15 @@ int main(int argc, char **argv)
             break;
         case O_GW_CONNS:
             g_opt.gw_conns = (long)num_arg(name, optarg);
+            break;
+        case O_WS_DEFLATE:
+            g_opt.ws_deflate = true;
+            break;
+        case O_INFLATE_ALL:
+            g_opt.inflate_all = true;
+            break;
+        case O_TLS_CA:
+            g_opt.tls_ca = optarg;
             break;
         default:
             usage(stderr);

@@ -6,7 +6,8 @@
 # With two or more cores the server runs on core 0 and chatd-bench on core 1 (taskset).
 #
 # Usage: bench/run.sh [SCENARIO...]     scenarios: echo route rate fanout conns storm chat
-#                                       chat-pg cluster gw (default: all but cluster and gw,
+#                                       chat-pg cluster gw tls-deflate (default: all but
+#                                       cluster, gw and tls-deflate,
 #                                       in that order; rate needs route)
 # chat-pg is chat with chatd on PostgreSQL: it starts a throw-away cluster of its own with
 # scripts/postgres.sh (fsync on, synchronous_commit on), writes its settings to
@@ -37,6 +38,18 @@
 #   GW_WINDOW=32 (pushes in flight) GW_SIZE=32 GW_CONNS=4 GW_SECRET= (the inner port's
 #   --gw-secret; empty = none, GatewayWorker's default) GW_RATE= (open loop at that many
 #   pushes/s instead of saturation)
+# tls-deflate (issue 12): chatd plain, chatd with --tls-cert/--tls-key (a P-256 certificate
+# made by the openssl CLI in a temporary directory) and chatd with --ws-deflate, side by side
+# (all on the server core): echo and route over wss:// vs ws:// (chatd-bench's own TLS
+# client, verifying the throw-away certificate), fan-out to TD_MEMBERS members with
+# permessage-deflate offered by every member vs chatd without --ws-deflate (deliveries/s,
+# server CPU per delivery, bytes read by the members per delivery), then idle memory per
+# connection (a fresh server per configuration and round: plain, tls, deflate). The points
+# are interleaved in TD_ROUNDS rounds, the order of each pair swapped every other round;
+# prints a table of its own with the goals (tls-deflate-summary.txt).
+#   TD_ROUNDS=$REPS TD_DURATION=3 TD_ECHO_CONNS=100 TD_ECHO_SIZES="32 1024" TD_PAIRS=100
+#   TD_ROUTE_SIZE=32 TD_MEMBERS=1000 TD_FANOUT_SIZE=512 TD_FANOUT_WINDOW=$FANOUT_WINDOW
+#   TD_CONNS_N=2000 TD_CONC=50 (idle memory: connections, handshakes at once)
 set -u
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -567,10 +580,160 @@ console.log(`medians over ${Math.max(...[...by.values()].map((rs) => rs.length))
 JS
 }
 
+# ---- tls-deflate (issue 12) ----
+TD_ROUNDS=${TD_ROUNDS:-$REPS}
+TD_DURATION=${TD_DURATION:-3}
+TD_ECHO_CONNS=${TD_ECHO_CONNS:-100}
+TD_ECHO_SIZES=${TD_ECHO_SIZES:-32 1024}
+TD_PAIRS=${TD_PAIRS:-100}
+TD_ROUTE_SIZE=${TD_ROUTE_SIZE:-32}
+TD_MEMBERS=${TD_MEMBERS:-1000}
+TD_FANOUT_SIZE=${TD_FANOUT_SIZE:-512}
+TD_FANOUT_WINDOW=${TD_FANOUT_WINDOW:-$FANOUT_WINDOW}
+TD_CONNS_N=${TD_CONNS_N:-2000}
+TD_CONC=${TD_CONC:-50}
+TD_DIR=""
+
+# td_idle_mem NAME ROUND: bench/idle_mem.mjs against a fresh server of configuration NAME;
+# its JSON line goes to raw.jsonl as point "td idle_mem N".
+td_idle_mem() {
+    local name=$1 r=$2 port scheme=ws opts=() line
+    [ -d "$ROOT/tests/integration/node_modules/ws" ] || return 0
+    td_start "$name" || return 0
+    sleep 0.5
+    port=TD_PORT_$name
+    [ "$name" = tls ] && scheme=wss opts=(--ca "$TD_DIR/cert.pem")
+    [ "$name" = deflate ] && opts=(--deflate)
+    wait_quiet
+    line=$(timeout 120 "${BENCH_PIN[@]}" node "$BENCH_DIR/idle_mem.mjs" --pid "$SERVER_PID" \
+        --url "$scheme://127.0.0.1:${!port}/ws" --n "$TD_CONNS_N" "${opts[@]}" 2>>"$LOGDIR/bench.log")
+    stop_server "$SERVER_PID"
+    if [ -z "$line" ]; then
+        echo "run.sh: idle_mem.mjs on $name, round $r failed (see $LOGDIR/bench.log)" >&2
+        return 0
+    fi
+    echo "{\"point\":\"td idle_mem $TD_CONNS_N\",\"target\":\"$name\",\"rep\":$r,\"scenario\":\"idle_mem\",${line#\{}" >>"$RAW"
+    printf '  %-22s %-6s rep %s: %s\n' "td idle_mem $TD_CONNS_N" "$name" "$r" \
+        "$(grep -o '"rss_per_conn":[0-9-]*' <<<"$line")" >&2
+}
+
+# td_start NAME: a chatd for configuration NAME (plain, tls, deflate) on the server core;
+# sets TD_PID_<NAME> and TD_PORT_<NAME>.
+td_start() {
+    local name=$1 ok
+    case $name in
+    plain) start_server chatd "$SERVER_CPU" ;;
+    tls) BENCH_TLS_CERT=$TD_DIR/cert.pem BENCH_TLS_KEY=$TD_DIR/key.pem \
+        start_server chatd "$SERVER_CPU" ;;
+    deflate) BENCH_WS_DEFLATE=1 start_server chatd "$SERVER_CPU" ;;
+    esac
+    ok=$?
+    printf -v "TD_PID_$name" '%s' "$SERVER_PID"
+    printf -v "TD_PORT_$name" '%s' "$SERVER_PORT"
+    return $ok
+}
+
+# td_point NAME POINT SCENARIO ARGS...: one run against configuration NAME's server (as the
+# target NAME), the URL scheme and client options chosen by NAME: wss:// with the CA for tls,
+# --ws-deflate for deflate. Use @PATH in ARGS for the URL of PATH.
+td_point() {
+    local name=$1 point=$2 sc=$3 a args=() pid port scheme=ws
+    shift 3
+    pid=TD_PID_$name port=TD_PORT_$name
+    SERVER_PID=${!pid}
+    [ "$name" = tls ] && scheme=wss
+    for a in "$@"; do
+        case $a in
+        @*) args+=("$scheme://127.0.0.1:${!port}${a#@}") ;;
+        *) args+=("$a") ;;
+        esac
+    done
+    [ "$name" = tls ] && args+=(--tls-ca "$TD_DIR/cert.pem")
+    [ "$name" = deflate ] && args+=(--ws-deflate)
+    REPS=1 bench "$point" "$name" "$sc" "${args[@]}"
+}
+
+run_tls_deflate() {
+    local r s duration=$DURATION first pair
+    if ! chatd_has_opt tls-cert || ! chatd_has_opt ws-deflate; then
+        echo "run.sh: tls-deflate skipped: chatd has no --tls-cert/--ws-deflate" >&2
+        return
+    fi
+    TD_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chatd-bench-tls.XXXXXX") || return
+    if ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout "$TD_DIR/key.pem" \
+        -out "$TD_DIR/cert.pem" >/dev/null 2>&1; then
+        echo "run.sh: tls-deflate skipped: openssl could not make a certificate" >&2
+        rm -rf "$TD_DIR"
+        return
+    fi
+    {
+        echo "tls-deflate: $(openssl version), certificate P-256 self-signed (openssl req -x509" \
+            "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1), clients verify it (--tls-ca)"
+        echo "tls-deflate settings: TD_ROUNDS=$TD_ROUNDS TD_DURATION=$TD_DURATION" \
+            "TD_ECHO_CONNS=$TD_ECHO_CONNS TD_ECHO_SIZES=\"$TD_ECHO_SIZES\" TD_PAIRS=$TD_PAIRS" \
+            "TD_ROUTE_SIZE=$TD_ROUTE_SIZE TD_MEMBERS=$TD_MEMBERS TD_FANOUT_SIZE=$TD_FANOUT_SIZE" \
+            "TD_FANOUT_WINDOW=$TD_FANOUT_WINDOW TD_CONNS_N=$TD_CONNS_N WINDOW=$WINDOW" \
+            "(server core ${SERVER_CPU:-none}, chatd-bench core ${BENCH_PIN[*]:-none})"
+    } | tee -a "$OUT/info.txt" >&2
+    if ! td_start plain || ! td_start tls || ! td_start deflate; then
+        echo "run.sh: tls-deflate: a chatd did not start" >&2
+        stop_all_servers
+        rm -rf "$TD_DIR"
+        return
+    fi
+    # shellcheck disable=SC2154  # set by td_start through printf -v
+    echo "== tls-deflate: plain pid $TD_PID_plain, tls pid $TD_PID_tls, deflate pid $TD_PID_deflate" >&2
+    DURATION=$TD_DURATION
+    for r in $(seq 1 "$TD_ROUNDS"); do
+        REP_NO=$r
+        # every other round the other configuration of each pair goes first
+        if [ $((r % 2)) = 1 ]; then pair="plain tls"; else pair="tls plain"; fi
+        for s in $TD_ECHO_SIZES; do
+            for first in $pair; do
+                td_point "$first" "td echo $TD_ECHO_CONNS x $s" echo --url @/echo \
+                    --conns "$TD_ECHO_CONNS" --size "$s" --window "$WINDOW"
+            done
+        done
+        for first in $pair; do
+            td_point "$first" "td route $TD_PAIRS x $TD_ROUTE_SIZE" route --url @/ws \
+                --api-secret "$SECRET" --pairs "$TD_PAIRS" --size "$TD_ROUTE_SIZE" --window "$WINDOW"
+        done
+        if [ $((r % 2)) = 1 ]; then pair="plain deflate"; else pair="deflate plain"; fi
+        for first in $pair; do
+            td_point "$first" "td fanout $TD_MEMBERS x $TD_FANOUT_SIZE" fanout --url @/ws \
+                --api-secret "$SECRET" --members "$TD_MEMBERS" --size "$TD_FANOUT_SIZE" \
+                --window "$TD_FANOUT_WINDOW"
+        done
+    done
+    stop_server "$TD_PID_plain"
+    stop_server "$TD_PID_tls"
+    stop_server "$TD_PID_deflate"
+    # Idle memory per connection: a fresh server per configuration, tool and round; chatd-bench
+    # conns (TD_CONC handshakes at once) and bench/idle_mem.mjs (the npm ws client, 50 at
+    # once, after 100 warm-up connections) when tests/integration has its node_modules.
+    for r in $(seq 1 "$TD_ROUNDS"); do
+        REP_NO=$r
+        for first in plain tls deflate; do
+            td_start "$first" || continue
+            sleep 0.5
+            td_point "$first" "td conns $TD_CONNS_N" conns --url @/ws -n "$TD_CONNS_N" --hold 1 \
+                --concurrency "$TD_CONC"
+            stop_server "$SERVER_PID"
+            td_idle_mem "$first" "$r"
+        done
+    done
+    unset REP_NO
+    DURATION=$duration
+    rm -rf "$TD_DIR"
+    node "$BENCH_DIR/summarize.mjs" --tls-deflate "$RAW" | tee "$OUT/tls-deflate-summary.txt"
+}
+
 for sc in "${SCENARIOS[@]}"; do
     case $sc in
     echo | route | rate | fanout | conns | storm | chat | cluster | gw) "run_$sc" ;;
     chat-pg) run_chat_pg ;;
+    tls-deflate) run_tls_deflate ;;
     *) echo "run.sh: unknown scenario $sc" >&2 ;;
     esac
 done

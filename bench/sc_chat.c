@@ -199,7 +199,7 @@ int cmd_chat(void)
         fail("out of memory");
 
     char api_url[400];
-    snprintf(api_url, sizeof api_url, "http://%s", t.hostport);
+    snprintf(api_url, sizeof api_url, "%s://%s", api_scheme(&t), t.hostport);
     if (httpc_init(&g_api, g_opt.api_url ? g_opt.api_url : api_url, NULL, (int)g_opt.api_conns) !=
         0)
         return EXIT_RUN_FAILED;

@@ -9,6 +9,13 @@
  * The broadcast request is built once and patched per send with a sequence number and the
  * send time in hex at the start of `data`, which the server passes on as is.
  *
+ * The padding after them is English text (printable, no JSON escapes), so that with
+ * --ws-deflate the compression ratio is a chat message's, not that of a repeated pattern.
+ * Reported besides: the bytes the members read from their sockets per delivery
+ * (wire_bytes_per_delivery: frames, or TLS records, as on the wire, TCP/IP headers not
+ * counted), the server's CPU per delivery, and with --ws-deflate how many members agreed to
+ * permessage-deflate and how many messages came compressed.
+ *
  * With --url2 (a second cluster node) every odd-numbered member connects there, so the group
  * is spread evenly over two nodes; joins and broadcasts still go to --url's server API. */
 #include "bench.h"
@@ -36,6 +43,24 @@ static bool g_stopping;
 static uv_timer_t g_watch;
 static uint64_t g_last_progress, g_progress_mark;
 static char g_group[64];
+static uint64_t g_rx0;
+static char *g_pad; /* the padding after seq and timestamp, as sent */
+static wsc_deflate_stats g_dfl0;
+
+static const char TEXT[] =
+    "Hi all, the meeting moves to Thursday at ten because the projector in the big room is "
+    "still broken. Please bring your notes from last week and the numbers for the third "
+    "quarter, we will go through them one by one. If you cannot come, send me a short message "
+    "before Wednesday evening and I will share the slides with you afterwards. Lunch is on "
+    "the team this time, so tell Anna what you would like to eat. Thanks and see you then. ";
+
+static uint64_t rx_total(void)
+{
+    uint64_t sum = 0;
+    for (long i = 0; i < g_k; i++)
+        sum += g_w[i].c.rx_bytes;
+    return sum;
+}
 
 static wsc *at(long i)
 {
@@ -84,6 +109,13 @@ static void on_message(wsc *w, int opcode, char *p, size_t len)
         if (g_bad++ == 0)
             fprintf(stderr, "chatd-bench fanout: unexpected message: %.*s\n",
                     (int)(len > 200 ? 200 : len), p);
+        return;
+    }
+    /* with deflate, check what was inflated: the whole message, padding included */
+    if (g_opt.ws_deflate && (len != (size_t)g_size || memcmp(p + 24, g_pad, len - 24) != 0)) {
+        if (g_bad++ == 0)
+            fprintf(stderr,
+                    "chatd-bench fanout: message of %zu bytes does not match the sent one\n", len);
         return;
     }
     if (g_measuring) {
@@ -140,6 +172,8 @@ static void reset(void)
     hist_reset(&g_lat);
     hist_reset(&g_bcast_lat);
     g_deliveries = g_broadcasts = g_bad = g_api_errors = 0;
+    g_rx0 = rx_total();
+    g_dfl0 = g_wsc_deflate;
 }
 
 int cmd_fanout(void)
@@ -164,7 +198,7 @@ int cmd_fanout(void)
     if (!g_w)
         fail("out of memory");
     char api_url[400];
-    snprintf(api_url, sizeof api_url, "http://%s", t.hostport);
+    snprintf(api_url, sizeof api_url, "%s://%s", api_scheme(&t), t.hostport);
     if (httpc_init(&g_api, g_opt.api_url ? g_opt.api_url : api_url, g_opt.api_secret,
                    (int)g_opt.api_conns) != 0)
         return EXIT_RUN_FAILED;
@@ -184,7 +218,7 @@ int cmd_fanout(void)
     int bl = snprintf(body, body_cap, "{\"group\":\"%s\",\"data\":\"", g_group);
     size_t data_at = (size_t)bl;
     for (long k = 0; k < g_size; k++)
-        body[bl + k] = k < 24 ? '0' : (char)('a' + k % 26);
+        body[bl + k] = k < 24 ? '0' : TEXT[(k - 24) % (sizeof TEXT - 1)];
     bl += (int)g_size;
     bl += snprintf(body + bl, body_cap - (size_t)bl, "\"}");
     char head[1024];
@@ -195,6 +229,8 @@ int cmd_fanout(void)
     memcpy(g_req + hl, body, (size_t)bl);
     g_seq_at = hl + data_at;
     g_ts_at = g_seq_at + 8;
+    g_pad = malloc((size_t)g_size);
+    memcpy(g_pad, body + data_at + 24, (size_t)g_size - 24);
     free(body);
 
     uv_timer_init(g_loop, &g_watch);
@@ -203,6 +239,8 @@ int cmd_fanout(void)
     for (long k = 0; k < g_window; k++)
         send_broadcast();
     window_result r = run_measured(reset);
+    uint64_t rx = rx_total() - g_rx0;
+    wsc_deflate_stats d = g_wsc_deflate;
     g_stopping = true;
     uv_timer_stop(&g_watch);
     uv_close((uv_handle_t *)&g_watch, NULL);
@@ -219,6 +257,25 @@ int cmd_fanout(void)
     report_latency("lat", "delivery latency us", &g_lat);
     report_latency("bcast", "last delivery us", &g_bcast_lat);
     report_cpu(&r);
+    double per = g_deliveries ? 1.0 / (double)g_deliveries : 0;
+    if (r.server_cpu >= 0)
+        report_num("server_us_per_delivery", "server cpu us/delivery",
+                   r.server_cpu * r.secs * 1e6 * per);
+    report_num("bench_us_per_delivery", "chatd-bench cpu us/delivery",
+               r.self_cpu * r.secs * 1e6 * per);
+    report_int("wire_bytes", "bytes read by members", (long long)rx);
+    report_num("wire_bytes_per_delivery", "wire bytes/delivery", (double)rx * per);
+    if (g_opt.ws_deflate) {
+        report_int("deflate_conns", "members with deflate", (long long)d.conns);
+        report_int("deflate_refused", d.refused ? "deflate refused" : NULL, (long long)d.refused);
+        uint64_t nc = d.compressed - g_dfl0.compressed;
+        report_int("compressed_msgs", "compressed messages", (long long)nc);
+        report_int("uncompressed_msgs", "uncompressed messages",
+                   (long long)(d.plain - g_dfl0.plain));
+        report_int("inflated", "messages inflated", (long long)(d.inflated - g_dfl0.inflated));
+        uint64_t wb = d.wire_bytes - g_dfl0.wire_bytes, pb = d.plain_bytes - g_dfl0.plain_bytes;
+        report_num("deflate_ratio", "compressed/plain payload", pb ? (double)wb / (double)pb : 0);
+    }
     report_int("api_errors", g_api_errors ? "API errors" : NULL, (long long)g_api_errors);
     report_int("lost_conns", g_lost ? "lost connections" : NULL, (long long)g_lost);
     report_end();

@@ -610,7 +610,7 @@ int cmd_gwpush(void)
     if (!g_w)
         fail("out of memory");
     char api_url[400];
-    snprintf(api_url, sizeof api_url, "http://%s", t.hostport);
+    snprintf(api_url, sizeof api_url, "%s://%s", api_scheme(&t), t.hostport);
     if (httpc_init(&g_api, g_opt.api_url ? g_opt.api_url : api_url, g_opt.api_secret,
                    (int)g_opt.api_conns) != 0)
         return EXIT_RUN_FAILED;

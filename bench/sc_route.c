@@ -175,7 +175,7 @@ int cmd_route(void)
         fail("out of memory");
 
     char api_url[400];
-    snprintf(api_url, sizeof api_url, "http://%s", t.hostport);
+    snprintf(api_url, sizeof api_url, "%s://%s", api_scheme(&t), t.hostport);
     httpc api;
     if (httpc_init(&api, g_opt.api_url ? g_opt.api_url : api_url, g_opt.api_secret,
                    (int)g_opt.api_conns) != 0)

@@ -113,7 +113,7 @@ int cmd_storm(void)
     if (!g_slots)
         fail("out of memory");
     char api_url[400];
-    snprintf(api_url, sizeof api_url, "http://%s", g_t.hostport);
+    snprintf(api_url, sizeof api_url, "%s://%s", api_scheme(&g_t), g_t.hostport);
     if (httpc_init(&g_api, g_opt.api_url ? g_opt.api_url : api_url, g_opt.api_secret,
                    (int)g_opt.api_conns) != 0)
         return EXIT_RUN_FAILED;

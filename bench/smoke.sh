@@ -91,6 +91,42 @@ else
     skipped=$((skipped + 2))
 fi
 
+# wss://, https:// and permessage-deflate (issue 12): a chatd with --tls-cert/--tls-key (a
+# throw-away certificate) and --ws-deflate, when this chatd has the options.
+if chatd_has_opt tls-cert && chatd_has_opt ws-deflate && command -v openssl >/dev/null &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+        -subj /CN=127.0.0.1 -keyout "$LOGDIR/key.pem" -out "$LOGDIR/cert.pem" >/dev/null 2>&1; then
+    if BENCH_TLS_CERT=$LOGDIR/cert.pem BENCH_TLS_KEY=$LOGDIR/key.pem BENCH_WS_DEFLATE=1 \
+        start_server chatd; then
+        TLS_PID=$SERVER_PID
+        WSS="wss://127.0.0.1:$SERVER_PORT"
+        check echo-wss echo --url "$WSS/echo" --conns 4 --size 1024 --window 2 --duration 0.5 \
+            --tls-ca "$LOGDIR/cert.pem"
+        check route-wss route --url "$WSS/ws" --api-secret "$SECRET" --pairs 4 --size 32 \
+            --duration 0.5
+        check conns-wss conns --url "$WSS/ws" -n 20 --hold 0.2 --server-pid "$TLS_PID"
+        check fanout-deflate fanout --url "$URL/ws" --api-secret "$SECRET" --members 20 --size 512 \
+            --duration 0.5 --ws-deflate
+        check fanout-wss-deflate fanout --url "$WSS/ws" --api-secret "$SECRET" --members 20 \
+            --size 512 --duration 0.5 --ws-deflate --inflate-all --server-pid "$TLS_PID"
+        # the members must have agreed to permessage-deflate and got compressed messages
+        if grep -q '"deflate_conns":20,' "$LOGDIR/out" && ! grep -q '"compressed_msgs":0,' "$LOGDIR/out"; then
+            echo "ok   fanout-wss-deflate negotiated: $(grep -o '"deflate_ratio":[0-9.e+-]*' "$LOGDIR/out")"
+            passed=$((passed + 1))
+        else
+            echo "FAIL fanout-wss-deflate: permessage-deflate not negotiated or nothing compressed"
+            failed=$((failed + 1))
+        fi
+        stop_server "$TLS_PID"
+    else
+        echo "FAIL chatd --tls-cert --ws-deflate did not start"
+        failed=$((failed + 1))
+    fi
+else
+    echo "SKIP echo-wss, route-wss, conns-wss, fanout-deflate: no --tls-cert/--ws-deflate or openssl"
+    skipped=$((skipped + 4))
+fi
+
 if ! kill -0 "$CHATD_PID" 2>/dev/null; then
     echo "FAIL chatd died during the smoke run"
     failed=$((failed + 1))

@@ -8,12 +8,19 @@
 // Usage: node bench/summarize.mjs raw.jsonl
 import fs from 'node:fs';
 
-const file = process.argv[2];
+const tdOnly = process.argv[2] === '--tls-deflate';
+const file = process.argv[tdOnly ? 3 : 2];
 if (!file) {
-  console.error('usage: node summarize.mjs raw.jsonl');
+  console.error('usage: node summarize.mjs [--tls-deflate] raw.jsonl');
   process.exit(2);
 }
-const rows = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const allRows = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+// "td ..." points (run.sh tls-deflate, issue 12) have a table of their own (--tls-deflate).
+const rows = allRows.filter((r) => !/^td /.test(r.point));
+if (tdOnly) {
+  tlsDeflate(allRows.filter((r) => /^td /.test(r.point)));
+  process.exit(0);
+}
 const points = new Map(); // point -> target -> [results]
 for (const r of rows) {
   if (!points.has(r.point)) points.set(r.point, new Map());
@@ -168,3 +175,94 @@ for (const [point, t] of points) {
   }
 }
 if (extra.length) console.log('\n' + extra.join('\n'));
+
+// run.sh tls-deflate (issue 12): per point and configuration (plain, tls, deflate) the
+// medians over the rounds with [min-max], the server's CPU per message or delivery, and the
+// goals: TLS echo >= 0.7x plain, deflate fan-out server CPU per delivery <= 1.3x plain.
+function tlsDeflate(rs) {
+  const med = (xs) => {
+    const s = xs.filter((x) => x != null && !Number.isNaN(x)).sort((a, b) => a - b);
+    return s.length ? s[(s.length - 1) >> 1] : NaN;
+  };
+  const f = (v, d = 0) => (v == null || Number.isNaN(v) ? '-' : v.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
+  const range = (xs, d = 0) => {
+    const v = xs.filter((x) => x != null && !Number.isNaN(x));
+    return v.length ? `${f(med(v), d)} [${f(Math.min(...v), d)}-${f(Math.max(...v), d)}]` : '-';
+  };
+  // server CPU us per message (echo: round trip, route: delivered event, fanout: delivery)
+  const us = (r) => (r.server_us_per_delivery ?? (r.server_cpu != null && r.rate ? (r.server_cpu * 1e6) / r.rate : NaN));
+  const bus = (r) => (r.bench_cpu != null && r.rate ? (r.bench_cpu * 1e6) / r.rate : NaN);
+  const by = new Map();
+  for (const r of rs) {
+    const k = `${r.point}\t${r.target}`;
+    (by.get(k) || by.set(k, []).get(k)).push(r);
+  }
+  const out = [['point', 'config', 'rate/s median [min-max]', 'p50 us', 'p99 us', 'server us/msg [min-max]',
+    'bench us/msg', 'server cpu', 'bench cpu', 'noise']];
+  const mem = [['point', 'config', 'RSS B/conn median [min-max]', 'anon B/conn', 'conns/s', 'open']];
+  for (const [k, g] of by) {
+    const [point, target] = k.split('\t');
+    if (/^td conns/.test(point)) {
+      mem.push([point, target, range(g.map((r) => r.bytes_per_conn)), range(g.map((r) => r.anon_bytes_per_conn)),
+        f(med(g.map((r) => r.rate))), g.every((r) => r.open === r.n) ? 'all' : 'NOT all']);
+      continue;
+    }
+    if (/^td idle_mem/.test(point)) {
+      mem.push([point, target, range(g.map((r) => r.rss_per_conn)), range(g.map((r) => r.anon_per_conn)), '-',
+        g[0].deflate_offered ? `deflate agreed ${Math.min(...g.map((r) => r.deflate_agreed))}` : 'all']);
+      continue;
+    }
+    out.push([point, target, range(g.map((r) => r.rate)), f(med(g.map((r) => r.lat_p50_us))),
+      f(med(g.map((r) => r.lat_p99_us))), range(g.map(us), 2), f(med(g.map(bus)), 2),
+      f(med(g.map((r) => r.server_cpu)), 2), f(med(g.map((r) => r.bench_cpu)), 2),
+      f(Math.max(...g.map((r) => r.other_cpu ?? 0)), 2)]);
+  }
+  const table = (t) => {
+    const w = t[0].map((_, i) => Math.max(...t.map((r) => r[i].length)));
+    for (const r of t) console.log(r.map((x, i) => x.padEnd(w[i])).join('  ').trimEnd());
+  };
+  table(out);
+  console.log('');
+  if (mem.length > 1) {
+    table(mem);
+    console.log('');
+  }
+  // paired ratios: b over a in the same round (rep), and the ratio of the medians
+  const ratio = (point, a, b, key) => {
+    const A = by.get(`${point}\t${a}`) || [], B = by.get(`${point}\t${b}`) || [];
+    const pairs = [];
+    for (const x of B) {
+      const y = A.find((r) => r.rep === x.rep);
+      if (y && key(y) > 0) pairs.push(key(x) / key(y));
+    }
+    return { paired: pairs, medians: med(B.map(key)) / med(A.map(key)) };
+  };
+  const lines = [];
+  const pts = [...new Set(rs.map((r) => r.point))];
+  for (const p of pts.filter((p) => /^td (echo|route)/.test(p))) {
+    const q = ratio(p, 'plain', 'tls', (r) => r.rate);
+    const c = ratio(p, 'plain', 'tls', us);
+    const goal = /^td echo/.test(p) ? (med(q.paired) >= 0.7 ? '  goal >= 0.7x: MET' : '  goal >= 0.7x: NOT MET') : '';
+    lines.push(`${p}: tls/plain rate ${f(med(q.paired), 2)}x [${f(Math.min(...q.paired), 2)}-${f(Math.max(...q.paired), 2)}] ` +
+      `(paired by round; ratio of medians ${f(q.medians, 2)}x), server us/msg tls/plain ${f(med(c.paired), 2)}x${goal}`);
+  }
+  for (const p of pts.filter((p) => /^td fanout/.test(p))) {
+    const c = ratio(p, 'plain', 'deflate', us);
+    const q = ratio(p, 'plain', 'deflate', (r) => r.rate);
+    const wb = ratio(p, 'plain', 'deflate', (r) => r.wire_bytes_per_delivery);
+    const d = by.get(`${p}\tdeflate`) || [];
+    const pl = by.get(`${p}\tplain`) || [];
+    lines.push(`${p}: deflate/plain server us/delivery ${f(med(c.paired), 2)}x [${f(Math.min(...c.paired), 2)}-` +
+      `${f(Math.max(...c.paired), 2)}] (paired; ratio of medians ${f(c.medians, 2)}x)  goal <= 1.3x: ` +
+      `${med(c.paired) <= 1.3 ? 'MET' : 'NOT MET'}`);
+    lines.push(`${p}: deflate/plain deliveries/s ${f(med(q.paired), 2)}x; wire bytes/delivery plain ` +
+      `${f(med(pl.map((r) => r.wire_bytes_per_delivery)), 1)}, deflate ${f(med(d.map((r) => r.wire_bytes_per_delivery)), 1)} ` +
+      `(${f(med(wb.paired), 2)}x); compressed/plain payload ${f(med(d.map((r) => r.deflate_ratio)), 3)}; ` +
+      `members with deflate ${f(Math.min(...d.map((r) => r.deflate_conns ?? 0)))}/${d[0]?.members ?? '-'}; ` +
+      `uncompressed messages ${d.reduce((a, r) => a + (r.uncompressed_msgs ?? 0), 0)}; ` +
+      `inflated ${f(med(d.map((r) => r.inflated / Math.max(1, r.compressed_msgs)) ), 4)} of compressed`);
+  }
+  for (const l of lines) console.log(l);
+  console.log(`medians over ${Math.max(...[...by.values()].map((g) => g.length))} rounds; server us/msg = ` +
+    'server CPU time over the window / messages (echo: round trips, route: delivered events, fanout: deliveries)');
+}

@@ -2,6 +2,7 @@
  * /proc readers, hex, random numbers, setup phase control) kept out of the scenario files so
  * those read as the benchmark they run. */
 #include "bench.h"
+#include "conn.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -36,15 +37,24 @@ int target_parse(const char *url, target *t)
     if (strncmp(url, "ws://", 5) == 0) {
         p = url + 5;
         port = 80;
+    } else if (strncmp(url, "wss://", 6) == 0) {
+        p = url + 6;
+        port = 443;
+        t->tls = true;
     } else if (strncmp(url, "http://", 7) == 0) {
         p = url + 7;
         port = 80;
+    } else if (strncmp(url, "https://", 8) == 0) {
+        p = url + 8;
+        port = 443;
+        t->tls = true;
     } else if (strncmp(url, "tcp://", 6) == 0) {
         p = url + 6;
         port = 0;
         t->raw = true;
     } else {
-        fprintf(stderr, "chatd-bench: unsupported URL '%s' (ws://, http:// or tcp://; no TLS)\n",
+        fprintf(stderr,
+                "chatd-bench: unsupported URL '%s' (ws://, wss://, http://, https:// or tcp://)\n",
                 url);
         return -1;
     }
@@ -80,6 +90,11 @@ int target_parse(const char *url, target *t)
     int rc = getaddrinfo(t->host, NULL, &hints, &res);
     if (rc != 0) {
         fprintf(stderr, "chatd-bench: cannot resolve '%s': %s\n", t->host, gai_strerror(rc));
+        return -1;
+    }
+    if (t->tls && bconn_tls_init(g_opt.tls_ca) != 0) {
+        freeaddrinfo(res);
+        fprintf(stderr, "chatd-bench: cannot set up TLS\n");
         return -1;
     }
     memcpy(&t->addr, res->ai_addr, sizeof t->addr);

@@ -5,7 +5,19 @@
  * For speed the benchmark builds its frames once and reuses the same masking key for each
  * copy (patching only the bytes that change, e.g. a timestamp, with wsc_mask_patch). RFC 6455
  * asks clients for a fresh key per frame to protect intermediaries; a server cannot tell the
- * difference, so this costs nothing in realism and saves masking every payload. */
+ * difference, so this costs nothing in realism and saves masking every payload.
+ *
+ * TLS: a wss:// target runs the same over conn's TLS layer.
+ *
+ * permessage-deflate (RFC 7692), with --ws-deflate: every handshake offers
+ * "permessage-deflate; client_max_window_bits" (what browsers offer); the client never
+ * compresses what it sends (RFC 7692 allows that), and inflates what arrives with RSV1 set
+ * before on_message. When the server answered server_no_context_takeover (chatd always
+ * does), a message's compressed bytes depend on the message alone, so identical compressed
+ * payloads are identical messages: a small cache keyed by the compressed bytes (compared in
+ * full, not just hashed) inflates each distinct message once, the way the server compresses
+ * a fan-out once; --inflate-all inflates every copy instead. Without
+ * server_no_context_takeover each connection keeps its own inflate stream. */
 #ifndef BENCH_WSC_H
 #define BENCH_WSC_H
 
@@ -46,8 +58,23 @@ struct wsc {
     char http_status[4]; /* of a refused handshake */
     uint8_t mask[4];
     void *user;
-    long id; /* free for the owner */
+    long id;               /* free for the owner */
+    bool deflate;          /* permessage-deflate agreed */
+    bool deflate_snct;     /* ... with server_no_context_takeover */
+    struct z_stream_s *zs; /* inflater of a connection with server context takeover */
 };
+
+/* permessage-deflate counters over all connections (since start, or the last reset). */
+typedef struct wsc_deflate_stats {
+    uint64_t conns;       /* handshakes that agreed to permessage-deflate */
+    uint64_t refused;     /* handshakes where the offer was not taken */
+    uint64_t compressed;  /* messages that arrived compressed (RSV1) */
+    uint64_t plain;       /* messages that arrived uncompressed on a deflate connection */
+    uint64_t inflated;    /* inflate runs (cache misses, or every message with --inflate-all) */
+    uint64_t wire_bytes;  /* payload bytes of the compressed messages as received */
+    uint64_t plain_bytes; /* their size once inflated */
+} wsc_deflate_stats;
+extern wsc_deflate_stats g_wsc_deflate;
 
 /* Prepares w (once); h and t must outlive it. */
 void wsc_init(wsc *w, const wsc_handlers *h, const target *t);
