@@ -23,7 +23,7 @@ async function pair(prefix) {
 
 /** b's socket, with the message of the pair's conversation read off it. */
 async function watcher(b, t) {
-  return ChatSocket.bound(srv, b, t);
+  return (await ChatSocket.bound(srv, b, t)).watchPresence();
 }
 
 const listItem = async (user, peer) => (await must(srv, 'GET', '/chat/list', { token: user.token })).find((c) => c.userid === peer.id);
@@ -33,7 +33,7 @@ test('a peer sees online on bind and offline after the last socket closed and th
   const [a, b] = await pair('p1');
   const [stranger] = await registerAll(srv, [uname('p1s')]);
   const sb = await watcher(b, t);
-  const ss = await ChatSocket.bound(srv, stranger, t);
+  const ss = (await ChatSocket.bound(srv, stranger, t)).watchPresence();
   const sa1 = await ChatSocket.bound(srv, a, t);
   assert.deepEqual(await sb.next(), { type: 'presence', uid: a.id, online: true, last_seen: null });
   const sa2 = await ChatSocket.bound(srv, a, t);
