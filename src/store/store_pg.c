@@ -483,8 +483,8 @@ static const char *const migrations[] = {
     /* 4: presence (as SQLite's migration 6). last_seen (ms, 0 = never),
      * written when the user goes offline; hide_last_seen: others get null.
      * A user's peers are a seek on conversations' primary key. */
-    "ALTER TABLE users ADD COLUMN last_seen bigint NOT NULL DEFAULT 0,"
-    "  ADD COLUMN hide_last_seen boolean NOT NULL DEFAULT false;",
+    ("ALTER TABLE users ADD COLUMN last_seen bigint NOT NULL DEFAULT 0,"
+     "  ADD COLUMN hide_last_seen boolean NOT NULL DEFAULT false;"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
