@@ -6,6 +6,9 @@
 #   build-clang  clang build, warnings are errors
 #   unit         cmocka unit tests (ctest)
 #   integration  the real build/chatd driven by Node's ws client
+#   integration-tls  the same files again with every chatd the harness starts
+#                serving https/wss (CHATD_TEST_TLS=1: --tls-cert/--tls-key from a
+#                throw-away CA per test process; every client trusts only it)
 #   unit-pg      the store's unit tests of the PostgreSQL backend (CHATD_TEST_PG_URI)
 #   integration-pg   the chat-service integration tests again, every chatd on a
 #                fresh database of a throw-away PostgreSQL (CHATD_TEST_STORE)
@@ -95,6 +98,12 @@ unit() { ctest --test-dir "$1" --output-on-failure; }
 integration() {
   (cd "$root/tests/integration" && CHATD_BIN="$1/chatd" node --test --test-concurrency=2)
 }
+# The whole integration directory over TLS: the harness gives every chatd it
+# starts a certificate of its own throw-away CA and speaks https/wss/TLS to it
+# (tests/integration/lib/tls.mjs); tests that set up TLS themselves keep theirs.
+integration_tls() {
+  (cd "$root/tests/integration" && CHATD_TEST_TLS=1 CHATD_BIN="$1/chatd" node --test --test-concurrency=2)
+}
 # The chat-service tests (and every other test that touches the store) on PostgreSQL:
 # the same files as on SQLite; the harness gives each chatd its own database.
 integration_pg() {
@@ -168,6 +177,7 @@ stage build build_gcc
 stage build-clang build_clang
 stage unit unit "$root/build"
 stage integration integration "$root/build"
+stage integration-tls integration_tls "$root/build"
 stage unit-pg unit_pg "$root/build"
 stage integration-pg integration_pg "$root/build"
 stage pg-multinode pg_multinode "$root/build"

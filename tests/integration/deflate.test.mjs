@@ -9,7 +9,7 @@ import zlib from 'node:zlib';
 import WebSocket from 'ws';
 import { startServer } from './lib/server.mjs';
 import { call } from './lib/http.mjs';
-import { RawWs, WsClient, OP, buildFrame, parseServerFrame } from './lib/ws.mjs';
+import { RawWs, WsClient, OP, buildFrame, parseServerFrame, wsTlsOptions } from './lib/ws.mjs';
 
 const MAX = 256 * 1024;
 const SECRET = 'deflate-test-secret';
@@ -38,7 +38,7 @@ async function rawOffer(ext, path = '/echo') {
 
 /** A ws client with perMessageDeflate options (false: none); c.answer is the server's Sec-WebSocket-Extensions. */
 async function openDeflate(server, path, opts) {
-  const ws = new WebSocket(server.wsUrl(path), { perMessageDeflate: opts, handshakeTimeout: 3000 });
+  const ws = new WebSocket(server.wsUrl(path), { perMessageDeflate: opts, handshakeTimeout: 3000, ...wsTlsOptions(server) });
   const c = new WsClient(ws);
   ws.once('upgrade', (res) => (c.answer = res.headers['sec-websocket-extensions']));
   await new Promise((resolve, reject) => {

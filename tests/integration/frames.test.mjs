@@ -469,7 +469,7 @@ describe('disconnects in the middle of things', () => {
     assert.equal(during.clients, base.clients + 10, `clients while the half-sent connections are open: ${JSON.stringify(during)}`);
     await sleep(50);
     for (const [c, how] of conns) {
-      if (how === 'reset') c.conn.socket.resetAndDestroy();
+      if (how === 'reset') c.conn.reset();
       else c.conn.socket.end();
     }
     const h = await waitFor(async () => {

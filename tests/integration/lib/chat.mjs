@@ -40,12 +40,13 @@ export async function req(srv, method, path, { token, via = 'bearer', body, head
   return { status: r.status, headers: r.headers, text, body: parsed };
 }
 
-/** The same over node:http from a chosen local (source) address, still to 127.0.0.1. */
+/** The same over node:http (node:https when srv speaks TLS) from a chosen local (source) address, still to 127.0.0.1. */
 async function reqFrom(srv, method, path, headers, payload, timeoutMs, localAddress) {
-  const http = await import('node:http');
+  const http = await import(srv.tls ? 'node:https' : 'node:http');
+  const tlsOpts = srv.ca ? { ca: srv.ca } : {};
   return new Promise((resolve, reject) => {
     const r = http.request(
-      { host: srv.host, port: srv.port, method, path, headers, localAddress, agent: false, timeout: timeoutMs },
+      { host: srv.host, port: srv.port, method, path, headers, localAddress, agent: false, timeout: timeoutMs, ...tlsOpts },
       (res) => {
         let text = '';
         res.setEncoding('utf8');
@@ -339,6 +340,8 @@ export async function restartServer(srv, { waitMs = 10000 } = {}) {
   const h = {
     port: srv.port,
     host: srv.host,
+    tls: srv.tls,
+    ca: srv.ca,
     url: srv.url,
     wsUrl: srv.wsUrl,
     pid: child.pid,

@@ -1,11 +1,18 @@
 // Raw HTTP over net (so malformed, pipelined and partial requests can be sent
 // byte for byte), a response parser, and helpers for the JSON API.
+// Under CHATD_TEST_TLS the same bytes go inside a TLS connection to a chatd
+// the harness gave a certificate (see lib/tls.mjs).
 import net from 'node:net';
+import tls from 'node:tls';
 import { HOST } from './server.mjs';
+import { clientContext, tlsPort } from './tls.mjs';
 
 /**
  * A TCP connection that buffers everything it receives and lets a test wait
- * until a parser finds what it wants in the buffer.
+ * until a parser finds what it wants in the buffer. To a port where the
+ * harness started chatd with TLS (CHATD_TEST_TLS), a TLS connection trusting
+ * the suite's CA, ready once the handshake is done; `socket` is then a
+ * tls.TLSSocket and reads/writes are the decrypted bytes.
  */
 export class RawConn {
   constructor(socket) {
@@ -15,8 +22,9 @@ export class RawConn {
     this.error = null;
     this.waiters = [];
     this.closedAt = null;
+    this.store = null; // what this.buf is a view of, with room to append
     socket.on('data', (d) => {
-      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+      this._append(d);
       this._wake();
     });
     const onEnd = () => {
@@ -35,16 +43,59 @@ export class RawConn {
   }
 
   static connect(port, host = HOST) {
+    const t = tlsPort(port);
     return new Promise((resolve, reject) => {
-      const s = net.connect({ port, host });
-      s.setNoDelay(true);
+      const tcp = net.connect({ port, host });
+      tcp.setNoDelay(true);
+      // TLS on top of our own TCP socket, so reset() can still send an RST.
+      const s = t ? tls.connect({ socket: tcp, host, secureContext: clientContext(t.ca) }) : tcp;
       const onErr = (e) => reject(e);
       s.once('error', onErr);
-      s.once('connect', () => {
+      s.once(t ? 'secureConnect' : 'connect', () => {
         s.off('error', onErr);
-        resolve(new RawConn(s));
+        const c = new RawConn(s);
+        c.tcp = tcp;
+        resolve(c);
       });
     });
+  }
+
+  /** Closes with an RST (on TLS too: the TCP socket under it is reset, no close_notify). */
+  reset() {
+    (this.tcp || this.socket).resetAndDestroy();
+    if (this.tcp && this.tcp !== this.socket) this.socket.destroy();
+  }
+
+  /** True when this connection is TLS (CHATD_TEST_TLS). */
+  get tls() {
+    return this.socket instanceof tls.TLSSocket;
+  }
+
+  /**
+   * Appends d to this.buf in amortised O(len): into the room behind buf in a
+   * store that doubles when full (a TLS socket hands over one 16 KB record at a
+   * time: concatenating each would copy a 15 MB download ~1,000 times and make
+   * the test client, not chatd, the slow reader). Bytes already consumed stay
+   * where they are, so values a parser returned as views keep their content.
+   */
+  _append(d) {
+    const len = this.buf.length;
+    if (len === 0 && !this.store) {
+      this.buf = d;
+      return;
+    }
+    const st = this.store;
+    const start = st && this.buf.buffer === st.buffer ? this.buf.byteOffset - st.byteOffset : -1;
+    if (start >= 0 && start + len + d.length <= st.length) {
+      d.copy(st, start + len);
+      this.buf = st.subarray(start, start + len + d.length);
+      return;
+    }
+    const store = Buffer.allocUnsafe(Math.max(64 * 1024, 2 * (len + d.length)));
+    this.buf.copy(store, 0);
+    d.copy(store, len);
+    this.store = store;
+    this.buf = store.subarray(0, len + d.length);
   }
 
   _wake() {

@@ -6,6 +6,12 @@
 // the temp --data-dir; CHATD_TEST_STORE=<postgres URI> gives every started
 // chatd a fresh database (lib/pg.mjs: CREATE DATABASE chatd_t_<random>) as
 // --store, dropped when the server stops. One set of tests runs on both.
+//
+// TLS: CHATD_TEST_TLS=1 starts every chatd with --tls-cert/--tls-key from a
+// throw-away CA made once per test process (lib/tls.mjs suiteTls()), unless the
+// test sets its own (a tls-cert option or `tls`); srv.url and srv.wsUrl() are
+// then https:// and wss://, srv.ca is the CA, and every client of lib/ (and the
+// global fetch) speaks TLS to it trusting that CA. One set of tests runs on both.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -15,8 +21,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ON_PG, createDb, dropDb, dropDbSync } from './pg.mjs';
+import { TEST_TLS, setTlsPort, suiteTls, useCaForFetch } from './tls.mjs';
 
 export { ON_PG, TEST_STORE, pgOnly, sqliteOnly } from './pg.mjs';
+export { TEST_TLS } from './tls.mjs';
+
+// The global fetch trusts the suite's CA (lib/tls.mjs useCaForFetch explains how).
+if (TEST_TLS) await useCaForFetch(suiteTls().ca);
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(here, '..', '..', '..');
@@ -128,9 +139,18 @@ function childEnv(extra) {
  * @param {boolean} [o.defaults] pass the harness defaults (--data-dir, --web-root, --log-level,
  *   and on PostgreSQL --store with a fresh database unless options.store is given)
  * @param {boolean} [o.tls] the server speaks TLS (implied by a tls-cert option; needed when a
- *   --config file sets it)
+ *   --config file sets it). Given (true or false), or with a tls-cert option, the test decides
+ *   and CHATD_TEST_TLS adds nothing; left out, CHATD_TEST_TLS adds the suite's certificate.
  */
-export async function startServer({ options = {}, env = {}, args = [], defaults = true, tls = false } = {}) {
+export async function startServer({ options = {}, env = {}, args = [], defaults = true, tls } = {}) {
+  // CHATD_TEST_TLS: the suite's certificate (the test's options still win).
+  let suiteCa = null;
+  if (TEST_TLS && tls === undefined && !('tls-cert' in options) && !args.includes('--tls-cert')) {
+    const st = suiteTls();
+    options = { 'tls-cert': st.cert, 'tls-key': st.key, ...options };
+    suiteCa = st.ca;
+    tls = true;
+  }
   const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'chatd-it-'));
   const dataDir = path.join(base, 'data');
   await fsp.mkdir(dataDir);
@@ -167,7 +187,9 @@ export async function startServer({ options = {}, env = {}, args = [], defaults 
     }
     argv.push(...args);
     try {
-      const srv = await launch({ port, argv, env: childEnv(env), base, dataDir, webRoot, db, tls });
+      const srv = await launch({ port, argv, env: childEnv(env), base, dataDir, webRoot, db, tls: !!tls, ca: suiteCa });
+      // RawConn and friends connect by port: they look the CA up there.
+      if (suiteCa) setTlsPort(port, suiteCa);
       return srv;
     } catch (e) {
       lastErr = e;
@@ -207,7 +229,7 @@ function probeHealthz(srv, timeoutMs) {
   });
 }
 
-async function launch({ port, argv, env, base, dataDir, webRoot, db, tls: tlsWanted }) {
+async function launch({ port, argv, env, base, dataDir, webRoot, db, tls: tlsWanted, ca }) {
   if (!fs.existsSync(CHATD_BIN)) {
     throw new Error(`chatd binary not found at ${CHATD_BIN} (build it: cmake -S . -B build && cmake --build build)`);
   }
@@ -241,6 +263,8 @@ async function launch({ port, argv, env, base, dataDir, webRoot, db, tls: tlsWan
     port,
     host: HOST,
     tls,
+    /** The CA that signed the server's certificate when the harness gave it one (CHATD_TEST_TLS), else null. */
+    ca,
     argv,
     base,
     dataDir,
@@ -279,6 +303,7 @@ async function launch({ port, argv, env, base, dataDir, webRoot, db, tls: tlsWan
       if (!exitInfo) {
         await terminate(child.pid, exited, graceMs);
       }
+      if (ca) setTlsPort(port, null);
       if (crashed && !srv.exitExpected) diedEarly = exitInfo;
       await fsp.rm(base, { recursive: true, force: true }).catch(() => {});
       if (db) await forgetDb(db);

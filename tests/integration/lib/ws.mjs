@@ -4,9 +4,11 @@
 //    and parses the server's frames to read close codes;
 //  - WsClient: a wrapper around the npm `ws` package, an independent and
 //    strict RFC 6455 implementation, with a message queue.
+// Under CHATD_TEST_TLS both speak TLS (wss) trusting the suite's CA (lib/tls.mjs).
 import crypto from 'node:crypto';
 import WebSocket from 'ws';
 import { RawConn } from './http.mjs';
+import { clientContext } from './tls.mjs';
 
 export const OP = { CONT: 0x0, TEXT: 0x1, BINARY: 0x2, CLOSE: 0x8, PING: 0x9, PONG: 0xa };
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
@@ -121,7 +123,7 @@ export function parseServerFrame(buf) {
   return { value: frame, consumed: pos + len };
 }
 
-/** A raw WebSocket client over net. */
+/** A raw WebSocket client over net (over TLS to a port the harness started with TLS). */
 export class RawWs {
   constructor(conn, response) {
     this.conn = conn;
@@ -295,7 +297,7 @@ export class WsClient {
    */
   static open(srv, { path = '/ws', origin, headers = {}, init = path === '/ws', timeoutMs = 3000, wsOptions = {} } = {}) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(srv.wsUrl(path), { origin, headers, handshakeTimeout: timeoutMs, ...wsOptions });
+      const ws = new WebSocket(srv.wsUrl(path), { origin, headers, handshakeTimeout: timeoutMs, ...wsTlsOptions(srv), ...wsOptions });
       const c = new WsClient(ws);
       const timer = setTimeout(() => {
         ws.terminate();
@@ -443,6 +445,14 @@ export class WsClient {
       }),
     ]);
   }
+}
+
+/**
+ * Options for a `ws` (or https/tls) client to srv: under CHATD_TEST_TLS a
+ * context trusting the suite's CA, else none. new WebSocket(srv.wsUrl(), {...wsTlsOptions(srv)})
+ */
+export function wsTlsOptions(srv) {
+  return srv.ca ? { secureContext: clientContext(srv.ca) } : {};
 }
 
 /** Opens n client connections in parallel. */
