@@ -20,9 +20,14 @@
  * The table holds the users with sockets here, in grace, or with a read in
  * flight: memory is bounded by the bound users, not by every user ever seen.
  *
- * Single node: the state is this node's view. In a cluster the pushes reach
- * the peers' sockets on every node (gateway_push_to_uid), but "online" is
- * decided per node (docs/CLUSTER.md says what that means).
+ * Cluster: each node keeps this table for the sockets it holds, and its
+ * pushes reach the peers' sockets on every node (gateway_push_to_uid). When
+ * a grace ends the node first asks the nodes holding the uid (gw.is_uid_online
+ * on the uid's channel, as the webhook does): if one does, the user is still
+ * online there and this node forgets them without a word; only when none
+ * does (or the bus is down, or nobody answers in time) is the user offline.
+ * docs/CLUSTER.md "Presence" says what this leaves: duplicate pushes, never a
+ * false offline while a device is connected somewhere.
  *
  * Everything runs on the loop thread. */
 #include "chat/chat_internal.h"
@@ -45,6 +50,7 @@ typedef struct presence {
     bool online;          /* the state peers are told */
     bool dirty;           /* in the dirty list */
     int64_t left_ms;      /* wall clock when the last socket closed */
+    uint64_t ask;         /* the cluster question in flight (0 = none) */
     uint64_t grace_until; /* loop time the grace ends; 0 = not in grace */
     struct presence *grace_prev, *grace_next;
     struct presence *dirty_next;
@@ -64,7 +70,10 @@ static presence *grace_head, *grace_tail; /* by grace_until (the grace is one va
 static presence *dirty_head;
 static uv_timer_t grace_timer;
 static uv_check_t flush_check;
+static uint64_t last_ask; /* ids of cluster questions, never reused */
 static bool started, stopped;
+
+#define ASK_TIMEOUT_MS 1000 /* how long the other nodes have to say "held here" */
 
 static void flush_cb(uv_check_t *h);
 static void grace_cb(uv_timer_t *t);
@@ -208,7 +217,82 @@ static void flush_cb(uv_check_t *h)
     }
 }
 
-/* The grace of the oldest users ended: they are offline now. */
+static void go_offline(presence *p)
+{
+    p->online = false;
+    store_last_seen(p->uid, p->left_ms);
+    mark_dirty(p);
+}
+
+/* ---- the cluster question ------------------------------------------------- */
+
+typedef struct presence_ask {
+    int64_t uid;
+    uint64_t id;
+} presence_ask;
+
+/* The other nodes' answers to gw.is_uid_online: [true] from a node that
+ * holds a device of the uid (an error or null part says nothing). */
+static void ask_done(json_t *partials, bool complete, void *ctx)
+{
+    (void)complete; /* a silent node may be a dead one: it holds nobody */
+    presence_ask *a = ctx;
+    bool held = false;
+    size_t i;
+    json_t *part;
+    json_array_foreach(partials, i, part)
+    {
+        if (json_is_array(part) && json_is_true(json_array_get(part, 0)))
+            held = true;
+    }
+    json_decref(partials);
+    presence *p = started && !stopped ? presence_find(a->uid) : NULL;
+    /* a bind here since the question (ask reset) or a newer question: stale */
+    if (p && p->ask == a->id) {
+        p->ask = 0;
+        if (held) {
+            /* online on another node, which tells the peers when that ends;
+             * nothing changed for anyone, and nothing is stored */
+            p->online = false;
+            presence_maybe_free(p);
+        } else {
+            go_offline(p);
+        }
+    }
+    free(a);
+}
+
+/* p's grace ended: is a device of it connected on another node? Only the
+ * nodes holding the uid are subscribed to its channel, so with none the
+ * call ends at once. Returns -1 when it could not be asked (bus down). */
+static int ask_cluster(presence *p)
+{
+    char uid[24];
+    chat_uid_string(p->uid, uid, sizeof(uid));
+    size_t len = strlen(uid);
+    presence_ask *a = malloc(sizeof(*a));
+    json_t *q = json_pack("{s:[s#]}", "uid", uid, (int)len);
+    cluster_call *cc = a && q ? cluster_call_new("gw.is_uid_online", ask_done, a) : NULL;
+    if (!cc || cluster_call_uid(cc, uid, len, q) < 0) {
+        json_decref(q);
+        if (cc)
+            cluster_call_free(cc);
+        free(a);
+        return -1;
+    }
+    json_decref(q);
+    *a = (presence_ask){p->uid, ++last_ask};
+    p->ask = a->id;
+    if (cluster_call_start(cc, ASK_TIMEOUT_MS) < 0) { /* freed the call, not a */
+        p->ask = 0;
+        free(a);
+        return -1;
+    }
+    return 0;
+}
+
+/* The grace of the oldest users ended: they are offline now, unless (in a
+ * cluster) another node still holds them. */
 static void grace_cb(uv_timer_t *t)
 {
     (void)t;
@@ -216,9 +300,8 @@ static void grace_cb(uv_timer_t *t)
     while (grace_head && grace_head->grace_until <= now) {
         presence *p = grace_head;
         grace_unlink(p);
-        p->online = false;
-        store_last_seen(p->uid, p->left_ms);
-        mark_dirty(p);
+        if (!cluster_enabled() || ask_cluster(p) < 0)
+            go_offline(p);
     }
     grace_arm();
 }
@@ -240,6 +323,7 @@ void chat_presence_bound(int64_t uid)
         HASH_ADD(hh, table, uid, sizeof(p->uid), p);
     }
     p->local++;
+    p->ask = 0;           /* the answer to a question in flight no longer matters */
     if (p->grace_until) { /* back within the grace: nothing changed for anyone */
         grace_unlink(p);
         grace_arm();
@@ -268,9 +352,8 @@ static void chat_unbound(const char *uid, size_t len)
     p->left_ms = auth_now_ms();
     uint64_t grace = (uint64_t)chat_cfg->presence_grace;
     if (grace == 0) {
-        p->online = false;
-        store_last_seen(p->uid, p->left_ms);
-        mark_dirty(p);
+        if (!cluster_enabled() || ask_cluster(p) < 0)
+            go_offline(p);
         return;
     }
     p->grace_until = uv_now(chat_loop) + grace;
