@@ -162,6 +162,7 @@ static const chat_route routes[] = {
     {HTTP_POST, "/user/logout", true, false, chat_do_logout},
     {HTTP_GET, "/user/me", true, false, chat_do_me},
     {HTTP_GET, "/user/search", true, false, chat_do_search},
+    {HTTP_POST, "/user/settings", true, true, chat_do_settings},
     {HTTP_POST, "/chat/bind", true, true, chat_do_bind},
     {HTTP_POST, "/chat/send", true, true, chat_do_send},
     {HTTP_GET, "/chat/list", true, false, chat_do_list},
@@ -374,6 +375,7 @@ int chat_init(uv_loop_t *loop, const config *cfg)
         return -1;
     }
     gateway_set_message_hook(chat_socket_message);
+    chat_presence_init();
     cluster_register("chat.bind", chat_remote_bind, NULL);
     cluster_register("chat.logout", chat_remote_logout, NULL);
     admin_init(loop, chat_store);
@@ -394,14 +396,17 @@ bool chat_store_ok(const char **backend)
 
 void chat_stop(void)
 {
+    chat_presence_stop();
     auth_stop();
 }
 
 void chat_shutdown(void)
 {
+    chat_presence_stop(); /* when the loop ended without a signal */
     if (chat_store)
         store_close(chat_store);
     chat_store = NULL;
+    chat_presence_shutdown();
     auth_shutdown();
     ratelimit_free(chat_bind_fail_limit);
     ratelimit_free(chat_send_limit);

@@ -339,6 +339,15 @@ void chat_respond_result(store_req *r)
     chat_call_free(call);
 }
 
+/* chat_respond_result for lists of users (their id under "id") or chat
+ * list items (under "userid"): each gets "online". */
+void chat_respond_users(store_req *r)
+{
+    if (r->status == STORE_OK)
+        chat_presence_annotate(r->result, r->op == STORE_CHAT_LIST ? "userid" : "id");
+    chat_respond_result(r);
+}
+
 void chat_do_search(chat_call *call)
 {
     char q[USERNAME_MAX * 4 + 1], what[64];
@@ -348,7 +357,7 @@ void chat_do_search(chat_call *call)
         chat_call_fail(call, 400, "missing_field", "q is required: %s", what);
     if (n <= 0)
         return;
-    store_req *r = chat_call_store_req(call, STORE_USER_SEARCH, chat_respond_result);
+    store_req *r = chat_call_store_req(call, STORE_USER_SEARCH, chat_respond_users);
     if (!r)
         return;
     store_req_set_str(&r->query, q);

@@ -49,6 +49,7 @@ static void bind_socket(conn *c, const char *uid, const uint8_t *token_hash, bin
         *err = (bind_error){403, "forbidden", "client_id is bound to another user"};
         return;
     }
+    bool was_bound = c->flags & CONN_CHAT_BOUND;
     int rc = registry_bind_uid(c, uid, strlen(uid), (uint32_t)chat_cfg->max_conns_per_user);
     if (rc == REGISTRY_FULL) {
         err->status = 429;
@@ -63,6 +64,8 @@ static void bind_socket(conn *c, const char *uid, const uint8_t *token_hash, bin
         return;
     }
     c->flags |= CONN_CHAT_BOUND;
+    if (!was_bound) /* a socket bound again to its user is no new device */
+        chat_presence_bound(strtoll(uid, NULL, 10));
     if (token_hash) /* so a logout of the token can close it */
         auth_note_bind_hash(token_hash, c->client_id);
 }

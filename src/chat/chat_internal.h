@@ -7,7 +7,8 @@
  * call over HTTP or the socket, its answer, validation, pushes);
  * chat_account.c the accounts (register, login, logout, me, search);
  * chat_bind.c binding a socket to its user; chat_message.c messages and
- * conversations (send, list, unread, history, sync, read).
+ * conversations (send, list, unread, history, sync, read); chat_presence.c
+ * who is online, told to their peers, and the presence settings.
  *
  * Everything runs on the loop thread. */
 #ifndef CHATD_CHAT_INTERNAL_H
@@ -109,6 +110,7 @@ json_t *chat_remote_logout(json_t *body, void *arg);
 void chat_do_logout(chat_call *call);
 void chat_do_me(chat_call *call);
 void chat_respond_result(store_req *r);
+void chat_respond_users(store_req *r);
 void chat_do_search(chat_call *call);
 
 /* ---- chat_bind.c --------------------------------------------------------- */
@@ -125,5 +127,19 @@ void chat_do_history(chat_call *call);
 void chat_do_sync(chat_call *call);
 void chat_do_sync_cursors(chat_call *call);
 void chat_do_read(chat_call *call);
+
+/* ---- chat_presence.c ----------------------------------------------------- */
+
+void chat_presence_init(void);
+/* At shutdown: the last_seen of who is online here is written. */
+void chat_presence_stop(void);
+/* After the store closed: frees the table, closes the handles. */
+void chat_presence_shutdown(void);
+/* A socket was bound to uid through the chat service (it was not before). */
+void chat_presence_bound(int64_t uid);
+bool chat_presence_online(int64_t uid);
+/* Sets "online" on every object of arr from its integer id under key. */
+void chat_presence_annotate(json_t *arr, const char *key);
+void chat_do_settings(chat_call *call);
 
 #endif

@@ -159,7 +159,7 @@ void chat_do_send(chat_call *call)
 
 void chat_do_list(chat_call *call)
 {
-    store_req *r = chat_call_store_req(call, STORE_CHAT_LIST, chat_respond_result);
+    store_req *r = chat_call_store_req(call, STORE_CHAT_LIST, chat_respond_users);
     if (r)
         store_submit(chat_store, r);
 }

@@ -128,6 +128,10 @@ static const option_spec options[] = {
     {"bind-rate", OPT_INT, FIELD(bind_rate), "30", 1, 1000000,
      "failed binds (bad tokens) per minute per address before binds from it are refused (429)",
      R_LIVE, NULL, false},
+    {"presence-grace", OPT_INT, FIELD(presence_grace), "5000", 0, 3600000,
+     "milliseconds a user stays online after their last socket closed, so a reload does not "
+     "flap their presence",
+     R_LIVE, NULL, false},
     {"register-rate", OPT_INT, FIELD(register_rate), "20", 1, 1000000,
      "sign-ups per hour per address (429)", R_RESTART, NULL, false},
     {"hash-queue", OPT_INT, FIELD(hash_queue), "16", 2, 100000,

@@ -288,12 +288,22 @@ int registry_bind_uid(conn *c, const char *uid, size_t len, uint32_t max_conns)
     return 0;
 }
 
+static registry_chat_unbound_fn chat_unbound_hook;
+
+void registry_set_chat_unbound_hook(registry_chat_unbound_fn fn)
+{
+    chat_unbound_hook = fn;
+}
+
 void registry_unbind_uid(conn *c)
 {
     uid_entry *e = c->uid;
+    bool chat = c->flags & CONN_CHAT_BOUND;
     c->flags &= ~CONN_CHAT_BOUND;
     if (!e)
         return;
+    if (chat && chat_unbound_hook)
+        chat_unbound_hook(e->name, e->len);
     if (c->uid_prev)
         c->uid_prev->uid_next = c->uid_next;
     else

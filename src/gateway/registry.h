@@ -78,6 +78,11 @@ size_t registry_client_id_len(void);
 int registry_bind_uid(conn *c, const char *uid, size_t len, uint32_t max_conns);
 void registry_unbind_uid(conn *c);
 uid_entry *registry_find_uid(const char *uid, size_t len);
+/* The chat service's presence hook: a connection bound through the chat
+ * service (CONN_CHAT_BOUND) leaves uid (unbound, moved, or closed). Called
+ * with the uid still indexed; fn must not change the registry. NULL: none. */
+typedef void (*registry_chat_unbound_fn)(const char *uid, size_t len);
+void registry_set_chat_unbound_hook(registry_chat_unbound_fn fn);
 
 int registry_join_group(conn *c, const char *group, size_t len);
 void registry_leave_group(conn *c, const char *group, size_t len);

@@ -101,6 +101,8 @@ bool store_op_is_write(store_op op)
     case STORE_READ:
     case STORE_USER_ADMIN:
     case STORE_TOKEN_PURGE:
+    case STORE_USER_LAST_SEEN:
+    case STORE_USER_SETTINGS:
         return true;
     default:
         return false;

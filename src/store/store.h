@@ -83,7 +83,8 @@ typedef enum store_op {
      * (STORE_USER_ADMIN): a revoke cannot delete a JWT, so it refuses every
      * JWT issued before it. */
     STORE_USER_EXTERNAL,
-    /* query, user_id (excluded from results), limit -> [user]: the enabled
+    /* query, user_id (excluded from results), limit -> [user plus
+     * last_seen, as in STORE_CHAT_LIST]: the enabled
      * users whose username key (names_key) starts with query's key, in key
      * order. A range seek on the key's index (never a scan of users): case,
      * NFD/NFC, fullwidth forms and look-alike letters are ignored, but only
@@ -112,8 +113,10 @@ typedef enum store_op {
      * recipient (or sender). */
     STORE_MESSAGE_SEND,
     /* user_id -> [{userid, username, userpic, type, data, time, noreadnum,
-     * last_message_id, last_seq}], the most recent conversation first;
-     * last_seq is the seq of the conversation's newest message. */
+     * last_message_id, last_seq, last_seen}], the most recent conversation
+     * first; last_seq is the seq of the conversation's newest message;
+     * last_seen is the peer's (ms), null when the peer hides it or was
+     * never seen offline. */
     STORE_CHAT_LIST,
     /* user_id, peer_id, before (exclusive; 0 = from the newest), limit ->
      * [message] of that conversation, newest first. */
@@ -155,6 +158,17 @@ typedef enum store_op {
      * store runs it by itself in the background (store_options
      * purge_interval_ms); a request is for tests and tools. */
     STORE_TOKEN_PURGE,
+    /* user_id, time (ms) -> null: the user was last seen (went offline) at
+     * time; last_seen never moves back. NOT_FOUND: no such user. */
+    STORE_USER_LAST_SEEN,
+    /* user_id, action (1: hide last_seen from others, 0: show it) ->
+     * {hide_last_seen}. NOT_FOUND: no such user. */
+    STORE_USER_SETTINGS,
+    /* user_id -> {hide_last_seen, last_seen, peers: [user id]}: the user's
+     * setting and stored last_seen (0 = never), and who is told of the
+     * user's presence, the peers of its 1:1 conversations (group members
+     * join this list when groups exist). NOT_FOUND: no such user. */
+    STORE_PRESENCE_PEERS,
     STORE_OP_COUNT
 } store_op;
 

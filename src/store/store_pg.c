@@ -480,6 +480,11 @@ static const char *const migrations[] = {
     "    FOR UPDATE SKIP LOCKED);\n"
     "  GET DIAGNOSTICS o_jwts = ROW_COUNT;\n"
     "END $$;",
+    /* 4: presence (as SQLite's migration 6). last_seen (ms, 0 = never),
+     * written when the user goes offline; hide_last_seen: others get null.
+     * A user's peers are a seek on conversations' primary key. */
+    ("ALTER TABLE users ADD COLUMN last_seen bigint NOT NULL DEFAULT 0,"
+     "  ADD COLUMN hide_last_seen boolean NOT NULL DEFAULT false;"),
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -507,6 +512,9 @@ enum stmt_id {
     ST_UNREAD,
     ST_ADMIN,
     ST_PURGE,
+    ST_LAST_SEEN,
+    ST_SETTINGS,
+    ST_PEERS,
     ST_COUNT
 };
 
@@ -523,7 +531,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                          " $3::text[], $4, $5, $6, $7)",
     /* as store_sqlite.c: a prefix of the username key as a range on the
      * key's index in byte order (users_name_key_c), in key order */
-    [ST_USER_SEARCH] = "SELECT id, username, userpic FROM users"
+    [ST_USER_SEARCH] = "SELECT id, username, userpic, last_seen, hide_last_seen FROM users"
                        " WHERE name_key COLLATE \"C\" >= $2 AND name_key COLLATE \"C\" < $3"
                        " AND id <> $1 AND NOT disabled"
                        " ORDER BY name_key COLLATE \"C\" LIMIT $4",
@@ -542,7 +550,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_SEND] = "SELECT * FROM chatd_send_batch($1::bigint[], $2::bigint[], $3::text[],"
                 " $4::text[], $5::bigint[], $6::text[])",
     [ST_CHAT_LIST] = "SELECT c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
-                     " c.last_message_id, m.seq FROM conversations c"
+                     " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen"
+                     " FROM conversations c"
                      " JOIN users u ON u.id = c.peer_id"
                      " JOIN messages m ON m.id = c.last_message_id"
                      " WHERE c.user_id = $1 ORDER BY c.last_message_id DESC",
@@ -602,6 +611,13 @@ static const char *const stmt_sql[ST_COUNT] = {
                   " ORDER BY last_message_id DESC",
     [ST_ADMIN] = "SELECT o_found, o_deleted FROM chatd_user_admin($1, $2, $3)",
     [ST_PURGE] = "SELECT o_tokens, o_jwts FROM chatd_token_purge($1, $2)",
+    /* last_seen never moves back (nodes may write it out of order) */
+    [ST_LAST_SEEN] = "UPDATE users SET last_seen = greatest(last_seen, $2) WHERE id = $1"
+                     " RETURNING 1",
+    [ST_SETTINGS] = "UPDATE users SET hide_last_seen = $2 WHERE id = $1 RETURNING 1",
+    /* the user's setting, then one row per 1:1 peer (NULL when none) */
+    [ST_PEERS] = "SELECT u.hide_last_seen, u.last_seen, c.peer_id FROM users u"
+                 " LEFT JOIN conversations c ON c.user_id = u.id WHERE u.id = $1",
 };
 
 const char *store_pg_search_sql(void)
@@ -956,6 +972,20 @@ static int build(params *p, store_req *r)
         p->st = ST_UNREAD;
         p_int(p, r->user_id);
         return 0;
+    case STORE_USER_LAST_SEEN:
+        p->st = ST_LAST_SEEN;
+        p_int(p, r->user_id);
+        p_int(p, r->time);
+        return 0;
+    case STORE_USER_SETTINGS:
+        p->st = ST_SETTINGS;
+        p_int(p, r->user_id);
+        p_text(p, r->action ? "true" : "false");
+        return 0;
+    case STORE_PRESENCE_PEERS:
+        p->st = ST_PEERS;
+        p_int(p, r->user_id);
+        return 0;
     default:
         return -1;
     }
@@ -1023,6 +1053,40 @@ static json_t *user_json(const PGresult *res, int row)
                      col_text(res, row, 1), "userpic", col_text(res, row, 2));
 }
 
+/* The last_seen others see (columns c: last_seen, c + 1: hide_last_seen):
+ * null when hidden or never seen offline (0). */
+static json_t *last_seen_json(const PGresult *res, int row, int c)
+{
+    int64_t t = col_int(res, row, c);
+    return t > 0 && !col_bool(res, row, c + 1) ? json_integer(t) : json_null();
+}
+
+/* A user as others see it, with last_seen (columns 3..4). */
+static json_t *peer_user_json(const PGresult *res, int row)
+{
+    json_t *u = user_json(res, row);
+    if (u && json_object_set_new(u, "last_seen", last_seen_json(res, row, 3)) != 0) {
+        json_decref(u);
+        u = NULL;
+    }
+    return u;
+}
+
+static json_t *peers_json(const PGresult *res)
+{
+    json_t *peers = json_array();
+    for (int i = 0, n = PQntuples(res); peers && i < n; i++) {
+        if (!PQgetisnull(res, i, 2) &&
+            json_array_append_new(peers, json_integer(col_int(res, i, 2))) != 0) {
+            json_decref(peers);
+            peers = NULL;
+        }
+    }
+    return peers ? json_pack("{s:b, s:I, s:o}", "hide_last_seen", col_bool(res, 0, 0), "last_seen",
+                             (json_int_t)col_int(res, 0, 1), "peers", peers)
+                 : NULL;
+}
+
 /* A message from the MSG_COLS columns starting at c. */
 static json_t *msg_json_at(const PGresult *res, int row, int c)
 {
@@ -1054,12 +1118,13 @@ static json_t *rows_json(const PGresult *res, json_t *(*fn)(const PGresult *, in
 
 static json_t *chat_item_json(const PGresult *res, int i)
 {
-    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "userid",
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "userid",
                      (json_int_t)col_int(res, i, 0), "username", col_text(res, i, 1), "userpic",
                      col_text(res, i, 2), "type", col_text(res, i, 3), "data", col_text(res, i, 4),
                      "time", (json_int_t)col_int(res, i, 5), "noreadnum",
                      (json_int_t)col_int(res, i, 6), "last_message_id",
-                     (json_int_t)col_int(res, i, 7), "last_seq", (json_int_t)col_int(res, i, 8));
+                     (json_int_t)col_int(res, i, 7), "last_seq", (json_int_t)col_int(res, i, 8),
+                     "last_seen", last_seen_json(res, i, 9));
 }
 
 static json_t *unread_item_json(const PGresult *res, int i)
@@ -1169,7 +1234,20 @@ static int answer(store_req *r, const PGresult *res)
                               col_text(res, 0, 2), "userpic", r->userpic ? r->userpic : "");
         break;
     case STORE_USER_SEARCH:
-        r->result = rows_json(res, user_json);
+        r->result = rows_json(res, peer_user_json);
+        break;
+    case STORE_USER_LAST_SEEN:
+        r->result = json_null();
+        return n > 0 ? STORE_OK : STORE_NOT_FOUND;
+    case STORE_USER_SETTINGS:
+        if (n == 0)
+            return STORE_NOT_FOUND;
+        r->result = json_pack("{s:b}", "hide_last_seen", r->action ? 1 : 0);
+        break;
+    case STORE_PRESENCE_PEERS:
+        if (n == 0)
+            return STORE_NOT_FOUND;
+        r->result = peers_json(res);
         break;
     case STORE_TOKEN_CREATE:
         if (n != 1)

@@ -111,6 +111,12 @@ static const char *const migrations[] = {
      "ALTER TABLE users ADD COLUMN tokens_nbf INTEGER NOT NULL DEFAULT 0;"
      "CREATE INDEX tokens_user ON tokens(user_id);"
      "CREATE INDEX tokens_expiry ON tokens(expires_at);"),
+    /* 6: presence. last_seen (ms, 0 = never), written when the user goes
+     * offline; hide_last_seen, the user's choice that others get null
+     * instead. A user's peers are conversations(user_id, ...), a seek on its
+     * primary key: no index needed. */
+    ("ALTER TABLE users ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE users ADD COLUMN hide_last_seen INTEGER NOT NULL DEFAULT 0;"),
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SQLITE_SCHEMA_VERSION,
                "STORE_SQLITE_SCHEMA_VERSION must count the migrations");
@@ -155,6 +161,9 @@ enum stmt_id {
     ST_ADMIN_GET,
     ST_PURGE_TOKENS,
     ST_PURGE_JWTS,
+    ST_LAST_SEEN,
+    ST_SETTINGS,
+    ST_PEERS,
     ST_COUNT
 };
 
@@ -179,7 +188,7 @@ static const char *const stmt_sql[ST_COUNT] = {
      * one higher (search_bound). The index gives the rows in key order, so
      * the search stops after ?4 rows and sorts nothing; see
      * store_sqlite_search_sql and its EXPLAIN QUERY PLAN test. */
-    [ST_USER_SEARCH] = "SELECT id, username, userpic FROM users"
+    [ST_USER_SEARCH] = "SELECT id, username, userpic, last_seen, hide_last_seen FROM users"
                        " WHERE name_key >= ?2 AND name_key < ?3 AND id <> ?1 AND disabled = 0"
                        " ORDER BY name_key LIMIT ?4",
     /* no row for a disabled user */
@@ -210,7 +219,8 @@ static const char *const stmt_sql[ST_COUNT] = {
                        " unread = unread + excluded.unread,"
                        " last_in_id = max(last_in_id, excluded.last_in_id)",
     [ST_CHAT_LIST] = "SELECT c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
-                     " c.last_message_id, m.seq FROM conversations c"
+                     " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen"
+                     " FROM conversations c"
                      " JOIN users u ON u.id = c.peer_id"
                      " JOIN messages m ON m.id = c.last_message_id"
                      " WHERE c.user_id = ?1 ORDER BY c.last_message_id DESC",
@@ -275,6 +285,12 @@ static const char *const stmt_sql[ST_COUNT] = {
                         " WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
     [ST_PURGE_JWTS] = "DELETE FROM revoked_jwts WHERE hash IN (SELECT hash FROM revoked_jwts"
                       " WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+    /* last_seen never moves back (two nodes may write it out of order) */
+    [ST_LAST_SEEN] = "UPDATE users SET last_seen = max(last_seen, ?2) WHERE id = ?1",
+    [ST_SETTINGS] = "UPDATE users SET hide_last_seen = ?2 WHERE id = ?1",
+    /* the user's setting, then one row per 1:1 peer (NULL when none) */
+    [ST_PEERS] = "SELECT u.hide_last_seen, u.last_seen, c.peer_id FROM users u"
+                 " LEFT JOIN conversations c ON c.user_id = u.id WHERE u.id = ?1",
 };
 
 const char *store_sqlite_search_sql(void)
@@ -426,6 +442,26 @@ static json_t *user_json(sqlite3_stmt *st)
 {
     return json_pack("{s:I, s:s, s:s}", "id", (json_int_t)sqlite3_column_int64(st, 0), "username",
                      col_text(st, 1), "userpic", col_text(st, 2));
+}
+
+/* The last_seen others see: null when the user hides it or was never
+ * seen offline (0). */
+static json_t *last_seen_json(sqlite3_stmt *st, int col)
+{
+    int64_t t = sqlite3_column_int64(st, col);
+    return t > 0 && !sqlite3_column_int(st, col + 1) ? json_integer(t) : json_null();
+}
+
+/* A user as others see it: {id, username, userpic, last_seen}; columns
+ * 3..4 last_seen and hide_last_seen. */
+static json_t *peer_user_json(sqlite3_stmt *st)
+{
+    json_t *u = user_json(st);
+    if (u && json_object_set_new(u, "last_seen", last_seen_json(st, 3)) != 0) {
+        json_decref(u);
+        u = NULL;
+    }
+    return u;
 }
 
 /* A message from the MSG_COLS columns. */
@@ -823,7 +859,7 @@ static int op_user_search(sq *b, store_req *r)
     bind_text(st, 2, key);
     bind_text(st, 3, hi);
     sqlite3_bind_int64(st, 4, sql_limit(r->limit));
-    r->result = rows_json(b, st, user_json);
+    r->result = rows_json(b, st, peer_user_json);
     free(key);
     free(hi);
     return r->result ? STORE_OK : STORE_ERROR;
@@ -872,6 +908,65 @@ static int op_user_admin(sq *b, store_req *r)
     }
     r->result = json_pack("{s:I, s:b}", "tokens_deleted", (json_int_t)deleted, "disabled",
                           r->action == STORE_ADMIN_DISABLE);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+static int op_last_seen(sq *b, store_req *r)
+{
+    sqlite3_stmt *st = prep(b, ST_LAST_SEEN);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    sqlite3_bind_int64(st, 2, r->time);
+    if (exec_stmt(st) != SQLITE_DONE)
+        return db_fail(b, "last_seen update");
+    r->result = json_null();
+    return sqlite3_changes(b->db) ? STORE_OK : STORE_NOT_FOUND;
+}
+
+static int op_user_settings(sq *b, store_req *r)
+{
+    sqlite3_stmt *st = prep(b, ST_SETTINGS);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    sqlite3_bind_int(st, 2, r->action ? 1 : 0);
+    if (exec_stmt(st) != SQLITE_DONE)
+        return db_fail(b, "settings update");
+    if (sqlite3_changes(b->db) == 0)
+        return STORE_NOT_FOUND;
+    r->result = json_pack("{s:b}", "hide_last_seen", r->action ? 1 : 0);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+static int op_presence_peers(sq *b, store_req *r)
+{
+    sqlite3_stmt *st = prep(b, ST_PEERS);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    json_t *peers = json_array();
+    bool hide = false, found = false;
+    int64_t last_seen = 0;
+    int rc = SQLITE_DONE;
+    while (peers && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        found = true;
+        hide = sqlite3_column_int(st, 0) != 0;
+        last_seen = sqlite3_column_int64(st, 1);
+        if (sqlite3_column_type(st, 2) != SQLITE_NULL &&
+            json_array_append_new(peers, json_integer(sqlite3_column_int64(st, 2))) != 0) {
+            json_decref(peers);
+            peers = NULL;
+        }
+    }
+    int status = STORE_OK;
+    if (peers && rc != SQLITE_DONE)
+        status = db_fail(b, "presence peers");
+    sqlite3_reset(st);
+    if (!peers || status != STORE_OK) {
+        json_decref(peers);
+        return STORE_ERROR;
+    }
+    if (!found) {
+        json_decref(peers);
+        return STORE_NOT_FOUND;
+    }
+    r->result = json_pack("{s:b, s:I, s:o}", "hide_last_seen", hide, "last_seen",
+                          (json_int_t)last_seen, "peers", peers);
     return r->result ? STORE_OK : STORE_ERROR;
 }
 
@@ -1058,13 +1153,13 @@ static int op_message_send(sq *b, store_req *r)
 
 static json_t *chat_item_json(sqlite3_stmt *st)
 {
-    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "userid",
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "userid",
                      (json_int_t)sqlite3_column_int64(st, 0), "username", col_text(st, 1),
                      "userpic", col_text(st, 2), "type", col_text(st, 3), "data", col_text(st, 4),
                      "time", (json_int_t)sqlite3_column_int64(st, 5), "noreadnum",
                      (json_int_t)sqlite3_column_int64(st, 6), "last_message_id",
                      (json_int_t)sqlite3_column_int64(st, 7), "last_seq",
-                     (json_int_t)sqlite3_column_int64(st, 8));
+                     (json_int_t)sqlite3_column_int64(st, 8), "last_seen", last_seen_json(st, 9));
 }
 
 static int op_chat_list(sq *b, store_req *r)
@@ -1270,7 +1365,7 @@ static void sq_execute(void *p, store_req *r)
     }
     /* Whatever reads conversations must see this transaction's sends. */
     if ((r->op == STORE_CHAT_LIST || r->op == STORE_SYNC || r->op == STORE_SYNC_CURSORS ||
-         r->op == STORE_READ || r->op == STORE_UNREAD) &&
+         r->op == STORE_READ || r->op == STORE_UNREAD || r->op == STORE_PRESENCE_PEERS) &&
         conv_flush(b) != 0) {
         r->status = STORE_ERROR;
         return;
@@ -1329,6 +1424,15 @@ static void sq_execute(void *p, store_req *r)
         break;
     case STORE_TOKEN_PURGE:
         r->status = op_token_purge(b, r);
+        break;
+    case STORE_USER_LAST_SEEN:
+        r->status = op_last_seen(b, r);
+        break;
+    case STORE_USER_SETTINGS:
+        r->status = op_user_settings(b, r);
+        break;
+    case STORE_PRESENCE_PEERS:
+        r->status = op_presence_peers(b, r);
         break;
     default:
         r->status = bad_input(r, "a known op");

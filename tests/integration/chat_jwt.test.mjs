@@ -8,7 +8,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { startServer, sleep } from './lib/server.mjs';
-import { ChatSocket, fails, get, mintJwt, must, ok, post, register, restartServer, send, uname } from './lib/chat.mjs';
+import { ChatSocket, fails, get, mintJwt, must, ok, post, register, restartServer, send, uname , dropPresence } from './lib/chat.mjs';
 
 const SECRET = 'jwt-test-secret-' + crypto.randomBytes(8).toString('hex');
 const srv = await startServer({ options: { 'jwt-secret': SECRET, 'login-rate': 1000 } });
@@ -59,7 +59,7 @@ test('a JWT user binds both ways and chats with a password user', async (t) => {
   const b1 = await ChatSocket.bound(srv, bob, t);
 
   // Bob finds her by name.
-  const found = await must(srv, 'GET', `/user/search?q=${encodeURIComponent(jane.username)}`, { token: bob.token });
+  const found = dropPresence(await must(srv, 'GET', `/user/search?q=${encodeURIComponent(jane.username)}`, { token: bob.token }));
   assert.deepEqual(found, [{ id: jane.id, username: jane.username, userpic: jane.userpic }]);
 
   j1.sendMsg(bob, 'hi from a JWT account', { client_msg_id: 'j-1' });
@@ -78,7 +78,7 @@ test('a JWT user binds both ways and chats with a password user', async (t) => {
   assert.deepEqual(await must(srv, 'POST', '/chat/read', { token: jane.token, body: { userid: bob.id, client_id: j1.clientId } }), { total: 0 });
   assert.deepEqual(await j2.next(), { type: 'read', userid: bob.id, total: 0 });
   assert.deepEqual(await b1.next(), { type: 'receipt', userid: jane.id, last_read_id: m2.id });
-  const list = await must(srv, 'GET', '/chat/list', { token: bob.token });
+  const list = dropPresence(await must(srv, 'GET', '/chat/list', { token: bob.token }));
   assert.deepEqual(list.map((e) => [e.userid, e.username, e.userpic, e.noreadnum, e.last_message_id]), [[jane.id, jane.username, jane.userpic, 1, m2.id]]);
 });
 
@@ -143,7 +143,7 @@ test('search: at most 20 results, prefixes only, no wildcard characters', async 
   const users = [];
   for (const n of names) users.push({ ...ok(await me(jwt({ sub: `s-${n}`, username: n }))), name: n });
   const asker = { token: jwt({ sub: `s-asker-${tag}`, username: `asker-${tag}` }) };
-  const r = await must(srv, 'GET', `/user/search?q=${tag}`, { token: asker.token });
+  const r = dropPresence(await must(srv, 'GET', `/user/search?q=${tag}`, { token: asker.token }));
   assert.equal(r.length, 20, 'at most 20 results');
   assert.ok(r.every((u) => u.username.startsWith(tag)), 'prefix matches only (not z<tag>inner)');
   assert.deepEqual((await must(srv, 'GET', `/user/search?q=${tag}inner`, { token: asker.token })), [], 'no substring match');

@@ -345,7 +345,7 @@ static void test_user_search(void **state)
     assert_int_equal(json_array_size(r->result), 2);
     assert_string_equal(jstr(json_array_get(r->result, 0), "username"), "alice");
     assert_string_equal(jstr(json_array_get(r->result, 1), "username"), "Alicia");
-    assert_int_equal(json_object_size(json_array_get(r->result, 0)), 3);
+    assert_int_equal(json_object_size(json_array_get(r->result, 0)), 4); /* and last_seen */
     store_req_free(r);
 
     /* The key's rules: NFD and fullwidth forms find the NFC name. */
@@ -585,7 +585,7 @@ static void test_unread_and_chat_list(void **state)
     assert_int_equal(r->status, STORE_OK);
     assert_int_equal(json_array_size(r->result), 2);
     json_t *first = json_array_get(r->result, 0), *second = json_array_get(r->result, 1);
-    assert_int_equal(json_object_size(first), 9);
+    assert_int_equal(json_object_size(first), 10); /* and last_seen */
     assert_int_equal(jint(first, "userid"), c);
     assert_string_equal(jstr(first, "username"), "c");
     assert_string_equal(jstr(first, "userpic"), "pic.png");
@@ -812,10 +812,14 @@ static void test_sync(void **state)
 static void sql(fixture *f, const char *text);
 static int64_t user_version(fixture *f);
 
-/* Takes a database of schema 5 back to 4 (migration 5 undone). */
+/* Takes a database of schema 6 back to 5 (migration 6 undone). */
+#define UNDO_6                                                                                     \
+    "ALTER TABLE users DROP COLUMN last_seen; ALTER TABLE users DROP COLUMN hide_last_seen;"
+
+/* Takes a database of schema 6 back to 4 (migrations 6 and 5 undone). */
 #define UNDO_5                                                                                     \
-    "DROP INDEX tokens_user; DROP INDEX tokens_expiry;"                                            \
-    "ALTER TABLE users DROP COLUMN disabled; ALTER TABLE users DROP COLUMN tokens_nbf;"
+    UNDO_6 "DROP INDEX tokens_user; DROP INDEX tokens_expiry;"                                     \
+           "ALTER TABLE users DROP COLUMN disabled; ALTER TABLE users DROP COLUMN tokens_nbf;"
 
 /* Sends one message and returns its seq. */
 static int64_t send_seq(fixture *f, int64_t from, int64_t to, const char *cmid)
@@ -1631,6 +1635,88 @@ static void test_admin_migration(void **state)
     open_store(f);
 }
 
+/* A database of schema 5 (before presence) with a conversation: migration
+ * 6 gives its users last_seen 0 (null to others) and last_seen shown; then
+ * the presence ops: peers, last_seen (never back), settings. */
+static void test_presence(void **state)
+{
+    fixture *f = *state;
+    close_store(f);
+    sql(f, UNDO_6 "PRAGMA user_version = 5;");
+    open_store(f);
+    assert_int_equal(user_version(f), STORE_SQLITE_SCHEMA_VERSION);
+    int64_t a = create_user(f, "pa"), b = create_user(f, "pb"), c = create_user(f, "pc");
+    create_user(f, "pd");
+    send_msg(f, a, b, "ab");
+    send_msg(f, c, a, "ca");
+    store_req *r = new_req(STORE_PRESENCE_PEERS);
+    r->user_id = a;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_false(json_is_true(json_object_get(r->result, "hide_last_seen")));
+    assert_int_equal(jint(r->result, "last_seen"), 0);
+    json_t *peers = json_object_get(r->result, "peers");
+    assert_int_equal(json_array_size(peers), 2);
+    int64_t p0 = json_integer_value(json_array_get(peers, 0)),
+            p1 = json_integer_value(json_array_get(peers, 1));
+    assert_true((p0 == b && p1 == c) || (p0 == c && p1 == b));
+    store_req_free(r);
+    r = new_req(STORE_PRESENCE_PEERS); /* no conversation: no peer */
+    r->user_id = create_user(f, "pe");
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(json_array_size(json_object_get(r->result, "peers")), 0);
+    store_req_free(r);
+    r = new_req(STORE_PRESENCE_PEERS);
+    r->user_id = 999999;
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+
+    r = new_req(STORE_CHAT_LIST);
+    r->user_id = b;
+    run(f, r);
+    assert_true(json_is_null(json_object_get(json_array_get(r->result, 0), "last_seen")));
+    store_req_free(r);
+    for (int64_t t = 500; t >= 400; t -= 100) { /* the older time does not win */
+        r = new_req(STORE_USER_LAST_SEEN);
+        r->user_id = a;
+        r->time = t;
+        assert_int_equal(run_status(f, r), STORE_OK);
+    }
+    r = new_req(STORE_USER_LAST_SEEN);
+    r->user_id = 999999;
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+    r = new_req(STORE_CHAT_LIST);
+    r->user_id = b;
+    run(f, r);
+    assert_int_equal(jint(json_array_get(r->result, 0), "last_seen"), 500);
+    store_req_free(r);
+    r = search(f, b, "pa", 5);
+    assert_int_equal(jint(json_array_get(r->result, 0), "last_seen"), 500);
+    store_req_free(r);
+
+    r = new_req(STORE_USER_SETTINGS);
+    r->user_id = a;
+    r->action = 1;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_true(json_is_true(json_object_get(r->result, "hide_last_seen")));
+    store_req_free(r);
+    r = new_req(STORE_CHAT_LIST);
+    r->user_id = b;
+    run(f, r);
+    assert_true(json_is_null(json_object_get(json_array_get(r->result, 0), "last_seen")));
+    store_req_free(r);
+    r = search(f, b, "pa", 5);
+    assert_true(json_is_null(json_object_get(json_array_get(r->result, 0), "last_seen")));
+    store_req_free(r);
+    r = new_req(STORE_PRESENCE_PEERS);
+    r->user_id = a;
+    run(f, r);
+    assert_true(json_is_true(json_object_get(r->result, "hide_last_seen")));
+    assert_int_equal(jint(r->result, "last_seen"), 500);
+    store_req_free(r);
+}
+
 static int64_t user_version(fixture *f)
 {
     char path[160];
@@ -1874,6 +1960,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_user_create_and_lookup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_presence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_external, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_search, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_search_plan, setup, teardown),

@@ -640,8 +640,9 @@ static void test_admin_migration(void **state)
              "DROP FUNCTION chatd_token_purge(bigint, int);"
              "DROP FUNCTION chatd_user_external(text, text[], text[], text, bigint, bytea, bigint);"
              "DROP INDEX tokens_user; DROP INDEX tokens_expiry; DROP INDEX users_name_key_c;"
-             "ALTER TABLE users DROP COLUMN disabled, DROP COLUMN tokens_nbf;"
-             "DELETE FROM schema_version WHERE version = 3;"
+             "ALTER TABLE users DROP COLUMN disabled, DROP COLUMN tokens_nbf,"
+             " DROP COLUMN last_seen, DROP COLUMN hide_last_seen;"
+             "DELETE FROM schema_version WHERE version >= 3;"
              "INSERT INTO users(id, username, created_at, name_key) VALUES (7, 'old', 0, 'old');"
              "INSERT INTO tokens(hash, user_id, expires_at) VALUES ('\\x0707', 7, 99999);"
              "SELECT max(version) FROM schema_version",
@@ -665,7 +666,7 @@ static void test_admin_migration(void **state)
     store_close(s);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     snprintf(sql, sizeof(sql), "SELECT max(version) FROM %s.schema_version", schema);
-    assert_int_equal(side_exec(c, sql), 3);
+    assert_int_equal(side_exec(c, sql), 4);
     snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", schema);
     side_exec(c, sql);
     PQfinish(c);

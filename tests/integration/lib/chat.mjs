@@ -242,9 +242,22 @@ export class ChatSocket {
     this.ws.sendJson({ type: 'send', message });
   }
 
-  /** The next JSON message, whatever its type. */
-  next(timeoutMs = 3000) {
-    return this.ws.nextJson(timeoutMs);
+  /**
+   * The next JSON message, whatever its type; presence pushes (a peer came
+   * or went) are skipped unless the socket watches them (watchPresence).
+   */
+  async next(timeoutMs = 3000) {
+    for (;;) {
+      const m = await this.ws.nextJson(timeoutMs);
+      if (m && m.type === 'presence' && !this.presence) continue;
+      return m;
+    }
+  }
+
+  /** From now on next() returns presence pushes too. */
+  watchPresence() {
+    this.presence = true;
+    return this;
   }
 
   /** The next message, asserting its type. */
@@ -372,6 +385,21 @@ export async function restartServer(srv, { waitMs = 10000 } = {}) {
     }
     await sleep(25);
   }
+}
+
+/**
+ * Users or chat list items without their presence fields (online, a
+ * boolean; last_seen, null or ms), which are checked here: for tests of
+ * other things that compare whole objects (presence.test.mjs tests them).
+ */
+export function dropPresence(items) {
+  for (const u of items) {
+    assert.equal(typeof u.online, 'boolean', `online of ${JSON.stringify(u)}`);
+    assert.ok(u.last_seen === null || Number.isInteger(u.last_seen), `last_seen of ${JSON.stringify(u)}`);
+    delete u.online;
+    delete u.last_seen;
+  }
+  return items;
 }
 
 /** Sorts a copy by a numeric key. */
