@@ -389,23 +389,6 @@ void chat_presence_annotate(json_t *arr, const char *key)
 
 /* ---- POST /user/settings ----------------------------------------------- */
 
-static void settings_done(store_req *r)
-{
-    chat_call *call = r->ctx;
-    if (r->status != STORE_OK) {
-        int status = r->status;
-        store_req_free(r);
-        if (status == STORE_NOT_FOUND)
-            chat_call_fail(call, 404, "not_found", "no such user");
-        else
-            chat_store_failed(call);
-        return;
-    }
-    http_respond_ok(call->req, json_incref(r->result));
-    store_req_free(r);
-    chat_call_free(call);
-}
-
 void chat_do_settings(chat_call *call)
 {
     json_t *hide = json_object_get(call->body, "hide_last_seen");
@@ -414,7 +397,7 @@ void chat_do_settings(chat_call *call)
                        "hide_last_seen is required: true or false");
         return;
     }
-    store_req *r = chat_call_store_req(call, STORE_USER_SETTINGS, settings_done);
+    store_req *r = chat_call_store_req(call, STORE_USER_SETTINGS, chat_respond_result);
     if (!r)
         return;
     r->action = json_is_true(hide) ? 1 : 0;
