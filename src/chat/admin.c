@@ -2,7 +2,6 @@
 #include "chat/admin.h"
 
 #include <http_parser.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
+#include "gateway/gateway_api.h"
 #include "gateway/registry.h"
 #include "net/server.h"
 #include "ws/ws.h"
@@ -46,15 +46,6 @@ typedef struct admin_call {
 bool admin_handles(const char *path)
 {
     return strncmp(path, "/admin/", 7) == 0;
-}
-
-/* Constant time, whatever the lengths (gateway_api.c's rule). */
-static bool secret_matches(const char *given, const char *secret)
-{
-    unsigned char a[crypto_hash_sha256_BYTES], b[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256(a, (const unsigned char *)given, strlen(given));
-    crypto_hash_sha256(b, (const unsigned char *)secret, strlen(secret));
-    return sodium_memcmp(a, b, sizeof(a)) == 0;
 }
 
 /* Sends every socket of uid on this node an error frame with code, then
@@ -205,18 +196,8 @@ static int64_t want_uid(http_request *req, json_t *body)
 
 void admin_handle_request(http_request *req)
 {
-    const config *cfg = conn_server(req->conn)->cfg;
-    if (!cfg->api_secret[0]) {
-        http_respond_error(req, 403, "api_disabled",
-                           "the server API is off: start chatd with --api-secret");
+    if (!gateway_api_authorize(req)) /* the same bearer secret as the /gateway/ API */
         return;
-    }
-    const char *auth = http_header(req, "Authorization");
-    if (!auth || strncmp(auth, "Bearer ", 7) != 0 || !secret_matches(auth + 7, cfg->api_secret)) {
-        http_respond_error(req, 401, "unauthorized",
-                           "Authorization: Bearer <api secret> is missing or wrong");
-        return;
-    }
     const admin_action *act = NULL;
     size_t plen = strlen(ADMIN_PREFIX);
     if (strncmp(req->path, ADMIN_PREFIX, plen) == 0)

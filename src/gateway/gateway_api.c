@@ -938,31 +938,37 @@ void gateway_api_init(void)
     }
 }
 
-/* Constant-time secret check: compare SHA-256 digests, so neither the
- * content nor the length of the secret leaks through timing. */
-static bool secret_matches(const char *given, const char *secret)
+bool gateway_api_secret_equal(const char *given, size_t len, const char *secret)
 {
     unsigned char a[32], b[32];
     unsigned int la = 0, lb = 0;
-    EVP_Digest(given, strlen(given), a, &la, EVP_sha256(), NULL);
+    EVP_Digest(given, len, a, &la, EVP_sha256(), NULL);
     EVP_Digest(secret, strlen(secret), b, &lb, EVP_sha256(), NULL);
     return CRYPTO_memcmp(a, b, sizeof(a)) == 0;
 }
 
-void gateway_api_handle(http_request *req, const char *method)
+bool gateway_api_authorize(http_request *req)
 {
     const config *cfg = conn_server(req->conn)->cfg;
     if (!cfg->api_secret[0]) {
         http_respond_error(req, 403, "api_disabled",
                            "the server API is off: start chatd with --api-secret");
-        return;
+        return false;
     }
     const char *auth = http_header(req, "Authorization");
-    if (!auth || strncmp(auth, "Bearer ", 7) != 0 || !secret_matches(auth + 7, cfg->api_secret)) {
+    if (!auth || strncmp(auth, "Bearer ", 7) != 0 ||
+        !gateway_api_secret_equal(auth + 7, strlen(auth + 7), cfg->api_secret)) {
         http_respond_error(req, 401, "unauthorized",
                            "Authorization: Bearer <api secret> is missing or wrong");
-        return;
+        return false;
     }
+    return true;
+}
+
+void gateway_api_handle(http_request *req, const char *method)
+{
+    if (!gateway_api_authorize(req))
+        return;
     if (req->method != HTTP_POST) {
         http_respond_error(req, 405, "method_not_allowed", "use POST");
         return;

@@ -9,8 +9,6 @@
  * any query that reaches chatd after it. */
 #include <arpa/inet.h>
 #include <jansson.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +17,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "gateway/gateway.h"
+#include "gateway/gateway_api.h"
 #include "gateway/registry.h"
 #include "gwcompat/gw.h"
 #include "gwcompat/gw_internal.h"
@@ -89,17 +88,6 @@ void gw_send(conn *c, sbuf *buf)
     conn_close_after_write(c, 100);
 }
 
-/* Constant-time comparison through digests: neither content nor length of
- * the secret leaks through timing. */
-static bool secret_equal(const char *given, size_t len, const char *secret)
-{
-    uint8_t a[32], b[32];
-    unsigned int la = 0, lb = 0;
-    EVP_Digest(given, len, a, &la, EVP_sha256(), NULL);
-    EVP_Digest(secret, strlen(secret), b, &lb, EVP_sha256(), NULL);
-    return CRYPTO_memcmp(a, b, sizeof(a)) == 0;
-}
-
 bool gw_secret_ok(const char *json, size_t len, char *worker_key, size_t key_cap)
 {
     const char *secret = gw.cfg->gw_secret;
@@ -112,7 +100,7 @@ bool gw_secret_ok(const char *json, size_t len, char *worker_key, size_t key_cap
     if (secret[0]) {
         json_t *given = json_object_get(o, "secret_key");
         ok = json_is_string(given) &&
-             secret_equal(json_string_value(given), json_string_length(given), secret);
+             gateway_api_secret_equal(json_string_value(given), json_string_length(given), secret);
     }
     json_decref(o);
     return ok;
@@ -804,15 +792,19 @@ static bool is_query(uint8_t cmd)
  * it once per membership, as GatewayWorker does. */
 static void send_groups(json_t *list, sbuf *frame)
 {
+    char num[24];
+    const char *name;
+    size_t len;
+    if (!json_is_array(list) && !json_is_object(list)) { /* "group":"one" */
+        if (json_name(list, num, sizeof(num), &name, &len))
+            gateway_send_to_group(name, len, frame);
+        return;
+    }
     value_iter vi;
     value_iter_init(&vi, list);
-    for (json_t *v; (v = value_iter_next(&vi));) {
-        char num[24];
-        const char *name;
-        size_t len;
+    for (json_t *v; (v = value_iter_next(&vi));)
         if (json_name(v, num, sizeof(num), &name, &len))
             gateway_send_to_group(name, len, frame);
-    }
 }
 
 /* Runs a fire-and-forget command. Returns -1 with *why on bad input. */
@@ -921,14 +913,7 @@ static int run_command(const gw_frame *f, const char **why)
             json_t *exclude = json_object_get(q, "exclude");
             json_t *groups = json_object_get(q, "group");
             bool marked = exclude && !json_is_null(exclude) && mark_ids(exclude, true);
-            if (json_is_array(groups) || json_is_object(groups)) {
-                send_groups(groups, frame);
-            } else {
-                json_t *one = json_array();
-                json_array_append(one, groups);
-                send_groups(one, frame);
-                json_decref(one);
-            }
+            send_groups(groups, frame);
             if (marked)
                 mark_ids(exclude, false);
         }

@@ -89,6 +89,17 @@ struct store {
     _Atomic uint64_t commits, writes;
 };
 
+char *store_search_bound(const char *key)
+{
+    size_t n = strlen(key);
+    if (n == 0 || (unsigned char)key[n - 1] == 0xff)
+        return NULL;
+    char *hi = strdup(key);
+    if (hi)
+        hi[n - 1] = (char)((unsigned char)hi[n - 1] + 1);
+    return hi;
+}
+
 bool store_op_is_write(store_op op)
 {
     switch (op) {

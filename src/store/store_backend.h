@@ -98,4 +98,10 @@ const char *store_pg_search_sql(void);
  * counts in store_stats. */
 bool store_op_is_write(store_op op);
 
+/* The exclusive upper bound of the name keys that start with key, for
+ * STORE_USER_SEARCH's range seek (key >= prefix AND key < bound): key with
+ * its last byte one higher (a UTF-8 key holds no 0xff byte, so nothing
+ * carries). A new string, or NULL (out of memory, empty key). */
+char *store_search_bound(const char *key);
+
 #endif

@@ -812,19 +812,6 @@ static int external_params(params *p, store_req *r)
     return ret;
 }
 
-/* The exclusive upper bound of the keys that start with key (see
- * store_sqlite.c): key with its last byte one higher; NULL when empty. */
-static char *search_bound(const char *key)
-{
-    size_t n = strlen(key);
-    if (n == 0 || (unsigned char)key[n - 1] == 0xff)
-        return NULL;
-    char *hi = strdup(key);
-    if (hi)
-        hi[n - 1] = (char)((unsigned char)hi[n - 1] + 1);
-    return hi;
-}
-
 /* Fills p for r. -1: r cannot be run (bad input, out of memory): it
  * answers STORE_ERROR without being sent. 1: r is answered without the
  * database (status set). */
@@ -869,7 +856,7 @@ static int build(params *p, store_req *r)
         if (!r->query)
             return -1;
         char *key = names_key(r->query); /* NULL if not UTF-8: no name starts with it */
-        char *bound = key ? search_bound(key) : NULL;
+        char *bound = key ? store_search_bound(key) : NULL;
         if (!bound) {
             free(key);
             r->result = json_array();

@@ -185,7 +185,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_USER_UPDATE] = "UPDATE users SET username = ?2, userpic = ?3, name_key = ?4 WHERE id = ?1",
     /* A prefix of the username key (names.h) as a range on the key's
      * unique index: ?2 <= name_key < ?3, ?3 being ?2 with its last byte
-     * one higher (search_bound). The index gives the rows in key order, so
+     * one higher (store_search_bound). The index gives the rows in key order, so
      * the search stops after ?4 rows and sorts nothing; see
      * store_sqlite_search_sql and its EXPLAIN QUERY PLAN test. */
     [ST_USER_SEARCH] = "SELECT id, username, userpic, last_seen, hide_last_seen FROM users"
@@ -829,26 +829,12 @@ out:
     return status;
 }
 
-/* The exclusive upper bound of the keys that start with key: key with its
- * last byte one higher (a UTF-8 key holds no 0xff byte, so nothing carries).
- * A new string, or NULL (out of memory, empty key). */
-static char *search_bound(const char *key)
-{
-    size_t n = strlen(key);
-    if (n == 0 || (unsigned char)key[n - 1] == 0xff)
-        return NULL;
-    char *hi = strdup(key);
-    if (hi)
-        hi[n - 1] = (char)((unsigned char)hi[n - 1] + 1);
-    return hi;
-}
-
 static int op_user_search(sq *b, store_req *r)
 {
     if (!r->query)
         return bad_input(r, "query");
     char *key = names_key(r->query); /* NULL if not UTF-8: no name starts with it */
-    char *hi = key ? search_bound(key) : NULL;
+    char *hi = key ? store_search_bound(key) : NULL;
     if (!hi) {
         free(key);
         r->result = json_array();
