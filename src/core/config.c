@@ -128,6 +128,9 @@ static const option_spec options[] = {
     {"bind-rate", OPT_INT, FIELD(bind_rate), "30", 1, 1000000,
      "failed binds (bad tokens) per minute per address before binds from it are refused (429)",
      R_LIVE, NULL, false},
+    {"max-group-members", OPT_INT, FIELD(max_group_members), "500", 2, 100000,
+     "members a group may have, its owner included; adding past it answers 409 group_full", R_LIVE,
+     NULL, false},
     {"presence-grace", OPT_INT, FIELD(presence_grace), "5000", 0, 3600000,
      "milliseconds a user stays online after their last socket closed, so a reload does not "
      "flap their presence",

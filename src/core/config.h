@@ -50,6 +50,7 @@ typedef struct config {
     int64_t send_rate;          /* chat messages per second per user */
     int64_t bind_rate;          /* failed binds per minute per address */
     int64_t register_rate;      /* sign-ups per hour per address */
+    int64_t max_group_members;  /* members a group may have, owner included */
     int64_t presence_grace;     /* ms online after the last socket closed */
     int64_t hash_queue;         /* password hashing jobs waiting or running */
     /* timeouts, seconds */

@@ -114,6 +114,16 @@ bool store_op_is_write(store_op op)
     case STORE_TOKEN_PURGE:
     case STORE_USER_LAST_SEEN:
     case STORE_USER_SETTINGS:
+    case STORE_GROUP_CREATE:
+    case STORE_GROUP_ADD:
+    case STORE_GROUP_REMOVE:
+    case STORE_GROUP_LEAVE:
+    case STORE_GROUP_UPDATE:
+    case STORE_GROUP_ROLE:
+    case STORE_GROUP_DISSOLVE:
+    case STORE_GROUP_MUTE:
+    case STORE_GROUP_SEND:
+    case STORE_GROUP_READ:
         return true;
     default:
         return false;
@@ -694,6 +704,9 @@ void store_req_free(store_req *r)
     free(r->msg_data);
     free(r->client_msg_id);
     json_decref(r->cursors);
+    json_decref(r->members);
+    free(r->name);
+    free(r->avatar);
     json_decref(r->result);
     free(r);
 }

@@ -58,6 +58,9 @@ enum store_status {
      * connection, or the outcome of a COMMIT is unknown): answer 503
      * store_unavailable; the client retries (idempotent by client_msg_id). */
     STORE_UNAVAILABLE = -2,
+    /* Group operations only: the user may not do this (not a member, or a
+     * role without the right). result says why: {"code", "message"}. */
+    STORE_FORBIDDEN = 3,
 };
 
 /* Operations, their inputs and the JSON they leave in result. */
@@ -112,11 +115,17 @@ typedef enum store_op {
      * that stored message and `duplicate` is true. NOT_FOUND: no such
      * recipient (or sender). */
     STORE_MESSAGE_SEND,
-    /* user_id -> [{userid, username, userpic, type, data, time, noreadnum,
-     * last_message_id, last_seq, last_seen}], the most recent conversation
-     * first; last_seq is the seq of the conversation's newest message;
-     * last_seen is the peer's (ms), null when the peer hides it or was
-     * never seen offline. */
+    /* user_id -> [{chat_type: "single", userid, username, userpic, type,
+     * data, time, noreadnum, last_message_id, last_seq, last_seen}] and
+     * [{chat_type: "group", group_id, name, avatar, type, data, time,
+     * noreadnum, last_message_id, last_seq, from_id, from_username, muted,
+     * role, member_count, dissolved, left}] in one list, the most recent
+     * conversation first (by last_message_id); last_seq is the seq of the
+     * conversation's newest message (of a group: the newest the user may
+     * see); last_seen is the peer's (ms), null when the peer hides it or
+     * was never seen offline. A group item's type/data/time/from_* are
+     * those of that newest message; left is true once the user left or was
+     * removed (the item stays, read-only). */
     STORE_CHAT_LIST,
     /* user_id, peer_id, before (exclusive; 0 = from the newest), limit ->
      * [message] of that conversation, newest first. */
@@ -126,21 +135,26 @@ typedef enum store_op {
      * several writers an id can commit after a larger one was read, so
      * clients use STORE_SYNC_CURSORS. */
     STORE_SYNC,
-    /* user_id, cursors (a JSON object: peer user id as a decimal string ->
-     * the last seq the client holds of that conversation; owned by the
-     * request), limit -> {conversations: [{userid, messages: [message, oldest
-     * first, seq > cursor], more}]}: every conversation of the user whose
-     * newest seq is above its cursor (0 when absent from cursors), the most
-     * recent conversation first; limit bounds the messages of the whole
-     * answer, and a conversation cut by it says more: true. */
+    /* user_id, cursors (a JSON object: peer user id as a decimal string,
+     * or "g" and a group id, -> the last seq the client holds of that
+     * conversation; owned by the request), limit -> {conversations:
+     * [{userid | group_id, messages: [message, oldest first, seq > cursor],
+     * more}]}: every conversation of the user (groups: each it is or was a
+     * member of, within its seq range) whose newest seq is above its cursor
+     * (0 when absent from cursors), the most recent conversation first;
+     * limit bounds the messages of the whole answer, and a conversation cut
+     * by it says more: true. */
     STORE_SYNC_CURSORS,
     /* user_id, peer_id -> {total, last_read_id, changed}: the conversation's
-     * unread count becomes 0; total is the user's unread sum afterwards;
+     * unread count becomes 0; total is the user's unread sum afterwards
+     * (groups included, muted ones not, as everywhere a total is given);
      * last_read_id is the newest message id from peer to user (0 if none);
      * changed is false when nothing was unread (or there is no conversation).
      * NOT_FOUND: no such peer user. */
     STORE_READ,
-    /* user_id -> {total, conversations:[{userid, noreadnum}]} (noreadnum > 0). */
+    /* user_id -> {total, conversations:[{userid, noreadnum}], groups:
+     * [{group_id, noreadnum, muted}]} (noreadnum > 0); total leaves muted
+     * groups out. */
     STORE_UNREAD,
     /* user_id, action, time (ms, now) -> {tokens_deleted, disabled}.
      * REVOKE and DISABLE set the user's tokens-not-before time to time (it
@@ -166,11 +180,125 @@ typedef enum store_op {
     STORE_USER_SETTINGS,
     /* user_id -> {hide_last_seen, last_seen, peers: [user id]}: the user's
      * setting and stored last_seen (0 = never), and who is told of the
-     * user's presence, the peers of its 1:1 conversations (group members
-     * join this list when groups exist). NOT_FOUND: no such user. */
+     * user's presence: the peers of its 1:1 conversations and the current
+     * members of the groups it is a member of (not dissolved), each once.
+     * NOT_FOUND: no such user. */
     STORE_PRESENCE_PEERS,
+
+    /* ---- groups (see "Groups" below) ------------------------------------ */
+
+    /* user_id (the owner), name, avatar (may be NULL), members (user ids
+     * besides the owner; the owner and repeats are ignored), max_members,
+     * time -> {group, members, message}: the group, owner role "owner", the
+     * others "member", all with joined_seq 1; message is the system message
+     * "create" (seq 1). NOT_FOUND {code not_found}: a member id is no user
+     * (or a disabled one); CONFLICT {code group_full}: more than
+     * max_members with the owner. */
+    STORE_GROUP_CREATE,
+    /* user_id, group_id -> group plus {role, muted, joined_seq, left: bool,
+     * members: [{userid, username, userpic, role, last_seen}]} (current
+     * members in join order; last_seen as in STORE_CHAT_LIST). A user that
+     * left or was removed still gets the group (left true) but members is
+     * []. NOT_FOUND: no such group; FORBIDDEN not_member: never a member. */
+    STORE_GROUP_INFO,
+    /* user_id (actor), group_id, members (user ids to add), max_members,
+     * time -> {group, members, message, added: [ids]}: adds the users that
+     * are not members (again: a user who left or was removed may be added
+     * back; from then on it sees the group from the new system message),
+     * role "member"; one system message "add" naming them all, or message
+     * null and added [] when all were members already. Owner and admins
+     * only. NOT_FOUND (group or a user), FORBIDDEN (not_member, forbidden),
+     * CONFLICT (group_full, group_dissolved). */
+    STORE_GROUP_ADD,
+    /* user_id (actor), group_id, peer_id (the member to remove), time ->
+     * {group, members, message}: system message "remove"; members holds the
+     * removed user too (it receives its removal, and nothing after). The
+     * owner removes anyone but itself; an admin removes members only.
+     * NOT_FOUND (group), FORBIDDEN (not_member, forbidden), CONFLICT
+     * (not_in_group: peer is not a member, group_dissolved). */
+    STORE_GROUP_REMOVE,
+    /* user_id, group_id, time -> {group, members, message, dissolved}:
+     * system message "leave"; members holds the leaver too. When the owner
+     * leaves, the earliest-joined admin, else the earliest-joined member,
+     * becomes owner (the message says so: "owner": id). The last member
+     * leaving dissolves the group (dissolved true). NOT_FOUND, FORBIDDEN
+     * (not_member), CONFLICT (group_dissolved). */
+    STORE_GROUP_LEAVE,
+    /* user_id (actor), group_id, name (NULL = unchanged), avatar (NULL =
+     * unchanged, "" = none), time -> {group, members, message}: system
+     * message "update" with the fields that changed; message null when
+     * nothing changed. Owner and admins. Errors as STORE_GROUP_REMOVE. */
+    STORE_GROUP_UPDATE,
+    /* user_id (actor, the owner), group_id, peer_id, action (enum
+     * store_group_role: the new role), time -> {group, members, message}:
+     * system message "role" {users:[peer], role}. GROUP_ROLE_OWNER hands
+     * ownership over: peer becomes owner and the actor an admin. Owner
+     * only; the owner cannot change its own role this way. NOT_FOUND,
+     * FORBIDDEN, CONFLICT (not_in_group, group_dissolved). */
+    STORE_GROUP_ROLE,
+    /* user_id (the owner), group_id, time -> {group, members, message}:
+     * system message "dissolve"; the group takes no more messages or
+     * changes (CONFLICT group_dissolved), its members keep reading its
+     * history. Owner only. */
+    STORE_GROUP_DISSOLVE,
+    /* user_id, group_id, action (1 mute, 0 unmute) -> {group_id, muted,
+     * total}: a muted group's unread count stays on its chat list item but
+     * is left out of the total. NOT_FOUND, FORBIDDEN (not_member). */
+    STORE_GROUP_MUTE,
+    /* user_id (sender), group_id, msg_type, msg_data, client_msg_id (may be
+     * NULL), time -> {message, members}: ONE stored row, whatever the
+     * group's size; the sender's read position moves to it. A repeated
+     * client_msg_id of this sender: nothing written, the stored message,
+     * duplicate true (members still set, for the re-push). NOT_FOUND,
+     * FORBIDDEN (not_member), CONFLICT (group_dissolved). */
+    STORE_GROUP_SEND,
+    /* user_id, group_id, before (message id, exclusive; 0 = newest), limit
+     * -> [message] newest first, only those the user may see (its
+     * membership's seq range). NOT_FOUND, FORBIDDEN (not_member). */
+    STORE_GROUP_HISTORY,
+    /* user_id, group_id -> {total, changed, last_read_seq}: the group's
+     * unread count for this user becomes 0. NOT_FOUND, FORBIDDEN. */
+    STORE_GROUP_READ,
     STORE_OP_COUNT
 } store_op;
+
+/* Groups.
+ *
+ * A group message is ONE row of the message table, whatever the group's
+ * size: a conversation of its own (both backends key it conv_lo = 0,
+ * conv_hi = group id; no user has id 0) with its own seq 1, 2, 3, ...
+ * under the same rules as 1:1 conversations. Its JSON is a message with
+ * "group_id" instead of "to_id". What a member sees is a seq range: from
+ * joined_seq (the system message that made it a member; 1 for the group's
+ * first members) to left_seq (the message that removed it or that it left
+ * with, included), open while it is a member. Per member the store keeps
+ * role, joined_seq, left_seq, read_seq and muted; the unread count is
+ * computed, never counted per message: min(last_seq, left_seq or last_seq)
+ * - max(read_seq, joined_seq - 1). Sending (and any change made by the
+ * user, i.e. a system message it caused) moves the user's read_seq to that
+ * message, so one message writes the message row, the group's last_seq and
+ * the sender's member row: never a row per member.
+ *
+ * A group object is {group_id, name, avatar, owner_id, created_at,
+ * member_count, dissolved, last_seq}. A member's role is "owner", "admin"
+ * or "member".
+ *
+ * System messages have type "system", from_id the user who caused them, and
+ * data a JSON object (as a string): {"event": "create" | "add" | "remove" |
+ * "leave" | "update" | "role" | "dissolve", "actor": id, "users":
+ * [{"userid", "username"}] (whom it is about: added, removed, the one who
+ * left, the one whose role changed; [] for create's owner-only case... the
+ * initial members for create), plus "name"/"avatar" (create, update),
+ * "role" (role), "owner" (leave, when ownership passed)}.
+ *
+ * Errors of group operations set result {"code", "message"}: NOT_FOUND
+ * not_found, FORBIDDEN not_member / forbidden, CONFLICT group_full /
+ * group_dissolved / not_in_group. */
+enum store_group_role {
+    STORE_GROUP_ROLE_MEMBER = 0,
+    STORE_GROUP_ROLE_ADMIN = 1,
+    STORE_GROUP_ROLE_OWNER = 2,
+};
 
 enum store_admin_action {
     STORE_ADMIN_REVOKE = 0,  /* delete the user's tokens, refuse its older JWTs */
@@ -189,9 +317,13 @@ struct store_req {
     uint8_t token_hash[32];
     char *username, *password_hash, *userpic, *external_id, *query;
     char *msg_type, *msg_data, *client_msg_id;
-    json_t *cursors;   /* STORE_SYNC_CURSORS; store_req_free releases it */
-    int action;        /* STORE_USER_ADMIN: enum store_admin_action */
-    int64_t issued_at; /* STORE_USER_EXTERNAL: the JWT's iat (ms), 0 = none */
+    json_t *cursors;     /* STORE_SYNC_CURSORS; store_req_free releases it */
+    int64_t group_id;    /* group operations */
+    json_t *members;     /* GROUP_CREATE / GROUP_ADD: array of user ids; freed with the request */
+    char *name, *avatar; /* GROUP_CREATE / GROUP_UPDATE */
+    int64_t max_members; /* GROUP_CREATE / GROUP_ADD */
+    int action;          /* STORE_USER_ADMIN: enum store_admin_action */
+    int64_t issued_at;   /* STORE_USER_EXTERNAL: the JWT's iat (ms), 0 = none */
     /* outputs */
     int status;
     json_t *result;
