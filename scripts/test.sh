@@ -111,10 +111,11 @@ integration_pg() {
   (cd "$root/tests/integration" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$1/chatd" \
     node --test --test-concurrency=2 chat_*.test.mjs store_*.test.mjs)
 }
-# The store's unit tests of the PostgreSQL backend (skipped without CHATD_TEST_PG_URI).
+# The store's unit tests of the PostgreSQL backend (skipped without CHATD_TEST_PG_URI),
+# and the backend-neutral group tests, which use PostgreSQL when that is set.
 unit_pg() {
   pg_up || return 1
-  CHATD_TEST_PG_URI="$pg_url" ctest --test-dir "$1" --output-on-failure -R '^test_store_pg$'
+  CHATD_TEST_PG_URI="$pg_url" ctest --test-dir "$1" --output-on-failure -R '^test_store_(pg|groups)$'
 }
 pg_multinode() {
   pg_up || return 1
