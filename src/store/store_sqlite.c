@@ -1526,7 +1526,7 @@ static int op_sync_cursors(sq *b, store_req *r)
             status = STORE_ERROR;
     }
     free(groups);
-    if (status == STORE_OK)
+    if (status == STORE_OK && n > 1)
         qsort(todo, n, sizeof(*todo), by_recent);
     json_t *convs = json_array();
     if (!convs)
