@@ -245,40 +245,60 @@ int64_t chat_member_id(const json_t *v)
     return json_is_integer(v) ? json_integer_value(v) : 0;
 }
 
-/* One member's devices: only the sender's own device is skipped, so a
- * client_id the caller names can never silence another member's socket. */
-static void push_frame_to_member(sbuf *frame, int64_t id, bool cluster, int64_t sender,
-                                 const char *origin_id, bool skip_sender)
+/* The members' devices: only the sender's own device is skipped (so a
+ * client_id the caller names can never silence another member's socket);
+ * the others get the frame through one gateway_push_to_uids, which is one
+ * bus publish in a cluster however many members there are. A member with
+ * no socket here costs a hash lookup. */
+static void push_frame_to_ids(sbuf *frame, const json_t *members, const int64_t *ids, size_t n,
+                              int64_t sender, const char *origin_id, bool skip_sender)
 {
-    if (id <= 0 || (skip_sender && id == sender))
-        return;
-    char uid[24];
-    chat_uid_string(id, uid, sizeof(uid));
-    /* a member with no socket here costs a hash lookup; in a cluster one
-     * publish reaches the nodes that hold it */
-    if (!cluster && !registry_find_uid(uid, strlen(uid)))
-        return;
-    gateway_push_to_uid(uid, strlen(uid), frame, id == sender ? origin_id : NULL);
+    bool cluster = cluster_enabled();
+    char(*names)[24] = malloc(n ? n * sizeof(*names) : 1);
+    const char **uids = malloc(n ? n * sizeof(*uids) : 1);
+    size_t *lens = malloc(n ? n * sizeof(*lens) : 1);
+    size_t count = 0;
+    bool sender_listed = false;
+    for (size_t i = 0; names && uids && lens && i < n; i++) {
+        int64_t id = members ? chat_member_id(json_array_get(members, i)) : ids[i];
+        if (id <= 0)
+            continue;
+        if (id == sender) {
+            sender_listed = true;
+            continue;
+        }
+        chat_uid_string(id, names[count], sizeof(names[count]));
+        size_t len = strlen(names[count]);
+        if (!cluster && !registry_find_uid(names[count], len))
+            continue;
+        uids[count] = names[count];
+        lens[count] = len;
+        count++;
+    }
+    if (count)
+        gateway_push_to_uids(uids, lens, count, frame);
+    if (sender_listed && !skip_sender) {
+        char uid[24];
+        chat_uid_string(sender, uid, sizeof(uid));
+        if (cluster || registry_find_uid(uid, strlen(uid)))
+            gateway_push_to_uid(uid, strlen(uid), frame, origin_id);
+    }
+    free(names);
+    free(uids);
+    free(lens);
 }
 
 void chat_push_frame_to_members(sbuf *frame, const json_t *members, int64_t sender,
                                 const char *origin_id, bool skip_sender)
 {
-    bool cluster = cluster_enabled();
-    size_t i;
-    json_t *v;
-    json_array_foreach(members, i, v)
-    {
-        push_frame_to_member(frame, chat_member_id(v), cluster, sender, origin_id, skip_sender);
-    }
+    push_frame_to_ids(frame, members, NULL, json_array_size(members), sender, origin_id,
+                      skip_sender);
 }
 
 void chat_push_frame_to_ids(sbuf *frame, const int64_t *ids, size_t n, int64_t sender,
                             const char *origin_id, bool skip_sender)
 {
-    bool cluster = cluster_enabled();
-    for (size_t i = 0; i < n; i++)
-        push_frame_to_member(frame, ids[i], cluster, sender, origin_id, skip_sender);
+    push_frame_to_ids(frame, NULL, ids, n, sender, origin_id, skip_sender);
 }
 
 void chat_push_to_members(const char *text, const json_t *members, int64_t sender,

@@ -442,6 +442,47 @@ static void answer(const cluster_msg *q, json_t *partial)
     free(text);
 }
 
+void cluster_push_uids(const char *const *uids, const size_t *lens, size_t n, const char *payload,
+                       size_t payload_len)
+{
+    if (!cl.enabled || n == 0)
+        return;
+    json_t *held = json_array(); /* the uids another node holds */
+    size_t first = 0;
+    char channel[400];
+    for (size_t i = 0; held && i < n; i++) {
+        int len = snprintf(channel, sizeof(channel), "chatd:u:%.*s", (int)lens[i], uids[i]);
+        if (len < 0 || (size_t)len >= sizeof(channel))
+            continue;
+        if (bus_is_solo(cl.bus, channel, (size_t)len)) {
+            cl.pushes_solo++;
+            continue;
+        }
+        if (json_array_size(held) == 0)
+            first = i;
+        if (json_array_append_new(held, json_stringn(uids[i], lens[i])) != 0) {
+            json_decref(held);
+            held = NULL;
+        }
+    }
+    size_t count = held ? json_array_size(held) : 0;
+    if (count == 1) {
+        cluster_push_uid(uids[first], lens[first], NULL, payload, payload_len);
+    } else if (count > 1) {
+        json_t *body = json_pack("{s:O, s:s%}", "uids", held, "payload", payload, payload_len);
+        if (body) {
+            cluster_cast_all("push.uids", body);
+            cl.pushes_out++;
+        } else {
+            cl.dropped++;
+        }
+        json_decref(body);
+    } else if (!held) {
+        cl.dropped++;
+    }
+    json_decref(held);
+}
+
 static void on_request(const char *channel, size_t channel_len, const cluster_msg *q)
 {
     if (strcmp(q->origin, cl.instance) == 0) { /* our own copy: the caller ran its part */

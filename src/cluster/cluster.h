@@ -69,6 +69,16 @@ void cluster_set_push_handler(cluster_push_fn fn);
 void cluster_push_uid(const char *uid, size_t len, const char *except_id, const char *payload,
                       size_t payload_len);
 
+/* Sends payload to the connections of each of uids[0..n) (lengths lens) on
+ * every other node, as n cluster_push_uid calls would, but in ONE publish
+ * on chatd:all when more than one of the uids is held elsewhere (a group
+ * message to 500 members is one bus message, not 500). The receiving nodes
+ * run the "push.uids" handler, which the gateway registers (body
+ * {"uids": [...], "payload": "..."}). Uids no other node holds cost
+ * nothing. */
+void cluster_push_uids(const char *const *uids, const size_t *lens, size_t n, const char *payload,
+                       size_t payload_len);
+
 /* A request handler: runs method on this node with body (borrowed) and
  * returns this node's partial answer (a new reference; NULL = null).
  * Handlers run for requests from other nodes only; the caller runs its own

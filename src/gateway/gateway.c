@@ -99,6 +99,47 @@ static void deliver_remote_push(const char *uid, size_t uid_len, const char *exc
     sbuf_unref(frame);
 }
 
+size_t gateway_push_to_uids(const char *const *uids, const size_t *lens, size_t n, sbuf *frame)
+{
+    size_t sent = 0;
+    for (size_t i = 0; i < n; i++)
+        sent += gateway_send_to_uid(uids[i], lens[i], frame, NULL);
+    if (cluster_enabled()) {
+        size_t plen;
+        const char *payload = frame_payload(frame, &plen);
+        cluster_push_uids(uids, lens, n, payload, plen);
+    }
+    return sent;
+}
+
+/* "push.uids" from another node (cluster_push_uids): the payload is framed
+ * once for all of this node's connections of those uids. */
+static json_t *deliver_remote_push_uids(json_t *body, void *arg)
+{
+    (void)arg;
+    json_t *uids = json_object_get(body, "uids");
+    json_t *payload = json_object_get(body, "payload");
+    if (!json_is_array(uids) || !json_is_string(payload))
+        return NULL;
+    sbuf *frame = NULL;
+    size_t i;
+    json_t *v;
+    json_array_foreach(uids, i, v)
+    {
+        if (!json_is_string(v) || !registry_find_uid(json_string_value(v), json_string_length(v)))
+            continue; /* not held here (the publish reached every node) */
+        if (!frame) {
+            metrics_push(METRICS_PUSH_REMOTE);
+            frame = gateway_frame_text(json_string_value(payload), json_string_length(payload));
+            if (!frame)
+                return NULL;
+        }
+        gateway_send_to_uid(json_string_value(v), json_string_length(v), frame, NULL);
+    }
+    sbuf_unref(frame);
+    return NULL;
+}
+
 size_t gateway_send_to_group(const char *group, size_t len, sbuf *frame)
 {
     group_entry *g = registry_find_group(group, len);
@@ -400,4 +441,5 @@ void gateway_init(void)
 {
     ws_set_app(&gateway_app);
     cluster_set_push_handler(deliver_remote_push);
+    cluster_register("push.uids", deliver_remote_push_uids, NULL);
 }

@@ -39,6 +39,11 @@ size_t gateway_send_to_uid(const char *uid, size_t len, sbuf *frame, const conn 
  * except_id (NULL = none) is a client_id, on any node, that is skipped.
  * Returns the local count only: other nodes are not waited for. */
 size_t gateway_push_to_uid(const char *uid, size_t len, sbuf *frame, const char *except_id);
+/* Cluster-wide push of one frame to many uids (a group's members), no
+ * connection skipped: gateway_send_to_uid here for each, and at most one
+ * bus publish for all of them (cluster_push_uids). Returns the local
+ * count. */
+size_t gateway_push_to_uids(const char *const *uids, const size_t *lens, size_t n, sbuf *frame);
 /* Excluded connections must be marked with gateway_exclude_mark first. */
 size_t gateway_send_to_group(const char *group, size_t len, sbuf *frame);
 size_t gateway_send_to_all(sbuf *frame);
