@@ -564,12 +564,13 @@ static const char *const migrations[] = {
     "    'owner_id', g.owner_id, 'created_at', g.created_at, 'member_count', g.member_count,"
     "    'dissolved', g.dissolved, 'last_seq', t.last_seq)"
     "  FROM groups g JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = g.id WHERE g.id = p_gid$$;"
-    /* The current members' ids in join order, and p_extra (one who just
-     * left or was removed) among them. */
+    /* The current members' ids by id, then p_extra (one who just left
+     * or was removed) when > 0, as SQLite answers. */
     "CREATE OR REPLACE FUNCTION chatd_group_member_ids(p_gid bigint, p_extra bigint) RETURNS json"
     "  LANGUAGE sql STABLE AS $$"
-    "  SELECT coalesce(json_agg(m.user_id ORDER BY m.joined_seq, m.ord), '[]'::json)"
-    "  FROM group_members m WHERE m.group_id = p_gid AND (m.left_seq = 0 OR m.user_id = p_extra)"
+    "  SELECT coalesce(json_agg(x.id ORDER BY x.k, x.id), '[]'::json) FROM ("
+    "    SELECT m.user_id AS id, 0 AS k FROM group_members m WHERE m.group_id = p_gid"
+    "      AND m.left_seq = 0 UNION ALL SELECT p_extra, 1 WHERE p_extra > 0) x"
     "$$;"
     /* A stored message (store.h): a group's with group_id, a 1:1 one with
      * to_id (a group send's client_msg_id may name either). */
@@ -664,10 +665,15 @@ static const char *const migrations[] = {
     "    o_result := chatd_group_err('group_full', 'The group would have too many members.');\n"
     "    RETURN;\n"
     "  END IF;\n"
-    "  IF (SELECT count(*) FROM users u WHERE u.id = ANY(v_ids || p_owner) AND NOT u.disabled)"
-    "      <> cardinality(v_ids) + 1 THEN\n"
+    "  IF NOT EXISTS (SELECT 1 FROM users u WHERE u.id = p_owner) THEN\n"
     "    o_status := 1;\n"
     "    o_result := chatd_group_err('not_found', 'No such user.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF (SELECT count(*) FROM users u WHERE u.id = ANY(v_ids) AND NOT u.disabled)"
+    "      <> cardinality(v_ids) THEN\n"
+    "    o_status := 1;\n"
+    "    o_result := chatd_group_err('not_found', 'A member is not a user.');\n"
     "    RETURN;\n"
     "  END IF;\n"
     "  INSERT INTO groups(name, avatar, owner_id, created_at, member_count)"
@@ -678,7 +684,8 @@ static const char *const migrations[] = {
     "    SELECT v_gid, p_owner, 2, 1, 0 UNION ALL"
     "    SELECT v_gid, x.id, 0, 1, x.o FROM unnest(v_ids) WITH ORDINALITY AS x(id, o);\n"
     "  SELECT * INTO p FROM chatd_group_post(v_gid, p_owner, 'system',"
-    "    chatd_group_sysdata('create', p_owner, v_ids, p_name, p_avatar, NULL, NULL), p_time,"
+    "    chatd_group_sysdata('create', p_owner, v_ids, p_name, coalesce(p_avatar, ''),"
+    "    NULL, NULL), p_time,"
     "    NULL);\n"
     "  o_status := 0;\n"
     "  o_result := json_build_object('group', chatd_group_json(v_gid), 'members',"
@@ -700,19 +707,19 @@ static const char *const migrations[] = {
     "  END IF;\n"
     "  IF l.o_role = 0 THEN\n"
     "    o_status := 3;\n"
-    "    o_result := chatd_group_err('forbidden', 'Only the owner or an admin can add members.');\n"
-    "    RETURN;\n"
-    "  END IF;\n"
-    "  IF (SELECT count(*) FROM users u WHERE u.id = ANY(v_ids) AND NOT u.disabled)"
-    "      <> cardinality(v_ids) THEN\n"
-    "    o_status := 1;\n"
-    "    o_result := chatd_group_err('not_found', 'No such user.');\n"
+    "    o_result := chatd_group_err('forbidden', 'Only the owner and admins add members.');\n"
     "    RETURN;\n"
     "  END IF;\n"
     "  SELECT coalesce(array_agg(x.id ORDER BY x.o), '{}'::bigint[]) INTO v_new"
     "    FROM unnest(v_ids) WITH ORDINALITY AS x(id, o) WHERE NOT EXISTS (SELECT 1"
     "    FROM group_members m WHERE m.group_id = p_gid AND m.user_id = x.id"
     "    AND m.left_seq = 0);\n"
+    "  IF (SELECT count(*) FROM users u WHERE u.id = ANY(v_new) AND NOT u.disabled)"
+    "      <> cardinality(v_new) THEN\n"
+    "    o_status := 1;\n"
+    "    o_result := chatd_group_err('not_found', 'A member is not a user.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
     "  o_status := 0;\n"
     "  IF cardinality(v_new) = 0 THEN\n"
     "    o_result := json_build_object('group', chatd_group_json(p_gid), 'members',"
@@ -750,22 +757,23 @@ static const char *const migrations[] = {
     "    o_result := l.o_result;\n"
     "    RETURN;\n"
     "  END IF;\n"
-    "  IF l.o_role = 0 THEN\n"
+    "  IF l.o_role = 0 OR p_peer = p_actor THEN\n"
     "    o_status := 3;\n"
-    "    o_result := chatd_group_err('forbidden',"
-    "      'Only the owner or an admin can remove members.');\n"
+    "    o_result := chatd_group_err('forbidden', CASE WHEN l.o_role = 0"
+    "      THEN 'Only the owner and admins remove members.'"
+    "      ELSE 'You cannot remove yourself; leave the group instead.' END);\n"
     "    RETURN;\n"
     "  END IF;\n"
     "  SELECT m.role INTO v_role FROM group_members m WHERE m.group_id = p_gid"
     "    AND m.user_id = p_peer AND m.left_seq = 0;\n"
     "  IF NOT FOUND THEN\n"
     "    o_status := 2;\n"
-    "    o_result := chatd_group_err('not_in_group', 'That user is not a member of this group.');\n"
+    "    o_result := chatd_group_err('not_in_group', 'That user is not a member.');\n"
     "    RETURN;\n"
     "  END IF;\n"
-    "  IF p_peer = p_actor OR (l.o_role = 1 AND v_role <> 0) THEN\n"
+    "  IF l.o_role = 1 AND v_role <> 0 THEN\n"
     "    o_status := 3;\n"
-    "    o_result := chatd_group_err('forbidden', 'You cannot remove that member.');\n"
+    "    o_result := chatd_group_err('forbidden', 'An admin removes members only.');\n"
     "    RETURN;\n"
     "  END IF;\n"
     "  SELECT * INTO p FROM chatd_group_post(p_gid, p_actor, 'system',"
@@ -797,9 +805,8 @@ static const char *const migrations[] = {
     "  IF l.o_role = 2 AND NOT v_last THEN\n"
     "    SELECT m.user_id INTO v_owner FROM group_members m WHERE m.group_id = p_gid"
     "      AND m.left_seq = 0 AND m.user_id <> p_user"
-    "      ORDER BY m.role = 1 DESC, m.joined_seq, m.ord LIMIT 1;\n"
+    "      ORDER BY m.role DESC, m.joined_seq, m.ord LIMIT 1;\n"
     "    UPDATE group_members m SET role = 2 WHERE m.group_id = p_gid AND m.user_id = v_owner;\n"
-    "    UPDATE group_members m SET role = 0 WHERE m.group_id = p_gid AND m.user_id = p_user;\n"
     "    UPDATE groups g SET owner_id = v_owner WHERE g.id = p_gid;\n"
     "  END IF;\n"
     "  SELECT * INTO p FROM chatd_group_post(p_gid, p_user, 'system',"
@@ -830,7 +837,7 @@ static const char *const migrations[] = {
     "  IF l.o_role = 0 THEN\n"
     "    o_status := 3;\n"
     "    o_result := chatd_group_err('forbidden',"
-    "      'Only the owner or an admin can change the group.');\n"
+    "      'Only the owner and admins change the group.');\n"
     "    RETURN;\n"
     "  END IF;\n"
     "  SELECT CASE WHEN p_name <> g.name THEN p_name END,"
@@ -865,14 +872,15 @@ static const char *const migrations[] = {
     "  END IF;\n"
     "  IF l.o_role <> 2 OR p_peer = p_actor THEN\n"
     "    o_status := 3;\n"
-    "    o_result := chatd_group_err('forbidden', 'Only the owner can change the roles of"
-    " others.');\n"
+    "    o_result := chatd_group_err('forbidden', CASE WHEN l.o_role <> 2"
+    "      THEN 'Only the owner changes roles.'"
+    "      ELSE 'The owner cannot change its own role.' END);\n"
     "    RETURN;\n"
     "  END IF;\n"
     "  IF NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = p_gid"
     "      AND m.user_id = p_peer AND m.left_seq = 0) THEN\n"
     "    o_status := 2;\n"
-    "    o_result := chatd_group_err('not_in_group', 'That user is not a member of this group.');\n"
+    "    o_result := chatd_group_err('not_in_group', 'That user is not a member.');\n"
     "    RETURN;\n"
     "  END IF;\n"
     "  UPDATE group_members m SET role = p_role WHERE m.group_id = p_gid AND m.user_id = p_peer;\n"
@@ -901,7 +909,7 @@ static const char *const migrations[] = {
     "  END IF;\n"
     "  IF l.o_role <> 2 THEN\n"
     "    o_status := 3;\n"
-    "    o_result := chatd_group_err('forbidden', 'Only the owner can dissolve the group.');\n"
+    "    o_result := chatd_group_err('forbidden', 'Only the owner dissolves the group.');\n"
     "    RETURN;\n"
     "  END IF;\n"
     "  SELECT * INTO p FROM chatd_group_post(p_gid, p_actor, 'system',"
@@ -943,16 +951,18 @@ static const char *const migrations[] = {
     "BEGIN\n"
     "  o_dup := false;\n"
     "  SELECT * INTO l FROM chatd_group_lock(p_gid, p_user);\n"
-    "  IF l.o_status <> 1 AND p_cmid IS NOT NULL THEN\n"
+    "  IF l.o_status <> 0 THEN\n"
+    "    o_status := l.o_status;\n"
+    "    o_result := l.o_result;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF p_cmid IS NOT NULL THEN\n"
     "    SELECT m.id INTO v_id FROM messages m WHERE m.from_id = p_user"
     "      AND m.client_msg_id = p_cmid;\n"
     "  END IF;\n"
-    "  IF v_id IS NULL THEN\n"
-    "    IF l.o_status <> 0 THEN\n"
-    "      o_status := l.o_status;\n"
-    "      o_result := l.o_result;\n"
-    "      RETURN;\n"
-    "    END IF;\n"
+    "  IF v_id IS NOT NULL THEN\n"
+    "    o_dup := true;\n"
+    "  ELSE\n"
     "    SELECT * INTO p FROM chatd_group_post(p_gid, p_user, p_type, p_data, p_time, p_cmid);\n"
     "    v_id := p.o_id;\n"
     "    IF v_id IS NULL THEN\n"
@@ -960,8 +970,6 @@ static const char *const migrations[] = {
     "        AND m.client_msg_id = p_cmid;\n"
     "      o_dup := true;\n"
     "    END IF;\n"
-    "  ELSE\n"
-    "    o_dup := true;\n"
     "  END IF;\n"
     "  o_status := 0;\n"
     "  o_result := json_build_object('message', chatd_msg_json(v_id), 'members',"
@@ -1020,8 +1028,8 @@ static const char *const migrations[] = {
     "    'muted', v.muted, 'joined_seq', v.joined_seq, 'left', v.left_seq <> 0, 'members',"
     "    CASE WHEN v.left_seq <> 0 THEN '[]'::json ELSE (SELECT coalesce(json_agg("
     "      json_build_object('userid', u.id, 'username', u.username, 'userpic', u.userpic,"
-    "      'role', chatd_role_name(x.role), 'last_seen', CASE WHEN u.last_seen > 0"
-    "      AND NOT u.hide_last_seen THEN u.last_seen END) ORDER BY x.joined_seq, x.ord),"
+    "      'last_seen', CASE WHEN u.last_seen > 0 AND NOT u.hide_last_seen THEN u.last_seen"
+    "      END, 'role', chatd_role_name(x.role)) ORDER BY x.joined_seq, x.ord),"
     "      '[]'::json) FROM group_members x JOIN users u ON u.id = x.user_id"
     "      WHERE x.group_id = g.id AND x.left_seq = 0) END) INTO o_result"
     "    FROM groups g JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = g.id WHERE g.id = p_gid;\n"
@@ -1443,16 +1451,32 @@ static int external_params(params *p, store_req *r)
     return ret;
 }
 
-/* "{1,2,3}" from a JSON array of user ids (NULL: "{}"); an element that is
- * no integer is 0, which names no user. */
+/* A user id of a members array: an integer or a decimal string; 0 (no
+ * user has it) for anything else, as store_sqlite.c. */
+static int64_t member_id_of(const json_t *v)
+{
+    if (json_is_integer(v))
+        return json_integer_value(v);
+    if (json_is_string(v)) {
+        char *end;
+        long long id = strtoll(json_string_value(v), &end, 10);
+        return *end == '\0' ? (int64_t)id : 0;
+    }
+    return 0;
+}
+
+/* "{1,2,3}" from a JSON array of user ids (NULL: "{}"). NULL when members
+ * is no array, or out of memory. */
 static char *members_array(const json_t *members)
 {
-    size_t n = json_is_array(members) ? json_array_size(members) : 0;
+    if (members && !json_is_array(members))
+        return NULL;
+    size_t n = members ? json_array_size(members) : 0;
     int64_t *ids = malloc((n ? n : 1) * sizeof(*ids));
     if (!ids)
         return NULL;
     for (size_t i = 0; i < n; i++)
-        ids[i] = json_integer_value(json_array_get(members, i));
+        ids[i] = member_id_of(json_array_get(members, i));
     char *out = int_array(ids, n);
     free(ids);
     return out;

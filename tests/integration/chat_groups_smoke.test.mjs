@@ -230,3 +230,43 @@ test('group events are counted against --event-rate', async (t) => {
   assert.ok(errs.length >= 1 && errs.every((e) => e.code === 'rate_limited'), JSON.stringify(errs));
   await sleep(10);
 });
+
+test('add: the new member is pushed the "add" message; a 1:1 read runs as a socket call too', async (t) => {
+  const [a, b, d] = await trio('g4');
+  const { group } = await gmust(a, '/group/create', { name: 'Grow', members: [b.id] });
+  const sd = await ChatSocket.bound(srv, d, t);
+  const sb = await ChatSocket.bound(srv, b, t);
+  const added = await gmust(a, '/group/add', { group_id: group.group_id, members: [d.id, b.id] });
+  assert.deepEqual(added.added, [d.id]);
+  assert.equal(JSON.parse(added.message.data).event, 'add');
+  assert.deepEqual(await sd.expect('message'), { type: 'message', message: added.message });
+  assert.deepEqual(await sb.expect('message'), { type: 'message', message: added.message });
+  const none = await gmust(a, '/group/add', { group_id: group.group_id, members: [d.id] });
+  assert.equal(none.message, null);
+  assert.deepEqual(none.added, []);
+  await sd.quiet('(nobody new: no message)');
+  // a 1:1 read as a call: the answer as over HTTP, the receipt to the peer
+  const m = await must(srv, 'POST', '/chat/send', { token: a.token, body: { to_id: d.id, type: 'text', data: 'hi' } });
+  assert.deepEqual(await sd.expect('message'), { type: 'message', message: m });
+  assert.deepEqual(await call(sd, 1, '/chat/read', { userid: a.id }), { type: 'result', id: 1, data: { total: 1 } }, '(the add message is unread)');
+});
+
+test('presence: fellow group members are told, once each however many conversations they share', async (t) => {
+  const psrv = await startServer({ options: { 'presence-grace': 0 } });
+  t.after(() => psrv.stop());
+  const [a, b, c] = await registerAll(psrv, [uname('g5a'), uname('g5b'), uname('g5c')]);
+  await must(psrv, 'POST', '/group/create', { token: a.token, body: { name: 'One', members: [b.id] } });
+  await must(psrv, 'POST', '/group/create', { token: a.token, body: { name: 'Two', members: [b.id] } });
+  await must(psrv, 'POST', '/chat/send', { token: a.token, body: { to_id: b.id, type: 'text', data: 'hi' } });
+  const sb = (await ChatSocket.bound(psrv, b, t)).watchPresence();
+  const sc = (await ChatSocket.bound(psrv, c, t)).watchPresence();
+  const sa = await ChatSocket.bound(psrv, a, t);
+  // b's socket has the messages of the groups and the 1:1 (none pushed: sent before it bound)
+  assert.deepEqual(await sb.next(), { type: 'presence', uid: a.id, online: true, last_seen: null });
+  await sleep(100);
+  await sb.quiet('(one presence push, not one per shared conversation)');
+  await sc.quiet('(not a member: nothing)');
+  sa.terminate();
+  const off = await sb.next();
+  assert.deepEqual([off.type, off.uid, off.online], ['presence', a.id, false]);
+});
