@@ -360,7 +360,9 @@ describe('leave, update, add, dissolve', () => {
     const gid = (await create(o, [m1, m2, ad])).group.group_id;
     await call(o, '/group/role', { group_id: gid, userid: ad.id, role: 'admin' });
     const s1 = await ChatSocket.bound(srv, m1, t);
+    const so = await ChatSocket.bound(srv, o, t);
     const l1 = await call(o, '/group/leave', { group_id: gid });
+    assert.deepEqual(await so.next(), { type: 'message', message: l1.message }, 'the leaver\'s devices get its leave message too');
     assert.equal(l1.dissolved, false);
     assert.equal(l1.group.owner_id, ad.id, 'the admin, though it joined with the others');
     assert.deepEqual(sys(l1.message), { event: 'leave', actor: o.id, users: [userRef(o)], owner: ad.id });
@@ -535,6 +537,16 @@ describe('socket call', () => {
     assert.deepEqual(rr.data, { total: 0 });
     const un = ok(await get(srv, '/chat/unread', { token: a.token }));
     assert.equal(un.total, 0);
+
+    // a bad id or body
+    sa.sendJson({ type: 'call', id: 'x'.repeat(65), path: '/group/info', body: { group_id: gid } });
+    const e3 = await sa.expect('error');
+    assert.deepEqual([e3.op, e3.code], ['call', 'bad_field'], 'an id over 64 bytes');
+    sa.sendJson({ type: 'call', path: '/group/info', body: { group_id: gid } });
+    assert.ok(['missing_field', 'bad_field'].includes((await sa.expect('error')).code), 'no id');
+    sa.sendJson({ type: 'call', id: 'c-b', path: '/group/info', body: 'group' });
+    assert.deepEqual(((m) => [m.op, m.id, m.code])(await sa.expect('error')), ['call', 'c-b', 'bad_field'], 'a body that is no object');
+    await sa.quiet();
 
     // not bound
     const raw = await ChatSocket.open(srv, t);

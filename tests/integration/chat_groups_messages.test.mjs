@@ -173,6 +173,11 @@ describe('sending', () => {
       await s.quiet();
     }
     await x1.quiet();
+    // an outsider's socket send is refused, and reaches nobody
+    x1.sendJson({ type: 'send', message: { group_id: gid, type: 'text', data: 'let me in', client_msg_id: 'x-1' } });
+    const e = await x1.expect('error');
+    assert.deepEqual([e.code, e.op, e.client_msg_id], ['not_member', 'send', 'x-1']);
+    for (const s of all) await s.quiet('(the refused send reached nobody)');
   });
 
   test('history: newest first, before/limit paging, only for members, bad query 400', async () => {
@@ -237,6 +242,7 @@ describe('membership ranges', () => {
     assert.equal(item.left, true, 'the list item stays, read-only');
     assert.equal(item.last_seq, 7, 'the newest it may see');
     assert.equal(item.last_message_id, rm.message.id);
+    assert.equal(item.noreadnum, 1, 'unread: its removal only (its own send at 6 read up to there), nothing after');
 
     const again = await call(o, '/group/add', { group_id: gid, members: [c.id] }); // 11
     assert.deepEqual(await sc.next(), { type: 'message', message: again.message });
@@ -250,7 +256,9 @@ describe('membership ranges', () => {
     s = await syncAll(c, { [`g${gid}`]: 7 });
     assert.deepEqual(seqs(s.byKey[`g${gid}`]), [11, 12], 'sync after re-add: from the new add, the gap skipped');
     assert.equal((await call(c, '/group/info', { group_id: gid })).joined_seq, 11);
-    assert.equal((await groupItem(c, gid)).left, false);
+    const back = await groupItem(c, gid);
+    assert.equal(back.left, false);
+    assert.equal(back.noreadnum, 2, 'unread: the new add and the message after it, not the gap');
     // the members who stayed see everything
     assert.deepEqual(seqs(await historyAll(b, gid)), range(1, 12));
   });
@@ -398,6 +406,23 @@ describe('chat list, unread, read, mute', () => {
   });
 });
 
+test('mute and read over a socket call: the calling socket gets the result, the user\'s other device the push', async (t) => {
+  const [me, o] = await users(2, 'rc');
+  const gid = (await create(o, [me])).group.group_id;
+  await gsend(o, gid, 'one');
+  const [d1, d2] = await Promise.all([ChatSocket.bound(srv, me, t), ChatSocket.bound(srv, me, t)]);
+  d1.sendJson({ type: 'call', id: 'm', path: '/group/mute', body: { group_id: gid, muted: true } });
+  assert.deepEqual(await d1.expect('result'), { type: 'result', id: 'm', data: { group_id: gid, muted: true, total: 0 } });
+  assert.deepEqual(await d2.next(), { type: 'mute', group_id: gid, muted: true, total: 0 });
+  await d1.quiet('(the calling socket is not pushed its own mute)');
+  d1.sendJson({ type: 'call', id: 'r', path: '/chat/read', body: { group_id: gid } });
+  assert.deepEqual(await d1.expect('result'), { type: 'result', id: 'r', data: { total: 0 } });
+  assert.deepEqual(await d2.next(), { type: 'read', group_id: gid, total: 0 });
+  await d1.quiet('(the calling socket is not pushed its own read)');
+  await d2.quiet();
+  assert.equal((await groupItem(me, gid)).noreadnum, 0);
+});
+
 describe('presence and events', () => {
   test('a group member with no 1:1 conversation sees another member come and go; a non-member does not', async (t) => {
     const [a, b, x] = await users(3, 'pr');
@@ -456,11 +481,44 @@ describe('presence and events', () => {
     c1.sendJson({ type: 'event', group_id: gid, data: { typing: true } });
     assert.equal((await c1.expect('error')).code, 'not_member');
     a1.sendJson({ type: 'event', group_id: gid, data: 'after' });
-    assert.deepEqual(await b1.next(), { type: 'event', from_id: a.id, group_id: gid, data: 'after' });
+    for (const s of [b1, b2]) assert.deepEqual(await s.next(), { type: 'event', from_id: a.id, group_id: gid, data: 'after' });
     await c1.quiet('(a removed member gets no events)');
     // unbound
     const raw = await ChatSocket.open(srv, t);
     raw.sendJson({ type: 'event', group_id: gid, data: 1 });
     assert.equal((await raw.expect('error')).code, 'not_bound');
+    // dissolved
+    await call(a, '/group/dissolve', { group_id: gid });
+    for (const s of [a1, a2, b1, b2]) await s.expect('message');
+    b1.sendJson({ type: 'event', group_id: gid, data: 'anyone?' });
+    assert.equal((await b1.expect('error')).code, 'group_dissolved');
+    await a1.quiet('(no events in a dissolved group)');
+  });
+
+  test('group events count against --event-rate like 1:1 events', async (t) => {
+    const SECRET2 = crypto.randomBytes(16).toString('hex');
+    const own = await startServer({ options: { 'event-rate': 2, 'jwt-secret': SECRET2 } });
+    t.after(() => own.stop());
+    const now = Math.floor(Date.now() / 1000);
+    const [a, b] = await Promise.all(
+      ['era', 'erb'].map(async (p) => {
+        const token = mintJwt({ sub: uname(p), exp: now + 600, iat: now }, SECRET2);
+        return { ...ok(await get(own, '/user/me', { token })), token };
+      }),
+    );
+    const gid = ok(await post(own, '/group/create', { name: 'rate', members: [b.id] }, { token: a.token })).group.group_id;
+    const [sa, sb] = await Promise.all([ChatSocket.bound(own, a, t), ChatSocket.bound(own, b, t)]);
+    for (let i = 0; i < 10; i++) sa.sendJson({ type: 'event', group_id: gid, data: i });
+    // a group event is checked against the store first: wait until each of the ten is delivered or refused
+    const errs = [];
+    const got = [];
+    for (let deadline = Date.now() + 3000; errs.length + got.length < 10 && Date.now() < deadline; ) {
+      errs.push(...(await sa.collect()).filter((m) => m.type === 'error'));
+      got.push(...(await sb.collect()).filter((m) => m.type === 'event'));
+      if (errs.length + got.length < 10) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(errs.length >= 1 && errs.every((e) => e.code === 'rate_limited'), `rate_limited past the rate: ${JSON.stringify(errs).slice(0, 200)}`);
+    assert.ok(got.length >= 1 && got.length <= 6, `some events got through, bounded by the rate (${got.length} of 10)`);
+    assert.equal(got.length + errs.length, 10, 'each event delivered or refused');
   });
 });
