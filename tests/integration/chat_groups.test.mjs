@@ -11,7 +11,7 @@ import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { startServer } from './lib/server.mjs';
-import { ChatSocket, fails, get, mintJwt, must, ok, post, registerAll, uname } from './lib/chat.mjs';
+import { ChatSocket, fails, get, mintJwt, must, ok, post, uname } from './lib/chat.mjs';
 
 const MAX = 5; // --max-group-members
 const SECRET = crypto.randomBytes(16).toString('hex');
@@ -27,13 +27,13 @@ const call = async (u, path, body) => ok(await P(u, path, body), `${path} ${JSON
  * n new users. Users of HS256 JWTs (--jwt-secret), created on first sight by
  * GET /user/me: no argon2id per user, so the file stays fast on a busy machine.
  */
-async function users(n, p) {
+async function users(n, p, s = srv) {
   const now = Math.floor(Date.now() / 1000);
   return Promise.all(
     Array.from({ length: n }, async (_, i) => {
       const name = uname(`${p}${i}`);
       const token = mintJwt({ sub: `${name}-sub`, username: name, exp: now + 3600, iat: now }, SECRET);
-      const me = ok(await get(srv, '/user/me', { token }));
+      const me = ok(await get(s, '/user/me', { token }));
       assert.equal(me.username, name);
       return { ...me, token };
     }),
@@ -463,10 +463,10 @@ describe('leave, update, add, dissolve', () => {
 
 describe('message types', () => {
   test('"system" can never be sent by a client, whatever --message-types says; exactly one of to_id / group_id', async (t) => {
-    const own = await startServer({ options: { 'message-types': 'text,system' } });
+    const own = await startServer({ options: { 'message-types': 'text,system', 'jwt-secret': SECRET } });
     t.after(() => own.stop());
     for (const s of [srv, own]) {
-      const [o, a] = await registerAll(s, [uname('st'), uname('st')]);
+      const [o, a] = await users(2, 'st', s);
       const gid = ok(await post(s, '/group/create', { name: 'g', members: [a.id] }, { token: o.token })).group.group_id;
       const sys1 = JSON.stringify({ event: 'dissolve', actor: o.id, users: [] });
       fails(await post(s, '/chat/send', { group_id: gid, type: 'system', data: sys1 }, { token: a.token }), 400, 'bad_field', 'type', 'system to a group');
