@@ -458,6 +458,8 @@ describe('leave, update, add, dissolve', () => {
     assert.equal(sys(h[2]).event, 'create');
     const i = await info(a, gid);
     assert.equal(i.dissolved, true);
+    const item = ok(await get(srv, '/chat/list', { token: a.token })).find((c) => c.group_id === gid);
+    assert.deepEqual([item.chat_type, item.dissolved, item.last_message_id, item.type], ['group', true, d.message.id, 'system'], 'the list item says dissolved');
   });
 });
 

@@ -201,6 +201,10 @@ describe('sending', () => {
     fails(await history(a, gid, '&before=-1'), 400, 'bad_field', 'before');
     fails(await get(srv, '/chat/history?group_id=abc', { token: a.token }), 400, 'bad_field', 'group_id');
     fails(await get(srv, '/chat/history?group_id=0', { token: a.token }), 400, 'bad_field', 'group_id');
+    const both = await get(srv, `/chat/history?group_id=${gid}&userid=${o.id}`, { token: a.token });
+    assert.equal(both.status, 400, `history with both userid and group_id: ${both.status} ${both.text.slice(0, 200)}`);
+    const rboth = await P(a, '/chat/read', { group_id: gid, userid: o.id });
+    assert.equal(rboth.status, 400, `read with both userid and group_id: ${rboth.status} ${rboth.text.slice(0, 200)}`);
   });
 });
 
@@ -441,6 +445,20 @@ describe('presence and events', () => {
     const info = await call(a, '/group/info', { group_id: (await list(a))[0].group_id });
     const mb = info.members.find((m) => m.userid === b.id);
     assert.deepEqual([mb.online, mb.last_seen], [false, off.last_seen], 'info carries online and last_seen');
+  });
+
+  test('a user sharing two groups and a 1:1 conversation with another is told of it once per change', async (t) => {
+    const [a, b] = await users(2, 'po');
+    await create(a, [b]);
+    await create(b, [a]);
+    await send(srv, b, a, 'and a 1:1');
+    const sa = (await ChatSocket.bound(srv, a, t)).watchPresence();
+    await sa.collect();
+    const sb = await ChatSocket.bound(srv, b, t);
+    assert.deepEqual(await sa.next(), { type: 'presence', uid: b.id, online: true, last_seen: null });
+    sb.terminate();
+    assert.equal((await sa.next(GRACE + 3000)).online, false);
+    await sa.quiet('(one push per change, not one per shared conversation)');
   });
 
   test('a removed member is no longer told of presence', async (t) => {
