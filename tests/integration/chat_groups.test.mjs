@@ -15,7 +15,8 @@ import { ChatSocket, fails, get, mintJwt, must, ok, post, uname } from './lib/ch
 
 const MAX = 5; // --max-group-members
 const SECRET = crypto.randomBytes(16).toString('hex');
-const srv = await startServer({ options: { 'max-group-members': MAX, 'jwt-secret': SECRET } });
+const API_SECRET = crypto.randomBytes(16).toString('hex');
+const srv = await startServer({ options: { 'max-group-members': MAX, 'jwt-secret': SECRET, 'api-secret': API_SECRET } });
 after(() => srv.stop());
 
 const GROUP_KEYS = ['avatar', 'created_at', 'dissolved', 'group_id', 'last_seq', 'member_count', 'name', 'owner_id'];
@@ -177,6 +178,15 @@ describe('create and info', () => {
     // nothing was made by the refused calls
     const list = ok(await get(srv, '/chat/list', { token: a.token }));
     assert.equal(list.filter((c) => c.chat_type === 'group').length, 3, 'only the three good creates made groups');
+  });
+
+  test('a disabled account cannot be made a member (404 not_found on create and add)', async () => {
+    const [o, a, d] = await users(3, 'cd');
+    ok(await post(srv, '/admin/users/disable', { uid: d.id }, { token: API_SECRET }), 'disable');
+    fails(await P(o, '/group/create', { name: 'x', members: [a.id, d.id] }), 404, 'not_found', null, 'create with a disabled member');
+    const gid = (await create(o, [a])).group.group_id;
+    fails(await P(o, '/group/add', { group_id: gid, members: [d.id] }), 404, 'not_found', null, 'adding a disabled user');
+    assert.equal((await info(o, gid)).member_count, 2);
   });
 
   test(`409 group_full past --max-group-members (${MAX}) on create and add`, async () => {
