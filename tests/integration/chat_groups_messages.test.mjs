@@ -259,6 +259,14 @@ describe('membership ranges', () => {
     assert.deepEqual(seen.filter((q) => q >= 11), [11, 12], 'from the new add on');
     s = await syncAll(c, { [`g${gid}`]: 7 });
     assert.deepEqual(seqs(s.byKey[`g${gid}`]), [11, 12], 'sync after re-add: from the new add, the gap skipped');
+    // a new device of c, one message per answer: paged by more, never into the gap
+    s = await syncAll(c, {}, 1);
+    const paged = seqs(s.byKey[`g${gid}`]);
+    assert.ok(paged.length >= 2 && s.pages.length >= paged.length, `paged: ${s.pages.length} answers for ${paged.length} messages`);
+    assert.deepEqual([...paged].sort((x, y) => x - y), paged, 'ascending');
+    assert.equal(new Set(paged).size, paged.length, 'each once');
+    assert.deepEqual(paged.filter((q) => q >= 8), [11, 12], `from the new add on, nothing of 8..10: ${paged}`);
+    assert.deepEqual(paged.filter((q) => q < 8 && q < 4), [], 'nothing before its first add');
     assert.equal((await call(c, '/group/info', { group_id: gid })).joined_seq, 11);
     const back = await groupItem(c, gid);
     assert.equal(back.left, false);
