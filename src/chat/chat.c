@@ -477,6 +477,7 @@ void chat_shutdown(void)
         store_close(chat_store);
     chat_store = NULL;
     chat_presence_shutdown();
+    chat_group_shutdown();
     auth_shutdown();
     ratelimit_free(chat_bind_fail_limit);
     ratelimit_free(chat_send_limit);

@@ -1,7 +1,8 @@
 /* chat: the chat service on top of the gateway: accounts (/user/...), bind,
- * durable 1:1 messages, chat list, unread counts, history and sync (/chat/...),
- * and the same operations over the WebSocket ({"type":"bind"},
- * {"type":"send"}). See docs/API.md.
+ * durable 1:1 and group messages, chat list, unread counts, history and sync
+ * (/chat/...), groups (/group/...), and the same operations over the
+ * WebSocket ({"type":"bind"}, {"type":"send"}, {"type":"call"}, group
+ * {"type":"event"}). See docs/API.md.
  *
  * Every request is a chat_call that moves through small steps: authenticate,
  * validate, one storage operation, then answer and push. Storage and password
@@ -26,7 +27,7 @@ void chat_stop(void);
 /* Flushes and closes the store (after the loop stopped serving). */
 void chat_shutdown(void);
 
-/* True for paths the chat service answers (/user/..., /chat/...). */
+/* True for paths the chat service answers (/user/..., /chat/..., /group/...). */
 bool chat_handles(const char *path);
 /* For /healthz: whether the store's database answers now (false while a
  * PostgreSQL server cannot be reached) and the backend's name. */

@@ -245,6 +245,22 @@ int64_t chat_member_id(const json_t *v)
     return json_is_integer(v) ? json_integer_value(v) : 0;
 }
 
+/* One member's devices: only the sender's own device is skipped, so a
+ * client_id the caller names can never silence another member's socket. */
+static void push_frame_to_member(sbuf *frame, int64_t id, bool cluster, int64_t sender,
+                                 const char *origin_id, bool skip_sender)
+{
+    if (id <= 0 || (skip_sender && id == sender))
+        return;
+    char uid[24];
+    chat_uid_string(id, uid, sizeof(uid));
+    /* a member with no socket here costs a hash lookup; in a cluster one
+     * publish reaches the nodes that hold it */
+    if (!cluster && !registry_find_uid(uid, strlen(uid)))
+        return;
+    gateway_push_to_uid(uid, strlen(uid), frame, id == sender ? origin_id : NULL);
+}
+
 void chat_push_frame_to_members(sbuf *frame, const json_t *members, int64_t sender,
                                 const char *origin_id, bool skip_sender)
 {
@@ -253,19 +269,16 @@ void chat_push_frame_to_members(sbuf *frame, const json_t *members, int64_t send
     json_t *v;
     json_array_foreach(members, i, v)
     {
-        int64_t id = chat_member_id(v);
-        if (id <= 0 || (skip_sender && id == sender))
-            continue;
-        char uid[24];
-        chat_uid_string(id, uid, sizeof(uid));
-        /* a member with no socket here costs a hash lookup; in a cluster
-         * one publish reaches the nodes that hold it */
-        if (!cluster && !registry_find_uid(uid, strlen(uid)))
-            continue;
-        /* only the sender's own device is skipped: a client_id the caller
-         * names can never silence another member's socket */
-        gateway_push_to_uid(uid, strlen(uid), frame, id == sender ? origin_id : NULL);
+        push_frame_to_member(frame, chat_member_id(v), cluster, sender, origin_id, skip_sender);
     }
+}
+
+void chat_push_frame_to_ids(sbuf *frame, const int64_t *ids, size_t n, int64_t sender,
+                            const char *origin_id, bool skip_sender)
+{
+    bool cluster = cluster_enabled();
+    for (size_t i = 0; i < n; i++)
+        push_frame_to_member(frame, ids[i], cluster, sender, origin_id, skip_sender);
 }
 
 void chat_push_to_members(const char *text, const json_t *members, int64_t sender,

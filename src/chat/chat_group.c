@@ -18,10 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uthash.h>
 
 #include "chat/auth.h"
 #include "core/metrics.h"
 #include "gateway/gateway.h"
+
+static void event_cache_forget(int64_t group);
 
 /* ---- validation -------------------------------------------------------- */
 
@@ -115,6 +118,7 @@ static void group_changed(store_req *r)
         return;
     }
     json_t *result = json_incref(r->result);
+    event_cache_forget(r->group_id); /* members, roles or the group changed */
     store_req_free(r);
     json_t *message = json_object_get(result, "message");
     if (json_is_object(message)) {
@@ -366,13 +370,118 @@ void chat_do_group_mute(chat_call *call)
 
 /* ---- group events --------------------------------------------------------- */
 
+/* A typing indicator is sent every few seconds by every typing member, and
+ * reading a group's members costs the store about as much as reading 500
+ * users: each group's current member list is kept here for EVENT_CACHE_MS
+ * after a read, so a burst of events costs one read. A change made through
+ * this node forgets the group at once; one made on another node is seen
+ * when the entry expires (an event may reach a member removed there, or be
+ * refused to one added there, for that long: events are transient). At
+ * most EVENT_CACHE_MAX groups (ids only: 8 bytes a member). */
+typedef struct event_members {
+    int64_t group_id;
+    uint64_t expires; /* loop time */
+    size_t n;
+    int64_t *ids;
+    UT_hash_handle hh;
+} event_members;
+
+static event_members *event_cache;
+
+static void event_cache_drop(event_members *e)
+{
+    HASH_DEL(event_cache, e);
+    free(e->ids);
+    free(e);
+}
+
+static void event_cache_forget(int64_t group)
+{
+    event_members *e = NULL;
+    HASH_FIND(hh, event_cache, &group, sizeof(group), e);
+    if (e)
+        event_cache_drop(e);
+}
+
+/* Keeps the store's current member list of group. When the cache is full
+ * the expired entries go first; with none expired nothing is kept. */
+static void event_cache_put(int64_t group, const json_t *members)
+{
+    event_cache_forget(group);
+    uint64_t now = uv_now(chat_loop);
+    if (HASH_COUNT(event_cache) >= EVENT_CACHE_MAX) {
+        event_members *e, *tmp;
+        HASH_ITER(hh, event_cache, e, tmp)
+        {
+            if (e->expires <= now)
+                event_cache_drop(e);
+        }
+        if (HASH_COUNT(event_cache) >= EVENT_CACHE_MAX)
+            return;
+    }
+    size_t n = json_array_size(members);
+    event_members *e = calloc(1, sizeof(*e));
+    int64_t *ids = n ? malloc(n * sizeof(*ids)) : NULL;
+    if (!e || (n && !ids)) {
+        free(e);
+        free(ids);
+        return; /* the next event reads the store again */
+    }
+    for (size_t i = 0; i < n; i++)
+        ids[i] = chat_member_id(json_array_get(members, i));
+    *e = (event_members){.group_id = group, .expires = now + EVENT_CACHE_MS, .n = n, .ids = ids};
+    HASH_ADD(hh, event_cache, group_id, sizeof(e->group_id), e);
+}
+
+/* group's fresh member list when uid is on it; NULL: ask the store. */
+static const event_members *event_cache_get(int64_t group, int64_t uid)
+{
+    event_members *e = NULL;
+    HASH_FIND(hh, event_cache, &group, sizeof(group), e);
+    if (!e)
+        return NULL;
+    if (e->expires <= uv_now(chat_loop)) {
+        event_cache_drop(e);
+        return NULL;
+    }
+    for (size_t i = 0; i < e->n; i++)
+        if (e->ids[i] == uid)
+            return e;
+    return NULL;
+}
+
+void chat_group_shutdown(void)
+{
+    event_members *e, *tmp;
+    HASH_ITER(hh, event_cache, e, tmp)
+    {
+        event_cache_drop(e);
+    }
+}
+
+/* {"type":"event","from_id","group_id","data"}, framed once; NULL on OOM. */
+static sbuf *event_frame(chat_call *call, int64_t group)
+{
+    json_t *data = json_object_get(call->body, "data");
+    json_t *event =
+        json_pack("{s:s,s:I,s:I,s:O}", "type", "event", "from_id", (json_int_t)call->uid,
+                  "group_id", (json_int_t)group, "data", data ? data : json_null());
+    sbuf *frame = event ? gateway_frame_json(event) : NULL;
+    json_decref(event);
+    if (frame)
+        metrics_push(METRICS_PUSH_EVENT);
+    return frame;
+}
+
 /* The membership read of an event: a current member's event goes to the
- * other members' devices, {"type":"event","from_id","group_id","data"},
- * framed once; nothing is stored or queued. Only errors are answered. */
+ * other members' devices; nothing is stored or queued. Only errors are
+ * answered. */
 static void group_event_checked(store_req *r)
 {
     chat_call *call = r->ctx;
+    int64_t group = r->group_id;
     if (r->status != STORE_OK) {
+        event_cache_forget(group);
         chat_group_failed(call, r);
         return;
     }
@@ -382,21 +491,17 @@ static void group_event_checked(store_req *r)
         chat_call_fail(call, 403, "not_member", "you are not a member of this group");
         return;
     }
-    if (json_is_true(json_object_get(json_object_get(info, "group"), "dissolved")) ||
-        json_is_true(json_object_get(info, "dissolved"))) {
+    if (json_is_true(json_object_get(info, "dissolved"))) { /* the group's fields are at the top */
+        event_cache_forget(group);
         store_req_free(r);
         chat_call_fail(call, 409, "group_dissolved", "the group was dissolved");
         return;
     }
-    json_t *data = json_object_get(call->body, "data");
-    json_t *event =
-        json_pack("{s:s,s:I,s:I,s:O}", "type", "event", "from_id", (json_int_t)call->uid,
-                  "group_id", (json_int_t)r->group_id, "data", data ? data : json_null());
-    sbuf *frame = event ? gateway_frame_json(event) : NULL;
-    json_decref(event);
+    json_t *members = json_object_get(info, "members");
+    event_cache_put(group, members);
+    sbuf *frame = event_frame(call, group);
     if (frame) {
-        metrics_push(METRICS_PUSH_EVENT);
-        chat_push_frame_to_members(frame, json_object_get(info, "members"), call->uid, NULL, true);
+        chat_push_frame_to_members(frame, members, call->uid, NULL, true);
         sbuf_unref(frame);
     }
     store_req_free(r);
@@ -408,6 +513,16 @@ void chat_do_group_event(chat_call *call)
     int64_t group = chat_want_id(call, call->body, "group_id", "a group id");
     if (!group)
         return;
+    const event_members *known = event_cache_get(group, call->uid);
+    if (known) {
+        sbuf *frame = event_frame(call, group);
+        if (frame) {
+            chat_push_frame_to_ids(frame, known->ids, known->n, call->uid, NULL, true);
+            sbuf_unref(frame);
+        }
+        chat_call_free(call);
+        return;
+    }
     store_req *r = chat_call_store_req(call, STORE_GROUP_INFO, group_event_checked);
     if (!r)
         return;

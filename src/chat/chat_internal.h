@@ -43,7 +43,9 @@
 #define CURSORS_MAX 1000 /* conversations named in one POST /chat/sync */
 #define GROUP_NAME_MAX 64
 #define GROUP_AVATAR_MAX 512
-#define CALL_ID_MAX 64 /* bytes of a socket call's id */
+#define CALL_ID_MAX 64       /* bytes of a socket call's id */
+#define EVENT_CACHE_MS 2000  /* how long a group's member list serves its events */
+#define EVENT_CACHE_MAX 1024 /* groups whose member list is kept for events */
 
 /* The service's state, set by chat_init. */
 extern const config *chat_cfg;
@@ -112,6 +114,9 @@ int64_t chat_member_id(const json_t *v);
  * devices. Other members' devices are never skipped, whatever origin_id. */
 void chat_push_frame_to_members(sbuf *frame, const json_t *members, int64_t sender,
                                 const char *origin_id, bool skip_sender);
+/* The same for n user ids. */
+void chat_push_frame_to_ids(sbuf *frame, const int64_t *ids, size_t n, int64_t sender,
+                            const char *origin_id, bool skip_sender);
 /* {"type":"message","message":<text>} to the members (a group message). */
 void chat_push_to_members(const char *text, const json_t *members, int64_t sender,
                           const char *origin_id);
@@ -174,6 +179,8 @@ void chat_do_group_mute(chat_call *call);
 /* A socket {"type":"event","group_id","data"} of a bound user (the gateway
  * counted it against --event-rate): the other members' devices get it. */
 void chat_do_group_event(chat_call *call);
+/* After the store closed: frees the group event cache. */
+void chat_group_shutdown(void);
 
 /* ---- chat_presence.c ----------------------------------------------------- */
 

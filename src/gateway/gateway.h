@@ -3,7 +3,8 @@
  *
  * A connection is greeted with {"type":"init","client_id":...}, answers
  * {"type":"ping"} with {"type":"pong"}, routes transient
- * {"type":"event"} messages between bound uids, and hands every other
+ * {"type":"event"} messages between bound uids (a group's, with group_id,
+ * counted against --event-rate here, go to the hook), and hands every other
  * message type to the chat service's hook. Pushes frame a message once and
  * queue the same buffer on every recipient (encode once, send many). */
 #ifndef CHATD_GATEWAY_H

@@ -24,6 +24,19 @@
  * catches the unique violation and numbers again, and the send answers
  * the other node's message (migration 2).
  *
+ * Groups (store.h "Groups", migration 5): every group op is one call of a
+ * server function (chatd_group_send, chatd_group_add, ...) answering
+ * (o_status, o_result JSON), so they pipeline like the rest and a pass may
+ * hold several of one group, run in order in its transaction. A change of
+ * a group, a send included, first locks the group's row (chatd_group_lock),
+ * which orders the group's writers across nodes; the seq comes from the
+ * threads row (0, group id) under that lock, so it stays gapless and in
+ * commit order, and a limit like max_members is checked under it. Read
+ * and mute touch only the member's row; a pass reading a group on one node
+ * while the same user sends to it on another can deadlock, as a 1:1 read
+ * and send can: PostgreSQL aborts one pass and store.c re-runs it request
+ * by request.
+ *
  * Nothing is cached across requests: users, tokens and revoked JWTs are
  * read from the database every time, because another node may change
  * them.
@@ -583,18 +596,39 @@ static const char *const migrations[] = {
     "    'from_username', u.username, 'from_userpic', u.userpic, 'type', m.type, 'data', m.data,"
     "    'time', m.time, 'client_msg_id', m.client_msg_id) END"
     "  FROM messages m JOIN users u ON u.id = m.from_id WHERE m.id = p_id$$;"
+    /* A JSON string as jansson writes it: to_json's, but a control
+     * character without a short escape is \u00XX in upper case. */
+    "CREATE OR REPLACE FUNCTION chatd_json_str(t text) RETURNS text LANGUAGE plpgsql IMMUTABLE"
+    "  AS $$\n"
+    "DECLARE\n"
+    "  r text := ''; c text; n int;\n"
+    "BEGIN\n"
+    "  IF t IS NULL OR t !~ '[\\x01-\\x1f]' THEN\n"
+    "    RETURN to_json(t)::text;\n"
+    "  END IF;\n"
+    "  FOR i IN 1..length(t) LOOP\n"
+    "    c := substr(t, i, 1);\n"
+    "    n := ascii(c);\n"
+    "    IF n < 32 AND n NOT IN (8, 9, 10, 12, 13) THEN\n"
+    "      r := r || '\\u' || upper(lpad(to_hex(n), 4, '0'));\n"
+    "    ELSE\n"
+    "      r := r || substr(to_json(c)::text, 2, length(to_json(c)::text) - 2);\n"
+    "    END IF;\n"
+    "  END LOOP;\n"
+    "  RETURN '\"' || r || '\"';\n"
+    "END $$;"
     /* A system message's data, compact JSON in store.h's key order (the
      * bytes jansson's JSON_COMPACT gives SQLite's). */
     "CREATE OR REPLACE FUNCTION chatd_group_sysdata(p_event text, p_actor bigint, p_users bigint[],"
     "  p_name text, p_avatar text, p_role text, p_owner bigint) RETURNS text LANGUAGE sql STABLE"
     "  AS $$"
-    "  SELECT '{\"event\":' || to_json(p_event)::text || ',\"actor\":' || p_actor"
+    "  SELECT '{\"event\":' || chatd_json_str(p_event) || ',\"actor\":' || p_actor"
     "    || ',\"users\":[' || coalesce((SELECT string_agg('{\"userid\":' || u.id"
-    "      || ',\"username\":' || to_json(u.username)::text || '}', ',' ORDER BY x.o)"
+    "      || ',\"username\":' || chatd_json_str(u.username) || '}', ',' ORDER BY x.o)"
     "      FROM unnest(p_users) WITH ORDINALITY AS x(id, o) JOIN users u ON u.id = x.id), '')"
-    "    || ']' || coalesce(',\"name\":' || to_json(p_name)::text, '')"
-    "    || coalesce(',\"avatar\":' || to_json(p_avatar)::text, '')"
-    "    || coalesce(',\"role\":' || to_json(p_role)::text, '')"
+    "    || ']' || coalesce(',\"name\":' || chatd_json_str(p_name), '')"
+    "    || coalesce(',\"avatar\":' || chatd_json_str(p_avatar), '')"
+    "    || coalesce(',\"role\":' || chatd_json_str(p_role), '')"
     "    || coalesce(',\"owner\":' || p_owner, '') || '}'"
     "$$;"
     /* Ids without repeats (first place kept) and without p_skip. */

@@ -192,6 +192,10 @@ test('a group: create, pushes to every member device but the origin, send, histo
   await a1.quiet();
   await gmust(b, '/chat/send', { group_id: G, type: 'text', data: 'after', client_id: b1.clientId });
   for (const s of [a1, a2, b2]) await nextOf(s, 'message');
+  // b's earlier event made this node keep the member list: the removal forgot it
+  b1.sendJson({ type: 'event', group_id: G, data: 'after' });
+  for (const s of [a1, a2]) assert.deepEqual(await s.expect('event'), { ...ev, data: 'after' });
+  await b1.quiet();
   c1.sendJson({ type: 'event', group_id: G, data: 1 });
   const ce = await c1.expect('error');
   assert.deepEqual([ce.code, ce.op], ['not_member', 'event']);
