@@ -2,8 +2,9 @@
 // Members with devices on different nodes each get a group message sent on
 // either node exactly once (the sending device the ack), system messages
 // included; a removed member on the other node gets nothing after its
-// removal; a group typing event crosses nodes; and a member with no 1:1
-// conversation sees another member on the other node come and go.
+// removal (also of events sent on the other node); a group typing event
+// crosses nodes; and a member with no 1:1 conversation sees another member
+// on the other node come and go.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { gw, startCluster, must, register, sleep, uname, waitUntil } from './lib/cluster.mjs';
@@ -125,4 +126,35 @@ test('a member sees another member on the other node come and go (no 1:1 convers
   await sleep(GRACE);
   assert.equal(a1.count((f) => f.type === 'presence' && f.uid === b.id && !f.online), 1, 'one offline');
   assert.equal(x1.count((f) => f.type === 'presence' && f.uid === b.id), 0, 'a non-member hears nothing');
+});
+
+// Known to fail (todo): p11-chat keeps a group's member list for events 2 s
+// per node and forgets it only on changes made through that node, so for up
+// to 2 s a member removed through node1 still gets (and may send) the
+// group's events on node2. Issue 11: "a removed member gets nothing after
+// removal". Drop the todo once fixed.
+test('a member removed on one node gets no group event sent on the other right after', { todo: 'group event member cache is per node (2 s stale across nodes)' }, async () => {
+  const [a, b, cc] = [await register(n1, uname('ra')), await register(n2, uname('rb')), await register(n2, uname('rc'))];
+  const gid = (await call(n1, a, '/group/create', { name: 'removal', members: [b.id, cc.id] })).group.group_id;
+  const b2 = await bound(n2, b, 'b@node2');
+  const c2 = await bound(n2, cc, 'c@node2');
+  const a1 = await bound(n1, a, 'a@node1');
+  // node2 has just served an event of this group
+  b2.send({ type: 'event', group_id: gid, data: 'before' });
+  await c2.waitFrame((f) => f.type === 'event' && f.data === 'before', 5000);
+  await a1.waitFrame((f) => f.type === 'event' && f.data === 'before', 5000);
+  // c is removed through node1, and b (on node2) types at once
+  const rm = await call(n1, a, '/group/remove', { group_id: gid, userid: cc.id });
+  await c2.waitFrame((f) => f.type === 'message' && f.message.id === rm.message.id, 5000);
+  await b2.waitFrame((f) => f.type === 'message' && f.message.id === rm.message.id, 5000);
+  b2.send({ type: 'event', group_id: gid, data: 'after' });
+  await a1.waitFrame((f) => f.type === 'event' && f.data === 'after', 5000);
+  await settle(300);
+  assert.equal(c2.count((f) => f.type === 'event' && f.data === 'after'), 0, 'the removed member gets no event after its removal');
+  // and c may no longer send one
+  c2.send({ type: 'event', group_id: gid, data: 'from c' });
+  const e = await c2.waitFrame((f) => f.type === 'error', 5000);
+  assert.equal(e.code, 'not_member');
+  await settle(300);
+  assert.equal(a1.count((f) => f.type === 'event' && f.data === 'from c'), 0, 'nobody gets the removed member\'s event');
 });
