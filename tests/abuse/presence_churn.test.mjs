@@ -7,6 +7,11 @@
 // the last socket closed and the grace passed. Bounded: the server's CPU time
 // over the churn, a victim's ping latency, RSS growth, and the pushes.
 //
+// The same churn by a member of a group of 500 (issue 11: fellow group
+// members are told of presence too) who shares no 1:1 conversation with
+// anyone: the 50 members online are told "online" once and "offline" once,
+// and the server's CPU and a victim's latency stay bounded.
+//
 // The 1,000 users come from HS256 JWTs (--jwt-secret: created on first sight,
 // no argon2id per user), so the setup takes seconds.
 import { test } from 'node:test';
@@ -79,6 +84,26 @@ async function setup() {
   assert.equal(list.length, PEERS, `${PEERS} conversations`);
   const watchers = await pool(peers.slice(0, ONLINE), 10, async (p) => (await ChatSocket.bound(srv, p)).watchPresence());
   console.log(`# setup: ${PEERS} users, ${PEERS} conversations, ${ONLINE} peers online in ${Date.now() - t0} ms`);
+  return { user, watchers };
+}
+
+const GROUP_MEMBERS = 500; // the default --max-group-members
+
+/** The user and GROUP_MEMBERS - 1 others in one group it created (no 1:1 conversation), ONLINE of them bound and watching presence. */
+async function setupGroup() {
+  const t0 = Date.now();
+  const user = await jwtUser(`gchurn-${tag}`);
+  const members = await pool(
+    Array.from({ length: GROUP_MEMBERS - 1 }, (_, i) => `gm${i}-${tag}`),
+    25,
+    (sub) => jwtUser(sub),
+  );
+  const g = await must(srv, 'POST', '/group/create', { token: user.token, body: { name: 'churn', members: members.map((m) => m.id) }, timeoutMs: 15000 });
+  assert.equal(g.group.member_count, GROUP_MEMBERS);
+  const list = await must(srv, 'GET', '/chat/list', { token: user.token });
+  assert.deepEqual(list.map((c) => c.chat_type), ['group'], 'the group is the user\'s only conversation');
+  const watchers = await pool(members.slice(0, ONLINE), 10, async (p) => (await ChatSocket.bound(srv, p)).watchPresence());
+  console.log(`# setup: a group of ${GROUP_MEMBERS}, ${ONLINE} members online in ${Date.now() - t0} ms`);
   return { user, watchers };
 }
 
@@ -179,6 +204,27 @@ test(`--presence-grace 0: ${CHURN_MS / 2000} s of the same churn costs at most 2
     const p = presenceOf(frames, user.id);
     assert.ok(p.length <= 2 * reconnects + 2, `peer ${i}: ${p.length} pushes for ${reconnects} reconnects`);
     assert.equal(p.at(-1).online, false, `peer ${i}: the last word is offline`);
+  }
+  for (const w of watchers) w.terminate();
+});
+
+test(`a member of a group of ${GROUP_MEMBERS} (${ONLINE} online, no 1:1 conversation) reconnecting every ${RECONNECT_MS} ms for ${CHURN_MS / 2000} s: one online and one offline per member, CPU and latency bounded`, async (t) => {
+  srv = await startServer({ options: { 'jwt-secret': SECRET, 'presence-grace': GRACE, 'bind-rate': 100000 } });
+  t.after(() => srv.stop());
+  const { user, watchers } = await setupGroup();
+  await Promise.all(watchers.map((w) => w.collect())); // the members' own comings
+  const { sock, reconnects } = await churn(user, CHURN_MS / 2);
+  const told = await Promise.all(watchers.map((w) => w.collect()));
+  const counts = told.map((frames) => presenceOf(frames, user.id).length);
+  console.log(`# presence pushes per online member during the churn: min ${Math.min(...counts)}, max ${Math.max(...counts)}`);
+  for (const [i, frames] of told.entries()) {
+    assert.deepEqual(presenceOf(frames, user.id).map((m) => m.online), [true], `member ${i}: told online once, nothing for ${reconnects} reconnects within the grace`);
+  }
+  sock.terminate();
+  await sleep(GRACE + 700);
+  const later = await Promise.all(watchers.map((w) => w.collect()));
+  for (const [i, frames] of later.entries()) {
+    assert.deepEqual(presenceOf(frames, user.id).map((m) => m.online), [false], `member ${i}: told offline once after the grace`);
   }
   for (const w of watchers) w.terminate();
 });
