@@ -448,6 +448,7 @@ int chat_init(uv_loop_t *loop, const config *cfg)
     chat_presence_init();
     cluster_register("chat.bind", chat_remote_bind, NULL);
     cluster_register("chat.logout", chat_remote_logout, NULL);
+    cluster_register("chat.group_changed", chat_group_remote_changed, NULL);
     admin_init(loop, chat_store);
     if (pg)
         log_info("chat store: PostgreSQL, %lld connections (durability %s)",

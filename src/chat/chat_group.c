@@ -13,6 +13,7 @@
  * Group messages themselves (send, history, read, sync) are chat_message.c's:
  * they are conversations like the 1:1 ones. */
 #include "chat/chat_internal.h"
+#include "cluster/cluster.h"
 
 #include <http_parser.h>
 #include <stdio.h>
@@ -119,6 +120,12 @@ static void group_changed(store_req *r)
     }
     json_t *result = json_incref(r->result);
     event_cache_forget(r->group_id); /* members, roles or the group changed */
+    if (cluster_enabled()) {         /* and on the other nodes */
+        json_t *body = json_pack("{s:I}", "group_id", (json_int_t)r->group_id);
+        if (body)
+            cluster_cast_all("chat.group_changed", body);
+        json_decref(body);
+    }
     store_req_free(r);
     json_t *message = json_object_get(result, "message");
     if (json_is_object(message)) {
@@ -374,10 +381,13 @@ void chat_do_group_mute(chat_call *call)
  * reading a group's members costs the store about as much as reading 500
  * users: each group's current member list is kept here for EVENT_CACHE_MS
  * after a read, so a burst of events costs one read. A change made through
- * this node forgets the group at once; one made on another node is seen
- * when the entry expires (an event may reach a member removed there, or be
- * refused to one added there, for that long: events are transient). At
- * most EVENT_CACHE_MAX groups (ids only: 8 bytes a member). */
+ * this node forgets the group at once, and tells the other nodes
+ * ("chat.group_changed", chat_group_remote_changed) before the change's
+ * system message is pushed, so every node has forgotten the old list by
+ * the time that message reaches its members (one publisher: the bus keeps
+ * the order). An event sent on another node in the bus hop before that may
+ * still use the old list; events are transient, nothing is stored. At most
+ * EVENT_CACHE_MAX groups (ids only: 8 bytes a member). */
 typedef struct event_members {
     int64_t group_id;
     uint64_t expires; /* loop time */
@@ -447,6 +457,15 @@ static const event_members *event_cache_get(int64_t group, int64_t uid)
     for (size_t i = 0; i < e->n; i++)
         if (e->ids[i] == uid)
             return e;
+    return NULL;
+}
+
+json_t *chat_group_remote_changed(json_t *body, void *arg)
+{
+    (void)arg;
+    int64_t group = chat_id_value(json_object_get(body, "group_id"));
+    if (group > 0)
+        event_cache_forget(group);
     return NULL;
 }
 

@@ -181,6 +181,8 @@ void chat_do_group_mute(chat_call *call);
 void chat_do_group_event(chat_call *call);
 /* After the store closed: frees the group event cache. */
 void chat_group_shutdown(void);
+/* "chat.group_changed" from another node: a group's members changed there. */
+json_t *chat_group_remote_changed(json_t *body, void *arg);
 
 /* ---- chat_presence.c ----------------------------------------------------- */
 

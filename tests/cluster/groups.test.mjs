@@ -128,12 +128,11 @@ test('a member sees another member on the other node come and go (no 1:1 convers
   assert.equal(x1.count((f) => f.type === 'presence' && f.uid === b.id), 0, 'a non-member hears nothing');
 });
 
-// Known to fail (todo): p11-chat keeps a group's member list for events 2 s
-// per node and forgets it only on changes made through that node, so for up
-// to 2 s a member removed through node1 still gets (and may send) the
-// group's events on node2. Issue 11: "a removed member gets nothing after
-// removal". Drop the todo once fixed.
-test('a member removed on one node gets no group event sent on the other right after', { todo: 'group event member cache is per node (2 s stale across nodes)' }, async () => {
+// Each node keeps a group's member list for events a short while; a change
+// made through node1 tells every node to forget it before the change's
+// system message is pushed, so once node2's members have the removal, node2
+// routes events by the new list.
+test('a member removed on one node gets no group event sent on the other right after', async () => {
   const [a, b, cc] = [await register(n1, uname('ra')), await register(n2, uname('rb')), await register(n2, uname('rc'))];
   const gid = (await call(n1, a, '/group/create', { name: 'removal', members: [b.id, cc.id] })).group.group_id;
   const b2 = await bound(n2, b, 'b@node2');
