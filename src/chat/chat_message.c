@@ -139,7 +139,12 @@ void chat_do_send(chat_call *call)
         chat_call_fail(call, 400, "missing_field", "message must be an object");
         return;
     }
+    /* a null field counts as absent, as everywhere */
     json_t *to_v = json_object_get(m, "to_id"), *group_v = json_object_get(m, "group_id");
+    if (json_is_null(to_v))
+        to_v = NULL;
+    if (json_is_null(group_v))
+        group_v = NULL;
     if (to_v && group_v) {
         chat_call_fail(call, 400, "bad_field", "give to_id or group_id, not both");
         return;
@@ -421,7 +426,10 @@ static void group_read_done(store_req *r)
 void chat_do_read(chat_call *call)
 {
     json_t *group_v = json_object_get(call->body, "group_id");
-    if (group_v && json_object_get(call->body, "userid")) {
+    json_t *user_v = json_object_get(call->body, "userid");
+    if (json_is_null(group_v)) /* a null field counts as absent */
+        group_v = NULL;
+    if (group_v && user_v && !json_is_null(user_v)) {
         chat_call_fail(call, 400, "bad_field", "give userid or group_id, not both");
         return;
     }

@@ -274,7 +274,6 @@ test('SIGKILL in the middle of a message stream: acknowledged messages stored ex
         const pair = msgs.filter((m) => (m.from_id === u.id && m.to_id === p.id) || (m.from_id === p.id && m.to_id === u.id));
         const last = pair[pair.length - 1];
         return {
-          chat_type: 'single',
           userid: p.id,
           username: p.username,
           userpic: p.userpic,
