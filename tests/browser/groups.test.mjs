@@ -92,13 +92,13 @@ test('three users make a group and chat; a removed member stops receiving; one l
   await B.eventually(() => B.groupRows(carol).then((r) => r.at(-1).text), 'bob removed carol');
   await carol.locator('#conv-notice').waitFor({ state: 'visible' });
 
-  // Screenshots of a group conversation.
+  // Screenshots of a group conversation: Alice's with the members panel, Bob's on a phone.
+  await B.groupMembers(alice);
+  await B.screenshot(alice, 'group-desktop.png');
   await bob.locator('#members-close').click();
-  await B.screenshot(bob, 'group-desktop.png');
-  await alice.locator('#members-close').click();
-  await alice.setViewportSize(B.PHONE);
-  await B.screenshot(alice, 'group-phone.png');
-  await alice.setViewportSize(B.DESKTOP);
+  await bob.setViewportSize(B.PHONE);
+  await B.screenshot(bob, 'group-phone.png');
+  await bob.setViewportSize(B.DESKTOP);
 
   // Bob leaves: Alice sees it, Bob's send box goes.
   await B.groupMembers(bob);

@@ -613,6 +613,7 @@ async function catchUp() {
   if (current !== null) {
     const item = s.item(current);
     if (item && item.noreadnum > 0) markRead(current);
+    if (current < 0) refreshGroupInfo(current); // members and their presence may have changed meanwhile
   }
   flushPending();
 }
@@ -718,6 +719,11 @@ function incoming(m) {
   const peer = peerOf(m, s.uid);
   if (m.from_id !== s.uid) s.rememberUser({ id: m.from_id, username: m.from_username, userpic: m.from_userpic });
   const known = !!s.item(peer) || (peer > 0 && !!s.users[peer]);
+  if (peer < 0 && !known && !s.hasCursor(peer) && m.seq > 1) {
+    // Added to a group: what came before is not ours to see; the cursor starts here, not at 0.
+    const d = systemData(m);
+    if (d && d.event === 'add' && Array.isArray(d.users) && d.users.some((u) => u && Number(u.userid) === s.uid)) s.setCursor(peer, m.seq - 1);
+  }
   s.merge(peer, [m]);
   s.bump(m, { unread: unreadFor(m) });
   // Sent by another device of ours to someone this one has not seen, or a group we were
