@@ -62,13 +62,13 @@ test('three users make a group and chat; a removed member stops receiving; one l
   await alice.locator('#members-list .member', { hasText: 'bob' }).locator('.member-role').click();
   await B.eventually(() => B.groupRows(bob).then((r) => r.at(-1).text), 'alice made bob an admin');
   await B.eventually(() => B.groupMembers(alice).then((m) => m[1].role), 'admin');
-  await alice.locator('#group-rename').fill('Trio <b>2</b>');
+  await alice.locator('#group-rename').fill('Weekend plans');
   await alice.locator('#group-rename-form button').click();
   for (const p of [alice, bob, carol]) {
-    await B.eventually(() => B.groupRows(p).then((r) => r.at(-1).text), 'alice renamed the group to “Trio <b>2</b>”');
-    await B.eventually(() => p.locator('#conv-name').textContent(), 'Trio <b>2</b>');
+    await B.eventually(() => B.groupRows(p).then((r) => r.at(-1).text), 'alice renamed the group to “Weekend plans”');
+    await B.eventually(() => p.locator('#conv-name').textContent(), 'Weekend plans');
   }
-  assert.equal(await bob.locator('#conv-name b, #chat-list b, #message-rows b').count(), 0, 'names are text');
+  await B.eventually(() => B.chatList(carol).then((l) => l[0].name), 'Weekend plans');
 
   // Bob (an admin) sees the add field and removes Carol (a member).
   const bobMembers = await B.groupMembers(bob);
@@ -88,16 +88,18 @@ test('three users make a group and chat; a removed member stops receiving; one l
   // After a reload too (history and sync stop at the removal).
   await carol.reload();
   await B.waitOnline(carol);
-  await B.openChat(carol, 'Trio <b>2</b>');
+  await B.openChat(carol, 'Weekend plans');
   await B.eventually(() => B.groupRows(carol).then((r) => r.at(-1).text), 'bob removed carol');
   await carol.locator('#conv-notice').waitFor({ state: 'visible' });
 
-  // Screenshots of a group conversation: Alice's with the members panel, Bob's on a phone.
-  await B.groupMembers(alice);
+  // Screenshots of a group conversation (and of its members panel on a phone).
+  await alice.locator('#members-close').click();
   await B.screenshot(alice, 'group-desktop.png');
   await bob.locator('#members-close').click();
   await bob.setViewportSize(B.PHONE);
   await B.screenshot(bob, 'group-phone.png');
+  await B.groupMembers(bob);
+  await B.screenshot(bob, 'group-members-phone.png');
   await bob.setViewportSize(B.DESKTOP);
 
   // Bob leaves: Alice sees it, Bob's send box goes.
@@ -115,7 +117,9 @@ test('group unread badges and read sync across two tabs; a muted group is not in
   const api = apiClient(env.srv.url);
   const dave = await api.register('dave');
   const erin = await api.register('erin');
-  const { group } = await erin.api.post('/group/create', { name: 'Book club', members: [dave.user.id] });
+  // A name with HTML in it shows as text.
+  const CLUB = '<i>Book</i> club<img src=x onerror="window.__pwned=1">';
+  const { group } = await erin.api.post('/group/create', { name: CLUB, members: [dave.user.id] });
   const gid = group.group_id;
   const context = await B.newContext(env.browser, B.DESKTOP);
   const tab1 = await B.newPage(context, `${env.srv.url}/`);
@@ -128,20 +132,20 @@ test('group unread badges and read sync across two tabs; a muted group is not in
   const total = String((await dave.api.get('/chat/unread')).total);
   assert.ok(Number(total) >= 2);
   for (const tab of [tab1, tab2]) {
-    await B.eventually(() => B.chatList(tab), [{ name: 'Book club', preview: 'erin: chapter two', unread: total }]);
+    await B.eventually(() => B.chatList(tab), [{ name: CLUB, preview: 'erin: chapter two', unread: total }]);
     assert.equal(await B.tabBadge(tab), total);
   }
   // A 1:1 message goes on top; the group follows; then the group again.
   await erin.api.post('/chat/send', { to_id: dave.user.id, type: 'text', data: 'psst' });
-  await B.eventually(() => B.chatList(tab2).then((l) => l.map((i) => i.name)), ['erin', 'Book club']);
+  await B.eventually(() => B.chatList(tab2).then((l) => l.map((i) => i.name)), ['erin', CLUB]);
   await erin.api.post('/chat/send', { group_id: gid, type: 'text', data: 'chapter three' });
-  await B.eventually(() => B.chatList(tab2).then((l) => l.map((i) => i.name)), ['Book club', 'erin']);
+  await B.eventually(() => B.chatList(tab2).then((l) => l.map((i) => i.name)), [CLUB, 'erin']);
 
   // Tab 1 reads the group: tab 2's count for it clears (the "read" push), the 1:1 stays.
-  await B.openChat(tab1, 'Book club');
+  await B.openChat(tab1, CLUB);
   await B.eventually(() => B.groupRows(tab1).then((r) => r.at(-1).text), 'chapter three');
   await B.eventually(() => B.chatList(tab2), [
-    { name: 'Book club', preview: 'erin: chapter three', unread: '' },
+    { name: CLUB, preview: 'erin: chapter three', unread: '' },
     { name: 'erin', preview: 'psst', unread: '1' },
   ]);
   await B.eventually(() => B.tabBadge(tab2), '1');
@@ -151,15 +155,16 @@ test('group unread badges and read sync across two tabs; a muted group is not in
   await tab1.locator('#conv-members-btn').click();
   await tab1.locator('#group-mute').check();
   await B.eventually(() => tab2.locator('#chat-list .chat-item.muted .muted-icon').count(), 1);
-  await tab1.locator('.tab[data-tab="chats"]').click();
-  await tab1.locator('#chat-list .chat-item', { hasText: 'erin' }).first().locator('.chat-link').click();
+  await B.openChat(tab1, 'erin'); // reads the 1:1: nothing unread counts now
   await B.eventually(() => B.tabBadge(tab2), '');
   await erin.api.post('/chat/send', { group_id: gid, type: 'text', data: 'muted news' });
   for (const tab of [tab1, tab2]) {
-    await B.eventually(() => B.chatList(tab).then((l) => l[0]), { name: 'Book club', preview: 'erin: muted news', unread: '1' });
+    await B.eventually(() => B.chatList(tab).then((l) => l[0]), { name: CLUB, preview: 'erin: muted news', unread: '1' });
     assert.equal(await B.tabBadge(tab), '');
     assert.equal(await tab.title(), 'chatd');
   }
+  assert.equal(await tab1.locator('#chat-list i, #chat-list img, #conv-name i, #conv-name img').count(), 0, 'the name is text');
+  assert.equal(await tab1.evaluate(() => window.__pwned), undefined);
   B.noErrors(tab1, tab2);
   await context.close();
 });

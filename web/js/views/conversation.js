@@ -158,6 +158,7 @@ export class ConversationView {
       els.composer.hidden = false;
       els.notice.hidden = true;
     }
+    if (els.historyState.dataset.state === 'complete') this.setHistoryState('complete'); // the name may have changed
     els.sub.textContent = sub;
     els.sub.dataset.online = String(!this.group && sub === 'online');
     els.sub.hidden = !sub || els.root.classList.contains('peer-typing');
