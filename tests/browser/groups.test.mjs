@@ -1,8 +1,10 @@
 // Groups in the browser: three users in three browser contexts make a group
 // and chat (sender names, system messages, typing names), roles and rename in
 // the members panel, a removed member keeps its history but gets nothing
-// more, a member leaves; then one user's two tabs: group unread badges, read
-// sync, a muted group left out of the badge, groups and 1:1 mixed by recency.
+// more, ownership handed over and back, a member leaves, the owner dissolves;
+// then one user's two tabs: group unread badges, read sync, a muted group left
+// out of the badge, groups and 1:1 mixed by recency; and a lost group push
+// synced by its g<id> cursor.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
@@ -102,12 +104,23 @@ test('three users make a group and chat; a removed member stops receiving; one l
   await B.screenshot(bob, 'group-members-phone.png');
   await bob.setViewportSize(B.DESKTOP);
 
-  // Bob leaves: Alice sees it, Bob's send box goes.
+  // Alice hands the group over to Bob (she becomes an admin), then Bob leaves: it comes back to her.
+  await B.groupMembers(alice);
+  await alice.locator('#members-list .member', { hasText: 'bob' }).locator('.member-owner').click();
+  await B.eventually(() => B.groupRows(bob).then((r) => r.at(-1).text), 'alice made bob the owner');
+  await B.eventually(() => B.groupMembers(alice).then((m) => m.map((x) => x.role)), ['admin', 'owner']);
+  assert.equal(await alice.locator('#members-list .member-owner, #members-list .member-remove').count(), 0, 'an admin cannot touch the owner');
   await B.groupMembers(bob);
   await bob.locator('#group-leave').click();
-  await B.eventually(() => B.groupRows(alice).then((r) => r.at(-1).text), 'bob left');
+  await B.eventually(() => B.groupRows(alice).then((r) => r.at(-1).text), 'bob left; alice is now the owner');
   await bob.locator('#conv-notice').waitFor({ state: 'visible' });
+  assert.equal(await bob.locator('#composer').isVisible(), false);
   await B.eventually(() => alice.locator('#conv-sub').textContent(), '1 member');
+  await B.eventually(() => B.groupMembers(alice), [{ name: 'alice (you)', role: 'owner', online: true }]);
+  // The owner dissolves it: readable, closed.
+  await alice.locator('#group-dissolve').click();
+  await B.eventually(() => B.groupRows(alice).then((r) => r.at(-1).text), 'the group was dissolved');
+  await alice.locator('#conv-notice', { hasText: 'dissolved' }).waitFor();
 
   B.noErrors(alice, bob, carol);
   for (const c of Object.values(ctx)) await c.close();
@@ -166,5 +179,60 @@ test('group unread badges and read sync across two tabs; a muted group is not in
   assert.equal(await tab1.locator('#chat-list i, #chat-list img, #conv-name i, #conv-name img').count(), 0, 'the name is text');
   assert.equal(await tab1.evaluate(() => window.__pwned), undefined);
   B.noErrors(tab1, tab2);
+  await context.close();
+});
+
+test('a lost group push is noticed by seq and synced by its g<id> cursor; messages missed while closed come back', async () => {
+  const api = apiClient(env.srv.url);
+  const gina = await api.register('gina');
+  const hank = await api.register('hank');
+  const ida = await api.register('ida');
+  const { group } = await hank.api.post('/group/create', { name: 'Seq group', members: [gina.user.id, ida.user.id] });
+  const gid = group.group_id;
+  const context = await B.newContext(env.browser, B.PHONE);
+  const page = await B.newPage(context);
+  const dropped = [];
+  await page.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => server.send(m));
+    server.onMessage((m) => {
+      if (typeof m === 'string' && m.includes('"data":"two (push lost)"')) dropped.push(m);
+      else ws.send(m);
+    });
+  });
+  const syncs = [];
+  page.on('request', (r) => {
+    if (new URL(r.url()).pathname === '/chat/sync') syncs.push(r.postData() || '');
+  });
+  await page.goto(`${env.srv.url}/`);
+  await B.signIn(page, 'gina');
+  await B.openChat(page, 'Seq group');
+  await ida.api.post('/chat/send', { group_id: gid, type: 'text', data: 'one' });
+  await B.eventually(() => B.groupRows(page).then(texts), ['[hank created the group]', 'ida: one']);
+  const before = syncs.length;
+
+  await hank.api.post('/chat/send', { group_id: gid, type: 'text', data: 'two (push lost)' });
+  await B.eventually(() => dropped.length, 1);
+  await hank.api.post('/chat/send', { group_id: gid, type: 'text', data: 'three' });
+  await B.eventually(() => B.groupRows(page).then(texts), ['[hank created the group]', 'ida: one', 'hank: two (push lost)', 'hank: three']);
+  assert.deepEqual(syncs.slice(before), [`{"cursors":{"g${gid}":2}}`], 'one sync, from the group cursor');
+  assert.deepEqual(await page.evaluate((uid) => JSON.parse(localStorage.getItem(`chatseq${uid}`)), gina.user.id), { [-gid]: 4 });
+
+  // Closed: what is said meanwhile comes back with its count, from the cursor.
+  await page.close();
+  await ida.api.post('/chat/send', { group_id: gid, type: 'text', data: 'while away' });
+  const again = await B.newPage(context);
+  const syncs2 = [];
+  again.on('request', (r) => {
+    if (new URL(r.url()).pathname === '/chat/sync') syncs2.push(r.postData() || '');
+  });
+  await again.goto(`${env.srv.url}/`);
+  await B.waitOnline(again);
+  await B.eventually(() => B.chatList(again), [{ name: 'Seq group', preview: 'ida: while away', unread: '1' }]);
+  assert.ok(syncs2.includes(`{"cursors":{"g${gid}":4}}`), `synced from the cursor: ${syncs2.join(' | ')}`);
+  await B.openChat(again, 'Seq group');
+  await B.eventually(() => B.groupRows(again).then((r) => texts(r).at(-1)), 'ida: while away');
+  await B.eventually(() => B.chatList(again).then((l) => l[0].unread), '');
+  B.noErrors(again);
   await context.close();
 });
