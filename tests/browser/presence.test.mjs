@@ -56,6 +56,14 @@ test('a peer goes online and offline in the list and the header when its last ta
   const q3 = await B.newPage(quinnCtx, `${env.srv.url}/`);
   await B.waitOnline(q3);
   await B.eventually(() => piaPage.locator('#conv-sub').textContent(), 'online');
+  // Someone new, online, writes first: the new list item has the dot (from the list Pia fetches for it).
+  const tess = await api.register('tess');
+  const tessCtx = await B.newContext(env.browser, B.PHONE);
+  const tessPage = await B.newPage(tessCtx, `${env.srv.url}/`);
+  await B.signIn(tessPage, 'tess');
+  await tess.api.post('/chat/send', { to_id: pia.user.id, type: 'text', data: 'hi, new here' });
+  await B.eventually(() => B.listOnline(piaPage, 'tess'), true, { message: 'a new peer who is online' });
+  await tessCtx.close();
   B.noErrors(piaPage, q3);
   await quinnCtx.close();
   await piaCtx.close();

@@ -718,7 +718,7 @@ function incoming(m) {
   const s = store;
   const peer = peerOf(m, s.uid);
   if (m.from_id !== s.uid) s.rememberUser({ id: m.from_id, username: m.from_username, userpic: m.from_userpic });
-  const known = !!s.item(peer) || (peer > 0 && !!s.users[peer]);
+  const known = !!s.item(peer);
   if (peer < 0 && !known && !s.hasCursor(peer) && m.seq > 1) {
     // Added to a group: what came before is not ours to see; the cursor starts here, not at 0.
     const d = systemData(m);
@@ -726,9 +726,9 @@ function incoming(m) {
   }
   s.merge(peer, [m]);
   s.bump(m, { unread: unreadFor(m) });
-  // Sent by another device of ours to someone this one has not seen, or a group we were
-  // just added to: get their name.
-  if (!known && (m.from_id === s.uid || peer < 0)) refreshList();
+  // A conversation this page did not know (sent by another device of ours, a new peer, a
+  // group we were just added to): the list has its name and the peer's presence.
+  if (!known) refreshList();
   else if (peer < 0 && m.type === 'system') groupChanged(peer, m);
   if (m.client_msg_id && m.from_id === s.uid) clearSendTimer(m.client_msg_id);
   noteSeq(m);
