@@ -485,13 +485,563 @@ static const char *const migrations[] = {
      * A user's peers are a seek on conversations' primary key. */
     ("ALTER TABLE users ADD COLUMN last_seen bigint NOT NULL DEFAULT 0,"
      "  ADD COLUMN hide_last_seen boolean NOT NULL DEFAULT false;"),
+    /* 5: groups (store.h "Groups"). A group's
+     * messages are rows of messages with conv_lo = 0, conv_hi = its id,
+     * numbered by its threads row (0, id). Every write of a group (sends
+     * included) first takes the group's row lock (FOR UPDATE), and only
+     * then anything else of the group (its threads row, member rows), so
+     * the writers of one group are ordered by that lock, also across
+     * nodes, and always lock in the same order. A member row holds the
+     * member's seq range [joined_seq, left_seq (0: open)], read_seq and
+     * muted; ord orders the members one system message made (join order
+     * is (joined_seq, ord)). The unread count is computed
+     * (chatd_group_unread), never counted per message. Idempotent (IF NOT
+     * EXISTS, OR REPLACE), as a test that re-runs migrations needs. */
+    "CREATE TABLE IF NOT EXISTS groups("
+    "  id bigserial PRIMARY KEY,"
+    "  name text NOT NULL,"
+    "  avatar text NOT NULL DEFAULT '',"
+    "  owner_id bigint NOT NULL,"
+    "  created_at bigint NOT NULL,"
+    "  dissolved boolean NOT NULL DEFAULT false,"
+    "  last_message_id bigint NOT NULL DEFAULT 0,"
+    "  member_count int NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS group_members("
+    "  group_id bigint NOT NULL,"
+    "  user_id bigint NOT NULL,"
+    "  role smallint NOT NULL DEFAULT 0,"
+    "  joined_seq bigint NOT NULL,"
+    "  left_seq bigint NOT NULL DEFAULT 0,"
+    "  read_seq bigint NOT NULL DEFAULT 0,"
+    "  muted boolean NOT NULL DEFAULT false,"
+    "  ord int NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(group_id, user_id));"
+    "CREATE INDEX IF NOT EXISTS group_members_user ON group_members(user_id, group_id);"
+    "CREATE OR REPLACE FUNCTION chatd_role_name(r smallint) RETURNS text LANGUAGE sql IMMUTABLE AS"
+    "  $$SELECT CASE r WHEN 2 THEN 'owner' WHEN 1 THEN 'admin' ELSE 'member' END$$;"
+    /* The newest seq a member may see, and its unread count. */
+    "CREATE OR REPLACE FUNCTION chatd_group_top(p_last bigint, p_left bigint) RETURNS bigint "
+    "LANGUAGE sql"
+    "  IMMUTABLE AS $$SELECT CASE WHEN p_left > 0 THEN least(p_left, p_last) ELSE p_last END$$;"
+    "CREATE OR REPLACE FUNCTION chatd_group_unread(p_last bigint, p_left bigint, p_read bigint,"
+    "  p_joined bigint) RETURNS bigint LANGUAGE sql IMMUTABLE AS"
+    "  $$SELECT greatest(0, chatd_group_top(p_last, p_left) - greatest(p_read, p_joined - 1))$$;"
+    /* The user's unread total: 1:1 conversations and the groups not muted. */
+    "CREATE OR REPLACE FUNCTION chatd_unread_total(p_user bigint) RETURNS bigint LANGUAGE sql "
+    "STABLE AS $$"
+    "  SELECT (coalesce((SELECT sum(c.unread) FROM conversations c WHERE c.user_id = p_user), 0)"
+    "    + coalesce((SELECT sum(chatd_group_unread(t.last_seq, m.left_seq, m.read_seq,"
+    "      m.joined_seq)) FROM group_members m JOIN threads t ON t.conv_lo = 0"
+    "      AND t.conv_hi = m.group_id WHERE m.user_id = p_user AND NOT m.muted), 0))::bigint"
+    "$$;"
+    "CREATE OR REPLACE FUNCTION chatd_read(p_user bigint, p_peer bigint, OUT o_status int,"
+    "  OUT o_total bigint, OUT o_last_read bigint, OUT o_changed boolean)"
+    "  LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  li bigint; un bigint; lr bigint;\n"
+    "BEGIN\n"
+    "  IF NOT EXISTS (SELECT 1 FROM users u WHERE u.id = p_peer) THEN\n"
+    "    o_status := 1;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  o_status := 0;\n"
+    "  SELECT c.last_in_id, c.unread, c.last_read_id INTO li, un, lr FROM conversations c\n"
+    "    WHERE c.user_id = p_user AND c.peer_id = p_peer FOR UPDATE;\n"
+    "  o_changed := FOUND AND (un <> 0 OR lr <> li);\n"
+    "  o_last_read := coalesce(li, 0);\n"
+    "  IF o_changed THEN\n"
+    "    UPDATE conversations c SET unread = 0, last_read_id = li\n"
+    "      WHERE c.user_id = p_user AND c.peer_id = p_peer;\n"
+    "  END IF;\n"
+    "  o_total := chatd_unread_total(p_user);\n"
+    "END $$;"
+    "CREATE OR REPLACE FUNCTION chatd_group_err(p_code text, p_msg text) RETURNS json LANGUAGE sql"
+    "  IMMUTABLE AS $$SELECT json_build_object('code', p_code, 'message', p_msg)$$;"
+    /* The group object of store.h. */
+    "CREATE OR REPLACE FUNCTION chatd_group_json(p_gid bigint) RETURNS json LANGUAGE sql STABLE AS "
+    "$$"
+    "  SELECT json_build_object('group_id', g.id, 'name', g.name, 'avatar', g.avatar,"
+    "    'owner_id', g.owner_id, 'created_at', g.created_at, 'member_count', g.member_count,"
+    "    'dissolved', g.dissolved, 'last_seq', t.last_seq)"
+    "  FROM groups g JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = g.id WHERE g.id = p_gid$$;"
+    /* The current members' ids by id, then p_extra (one who just left
+     * or was removed) when > 0, as SQLite answers. */
+    "CREATE OR REPLACE FUNCTION chatd_group_member_ids(p_gid bigint, p_extra bigint) RETURNS json"
+    "  LANGUAGE sql STABLE AS $$"
+    "  SELECT coalesce(json_agg(x.id ORDER BY x.k, x.id), '[]'::json) FROM ("
+    "    SELECT m.user_id AS id, 0 AS k FROM group_members m WHERE m.group_id = p_gid"
+    "      AND m.left_seq = 0 UNION ALL SELECT p_extra, 1 WHERE p_extra > 0) x"
+    "$$;"
+    /* A stored message (store.h): a group's with group_id, a 1:1 one with
+     * to_id (a group send's client_msg_id may name either). */
+    "CREATE OR REPLACE FUNCTION chatd_msg_json(p_id bigint) RETURNS json LANGUAGE sql STABLE AS $$"
+    "  SELECT CASE WHEN m.conv_lo = 0 THEN json_build_object('id', m.id, 'seq', m.seq,"
+    "    'group_id', m.conv_hi, 'from_id', m.from_id, 'from_username', u.username,"
+    "    'from_userpic', u.userpic, 'type', m.type, 'data', m.data, 'time', m.time,"
+    "    'client_msg_id', m.client_msg_id)"
+    "  ELSE json_build_object('id', m.id, 'seq', m.seq, 'to_id', m.to_id, 'from_id', m.from_id,"
+    "    'from_username', u.username, 'from_userpic', u.userpic, 'type', m.type, 'data', m.data,"
+    "    'time', m.time, 'client_msg_id', m.client_msg_id) END"
+    "  FROM messages m JOIN users u ON u.id = m.from_id WHERE m.id = p_id$$;"
+    /* A system message's data, compact JSON in store.h's key order (the
+     * bytes jansson's JSON_COMPACT gives SQLite's). */
+    "CREATE OR REPLACE FUNCTION chatd_group_sysdata(p_event text, p_actor bigint, p_users bigint[],"
+    "  p_name text, p_avatar text, p_role text, p_owner bigint) RETURNS text LANGUAGE sql STABLE"
+    "  AS $$"
+    "  SELECT '{\"event\":' || to_json(p_event)::text || ',\"actor\":' || p_actor"
+    "    || ',\"users\":[' || coalesce((SELECT string_agg('{\"userid\":' || u.id"
+    "      || ',\"username\":' || to_json(u.username)::text || '}', ',' ORDER BY x.o)"
+    "      FROM unnest(p_users) WITH ORDINALITY AS x(id, o) JOIN users u ON u.id = x.id), '')"
+    "    || ']' || coalesce(',\"name\":' || to_json(p_name)::text, '')"
+    "    || coalesce(',\"avatar\":' || to_json(p_avatar)::text, '')"
+    "    || coalesce(',\"role\":' || to_json(p_role)::text, '')"
+    "    || coalesce(',\"owner\":' || p_owner, '') || '}'"
+    "$$;"
+    /* Ids without repeats (first place kept) and without p_skip. */
+    "CREATE OR REPLACE FUNCTION chatd_ids_dedup(p_ids bigint[], p_skip bigint) RETURNS bigint[]"
+    "  LANGUAGE sql IMMUTABLE AS $$"
+    "  SELECT coalesce(array_agg(y.id ORDER BY y.o), '{}'::bigint[]) FROM (SELECT x.id,"
+    "    min(x.o) AS o FROM unnest(p_ids) WITH ORDINALITY AS x(id, o)"
+    "    WHERE x.id IS DISTINCT FROM p_skip GROUP BY x.id) y"
+    "$$;"
+    /* Stores a message of a locked group (seq last_seq + 1) and moves the
+     * sender's read position to it. o_id NULL: p_cmid was taken (by a
+     * send that committed meanwhile): nothing written, no seq used. */
+    "CREATE OR REPLACE FUNCTION chatd_group_post(p_gid bigint, p_from bigint, p_type text, p_data "
+    "text,"
+    "  p_time bigint, p_cmid text, OUT o_id bigint, OUT o_seq bigint) LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  SELECT t.last_seq + 1 INTO o_seq FROM threads t WHERE t.conv_lo = 0"
+    "    AND t.conv_hi = p_gid;\n"
+    "  INSERT INTO messages(id, seq, from_id, to_id, conv_lo, conv_hi, type, data, time,"
+    "    client_msg_id) VALUES (nextval('messages_id_seq'), o_seq, p_from, 0, 0, p_gid, p_type,"
+    "    p_data, p_time, p_cmid)\n"
+    "    ON CONFLICT (from_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING\n"
+    "    RETURNING id INTO o_id;\n"
+    "  IF o_id IS NULL THEN\n"
+    "    o_seq := NULL;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  UPDATE threads t SET last_seq = o_seq WHERE t.conv_lo = 0 AND t.conv_hi = p_gid;\n"
+    "  UPDATE groups g SET last_message_id = o_id WHERE g.id = p_gid;\n"
+    "  UPDATE group_members m SET read_seq = greatest(m.read_seq, o_seq)"
+    "    WHERE m.group_id = p_gid AND m.user_id = p_from;\n"
+    "END $$;"
+    /* The start of a change of a group by p_user: locks the group's row;
+     * o_status (enum store_status) 1 no such group, 3 not a member (now),
+     * 2 dissolved; else 0 and the user's role. */
+    "CREATE OR REPLACE FUNCTION chatd_group_lock(p_gid bigint, p_user bigint, OUT o_status int,"
+    "  OUT o_result json, OUT o_role smallint) LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  v_dissolved boolean; v_left bigint;\n"
+    "BEGIN\n"
+    "  SELECT g.dissolved INTO v_dissolved FROM groups g WHERE g.id = p_gid FOR UPDATE;\n"
+    "  IF NOT FOUND THEN\n"
+    "    o_status := 1;\n"
+    "    o_result := chatd_group_err('not_found', 'No such group.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  SELECT m.role, m.left_seq INTO o_role, v_left FROM group_members m"
+    "    WHERE m.group_id = p_gid AND m.user_id = p_user;\n"
+    "  IF NOT FOUND OR v_left <> 0 THEN\n"
+    "    o_status := 3;\n"
+    "    o_result := chatd_group_err('not_member', 'You are not a member of this group.');\n"
+    "  ELSIF v_dissolved THEN\n"
+    "    o_status := 2;\n"
+    "    o_result := chatd_group_err('group_dissolved', 'The group was dissolved.');\n"
+    "  ELSE\n"
+    "    o_status := 0;\n"
+    "  END IF;\n"
+    "END $$;"
+    /* STORE_GROUP_CREATE. */
+    "CREATE OR REPLACE FUNCTION chatd_group_create(p_owner bigint, p_name text, p_avatar text,"
+    "  p_members bigint[], p_max bigint, p_time bigint, OUT o_status int, OUT o_result json)"
+    "  LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  v_ids bigint[] := chatd_ids_dedup(p_members, p_owner); v_gid bigint; p record;\n"
+    "BEGIN\n"
+    "  IF p_max > 0 AND cardinality(v_ids) + 1 > p_max THEN\n"
+    "    o_status := 2;\n"
+    "    o_result := chatd_group_err('group_full', 'The group would have too many members.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF NOT EXISTS (SELECT 1 FROM users u WHERE u.id = p_owner) THEN\n"
+    "    o_status := 1;\n"
+    "    o_result := chatd_group_err('not_found', 'No such user.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF (SELECT count(*) FROM users u WHERE u.id = ANY(v_ids) AND NOT u.disabled)"
+    "      <> cardinality(v_ids) THEN\n"
+    "    o_status := 1;\n"
+    "    o_result := chatd_group_err('not_found', 'A member is not a user.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  INSERT INTO groups(name, avatar, owner_id, created_at, member_count)"
+    "    VALUES (p_name, coalesce(p_avatar, ''), p_owner, p_time, cardinality(v_ids) + 1)"
+    "    RETURNING id INTO v_gid;\n"
+    "  INSERT INTO threads(conv_lo, conv_hi, last_seq) VALUES (0, v_gid, 0);\n"
+    "  INSERT INTO group_members(group_id, user_id, role, joined_seq, ord)"
+    "    SELECT v_gid, p_owner, 2, 1, 0 UNION ALL"
+    "    SELECT v_gid, x.id, 0, 1, x.o FROM unnest(v_ids) WITH ORDINALITY AS x(id, o);\n"
+    "  SELECT * INTO p FROM chatd_group_post(v_gid, p_owner, 'system',"
+    "    chatd_group_sysdata('create', p_owner, v_ids, p_name, coalesce(p_avatar, ''),"
+    "    NULL, NULL), p_time,"
+    "    NULL);\n"
+    "  o_status := 0;\n"
+    "  o_result := json_build_object('group', chatd_group_json(v_gid), 'members',"
+    "    chatd_group_member_ids(v_gid, 0), 'message', chatd_msg_json(p.o_id));\n"
+    "END $$;"
+    /* STORE_GROUP_ADD. */
+    "CREATE OR REPLACE FUNCTION chatd_group_add(p_actor bigint, p_gid bigint, p_members bigint[],"
+    "  p_max bigint, p_time bigint, OUT o_status int, OUT o_result json)"
+    "  LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  l record; p record; v_ids bigint[] := chatd_ids_dedup(p_members, NULL);"
+    "  v_new bigint[];\n"
+    "BEGIN\n"
+    "  SELECT * INTO l FROM chatd_group_lock(p_gid, p_actor);\n"
+    "  IF l.o_status <> 0 THEN\n"
+    "    o_status := l.o_status;\n"
+    "    o_result := l.o_result;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF l.o_role = 0 THEN\n"
+    "    o_status := 3;\n"
+    "    o_result := chatd_group_err('forbidden', 'Only the owner and admins add members.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  SELECT coalesce(array_agg(x.id ORDER BY x.o), '{}'::bigint[]) INTO v_new"
+    "    FROM unnest(v_ids) WITH ORDINALITY AS x(id, o) WHERE NOT EXISTS (SELECT 1"
+    "    FROM group_members m WHERE m.group_id = p_gid AND m.user_id = x.id"
+    "    AND m.left_seq = 0);\n"
+    "  IF (SELECT count(*) FROM users u WHERE u.id = ANY(v_new) AND NOT u.disabled)"
+    "      <> cardinality(v_new) THEN\n"
+    "    o_status := 1;\n"
+    "    o_result := chatd_group_err('not_found', 'A member is not a user.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  o_status := 0;\n"
+    "  IF cardinality(v_new) = 0 THEN\n"
+    "    o_result := json_build_object('group', chatd_group_json(p_gid), 'members',"
+    "      chatd_group_member_ids(p_gid, 0), 'message', NULL, 'added', '[]'::json);\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF p_max > 0 AND (SELECT g.member_count FROM groups g WHERE g.id = p_gid)"
+    "      + cardinality(v_new) > p_max THEN\n"
+    "    o_status := 2;\n"
+    "    o_result := chatd_group_err('group_full', 'The group would have too many members.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  SELECT * INTO p FROM chatd_group_post(p_gid, p_actor, 'system',"
+    "    chatd_group_sysdata('add', p_actor, v_new, NULL, NULL, NULL, NULL), p_time, NULL);\n"
+    "  INSERT INTO group_members AS m (group_id, user_id, role, joined_seq, ord)"
+    "    SELECT p_gid, x.id, 0, p.o_seq, x.o FROM unnest(v_new) WITH ORDINALITY AS x(id, o)\n"
+    "    ON CONFLICT (group_id, user_id) DO UPDATE SET role = 0,"
+    "      joined_seq = excluded.joined_seq, left_seq = 0, read_seq = 0, muted = false,"
+    "      ord = excluded.ord;\n"
+    "  UPDATE groups g SET member_count = g.member_count + cardinality(v_new)"
+    "    WHERE g.id = p_gid;\n"
+    "  o_result := json_build_object('group', chatd_group_json(p_gid), 'members',"
+    "    chatd_group_member_ids(p_gid, 0), 'message', chatd_msg_json(p.o_id), 'added',"
+    "    to_json(v_new));\n"
+    "END $$;"
+    /* STORE_GROUP_REMOVE. */
+    "CREATE OR REPLACE FUNCTION chatd_group_remove(p_actor bigint, p_gid bigint, p_peer bigint,"
+    "  p_time bigint, OUT o_status int, OUT o_result json) LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  l record; p record; v_role smallint;\n"
+    "BEGIN\n"
+    "  SELECT * INTO l FROM chatd_group_lock(p_gid, p_actor);\n"
+    "  IF l.o_status <> 0 THEN\n"
+    "    o_status := l.o_status;\n"
+    "    o_result := l.o_result;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF l.o_role = 0 OR p_peer = p_actor THEN\n"
+    "    o_status := 3;\n"
+    "    o_result := chatd_group_err('forbidden', CASE WHEN l.o_role = 0"
+    "      THEN 'Only the owner and admins remove members.'"
+    "      ELSE 'You cannot remove yourself; leave the group instead.' END);\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  SELECT m.role INTO v_role FROM group_members m WHERE m.group_id = p_gid"
+    "    AND m.user_id = p_peer AND m.left_seq = 0;\n"
+    "  IF NOT FOUND THEN\n"
+    "    o_status := 2;\n"
+    "    o_result := chatd_group_err('not_in_group', 'That user is not a member.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF l.o_role = 1 AND v_role <> 0 THEN\n"
+    "    o_status := 3;\n"
+    "    o_result := chatd_group_err('forbidden', 'An admin removes members only.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  SELECT * INTO p FROM chatd_group_post(p_gid, p_actor, 'system',"
+    "    chatd_group_sysdata('remove', p_actor, ARRAY[p_peer], NULL, NULL, NULL, NULL), p_time,"
+    "    NULL);\n"
+    "  UPDATE group_members m SET left_seq = p.o_seq WHERE m.group_id = p_gid"
+    "    AND m.user_id = p_peer;\n"
+    "  UPDATE groups g SET member_count = g.member_count - 1 WHERE g.id = p_gid;\n"
+    "  o_status := 0;\n"
+    "  o_result := json_build_object('group', chatd_group_json(p_gid), 'members',"
+    "    chatd_group_member_ids(p_gid, p_peer), 'message', chatd_msg_json(p.o_id));\n"
+    "END $$;"
+    /* STORE_GROUP_LEAVE: the owner's successor is the earliest-joined
+     * admin, else the earliest-joined member; the last member ends the
+     * group. */
+    "CREATE OR REPLACE FUNCTION chatd_group_leave(p_user bigint, p_gid bigint, p_time bigint,"
+    "  OUT o_status int, OUT o_result json) LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  l record; p record; v_owner bigint; v_last boolean;\n"
+    "BEGIN\n"
+    "  SELECT * INTO l FROM chatd_group_lock(p_gid, p_user);\n"
+    "  IF l.o_status <> 0 THEN\n"
+    "    o_status := l.o_status;\n"
+    "    o_result := l.o_result;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  v_last := NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = p_gid"
+    "    AND m.left_seq = 0 AND m.user_id <> p_user);\n"
+    "  IF l.o_role = 2 AND NOT v_last THEN\n"
+    "    SELECT m.user_id INTO v_owner FROM group_members m WHERE m.group_id = p_gid"
+    "      AND m.left_seq = 0 AND m.user_id <> p_user"
+    "      ORDER BY m.role DESC, m.joined_seq, m.ord LIMIT 1;\n"
+    "    UPDATE group_members m SET role = 2 WHERE m.group_id = p_gid AND m.user_id = v_owner;\n"
+    "    UPDATE groups g SET owner_id = v_owner WHERE g.id = p_gid;\n"
+    "  END IF;\n"
+    "  SELECT * INTO p FROM chatd_group_post(p_gid, p_user, 'system',"
+    "    chatd_group_sysdata('leave', p_user, ARRAY[p_user], NULL, NULL, NULL, v_owner), p_time,"
+    "    NULL);\n"
+    "  UPDATE group_members m SET left_seq = p.o_seq WHERE m.group_id = p_gid"
+    "    AND m.user_id = p_user;\n"
+    "  UPDATE groups g SET member_count = g.member_count - 1, dissolved = g.dissolved OR v_last"
+    "    WHERE g.id = p_gid;\n"
+    "  o_status := 0;\n"
+    "  o_result := json_build_object('group', chatd_group_json(p_gid), 'members',"
+    "    chatd_group_member_ids(p_gid, p_user), 'message', chatd_msg_json(p.o_id), 'dissolved',"
+    "    v_last);\n"
+    "END $$;"
+    /* STORE_GROUP_UPDATE: p_name / p_avatar NULL = unchanged. */
+    "CREATE OR REPLACE FUNCTION chatd_group_update(p_actor bigint, p_gid bigint, p_name text,"
+    "  p_avatar text, p_time bigint, OUT o_status int, OUT o_result json)"
+    "  LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  l record; p record; v_name text; v_avatar text;\n"
+    "BEGIN\n"
+    "  SELECT * INTO l FROM chatd_group_lock(p_gid, p_actor);\n"
+    "  IF l.o_status <> 0 THEN\n"
+    "    o_status := l.o_status;\n"
+    "    o_result := l.o_result;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF l.o_role = 0 THEN\n"
+    "    o_status := 3;\n"
+    "    o_result := chatd_group_err('forbidden',"
+    "      'Only the owner and admins change the group.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  SELECT CASE WHEN p_name <> g.name THEN p_name END,"
+    "    CASE WHEN p_avatar <> g.avatar THEN p_avatar END INTO v_name, v_avatar"
+    "    FROM groups g WHERE g.id = p_gid;\n"
+    "  o_status := 0;\n"
+    "  IF v_name IS NULL AND v_avatar IS NULL THEN\n"
+    "    o_result := json_build_object('group', chatd_group_json(p_gid), 'members',"
+    "      chatd_group_member_ids(p_gid, 0), 'message', NULL);\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  UPDATE groups g SET name = coalesce(v_name, g.name), avatar = coalesce(v_avatar, g.avatar)"
+    "    WHERE g.id = p_gid;\n"
+    "  SELECT * INTO p FROM chatd_group_post(p_gid, p_actor, 'system',"
+    "    chatd_group_sysdata('update', p_actor, '{}', v_name, v_avatar, NULL, NULL), p_time,"
+    "    NULL);\n"
+    "  o_result := json_build_object('group', chatd_group_json(p_gid), 'members',"
+    "    chatd_group_member_ids(p_gid, 0), 'message', chatd_msg_json(p.o_id));\n"
+    "END $$;"
+    /* STORE_GROUP_ROLE: p_role enum store_group_role. */
+    "CREATE OR REPLACE FUNCTION chatd_group_role(p_actor bigint, p_gid bigint, p_peer bigint,"
+    "  p_role int, p_time bigint, OUT o_status int, OUT o_result json)"
+    "  LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  l record; p record;\n"
+    "BEGIN\n"
+    "  SELECT * INTO l FROM chatd_group_lock(p_gid, p_actor);\n"
+    "  IF l.o_status <> 0 THEN\n"
+    "    o_status := l.o_status;\n"
+    "    o_result := l.o_result;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF l.o_role <> 2 OR p_peer = p_actor THEN\n"
+    "    o_status := 3;\n"
+    "    o_result := chatd_group_err('forbidden', CASE WHEN l.o_role <> 2"
+    "      THEN 'Only the owner changes roles.'"
+    "      ELSE 'The owner cannot change its own role.' END);\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF NOT EXISTS (SELECT 1 FROM group_members m WHERE m.group_id = p_gid"
+    "      AND m.user_id = p_peer AND m.left_seq = 0) THEN\n"
+    "    o_status := 2;\n"
+    "    o_result := chatd_group_err('not_in_group', 'That user is not a member.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  UPDATE group_members m SET role = p_role WHERE m.group_id = p_gid AND m.user_id = p_peer;\n"
+    "  IF p_role = 2 THEN\n"
+    "    UPDATE group_members m SET role = 1 WHERE m.group_id = p_gid AND m.user_id = p_actor;\n"
+    "    UPDATE groups g SET owner_id = p_peer WHERE g.id = p_gid;\n"
+    "  END IF;\n"
+    "  SELECT * INTO p FROM chatd_group_post(p_gid, p_actor, 'system',"
+    "    chatd_group_sysdata('role', p_actor, ARRAY[p_peer], NULL, NULL,"
+    "    chatd_role_name(p_role::smallint), NULL), p_time, NULL);\n"
+    "  o_status := 0;\n"
+    "  o_result := json_build_object('group', chatd_group_json(p_gid), 'members',"
+    "    chatd_group_member_ids(p_gid, 0), 'message', chatd_msg_json(p.o_id));\n"
+    "END $$;"
+    /* STORE_GROUP_DISSOLVE. */
+    "CREATE OR REPLACE FUNCTION chatd_group_dissolve(p_actor bigint, p_gid bigint, p_time bigint,"
+    "  OUT o_status int, OUT o_result json) LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  l record; p record;\n"
+    "BEGIN\n"
+    "  SELECT * INTO l FROM chatd_group_lock(p_gid, p_actor);\n"
+    "  IF l.o_status <> 0 THEN\n"
+    "    o_status := l.o_status;\n"
+    "    o_result := l.o_result;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF l.o_role <> 2 THEN\n"
+    "    o_status := 3;\n"
+    "    o_result := chatd_group_err('forbidden', 'Only the owner dissolves the group.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  SELECT * INTO p FROM chatd_group_post(p_gid, p_actor, 'system',"
+    "    chatd_group_sysdata('dissolve', p_actor, '{}', NULL, NULL, NULL, NULL), p_time, NULL);\n"
+    "  UPDATE groups g SET dissolved = true WHERE g.id = p_gid;\n"
+    "  o_status := 0;\n"
+    "  o_result := json_build_object('group', chatd_group_json(p_gid), 'members',"
+    "    chatd_group_member_ids(p_gid, 0), 'message', chatd_msg_json(p.o_id));\n"
+    "END $$;"
+    /* STORE_GROUP_MUTE: a member, also one that left (its count stays on
+     * its chat list item). */
+    "CREATE OR REPLACE FUNCTION chatd_group_mute(p_user bigint, p_gid bigint, p_muted boolean,"
+    "  OUT o_status int, OUT o_result json) LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  IF NOT EXISTS (SELECT 1 FROM groups g WHERE g.id = p_gid) THEN\n"
+    "    o_status := 1;\n"
+    "    o_result := chatd_group_err('not_found', 'No such group.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  UPDATE group_members m SET muted = p_muted WHERE m.group_id = p_gid"
+    "    AND m.user_id = p_user;\n"
+    "  IF NOT FOUND THEN\n"
+    "    o_status := 3;\n"
+    "    o_result := chatd_group_err('not_member', 'You are not a member of this group.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  o_status := 0;\n"
+    "  o_result := json_build_object('group_id', p_gid, 'muted', p_muted, 'total',"
+    "    chatd_unread_total(p_user));\n"
+    "END $$;"
+    /* STORE_GROUP_SEND: a retried client_msg_id answers the stored
+     * message (o_dup), also one another node stored meanwhile. */
+    "CREATE OR REPLACE FUNCTION chatd_group_send(p_user bigint, p_gid bigint, p_type text, p_data "
+    "text,"
+    "  p_cmid text, p_time bigint, OUT o_status int, OUT o_result json, OUT o_dup boolean)"
+    "  LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  l record; p record; v_id bigint;\n"
+    "BEGIN\n"
+    "  o_dup := false;\n"
+    "  SELECT * INTO l FROM chatd_group_lock(p_gid, p_user);\n"
+    "  IF l.o_status <> 0 THEN\n"
+    "    o_status := l.o_status;\n"
+    "    o_result := l.o_result;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  IF p_cmid IS NOT NULL THEN\n"
+    "    SELECT m.id INTO v_id FROM messages m WHERE m.from_id = p_user"
+    "      AND m.client_msg_id = p_cmid;\n"
+    "  END IF;\n"
+    "  IF v_id IS NOT NULL THEN\n"
+    "    o_dup := true;\n"
+    "  ELSE\n"
+    "    SELECT * INTO p FROM chatd_group_post(p_gid, p_user, p_type, p_data, p_time, p_cmid);\n"
+    "    v_id := p.o_id;\n"
+    "    IF v_id IS NULL THEN\n"
+    "      SELECT m.id INTO v_id FROM messages m WHERE m.from_id = p_user"
+    "        AND m.client_msg_id = p_cmid;\n"
+    "      o_dup := true;\n"
+    "    END IF;\n"
+    "  END IF;\n"
+    "  o_status := 0;\n"
+    "  o_result := json_build_object('message', chatd_msg_json(v_id), 'members',"
+    "    chatd_group_member_ids(p_gid, 0));\n"
+    "END $$;"
+    /* STORE_GROUP_READ: a member, also one that left (up to its left_seq). */
+    "CREATE OR REPLACE FUNCTION chatd_group_read(p_user bigint, p_gid bigint, OUT o_status int,"
+    "  OUT o_result json) LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  v record; v_top bigint; v_changed boolean;\n"
+    "BEGIN\n"
+    "  SELECT m.read_seq, m.joined_seq, m.left_seq, t.last_seq INTO v FROM group_members m"
+    "    JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = m.group_id"
+    "    WHERE m.group_id = p_gid AND m.user_id = p_user FOR UPDATE OF m;\n"
+    "  IF NOT FOUND THEN\n"
+    "    IF EXISTS (SELECT 1 FROM groups g WHERE g.id = p_gid) THEN\n"
+    "      o_status := 3;\n"
+    "      o_result := chatd_group_err('not_member', 'You are not a member of this group.');\n"
+    "    ELSE\n"
+    "      o_status := 1;\n"
+    "      o_result := chatd_group_err('not_found', 'No such group.');\n"
+    "    END IF;\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  v_top := chatd_group_top(v.last_seq, v.left_seq);\n"
+    "  v_changed := chatd_group_unread(v.last_seq, v.left_seq, v.read_seq, v.joined_seq) > 0;\n"
+    "  IF v_changed THEN\n"
+    "    UPDATE group_members m SET read_seq = v_top WHERE m.group_id = p_gid"
+    "      AND m.user_id = p_user;\n"
+    "  END IF;\n"
+    "  o_status := 0;\n"
+    "  o_result := json_build_object('total', chatd_unread_total(p_user), 'changed', v_changed,"
+    "    'last_read_seq', greatest(v_top, v.read_seq));\n"
+    "END $$;"
+    /* STORE_GROUP_INFO (a read). */
+    "CREATE OR REPLACE FUNCTION chatd_group_info(p_user bigint, p_gid bigint, OUT o_status int,"
+    "  OUT o_result json) LANGUAGE plpgsql STABLE AS $$\n"
+    "DECLARE\n"
+    "  v group_members;\n"
+    "BEGIN\n"
+    "  IF NOT EXISTS (SELECT 1 FROM groups g WHERE g.id = p_gid) THEN\n"
+    "    o_status := 1;\n"
+    "    o_result := chatd_group_err('not_found', 'No such group.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  SELECT * INTO v FROM group_members m WHERE m.group_id = p_gid AND m.user_id = p_user;\n"
+    "  IF NOT FOUND THEN\n"
+    "    o_status := 3;\n"
+    "    o_result := chatd_group_err('not_member', 'You are not a member of this group.');\n"
+    "    RETURN;\n"
+    "  END IF;\n"
+    "  o_status := 0;\n"
+    "  SELECT json_build_object('group_id', g.id, 'name', g.name, 'avatar', g.avatar,"
+    "    'owner_id', g.owner_id, 'created_at', g.created_at, 'member_count', g.member_count,"
+    "    'dissolved', g.dissolved, 'last_seq', t.last_seq, 'role', chatd_role_name(v.role),"
+    "    'muted', v.muted, 'joined_seq', v.joined_seq, 'left', v.left_seq <> 0, 'members',"
+    "    CASE WHEN v.left_seq <> 0 THEN '[]'::json ELSE (SELECT coalesce(json_agg("
+    "      json_build_object('userid', u.id, 'username', u.username, 'userpic', u.userpic,"
+    "      'last_seen', CASE WHEN u.last_seen > 0 AND NOT u.hide_last_seen THEN u.last_seen"
+    "      END, 'role', chatd_role_name(x.role)) ORDER BY x.joined_seq, x.ord),"
+    "      '[]'::json) FROM group_members x JOIN users u ON u.id = x.user_id"
+    "      WHERE x.group_id = g.id AND x.left_seq = 0) END) INTO o_result"
+    "    FROM groups g JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = g.id WHERE g.id = p_gid;\n"
+    "END $$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
-/* The message columns, in msg_json's order. */
+/* The message columns, in msg_json's order, and the conversation's
+ * conv_hi last (a group message, to_id 0, shows it as group_id). */
 #define MSG_COLS                                                                                   \
     "m.id, m.seq, m.to_id, m.from_id, u.username, u.userpic, m.type, m.data, m.time,"              \
-    " m.client_msg_id"
+    " m.client_msg_id, m.conv_hi"
 
 enum stmt_id {
     ST_USER_INSERT,
@@ -515,6 +1065,18 @@ enum stmt_id {
     ST_LAST_SEEN,
     ST_SETTINGS,
     ST_PEERS,
+    ST_GROUP_CREATE,
+    ST_GROUP_INFO,
+    ST_GROUP_ADD,
+    ST_GROUP_REMOVE,
+    ST_GROUP_LEAVE,
+    ST_GROUP_UPDATE,
+    ST_GROUP_ROLE,
+    ST_GROUP_DISSOLVE,
+    ST_GROUP_MUTE,
+    ST_GROUP_SEND,
+    ST_GROUP_HISTORY,
+    ST_GROUP_READ,
     ST_COUNT
 };
 
@@ -549,12 +1111,29 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_JWT_REVOKE] = "SELECT chatd_jwt_revoke($1, $2, $3)",
     [ST_SEND] = "SELECT * FROM chatd_send_batch($1::bigint[], $2::bigint[], $3::text[],"
                 " $4::text[], $5::bigint[], $6::text[])",
-    [ST_CHAT_LIST] = "SELECT c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
-                     " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen"
-                     " FROM conversations c"
-                     " JOIN users u ON u.id = c.peer_id"
-                     " JOIN messages m ON m.id = c.last_message_id"
-                     " WHERE c.user_id = $1 ORDER BY c.last_message_id DESC",
+    /* 1:1 conversations (kind 0), then the groups the user is or was a
+     * member of (kind 1) with the newest message it may see; columns 12..
+     * only for groups */
+    [ST_CHAT_LIST] =
+        "SELECT 0, c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
+        " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen, NULL::bigint, NULL::text,"
+        " NULL::boolean, NULL::smallint, NULL::int, NULL::boolean, NULL::boolean"
+        " FROM conversations c"
+        " JOIN users u ON u.id = c.peer_id"
+        " JOIN messages m ON m.id = c.last_message_id"
+        " WHERE c.user_id = $1"
+        " UNION ALL"
+        " SELECT 1, g.id, g.name, g.avatar, m.type, m.data, m.time,"
+        " chatd_group_unread(t.last_seq, gm.left_seq, gm.read_seq, gm.joined_seq), m.id, m.seq,"
+        " NULL, NULL, m.from_id, u.username, gm.muted, gm.role, g.member_count, g.dissolved,"
+        " gm.left_seq <> 0"
+        " FROM group_members gm"
+        " JOIN groups g ON g.id = gm.group_id"
+        " JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = gm.group_id"
+        " JOIN messages m ON m.conv_lo = 0 AND m.conv_hi = gm.group_id"
+        "  AND m.seq = chatd_group_top(t.last_seq, gm.left_seq)"
+        " JOIN users u ON u.id = m.from_id"
+        " WHERE gm.user_id = $1 ORDER BY 9 DESC",
     /* By seq on the conversation index (seq order = id order within a
      * conversation); `before` becomes its seq when it is a message of this
      * conversation, so the scan starts there. */
@@ -587,6 +1166,9 @@ static const char *const stmt_sql[ST_COUNT] = {
      * the rows fetched are the conversations plus at most $4 messages,
      * however many conversations there are. The counter tells whether
      * more are left; the C side still cuts to $4, defensively. */
+    /* A group is -(its id) among the peers (cursors and answer), its
+     * last_seq the newest seq the user may see and its cursor at least
+     * joined_seq - 1. */
     [ST_SYNC_CURSORS] =
         "WITH cur AS (SELECT * FROM unnest($2::bigint[], $3::bigint[]) AS x(peer, seq)),"
         " conv0 AS (SELECT c.peer_id, c.last_message_id, t.last_seq,"
@@ -594,7 +1176,18 @@ static const char *const stmt_sql[ST_COUNT] = {
         "  JOIN threads t ON t.conv_lo = least(c.user_id, c.peer_id)"
         "   AND t.conv_hi = greatest(c.user_id, c.peer_id)"
         "  LEFT JOIN cur ON cur.peer = c.peer_id"
-        "  WHERE c.user_id = $1 AND t.last_seq > coalesce(cur.seq, 0)),"
+        "  WHERE c.user_id = $1 AND t.last_seq > coalesce(cur.seq, 0)"
+        "  UNION ALL"
+        "  SELECT -gm.group_id, CASE WHEN gm.left_seq > 0 AND gm.left_seq < t.last_seq THEN"
+        "   (SELECT x.id FROM messages x WHERE x.conv_lo = 0 AND x.conv_hi = gm.group_id"
+        "    AND x.seq = gm.left_seq) ELSE g.last_message_id END,"
+        "   chatd_group_top(t.last_seq, gm.left_seq),"
+        "   greatest(coalesce(cur.seq, 0), gm.joined_seq - 1), 0, gm.group_id"
+        "  FROM group_members gm JOIN groups g ON g.id = gm.group_id"
+        "  JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = gm.group_id"
+        "  LEFT JOIN cur ON cur.peer = -gm.group_id"
+        "  WHERE gm.user_id = $1 AND chatd_group_top(t.last_seq, gm.left_seq)"
+        "   > greatest(coalesce(cur.seq, 0), gm.joined_seq - 1)),"
         " conv AS (SELECT conv0.*, CASE WHEN $4::bigint IS NULL THEN NULL ELSE"
         "  greatest(0, $4::bigint - coalesce(sum(last_seq - cursor) OVER (ORDER BY"
         "   last_message_id DESC, peer_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),"
@@ -602,22 +1195,68 @@ static const char *const stmt_sql[ST_COUNT] = {
         " SELECT conv.peer_id, conv.last_seq, conv.cursor, " MSG_COLS " FROM conv"
         " LEFT JOIN LATERAL (SELECT m2.* FROM messages m2"
         "  WHERE conv.budget IS DISTINCT FROM 0 AND m2.conv_lo = conv.conv_lo"
-        "  AND m2.conv_hi = conv.conv_hi AND m2.seq > conv.cursor"
+        "  AND m2.conv_hi = conv.conv_hi AND m2.seq > conv.cursor AND m2.seq <= conv.last_seq"
         "  ORDER BY m2.seq LIMIT conv.budget) m ON true"
         " LEFT JOIN users u ON u.id = m.from_id"
         " ORDER BY conv.last_message_id DESC, conv.peer_id, m.seq",
     [ST_READ] = "SELECT o_status, o_total, o_last_read, o_changed FROM chatd_read($1, $2)",
-    [ST_UNREAD] = "SELECT peer_id, unread FROM conversations WHERE user_id = $1 AND unread > 0"
-                  " ORDER BY last_message_id DESC",
+    /* 1:1 conversations (kind 0), then groups (kind 1), each the most
+     * recent first */
+    [ST_UNREAD] =
+        "SELECT 0, c.peer_id, c.unread, false, c.last_message_id FROM conversations c"
+        " WHERE c.user_id = $1 AND c.unread > 0"
+        " UNION ALL"
+        " SELECT 1, b.group_id, b.n, b.muted, m.id FROM (SELECT gm.group_id, gm.muted,"
+        "  chatd_group_unread(t.last_seq, gm.left_seq, gm.read_seq, gm.joined_seq) AS n,"
+        "  chatd_group_top(t.last_seq, gm.left_seq) AS top"
+        "  FROM group_members gm JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = gm.group_id"
+        "  WHERE gm.user_id = $1) b"
+        " JOIN messages m ON m.conv_lo = 0 AND m.conv_hi = b.group_id AND m.seq = b.top"
+        " WHERE b.n > 0 ORDER BY 1, 5 DESC",
     [ST_ADMIN] = "SELECT o_found, o_deleted FROM chatd_user_admin($1, $2, $3)",
     [ST_PURGE] = "SELECT o_tokens, o_jwts FROM chatd_token_purge($1, $2)",
     /* last_seen never moves back (nodes may write it out of order) */
     [ST_LAST_SEEN] = "UPDATE users SET last_seen = greatest(last_seen, $2) WHERE id = $1"
                      " RETURNING 1",
     [ST_SETTINGS] = "UPDATE users SET hide_last_seen = $2 WHERE id = $1 RETURNING 1",
-    /* the user's setting, then one row per 1:1 peer (NULL when none) */
-    [ST_PEERS] = "SELECT u.hide_last_seen, u.last_seen, c.peer_id FROM users u"
-                 " LEFT JOIN conversations c ON c.user_id = u.id WHERE u.id = $1",
+    /* the user's setting, then one row per peer (NULL when none): 1:1
+     * peers and the current members of its groups that are not dissolved */
+    [ST_PEERS] = "SELECT u.hide_last_seen, u.last_seen, p.peer FROM users u"
+                 " LEFT JOIN LATERAL (SELECT c.peer_id AS peer FROM conversations c"
+                 "  WHERE c.user_id = u.id"
+                 "  UNION SELECT o.user_id FROM group_members gm"
+                 "  JOIN groups g ON g.id = gm.group_id AND NOT g.dissolved"
+                 "  JOIN group_members o ON o.group_id = gm.group_id AND o.left_seq = 0"
+                 "   AND o.user_id <> u.id"
+                 "  WHERE gm.user_id = u.id AND gm.left_seq = 0) p ON true"
+                 " WHERE u.id = $1 ORDER BY p.peer",
+    [ST_GROUP_CREATE] = "SELECT o_status, o_result FROM chatd_group_create($1, $2, $3,"
+                        " $4::bigint[], $5, $6)",
+    [ST_GROUP_INFO] = "SELECT o_status, o_result FROM chatd_group_info($1, $2)",
+    [ST_GROUP_ADD] = "SELECT o_status, o_result FROM chatd_group_add($1, $2, $3::bigint[], $4, $5)",
+    [ST_GROUP_REMOVE] = "SELECT o_status, o_result FROM chatd_group_remove($1, $2, $3, $4)",
+    [ST_GROUP_LEAVE] = "SELECT o_status, o_result FROM chatd_group_leave($1, $2, $3)",
+    [ST_GROUP_UPDATE] = "SELECT o_status, o_result FROM chatd_group_update($1, $2, $3, $4, $5)",
+    [ST_GROUP_ROLE] = "SELECT o_status, o_result FROM chatd_group_role($1, $2, $3, $4, $5)",
+    [ST_GROUP_DISSOLVE] = "SELECT o_status, o_result FROM chatd_group_dissolve($1, $2, $3)",
+    [ST_GROUP_MUTE] = "SELECT o_status, o_result FROM chatd_group_mute($1, $2, $3)",
+    [ST_GROUP_SEND] = "SELECT o_status, o_result, o_dup FROM chatd_group_send($1, $2, $3, $4,"
+                      " $5, $6)",
+    /* the user's membership (no row: no group; member false: never a
+     * member), then the messages of its seq range as ST_HISTORY's */
+    [ST_GROUP_HISTORY] =
+        "WITH g AS (SELECT g.id, gm.joined_seq, gm.left_seq, gm.user_id IS NOT NULL AS member"
+        "  FROM groups g LEFT JOIN group_members gm ON gm.group_id = g.id AND gm.user_id = $1"
+        "  WHERE g.id = $2)"
+        " SELECT g.member, " MSG_COLS " FROM g"
+        " LEFT JOIN LATERAL (SELECT m2.* FROM messages m2 WHERE g.member AND m2.conv_lo = 0"
+        "  AND m2.conv_hi = g.id AND m2.seq >= g.joined_seq"
+        "  AND (g.left_seq = 0 OR m2.seq <= g.left_seq) AND m2.id < $3"
+        "  AND m2.seq < coalesce((SELECT b.seq FROM messages b WHERE b.id = $3"
+        "   AND b.conv_lo = 0 AND b.conv_hi = g.id), 9223372036854775807)"
+        "  ORDER BY m2.seq DESC LIMIT $4) m ON true"
+        " LEFT JOIN users u ON u.id = m.from_id ORDER BY m.seq DESC",
+    [ST_GROUP_READ] = "SELECT o_status, o_result FROM chatd_group_read($1, $2)",
 };
 
 const char *store_pg_search_sql(void)
@@ -812,6 +1451,127 @@ static int external_params(params *p, store_req *r)
     return ret;
 }
 
+/* A user id of a members array: an integer or a decimal string; 0 (no
+ * user has it) for anything else, as store_sqlite.c. */
+static int64_t member_id_of(const json_t *v)
+{
+    if (json_is_integer(v))
+        return json_integer_value(v);
+    if (json_is_string(v)) {
+        char *end;
+        long long id = strtoll(json_string_value(v), &end, 10);
+        return *end == '\0' ? (int64_t)id : 0;
+    }
+    return 0;
+}
+
+/* "{1,2,3}" from a JSON array of user ids (NULL: "{}"). NULL when members
+ * is no array, or out of memory. */
+static char *members_array(const json_t *members)
+{
+    if (members && !json_is_array(members))
+        return NULL;
+    size_t n = members ? json_array_size(members) : 0;
+    int64_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+    if (!ids)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        ids[i] = member_id_of(json_array_get(members, i));
+    char *out = int_array(ids, n);
+    free(ids);
+    return out;
+}
+
+/* build() for the group operations. */
+static int build_group(params *p, store_req *r)
+{
+    switch (r->op) {
+    case STORE_GROUP_CREATE:
+        if (!r->name)
+            return -1;
+        p->st = ST_GROUP_CREATE;
+        p_int(p, r->user_id);
+        p_text(p, r->name);
+        p_text(p, r->avatar);
+        p_owned(p, members_array(r->members));
+        p_int(p, r->max_members);
+        p_int(p, r->time);
+        return p->val[3] ? 0 : -1;
+    case STORE_GROUP_INFO:
+    case STORE_GROUP_READ:
+        p->st = r->op == STORE_GROUP_INFO ? ST_GROUP_INFO : ST_GROUP_READ;
+        p_int(p, r->user_id);
+        p_int(p, r->group_id);
+        return 0;
+    case STORE_GROUP_ADD:
+        p->st = ST_GROUP_ADD;
+        p_int(p, r->user_id);
+        p_int(p, r->group_id);
+        p_owned(p, members_array(r->members));
+        p_int(p, r->max_members);
+        p_int(p, r->time);
+        return p->val[2] ? 0 : -1;
+    case STORE_GROUP_REMOVE:
+        p->st = ST_GROUP_REMOVE;
+        p_int(p, r->user_id);
+        p_int(p, r->group_id);
+        p_int(p, r->peer_id);
+        p_int(p, r->time);
+        return 0;
+    case STORE_GROUP_LEAVE:
+    case STORE_GROUP_DISSOLVE:
+        p->st = r->op == STORE_GROUP_LEAVE ? ST_GROUP_LEAVE : ST_GROUP_DISSOLVE;
+        p_int(p, r->user_id);
+        p_int(p, r->group_id);
+        p_int(p, r->time);
+        return 0;
+    case STORE_GROUP_UPDATE:
+        p->st = ST_GROUP_UPDATE;
+        p_int(p, r->user_id);
+        p_int(p, r->group_id);
+        p_text(p, r->name);
+        p_text(p, r->avatar);
+        p_int(p, r->time);
+        return 0;
+    case STORE_GROUP_ROLE:
+        if (r->action < STORE_GROUP_ROLE_MEMBER || r->action > STORE_GROUP_ROLE_OWNER)
+            return -1;
+        p->st = ST_GROUP_ROLE;
+        p_int(p, r->user_id);
+        p_int(p, r->group_id);
+        p_int(p, r->peer_id);
+        p_int(p, r->action);
+        p_int(p, r->time);
+        return 0;
+    case STORE_GROUP_MUTE:
+        p->st = ST_GROUP_MUTE;
+        p_int(p, r->user_id);
+        p_int(p, r->group_id);
+        p_text(p, r->action ? "true" : "false");
+        return 0;
+    case STORE_GROUP_SEND:
+        if (!r->msg_type || !r->msg_data)
+            return -1;
+        p->st = ST_GROUP_SEND;
+        p_int(p, r->user_id);
+        p_int(p, r->group_id);
+        p_text(p, r->msg_type);
+        p_text(p, r->msg_data);
+        p_text(p, r->client_msg_id);
+        p_int(p, r->time);
+        return 0;
+    case STORE_GROUP_HISTORY:
+        p->st = ST_GROUP_HISTORY;
+        p_int(p, r->user_id);
+        p_int(p, r->group_id);
+        p_int(p, r->before > 0 ? r->before : INT64_MAX);
+        p_limit(p, r->limit);
+        return 0;
+    default:
+        return -1;
+    }
+}
+
 /* Fills p for r. -1: r cannot be run (bad input, out of memory): it
  * answers STORE_ERROR without being sent. 1: r is answered without the
  * database (status set). */
@@ -909,6 +1669,11 @@ static int build(params *p, store_req *r)
         p_int(p, r->user_id);
         return 0;
     case STORE_HISTORY:
+        if (r->user_id <= 0 || r->peer_id <= 0) { /* (0, id) is a group's */
+            r->result = json_array();
+            r->status = r->result ? STORE_OK : STORE_ERROR;
+            return 1;
+        }
         p->st = ST_HISTORY;
         p_int(p, lo);
         p_int(p, hi);
@@ -932,12 +1697,16 @@ static int build(params *p, store_req *r)
         if (peers && seqs && n) {
             json_object_foreach(r->cursors, key, v)
             {
+                /* "g<id>": a group, -id in the statement */
+                bool group = key[0] == 'g';
+                const char *digits = key + group;
                 char *end;
                 errno = 0;
-                long long id = strtoll(key, &end, 10);
-                if (errno || *end || end == key || id <= 0 || !json_is_integer(v))
+                long long id = strtoll(digits, &end, 10);
+                if (errno || *end || end == digits || id <= 0 || !json_is_integer(v) ||
+                    (group && (*digits < '0' || *digits > '9')))
                     continue;
-                peers[k] = id;
+                peers[k] = group ? -id : id;
                 seqs[k++] = json_integer_value(v);
             }
         }
@@ -974,7 +1743,7 @@ static int build(params *p, store_req *r)
         p_int(p, r->user_id);
         return 0;
     default:
-        return -1;
+        return build_group(p, r);
     }
 }
 
@@ -1074,9 +1843,19 @@ static json_t *peers_json(const PGresult *res)
                  : NULL;
 }
 
-/* A message from the MSG_COLS columns starting at c. */
+/* A message from the MSG_COLS columns starting at c: a group's (to_id 0)
+ * with group_id instead of to_id. */
 static json_t *msg_json_at(const PGresult *res, int row, int c)
 {
+    if (col_int(res, row, c + 2) == 0)
+        return json_pack(
+            "{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
+            (json_int_t)col_int(res, row, c), "seq", (json_int_t)col_int(res, row, c + 1),
+            "group_id", (json_int_t)col_int(res, row, c + 10), "from_id",
+            (json_int_t)col_int(res, row, c + 3), "from_username", col_text(res, row, c + 4),
+            "from_userpic", col_text(res, row, c + 5), "type", col_text(res, row, c + 6), "data",
+            col_text(res, row, c + 7), "time", (json_int_t)col_int(res, row, c + 8),
+            "client_msg_id", col_text_or_null(res, row, c + 9));
     return json_pack(
         "{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
         (json_int_t)col_int(res, row, c), "seq", (json_int_t)col_int(res, row, c + 1), "to_id",
@@ -1103,21 +1882,112 @@ static json_t *rows_json(const PGresult *res, json_t *(*fn)(const PGresult *, in
     return arr;
 }
 
-static json_t *chat_item_json(const PGresult *res, int i)
+static const char *role_name(int64_t role)
 {
-    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "userid",
-                     (json_int_t)col_int(res, i, 0), "username", col_text(res, i, 1), "userpic",
-                     col_text(res, i, 2), "type", col_text(res, i, 3), "data", col_text(res, i, 4),
-                     "time", (json_int_t)col_int(res, i, 5), "noreadnum",
-                     (json_int_t)col_int(res, i, 6), "last_message_id",
-                     (json_int_t)col_int(res, i, 7), "last_seq", (json_int_t)col_int(res, i, 8),
-                     "last_seen", last_seen_json(res, i, 9));
+    return role == STORE_GROUP_ROLE_OWNER   ? "owner"
+           : role == STORE_GROUP_ROLE_ADMIN ? "admin"
+                                            : "member";
 }
 
-static json_t *unread_item_json(const PGresult *res, int i)
+/* A row of ST_CHAT_LIST: column 0 says 1:1 (0) or group (1). */
+static json_t *chat_item_json(const PGresult *res, int i)
 {
-    return json_pack("{s:I, s:I}", "userid", (json_int_t)col_int(res, i, 0), "noreadnum",
-                     (json_int_t)col_int(res, i, 1));
+    if (col_int(res, i, 0) == 1)
+        return json_pack(
+            "{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:b, s:s, s:I, s:b, "
+            "s:b}",
+            "chat_type", "group", "group_id", (json_int_t)col_int(res, i, 1), "name",
+            col_text(res, i, 2), "avatar", col_text(res, i, 3), "type", col_text(res, i, 4), "data",
+            col_text(res, i, 5), "time", (json_int_t)col_int(res, i, 6), "noreadnum",
+            (json_int_t)col_int(res, i, 7), "last_message_id", (json_int_t)col_int(res, i, 8),
+            "last_seq", (json_int_t)col_int(res, i, 9), "from_id", (json_int_t)col_int(res, i, 12),
+            "from_username", col_text(res, i, 13), "muted", col_bool(res, i, 14), "role",
+            role_name(col_int(res, i, 15)), "member_count", (json_int_t)col_int(res, i, 16),
+            "dissolved", col_bool(res, i, 17), "left", col_bool(res, i, 18));
+    return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "chat_type",
+                     "single", "userid", (json_int_t)col_int(res, i, 1), "username",
+                     col_text(res, i, 2), "userpic", col_text(res, i, 3), "type",
+                     col_text(res, i, 4), "data", col_text(res, i, 5), "time",
+                     (json_int_t)col_int(res, i, 6), "noreadnum", (json_int_t)col_int(res, i, 7),
+                     "last_message_id", (json_int_t)col_int(res, i, 8), "last_seq",
+                     (json_int_t)col_int(res, i, 9), "last_seen", last_seen_json(res, i, 10));
+}
+
+/* ST_UNREAD's rows -> {total, conversations, groups}; muted groups are
+ * listed but left out of total. */
+static json_t *unread_json(const PGresult *res)
+{
+    json_t *convs = json_array(), *groups = json_array();
+    json_int_t total = 0;
+    bool ok = convs && groups;
+    for (int i = 0, n = PQntuples(res); ok && i < n; i++) {
+        json_int_t id = (json_int_t)col_int(res, i, 1), num = (json_int_t)col_int(res, i, 2);
+        bool muted = col_bool(res, i, 3);
+        if (!muted)
+            total += num;
+        if (col_int(res, i, 0) == 1)
+            ok = json_array_append_new(groups, json_pack("{s:I, s:I, s:b}", "group_id", id,
+                                                         "noreadnum", num, "muted", muted)) == 0;
+        else
+            ok = json_array_append_new(
+                     convs, json_pack("{s:I, s:I}", "userid", id, "noreadnum", num)) == 0;
+    }
+    if (!ok) {
+        json_decref(convs);
+        json_decref(groups);
+        return NULL;
+    }
+    return json_pack("{s:I, s:o, s:o}", "total", total, "conversations", convs, "groups", groups);
+}
+
+/* An error of a group operation: {code, message}. */
+static json_t *group_err(const char *code, const char *message)
+{
+    return json_pack("{s:s, s:s}", "code", code, "message", message);
+}
+
+/* The answer of a group function, (o_status, o_result JSON): status is
+ * enum store_status's, result the JSON (the error's when not OK). */
+static int answer_group(store_req *r, const PGresult *res)
+{
+    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 1))
+        return STORE_ERROR;
+    int64_t st = col_int(res, 0, 0);
+    if (st != STORE_OK && st != STORE_NOT_FOUND && st != STORE_CONFLICT && st != STORE_FORBIDDEN)
+        return STORE_ERROR;
+    json_error_t e;
+    r->result = json_loads(col_text(res, 0, 1), 0, &e);
+    if (!r->result) {
+        log_error("store: group answer: %s", e.text);
+        return STORE_ERROR;
+    }
+    if (r->op == STORE_GROUP_SEND && st == STORE_OK)
+        r->duplicate = col_bool(res, 0, 2);
+    return (int)st;
+}
+
+/* ST_GROUP_HISTORY's rows: (member, MSG_COLS or NULLs). */
+static int answer_group_history(store_req *r, const PGresult *res)
+{
+    int n = PQntuples(res);
+    if (n == 0) {
+        r->result = group_err("not_found", "No such group.");
+        return r->result ? STORE_NOT_FOUND : STORE_ERROR;
+    }
+    if (!col_bool(res, 0, 0)) {
+        r->result = group_err("not_member", "You are not a member of this group.");
+        return r->result ? STORE_FORBIDDEN : STORE_ERROR;
+    }
+    r->result = json_array();
+    for (int i = 0; r->result && i < n; i++) {
+        if (PQgetisnull(res, i, 1))
+            continue;
+        if (json_array_append_new(r->result, msg_json_at(res, i, 1)) != 0) {
+            json_decref(r->result);
+            r->result = NULL;
+        }
+    }
+    return r->result ? STORE_OK : STORE_ERROR;
 }
 
 /* Rows (peer, last_seq, cursor, MSG_COLS or NULLs), grouped by
@@ -1142,8 +2012,10 @@ static json_t *cursors_json(const PGresult *res, int64_t limit)
             top = col_int(res, i, 4);
             taken++;
         }
-        json_t *c = ok ? json_pack("{s:I, s:o, s:b}", "userid", (json_int_t)peer, "messages", msgs,
-                                   "more", top < last_seq)
+        /* a group is -(its id) */
+        json_t *c = ok ? json_pack("{s:I, s:o, s:b}", peer < 0 ? "group_id" : "userid",
+                                   (json_int_t)(peer < 0 ? -peer : peer), "messages", msgs, "more",
+                                   top < last_seq)
                        : (json_decref(msgs), NULL); /* "o" took msgs, also on failure */
         ok = c && json_array_append_new(convs, c) == 0;
     }
@@ -1284,14 +2156,23 @@ static int answer(store_req *r, const PGresult *res)
         r->result = json_pack("{s:I, s:I}", "tokens", (json_int_t)col_int(res, 0, 0), "jwts",
                               (json_int_t)col_int(res, 0, 1));
         break;
-    case STORE_UNREAD: {
-        json_t *list = rows_json(res, unread_item_json);
-        json_int_t total = 0;
-        for (int i = 0; i < n; i++)
-            total += col_int(res, i, 1);
-        r->result = list ? json_pack("{s:I, s:o}", "total", total, "conversations", list) : NULL;
+    case STORE_UNREAD:
+        r->result = unread_json(res);
         break;
-    }
+    case STORE_GROUP_HISTORY:
+        return answer_group_history(r, res);
+    case STORE_GROUP_CREATE:
+    case STORE_GROUP_INFO:
+    case STORE_GROUP_ADD:
+    case STORE_GROUP_REMOVE:
+    case STORE_GROUP_LEAVE:
+    case STORE_GROUP_UPDATE:
+    case STORE_GROUP_ROLE:
+    case STORE_GROUP_DISSOLVE:
+    case STORE_GROUP_MUTE:
+    case STORE_GROUP_SEND:
+    case STORE_GROUP_READ:
+        return answer_group(r, res);
     default:
         return STORE_ERROR;
     }

@@ -10,7 +10,10 @@
  * Every statement is prepared once at open and only ever bound with
  * sqlite3_bind_*: no SQL text is built from input, and the hot path does no
  * parsing. A send costs one INSERT in the common case: users come from a
- * cache, and conversation rows are written once per pass (conv_note).
+ * cache, and conversation rows are written once per pass (conv_note). A
+ * group message is one INSERT too, plus the group's row and the sender's
+ * member row: group unread counts are computed from member rows (see
+ * migration 7), never counted per member.
  * Each connection is used by one thread at a time (the writer's by the
  * storage thread, the checkpointer's by its own), so both are opened
  * without SQLite's mutexes. Being the only writer is what keeps the user
@@ -1526,7 +1529,7 @@ static int op_sync_cursors(sq *b, store_req *r)
             status = STORE_ERROR;
     }
     free(groups);
-    if (status == STORE_OK)
+    if (status == STORE_OK && n > 1)
         qsort(todo, n, sizeof(*todo), by_recent);
     json_t *convs = json_array();
     if (!convs)

@@ -36,6 +36,7 @@ const sortConvs = (u) => ({ ...u, conversations: byKey(u.conversations, 'userid'
 /** The chat-list entry a user should see for peer, given the conversation's newest message. */
 function entry(peer, last, noreadnum) {
   return {
+    chat_type: 'single',
     userid: peer.id,
     username: peer.username,
     userpic: peer.userpic,
@@ -201,9 +202,9 @@ test('two users, two devices: bind both ways, send over HTTP and the socket, pus
   assert.deepEqual(await list(bob), [entry(alice, m7, toBob + 1)]);
 
   // Unread totals.
-  assert.deepEqual(sortConvs(await unread(alice)), sortConvs({ total: toAlice + 1, conversations: [{ userid: bob.id, noreadnum: toAlice }, { userid: carol.id, noreadnum: 1 }] }));
-  assert.deepEqual(await unread(bob), { total: toBob + 1, conversations: [{ userid: alice.id, noreadnum: toBob + 1 }] });
-  assert.deepEqual(await unread(carol), { total: 0, conversations: [] });
+  assert.deepEqual(sortConvs(await unread(alice)), sortConvs({ total: toAlice + 1, conversations: [{ userid: bob.id, noreadnum: toAlice }, { userid: carol.id, noreadnum: 1 }], groups: [] }));
+  assert.deepEqual(await unread(bob), { total: toBob + 1, conversations: [{ userid: alice.id, noreadnum: toBob + 1 }], groups: [] });
+  assert.deepEqual(await unread(carol), { total: 0, conversations: [], groups: [] });
 
   // Sync: everything to or from the user, oldest first; bob does not see carol's message.
   assert.deepEqual(await syncAll(srv, alice), byKey([...sent, c1], 'id'));
@@ -230,15 +231,15 @@ test('offline delivery: sent while the recipient has no socket, seen through syn
   assert.deepEqual(await must(srv, 'GET', '/chat/sync?after=0', { token: erin.token }), [m1, m2, m3]);
   assert.deepEqual(await must(srv, 'GET', `/chat/sync?after=${m1.id}`, { token: erin.token }), [m2, m3]);
   assert.deepEqual(await list(erin), [entry(dave, m3, 3)]);
-  assert.deepEqual(await unread(erin), { total: 3, conversations: [{ userid: dave.id, noreadnum: 3 }] });
-  assert.deepEqual(await unread(dave), { total: 0, conversations: [] });
+  assert.deepEqual(await unread(erin), { total: 3, conversations: [{ userid: dave.id, noreadnum: 3 }], groups: [] });
+  assert.deepEqual(await unread(dave), { total: 0, conversations: [], groups: [] });
 
   // Now online: the next message is pushed, and sync after the last seen id has only it.
   const m4 = await send(srv, dave, erin, 'now you are online');
   const got = await e1.next();
   assert.deepEqual(got, { type: 'message', message: m4 });
   assert.deepEqual(await must(srv, 'GET', `/chat/sync?after=${m3.id}`, { token: erin.token }), [m4]);
-  assert.deepEqual(await unread(erin), { total: 4, conversations: [{ userid: dave.id, noreadnum: 4 }] });
+  assert.deepEqual(await unread(erin), { total: 4, conversations: [{ userid: dave.id, noreadnum: 4 }], groups: [] });
 });
 
 // Storage is exactly once, pushes at least once: a retry is pushed again, because the first try
@@ -325,8 +326,8 @@ test('idempotent retries: the same client_msg_id from the same sender is stored 
   // Stored once each.
   const want = [other, d1, par[0], s1, r1];
   assert.deepEqual(await history(ann, ben), want);
-  assert.deepEqual(await unread(ben), { total: 4, conversations: [{ userid: ann.id, noreadnum: 4 }] });
-  assert.deepEqual(await unread(ann), { total: 1, conversations: [{ userid: ben.id, noreadnum: 1 }] });
+  assert.deepEqual(await unread(ben), { total: 4, conversations: [{ userid: ann.id, noreadnum: 4 }], groups: [] });
+  assert.deepEqual(await unread(ann), { total: 1, conversations: [{ userid: ben.id, noreadnum: 1 }], groups: [] });
   assert.deepEqual(await syncAll(srv, ben), [r1, s1, par[0], d1, other]);
 });
 
@@ -341,7 +342,7 @@ test('read: total, read sync to the other devices, receipt to the peer, counts r
   const rb1 = await ChatSocket.bound(srv, rb, t);
   const rc1 = await ChatSocket.bound(srv, rc, t);
 
-  assert.deepEqual(sortConvs(await unread(ra)), sortConvs({ total: 5, conversations: [{ userid: rb.id, noreadnum: 3 }, { userid: rc.id, noreadnum: 2 }] }));
+  assert.deepEqual(sortConvs(await unread(ra)), sortConvs({ total: 5, conversations: [{ userid: rb.id, noreadnum: 3 }, { userid: rc.id, noreadnum: 2 }], groups: [] }));
 
   // ra reads rb's conversation on device ra1.
   const rd = await post(srv, '/chat/read', { userid: rb.id, client_id: ra1.clientId }, { token: ra.token });
@@ -354,27 +355,27 @@ test('read: total, read sync to the other devices, receipt to the peer, counts r
   await rc1.quiet('(rc is not part of it)');
   assert.ok(mine.id > b[2].id);
 
-  assert.deepEqual(await unread(ra), { total: 2, conversations: [{ userid: rc.id, noreadnum: 2 }] });
+  assert.deepEqual(await unread(ra), { total: 2, conversations: [{ userid: rc.id, noreadnum: 2 }], groups: [] });
   assert.deepEqual(await list(ra), [entry(rc, c[1], 2), entry(rb, mine, 0)]);
-  assert.deepEqual(await unread(rb), { total: 1, conversations: [{ userid: ra.id, noreadnum: 1 }] }, 'rb\'s own unread is untouched');
+  assert.deepEqual(await unread(rb), { total: 1, conversations: [{ userid: ra.id, noreadnum: 1 }], groups: [] }, 'rb\'s own unread is untouched');
 
   // Read rc's conversation with the userid as a decimal string and no client_id: both devices get the read.
   assert.deepEqual(await must(srv, 'POST', '/chat/read', { token: ra.token, body: { userid: String(rc.id) } }), { total: 0 });
   for (const s of [ra1, ra2]) assert.deepEqual(await s.next(), { type: 'read', userid: rc.id, total: 0 });
   assert.deepEqual(await rc1.next(), { type: 'receipt', userid: ra.id, last_read_id: c[1].id });
   await rb1.quiet();
-  assert.deepEqual(await unread(ra), { total: 0, conversations: [] });
+  assert.deepEqual(await unread(ra), { total: 0, conversations: [], groups: [] });
   assert.deepEqual(await list(ra), [entry(rc, c[1], 0), entry(rb, mine, 0)]);
 
   // Reading again reads nothing: nothing changes and nothing is pushed.
   assert.deepEqual(await must(srv, 'POST', '/chat/read', { token: ra.token, body: { userid: rb.id } }), { total: 0 });
-  assert.deepEqual(await unread(ra), { total: 0, conversations: [] });
+  assert.deepEqual(await unread(ra), { total: 0, conversations: [], groups: [] });
   for (const s of [ra1, ra2, rb1]) await s.quiet('after a read that read nothing');
 
   // A new message counts again, in that conversation only.
   const b4 = await send(srv, rb, ra, 'b4');
   assert.deepEqual(await rb1.next(), { type: 'message', message: b4 });
-  assert.deepEqual(await unread(ra), { total: 1, conversations: [{ userid: rb.id, noreadnum: 1 }] });
+  assert.deepEqual(await unread(ra), { total: 1, conversations: [{ userid: rb.id, noreadnum: 1 }], groups: [] });
   assert.deepEqual((await list(ra))[0], entry(rb, b4, 1));
 
   // Reading a conversation in which the peer never wrote reads nothing: no read, no receipt.

@@ -142,23 +142,26 @@ test('a group: create, pushes to every member device but the origin, send, histo
   assert.deepEqual(again, ack.message);
   for (const s of [a2, b1, b2, c1]) await nextOf(s, 'message');
   await a1.quiet();
+  // a client_id of another member's socket silences nobody: only the caller's own device is skipped
+  const other = await gmust(a, '/chat/send', { group_id: G, type: 'text', data: 'x', client_id: b1.clientId });
+  for (const s of [a1, a2, b1, b2, c1]) assert.deepEqual(await nextOf(s, 'message'), { type: 'message', message: other });
 
   const hist = await must(srv, 'GET', `/chat/history?group_id=${G}`, { token: c.token });
-  assert.deepEqual(hist.map((m) => m.seq), [2, 1]);
+  assert.deepEqual(hist.map((m) => m.seq), [3, 2, 1]);
 
   // list and unread have the group item, without a presence field
   const item = (await must(srv, 'GET', '/chat/list', { token: c.token })).find((i) => i.chat_type === 'group');
   assert.equal(item.group_id, G);
-  assert.equal(item.noreadnum, 2);
+  assert.equal(item.noreadnum, 3);
   assert.equal('online' in item, false, 'group items carry no online');
   const unread = await must(srv, 'GET', '/chat/unread', { token: c.token });
-  assert.equal(unread.total, 2);
-  assert.deepEqual(unread.groups, [{ group_id: G, noreadnum: 2, muted: false }]);
+  assert.equal(unread.total, 3);
+  assert.deepEqual(unread.groups, [{ group_id: G, noreadnum: 3, muted: false }]);
 
   // sync with a g<id> cursor
   const sync = await gmust(c, '/chat/sync', { cursors: { [`g${G}`]: 1 } });
   const conv = sync.conversations.find((x) => x.group_id === G);
-  assert.deepEqual(conv.messages.map((m) => m.seq), [2]);
+  assert.deepEqual(conv.messages.map((m) => m.seq), [2, 3]);
 
   // read: over the socket as a call; c has one device, so nobody else is told
   assert.deepEqual(await call(c1, 'r', '/chat/read', { group_id: G }), { type: 'result', id: 'r', data: { total: 0 } });
@@ -205,7 +208,9 @@ test('store errors map to 403/404/409 with the store code', async (t) => {
   fails(await gpost(b, '/group/add', { group_id: G, members: [c.id] }), 403, 'forbidden');
   fails(await gpost(a, '/group/add', { group_id: G, members: [999999999] }), 404, 'not_found');
   fails(await gpost(a, '/group/remove', { group_id: G, userid: c.id }), 409, 'not_in_group');
-  fails(await gpost(a, '/group/create', { name: 'Big', members: [b.id, c.id, 999999997, 999999998] }), [404, 409], ['not_found', 'group_full']);
+  const [d, e2] = await registerAll(srv, [uname('g2d'), uname('g2e')]);
+  fails(await gpost(a, '/group/create', { name: 'Big', members: [b.id, c.id, d.id, e2.id] }), 409, 'group_full');
+  fails(await gpost(a, '/group/create', { name: 'Ghost', members: [b.id, 999999997] }), 404, 'not_found');
   const s = await ChatSocket.bound(srv, b, t);
   const e = await call(s, 5, '/group/dissolve', { group_id: G });
   assert.deepEqual([e.type, e.code, e.op, e.id], ['error', 'forbidden', 'call', 5]);
@@ -224,4 +229,44 @@ test('group events are counted against --event-rate', async (t) => {
   const errs = (await sa.collect()).filter((m) => m.type === 'error');
   assert.ok(errs.length >= 1 && errs.every((e) => e.code === 'rate_limited'), JSON.stringify(errs));
   await sleep(10);
+});
+
+test('add: the new member is pushed the "add" message; a 1:1 read runs as a socket call too', async (t) => {
+  const [a, b, d] = await trio('g4');
+  const { group } = await gmust(a, '/group/create', { name: 'Grow', members: [b.id] });
+  const sd = await ChatSocket.bound(srv, d, t);
+  const sb = await ChatSocket.bound(srv, b, t);
+  const added = await gmust(a, '/group/add', { group_id: group.group_id, members: [d.id, b.id] });
+  assert.deepEqual(added.added, [d.id]);
+  assert.equal(JSON.parse(added.message.data).event, 'add');
+  assert.deepEqual(await sd.expect('message'), { type: 'message', message: added.message });
+  assert.deepEqual(await sb.expect('message'), { type: 'message', message: added.message });
+  const none = await gmust(a, '/group/add', { group_id: group.group_id, members: [d.id] });
+  assert.equal(none.message, null);
+  assert.deepEqual(none.added, []);
+  await sd.quiet('(nobody new: no message)');
+  // a 1:1 read as a call: the answer as over HTTP, the receipt to the peer
+  const m = await must(srv, 'POST', '/chat/send', { token: a.token, body: { to_id: d.id, type: 'text', data: 'hi' } });
+  assert.deepEqual(await sd.expect('message'), { type: 'message', message: m });
+  assert.deepEqual(await call(sd, 1, '/chat/read', { userid: a.id }), { type: 'result', id: 1, data: { total: 1 } }, '(the add message is unread)');
+});
+
+test('presence: fellow group members are told, once each however many conversations they share', async (t) => {
+  const psrv = await startServer({ options: { 'presence-grace': 0 } });
+  t.after(() => psrv.stop());
+  const [a, b, c] = await registerAll(psrv, [uname('g5a'), uname('g5b'), uname('g5c')]);
+  await must(psrv, 'POST', '/group/create', { token: a.token, body: { name: 'One', members: [b.id] } });
+  await must(psrv, 'POST', '/group/create', { token: a.token, body: { name: 'Two', members: [b.id] } });
+  await must(psrv, 'POST', '/chat/send', { token: a.token, body: { to_id: b.id, type: 'text', data: 'hi' } });
+  const sb = (await ChatSocket.bound(psrv, b, t)).watchPresence();
+  const sc = (await ChatSocket.bound(psrv, c, t)).watchPresence();
+  const sa = await ChatSocket.bound(psrv, a, t);
+  // b's socket has the messages of the groups and the 1:1 (none pushed: sent before it bound)
+  assert.deepEqual(await sb.next(), { type: 'presence', uid: a.id, online: true, last_seen: null });
+  await sleep(100);
+  await sb.quiet('(one presence push, not one per shared conversation)');
+  await sc.quiet('(not a member: nothing)');
+  sa.terminate();
+  const off = await sb.next();
+  assert.deepEqual([off.type, off.uid, off.online], ['presence', a.id, false]);
 });

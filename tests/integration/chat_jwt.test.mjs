@@ -74,7 +74,7 @@ test('a JWT user binds both ways and chats with a password user', async (t) => {
   const m2 = await send(srv, bob, jane, 'hello jane');
   for (const s of [j1, j2, b1]) assert.deepEqual(await s.next(), { type: 'message', message: m2 });
   assert.deepEqual(await must(srv, 'GET', `/chat/history?userid=${bob.id}`, { token: jane.token }), [m2, m1]);
-  assert.deepEqual(await must(srv, 'GET', '/chat/unread', { token: jane.token }), { total: 1, conversations: [{ userid: bob.id, noreadnum: 1 }] });
+  assert.deepEqual(await must(srv, 'GET', '/chat/unread', { token: jane.token }), { total: 1, conversations: [{ userid: bob.id, noreadnum: 1 }], groups: [] });
   assert.deepEqual(await must(srv, 'POST', '/chat/read', { token: jane.token, body: { userid: bob.id, client_id: j1.clientId } }), { total: 0 });
   assert.deepEqual(await j2.next(), { type: 'read', userid: bob.id, total: 0 });
   assert.deepEqual(await b1.next(), { type: 'receipt', userid: jane.id, last_read_id: m2.id });

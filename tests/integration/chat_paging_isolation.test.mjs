@@ -52,7 +52,7 @@ describe('paging', () => {
     assert.deepEqual(ok(await history(dave, `userid=${alice.id}&limit=1`)), []);
     assert.deepEqual(ok(await history(dave, `userid=987654321`)), []);
     assert.deepEqual(ok(await get(srv, '/chat/list', { token: dave.token })), []);
-    assert.deepEqual(ok(await get(srv, '/chat/unread', { token: dave.token })), { total: 0, conversations: [] });
+    assert.deepEqual(ok(await get(srv, '/chat/unread', { token: dave.token })), { total: 0, conversations: [], groups: [] });
     assert.deepEqual(ok(await sync(dave, 'after=0')), []);
   });
 
@@ -109,14 +109,14 @@ describe('isolation and auth', () => {
     const cl = ok(await get(srv, '/chat/list', { token: c.token }));
     assert.deepEqual(cl.map((e) => e.userid), [a.id]);
     assert.equal(cl[0].data, 'c writes a');
-    assert.deepEqual(ok(await get(srv, '/chat/unread', { token: c.token })), { total: 0, conversations: [] });
+    assert.deepEqual(ok(await get(srv, '/chat/unread', { token: c.token })), { total: 0, conversations: [], groups: [] });
     assert.deepEqual(await syncAll(srv, b), [ab1, ab2]);
     assert.deepEqual(ok(await get(srv, '/chat/list', { token: b.token })).map((e) => e.userid), [a.id]);
     // c reading "b" resets nothing of a's or b's.
     assert.deepEqual(ok(await post(srv, '/chat/read', { userid: b.id }, { token: c.token })), { total: 0 });
     const ua = ok(await get(srv, '/chat/unread', { token: a.token }));
-    assert.deepEqual({ ...ua, conversations: byKey(ua.conversations, 'userid') }, { total: 2, conversations: byKey([{ userid: c.id, noreadnum: 1 }, { userid: b.id, noreadnum: 1 }], 'userid') });
-    assert.deepEqual(ok(await get(srv, '/chat/unread', { token: b.token })), { total: 1, conversations: [{ userid: a.id, noreadnum: 1 }] });
+    assert.deepEqual({ ...ua, conversations: byKey(ua.conversations, 'userid') }, { total: 2, conversations: byKey([{ userid: c.id, noreadnum: 1 }, { userid: b.id, noreadnum: 1 }], 'userid'), groups: [] });
+    assert.deepEqual(ok(await get(srv, '/chat/unread', { token: b.token })), { total: 1, conversations: [{ userid: a.id, noreadnum: 1 }], groups: [] });
   });
 
   test('bind: someone else\'s client_id -> 403, a nonce of another client_id -> 403, closed -> 404, missing -> 400; socket bind to another user -> forbidden', async (t) => {

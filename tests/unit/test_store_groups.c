@@ -13,9 +13,10 @@
  * STORE_READ / STORE_UNREAD, one chat list mixing 1:1 and group items,
  * cursor sync with "g<id>" keys and `more` paging, dedup by
  * client_msg_id, the last member leaving dissolves, the owner leaving
- * passes ownership on, max_members, presence peers through groups, and
- * that a group send stores ONE message row whatever the group's size
- * (counted in the database itself). */
+ * passes ownership on, max_members, presence peers through groups, group
+ * requests sharing one pass (a refusal costs only itself), and that a group
+ * send stores ONE message row whatever the group's size (counted in the
+ * database itself). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -1124,6 +1125,38 @@ static void test_presence_peers(void **state)
     store_req_free(r);
 }
 
+/* Group requests sharing one pass (one transaction): seqs follow
+ * submission order without holes, and a refusal among them costs only
+ * itself. */
+static void test_one_pass(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b"), out = create_user(f, "out");
+    int64_t gid = create_group(f, a, 1, &b);
+    store_req *p[5] = {send_req(f, a, gid, NULL), send_req(f, out, gid, NULL),
+                       send_req(f, b, gid, "p1"), new_req(f, STORE_GROUP_READ, a, gid),
+                       send_req(f, a, gid, NULL)};
+    int before = f->done;
+    for (int i = 0; i < 5; i++)
+        store_submit(f->s, p[i]);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + 5);
+    assert_int_equal(p[0]->status, STORE_OK);
+    assert_int_equal(p[1]->status, STORE_FORBIDDEN);
+    assert_int_equal(p[2]->status, STORE_OK);
+    assert_int_equal(p[3]->status, STORE_OK);
+    assert_int_equal(p[4]->status, STORE_OK);
+    assert_int_equal(jint(json_object_get(p[0]->result, "message"), "seq"), 2);
+    assert_int_equal(jint(json_object_get(p[2]->result, "message"), "seq"), 3);
+    assert_int_equal(jint(json_object_get(p[4]->result, "message"), "seq"), 4);
+    for (int i = 0; i < 5; i++)
+        store_req_free(p[i]);
+    assert_int_equal(count_rows(f, gid), 4);
+    assert_int_equal(group_unread(f, b, gid), 1);
+    assert_int_equal(group_unread(f, a, gid), 0);
+    assert_int_equal(send_group(f, b, gid), 5);
+}
+
 int main(void)
 {
     pg_uri = getenv("CHATD_TEST_PG_URI");
@@ -1143,6 +1176,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_leave, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_members, setup, teardown),
         cmocka_unit_test_setup_teardown(test_presence_peers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_pass, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
