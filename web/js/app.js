@@ -478,13 +478,23 @@ function scheduleRead(peer) {
   );
 }
 
+const listWaiters = new Set(); // per /chat/list on its way: the messages that arrived meanwhile
+
 async function refreshList() {
   const s = store;
+  const arrived = [];
+  listWaiters.add(arrived);
   try {
     const [list, unread] = await Promise.all([api.list(), api.unread()]);
-    if (s === store) s.setList(list, unread);
+    if (s !== store) return;
+    s.setList(list, unread);
+    // The answer may have been read before these were stored (a PostgreSQL reader runs
+    // beside the writer): bump() puts back what the list does not have yet.
+    for (const m of arrived) s.bump(m, { unread: unreadFor(m) });
   } catch {
     /* next catch-up will fix it */
+  } finally {
+    listWaiters.delete(arrived);
   }
 }
 
@@ -726,6 +736,7 @@ function incoming(m) {
   }
   s.merge(peer, [m]);
   s.bump(m, { unread: unreadFor(m) });
+  for (const w of listWaiters) w.push(m);
   // A conversation this page did not know (sent by another device of ours, a new peer, a
   // group we were just added to): the list has its name and the peer's presence.
   if (!known) refreshList();
