@@ -491,6 +491,8 @@ async function refreshList() {
     // The answer may have been read before these were stored (a PostgreSQL reader runs
     // beside the writer): bump() puts back what the list does not have yet.
     for (const m of arrived) s.bump(m, { unread: unreadFor(m) });
+    // Its two answers may disagree about those (two reads): counts read after they came are right.
+    if (arrived.length) refreshUnread();
   } catch {
     /* next catch-up will fix it */
   } finally {
