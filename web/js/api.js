@@ -85,9 +85,24 @@ export const api = {
   send: (message) => request('POST', '/chat/send', { body: message }),
   list: () => request('GET', '/chat/list'),
   unread: () => request('GET', '/chat/unread'),
-  history: (userid, before, limit) => request('GET', '/chat/history', { query: { userid, before: before || 0, limit } }),
+  /** key: a conversation key (store.js): a user id, or minus a group id. */
+  history: (key, before, limit) => request('GET', '/chat/history', { query: { ...ref(key), before: before || 0, limit } }),
   /** POST /chat/sync: the messages after each conversation's cursor ({peer id: last seq held}); a
    *  conversation left out starts at 0. limit: the server's --page-limit when absent. */
   syncCursors: (cursors, limit) => request('POST', '/chat/sync', { body: limit ? { cursors, limit } : { cursors } }),
-  read: (userid, clientId) => request('POST', '/chat/read', { body: clientId ? { userid, client_id: clientId } : { userid } }),
+  read: (key, clientId) => request('POST', '/chat/read', { body: clientId ? { ...ref(key), client_id: clientId } : ref(key) }),
+  // Groups (docs/API.md "Groups"): each answers the group and, for a change, its system message.
+  groupCreate: (name, members) => request('POST', '/group/create', { body: { name, members } }),
+  groupInfo: (groupId) => request('POST', '/group/info', { body: { group_id: groupId } }),
+  groupAdd: (groupId, members) => request('POST', '/group/add', { body: { group_id: groupId, members } }),
+  groupRemove: (groupId, userid) => request('POST', '/group/remove', { body: { group_id: groupId, userid } }),
+  groupLeave: (groupId) => request('POST', '/group/leave', { body: { group_id: groupId } }),
+  groupUpdate: (groupId, fields) => request('POST', '/group/update', { body: { group_id: groupId, ...fields } }),
+  groupRole: (groupId, userid, role) => request('POST', '/group/role', { body: { group_id: groupId, userid, role } }),
+  groupDissolve: (groupId) => request('POST', '/group/dissolve', { body: { group_id: groupId } }),
+  groupMute: (groupId, muted) => request('POST', '/group/mute', { body: { group_id: groupId, muted } }),
 };
+
+function ref(key) {
+  return key < 0 ? { group_id: -key } : { userid: key };
+}

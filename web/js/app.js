@@ -6,13 +6,17 @@
 // POST /chat/sync with a cursor per conversation). Every stored message has
 // seq, its place in its conversation: a pushed message whose seq is not the
 // next one shows a push was missed, and the conversations are synced again.
+// Groups go the same way under their conversation key (minus the group id,
+// store.js); a group's system message makes the page fetch the list and the
+// group's members again. Presence pushes move the online dots.
 import { api, ApiError, onUnauthorized, setToken } from './api.js';
 import { avatar, toast, uuid } from './dom.js';
-import { badgeText } from './format.js';
+import { badgeText, typingText } from './format.js';
 import { ChatSocket, socketUrl } from './socket.js';
-import { ChatStore, SESSION_KEY, clearSession, loadSession, peerOf, saveSession } from './store.js';
+import { ChatStore, SESSION_KEY, clearSession, loadSession, peerOf, saveSession, systemData } from './store.js';
 import { setupAuth } from './views/auth.js';
 import { ConversationView } from './views/conversation.js';
+import { setupMembers, setupNewGroup } from './views/group.js';
 import { renderList } from './views/list.js';
 import { setupSearch } from './views/search.js';
 
@@ -35,14 +39,13 @@ let store = null;
 /** @type {ChatSocket | null} */
 let socket = null;
 let clientId = null;
-let current = null; // the open conversation's peer id
+let current = null; // the open conversation's key (a peer's id, or minus a group's id)
 let catchingUp = null; // messages pushed while catching up, or null
 let everOnline = false;
 let loadingOlder = false;
 let lastTypingSent = 0;
 let typingPeer = null;
-const typingUntil = new Map(); // peer -> ms
-const typingTimers = new Map();
+const typingNow = new Map(); // conversation key -> Map(user id -> timer): who is typing there
 const sendTimers = new Map(); // client_msg_id -> timer
 const readTimers = new Map(); // peer -> timer
 
@@ -66,9 +69,40 @@ const conv = new ConversationView(
     imageUrl: $('image-url'),
     imageCancel: $('image-cancel'),
     imageError: $('image-error'),
+    sub: $('conv-sub'),
+    membersBtn: $('conv-members-btn'),
+    notice: $('conv-notice'),
   },
   { send: sendMessage, retry: retryMessage, loadOlder, typing: typingChanged },
 );
+
+const newGroup = setupNewGroup($('group-dialog'), { create: createGroup, me: () => (session ? session.user.id : 0) });
+$('new-group').addEventListener('click', () => session && newGroup.open());
+
+const members = setupMembers($('members-panel'), {
+  add: (ids) => groupCall(current, (gid) => api.groupAdd(gid, ids)),
+  remove: (uid) => groupCall(current, (gid) => api.groupRemove(gid, uid)),
+  role: (uid, role) => groupCall(current, (gid) => api.groupRole(gid, uid, role)),
+  leave: () => groupCall(current, (gid) => api.groupLeave(gid)),
+  rename: (name) => groupCall(current, (gid) => api.groupUpdate(gid, { name })),
+  dissolve: () => groupCall(current, (gid) => api.groupDissolve(gid)),
+  mute: async (muted) => {
+    const key = current;
+    const r = await api.groupMute(-key, muted);
+    if (store) {
+      store.patchItem(key, { muted: !!r.muted });
+      if (typeof r.total === 'number' && r.total !== store.total()) refreshUnread();
+    }
+  },
+});
+$('conv-members-btn').addEventListener('click', () => {
+  if (current === null || current > 0) return;
+  if (members.open) members.hide();
+  else {
+    members.show(store, current);
+    refreshGroupInfo(current);
+  }
+});
 
 let listQueued = false;
 function scheduleListRender() {
@@ -78,9 +112,10 @@ function scheduleListRender() {
   queueMicrotask(() => {
     listQueued = false;
     if (!store) return;
-    renderList($('chat-list'), store, { current, typing: new Set(typingUntil.keys()) });
+    renderList($('chat-list'), store, { current, typing: typingTexts() });
     $('chats-empty').hidden = store.list.length > 0;
     updateBadge();
+    if (current !== null && current < 0) conv.renderHeader(); // a group's name, members, left
   });
 }
 
@@ -170,6 +205,15 @@ function startSession(sess) {
   store.on((what, peer) => {
     if (what === 'list') scheduleListRender();
     else if (what === 'detail' && peer === current) scheduleConvRender();
+    else if (what === 'presence') {
+      // peer: a user id. The list's dots, the 1:1 header, the members panel.
+      scheduleListRender();
+      if (current === peer) conv.renderHeader();
+      if (current !== null && current < 0) members.render();
+    } else if (what === 'group' && peer === current) {
+      conv.renderHeader();
+      members.render();
+    }
   });
   renderMe();
   scheduleListRender();
@@ -222,7 +266,10 @@ function signOut({ remote = true, message = '' } = {}) {
   current = null;
   catchingUp = null;
   everOnline = false;
-  typingUntil.clear();
+  for (const who of typingNow.values()) for (const t of who.values()) clearTimeout(t);
+  typingNow.clear();
+  members.hide();
+  if ($('group-dialog').open) $('group-dialog').close();
   setToken(null);
   clearSession();
   conv.close();
@@ -253,6 +300,7 @@ const TAB_TITLES = { chats: 'Chats', find: 'Find people', me: 'Me' };
 function parseRoute() {
   const [name, arg] = location.hash.replace(/^#\/?/, '').split('/');
   if (name === 'chat' && /^\d{1,15}$/.test(arg || '')) return { name, peer: Number(arg) };
+  if (name === 'group' && /^[1-9]\d{0,14}$/.test(arg || '')) return { name: 'chat', peer: -Number(arg) };
   if (name in TAB_TITLES || name === 'login' || name === 'signup') return { name };
   return { name: '' };
 }
@@ -292,14 +340,18 @@ window.addEventListener('hashchange', route);
 // ---- conversations ------------------------------------------------------------
 
 function openConversation(peer) {
-  if (current !== null && current !== peer) stopTyping();
+  if (current !== null && current !== peer) {
+    stopTyping();
+    members.hide();
+  }
   current = peer;
   $('placeholder').hidden = true;
   $('conversation').hidden = false;
   const changed = conv.open(store, peer);
-  conv.setTyping(typingUntil.has(peer));
+  conv.setTyping(typingTexts().get(peer) || '');
   scheduleListRender();
   if (!changed) return;
+  if (peer < 0) refreshGroupInfo(peer);
   loadingOlder = false;
   const d = store.detail(peer);
   d.fresh = false;
@@ -312,6 +364,7 @@ function openConversation(peer) {
 function closeConversation() {
   if (current === null) return;
   stopTyping();
+  members.hide();
   current = null;
   conv.close();
   $('conversation').hidden = true;
@@ -355,7 +408,7 @@ async function refreshNewest(peer) {
     // Messages are missing between the cache and this page: start over from the page.
     if (oldestFetched > newestKnown) s.resetDetail(peer);
   }
-  for (const m of page) if (m.from_id === peer) s.rememberUser({ id: peer, username: m.from_username, userpic: m.from_userpic });
+  for (const m of page) if (m.from_id !== s.uid) s.rememberUser({ id: m.from_id, username: m.from_username, userpic: m.from_userpic });
   s.merge(peer, page);
   if (page.length < limit) d.complete = true;
   d.fresh = true;
@@ -425,13 +478,25 @@ function scheduleRead(peer) {
   );
 }
 
+const listWaiters = new Set(); // per /chat/list on its way: the messages that arrived meanwhile
+
 async function refreshList() {
   const s = store;
+  const arrived = [];
+  listWaiters.add(arrived);
   try {
     const [list, unread] = await Promise.all([api.list(), api.unread()]);
-    if (s === store) s.setList(list, unread);
+    if (s !== store) return;
+    s.setList(list, unread);
+    // The answer may have been read before these were stored (a PostgreSQL reader runs
+    // beside the writer): bump() puts back what the list does not have yet.
+    for (const m of arrived) s.bump(m, { unread: unreadFor(m) });
+    // Its two answers may disagree about those (two reads): counts read after they came are right.
+    if (arrived.length) refreshUnread();
   } catch {
     /* next catch-up will fix it */
+  } finally {
+    listWaiters.delete(arrived);
   }
 }
 
@@ -441,7 +506,9 @@ async function refreshUnread() {
     const u = await api.unread();
     if (s !== store) return;
     s.setUnreadCounts(u);
-    const missing = (u.conversations || []).some((c) => c.noreadnum > 0 && !s.item(Number(c.userid)));
+    const missing =
+      (u.conversations || []).some((c) => c.noreadnum > 0 && !s.item(Number(c.userid))) ||
+      (u.groups || []).some((g) => g.noreadnum > 0 && !s.item(-Number(g.group_id)));
     if (missing) {
       const list = await api.list();
       if (s === store) s.setList(list, u);
@@ -506,12 +573,18 @@ async function syncCursors(s) {
     if (s !== store) return false;
     let more = false;
     for (const c of res.conversations || []) {
-      const peer = Number(c.userid);
+      const peer = c.group_id ? -Number(c.group_id) : Number(c.userid);
       const msgs = Array.isArray(c.messages) ? c.messages : [];
       more ||= c.more === true;
       if (!msgs.length) continue;
+      for (const m of msgs) if (m.from_id !== s.uid) s.rememberUser({ id: m.from_id, username: m.from_username, userpic: m.from_userpic });
       if (s.hasDetail(peer)) s.merge(peer, msgs);
       s.learnLastAuthors(msgs);
+      // A group changed (members, name, roles): the list and its members again.
+      if (peer < 0 && msgs.some((m) => m.type === 'system')) {
+        unknown = true;
+        if (peer === current) refreshGroupInfo(peer);
+      }
       // Newer than the list: the preview, and counted as unread (bump skips what the list has).
       if (!s.item(peer)) unknown = true;
       else for (const m of msgs) s.bump(m, { unread: unreadFor(m) });
@@ -552,6 +625,7 @@ async function catchUp() {
   if (current !== null) {
     const item = s.item(current);
     if (item && item.noreadnum > 0) markRead(current);
+    if (current < 0) refreshGroupInfo(current); // members and their presence may have changed meanwhile
   }
   flushPending();
 }
@@ -622,9 +696,22 @@ function onMessage(msg) {
       break;
     case 'read': {
       // Another device of ours read a conversation.
-      const peer = Number(msg.userid);
+      const peer = msg.group_id ? -Number(msg.group_id) : Number(msg.userid);
       store.setNoRead(peer, 0);
       if (typeof msg.total === 'number' && msg.total !== store.total()) refreshUnread();
+      break;
+    }
+    case 'mute': {
+      // Another device of ours muted or unmuted a group.
+      const peer = -Number(msg.group_id);
+      store.patchItem(peer, { muted: msg.muted === true });
+      if (peer === current) members.render();
+      if (typeof msg.total === 'number' && msg.total !== store.total()) refreshUnread();
+      break;
+    }
+    case 'presence': {
+      const uid = Number(msg.uid);
+      store.setPresence(uid, msg.online === true, msg.last_seen);
       break;
     }
     case 'receipt':
@@ -643,15 +730,94 @@ function incoming(m) {
   const s = store;
   const peer = peerOf(m, s.uid);
   if (m.from_id !== s.uid) s.rememberUser({ id: m.from_id, username: m.from_username, userpic: m.from_userpic });
-  const known = !!s.item(peer) || !!s.users[peer];
+  const known = !!s.item(peer);
+  if (peer < 0 && !known && !s.hasCursor(peer) && m.seq > 1) {
+    // Added to a group: what came before is not ours to see; the cursor starts here, not at 0.
+    const d = systemData(m);
+    if (d && d.event === 'add' && Array.isArray(d.users) && d.users.some((u) => u && Number(u.userid) === s.uid)) s.setCursor(peer, m.seq - 1);
+  }
   s.merge(peer, [m]);
   s.bump(m, { unread: unreadFor(m) });
-  // Sent by another device of ours to someone this one has not seen: get their name.
-  if (!known && m.from_id === s.uid) refreshList();
+  for (const w of listWaiters) w.push(m);
+  // A conversation this page did not know (sent by another device of ours, a new peer, a
+  // group we were just added to): the list has its name and the peer's presence.
+  if (!known) refreshList();
+  else if (peer < 0 && m.type === 'system') groupChanged(peer, m);
   if (m.client_msg_id && m.from_id === s.uid) clearSendTimer(m.client_msg_id);
   noteSeq(m);
-  if (m.from_id === peer) setTyping(peer, false);
-  if (peer === current && m.from_id === peer && visible()) scheduleRead(peer);
+  if (m.from_id !== s.uid) setTyping(peer, m.from_id, false);
+  if (peer === current && m.from_id !== s.uid && visible()) scheduleRead(peer);
+}
+
+/**
+ * A group's system message arrived: what it says about us shows at once
+ * (removed, left, added back, dissolved, renamed); then the list and, when
+ * the group is open, its members are fetched again.
+ */
+function groupChanged(peer, m) {
+  const d = systemData(m);
+  if (d) {
+    const me = store.uid;
+    const aboutMe = Array.isArray(d.users) && d.users.some((u) => u && Number(u.userid) === me);
+    if ((d.event === 'remove' || d.event === 'leave') && (aboutMe || (d.event === 'leave' && Number(d.actor) === me))) store.patchItem(peer, { left: true });
+    else if ((d.event === 'add' || d.event === 'create') && aboutMe) store.patchItem(peer, { left: false });
+    else if (d.event === 'dissolve') store.patchItem(peer, { dissolved: true });
+    if (d.event === 'update' && typeof d.name === 'string' && d.name) store.patchItem(peer, { username: d.name });
+    if (peer === current) conv.renderHeader();
+  }
+  refreshList();
+  if (peer === current) refreshGroupInfo(peer);
+}
+
+/** GET the group's members and roles (a member who left gets the group, members []). */
+async function refreshGroupInfo(peer) {
+  const s = store;
+  try {
+    const info = await api.groupInfo(-peer);
+    if (s === store) s.setGroupInfo(info);
+  } catch (e) {
+    if (s === store && peer === current && !e.network) conv.renderHeader();
+  }
+}
+
+/** Creates a group and opens it. */
+async function createGroup(name, ids) {
+  const s = store;
+  const r = await api.groupCreate(name, ids);
+  if (s !== store) return;
+  const gid = Number(r.group.group_id);
+  applyGroupAnswer(-gid, r);
+  location.hash = `#/group/${gid}`;
+}
+
+/** Runs a group change for the conversation key; its answer's system message shows at once. */
+async function groupCall(peer, fn) {
+  if (peer === null || peer > 0 || !store) return;
+  const s = store;
+  const r = await fn(-peer);
+  if (s !== store) return;
+  applyGroupAnswer(peer, r);
+}
+
+function applyGroupAnswer(peer, r) {
+  const s = store;
+  const m = r && r.message;
+  if (m && Number.isSafeInteger(m.id)) {
+    s.merge(peer, [m]);
+    s.bump(m);
+    const g = r.group;
+    if (g && typeof g.name === 'string') {
+      const patch = { username: g.name, userpic: g.avatar || '', dissolved: !!g.dissolved };
+      if (g.member_count) patch.member_count = Number(g.member_count);
+      if (Number(g.owner_id) === s.uid) patch.role = 'owner';
+      s.patchItem(peer, patch);
+    }
+    noteSeq(m);
+    groupChanged(peer, m);
+  } else {
+    refreshList();
+    refreshGroupInfo(peer);
+  }
 }
 
 function acked(msg) {
@@ -676,24 +842,43 @@ function peerEvent(msg) {
   const from = Number(msg.from_id);
   const data = msg.data;
   if (!Number.isSafeInteger(from) || !data || typeof data !== 'object') return;
-  if ('typing' in data) setTyping(from, data.typing === true);
+  const gid = Number(msg.group_id);
+  const peer = Number.isSafeInteger(gid) && gid > 0 ? -gid : from;
+  if ('typing' in data) setTyping(peer, from, data.typing === true);
 }
 
-function setTyping(peer, on) {
-  clearTimeout(typingTimers.get(peer));
-  typingTimers.delete(peer);
-  const was = typingUntil.has(peer);
+/** User uid is (or stops) typing in the conversation peer (a 1:1 peer types in its own). */
+function setTyping(peer, uid, on) {
+  let who = typingNow.get(peer);
+  const was = !!who && who.has(uid);
+  if (who) clearTimeout(who.get(uid));
   if (on) {
-    typingUntil.set(peer, Date.now() + TYPING_SHOWN_MS);
-    typingTimers.set(
-      peer,
-      setTimeout(() => setTyping(peer, false), TYPING_SHOWN_MS),
+    if (!who) typingNow.set(peer, (who = new Map()));
+    who.set(
+      uid,
+      setTimeout(() => setTyping(peer, uid, false), TYPING_SHOWN_MS),
     );
-  } else {
-    typingUntil.delete(peer);
+  } else if (who) {
+    who.delete(uid);
+    if (!who.size) typingNow.delete(peer);
   }
-  if (peer === current) conv.setTyping(on);
+  if (peer === current) conv.setTyping(typingTexts().get(peer) || '');
   if (was !== on) scheduleListRender();
+}
+
+/** What to show per conversation where someone types: "typing…" (1:1), "alice is typing…" (group). */
+function typingTexts() {
+  const out = new Map();
+  for (const [peer, who] of typingNow) {
+    if (!who.size) continue;
+    out.set(peer, peer > 0 ? 'typing…' : typingText([...who.keys()].map((uid) => store.user(uid).username)));
+  }
+  return out;
+}
+
+/** The socket's target of a conversation: {to_id} or {group_id}. */
+function target(peer) {
+  return peer < 0 ? { group_id: -peer } : { to_id: peer };
 }
 
 // ---- sending ----------------------------------------------------------------------
@@ -702,7 +887,7 @@ function typingChanged(active) {
   if (current === null || !socket) return;
   const now = Date.now();
   if (active) {
-    if (now - lastTypingSent >= TYPING_EVERY_MS && socket.send({ type: 'event', to_id: current, data: { typing: true } })) {
+    if (now - lastTypingSent >= TYPING_EVERY_MS && socket.send({ type: 'event', ...target(current), data: { typing: true } })) {
       lastTypingSent = now;
       typingPeer = current;
     }
@@ -712,7 +897,7 @@ function typingChanged(active) {
 }
 
 function stopTyping() {
-  if (lastTypingSent && typingPeer !== null && socket) socket.send({ type: 'event', to_id: typingPeer, data: { typing: false } });
+  if (lastTypingSent && typingPeer !== null && socket) socket.send({ type: 'event', ...target(typingPeer), data: { typing: false } });
   lastTypingSent = 0;
   typingPeer = null;
 }
@@ -729,7 +914,7 @@ function sendMessage(type, data) {
     id: 0,
     client_msg_id: uuid(),
     from_id: me.id,
-    to_id: peer,
+    ...(peer < 0 ? { to_id: 0, group_id: -peer } : { to_id: peer }),
     from_username: me.username,
     from_userpic: me.userpic || '',
     type,
@@ -764,7 +949,7 @@ function transmit(peer, m) {
       if (p && p.state === 'sending') markFailed(peer, cmid, 'No answer from the server', true);
     }, SEND_TIMEOUT_MS),
   );
-  const body = { to_id: peer, type: m.type, data: m.data, client_msg_id: cmid };
+  const body = { ...target(peer), type: m.type, data: m.data, client_msg_id: cmid };
   if (socket && socket.send({ type: 'send', message: body })) return;
   // The socket is down: try HTTP (same client_msg_id, so never stored twice).
   api

@@ -92,3 +92,13 @@ export function uuid() {
   const hex = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
+
+/** An avatar element (from avatar()) in a wrapper with a presence dot: green when online, none otherwise. */
+export function withPresence(avatarEl, online) {
+  return h(
+    'span',
+    { class: 'avatar-wrap' },
+    avatarEl,
+    h('span', { class: `presence-dot${online ? ' online' : ''}`, 'aria-label': online ? 'online' : null, title: online ? 'Online' : null }),
+  );
+}

@@ -52,3 +52,60 @@ export function preview(type, data) {
 export function badgeText(n) {
   return n > 99 ? '99+' : String(n);
 }
+
+/**
+ * The text of a group's system message from its data ({event, actor, users, name, role, owner}).
+ * actorName: the name of the user who caused it (the message's from_username); nameOf(id): a
+ * user's name, for an id the data does not name.
+ */
+export function systemText(d, actorName, nameOf = (id) => `User ${id}`) {
+  if (!d || typeof d !== 'object') return 'The group changed';
+  const users = Array.isArray(d.users) ? d.users : [];
+  const names = users.map((u) => (u && typeof u.username === 'string' && u.username) || nameOf(Number(u && u.userid))).join(', ');
+  const actor = actorName || nameOf(Number(d.actor));
+  switch (d.event) {
+    case 'create':
+      return `${actor} created the group`;
+    case 'add':
+      return `${actor} added ${names}`;
+    case 'remove':
+      return `${actor} removed ${names}`;
+    case 'leave': {
+      const who = names || actor;
+      const owner = Number(d.owner);
+      return Number.isSafeInteger(owner) && owner > 0 ? `${who} left; ${nameOf(owner)} is now the owner` : `${who} left`;
+    }
+    case 'update':
+      if (typeof d.name === 'string') return `${actor} renamed the group to “${d.name}”`;
+      return `${actor} changed the group picture`;
+    case 'role':
+      if (d.role === 'owner') return `${actor} made ${names} the owner`;
+      return `${actor} made ${names} ${d.role === 'admin' ? 'an admin' : 'a member'}`;
+    case 'dissolve':
+      return 'the group was dissolved';
+    default:
+      return 'The group changed';
+  }
+}
+
+/** "alice is typing…", "alice and bob are typing…", "alice, bob and 2 others are typing…". */
+export function typingText(names) {
+  if (!names.length) return '';
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
+  if (names.length === 3) return `${names[0]}, ${names[1]} and ${names[2]} are typing…`;
+  return `${names[0]}, ${names[1]} and ${names.length - 2} others are typing…`;
+}
+
+/** "online", "last seen at 14:05", "last seen yesterday at 09:12", "last seen Mar 5 at 14:05", or ''. */
+export function presenceText(p, now = Date.now()) {
+  if (!p) return '';
+  if (p.online) return 'online';
+  const ms = p.last_seen;
+  if (!Number.isFinite(ms) || ms <= 0) return '';
+  const today = startOfDay(now);
+  if (ms >= today) return `last seen at ${hm.format(ms)}`;
+  if (ms >= today - DAY) return `last seen yesterday at ${hm.format(ms)}`;
+  if (new Date(ms).getFullYear() === new Date(now).getFullYear()) return `last seen ${monthDay.format(ms)} at ${hm.format(ms)}`;
+  return `last seen ${fullDate.format(ms)}`;
+}

@@ -11,6 +11,12 @@
 // conversations get their cursors from the chat list's last_seq instead,
 // and their cached messages (without seq) stay, healed by history when
 // opened.
+//
+// A conversation is known by its key: the partner's user id for a 1:1
+// conversation, minus the group id for a group (user and group ids are
+// positive, so the two never meet). Keys name the caches above
+// (chatdetail_<uid>_-7 is group 7) and the cursors; the server's "g7"
+// cursor key is made only when syncing (cursorsFor).
 
 export const SESSION_KEY = 'chatd_session';
 export const DETAIL_CAP = 300;
@@ -46,9 +52,26 @@ function isObj(x) {
   return x !== null && typeof x === 'object' && !Array.isArray(x);
 }
 
-/** The conversation partner of a message for user uid. */
+/** The conversation key of a message for user uid: its partner's id, or minus its group's id. */
 export function peerOf(m, uid) {
+  if (m.group_id) return -Number(m.group_id);
   return m.from_id === uid ? Number(m.to_id) : Number(m.from_id);
+}
+
+/** A conversation's key as the server's body names it: {group_id} or {userid}. */
+export function convRef(key) {
+  return key < 0 ? { group_id: -key } : { userid: key };
+}
+
+/** The data of a system message (a JSON object in a string), or null. */
+export function systemData(m) {
+  if (!m || m.type !== 'system') return null;
+  try {
+    const d = JSON.parse(m.data);
+    return isObj(d) ? d : null;
+  } catch {
+    return null;
+  }
 }
 
 /** A stable key for a message: its client_msg_id from its sender, or its id. */
@@ -68,13 +91,15 @@ function byOrder(a, b) {
 function cleanMessage(m) {
   if (!isObj(m)) return null;
   const from = Number(m.from_id);
-  const to = Number(m.to_id);
-  if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to)) return null;
+  const gid = Number(m.group_id) || 0;
+  const to = gid ? 0 : Number(m.to_id);
+  if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || !Number.isSafeInteger(gid) || gid < 0) return null;
   const out = {
     id: Number.isSafeInteger(m.id) ? m.id : 0,
     seq: Number.isSafeInteger(m.seq) && m.seq > 0 ? m.seq : 0,
     from_id: from,
     to_id: to,
+    ...(gid ? { group_id: gid } : {}),
     from_username: typeof m.from_username === 'string' ? m.from_username : '',
     from_userpic: typeof m.from_userpic === 'string' ? m.from_userpic : '',
     type: typeof m.type === 'string' ? m.type : 'text',
@@ -92,9 +117,39 @@ function cleanMessage(m) {
   return out;
 }
 
+const str = (x) => (typeof x === 'string' ? x : '');
+
 function cleanItem(i) {
-  if (!isObj(i) || !Number.isSafeInteger(Number(i.userid))) return null;
-  return {
+  if (!isObj(i)) return null;
+  if (i.chat_type === 'group') {
+    const gid = Number(i.group_id);
+    if (!Number.isSafeInteger(gid) || gid <= 0) return null;
+    return {
+      key: -gid,
+      chat_type: 'group',
+      group_id: gid,
+      username: str(i.name) || str(i.username), // the name and picture under the keys 1:1 items use
+      userpic: str(i.avatar) || str(i.userpic),
+      type: str(i.type) || 'text',
+      data: str(i.data),
+      time: Number(i.time) || 0,
+      noreadnum: Math.max(0, Number(i.noreadnum) || 0),
+      last_message_id: Number(i.last_message_id) || 0,
+      last_seq: Number.isSafeInteger(i.last_seq) && i.last_seq > 0 ? i.last_seq : 0,
+      from_id: Number(i.from_id) || 0,
+      from_username: str(i.from_username),
+      from_me: !!i.from_me,
+      muted: !!i.muted,
+      role: str(i.role) || 'member',
+      member_count: Number(i.member_count) || 0,
+      dissolved: !!i.dissolved,
+      left: !!i.left,
+    };
+  }
+  if (!Number.isSafeInteger(Number(i.userid))) return null;
+  const out = {
+    key: Number(i.userid),
+    chat_type: 'single',
     userid: Number(i.userid),
     username: typeof i.username === 'string' ? i.username : '',
     userpic: typeof i.userpic === 'string' ? i.userpic : '',
@@ -106,6 +161,17 @@ function cleanItem(i) {
     last_seq: Number.isSafeInteger(i.last_seq) && i.last_seq > 0 ? i.last_seq : 0,
     from_me: !!i.from_me,
   };
+  if (typeof i.online === 'boolean') out.online = i.online;
+  if (Number.isSafeInteger(i.last_seen) || i.last_seen === null) out.last_seen = i.last_seen;
+  return out;
+}
+
+/** /chat/unread's counts by conversation key. */
+function unreadCounts(unread) {
+  const counts = new Map();
+  for (const c of (unread && unread.conversations) || []) counts.set(Number(c.userid), Number(c.noreadnum) || 0);
+  for (const g of (unread && unread.groups) || []) counts.set(-Number(g.group_id), Number(g.noreadnum) || 0);
+  return counts;
 }
 
 export class ChatStore {
@@ -121,11 +187,13 @@ export class ChatStore {
     const cursors = load(`chatseq${this.uid}`, {});
     this.cursors = {};
     if (isObj(cursors)) {
-      for (const [k, v] of Object.entries(cursors)) if (/^[1-9]\d{0,15}$/.test(k) && Number.isSafeInteger(v) && v > 0) this.cursors[k] = v;
+      for (const [k, v] of Object.entries(cursors)) if (/^-?[1-9]\d{0,15}$/.test(k) && Number.isSafeInteger(v) && v > 0) this.cursors[k] = v;
     }
     localStorage.removeItem(`chatlastid${this.uid}`);
     this.ahead = new Map(); // peer -> Set of seqs seen above its cursor (a hole in between)
     this.details = new Map();
+    this.presence = new Map(); // user id -> {online, last_seen} (not cached: the server says on each catch-up)
+    this.groups = new Map(); // group id -> /group/info's answer
     this.listeners = new Set();
     this.rememberUser(user);
   }
@@ -168,6 +236,11 @@ export class ChatStore {
   }
 
   user(peer) {
+    if (peer < 0) {
+      const item = this.item(peer);
+      const g = this.groups.get(-peer);
+      return { id: -peer, username: (g && g.name) || (item && item.username) || `Group ${-peer}`, userpic: (g && g.avatar) || (item && item.userpic) || '' };
+    }
     const u = this.users[peer];
     if (u) return u;
     const item = this.item(peer);
@@ -178,11 +251,69 @@ export class ChatStore {
   // ---- the chat list -----------------------------------------------------------
 
   item(peer) {
-    return this.list.find((i) => i.userid === peer);
+    return this.list.find((i) => i.key === peer);
   }
 
+  /** The unread total of the badge and the title: muted groups left out, as the server's total. */
   total() {
-    return this.list.reduce((n, i) => n + i.noreadnum, 0);
+    return this.list.reduce((n, i) => n + (i.muted ? 0 : i.noreadnum), 0);
+  }
+
+  /** Changes fields of a list item (a group's name, muted, left...). */
+  patchItem(peer, patch) {
+    const i = this.item(peer);
+    if (!i) return;
+    let changed = false;
+    for (const [k, v] of Object.entries(patch)) {
+      if (i[k] !== v) {
+        i[k] = v;
+        changed = true;
+      }
+    }
+    if (!changed) return;
+    this.saveList();
+    this.emit('list');
+    this.emit('detail', peer);
+  }
+
+  // ---- presence and groups ----------------------------------------------------
+
+  /** A user's presence, {online, last_seen}, or null when unknown. */
+  presenceOf(uid) {
+    return this.presence.get(uid) || null;
+  }
+
+  setPresence(uid, online, lastSeen) {
+    if (!Number.isSafeInteger(uid) || typeof online !== 'boolean') return;
+    const cur = this.presence.get(uid);
+    const last_seen = Number.isSafeInteger(lastSeen) ? lastSeen : null;
+    if (cur && cur.online === online && cur.last_seen === last_seen) return;
+    this.presence.set(uid, { online, last_seen });
+    this.emit('presence', uid);
+  }
+
+  /** Keeps a group's /group/info answer (members, roles, presence). */
+  setGroupInfo(info) {
+    const gid = Number(info && info.group_id);
+    if (!Number.isSafeInteger(gid) || gid <= 0) return;
+    const members = Array.isArray(info.members) ? info.members : [];
+    for (const m of members) {
+      const id = Number(m.userid);
+      this.rememberUser({ id, username: m.username, userpic: m.userpic });
+      if (typeof m.online === 'boolean') this.setPresence(id, m.online, m.last_seen);
+    }
+    this.groups.set(gid, { ...info, members });
+    this.patchItem(-gid, {
+      username: str(info.name) || this.user(-gid).username,
+      userpic: str(info.avatar),
+      member_count: Number(info.member_count) || members.length,
+      role: str(info.role) || 'member',
+      left: !!info.left,
+      dissolved: !!info.dissolved,
+      muted: !!info.muted,
+    });
+    this.emit('detail', -gid);
+    this.emit('group', -gid);
   }
 
   saveList() {
@@ -192,30 +323,33 @@ export class ChatStore {
 
   /** Replaces the list with the server's (most recent first), unread counts from /chat/unread. */
   setList(serverList, unread) {
-    const counts = new Map();
-    if (unread && Array.isArray(unread.conversations)) {
-      for (const c of unread.conversations) counts.set(Number(c.userid), Number(c.noreadnum) || 0);
-    }
-    const old = new Map(this.list.map((i) => [i.userid, i]));
+    const counts = unread ? unreadCounts(unread) : new Map();
+    const old = new Map(this.list.map((i) => [i.key, i]));
     this.list = (Array.isArray(serverList) ? serverList : []).map(cleanItem).filter(Boolean);
     for (const i of this.list) {
-      if (counts.has(i.userid)) i.noreadnum = counts.get(i.userid);
-      const prev = old.get(i.userid);
+      if (counts.has(i.key)) i.noreadnum = counts.get(i.key);
+      if (i.chat_type === 'group') {
+        i.from_me = i.from_id === this.uid;
+        if (i.from_id && i.from_username) this.rememberUser({ id: i.from_id, username: i.from_username });
+        continue;
+      }
+      const prev = old.get(i.key);
       // The server's list does not say who wrote the last message; keep what we knew.
       if (prev && prev.last_message_id === i.last_message_id) i.from_me = prev.from_me;
       else i.from_me = this.lastFromMe(i);
       this.rememberUser({ id: i.userid, username: i.username, userpic: i.userpic });
+      if (typeof i.online === 'boolean') this.setPresence(i.userid, i.online, i.last_seen);
     }
     // Our messages still waiting for the server keep their conversation on top.
     for (const prev of old.values()) {
-      if (!this.item(prev.userid) && this.pendingIn(prev.userid).length) this.list.unshift({ ...prev, noreadnum: 0 });
+      if (!this.item(prev.key) && this.pendingIn(prev.key).length) this.list.unshift({ ...prev, noreadnum: 0 });
     }
     this.saveList();
     this.emit('list');
   }
 
   lastFromMe(item) {
-    const d = this.details.get(item.userid);
+    const d = this.details.get(item.key);
     const m = d && d.messages.find((x) => x.id === item.last_message_id);
     return m ? m.from_id === this.uid : false;
   }
@@ -238,9 +372,8 @@ export class ChatStore {
 
   /** Applies counts from /chat/unread to the list. */
   setUnreadCounts(unread) {
-    const counts = new Map();
-    for (const c of (unread && unread.conversations) || []) counts.set(Number(c.userid), Number(c.noreadnum) || 0);
-    for (const i of this.list) i.noreadnum = counts.get(i.userid) || 0;
+    const counts = unreadCounts(unread);
+    for (const i of this.list) i.noreadnum = counts.get(i.key) || 0;
     this.saveList();
     this.emit('list');
   }
@@ -261,12 +394,19 @@ export class ChatStore {
    */
   bump(m, { unread = false } = {}) {
     const peer = peerOf(m, this.uid);
-    let idx = this.list.findIndex((i) => i.userid === peer);
+    const group = peer < 0;
+    let idx = this.list.findIndex((i) => i.key === peer);
     let item = idx >= 0 ? this.list[idx] : null;
     if (item && m.id && item.last_message_id && m.id <= item.last_message_id) return false;
     if (!item) {
-      const u = m.from_id === this.uid ? this.user(peer) : { username: m.from_username, userpic: m.from_userpic };
-      item = { userid: peer, username: u.username, userpic: u.userpic, noreadnum: 0, last_message_id: 0 };
+      if (group) {
+        // A group this client did not know (the caller fetches the list for its name).
+        const g = this.user(peer);
+        item = cleanItem({ chat_type: 'group', group_id: -peer, name: g.username, avatar: g.userpic });
+      } else {
+        const u = m.from_id === this.uid ? this.user(peer) : { username: m.from_username, userpic: m.from_userpic };
+        item = { key: peer, chat_type: 'single', userid: peer, username: u.username, userpic: u.userpic, noreadnum: 0, last_message_id: 0 };
+      }
       this.list.unshift(item);
       idx = 0;
     } else if (idx !== 0) {
@@ -277,7 +417,11 @@ export class ChatStore {
     item.time = m.time;
     item.from_me = m.from_id === this.uid;
     if (m.id) item.last_message_id = m.id;
-    if (m.from_id !== this.uid) {
+    if (m.seq && m.seq > (item.last_seq || 0)) item.last_seq = m.seq;
+    if (group) {
+      item.from_id = m.from_id;
+      item.from_username = m.from_username || this.user(m.from_id).username;
+    } else if (m.from_id !== this.uid) {
       if (m.from_username) item.username = m.from_username;
       if (typeof m.from_userpic === 'string') item.userpic = m.from_userpic;
     }
@@ -482,7 +626,7 @@ export class ChatStore {
    * when opened); one only cached here, at the newest cached seq.
    */
   seedCursors() {
-    for (const i of this.list) if (!this.hasCursor(i.userid)) this.setCursor(i.userid, i.last_seq);
+    for (const i of this.list) if (!this.hasCursor(i.key)) this.setCursor(i.key, i.last_seq);
     for (const peer of this.cachedPeers()) {
       if (this.hasCursor(peer)) continue;
       this.setCursor(peer, Math.max(0, ...this.detail(peer).messages.map((m) => m.seq || 0)));
@@ -492,24 +636,25 @@ export class ChatStore {
   /** Every conversation at its newest message, as the list says (after too much was missed). */
   cursorsFromList() {
     this.ahead.clear();
-    for (const i of this.list) this.setCursor(i.userid, i.last_seq);
+    for (const i of this.list) this.setCursor(i.key, i.last_seq);
   }
 
   /** The cursors to send: the most recent conversations first, at most max (the server's bound). */
   cursorsFor(max = 1000) {
     const out = {};
+    const name = (k) => (Number(k) < 0 ? `g${-Number(k)}` : String(k));
     let n = 0;
     for (const i of this.list) {
       if (n >= max) return out;
-      if (this.hasCursor(i.userid)) {
-        out[i.userid] = this.cursor(i.userid);
+      if (this.hasCursor(i.key)) {
+        out[name(i.key)] = this.cursor(i.key);
         n += 1;
       }
     }
     for (const [k, v] of Object.entries(this.cursors)) {
       if (n >= max) break;
-      if (!(k in out)) {
-        out[k] = v;
+      if (!(name(k) in out)) {
+        out[name(k)] = v;
         n += 1;
       }
     }

@@ -165,3 +165,56 @@ export async function screenshot(page, name) {
   await page.screenshot({ path: file });
   return file;
 }
+
+// ---- groups and presence ----------------------------------------------------------
+
+/** The open conversation's rows as a group shows them: [{kind: 'system'|'mine'|'theirs', sender, text}]. */
+export async function groupRows(page) {
+  return page.locator('#message-rows .row').evaluateAll((rows) =>
+    rows.map((r) => ({
+      kind: r.classList.contains('system') ? 'system' : r.classList.contains('mine') ? 'mine' : 'theirs',
+      sender: r.querySelector('.sender') ? r.querySelector('.sender').textContent : '',
+      text: r.querySelector('.bubble').textContent,
+    })),
+  );
+}
+
+/** Creates a group through the "New group" dialog, picking members by name; waits for it to open. */
+export async function createGroup(page, name, memberNames) {
+  await page.locator('.tab[data-tab="chats"]').click();
+  await page.locator('#new-group').click();
+  await page.locator('#group-dialog').waitFor({ state: 'visible' });
+  await page.locator('#group-name').fill(name);
+  for (const m of memberNames) {
+    await page.locator('#group-q').fill(m);
+    const hit = page.locator('#group-results .user-item').filter({ has: page.locator('.user-name', { hasText: m }) });
+    await hit.first().locator('button.pick').click();
+    await page.locator('#group-picked .chip', { hasText: m }).waitFor();
+  }
+  await page.locator('#group-create').click();
+  await page.locator('#group-dialog').waitFor({ state: 'hidden' });
+  await page.locator('#conversation.is-group').waitFor({ state: 'visible' });
+  await page.waitForFunction((n) => document.querySelector('#conv-name').textContent === n, name);
+}
+
+/** Opens a conversation of the chat list by its name. */
+export async function openChat(page, name) {
+  await page.locator('.tab[data-tab="chats"]').click();
+  const item = page.locator('#chat-list .chat-item').filter({ has: page.locator('.chat-name', { hasText: name }) });
+  await item.first().locator('.chat-link').click();
+  await page.waitForFunction((n) => document.querySelector('#conv-name').textContent === n && !document.querySelector('#conversation').hidden, name);
+}
+
+/** Opens the members panel of the open group and returns its members [{name, role, online}]. */
+export async function groupMembers(page) {
+  if (await page.locator('#members-panel').isHidden()) await page.locator('#conv-members-btn').click();
+  return page.locator('#members-list .member').evaluateAll((items) =>
+    items.map((li) => ({ name: li.querySelector('.member-name').textContent, role: li.dataset.role, online: li.dataset.online === 'true' })),
+  );
+}
+
+/** Whether the chat list item named `name` shows an online dot. */
+export async function listOnline(page, name) {
+  const item = page.locator('#chat-list .chat-item').filter({ has: page.locator('.chat-name', { hasText: name }) });
+  return item.first().locator('.presence-dot.online').count().then((n) => n > 0);
+}

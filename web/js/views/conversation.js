@@ -1,9 +1,14 @@
 // views/conversation.js: one conversation. Bubbles (mine on the right), times,
 // older pages when scrolled to the top, each own message's state (sending,
-// sent, read, failed with a retry), "typing…", and the send box.
-import { avatar, h, safeUrl } from '../dom.js';
-import { clock, dividerTime } from '../format.js';
-import { messageKey } from '../store.js';
+// sent, read, failed with a retry), "typing…", and the send box. In a group
+// (a negative key, store.js) each message of another member shows its
+// sender's name and avatar, system messages are centred lines, the header
+// says how many members there are, and a member who left or was removed
+// (or a dissolved group) gets a notice instead of the send box. A 1:1
+// header shows the peer's presence: "online" and a dot, or "last seen at …".
+import { avatar, h, safeUrl, withPresence } from '../dom.js';
+import { clock, dividerTime, presenceText, systemText } from '../format.js';
+import { messageKey, systemData } from '../store.js';
 
 const DIVIDER_GAP_MS = 5 * 60 * 1000;
 const STATE_LABEL = { sending: 'Sending…', sent: 'Sent', read: 'Read', failed: 'Failed' };
@@ -119,17 +124,53 @@ export class ConversationView {
     this.setTyping(false);
   }
 
-  renderHeader() {
-    const u = this.store.user(this.peer);
-    this.els.avatar.replaceChildren(avatar(u));
-    this.els.name.textContent = u.username;
-    this.els.root.dataset.peer = String(this.peer);
+  get group() {
+    return this.peer !== null && this.peer < 0;
   }
 
-  setTyping(on) {
-    this.els.status.textContent = on ? 'typing…' : '';
+  renderHeader() {
+    const u = this.store.user(this.peer);
+    const els = this.els;
+    els.name.textContent = u.username;
+    els.root.dataset.peer = String(this.peer);
+    els.root.classList.toggle('is-group', this.group);
+    els.membersBtn.hidden = !this.group;
+    let sub = '';
+    if (this.group) {
+      els.avatar.replaceChildren(avatar(u));
+      const item = this.store.item(this.peer) || {};
+      const g = this.store.groups.get(-this.peer);
+      const n = (g && Number(g.member_count)) || item.member_count || 0;
+      sub = item.dissolved ? 'Dissolved' : item.left ? 'You are not a member' : n ? `${n} member${n === 1 ? '' : 's'}` : '';
+      const closed = !!(item.dissolved || item.left);
+      els.composer.hidden = closed;
+      if (closed) els.imageForm.hidden = true;
+      els.notice.hidden = !closed;
+      els.notice.textContent = item.dissolved
+        ? 'This group was dissolved. You can still read it.'
+        : item.left
+          ? 'You are no longer a member of this group. You can still read what was said while you were.'
+          : '';
+    } else {
+      const p = this.store.presenceOf(this.peer);
+      els.avatar.replaceChildren(withPresence(avatar(u), !!(p && p.online)));
+      sub = presenceText(p);
+      els.composer.hidden = false;
+      els.notice.hidden = true;
+    }
+    if (els.historyState.dataset.state === 'complete') this.setHistoryState('complete'); // the name may have changed
+    els.sub.textContent = sub;
+    els.sub.dataset.online = String(!this.group && sub === 'online');
+    els.sub.hidden = !sub || els.root.classList.contains('peer-typing');
+  }
+
+  /** text: what to show ("typing…", "alice is typing…"), or false/'' for nothing. */
+  setTyping(text) {
+    const on = !!text;
+    this.els.status.textContent = on ? (text === true ? 'typing…' : text) : '';
     this.els.status.hidden = !on;
     this.els.root.classList.toggle('peer-typing', on);
+    this.els.sub.hidden = on || !this.els.sub.textContent;
   }
 
   /** 'idle' | 'loading' | 'complete' | 'error' */
@@ -139,7 +180,9 @@ export class ConversationView {
     if (state === 'loading') el.textContent = 'Loading earlier messages…';
     else if (state === 'complete') {
       const u = this.peer !== null && this.store ? this.store.user(this.peer) : null;
-      el.textContent = u ? `This is the beginning of your conversation with ${u.username}.` : '';
+      if (!u) el.textContent = '';
+      else if (this.group) el.textContent = `This is the beginning of ${u.username}.`;
+      else el.textContent = `This is the beginning of your conversation with ${u.username}.`;
     } else if (state === 'error') el.textContent = 'Could not load earlier messages. Scroll up to try again.';
     else el.textContent = '';
   }
@@ -166,25 +209,29 @@ export class ConversationView {
       }
     }
     const uid = this.store.uid;
-    const receipt = this.store.receipts[this.peer] || 0;
+    const group = this.group;
+    const receipt = group ? 0 : this.store.receipts[this.peer] || 0;
     const messages = this.store.detail(this.peer).messages;
     const wanted = [];
     let prev = null;
     for (const m of messages) {
       const key = messageKey(m);
-      const mine = m.from_id === uid;
+      const system = m.type === 'system';
+      const mine = m.from_id === uid && !system;
       const state = mine ? (m.id ? (m.id <= receipt ? 'read' : 'sent') : m.state) : '';
       const divider = !prev || m.time - prev.time > DIVIDER_GAP_MS || !sameDay(m.time, prev.time) ? dividerTime(m.time) : '';
-      const sig = `${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}`;
+      const sender = group && !mine && !system ? this.store.users[m.from_id] || { id: m.from_id, username: m.from_username || `User ${m.from_id}`, userpic: m.from_userpic } : null;
+      const sig = `${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}|${sender ? `${sender.username}\u0000${sender.userpic}` : ''}`;
       let row = this.rows.get(key);
       if (!row) {
-        row = h('div', { class: `row ${mine ? 'mine' : 'theirs'}` });
-        row._bubble = this.bubble(m);
+        row = h('div', { class: `row ${system ? 'system' : mine ? 'mine' : 'theirs'}${sender ? ' grouped' : ''}` });
+        row._bubble = system ? this.systemLine(m) : this.bubble(m);
         this.rows.set(key, row);
       }
       if (row._sig !== sig) {
         row._sig = sig;
-        this.fillRow(row, m, mine, state, divider);
+        if (system) this.fillSystemRow(row, m, divider);
+        else this.fillRow(row, m, mine, state, divider, sender);
       }
       wanted.push(row);
       prev = m;
@@ -225,7 +272,19 @@ export class ConversationView {
     return h('div', { class: `bubble ${m.type === 'emoji' ? 'emoji' : 'text'}`, text: m.data });
   }
 
-  fillRow(row, m, mine, state, divider) {
+  systemLine(m) {
+    const store = this.store;
+    const actor = m.from_id === store.uid ? store.me.username : m.from_username || store.user(m.from_id).username;
+    return h('div', { class: 'bubble system', text: systemText(systemData(m), actor, (id) => store.user(id).username) });
+  }
+
+  fillSystemRow(row, m, divider) {
+    row.dataset.key = messageKey(m);
+    if (m.id) row.dataset.id = String(m.id);
+    row.replaceChildren(divider ? h('div', { class: 'divider', text: divider }) : '', row._bubble);
+  }
+
+  fillRow(row, m, mine, state, divider, sender = null) {
     row.dataset.key = messageKey(m);
     if (m.id) row.dataset.id = String(m.id);
     else delete row.dataset.id;
@@ -237,6 +296,14 @@ export class ConversationView {
         if (m.error) meta.append(h('span', { class: 'state-error', text: m.error }));
         meta.append(h('button', { type: 'button', class: 'retry', text: 'Retry', onclick: () => this.actions.retry(this.peer, m.client_msg_id) }));
       }
+    }
+    if (sender) {
+      row.dataset.from = String(m.from_id);
+      row.replaceChildren(
+        divider ? h('div', { class: 'divider', text: divider }) : '',
+        h('div', { class: 'line' }, avatar(sender, 'sm'), h('div', { class: 'stack' }, h('div', { class: 'sender', text: sender.username }), row._bubble, meta)),
+      );
+      return;
     }
     row.replaceChildren(divider ? h('div', { class: 'divider', text: divider }) : '', row._bubble, meta);
   }
