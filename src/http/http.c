@@ -31,11 +31,17 @@ struct http_state {
 };
 
 static http_request_fn request_handler;
+static http_body_policy_fn body_policy;
 static http_parser_settings parser_settings;
 
 void http_set_request_handler(http_request_fn fn)
 {
     request_handler = fn;
+}
+
+void http_set_body_policy(http_body_policy_fn fn)
+{
+    body_policy = fn;
 }
 
 const char *http_status_text(int status)
@@ -90,6 +96,11 @@ static void request_free(http_request *req)
 {
     if (!req)
         return;
+    if (req->release) {
+        void (*release)(http_request *) = req->release;
+        req->release = NULL;
+        release(req);
+    }
     free(req->head);
     free(req->headers);
     free(req->body);
@@ -343,6 +354,13 @@ static void fail_request(conn *c, int status, const char *code, const char *msg)
     conn_close_after_write(c, 2000);
 }
 
+static void fail_too_large(conn *c, uint32_t limit)
+{
+    char msg[128];
+    snprintf(msg, sizeof(msg), "request body is larger than %lu bytes", (unsigned long)limit);
+    fail_request(c, 413, "too_large", msg);
+}
+
 /* ---- parser callbacks -------------------------------------------------- */
 
 static int on_message_begin(http_parser *p)
@@ -519,17 +537,28 @@ static int on_headers_complete(http_parser *p)
         fail_request(c, 400, "bad_request", "only HTTP/1.0 and HTTP/1.1 are supported");
         return 0;
     }
-    if (p->flags & F_CHUNKED) {
+    http_body_policy policy = {.limit = cfg->max_body};
+    if (body_policy)
+        body_policy(req, &policy);
+    if (policy.refuse_status) {
+        fail_request(c, policy.refuse_status, policy.refuse_code ? policy.refuse_code : "refused",
+                     policy.refuse_msg ? policy.refuse_msg : "request refused");
+        return 0;
+    }
+    if (policy.limit < 0)
+        policy.limit = 0;
+    if (policy.limit > UINT32_MAX - 1)
+        policy.limit = UINT32_MAX - 1;
+    req->body_limit = (uint32_t)policy.limit;
+    req->body_large = policy.large;
+    if ((p->flags & F_CHUNKED) && !policy.large) {
         fail_request(c, 411, "length_required",
                      "chunked request bodies are not supported: send Content-Length");
         return 0;
     }
     uint64_t clen = p->content_length == ULLONG_MAX ? 0 : p->content_length;
-    if (clen > (uint64_t)cfg->max_body) {
-        char msg[128];
-        snprintf(msg, sizeof(msg), "request body is larger than %lld bytes",
-                 (long long)cfg->max_body);
-        fail_request(c, 413, "too_large", msg);
+    if (clen > req->body_limit) {
+        fail_too_large(c, req->body_limit);
         return 0;
     }
     if (clen > 0) {
@@ -541,16 +570,44 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
+/* A chunked body of a large request grows its buffer by doubling, never
+ * past the policy's limit: 413 as soon as the body would pass it. */
+static int grow_body(conn *c, http_request *req, size_t need)
+{
+    if (need > req->body_limit) {
+        fail_too_large(c, req->body_limit);
+        return 1;
+    }
+    size_t cap = req->body_cap ? (size_t)req->body_cap * 2 : 65536;
+    while (cap < need)
+        cap *= 2;
+    if (cap > req->body_limit)
+        cap = req->body_limit;
+    char *body = realloc(req->body, cap + 1);
+    if (!body)
+        return -1;
+    req->body = body;
+    req->body_cap = (uint32_t)cap;
+    return 0;
+}
+
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     conn *c = p->data;
     http_request *req = c->http->req;
     if (c->http->failed)
         return 0;
-    if (req->body_len + len > req->body_cap)
-        return -1; /* cannot happen with Content-Length; guards the copy */
+    if (req->body_len + len > req->body_cap) {
+        if (!req->body_large)
+            return -1; /* cannot happen with Content-Length; guards the copy */
+        int r = grow_body(c, req, req->body_len + len);
+        if (r != 0)
+            return r < 0 ? -1 : 0; /* 1: answered 413 */
+    }
     memcpy(req->body + req->body_len, at, len);
     req->body_len += len;
+    if (req->body_large) /* progress: a slow upload is not a stalled one */
+        conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout * 1000);
     return 0;
 }
 

@@ -8,6 +8,9 @@
  * Limits (config): request line + headers --max-header-size and
  * --max-headers (431), body --max-body (413), chunked bodies (411), slow
  * headers --header-timeout (408), idle keep-alive --keepalive-timeout.
+ * The application may decide otherwise for a request once its headers are
+ * in, before any byte of its body is read (http_set_body_policy): a larger
+ * limit, chunked bodies, a refusal (an upload slot is taken: 503).
  * Answers count against --max-outbuf: while more than that is queued, the
  * next pipelined request is neither parsed nor read (an answer is always
  * queued whole); a client that takes no byte of it for --header-timeout is
@@ -52,19 +55,46 @@ struct http_request {
     http_header_entry *headers;
     uint32_t n_headers, headers_cap;
     uint32_t body_cap;
+    uint32_t body_limit; /* the body policy's limit */
+    bool body_large;     /* the body policy's large */
     bool responded;
     bool in_dispatch;
     bool headers_done; /* every header is complete and NUL-terminated */
     bool cors_allowed; /* Origin is in --cors-origins */
     uint8_t route;     /* enum metrics_route, set by the application's router */
     char peer_ip[48];  /* for rate limits and logs */
+    /* Set by the body policy when it took something for this request (an
+     * upload slot): runs exactly once, when the request is freed, answered
+     * or abandoned (the connection closed while the body was arriving). */
+    void (*release)(http_request *req);
 };
+
+/* What the application says about a request's body, asked once its headers
+ * are in and before any byte of the body is read. */
+typedef struct http_body_policy {
+    int64_t limit; /* in: --max-body; out: the most bytes this request's body may have (413) */
+    /* out: a large body (an upload): Transfer-Encoding: chunked is accepted,
+     * its buffer grown up to limit (413 as soon as it passes), and the
+     * --header-timeout deadline restarts whenever body bytes arrive, so a
+     * slow link is not cut while it makes progress */
+    bool large;
+    /* out: non-zero refuses the request with this status, code and message
+     * before its body is read (the connection is closed after the answer) */
+    int refuse_status;
+    const char *refuse_code;
+    const char *refuse_msg;
+} http_body_policy;
+typedef void (*http_body_policy_fn)(http_request *req, http_body_policy *policy);
 
 /* The protocol handler for new connections (use with server_init). */
 extern const conn_handler http_conn_handler;
 
 /* Installs the application's request handler (one per process). */
 void http_set_request_handler(http_request_fn fn);
+/* Installs the body policy (NULL = --max-body for every request, no
+ * chunked bodies). req->path, req->method and the headers are set when it
+ * runs; it must not answer the request itself. */
+void http_set_body_policy(http_body_policy_fn fn);
 
 /* Case-insensitive header look-up; NULL when absent. */
 const char *http_header(const http_request *req, const char *name);
