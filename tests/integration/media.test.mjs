@@ -1,0 +1,484 @@
+// Picture upload and serving (docs/MEDIA.md): POST /media with each of the four
+// types, raw and multipart; the size read from the headers; GET returns the same
+// bytes with the type of the name, nosniff, immutable caching and the ETag; the
+// same bytes twice are one file; a non-image, a truncated or malformed picture,
+// an oversized body, a missing token, bad names and traversal are refused with
+// nothing stored; --upload-concurrency answers 503 busy; other paths keep
+// --max-body. Every picture is built here, byte by byte (PNG through zlib).
+import { test, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { startServer, sleep } from './lib/server.mjs';
+import { RawConn, rawRequest, json } from './lib/http.mjs';
+import { register, uname } from './lib/chat.mjs';
+
+// ---- pictures -------------------------------------------------------------
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+function crc32(buf) {
+  let c = 0xffffffff;
+  for (const b of buf) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+function pngChunk(type, data) {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(data.length);
+  const td = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(td));
+  return Buffer.concat([len, td, crc]);
+}
+/** A real RGB PNG of w x h (a gradient; `seed` changes the pixels, so the bytes). */
+function png(w, h, seed = 0) {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8);
+  const rows = [];
+  for (let y = 0; y < Math.min(h, 64); y++) {
+    const row = Buffer.alloc(1 + 3 * Math.min(w, 64));
+    for (let i = 1; i < row.length; i++) row[i] = (i * 7 + y * 13 + seed) & 255;
+    rows.push(row);
+  }
+  // (for large sides the pixel data is short: we identify, never decode)
+  return Buffer.concat([
+    Buffer.from('89504e470d0a1a0a', 'hex'),
+    pngChunk('IHDR', ihdr),
+    pngChunk('IDAT', zlib.deflateSync(Buffer.concat(rows))),
+    pngChunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+const u16be = (v) => Buffer.from([(v >> 8) & 255, v & 255]);
+const u16le = (v) => Buffer.from([v & 255, (v >> 8) & 255]);
+const u32le = (v) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0);
+  return b;
+};
+/** A baseline JPEG's structure: SOI, APP0, SOF0 with the size, SOS, data, EOI. */
+function jpeg(w, h) {
+  return Buffer.concat([
+    Buffer.from('ffd8', 'hex'),
+    Buffer.from('ffe000104a46494600010100000100010000', 'hex'),
+    Buffer.from('ffc00011', 'hex'),
+    Buffer.from([8]),
+    u16be(h),
+    u16be(w),
+    Buffer.from('03011100021101031101', 'hex'),
+    Buffer.from('ffda000c03010002110311003f00', 'hex'),
+    Buffer.from('1234ff0056', 'hex'),
+    Buffer.from('ffd9', 'hex'),
+  ]);
+}
+/** A GIF89a with a 2-colour table and one image. */
+function gif(w, h) {
+  return Buffer.concat([
+    Buffer.from('GIF89a', 'latin1'),
+    u16le(w),
+    u16le(h),
+    Buffer.from('800000000000ffffff', 'hex'),
+    Buffer.from('21f90400000000002c00000000', 'hex'),
+    u16le(w),
+    u16le(h),
+    Buffer.from('0002024401003b', 'hex'),
+  ]);
+}
+/** A lossless WebP (RIFF, one VP8L chunk). */
+function webp(w, h) {
+  const vp8l = Buffer.concat([Buffer.from('VP8L', 'latin1'), u32le(5), Buffer.from([0x2f]), u32le((w - 1) | ((h - 1) << 14)), Buffer.from([0])]);
+  return Buffer.concat([Buffer.from('RIFF', 'latin1'), u32le(vp8l.length + 4), Buffer.from('WEBP', 'latin1'), vp8l]);
+}
+
+const PICTURES = [
+  { kind: 'png', mime: 'image/png', w: 33, h: 17, bytes: png(33, 17) },
+  { kind: 'jpg', mime: 'image/jpeg', w: 1024, h: 768, bytes: jpeg(1024, 768) },
+  { kind: 'gif', mime: 'image/gif', w: 5, h: 3, bytes: gif(5, 3) },
+  { kind: 'webp', mime: 'image/webp', w: 300, h: 200, bytes: webp(300, 200) },
+];
+
+const sha256 = (b) => crypto.createHash('sha256').update(b).digest('hex');
+
+// ---- servers --------------------------------------------------------------
+
+const MAX_UPLOAD = 65536;
+const MAX_BODY = 4096;
+const [srv, one] = await Promise.all([
+  startServer({ options: { 'max-upload': MAX_UPLOAD, 'max-body': MAX_BODY } }),
+  startServer({ options: { 'upload-concurrency': 1, 'header-timeout': 1 } }),
+]);
+after(() => Promise.all([srv.stop(), one.stop()]));
+const alice = await register(srv, uname('media'));
+const bob = await register(one, uname('media'));
+const mediaDir = (s) => path.join(s.dataDir, 'media');
+const listMedia = async (s) => (await fsp.readdir(mediaDir(s))).sort();
+
+async function upload(s, body, { token = alice.token, contentType = 'application/octet-stream', headers = {} } = {}) {
+  const h = { ...headers };
+  if (token) h.Authorization = `Bearer ${token}`;
+  if (contentType && !(body instanceof FormData)) h['Content-Type'] = contentType;
+  const r = await fetch(`${s.url}/media`, { method: 'POST', headers: h, body, signal: AbortSignal.timeout(5000) });
+  const text = await r.text();
+  let parsed;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  return { status: r.status, headers: r.headers, text, body: parsed };
+}
+
+/** multipart/form-data as uni.uploadFile sends it: a form field, then the file part. */
+function uniMultipart(bytes, filename = 'photo.jpg') {
+  const boundary = '----uniapp' + crypto.randomBytes(8).toString('hex');
+  const body = Buffer.concat([
+    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="user"\r\n\r\nalice\r\n`),
+    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\nContent-Type: application/octet-stream\r\n\r\n`),
+    bytes,
+    Buffer.from(`\r\n--${boundary}--\r\n`),
+  ]);
+  return { body, contentType: `multipart/form-data; boundary=${boundary}` };
+}
+
+function assertError(r, status, code) {
+  assert.equal(r.status, status, `HTTP ${r.status}: ${r.text}`);
+  assert.equal(r.body?.status, false, r.text);
+  assert.equal(r.body?.code, code, r.text);
+}
+
+function assertStored(r, pic) {
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.body.status, true);
+  const d = r.body.data;
+  assert.equal(d.type, pic.mime);
+  assert.equal(d.width, pic.w);
+  assert.equal(d.height, pic.h);
+  assert.equal(d.size, pic.bytes.length);
+  assert.equal(d.url, `/media/${sha256(pic.bytes)}.${pic.kind}`, 'the name is the SHA-256 of the bytes and the type');
+  return d;
+}
+
+// ---- tests ------------------------------------------------------------------
+
+describe('upload and serve each type', () => {
+  for (const pic of PICTURES) {
+    test(`${pic.kind}: raw body, then GET gives the same bytes and headers`, async () => {
+      // the client's Content-Type says nothing: the bytes decide
+      const d = assertStored(await upload(srv, pic.bytes, { contentType: 'text/plain' }), pic);
+      const g = await fetch(srv.url + d.url, { signal: AbortSignal.timeout(3000) });
+      assert.equal(g.status, 200);
+      assert.ok(Buffer.from(await g.arrayBuffer()).equals(pic.bytes), 'identical bytes');
+      assert.equal(g.headers.get('content-type'), pic.mime);
+      assert.equal(g.headers.get('x-content-type-options'), 'nosniff');
+      assert.equal(g.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+      assert.equal(g.headers.get('etag'), `"${d.url.slice(7)}"`);
+      assert.equal(Number(g.headers.get('content-length')), pic.bytes.length);
+      const onDisk = await fsp.readFile(path.join(mediaDir(srv), d.url.slice(7)));
+      assert.ok(onDisk.equals(pic.bytes), 'stored under --media-dir by name');
+    });
+
+    test(`${pic.kind}: multipart as uni.uploadFile sends it`, async () => {
+      const mp = uniMultipart(pic.bytes, `x.${pic.kind === 'png' ? 'gif' : 'png'}`); // a lying name
+      assertStored(await upload(srv, mp.body, { contentType: mp.contentType }), pic);
+    });
+
+    test(`${pic.kind}: multipart from a browser's FormData`, async () => {
+      const fd = new FormData();
+      fd.append('caption', 'hello');
+      fd.append('file', new Blob([pic.bytes], { type: 'image/x-whatever' }), 'pasted');
+      assertStored(await upload(srv, fd), pic);
+    });
+  }
+
+  test('chunked upload (Transfer-Encoding: chunked) is read up to --max-upload', async () => {
+    const pic = { kind: 'png', mime: 'image/png', w: 40, h: 30, bytes: png(40, 30, 9) };
+    const c = await RawConn.connect(srv.port);
+    try {
+      await c.write(`POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${alice.token}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      const half = pic.bytes.length >> 1;
+      for (const part of [pic.bytes.subarray(0, half), pic.bytes.subarray(half)]) {
+        await c.write(`${part.length.toString(16)}\r\n`);
+        await c.write(part);
+        await c.write('\r\n');
+        await sleep(20);
+      }
+      await c.write('0\r\n\r\n');
+      const r = await c.readResponse();
+      assertStored({ status: r.status, body: json(r), text: r.body.toString() }, pic);
+    } finally {
+      c.destroy();
+    }
+  });
+
+  test('HEAD gives the headers and the length, If-None-Match gives 304', async () => {
+    const d = assertStored(await upload(srv, PICTURES[0].bytes), PICTURES[0]);
+    const { response: h } = await rawRequest(srv.port, `HEAD ${d.url} HTTP/1.1\r\nHost: x\r\n\r\n`, { head: true });
+    assert.equal(h.status, 200);
+    assert.equal(Number(h.headers['content-length']), PICTURES[0].bytes.length);
+    assert.equal(h.headers['content-type'], 'image/png');
+    assert.equal(h.body.length, 0);
+    const n = await fetch(srv.url + d.url, { headers: { 'If-None-Match': `"${d.url.slice(7)}"` } });
+    assert.equal(n.status, 304);
+    assert.equal(n.headers.get('etag'), `"${d.url.slice(7)}"`);
+  });
+});
+
+describe('content addressing', () => {
+  test('the same bytes twice, raw and multipart, are one file with one URL', async () => {
+    const pic = { kind: 'gif', mime: 'image/gif', w: 77, h: 66, bytes: gif(77, 66) };
+    const a = assertStored(await upload(srv, pic.bytes), pic);
+    const mp = uniMultipart(pic.bytes);
+    const b = assertStored(await upload(srv, mp.body, { contentType: mp.contentType }), pic);
+    const c = assertStored(await upload(srv, pic.bytes), pic);
+    assert.equal(a.url, b.url);
+    assert.equal(b.url, c.url);
+    const files = await listMedia(srv);
+    assert.equal(files.filter((f) => f === a.url.slice(7)).length, 1);
+    assert.deepEqual(
+      files.filter((f) => f.startsWith('.')),
+      [],
+      'no temporary file left behind',
+    );
+  });
+
+  test('different bytes get different names; the media directory is 0700', async () => {
+    const a = (await upload(srv, png(8, 8, 1))).body.data.url;
+    const b = (await upload(srv, png(8, 8, 2))).body.data.url;
+    assert.notEqual(a, b);
+    const st = await fsp.stat(mediaDir(srv));
+    assert.equal(st.mode & 0o777, 0o700);
+  });
+});
+
+describe('refused uploads store nothing', () => {
+  const refusals = [
+    ['a text file named .png', () => ({ body: Buffer.from('just some text, renamed to cat.png\n'), contentType: 'image/png' }), 415, 'unsupported_media_type'],
+    ['a text file in multipart as x.png', () => uniMultipart(Buffer.from('<svg onload=alert(1)>'), 'x.png'), 415, 'unsupported_media_type'],
+    ['an HTML page', () => ({ body: Buffer.from('<!doctype html><script>alert(1)</script>') }), 415, 'unsupported_media_type'],
+    ['a truncated PNG (IEND missing)', () => ({ body: png(20, 20, 5).subarray(0, -12) }), 400, 'truncated_image'],
+    ['a truncated PNG (cut inside IDAT)', () => ({ body: png(20, 20, 6).subarray(0, 60) }), 400, 'truncated_image'],
+    ['a truncated JPEG (no EOI)', () => ({ body: jpeg(640, 480).subarray(0, -2) }), 400, 'truncated_image'],
+    ['a truncated JPEG (cut in the header)', () => ({ body: jpeg(640, 480).subarray(0, 30) }), 400, 'truncated_image'],
+    ['a truncated GIF', () => ({ body: gif(9, 9).subarray(0, -1) }), 400, 'truncated_image'],
+    ['a truncated WebP', () => ({ body: webp(9, 9).subarray(0, -3) }), 400, 'truncated_image'],
+    ['a truncated JPEG in multipart', () => uniMultipart(jpeg(10, 10).subarray(0, -2)), 400, 'truncated_image'],
+    ['a PNG of width 0', () => ({ body: png(0, 5) }), 400, 'bad_image'],
+    ['a PNG wider than 20000 px', () => ({ body: png(20001, 5) }), 400, 'bad_image'],
+    ['a JPEG taller than 20000 px', () => ({ body: jpeg(5, 30000) }), 400, 'bad_image'],
+    ['a PNG with HTML after IEND', () => ({ body: Buffer.concat([png(4, 4, 7), Buffer.from('<html>')]) }), 400, 'bad_image'],
+    ['an empty body', () => ({ body: Buffer.alloc(0) }), 400, 'empty_file'],
+    ['multipart without its closing boundary', () => {
+      const mp = uniMultipart(png(3, 3, 8));
+      return { body: mp.body.subarray(0, -20), contentType: mp.contentType };
+    }, 400, 'bad_multipart'],
+    ['multipart without a boundary', () => ({ body: png(3, 3, 8), contentType: 'multipart/form-data' }), 400, 'bad_multipart'],
+    ['multipart/mixed', () => ({ body: png(3, 3, 8), contentType: 'multipart/mixed; boundary=x' }), 400, 'bad_multipart'],
+    ['multipart with two files', () => {
+      const b = 'BOUNDARY42';
+      const part = (n, bytes) => Buffer.concat([Buffer.from(`--${b}\r\nContent-Disposition: form-data; name="${n}"; filename="${n}.png"\r\n\r\n`), bytes, Buffer.from('\r\n')]);
+      return { body: Buffer.concat([part('a', png(3, 3, 10)), part('b', png(3, 3, 11)), Buffer.from(`--${b}--\r\n`)]), contentType: `multipart/form-data; boundary=${b}` };
+    }, 400, 'bad_multipart'],
+  ];
+  for (const [what, make, status, code] of refusals) {
+    test(`${what}: ${status} ${code}`, async () => {
+      const before = await listMedia(srv);
+      const { body, contentType } = make();
+      assertError(await upload(srv, body, { contentType }), status, code);
+      assert.deepEqual(await listMedia(srv), before, 'nothing stored');
+    });
+  }
+});
+
+describe('limits', () => {
+  test('a body over --max-upload: 413 from Content-Length, before the body is sent', async () => {
+    const req = `POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${alice.token}\r\nContent-Length: ${MAX_UPLOAD + 1}\r\n\r\n`;
+    const { response } = await rawRequest(srv.port, req, { timeoutMs: 900 });
+    assert.equal(response.status, 413);
+    assert.equal(json(response).code, 'too_large');
+  });
+
+  test('a chunked body over --max-upload: 413 while it is read', async () => {
+    const c = await RawConn.connect(srv.port);
+    try {
+      await c.write(`POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${alice.token}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      const chunk = Buffer.alloc(16384, 0x41);
+      let answered = null;
+      c.readResponse({ timeoutMs: 4000 }).then(
+        (r) => (answered = r),
+        () => {},
+      );
+      for (let sent = 0; sent < 4 * MAX_UPLOAD && !answered && !c.ended; sent += chunk.length) {
+        await c.write(`${chunk.length.toString(16)}\r\n`);
+        await c.write(chunk);
+        await c.write('\r\n');
+        await sleep(5);
+      }
+      const r = answered || (await c.readResponse({ timeoutMs: 2000 }));
+      assert.equal(r.status, 413);
+      assert.equal(json(r).code, 'too_large');
+    } finally {
+      c.destroy();
+    }
+  });
+
+  test('a body of exactly --max-upload bytes is read (and judged by its bytes)', async () => {
+    const body = Buffer.alloc(MAX_UPLOAD, 0x20);
+    assertError(await upload(srv, body), 415, 'unsupported_media_type');
+  });
+
+  test('other paths keep --max-body (413), and chunked bodies (411)', async () => {
+    const big = JSON.stringify({ username: 'x', password: 'y'.repeat(MAX_BODY) });
+    const r = await fetch(`${srv.url}/user/login`, { method: 'POST', body: big, headers: { 'Content-Type': 'application/json' } });
+    assert.equal(r.status, 413);
+    assert.equal((await r.json()).code, 'too_large');
+    // the same size is fine on /media (judged as a picture)
+    assertError(await upload(srv, Buffer.from(big)), 415, 'unsupported_media_type');
+    const chunked =
+      `POST /chat/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${alice.token}\r\nContent-Type: application/json\r\n` +
+      `Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n`;
+    const { response } = await rawRequest(srv.port, chunked);
+    assert.equal(response.status, 411);
+  });
+});
+
+describe('authentication', () => {
+  test('no token: 401 before the body is read', async () => {
+    const req = `POST /media HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n`;
+    const { response } = await rawRequest(srv.port, req, { timeoutMs: 900 });
+    assert.equal(response.status, 401);
+    assert.equal(json(response).code, 'unauthorized');
+  });
+
+  test('a wrong token: 401, nothing stored', async () => {
+    const before = await listMedia(srv);
+    assertError(await upload(srv, png(6, 6, 12), { token: 'x'.repeat(43) }), 401, 'unauthorized');
+    assert.deepEqual(await listMedia(srv), before);
+  });
+
+  test('the token header works as for the chat endpoints', async () => {
+    const pic = { kind: 'png', mime: 'image/png', w: 6, h: 7, bytes: png(6, 7, 13) };
+    assertStored(await upload(srv, pic.bytes, { token: null, headers: { token: alice.token } }), pic);
+  });
+
+  test('GET /media and other methods: 405', async () => {
+    assert.equal((await fetch(`${srv.url}/media`)).status, 405);
+    const d = assertStored(await upload(srv, PICTURES[2].bytes), PICTURES[2]);
+    assert.equal((await fetch(srv.url + d.url, { method: 'DELETE' })).status, 405);
+    assert.equal((await fetch(srv.url + d.url, { method: 'POST', headers: { Authorization: `Bearer ${alice.token}` } })).status, 405);
+  });
+});
+
+describe('names', () => {
+  const hex = 'ab'.repeat(32);
+  const bad = [
+    '/media/',
+    '/media/abc.png',
+    `/media/${hex}`,
+    `/media/${hex}.`,
+    `/media/${hex}.PNG`,
+    `/media/${hex}.svg`,
+    `/media/${hex}.html`,
+    `/media/${hex}.png.html`,
+    `/media/${hex.toUpperCase()}.png`,
+    `/media/${hex}a.png`,
+    `/media/${hex.slice(1)}.png`,
+    `/media/${hex}.png/`,
+    `/media/${hex}.png`, // well formed, not stored
+  ];
+  for (const p of bad) {
+    test(`GET ${p.length > 40 ? p.slice(0, 20) + '…' + p.slice(-12) : p}: 404`, async () => {
+      const r = await fetch(srv.url + p, { signal: AbortSignal.timeout(3000) });
+      assert.equal(r.status, 404);
+      assert.equal((await r.json()).code, 'not_found');
+    });
+  }
+
+  test('path traversal never leaves the media directory', async () => {
+    // the database and a file of ours beside the media directory
+    await fsp.writeFile(path.join(srv.dataDir, 'secret.png'), 'TOP-SECRET');
+    const stored = assertStored(await upload(srv, PICTURES[3].bytes), PICTURES[3]).url.slice(7);
+    const attempts = [
+      '/media/../secret.png',
+      '/media/..%2fsecret.png',
+      '/media/%2e%2e/secret.png',
+      '/media/%2e%2e%2fchatd.db',
+      '/media/../chatd.db',
+      '/media/..\\secret.png',
+      `/media/${stored}/../../secret.png`,
+      `/media/./${stored}`,
+      `/media//${stored}`,
+      `/media/${stored}%00.png`,
+      `/media/${stored.replace('.webp', '%2ewebp')}`,
+    ];
+    for (const p of attempts) {
+      const { response } = await rawRequest(srv.port, `GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      assert.equal(response.status, 404, `${p} -> ${response.status}`);
+      assert.ok(!response.body.toString('latin1').includes('TOP-SECRET'), p);
+      assert.ok(!response.body.toString('latin1').includes('SQLite'), p);
+    }
+  });
+});
+
+describe('--upload-concurrency', () => {
+  test('a second upload while one is being received: 503 busy; the slot comes back after', async () => {
+    const pic = { kind: 'png', mime: 'image/png', w: 12, h: 12, bytes: png(12, 12, 20) };
+    const slow = await RawConn.connect(one.port);
+    try {
+      await slow.write(
+        `POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${bob.token}\r\nContent-Length: ${pic.bytes.length}\r\n\r\n`,
+      );
+      await slow.write(pic.bytes.subarray(0, 10));
+      await sleep(100);
+      assertError(await upload(one, png(5, 5, 21), { token: bob.token }), 503, 'busy');
+      await slow.write(pic.bytes.subarray(10));
+      const r = await slow.readResponse();
+      assertStored({ status: r.status, body: json(r), text: r.body.toString() }, pic);
+    } finally {
+      slow.destroy();
+    }
+    const again = { kind: 'png', mime: 'image/png', w: 5, h: 5, bytes: png(5, 5, 22) };
+    assertStored(await upload(one, again.bytes, { token: bob.token }), again);
+  });
+
+  test('an upload abandoned half way gives its slot back', async () => {
+    const c = await RawConn.connect(one.port);
+    await c.write(`POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${bob.token}\r\nContent-Length: 5000\r\n\r\nabc`);
+    await sleep(100);
+    assertError(await upload(one, png(5, 5, 23), { token: bob.token }), 503, 'busy');
+    c.reset();
+    await sleep(100);
+    const pic = { kind: 'png', mime: 'image/png', w: 5, h: 5, bytes: png(5, 5, 23) };
+    assertStored(await upload(one, pic.bytes, { token: bob.token }), pic);
+  });
+
+  test('a slow upload that keeps sending outlives --header-timeout; a stalled one gets 408', async () => {
+    const pic = { kind: 'png', mime: 'image/png', w: 9, h: 9, bytes: png(9, 9, 24) };
+    const c = await RawConn.connect(one.port);
+    try {
+      await c.write(`POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${bob.token}\r\nContent-Length: ${pic.bytes.length}\r\n\r\n`);
+      const step = Math.ceil(pic.bytes.length / 5);
+      for (let i = 0; i < pic.bytes.length; i += step) {
+        await sleep(450); // 5 x 450 ms > --header-timeout 1 s, each gap under it
+        await c.write(pic.bytes.subarray(i, i + step));
+      }
+      const r = await c.readResponse();
+      assertStored({ status: r.status, body: json(r), text: r.body.toString() }, pic);
+    } finally {
+      c.destroy();
+    }
+    const stalled = await RawConn.connect(one.port);
+    try {
+      await stalled.write(`POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${bob.token}\r\nContent-Length: 100\r\n\r\nabc`);
+      const r = await stalled.readResponse({ timeoutMs: 4000 });
+      assert.equal(r.status, 408);
+    } finally {
+      stalled.destroy();
+    }
+  });
+});
