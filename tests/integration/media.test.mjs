@@ -434,7 +434,7 @@ describe('--upload-concurrency', () => {
         `POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${bob.token}\r\nContent-Length: ${pic.bytes.length}\r\n\r\n`,
       );
       await slow.write(pic.bytes.subarray(0, 10));
-      await sleep(100);
+      await sleep(200);
       assertError(await upload(one, png(5, 5, 21), { token: bob.token }), 503, 'busy');
       await slow.write(pic.bytes.subarray(10));
       const r = await slow.readResponse();
@@ -449,12 +449,18 @@ describe('--upload-concurrency', () => {
   test('an upload abandoned half way gives its slot back', async () => {
     const c = await RawConn.connect(one.port);
     await c.write(`POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${bob.token}\r\nContent-Length: 5000\r\n\r\nabc`);
-    await sleep(100);
+    await sleep(200);
     assertError(await upload(one, png(5, 5, 23), { token: bob.token }), 503, 'busy');
     c.reset();
-    await sleep(100);
+    // the server notices the reset on its next read: give it up to 2 s
     const pic = { kind: 'png', mime: 'image/png', w: 5, h: 5, bytes: png(5, 5, 23) };
-    assertStored(await upload(one, pic.bytes, { token: bob.token }), pic);
+    let r;
+    for (let i = 0; i < 20; i++) {
+      await sleep(100);
+      r = await upload(one, pic.bytes, { token: bob.token });
+      if (r.status !== 503) break;
+    }
+    assertStored(r, pic);
   });
 
   test('a slow upload that keeps sending outlives --header-timeout; a stalled one gets 408', async () => {
