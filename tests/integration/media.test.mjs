@@ -11,7 +11,7 @@ import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { startServer, sleep } from './lib/server.mjs';
+import { startServer, sleep, PNG_1x1 } from './lib/server.mjs';
 import { RawConn, rawRequest, json } from './lib/http.mjs';
 import { register, uname } from './lib/chat.mjs';
 
@@ -214,6 +214,11 @@ describe('upload and serve each type', () => {
     } finally {
       c.destroy();
     }
+  });
+
+  test('the PNG_1x1 fixture of the harness is a valid 1x1 PNG', async () => {
+    const pic = { kind: 'png', mime: 'image/png', w: 1, h: 1, bytes: PNG_1x1 };
+    assertStored(await upload(srv, PNG_1x1), pic);
   });
 
   test('HEAD gives the headers and the length, If-None-Match gives 304', async () => {
