@@ -251,6 +251,8 @@ void http_respond(http_request *req, int status, const char *extra_headers,
     if (req->responded)
         return;
     req->responded = true;
+    if (req->body_waiting)
+        req->keep_alive = false; /* its body was not read: close after the answer */
     conn *c = req->conn;
     if (c && !(c->flags & CONN_CLOSING)) {
         char date[64];
@@ -495,6 +497,75 @@ static bool is_token(const char *s)
     return true;
 }
 
+static int apply_body_policy(conn *c, http_request *req, const http_body_policy *policy);
+
+/* An http_body_accept made inside decide, applied when decide returns:
+ * applying it there could answer and free the request under decide. */
+static bool accepted_in_decide;
+static http_body_policy accepted_policy;
+
+/* The application decides asynchronously: the parser stops right after the
+ * headers (http-parser leaves the final line feed unconsumed, so resuming
+ * it goes on with the body) and busy makes http_on_read stop reading, as
+ * for a handler answering later: the body stays in the socket, and the
+ * connection costs no more memory while it waits. */
+static int decide_body_policy(conn *c, http_request *req, const http_body_policy *policy)
+{
+    http_state *st = c->http;
+    req->body_waiting = true;
+    st->busy = true;
+    http_parser_pause(&st->parser, 1);
+    accepted_in_decide = false;
+    req->in_dispatch = true;
+    policy->decide(req); /* may accept or answer before it returns */
+    req->in_dispatch = false;
+    bool accepted = accepted_in_decide;
+    accepted_in_decide = false;
+    if (!req->conn) {
+        /* the connection closed during decide: on_close detached req */
+        if (req->responded || accepted)
+            request_free(req);
+        return 0;
+    }
+    if (req->responded) {
+        finish_request(req); /* keep-alive was turned off: closes after the answer */
+        return 0;
+    }
+    if (!accepted)
+        return 0; /* http_on_read sees the pause and stops reading */
+    st->busy = false;
+    http_parser_pause(&st->parser, 0);
+    return apply_body_policy(c, req, &accepted_policy) < 0 ? -1 : 0;
+}
+
+void http_body_accept(http_request *req, const http_body_policy *policy)
+{
+    if (!req->body_waiting || req->responded)
+        return;
+    req->body_waiting = false;
+    if (req->in_dispatch) { /* inside decide: decide_body_policy applies it */
+        accepted_in_decide = true;
+        accepted_policy = *policy;
+        return;
+    }
+    conn *c = req->conn;
+    if (!c) {
+        request_free(req); /* the connection is gone */
+        return;
+    }
+    c->http->busy = false;
+    int r = apply_body_policy(c, req, policy);
+    if (r < 0) {
+        conn_close(c); /* out of memory; on_close frees req */
+        return;
+    }
+    if (r > 0)
+        return; /* refused: answered, closing */
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout * 1000);
+    http_parser_pause(&c->http->parser, 0);
+    conn_resume_read(c); /* delivers the bytes kept since the headers */
+}
+
 static int on_headers_complete(http_parser *p)
 {
     conn *c = p->data;
@@ -540,10 +611,21 @@ static int on_headers_complete(http_parser *p)
     http_body_policy policy = {.limit = cfg->max_body};
     if (body_policy)
         body_policy(req, &policy);
+    if (policy.decide && !policy.refuse_status)
+        return decide_body_policy(c, req, &policy);
+    return apply_body_policy(c, req, &policy) < 0 ? -1 : 0;
+}
+
+/* The body policy's limits for req, or its refusal. 0, 1 when it answered
+ * (the parser is paused, the connection closing), -1 when out of memory. */
+static int apply_body_policy(conn *c, http_request *req, const http_body_policy *policy_in)
+{
+    http_parser *p = &c->http->parser;
+    http_body_policy policy = *policy_in;
     if (policy.refuse_status) {
         fail_request(c, policy.refuse_status, policy.refuse_code ? policy.refuse_code : "refused",
                      policy.refuse_msg ? policy.refuse_msg : "request refused");
-        return 0;
+        return 1;
     }
     if (policy.limit < 0)
         policy.limit = 0;
@@ -554,12 +636,12 @@ static int on_headers_complete(http_parser *p)
     if ((p->flags & F_CHUNKED) && !policy.large) {
         fail_request(c, 411, "length_required",
                      "chunked request bodies are not supported: send Content-Length");
-        return 0;
+        return 1;
     }
     uint64_t clen = p->content_length == ULLONG_MAX ? 0 : p->content_length;
     if (clen > req->body_limit) {
         fail_too_large(c, req->body_limit);
-        return 0;
+        return 1;
     }
     if (clen > 0) {
         req->body = malloc(clen + 1);

@@ -10,7 +10,9 @@
  * headers --header-timeout (408), idle keep-alive --keepalive-timeout.
  * The application may decide otherwise for a request once its headers are
  * in, before any byte of its body is read (http_set_body_policy): a larger
- * limit, chunked bodies, a refusal (an upload slot is taken: 503).
+ * limit, chunked bodies, a refusal (an upload slot is taken: 503), or a
+ * decision taken asynchronously while the connection is not read (an upload
+ * whose token is looked up before a slot is given to it).
  * Answers count against --max-outbuf: while more than that is queued, the
  * next pipelined request is neither parsed nor read (an answer is always
  * queued whole); a client that takes no byte of it for --header-timeout is
@@ -63,10 +65,12 @@ struct http_request {
     bool cors_allowed; /* Origin is in --cors-origins */
     uint8_t route;     /* enum metrics_route, set by the application's router */
     char peer_ip[48];  /* for rate limits and logs */
+    bool body_waiting; /* the body policy's decide is under way: no body byte read */
     /* Set by the body policy when it took something for this request (an
      * upload slot): runs exactly once, when the request is freed, answered
      * or abandoned (the connection closed while the body was arriving). */
     void (*release)(http_request *req);
+    void *body_ctx; /* the body policy's own, for release; NULL otherwise */
 };
 
 /* What the application says about a request's body, asked once its headers
@@ -83,6 +87,18 @@ typedef struct http_body_policy {
     int refuse_status;
     const char *refuse_code;
     const char *refuse_msg;
+    /* out: decide later, asynchronously (a token look-up that may need the
+     * database). The layer stops reading the connection (the parser is
+     * paused after the headers and reads stop, so nothing is buffered
+     * beyond what the read that ended the headers brought) and then calls
+     * decide(req), which must end, now or later, with http_body_accept (the
+     * body is read under the policy given there) or with an answer
+     * (http_respond*): the connection is then closed after the answer, since
+     * the unread body cannot be told from a next request without reading it.
+     * If the connection closes meanwhile, req->conn is NULL when the decision
+     * comes; either call then just frees the request. The other fields are
+     * ignored when decide is set (and refuse_status is 0). */
+    void (*decide)(http_request *req);
 } http_body_policy;
 typedef void (*http_body_policy_fn)(http_request *req, http_body_policy *policy);
 
@@ -95,6 +111,11 @@ void http_set_request_handler(http_request_fn fn);
  * chunked bodies). req->path, req->method and the headers are set when it
  * runs; it must not answer the request itself. */
 void http_set_body_policy(http_body_policy_fn fn);
+
+/* Ends a body policy's decide (see http_body_policy): the body of req is
+ * read under policy (its limit, large and refuse_* fields; decide is
+ * ignored), and the request reaches the handler as usual once it is in. */
+void http_body_accept(http_request *req, const http_body_policy *policy);
 
 /* Case-insensitive header look-up; NULL when absent. */
 const char *http_header(const http_request *req, const char *name);

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <uthash.h>
 
 #include "chat/auth.h"
 #include "core/log.h"
@@ -24,10 +25,25 @@
 /* The largest file GET /media serves (the largest --max-upload). */
 #define MEDIA_MAX_SERVE (1 << 30)
 
+/* Upload slots one user may hold at once. Two lets a client send a second
+ * picture while the first is still stored, and keeps one user (or a stolen
+ * token) from taking every --upload-concurrency slot with slow bodies. A
+ * constant, not an option: it bounds an abuse, it is not a capacity knob. */
+#define MEDIA_UPLOADS_PER_USER 2
+
 static uv_loop_t *media_loop;
 static const config *media_cfg;
 static char media_dir[4096]; /* set once at start-up, then read by pool threads */
 static size_t uploads_in_flight;
+
+/* The users holding upload slots: at most --upload-concurrency entries,
+ * each freed when its last slot is given back. */
+typedef struct user_uploads {
+    int64_t uid;
+    unsigned held;
+    UT_hash_handle hh;
+} user_uploads;
+static user_uploads *uploads_by_user;
 
 bool media_handles(const char *path)
 {
@@ -120,8 +136,75 @@ static const char *request_token(const http_request *req)
 
 static void release_slot(http_request *req)
 {
-    (void)req;
+    user_uploads *u = req->body_ctx;
+    req->body_ctx = NULL;
     uploads_in_flight--;
+    if (u && --u->held == 0) {
+        HASH_DEL(uploads_by_user, u);
+        free(u);
+    }
+}
+
+/* The token is known good: a slot for its user, then the body is read. */
+static void upload_take_slot(http_request *req, int64_t uid)
+{
+    user_uploads *u;
+    HASH_FIND(hh, uploads_by_user, &uid, sizeof(uid), u);
+    if (u && u->held >= MEDIA_UPLOADS_PER_USER) {
+        http_respond_error(req, 429, "rate_limited",
+                           "you have %d uploads under way already; wait for one to finish",
+                           MEDIA_UPLOADS_PER_USER);
+        return;
+    }
+    if (uploads_in_flight >= (size_t)media_cfg->upload_concurrency) {
+        http_respond_error(req, 503, "busy", "too many uploads at once; try again");
+        return;
+    }
+    if (!u) {
+        u = calloc(1, sizeof(*u));
+        if (!u) {
+            http_respond_error(req, 500, "internal", "out of memory");
+            return;
+        }
+        u->uid = uid;
+        HASH_ADD(hh, uploads_by_user, uid, sizeof(u->uid), u);
+    }
+    u->held++;
+    uploads_in_flight++;
+    req->body_ctx = u;
+    req->release = release_slot;
+    http_body_policy policy = {.limit = media_cfg->max_upload, .large = true};
+    http_body_accept(req, &policy);
+}
+
+static void upload_authorized(void *ctx, int status, json_t *user)
+{
+    http_request *req = ctx;
+    int64_t uid = user ? (int64_t)json_integer_value(json_object_get(user, "id")) : 0;
+    json_decref(user);
+    if (!req->conn) { /* the client left during the look-up: this only frees req */
+        http_respond_error(req, 500, "internal", "gone");
+        return;
+    }
+    if (status == 503) {
+        http_respond_error(req, 503, "store_unavailable",
+                           "the database cannot be reached right now; try again");
+        return;
+    }
+    if (status != 0) {
+        http_respond_error(req, status == 401 ? 401 : 500,
+                           status == 401 ? "unauthorized" : "internal",
+                           status == 401 ? "token is missing, wrong or expired" : "storage failed");
+        return;
+    }
+    upload_take_slot(req, uid);
+}
+
+/* Runs with the connection not read: no body byte is taken before the token
+ * is known to be good, so a made-up token never holds a slot. */
+static void upload_decide(http_request *req)
+{
+    auth_resolve(request_token(req), upload_authorized, req);
 }
 
 void media_body_policy(http_request *req, http_body_policy *policy)
@@ -135,16 +218,7 @@ void media_body_policy(http_request *req, http_body_policy *policy)
         policy->refuse_msg = "token is missing, wrong or expired";
         return;
     }
-    if (uploads_in_flight >= (size_t)media_cfg->upload_concurrency) {
-        policy->refuse_status = 503;
-        policy->refuse_code = "busy";
-        policy->refuse_msg = "too many uploads at once; try again";
-        return;
-    }
-    uploads_in_flight++;
-    req->release = release_slot;
-    policy->limit = media_cfg->max_upload;
-    policy->large = true;
+    policy->decide = upload_decide;
 }
 
 /* ---- upload -------------------------------------------------------------- */
@@ -283,19 +357,12 @@ static int upload_file(http_request *req, const uint8_t **file, size_t *len)
     return 0;
 }
 
-static void upload_authenticated(void *ctx, int status, json_t *user)
+/* The body is in; the token was checked and a slot taken before it was
+ * read (upload_decide). */
+static void upload_received(http_request *req)
 {
-    http_request *req = ctx;
-    json_decref(user);
-    if (status == 503) {
-        http_respond_error(req, 503, "store_unavailable",
-                           "the database cannot be reached right now; try again");
-        return;
-    }
-    if (status != 0) {
-        http_respond_error(req, status == 401 ? 401 : 500,
-                           status == 401 ? "unauthorized" : "internal",
-                           status == 401 ? "token is missing, wrong or expired" : "storage failed");
+    if (req->release != release_slot) { /* no body policy ran: cannot happen */
+        http_respond_error(req, 401, "unauthorized", "token is missing, wrong or expired");
         return;
     }
     const uint8_t *file;
@@ -461,7 +528,7 @@ void media_handle_request(http_request *req)
             http_respond_error(req, 405, "method_not_allowed", "use POST to upload");
             return;
         }
-        auth_resolve(request_token(req), upload_authenticated, req);
+        upload_received(req);
         return;
     }
     if (req->method != HTTP_GET && req->method != HTTP_HEAD) {

@@ -10,10 +10,13 @@
  * content's hash: nobody can guess it without having the picture.
  *
  * Bounds: a body up to --max-upload (the HTTP layer's body policy,
- * media_body_policy), at most --upload-concurrency uploads from the moment
- * their headers are in until they are answered (503 busy past it), so
- * upload memory stays under max-upload x upload-concurrency. A request
- * without any token is refused (401) before its body is read.
+ * media_body_policy). The token is resolved while the connection is not
+ * read (the policy's decide): a request without a good token is refused
+ * (401) before any byte of its body is read, and only then is a slot taken:
+ * at most --upload-concurrency uploads (503 busy past it), at most
+ * MEDIA_UPLOADS_PER_USER of one user (429), held until the answer, so
+ * upload memory stays under max-upload x upload-concurrency and a made-up
+ * token holds nothing.
  *
  * Serving: GET/HEAD /media/<name> with no authentication (the name is the
  * secret). A name that is not exactly 64 lowercase hex digits, a dot and a
@@ -47,9 +50,11 @@ int media_init(uv_loop_t *loop, const config *cfg);
 /* True for /media and /media/... */
 bool media_handles(const char *path);
 
-/* The HTTP body policy for /media (http_set_body_policy): a POST gets
- * --max-upload and an upload slot, or a refusal (401 without a token, 503
- * when every slot is taken). Other requests are left alone. */
+/* The HTTP body policy for /media (http_set_body_policy): a POST without a
+ * token is refused (401); with one, the token is resolved before the body
+ * is read, then the request gets --max-upload and an upload slot, or a
+ * refusal (401, 429 rate_limited past the user's slots, 503 busy past
+ * --upload-concurrency). Other requests are left alone. */
 void media_body_policy(http_request *req, http_body_policy *policy);
 
 /* Answers a request media_handles accepted. */

@@ -115,6 +115,7 @@ const [srv, one] = await Promise.all([
 ]);
 after(() => Promise.all([srv.stop(), one.stop()]));
 const alice = await register(srv, uname('media'));
+const carol = await register(srv, uname('media'));
 const bob = await register(one, uname('media'));
 const mediaDir = (s) => path.join(s.dataDir, 'media');
 const listMedia = async (s) => (await fsp.readdir(mediaDir(s))).sort();
@@ -493,3 +494,63 @@ describe('--upload-concurrency', () => {
     }
   });
 });
+
+describe('slots only after the token', () => {
+  test('an unknown token: 401 before any byte of the body is sent', async () => {
+    const req = `POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${'z'.repeat(43)}\r\nContent-Length: 50000\r\n\r\n`;
+    const { response } = await rawRequest(one.port, req, { timeoutMs: 900 });
+    assert.equal(response.status, 401);
+    assert.equal(json(response).code, 'unauthorized');
+    assert.equal(response.headers.connection, 'close', 'the unread body cannot be skipped: closed');
+  });
+
+  test('clients with made-up tokens trickling bytes hold no slot (--upload-concurrency 1)', async () => {
+    const fakes = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const c = await RawConn.connect(one.port);
+        fakes.push(c);
+        await c.write(`POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fake${i}\r\nContent-Length: 5000\r\n\r\n`);
+        await c.write('abc');
+      }
+      await sleep(100);
+      for (const c of fakes) await c.write('def'); // still trickling
+      const pic = { kind: 'png', mime: 'image/png', w: 7, h: 5, bytes: png(7, 5, 30) };
+      assertStored(await upload(one, pic.bytes, { token: bob.token }), pic);
+      for (const c of fakes) {
+        const r = await c.readResponse({ timeoutMs: 2000 });
+        assert.equal(r.status, 401);
+      }
+    } finally {
+      for (const c of fakes) c.destroy();
+    }
+  });
+
+  test('at most 2 slots per user: a third upload of the same user gets 429, another user gets through', async () => {
+    const pics = [png(11, 3, 31), png(11, 3, 32)];
+    const slow = [];
+    try {
+      for (const bytes of pics) {
+        const c = await RawConn.connect(srv.port);
+        slow.push(c);
+        await c.write(`POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${alice.token}\r\nContent-Length: ${bytes.length}\r\n\r\n`);
+        await c.write(bytes.subarray(0, 10));
+      }
+      await sleep(200);
+      assertError(await upload(srv, png(4, 4, 33)), 429, 'rate_limited');
+      const other = { kind: 'png', mime: 'image/png', w: 4, h: 4, bytes: png(4, 4, 34) };
+      assertStored(await upload(srv, other.bytes, { token: carol.token }), other);
+      for (let i = 0; i < 2; i++) {
+        await slow[i].write(pics[i].subarray(10));
+        const r = await slow[i].readResponse();
+        assertStored({ status: r.status, body: json(r), text: r.body.toString() }, { kind: 'png', mime: 'image/png', w: 11, h: 3, bytes: pics[i] });
+      }
+    } finally {
+      for (const c of slow) c.destroy();
+    }
+    // both slots are back
+    const again = { kind: 'png', mime: 'image/png', w: 4, h: 4, bytes: png(4, 4, 33) };
+    assertStored(await upload(srv, again.bytes), again);
+  });
+});
+
