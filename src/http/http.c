@@ -245,35 +245,43 @@ void http_set_server_headers(const char *lines)
     snprintf(server_headers, sizeof(server_headers), "%s", lines);
 }
 
+/* The status line and headers of an answer into head; its length, or -1
+ * when they do not fit. */
+static int format_head(const http_request *req, int status, const char *extra_headers,
+                       const char *content_type, size_t len, char *head, size_t cap)
+{
+    char date[64];
+    format_date(date, sizeof(date));
+    const char *origin = http_header(req, "Origin");
+    char cors[512] = "";
+    /* the origin is echoed (not "*") so credentialed requests work too */
+    if (req->cors_allowed && origin && strlen(origin) < 256)
+        snprintf(cors, sizeof(cors), "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
+    int n = snprintf(head, cap,
+                     "HTTP/1.1 %d %s\r\nServer: chatd\r\nDate: %s\r\n%s%s%s%s%s%s"
+                     "Content-Length: %zu\r\nConnection: %s\r\n\r\n",
+                     status, http_status_text(status), date, server_headers, cors,
+                     content_type ? "Content-Type: " : "", content_type ? content_type : "",
+                     content_type ? "\r\n" : "", extra_headers ? extra_headers : "",
+                     (status == 204 || status == 304) ? (size_t)0 : len,
+                     req->keep_alive ? "keep-alive" : "close");
+    return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
 void http_respond(http_request *req, int status, const char *extra_headers,
                   const char *content_type, const void *body, size_t len)
 {
-    if (req->responded)
+    if (req->responded || req->streaming)
         return;
     req->responded = true;
     if (req->body_waiting)
         req->keep_alive = false; /* its body was not read: close after the answer */
     conn *c = req->conn;
     if (c && !(c->flags & CONN_CLOSING)) {
-        char date[64];
-        format_date(date, sizeof(date));
-        const char *origin = http_header(req, "Origin");
-        char cors[512] = "";
-        /* the origin is echoed (not "*") so credentialed requests work too */
-        if (req->cors_allowed && origin && strlen(origin) < 256)
-            snprintf(cors, sizeof(cors), "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n",
-                     origin);
         bool no_body = req->method == HTTP_HEAD || status == 204 || status == 304;
         char head[1536];
-        int n = snprintf(head, sizeof(head),
-                         "HTTP/1.1 %d %s\r\nServer: chatd\r\nDate: %s\r\n%s%s%s%s%s%s"
-                         "Content-Length: %zu\r\nConnection: %s\r\n\r\n",
-                         status, http_status_text(status), date, server_headers, cors,
-                         content_type ? "Content-Type: " : "", content_type ? content_type : "",
-                         content_type ? "\r\n" : "", extra_headers ? extra_headers : "",
-                         (status == 204 || status == 304) ? (size_t)0 : len,
-                         req->keep_alive ? "keep-alive" : "close");
-        if (n < 0 || (size_t)n >= sizeof(head)) {
+        int n = format_head(req, status, extra_headers, content_type, len, head, sizeof(head));
+        if (n < 0) {
             log_error("response head too long");
             conn_close(c);
         } else {
@@ -293,6 +301,65 @@ void http_respond(http_request *req, int status, const char *extra_headers,
         metrics_http_response(req->route, status);
         log_debug("%s %s -> %d", req->method_name, req->path, status);
     }
+    if (!req->in_dispatch)
+        finish_request(req);
+}
+
+void http_stream_begin(http_request *req, int status, const char *extra_headers,
+                       const char *content_type, size_t len, void (*writable)(http_request *req))
+{
+    if (req->responded || req->streaming)
+        return;
+    req->streaming = true;
+    req->stream_writable = writable;
+    conn *c = req->conn;
+    if (!c || (c->flags & CONN_CLOSING))
+        return; /* http_stream_send says so; the caller ends the stream */
+    char head[1536];
+    int n = format_head(req, status, extra_headers, content_type, len, head, sizeof(head));
+    if (n < 0) {
+        log_error("response head too long");
+        conn_close(c);
+        return;
+    }
+    if (conn_send_copy(c, head, (size_t)n) < 0) {
+        conn_close(c);
+        return;
+    }
+    metrics_http_response(req->route, status);
+    log_debug("%s %s -> %d (streamed, %zu bytes)", req->method_name, req->path, status, len);
+}
+
+int http_stream_send(http_request *req, sbuf *piece)
+{
+    conn *c = req->conn;
+    if (!c || (c->flags & CONN_CLOSING))
+        return -1;
+    return conn_send_force(c, piece) == CONN_SEND_OK ? 0 : -1;
+}
+
+void http_stream_wait(http_request *req)
+{
+    conn *c = req->conn;
+    req->stream_waiting = true;
+    if (!c || (c->flags & CONN_CLOSING)) {
+        req->stream_waiting = false;
+        req->stream_writable(req); /* sees req->conn NULL or closing: ends */
+        return;
+    }
+    http_state *st = c->http;
+    st->held_queue = conn_queued_bytes(c);
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout * 1000);
+    conn_notify_drain(c);
+}
+
+void http_stream_end(http_request *req, bool complete)
+{
+    req->streaming = false;
+    req->stream_waiting = false;
+    req->responded = true;
+    if (!complete && req->conn)
+        conn_close(req->conn); /* fewer bytes than the Content-Length sent */
     if (!req->in_dispatch)
         finish_request(req);
 }
@@ -867,14 +934,14 @@ static size_t http_on_read(conn *c, uint8_t *data, size_t len)
 static void http_on_deadline(conn *c)
 {
     http_state *st = c->http;
-    if (st && st->out_held) {
+    if (st && (st->out_held || (st->req && st->req->stream_waiting))) {
         size_t queued = conn_queued_bytes(c);
         if (queued < st->held_queue) { /* the client reads, slowly: wait on */
             st->held_queue = queued;
             conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout * 1000);
             return;
         }
-        log_debug("HTTP client took none of its %zu queued bytes (over --max-outbuf) in %lld s: "
+        log_debug("HTTP client took none of its %zu queued bytes in %lld s: "
                   "closing",
                   queued, (long long)conn_server(c)->cfg->header_timeout);
         metrics_slow_close(METRICS_SLOW_HTTP);
@@ -896,6 +963,13 @@ static void http_on_deadline(conn *c)
 static void http_on_drain(conn *c)
 {
     http_state *st = c->http;
+    if (st && st->req && st->req->stream_waiting) {
+        http_request *req = st->req;
+        req->stream_waiting = false;
+        conn_set_deadline(c, 1000); /* busy: re-armed until the stream ends */
+        req->stream_writable(req);
+        return;
+    }
     if (!st || !st->out_held)
         return;
     st->out_held = false;
@@ -911,9 +985,12 @@ static void http_on_close(conn *c)
     http_state *st = c->http;
     if (!st)
         return;
+    http_request *waiting = NULL;
     if (st->req) {
         if (st->busy || st->req->in_dispatch) {
             st->req->conn = NULL; /* the handler frees it when it answers */
+            if (st->req->stream_waiting)
+                waiting = st->req;
         } else {
             request_free(st->req);
         }
@@ -924,6 +1001,10 @@ static void http_on_close(conn *c)
         st->dead = true; /* http_on_read frees it when the parser returns */
     else
         free(st);
+    if (waiting) { /* a stream waiting for the queue to drain: it ends now */
+        waiting->stream_waiting = false;
+        waiting->stream_writable(waiting);
+    }
 }
 
 const conn_handler http_conn_handler = {

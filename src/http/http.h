@@ -14,10 +14,11 @@
  * decision taken asynchronously while the connection is not read (an upload
  * whose token is looked up before a slot is given to it).
  * Answers count against --max-outbuf: while more than that is queued, the
- * next pipelined request is neither parsed nor read (an answer is always
- * queued whole); a client that takes no byte of it for --header-timeout is
- * closed. Header syntax that RFC 9112 refuses and http-parser 2.9 lets
- * through (whitespace in or after a field name, obs-fold) gets 400.
+ * next pipelined request is neither parsed nor read (an answer is queued
+ * whole, unless it is streamed in pieces: http_stream_begin); a client
+ * that takes no byte of it for --header-timeout is closed. Header syntax
+ * that RFC 9112 refuses and http-parser 2.9 lets through (whitespace in or
+ * after a field name, obs-fold) gets 400.
  *
  * Ownership: the HTTP layer allocates an http_request and hands it to the
  * application's handler. The handler must answer exactly once with one of
@@ -70,7 +71,11 @@ struct http_request {
      * upload slot): runs exactly once, when the request is freed, answered
      * or abandoned (the connection closed while the body was arriving). */
     void (*release)(http_request *req);
-    void *body_ctx; /* the body policy's own, for release; NULL otherwise */
+    void *app_data; /* the application's own: for release, or for a stream's writable */
+    /* a streamed answer (http_stream_begin) */
+    void (*stream_writable)(http_request *req);
+    bool streaming;      /* the head is queued, the body goes in pieces */
+    bool stream_waiting; /* http_stream_wait: stream_writable is due */
 };
 
 /* What the application says about a request's body, asked once its headers
@@ -132,6 +137,28 @@ int http_url_decode(const char *src, size_t len, char *out, size_t cap, bool plu
  * A HEAD request gets the headers only. */
 void http_respond(http_request *req, int status, const char *extra_headers,
                   const char *content_type, const void *body, size_t len);
+/* A streamed answer, for bodies too large to hold whole (a picture of
+ * megabytes): the head now, the body in pieces sent as the client takes
+ * them, so an answer costs at most about --max-outbuf and one piece of
+ * memory however large its body.
+ *
+ * http_stream_begin queues the head with Content-Length: len (the pieces
+ * must add up to it; not for HEAD, 204 or 304) and makes req a stream.
+ * http_stream_send queues a piece (takes its own reference): 0, or -1 when
+ * the connection is gone. http_stream_wait asks for one call of writable
+ * once the connection's queue is within --max-outbuf, or once the
+ * connection closed (then req->conn is NULL): send the next piece only from
+ * there, and nothing is ever queued past the bound by more than a piece. A
+ * client that takes no byte for --header-timeout while a stream waits is
+ * closed. http_stream_end ends the answer and frees req (any time, also
+ * after the connection closed); complete false closes the connection, as
+ * the promised length was not sent (a read error). */
+void http_stream_begin(http_request *req, int status, const char *extra_headers,
+                       const char *content_type, size_t len, void (*writable)(http_request *req));
+int http_stream_send(http_request *req, sbuf *piece);
+void http_stream_wait(http_request *req);
+void http_stream_end(http_request *req, bool complete);
+
 /* Sends root as JSON (steals the reference). */
 void http_respond_json(http_request *req, int status, json_t *root);
 /* {"status":true,"msg":"ok","data":data}; steals data (NULL = null). */

@@ -136,8 +136,8 @@ static const char *request_token(const http_request *req)
 
 static void release_slot(http_request *req)
 {
-    user_uploads *u = req->body_ctx;
-    req->body_ctx = NULL;
+    user_uploads *u = req->app_data;
+    req->app_data = NULL;
     uploads_in_flight--;
     if (u && --u->held == 0) {
         HASH_DEL(uploads_by_user, u);
@@ -171,7 +171,7 @@ static void upload_take_slot(http_request *req, int64_t uid)
     }
     u->held++;
     uploads_in_flight++;
-    req->body_ctx = u;
+    req->app_data = u;
     req->release = release_slot;
     http_body_policy policy = {.limit = media_cfg->max_upload, .large = true};
     http_body_accept(req, &policy);
@@ -406,59 +406,44 @@ static void upload_received(http_request *req)
 
 /* ---- serving ------------------------------------------------------------- */
 
+/* GET sends the file in pieces of this size, the next read only once the
+ * connection's queue is back within --max-outbuf (http_stream_wait): a GET
+ * costs about --max-outbuf and one piece, however large the picture and
+ * however slowly its client reads. */
+#define MEDIA_SERVE_CHUNK (64 * 1024)
+
 typedef struct serve_job {
-    uv_work_t work;
+    uv_work_t work; /* the open and fstat */
+    uv_fs_t fs;     /* the reads and the close */
     http_request *req;
     bool head;
     image_type type;
     char name[MEDIA_NAME_MAX];
-    char *data;
-    size_t size;
+    int fd;
+    size_t size, sent;
+    sbuf *piece; /* being read into */
     int err;
 } serve_job;
-
-static int read_all(int fd, char *p, size_t len)
-{
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(fd, p + done, len - done, (off_t)done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        done += (size_t)n;
-    }
-    return 0;
-}
 
 static void serve_work(uv_work_t *w)
 {
     serve_job *job = w->data;
     char path[sizeof(media_dir) + MEDIA_NAME_MAX + 1];
     snprintf(path, sizeof(path), "%s/%s", media_dir, job->name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
+    job->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (job->fd < 0) {
         job->err = errno;
         return;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0) {
+    if (fstat(job->fd, &st) != 0)
         job->err = errno;
-    } else if (!S_ISREG(st.st_mode)) {
+    else if (!S_ISREG(st.st_mode))
         job->err = ENOENT;
-    } else if (st.st_size > MEDIA_MAX_SERVE) {
+    else if (st.st_size > MEDIA_MAX_SERVE)
         job->err = EFBIG;
-    } else {
+    else
         job->size = (size_t)st.st_size;
-        if (!job->head) {
-            job->data = malloc(job->size ? job->size : 1);
-            if (!job->data)
-                job->err = ENOMEM;
-            else if (read_all(fd, job->data, job->size) < 0)
-                job->err = errno ? errno : EIO;
-        }
-    }
-    close(fd);
 }
 
 static void serve_headers(const char *name, char *out, size_t cap)
@@ -470,22 +455,107 @@ static void serve_headers(const char *name, char *out, size_t cap)
              name);
 }
 
+static void serve_closed(uv_fs_t *fs)
+{
+    serve_job *job = fs->data;
+    uv_fs_req_cleanup(fs);
+    free(job);
+}
+
+/* Frees the job, closing the file off the loop thread (req is answered or
+ * ended already). */
+static void serve_free(serve_job *job)
+{
+    sbuf_unref(job->piece);
+    job->piece = NULL;
+    if (job->fd >= 0) {
+        job->fs.data = job;
+        if (uv_fs_close(media_loop, &job->fs, job->fd, serve_closed) == 0)
+            return;
+    }
+    free(job);
+}
+
+static void serve_end(serve_job *job, bool complete)
+{
+    http_stream_end(job->req, complete);
+    serve_free(job);
+}
+
+static void serve_read_cb(uv_fs_t *fs);
+
+/* Reads the next piece, or ends the answer. */
+static void serve_next(http_request *req)
+{
+    serve_job *job = req->app_data;
+    if (!req->conn) { /* the client left */
+        serve_end(job, false);
+        return;
+    }
+    if (job->sent == job->size) {
+        serve_end(job, true);
+        return;
+    }
+    size_t want = job->size - job->sent;
+    if (want > MEDIA_SERVE_CHUNK)
+        want = MEDIA_SERVE_CHUNK;
+    job->piece = sbuf_new(want);
+    if (!job->piece) {
+        serve_end(job, false);
+        return;
+    }
+    uv_buf_t buf = uv_buf_init((char *)job->piece->data, (unsigned)want);
+    job->fs.data = job;
+    if (uv_fs_read(media_loop, &job->fs, job->fd, &buf, 1, (int64_t)job->sent, serve_read_cb) < 0)
+        serve_end(job, false);
+}
+
+static void serve_read_cb(uv_fs_t *fs)
+{
+    serve_job *job = fs->data;
+    ssize_t n = fs->result;
+    uv_fs_req_cleanup(fs);
+    if (n <= 0) { /* an error, or the file shrank: the promised length cannot be sent */
+        if (n < 0)
+            log_error("media: cannot read %s: %s", job->name, uv_strerror((int)n));
+        serve_end(job, false);
+        return;
+    }
+    job->piece->len = (uint32_t)n;
+    int r = http_stream_send(job->req, job->piece);
+    sbuf_unref(job->piece);
+    job->piece = NULL;
+    if (r < 0) {
+        serve_end(job, false);
+        return;
+    }
+    job->sent += (size_t)n;
+    http_stream_wait(job->req); /* serve_next once the queue drains */
+}
+
 static void serve_done(uv_work_t *w, int status)
 {
     serve_job *job = w->data;
+    http_request *req = job->req;
     if (status < 0 || job->err) {
         int e = status < 0 ? -status : job->err;
         if (e == ENOENT || e == ELOOP)
-            http_respond_error(job->req, 404, "not_found", "no such picture");
+            http_respond_error(req, 404, "not_found", "no such picture");
         else
-            http_respond_error(job->req, 500, "internal", "cannot read the picture");
-    } else {
-        char headers[256];
-        serve_headers(job->name, headers, sizeof(headers));
-        http_respond(job->req, 200, headers, image_type_mime(job->type), job->data, job->size);
+            http_respond_error(req, 500, "internal", "cannot read the picture");
+        serve_free(job);
+        return;
     }
-    free(job->data);
-    free(job);
+    char headers[256];
+    serve_headers(job->name, headers, sizeof(headers));
+    if (job->head) {
+        http_respond(req, 200, headers, image_type_mime(job->type), NULL, job->size);
+        serve_free(job);
+        return;
+    }
+    req->app_data = job;
+    http_stream_begin(req, 200, headers, image_type_mime(job->type), job->size, serve_next);
+    serve_next(req);
 }
 
 static void serve(http_request *req, const char *name)
@@ -511,6 +581,7 @@ static void serve(http_request *req, const char *name)
     job->req = req;
     job->head = req->method == HTTP_HEAD;
     job->type = type;
+    job->fd = -1;
     snprintf(job->name, sizeof(job->name), "%s", name);
     job->work.data = job;
     if (uv_queue_work(media_loop, &job->work, serve_work, serve_done) < 0) {

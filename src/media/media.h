@@ -23,12 +23,17 @@
  * known extension is 404 without touching the disk, so no path can leave
  * the directory. The answer carries the type of the extension,
  * X-Content-Type-Options: nosniff, a year of immutable caching and the name
- * as ETag (If-None-Match answers 304 without the disk).
+ * as ETag (If-None-Match answers 304 without the disk). The body is
+ * streamed (http_stream_*) in MEDIA_SERVE_CHUNK pieces, each read once the
+ * connection's queue is within --max-outbuf, so a GET holds about that
+ * much memory, not the file.
  *
  * Threading: the handlers run on the loop thread; hashing, the writes,
  * renames and reads run on libuv's thread pool (uv_queue_work), so the loop
  * never waits on the disk. Ownership: the upload works on req->body in
- * place (the HTTP layer frees it with the request, after the answer). */
+ * place (the HTTP layer frees it with the request, after the answer); a
+ * GET's job (req->app_data) owns the open file and the piece being read,
+ * and is freed when the stream ends. */
 #ifndef CHATD_MEDIA_H
 #define CHATD_MEDIA_H
 

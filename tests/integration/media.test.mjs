@@ -3,12 +3,15 @@
 // bytes with the type of the name, nosniff, immutable caching and the ETag; the
 // same bytes twice are one file; a non-image, a truncated or malformed picture,
 // an oversized body, a missing token, bad names and traversal are refused with
-// nothing stored; --upload-concurrency answers 503 busy; other paths keep
-// --max-body. Every picture is built here, byte by byte (PNG through zlib).
+// nothing stored; --upload-concurrency answers 503 busy; the token is checked
+// before a slot is taken or the body read, 2 slots per user; other paths keep
+// --max-body; a GET of a large picture is streamed, so paused readers do not
+// hold the file in chatd's memory. Every picture is built here, byte by byte (PNG through zlib).
 import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { startServer, sleep, PNG_1x1 } from './lib/server.mjs';
@@ -554,3 +557,78 @@ describe('slots only after the token', () => {
   });
 });
 
+describe('GET streams a large picture', () => {
+  const BIG = 8 << 20;
+  /** An 8 MiB PNG: a small image whose IDAT is padded with random bytes (never decoded). */
+  function bigPng() {
+    const ihdr = Buffer.alloc(13);
+    ihdr.writeUInt32BE(640, 0);
+    ihdr.writeUInt32BE(480, 4);
+    ihdr.set([8, 2, 0, 0, 0], 8);
+    const head = Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), pngChunk('IHDR', ihdr)]);
+    const tail = pngChunk('IEND', Buffer.alloc(0));
+    const idat = crypto.randomBytes(BIG - head.length - tail.length - 12);
+    return Buffer.concat([head, pngChunk('IDAT', idat), tail]);
+  }
+  const rssKiB = async (pid) => Number(/VmRSS:\s+(\d+)/.exec(await fsp.readFile(`/proc/${pid}/status`, 'utf8'))[1]);
+
+  test('20 paused readers of an 8 MiB picture do not cost 20 x 8 MiB, and are closed when they stall; the bytes are intact', async (t) => {
+    const big = await startServer({ options: { 'max-upload': 16 << 20, 'header-timeout': 2 } });
+    const user = await register(big, uname('media'));
+    const sockets = [];
+    try {
+      const bytes = bigPng();
+      const r = await upload(big, bytes, { token: user.token });
+      assert.equal(r.status, 200, r.text);
+      const url = r.body.data.url;
+      // a normal reader gets the same bytes
+      const g = await fetch(big.url + url, { signal: AbortSignal.timeout(10000) });
+      assert.equal(g.status, 200);
+      assert.equal(Number(g.headers.get('content-length')), bytes.length);
+      assert.ok(Buffer.from(await g.arrayBuffer()).equals(bytes), 'identical bytes');
+      await sleep(200);
+      const before = await rssKiB(big.pid);
+      for (let i = 0; i < 20; i++) {
+        const s = net.connect(big.port, big.host);
+        await new Promise((res, rej) => s.once('connect', res).once('error', rej));
+        s.pause(); // reads nothing: the kernel buffers fill, then chatd's queue
+        s.write(`GET ${url} HTTP/1.1\r\nHost: x\r\n\r\n`);
+        sockets.push(s);
+      }
+      await sleep(1000); // the queues fill at once; the 2 s stall close comes later
+      const grown = (await rssKiB(big.pid)) - before;
+      t.diagnostic(`RSS grew by ${grown} KiB`);
+      // before streaming, each answer was queued whole: ~160 MiB here; now
+      // each costs at most --max-outbuf (1 MiB) and one chunk
+      assert.ok(grown < 48 * 1024, `RSS grew by ${grown} KiB for 20 paused fetches of 8 MiB`);
+      // a reader that pauses for a second, then reads, gets every byte
+      const readAll = (s) =>
+        new Promise((res) => {
+          const got = [];
+          s.on('data', (d) => got.push(d));
+          s.on('close', () => res(Buffer.concat(got)));
+          s.on('error', () => {});
+          s.resume();
+        });
+      const slowOne = net.connect(big.port, big.host);
+      sockets.push(slowOne);
+      await new Promise((res) => slowOne.once('connect', res));
+      slowOne.pause();
+      slowOne.end(`GET ${url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      await sleep(1000);
+      const all = await readAll(slowOne);
+      const bodyAt = all.indexOf('\r\n\r\n') + 4;
+      assert.match(all.subarray(0, bodyAt).toString('latin1'), /^HTTP\/1\.1 200 /);
+      assert.ok(all.subarray(bodyAt).equals(bytes), 'identical bytes after the pause');
+      // the readers that never read were closed after --header-timeout (2 s):
+      // resumed now, they get the start of the answer and then the end
+      await sleep(2500);
+      const cut = await Promise.race([readAll(sockets[0]), sleep(5000).then(() => null)]);
+      assert.ok(cut, 'closed by chatd');
+      assert.ok(cut.length < bytes.length, `got ${cut?.length} bytes of ${bytes.length}`);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await big.stop();
+    }
+  });
+});
