@@ -12,11 +12,13 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
+import tls from 'node:tls';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { startServer, sleep, PNG_1x1 } from './lib/server.mjs';
+import { startServer, sleep, PNG_1x1, HOST } from './lib/server.mjs';
 import { RawConn, rawRequest, json } from './lib/http.mjs';
 import { register, uname } from './lib/chat.mjs';
+import { clientContext, tlsPort } from './lib/tls.mjs';
 
 // ---- pictures -------------------------------------------------------------
 
@@ -570,6 +572,20 @@ describe('GET streams a large picture', () => {
     const idat = crypto.randomBytes(BIG - head.length - tail.length - 12);
     return Buffer.concat([head, pngChunk('IDAT', idat), tail]);
   }
+  /** A connection that reads nothing until resumed (TLS under CHATD_TEST_TLS). */
+  function pausedConnect(port) {
+    const t = tlsPort(port);
+    return new Promise((resolve, reject) => {
+      const tcp = net.connect({ port, host: HOST });
+      const s = t ? tls.connect({ socket: tcp, host: HOST, secureContext: clientContext(t.ca) }) : tcp;
+      s.once('error', reject);
+      s.once(t ? 'secureConnect' : 'connect', () => {
+        s.off('error', reject);
+        s.pause();
+        resolve(s);
+      });
+    });
+  }
   const rssKiB = async (pid) => Number(/VmRSS:\s+(\d+)/.exec(await fsp.readFile(`/proc/${pid}/status`, 'utf8'))[1]);
 
   test('20 paused readers of an 8 MiB picture do not cost 20 x 8 MiB, and are closed when they stall; the bytes are intact', async (t) => {
@@ -591,9 +607,7 @@ describe('GET streams a large picture', () => {
       await sleep(200);
       const before = await rssKiB(big.pid);
       for (let i = 0; i < 20; i++) {
-        const s = net.connect(big.port, big.host);
-        await new Promise((res, rej) => s.once('connect', res).once('error', rej));
-        s.pause(); // reads nothing: the kernel buffers fill, then chatd's queue
+        const s = await pausedConnect(big.port); // reads nothing: the kernel buffers fill, then chatd's queue
         s.write(`GET ${url} HTTP/1.1\r\nHost: x\r\n\r\n`);
         sockets.push(s);
       }
@@ -612,10 +626,8 @@ describe('GET streams a large picture', () => {
           s.on('error', () => {});
           s.resume();
         });
-      const slowOne = net.connect(big.port, big.host);
+      const slowOne = await pausedConnect(big.port);
       sockets.push(slowOne);
-      await new Promise((res) => slowOne.once('connect', res));
-      slowOne.pause();
       slowOne.end(`GET ${url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
       await sleep(1000);
       const all = await readAll(slowOne);
