@@ -628,11 +628,13 @@ describe('GET streams a large picture', () => {
         });
       const slowOne = await pausedConnect(big.port);
       sockets.push(slowOne);
-      slowOne.end(`GET ${url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      // (not end(): chatd takes a client's FIN as the end of the connection)
+      slowOne.write(`GET ${url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
       await sleep(1000);
       const all = await readAll(slowOne);
       const bodyAt = all.indexOf('\r\n\r\n') + 4;
       assert.match(all.subarray(0, bodyAt).toString('latin1'), /^HTTP\/1\.1 200 /);
+      assert.equal(all.length - bodyAt, bytes.length, 'every byte after the pause');
       assert.ok(all.subarray(bodyAt).equals(bytes), 'identical bytes after the pause');
       // the readers that never read were closed after --header-timeout (2 s):
       // resumed now, they get the start of the answer and then the end
