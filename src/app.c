@@ -20,6 +20,7 @@
 #include "gwcompat/gw.h"
 #include "http/http.h"
 #include "http/static_files.h"
+#include "media/media.h"
 #include "net/server.h"
 #include "net/tls.h"
 #include "ws/ws.h"
@@ -232,6 +233,9 @@ static enum metrics_route classify(http_request *req, const char **rest)
         return METRICS_ROUTE_GATEWAY_API;
     if (chat_handles(path))
         return METRICS_ROUTE_CHAT;
+    /* uploads count as the chat service's, pictures served as static files */
+    if (media_handles(path))
+        return req->method == HTTP_POST ? METRICS_ROUTE_CHAT : METRICS_ROUTE_STATIC;
     return METRICS_ROUTE_STATIC;
 }
 
@@ -272,12 +276,27 @@ static void route(http_request *req)
         gateway_api_handle(req, rest);
         break;
     case METRICS_ROUTE_CHAT:
-        chat_handle_request(req);
+        if (media_handles(req->path))
+            media_handle_request(req);
+        else
+            chat_handle_request(req);
         break;
     default:
-        static_serve(req, srv.cfg->web_root);
+        if (media_handles(req->path))
+            media_handle_request(req);
+        else
+            static_serve(req, srv.cfg->web_root);
         break;
     }
+}
+
+/* Asked by the HTTP layer once a request's headers are in: only POST /media
+ * (not on the --metrics-listen listener) takes more than --max-body. */
+static void body_policy(http_request *req, http_body_policy *policy)
+{
+    if (req->conn && req->conn->handler == &metrics_conn_handler)
+        return;
+    media_body_policy(req, policy);
 }
 
 /* --metrics-listen HOST:PORT ("[::1]:9100" for IPv6). */
@@ -466,7 +485,10 @@ int app_run(uv_loop_t *loop, config *cfg)
         return 1;
     if (webhook_init(loop, cfg) < 0)
         return 1;
+    if (media_init(loop, cfg) < 0)
+        return 1;
     http_set_request_handler(route);
+    http_set_body_policy(body_policy);
     static_files_init(cfg->web_root);
     if (tls_init(cfg) < 0)
         return 1;

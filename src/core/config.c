@@ -141,6 +141,14 @@ static const option_spec options[] = {
      "password hashing jobs queued or running; sign-ups past half of it and logins past all of it "
      "get 503",
      R_LIVE, NULL, false},
+    {"max-upload", OPT_INT, FIELD(max_upload), "10485760", 1024, 1 << 30,
+     "bytes of a picture uploaded to POST /media (413 above); only /media takes bodies past "
+     "--max-body",
+     R_LIVE, NULL, false},
+    {"upload-concurrency", OPT_INT, FIELD(upload_concurrency), "8", 1, 100000,
+     "uploads to POST /media received or stored at once, past which they get 503 busy; memory "
+     "for uploads stays under --max-upload times this",
+     R_LIVE, NULL, false},
     {"ping-interval", OPT_INT, FIELD(ping_interval), "25", 1, 86400,
      "seconds of silence before the server pings a WebSocket", R_LIVE, NULL, false},
     {"ping-timeout", OPT_INT, FIELD(ping_timeout), "60", 1, 86400,
@@ -160,7 +168,13 @@ static const option_spec options[] = {
      "(at least 2 with PostgreSQL; SQLite uses one)",
      R_RESTART, NULL, false},
     {"data-dir", OPT_STRING, FIELD(data_dir), "./data", 0, 0,
-     "directory of the SQLite database (unused with a PostgreSQL --store)", R_RESTART, NULL, false},
+     "directory of the SQLite database (unused with a PostgreSQL --store) and, unless "
+     "--media-dir is set, of uploaded pictures",
+     R_RESTART, NULL, false},
+    {"media-dir", OPT_STRING, FIELD(media_dir), "", 0, 0,
+     "directory of uploaded pictures, named by their SHA-256 (empty = <data-dir>/media; with "
+     "several nodes it must be storage they all share)",
+     R_RESTART, NULL, false},
     {"jwt-secret", OPT_STRING, FIELD(jwt_secret), "", 0, 0,
      "HS256 secret to accept JWTs issued by your site's backend (empty = off)", R_LIVE, NULL, true},
     {"token-ttl", OPT_INT, FIELD(token_ttl), "2592000", 60, 315360000,

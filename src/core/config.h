@@ -53,6 +53,8 @@ typedef struct config {
     int64_t max_group_members;  /* members a group may have, owner included */
     int64_t presence_grace;     /* ms online after the last socket closed */
     int64_t hash_queue;         /* password hashing jobs waiting or running */
+    int64_t max_upload;         /* bytes of a POST /media body */
+    int64_t upload_concurrency; /* POST /media bodies buffered at once */
     /* timeouts, seconds */
     int64_t ping_interval;
     int64_t ping_timeout;
@@ -64,6 +66,7 @@ typedef struct config {
     char *store;               /* "sqlite" or a postgres:// URI */
     int64_t store_connections; /* PostgreSQL connections: 1 writer + readers */
     char *data_dir;
+    char *media_dir; /* "" = <data_dir>/media */
     char *jwt_secret;
     int64_t token_ttl;
     int64_t max_text;

@@ -31,11 +31,17 @@ struct http_state {
 };
 
 static http_request_fn request_handler;
+static http_body_policy_fn body_policy;
 static http_parser_settings parser_settings;
 
 void http_set_request_handler(http_request_fn fn)
 {
     request_handler = fn;
+}
+
+void http_set_body_policy(http_body_policy_fn fn)
+{
+    body_policy = fn;
 }
 
 const char *http_status_text(int status)
@@ -90,6 +96,11 @@ static void request_free(http_request *req)
 {
     if (!req)
         return;
+    if (req->release) {
+        void (*release)(http_request *) = req->release;
+        req->release = NULL;
+        release(req);
+    }
     free(req->head);
     free(req->headers);
     free(req->body);
@@ -234,33 +245,43 @@ void http_set_server_headers(const char *lines)
     snprintf(server_headers, sizeof(server_headers), "%s", lines);
 }
 
+/* The status line and headers of an answer into head; its length, or -1
+ * when they do not fit. */
+static int format_head(const http_request *req, int status, const char *extra_headers,
+                       const char *content_type, size_t len, char *head, size_t cap)
+{
+    char date[64];
+    format_date(date, sizeof(date));
+    const char *origin = http_header(req, "Origin");
+    char cors[512] = "";
+    /* the origin is echoed (not "*") so credentialed requests work too */
+    if (req->cors_allowed && origin && strlen(origin) < 256)
+        snprintf(cors, sizeof(cors), "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
+    int n = snprintf(head, cap,
+                     "HTTP/1.1 %d %s\r\nServer: chatd\r\nDate: %s\r\n%s%s%s%s%s%s"
+                     "Content-Length: %zu\r\nConnection: %s\r\n\r\n",
+                     status, http_status_text(status), date, server_headers, cors,
+                     content_type ? "Content-Type: " : "", content_type ? content_type : "",
+                     content_type ? "\r\n" : "", extra_headers ? extra_headers : "",
+                     (status == 204 || status == 304) ? (size_t)0 : len,
+                     req->keep_alive ? "keep-alive" : "close");
+    return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
 void http_respond(http_request *req, int status, const char *extra_headers,
                   const char *content_type, const void *body, size_t len)
 {
-    if (req->responded)
+    if (req->responded || req->streaming)
         return;
     req->responded = true;
+    if (req->body_waiting)
+        req->keep_alive = false; /* its body was not read: close after the answer */
     conn *c = req->conn;
     if (c && !(c->flags & CONN_CLOSING)) {
-        char date[64];
-        format_date(date, sizeof(date));
-        const char *origin = http_header(req, "Origin");
-        char cors[512] = "";
-        /* the origin is echoed (not "*") so credentialed requests work too */
-        if (req->cors_allowed && origin && strlen(origin) < 256)
-            snprintf(cors, sizeof(cors), "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n",
-                     origin);
         bool no_body = req->method == HTTP_HEAD || status == 204 || status == 304;
         char head[1536];
-        int n = snprintf(head, sizeof(head),
-                         "HTTP/1.1 %d %s\r\nServer: chatd\r\nDate: %s\r\n%s%s%s%s%s%s"
-                         "Content-Length: %zu\r\nConnection: %s\r\n\r\n",
-                         status, http_status_text(status), date, server_headers, cors,
-                         content_type ? "Content-Type: " : "", content_type ? content_type : "",
-                         content_type ? "\r\n" : "", extra_headers ? extra_headers : "",
-                         (status == 204 || status == 304) ? (size_t)0 : len,
-                         req->keep_alive ? "keep-alive" : "close");
-        if (n < 0 || (size_t)n >= sizeof(head)) {
+        int n = format_head(req, status, extra_headers, content_type, len, head, sizeof(head));
+        if (n < 0) {
             log_error("response head too long");
             conn_close(c);
         } else {
@@ -280,6 +301,65 @@ void http_respond(http_request *req, int status, const char *extra_headers,
         metrics_http_response(req->route, status);
         log_debug("%s %s -> %d", req->method_name, req->path, status);
     }
+    if (!req->in_dispatch)
+        finish_request(req);
+}
+
+void http_stream_begin(http_request *req, int status, const char *extra_headers,
+                       const char *content_type, size_t len, void (*writable)(http_request *req))
+{
+    if (req->responded || req->streaming)
+        return;
+    req->streaming = true;
+    req->stream_writable = writable;
+    conn *c = req->conn;
+    if (!c || (c->flags & CONN_CLOSING))
+        return; /* http_stream_send says so; the caller ends the stream */
+    char head[1536];
+    int n = format_head(req, status, extra_headers, content_type, len, head, sizeof(head));
+    if (n < 0) {
+        log_error("response head too long");
+        conn_close(c);
+        return;
+    }
+    if (conn_send_copy(c, head, (size_t)n) < 0) {
+        conn_close(c);
+        return;
+    }
+    metrics_http_response(req->route, status);
+    log_debug("%s %s -> %d (streamed, %zu bytes)", req->method_name, req->path, status, len);
+}
+
+int http_stream_send(http_request *req, sbuf *piece)
+{
+    conn *c = req->conn;
+    if (!c || (c->flags & CONN_CLOSING))
+        return -1;
+    return conn_send_force(c, piece) == CONN_SEND_OK ? 0 : -1;
+}
+
+void http_stream_wait(http_request *req)
+{
+    conn *c = req->conn;
+    req->stream_waiting = true;
+    if (!c || (c->flags & CONN_CLOSING)) {
+        req->stream_waiting = false;
+        req->stream_writable(req); /* sees req->conn NULL or closing: ends */
+        return;
+    }
+    http_state *st = c->http;
+    st->held_queue = conn_queued_bytes(c);
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout * 1000);
+    conn_notify_drain(c);
+}
+
+void http_stream_end(http_request *req, bool complete)
+{
+    req->streaming = false;
+    req->stream_waiting = false;
+    req->responded = true;
+    if (!complete && req->conn)
+        conn_close(req->conn); /* fewer bytes than the Content-Length sent */
     if (!req->in_dispatch)
         finish_request(req);
 }
@@ -341,6 +421,13 @@ static void fail_request(conn *c, int status, const char *code, const char *msg)
     st->req = NULL;
     request_free(req);
     conn_close_after_write(c, 2000);
+}
+
+static void fail_too_large(conn *c, uint32_t limit)
+{
+    char msg[128];
+    snprintf(msg, sizeof(msg), "request body is larger than %lu bytes", (unsigned long)limit);
+    fail_request(c, 413, "too_large", msg);
 }
 
 /* ---- parser callbacks -------------------------------------------------- */
@@ -477,6 +564,75 @@ static bool is_token(const char *s)
     return true;
 }
 
+static int apply_body_policy(conn *c, http_request *req, const http_body_policy *policy);
+
+/* An http_body_accept made inside decide, applied when decide returns:
+ * applying it there could answer and free the request under decide. */
+static bool accepted_in_decide;
+static http_body_policy accepted_policy;
+
+/* The application decides asynchronously: the parser stops right after the
+ * headers (http-parser leaves the final line feed unconsumed, so resuming
+ * it goes on with the body) and busy makes http_on_read stop reading, as
+ * for a handler answering later: the body stays in the socket, and the
+ * connection costs no more memory while it waits. */
+static int decide_body_policy(conn *c, http_request *req, const http_body_policy *policy)
+{
+    http_state *st = c->http;
+    req->body_waiting = true;
+    st->busy = true;
+    http_parser_pause(&st->parser, 1);
+    accepted_in_decide = false;
+    req->in_dispatch = true;
+    policy->decide(req); /* may accept or answer before it returns */
+    req->in_dispatch = false;
+    bool accepted = accepted_in_decide;
+    accepted_in_decide = false;
+    if (!req->conn) {
+        /* the connection closed during decide: on_close detached req */
+        if (req->responded || accepted)
+            request_free(req);
+        return 0;
+    }
+    if (req->responded) {
+        finish_request(req); /* keep-alive was turned off: closes after the answer */
+        return 0;
+    }
+    if (!accepted)
+        return 0; /* http_on_read sees the pause and stops reading */
+    st->busy = false;
+    http_parser_pause(&st->parser, 0);
+    return apply_body_policy(c, req, &accepted_policy) < 0 ? -1 : 0;
+}
+
+void http_body_accept(http_request *req, const http_body_policy *policy)
+{
+    if (!req->body_waiting || req->responded)
+        return;
+    req->body_waiting = false;
+    if (req->in_dispatch) { /* inside decide: decide_body_policy applies it */
+        accepted_in_decide = true;
+        accepted_policy = *policy;
+        return;
+    }
+    conn *c = req->conn;
+    if (!c) {
+        request_free(req); /* the connection is gone */
+        return;
+    }
+    c->http->busy = false;
+    int r = apply_body_policy(c, req, policy);
+    if (r < 0) {
+        conn_close(c); /* out of memory; on_close frees req */
+        return;
+    }
+    if (r > 0)
+        return; /* refused: answered, closing */
+    conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout * 1000);
+    http_parser_pause(&c->http->parser, 0);
+    conn_resume_read(c); /* delivers the bytes kept since the headers */
+}
+
 static int on_headers_complete(http_parser *p)
 {
     conn *c = p->data;
@@ -519,18 +675,40 @@ static int on_headers_complete(http_parser *p)
         fail_request(c, 400, "bad_request", "only HTTP/1.0 and HTTP/1.1 are supported");
         return 0;
     }
-    if (p->flags & F_CHUNKED) {
+    http_body_policy policy = {.limit = cfg->max_body};
+    if (body_policy)
+        body_policy(req, &policy);
+    if (policy.decide && !policy.refuse_status)
+        return decide_body_policy(c, req, &policy);
+    return apply_body_policy(c, req, &policy) < 0 ? -1 : 0;
+}
+
+/* The body policy's limits for req, or its refusal. 0, 1 when it answered
+ * (the parser is paused, the connection closing), -1 when out of memory. */
+static int apply_body_policy(conn *c, http_request *req, const http_body_policy *policy_in)
+{
+    http_parser *p = &c->http->parser;
+    http_body_policy policy = *policy_in;
+    if (policy.refuse_status) {
+        fail_request(c, policy.refuse_status, policy.refuse_code ? policy.refuse_code : "refused",
+                     policy.refuse_msg ? policy.refuse_msg : "request refused");
+        return 1;
+    }
+    if (policy.limit < 0)
+        policy.limit = 0;
+    if (policy.limit > UINT32_MAX - 1)
+        policy.limit = UINT32_MAX - 1;
+    req->body_limit = (uint32_t)policy.limit;
+    req->body_large = policy.large;
+    if ((p->flags & F_CHUNKED) && !policy.large) {
         fail_request(c, 411, "length_required",
                      "chunked request bodies are not supported: send Content-Length");
-        return 0;
+        return 1;
     }
     uint64_t clen = p->content_length == ULLONG_MAX ? 0 : p->content_length;
-    if (clen > (uint64_t)cfg->max_body) {
-        char msg[128];
-        snprintf(msg, sizeof(msg), "request body is larger than %lld bytes",
-                 (long long)cfg->max_body);
-        fail_request(c, 413, "too_large", msg);
-        return 0;
+    if (clen > req->body_limit) {
+        fail_too_large(c, req->body_limit);
+        return 1;
     }
     if (clen > 0) {
         req->body = malloc(clen + 1);
@@ -541,16 +719,44 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
+/* A chunked body of a large request grows its buffer by doubling, never
+ * past the policy's limit: 413 as soon as the body would pass it. */
+static int grow_body(conn *c, http_request *req, size_t need)
+{
+    if (need > req->body_limit) {
+        fail_too_large(c, req->body_limit);
+        return 1;
+    }
+    size_t cap = req->body_cap ? (size_t)req->body_cap * 2 : 65536;
+    while (cap < need)
+        cap *= 2;
+    if (cap > req->body_limit)
+        cap = req->body_limit;
+    char *body = realloc(req->body, cap + 1);
+    if (!body)
+        return -1;
+    req->body = body;
+    req->body_cap = (uint32_t)cap;
+    return 0;
+}
+
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     conn *c = p->data;
     http_request *req = c->http->req;
     if (c->http->failed)
         return 0;
-    if (req->body_len + len > req->body_cap)
-        return -1; /* cannot happen with Content-Length; guards the copy */
+    if (req->body_len + len > req->body_cap) {
+        if (!req->body_large)
+            return -1; /* cannot happen with Content-Length; guards the copy */
+        int r = grow_body(c, req, req->body_len + len);
+        if (r != 0)
+            return r < 0 ? -1 : 0; /* 1: answered 413 */
+    }
     memcpy(req->body + req->body_len, at, len);
     req->body_len += len;
+    if (req->body_large) /* progress: a slow upload is not a stalled one */
+        conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout * 1000);
     return 0;
 }
 
@@ -728,14 +934,14 @@ static size_t http_on_read(conn *c, uint8_t *data, size_t len)
 static void http_on_deadline(conn *c)
 {
     http_state *st = c->http;
-    if (st && st->out_held) {
+    if (st && (st->out_held || (st->req && st->req->stream_waiting))) {
         size_t queued = conn_queued_bytes(c);
         if (queued < st->held_queue) { /* the client reads, slowly: wait on */
             st->held_queue = queued;
             conn_set_deadline(c, (uint32_t)conn_server(c)->cfg->header_timeout * 1000);
             return;
         }
-        log_debug("HTTP client took none of its %zu queued bytes (over --max-outbuf) in %lld s: "
+        log_debug("HTTP client took none of its %zu queued bytes in %lld s: "
                   "closing",
                   queued, (long long)conn_server(c)->cfg->header_timeout);
         metrics_slow_close(METRICS_SLOW_HTTP);
@@ -757,6 +963,13 @@ static void http_on_deadline(conn *c)
 static void http_on_drain(conn *c)
 {
     http_state *st = c->http;
+    if (st && st->req && st->req->stream_waiting) {
+        http_request *req = st->req;
+        req->stream_waiting = false;
+        conn_set_deadline(c, 1000); /* busy: re-armed until the stream ends */
+        req->stream_writable(req);
+        return;
+    }
     if (!st || !st->out_held)
         return;
     st->out_held = false;
@@ -772,9 +985,12 @@ static void http_on_close(conn *c)
     http_state *st = c->http;
     if (!st)
         return;
+    http_request *waiting = NULL;
     if (st->req) {
         if (st->busy || st->req->in_dispatch) {
             st->req->conn = NULL; /* the handler frees it when it answers */
+            if (st->req->stream_waiting)
+                waiting = st->req;
         } else {
             request_free(st->req);
         }
@@ -785,6 +1001,10 @@ static void http_on_close(conn *c)
         st->dead = true; /* http_on_read frees it when the parser returns */
     else
         free(st);
+    if (waiting) { /* a stream waiting for the queue to drain: it ends now */
+        waiting->stream_waiting = false;
+        waiting->stream_writable(waiting);
+    }
 }
 
 const conn_handler http_conn_handler = {

@@ -82,10 +82,11 @@ export function freePort() {
   });
 }
 
-// A 1x1 PNG.
+// A valid 1x1 RGBA PNG (a white, fully transparent pixel): IHDR, a 13-byte
+// IDAT (zlib of the filter byte and 4 bytes of pixel), IEND, each CRC right.
 export const PNG_1x1 = Buffer.from(
-  '89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8ffff3f0005fe02fea7d6a4' +
-    '5b0000000049454e44ae426082',
+  '89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8ffff3f030008fc02fe78c4b2b0' +
+    '0000000049454e44ae426082',
   'hex',
 );
 
