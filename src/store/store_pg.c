@@ -974,41 +974,101 @@ static const char *const migrations[] = {
     "  o_result := json_build_object('group_id', p_gid, 'muted', p_muted, 'total',"
     "    chatd_unread_total(p_user));\n"
     "END $$;"
-    /* STORE_GROUP_SEND: a retried client_msg_id answers the stored
-     * message (o_dup), also one another node stored meanwhile. */
-    "CREATE OR REPLACE FUNCTION chatd_group_send(p_user bigint, p_gid bigint, p_type text, p_data "
-    "text,"
-    "  p_cmid text, p_time bigint, OUT o_status int, OUT o_result json, OUT o_dup boolean)"
-    "  LANGUAGE plpgsql AS $$\n"
+    /* STORE_GROUP_SEND, a pass's run of consecutive group sends at once
+     * (as chatd_send_batch for 1:1): one row per send, in order. Each
+     * statement that touches a row once per send would make a pass of N
+     * sends to one group cost N^2 (every update of a row adds a version the
+     * next one must walk past, until the commit), so the groups' rows are
+     * locked once (in id order: two nodes' batches cannot deadlock on
+     * them), and threads, groups and member rows are updated once per group
+     * (per sender) for the whole run. o_status: enum store_status (1 no
+     * such group, 3 not a member now, 2 dissolved), o_msg the error or a
+     * duplicate's stored message (o_dup); a new message's row carries id,
+     * seq and the sender's name and picture (the caller has the rest).
+     * o_members (the group's member ids) comes once per group, on its
+     * first accepted send. A unique violation (the same client_msg_id
+     * stored at once by another node) re-runs the block, as in
+     * chatd_send_batch: the send becomes a duplicate. */
+    "CREATE OR REPLACE FUNCTION chatd_group_send_batch(p_from bigint[], p_gid bigint[],"
+    "  p_type text[], p_data text[], p_cmid text[], p_time bigint[]) RETURNS TABLE(o_ord bigint,"
+    "  o_status int, o_id bigint, o_seq bigint, o_from_username text, o_from_userpic text,"
+    "  o_dup boolean, o_msg json, o_members json) LANGUAGE plpgsql AS $$\n"
     "DECLARE\n"
-    "  l record; p record; v_id bigint;\n"
+    "  v_id bigint[]; v_seq bigint[];\n"
     "BEGIN\n"
-    "  o_dup := false;\n"
-    "  SELECT * INTO l FROM chatd_group_lock(p_gid, p_user);\n"
-    "  IF l.o_status <> 0 THEN\n"
-    "    o_status := l.o_status;\n"
-    "    o_result := l.o_result;\n"
-    "    RETURN;\n"
-    "  END IF;\n"
-    "  IF p_cmid IS NOT NULL THEN\n"
-    "    SELECT m.id INTO v_id FROM messages m WHERE m.from_id = p_user"
-    "      AND m.client_msg_id = p_cmid;\n"
-    "  END IF;\n"
-    "  IF v_id IS NOT NULL THEN\n"
-    "    o_dup := true;\n"
-    "  ELSE\n"
-    "    SELECT * INTO p FROM chatd_group_post(p_gid, p_user, p_type, p_data, p_time, p_cmid);\n"
-    "    v_id := p.o_id;\n"
-    "    IF v_id IS NULL THEN\n"
-    "      SELECT m.id INTO v_id FROM messages m WHERE m.from_id = p_user"
-    "        AND m.client_msg_id = p_cmid;\n"
-    "      o_dup := true;\n"
+    "  PERFORM 1 FROM groups g WHERE g.id = ANY(p_gid) ORDER BY g.id FOR UPDATE;\n"
+    "  FOR attempt IN 1..3 LOOP\n"
+    "  BEGIN\n"
+    "  WITH b AS (\n"
+    "    SELECT x.ord, x.f, x.g, x.ty, x.da, x.cm, x.ti, gr.id IS NOT NULL AS gok,\n"
+    "           coalesce(gm.left_seq = 0, false) AS mok, coalesce(gr.dissolved, false) AS diss\n"
+    "      FROM unnest(p_from, p_gid, p_type, p_data, p_cmid, p_time) WITH ORDINALITY\n"
+    "           AS x(f, g, ty, da, cm, ti, ord)\n"
+    "      LEFT JOIN groups gr ON gr.id = x.g\n"
+    "      LEFT JOIN group_members gm ON gm.group_id = x.g AND gm.user_id = x.f),\n"
+    "  c AS (\n"
+    "    SELECT b.*, b.gok AND b.mok AND NOT b.diss AS ok FROM b),\n"
+    "  d AS (\n"
+    "    SELECT c.*, (c.ok AND m.id IS NULL AND (c.cm IS NULL OR\n"
+    "             row_number() OVER (PARTITION BY c.f, c.cm, c.ok ORDER BY c.ord) = 1)) AS fresh\n"
+    "      FROM c LEFT JOIN messages m ON c.ok AND c.cm IS NOT NULL\n"
+    "           AND m.from_id = c.f AND m.client_msg_id = c.cm),\n"
+    "  n AS (\n"
+    "    SELECT d.*, CASE WHEN d.fresh THEN t.last_seq + row_number() OVER\n"
+    "             (PARTITION BY d.fresh, d.g ORDER BY d.ord) END AS seq\n"
+    "      FROM d LEFT JOIN threads t ON d.fresh AND t.conv_lo = 0 AND t.conv_hi = d.g),\n"
+    "  ids AS (\n"
+    "    SELECT s.*, CASE WHEN s.fresh THEN nextval('messages_id_seq') END AS id\n"
+    "      FROM (SELECT * FROM n ORDER BY ord) s),\n"
+    "  ins AS (\n"
+    "    INSERT INTO messages(id, seq, from_id, to_id, conv_lo, conv_hi, type, data, time,\n"
+    "      client_msg_id) SELECT id, seq, f, 0, 0, g, ty, da, ti, cm FROM ids WHERE fresh),\n"
+    "  thr AS (\n"
+    "    UPDATE threads t SET last_seq = t.last_seq + c.n\n"
+    "      FROM (SELECT g, count(*) AS n FROM ids WHERE fresh GROUP BY 1) c\n"
+    "     WHERE t.conv_lo = 0 AND t.conv_hi = c.g),\n"
+    "  grp AS (\n"
+    "    UPDATE groups gr SET last_message_id = c.mx\n"
+    "      FROM (SELECT g, max(id) AS mx FROM ids WHERE fresh GROUP BY 1) c WHERE gr.id = c.g),\n"
+    "  mem AS (\n"
+    "    UPDATE group_members gm SET read_seq = greatest(gm.read_seq, c.mx)\n"
+    "      FROM (SELECT g, f, max(seq) AS mx FROM ids WHERE fresh GROUP BY 1, 2) c\n"
+    "     WHERE gm.group_id = c.g AND gm.user_id = c.f)\n"
+    "  SELECT array_agg(CASE WHEN i.fresh THEN i.id WHEN i.ok THEN 0 WHEN NOT i.gok THEN -1\n"
+    "           WHEN NOT i.mok THEN -3 ELSE -2 END ORDER BY i.ord),\n"
+    "         array_agg(coalesce(i.seq, 0) ORDER BY i.ord)\n"
+    "    INTO v_id, v_seq FROM ids i;\n"
+    "  EXIT;\n"
+    "  EXCEPTION WHEN unique_violation THEN\n"
+    "    IF attempt = 3 THEN\n"
+    "      RAISE;\n"
     "    END IF;\n"
-    "  END IF;\n"
-    "  o_status := 0;\n"
-    "  o_result := json_build_object('message', chatd_msg_json(v_id), 'members',"
-    "    chatd_group_member_ids(p_gid, 0));\n"
+    "  END;\n"
+    "  END LOOP;\n"
+    "  RETURN QUERY\n"
+    "  SELECT x.ord, CASE WHEN v_id[x.ord::int] >= 0 THEN 0 ELSE -v_id[x.ord::int]::int END,\n"
+    "         CASE WHEN v_id[x.ord::int] > 0 THEN v_id[x.ord::int] END,\n"
+    "         CASE WHEN v_id[x.ord::int] > 0 THEN v_seq[x.ord::int] END,\n"
+    "         fu.username, fu.userpic, v_id[x.ord::int] = 0,\n"
+    "         CASE v_id[x.ord::int]\n"
+    "           WHEN -1 THEN chatd_group_err('not_found', 'No such group.')\n"
+    "           WHEN -3 THEN chatd_group_err('not_member', 'You are not a member of this group.')\n"
+    "           WHEN -2 THEN chatd_group_err('group_dissolved', 'The group was dissolved.')\n"
+    "           WHEN 0 THEN (SELECT chatd_msg_json(m.id) FROM messages m\n"
+    "             WHERE m.from_id = x.f AND m.client_msg_id = x.cm) END,\n"
+    "         CASE WHEN v_id[x.ord::int] >= 0 AND row_number() OVER (PARTITION BY x.g,\n"
+    "           v_id[x.ord::int] >= 0 ORDER BY x.ord) = 1 THEN chatd_group_member_ids(x.g, 0) END\n"
+    "    FROM unnest(p_from, p_gid, p_cmid) WITH ORDINALITY AS x(f, g, cm, ord)\n"
+    "    LEFT JOIN users fu ON fu.id = x.f\n"
+    "   ORDER BY x.ord;\n"
     "END $$;"
+    /* One group send, for psql and tests: the batch of one. */
+    "CREATE OR REPLACE FUNCTION chatd_group_send(p_user bigint, p_gid bigint, p_type text,"
+    "  p_data text, p_cmid text, p_time bigint) RETURNS TABLE(o_ord bigint, o_status int,"
+    "  o_id bigint, o_seq bigint, o_from_username text, o_from_userpic text, o_dup boolean,"
+    "  o_msg json, o_members json) LANGUAGE sql AS"
+    "  $$SELECT * FROM chatd_group_send_batch(ARRAY[p_user], ARRAY[p_gid], ARRAY[p_type],"
+    "  ARRAY[p_data], ARRAY[p_cmid], ARRAY[p_time])$$;"
     /* STORE_GROUP_READ: a member, also one that left (up to its left_seq). */
     "CREATE OR REPLACE FUNCTION chatd_group_read(p_user bigint, p_gid bigint, OUT o_status int,"
     "  OUT o_result json) LANGUAGE plpgsql AS $$\n"
@@ -1274,8 +1334,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_GROUP_ROLE] = "SELECT o_status, o_result FROM chatd_group_role($1, $2, $3, $4, $5)",
     [ST_GROUP_DISSOLVE] = "SELECT o_status, o_result FROM chatd_group_dissolve($1, $2, $3)",
     [ST_GROUP_MUTE] = "SELECT o_status, o_result FROM chatd_group_mute($1, $2, $3)",
-    [ST_GROUP_SEND] = "SELECT o_status, o_result, o_dup FROM chatd_group_send($1, $2, $3, $4,"
-                      " $5, $6)",
+    [ST_GROUP_SEND] = "SELECT * FROM chatd_group_send_batch($1::bigint[], $2::bigint[],"
+                      " $3::text[], $4::text[], $5::text[], $6::bigint[])",
     /* the user's membership (no row: no group; member false: never a
      * member), then the messages of its seq range as ST_HISTORY's */
     [ST_GROUP_HISTORY] =
@@ -1583,17 +1643,6 @@ static int build_group(params *p, store_req *r)
         p_int(p, r->group_id);
         p_text(p, r->action ? "true" : "false");
         return 0;
-    case STORE_GROUP_SEND:
-        if (!r->msg_type || !r->msg_data)
-            return -1;
-        p->st = ST_GROUP_SEND;
-        p_int(p, r->user_id);
-        p_int(p, r->group_id);
-        p_text(p, r->msg_type);
-        p_text(p, r->msg_data);
-        p_text(p, r->client_msg_id);
-        p_int(p, r->time);
-        return 0;
     case STORE_GROUP_HISTORY:
         p->st = ST_GROUP_HISTORY;
         p_int(p, r->user_id);
@@ -1779,6 +1828,40 @@ static int build(params *p, store_req *r)
     default:
         return build_group(p, r);
     }
+}
+
+/* Fills p for the group sends reqs[0..n) (all with their inputs): one
+ * call of chatd_group_send_batch. -1 on out of memory. */
+static int build_group_sends(params *p, store_req **reqs, size_t n)
+{
+    memset(p, 0, sizeof(*p));
+    p->st = ST_GROUP_SEND;
+    /* columns: from, group, time; type, data, client_msg_id */
+    int64_t *ints = malloc(3 * n * sizeof(*ints));
+    const char **texts = malloc(3 * n * sizeof(*texts));
+    if (ints && texts) {
+        for (size_t i = 0; i < n; i++) {
+            ints[i] = reqs[i]->user_id;
+            ints[n + i] = reqs[i]->group_id;
+            ints[2 * n + i] = reqs[i]->time;
+            texts[i] = reqs[i]->msg_type;
+            texts[n + i] = reqs[i]->msg_data;
+            texts[2 * n + i] = reqs[i]->client_msg_id;
+        }
+        /* in chatd_group_send_batch's parameter order */
+        p_owned(p, int_array(ints, n));
+        p_owned(p, int_array(ints + n, n));
+        p_owned(p, text_array(texts, n));
+        p_owned(p, text_array(texts + n, n));
+        p_owned(p, text_array(texts + 2 * n, n));
+        p_owned(p, int_array(ints + 2 * n, n));
+    }
+    free(ints);
+    free(texts);
+    for (int i = 0; i < 6; i++)
+        if (p->n != 6 || !p->val[i])
+            return -1;
+    return 0;
 }
 
 /* Fills p for the sends reqs[0..n) (all with their inputs): one call of
@@ -1995,9 +2078,55 @@ static int answer_group(store_req *r, const PGresult *res)
         log_error("store: group answer: %s", e.text);
         return STORE_ERROR;
     }
-    if (r->op == STORE_GROUP_SEND && st == STORE_OK)
-        r->duplicate = col_bool(res, 0, 2);
     return (int)st;
+}
+
+/* The member ids of the groups of one chatd_group_send_batch answer: each
+ * group's comes once (on its first accepted send) and is shared by the
+ * results of all its sends (read-only; jansson's reference counts are
+ * atomic). */
+typedef struct {
+    int64_t gid;
+    json_t *ids;
+} group_members_seen;
+
+/* Turns row `row` of chatd_group_send_batch's answer into group send r's
+ * outputs. Returns the status. */
+static int answer_group_send(store_req *r, const PGresult *res, int row, group_members_seen *seen,
+                             size_t *nseen)
+{
+    int64_t st = col_int(res, row, 1);
+    json_error_t e;
+    if (st != STORE_OK) {
+        if (st != STORE_NOT_FOUND && st != STORE_CONFLICT && st != STORE_FORBIDDEN)
+            return STORE_ERROR;
+        r->result = json_loads(col_text(res, row, 7), 0, &e);
+        return r->result ? (int)st : STORE_ERROR;
+    }
+    json_t *members = NULL;
+    for (size_t i = 0; i < *nseen && !members; i++)
+        if (seen[i].gid == r->group_id)
+            members = seen[i].ids;
+    if (!members && !PQgetisnull(res, row, 8)) {
+        members = json_loads(col_text(res, row, 8), 0, &e);
+        if (members) /* seen has a place for each send of the run */
+            seen[(*nseen)++] = (group_members_seen){r->group_id, members};
+    }
+    if (!members)
+        return STORE_ERROR;
+    json_t *msg;
+    r->duplicate = col_bool(res, row, 6);
+    if (r->duplicate)
+        msg = json_loads(col_text(res, row, 7), 0, &e);
+    else
+        msg = json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
+                        (json_int_t)col_int(res, row, 2), "seq", (json_int_t)col_int(res, row, 3),
+                        "group_id", (json_int_t)r->group_id, "from_id", (json_int_t)r->user_id,
+                        "from_username", col_text(res, row, 4), "from_userpic",
+                        col_text(res, row, 5), "type", r->msg_type, "data", r->msg_data, "time",
+                        (json_int_t)r->time, "client_msg_id", r->client_msg_id);
+    r->result = msg ? json_pack("{s:o, s:O}", "message", msg, "members", members) : NULL;
+    return r->result ? STORE_OK : STORE_ERROR;
 }
 
 /* ST_GROUP_HISTORY's rows: (member, MSG_COLS or NULLs). */
@@ -2204,7 +2333,6 @@ static int answer(store_req *r, const PGresult *res)
     case STORE_GROUP_ROLE:
     case STORE_GROUP_DISSOLVE:
     case STORE_GROUP_MUTE:
-    case STORE_GROUP_SEND:
     case STORE_GROUP_READ:
         return answer_group(r, res);
     default:
@@ -2486,14 +2614,20 @@ static int pipeline(pg *b, store_req **reqs, size_t n)
         params p;
         size_t count = 1;
         int rc;
-        if (reqs[i]->op == STORE_MESSAGE_SEND) {
-            while (i + count < n && reqs[i + count]->op == STORE_MESSAGE_SEND)
+        store_op op = reqs[i]->op;
+        if (op == STORE_MESSAGE_SEND || op == STORE_GROUP_SEND) {
+            while (i + count < n && reqs[i + count]->op == op)
                 count++;
             rc = 0;
             for (size_t k = i; k < i + count; k++)
                 if (!reqs[k]->msg_type || !reqs[k]->msg_data)
                     rc = -1;
-            rc = rc == 0 ? build_sends(&p, reqs + i, count) : (memset(&p, 0, sizeof(p)), -1);
+            if (rc != 0)
+                memset(&p, 0, sizeof(p));
+            else if (op == STORE_MESSAGE_SEND)
+                rc = build_sends(&p, reqs + i, count);
+            else
+                rc = build_group_sends(&p, reqs + i, count);
         } else {
             rc = build(&p, reqs[i]);
         }
@@ -2539,22 +2673,31 @@ static int pipeline(pg *b, store_req **reqs, size_t n)
                     /* An answer that cannot be built (out of memory)
                      * fails its request only: the transaction still
                      * commits, so the pass must not be re-run. */
-                    bool rows_ok = reqs[sl.first]->op != STORE_MESSAGE_SEND ||
-                                   (size_t)PQntuples(res) == sl.count;
+                    store_op op = reqs[sl.first]->op;
+                    bool batch = op == STORE_MESSAGE_SEND || op == STORE_GROUP_SEND;
+                    bool rows_ok = !batch || (size_t)PQntuples(res) == sl.count;
                     if (!rows_ok)
-                        log_error("store: chatd_send_batch: %d rows for %zu sends", PQntuples(res),
+                        log_error("store: a send batch: %d rows for %zu sends", PQntuples(res),
                                   sl.count);
+                    group_members_seen *seen =
+                        op == STORE_GROUP_SEND ? malloc(sl.count * sizeof(*seen)) : NULL;
+                    size_t nseen = 0;
                     for (size_t k = 0; k < sl.count; k++) {
                         store_req *r = reqs[sl.first + k];
-                        if (!rows_ok)
+                        if (!rows_ok || (op == STORE_GROUP_SEND && !seen))
                             r->status = STORE_ERROR;
-                        else if (r->op == STORE_MESSAGE_SEND)
+                        else if (op == STORE_MESSAGE_SEND)
                             r->status = answer_send(r, res, (int)k);
+                        else if (op == STORE_GROUP_SEND)
+                            r->status = answer_group_send(r, res, (int)k, seen, &nseen);
                         else
                             r->status = answer(r, res);
                         if (r->status == STORE_ERROR)
                             log_error("store: request %d: its answer cannot be built", (int)r->op);
                     }
+                    for (size_t k = 0; k < nseen; k++)
+                        json_decref(seen[k].ids);
+                    free(seen);
                 } else if (st != PGRES_PIPELINE_ABORTED) {
                     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
                     if (sqlstate_unavailable(state))
