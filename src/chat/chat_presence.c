@@ -191,7 +191,31 @@ done:
     store_req_free(r);
 }
 
-/* Once per loop pass, after I/O: one peer read per user that changed. */
+/* An offline change: its last_seen is committed, so the peers told now read
+ * it (with PostgreSQL a read runs on another connection than the write: a
+ * read submitted beside the write could miss it). */
+static void offline_written(store_req *w)
+{
+    presence_note *n = w->ctx;
+    if (w->status != STORE_OK && w->status != STORE_NOT_FOUND)
+        log_warn("presence: last_seen of user %lld not stored", (long long)w->user_id);
+    store_req_free(w);
+    store_req *r = store_req_new(STORE_PRESENCE_PEERS, peers_read, n);
+    if (!r) {
+        presence *p = presence_find(n->uid);
+        if (p) {
+            p->reads--;
+            presence_maybe_free(p);
+        }
+        free(n);
+        return;
+    }
+    r->user_id = n->uid;
+    store_submit(chat_store, r);
+}
+
+/* Once per loop pass, after I/O: one peer read per user that changed (an
+ * offline one after its last_seen is written). */
 static void flush_cb(uv_check_t *h)
 {
     uv_check_stop(h);
@@ -202,10 +226,13 @@ static void flush_cb(uv_check_t *h)
         p->dirty = false;
         p->dirty_next = NULL;
         presence_note *n = malloc(sizeof(*n));
-        store_req *r = n ? store_req_new(STORE_PRESENCE_PEERS, peers_read, n) : NULL;
+        store_req *r = !n          ? NULL
+                       : p->online ? store_req_new(STORE_PRESENCE_PEERS, peers_read, n)
+                                   : store_req_new(STORE_USER_LAST_SEEN, offline_written, n);
         if (r) {
             *n = (presence_note){p->uid, p->version, p->online, p->left_ms};
             r->user_id = p->uid;
+            r->time = p->left_ms; /* STORE_USER_LAST_SEEN */
             p->reads++;
             store_submit(chat_store, r);
         } else {
@@ -220,8 +247,7 @@ static void flush_cb(uv_check_t *h)
 static void go_offline(presence *p)
 {
     p->online = false;
-    store_last_seen(p->uid, p->left_ms);
-    mark_dirty(p);
+    mark_dirty(p); /* flush_cb writes last_seen, then tells the peers */
 }
 
 /* ---- the cluster question ------------------------------------------------- */
