@@ -10,7 +10,7 @@
  * Every statement is prepared once at open and only ever bound with
  * sqlite3_bind_*: no SQL text is built from input, and the hot path does no
  * parsing. A send costs one INSERT in the common case: users come from a
- * cache, and conversation rows are written once per pass (conv_note). A
+ * cache, and conversation rows are written once per pass (sq_conv_note). A
  * group message is one INSERT too, plus the group's row and the sender's
  * member row: group unread counts are computed from member rows (see
  * migration 7), never counted per member.
@@ -156,7 +156,7 @@ static const char *const migrations[] = {
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SQLITE_SCHEMA_VERSION,
                "STORE_SQLITE_SCHEMA_VERSION must count the migrations");
 
-/* The message columns every message query returns, in msg_json's order;
+/* The message columns every message query returns, in sq_msg_json's order;
  * conv_lo 0 marks a group message (conv_hi is the group). */
 #define MSG_COLS                                                                                   \
     "m.id, m.to_id, m.from_id, u.username, u.userpic, m.type, m.data, m.time, m.client_msg_id,"    \
@@ -500,7 +500,7 @@ typedef struct {
 } sq;
 
 /* Logs the connection's last error and answers STORE_ERROR. */
-static int db_fail(sq *b, const char *what)
+static int sq_db_fail(sq *b, const char *what)
 {
     log_error("store: %s: %s", what, sqlite3_errmsg(b->db));
     return STORE_ERROR;
@@ -508,13 +508,13 @@ static int db_fail(sq *b, const char *what)
 
 /* A caller bug, not a database failure; still an error answer, since the
  * store has no "bad request" status. */
-static int bad_input(store_req *r, const char *what)
+static int sq_bad_input(store_req *r, const char *what)
 {
     log_error("store: request %d without %s", (int)r->op, what);
     return STORE_ERROR;
 }
 
-static sqlite3_stmt *prep(sq *b, enum stmt_id id)
+static sqlite3_stmt *sq_prep(sq *b, enum stmt_id id)
 {
     /* Statements are reset after every use, so one found busy here is a bug. */
     sqlite3_stmt *st = b->st[id];
@@ -523,14 +523,14 @@ static sqlite3_stmt *prep(sq *b, enum stmt_id id)
 }
 
 /* Steps a statement that returns no rows and resets it. */
-static int exec_stmt(sqlite3_stmt *st)
+static int sq_exec_stmt(sqlite3_stmt *st)
 {
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     return rc;
 }
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
+static void sq_bind_text(sqlite3_stmt *st, int i, const char *v)
 {
     /* STATIC: the request outlives the statement's use of the value. */
     if (v)
@@ -539,14 +539,14 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
         sqlite3_bind_null(st, i);
 }
 
-static const char *col_text(sqlite3_stmt *st, int i)
+static const char *sq_col_text(sqlite3_stmt *st, int i)
 {
     const char *t = (const char *)sqlite3_column_text(st, i);
     return t ? t : "";
 }
 
 /* limit <= 0 means no limit, which SQLite spells -1. */
-static int64_t sql_limit(int64_t limit)
+static int64_t sq_sql_limit(int64_t limit)
 {
     return limit > 0 ? limit : -1;
 }
@@ -555,12 +555,12 @@ static int64_t sql_limit(int64_t limit)
 static json_t *user_json(sqlite3_stmt *st)
 {
     return json_pack("{s:I, s:s, s:s}", "id", (json_int_t)sqlite3_column_int64(st, 0), "username",
-                     col_text(st, 1), "userpic", col_text(st, 2));
+                     sq_col_text(st, 1), "userpic", sq_col_text(st, 2));
 }
 
 /* The last_seen others see: null when the user hides it or was never
  * seen offline (0). */
-static json_t *last_seen_json(sqlite3_stmt *st, int col)
+static json_t *sq_last_seen_json(sqlite3_stmt *st, int col)
 {
     int64_t t = sqlite3_column_int64(st, col);
     return t > 0 && !sqlite3_column_int(st, col + 1) ? json_integer(t) : json_null();
@@ -571,7 +571,7 @@ static json_t *last_seen_json(sqlite3_stmt *st, int col)
 static json_t *peer_user_json(sqlite3_stmt *st)
 {
     json_t *u = user_json(st);
-    if (u && json_object_set_new(u, "last_seen", last_seen_json(st, 3)) != 0) {
+    if (u && json_object_set_new(u, "last_seen", sq_last_seen_json(st, 3)) != 0) {
         json_decref(u);
         u = NULL;
     }
@@ -580,21 +580,21 @@ static json_t *peer_user_json(sqlite3_stmt *st)
 
 /* A message from the MSG_COLS columns: a group's has group_id instead of
  * to_id. */
-static json_t *msg_json(sqlite3_stmt *st)
+static json_t *sq_msg_json(sqlite3_stmt *st)
 {
     bool group = sqlite3_column_int64(st, 10) == 0;
     return json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
                      (json_int_t)sqlite3_column_int64(st, 0), "seq",
                      (json_int_t)sqlite3_column_int64(st, 9), group ? "group_id" : "to_id",
                      (json_int_t)sqlite3_column_int64(st, group ? 11 : 1), "from_id",
-                     (json_int_t)sqlite3_column_int64(st, 2), "from_username", col_text(st, 3),
-                     "from_userpic", col_text(st, 4), "type", col_text(st, 5), "data",
-                     col_text(st, 6), "time", (json_int_t)sqlite3_column_int64(st, 7),
+                     (json_int_t)sqlite3_column_int64(st, 2), "from_username", sq_col_text(st, 3),
+                     "from_userpic", sq_col_text(st, 4), "type", sq_col_text(st, 5), "data",
+                     sq_col_text(st, 6), "time", (json_int_t)sqlite3_column_int64(st, 7),
                      "client_msg_id", (const char *)sqlite3_column_text(st, 8));
 }
 
 /* Runs a query and collects one JSON value per row; NULL on failure. */
-static json_t *rows_json(sq *b, sqlite3_stmt *st, json_t *(*row)(sqlite3_stmt *))
+static json_t *sq_rows_json(sq *b, sqlite3_stmt *st, json_t *(*row)(sqlite3_stmt *))
 {
     json_t *arr = json_array();
     int rc = SQLITE_DONE;
@@ -605,7 +605,7 @@ static json_t *rows_json(sq *b, sqlite3_stmt *st, json_t *(*row)(sqlite3_stmt *)
         }
     }
     if (arr && rc != SQLITE_DONE) {
-        db_fail(b, "query");
+        sq_db_fail(b, "query");
         json_decref(arr);
         arr = NULL;
     }
@@ -615,7 +615,7 @@ static json_t *rows_json(sq *b, sqlite3_stmt *st, json_t *(*row)(sqlite3_stmt *)
 
 /* Runs a query expected to return at most one row and turns it into JSON.
  * STORE_NOT_FOUND when there is no row. */
-static int row_json(sq *b, sqlite3_stmt *st, json_t *(*row)(sqlite3_stmt *), json_t **out)
+static int sq_row_json(sq *b, sqlite3_stmt *st, json_t *(*row)(sqlite3_stmt *), json_t **out)
 {
     int rc = sqlite3_step(st);
     int status = STORE_OK;
@@ -626,18 +626,18 @@ static int row_json(sq *b, sqlite3_stmt *st, json_t *(*row)(sqlite3_stmt *), jso
     } else if (rc == SQLITE_DONE) {
         status = STORE_NOT_FOUND;
     } else {
-        status = db_fail(b, "query");
+        status = sq_db_fail(b, "query");
     }
     sqlite3_reset(st);
     return status;
 }
 
-static bool is_constraint(int rc)
+static bool sq_is_constraint(int rc)
 {
     return (rc & 0xff) == SQLITE_CONSTRAINT;
 }
 
-static void user_forget(sq *b, user_entry *u)
+static void sq_user_forget(sq *b, user_entry *u)
 {
     HASH_DEL(b->users, u);
     b->nusers--;
@@ -651,7 +651,7 @@ static void users_clear(sq *b)
     user_entry *u, *tmp;
     HASH_ITER(hh, b->users, u, tmp)
     {
-        user_forget(b, u);
+        sq_user_forget(b, u);
     }
 }
 
@@ -668,21 +668,21 @@ static void seqs_clear(sq *b)
 
 /* The cache entry of conversation (lo, hi), loaded with its newest seq
  * (0 when it has no message yet); NULL on error. */
-static seq_entry *seq_get(sq *b, int64_t lo, int64_t hi)
+static seq_entry *sq_seq_get(sq *b, int64_t lo, int64_t hi)
 {
     conv_key key = {lo, hi};
     seq_entry *e;
     HASH_FIND(hh, b->seqs, &key, sizeof(key), e);
     if (e)
         return e;
-    sqlite3_stmt *st = prep(b, ST_CONV_LAST_SEQ);
+    sqlite3_stmt *st = sq_prep(b, ST_CONV_LAST_SEQ);
     sqlite3_bind_int64(st, 1, lo);
     sqlite3_bind_int64(st, 2, hi);
     int rc = sqlite3_step(st);
     int64_t last = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     sqlite3_reset(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        db_fail(b, "last seq lookup");
+        sq_db_fail(b, "last seq lookup");
         return NULL;
     }
     e = calloc(1, sizeof(*e));
@@ -699,23 +699,23 @@ static seq_entry *seq_get(sq *b, int64_t lo, int64_t hi)
 
 /* The user with that id, from the cache or the database. STORE_NOT_FOUND
  * when there is none. */
-static int user_get(sq *b, int64_t id, user_entry **out)
+static int sq_user_get(sq *b, int64_t id, user_entry **out)
 {
     HASH_FIND(hh, b->users, &id, sizeof(id), *out);
     if (*out)
         return STORE_OK;
-    sqlite3_stmt *st = prep(b, ST_USER_BY_ID);
+    sqlite3_stmt *st = sq_prep(b, ST_USER_BY_ID);
     sqlite3_bind_int64(st, 1, id);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
         sqlite3_reset(st);
-        return rc == SQLITE_DONE ? STORE_NOT_FOUND : db_fail(b, "user lookup");
+        return rc == SQLITE_DONE ? STORE_NOT_FOUND : sq_db_fail(b, "user lookup");
     }
     user_entry *u = calloc(1, sizeof(*u));
     if (u) {
         u->id = id;
-        u->username = strdup(col_text(st, 1));
-        u->userpic = strdup(col_text(st, 2));
+        u->username = strdup(sq_col_text(st, 1));
+        u->userpic = strdup(sq_col_text(st, 2));
     }
     sqlite3_reset(st);
     if (!u || !u->username || !u->userpic) {
@@ -734,27 +734,27 @@ static int user_get(sq *b, int64_t id, user_entry **out)
     return STORE_OK;
 }
 
-static int op_user_create(sq *b, store_req *r)
+static int sq_op_user_create(sq *b, store_req *r)
 {
     if (!r->username)
-        return bad_input(r, "username");
+        return sq_bad_input(r, "username");
     char *key = names_key(r->username);
     if (!key)
-        return bad_input(r, "a username that has a key (valid UTF-8)");
+        return sq_bad_input(r, "a username that has a key (valid UTF-8)");
     const char *pic = r->userpic ? r->userpic : "";
-    sqlite3_stmt *st = prep(b, ST_USER_INSERT);
-    bind_text(st, 1, r->username);
-    bind_text(st, 2, r->password_hash);
-    bind_text(st, 3, pic);
+    sqlite3_stmt *st = sq_prep(b, ST_USER_INSERT);
+    sq_bind_text(st, 1, r->username);
+    sq_bind_text(st, 2, r->password_hash);
+    sq_bind_text(st, 3, pic);
     sqlite3_bind_null(st, 4);
     sqlite3_bind_int64(st, 5, r->time);
-    bind_text(st, 6, key);
-    int rc = exec_stmt(st);
+    sq_bind_text(st, 6, key);
+    int rc = sq_exec_stmt(st);
     free(key);
-    if (is_constraint(rc))
+    if (sq_is_constraint(rc))
         return STORE_CONFLICT;
     if (rc != SQLITE_DONE)
-        return db_fail(b, "user insert");
+        return sq_db_fail(b, "user insert");
     r->result = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)sqlite3_last_insert_rowid(b->db),
                           "username", r->username, "userpic", pic);
     return r->result ? STORE_OK : STORE_ERROR;
@@ -763,30 +763,30 @@ static int op_user_create(sq *b, store_req *r)
 static json_t *user_with_hash_json(sqlite3_stmt *st)
 {
     return json_pack("{s:I, s:s, s:s, s:s?, s:b}", "id", (json_int_t)sqlite3_column_int64(st, 0),
-                     "username", col_text(st, 1), "userpic", col_text(st, 2), "password_hash",
+                     "username", sq_col_text(st, 1), "userpic", sq_col_text(st, 2), "password_hash",
                      (const char *)sqlite3_column_text(st, 3), "disabled",
                      sqlite3_column_int64(st, 4) != 0);
 }
 
-static int op_user_by_name(sq *b, store_req *r)
+static int sq_op_user_by_name(sq *b, store_req *r)
 {
     if (!r->username)
-        return bad_input(r, "username");
+        return sq_bad_input(r, "username");
     char *key = names_key(r->username);
     if (!key) /* not UTF-8: no account has that name */
         return STORE_NOT_FOUND;
-    sqlite3_stmt *st = prep(b, ST_USER_BY_NAME);
-    bind_text(st, 1, key);
-    int status = row_json(b, st, user_with_hash_json, &r->result);
+    sqlite3_stmt *st = sq_prep(b, ST_USER_BY_NAME);
+    sq_bind_text(st, 1, key);
+    int status = sq_row_json(b, st, user_with_hash_json, &r->result);
     free(key);
     return status;
 }
 
-static int op_user_by_id(sq *b, store_req *r)
+static int sq_op_user_by_id(sq *b, store_req *r)
 {
-    sqlite3_stmt *st = prep(b, ST_USER_BY_ID);
+    sqlite3_stmt *st = sq_prep(b, ST_USER_BY_ID);
     sqlite3_bind_int64(st, 1, r->user_id);
-    return row_json(b, st, user_json, &r->result);
+    return sq_row_json(b, st, user_json, &r->result);
 }
 
 static bool hash_given(const store_req *r)
@@ -800,27 +800,27 @@ static bool hash_given(const store_req *r)
 /* STORE_OK when the JWT is not revoked, NOT_FOUND when it is. */
 static int jwt_check_revoked(sq *b, store_req *r)
 {
-    sqlite3_stmt *st = prep(b, ST_JWT_REVOKED);
+    sqlite3_stmt *st = sq_prep(b, ST_JWT_REVOKED);
     sqlite3_bind_blob(st, 1, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, r->time);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc == SQLITE_ROW)
         return STORE_NOT_FOUND;
-    return rc == SQLITE_DONE ? STORE_OK : db_fail(b, "revoked JWT lookup");
+    return rc == SQLITE_DONE ? STORE_OK : sq_db_fail(b, "revoked JWT lookup");
 }
 
-static int op_jwt_revoke(sq *b, store_req *r)
+static int sq_op_jwt_revoke(sq *b, store_req *r)
 {
-    sqlite3_stmt *st = prep(b, ST_JWT_PURGE);
+    sqlite3_stmt *st = sq_prep(b, ST_JWT_PURGE);
     sqlite3_bind_int64(st, 1, r->time);
-    if (exec_stmt(st) != SQLITE_DONE)
-        return db_fail(b, "revoked JWT purge");
-    st = prep(b, ST_JWT_REVOKE);
+    if (sq_exec_stmt(st) != SQLITE_DONE)
+        return sq_db_fail(b, "revoked JWT purge");
+    st = sq_prep(b, ST_JWT_REVOKE);
     sqlite3_bind_blob(st, 1, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, r->expires);
-    if (exec_stmt(st) != SQLITE_DONE)
-        return db_fail(b, "JWT revoke");
+    if (sq_exec_stmt(st) != SQLITE_DONE)
+        return sq_db_fail(b, "JWT revoke");
     r->result = json_null();
     return STORE_OK;
 }
@@ -833,10 +833,10 @@ static int op_jwt_revoke(sq *b, store_req *r)
  * have: names never start with a control character and external_id is
  * unique (the hex keeps the name apart under the old ASCII NOCASE rule
  * too). So a valid identity gets an account, not an error. */
-static int op_user_external(sq *b, store_req *r)
+static int sq_op_user_external(sq *b, store_req *r)
 {
     if (!r->external_id || !r->username)
-        return bad_input(r, "external_id/username");
+        return sq_bad_input(r, "external_id/username");
     if (hash_given(r)) {
         int revoked = jwt_check_revoked(b, r);
         if (revoked != STORE_OK)
@@ -865,12 +865,12 @@ static int op_user_external(sq *b, store_req *r)
     const char *names[3] = {r->username, alt, hex};
     int status = STORE_CONFLICT;
     if (!keys[0] || !keys[1] || !keys[2] || !hex) {
-        status = bad_input(r, "a username that has a key (valid UTF-8)");
+        status = sq_bad_input(r, "a username that has a key (valid UTF-8)");
         goto out;
     }
 
-    sqlite3_stmt *st = prep(b, ST_USER_BY_EXT);
-    bind_text(st, 1, r->external_id);
+    sqlite3_stmt *st = sq_prep(b, ST_USER_BY_EXT);
+    sq_bind_text(st, 1, r->external_id);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW &&
         (sqlite3_column_int64(st, 3) != 0 || r->issued_at < sqlite3_column_int64(st, 4))) {
@@ -879,8 +879,8 @@ static int op_user_external(sq *b, store_req *r)
         status = STORE_NOT_FOUND;
     } else if (rc == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(st, 0);
-        char *cur_name = strdup(col_text(st, 1));
-        char *cur_pic = strdup(col_text(st, 2));
+        char *cur_name = strdup(sq_col_text(st, 1));
+        char *cur_pic = strdup(sq_col_text(st, 2));
         sqlite3_reset(st);
         if (!cur_name || !cur_pic)
             status = STORE_ERROR;
@@ -888,22 +888,22 @@ static int op_user_external(sq *b, store_req *r)
             const char *name = names[i];
             /* the name it already has is its own, whatever its key */
             if (i == 2 || strcmp(cur_name, name) != 0 || strcmp(cur_pic, pic) != 0) {
-                sqlite3_stmt *up = prep(b, ST_USER_UPDATE);
+                sqlite3_stmt *up = sq_prep(b, ST_USER_UPDATE);
                 sqlite3_bind_int64(up, 1, id);
-                bind_text(up, 2, name);
-                bind_text(up, 3, pic);
-                bind_text(up, 4, keys[i]);
-                rc = exec_stmt(up);
-                if (is_constraint(rc))
+                sq_bind_text(up, 2, name);
+                sq_bind_text(up, 3, pic);
+                sq_bind_text(up, 4, keys[i]);
+                rc = sq_exec_stmt(up);
+                if (sq_is_constraint(rc))
                     continue;
                 if (rc != SQLITE_DONE) {
-                    status = db_fail(b, "user update");
+                    status = sq_db_fail(b, "user update");
                     break;
                 }
                 user_entry *cached;
                 HASH_FIND(hh, b->users, &id, sizeof(id), cached);
                 if (cached)
-                    user_forget(b, cached);
+                    sq_user_forget(b, cached);
             }
             r->result = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "username", name,
                                   "userpic", pic);
@@ -914,18 +914,18 @@ static int op_user_external(sq *b, store_req *r)
     } else if (rc == SQLITE_DONE) {
         sqlite3_reset(st);
         for (int i = 0; i < 3 && status == STORE_CONFLICT; i++) {
-            sqlite3_stmt *ins = prep(b, ST_USER_INSERT);
-            bind_text(ins, 1, names[i]);
+            sqlite3_stmt *ins = sq_prep(b, ST_USER_INSERT);
+            sq_bind_text(ins, 1, names[i]);
             sqlite3_bind_null(ins, 2);
-            bind_text(ins, 3, pic);
-            bind_text(ins, 4, r->external_id);
+            sq_bind_text(ins, 3, pic);
+            sq_bind_text(ins, 4, r->external_id);
             sqlite3_bind_int64(ins, 5, r->time);
-            bind_text(ins, 6, keys[i]);
-            rc = exec_stmt(ins);
-            if (is_constraint(rc))
+            sq_bind_text(ins, 6, keys[i]);
+            rc = sq_exec_stmt(ins);
+            if (sq_is_constraint(rc))
                 continue;
             if (rc != SQLITE_DONE) {
-                status = db_fail(b, "user insert");
+                status = sq_db_fail(b, "user insert");
                 break;
             }
             r->result =
@@ -935,7 +935,7 @@ static int op_user_external(sq *b, store_req *r)
         }
     } else {
         sqlite3_reset(st);
-        status = db_fail(b, "user lookup");
+        status = sq_db_fail(b, "user lookup");
     }
 out:
     free(alt);
@@ -945,10 +945,10 @@ out:
     return status;
 }
 
-static int op_user_search(sq *b, store_req *r)
+static int sq_op_user_search(sq *b, store_req *r)
 {
     if (!r->query)
-        return bad_input(r, "query");
+        return sq_bad_input(r, "query");
     char *key = names_key(r->query); /* NULL if not UTF-8: no name starts with it */
     char *hi = key ? store_search_bound(key) : NULL;
     if (!hi) {
@@ -956,56 +956,56 @@ static int op_user_search(sq *b, store_req *r)
         r->result = json_array();
         return r->result ? STORE_OK : STORE_ERROR;
     }
-    sqlite3_stmt *st = prep(b, ST_USER_SEARCH);
+    sqlite3_stmt *st = sq_prep(b, ST_USER_SEARCH);
     sqlite3_bind_int64(st, 1, r->user_id);
-    bind_text(st, 2, key);
-    bind_text(st, 3, hi);
-    sqlite3_bind_int64(st, 4, sql_limit(r->limit));
-    r->result = rows_json(b, st, peer_user_json);
+    sq_bind_text(st, 2, key);
+    sq_bind_text(st, 3, hi);
+    sqlite3_bind_int64(st, 4, sq_sql_limit(r->limit));
+    r->result = sq_rows_json(b, st, peer_user_json);
     free(key);
     free(hi);
     return r->result ? STORE_OK : STORE_ERROR;
 }
 
-static int op_token_create(sq *b, store_req *r)
+static int sq_op_token_create(sq *b, store_req *r)
 {
     user_entry *u;
-    int status = user_get(b, r->user_id, &u);
+    int status = sq_user_get(b, r->user_id, &u);
     if (status != STORE_OK)
         return status;
-    sqlite3_stmt *st = prep(b, ST_TOKEN_INSERT);
+    sqlite3_stmt *st = sq_prep(b, ST_TOKEN_INSERT);
     sqlite3_bind_blob(st, 1, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, r->user_id);
     sqlite3_bind_int64(st, 3, r->expires);
-    int rc = exec_stmt(st);
-    if (is_constraint(rc))
+    int rc = sq_exec_stmt(st);
+    if (sq_is_constraint(rc))
         return STORE_CONFLICT;
     if (rc != SQLITE_DONE)
-        return db_fail(b, "token insert");
+        return sq_db_fail(b, "token insert");
     if (sqlite3_changes(b->db) == 0)
         return STORE_NOT_FOUND; /* the user is disabled */
     r->result = json_null();
     return STORE_OK;
 }
 
-static int op_user_admin(sq *b, store_req *r)
+static int sq_op_user_admin(sq *b, store_req *r)
 {
     if (r->action < STORE_ADMIN_REVOKE || r->action > STORE_ADMIN_ENABLE)
-        return bad_input(r, "a known admin action");
-    sqlite3_stmt *st = prep(b, ST_ADMIN_USER);
+        return sq_bad_input(r, "a known admin action");
+    sqlite3_stmt *st = sq_prep(b, ST_ADMIN_USER);
     sqlite3_bind_int64(st, 1, r->user_id);
     sqlite3_bind_int64(st, 2, r->time);
     sqlite3_bind_int(st, 3, r->action);
-    if (exec_stmt(st) != SQLITE_DONE)
-        return db_fail(b, "user admin update");
+    if (sq_exec_stmt(st) != SQLITE_DONE)
+        return sq_db_fail(b, "user admin update");
     if (sqlite3_changes(b->db) == 0)
         return STORE_NOT_FOUND;
     int64_t deleted = 0;
     if (r->action != STORE_ADMIN_ENABLE) {
-        st = prep(b, ST_ADMIN_TOKENS);
+        st = sq_prep(b, ST_ADMIN_TOKENS);
         sqlite3_bind_int64(st, 1, r->user_id);
-        if (exec_stmt(st) != SQLITE_DONE)
-            return db_fail(b, "user tokens delete");
+        if (sq_exec_stmt(st) != SQLITE_DONE)
+            return sq_db_fail(b, "user tokens delete");
         deleted = sqlite3_changes64(b->db);
     }
     r->result = json_pack("{s:I, s:b}", "tokens_deleted", (json_int_t)deleted, "disabled",
@@ -1013,33 +1013,33 @@ static int op_user_admin(sq *b, store_req *r)
     return r->result ? STORE_OK : STORE_ERROR;
 }
 
-static int op_last_seen(sq *b, store_req *r)
+static int sq_op_last_seen(sq *b, store_req *r)
 {
-    sqlite3_stmt *st = prep(b, ST_LAST_SEEN);
+    sqlite3_stmt *st = sq_prep(b, ST_LAST_SEEN);
     sqlite3_bind_int64(st, 1, r->user_id);
     sqlite3_bind_int64(st, 2, r->time);
-    if (exec_stmt(st) != SQLITE_DONE)
-        return db_fail(b, "last_seen update");
+    if (sq_exec_stmt(st) != SQLITE_DONE)
+        return sq_db_fail(b, "last_seen update");
     r->result = json_null();
     return sqlite3_changes(b->db) ? STORE_OK : STORE_NOT_FOUND;
 }
 
-static int op_user_settings(sq *b, store_req *r)
+static int sq_op_user_settings(sq *b, store_req *r)
 {
-    sqlite3_stmt *st = prep(b, ST_SETTINGS);
+    sqlite3_stmt *st = sq_prep(b, ST_SETTINGS);
     sqlite3_bind_int64(st, 1, r->user_id);
     sqlite3_bind_int(st, 2, r->action ? 1 : 0);
-    if (exec_stmt(st) != SQLITE_DONE)
-        return db_fail(b, "settings update");
+    if (sq_exec_stmt(st) != SQLITE_DONE)
+        return sq_db_fail(b, "settings update");
     if (sqlite3_changes(b->db) == 0)
         return STORE_NOT_FOUND;
     r->result = json_pack("{s:b}", "hide_last_seen", r->action ? 1 : 0);
     return r->result ? STORE_OK : STORE_ERROR;
 }
 
-static int op_presence_peers(sq *b, store_req *r)
+static int sq_op_presence_peers(sq *b, store_req *r)
 {
-    sqlite3_stmt *st = prep(b, ST_PEERS);
+    sqlite3_stmt *st = sq_prep(b, ST_PEERS);
     sqlite3_bind_int64(st, 1, r->user_id);
     json_t *peers = json_array();
     bool hide = false, found = false;
@@ -1057,7 +1057,7 @@ static int op_presence_peers(sq *b, store_req *r)
     }
     int status = STORE_OK;
     if (peers && rc != SQLITE_DONE)
-        status = db_fail(b, "presence peers");
+        status = sq_db_fail(b, "presence peers");
     sqlite3_reset(st);
     if (!peers || status != STORE_OK) {
         json_decref(peers);
@@ -1073,27 +1073,27 @@ static int op_presence_peers(sq *b, store_req *r)
 }
 
 /* Deletes at most limit rows of each table past time. 0, or -1 (logged). */
-static int purge(sq *b, int64_t time, int64_t limit, int64_t *tokens, int64_t *jwts)
+static int sq_purge(sq *b, int64_t time, int64_t limit, int64_t *tokens, int64_t *jwts)
 {
-    sqlite3_stmt *st = prep(b, ST_PURGE_TOKENS);
+    sqlite3_stmt *st = sq_prep(b, ST_PURGE_TOKENS);
     sqlite3_bind_int64(st, 1, time);
     sqlite3_bind_int64(st, 2, limit);
-    if (exec_stmt(st) != SQLITE_DONE)
-        return db_fail(b, "token purge"), -1;
+    if (sq_exec_stmt(st) != SQLITE_DONE)
+        return sq_db_fail(b, "token purge"), -1;
     *tokens = sqlite3_changes64(b->db);
-    st = prep(b, ST_PURGE_JWTS);
+    st = sq_prep(b, ST_PURGE_JWTS);
     sqlite3_bind_int64(st, 1, time);
     sqlite3_bind_int64(st, 2, limit);
-    if (exec_stmt(st) != SQLITE_DONE)
-        return db_fail(b, "revoked JWT purge"), -1;
+    if (sq_exec_stmt(st) != SQLITE_DONE)
+        return sq_db_fail(b, "revoked JWT purge"), -1;
     *jwts = sqlite3_changes64(b->db);
     return 0;
 }
 
-static int op_token_purge(sq *b, store_req *r)
+static int sq_op_token_purge(sq *b, store_req *r)
 {
     int64_t tokens = 0, jwts = 0;
-    if (purge(b, r->time, r->limit > 0 ? r->limit : STORE_PURGE_BATCH, &tokens, &jwts) != 0)
+    if (sq_purge(b, r->time, r->limit > 0 ? r->limit : STORE_PURGE_BATCH, &tokens, &jwts) != 0)
         return STORE_ERROR;
     r->result = json_pack("{s:I, s:I}", "tokens", (json_int_t)tokens, "jwts", (json_int_t)jwts);
     return r->result ? STORE_OK : STORE_ERROR;
@@ -1111,20 +1111,20 @@ static json_t *token_user_json(sqlite3_stmt *st)
     return u;
 }
 
-static int op_token_lookup(sq *b, store_req *r)
+static int sq_op_token_lookup(sq *b, store_req *r)
 {
-    sqlite3_stmt *st = prep(b, ST_TOKEN_LOOKUP);
+    sqlite3_stmt *st = sq_prep(b, ST_TOKEN_LOOKUP);
     sqlite3_bind_blob(st, 1, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, r->time);
-    return row_json(b, st, token_user_json, &r->result);
+    return sq_row_json(b, st, token_user_json, &r->result);
 }
 
-static int op_token_delete(sq *b, store_req *r)
+static int sq_op_token_delete(sq *b, store_req *r)
 {
-    sqlite3_stmt *st = prep(b, ST_TOKEN_DELETE);
+    sqlite3_stmt *st = sq_prep(b, ST_TOKEN_DELETE);
     sqlite3_bind_blob(st, 1, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
-    if (exec_stmt(st) != SQLITE_DONE)
-        return db_fail(b, "token delete");
+    if (sq_exec_stmt(st) != SQLITE_DONE)
+        return sq_db_fail(b, "token delete");
     r->result = json_null();
     return sqlite3_changes(b->db) > 0 ? STORE_OK : STORE_NOT_FOUND;
 }
@@ -1136,14 +1136,14 @@ static int conv_flush(sq *b)
     int ret = 0;
     for (size_t i = 0; i < b->npending && ret == 0; i++) {
         conv_delta *d = &b->pool[i];
-        sqlite3_stmt *st = prep(b, ST_CONV_UPSERT);
+        sqlite3_stmt *st = sq_prep(b, ST_CONV_UPSERT);
         sqlite3_bind_int64(st, 1, d->key.user);
         sqlite3_bind_int64(st, 2, d->key.peer);
         sqlite3_bind_int64(st, 3, d->last_message_id);
         sqlite3_bind_int64(st, 4, d->unread);
         sqlite3_bind_int64(st, 5, d->last_in_id);
-        if (exec_stmt(st) != SQLITE_DONE)
-            ret = db_fail(b, "conversation upsert");
+        if (sq_exec_stmt(st) != SQLITE_DONE)
+            ret = sq_db_fail(b, "conversation upsert");
     }
     HASH_CLEAR(hh, b->pending);
     b->npending = 0;
@@ -1158,8 +1158,8 @@ static void conv_discard(sq *b)
 
 /* Records that message msg_id moved user's conversation with peer, adding
  * unread to its count; in_id is msg_id when it came from peer, else 0. */
-static int conv_note(sq *b, int64_t user, int64_t peer, int64_t msg_id, int64_t unread,
-                     int64_t in_id)
+static int sq_conv_note(sq *b, int64_t user, int64_t peer, int64_t msg_id, int64_t unread,
+                        int64_t in_id)
 {
     conv_key key = {user, peer};
     conv_delta *d;
@@ -1180,15 +1180,15 @@ static int conv_note(sq *b, int64_t user, int64_t peer, int64_t msg_id, int64_t 
     return 0;
 }
 
-static int op_message_send(sq *b, store_req *r)
+static int sq_op_message_send(sq *b, store_req *r)
 {
     if (!r->msg_type || !r->msg_data)
-        return bad_input(r, "msg_type/msg_data");
+        return sq_bad_input(r, "msg_type/msg_data");
     int64_t from = r->user_id, to = r->peer_id;
     user_entry *sender, *recipient;
-    int status = user_get(b, to, &recipient);
+    int status = sq_user_get(b, to, &recipient);
     if (status == STORE_OK)
-        status = user_get(b, from, &sender);
+        status = sq_user_get(b, from, &sender);
     if (status != STORE_OK)
         return status;
 
@@ -1197,7 +1197,7 @@ static int op_message_send(sq *b, store_req *r)
      * handed out in commit order without holes (a rollback empties the
      * cache, freeing them again). */
     int64_t lo = from < to ? from : to, hi = from < to ? to : from;
-    seq_entry *conv = seq_get(b, lo, hi);
+    seq_entry *conv = sq_seq_get(b, lo, hi);
     if (!conv)
         return STORE_ERROR;
     int64_t seq = conv->last_seq + 1;
@@ -1212,31 +1212,31 @@ static int op_message_send(sq *b, store_req *r)
     if (!msg)
         return STORE_ERROR;
 
-    sqlite3_stmt *st = prep(b, ST_MSG_INSERT);
+    sqlite3_stmt *st = sq_prep(b, ST_MSG_INSERT);
     sqlite3_bind_int64(st, 1, from);
     sqlite3_bind_int64(st, 2, to);
     sqlite3_bind_int64(st, 3, lo);
     sqlite3_bind_int64(st, 4, hi);
-    bind_text(st, 5, r->msg_type);
-    bind_text(st, 6, r->msg_data);
+    sq_bind_text(st, 5, r->msg_type);
+    sq_bind_text(st, 6, r->msg_data);
     sqlite3_bind_int64(st, 7, r->time);
-    bind_text(st, 8, r->client_msg_id);
+    sq_bind_text(st, 8, r->client_msg_id);
     sqlite3_bind_int64(st, 9, seq);
-    if (exec_stmt(st) != SQLITE_DONE) {
+    if (sq_exec_stmt(st) != SQLITE_DONE) {
         json_decref(msg);
-        return db_fail(b, "message insert");
+        return sq_db_fail(b, "message insert");
     }
     if (sqlite3_changes(b->db) == 0) {
         /* Only a repeated (from_id, client_msg_id) skips the insert. */
         json_decref(msg);
         if (!r->client_msg_id)
-            return db_fail(b, "message insert skipped");
-        st = prep(b, ST_MSG_BY_CLIENT);
+            return sq_db_fail(b, "message insert skipped");
+        st = sq_prep(b, ST_MSG_BY_CLIENT);
         sqlite3_bind_int64(st, 1, from);
-        bind_text(st, 2, r->client_msg_id);
-        status = row_json(b, st, msg_json, &r->result);
+        sq_bind_text(st, 2, r->client_msg_id);
+        status = sq_row_json(b, st, sq_msg_json, &r->result);
         if (status == STORE_NOT_FOUND)
-            return db_fail(b, "duplicate message vanished");
+            return sq_db_fail(b, "duplicate message vanished");
         r->duplicate = status == STORE_OK;
         return status;
     }
@@ -1245,7 +1245,7 @@ static int op_message_send(sq *b, store_req *r)
     /* From here on a failure leaves the message without its conversation
      * rows; STORE_ERROR makes the caller roll the whole transaction back. */
     if (json_object_set_new(msg, "id", json_integer(id)) != 0 ||
-        conv_note(b, from, to, id, 0, 0) != 0 || conv_note(b, to, from, id, 1, id) != 0) {
+        sq_conv_note(b, from, to, id, 0, 0) != 0 || sq_conv_note(b, to, from, id, 1, id) != 0) {
         json_decref(msg);
         return STORE_ERROR;
     }
@@ -1274,7 +1274,7 @@ typedef struct {
     bool muted;
 } user_group;
 
-static const char *role_name(int role)
+static const char *sq_role_name(int role)
 {
     return role == STORE_GROUP_ROLE_OWNER   ? "owner"
            : role == STORE_GROUP_ROLE_ADMIN ? "admin"
@@ -1282,28 +1282,28 @@ static const char *role_name(int role)
 }
 
 /* The newest seq a member may see: its left_seq once it left. */
-static int64_t member_upper(int64_t last_seq, int64_t left_seq)
+static int64_t sq_member_upper(int64_t last_seq, int64_t left_seq)
 {
     return left_seq > 0 && left_seq < last_seq ? left_seq : last_seq;
 }
 
 /* The unread count, computed: the seqs the member may see above the last
  * it read (its range starts at joined_seq). */
-static int64_t member_unread(int64_t last_seq, int64_t joined_seq, int64_t left_seq,
-                             int64_t read_seq)
+static int64_t sq_member_unread(int64_t last_seq, int64_t joined_seq, int64_t left_seq,
+                                int64_t read_seq)
 {
     int64_t seen = read_seq > joined_seq - 1 ? read_seq : joined_seq - 1;
-    int64_t n = member_upper(last_seq, left_seq) - seen;
+    int64_t n = sq_member_upper(last_seq, left_seq) - seen;
     return n > 0 ? n : 0;
 }
 
 /* The user's groups (current and left) into *out, malloc'd, *n of them. */
-static int user_groups(sq *b, int64_t user, user_group **out, size_t *n)
+static int sq_user_groups(sq *b, int64_t user, user_group **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
     size_t cap = 0;
-    sqlite3_stmt *st = prep(b, ST_USER_GROUPS);
+    sqlite3_stmt *st = sq_prep(b, ST_USER_GROUPS);
     sqlite3_bind_int64(st, 1, user);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1332,35 +1332,36 @@ static int user_groups(sq *b, int64_t user, user_group **out, size_t *n)
     free(*out);
     *out = NULL;
     *n = 0;
-    return rc == SQLITE_NOMEM ? STORE_ERROR : db_fail(b, "user groups");
+    return rc == SQLITE_NOMEM ? STORE_ERROR : sq_db_fail(b, "user groups");
 }
 
 static json_t *chat_item_json(sqlite3_stmt *st)
 {
     return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "chat_type",
                      "single", "userid", (json_int_t)sqlite3_column_int64(st, 0), "username",
-                     col_text(st, 1), "userpic", col_text(st, 2), "type", col_text(st, 3), "data",
-                     col_text(st, 4), "time", (json_int_t)sqlite3_column_int64(st, 5), "noreadnum",
-                     (json_int_t)sqlite3_column_int64(st, 6), "last_message_id",
+                     sq_col_text(st, 1), "userpic", sq_col_text(st, 2), "type", sq_col_text(st, 3),
+                     "data", sq_col_text(st, 4), "time", (json_int_t)sqlite3_column_int64(st, 5),
+                     "noreadnum", (json_int_t)sqlite3_column_int64(st, 6), "last_message_id",
                      (json_int_t)sqlite3_column_int64(st, 7), "last_seq",
-                     (json_int_t)sqlite3_column_int64(st, 8), "last_seen", last_seen_json(st, 9));
+                     (json_int_t)sqlite3_column_int64(st, 8), "last_seen",
+                     sq_last_seen_json(st, 9));
 }
 
 /* A group item of the chat list, from ST_GROUP_CHAT_LIST. */
 static json_t *group_item_json(sqlite3_stmt *st)
 {
     int64_t left = sqlite3_column_int64(st, 7);
-    int64_t unread = member_unread(sqlite3_column_int64(st, 9), sqlite3_column_int64(st, 6), left,
-                                   sqlite3_column_int64(st, 8));
+    int64_t unread = sq_member_unread(sqlite3_column_int64(st, 9), sqlite3_column_int64(st, 6),
+                                      left, sqlite3_column_int64(st, 8));
     return json_pack(
         "{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:b, s:s, s:I, s:b, s:b}",
         "chat_type", "group", "group_id", (json_int_t)sqlite3_column_int64(st, 0), "name",
-        col_text(st, 1), "avatar", col_text(st, 2), "type", col_text(st, 3), "data",
-        col_text(st, 4), "time", (json_int_t)sqlite3_column_int64(st, 5), "noreadnum",
+        sq_col_text(st, 1), "avatar", sq_col_text(st, 2), "type", sq_col_text(st, 3), "data",
+        sq_col_text(st, 4), "time", (json_int_t)sqlite3_column_int64(st, 5), "noreadnum",
         (json_int_t)unread, "last_message_id", (json_int_t)sqlite3_column_int64(st, 10), "last_seq",
         (json_int_t)sqlite3_column_int64(st, 11), "from_id",
-        (json_int_t)sqlite3_column_int64(st, 12), "from_username", col_text(st, 13), "muted",
-        sqlite3_column_int(st, 14) != 0, "role", role_name(sqlite3_column_int(st, 15)),
+        (json_int_t)sqlite3_column_int64(st, 12), "from_username", sq_col_text(st, 13), "muted",
+        sqlite3_column_int(st, 14) != 0, "role", sq_role_name(sqlite3_column_int(st, 15)),
         "member_count", (json_int_t)sqlite3_column_int64(st, 16), "dissolved",
         sqlite3_column_int(st, 17) != 0, "left", left > 0);
 }
@@ -1374,16 +1375,16 @@ static int by_last_message_desc(const void *x, const void *y)
 
 /* 1:1 and group items in one list, sorted in memory: a user has few
  * conversations, and each part is one seek on its own index. */
-static int op_chat_list(sq *b, store_req *r)
+static int sq_op_chat_list(sq *b, store_req *r)
 {
-    sqlite3_stmt *st = prep(b, ST_CHAT_LIST);
+    sqlite3_stmt *st = sq_prep(b, ST_CHAT_LIST);
     sqlite3_bind_int64(st, 1, r->user_id);
-    json_t *singles = rows_json(b, st, chat_item_json);
+    json_t *singles = sq_rows_json(b, st, chat_item_json);
     json_t *groups = NULL;
     if (singles) {
-        st = prep(b, ST_GROUP_CHAT_LIST);
+        st = sq_prep(b, ST_GROUP_CHAT_LIST);
         sqlite3_bind_int64(st, 1, r->user_id);
-        groups = rows_json(b, st, group_item_json);
+        groups = sq_rows_json(b, st, group_item_json);
     }
     size_t n = json_array_size(singles) + json_array_size(groups);
     json_t **items = groups ? malloc((n ? n : 1) * sizeof(*items)) : NULL;
@@ -1416,26 +1417,26 @@ static int op_chat_list(sq *b, store_req *r)
     return status;
 }
 
-static int op_history(sq *b, store_req *r)
+static int sq_op_history(sq *b, store_req *r)
 {
     int64_t lo = r->user_id < r->peer_id ? r->user_id : r->peer_id;
     int64_t hi = r->user_id < r->peer_id ? r->peer_id : r->user_id;
-    sqlite3_stmt *st = prep(b, ST_HISTORY);
+    sqlite3_stmt *st = sq_prep(b, ST_HISTORY);
     sqlite3_bind_int64(st, 1, lo);
     sqlite3_bind_int64(st, 2, hi);
     sqlite3_bind_int64(st, 3, r->before > 0 ? r->before : INT64_MAX);
-    sqlite3_bind_int64(st, 4, sql_limit(r->limit));
-    r->result = rows_json(b, st, msg_json);
+    sqlite3_bind_int64(st, 4, sq_sql_limit(r->limit));
+    r->result = sq_rows_json(b, st, sq_msg_json);
     return r->result ? STORE_OK : STORE_ERROR;
 }
 
-static int op_sync(sq *b, store_req *r)
+static int sq_op_sync(sq *b, store_req *r)
 {
-    sqlite3_stmt *st = prep(b, ST_SYNC);
+    sqlite3_stmt *st = sq_prep(b, ST_SYNC);
     sqlite3_bind_int64(st, 1, r->user_id);
     sqlite3_bind_int64(st, 2, r->after);
-    sqlite3_bind_int64(st, 3, sql_limit(r->limit));
-    r->result = rows_json(b, st, msg_json);
+    sqlite3_bind_int64(st, 3, sq_sql_limit(r->limit));
+    r->result = sq_rows_json(b, st, sq_msg_json);
     return r->result ? STORE_OK : STORE_ERROR;
 }
 
@@ -1487,13 +1488,13 @@ static int sync_add(sync_conv **v, size_t *n, size_t *cap, sync_conv c)
  * user's seq range only. Past the limit, a conversation above its cursor
  * is still listed, with no messages and more: true, so the client knows to
  * ask again. */
-static int op_sync_cursors(sq *b, store_req *r)
+static int sq_op_sync_cursors(sq *b, store_req *r)
 {
     if (r->cursors && !json_is_object(r->cursors))
-        return bad_input(r, "cursors as an object");
+        return sq_bad_input(r, "cursors as an object");
     /* the conversations first: the per-conversation query cannot run while
      * this one is stepping on the same connection's statements */
-    sqlite3_stmt *st = prep(b, ST_SYNC_CONVS);
+    sqlite3_stmt *st = sq_prep(b, ST_SYNC_CONVS);
     sqlite3_bind_int64(st, 1, r->user_id);
     size_t n = 0, cap = 0;
     sync_conv *todo = NULL;
@@ -1511,17 +1512,17 @@ static int op_sync_cursors(sq *b, store_req *r)
     sqlite3_reset(st);
     int status = STORE_OK;
     if (rc != SQLITE_DONE)
-        status = rc == SQLITE_NOMEM ? STORE_ERROR : db_fail(b, "sync conversations");
+        status = rc == SQLITE_NOMEM ? STORE_ERROR : sq_db_fail(b, "sync conversations");
     user_group *groups = NULL;
     size_t ngroups = 0;
     if (status == STORE_OK)
-        status = user_groups(b, r->user_id, &groups, &ngroups);
+        status = sq_user_groups(b, r->user_id, &groups, &ngroups);
     for (size_t i = 0; i < ngroups && status == STORE_OK; i++) {
         user_group *g = &groups[i];
         sync_conv c = {.id = g->id,
                        .group = true,
                        .after = cursor_of(r->cursors, "g", g->id),
-                       .upto = member_upper(g->last_seq, g->left_seq),
+                       .upto = sq_member_upper(g->last_seq, g->left_seq),
                        .last_id = g->last_id};
         if (c.after < g->joined_seq - 1)
             c.after = g->joined_seq - 1;
@@ -1539,19 +1540,19 @@ static int op_sync_cursors(sq *b, store_req *r)
         sync_conv *c = &todo[i];
         json_t *msgs;
         if (left > 0 && c->group) {
-            st = prep(b, ST_GROUP_SYNC_CONV);
+            st = sq_prep(b, ST_GROUP_SYNC_CONV);
             sqlite3_bind_int64(st, 1, c->id);
             sqlite3_bind_int64(st, 2, c->after);
             sqlite3_bind_int64(st, 3, c->upto);
             sqlite3_bind_int64(st, 4, left);
-            msgs = rows_json(b, st, msg_json);
+            msgs = sq_rows_json(b, st, sq_msg_json);
         } else if (left > 0) {
-            st = prep(b, ST_SYNC_CONV);
+            st = sq_prep(b, ST_SYNC_CONV);
             sqlite3_bind_int64(st, 1, r->user_id < c->id ? r->user_id : c->id);
             sqlite3_bind_int64(st, 2, r->user_id < c->id ? c->id : r->user_id);
             sqlite3_bind_int64(st, 3, c->after);
             sqlite3_bind_int64(st, 4, left);
-            msgs = rows_json(b, st, msg_json);
+            msgs = sq_rows_json(b, st, sq_msg_json);
         } else {
             msgs = json_array();
         }
@@ -1576,7 +1577,7 @@ static int op_sync_cursors(sq *b, store_req *r)
 /* The user's unread sum of 1:1 conversations; -1 on error. */
 static int64_t unread_total(sq *b, int64_t user)
 {
-    sqlite3_stmt *st = prep(b, ST_UNREAD_TOTAL);
+    sqlite3_stmt *st = sq_prep(b, ST_UNREAD_TOTAL);
     sqlite3_bind_int64(st, 1, user);
     int64_t total = -1;
     if (sqlite3_step(st) == SQLITE_ROW)
@@ -1587,29 +1588,29 @@ static int64_t unread_total(sq *b, int64_t user)
 
 /* The user's unread total as every answer gives it: 1:1 conversations and
  * the groups not muted; -1 on error. */
-static int64_t unread_all(sq *b, int64_t user)
+static int64_t sq_unread_all(sq *b, int64_t user)
 {
     int64_t total = unread_total(b, user);
     user_group *groups;
     size_t n;
-    if (total < 0 || user_groups(b, user, &groups, &n) != STORE_OK)
+    if (total < 0 || sq_user_groups(b, user, &groups, &n) != STORE_OK)
         return -1;
     for (size_t i = 0; i < n; i++) {
         if (!groups[i].muted)
-            total += member_unread(groups[i].last_seq, groups[i].joined_seq, groups[i].left_seq,
-                                   groups[i].read_seq);
+            total += sq_member_unread(groups[i].last_seq, groups[i].joined_seq, groups[i].left_seq,
+                                      groups[i].read_seq);
     }
     free(groups);
     return total;
 }
 
-static int op_read(sq *b, store_req *r)
+static int sq_op_read(sq *b, store_req *r)
 {
     user_entry *peer;
-    int status = user_get(b, r->peer_id, &peer);
+    int status = sq_user_get(b, r->peer_id, &peer);
     if (status != STORE_OK)
         return status;
-    sqlite3_stmt *st = prep(b, ST_CONV_GET);
+    sqlite3_stmt *st = sq_prep(b, ST_CONV_GET);
     sqlite3_bind_int64(st, 1, r->user_id);
     sqlite3_bind_int64(st, 2, r->peer_id);
     int rc = sqlite3_step(st);
@@ -1621,20 +1622,20 @@ static int op_read(sq *b, store_req *r)
     }
     sqlite3_reset(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return db_fail(b, "conversation lookup");
+        return sq_db_fail(b, "conversation lookup");
     /* Reading an already read conversation (or none) writes nothing. */
     bool changed = rc == SQLITE_ROW && (unread != 0 || last_read != last_in);
     if (changed) {
-        st = prep(b, ST_CONV_READ);
+        st = sq_prep(b, ST_CONV_READ);
         sqlite3_bind_int64(st, 1, r->user_id);
         sqlite3_bind_int64(st, 2, r->peer_id);
         sqlite3_bind_int64(st, 3, last_in);
-        if (exec_stmt(st) != SQLITE_DONE)
-            return db_fail(b, "conversation read");
+        if (sq_exec_stmt(st) != SQLITE_DONE)
+            return sq_db_fail(b, "conversation read");
     }
-    int64_t total = unread_all(b, r->user_id);
+    int64_t total = sq_unread_all(b, r->user_id);
     if (total < 0)
-        return db_fail(b, "unread total");
+        return sq_db_fail(b, "unread total");
     r->result = json_pack("{s:I, s:I, s:b}", "total", (json_int_t)total, "last_read_id",
                           (json_int_t)last_in, "changed", changed);
     return r->result ? STORE_OK : STORE_ERROR;
@@ -1646,11 +1647,11 @@ static json_t *unread_item_json(sqlite3_stmt *st)
                      (json_int_t)sqlite3_column_int64(st, 1));
 }
 
-static int op_unread(sq *b, store_req *r)
+static int sq_op_unread(sq *b, store_req *r)
 {
-    sqlite3_stmt *st = prep(b, ST_UNREAD_LIST);
+    sqlite3_stmt *st = sq_prep(b, ST_UNREAD_LIST);
     sqlite3_bind_int64(st, 1, r->user_id);
-    json_t *list = rows_json(b, st, unread_item_json);
+    json_t *list = sq_rows_json(b, st, unread_item_json);
     if (!list)
         return STORE_ERROR;
     json_int_t total = 0;
@@ -1663,7 +1664,7 @@ static int op_unread(sq *b, store_req *r)
     user_group *groups;
     size_t n;
     json_t *glist = json_array();
-    if (!glist || user_groups(b, r->user_id, &groups, &n) != STORE_OK) {
+    if (!glist || sq_user_groups(b, r->user_id, &groups, &n) != STORE_OK) {
         json_decref(list);
         json_decref(glist);
         return STORE_ERROR;
@@ -1671,7 +1672,7 @@ static int op_unread(sq *b, store_req *r)
     int status = STORE_OK;
     for (i = 0; i < n && status == STORE_OK; i++) {
         user_group *g = &groups[i];
-        int64_t unread = member_unread(g->last_seq, g->joined_seq, g->left_seq, g->read_seq);
+        int64_t unread = sq_member_unread(g->last_seq, g->joined_seq, g->left_seq, g->read_seq);
         if (unread == 0)
             continue;
         if (!g->muted)
@@ -1719,13 +1720,13 @@ static int group_err(store_req *r, int status, const char *code, const char *mes
 static int group_load(sq *b, store_req *r, int64_t id, group_row *g)
 {
     memset(g, 0, sizeof(*g));
-    sqlite3_stmt *st = prep(b, ST_GROUP_GET);
+    sqlite3_stmt *st = sq_prep(b, ST_GROUP_GET);
     sqlite3_bind_int64(st, 1, id);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         g->id = id;
-        g->name = strdup(col_text(st, 0));
-        g->avatar = strdup(col_text(st, 1));
+        g->name = strdup(sq_col_text(st, 0));
+        g->avatar = strdup(sq_col_text(st, 1));
         g->owner_id = sqlite3_column_int64(st, 2);
         g->created_at = sqlite3_column_int64(st, 3);
         g->member_count = sqlite3_column_int64(st, 4);
@@ -1737,7 +1738,7 @@ static int group_load(sq *b, store_req *r, int64_t id, group_row *g)
     if (rc == SQLITE_DONE)
         return group_err(r, STORE_NOT_FOUND, "not_found", "No such group.");
     if (rc != SQLITE_ROW)
-        return db_fail(b, "group lookup");
+        return sq_db_fail(b, "group lookup");
     if (!g->name || !g->avatar) {
         group_row_free(g);
         return STORE_ERROR;
@@ -1747,22 +1748,22 @@ static int group_load(sq *b, store_req *r, int64_t id, group_row *g)
 
 static int group_save(sq *b, const group_row *g)
 {
-    sqlite3_stmt *st = prep(b, ST_GROUP_PUT);
+    sqlite3_stmt *st = sq_prep(b, ST_GROUP_PUT);
     sqlite3_bind_int64(st, 1, g->id);
-    bind_text(st, 2, g->name);
-    bind_text(st, 3, g->avatar);
+    sq_bind_text(st, 2, g->name);
+    sq_bind_text(st, 3, g->avatar);
     sqlite3_bind_int64(st, 4, g->owner_id);
     sqlite3_bind_int64(st, 5, g->member_count);
     sqlite3_bind_int(st, 6, g->dissolved ? 1 : 0);
     sqlite3_bind_int64(st, 7, g->last_seq);
     sqlite3_bind_int64(st, 8, g->last_message_id);
-    return exec_stmt(st) == SQLITE_DONE ? STORE_OK : db_fail(b, "group update");
+    return sq_exec_stmt(st) == SQLITE_DONE ? STORE_OK : sq_db_fail(b, "group update");
 }
 
 static int member_load(sq *b, int64_t gid, int64_t uid, member_row *m)
 {
     memset(m, 0, sizeof(*m));
-    sqlite3_stmt *st = prep(b, ST_MEMBER_GET);
+    sqlite3_stmt *st = sq_prep(b, ST_MEMBER_GET);
     sqlite3_bind_int64(st, 1, gid);
     sqlite3_bind_int64(st, 2, uid);
     int rc = sqlite3_step(st);
@@ -1776,12 +1777,12 @@ static int member_load(sq *b, int64_t gid, int64_t uid, member_row *m)
         m->muted = sqlite3_column_int(st, 5) != 0;
     }
     sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : db_fail(b, "member lookup");
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : sq_db_fail(b, "member lookup");
 }
 
 static int member_save(sq *b, int64_t gid, int64_t uid, const member_row *m)
 {
-    sqlite3_stmt *st = prep(b, ST_MEMBER_PUT);
+    sqlite3_stmt *st = sq_prep(b, ST_MEMBER_PUT);
     sqlite3_bind_int64(st, 1, gid);
     sqlite3_bind_int64(st, 2, uid);
     sqlite3_bind_int(st, 3, m->role);
@@ -1790,7 +1791,7 @@ static int member_save(sq *b, int64_t gid, int64_t uid, const member_row *m)
     sqlite3_bind_int64(st, 6, m->left_seq);
     sqlite3_bind_int64(st, 7, m->read_seq);
     sqlite3_bind_int(st, 8, m->muted ? 1 : 0);
-    return exec_stmt(st) == SQLITE_DONE ? STORE_OK : db_fail(b, "member update");
+    return sq_exec_stmt(st) == SQLITE_DONE ? STORE_OK : sq_db_fail(b, "member update");
 }
 
 static json_t *group_json(const group_row *g)
@@ -1807,7 +1808,7 @@ static json_t *group_json(const group_row *g)
 static json_t *member_ids(sq *b, int64_t gid, int64_t extra)
 {
     json_t *ids = json_array();
-    sqlite3_stmt *st = prep(b, ST_MEMBER_IDS);
+    sqlite3_stmt *st = sq_prep(b, ST_MEMBER_IDS);
     sqlite3_bind_int64(st, 1, gid);
     int rc = SQLITE_DONE;
     while (ids && (rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1818,7 +1819,7 @@ static json_t *member_ids(sq *b, int64_t gid, int64_t extra)
     }
     sqlite3_reset(st);
     if (ids && rc != SQLITE_DONE) {
-        db_fail(b, "member ids");
+        sq_db_fail(b, "member ids");
         json_decref(ids);
         return NULL;
     }
@@ -1853,7 +1854,7 @@ static int group_open(sq *b, store_req *r, group_row *g, member_row *m, bool cur
 static json_t *user_ref(sq *b, int64_t id)
 {
     user_entry *u;
-    if (user_get(b, id, &u) != STORE_OK)
+    if (sq_user_get(b, id, &u) != STORE_OK)
         return NULL;
     return json_pack("{s:I, s:s}", "userid", (json_int_t)id, "username", u->username);
 }
@@ -1886,10 +1887,10 @@ static int group_post(sq *b, group_row *g, int64_t from, const char *type, const
     if (!data)
         return STORE_ERROR;
     user_entry *sender;
-    int status = user_get(b, from, &sender);
+    int status = sq_user_get(b, from, &sender);
     if (status != STORE_OK)
-        return status == STORE_NOT_FOUND ? db_fail(b, "group message sender vanished") : status;
-    seq_entry *conv = seq_get(b, 0, g->id);
+        return status == STORE_NOT_FOUND ? sq_db_fail(b, "group message sender vanished") : status;
+    seq_entry *conv = sq_seq_get(b, 0, g->id);
     if (!conv)
         return STORE_ERROR;
     int64_t seq = conv->last_seq + 1;
@@ -1900,30 +1901,30 @@ static int group_post(sq *b, group_row *g, int64_t from, const char *type, const
                   "data", data, "time", (json_int_t)time, "client_msg_id", client_msg_id);
     if (!m)
         return STORE_ERROR;
-    sqlite3_stmt *st = prep(b, ST_MSG_INSERT);
+    sqlite3_stmt *st = sq_prep(b, ST_MSG_INSERT);
     sqlite3_bind_int64(st, 1, from);
     sqlite3_bind_int64(st, 2, 0);
     sqlite3_bind_int64(st, 3, 0);
     sqlite3_bind_int64(st, 4, g->id);
-    bind_text(st, 5, type);
-    bind_text(st, 6, data);
+    sq_bind_text(st, 5, type);
+    sq_bind_text(st, 6, data);
     sqlite3_bind_int64(st, 7, time);
-    bind_text(st, 8, client_msg_id);
+    sq_bind_text(st, 8, client_msg_id);
     sqlite3_bind_int64(st, 9, seq);
-    if (exec_stmt(st) != SQLITE_DONE) {
+    if (sq_exec_stmt(st) != SQLITE_DONE) {
         json_decref(m);
-        return db_fail(b, "group message insert");
+        return sq_db_fail(b, "group message insert");
     }
     if (sqlite3_changes(b->db) == 0) {
         json_decref(m);
         if (!client_msg_id)
-            return db_fail(b, "group message insert skipped");
-        st = prep(b, ST_MSG_BY_CLIENT);
+            return sq_db_fail(b, "group message insert skipped");
+        st = sq_prep(b, ST_MSG_BY_CLIENT);
         sqlite3_bind_int64(st, 1, from);
-        bind_text(st, 2, client_msg_id);
-        status = row_json(b, st, msg_json, msg);
+        sq_bind_text(st, 2, client_msg_id);
+        status = sq_row_json(b, st, sq_msg_json, msg);
         if (status == STORE_NOT_FOUND)
-            return db_fail(b, "duplicate message vanished");
+            return sq_db_fail(b, "duplicate message vanished");
         *dup = status == STORE_OK;
         return status;
     }
@@ -2015,16 +2016,16 @@ static int member_list(const store_req *r, int64_t skip, int64_t **out, size_t *
  * {userid, username} appended to users. STORE_OK, NOT_FOUND or ERROR. */
 static int member_candidate(sq *b, int64_t id, json_t *users)
 {
-    sqlite3_stmt *st = prep(b, ST_USER_ACTIVE);
+    sqlite3_stmt *st = sq_prep(b, ST_USER_ACTIVE);
     sqlite3_bind_int64(st, 1, id);
     int rc = sqlite3_step(st);
     int status = STORE_OK;
     if (rc == SQLITE_ROW) {
         if (json_array_append_new(users, json_pack("{s:I, s:s}", "userid", (json_int_t)id,
-                                                   "username", col_text(st, 0))) != 0)
+                                                   "username", sq_col_text(st, 0))) != 0)
             status = STORE_ERROR;
     } else {
-        status = rc == SQLITE_DONE ? STORE_NOT_FOUND : db_fail(b, "member user lookup");
+        status = rc == SQLITE_DONE ? STORE_NOT_FOUND : sq_db_fail(b, "member user lookup");
     }
     sqlite3_reset(st);
     return status;
@@ -2035,14 +2036,14 @@ static bool over_limit(int64_t count, int64_t max_members)
     return max_members > 0 && count > max_members;
 }
 
-static int op_group_create(sq *b, store_req *r)
+static int sq_op_group_create(sq *b, store_req *r)
 {
     if (!r->name)
-        return bad_input(r, "name");
+        return sq_bad_input(r, "name");
     int64_t *ids;
     size_t n;
     if (member_list(r, r->user_id, &ids, &n) != 0)
-        return bad_input(r, "members as an array");
+        return sq_bad_input(r, "members as an array");
     json_t *users = json_array();
     int status = users ? STORE_OK : STORE_ERROR;
     if (status == STORE_OK && over_limit((int64_t)n + 1, r->max_members))
@@ -2050,7 +2051,7 @@ static int op_group_create(sq *b, store_req *r)
             group_err(r, STORE_CONFLICT, "group_full", "The group would have too many members.");
     user_entry *owner;
     if (status == STORE_OK) {
-        status = user_get(b, r->user_id, &owner);
+        status = sq_user_get(b, r->user_id, &owner);
         if (status == STORE_NOT_FOUND)
             status = group_err(r, STORE_NOT_FOUND, "not_found", "No such user.");
     }
@@ -2070,16 +2071,16 @@ static int op_group_create(sq *b, store_req *r)
                    .member_count = (int64_t)n + 1,
                    .name = strdup(r->name),
                    .avatar = strdup(r->avatar ? r->avatar : "")};
-    sqlite3_stmt *st = prep(b, ST_GROUP_INSERT);
-    bind_text(st, 1, g.name);
-    bind_text(st, 2, g.avatar);
+    sqlite3_stmt *st = sq_prep(b, ST_GROUP_INSERT);
+    sq_bind_text(st, 1, g.name);
+    sq_bind_text(st, 2, g.avatar);
     sqlite3_bind_int64(st, 3, g.owner_id);
     sqlite3_bind_int64(st, 4, g.created_at);
     if (!g.name || !g.avatar) {
         status = STORE_ERROR;
         json_decref(users);
-    } else if (exec_stmt(st) != SQLITE_DONE) {
-        status = db_fail(b, "group insert");
+    } else if (sq_exec_stmt(st) != SQLITE_DONE) {
+        status = sq_db_fail(b, "group insert");
         json_decref(users);
     } else {
         g.id = sqlite3_last_insert_rowid(b->db);
@@ -2110,11 +2111,11 @@ static int op_group_create(sq *b, store_req *r)
 static json_t *member_json(sqlite3_stmt *st)
 {
     return json_pack("{s:I, s:s, s:s, s:o, s:s}", "userid", (json_int_t)sqlite3_column_int64(st, 0),
-                     "username", col_text(st, 1), "userpic", col_text(st, 2), "last_seen",
-                     last_seen_json(st, 3), "role", role_name(sqlite3_column_int(st, 5)));
+                     "username", sq_col_text(st, 1), "userpic", sq_col_text(st, 2), "last_seen",
+                     sq_last_seen_json(st, 3), "role", sq_role_name(sqlite3_column_int(st, 5)));
 }
 
-static int op_group_info(sq *b, store_req *r)
+static int sq_op_group_info(sq *b, store_req *r)
 {
     group_row g;
     member_row m;
@@ -2125,15 +2126,15 @@ static int op_group_info(sq *b, store_req *r)
     if (m.left_seq > 0) {
         members = json_array();
     } else {
-        sqlite3_stmt *st = prep(b, ST_MEMBER_LIST);
+        sqlite3_stmt *st = sq_prep(b, ST_MEMBER_LIST);
         sqlite3_bind_int64(st, 1, g.id);
-        members = rows_json(b, st, member_json);
+        members = sq_rows_json(b, st, member_json);
     }
     r->result = group_json(&g);
     group_row_free(&g);
     if (!r->result || !members ||
         json_object_update_new(r->result,
-                               json_pack("{s:s, s:b, s:I, s:b, s:o}", "role", role_name(m.role),
+                               json_pack("{s:s, s:b, s:I, s:b, s:o}", "role", sq_role_name(m.role),
                                          "muted", m.muted, "joined_seq", (json_int_t)m.joined_seq,
                                          "left", m.left_seq > 0, "members", members)) != 0) {
         json_decref(r->result);
@@ -2143,7 +2144,7 @@ static int op_group_info(sq *b, store_req *r)
     return STORE_OK;
 }
 
-static int op_group_add(sq *b, store_req *r)
+static int sq_op_group_add(sq *b, store_req *r)
 {
     group_row g;
     member_row actor;
@@ -2157,7 +2158,7 @@ static int op_group_add(sq *b, store_req *r)
         status =
             group_err(r, STORE_FORBIDDEN, "forbidden", "Only the owner and admins add members.");
     else if (!users || member_list(r, 0, &ids, &n) != 0)
-        status = bad_input(r, "members as an array");
+        status = sq_bad_input(r, "members as an array");
     /* the users not members now, first in ids[0..fresh) */
     for (size_t i = 0; i < n && status == STORE_OK; i++) {
         member_row m;
@@ -2217,7 +2218,7 @@ static int op_group_add(sq *b, store_req *r)
     return status;
 }
 
-static int op_group_remove(sq *b, store_req *r)
+static int sq_op_group_remove(sq *b, store_req *r)
 {
     group_row g;
     member_row actor, peer;
@@ -2263,7 +2264,7 @@ static int op_group_remove(sq *b, store_req *r)
     return status;
 }
 
-static int op_group_leave(sq *b, store_req *r)
+static int sq_op_group_leave(sq *b, store_req *r)
 {
     group_row g;
     member_row me;
@@ -2274,7 +2275,7 @@ static int op_group_leave(sq *b, store_req *r)
      * member */
     int64_t heir = 0;
     if (me.role == STORE_GROUP_ROLE_OWNER) {
-        sqlite3_stmt *st = prep(b, ST_SUCCESSOR);
+        sqlite3_stmt *st = sq_prep(b, ST_SUCCESSOR);
         sqlite3_bind_int64(st, 1, g.id);
         sqlite3_bind_int64(st, 2, r->user_id);
         int rc = sqlite3_step(st);
@@ -2282,7 +2283,7 @@ static int op_group_leave(sq *b, store_req *r)
             heir = sqlite3_column_int64(st, 0);
         sqlite3_reset(st);
         if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-            status = db_fail(b, "group successor");
+            status = sq_db_fail(b, "group successor");
     }
     json_t *who = status == STORE_OK ? user_ref(b, r->user_id) : NULL;
     if (status != STORE_OK || !who) {
@@ -2319,7 +2320,7 @@ static int op_group_leave(sq *b, store_req *r)
     return status;
 }
 
-static int op_group_update(sq *b, store_req *r)
+static int sq_op_group_update(sq *b, store_req *r)
 {
     group_row g;
     member_row actor;
@@ -2378,10 +2379,10 @@ static int op_group_update(sq *b, store_req *r)
     return status;
 }
 
-static int op_group_role(sq *b, store_req *r)
+static int sq_op_group_role(sq *b, store_req *r)
 {
     if (r->action < STORE_GROUP_ROLE_MEMBER || r->action > STORE_GROUP_ROLE_OWNER)
-        return bad_input(r, "a known group role");
+        return sq_bad_input(r, "a known group role");
     group_row g;
     member_row actor, peer;
     int status = group_open(b, r, &g, &actor, true, true);
@@ -2406,7 +2407,7 @@ static int op_group_role(sq *b, store_req *r)
     json_t *msg = NULL;
     status = group_post_system(b, r, &g,
                                system_data("role", r->user_id, json_pack("[o]", who),
-                                           json_pack("{s:s}", "role", role_name(r->action))),
+                                           json_pack("{s:s}", "role", sq_role_name(r->action))),
                                &msg);
     peer.role = r->action;
     actor.read_seq = g.last_seq;
@@ -2428,7 +2429,7 @@ static int op_group_role(sq *b, store_req *r)
     return status;
 }
 
-static int op_group_dissolve(sq *b, store_req *r)
+static int sq_op_group_dissolve(sq *b, store_req *r)
 {
     group_row g;
     member_row actor;
@@ -2456,7 +2457,7 @@ static int op_group_dissolve(sq *b, store_req *r)
     return status;
 }
 
-static int op_group_mute(sq *b, store_req *r)
+static int sq_op_group_mute(sq *b, store_req *r)
 {
     group_row g;
     member_row m;
@@ -2468,7 +2469,7 @@ static int op_group_mute(sq *b, store_req *r)
         m.muted = muted;
         status = member_save(b, g.id, r->user_id, &m);
     }
-    int64_t total = status == STORE_OK ? unread_all(b, r->user_id) : -1;
+    int64_t total = status == STORE_OK ? sq_unread_all(b, r->user_id) : -1;
     if (total >= 0)
         r->result = json_pack("{s:I, s:b, s:I}", "group_id", (json_int_t)g.id, "muted", muted,
                               "total", (json_int_t)total);
@@ -2478,10 +2479,10 @@ static int op_group_mute(sq *b, store_req *r)
 
 /* ONE message row, the group's row and the sender's member row, whatever
  * the group's size. */
-static int op_group_send(sq *b, store_req *r)
+static int sq_op_group_send(sq *b, store_req *r)
 {
     if (!r->msg_type || !r->msg_data)
-        return bad_input(r, "msg_type/msg_data");
+        return sq_bad_input(r, "msg_type/msg_data");
     group_row g;
     member_row me;
     int status = group_open(b, r, &g, &me, true, true);
@@ -2509,38 +2510,38 @@ static int op_group_send(sq *b, store_req *r)
     return status == STORE_OK ? STORE_ERROR : status;
 }
 
-static int op_group_history(sq *b, store_req *r)
+static int sq_op_group_history(sq *b, store_req *r)
 {
     group_row g;
     member_row m;
     int status = group_open(b, r, &g, &m, false, false);
     if (status != STORE_OK)
         return status;
-    sqlite3_stmt *st = prep(b, ST_GROUP_HISTORY);
+    sqlite3_stmt *st = sq_prep(b, ST_GROUP_HISTORY);
     sqlite3_bind_int64(st, 1, g.id);
     sqlite3_bind_int64(st, 2, r->before > 0 ? r->before : INT64_MAX);
-    sqlite3_bind_int64(st, 3, sql_limit(r->limit));
+    sqlite3_bind_int64(st, 3, sq_sql_limit(r->limit));
     sqlite3_bind_int64(st, 4, m.joined_seq);
     sqlite3_bind_int64(st, 5, m.left_seq > 0 ? m.left_seq : INT64_MAX);
-    r->result = rows_json(b, st, msg_json);
+    r->result = sq_rows_json(b, st, sq_msg_json);
     group_row_free(&g);
     return r->result ? STORE_OK : STORE_ERROR;
 }
 
-static int op_group_read(sq *b, store_req *r)
+static int sq_op_group_read(sq *b, store_req *r)
 {
     group_row g;
     member_row m;
     int status = group_open(b, r, &g, &m, false, false);
     if (status != STORE_OK)
         return status;
-    int64_t unread = member_unread(g.last_seq, m.joined_seq, m.left_seq, m.read_seq);
+    int64_t unread = sq_member_unread(g.last_seq, m.joined_seq, m.left_seq, m.read_seq);
     int64_t read = m.read_seq > m.joined_seq - 1 ? m.read_seq : m.joined_seq - 1;
     if (unread > 0) {
-        m.read_seq = read = member_upper(g.last_seq, m.left_seq);
+        m.read_seq = read = sq_member_upper(g.last_seq, m.left_seq);
         status = member_save(b, g.id, r->user_id, &m);
     }
-    int64_t total = status == STORE_OK ? unread_all(b, r->user_id) : -1;
+    int64_t total = status == STORE_OK ? sq_unread_all(b, r->user_id) : -1;
     if (total >= 0)
         r->result = json_pack("{s:I, s:b, s:I}", "total", (json_int_t)total, "changed", unread > 0,
                               "last_read_seq", (json_int_t)read);
@@ -2570,106 +2571,106 @@ static void sq_execute(void *p, store_req *r)
     }
     switch (r->op) {
     case STORE_USER_CREATE:
-        r->status = op_user_create(b, r);
+        r->status = sq_op_user_create(b, r);
         break;
     case STORE_USER_BY_NAME:
-        r->status = op_user_by_name(b, r);
+        r->status = sq_op_user_by_name(b, r);
         break;
     case STORE_USER_BY_ID:
-        r->status = op_user_by_id(b, r);
+        r->status = sq_op_user_by_id(b, r);
         break;
     case STORE_USER_EXTERNAL:
-        r->status = op_user_external(b, r);
+        r->status = sq_op_user_external(b, r);
         break;
     case STORE_USER_SEARCH:
-        r->status = op_user_search(b, r);
+        r->status = sq_op_user_search(b, r);
         break;
     case STORE_TOKEN_CREATE:
-        r->status = op_token_create(b, r);
+        r->status = sq_op_token_create(b, r);
         break;
     case STORE_TOKEN_LOOKUP:
-        r->status = op_token_lookup(b, r);
+        r->status = sq_op_token_lookup(b, r);
         break;
     case STORE_TOKEN_DELETE:
-        r->status = op_token_delete(b, r);
+        r->status = sq_op_token_delete(b, r);
         break;
     case STORE_JWT_REVOKE:
-        r->status = op_jwt_revoke(b, r);
+        r->status = sq_op_jwt_revoke(b, r);
         break;
     case STORE_MESSAGE_SEND:
-        r->status = op_message_send(b, r);
+        r->status = sq_op_message_send(b, r);
         break;
     case STORE_CHAT_LIST:
-        r->status = op_chat_list(b, r);
+        r->status = sq_op_chat_list(b, r);
         break;
     case STORE_HISTORY:
-        r->status = op_history(b, r);
+        r->status = sq_op_history(b, r);
         break;
     case STORE_SYNC:
-        r->status = op_sync(b, r);
+        r->status = sq_op_sync(b, r);
         break;
     case STORE_SYNC_CURSORS:
-        r->status = op_sync_cursors(b, r);
+        r->status = sq_op_sync_cursors(b, r);
         break;
     case STORE_READ:
-        r->status = op_read(b, r);
+        r->status = sq_op_read(b, r);
         break;
     case STORE_UNREAD:
-        r->status = op_unread(b, r);
+        r->status = sq_op_unread(b, r);
         break;
     case STORE_USER_ADMIN:
-        r->status = op_user_admin(b, r);
+        r->status = sq_op_user_admin(b, r);
         break;
     case STORE_TOKEN_PURGE:
-        r->status = op_token_purge(b, r);
+        r->status = sq_op_token_purge(b, r);
         break;
     case STORE_USER_LAST_SEEN:
-        r->status = op_last_seen(b, r);
+        r->status = sq_op_last_seen(b, r);
         break;
     case STORE_USER_SETTINGS:
-        r->status = op_user_settings(b, r);
+        r->status = sq_op_user_settings(b, r);
         break;
     case STORE_PRESENCE_PEERS:
-        r->status = op_presence_peers(b, r);
+        r->status = sq_op_presence_peers(b, r);
         break;
     case STORE_GROUP_CREATE:
-        r->status = op_group_create(b, r);
+        r->status = sq_op_group_create(b, r);
         break;
     case STORE_GROUP_INFO:
-        r->status = op_group_info(b, r);
+        r->status = sq_op_group_info(b, r);
         break;
     case STORE_GROUP_ADD:
-        r->status = op_group_add(b, r);
+        r->status = sq_op_group_add(b, r);
         break;
     case STORE_GROUP_REMOVE:
-        r->status = op_group_remove(b, r);
+        r->status = sq_op_group_remove(b, r);
         break;
     case STORE_GROUP_LEAVE:
-        r->status = op_group_leave(b, r);
+        r->status = sq_op_group_leave(b, r);
         break;
     case STORE_GROUP_UPDATE:
-        r->status = op_group_update(b, r);
+        r->status = sq_op_group_update(b, r);
         break;
     case STORE_GROUP_ROLE:
-        r->status = op_group_role(b, r);
+        r->status = sq_op_group_role(b, r);
         break;
     case STORE_GROUP_DISSOLVE:
-        r->status = op_group_dissolve(b, r);
+        r->status = sq_op_group_dissolve(b, r);
         break;
     case STORE_GROUP_MUTE:
-        r->status = op_group_mute(b, r);
+        r->status = sq_op_group_mute(b, r);
         break;
     case STORE_GROUP_SEND:
-        r->status = op_group_send(b, r);
+        r->status = sq_op_group_send(b, r);
         break;
     case STORE_GROUP_HISTORY:
-        r->status = op_group_history(b, r);
+        r->status = sq_op_group_history(b, r);
         break;
     case STORE_GROUP_READ:
-        r->status = op_group_read(b, r);
+        r->status = sq_op_group_read(b, r);
         break;
     default:
-        r->status = bad_input(r, "a known op");
+        r->status = sq_bad_input(r, "a known op");
         break;
     }
     if (r->status != STORE_OK && r->status != STORE_NOT_FOUND && r->status != STORE_CONFLICT &&
@@ -2687,8 +2688,8 @@ static void sq_execute(void *p, store_req *r)
 static int sq_begin(void *p, bool write)
 {
     sq *b = p;
-    if (exec_stmt(b->st[write ? ST_BEGIN_WRITE : ST_BEGIN_READ]) != SQLITE_DONE) {
-        db_fail(b, "begin");
+    if (sq_exec_stmt(b->st[write ? ST_BEGIN_WRITE : ST_BEGIN_READ]) != SQLITE_DONE) {
+        sq_db_fail(b, "begin");
         return -1;
     }
     return 0;
@@ -2699,8 +2700,8 @@ static int sq_commit(void *p)
     sq *b = p;
     if (conv_flush(b) != 0)
         return -1;
-    if (exec_stmt(b->st[ST_COMMIT]) != SQLITE_DONE) {
-        db_fail(b, "commit");
+    if (sq_exec_stmt(b->st[ST_COMMIT]) != SQLITE_DONE) {
+        sq_db_fail(b, "commit");
         return -1;
     }
     return 0;
@@ -2712,8 +2713,8 @@ static void sq_rollback(void *p)
     conv_discard(b);
     users_clear(b);
     seqs_clear(b);
-    if (!sqlite3_get_autocommit(b->db) && exec_stmt(b->st[ST_ROLLBACK]) != SQLITE_DONE)
-        db_fail(b, "rollback");
+    if (!sqlite3_get_autocommit(b->db) && sq_exec_stmt(b->st[ST_ROLLBACK]) != SQLITE_DONE)
+        sq_db_fail(b, "rollback");
 }
 
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
@@ -2769,15 +2770,15 @@ static void purge_maybe(sq *b)
     if (!b->purge_more && now < b->next_purge_ms)
         return;
     int64_t tokens = 0, jwts = 0;
-    bool ok = exec_stmt(b->st[ST_BEGIN_WRITE]) == SQLITE_DONE;
-    if (ok && purge(b, now, STORE_PURGE_BATCH, &tokens, &jwts) == 0 &&
-        exec_stmt(b->st[ST_COMMIT]) == SQLITE_DONE) {
+    bool ok = sq_exec_stmt(b->st[ST_BEGIN_WRITE]) == SQLITE_DONE;
+    if (ok && sq_purge(b, now, STORE_PURGE_BATCH, &tokens, &jwts) == 0 &&
+        sq_exec_stmt(b->st[ST_COMMIT]) == SQLITE_DONE) {
         if (tokens || jwts)
             log_debug("store: purged %lld expired tokens, %lld revoked JWTs", (long long)tokens,
                       (long long)jwts);
     } else {
         if (!sqlite3_get_autocommit(b->db))
-            exec_stmt(b->st[ST_ROLLBACK]);
+            sq_exec_stmt(b->st[ST_ROLLBACK]);
         tokens = jwts = 0; /* try again after the interval */
     }
     b->purge_more = tokens >= STORE_PURGE_BATCH || jwts >= STORE_PURGE_BATCH;
@@ -2847,7 +2848,7 @@ static int pragma(sqlite3 *db, const char *sql, char *out, size_t out_len)
     if (out && out_len) {
         out[0] = '\0';
         if (rc == SQLITE_ROW)
-            snprintf(out, out_len, "%s", col_text(st, 0));
+            snprintf(out, out_len, "%s", sq_col_text(st, 0));
     }
     sqlite3_finalize(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
@@ -2889,7 +2890,7 @@ static int names_backfill(sqlite3 *db, char *err, size_t err_len)
         int n = 0, rc;
         while (ids && names && n < BATCH && (rc = sqlite3_step(sel)) == SQLITE_ROW) {
             ids[n] = sqlite3_column_int64(sel, 0);
-            names[n++] = strdup(col_text(sel, 1));
+            names[n++] = strdup(sq_col_text(sel, 1));
         }
         sqlite3_reset(sel);
         if (n == 0)
@@ -2901,9 +2902,9 @@ static int names_backfill(sqlite3 *db, char *err, size_t err_len)
             /* an unreadable name still needs a unique key: "#<id>" */
             sqlite3_bind_int64(up, 1, ids[i]);
             sqlite3_bind_text(up, 2, key ? key : alt, -1, SQLITE_TRANSIENT);
-            rc = exec_stmt(up);
+            rc = sq_exec_stmt(up);
             free(key);
-            if (is_constraint(rc) && names[i]) {
+            if (sq_is_constraint(rc) && names[i]) {
                 size_t len = strlen(names[i]) + strlen(alt) + 1;
                 char *renamed = malloc(len);
                 key = NULL;
@@ -2917,7 +2918,7 @@ static int names_backfill(sqlite3 *db, char *err, size_t err_len)
                 free(renamed);
                 sqlite3_bind_int64(up, 1, ids[i]);
                 sqlite3_bind_text(up, 2, key ? key : alt, -1, SQLITE_TRANSIENT);
-                rc = exec_stmt(up);
+                rc = sq_exec_stmt(up);
                 free(key);
             }
             if (rc != SQLITE_DONE) {
