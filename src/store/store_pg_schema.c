@@ -191,7 +191,7 @@ static const char *const migrations[] = {
     "  SELECT coalesce(sum(c.unread), 0) INTO o_total FROM conversations c"
     "    WHERE c.user_id = p_user;\n"
     "END $$;"
-    /* STORE_USER_EXTERNAL (see store_sqlite.c's op_user_external for the
+    /* STORE_USER_EXTERNAL (see store_sqlite_user.c's sq_op_user_external for the
      * names): p_names and p_keys are the three candidates. o_status 1: the
      * JWT was revoked. A concurrent first sight of the same identity on
      * another node makes the insert find external_id taken: look again. */

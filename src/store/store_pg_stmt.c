@@ -302,8 +302,8 @@ static char *int_array(const int64_t *v, size_t n)
     return out;
 }
 
-/* The candidate names of an external user, as store_sqlite.c's
- * op_user_external: the name, "<name>#<external_id>", "<name>#x<hex>" (key
+/* The candidate names of an external user, as store_sqlite_user.c's
+ * sq_op_user_external: the name, "<name>#<external_id>", "<name>#x<hex>" (key
  * "\x01" external_id). -1 when a name has no key. */
 static int external_params(params *p, store_req *r)
 {
@@ -348,7 +348,7 @@ static int external_params(params *p, store_req *r)
 }
 
 /* A user id of a members array: an integer or a decimal string; 0 (no
- * user has it) for anything else, as store_sqlite.c. */
+ * user has it) for anything else, as store_sqlite_group.c. */
 static int64_t member_id_of(const json_t *v)
 {
     if (json_is_integer(v))
