@@ -171,12 +171,34 @@ static const chat_route routes[] = {
     {HTTP_POST, "/chat/sync", true, true, chat_do_sync_cursors},
     {HTTP_POST, "/chat/read", true, true, chat_do_read},
     {HTTP_GET, "/chat/unread", true, false, chat_do_unread},
+    {HTTP_POST, "/group/create", true, true, chat_do_group_create},
+    {HTTP_POST, "/group/info", true, true, chat_do_group_info},
+    {HTTP_GET, "/group/info", true, false, chat_do_group_info},
+    {HTTP_POST, "/group/add", true, true, chat_do_group_add},
+    {HTTP_POST, "/group/remove", true, true, chat_do_group_remove},
+    {HTTP_POST, "/group/leave", true, true, chat_do_group_leave},
+    {HTTP_POST, "/group/update", true, true, chat_do_group_update},
+    {HTTP_POST, "/group/role", true, true, chat_do_group_role},
+    {HTTP_POST, "/group/dissolve", true, true, chat_do_group_dissolve},
+    {HTTP_POST, "/group/mute", true, true, chat_do_group_mute},
 };
+
+/* The endpoint a socket "call" may run: the POST endpoints of groups and
+ * /chat/read (NULL for any other path). */
+static chat_step call_step(const char *path)
+{
+    if (strncmp(path, "/group/", 7) != 0 && strcmp(path, "/chat/read") != 0)
+        return NULL;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (routes[i].method == HTTP_POST && strcmp(routes[i].path, path) == 0)
+            return routes[i].step;
+    return NULL;
+}
 
 bool chat_handles(const char *path)
 {
     return strncmp(path, "/user/", 6) == 0 || strncmp(path, "/chat/", 6) == 0 ||
-           admin_handles(path);
+           strncmp(path, "/group/", 7) == 0 || admin_handles(path);
 }
 
 void chat_handle_request(http_request *req)
@@ -291,10 +313,44 @@ static void bind_authenticated(void *ctx, int status, json_t *user)
         bind_failed(c);
 }
 
+/* {"type":"call","id","path","body"}: runs the POST endpoint path with body
+ * as the caller's HTTP request would, answered by {"type":"result","id",
+ * "data"} or an error frame with op "call" and the id. */
+static void socket_call(chat_call *call, json_t *msg)
+{
+    json_t *id = json_object_get(msg, "id");
+    if (json_is_integer(id) || (json_is_string(id) && json_string_length(id) >= 1 &&
+                                json_string_length(id) <= CALL_ID_MAX))
+        call->call_id = json_incref(id);
+    if (!call->call_id) {
+        chat_call_fail(call, 400, id ? "bad_field" : "missing_field",
+                       "id is required: an integer or a string of 1 to %d bytes", CALL_ID_MAX);
+        return;
+    }
+    const char *path = json_string_value(json_object_get(msg, "path"));
+    chat_step step = path ? call_step(path) : NULL;
+    if (!step) {
+        chat_call_fail(call, 404, "not_found",
+                       "path must be a POST endpoint of /group/ or /chat/read");
+        return;
+    }
+    json_t *body = json_object_get(msg, "body");
+    if (!json_is_object(body)) {
+        chat_call_fail(call, 400, body ? "bad_field" : "missing_field",
+                       "body is required: the endpoint's JSON object");
+        return;
+    }
+    json_decref(call->body);
+    call->body = json_incref(body);
+    step(call);
+}
+
 static bool chat_socket_message(conn *c, const char *type, json_t *msg)
 {
     bool is_bind = strcmp(type, "bind") == 0;
-    if (!is_bind && strcmp(type, "send") != 0)
+    bool is_call = strcmp(type, "call") == 0;
+    bool is_event = strcmp(type, "event") == 0; /* a group's: the gateway routes 1:1 events */
+    if (!is_bind && !is_call && !is_event && strcmp(type, "send") != 0)
         return false;
     chat_call *call = calloc(1, sizeof(*call));
     if (!call) {
@@ -302,7 +358,7 @@ static bool chat_socket_message(conn *c, const char *type, json_t *msg)
         return true;
     }
     memcpy(call->client_id, c->client_id, sizeof(call->client_id));
-    call->op = is_bind ? "bind" : "send";
+    call->op = is_bind ? "bind" : is_call ? "call" : is_event ? "event" : "send";
     call->body = json_incref(msg);
     if (is_bind) {
         if (!bind_admitted(c, call))
@@ -314,11 +370,18 @@ static bool chat_socket_message(conn *c, const char *type, json_t *msg)
         return true;
     }
     if (!(c->flags & CONN_CHAT_BOUND) || !c->uid) {
+        if (is_call) /* the error names the call */
+            call->call_id = json_incref(json_object_get(msg, "id"));
         chat_call_fail(call, 401, "not_bound", "bind this connection with a token before sending");
         return true;
     }
     call->uid = strtoll(c->uid->name, NULL, 10);
-    chat_do_send(call);
+    if (is_call)
+        socket_call(call, msg);
+    else if (is_event)
+        chat_do_group_event(call);
+    else
+        chat_do_send(call);
     return true;
 }
 

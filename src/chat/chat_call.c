@@ -36,6 +36,7 @@
 void chat_call_free(chat_call *call)
 {
     json_decref(call->body);
+    json_decref(call->call_id);
     json_decref(call->user);
     free(call->token);
     if (call->password) {
@@ -71,11 +72,14 @@ void chat_call_fail(chat_call *call, int status, const char *code, const char *f
         if (c) {
             json_t *extra = json_object();
             json_t *m = json_object_get(call->body, "message");
-            json_t *cmid = json_object_get(m ? m : call->body, "client_msg_id");
+            json_t *cmid =
+                call->call_id ? NULL : json_object_get(m ? m : call->body, "client_msg_id");
             if (cmid)
                 json_object_set(extra, "client_msg_id", cmid);
             if (call->op)
                 json_object_set_new(extra, "op", json_string(call->op));
+            if (call->call_id)
+                json_object_set(extra, "id", call->call_id);
             gateway_send_error(c, code, msg, extra);
             json_decref(extra);
         }
@@ -83,10 +87,54 @@ void chat_call_fail(chat_call *call, int status, const char *code, const char *f
     chat_call_free(call);
 }
 
+void chat_call_ok(chat_call *call, json_t *data)
+{
+    if (call->req) {
+        http_respond_ok(call->req, data);
+        chat_call_free(call);
+        return;
+    }
+    conn *c = chat_call_conn(call);
+    json_t *answer = json_object();
+    if (c && answer) {
+        json_object_set_new(answer, "type", json_string("result"));
+        json_object_set(answer, "id", call->call_id ? call->call_id : json_null());
+        json_object_set(answer, "data", data ? data : json_null());
+        ws_send_json(c, answer);
+    }
+    json_decref(answer);
+    json_decref(data);
+    chat_call_free(call);
+}
+
 /* The store logged the database error itself (store_sqlite.c). */
 void chat_store_failed(chat_call *call)
 {
     chat_call_fail(call, 500, "internal", "storage failed; try again");
+}
+
+void chat_group_failed(chat_call *call, store_req *r)
+{
+    int status = r->status;
+    int http = status == STORE_NOT_FOUND   ? 404
+               : status == STORE_FORBIDDEN ? 403
+               : status == STORE_CONFLICT  ? 409
+                                           : 0;
+    if (!http) {
+        store_req_free(r);
+        chat_store_failed(call);
+        return;
+    }
+    const char *code = json_string_value(json_object_get(r->result, "code"));
+    const char *msg = json_string_value(json_object_get(r->result, "message"));
+    if (!code)
+        code = http == 404 ? "not_found" : http == 403 ? "forbidden" : "conflict";
+    if (!msg)
+        msg = http == 404 ? "no such group or user" : "not allowed";
+    char code_buf[40];
+    snprintf(code_buf, sizeof(code_buf), "%s", code);
+    chat_call_fail(call, http, code_buf, "%s", msg); /* msg is copied before r is freed */
+    store_req_free(r);
 }
 
 /* Every store answer of a call passes here: STORE_UNAVAILABLE (the
@@ -190,6 +238,48 @@ void chat_push_message(const json_t *message, int64_t from_id, const char *origi
     free(text);
 }
 
+int64_t chat_member_id(const json_t *v)
+{
+    if (json_is_object(v))
+        v = json_object_get(v, "userid");
+    return json_is_integer(v) ? json_integer_value(v) : 0;
+}
+
+void chat_push_frame_to_members(sbuf *frame, const json_t *members, int64_t sender,
+                                const char *origin_id, bool skip_sender)
+{
+    bool cluster = cluster_enabled();
+    size_t i;
+    json_t *v;
+    json_array_foreach(members, i, v)
+    {
+        int64_t id = chat_member_id(v);
+        if (id <= 0 || (skip_sender && id == sender))
+            continue;
+        char uid[24];
+        chat_uid_string(id, uid, sizeof(uid));
+        /* a member with no socket here costs a hash lookup; in a cluster
+         * one publish reaches the nodes that hold it */
+        if (!cluster && !registry_find_uid(uid, strlen(uid)))
+            continue;
+        /* only the sender's own device is skipped: a client_id the caller
+         * names can never silence another member's socket */
+        gateway_push_to_uid(uid, strlen(uid), frame, id == sender ? origin_id : NULL);
+    }
+}
+
+void chat_push_to_members(const char *text, const json_t *members, int64_t sender,
+                          const char *origin_id)
+{
+    const char *parts[] = {"{\"type\":\"message\",\"message\":", text, "}"};
+    sbuf *frame = chat_frame_concat(parts, 3);
+    if (!frame)
+        return;
+    metrics_push(METRICS_PUSH_MESSAGE);
+    chat_push_frame_to_members(frame, members, sender, origin_id, false);
+    sbuf_unref(frame);
+}
+
 /* ---- validation -------------------------------------------------------- */
 
 /* A string field within [min, max] bytes; answers 400 and returns NULL if not. */
@@ -219,27 +309,51 @@ const char *chat_want_string(chat_call *call, json_t *obj, const char *field, si
     return json_string_value(v);
 }
 
-/* A positive user id given as a JSON integer or a decimal string. */
-int64_t chat_want_user_id(chat_call *call, json_t *obj, const char *field)
+int64_t chat_id_value(const json_t *v)
 {
-    json_t *v = json_object_get(obj, field);
     long long id = 0;
     if (json_is_integer(v)) {
         id = json_integer_value(v);
     } else if (json_is_string(v)) {
         char *end;
+        errno = 0;
         id = strtoll(json_string_value(v), &end, 10);
-        if (*end || !json_string_length(v))
+        if (*end || !json_string_length(v) || errno == ERANGE)
             id = 0;
-    } else if (!v) {
+    }
+    return id > 0 ? id : 0;
+}
+
+/* A positive id given as a JSON integer or a decimal string. */
+int64_t chat_want_id(chat_call *call, json_t *obj, const char *field, const char *what)
+{
+    json_t *v = json_object_get(obj, field);
+    if (!v) {
         chat_call_fail(call, 400, "missing_field", "%s is required", field);
         return 0;
     }
-    if (id <= 0) {
-        chat_call_fail(call, 400, "bad_field", "%s must be a user id (a positive integer)", field);
-        return 0;
-    }
+    int64_t id = chat_id_value(v);
+    if (id <= 0)
+        chat_call_fail(call, 400, "bad_field", "%s must be %s (a positive integer)", field, what);
     return id;
+}
+
+int64_t chat_want_user_id(chat_call *call, json_t *obj, const char *field)
+{
+    return chat_want_id(call, obj, field, "a user id");
+}
+
+bool chat_want_self(chat_call *call)
+{
+    if (!call->req)
+        return true; /* on the socket, the socket is the caller's device */
+    bool failed;
+    const char *self = chat_want_string(call, call->body, "client_id", 1, 64, false, &failed);
+    if (failed)
+        return false;
+    if (self)
+        snprintf(call->client_id, sizeof(call->client_id), "%s", self);
+    return true;
 }
 
 bool chat_type_allowed(const char *type)

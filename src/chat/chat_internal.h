@@ -7,8 +7,10 @@
  * call over HTTP or the socket, its answer, validation, pushes);
  * chat_account.c the accounts (register, login, logout, me, search);
  * chat_bind.c binding a socket to its user; chat_message.c messages and
- * conversations (send, list, unread, history, sync, read); chat_presence.c
- * who is online, told to their peers, and the presence settings.
+ * conversations (send, list, unread, history, sync, read), 1:1 and group;
+ * chat_group.c the groups (/group/...: create, info, members, roles, mute)
+ * and group events; chat_presence.c who is online, told to their peers, and
+ * the presence settings.
  *
  * Everything runs on the loop thread. */
 #ifndef CHATD_CHAT_INTERNAL_H
@@ -39,6 +41,9 @@
 #define LIMITER_KEYS_MAX 100000 /* keys per rate limiter (bounded memory) */
 #define PEER_ADDR_MAX 48
 #define CURSORS_MAX 1000 /* conversations named in one POST /chat/sync */
+#define GROUP_NAME_MAX 64
+#define GROUP_AVATAR_MAX 512
+#define CALL_ID_MAX 64 /* bytes of a socket call's id */
 
 /* The service's state, set by chat_init. */
 extern const config *chat_cfg;
@@ -54,9 +59,10 @@ typedef void (*chat_step)(chat_call *call);
 struct chat_call {
     http_request *req;
     char client_id[CLIENT_ID_LEN + 1];
-    const char *op; /* socket op name, for errors */
-    json_t *body;   /* request body or socket message */
-    json_t *user;   /* the authenticated user */
+    const char *op;  /* socket op name, for errors */
+    json_t *body;    /* request body, socket message, or a socket call's body */
+    json_t *call_id; /* a socket call's id (answered in its result or error) */
+    json_t *user;    /* the authenticated user */
     int64_t uid;
     char *token;
     char *password;
@@ -78,8 +84,16 @@ void chat_call_free(chat_call *call);
 conn *chat_call_conn(chat_call *call);
 void chat_call_fail(chat_call *call, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The success answer of an endpoint that also runs as a socket call: over
+ * HTTP the envelope with data, on the socket {"type":"result","id","data"}.
+ * Steals data; frees the call. */
+void chat_call_ok(chat_call *call, json_t *data);
 /* Answers 503 store_unavailable (or the store's error) for a failed request. */
 void chat_store_failed(chat_call *call);
+/* Answers a failed group operation: NOT_FOUND 404, FORBIDDEN 403, CONFLICT
+ * 409 with the store's result {code, message}; other statuses as
+ * chat_store_failed. Frees r. */
+void chat_group_failed(chat_call *call, store_req *r);
 /* A store request owned by the call: done runs with r->ctx == call. */
 store_req *chat_call_store_req(chat_call *call, store_op op, store_done_fn done);
 char *chat_uid_string(int64_t id, char *buf, size_t cap);
@@ -90,11 +104,29 @@ sbuf *chat_frame_concat(const char *const *parts, size_t n);
 void chat_push_message_text(const char *text, int64_t to_id, int64_t from_id,
                             const char *origin_id);
 void chat_push_message(const json_t *message, int64_t from_id, const char *origin_id);
+/* A user id of a member list: an integer, or an object's "userid". */
+int64_t chat_member_id(const json_t *v);
+/* Pushes one frame (built once) to every device of every member (ids or
+ * {userid} objects) that may be online: the sender's device origin_id (a
+ * client_id or NULL) is skipped, or, with skip_sender, all of the sender's
+ * devices. Other members' devices are never skipped, whatever origin_id. */
+void chat_push_frame_to_members(sbuf *frame, const json_t *members, int64_t sender,
+                                const char *origin_id, bool skip_sender);
+/* {"type":"message","message":<text>} to the members (a group message). */
+void chat_push_to_members(const char *text, const json_t *members, int64_t sender,
+                          const char *origin_id);
 /* Field and query validation: on bad input they answer the call with 400
  * (and set *failed / return -1 or 0) so the endpoint only returns. */
 const char *chat_want_string(chat_call *call, json_t *obj, const char *field, size_t min,
                              size_t max, bool required, bool *failed);
 int64_t chat_want_user_id(chat_call *call, json_t *obj, const char *field);
+/* The same for any id: what names it in the error ("a group id"). */
+int64_t chat_want_id(chat_call *call, json_t *obj, const char *field, const char *what);
+/* An id (user or group) in a JSON integer or a decimal string; 0 if not one. */
+int64_t chat_id_value(const json_t *v);
+/* Over HTTP, an optional "client_id" in the body names the caller's own
+ * socket (it is not pushed what the answer holds). False after a 400. */
+bool chat_want_self(chat_call *call);
 bool chat_type_allowed(const char *type);
 int chat_query_text(chat_call *call, const char *name, char *out, size_t cap, const char *what);
 int64_t chat_query_int(chat_call *call, const char *name, int64_t def, int64_t min, int64_t max);
@@ -127,6 +159,21 @@ void chat_do_history(chat_call *call);
 void chat_do_sync(chat_call *call);
 void chat_do_sync_cursors(chat_call *call);
 void chat_do_read(chat_call *call);
+
+/* ---- chat_group.c -------------------------------------------------------- */
+
+void chat_do_group_create(chat_call *call);
+void chat_do_group_info(chat_call *call);
+void chat_do_group_add(chat_call *call);
+void chat_do_group_remove(chat_call *call);
+void chat_do_group_leave(chat_call *call);
+void chat_do_group_update(chat_call *call);
+void chat_do_group_role(chat_call *call);
+void chat_do_group_dissolve(chat_call *call);
+void chat_do_group_mute(chat_call *call);
+/* A socket {"type":"event","group_id","data"} of a bound user (the gateway
+ * counted it against --event-rate): the other members' devices get it. */
+void chat_do_group_event(chat_call *call);
 
 /* ---- chat_presence.c ----------------------------------------------------- */
 

@@ -32,6 +32,45 @@
 
 /* ---- send -------------------------------------------------------------- */
 
+/* Answers a stored message (the HTTP answer, or the socket's ack) and pushes
+ * it: a 1:1 message to both users' devices, a group message to every
+ * member's (members, the store's answer); the sender's originating device
+ * gets the answer instead. Steals message. */
+static void message_answer(chat_call *call, json_t *message, const json_t *members)
+{
+    const char *origin_id = call->client_id[0] ? call->client_id : NULL;
+    /* the message is serialized once, for the push frame and the ack */
+    char *text = json_dumps(message, JSON_COMPACT);
+    if (text) {
+        if (members)
+            chat_push_to_members(text, members, call->uid, origin_id);
+        else
+            chat_push_message_text(text, json_integer_value(json_object_get(message, "to_id")),
+                                   call->uid, origin_id);
+    }
+    if (call->req) {
+        free(text);
+        http_respond_ok(call->req, message);
+        chat_call_free(call);
+        return;
+    }
+    conn *origin = chat_call_conn(call);
+    char *cmid = json_dumps(json_object_get(message, "client_msg_id"), JSON_ENCODE_ANY);
+    if (text && cmid && origin) {
+        const char *parts[] = {"{\"type\":\"ack\",\"client_msg_id\":", cmid, ",\"message\":", text,
+                               "}"};
+        sbuf *ack = chat_frame_concat(parts, 5);
+        if (ack) {
+            ws_send_frame(origin, ack);
+            sbuf_unref(ack);
+        }
+    }
+    free(text);
+    free(cmid);
+    json_decref(message);
+    chat_call_free(call);
+}
+
 static void message_stored(store_req *r)
 {
     chat_call *call = r->ctx;
@@ -52,33 +91,30 @@ static void message_stored(store_req *r)
     json_t *message = json_incref(r->result);
     store_req_free(r);
     webhook_message_stored(message); /* committed: its recipient may need waking */
-    conn *origin = chat_call_conn(call);
-    if (call->req) {
-        chat_push_message(message, call->uid, call->client_id[0] ? call->client_id : NULL);
-        http_respond_ok(call->req, message);
-        chat_call_free(call);
+    message_answer(call, message, NULL);
+}
+
+/* A group message: pushed to every member (a duplicate again, as above).
+ * The webhook is not called: it wakes the recipient of a 1:1 message, and
+ * a group's offline members are not woken (docs/API.md "Groups"). */
+static void group_message_stored(store_req *r)
+{
+    chat_call *call = r->ctx;
+    if (r->status != STORE_OK) {
+        chat_group_failed(call, r);
         return;
     }
-    /* the message is serialized once, for the push frame and the ack */
-    char *text = json_dumps(message, JSON_COMPACT);
-    char *cmid = json_dumps(json_object_get(message, "client_msg_id"), JSON_ENCODE_ANY);
-    if (text && cmid) {
-        chat_push_message_text(text, json_integer_value(json_object_get(message, "to_id")),
-                               call->uid, call->client_id[0] ? call->client_id : NULL);
-        if (origin) {
-            const char *parts[] = {"{\"type\":\"ack\",\"client_msg_id\":", cmid,
-                                   ",\"message\":", text, "}"};
-            sbuf *ack = chat_frame_concat(parts, 5);
-            if (ack) {
-                ws_send_frame(origin, ack);
-                sbuf_unref(ack);
-            }
-        }
+    json_t *message = json_incref(json_object_get(r->result, "message"));
+    json_t *members = json_incref(json_object_get(r->result, "members"));
+    store_req_free(r);
+    if (!json_is_object(message)) {
+        json_decref(message);
+        json_decref(members);
+        chat_store_failed(call);
+        return;
     }
-    free(text);
-    free(cmid);
-    json_decref(message);
-    chat_call_free(call);
+    message_answer(call, message, members ? members : json_array());
+    json_decref(members);
 }
 
 /* --send-rate per user, over HTTP and the socket together: a fixed window of
@@ -101,17 +137,35 @@ void chat_do_send(chat_call *call)
         chat_call_fail(call, 400, "missing_field", "message must be an object");
         return;
     }
-    int64_t to = chat_want_user_id(call, m, "to_id");
-    if (!to)
+    json_t *to_v = json_object_get(m, "to_id"), *group_v = json_object_get(m, "group_id");
+    if (to_v && group_v) {
+        chat_call_fail(call, 400, "bad_field", "give to_id or group_id, not both");
         return;
-    if (to == call->uid) {
-        chat_call_fail(call, 400, "bad_field", "to_id must be another user");
-        return;
+    }
+    int64_t to = 0, group = 0;
+    if (group_v) {
+        group = chat_want_id(call, m, "group_id", "a group id");
+        if (!group)
+            return;
+    } else {
+        to = chat_want_user_id(call, m, "to_id");
+        if (!to)
+            return;
+        if (to == call->uid) {
+            chat_call_fail(call, 400, "bad_field", "to_id must be another user");
+            return;
+        }
     }
     bool failed;
     const char *type = chat_want_string(call, m, "type", 1, 32, true, &failed);
     if (failed)
         return;
+    /* system messages are the server's (group changes), whatever
+     * --message-types says */
+    if (strcmp(type, "system") == 0) {
+        chat_call_fail(call, 400, "bad_field", "type system is reserved for the server");
+        return;
+    }
     if (!chat_type_allowed(type)) {
         chat_call_fail(call, 400, "bad_field", "type must be one of: %s", chat_cfg->message_types);
         return;
@@ -142,10 +196,12 @@ void chat_do_send(chat_call *call)
                        (long long)chat_cfg->send_rate, (long long)chat_cfg->send_rate * 2);
         return;
     }
-    store_req *r = chat_call_store_req(call, STORE_MESSAGE_SEND, message_stored);
+    store_req *r = group ? chat_call_store_req(call, STORE_GROUP_SEND, group_message_stored)
+                         : chat_call_store_req(call, STORE_MESSAGE_SEND, message_stored);
     if (!r)
         return;
     r->peer_id = to;
+    r->group_id = group;
     if (store_req_set_str(&r->msg_type, type) < 0 || store_req_set_str(&r->msg_data, data) < 0 ||
         store_req_set_str(&r->client_msg_id, cmid) < 0) {
         store_req_free(r);
@@ -171,13 +227,33 @@ void chat_do_unread(chat_call *call)
         store_submit(chat_store, r);
 }
 
+/* The answer of a group read (history): the store's result, or its error. */
+static void group_result(store_req *r)
+{
+    chat_call *call = r->ctx;
+    if (r->status != STORE_OK) {
+        chat_group_failed(call, r);
+        return;
+    }
+    json_t *result = json_incref(r->result);
+    store_req_free(r);
+    chat_call_ok(call, result);
+}
+
 void chat_do_history(chat_call *call)
 {
     int64_t peer = chat_query_int(call, "userid", 0, 1, INT64_MAX);
     if (peer < 0)
         return;
-    if (peer == 0) {
-        chat_call_fail(call, 400, "missing_field", "userid is required");
+    int64_t group = chat_query_int(call, "group_id", 0, 1, INT64_MAX);
+    if (group < 0)
+        return;
+    if (peer && group) {
+        chat_call_fail(call, 400, "bad_field", "give userid or group_id, not both");
+        return;
+    }
+    if (peer == 0 && group == 0) {
+        chat_call_fail(call, 400, "missing_field", "userid (or group_id) is required");
         return;
     }
     int64_t before = chat_query_int(call, "before", 0, 0, INT64_MAX);
@@ -187,10 +263,12 @@ void chat_do_history(chat_call *call)
     int64_t limit = chat_query_int(call, "limit", def, 1, chat_cfg->page_limit);
     if (limit < 0)
         return;
-    store_req *r = chat_call_store_req(call, STORE_HISTORY, chat_respond_result);
+    store_req *r = group ? chat_call_store_req(call, STORE_GROUP_HISTORY, group_result)
+                         : chat_call_store_req(call, STORE_HISTORY, chat_respond_result);
     if (!r)
         return;
     r->peer_id = peer;
+    r->group_id = group;
     r->before = before;
     r->limit = limit;
     store_submit(chat_store, r);
@@ -224,7 +302,8 @@ static bool canonical_id(const char *key)
     return errno == 0 && v > 0;
 }
 
-/* POST /chat/sync {"cursors": {"<peer id>": <seq>, ...}, "limit": n}: the
+/* POST /chat/sync {"cursors": {"<peer id>" | "g<group id>": <seq>, ...},
+ * "limit": n}: the
  * messages after each cursor (see STORE_SYNC_CURSORS). cursors may be left
  * out (every cursor 0, a new device); it is copied for the store thread. */
 void chat_do_sync_cursors(chat_call *call)
@@ -233,7 +312,8 @@ void chat_do_sync_cursors(chat_call *call)
     if (cursors && !json_is_null(cursors)) {
         if (!json_is_object(cursors)) {
             chat_call_fail(call, 400, "bad_field",
-                           "cursors must be an object of peer user id -> last seq held");
+                           "cursors must be an object of peer user id (or g<group id>) -> "
+                           "last seq held");
             return;
         }
         if (json_object_size(cursors) > CURSORS_MAX) {
@@ -245,10 +325,11 @@ void chat_do_sync_cursors(chat_call *call)
         json_t *v;
         json_object_foreach(cursors, key, v)
         {
-            if (!canonical_id(key)) {
-                chat_call_fail(
-                    call, 400, "bad_field",
-                    "cursors: key \"%.40s\" is not a user id (a positive decimal integer)", key);
+            if (!canonical_id(key[0] == 'g' ? key + 1 : key)) {
+                chat_call_fail(call, 400, "bad_field",
+                               "cursors: key \"%.40s\" is not a user id (a positive decimal "
+                               "integer) nor \"g\" and a group id",
+                               key);
                 return;
             }
             if (!json_is_integer(v) || json_integer_value(v) < 0) {
@@ -311,24 +392,51 @@ static void read_done(store_req *r)
         chat_push_to_user(peer, receipt, NULL);
         json_decref(receipt);
     }
-    http_respond_ok(call->req, json_pack("{s:I}", "total", total));
-    chat_call_free(call);
+    chat_call_ok(call, json_pack("{s:I}", "total", total));
+}
+
+static void group_read_done(store_req *r)
+{
+    chat_call *call = r->ctx;
+    if (r->status != STORE_OK) {
+        chat_group_failed(call, r);
+        return;
+    }
+    json_int_t total = json_integer_value(json_object_get(r->result, "total"));
+    bool changed = json_is_true(json_object_get(r->result, "changed"));
+    int64_t group = r->group_id;
+    store_req_free(r);
+    /* no receipt to the other members: groups have no read receipts */
+    if (changed) {
+        json_t *read = json_pack("{s:s,s:I,s:I}", "type", "read", "group_id", (json_int_t)group,
+                                 "total", total);
+        chat_push_to_user(call->uid, read, call->client_id[0] ? call->client_id : NULL);
+        json_decref(read);
+    }
+    chat_call_ok(call, json_pack("{s:I}", "total", total));
 }
 
 void chat_do_read(chat_call *call)
 {
-    int64_t peer = chat_want_user_id(call, call->body, "userid");
-    if (!peer)
+    json_t *group_v = json_object_get(call->body, "group_id");
+    if (group_v && json_object_get(call->body, "userid")) {
+        chat_call_fail(call, 400, "bad_field", "give userid or group_id, not both");
         return;
-    bool failed;
-    const char *self = chat_want_string(call, call->body, "client_id", 1, 64, false, &failed);
-    if (failed)
+    }
+    int64_t group = 0, peer = 0;
+    if (group_v)
+        group = chat_want_id(call, call->body, "group_id", "a group id");
+    else
+        peer = chat_want_user_id(call, call->body, "userid");
+    if (!group && !peer)
         return;
-    if (self)
-        snprintf(call->client_id, sizeof(call->client_id), "%s", self);
-    store_req *r = chat_call_store_req(call, STORE_READ, read_done);
+    if (!chat_want_self(call))
+        return;
+    store_req *r = group ? chat_call_store_req(call, STORE_GROUP_READ, group_read_done)
+                         : chat_call_store_req(call, STORE_READ, read_done);
     if (!r)
         return;
     r->peer_id = peer;
+    r->group_id = group;
     store_submit(chat_store, r);
 }

@@ -562,8 +562,8 @@ static void ask_cluster(const char *uid, size_t len, char *body)
 
 void webhook_message_stored(const json_t *message)
 {
-    if (!wh.enabled)
-        return;
+    if (!wh.enabled || !json_is_integer(json_object_get(message, "to_id")))
+        return; /* off, or a group message (no to_id): groups wake nobody */
     char uid[24];
     int n = snprintf(uid, sizeof(uid), "%lld",
                      (long long)json_integer_value(json_object_get(message, "to_id")));

@@ -61,7 +61,8 @@ bool webhook_enabled(void);
 
 /* A message was stored (committed): queues its event if its recipient has
  * no connected device. message is a store message (store.h), borrowed.
- * Cheap when off or when the recipient is online here. */
+ * Cheap when off or when the recipient is online here. A group message (no
+ * to_id) is ignored: offline group members are not woken. */
 void webhook_message_stored(const json_t *message);
 
 /* Shutdown began: no new events; what is queued gets WEBHOOK_GRACE_MS,

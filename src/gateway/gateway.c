@@ -315,20 +315,43 @@ static void gw_on_open(conn *c, http_request *req)
     gw_client_opened(c, req); /* BusinessWorkers hear of it (GatewayWorker mode) */
 }
 
+/* {"type":"event","group_id",...}: counted against --event-rate as a 1:1
+ * event, then handed to the chat service, which knows the members. */
+static void handle_group_event(conn *c, const uint8_t *data, size_t len)
+{
+    if (!c->uid) {
+        gateway_send_error(c, "not_bound", "bind this connection to a user before sending events",
+                           NULL);
+        return;
+    }
+    if (!event_allowed(c)) {
+        metrics_limit_refused(METRICS_LIMIT_EVENT);
+        gateway_send_error(c, "rate_limited", "too many events: slow down", NULL);
+        return;
+    }
+    json_t *msg = json_loadb((const char *)data, len, 0, NULL);
+    if (!msg)
+        gateway_send_error(c, "bad_json", "message must be a JSON object with a \"type\"", NULL);
+    else if (!message_hook || !message_hook(c, "event", msg))
+        gateway_send_error(c, "unknown_type", "group events need the chat service", NULL);
+    json_decref(msg);
+}
+
 /* Every client message is scanned once without building a tree; ping and
- * event, the hot ones, are answered from the scan. Other types (the chat
- * service's) are parsed with jansson and handed to the hook. */
+ * event, the hot ones, are answered from the scan (a group event goes on to
+ * the chat service). Other types (the chat service's) are parsed with
+ * jansson and handed to the hook. */
 static void gw_on_message(conn *c, bool is_text, uint8_t *data, size_t len)
 {
-    static const char *const keys[] = {"type", "to_id", "data"};
-    json_span v[3];
+    static const char *const keys[] = {"type", "to_id", "data", "group_id"};
+    json_span v[4];
     if (gw_client_message(c, data, len))
         return; /* a BusinessWorker's: its Events.php interprets it */
     if (!is_text) {
         ws_close(c, WS_CLOSE_UNSUPPORTED, "binary messages are not accepted on this endpoint");
         return;
     }
-    if (json_scan_object((const char *)data, len, keys, v, 3) < 0) {
+    if (json_scan_object((const char *)data, len, keys, v, 4) < 0) {
         gateway_send_error(c, "bad_json", "message must be a JSON object with a \"type\"", NULL);
         return;
     }
@@ -344,7 +367,12 @@ static void gw_on_message(conn *c, bool is_text, uint8_t *data, size_t len)
         return;
     }
     if (json_span_equals(&v[0], "event")) {
-        handle_event(c, &v[1], &v[2]);
+        if (v[3].type && v[1].type)
+            gateway_send_error(c, "bad_field", "give to_id or group_id, not both", NULL);
+        else if (v[3].type)
+            handle_group_event(c, data, len);
+        else
+            handle_event(c, &v[1], &v[2]);
         return;
     }
     json_t *msg = json_loadb((const char *)data, len, 0, NULL);

@@ -1,0 +1,1148 @@
+/* Unit tests for the group operations of store (store.h, "Groups").
+ *
+ * Backend-neutral: they run on the SQLite backend in a fresh temporary
+ * directory by default, and on the PostgreSQL backend when
+ * CHATD_TEST_PG_URI names a database (usernames carry a random tag there,
+ * so a database can be reused). Each test drives a real store on a real uv
+ * loop, one request at a time.
+ *
+ * Checked: every STORE_GROUP_* operation with its role rules and errors
+ * ({code, message} results), the seq-range model (a removed member sees
+ * nothing after its removal, a re-added one sees from the new "add"
+ * message on), computed unread counts with mute and the totals of
+ * STORE_READ / STORE_UNREAD, one chat list mixing 1:1 and group items,
+ * cursor sync with "g<id>" keys and `more` paging, dedup by
+ * client_msg_id, the last member leaving dissolves, the owner leaving
+ * passes ownership on, max_members, presence peers through groups, and
+ * that a group send stores ONE message row whatever the group's size
+ * (counted in the database itself). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <libpq-fe.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/store.h"
+#include "store/store_backend.h"
+
+typedef struct {
+    uv_loop_t loop;
+    store *s;
+    int done;
+    char tag[16];      /* unique per test: usernames and client_msg_ids */
+    char dir[64];      /* SQLite: the temporary directory */
+    char data_dir[96]; /* SQLite: the data directory below it */
+} fixture;
+
+static const char *pg_uri; /* NULL: SQLite */
+
+static void on_done(store_req *r)
+{
+    ((fixture *)r->ctx)->done++;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    snprintf(f->tag, sizeof(f->tag), "%08lx", (unsigned long)random());
+    store_options o = {.durability = STORE_DURABLE_NORMAL, .purge_interval_ms = -1};
+    if (pg_uri) {
+        o.store = pg_uri;
+        o.connections = 3;
+    } else {
+        snprintf(f->dir, sizeof(f->dir), "/tmp/test_store_groups.XXXXXX");
+        assert_non_null(mkdtemp(f->dir));
+        snprintf(f->data_dir, sizeof(f->data_dir), "%s/data", f->dir);
+        o.store = "sqlite";
+        o.data_dir = f->data_dir;
+    }
+    char err[512] = "";
+    f->s = store_open_opts(&f->loop, &o, err, sizeof(err));
+    if (!f->s)
+        fail_msg("store_open_opts: %s", err);
+    *state = f;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    store_close(f->s);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    if (f->dir[0])
+        nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static store_req *new_req(fixture *f, store_op op, int64_t user, int64_t group)
+{
+    store_req *r = store_req_new(op, on_done, f);
+    assert_non_null(r);
+    r->time = 1000;
+    r->user_id = user;
+    r->group_id = group;
+    return r;
+}
+
+static store_req *run(fixture *f, store_req *r)
+{
+    int before = f->done;
+    store_submit(f->s, r);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + 1);
+    return r;
+}
+
+/* Runs r, expects STORE_OK and returns it. */
+static store_req *run_ok(fixture *f, store_req *r)
+{
+    run(f, r);
+    if (r->status != STORE_OK)
+        fail_msg("op %d: status %d, expected OK", (int)r->op, r->status);
+    assert_non_null(r->result);
+    return r;
+}
+
+/* Runs r and checks the error status and its result's code; frees r. */
+static void run_err(fixture *f, store_req *r, int status, const char *code)
+{
+    run(f, r);
+    if (r->status != status)
+        fail_msg("op %d: status %d, expected %d (%s)", (int)r->op, r->status, status, code);
+    assert_true(json_is_object(r->result));
+    assert_string_equal(json_string_value(json_object_get(r->result, "code")), code);
+    const char *msg = json_string_value(json_object_get(r->result, "message"));
+    assert_non_null(msg);
+    assert_true(strlen(msg) > 0);
+    store_req_free(r);
+}
+
+static int64_t create_user(fixture *f, const char *name)
+{
+    char full[64];
+    snprintf(full, sizeof(full), "%s%s", name, f->tag);
+    store_req *r = new_req(f, STORE_USER_CREATE, 0, 0);
+    store_req_set_str(&r->username, full);
+    store_req_set_str(&r->password_hash, "h");
+    run_ok(f, r);
+    int64_t id = json_integer_value(json_object_get(r->result, "id"));
+    assert_true(id > 0);
+    store_req_free(r);
+    return id;
+}
+
+static json_int_t jint(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v))
+        fail_msg("%s is not an integer", key);
+    return json_integer_value(v);
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_string(v))
+        fail_msg("%s is not a string", key);
+    return json_string_value(v);
+}
+
+static bool jbool(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_boolean(v))
+        fail_msg("%s is not a boolean", key);
+    return json_is_true(v);
+}
+
+static json_t *ids(int n, const int64_t *v)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_integer(v[i]));
+    return a;
+}
+
+static bool has_id(json_t *arr, int64_t id)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        if (json_integer_value(v) == id)
+            return true;
+    }
+    return false;
+}
+
+/* A system message's parsed data; the caller decrefs it. */
+static json_t *sys_data(json_t *msg)
+{
+    assert_string_equal(jstr(msg, "type"), "system");
+    json_error_t e;
+    json_t *d = json_loads(jstr(msg, "data"), 0, &e);
+    if (!d)
+        fail_msg("system data is not JSON: %s", e.text);
+    return d;
+}
+
+/* Checks a message belongs to group gid (group_id, no to_id). */
+static void assert_group_msg(json_t *msg, int64_t gid)
+{
+    assert_int_equal(jint(msg, "group_id"), gid);
+    assert_null(json_object_get(msg, "to_id"));
+}
+
+static store_req *create_req(fixture *f, int64_t owner, const char *name, int n,
+                             const int64_t *members, int64_t max)
+{
+    store_req *r = new_req(f, STORE_GROUP_CREATE, owner, 0);
+    store_req_set_str(&r->name, name);
+    r->members = ids(n, members);
+    r->max_members = max;
+    return r;
+}
+
+static int64_t create_group(fixture *f, int64_t owner, int n, const int64_t *members)
+{
+    store_req *r = run_ok(f, create_req(f, owner, "team", n, members, 500));
+    int64_t gid = jint(json_object_get(r->result, "group"), "group_id");
+    assert_true(gid > 0);
+    store_req_free(r);
+    return gid;
+}
+
+static store_req *send_req(fixture *f, int64_t from, int64_t gid, const char *cmid)
+{
+    store_req *r = new_req(f, STORE_GROUP_SEND, from, gid);
+    store_req_set_str(&r->msg_type, "text");
+    store_req_set_str(&r->msg_data, "hi \"all\"");
+    if (cmid) {
+        char full[64];
+        snprintf(full, sizeof(full), "%s-%s", cmid, f->tag);
+        store_req_set_str(&r->client_msg_id, full);
+    }
+    return r;
+}
+
+/* Sends and returns the message's seq. */
+static int64_t send_group(fixture *f, int64_t from, int64_t gid)
+{
+    store_req *r = run_ok(f, send_req(f, from, gid, NULL));
+    json_t *msg = json_object_get(r->result, "message");
+    assert_group_msg(msg, gid);
+    int64_t seq = jint(msg, "seq");
+    store_req_free(r);
+    return seq;
+}
+
+static store_req *info(fixture *f, int64_t user, int64_t gid)
+{
+    return run_ok(f, new_req(f, STORE_GROUP_INFO, user, gid));
+}
+
+static int role_op(fixture *f, int64_t actor, int64_t gid, int64_t peer, int role)
+{
+    store_req *r = new_req(f, STORE_GROUP_ROLE, actor, gid);
+    r->peer_id = peer;
+    r->action = role;
+    int status = run(f, r)->status;
+    store_req_free(r);
+    return status;
+}
+
+static store_req *history(fixture *f, int64_t user, int64_t gid, int64_t before, int64_t limit)
+{
+    store_req *r = new_req(f, STORE_GROUP_HISTORY, user, gid);
+    r->before = before;
+    r->limit = limit;
+    run_ok(f, r);
+    assert_true(json_is_array(r->result));
+    return r;
+}
+
+/* The user's STORE_UNREAD answer. */
+static store_req *unread(fixture *f, int64_t user)
+{
+    return run_ok(f, new_req(f, STORE_UNREAD, user, 0));
+}
+
+/* The groups[] item of gid in an unread answer, NULL when absent. */
+static json_t *unread_group(store_req *r, int64_t gid)
+{
+    json_t *groups = json_object_get(r->result, "groups");
+    assert_true(json_is_array(groups));
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g)
+    {
+        if (jint(g, "group_id") == gid)
+            return g;
+    }
+    return NULL;
+}
+
+static int64_t unread_total(fixture *f, int64_t user)
+{
+    store_req *r = unread(f, user);
+    int64_t t = jint(r->result, "total");
+    store_req_free(r);
+    return t;
+}
+
+/* The group's noreadnum for user in STORE_UNREAD (0 when not listed). */
+static int64_t group_unread(fixture *f, int64_t user, int64_t gid)
+{
+    store_req *r = unread(f, user);
+    json_t *g = unread_group(r, gid);
+    int64_t n = g ? jint(g, "noreadnum") : 0;
+    store_req_free(r);
+    return n;
+}
+
+/* The chat list item of group gid for user (a new reference), NULL if none. */
+static json_t *list_group(fixture *f, int64_t user, int64_t gid)
+{
+    store_req *r = run_ok(f, new_req(f, STORE_CHAT_LIST, user, 0));
+    json_t *found = NULL;
+    size_t i;
+    json_t *it;
+    json_array_foreach(r->result, i, it)
+    {
+        if (strcmp(jstr(it, "chat_type"), "group") == 0 && jint(it, "group_id") == gid)
+            found = json_incref(it);
+    }
+    store_req_free(r);
+    return found;
+}
+
+/* Message rows of group gid in the database itself. */
+static int64_t count_rows(fixture *f, int64_t gid)
+{
+    char sql[160];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM messages WHERE conv_lo = 0 AND conv_hi = %lld",
+             (long long)gid);
+    int64_t n = -1;
+    if (pg_uri) {
+        PGconn *c = PQconnectdb(pg_uri);
+        if (PQstatus(c) != CONNECTION_OK)
+            fail_msg("side connection: %s", PQerrorMessage(c));
+        PGresult *res = PQexec(c, sql);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            fail_msg("%s: %s", sql, PQerrorMessage(c));
+        n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        PQfinish(c);
+    } else {
+        char path[160];
+        snprintf(path, sizeof(path), "%s/chatd.db", f->data_dir);
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        n = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
+    return n;
+}
+
+static void test_create_and_info(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b"), c = create_user(f, "c"),
+            d = create_user(f, "d");
+    /* the owner and repeats are ignored */
+    int64_t m[] = {b, c, b, a};
+    store_req *r = create_req(f, a, "Team \"one\"", 4, m, 3);
+    store_req_set_str(&r->avatar, "/img/t.png");
+    r->time = 4242;
+    run_ok(f, r);
+    json_t *g = json_object_get(r->result, "group");
+    int64_t gid = jint(g, "group_id");
+    assert_string_equal(jstr(g, "name"), "Team \"one\"");
+    assert_string_equal(jstr(g, "avatar"), "/img/t.png");
+    assert_int_equal(jint(g, "owner_id"), a);
+    assert_int_equal(jint(g, "created_at"), 4242);
+    assert_int_equal(jint(g, "member_count"), 3);
+    assert_int_equal(jint(g, "last_seq"), 1);
+    assert_false(jbool(g, "dissolved"));
+    json_t *members = json_object_get(r->result, "members");
+    assert_int_equal(json_array_size(members), 3);
+    assert_true(has_id(members, a) && has_id(members, b) && has_id(members, c));
+    json_t *msg = json_object_get(r->result, "message");
+    assert_group_msg(msg, gid);
+    assert_int_equal(jint(msg, "seq"), 1);
+    assert_int_equal(jint(msg, "from_id"), a);
+    json_t *d1 = sys_data(msg);
+    assert_string_equal(jstr(d1, "event"), "create");
+    assert_int_equal(jint(d1, "actor"), a);
+    assert_string_equal(jstr(d1, "name"), "Team \"one\"");
+    json_t *users = json_object_get(d1, "users");
+    assert_int_equal(json_array_size(users), 2);
+    assert_int_equal(jint(json_array_get(users, 0), "userid"), b);
+    assert_int_equal(jint(json_array_get(users, 1), "userid"), c);
+    assert_non_null(strstr(jstr(json_array_get(users, 0), "username"), "b"));
+    json_decref(d1);
+    store_req_free(r);
+
+    /* info: members in join order with roles */
+    r = info(f, b, gid);
+    assert_int_equal(jint(r->result, "group_id"), gid);
+    assert_string_equal(jstr(r->result, "role"), "member");
+    assert_false(jbool(r->result, "muted"));
+    assert_false(jbool(r->result, "left"));
+    assert_int_equal(jint(r->result, "joined_seq"), 1);
+    members = json_object_get(r->result, "members");
+    assert_int_equal(json_array_size(members), 3);
+    assert_int_equal(jint(json_array_get(members, 0), "userid"), a);
+    assert_string_equal(jstr(json_array_get(members, 0), "role"), "owner");
+    assert_int_equal(jint(json_array_get(members, 1), "userid"), b);
+    assert_string_equal(jstr(json_array_get(members, 1), "role"), "member");
+    assert_int_equal(jint(json_array_get(members, 2), "userid"), c);
+    assert_non_null(json_object_get(json_array_get(members, 2), "username"));
+    assert_non_null(json_object_get(json_array_get(members, 2), "userpic"));
+    assert_non_null(json_object_get(json_array_get(members, 2), "last_seen"));
+    store_req_free(r);
+
+    /* errors */
+    run_err(f, new_req(f, STORE_GROUP_INFO, d, gid), STORE_FORBIDDEN, "not_member");
+    run_err(f, new_req(f, STORE_GROUP_INFO, a, gid + 1000000), STORE_NOT_FOUND, "not_found");
+    int64_t nobody[] = {b, 999999999};
+    run_err(f, create_req(f, a, "x", 2, nobody, 500), STORE_NOT_FOUND, "not_found");
+    /* max_members counts the owner: 3 with two members, 4 is too many */
+    int64_t three[] = {b, c, d};
+    run_err(f, create_req(f, a, "x", 3, three, 3), STORE_CONFLICT, "group_full");
+    /* a disabled user cannot be made a member */
+    r = new_req(f, STORE_USER_ADMIN, d, 0);
+    r->action = STORE_ADMIN_DISABLE;
+    run_ok(f, r);
+    store_req_free(r);
+    int64_t dis[] = {d};
+    run_err(f, create_req(f, a, "x", 1, dis, 500), STORE_NOT_FOUND, "not_found");
+}
+
+static void test_send_one_row(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), out = create_user(f, "out");
+    int64_t m[6];
+    for (int i = 0; i < 6; i++) {
+        char n[8];
+        snprintf(n, sizeof(n), "m%d", i);
+        m[i] = create_user(f, n);
+    }
+    int64_t small = create_group(f, a, 1, m);
+    int64_t big = create_group(f, a, 6, m);
+    for (int i = 0; i < 3; i++) {
+        store_req *r = run_ok(f, send_req(f, m[0], big, NULL));
+        json_t *msg = json_object_get(r->result, "message");
+        assert_group_msg(msg, big);
+        assert_int_equal(jint(msg, "seq"), 2 + i);
+        assert_int_equal(jint(msg, "from_id"), m[0]);
+        assert_string_equal(jstr(msg, "type"), "text");
+        assert_string_equal(jstr(msg, "data"), "hi \"all\"");
+        assert_true(json_is_null(json_object_get(msg, "client_msg_id")));
+        assert_false(r->duplicate);
+        json_t *members = json_object_get(r->result, "members");
+        assert_int_equal(json_array_size(members), 7);
+        assert_true(has_id(members, a) && has_id(members, m[5]));
+        store_req_free(r);
+        send_group(f, a, small);
+    }
+    /* one row per message, whatever the group's size */
+    assert_int_equal(count_rows(f, big), 4);
+    assert_int_equal(count_rows(f, small), 4);
+
+    run_err(f, send_req(f, out, big, NULL), STORE_FORBIDDEN, "not_member");
+    run_err(f, send_req(f, a, big + 1000000, NULL), STORE_NOT_FOUND, "not_found");
+    assert_int_equal(count_rows(f, big), 4);
+
+    /* history: newest first, paged by id */
+    store_req *h = history(f, m[3], big, 0, 3);
+    assert_int_equal(json_array_size(h->result), 3);
+    assert_int_equal(jint(json_array_get(h->result, 0), "seq"), 4);
+    assert_group_msg(json_array_get(h->result, 0), big);
+    int64_t oldest = jint(json_array_get(h->result, 2), "id");
+    store_req_free(h);
+    h = history(f, m[3], big, oldest, 0);
+    assert_int_equal(json_array_size(h->result), 1);
+    assert_int_equal(jint(json_array_get(h->result, 0), "seq"), 1);
+    store_req_free(h);
+    run_err(f, new_req(f, STORE_GROUP_HISTORY, out, big), STORE_FORBIDDEN, "not_member");
+    run_err(f, new_req(f, STORE_GROUP_HISTORY, a, big + 1000000), STORE_NOT_FOUND, "not_found");
+
+    /* the 1:1 history and legacy sync stay 1:1 */
+    store_req *r = new_req(f, STORE_SYNC, m[3], 0);
+    r->after = 0;
+    run_ok(f, r);
+    assert_int_equal(json_array_size(r->result), 0);
+    store_req_free(r);
+}
+
+static void test_dedup(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b");
+    int64_t gid = create_group(f, a, 1, &b);
+    store_req *r1 = run_ok(f, send_req(f, b, gid, "c1"));
+    assert_false(r1->duplicate);
+    store_req *r2 = run_ok(f, send_req(f, b, gid, "c1"));
+    assert_true(r2->duplicate);
+    json_t *m1 = json_object_get(r1->result, "message"),
+           *m2 = json_object_get(r2->result, "message");
+    assert_int_equal(jint(m1, "id"), jint(m2, "id"));
+    assert_int_equal(jint(m2, "seq"), 2);
+    assert_group_msg(m2, gid);
+    assert_non_null(strstr(jstr(m2, "client_msg_id"), "c1-"));
+    assert_int_equal(json_array_size(json_object_get(r2->result, "members")), 2);
+    store_req_free(r1);
+    store_req_free(r2);
+    assert_int_equal(count_rows(f, gid), 2);
+    assert_int_equal(send_group(f, a, gid), 3); /* the duplicate took no seq */
+
+    /* the same client_msg_id in one pass: stored once */
+    store_req *p[2] = {send_req(f, a, gid, "c2"), send_req(f, a, gid, "c2")};
+    int before = f->done;
+    store_submit(f->s, p[0]);
+    store_submit(f->s, p[1]);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, before + 2);
+    assert_int_equal(p[0]->status, STORE_OK);
+    assert_int_equal(p[1]->status, STORE_OK);
+    assert_true(p[0]->duplicate != p[1]->duplicate);
+    assert_int_equal(jint(json_object_get(p[0]->result, "message"), "id"),
+                     jint(json_object_get(p[1]->result, "message"), "id"));
+    store_req_free(p[0]);
+    store_req_free(p[1]);
+    assert_int_equal(count_rows(f, gid), 4);
+
+    /* history shows the duplicate's message once, with group_id */
+    store_req *h = history(f, b, gid, 0, 0);
+    assert_int_equal(json_array_size(h->result), 4);
+    store_req_free(h);
+}
+
+static void test_roles(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b"), c = create_user(f, "c"),
+            d = create_user(f, "d"), e = create_user(f, "e");
+    int64_t bc[] = {b, c};
+    int64_t gid = create_group(f, a, 2, bc);
+
+    /* a member adds nobody */
+    store_req *r = new_req(f, STORE_GROUP_ADD, b, gid);
+    r->members = ids(1, &d);
+    r->max_members = 500;
+    run_err(f, r, STORE_FORBIDDEN, "forbidden");
+    /* only the owner changes roles */
+    assert_int_equal(role_op(f, b, gid, c, STORE_GROUP_ROLE_ADMIN), STORE_FORBIDDEN);
+    assert_int_equal(role_op(f, a, gid, a, STORE_GROUP_ROLE_MEMBER), STORE_FORBIDDEN);
+    assert_int_equal(role_op(f, a, gid, d, STORE_GROUP_ROLE_ADMIN), STORE_CONFLICT);
+    r = new_req(f, STORE_GROUP_ROLE, a, gid);
+    r->peer_id = b;
+    r->action = STORE_GROUP_ROLE_ADMIN;
+    run_ok(f, r);
+    json_t *sd = sys_data(json_object_get(r->result, "message"));
+    assert_string_equal(jstr(sd, "event"), "role");
+    assert_string_equal(jstr(sd, "role"), "admin");
+    assert_int_equal(jint(json_array_get(json_object_get(sd, "users"), 0), "userid"), b);
+    json_decref(sd);
+    store_req_free(r);
+
+    /* the admin adds d and e; adding them again changes nothing */
+    int64_t de[] = {d, e, d};
+    r = new_req(f, STORE_GROUP_ADD, b, gid);
+    r->members = ids(3, de);
+    r->max_members = 500;
+    run_ok(f, r);
+    json_t *added = json_object_get(r->result, "added");
+    assert_int_equal(json_array_size(added), 2);
+    assert_true(has_id(added, d) && has_id(added, e));
+    assert_int_equal(jint(json_object_get(r->result, "group"), "member_count"), 5);
+    assert_int_equal(json_array_size(json_object_get(r->result, "members")), 5);
+    sd = sys_data(json_object_get(r->result, "message"));
+    assert_string_equal(jstr(sd, "event"), "add");
+    assert_int_equal(jint(sd, "actor"), b);
+    assert_int_equal(json_array_size(json_object_get(sd, "users")), 2);
+    json_decref(sd);
+    store_req_free(r);
+    r = new_req(f, STORE_GROUP_ADD, b, gid);
+    r->members = ids(2, de);
+    r->max_members = 500;
+    run_ok(f, r);
+    assert_true(json_is_null(json_object_get(r->result, "message")));
+    assert_int_equal(json_array_size(json_object_get(r->result, "added")), 0);
+    store_req_free(r);
+    r = new_req(f, STORE_GROUP_ADD, b, gid);
+    int64_t ghost = 999999999;
+    r->members = ids(1, &ghost);
+    r->max_members = 500;
+    run_err(f, r, STORE_NOT_FOUND, "not_found");
+
+    /* c becomes admin; the admin b cannot remove an admin, nor the owner */
+    assert_int_equal(role_op(f, a, gid, c, STORE_GROUP_ROLE_ADMIN), STORE_OK);
+    r = new_req(f, STORE_GROUP_REMOVE, b, gid);
+    r->peer_id = c;
+    run_err(f, r, STORE_FORBIDDEN, "forbidden");
+    r = new_req(f, STORE_GROUP_REMOVE, b, gid);
+    r->peer_id = a;
+    run_err(f, r, STORE_FORBIDDEN, "forbidden");
+    /* a member removes nobody */
+    r = new_req(f, STORE_GROUP_REMOVE, e, gid);
+    r->peer_id = d;
+    run_err(f, r, STORE_FORBIDDEN, "forbidden");
+    /* the owner cannot remove itself */
+    r = new_req(f, STORE_GROUP_REMOVE, a, gid);
+    r->peer_id = a;
+    run_err(f, r, STORE_FORBIDDEN, "forbidden");
+    /* the admin removes a member */
+    r = new_req(f, STORE_GROUP_REMOVE, b, gid);
+    r->peer_id = d;
+    run_ok(f, r);
+    assert_int_equal(jint(json_object_get(r->result, "group"), "member_count"), 4);
+    json_t *members = json_object_get(r->result, "members");
+    assert_int_equal(json_array_size(members), 5);
+    assert_true(has_id(members, d)); /* it receives its removal */
+    sd = sys_data(json_object_get(r->result, "message"));
+    assert_string_equal(jstr(sd, "event"), "remove");
+    assert_int_equal(jint(json_array_get(json_object_get(sd, "users"), 0), "userid"), d);
+    json_decref(sd);
+    store_req_free(r);
+    r = new_req(f, STORE_GROUP_REMOVE, b, gid);
+    r->peer_id = d;
+    run_err(f, r, STORE_CONFLICT, "not_in_group");
+    /* the removed d acts no more */
+    r = new_req(f, STORE_GROUP_ADD, d, gid);
+    r->members = ids(1, &e);
+    r->max_members = 500;
+    run_err(f, r, STORE_FORBIDDEN, "not_member");
+
+    /* update: members may not; admins may; unchanged fields make no message */
+    r = new_req(f, STORE_GROUP_UPDATE, e, gid);
+    store_req_set_str(&r->name, "new");
+    run_err(f, r, STORE_FORBIDDEN, "forbidden");
+    r = new_req(f, STORE_GROUP_UPDATE, c, gid);
+    store_req_set_str(&r->name, "new");
+    store_req_set_str(&r->avatar, "https://x/y.png");
+    run_ok(f, r);
+    assert_string_equal(jstr(json_object_get(r->result, "group"), "name"), "new");
+    assert_string_equal(jstr(json_object_get(r->result, "group"), "avatar"), "https://x/y.png");
+    sd = sys_data(json_object_get(r->result, "message"));
+    assert_string_equal(jstr(sd, "event"), "update");
+    assert_string_equal(jstr(sd, "name"), "new");
+    assert_string_equal(jstr(sd, "avatar"), "https://x/y.png");
+    json_decref(sd);
+    store_req_free(r);
+    r = new_req(f, STORE_GROUP_UPDATE, c, gid);
+    store_req_set_str(&r->name, "new");
+    run_ok(f, r);
+    assert_true(json_is_null(json_object_get(r->result, "message")));
+    store_req_free(r);
+    r = new_req(f, STORE_GROUP_UPDATE, c, gid);
+    store_req_set_str(&r->avatar, "");
+    run_ok(f, r);
+    sd = sys_data(json_object_get(r->result, "message"));
+    assert_string_equal(jstr(sd, "avatar"), "");
+    assert_null(json_object_get(sd, "name"));
+    json_decref(sd);
+    assert_string_equal(jstr(json_object_get(r->result, "group"), "avatar"), "");
+    store_req_free(r);
+
+    /* ownership handed over: c owner, a admin */
+    r = new_req(f, STORE_GROUP_ROLE, a, gid);
+    r->peer_id = c;
+    r->action = STORE_GROUP_ROLE_OWNER;
+    run_ok(f, r);
+    assert_int_equal(jint(json_object_get(r->result, "group"), "owner_id"), c);
+    sd = sys_data(json_object_get(r->result, "message"));
+    assert_string_equal(jstr(sd, "role"), "owner");
+    json_decref(sd);
+    store_req_free(r);
+    r = info(f, a, gid);
+    assert_string_equal(jstr(r->result, "role"), "admin");
+    assert_int_equal(jint(r->result, "owner_id"), c);
+    store_req_free(r);
+    assert_int_equal(role_op(f, a, gid, b, STORE_GROUP_ROLE_MEMBER), STORE_FORBIDDEN);
+    /* only the owner dissolves */
+    run_err(f, new_req(f, STORE_GROUP_DISSOLVE, a, gid), STORE_FORBIDDEN, "forbidden");
+    r = run_ok(f, new_req(f, STORE_GROUP_DISSOLVE, c, gid));
+    assert_true(jbool(json_object_get(r->result, "group"), "dissolved"));
+    sd = sys_data(json_object_get(r->result, "message"));
+    assert_string_equal(jstr(sd, "event"), "dissolve");
+    json_decref(sd);
+    assert_int_equal(json_array_size(json_object_get(r->result, "members")), 4);
+    int64_t last = jint(json_object_get(r->result, "message"), "seq");
+    store_req_free(r);
+
+    /* a dissolved group takes nothing more, and is still read */
+    run_err(f, send_req(f, b, gid, NULL), STORE_CONFLICT, "group_dissolved");
+    r = new_req(f, STORE_GROUP_ADD, c, gid);
+    r->members = ids(1, &d);
+    r->max_members = 500;
+    run_err(f, r, STORE_CONFLICT, "group_dissolved");
+    r = new_req(f, STORE_GROUP_UPDATE, c, gid);
+    store_req_set_str(&r->name, "again");
+    run_err(f, r, STORE_CONFLICT, "group_dissolved");
+    run_err(f, new_req(f, STORE_GROUP_LEAVE, b, gid), STORE_CONFLICT, "group_dissolved");
+    run_err(f, new_req(f, STORE_GROUP_DISSOLVE, c, gid), STORE_CONFLICT, "group_dissolved");
+    r = new_req(f, STORE_GROUP_REMOVE, c, gid);
+    r->peer_id = b;
+    run_err(f, r, STORE_CONFLICT, "group_dissolved");
+    assert_int_equal(role_op(f, c, gid, b, STORE_GROUP_ROLE_MEMBER), STORE_CONFLICT);
+    store_req *h = history(f, e, gid, 0, 1);
+    assert_int_equal(jint(json_array_get(h->result, 0), "seq"), last);
+    store_req_free(h);
+    json_t *item = list_group(f, b, gid);
+    assert_non_null(item);
+    assert_true(jbool(item, "dissolved"));
+    json_decref(item);
+}
+
+static void test_seq_range(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b");
+    int64_t gid = create_group(f, a, 1, &b);
+    assert_int_equal(send_group(f, a, gid), 2);
+    store_req *r = new_req(f, STORE_GROUP_REMOVE, a, gid);
+    r->peer_id = b;
+    run_ok(f, r);
+    assert_int_equal(jint(json_object_get(r->result, "message"), "seq"), 3);
+    store_req_free(r);
+    assert_int_equal(send_group(f, a, gid), 4);
+
+    /* b sees 1..3 and nothing after */
+    store_req *h = history(f, b, gid, 0, 0);
+    assert_int_equal(json_array_size(h->result), 3);
+    assert_int_equal(jint(json_array_get(h->result, 0), "seq"), 3);
+    store_req_free(h);
+    json_t *item = list_group(f, b, gid);
+    assert_non_null(item);
+    assert_true(jbool(item, "left"));
+    assert_int_equal(jint(item, "last_seq"), 3);
+    assert_string_equal(jstr(item, "type"), "system");
+    assert_int_equal(jint(item, "noreadnum"), 3);
+    json_decref(item);
+    assert_int_equal(group_unread(f, b, gid), 3);
+    r = info(f, b, gid);
+    assert_true(jbool(r->result, "left"));
+    assert_int_equal(json_array_size(json_object_get(r->result, "members")), 0);
+    store_req_free(r);
+    run_err(f, send_req(f, b, gid, NULL), STORE_FORBIDDEN, "not_member");
+    run_err(f, new_req(f, STORE_GROUP_LEAVE, b, gid), STORE_FORBIDDEN, "not_member");
+    r = new_req(f, STORE_SYNC_CURSORS, b, 0);
+    r->cursors = json_object();
+    run_ok(f, r);
+    json_t *convs = json_object_get(r->result, "conversations");
+    assert_int_equal(json_array_size(convs), 1);
+    assert_int_equal(jint(json_array_get(convs, 0), "group_id"), gid);
+    assert_int_equal(json_array_size(json_object_get(json_array_get(convs, 0), "messages")), 3);
+    assert_false(jbool(json_array_get(convs, 0), "more"));
+    store_req_free(r);
+    /* presence: a removed member is nobody's peer through the group */
+    r = run_ok(f, new_req(f, STORE_PRESENCE_PEERS, a, 0));
+    assert_false(has_id(json_object_get(r->result, "peers"), b));
+    store_req_free(r);
+
+    /* re-added: b sees from the new add message (5) on */
+    r = new_req(f, STORE_GROUP_ADD, a, gid);
+    r->members = ids(1, &b);
+    r->max_members = 500;
+    run_ok(f, r);
+    assert_int_equal(jint(json_object_get(r->result, "message"), "seq"), 5);
+    store_req_free(r);
+    assert_int_equal(send_group(f, a, gid), 6);
+    h = history(f, b, gid, 0, 0);
+    assert_int_equal(json_array_size(h->result), 2);
+    assert_int_equal(jint(json_array_get(h->result, 0), "seq"), 6);
+    assert_int_equal(jint(json_array_get(h->result, 1), "seq"), 5);
+    store_req_free(h);
+    assert_int_equal(group_unread(f, b, gid), 2);
+    r = info(f, b, gid);
+    assert_false(jbool(r->result, "left"));
+    assert_int_equal(jint(r->result, "joined_seq"), 5);
+    store_req_free(r);
+    item = list_group(f, b, gid);
+    assert_false(jbool(item, "left"));
+    assert_int_equal(jint(item, "last_seq"), 6);
+    json_decref(item);
+}
+
+static void test_unread_mute_total(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b");
+    int64_t gid = create_group(f, a, 1, &b);
+    /* the create message is unread for b, not for a who caused it */
+    assert_int_equal(group_unread(f, b, gid), 1);
+    assert_int_equal(group_unread(f, a, gid), 0);
+    send_group(f, a, gid);
+    send_group(f, a, gid);
+    assert_int_equal(group_unread(f, b, gid), 3);
+    assert_int_equal(unread_total(f, a), 0);
+    /* one 1:1 message too */
+    store_req *r = new_req(f, STORE_MESSAGE_SEND, a, 0);
+    r->peer_id = b;
+    store_req_set_str(&r->msg_type, "text");
+    store_req_set_str(&r->msg_data, "x");
+    run_ok(f, r);
+    store_req_free(r);
+    assert_int_equal(unread_total(f, b), 4);
+    /* b's send reads the group up to its message */
+    send_group(f, b, gid);
+    assert_int_equal(group_unread(f, b, gid), 0);
+    assert_int_equal(group_unread(f, a, gid), 1);
+    send_group(f, a, gid);
+    send_group(f, a, gid);
+    assert_int_equal(unread_total(f, b), 3);
+
+    /* mute: the count stays on the group, the total leaves it out */
+    r = new_req(f, STORE_GROUP_MUTE, b, gid);
+    r->action = 1;
+    run_ok(f, r);
+    assert_int_equal(jint(r->result, "group_id"), gid);
+    assert_true(jbool(r->result, "muted"));
+    assert_int_equal(jint(r->result, "total"), 1);
+    store_req_free(r);
+    r = unread(f, b);
+    assert_int_equal(jint(r->result, "total"), 1);
+    json_t *g = unread_group(r, gid);
+    assert_non_null(g);
+    assert_int_equal(jint(g, "noreadnum"), 2);
+    assert_true(jbool(g, "muted"));
+    assert_int_equal(json_array_size(json_object_get(r->result, "conversations")), 1);
+    store_req_free(r);
+    json_t *item = list_group(f, b, gid);
+    assert_true(jbool(item, "muted"));
+    assert_int_equal(jint(item, "noreadnum"), 2);
+    json_decref(item);
+    r = new_req(f, STORE_READ, b, 0);
+    r->peer_id = a;
+    run_ok(f, r);
+    assert_int_equal(jint(r->result, "total"), 0);
+    store_req_free(r);
+    r = new_req(f, STORE_GROUP_MUTE, b, gid);
+    r->action = 0;
+    run_ok(f, r);
+    assert_false(jbool(r->result, "muted"));
+    assert_int_equal(jint(r->result, "total"), 2);
+    store_req_free(r);
+    r = new_req(f, STORE_READ, b, 0);
+    r->peer_id = a;
+    run_ok(f, r);
+    assert_int_equal(jint(r->result, "total"), 2); /* the group's count is in it */
+    store_req_free(r);
+
+    /* group read */
+    r = run_ok(f, new_req(f, STORE_GROUP_READ, b, gid));
+    assert_true(jbool(r->result, "changed"));
+    assert_int_equal(jint(r->result, "total"), 0);
+    assert_int_equal(jint(r->result, "last_read_seq"), 6);
+    store_req_free(r);
+    r = run_ok(f, new_req(f, STORE_GROUP_READ, b, gid));
+    assert_false(jbool(r->result, "changed"));
+    store_req_free(r);
+    r = unread(f, b);
+    assert_null(unread_group(r, gid));
+    store_req_free(r);
+
+    int64_t out = create_user(f, "out");
+    run_err(f, new_req(f, STORE_GROUP_READ, out, gid), STORE_FORBIDDEN, "not_member");
+    run_err(f, new_req(f, STORE_GROUP_READ, out, gid + 1000000), STORE_NOT_FOUND, "not_found");
+    run_err(f, new_req(f, STORE_GROUP_MUTE, out, gid), STORE_FORBIDDEN, "not_member");
+    run_err(f, new_req(f, STORE_GROUP_MUTE, a, gid + 1000000), STORE_NOT_FOUND, "not_found");
+}
+
+static void test_chat_list_mixed(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b"), c = create_user(f, "c");
+    store_req *r = new_req(f, STORE_MESSAGE_SEND, b, 0);
+    r->peer_id = a;
+    store_req_set_str(&r->msg_type, "text");
+    store_req_set_str(&r->msg_data, "old");
+    run_ok(f, r);
+    store_req_free(r);
+    int64_t gid = create_group(f, b, 1, &a);
+    r = new_req(f, STORE_MESSAGE_SEND, c, 0);
+    r->peer_id = a;
+    store_req_set_str(&r->msg_type, "text");
+    store_req_set_str(&r->msg_data, "new");
+    run_ok(f, r);
+    store_req_free(r);
+
+    r = run_ok(f, new_req(f, STORE_CHAT_LIST, a, 0));
+    assert_int_equal(json_array_size(r->result), 3);
+    json_t *i0 = json_array_get(r->result, 0), *i1 = json_array_get(r->result, 1),
+           *i2 = json_array_get(r->result, 2);
+    assert_string_equal(jstr(i0, "chat_type"), "single");
+    assert_int_equal(jint(i0, "userid"), c);
+    assert_string_equal(jstr(i1, "chat_type"), "group");
+    assert_int_equal(jint(i1, "group_id"), gid);
+    assert_string_equal(jstr(i1, "name"), "team");
+    assert_string_equal(jstr(i1, "avatar"), "");
+    assert_string_equal(jstr(i1, "type"), "system");
+    assert_int_equal(jint(i1, "from_id"), b);
+    assert_non_null(strstr(jstr(i1, "from_username"), "b"));
+    assert_int_equal(jint(i1, "noreadnum"), 1);
+    assert_int_equal(jint(i1, "last_seq"), 1);
+    assert_string_equal(jstr(i1, "role"), "member");
+    assert_int_equal(jint(i1, "member_count"), 2);
+    assert_false(jbool(i1, "muted"));
+    assert_false(jbool(i1, "dissolved"));
+    assert_false(jbool(i1, "left"));
+    assert_true(jint(i1, "time") > 0);
+    assert_string_equal(jstr(i2, "chat_type"), "single");
+    assert_int_equal(jint(i2, "userid"), b);
+    assert_true(jint(i0, "last_message_id") > jint(i1, "last_message_id"));
+    assert_true(jint(i1, "last_message_id") > jint(i2, "last_message_id"));
+    store_req_free(r);
+
+    /* a group message brings it to the top */
+    send_group(f, b, gid);
+    r = run_ok(f, new_req(f, STORE_CHAT_LIST, a, 0));
+    assert_string_equal(jstr(json_array_get(r->result, 0), "chat_type"), "group");
+    assert_string_equal(jstr(json_array_get(r->result, 0), "type"), "text");
+    assert_int_equal(jint(json_array_get(r->result, 0), "noreadnum"), 2);
+    store_req_free(r);
+}
+
+static void test_sync_cursors(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b"), c = create_user(f, "c");
+    int64_t gid = create_group(f, a, 1, &b);
+    for (int i = 0; i < 4; i++)
+        send_group(f, a, gid); /* seqs 2..5 */
+    store_req *r = new_req(f, STORE_MESSAGE_SEND, c, 0);
+    r->peer_id = b;
+    store_req_set_str(&r->msg_type, "text");
+    store_req_set_str(&r->msg_data, "x");
+    run_ok(f, r);
+    store_req_free(r);
+
+    char gkey[32];
+    snprintf(gkey, sizeof(gkey), "g%lld", (long long)gid);
+    /* no cursors, limit 3: the 1:1 (most recent) first, then the group cut */
+    r = new_req(f, STORE_SYNC_CURSORS, b, 0);
+    r->cursors = json_object();
+    r->limit = 3;
+    run_ok(f, r);
+    json_t *convs = json_object_get(r->result, "conversations");
+    assert_int_equal(json_array_size(convs), 2);
+    json_t *first = json_array_get(convs, 0), *second = json_array_get(convs, 1);
+    assert_int_equal(jint(first, "userid"), c);
+    assert_int_equal(json_array_size(json_object_get(first, "messages")), 1);
+    assert_int_equal(jint(second, "group_id"), gid);
+    assert_null(json_object_get(second, "userid"));
+    json_t *msgs = json_object_get(second, "messages");
+    assert_int_equal(json_array_size(msgs), 2);
+    assert_int_equal(jint(json_array_get(msgs, 0), "seq"), 1);
+    assert_group_msg(json_array_get(msgs, 1), gid);
+    assert_true(jbool(second, "more"));
+    store_req_free(r);
+
+    /* the group's cursor at 2: 3..5 */
+    r = new_req(f, STORE_SYNC_CURSORS, b, 0);
+    r->cursors = json_object();
+    json_object_set_new(r->cursors, gkey, json_integer(2));
+    char ckey[24];
+    snprintf(ckey, sizeof(ckey), "%lld", (long long)c);
+    json_object_set_new(r->cursors, ckey, json_integer(1));
+    r->limit = 10;
+    run_ok(f, r);
+    convs = json_object_get(r->result, "conversations");
+    assert_int_equal(json_array_size(convs), 1);
+    msgs = json_object_get(json_array_get(convs, 0), "messages");
+    assert_int_equal(json_array_size(msgs), 3);
+    assert_int_equal(jint(json_array_get(msgs, 0), "seq"), 3);
+    assert_false(jbool(json_array_get(convs, 0), "more"));
+    store_req_free(r);
+
+    /* up to date: nothing */
+    r = new_req(f, STORE_SYNC_CURSORS, b, 0);
+    r->cursors = json_object();
+    json_object_set_new(r->cursors, gkey, json_integer(5));
+    json_object_set_new(r->cursors, ckey, json_integer(1));
+    run_ok(f, r);
+    assert_int_equal(json_array_size(json_object_get(r->result, "conversations")), 0);
+    store_req_free(r);
+
+    /* a member who left gets the group up to its leave message */
+    r = run_ok(f, new_req(f, STORE_GROUP_LEAVE, b, gid));
+    int64_t left_seq = jint(json_object_get(r->result, "message"), "seq");
+    assert_false(jbool(r->result, "dissolved"));
+    store_req_free(r);
+    send_group(f, a, gid);
+    r = new_req(f, STORE_SYNC_CURSORS, b, 0);
+    r->cursors = json_object();
+    json_object_set_new(r->cursors, gkey, json_integer(5));
+    json_object_set_new(r->cursors, ckey, json_integer(1));
+    run_ok(f, r);
+    convs = json_object_get(r->result, "conversations");
+    assert_int_equal(json_array_size(convs), 1);
+    msgs = json_object_get(json_array_get(convs, 0), "messages");
+    assert_int_equal(json_array_size(msgs), 1);
+    assert_int_equal(jint(json_array_get(msgs, 0), "seq"), left_seq);
+    store_req_free(r);
+}
+
+static void test_leave(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b"), c = create_user(f, "c"),
+            d = create_user(f, "d");
+    int64_t bcd[] = {b, c, d};
+    int64_t gid = create_group(f, a, 3, bcd);
+    assert_int_equal(role_op(f, a, gid, d, STORE_GROUP_ROLE_ADMIN), STORE_OK);
+    /* the owner leaves: the earliest-joined admin (d) becomes owner */
+    store_req *r = run_ok(f, new_req(f, STORE_GROUP_LEAVE, a, gid));
+    assert_false(jbool(r->result, "dissolved"));
+    json_t *g = json_object_get(r->result, "group");
+    assert_int_equal(jint(g, "owner_id"), d);
+    assert_int_equal(jint(g, "member_count"), 3);
+    assert_true(has_id(json_object_get(r->result, "members"), a));
+    json_t *sd = sys_data(json_object_get(r->result, "message"));
+    assert_string_equal(jstr(sd, "event"), "leave");
+    assert_int_equal(jint(sd, "owner"), d);
+    assert_int_equal(jint(json_array_get(json_object_get(sd, "users"), 0), "userid"), a);
+    json_decref(sd);
+    store_req_free(r);
+    r = info(f, d, gid);
+    assert_string_equal(jstr(r->result, "role"), "owner");
+    store_req_free(r);
+    /* no admin left: the earliest-joined member (b) */
+    r = run_ok(f, new_req(f, STORE_GROUP_LEAVE, d, gid));
+    assert_int_equal(jint(json_object_get(r->result, "group"), "owner_id"), b);
+    store_req_free(r);
+    /* a member leaving passes nothing */
+    r = run_ok(f, new_req(f, STORE_GROUP_LEAVE, c, gid));
+    sd = sys_data(json_object_get(r->result, "message"));
+    assert_null(json_object_get(sd, "owner"));
+    json_decref(sd);
+    assert_int_equal(jint(json_object_get(r->result, "group"), "owner_id"), b);
+    store_req_free(r);
+    /* the last member leaving dissolves it */
+    r = run_ok(f, new_req(f, STORE_GROUP_LEAVE, b, gid));
+    assert_true(jbool(r->result, "dissolved"));
+    assert_true(jbool(json_object_get(r->result, "group"), "dissolved"));
+    assert_int_equal(jint(json_object_get(r->result, "group"), "member_count"), 0);
+    store_req_free(r);
+    /* everyone still reads its history up to their leaving */
+    store_req *h = history(f, c, gid, 0, 0);
+    assert_int_equal(json_array_size(h->result), 5); /* create, role, leave a, leave d, leave c */
+    store_req_free(h);
+    run_err(f, new_req(f, STORE_GROUP_LEAVE, b, gid + 1000000), STORE_NOT_FOUND, "not_found");
+}
+
+static void test_max_members(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b"), c = create_user(f, "c"),
+            d = create_user(f, "d");
+    int64_t bc[] = {b, c};
+    store_req *r = run_ok(f, create_req(f, a, "three", 2, bc, 3)); /* exactly full */
+    int64_t gid = jint(json_object_get(r->result, "group"), "group_id");
+    store_req_free(r);
+    r = new_req(f, STORE_GROUP_ADD, a, gid);
+    r->members = ids(1, &d);
+    r->max_members = 3;
+    run_err(f, r, STORE_CONFLICT, "group_full");
+    /* adding members already in counts nothing */
+    r = new_req(f, STORE_GROUP_ADD, a, gid);
+    r->members = ids(2, bc);
+    r->max_members = 3;
+    run_ok(f, r);
+    assert_true(json_is_null(json_object_get(r->result, "message")));
+    store_req_free(r);
+    /* a leaves a place */
+    r = new_req(f, STORE_GROUP_REMOVE, a, gid);
+    r->peer_id = c;
+    run_ok(f, r);
+    store_req_free(r);
+    r = new_req(f, STORE_GROUP_ADD, a, gid);
+    r->members = ids(1, &d);
+    r->max_members = 3;
+    run_ok(f, r);
+    assert_int_equal(jint(json_object_get(r->result, "group"), "member_count"), 3);
+    store_req_free(r);
+}
+
+static void test_presence_peers(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b"), c = create_user(f, "c"),
+            d = create_user(f, "d");
+    int64_t bc[] = {b, c};
+    int64_t g1 = create_group(f, a, 2, bc);
+    create_group(f, b, 1, &a); /* b again, through a second group */
+    store_req *r = new_req(f, STORE_MESSAGE_SEND, a, 0);
+    r->peer_id = b; /* and through a 1:1 conversation */
+    store_req_set_str(&r->msg_type, "text");
+    store_req_set_str(&r->msg_data, "x");
+    run_ok(f, r);
+    store_req_free(r);
+    r = run_ok(f, new_req(f, STORE_PRESENCE_PEERS, a, 0));
+    json_t *peers = json_object_get(r->result, "peers");
+    assert_int_equal(json_array_size(peers), 2); /* b once, c */
+    assert_true(has_id(peers, b) && has_id(peers, c));
+    assert_false(has_id(peers, a) || has_id(peers, d));
+    store_req_free(r);
+    r = run_ok(f, new_req(f, STORE_PRESENCE_PEERS, c, 0));
+    assert_int_equal(json_array_size(json_object_get(r->result, "peers")), 2);
+    store_req_free(r);
+    /* a dissolved group makes no peers */
+    r = run_ok(f, new_req(f, STORE_GROUP_DISSOLVE, a, g1));
+    store_req_free(r);
+    r = run_ok(f, new_req(f, STORE_PRESENCE_PEERS, c, 0));
+    assert_int_equal(json_array_size(json_object_get(r->result, "peers")), 0);
+    store_req_free(r);
+}
+
+int main(void)
+{
+    pg_uri = getenv("CHATD_TEST_PG_URI");
+    if (pg_uri && !*pg_uri)
+        pg_uri = NULL;
+    srandom((unsigned)time(NULL) ^ (unsigned)getpid());
+    printf("test_store_groups: on %s\n", pg_uri ? "PostgreSQL (CHATD_TEST_PG_URI)" : "SQLite");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_create_and_info, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_one_row, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seq_range, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unread_mute_total, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chat_list_mixed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_cursors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leave, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_members, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_presence_peers, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
