@@ -654,8 +654,11 @@ run_groups() {
         rows=$(sqlite3 "$data/chatd.db" 'SELECT count(*) FROM messages WHERE conv_lo = 0' 2>/dev/null)
         acked=$(grep '"point":"groups M=' "$RAW" | grep -o '"point_msgs":[0-9]*' | cut -d: -f2 |
             awk '{s += $1} END {print s + 0}')
+        # one "create" message per group per run that made its groups (= printed a result)
+        local runs
+        runs=$(grep '"point":"groups 1:1"' "$RAW" | grep -c '"scenario":"groups"')
         groups=$(tr ',' '\n' <<<"$GROUPS_SIZES" |
-            awk -v u="$GROUPS_USERS" -v r="$GROUPS_REPS" '{s += int(u / $1)} END {print s * r}')
+            awk -v u="$GROUPS_USERS" -v r="$runs" '{s += int(u / $1)} END {print s * r}')
         echo "groups: message rows of groups in SQLite: ${rows:-?}; group messages acked:" \
             "$acked + $groups \"create\" system messages = $((acked + groups))" |
             tee -a "$OUT/info.txt" "$OUT/groups-rows.txt" >&2
