@@ -316,12 +316,19 @@ static void bind_authenticated(void *ctx, int status, json_t *user)
 /* {"type":"call","id","path","body"}: runs the POST endpoint path with body
  * as the caller's HTTP request would, answered by {"type":"result","id",
  * "data"} or an error frame with op "call" and the id. */
-static void socket_call(chat_call *call, json_t *msg)
+static json_t *call_id_of(json_t *msg)
 {
     json_t *id = json_object_get(msg, "id");
     if (json_is_integer(id) || (json_is_string(id) && json_string_length(id) >= 1 &&
                                 json_string_length(id) <= CALL_ID_MAX))
-        call->call_id = json_incref(id);
+        return json_incref(id);
+    return NULL;
+}
+
+static void socket_call(chat_call *call, json_t *msg)
+{
+    json_t *id = json_object_get(msg, "id");
+    call->call_id = call_id_of(msg);
     if (!call->call_id) {
         chat_call_fail(call, 400, id ? "bad_field" : "missing_field",
                        "id is required: an integer or a string of 1 to %d bytes", CALL_ID_MAX);
@@ -370,8 +377,8 @@ static bool chat_socket_message(conn *c, const char *type, json_t *msg)
         return true;
     }
     if (!(c->flags & CONN_CHAT_BOUND) || !c->uid) {
-        if (is_call) /* the error names the call */
-            call->call_id = json_incref(json_object_get(msg, "id"));
+        if (is_call) /* the error names the call (when its id is a good one) */
+            call->call_id = call_id_of(msg);
         chat_call_fail(call, 401, "not_bound", "bind this connection with a token before sending");
         return true;
     }

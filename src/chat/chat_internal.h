@@ -185,7 +185,8 @@ void chat_presence_shutdown(void);
 /* A socket was bound to uid through the chat service (it was not before). */
 void chat_presence_bound(int64_t uid);
 bool chat_presence_online(int64_t uid);
-/* Sets "online" on every object of arr from its integer id under key. */
+/* Sets "online" on every object of arr from its integer id under key
+ * (objects without one, such as group items of the chat list, get none). */
 void chat_presence_annotate(json_t *arr, const char *key);
 void chat_do_settings(chat_call *call);
 

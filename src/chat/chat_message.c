@@ -113,7 +113,9 @@ static void group_message_stored(store_req *r)
         chat_store_failed(call);
         return;
     }
-    message_answer(call, message, members ? members : json_array());
+    if (!members)
+        members = json_array(); /* nobody else to tell */
+    message_answer(call, message, members);
     json_decref(members);
 }
 

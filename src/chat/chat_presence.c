@@ -375,15 +375,18 @@ bool chat_presence_online(int64_t uid)
     return p && p->online;
 }
 
-/* Adds "online" to each user object of arr (its id under key). */
+/* Adds "online" to each user object of arr (its id under key); objects
+ * without that key (the group items of a chat list) are left alone. */
 void chat_presence_annotate(json_t *arr, const char *key)
 {
     json_t *v;
     size_t i;
     json_array_foreach(arr, i, v)
     {
-        int64_t id = json_integer_value(json_object_get(v, key));
-        json_object_set_new(v, "online", json_boolean(chat_presence_online(id)));
+        json_t *id = json_object_get(v, key);
+        if (json_is_integer(id))
+            json_object_set_new(v, "online",
+                                json_boolean(chat_presence_online(json_integer_value(id))));
     }
 }
 

@@ -117,14 +117,47 @@ static const char *const migrations[] = {
      * primary key: no index needed. */
     ("ALTER TABLE users ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE users ADD COLUMN hide_last_seen INTEGER NOT NULL DEFAULT 0;"),
+    /* 7: groups (store.h, "Groups"). A group message is one row of messages
+     * with conv_lo = 0 and conv_hi = the group id (no user has id 0), so the
+     * messages_seq index serves its history and sync, and it shares the id
+     * sequence and the client_msg_id dedup with 1:1 messages. groups keeps
+     * the newest seq and message id, written once per message; a member
+     * row keeps the member's seq range (joined_seq .. left_seq, 0 while a
+     * member) and read position, from which unread counts are computed: a
+     * message writes no row per member. join_order orders the members who
+     * joined with the same message (the order they were named in). A
+     * user's groups are a seek on group_members_user, a group's members one
+     * on the primary key. */
+    ("CREATE TABLE groups("
+     "  id INTEGER PRIMARY KEY,"
+     "  name TEXT NOT NULL,"
+     "  avatar TEXT NOT NULL DEFAULT '',"
+     "  owner_id INTEGER NOT NULL,"
+     "  created_at INTEGER NOT NULL,"
+     "  dissolved INTEGER NOT NULL DEFAULT 0,"
+     "  last_seq INTEGER NOT NULL DEFAULT 0,"
+     "  last_message_id INTEGER NOT NULL DEFAULT 0,"
+     "  member_count INTEGER NOT NULL DEFAULT 0);"
+     "CREATE TABLE group_members("
+     "  group_id INTEGER NOT NULL,"
+     "  user_id INTEGER NOT NULL,"
+     "  role INTEGER NOT NULL,"
+     "  joined_seq INTEGER NOT NULL,"
+     "  join_order INTEGER NOT NULL,"
+     "  left_seq INTEGER NOT NULL DEFAULT 0,"
+     "  read_seq INTEGER NOT NULL DEFAULT 0,"
+     "  muted INTEGER NOT NULL DEFAULT 0,"
+     "  PRIMARY KEY(group_id, user_id)) WITHOUT ROWID;"
+     "CREATE INDEX group_members_user ON group_members(user_id, group_id);"),
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SQLITE_SCHEMA_VERSION,
                "STORE_SQLITE_SCHEMA_VERSION must count the migrations");
 
-/* The message columns every message query returns, in msg_json's order. */
+/* The message columns every message query returns, in msg_json's order;
+ * conv_lo 0 marks a group message (conv_hi is the group). */
 #define MSG_COLS                                                                                   \
     "m.id, m.to_id, m.from_id, u.username, u.userpic, m.type, m.data, m.time, m.client_msg_id,"    \
-    " m.seq"
+    " m.seq, m.conv_lo, m.conv_hi"
 
 enum stmt_id {
     ST_BEGIN_READ,
@@ -164,6 +197,19 @@ enum stmt_id {
     ST_LAST_SEEN,
     ST_SETTINGS,
     ST_PEERS,
+    ST_USER_ACTIVE,
+    ST_GROUP_INSERT,
+    ST_GROUP_GET,
+    ST_GROUP_PUT,
+    ST_MEMBER_GET,
+    ST_MEMBER_PUT,
+    ST_MEMBER_IDS,
+    ST_MEMBER_LIST,
+    ST_SUCCESSOR,
+    ST_USER_GROUPS,
+    ST_GROUP_CHAT_LIST,
+    ST_GROUP_HISTORY,
+    ST_GROUP_SYNC_CONV,
     ST_COUNT
 };
 
@@ -257,7 +303,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* The seq cursors: the user's conversations with their newest seq,
      * most recent first; then per conversation the messages after its
      * cursor, a seek on the seq index. */
-    [ST_SYNC_CONVS] = "SELECT c.peer_id, m.seq FROM conversations c"
+    [ST_SYNC_CONVS] = "SELECT c.peer_id, m.seq, c.last_message_id FROM conversations c"
                       " JOIN messages m ON m.id = c.last_message_id"
                       " WHERE c.user_id = ?1 ORDER BY c.last_message_id DESC",
     [ST_SYNC_CONV] = "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
@@ -288,9 +334,74 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* last_seen never moves back (two nodes may write it out of order) */
     [ST_LAST_SEEN] = "UPDATE users SET last_seen = max(last_seen, ?2) WHERE id = ?1",
     [ST_SETTINGS] = "UPDATE users SET hide_last_seen = ?2 WHERE id = ?1",
-    /* the user's setting, then one row per 1:1 peer (NULL when none) */
-    [ST_PEERS] = "SELECT u.hide_last_seen, u.last_seen, c.peer_id FROM users u"
-                 " LEFT JOIN conversations c ON c.user_id = u.id WHERE u.id = ?1",
+    /* the user's setting, then one row per peer (NULL when none): its 1:1
+     * peers and the current members of its groups that are not dissolved,
+     * each once (UNION) */
+    [ST_PEERS] = "SELECT u.hide_last_seen, u.last_seen, p.id FROM users u LEFT JOIN ("
+                 "  SELECT peer_id AS id FROM conversations WHERE user_id = ?1"
+                 "  UNION SELECT o.user_id FROM group_members m"
+                 "  JOIN groups g ON g.id = m.group_id AND g.dissolved = 0"
+                 "  JOIN group_members o ON o.group_id = m.group_id AND o.left_seq = 0"
+                 "  WHERE m.user_id = ?1 AND m.left_seq = 0 AND o.user_id <> ?1) p ON 1"
+                 " WHERE u.id = ?1",
+    /* who may be made a member: an enabled user */
+    [ST_USER_ACTIVE] = "SELECT username FROM users WHERE id = ?1 AND disabled = 0",
+    [ST_GROUP_INSERT] =
+        "INSERT INTO groups(name, avatar, owner_id, created_at) VALUES(?1, ?2, ?3, ?4)",
+    [ST_GROUP_GET] = "SELECT name, avatar, owner_id, created_at, member_count, dissolved, last_seq,"
+                     " last_message_id FROM groups WHERE id = ?1",
+    [ST_GROUP_PUT] = "UPDATE groups SET name = ?2, avatar = ?3, owner_id = ?4, member_count = ?5,"
+                     " dissolved = ?6, last_seq = ?7, last_message_id = ?8 WHERE id = ?1",
+    [ST_MEMBER_GET] = "SELECT role, joined_seq, join_order, left_seq, read_seq, muted"
+                      " FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+    [ST_MEMBER_PUT] = "INSERT INTO group_members(group_id, user_id, role, joined_seq, join_order,"
+                      " left_seq, read_seq, muted) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                      " ON CONFLICT(group_id, user_id) DO UPDATE SET role = excluded.role,"
+                      " joined_seq = excluded.joined_seq, join_order = excluded.join_order,"
+                      " left_seq = excluded.left_seq, read_seq = excluded.read_seq,"
+                      " muted = excluded.muted",
+    [ST_MEMBER_IDS] = "SELECT user_id FROM group_members WHERE group_id = ?1 AND left_seq = 0",
+    /* current members in join order, as others see them */
+    [ST_MEMBER_LIST] = "SELECT m.user_id, u.username, u.userpic, u.last_seen, u.hide_last_seen,"
+                       " m.role FROM group_members m JOIN users u ON u.id = m.user_id"
+                       " WHERE m.group_id = ?1 AND m.left_seq = 0"
+                       " ORDER BY m.joined_seq, m.join_order",
+    /* the next owner when ?2 (the owner) leaves: the earliest-joined admin,
+     * else the earliest-joined member (role 2 is only the leaver's) */
+    [ST_SUCCESSOR] = "SELECT user_id FROM group_members WHERE group_id = ?1 AND left_seq = 0"
+                     " AND user_id <> ?2 ORDER BY role DESC, joined_seq, join_order LIMIT 1",
+    /* the user's groups (a seek on group_members_user) with what unread
+     * counts and sync need; the last id the user may see is, once it left,
+     * that of its left_seq message (one seek on messages_seq) */
+    [ST_USER_GROUPS] = "SELECT g.id, g.last_seq, m.joined_seq, m.left_seq, m.read_seq, m.muted,"
+                       " CASE WHEN m.left_seq > 0 THEN (SELECT id FROM messages"
+                       "  WHERE conv_lo = 0 AND conv_hi = g.id AND seq = m.left_seq)"
+                       "  ELSE g.last_message_id END"
+                       " FROM group_members m JOIN groups g ON g.id = m.group_id"
+                       " WHERE m.user_id = ?1",
+    /* the group items of the chat list, each with the newest message the
+     * user may see; every group has one (its "create" message) */
+    [ST_GROUP_CHAT_LIST] =
+        "SELECT g.id, g.name, g.avatar, x.type, x.data, x.time, m.joined_seq, m.left_seq,"
+        " m.read_seq, g.last_seq, x.id, x.seq, x.from_id, u.username, m.muted, m.role,"
+        " g.member_count, g.dissolved"
+        " FROM group_members m JOIN groups g ON g.id = m.group_id"
+        " JOIN messages x ON x.conv_lo = 0 AND x.conv_hi = g.id"
+        "  AND x.seq = CASE WHEN m.left_seq > 0 THEN m.left_seq ELSE g.last_seq END"
+        " JOIN users u ON u.id = x.from_id"
+        " WHERE m.user_id = ?1",
+    /* ST_HISTORY within the member's seq range ?4..?5 */
+    [ST_GROUP_HISTORY] =
+        "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
+        " WHERE m.conv_lo = 0 AND m.conv_hi = ?1 AND m.seq >= ?4 AND m.seq <= ?5"
+        " AND m.seq < coalesce("
+        "  (SELECT seq FROM messages WHERE id = ?2 AND conv_lo = 0 AND conv_hi = ?1),"
+        "  (SELECT seq + 1 FROM messages WHERE conv_lo = 0 AND conv_hi = ?1"
+        "   AND id < ?2 ORDER BY seq DESC LIMIT 1), 0)"
+        " ORDER BY m.seq DESC LIMIT ?3",
+    [ST_GROUP_SYNC_CONV] = "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
+                           " WHERE m.conv_lo = 0 AND m.conv_hi = ?1 AND m.seq > ?2 AND m.seq <= ?3"
+                           " ORDER BY m.seq LIMIT ?4",
 };
 
 const char *store_sqlite_search_sql(void)
@@ -464,13 +575,15 @@ static json_t *peer_user_json(sqlite3_stmt *st)
     return u;
 }
 
-/* A message from the MSG_COLS columns. */
+/* A message from the MSG_COLS columns: a group's has group_id instead of
+ * to_id. */
 static json_t *msg_json(sqlite3_stmt *st)
 {
+    bool group = sqlite3_column_int64(st, 10) == 0;
     return json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
                      (json_int_t)sqlite3_column_int64(st, 0), "seq",
-                     (json_int_t)sqlite3_column_int64(st, 9), "to_id",
-                     (json_int_t)sqlite3_column_int64(st, 1), "from_id",
+                     (json_int_t)sqlite3_column_int64(st, 9), group ? "group_id" : "to_id",
+                     (json_int_t)sqlite3_column_int64(st, group ? 11 : 1), "from_id",
                      (json_int_t)sqlite3_column_int64(st, 2), "from_username", col_text(st, 3),
                      "from_userpic", col_text(st, 4), "type", col_text(st, 5), "data",
                      col_text(st, 6), "time", (json_int_t)sqlite3_column_int64(st, 7),
@@ -1137,23 +1250,167 @@ static int op_message_send(sq *b, store_req *r)
     return STORE_OK;
 }
 
+/* ---- groups: rows and computed counts (store.h, "Groups") ---------------- */
+
+typedef struct {
+    int64_t id, owner_id, created_at, member_count, last_seq, last_message_id;
+    bool dissolved;
+    char *name, *avatar;
+} group_row;
+
+typedef struct {
+    bool found; /* a member now or before (then left_seq > 0) */
+    int role;   /* enum store_group_role */
+    int64_t joined_seq, join_order, left_seq, read_seq;
+    bool muted;
+} member_row;
+
+/* One of a user's groups as ST_USER_GROUPS gives it. */
+typedef struct {
+    int64_t id, last_seq, joined_seq, left_seq, read_seq, last_id;
+    bool muted;
+} user_group;
+
+static const char *role_name(int role)
+{
+    return role == STORE_GROUP_ROLE_OWNER   ? "owner"
+           : role == STORE_GROUP_ROLE_ADMIN ? "admin"
+                                            : "member";
+}
+
+/* The newest seq a member may see: its left_seq once it left. */
+static int64_t member_upper(int64_t last_seq, int64_t left_seq)
+{
+    return left_seq > 0 && left_seq < last_seq ? left_seq : last_seq;
+}
+
+/* The unread count, computed: the seqs the member may see above the last
+ * it read (its range starts at joined_seq). */
+static int64_t member_unread(int64_t last_seq, int64_t joined_seq, int64_t left_seq,
+                             int64_t read_seq)
+{
+    int64_t seen = read_seq > joined_seq - 1 ? read_seq : joined_seq - 1;
+    int64_t n = member_upper(last_seq, left_seq) - seen;
+    return n > 0 ? n : 0;
+}
+
+/* The user's groups (current and left) into *out, malloc'd, *n of them. */
+static int user_groups(sq *b, int64_t user, user_group **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    size_t cap = 0;
+    sqlite3_stmt *st = prep(b, ST_USER_GROUPS);
+    sqlite3_bind_int64(st, 1, user);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            void *p = realloc(*out, ncap * sizeof(**out));
+            if (!p) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            *out = p;
+            cap = ncap;
+        }
+        user_group *g = &(*out)[(*n)++];
+        g->id = sqlite3_column_int64(st, 0);
+        g->last_seq = sqlite3_column_int64(st, 1);
+        g->joined_seq = sqlite3_column_int64(st, 2);
+        g->left_seq = sqlite3_column_int64(st, 3);
+        g->read_seq = sqlite3_column_int64(st, 4);
+        g->muted = sqlite3_column_int(st, 5) != 0;
+        g->last_id = sqlite3_column_int64(st, 6);
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE)
+        return STORE_OK;
+    free(*out);
+    *out = NULL;
+    *n = 0;
+    return rc == SQLITE_NOMEM ? STORE_ERROR : db_fail(b, "user groups");
+}
+
 static json_t *chat_item_json(sqlite3_stmt *st)
 {
-    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "userid",
-                     (json_int_t)sqlite3_column_int64(st, 0), "username", col_text(st, 1),
-                     "userpic", col_text(st, 2), "type", col_text(st, 3), "data", col_text(st, 4),
-                     "time", (json_int_t)sqlite3_column_int64(st, 5), "noreadnum",
+    return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "chat_type",
+                     "single", "userid", (json_int_t)sqlite3_column_int64(st, 0), "username",
+                     col_text(st, 1), "userpic", col_text(st, 2), "type", col_text(st, 3), "data",
+                     col_text(st, 4), "time", (json_int_t)sqlite3_column_int64(st, 5), "noreadnum",
                      (json_int_t)sqlite3_column_int64(st, 6), "last_message_id",
                      (json_int_t)sqlite3_column_int64(st, 7), "last_seq",
                      (json_int_t)sqlite3_column_int64(st, 8), "last_seen", last_seen_json(st, 9));
 }
 
+/* A group item of the chat list, from ST_GROUP_CHAT_LIST. */
+static json_t *group_item_json(sqlite3_stmt *st)
+{
+    int64_t left = sqlite3_column_int64(st, 7);
+    int64_t unread = member_unread(sqlite3_column_int64(st, 9), sqlite3_column_int64(st, 6), left,
+                                   sqlite3_column_int64(st, 8));
+    return json_pack(
+        "{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:b, s:s, s:I, s:b, s:b}",
+        "chat_type", "group", "group_id", (json_int_t)sqlite3_column_int64(st, 0), "name",
+        col_text(st, 1), "avatar", col_text(st, 2), "type", col_text(st, 3), "data",
+        col_text(st, 4), "time", (json_int_t)sqlite3_column_int64(st, 5), "noreadnum",
+        (json_int_t)unread, "last_message_id", (json_int_t)sqlite3_column_int64(st, 10), "last_seq",
+        (json_int_t)sqlite3_column_int64(st, 11), "from_id",
+        (json_int_t)sqlite3_column_int64(st, 12), "from_username", col_text(st, 13), "muted",
+        sqlite3_column_int(st, 14) != 0, "role", role_name(sqlite3_column_int(st, 15)),
+        "member_count", (json_int_t)sqlite3_column_int64(st, 16), "dissolved",
+        sqlite3_column_int(st, 17) != 0, "left", left > 0);
+}
+
+static int by_last_message_desc(const void *x, const void *y)
+{
+    json_int_t a = json_integer_value(json_object_get(*(json_t *const *)x, "last_message_id"));
+    json_int_t b = json_integer_value(json_object_get(*(json_t *const *)y, "last_message_id"));
+    return a < b ? 1 : a > b ? -1 : 0;
+}
+
+/* 1:1 and group items in one list, sorted in memory: a user has few
+ * conversations, and each part is one seek on its own index. */
 static int op_chat_list(sq *b, store_req *r)
 {
     sqlite3_stmt *st = prep(b, ST_CHAT_LIST);
     sqlite3_bind_int64(st, 1, r->user_id);
-    r->result = rows_json(b, st, chat_item_json);
-    return r->result ? STORE_OK : STORE_ERROR;
+    json_t *singles = rows_json(b, st, chat_item_json);
+    json_t *groups = NULL;
+    if (singles) {
+        st = prep(b, ST_GROUP_CHAT_LIST);
+        sqlite3_bind_int64(st, 1, r->user_id);
+        groups = rows_json(b, st, group_item_json);
+    }
+    size_t n = json_array_size(singles) + json_array_size(groups);
+    json_t **items = groups ? malloc((n ? n : 1) * sizeof(*items)) : NULL;
+    int status = STORE_ERROR;
+    if (items) {
+        size_t k = 0, i;
+        json_t *it;
+        json_array_foreach(singles, i, it)
+        {
+            items[k++] = it;
+        }
+        json_array_foreach(groups, i, it)
+        {
+            items[k++] = it;
+        }
+        qsort(items, n, sizeof(*items), by_last_message_desc);
+        r->result = json_array();
+        for (i = 0; r->result && i < n; i++) {
+            if (json_array_append(r->result, items[i]) != 0) {
+                json_decref(r->result);
+                r->result = NULL;
+            }
+        }
+        if (r->result)
+            status = STORE_OK;
+    }
+    free(items);
+    json_decref(singles);
+    json_decref(groups);
+    return status;
 }
 
 static int op_history(sq *b, store_req *r)
@@ -1179,69 +1436,117 @@ static int op_sync(sq *b, store_req *r)
     return r->result ? STORE_OK : STORE_ERROR;
 }
 
-/* The client's cursor of the conversation with peer: the integer under the
- * peer's decimal id in cursors, 0 when absent (or not a non-negative
- * integer: the chat service validates them). */
-static int64_t cursor_of(const json_t *cursors, int64_t peer)
+/* The client's cursor of a conversation: the integer under prefix and the
+ * id in decimal ("" and a peer's user id, "g" and a group id) in cursors,
+ * 0 when absent (or not a non-negative integer: the chat service validates
+ * them). */
+static int64_t cursor_of(const json_t *cursors, const char *prefix, int64_t id)
 {
-    char key[24];
-    snprintf(key, sizeof(key), "%lld", (long long)peer);
+    char key[32];
+    snprintf(key, sizeof(key), "%s%lld", prefix, (long long)id);
     json_t *v = json_object_get(cursors, key);
     json_int_t c = json_is_integer(v) ? json_integer_value(v) : 0;
     return c > 0 ? c : 0;
 }
 
-/* Work: one pass over the user's conversations (as the chat list), and one
- * index seek plus at most limit rows per conversation above its cursor.
- * Past the limit, a conversation above its cursor is still listed, with no
- * messages and more: true, so the client knows to ask again. */
+/* A conversation cursor sync answers for. */
+typedef struct {
+    int64_t id; /* the peer user, or the group */
+    bool group;
+    int64_t after;   /* exclusive: the cursor (a group's never below joined_seq - 1) */
+    int64_t upto;    /* the newest seq the user may see */
+    int64_t last_id; /* its id: the most recent conversation first */
+} sync_conv;
+
+static int by_recent(const void *x, const void *y)
+{
+    int64_t a = ((const sync_conv *)x)->last_id, b = ((const sync_conv *)y)->last_id;
+    return a < b ? 1 : a > b ? -1 : 0;
+}
+
+static int sync_add(sync_conv **v, size_t *n, size_t *cap, sync_conv c)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        void *p = realloc(*v, ncap * sizeof(**v));
+        if (!p)
+            return -1;
+        *v = p;
+        *cap = ncap;
+    }
+    (*v)[(*n)++] = c;
+    return 0;
+}
+
+/* Work: one pass over the user's conversations (as the chat list) and its
+ * groups (a seek on group_members_user), and one index seek plus at most
+ * limit rows per conversation above its cursor. A group is read within the
+ * user's seq range only. Past the limit, a conversation above its cursor
+ * is still listed, with no messages and more: true, so the client knows to
+ * ask again. */
 static int op_sync_cursors(sq *b, store_req *r)
 {
     if (r->cursors && !json_is_object(r->cursors))
         return bad_input(r, "cursors as an object");
-    json_t *convs = json_array();
-    if (!convs)
-        return STORE_ERROR;
-    /* (peer, last seq) pairs first: the per-conversation query cannot run
-     * while this one is stepping on the same connection's statements. */
+    /* the conversations first: the per-conversation query cannot run while
+     * this one is stepping on the same connection's statements */
     sqlite3_stmt *st = prep(b, ST_SYNC_CONVS);
     sqlite3_bind_int64(st, 1, r->user_id);
     size_t n = 0, cap = 0;
-    int64_t(*pending)[3] = NULL; /* peer, cursor, last seq */
+    sync_conv *todo = NULL;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t peer = sqlite3_column_int64(st, 0), last = sqlite3_column_int64(st, 1);
-        int64_t cursor = cursor_of(r->cursors, peer);
-        if (last <= cursor)
-            continue;
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            void *p = realloc(pending, ncap * sizeof(*pending));
-            if (!p) {
-                rc = SQLITE_NOMEM;
-                break;
-            }
-            pending = p;
-            cap = ncap;
+        sync_conv c = {.id = sqlite3_column_int64(st, 0),
+                       .upto = sqlite3_column_int64(st, 1),
+                       .last_id = sqlite3_column_int64(st, 2)};
+        c.after = cursor_of(r->cursors, "", c.id);
+        if (c.upto > c.after && sync_add(&todo, &n, &cap, c) != 0) {
+            rc = SQLITE_NOMEM;
+            break;
         }
-        pending[n][0] = peer;
-        pending[n][1] = cursor;
-        pending[n][2] = last;
-        n++;
     }
     sqlite3_reset(st);
     int status = STORE_OK;
     if (rc != SQLITE_DONE)
         status = rc == SQLITE_NOMEM ? STORE_ERROR : db_fail(b, "sync conversations");
+    user_group *groups = NULL;
+    size_t ngroups = 0;
+    if (status == STORE_OK)
+        status = user_groups(b, r->user_id, &groups, &ngroups);
+    for (size_t i = 0; i < ngroups && status == STORE_OK; i++) {
+        user_group *g = &groups[i];
+        sync_conv c = {.id = g->id,
+                       .group = true,
+                       .after = cursor_of(r->cursors, "g", g->id),
+                       .upto = member_upper(g->last_seq, g->left_seq),
+                       .last_id = g->last_id};
+        if (c.after < g->joined_seq - 1)
+            c.after = g->joined_seq - 1;
+        if (c.upto > c.after && sync_add(&todo, &n, &cap, c) != 0)
+            status = STORE_ERROR;
+    }
+    free(groups);
+    if (status == STORE_OK)
+        qsort(todo, n, sizeof(*todo), by_recent);
+    json_t *convs = json_array();
+    if (!convs)
+        status = STORE_ERROR;
     int64_t left = r->limit > 0 ? r->limit : INT64_MAX;
     for (size_t i = 0; i < n && status == STORE_OK; i++) {
-        int64_t peer = pending[i][0], cursor = pending[i][1], last = pending[i][2];
+        sync_conv *c = &todo[i];
         json_t *msgs;
-        if (left > 0) {
+        if (left > 0 && c->group) {
+            st = prep(b, ST_GROUP_SYNC_CONV);
+            sqlite3_bind_int64(st, 1, c->id);
+            sqlite3_bind_int64(st, 2, c->after);
+            sqlite3_bind_int64(st, 3, c->upto);
+            sqlite3_bind_int64(st, 4, left);
+            msgs = rows_json(b, st, msg_json);
+        } else if (left > 0) {
             st = prep(b, ST_SYNC_CONV);
-            sqlite3_bind_int64(st, 1, r->user_id < peer ? r->user_id : peer);
-            sqlite3_bind_int64(st, 2, r->user_id < peer ? peer : r->user_id);
-            sqlite3_bind_int64(st, 3, cursor);
+            sqlite3_bind_int64(st, 1, r->user_id < c->id ? r->user_id : c->id);
+            sqlite3_bind_int64(st, 2, r->user_id < c->id ? c->id : r->user_id);
+            sqlite3_bind_int64(st, 3, c->after);
             sqlite3_bind_int64(st, 4, left);
             msgs = rows_json(b, st, msg_json);
         } else {
@@ -1249,15 +1554,15 @@ static int op_sync_cursors(sq *b, store_req *r)
         }
         size_t got = json_array_size(msgs);
         json_t *newest = got ? json_array_get(msgs, got - 1) : NULL;
-        int64_t upto = newest ? json_integer_value(json_object_get(newest, "seq")) : cursor;
-        json_t *item = msgs ? json_pack("{s:I, s:o, s:b}", "userid", (json_int_t)peer, "messages",
-                                        msgs, "more", upto < last)
+        int64_t upto = newest ? json_integer_value(json_object_get(newest, "seq")) : c->after;
+        json_t *item = msgs ? json_pack("{s:I, s:o, s:b}", c->group ? "group_id" : "userid",
+                                        (json_int_t)c->id, "messages", msgs, "more", upto < c->upto)
                             : NULL;
         if (!item || json_array_append_new(convs, item) != 0)
             status = STORE_ERROR;
         left -= (int64_t)got;
     }
-    free(pending);
+    free(todo);
     if (status == STORE_OK)
         r->result = json_pack("{s:o}", "conversations", convs);
     else
@@ -1265,7 +1570,7 @@ static int op_sync_cursors(sq *b, store_req *r)
     return status == STORE_OK && !r->result ? STORE_ERROR : status;
 }
 
-/* The user's unread sum; -1 on error. */
+/* The user's unread sum of 1:1 conversations; -1 on error. */
 static int64_t unread_total(sq *b, int64_t user)
 {
     sqlite3_stmt *st = prep(b, ST_UNREAD_TOTAL);
@@ -1274,6 +1579,24 @@ static int64_t unread_total(sq *b, int64_t user)
     if (sqlite3_step(st) == SQLITE_ROW)
         total = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
+    return total;
+}
+
+/* The user's unread total as every answer gives it: 1:1 conversations and
+ * the groups not muted; -1 on error. */
+static int64_t unread_all(sq *b, int64_t user)
+{
+    int64_t total = unread_total(b, user);
+    user_group *groups;
+    size_t n;
+    if (total < 0 || user_groups(b, user, &groups, &n) != STORE_OK)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!groups[i].muted)
+            total += member_unread(groups[i].last_seq, groups[i].joined_seq, groups[i].left_seq,
+                                   groups[i].read_seq);
+    }
+    free(groups);
     return total;
 }
 
@@ -1306,7 +1629,7 @@ static int op_read(sq *b, store_req *r)
         if (exec_stmt(st) != SQLITE_DONE)
             return db_fail(b, "conversation read");
     }
-    int64_t total = unread_total(b, r->user_id);
+    int64_t total = unread_all(b, r->user_id);
     if (total < 0)
         return db_fail(b, "unread total");
     r->result = json_pack("{s:I, s:I, s:b}", "total", (json_int_t)total, "last_read_id",
@@ -1334,7 +1657,891 @@ static int op_unread(sq *b, store_req *r)
     {
         total += json_integer_value(json_object_get(item, "noreadnum"));
     }
-    r->result = json_pack("{s:I, s:o}", "total", total, "conversations", list);
+    user_group *groups;
+    size_t n;
+    json_t *glist = json_array();
+    if (!glist || user_groups(b, r->user_id, &groups, &n) != STORE_OK) {
+        json_decref(list);
+        json_decref(glist);
+        return STORE_ERROR;
+    }
+    int status = STORE_OK;
+    for (i = 0; i < n && status == STORE_OK; i++) {
+        user_group *g = &groups[i];
+        int64_t unread = member_unread(g->last_seq, g->joined_seq, g->left_seq, g->read_seq);
+        if (unread == 0)
+            continue;
+        if (!g->muted)
+            total += unread;
+        if (json_array_append_new(glist, json_pack("{s:I, s:I, s:b}", "group_id", (json_int_t)g->id,
+                                                   "noreadnum", (json_int_t)unread, "muted",
+                                                   g->muted)) != 0)
+            status = STORE_ERROR;
+    }
+    free(groups);
+    if (status != STORE_OK) {
+        json_decref(list);
+        json_decref(glist);
+        return status;
+    }
+    r->result =
+        json_pack("{s:I, s:o, s:o}", "total", total, "conversations", list, "groups", glist);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+/* ---- group operations ------------------------------------------------------
+ *
+ * Each checks everything before it writes anything, so a refusal
+ * (NOT_FOUND, FORBIDDEN, CONFLICT) leaves the pass's transaction as it
+ * found it; only STORE_ERROR may leave a partial write (the caller rolls
+ * back). A change writes its system message, the group row and the member
+ * rows it touches: the actor's read position moves to the message it
+ * caused. */
+
+static void group_row_free(group_row *g)
+{
+    free(g->name);
+    free(g->avatar);
+    g->name = g->avatar = NULL;
+}
+
+/* Answers a refusal: status with result {code, message}. */
+static int group_err(store_req *r, int status, const char *code, const char *message)
+{
+    json_decref(r->result);
+    r->result = json_pack("{s:s, s:s}", "code", code, "message", message);
+    return r->result ? status : STORE_ERROR;
+}
+
+static int group_load(sq *b, store_req *r, int64_t id, group_row *g)
+{
+    memset(g, 0, sizeof(*g));
+    sqlite3_stmt *st = prep(b, ST_GROUP_GET);
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        g->id = id;
+        g->name = strdup(col_text(st, 0));
+        g->avatar = strdup(col_text(st, 1));
+        g->owner_id = sqlite3_column_int64(st, 2);
+        g->created_at = sqlite3_column_int64(st, 3);
+        g->member_count = sqlite3_column_int64(st, 4);
+        g->dissolved = sqlite3_column_int(st, 5) != 0;
+        g->last_seq = sqlite3_column_int64(st, 6);
+        g->last_message_id = sqlite3_column_int64(st, 7);
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE)
+        return group_err(r, STORE_NOT_FOUND, "not_found", "No such group.");
+    if (rc != SQLITE_ROW)
+        return db_fail(b, "group lookup");
+    if (!g->name || !g->avatar) {
+        group_row_free(g);
+        return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
+static int group_save(sq *b, const group_row *g)
+{
+    sqlite3_stmt *st = prep(b, ST_GROUP_PUT);
+    sqlite3_bind_int64(st, 1, g->id);
+    bind_text(st, 2, g->name);
+    bind_text(st, 3, g->avatar);
+    sqlite3_bind_int64(st, 4, g->owner_id);
+    sqlite3_bind_int64(st, 5, g->member_count);
+    sqlite3_bind_int(st, 6, g->dissolved ? 1 : 0);
+    sqlite3_bind_int64(st, 7, g->last_seq);
+    sqlite3_bind_int64(st, 8, g->last_message_id);
+    return exec_stmt(st) == SQLITE_DONE ? STORE_OK : db_fail(b, "group update");
+}
+
+static int member_load(sq *b, int64_t gid, int64_t uid, member_row *m)
+{
+    memset(m, 0, sizeof(*m));
+    sqlite3_stmt *st = prep(b, ST_MEMBER_GET);
+    sqlite3_bind_int64(st, 1, gid);
+    sqlite3_bind_int64(st, 2, uid);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        m->found = true;
+        m->role = sqlite3_column_int(st, 0);
+        m->joined_seq = sqlite3_column_int64(st, 1);
+        m->join_order = sqlite3_column_int64(st, 2);
+        m->left_seq = sqlite3_column_int64(st, 3);
+        m->read_seq = sqlite3_column_int64(st, 4);
+        m->muted = sqlite3_column_int(st, 5) != 0;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : db_fail(b, "member lookup");
+}
+
+static int member_save(sq *b, int64_t gid, int64_t uid, const member_row *m)
+{
+    sqlite3_stmt *st = prep(b, ST_MEMBER_PUT);
+    sqlite3_bind_int64(st, 1, gid);
+    sqlite3_bind_int64(st, 2, uid);
+    sqlite3_bind_int(st, 3, m->role);
+    sqlite3_bind_int64(st, 4, m->joined_seq);
+    sqlite3_bind_int64(st, 5, m->join_order);
+    sqlite3_bind_int64(st, 6, m->left_seq);
+    sqlite3_bind_int64(st, 7, m->read_seq);
+    sqlite3_bind_int(st, 8, m->muted ? 1 : 0);
+    return exec_stmt(st) == SQLITE_DONE ? STORE_OK : db_fail(b, "member update");
+}
+
+static json_t *group_json(const group_row *g)
+{
+    return json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:b, s:I}", "group_id", (json_int_t)g->id,
+                     "name", g->name, "avatar", g->avatar, "owner_id", (json_int_t)g->owner_id,
+                     "created_at", (json_int_t)g->created_at, "member_count",
+                     (json_int_t)g->member_count, "dissolved", g->dissolved, "last_seq",
+                     (json_int_t)g->last_seq);
+}
+
+/* The ids of the group's current members, plus extra (a member who just
+ * left or was removed: it receives that message) when > 0. */
+static json_t *member_ids(sq *b, int64_t gid, int64_t extra)
+{
+    json_t *ids = json_array();
+    sqlite3_stmt *st = prep(b, ST_MEMBER_IDS);
+    sqlite3_bind_int64(st, 1, gid);
+    int rc = SQLITE_DONE;
+    while (ids && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (json_array_append_new(ids, json_integer(sqlite3_column_int64(st, 0))) != 0) {
+            json_decref(ids);
+            ids = NULL;
+        }
+    }
+    sqlite3_reset(st);
+    if (ids && rc != SQLITE_DONE) {
+        db_fail(b, "member ids");
+        json_decref(ids);
+        return NULL;
+    }
+    if (ids && extra > 0 && json_array_append_new(ids, json_integer(extra)) != 0) {
+        json_decref(ids);
+        return NULL;
+    }
+    return ids;
+}
+
+/* The group's start for an operation by user: the group (NOT_FOUND), the
+ * user's member row (FORBIDDEN not_member when it never was one, or, with
+ * current, when it is none now) and, with writable, CONFLICT
+ * group_dissolved for a dissolved group. On anything but STORE_OK, g holds
+ * nothing to free. */
+static int group_open(sq *b, store_req *r, group_row *g, member_row *m, bool current, bool writable)
+{
+    int status = group_load(b, r, r->group_id, g);
+    if (status != STORE_OK)
+        return status;
+    status = member_load(b, g->id, r->user_id, m);
+    if (status == STORE_OK && (!m->found || (current && m->left_seq > 0)))
+        status = group_err(r, STORE_FORBIDDEN, "not_member", "You are not a member of this group.");
+    else if (status == STORE_OK && writable && g->dissolved)
+        status = group_err(r, STORE_CONFLICT, "group_dissolved", "The group was dissolved.");
+    if (status != STORE_OK)
+        group_row_free(g);
+    return status;
+}
+
+/* {userid, username} of a user; NULL on error. */
+static json_t *user_ref(sq *b, int64_t id)
+{
+    user_entry *u;
+    if (user_get(b, id, &u) != STORE_OK)
+        return NULL;
+    return json_pack("{s:I, s:s}", "userid", (json_int_t)id, "username", u->username);
+}
+
+/* A system message's data: {event, actor, users, ...extra} as compact JSON
+ * (malloc'd), users and extra (an object or NULL) taken over. */
+static char *system_data(const char *event, int64_t actor, json_t *users, json_t *extra)
+{
+    json_t *o = users ? json_pack("{s:s, s:I, s:o}", "event", event, "actor", (json_int_t)actor,
+                                  "users", users)
+                      : NULL;
+    char *s = NULL;
+    if (o && (!extra || json_object_update(o, extra) == 0))
+        s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    json_decref(extra);
+    return s;
+}
+
+/* Stores a message of group g from user from (a system message when type is
+ * "system") and moves g's last_seq/last_message_id to it (the caller saves
+ * g). The seq comes from the seq cache under key (0, group), like a 1:1
+ * conversation's. A repeated (from, client_msg_id) writes nothing: *msg is
+ * the stored message and *dup true. */
+static int group_post(sq *b, group_row *g, int64_t from, const char *type, const char *data,
+                      const char *client_msg_id, int64_t time, json_t **msg, bool *dup)
+{
+    *msg = NULL;
+    *dup = false;
+    if (!data)
+        return STORE_ERROR;
+    user_entry *sender;
+    int status = user_get(b, from, &sender);
+    if (status != STORE_OK)
+        return status == STORE_NOT_FOUND ? db_fail(b, "group message sender vanished") : status;
+    seq_entry *conv = seq_get(b, 0, g->id);
+    if (!conv)
+        return STORE_ERROR;
+    int64_t seq = conv->last_seq + 1;
+    json_t *m =
+        json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id", (json_int_t)0, "seq",
+                  (json_int_t)seq, "group_id", (json_int_t)g->id, "from_id", (json_int_t)from,
+                  "from_username", sender->username, "from_userpic", sender->userpic, "type", type,
+                  "data", data, "time", (json_int_t)time, "client_msg_id", client_msg_id);
+    if (!m)
+        return STORE_ERROR;
+    sqlite3_stmt *st = prep(b, ST_MSG_INSERT);
+    sqlite3_bind_int64(st, 1, from);
+    sqlite3_bind_int64(st, 2, 0);
+    sqlite3_bind_int64(st, 3, 0);
+    sqlite3_bind_int64(st, 4, g->id);
+    bind_text(st, 5, type);
+    bind_text(st, 6, data);
+    sqlite3_bind_int64(st, 7, time);
+    bind_text(st, 8, client_msg_id);
+    sqlite3_bind_int64(st, 9, seq);
+    if (exec_stmt(st) != SQLITE_DONE) {
+        json_decref(m);
+        return db_fail(b, "group message insert");
+    }
+    if (sqlite3_changes(b->db) == 0) {
+        json_decref(m);
+        if (!client_msg_id)
+            return db_fail(b, "group message insert skipped");
+        st = prep(b, ST_MSG_BY_CLIENT);
+        sqlite3_bind_int64(st, 1, from);
+        bind_text(st, 2, client_msg_id);
+        status = row_json(b, st, msg_json, msg);
+        if (status == STORE_NOT_FOUND)
+            return db_fail(b, "duplicate message vanished");
+        *dup = status == STORE_OK;
+        return status;
+    }
+    int64_t id = sqlite3_last_insert_rowid(b->db);
+    conv->last_seq = seq;
+    g->last_seq = seq;
+    g->last_message_id = id;
+    if (json_object_set_new(m, "id", json_integer(id)) != 0) {
+        json_decref(m);
+        return STORE_ERROR;
+    }
+    *msg = m;
+    return STORE_OK;
+}
+
+/* Posts a system message (data from system_data, freed here). */
+static int group_post_system(sq *b, store_req *r, group_row *g, char *data, json_t **msg)
+{
+    bool dup;
+    int status = group_post(b, g, r->user_id, "system", data, NULL, r->time, msg, &dup);
+    free(data);
+    return status;
+}
+
+/* r->result = {group, members, message} (+ the pairs of extra, taken
+ * over); message null when msg is NULL. extra_member as in member_ids. */
+static int group_answer(sq *b, store_req *r, const group_row *g, json_t *msg, int64_t extra_member,
+                        json_t *extra)
+{
+    json_t *members = member_ids(b, g->id, extra_member);
+    json_t *group = group_json(g);
+    r->result = members && group ? json_pack("{s:o, s:o, s:o}", "group", group, "members", members,
+                                             "message", msg ? msg : json_null())
+                                 : NULL;
+    if (!r->result) {
+        json_decref(members);
+        json_decref(group);
+        json_decref(msg);
+    }
+    if (r->result && extra && json_object_update(r->result, extra) != 0) {
+        json_decref(r->result);
+        r->result = NULL;
+    }
+    json_decref(extra);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+/* A user id of r->members: an integer or a decimal string; 0 for anything
+ * else (no user has it). */
+static int64_t member_id_of(const json_t *v)
+{
+    if (json_is_integer(v))
+        return json_integer_value(v);
+    if (json_is_string(v)) {
+        char *end;
+        long long id = strtoll(json_string_value(v), &end, 10);
+        return *end == '\0' ? (int64_t)id : 0;
+    }
+    return 0;
+}
+
+/* The distinct ids of r->members except skip, in their order, into *out
+ * (malloc'd). -1 on OOM or a members that is no array. */
+static int member_list(const store_req *r, int64_t skip, int64_t **out, size_t *n)
+{
+    *n = 0;
+    *out = NULL;
+    if (!r->members)
+        return 0;
+    if (!json_is_array(r->members))
+        return -1;
+    size_t len = json_array_size(r->members);
+    *out = malloc((len ? len : 1) * sizeof(**out));
+    if (!*out)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        int64_t id = member_id_of(json_array_get(r->members, i));
+        bool seen = id == skip;
+        /* quadratic, but the chat service bounds members by --max-group-members */
+        for (size_t j = 0; j < *n && !seen; j++)
+            seen = (*out)[j] == id;
+        if (!seen)
+            (*out)[(*n)++] = id;
+    }
+    return 0;
+}
+
+/* Whether user id may be made a member (exists, enabled); its
+ * {userid, username} appended to users. STORE_OK, NOT_FOUND or ERROR. */
+static int member_candidate(sq *b, int64_t id, json_t *users)
+{
+    sqlite3_stmt *st = prep(b, ST_USER_ACTIVE);
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    int status = STORE_OK;
+    if (rc == SQLITE_ROW) {
+        if (json_array_append_new(users, json_pack("{s:I, s:s}", "userid", (json_int_t)id,
+                                                   "username", col_text(st, 0))) != 0)
+            status = STORE_ERROR;
+    } else {
+        status = rc == SQLITE_DONE ? STORE_NOT_FOUND : db_fail(b, "member user lookup");
+    }
+    sqlite3_reset(st);
+    return status;
+}
+
+static bool over_limit(int64_t count, int64_t max_members)
+{
+    return max_members > 0 && count > max_members;
+}
+
+static int op_group_create(sq *b, store_req *r)
+{
+    if (!r->name)
+        return bad_input(r, "name");
+    int64_t *ids;
+    size_t n;
+    if (member_list(r, r->user_id, &ids, &n) != 0)
+        return bad_input(r, "members as an array");
+    json_t *users = json_array();
+    int status = users ? STORE_OK : STORE_ERROR;
+    if (status == STORE_OK && over_limit((int64_t)n + 1, r->max_members))
+        status =
+            group_err(r, STORE_CONFLICT, "group_full", "The group would have too many members.");
+    user_entry *owner;
+    if (status == STORE_OK) {
+        status = user_get(b, r->user_id, &owner);
+        if (status == STORE_NOT_FOUND)
+            status = group_err(r, STORE_NOT_FOUND, "not_found", "No such user.");
+    }
+    for (size_t i = 0; i < n && status == STORE_OK; i++) {
+        status = member_candidate(b, ids[i], users);
+        if (status == STORE_NOT_FOUND)
+            status = group_err(r, STORE_NOT_FOUND, "not_found", "A member is not a user.");
+    }
+    if (status != STORE_OK) {
+        free(ids);
+        json_decref(users);
+        return status;
+    }
+    /* checked: from here on only writes */
+    group_row g = {.owner_id = r->user_id,
+                   .created_at = r->time,
+                   .member_count = (int64_t)n + 1,
+                   .name = strdup(r->name),
+                   .avatar = strdup(r->avatar ? r->avatar : "")};
+    sqlite3_stmt *st = prep(b, ST_GROUP_INSERT);
+    bind_text(st, 1, g.name);
+    bind_text(st, 2, g.avatar);
+    sqlite3_bind_int64(st, 3, g.owner_id);
+    sqlite3_bind_int64(st, 4, g.created_at);
+    if (!g.name || !g.avatar) {
+        status = STORE_ERROR;
+        json_decref(users);
+    } else if (exec_stmt(st) != SQLITE_DONE) {
+        status = db_fail(b, "group insert");
+        json_decref(users);
+    } else {
+        g.id = sqlite3_last_insert_rowid(b->db);
+        json_t *extra = json_pack("{s:s, s:s}", "name", g.name, "avatar", g.avatar);
+        json_t *msg = NULL;
+        status = group_post_system(b, r, &g, system_data("create", r->user_id, users, extra), &msg);
+        member_row m = {.role = STORE_GROUP_ROLE_OWNER, .joined_seq = 1, .read_seq = 1};
+        if (status == STORE_OK)
+            status = member_save(b, g.id, r->user_id, &m);
+        m.role = STORE_GROUP_ROLE_MEMBER;
+        m.read_seq = 0;
+        for (size_t i = 0; i < n && status == STORE_OK; i++) {
+            m.join_order = (int64_t)i + 1;
+            status = member_save(b, g.id, ids[i], &m);
+        }
+        if (status == STORE_OK)
+            status = group_save(b, &g);
+        if (status == STORE_OK)
+            status = group_answer(b, r, &g, msg, 0, NULL);
+        else
+            json_decref(msg);
+    }
+    group_row_free(&g);
+    free(ids);
+    return status;
+}
+
+static json_t *member_json(sqlite3_stmt *st)
+{
+    return json_pack("{s:I, s:s, s:s, s:o, s:s}", "userid", (json_int_t)sqlite3_column_int64(st, 0),
+                     "username", col_text(st, 1), "userpic", col_text(st, 2), "last_seen",
+                     last_seen_json(st, 3), "role", role_name(sqlite3_column_int(st, 5)));
+}
+
+static int op_group_info(sq *b, store_req *r)
+{
+    group_row g;
+    member_row m;
+    int status = group_open(b, r, &g, &m, false, false);
+    if (status != STORE_OK)
+        return status;
+    json_t *members;
+    if (m.left_seq > 0) {
+        members = json_array();
+    } else {
+        sqlite3_stmt *st = prep(b, ST_MEMBER_LIST);
+        sqlite3_bind_int64(st, 1, g.id);
+        members = rows_json(b, st, member_json);
+    }
+    r->result = group_json(&g);
+    group_row_free(&g);
+    if (!r->result || !members ||
+        json_object_update_new(r->result,
+                               json_pack("{s:s, s:b, s:I, s:b, s:o}", "role", role_name(m.role),
+                                         "muted", m.muted, "joined_seq", (json_int_t)m.joined_seq,
+                                         "left", m.left_seq > 0, "members", members)) != 0) {
+        json_decref(r->result);
+        r->result = NULL;
+        return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
+static int op_group_add(sq *b, store_req *r)
+{
+    group_row g;
+    member_row actor;
+    int status = group_open(b, r, &g, &actor, true, true);
+    if (status != STORE_OK)
+        return status;
+    int64_t *ids = NULL;
+    size_t n = 0, fresh = 0;
+    json_t *users = json_array();
+    if (actor.role == STORE_GROUP_ROLE_MEMBER)
+        status =
+            group_err(r, STORE_FORBIDDEN, "forbidden", "Only the owner and admins add members.");
+    else if (!users || member_list(r, 0, &ids, &n) != 0)
+        status = bad_input(r, "members as an array");
+    /* the users not members now, first in ids[0..fresh) */
+    for (size_t i = 0; i < n && status == STORE_OK; i++) {
+        member_row m;
+        status = member_load(b, g.id, ids[i], &m);
+        if (status == STORE_OK && m.found && m.left_seq == 0)
+            continue;
+        if (status == STORE_OK)
+            status = member_candidate(b, ids[i], users);
+        if (status == STORE_NOT_FOUND)
+            status = group_err(r, STORE_NOT_FOUND, "not_found", "A member is not a user.");
+        ids[fresh++] = ids[i];
+    }
+    if (status == STORE_OK && fresh > 0 &&
+        over_limit(g.member_count + (int64_t)fresh, r->max_members))
+        status =
+            group_err(r, STORE_CONFLICT, "group_full", "The group would have too many members.");
+    json_t *added = status == STORE_OK ? json_array() : NULL;
+    for (size_t i = 0; added && i < fresh; i++) {
+        if (json_array_append_new(added, json_integer(ids[i])) != 0) {
+            json_decref(added);
+            added = NULL;
+        }
+    }
+    if (status == STORE_OK && !added)
+        status = STORE_ERROR;
+    if (status != STORE_OK || fresh == 0) {
+        json_decref(users);
+        if (status == STORE_OK) /* all were members: nothing changes */
+            status = group_answer(b, r, &g, NULL, 0, json_pack("{s:o}", "added", added));
+        else
+            json_decref(added);
+        group_row_free(&g);
+        free(ids);
+        return status;
+    }
+    json_t *msg = NULL;
+    status = group_post_system(b, r, &g, system_data("add", r->user_id, users, NULL), &msg);
+    member_row m = {.role = STORE_GROUP_ROLE_MEMBER, .joined_seq = g.last_seq};
+    for (size_t i = 0; i < fresh && status == STORE_OK; i++) {
+        m.join_order = (int64_t)i;
+        status = member_save(b, g.id, ids[i], &m);
+    }
+    actor.read_seq = g.last_seq;
+    g.member_count += (int64_t)fresh;
+    if (status == STORE_OK)
+        status = member_save(b, g.id, r->user_id, &actor);
+    if (status == STORE_OK)
+        status = group_save(b, &g);
+    if (status == STORE_OK) {
+        status = group_answer(b, r, &g, msg, 0, json_pack("{s:o}", "added", added));
+    } else {
+        json_decref(msg);
+        json_decref(added);
+    }
+    group_row_free(&g);
+    free(ids);
+    return status;
+}
+
+static int op_group_remove(sq *b, store_req *r)
+{
+    group_row g;
+    member_row actor, peer;
+    int status = group_open(b, r, &g, &actor, true, true);
+    if (status != STORE_OK)
+        return status;
+    if (actor.role == STORE_GROUP_ROLE_MEMBER || r->peer_id == r->user_id)
+        status = group_err(r, STORE_FORBIDDEN, "forbidden",
+                           actor.role == STORE_GROUP_ROLE_MEMBER
+                               ? "Only the owner and admins remove members."
+                               : "You cannot remove yourself; leave the group instead.");
+    else
+        status = member_load(b, g.id, r->peer_id, &peer);
+    if (status == STORE_OK && (!peer.found || peer.left_seq > 0))
+        status = group_err(r, STORE_CONFLICT, "not_in_group", "That user is not a member.");
+    else if (status == STORE_OK && actor.role == STORE_GROUP_ROLE_ADMIN &&
+             peer.role != STORE_GROUP_ROLE_MEMBER)
+        status = group_err(r, STORE_FORBIDDEN, "forbidden", "An admin removes members only.");
+    json_t *who = status == STORE_OK ? user_ref(b, r->peer_id) : NULL;
+    if (status == STORE_OK && !who)
+        status = STORE_ERROR;
+    if (status != STORE_OK) {
+        group_row_free(&g);
+        return status;
+    }
+    json_t *msg = NULL;
+    status = group_post_system(
+        b, r, &g, system_data("remove", r->user_id, json_pack("[o]", who), NULL), &msg);
+    peer.left_seq = g.last_seq;
+    actor.read_seq = g.last_seq;
+    g.member_count--;
+    if (status == STORE_OK)
+        status = member_save(b, g.id, r->peer_id, &peer);
+    if (status == STORE_OK)
+        status = member_save(b, g.id, r->user_id, &actor);
+    if (status == STORE_OK)
+        status = group_save(b, &g);
+    if (status == STORE_OK)
+        status = group_answer(b, r, &g, msg, r->peer_id, NULL);
+    else
+        json_decref(msg);
+    group_row_free(&g);
+    return status;
+}
+
+static int op_group_leave(sq *b, store_req *r)
+{
+    group_row g;
+    member_row me;
+    int status = group_open(b, r, &g, &me, true, true);
+    if (status != STORE_OK)
+        return status;
+    /* the owner leaving hands the group to the earliest-joined admin, else
+     * member */
+    int64_t heir = 0;
+    if (me.role == STORE_GROUP_ROLE_OWNER) {
+        sqlite3_stmt *st = prep(b, ST_SUCCESSOR);
+        sqlite3_bind_int64(st, 1, g.id);
+        sqlite3_bind_int64(st, 2, r->user_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            heir = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            status = db_fail(b, "group successor");
+    }
+    json_t *who = status == STORE_OK ? user_ref(b, r->user_id) : NULL;
+    if (status != STORE_OK || !who) {
+        group_row_free(&g);
+        return STORE_ERROR;
+    }
+    json_t *extra = heir ? json_pack("{s:I}", "owner", (json_int_t)heir) : NULL;
+    json_t *msg = NULL;
+    status = group_post_system(
+        b, r, &g, system_data("leave", r->user_id, json_pack("[o]", who), extra), &msg);
+    me.left_seq = g.last_seq;
+    me.read_seq = g.last_seq;
+    g.member_count--;
+    if (g.member_count <= 0)
+        g.dissolved = true; /* the last member left */
+    if (status == STORE_OK)
+        status = member_save(b, g.id, r->user_id, &me);
+    if (status == STORE_OK && heir) {
+        member_row h;
+        status = member_load(b, g.id, heir, &h);
+        h.role = STORE_GROUP_ROLE_OWNER;
+        g.owner_id = heir;
+        if (status == STORE_OK)
+            status = member_save(b, g.id, heir, &h);
+    }
+    if (status == STORE_OK)
+        status = group_save(b, &g);
+    if (status == STORE_OK)
+        status =
+            group_answer(b, r, &g, msg, r->user_id, json_pack("{s:b}", "dissolved", g.dissolved));
+    else
+        json_decref(msg);
+    group_row_free(&g);
+    return status;
+}
+
+static int op_group_update(sq *b, store_req *r)
+{
+    group_row g;
+    member_row actor;
+    int status = group_open(b, r, &g, &actor, true, true);
+    if (status != STORE_OK)
+        return status;
+    if (actor.role == STORE_GROUP_ROLE_MEMBER) {
+        group_row_free(&g);
+        return group_err(r, STORE_FORBIDDEN, "forbidden",
+                         "Only the owner and admins change the group.");
+    }
+    json_t *extra = json_object();
+    bool name = r->name && strcmp(r->name, g.name) != 0;
+    bool avatar = r->avatar && strcmp(r->avatar, g.avatar) != 0;
+    if (!extra || (name && json_object_set_new(extra, "name", json_string(r->name)) != 0) ||
+        (avatar && json_object_set_new(extra, "avatar", json_string(r->avatar)) != 0)) {
+        json_decref(extra);
+        group_row_free(&g);
+        return STORE_ERROR;
+    }
+    if (!name && !avatar) {
+        json_decref(extra);
+        status = group_answer(b, r, &g, NULL, 0, NULL);
+        group_row_free(&g);
+        return status;
+    }
+    char *new_name = name ? strdup(r->name) : NULL, *new_avatar = avatar ? strdup(r->avatar) : NULL;
+    if ((name && !new_name) || (avatar && !new_avatar)) {
+        free(new_name);
+        free(new_avatar);
+        json_decref(extra);
+        group_row_free(&g);
+        return STORE_ERROR;
+    }
+    if (name) {
+        free(g.name);
+        g.name = new_name;
+    }
+    if (avatar) {
+        free(g.avatar);
+        g.avatar = new_avatar;
+    }
+    json_t *msg = NULL;
+    status =
+        group_post_system(b, r, &g, system_data("update", r->user_id, json_array(), extra), &msg);
+    actor.read_seq = g.last_seq;
+    if (status == STORE_OK)
+        status = member_save(b, g.id, r->user_id, &actor);
+    if (status == STORE_OK)
+        status = group_save(b, &g);
+    if (status == STORE_OK)
+        status = group_answer(b, r, &g, msg, 0, NULL);
+    else
+        json_decref(msg);
+    group_row_free(&g);
+    return status;
+}
+
+static int op_group_role(sq *b, store_req *r)
+{
+    if (r->action < STORE_GROUP_ROLE_MEMBER || r->action > STORE_GROUP_ROLE_OWNER)
+        return bad_input(r, "a known group role");
+    group_row g;
+    member_row actor, peer;
+    int status = group_open(b, r, &g, &actor, true, true);
+    if (status != STORE_OK)
+        return status;
+    if (actor.role != STORE_GROUP_ROLE_OWNER)
+        status = group_err(r, STORE_FORBIDDEN, "forbidden", "Only the owner changes roles.");
+    else if (r->peer_id == r->user_id)
+        status =
+            group_err(r, STORE_FORBIDDEN, "forbidden", "The owner cannot change its own role.");
+    else
+        status = member_load(b, g.id, r->peer_id, &peer);
+    if (status == STORE_OK && (!peer.found || peer.left_seq > 0))
+        status = group_err(r, STORE_CONFLICT, "not_in_group", "That user is not a member.");
+    json_t *who = status == STORE_OK ? user_ref(b, r->peer_id) : NULL;
+    if (status == STORE_OK && !who)
+        status = STORE_ERROR;
+    if (status != STORE_OK) {
+        group_row_free(&g);
+        return status;
+    }
+    json_t *msg = NULL;
+    status = group_post_system(b, r, &g,
+                               system_data("role", r->user_id, json_pack("[o]", who),
+                                           json_pack("{s:s}", "role", role_name(r->action))),
+                               &msg);
+    peer.role = r->action;
+    actor.read_seq = g.last_seq;
+    if (r->action == STORE_GROUP_ROLE_OWNER) {
+        actor.role = STORE_GROUP_ROLE_ADMIN;
+        g.owner_id = r->peer_id;
+    }
+    if (status == STORE_OK)
+        status = member_save(b, g.id, r->peer_id, &peer);
+    if (status == STORE_OK)
+        status = member_save(b, g.id, r->user_id, &actor);
+    if (status == STORE_OK)
+        status = group_save(b, &g);
+    if (status == STORE_OK)
+        status = group_answer(b, r, &g, msg, 0, NULL);
+    else
+        json_decref(msg);
+    group_row_free(&g);
+    return status;
+}
+
+static int op_group_dissolve(sq *b, store_req *r)
+{
+    group_row g;
+    member_row actor;
+    int status = group_open(b, r, &g, &actor, true, true);
+    if (status != STORE_OK)
+        return status;
+    if (actor.role != STORE_GROUP_ROLE_OWNER) {
+        group_row_free(&g);
+        return group_err(r, STORE_FORBIDDEN, "forbidden", "Only the owner dissolves the group.");
+    }
+    json_t *msg = NULL;
+    status =
+        group_post_system(b, r, &g, system_data("dissolve", r->user_id, json_array(), NULL), &msg);
+    actor.read_seq = g.last_seq;
+    g.dissolved = true;
+    if (status == STORE_OK)
+        status = member_save(b, g.id, r->user_id, &actor);
+    if (status == STORE_OK)
+        status = group_save(b, &g);
+    if (status == STORE_OK)
+        status = group_answer(b, r, &g, msg, 0, NULL);
+    else
+        json_decref(msg);
+    group_row_free(&g);
+    return status;
+}
+
+static int op_group_mute(sq *b, store_req *r)
+{
+    group_row g;
+    member_row m;
+    int status = group_open(b, r, &g, &m, false, false);
+    if (status != STORE_OK)
+        return status;
+    bool muted = r->action != 0;
+    if (m.muted != muted) {
+        m.muted = muted;
+        status = member_save(b, g.id, r->user_id, &m);
+    }
+    int64_t total = status == STORE_OK ? unread_all(b, r->user_id) : -1;
+    if (total >= 0)
+        r->result = json_pack("{s:I, s:b, s:I}", "group_id", (json_int_t)g.id, "muted", muted,
+                              "total", (json_int_t)total);
+    group_row_free(&g);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+/* ONE message row, the group's row and the sender's member row, whatever
+ * the group's size. */
+static int op_group_send(sq *b, store_req *r)
+{
+    if (!r->msg_type || !r->msg_data)
+        return bad_input(r, "msg_type/msg_data");
+    group_row g;
+    member_row me;
+    int status = group_open(b, r, &g, &me, true, true);
+    if (status != STORE_OK)
+        return status;
+    json_t *msg = NULL;
+    bool dup = false;
+    status = group_post(b, &g, r->user_id, r->msg_type, r->msg_data, r->client_msg_id, r->time,
+                        &msg, &dup);
+    if (status == STORE_OK && !dup) {
+        me.read_seq = g.last_seq;
+        status = member_save(b, g.id, r->user_id, &me);
+        if (status == STORE_OK)
+            status = group_save(b, &g);
+    }
+    json_t *members = status == STORE_OK ? member_ids(b, g.id, 0) : NULL;
+    group_row_free(&g);
+    if (status == STORE_OK && members) {
+        r->result = json_pack("{s:o, s:o}", "message", msg, "members", members);
+        r->duplicate = dup;
+        return r->result ? STORE_OK : STORE_ERROR;
+    }
+    json_decref(msg);
+    json_decref(members);
+    return status == STORE_OK ? STORE_ERROR : status;
+}
+
+static int op_group_history(sq *b, store_req *r)
+{
+    group_row g;
+    member_row m;
+    int status = group_open(b, r, &g, &m, false, false);
+    if (status != STORE_OK)
+        return status;
+    sqlite3_stmt *st = prep(b, ST_GROUP_HISTORY);
+    sqlite3_bind_int64(st, 1, g.id);
+    sqlite3_bind_int64(st, 2, r->before > 0 ? r->before : INT64_MAX);
+    sqlite3_bind_int64(st, 3, sql_limit(r->limit));
+    sqlite3_bind_int64(st, 4, m.joined_seq);
+    sqlite3_bind_int64(st, 5, m.left_seq > 0 ? m.left_seq : INT64_MAX);
+    r->result = rows_json(b, st, msg_json);
+    group_row_free(&g);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+static int op_group_read(sq *b, store_req *r)
+{
+    group_row g;
+    member_row m;
+    int status = group_open(b, r, &g, &m, false, false);
+    if (status != STORE_OK)
+        return status;
+    int64_t unread = member_unread(g.last_seq, m.joined_seq, m.left_seq, m.read_seq);
+    int64_t read = m.read_seq > m.joined_seq - 1 ? m.read_seq : m.joined_seq - 1;
+    if (unread > 0) {
+        m.read_seq = read = member_upper(g.last_seq, m.left_seq);
+        status = member_save(b, g.id, r->user_id, &m);
+    }
+    int64_t total = status == STORE_OK ? unread_all(b, r->user_id) : -1;
+    if (total >= 0)
+        r->result = json_pack("{s:I, s:b, s:I}", "total", (json_int_t)total, "changed", unread > 0,
+                              "last_read_seq", (json_int_t)read);
+    group_row_free(&g);
     return r->result ? STORE_OK : STORE_ERROR;
 }
 
@@ -1349,9 +2556,11 @@ static void sq_execute(void *p, store_req *r)
         log_error("store: write request outside a transaction");
         return;
     }
-    /* Whatever reads conversations must see this transaction's sends. */
+    /* Whatever reads conversations must see this transaction's sends
+     * (the group reads and mute answer the unread total). */
     if ((r->op == STORE_CHAT_LIST || r->op == STORE_SYNC || r->op == STORE_SYNC_CURSORS ||
-         r->op == STORE_READ || r->op == STORE_UNREAD || r->op == STORE_PRESENCE_PEERS) &&
+         r->op == STORE_READ || r->op == STORE_UNREAD || r->op == STORE_PRESENCE_PEERS ||
+         r->op == STORE_GROUP_READ || r->op == STORE_GROUP_MUTE) &&
         conv_flush(b) != 0) {
         r->status = STORE_ERROR;
         return;
@@ -1420,11 +2629,48 @@ static void sq_execute(void *p, store_req *r)
     case STORE_PRESENCE_PEERS:
         r->status = op_presence_peers(b, r);
         break;
+    case STORE_GROUP_CREATE:
+        r->status = op_group_create(b, r);
+        break;
+    case STORE_GROUP_INFO:
+        r->status = op_group_info(b, r);
+        break;
+    case STORE_GROUP_ADD:
+        r->status = op_group_add(b, r);
+        break;
+    case STORE_GROUP_REMOVE:
+        r->status = op_group_remove(b, r);
+        break;
+    case STORE_GROUP_LEAVE:
+        r->status = op_group_leave(b, r);
+        break;
+    case STORE_GROUP_UPDATE:
+        r->status = op_group_update(b, r);
+        break;
+    case STORE_GROUP_ROLE:
+        r->status = op_group_role(b, r);
+        break;
+    case STORE_GROUP_DISSOLVE:
+        r->status = op_group_dissolve(b, r);
+        break;
+    case STORE_GROUP_MUTE:
+        r->status = op_group_mute(b, r);
+        break;
+    case STORE_GROUP_SEND:
+        r->status = op_group_send(b, r);
+        break;
+    case STORE_GROUP_HISTORY:
+        r->status = op_group_history(b, r);
+        break;
+    case STORE_GROUP_READ:
+        r->status = op_group_read(b, r);
+        break;
     default:
         r->status = bad_input(r, "a known op");
         break;
     }
-    if (r->status != STORE_OK && r->status != STORE_NOT_FOUND && r->status != STORE_CONFLICT)
+    if (r->status != STORE_OK && r->status != STORE_NOT_FOUND && r->status != STORE_CONFLICT &&
+        r->status != STORE_FORBIDDEN)
         r->status = STORE_ERROR;
     if (r->status == STORE_ERROR) {
         /* a database error was logged where it happened; this line also

@@ -585,7 +585,8 @@ static void test_unread_and_chat_list(void **state)
     assert_int_equal(r->status, STORE_OK);
     assert_int_equal(json_array_size(r->result), 2);
     json_t *first = json_array_get(r->result, 0), *second = json_array_get(r->result, 1);
-    assert_int_equal(json_object_size(first), 10); /* and last_seen */
+    assert_int_equal(json_object_size(first), 11); /* and last_seen, chat_type */
+    assert_string_equal(jstr(first, "chat_type"), "single");
     assert_int_equal(jint(first, "userid"), c);
     assert_string_equal(jstr(first, "username"), "c");
     assert_string_equal(jstr(first, "userpic"), "pic.png");
@@ -812,11 +813,15 @@ static void test_sync(void **state)
 static void sql(fixture *f, const char *text);
 static int64_t user_version(fixture *f);
 
-/* Takes a database of schema 6 back to 5 (migration 6 undone). */
-#define UNDO_6                                                                                     \
-    "ALTER TABLE users DROP COLUMN last_seen; ALTER TABLE users DROP COLUMN hide_last_seen;"
+/* Takes a database of schema 7 back to 6 (migration 7 undone). */
+#define UNDO_7 "DROP TABLE group_members; DROP TABLE groups;"
 
-/* Takes a database of schema 6 back to 4 (migrations 6 and 5 undone). */
+/* Takes a database of schema 7 back to 5 (migrations 7 and 6 undone). */
+#define UNDO_6                                                                                     \
+    UNDO_7 "ALTER TABLE users DROP COLUMN last_seen; ALTER TABLE users DROP COLUMN "               \
+           "hide_last_seen;"
+
+/* Takes a database of schema 7 back to 4 (migrations 7, 6 and 5 undone). */
 #define UNDO_5                                                                                     \
     UNDO_6 "DROP INDEX tokens_user; DROP INDEX tokens_expiry;"                                     \
            "ALTER TABLE users DROP COLUMN disabled; ALTER TABLE users DROP COLUMN tokens_nbf;"
