@@ -58,7 +58,7 @@
 # message rows of the groups in SQLite vs the group messages sent. Table in
 # groups-summary.txt with the goals (1 write per group message; M=500 deliveries/s >= 10x
 # the 1:1 acked rate).
-#   GROUPS_USERS=500 GROUPS_SIZES=10,100,500 GROUPS_SENDERS=1 GROUPS_WINDOW=32
+#   GROUPS_USERS=500 GROUPS_SIZES=10,100,500 GROUPS_SENDERS=4 GROUPS_WINDOW=16
 #   GROUPS_SIZE=32 (message bytes, >= 32) GROUPS_DURATION=5 GROUPS_REPS=$REPS
 set -u
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -593,8 +593,8 @@ JS
 # ---- groups (issue 11) ----
 GROUPS_USERS=${GROUPS_USERS:-500}
 GROUPS_SIZES=${GROUPS_SIZES:-10,100,500}
-GROUPS_SENDERS=${GROUPS_SENDERS:-1}
-GROUPS_WINDOW=${GROUPS_WINDOW:-32}
+GROUPS_SENDERS=${GROUPS_SENDERS:-4}
+GROUPS_WINDOW=${GROUPS_WINDOW:-16}
 GROUPS_SIZE=${GROUPS_SIZE:-32}
 GROUPS_DURATION=${GROUPS_DURATION:-5}
 GROUPS_REPS=${GROUPS_REPS:-$REPS}
