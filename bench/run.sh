@@ -60,6 +60,7 @@
 # the 1:1 acked rate).
 #   GROUPS_USERS=500 GROUPS_SIZES=10,100,500 GROUPS_SENDERS=4 GROUPS_WINDOW=16
 #   GROUPS_SIZE=32 (message bytes, >= 32) GROUPS_DURATION=5 GROUPS_REPS=$REPS
+#   GROUPS_RATE= (open loop: that many messages/s per point instead of saturation)
 set -u
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -598,6 +599,7 @@ GROUPS_WINDOW=${GROUPS_WINDOW:-16}
 GROUPS_SIZE=${GROUPS_SIZE:-32}
 GROUPS_DURATION=${GROUPS_DURATION:-5}
 GROUPS_REPS=${GROUPS_REPS:-$REPS}
+GROUPS_RATE=${GROUPS_RATE:-}
 
 # groups: one chatd (SQLite, --metrics for the store counters, --max-group-members as large
 # as the largest group), GROUPS_USERS users registered once (their tokens kept in
@@ -610,7 +612,8 @@ run_groups() {
         echo "run.sh: groups skipped: chatd has no groups (--max-group-members)" >&2
         return
     fi
-    local maxm users=$OUT/groups-users.txt rep out line kind point rc data
+    local maxm users=$OUT/groups-users.txt rep out line kind point rc data rate=()
+    [ -n "$GROUPS_RATE" ] && rate=(--rate "$GROUPS_RATE")
     maxm=$(tr ',' '\n' <<<"$GROUPS_SIZES" | sort -n | tail -1)
     BENCH_METRICS=1 BENCH_MAX_GROUP=$maxm start_server chatd "$SERVER_CPU" || return
     data=$LOGDIR/data-$SERVER_PORT
@@ -618,7 +621,7 @@ run_groups() {
         echo "groups: chatd pid $SERVER_PID ($SERVER_NOTE, --metrics, --max-group-members $maxm);" \
             "GROUPS_USERS=$GROUPS_USERS GROUPS_SIZES=$GROUPS_SIZES GROUPS_SENDERS=$GROUPS_SENDERS" \
             "GROUPS_WINDOW=$GROUPS_WINDOW GROUPS_SIZE=$GROUPS_SIZE GROUPS_DURATION=$GROUPS_DURATION" \
-            "GROUPS_REPS=$GROUPS_REPS (server core ${SERVER_CPU:-none}, chatd-bench ${BENCH_PIN[*]:-not pinned})"
+            "GROUPS_REPS=$GROUPS_REPS GROUPS_RATE=${GROUPS_RATE:-saturation} (server core ${SERVER_CPU:-none}, chatd-bench ${BENCH_PIN[*]:-not pinned})"
     } | tee -a "$OUT/info.txt" >&2
     rm -f "$users"
     for rep in $(seq 1 "$GROUPS_REPS"); do
@@ -628,7 +631,7 @@ run_groups() {
         out=$(timeout $((GROUPS_DURATION * 10 + 600)) "${BENCH_PIN[@]}" "$BUILD/chatd-bench" groups \
             --url "ws://127.0.0.1:$SERVER_PORT/ws" --users "$GROUPS_USERS" \
             --group-sizes "$GROUPS_SIZES" --senders "$GROUPS_SENDERS" --window "$GROUPS_WINDOW" \
-            --size "$GROUPS_SIZE" --duration "$GROUPS_DURATION" --users-file "$users" \
+            --size "$GROUPS_SIZE" --duration "$GROUPS_DURATION" --users-file "$users" "${rate[@]}" \
             --timeout 600 --json --label chatd --server-pid "$SERVER_PID" --note "$SERVER_NOTE" \
             2>>"$LOGDIR/bench.log")
         rc=$?
