@@ -695,8 +695,9 @@ const range = (rs, k) => {
 };
 const direct = by.get('groups 1:1');
 const base = direct ? med(direct, 'msgs_per_s') : NaN;
+const baseUs = direct ? med(direct, 'server_us_per_delivery') : NaN;
 const out = [['point', 'groups x members', 'senders', 'acked msgs/s', 'deliveries/s [min-max]', 'delivery p50 us',
-  'p99 us', 'ack p99 us', 'store writes/msg', 'msgs/commit', 'server cpu', 'noise', 'goal']];
+  'p99 us', 'ack p99 us', 'store writes/msg', 'msgs/commit', 'server cpu', 'server us/delivery', 'noise', 'goal']];
 for (const [p, rs] of by) {
   const m = rs[0].members, g = rs[0].groups;
   const wpm = med(rs, 'writes_per_msg');
@@ -705,11 +706,14 @@ for (const [p, rs] of by) {
   if (m >= 500) {
     const x = med(rs, 'rate') / base;
     goals.push(Number.isNaN(x) ? '? >=10x 1:1' : `${x >= 10 ? 'ok' : 'MISS'} ${x.toFixed(1)}x 1:1 acked`);
+    // the same per core of chatd: 1:1 server us per acked message / us per delivery here
+    const y = baseUs / med(rs, 'server_us_per_delivery');
+    if (!Number.isNaN(y)) goals.push(`(${y.toFixed(1)}x per server cpu)`);
   }
   out.push([p, m > 2 ? `${g} x ${m}` : 'pairs', String(rs[0].senders), f(med(rs, 'msgs_per_s')) + range(rs, 'msgs_per_s'),
     f(med(rs, 'rate')) + range(rs, 'rate'), f(med(rs, 'lat_p50_us')), f(med(rs, 'lat_p99_us')),
     f(med(rs, 'ack_p99_us')), f(wpm, 3), f(med(rs, 'msgs_per_commit'), 1), f(med(rs, 'server_cpu'), 2),
-    f(Math.max(...rs.map((r) => r.other_cpu ?? 0)), 2), goals.join(', ')]);
+    f(med(rs, 'server_us_per_delivery'), 2), f(Math.max(...rs.map((r) => r.other_cpu ?? 0)), 2), goals.join(', ')]);
 }
 const w = out[0].map((_, i) => Math.max(...out.map((r) => r[i].length)));
 for (const [i, r] of out.entries()) {
@@ -719,7 +723,8 @@ for (const [i, r] of out.entries()) {
 console.log(`medians over ${Math.max(0, ...[...by.values()].map((rs) => rs.length))} runs; deliveries = ` +
   'message pushes received by recipients (M-1 per group message, 1 per 1:1 message); latency from send ' +
   'to receipt (delivery) or to ack; store writes/msg = write requests committed (chatd_store_commit_batch_size ' +
-  'sum) per acked message over the whole point; noise = most cores other processes used in any run');
+  'sum) per acked message over the whole point; server us/delivery = chatd CPU time over the window per ' +
+  'delivery (1:1: per acked message); noise = most cores other processes used in any run');
 JS
 }
 
