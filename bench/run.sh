@@ -58,7 +58,7 @@
 # message rows of the groups in SQLite vs the group messages sent. Table in
 # groups-summary.txt with the goals (1 write per group message; M=500 deliveries/s >= 10x
 # the 1:1 acked rate).
-#   GROUPS_USERS=500 GROUPS_SIZES=10,100,500 GROUPS_SENDERS=4 GROUPS_WINDOW=16
+#   GROUPS_USERS=500 GROUPS_SIZES=10,100,500 GROUPS_SENDERS=16 GROUPS_WINDOW=16
 #   GROUPS_SIZE=32 (message bytes, >= 32) GROUPS_DURATION=5 GROUPS_REPS=$REPS
 #   GROUPS_RATE= (open loop: that many messages/s per point instead of saturation)
 set -u
@@ -594,7 +594,7 @@ JS
 # ---- groups (issue 11) ----
 GROUPS_USERS=${GROUPS_USERS:-500}
 GROUPS_SIZES=${GROUPS_SIZES:-10,100,500}
-GROUPS_SENDERS=${GROUPS_SENDERS:-4}
+GROUPS_SENDERS=${GROUPS_SENDERS:-16}
 GROUPS_WINDOW=${GROUPS_WINDOW:-16}
 GROUPS_SIZE=${GROUPS_SIZE:-32}
 GROUPS_DURATION=${GROUPS_DURATION:-5}

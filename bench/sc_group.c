@@ -43,6 +43,7 @@ typedef struct guser {
     uint32_t seq;
     long inflight;
     uint64_t sched; /* --rate: sends scheduled so far */
+    double phase;   /* --rate: offset of its schedule, in periods (senders spread evenly) */
     char *frame;
     size_t frame_len, po, cm, dm; /* payload offset; client_msg_id and data offsets in it */
 } guser;
@@ -311,9 +312,10 @@ static void send_msg(guser *u)
 }
 
 /* --rate: open loop. Every millisecond each sender sends what its schedule (rate / senders
- * per second, from g_t0) owes, stamped with the scheduled time, so a late send counts as
- * late (no coordinated omission); a sender with --window messages unacked skips its turn
- * (counted in g_skipped). */
+ * per second, from g_t0, the senders' schedules offset evenly over one period so they do not
+ * send in lockstep) owes, stamped with the scheduled time, so a late send counts as late (no
+ * coordinated omission); a sender with --window messages unacked skips its turn (counted in
+ * g_skipped). */
 static uv_timer_t g_rate_timer;
 static uint64_t g_t0, g_skipped;
 static double g_per_sender; /* messages/s */
@@ -322,15 +324,17 @@ static void rate_tick(uv_timer_t *t)
 {
     (void)t;
     bench_clock();
-    double due_f = (double)(bench_now - g_t0) * g_per_sender / 1e9;
-    uint64_t due = (uint64_t)due_f;
+    /* in periods of one sender (1 / g_per_sender s) since g_t0 */
+    double elapsed = (double)(bench_now - g_t0) * g_per_sender / 1e9;
     for (long i = 0; i < g_n; i++) {
         guser *u = &g_u[i];
-        if (!u->frame)
+        if (!u->frame || elapsed < u->phase)
             continue;
+        /* message k of u is due at (k + phase) periods: k = 0 right at its phase */
+        uint64_t due = (uint64_t)(elapsed - u->phase) + 1;
         bool sent = false;
         while (u->sched < due) {
-            uint64_t ts = g_t0 + (uint64_t)((double)u->sched * 1e9 / g_per_sender);
+            uint64_t ts = g_t0 + (uint64_t)(((double)u->sched + u->phase) * 1e9 / g_per_sender);
             u->sched++;
             if (u->inflight >= g_window) {
                 if (g_measuring)
@@ -504,8 +508,12 @@ static int run_point(const gpoint *pt)
     g_t0 = bench_clock();
     if (g_opt.rate > 0) {
         g_per_sender = g_opt.rate / (double)nsend;
-        for (long i = 0; i < g_n; i++)
+        long k = 0;
+        for (long i = 0; i < g_n; i++) {
             g_u[i].sched = 0;
+            if (g_u[i].frame)
+                g_u[i].phase = (double)k++ / (double)nsend;
+        }
         uv_timer_init(g_loop, &g_rate_timer);
         uv_timer_start(&g_rate_timer, rate_tick, 1, 1);
     } else {
