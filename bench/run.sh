@@ -703,7 +703,8 @@ for (const [p, rs] of by) {
   const wpm = med(rs, 'writes_per_msg');
   const goals = [];
   if (m > 2) goals.push(Number.isNaN(wpm) ? '? 1 write/msg' : `${wpm < 1.1 ? 'ok' : 'MISS'} 1 write/msg`);
-  if (m >= 500) {
+  if (rs.some((r) => r.offered)) goals.push(`open loop at ${f(rs[0].offered)} msgs/s`);
+  else if (m >= 500) {
     const x = med(rs, 'rate') / base;
     goals.push(Number.isNaN(x) ? '? >=10x 1:1' : `${x >= 10 ? 'ok' : 'MISS'} ${x.toFixed(1)}x 1:1 acked`);
     // the same per core of chatd: 1:1 server us per acked message / us per delivery here
