@@ -33,23 +33,26 @@ typedef struct bench_opts {
     const char *url2;    /* route, fanout: every odd-numbered client connects here instead */
     const char *api_url; /* server API base; default: http://<host:port of --url> */
     const char *api_secret;
-    const char *label; /* copied into every JSON result, e.g. "chatd" or "peer" */
-    const char *note;  /* free text copied into the JSON result (run.sh says durability) */
-    long n;            /* conns, storm: connections */
-    long conns;        /* echo */
-    long pairs;        /* route */
-    long members;      /* fanout */
-    long users;        /* chat */
-    long size;         /* payload bytes */
-    long window;       /* messages in flight per client (or broadcasts, fanout) */
-    long concurrency;  /* connections being set up at once */
-    long sources;      /* source addresses 127.0.0.1..; 0 = as many as needed */
-    long api_conns;    /* keep-alive connections to the server API */
-    double rate;       /* route: offered events/s, 0 = saturate */
-    double duration;   /* seconds measured */
-    double warmup;     /* seconds run before measuring */
-    double hold;       /* conns: seconds to keep the connections open */
-    double timeout;    /* seconds allowed for setup (connect, bind) */
+    const char *label;       /* copied into every JSON result, e.g. "chatd" or "peer" */
+    const char *note;        /* free text copied into the JSON result (run.sh says durability) */
+    long n;                  /* conns, storm: connections */
+    long conns;              /* echo */
+    long pairs;              /* route */
+    long members;            /* fanout */
+    long users;              /* chat, groups */
+    long senders;            /* groups: senders per group */
+    const char *group_sizes; /* groups: comma-separated members per group */
+    const char *users_file;  /* groups: "id token" lines, read or written */
+    long size;               /* payload bytes */
+    long window;             /* messages in flight per client (or broadcasts, fanout) */
+    long concurrency;        /* connections being set up at once */
+    long sources;            /* source addresses 127.0.0.1..; 0 = as many as needed */
+    long api_conns;          /* keep-alive connections to the server API */
+    double rate;             /* route: offered events/s, 0 = saturate */
+    double duration;         /* seconds measured */
+    double warmup;           /* seconds run before measuring */
+    double hold;             /* conns: seconds to keep the connections open */
+    double timeout;          /* seconds allowed for setup (connect, bind) */
     int server_pid;
     int nwatch; /* --watch-pid NAME=PID: more processes whose CPU use is reported */
     const char *watch_name[BENCH_MAX_WATCH];
@@ -173,5 +176,6 @@ int cmd_fanout(void);
 int cmd_chat(void);
 int cmd_storm(void);
 int cmd_gwpush(void);
+int cmd_groups(void);
 
 #endif

@@ -163,7 +163,8 @@ void httpc_raw(httpc *h, int i, const char *req, size_t len, httpc_cb cb, void *
     bconn_flush(&hc->c);
 }
 
-void httpc_post(httpc *h, const char *path, const char *body, size_t len, httpc_cb cb, void *ctx)
+static void post(httpc *h, const char *path, const char *body, size_t len, const char *auth,
+                 httpc_cb cb, void *ctx)
 {
     int best = 0;
     for (int i = 1; i < h->nconns; i++)
@@ -174,12 +175,30 @@ void httpc_post(httpc *h, const char *path, const char *body, size_t len, httpc_
         cb(ctx, UV_ENOTCONN, "", 0);
         return;
     }
-    char head[512];
-    size_t hl = httpc_head(h, head, sizeof head, path, len);
-    bconn_append(&hc->c, head, hl);
+    char head[1024];
+    int hl = snprintf(head, sizeof head,
+                      "POST %s HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\n\r\n",
+                      path, h->t.hostport, auth, len);
+    if (hl < 0 || (size_t)hl >= sizeof head)
+        fail("HTTP request head too long");
+    bconn_append(&hc->c, head, (size_t)hl);
     bconn_append(&hc->c, body, len);
     push(hc, cb, ctx);
     bconn_flush(&hc->c);
+}
+
+void httpc_post(httpc *h, const char *path, const char *body, size_t len, httpc_cb cb, void *ctx)
+{
+    post(h, path, body, len, h->auth, cb, ctx);
+}
+
+void httpc_post_as(httpc *h, const char *path, const char *body, size_t len, const char *token,
+                   httpc_cb cb, void *ctx)
+{
+    char auth[300];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+    post(h, path, body, len, auth, cb, ctx);
 }
 
 void httpc_close(httpc *h)

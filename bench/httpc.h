@@ -42,6 +42,9 @@ typedef struct httpc {
 int httpc_init(httpc *h, const char *base_url, const char *secret, int nconns);
 /* Queues POST path with a JSON body on the least busy connection. */
 void httpc_post(httpc *h, const char *path, const char *body, size_t len, httpc_cb cb, void *ctx);
+/* httpc_post with "Authorization: Bearer token" instead of the pool's (a user's call). */
+void httpc_post_as(httpc *h, const char *path, const char *body, size_t len, const char *token,
+                   httpc_cb cb, void *ctx);
 /* Appends a pre-built request (whole bytes) on connection i; its response goes to cb. */
 void httpc_raw(httpc *h, int i, const char *req, size_t len, httpc_cb cb, void *ctx);
 /* Head of a POST request for path with a body of len bytes, into dst; returns its length. */

@@ -43,7 +43,8 @@ chatd_has_opt() {
 # $LOGDIR/data-PORT, or the PostgreSQL URI in BENCH_STORE when set (with
 # --store-connections STORE_CONNECTIONS when set). With BENCH_REDIS set, chatd is a cluster
 # node: --redis BENCH_REDIS and --node-id BENCH_NODE_ID (when set). BENCH_TLS_CERT and
-# BENCH_TLS_KEY: --tls-cert/--tls-key (https and wss); BENCH_WS_DEFLATE=1: --ws-deflate.
+# BENCH_TLS_KEY: --tls-cert/--tls-key (https and wss); BENCH_WS_DEFLATE=1: --ws-deflate;
+# BENCH_METRICS=1: --metrics; BENCH_MAX_GROUP: --max-group-members.
 start_server() {
     local kind=$1 cpu=${2:-} pin=()
     [ -n "$cpu" ] && pin=(taskset -c "$cpu")
@@ -85,6 +86,13 @@ start_server() {
             if [ -n "${BENCH_TLS_CERT:-}" ]; then
                 extra+=(--tls-cert "$BENCH_TLS_CERT" --tls-key "$BENCH_TLS_KEY")
                 SERVER_NOTE+=" tls"
+            fi
+            if [ "${BENCH_METRICS:-0}" = 1 ] && chatd_has_opt metrics; then
+                extra+=(--metrics)
+                SERVER_NOTE+=" metrics"
+            fi
+            if [ -n "${BENCH_MAX_GROUP:-}" ] && chatd_has_opt max-group-members; then
+                extra+=(--max-group-members "$BENCH_MAX_GROUP")
             fi
             if [ "${BENCH_WS_DEFLATE:-0}" = 1 ]; then
                 extra+=(--ws-deflate)

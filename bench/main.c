@@ -28,6 +28,9 @@ static const struct {
      "--url ws://HOST:PORT/ws --api-secret S --members K --size B --duration D [--window W] "
      "[--url2 ws://HOST2:PORT2/ws] [--spread]"},
     {"chat", cmd_chat, "--url ws://HOST:PORT/ws --users U --size B --window W --duration D"},
+    {"groups", cmd_groups,
+     "--url ws://HOST:PORT/ws [--users U] [--group-sizes 10,100,500] [--senders S] "
+     "[--window W] [--rate R] [--size B] [--users-file F] --duration D"},
     {"storm", cmd_storm, "--url ws://HOST:PORT/ws --api-secret S -n N [--concurrency C]"},
     {"gwpush", cmd_gwpush,
      "--url ws://HOST:PORT/ws --api-secret S -n N --gw-mode per-call|persistent|http "
@@ -69,7 +72,15 @@ static void usage(FILE *f)
                "                    pipelined; http: POST /gateway/send_to_uid, keep-alive\n"
                "  --gw-addr H:P     the inner port (per-call, persistent)\n"
                "  --gw-secret K     secret_key: a 202 auth frame opens each inner connection\n"
-               "  --gw-conns C      persistent: inner connections (default 4)\n");
+               "  --gw-conns C      persistent: inner connections (default 4)\n"
+               "\ngroups options (durable group messages next to 1:1 ones, issue 11):\n"
+               "  --group-sizes L   members per group, comma separated (default 10,100,500);\n"
+               "                    --users U (default: the largest) are split into U/M groups\n"
+               "  --senders S       members of each group that send (default 1)\n"
+               "  --rate R          open loop: R messages/s per point over all senders (default:\n"
+               "                    closed loop, --window unacked per sender)\n"
+               "  --users-file F    \"id token\" lines: read when it has --users users, else\n"
+               "                    written after registering (skips hashing next time)\n");
 }
 
 static double num_arg(const char *name, const char *v)
@@ -146,7 +157,10 @@ int main(int argc, char **argv)
         O_GW_CONNS,
         O_WS_DEFLATE,
         O_INFLATE_ALL,
-        O_TLS_CA
+        O_TLS_CA,
+        O_SENDERS,
+        O_GROUP_SIZES,
+        O_USERS_FILE
     };
     static const struct option longopts[] = {
         {"url", required_argument, 0, O_URL},
@@ -182,6 +196,9 @@ int main(int argc, char **argv)
         {"ws-deflate", no_argument, 0, O_WS_DEFLATE},
         {"inflate-all", no_argument, 0, O_INFLATE_ALL},
         {"tls-ca", required_argument, 0, O_TLS_CA},
+        {"senders", required_argument, 0, O_SENDERS},
+        {"group-sizes", required_argument, 0, O_GROUP_SIZES},
+        {"users-file", required_argument, 0, O_USERS_FILE},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -319,6 +336,15 @@ int main(int argc, char **argv)
             break;
         case O_TLS_CA:
             g_opt.tls_ca = optarg;
+            break;
+        case O_SENDERS:
+            g_opt.senders = (long)num_arg(name, optarg);
+            break;
+        case O_GROUP_SIZES:
+            g_opt.group_sizes = optarg;
+            break;
+        case O_USERS_FILE:
+            g_opt.users_file = optarg;
             break;
         default:
             usage(stderr);

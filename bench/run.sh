@@ -6,8 +6,8 @@
 # With two or more cores the server runs on core 0 and chatd-bench on core 1 (taskset).
 #
 # Usage: bench/run.sh [SCENARIO...]     scenarios: echo route rate fanout conns storm chat
-#                                       chat-pg cluster gw tls-deflate (default: all but
-#                                       cluster, gw and tls-deflate,
+#                                       chat-pg cluster gw tls-deflate groups (default:
+#                                       all but cluster, gw, tls-deflate and groups,
 #                                       in that order; rate needs route)
 # chat-pg is chat with chatd on PostgreSQL: it starts a throw-away cluster of its own with
 # scripts/postgres.sh (fsync on, synchronous_commit on), writes its settings to
@@ -50,6 +50,17 @@
 #   TD_ROUNDS=$REPS TD_DURATION=3 TD_ECHO_CONNS=100 TD_ECHO_SIZES="32 1024" TD_PAIRS=100
 #   TD_ROUTE_SIZE=32 TD_MEMBERS=1000 TD_FANOUT_SIZE=512 TD_FANOUT_WINDOW=$FANOUT_WINDOW
 #   TD_CONNS_N=2000 TD_CONC=50 (idle memory: connections, handshakes at once)
+# groups (issue 11): one chatd with --metrics; GROUPS_USERS users registered once, bound
+# over WebSocket; `chatd-bench groups` sends durable 1:1 messages (every user to its
+# partner) and then, per size M of GROUPS_SIZES, durable group messages from GROUPS_SENDERS
+# members of each of the GROUPS_USERS/M groups, GROUPS_WINDOW unacked each: deliveries/s,
+# delivery and ack latency, store write requests per message (from /metrics); then the
+# message rows of the groups in SQLite vs the group messages sent. Table in
+# groups-summary.txt with the goals (1 write per group message; M=500 deliveries/s >= 10x
+# the 1:1 acked rate).
+#   GROUPS_USERS=500 GROUPS_SIZES=10,100,500 GROUPS_SENDERS=16 GROUPS_WINDOW=16
+#   GROUPS_SIZE=32 (message bytes, >= 32) GROUPS_DURATION=5 GROUPS_REPS=$REPS
+#   GROUPS_RATE= (open loop: that many messages/s per point instead of saturation)
 set -u
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -580,6 +591,144 @@ console.log(`medians over ${Math.max(...[...by.values()].map((rs) => rs.length))
 JS
 }
 
+# ---- groups (issue 11) ----
+GROUPS_USERS=${GROUPS_USERS:-500}
+GROUPS_SIZES=${GROUPS_SIZES:-10,100,500}
+GROUPS_SENDERS=${GROUPS_SENDERS:-16}
+GROUPS_WINDOW=${GROUPS_WINDOW:-16}
+GROUPS_SIZE=${GROUPS_SIZE:-32}
+GROUPS_DURATION=${GROUPS_DURATION:-5}
+GROUPS_REPS=${GROUPS_REPS:-$REPS}
+GROUPS_RATE=${GROUPS_RATE:-}
+
+# groups: one chatd (SQLite, --metrics for the store counters, --max-group-members as large
+# as the largest group), GROUPS_USERS users registered once (their tokens kept in
+# groups-users.txt, so the reps skip the password hashing), then GROUPS_REPS runs of
+# `chatd-bench groups`: each one 1:1 point and one point per group size over the same
+# sockets. Afterwards, with the server stopped, sqlite3 counts the message rows of the
+# groups (conv_lo = 0) against the group messages acked: one row per message, not M.
+run_groups() {
+    if ! chatd_has_opt max-group-members; then
+        echo "run.sh: groups skipped: chatd has no groups (--max-group-members)" >&2
+        return
+    fi
+    local maxm users=$OUT/groups-users.txt rep out line kind point rc data rate=()
+    [ -n "$GROUPS_RATE" ] && rate=(--rate "$GROUPS_RATE")
+    maxm=$(tr ',' '\n' <<<"$GROUPS_SIZES" | sort -n | tail -1)
+    BENCH_METRICS=1 BENCH_MAX_GROUP=$maxm start_server chatd "$SERVER_CPU" || return
+    data=$LOGDIR/data-$SERVER_PORT
+    {
+        echo "groups: chatd pid $SERVER_PID ($SERVER_NOTE, --metrics, --max-group-members $maxm);" \
+            "GROUPS_USERS=$GROUPS_USERS GROUPS_SIZES=$GROUPS_SIZES GROUPS_SENDERS=$GROUPS_SENDERS" \
+            "GROUPS_WINDOW=$GROUPS_WINDOW GROUPS_SIZE=$GROUPS_SIZE GROUPS_DURATION=$GROUPS_DURATION" \
+            "GROUPS_REPS=$GROUPS_REPS GROUPS_RATE=${GROUPS_RATE:-saturation} (server core ${SERVER_CPU:-none}, chatd-bench ${BENCH_PIN[*]:-not pinned})"
+    } | tee -a "$OUT/info.txt" >&2
+    rm -f "$users"
+    # The users first (argon2id hashing: minutes on a busy machine, and no need for quiet):
+    # a short 1:1-only run that writes groups-users.txt; its result is not kept.
+    echo "  groups: registering $GROUPS_USERS users" >&2
+    timeout 900 "${BENCH_PIN[@]}" "$BUILD/chatd-bench" groups --url "ws://127.0.0.1:$SERVER_PORT/ws" \
+        --users "$GROUPS_USERS" --group-sizes "" --duration 0.5 --warmup 0 --users-file "$users" \
+        --timeout 900 >/dev/null 2>>"$LOGDIR/bench.log" ||
+        echo "run.sh: groups: registering the users failed (see $LOGDIR/bench.log)" >&2
+    for rep in $(seq 1 "$GROUPS_REPS"); do
+        kill -0 "$SERVER_PID" 2>/dev/null || { echo "run.sh: groups: chatd died; see $LOGDIR" >&2; break; }
+        wait_quiet
+        echo "  groups rep $rep: load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+        out=$(timeout $((GROUPS_DURATION * 10 + 600)) "${BENCH_PIN[@]}" "$BUILD/chatd-bench" groups \
+            --url "ws://127.0.0.1:$SERVER_PORT/ws" --users "$GROUPS_USERS" \
+            --group-sizes "$GROUPS_SIZES" --senders "$GROUPS_SENDERS" --window "$GROUPS_WINDOW" \
+            --size "$GROUPS_SIZE" --duration "$GROUPS_DURATION" --users-file "$users" "${rate[@]}" \
+            --timeout 600 --json --label chatd --server-pid "$SERVER_PID" --note "$SERVER_NOTE" \
+            2>>"$LOGDIR/bench.log")
+        rc=$?
+        [ $rc = 3 ] && { echo "run.sh: groups skipped: chatd has no groups API" >&2; break; }
+        [ $rc != 0 ] && echo "run.sh: groups rep $rep: chatd-bench exited $rc (see $LOGDIR/bench.log)" >&2
+        while read -r line; do
+            [ -z "$line" ] && continue
+            kind=$(grep -o '"kind":"[^"]*"' <<<"$line" | cut -d'"' -f4)
+            case $kind in
+            direct) point="groups 1:1" ;;
+            *) point="groups M=${kind#group }" ;;
+            esac
+            echo "${line/#\{/\{\"point\":\"$point\",\"target\":\"chatd\",\"rep\":$rep,}" >>"$RAW"
+            printf '  %-22s rep %s: %s %s %s\n' "$point" "$rep" \
+                "$(grep -o '"msgs_per_s":[0-9.e+]*' <<<"$line")" \
+                "$(grep -o '"rate":[0-9.e+]*' <<<"$line")" \
+                "$(grep -o '"writes_per_msg":[0-9.e+]*' <<<"$line")" >&2
+        done <<<"$out"
+    done
+    stop_server "$SERVER_PID"
+    if command -v sqlite3 >/dev/null && [ -f "$data/chatd.db" ]; then
+        local rows acked groups
+        rows=$(sqlite3 "$data/chatd.db" 'SELECT count(*) FROM messages WHERE conv_lo = 0' 2>/dev/null)
+        acked=$(grep '"point":"groups M=' "$RAW" | grep -o '"point_msgs":[0-9]*' | cut -d: -f2 |
+            awk '{s += $1} END {print s + 0}')
+        # one "create" message per group per run that made its groups (= printed a result)
+        local runs
+        runs=$(grep '"point":"groups 1:1"' "$RAW" | grep -c '"scenario":"groups"')
+        groups=$(tr ',' '\n' <<<"$GROUPS_SIZES" |
+            awk -v u="$GROUPS_USERS" -v r="$runs" '{s += int(u / $1)} END {print s * r}')
+        echo "groups: message rows of groups in SQLite: ${rows:-?}; group messages acked:" \
+            "$acked + $groups \"create\" system messages = $((acked + groups))" |
+            tee -a "$OUT/info.txt" "$OUT/groups-rows.txt" >&2
+    fi
+    groups_summary | tee "$OUT/groups-summary.txt"
+}
+
+# The groups table: per point the medians over the reps and issue 11's goals.
+groups_summary() {
+    node - "$RAW" <<'JS'
+const fs = require('fs');
+const rows = fs.readFileSync(process.argv[2], 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+  .filter((r) => r.scenario === 'groups');
+const by = new Map();
+for (const r of rows) (by.get(r.point) || by.set(r.point, []).get(r.point)).push(r);
+const med = (rs, k) => {
+  const v = rs.map((r) => r[k]).filter((x) => x != null).sort((a, b) => a - b);
+  return v.length ? v[(v.length - 1) >> 1] : NaN;
+};
+const f = (v, d = 0) => (Number.isNaN(v) ? '-' : v.toLocaleString('en-US', { maximumFractionDigits: d }));
+const range = (rs, k) => {
+  const v = rs.map((r) => r[k]);
+  return rs.length > 1 ? ` [${f(Math.min(...v))}-${f(Math.max(...v))}]` : '';
+};
+const direct = by.get('groups 1:1');
+const base = direct ? med(direct, 'msgs_per_s') : NaN;
+const baseUs = direct ? med(direct, 'server_us_per_delivery') : NaN;
+const out = [['point', 'groups x members', 'senders', 'acked msgs/s', 'deliveries/s [min-max]', 'delivery p50 us',
+  'p99 us', 'ack p99 us', 'store writes/msg', 'msgs/commit', 'server cpu', 'server us/delivery', 'noise', 'goal']];
+for (const [p, rs] of by) {
+  const m = rs[0].members, g = rs[0].groups;
+  const wpm = med(rs, 'writes_per_msg');
+  const goals = [];
+  if (m > 2) goals.push(Number.isNaN(wpm) ? '? 1 write/msg' : `${wpm < 1.1 ? 'ok' : 'MISS'} 1 write/msg`);
+  if (rs.some((r) => r.offered)) goals.push(`open loop at ${f(rs[0].offered)} msgs/s`);
+  else if (m >= 500) {
+    const x = med(rs, 'rate') / base;
+    goals.push(Number.isNaN(x) ? '? >=10x 1:1' : `${x >= 10 ? 'ok' : 'MISS'} ${x.toFixed(1)}x 1:1 acked`);
+    // the same per core of chatd: 1:1 server us per acked message / us per delivery here
+    const y = baseUs / med(rs, 'server_us_per_delivery');
+    if (!Number.isNaN(y)) goals.push(`(${y.toFixed(1)}x per server cpu)`);
+  }
+  out.push([p, m > 2 ? `${g} x ${m}` : 'pairs', String(rs[0].senders), f(med(rs, 'msgs_per_s')) + range(rs, 'msgs_per_s'),
+    f(med(rs, 'rate')) + range(rs, 'rate'), f(med(rs, 'lat_p50_us')), f(med(rs, 'lat_p99_us')),
+    f(med(rs, 'ack_p99_us')), f(wpm, 3), f(med(rs, 'msgs_per_commit'), 1), f(med(rs, 'server_cpu'), 2),
+    f(med(rs, 'server_us_per_delivery'), 2), f(Math.max(...rs.map((r) => r.other_cpu ?? 0)), 2), goals.join(', ')]);
+}
+const w = out[0].map((_, i) => Math.max(...out.map((r) => r[i].length)));
+for (const [i, r] of out.entries()) {
+  console.log(r.map((x, k) => x.padEnd(w[k])).join('  ').trimEnd());
+  if (i === 0) console.log(w.map((n) => '-'.repeat(n)).join('  '));
+}
+console.log(`medians over ${Math.max(0, ...[...by.values()].map((rs) => rs.length))} runs; deliveries = ` +
+  'message pushes received by recipients (M-1 per group message, 1 per 1:1 message); latency from send ' +
+  'to receipt (delivery) or to ack; store writes/msg = write requests committed (chatd_store_commit_batch_size ' +
+  'sum) per acked message over the whole point; server us/delivery = chatd CPU time over the window per ' +
+  'delivery (1:1: per acked message); noise = most cores other processes used in any run');
+JS
+}
+
 # ---- tls-deflate (issue 12) ----
 TD_ROUNDS=${TD_ROUNDS:-$REPS}
 TD_DURATION=${TD_DURATION:-3}
@@ -731,7 +880,7 @@ run_tls_deflate() {
 
 for sc in "${SCENARIOS[@]}"; do
     case $sc in
-    echo | route | rate | fanout | conns | storm | chat | cluster | gw) "run_$sc" ;;
+    echo | route | rate | fanout | conns | storm | chat | cluster | gw | groups) "run_$sc" ;;
     chat-pg) run_chat_pg ;;
     tls-deflate) run_tls_deflate ;;
     *) echo "run.sh: unknown scenario $sc" >&2 ;;

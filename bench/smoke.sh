@@ -61,6 +61,9 @@ check fanout-url2 fanout --url "$URL/ws" --url2 "$URL/ws" --api-secret "$SECRET"
     --size 32 --duration 0.5
 check storm storm --url "$URL/ws" --api-secret "$SECRET" -n 100 --concurrency 16
 check chat chat --url "$URL/ws" --users 4 --window 2 --duration 0.5
+# groups (issue 11): 4 users, one group of 3, a 1:1 point and a group point (skipped, exit 3,
+# while chatd has no groups)
+check groups groups --url "$URL/ws" --users 4 --group-sizes 3 --window 2 --duration 0.3
 check gwpush-http gwpush --url "$URL/ws" --api-secret "$SECRET" -n 20 --gw-mode http \
     --duration 0.5 --server-pid "$CHATD_PID"
 

@@ -16,7 +16,8 @@ if (!file) {
 }
 const allRows = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
 // "td ..." points (run.sh tls-deflate, issue 12) have a table of their own (--tls-deflate).
-const rows = allRows.filter((r) => !/^td /.test(r.point));
+// "groups ..." points (run.sh groups, issue 11) too: run.sh prints them (groups-summary.txt).
+const rows = allRows.filter((r) => !/^(td|groups) /.test(r.point));
 if (tdOnly) {
   tlsDeflate(allRows.filter((r) => /^td /.test(r.point)));
   process.exit(0);
