@@ -71,9 +71,35 @@ static void message_answer(chat_call *call, json_t *message, const json_t *membe
     chat_call_free(call);
 }
 
+/* A client_msg_id is unique per sender across all its conversations (one
+ * index): a "duplicate" of another conversation is not a retry of this send
+ * but a reused id. Answering it as one would tell the sender a message was
+ * stored that was not, and push the other conversation's message here. */
+static bool duplicate_elsewhere(const store_req *r, const json_t *message)
+{
+    if (!r->duplicate)
+        return false;
+    if (r->op == STORE_GROUP_SEND)
+        return json_integer_value(json_object_get(message, "group_id")) != r->group_id;
+    return json_object_get(message, "group_id") ||
+           json_integer_value(json_object_get(message, "to_id")) != r->peer_id;
+}
+
+static void reused_id(chat_call *call)
+{
+    chat_call_fail(call, 409, "client_msg_id_reused",
+                   "client_msg_id was already used for a message to another conversation; "
+                   "use a new one for every message");
+}
+
 static void message_stored(store_req *r)
 {
     chat_call *call = r->ctx;
+    if (r->status == STORE_OK && duplicate_elsewhere(r, r->result)) {
+        store_req_free(r);
+        reused_id(call);
+        return;
+    }
     if (r->status != STORE_OK) {
         int status = r->status;
         store_req_free(r);
@@ -102,6 +128,11 @@ static void group_message_stored(store_req *r)
     chat_call *call = r->ctx;
     if (r->status != STORE_OK) {
         chat_group_failed(call, r);
+        return;
+    }
+    if (duplicate_elsewhere(r, json_object_get(r->result, "message"))) {
+        store_req_free(r);
+        reused_id(call);
         return;
     }
     json_t *message = json_incref(json_object_get(r->result, "message"));

@@ -208,6 +208,36 @@ describe('sending', () => {
   });
 });
 
+describe('client_msg_id reused across conversations', () => {
+  test('a client_msg_id already used in another conversation is 409 client_msg_id_reused: nothing stored, nothing pushed', async (t) => {
+    const [o, a, b, x] = await users(4, 'cr');
+    const gid = (await create(o, [a, b])).group.group_id;
+    const gid2 = (await create(o, [a])).group.group_id;
+    const sb = await ChatSocket.bound(srv, b, t);
+    const sx = await ChatSocket.bound(srv, x, t);
+    // 1:1 first, then the same id to the group: the group gets nothing
+    const one = ok(await P(o, '/chat/send', { to_id: x.id, type: 'text', data: 'for x only', client_msg_id: 'reuse-1' }));
+    await sx.expect('message');
+    fails(await P(o, '/chat/send', { group_id: gid, type: 'text', data: 'hello group', client_msg_id: 'reuse-1' }), 409, 'client_msg_id_reused', null, 'group send reusing a 1:1 id');
+    await sb.quiet('no push of the 1:1 message to a group member');
+    assert.deepEqual(ok(await history(b, gid)).map((m) => m.data).filter((d) => !d.startsWith('{')), [], 'the group holds no text message');
+    // a retry of the 1:1 message is still a retry
+    assert.equal(ok(await P(o, '/chat/send', { to_id: x.id, type: 'text', data: 'for x only', client_msg_id: 'reuse-1' })).id, one.id);
+    assert.equal((await sx.expect('message')).message.id, one.id, 'a retry is pushed again');
+    // group first, then the same id 1:1 or to another group
+    const g = await gsend(o, gid, 'to the group', { client_msg_id: 'reuse-2' });
+    fails(await P(o, '/chat/send', { to_id: x.id, type: 'text', data: 'hi x', client_msg_id: 'reuse-2' }), 409, 'client_msg_id_reused', null, '1:1 send reusing a group id');
+    fails(await P(o, '/chat/send', { group_id: gid2, type: 'text', data: 'other group', client_msg_id: 'reuse-2' }), 409, 'client_msg_id_reused', null, 'another group');
+    // over the socket too: an error frame with the client_msg_id
+    const so = await ChatSocket.bound(srv, o, t);
+    so.sendJson({ type: 'send', message: { to_id: x.id, type: 'text', data: 'hi x', client_msg_id: 'reuse-2' } });
+    const e = await so.expect('error');
+    assert.deepEqual([e.code, e.client_msg_id], ['client_msg_id_reused', 'reuse-2']);
+    await sx.quiet('x gets no group message');
+    assert.equal((await gsend(o, gid, 'to the group', { client_msg_id: 'reuse-2' })).id, g.id, 'the group retry is a retry');
+  });
+});
+
 describe('membership ranges', () => {
   test('joins and removals: a removed member gets nothing after its removal message; added back it sees from the new add', async (t) => {
     const [o, b, c] = await users(3, 'mr');
