@@ -61,6 +61,19 @@ static const char *want_avatar(chat_call *call, bool *failed)
     return avatar;
 }
 
+typedef struct {
+    int64_t id;
+    size_t place;
+} member_pos;
+
+static int by_id_then_place(const void *a, const void *b)
+{
+    const member_pos *x = a, *y = b;
+    if (x->id != y->id)
+        return x->id < y->id ? -1 : 1;
+    return x->place < y->place ? -1 : x->place > y->place;
+}
+
 /* members: an array of 1 (0 when may_be_empty) to --max-group-members user
  * ids, as integers or decimal strings. Returns a new array of integers,
  * each id once, or NULL after a 400. */
@@ -78,32 +91,47 @@ static json_t *want_members(chat_call *call, bool may_be_empty)
                        may_be_empty ? 0 : 1, (long long)max);
         return NULL;
     }
+    size_t n = json_array_size(v), i;
+    member_pos *pos = malloc((n ? n : 1) * sizeof(*pos));
+    bool *repeat = calloc(n ? n : 1, sizeof(*repeat));
     json_t *ids = json_array();
-    if (!ids) {
+    if (!pos || !repeat || !ids) {
+        free(pos);
+        free(repeat);
+        json_decref(ids);
         chat_call_fail(call, 500, "internal", "out of memory");
         return NULL;
     }
-    size_t i, j;
     json_t *m;
     json_array_foreach(v, i, m)
     {
-        int64_t id = chat_id_value(m);
-        if (id <= 0) {
+        pos[i] = (member_pos){chat_id_value(m), i};
+        if (pos[i].id <= 0) {
+            free(pos);
+            free(repeat);
             json_decref(ids);
             chat_call_fail(call, 400, "bad_field",
                            "members[%zu] must be a user id (a positive integer)", i);
             return NULL;
         }
-        /* each id once: at most max^2 / 2 comparisons of integers */
-        bool seen = false;
-        json_t *known;
-        json_array_foreach(ids, j, known) if (json_integer_value(known) == id) seen = true;
-        if (!seen && json_array_append_new(ids, json_integer(id)) < 0) {
+    }
+    /* each id once, at its first place (the order is the join order): sorted
+     * by (id, place), a repeat follows its first (n log n, not n^2 / 2) */
+    qsort(pos, n, sizeof(*pos), by_id_then_place);
+    for (i = 1; i < n; i++)
+        if (pos[i].id == pos[i - 1].id)
+            repeat[pos[i].place] = true;
+    free(pos);
+    json_array_foreach(v, i, m)
+    {
+        if (!repeat[i] && json_array_append_new(ids, json_integer(chat_id_value(m))) < 0) {
+            free(repeat);
             json_decref(ids);
             chat_call_fail(call, 500, "internal", "out of memory");
             return NULL;
         }
     }
+    free(repeat);
     return ids;
 }
 
@@ -172,12 +200,21 @@ static void group_mute_done(store_req *r)
 
 /* The store request of a group operation on body's group_id (validated
  * first, with the caller's client_id); NULL after an answer. */
+/* The store request of a change: it posts a system message to every member,
+ * so it counts against --send-rate as a message does. NULL after an
+ * answer. */
+static store_req *change_req(chat_call *call, store_op op)
+{
+    return chat_send_allowed(call) ? chat_call_store_req(call, op, group_changed) : NULL;
+}
+
 static store_req *group_req(chat_call *call, store_op op, store_done_fn done)
 {
     int64_t group = chat_want_id(call, call->body, "group_id", "a group id");
     if (!group || !chat_want_self(call))
         return NULL;
-    store_req *r = chat_call_store_req(call, op, done);
+    store_req *r =
+        done == group_changed ? change_req(call, op) : chat_call_store_req(call, op, done);
     if (r)
         r->group_id = group;
     return r;
@@ -212,7 +249,7 @@ void chat_do_group_create(chat_call *call)
         json_decref(members);
         return;
     }
-    store_req *r = chat_call_store_req(call, STORE_GROUP_CREATE, group_changed);
+    store_req *r = change_req(call, STORE_GROUP_CREATE);
     if (!r) {
         json_decref(members);
         return;
@@ -257,7 +294,7 @@ void chat_do_group_add(chat_call *call)
         json_decref(members);
         return;
     }
-    store_req *r = chat_call_store_req(call, STORE_GROUP_ADD, group_changed);
+    store_req *r = change_req(call, STORE_GROUP_ADD);
     if (!r) {
         json_decref(members);
         return;
@@ -276,7 +313,7 @@ void chat_do_group_remove(chat_call *call)
     int64_t peer = chat_want_user_id(call, call->body, "userid");
     if (!peer || !chat_want_self(call))
         return;
-    store_req *r = chat_call_store_req(call, STORE_GROUP_REMOVE, group_changed);
+    store_req *r = change_req(call, STORE_GROUP_REMOVE);
     if (!r)
         return;
     r->group_id = group;
@@ -309,7 +346,7 @@ void chat_do_group_update(chat_call *call)
     }
     if (!chat_want_self(call))
         return;
-    store_req *r = chat_call_store_req(call, STORE_GROUP_UPDATE, group_changed);
+    store_req *r = change_req(call, STORE_GROUP_UPDATE);
     if (!r)
         return;
     r->group_id = group;
@@ -338,7 +375,7 @@ void chat_do_group_role(chat_call *call)
     }
     if (!chat_want_self(call))
         return;
-    store_req *r = chat_call_store_req(call, STORE_GROUP_ROLE, group_changed);
+    store_req *r = change_req(call, STORE_GROUP_ROLE);
     if (!r)
         return;
     r->group_id = group;
@@ -397,6 +434,10 @@ typedef struct event_members {
 } event_members;
 
 static event_members *event_cache;
+/* Forgets so far: a membership read answered after a forget may hold the
+ * list from before the change (with PostgreSQL reads run beside writes),
+ * so it is used for its event but not kept. */
+static uint64_t event_cache_forgets;
 
 static void event_cache_drop(event_members *e)
 {
@@ -405,7 +446,8 @@ static void event_cache_drop(event_members *e)
     free(e);
 }
 
-static void event_cache_forget(int64_t group)
+/* Drops group's entry (an error answered, the entry not needed). */
+static void event_cache_discard(int64_t group)
 {
     event_members *e = NULL;
     HASH_FIND(hh, event_cache, &group, sizeof(group), e);
@@ -413,11 +455,22 @@ static void event_cache_forget(int64_t group)
         event_cache_drop(e);
 }
 
+/* The group's members changed: its entry goes, and reads in flight are not
+ * kept (event_cache_forgets). */
+static void event_cache_forget(int64_t group)
+{
+    event_cache_forgets++;
+    event_cache_discard(group);
+}
+
 /* Keeps the store's current member list of group. When the cache is full
  * the expired entries go first; with none expired nothing is kept. */
 static void event_cache_put(int64_t group, const json_t *members)
 {
-    event_cache_forget(group);
+    event_members *old = NULL;
+    HASH_FIND(hh, event_cache, &group, sizeof(group), old);
+    if (old) /* replaced by a newer read: not a change */
+        event_cache_drop(old);
     uint64_t now = uv_now(chat_loop);
     if (HASH_COUNT(event_cache) >= EVENT_CACHE_MAX) {
         event_members *e, *tmp;
@@ -500,7 +553,7 @@ static void group_event_checked(store_req *r)
     chat_call *call = r->ctx;
     int64_t group = r->group_id;
     if (r->status != STORE_OK) {
-        event_cache_forget(group);
+        event_cache_discard(group);
         chat_group_failed(call, r);
         return;
     }
@@ -511,13 +564,14 @@ static void group_event_checked(store_req *r)
         return;
     }
     if (json_is_true(json_object_get(info, "dissolved"))) { /* the group's fields are at the top */
-        event_cache_forget(group);
+        event_cache_discard(group);
         store_req_free(r);
         chat_call_fail(call, 409, "group_dissolved", "the group was dissolved");
         return;
     }
     json_t *members = json_object_get(info, "members");
-    event_cache_put(group, members);
+    if (call->cache_gen == event_cache_forgets)
+        event_cache_put(group, members);
     sbuf *frame = event_frame(call, group);
     if (frame) {
         chat_push_frame_to_members(frame, members, call->uid, NULL, true);
@@ -545,6 +599,7 @@ void chat_do_group_event(chat_call *call)
     store_req *r = chat_call_store_req(call, STORE_GROUP_INFO, group_event_checked);
     if (!r)
         return;
+    call->cache_gen = event_cache_forgets;
     r->group_id = group;
     store_submit(chat_store, r);
 }

@@ -69,6 +69,7 @@ struct chat_call {
     char *token;
     char *password;
     int64_t started_ms;       /* wall clock when the HTTP call arrived (before its token lookup) */
+    uint64_t cache_gen;       /* group events: the event cache's forget count at the read */
     chat_step next;           /* after authentication */
     store_done_fn store_done; /* the answer of the call's store request */
     /* socket binds: the address their failure counts against */
@@ -158,6 +159,12 @@ void chat_do_bind(chat_call *call);
 /* ---- chat_message.c ------------------------------------------------------ */
 
 void chat_do_send(chat_call *call);
+/* --send-rate per user, over HTTP and the socket together, for messages and
+ * the group changes that post a system message: a fixed window of two
+ * seconds allows 2 * send_rate, i.e. send_rate a second on average and
+ * bursts of twice that. Checked after validation, so a refused malformed
+ * request costs no allowance. False after answering 429 rate_limited. */
+bool chat_send_allowed(chat_call *call);
 void chat_do_list(chat_call *call);
 void chat_do_unread(chat_call *call);
 void chat_do_history(chat_call *call);

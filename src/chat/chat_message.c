@@ -154,13 +154,19 @@ static void group_message_stored(store_req *r)
  * two seconds allows 2 * send_rate messages, i.e. send_rate a second on
  * average and bursts of twice that. Checked after validation, so a refused
  * malformed message costs no allowance. */
-static bool send_allowed(int64_t uid)
+bool chat_send_allowed(chat_call *call)
 {
     if (chat_cfg->send_rate == 0)
         return true;
     char key[24];
-    chat_uid_string(uid, key, sizeof(key));
-    return ratelimit_hit(chat_send_limit, key, strlen(key), (int64_t)uv_now(chat_loop));
+    chat_uid_string(call->uid, key, sizeof(key));
+    if (ratelimit_hit(chat_send_limit, key, strlen(key), (int64_t)uv_now(chat_loop)))
+        return true;
+    metrics_limit_refused(METRICS_LIMIT_SEND);
+    chat_call_fail(call, 429, "rate_limited",
+                   "too many messages: at most %lld a second (bursts of %lld); slow down",
+                   (long long)chat_cfg->send_rate, (long long)chat_cfg->send_rate * 2);
+    return false;
 }
 
 void chat_do_send(chat_call *call)
@@ -227,13 +233,8 @@ void chat_do_send(chat_call *call)
         if (self)
             snprintf(call->client_id, sizeof(call->client_id), "%s", self);
     }
-    if (!send_allowed(call->uid)) {
-        metrics_limit_refused(METRICS_LIMIT_SEND);
-        chat_call_fail(call, 429, "rate_limited",
-                       "too many messages: at most %lld a second (bursts of %lld); slow down",
-                       (long long)chat_cfg->send_rate, (long long)chat_cfg->send_rate * 2);
+    if (!chat_send_allowed(call))
         return;
-    }
     store_req *r = group ? chat_call_store_req(call, STORE_GROUP_SEND, group_message_stored)
                          : chat_call_store_req(call, STORE_MESSAGE_SEND, message_stored);
     if (!r)

@@ -173,18 +173,10 @@ static void peers_read(store_req *r)
     json_decref(msg);
     if (!frame)
         goto done;
-    bool cluster = cluster_enabled();
-    json_t *peers = json_object_get(r->result, "peers"), *v;
-    size_t i;
-    json_array_foreach(peers, i, v)
-    {
-        char uid[24];
-        chat_uid_string(json_integer_value(v), uid, sizeof(uid));
-        /* a peer with no socket here costs a hash lookup; in a cluster the
-         * push goes to the nodes that hold the peer (one publish) */
-        if (cluster || registry_find_uid(uid, strlen(uid)))
-            gateway_push_to_uid(uid, strlen(uid), frame, NULL);
-    }
+    /* a peer with no socket here costs a hash lookup; in a cluster one
+     * publish reaches every node that holds some of them (the members of a
+     * big group are one bus message, not one each) */
+    chat_push_frame_to_members(frame, json_object_get(r->result, "peers"), n->uid, NULL, true);
     sbuf_unref(frame);
 done:
     free(n);

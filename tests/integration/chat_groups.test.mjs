@@ -570,3 +570,24 @@ describe('socket call', () => {
     assert.deepEqual([nb.code, nb.op, nb.id], ['not_bound', 'call', 'c-nb']);
   });
 });
+
+describe('rates', () => {
+  test('group changes post a system message to every member, so they count against --send-rate like messages; members are deduplicated in order', async (t) => {
+    const own = await startServer({ options: { 'send-rate': 2, 'jwt-secret': SECRET } });
+    t.after(() => own.stop());
+    const [o, a, b] = await users(3, 'rt', own);
+    // the window allows 2 * send-rate = 4: a fifth change in the same window is refused
+    const codes = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await post(own, '/group/create', { name: `g${i}`, members: [b.id, a.id, b.id, a.id] }, { token: o.token });
+      codes.push(r.status === 200 ? 'ok' : r.body.code);
+      if (r.status === 200) {
+        const info = ok(await post(own, '/group/info', { group_id: r.body.data.group.group_id }, { token: o.token }));
+        assert.deepEqual(info.members.map((m) => m.userid), [o.id, b.id, a.id], 'each member once, in the order given');
+      }
+    }
+    assert.ok(codes.filter((c) => c === 'ok').length <= 4 && codes.includes('rate_limited'), `creates: ${codes.join(',')}`);
+    const f = await post(own, '/group/create', { name: 'more', members: [a.id] }, { token: o.token });
+    assert.equal(f.status, 429, 'still limited within the window');
+  });
+});
