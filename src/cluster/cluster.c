@@ -442,6 +442,43 @@ static void answer(const cluster_msg *q, json_t *partial)
     free(text);
 }
 
+/* Publishes payload to held[lo, hi) (uid strings): one push.uids request
+ * when it fits the bus's message bound (receivers drop larger ones: the
+ * payload is JSON-escaped in it, up to twice its size, and the list grows
+ * with the group), else the halves apart, down to a plain push of one uid,
+ * which carries the payload raw. */
+static void push_uid_range(const json_t *held, size_t lo, size_t hi, const char *payload,
+                           size_t payload_len)
+{
+    if (hi - lo == 1) {
+        const json_t *u = json_array_get(held, lo);
+        cluster_push_uid(json_string_value(u), json_string_length(u), NULL, payload, payload_len);
+        return;
+    }
+    json_t *part = json_array();
+    for (size_t i = lo; part && i < hi; i++)
+        if (json_array_append(part, json_array_get(held, i)) != 0) {
+            json_decref(part);
+            part = NULL;
+        }
+    json_t *body =
+        part ? json_pack("{s:o, s:s%}", "uids", part, "payload", payload, payload_len) : NULL;
+    if (!body) {
+        cl.dropped++;
+        return;
+    }
+    if (json_dumpb(body, NULL, 0, JSON_COMPACT) + CLUSTER_MSG_HEADER_MAX > cl.max_bus_message) {
+        json_decref(body);
+        size_t mid = lo + (hi - lo) / 2;
+        push_uid_range(held, lo, mid, payload, payload_len);
+        push_uid_range(held, mid, hi, payload, payload_len);
+        return;
+    }
+    cluster_cast_all("push.uids", body);
+    cl.pushes_out++;
+    json_decref(body);
+}
+
 void cluster_push_uids(const char *const *uids, const size_t *lens, size_t n, const char *payload,
                        size_t payload_len)
 {
@@ -466,20 +503,12 @@ void cluster_push_uids(const char *const *uids, const size_t *lens, size_t n, co
         }
     }
     size_t count = held ? json_array_size(held) : 0;
-    if (count == 1) {
+    if (count == 1)
         cluster_push_uid(uids[first], lens[first], NULL, payload, payload_len);
-    } else if (count > 1) {
-        json_t *body = json_pack("{s:O, s:s%}", "uids", held, "payload", payload, payload_len);
-        if (body) {
-            cluster_cast_all("push.uids", body);
-            cl.pushes_out++;
-        } else {
-            cl.dropped++;
-        }
-        json_decref(body);
-    } else if (!held) {
+    else if (count > 1)
+        push_uid_range(held, 0, count, payload, payload_len);
+    else if (!held)
         cl.dropped++;
-    }
     json_decref(held);
 }
 
