@@ -125,7 +125,9 @@ typedef enum store_op {
      * see); last_seen is the peer's (ms), null when the peer hides it or
      * was never seen offline. A group item's type/data/time/from_* are
      * those of that newest message; left is true once the user left or was
-     * removed (the item stays, read-only). */
+     * removed (the item stays, read-only), and then name, avatar,
+     * member_count and dissolved are the group's as of its leaving (see
+     * "Groups"). */
     STORE_CHAT_LIST,
     /* user_id, peer_id, before (exclusive; 0 = from the newest), limit ->
      * [message] of that conversation, newest first. */
@@ -198,8 +200,11 @@ typedef enum store_op {
     /* user_id, group_id -> group plus {role, muted, joined_seq, left: bool,
      * members: [{userid, username, userpic, role, last_seen}]} (current
      * members in join order; last_seen as in STORE_CHAT_LIST). A user that
-     * left or was removed still gets the group (left true) but members is
-     * []. NOT_FOUND: no such group; FORBIDDEN not_member: never a member. */
+     * left or was removed still gets the group (left true), but as it was
+     * when it left (see "Groups": last_seq its left_seq, the name, avatar,
+     * member_count, owner_id and dissolved of then), role the one it had,
+     * and members []. NOT_FOUND: no such group; FORBIDDEN not_member:
+     * never a member. */
     STORE_GROUP_INFO,
     /* user_id (actor), group_id, members (user ids to add), max_members,
      * time -> {group, members, message, added: [ids]}: adds the users that
@@ -282,6 +287,20 @@ typedef enum store_op {
  * A group object is {group_id, name, avatar, owner_id, created_at,
  * member_count, dissolved, last_seq}. A member's role is "owner", "admin"
  * or "member".
+ *
+ * A departed member (left_seq > 0) gets nothing of the group after its
+ * left_seq, its state included: STORE_GROUP_INFO and its STORE_CHAT_LIST
+ * item show the group as it was right after the remove or leave message
+ * (name, avatar, member_count, owner_id and dissolved as that change left
+ * them: the member not counted, a leaving owner's successor named, the
+ * group dissolved when it was the last), and last_seq = left_seq. The
+ * member row keeps those values from its remove or leave (SQLite migration
+ * 8, PostgreSQL 6); re-adding the member drops them, and it sees the live
+ * group again. A member who left before those migrations has none: it is
+ * answered the current name, avatar, member_count, owner_id and dissolved,
+ * with last_seq still capped at its left_seq. The other answers a departed
+ * member still gets (history, sync, unread, read) were already bounded by
+ * its seq range.
  *
  * System messages have type "system", from_id the user who caused them, and
  * data a JSON object (as a string): {"event": "create" | "add" | "remove" |

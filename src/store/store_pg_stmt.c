@@ -42,8 +42,9 @@ const char *const pg_stmt_sql[ST_COUNT] = {
     [ST_SEND] = "SELECT * FROM chatd_send_batch($1::bigint[], $2::bigint[], $3::text[],"
                 " $4::text[], $5::bigint[], $6::text[])",
     /* 1:1 conversations (kind 0), then the groups the user is or was a
-     * member of (kind 1) with the newest message it may see; columns 12..
-     * only for groups */
+     * member of (kind 1) with the newest message it may see, a departed
+     * member's as it left it (schema migration 6); columns 12.. only for
+     * groups */
     [ST_CHAT_LIST] =
         "SELECT 0, c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
         " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen, NULL::bigint, NULL::text,"
@@ -53,9 +54,11 @@ const char *const pg_stmt_sql[ST_COUNT] = {
         " JOIN messages m ON m.id = c.last_message_id"
         " WHERE c.user_id = $1"
         " UNION ALL"
-        " SELECT 1, g.id, g.name, g.avatar, m.type, m.data, m.time,"
+        " SELECT 1, g.id, coalesce(gm.left_name, g.name), coalesce(gm.left_avatar, g.avatar),"
+        " m.type, m.data, m.time,"
         " chatd_group_unread(t.last_seq, gm.left_seq, gm.read_seq, gm.joined_seq), m.id, m.seq,"
-        " NULL, NULL, m.from_id, u.username, gm.muted, gm.role, g.member_count, g.dissolved,"
+        " NULL, NULL, m.from_id, u.username, gm.muted, gm.role,"
+        " coalesce(gm.left_member_count, g.member_count), coalesce(gm.left_dissolved, g.dissolved),"
         " gm.left_seq <> 0"
         " FROM group_members gm"
         " JOIN groups g ON g.id = gm.group_id"

@@ -158,6 +158,18 @@ static const char *const migrations[] = {
      "  muted INTEGER NOT NULL DEFAULT 0,"
      "  PRIMARY KEY(group_id, user_id)) WITHOUT ROWID;"
      "CREATE INDEX group_members_user ON group_members(user_id, group_id);"),
+    /* 8: what a departed member sees (store.h, "Groups"): the group as of
+     * its leaving. A remove or leave copies the group's name, avatar,
+     * member_count, owner_id and dissolved, as they are after its message,
+     * into the member's row; they are NULL while the user is a member (a
+     * re-add clears them, ST_MEMBER_PUT) and in the rows of members who left
+     * before this migration, which are answered the group's current values
+     * instead (their last_seq is capped at left_seq all the same). */
+    ("ALTER TABLE group_members ADD COLUMN left_name TEXT;"
+     "ALTER TABLE group_members ADD COLUMN left_avatar TEXT;"
+     "ALTER TABLE group_members ADD COLUMN left_member_count INTEGER;"
+     "ALTER TABLE group_members ADD COLUMN left_owner_id INTEGER;"
+     "ALTER TABLE group_members ADD COLUMN left_dissolved INTEGER;"),
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SQLITE_SCHEMA_VERSION,
                "STORE_SQLITE_SCHEMA_VERSION must count the migrations");
@@ -314,7 +326,22 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " ON CONFLICT(group_id, user_id) DO UPDATE SET role = excluded.role,"
                       " joined_seq = excluded.joined_seq, join_order = excluded.join_order,"
                       " left_seq = excluded.left_seq, read_seq = excluded.read_seq,"
-                      " muted = excluded.muted",
+                      " muted = excluded.muted,"
+                      /* a member again (re-added): the snapshot of its
+                       * leaving goes (migration 8) */
+                      " left_name = iif(excluded.left_seq = 0, NULL, left_name),"
+                      " left_avatar = iif(excluded.left_seq = 0, NULL, left_avatar),"
+                      " left_member_count = iif(excluded.left_seq = 0, NULL, left_member_count),"
+                      " left_owner_id = iif(excluded.left_seq = 0, NULL, left_owner_id),"
+                      " left_dissolved = iif(excluded.left_seq = 0, NULL, left_dissolved)",
+    /* the group as the member left it (migration 8), written after its
+     * remove or leave */
+    [ST_MEMBER_LEFT] = "UPDATE group_members SET left_name = ?3, left_avatar = ?4,"
+                       " left_member_count = ?5, left_owner_id = ?6, left_dissolved = ?7"
+                       " WHERE group_id = ?1 AND user_id = ?2",
+    [ST_MEMBER_LEFT_GET] =
+        "SELECT left_name, left_avatar, left_member_count, left_owner_id,"
+        " left_dissolved FROM group_members WHERE group_id = ?1 AND user_id = ?2",
     [ST_MEMBER_IDS] = "SELECT user_id FROM group_members WHERE group_id = ?1 AND left_seq = 0",
     /* current members in join order, as others see them */
     [ST_MEMBER_LIST] = "SELECT m.user_id, u.username, u.userpic, u.last_seen, u.hide_last_seen,"
@@ -335,11 +362,14 @@ static const char *const stmt_sql[ST_COUNT] = {
                        " FROM group_members m JOIN groups g ON g.id = m.group_id"
                        " WHERE m.user_id = ?1",
     /* the group items of the chat list, each with the newest message the
-     * user may see; every group has one (its "create" message) */
+     * user may see; every group has one (its "create" message). A departed
+     * member sees the group as it left it (migration 8), or, when it left
+     * before that migration, as it is now. */
     [ST_GROUP_CHAT_LIST] =
-        "SELECT g.id, g.name, g.avatar, x.type, x.data, x.time, m.joined_seq, m.left_seq,"
-        " m.read_seq, g.last_seq, x.id, x.seq, x.from_id, u.username, m.muted, m.role,"
-        " g.member_count, g.dissolved"
+        "SELECT g.id, coalesce(m.left_name, g.name), coalesce(m.left_avatar, g.avatar), x.type,"
+        " x.data, x.time, m.joined_seq, m.left_seq, m.read_seq, g.last_seq, x.id, x.seq,"
+        " x.from_id, u.username, m.muted, m.role, coalesce(m.left_member_count, g.member_count),"
+        " coalesce(m.left_dissolved, g.dissolved)"
         " FROM group_members m JOIN groups g ON g.id = m.group_id"
         " JOIN messages x ON x.conv_lo = 0 AND x.conv_hi = g.id"
         "  AND x.seq = CASE WHEN m.left_seq > 0 THEN m.left_seq ELSE g.last_seq END"

@@ -182,6 +182,56 @@ static int member_save(sq *b, int64_t gid, int64_t uid, const member_row *m)
     return sq_exec_stmt(st) == SQLITE_DONE ? STORE_OK : sq_db_fail(b, "member update");
 }
 
+/* Keeps in uid's member row the group as it is now, after uid's remove or
+ * leave: what uid is shown from then on (store.h, STORE_GROUP_INFO). Call
+ * after member_save, which would clear it while left_seq is 0. */
+static int member_save_left(sq *b, const group_row *g, int64_t uid)
+{
+    sqlite3_stmt *st = sq_prep(b, ST_MEMBER_LEFT);
+    sqlite3_bind_int64(st, 1, g->id);
+    sqlite3_bind_int64(st, 2, uid);
+    sq_bind_text(st, 3, g->name);
+    sq_bind_text(st, 4, g->avatar);
+    sqlite3_bind_int64(st, 5, g->member_count);
+    sqlite3_bind_int64(st, 6, g->owner_id);
+    sqlite3_bind_int(st, 7, g->dissolved ? 1 : 0);
+    return sq_exec_stmt(st) == SQLITE_DONE ? STORE_OK : sq_db_fail(b, "member left snapshot");
+}
+
+/* Turns g into the group as member m (uid) left it: the values kept by
+ * member_save_left (a row of a member who left before migration 8 has
+ * none: the current ones stay) and last_seq capped at its left_seq. Only
+ * for a member that left. */
+static int group_as_left(sq *b, group_row *g, int64_t uid, const member_row *m)
+{
+    g->last_seq = sq_member_upper(g->last_seq, m->left_seq);
+    sqlite3_stmt *st = sq_prep(b, ST_MEMBER_LEFT_GET);
+    sqlite3_bind_int64(st, 1, g->id);
+    sqlite3_bind_int64(st, 2, uid);
+    int rc = sqlite3_step(st);
+    int status = STORE_OK;
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+        char *name = strdup(sq_col_text(st, 0)), *avatar = strdup(sq_col_text(st, 1));
+        if (name && avatar) {
+            free(g->name);
+            free(g->avatar);
+            g->name = name;
+            g->avatar = avatar;
+            g->member_count = sqlite3_column_int64(st, 2);
+            g->owner_id = sqlite3_column_int64(st, 3);
+            g->dissolved = sqlite3_column_int(st, 4) != 0;
+        } else {
+            free(name);
+            free(avatar);
+            status = STORE_ERROR;
+        }
+    } else if (rc != SQLITE_ROW) {
+        status = sq_db_fail(b, "member left snapshot lookup");
+    }
+    sqlite3_reset(st);
+    return status;
+}
+
 static json_t *group_json(const group_row *g)
 {
     return json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:b, s:I}", "group_id", (json_int_t)g->id,
@@ -512,6 +562,12 @@ int sq_op_group_info(sq *b, store_req *r)
         return status;
     json_t *members;
     if (m.left_seq > 0) {
+        /* a departed member sees the group as it left it (store.h) */
+        status = group_as_left(b, &g, r->user_id, &m);
+        if (status != STORE_OK) {
+            group_row_free(&g);
+            return status;
+        }
         members = json_array();
     } else {
         sqlite3_stmt *st = sq_prep(b, ST_MEMBER_LIST);
@@ -641,6 +697,8 @@ int sq_op_group_remove(sq *b, store_req *r)
     if (status == STORE_OK)
         status = member_save(b, g.id, r->peer_id, &peer);
     if (status == STORE_OK)
+        status = member_save_left(b, &g, r->peer_id);
+    if (status == STORE_OK)
         status = member_save(b, g.id, r->user_id, &actor);
     if (status == STORE_OK)
         status = group_save(b, &g);
@@ -697,6 +755,8 @@ int sq_op_group_leave(sq *b, store_req *r)
         if (status == STORE_OK)
             status = member_save(b, g.id, heir, &h);
     }
+    if (status == STORE_OK) /* after the heir: owner_id is the new owner's */
+        status = member_save_left(b, &g, r->user_id);
     if (status == STORE_OK)
         status = group_save(b, &g);
     if (status == STORE_OK)

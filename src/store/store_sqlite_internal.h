@@ -85,6 +85,8 @@ enum stmt_id {
     ST_GROUP_PUT,
     ST_MEMBER_GET,
     ST_MEMBER_PUT,
+    ST_MEMBER_LEFT,
+    ST_MEMBER_LEFT_GET,
     ST_MEMBER_IDS,
     ST_MEMBER_LIST,
     ST_SUCCESSOR,

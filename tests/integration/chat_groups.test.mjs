@@ -443,6 +443,42 @@ describe('leave, update, add, dissolve', () => {
     assert.equal(ib.role, 'member');
   });
 
+  test('a removed member and one who left see the group as they left it (info, GET info, chat list); added back, the live group', async () => {
+    const [o, a, dave, c] = await users(4, 'lv');
+    const gid = (await create(o, [a, dave, c], { name: 'Before', avatar: '/before.png' })).group.group_id;
+    const rm = await call(o, '/group/remove', { group_id: gid, userid: dave.id }); // seq 2
+    const lv = await call(c, '/group/leave', { group_id: gid }); // seq 3
+    assert.deepEqual([rm.message.seq, lv.message.seq], [2, 3]);
+    await call(o, '/group/update', { group_id: gid, name: 'After', avatar: 'https://example.com/after.png' });
+    await call(o, '/group/role', { group_id: gid, userid: a.id, role: 'owner' });
+    await call(a, '/chat/send', { group_id: gid, type: 'text', data: 'one' });
+    const last = await call(a, '/chat/send', { group_id: gid, type: 'text', data: 'two' });
+    assert.equal(last.seq, 7);
+    const pick = (g) => ({ name: g.name, avatar: g.avatar, member_count: g.member_count, dissolved: g.dissolved, last_seq: g.last_seq, left: g.left });
+    const seen = async (u, want, what) => {
+      const i = await info(u, gid);
+      assertGroup(Object.fromEntries(GROUP_KEYS.map((k) => [k, i[k]])), `${what} info`);
+      assert.deepEqual({ ...pick(i), owner_id: i.owner_id }, want, `${what}: info`);
+      if (want.left) assert.deepEqual(i.members, [], `${what}: no members once left`);
+      const gi = ok(await get(srv, `/group/info?group_id=${gid}`, { token: u.token }));
+      assert.deepEqual(gi, i, `${what}: GET info agrees`);
+      const item = ok(await get(srv, '/chat/list', { token: u.token })).find((x) => x.group_id === gid);
+      const { owner_id: _, ...wantItem } = want;
+      assert.deepEqual(pick(item), wantItem, `${what}: chat list item`);
+      return item;
+    };
+    const gone = { name: 'Before', avatar: '/before.png', dissolved: false, left: true, owner_id: o.id };
+    const di = await seen(dave, { ...gone, member_count: 3, last_seq: 2 }, 'removed');
+    assert.equal(di.last_message_id, rm.message.id, 'the removal is the newest it sees');
+    await seen(c, { ...gone, member_count: 2, last_seq: 3 }, 'left');
+    const live = { name: 'After', avatar: 'https://example.com/after.png', dissolved: false, left: false, owner_id: a.id };
+    await seen(o, { ...live, member_count: 2, last_seq: 7 }, 'a member');
+    const back = await call(a, '/group/add', { group_id: gid, members: [dave.id] }); // seq 8
+    assert.equal(back.message.seq, 8);
+    await seen(dave, { ...live, member_count: 3, last_seq: 8 }, 'added back');
+    assert.equal((await info(dave, gid)).members.length, 3);
+  });
+
   test('dissolve: owner only; afterwards every change and send is 409 group_dissolved, history stays readable', async (t) => {
     const [o, a, x] = await users(3, 'ds');
     const gid = (await create(o, [a])).group.group_id;

@@ -813,15 +813,24 @@ static void test_sync(void **state)
 static void sql(fixture *f, const char *text);
 static int64_t user_version(fixture *f);
 
-/* Takes a database of schema 7 back to 6 (migration 7 undone). */
+/* Takes a database of the latest schema back to 7 (migration 8 undone). */
+#define UNDO_8                                                                                     \
+    "ALTER TABLE group_members DROP COLUMN left_name;"                                             \
+    "ALTER TABLE group_members DROP COLUMN left_avatar;"                                           \
+    "ALTER TABLE group_members DROP COLUMN left_member_count;"                                     \
+    "ALTER TABLE group_members DROP COLUMN left_owner_id;"                                         \
+    "ALTER TABLE group_members DROP COLUMN left_dissolved;"
+
+/* Takes a database of the latest schema back to 6 (migrations 8 and 7
+ * undone: the tables go). */
 #define UNDO_7 "DROP TABLE group_members; DROP TABLE groups;"
 
-/* Takes a database of schema 7 back to 5 (migrations 7 and 6 undone). */
+/* Takes a database of the latest schema back to 5 (migrations 7 and 6 undone). */
 #define UNDO_6                                                                                     \
     UNDO_7 "ALTER TABLE users DROP COLUMN last_seen; ALTER TABLE users DROP COLUMN "               \
            "hide_last_seen;"
 
-/* Takes a database of schema 7 back to 4 (migrations 7, 6 and 5 undone). */
+/* Takes a database of the latest schema back to 4 (migrations 7, 6 and 5 undone). */
 #define UNDO_5                                                                                     \
     UNDO_6 "DROP INDEX tokens_user; DROP INDEX tokens_expiry;"                                     \
            "ALTER TABLE users DROP COLUMN disabled; ALTER TABLE users DROP COLUMN tokens_nbf;"
@@ -1722,6 +1731,62 @@ static void test_presence(void **state)
     store_req_free(r);
 }
 
+/* A group request: user, group, time 1000. */
+static store_req *group_req(store_op op, int64_t user, int64_t gid)
+{
+    store_req *r = new_req(op);
+    r->user_id = user;
+    r->group_id = gid;
+    r->time = 1000;
+    return r;
+}
+
+/* A database of schema 7 with a member removed: migration 8 keeps it
+ * answered with the group's current name (it has no snapshot) and last_seq
+ * capped at its left_seq; removed again after the migration, it sees the
+ * group as of that removal. */
+static void test_departed_migration(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "ga"), d = create_user(f, "gd");
+    store_req *r = group_req(STORE_GROUP_CREATE, a, 0);
+    store_req_set_str(&r->name, "team");
+    r->members = json_pack("[I]", (json_int_t)d);
+    assert_int_equal(run(f, r)->status, STORE_OK);
+    int64_t gid = jint(json_object_get(r->result, "group"), "group_id");
+    store_req_free(r);
+    r = group_req(STORE_GROUP_REMOVE, a, gid); /* seq 2 */
+    r->peer_id = d;
+    assert_int_equal(run_status(f, r), STORE_OK);
+    close_store(f);
+    sql(f, UNDO_8 "PRAGMA user_version = 7;");
+    open_store(f);
+    assert_int_equal(user_version(f), STORE_SQLITE_SCHEMA_VERSION);
+    r = group_req(STORE_GROUP_UPDATE, a, gid); /* seq 3 */
+    store_req_set_str(&r->name, "renamed");
+    assert_int_equal(run_status(f, r), STORE_OK);
+    r = run(f, group_req(STORE_GROUP_INFO, d, gid));
+    assert_int_equal(r->status, STORE_OK);
+    assert_string_equal(jstr(r->result, "name"), "renamed");
+    assert_int_equal(jint(r->result, "last_seq"), 2);
+    store_req_free(r);
+
+    r = group_req(STORE_GROUP_ADD, a, gid); /* seq 4 */
+    r->members = json_pack("[I]", (json_int_t)d);
+    assert_int_equal(run_status(f, r), STORE_OK);
+    r = group_req(STORE_GROUP_REMOVE, a, gid); /* seq 5 */
+    r->peer_id = d;
+    assert_int_equal(run_status(f, r), STORE_OK);
+    r = group_req(STORE_GROUP_UPDATE, a, gid); /* seq 6 */
+    store_req_set_str(&r->name, "third");
+    assert_int_equal(run_status(f, r), STORE_OK);
+    r = run(f, group_req(STORE_GROUP_INFO, d, gid));
+    assert_string_equal(jstr(r->result, "name"), "renamed");
+    assert_int_equal(jint(r->result, "last_seq"), 5);
+    assert_int_equal(jint(r->result, "member_count"), 1);
+    store_req_free(r);
+}
+
 static int64_t user_version(fixture *f)
 {
     char path[160];
@@ -1966,6 +2031,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_user_create_and_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_presence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_departed_migration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_external, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_search, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_search_plan, setup, teardown),

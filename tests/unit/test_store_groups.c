@@ -9,7 +9,8 @@
  * Checked: every STORE_GROUP_* operation with its role rules and errors
  * ({code, message} results), the seq-range model (a removed member sees
  * nothing after its removal, a re-added one sees from the new "add"
- * message on), computed unread counts with mute and the totals of
+ * message on), what a departed member's info and chat list item show (the
+ * group as of its leaving), computed unread counts with mute and the totals of
  * STORE_READ / STORE_UNREAD, one chat list mixing 1:1 and group items,
  * cursor sync with "g<id>" keys and `more` paging, dedup by
  * client_msg_id, the last member leaving dissolves, the owner leaving
@@ -339,21 +340,20 @@ static json_t *list_group(fixture *f, int64_t user, int64_t gid)
     return found;
 }
 
-/* Message rows of group gid in the database itself. */
-static int64_t count_rows(fixture *f, int64_t gid)
+/* Runs sql in the database itself, beside the store, and returns the
+ * first column of its first row as an integer (0 when it returns none). */
+static int64_t side_sql(fixture *f, const char *sql)
 {
-    char sql[160];
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM messages WHERE conv_lo = 0 AND conv_hi = %lld",
-             (long long)gid);
-    int64_t n = -1;
+    int64_t n = 0;
     if (pg_uri) {
         PGconn *c = PQconnectdb(pg_uri);
         if (PQstatus(c) != CONNECTION_OK)
             fail_msg("side connection: %s", PQerrorMessage(c));
         PGresult *res = PQexec(c, sql);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
             fail_msg("%s: %s", sql, PQerrorMessage(c));
-        n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
+            n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         PQclear(res);
         PQfinish(c);
     } else {
@@ -361,14 +361,28 @@ static int64_t count_rows(fixture *f, int64_t gid)
         snprintf(path, sizeof(path), "%s/chatd.db", f->data_dir);
         sqlite3 *db;
         sqlite3_stmt *st;
-        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        n = sqlite3_column_int64(st, 0);
+        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+            fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            n = sqlite3_column_int64(st, 0);
+        else if (rc != SQLITE_DONE)
+            fail_msg("%s: %s", sql, sqlite3_errmsg(db));
         sqlite3_finalize(st);
         sqlite3_close(db);
     }
     return n;
+}
+
+/* Message rows of group gid in the database itself. */
+static int64_t count_rows(fixture *f, int64_t gid)
+{
+    char sql[160];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM messages WHERE conv_lo = 0 AND conv_hi = %lld",
+             (long long)gid);
+    return side_sql(f, sql);
 }
 
 static void test_create_and_info(void **state)
@@ -1157,6 +1171,123 @@ static void test_one_pass(void **state)
     assert_int_equal(send_group(f, b, gid), 5);
 }
 
+/* The group one departed member sees in info and on its chat list: as of
+ * its leaving. */
+static void assert_seen(fixture *f, int64_t user, int64_t gid, const char *name, const char *avatar,
+                        int64_t members, int64_t owner, bool dissolved, int64_t last_seq, bool left)
+{
+    store_req *r = info(f, user, gid);
+    assert_string_equal(jstr(r->result, "name"), name);
+    assert_string_equal(jstr(r->result, "avatar"), avatar);
+    assert_int_equal(jint(r->result, "member_count"), members);
+    assert_int_equal(jint(r->result, "owner_id"), owner);
+    assert_int_equal(jbool(r->result, "dissolved"), dissolved);
+    assert_int_equal(jint(r->result, "last_seq"), last_seq);
+    assert_int_equal(jbool(r->result, "left"), left);
+    assert_int_equal(json_array_size(json_object_get(r->result, "members")),
+                     left ? 0 : (size_t)members);
+    store_req_free(r);
+    json_t *item = list_group(f, user, gid);
+    assert_non_null(item);
+    assert_string_equal(jstr(item, "name"), name);
+    assert_string_equal(jstr(item, "avatar"), avatar);
+    assert_int_equal(jint(item, "member_count"), members);
+    assert_int_equal(jbool(item, "dissolved"), dissolved);
+    assert_int_equal(jint(item, "last_seq"), last_seq);
+    assert_int_equal(jbool(item, "left"), left);
+    json_decref(item);
+}
+
+static void update_group(fixture *f, int64_t actor, int64_t gid, const char *name,
+                         const char *avatar)
+{
+    store_req *r = new_req(f, STORE_GROUP_UPDATE, actor, gid);
+    store_req_set_str(&r->name, name);
+    store_req_set_str(&r->avatar, avatar);
+    run_ok(f, r);
+    assert_non_null(json_object_get(r->result, "message"));
+    store_req_free(r);
+}
+
+static void remove_member(fixture *f, int64_t actor, int64_t gid, int64_t peer)
+{
+    store_req *r = new_req(f, STORE_GROUP_REMOVE, actor, gid);
+    r->peer_id = peer;
+    store_req_free(run_ok(f, r));
+}
+
+/* Issue 11: a removed member, or one that left, gets nothing after its
+ * leaving: info and its chat list item show the group as it was then
+ * (name, avatar, member_count, owner_id, dissolved, last_seq = left_seq),
+ * not later renames, messages, joins or the dissolution; added back, it
+ * sees the live group again, and a second removal freezes it anew. */
+static void test_departed_view(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b"), c = create_user(f, "c"),
+            d = create_user(f, "d");
+    int64_t bcd[] = {b, c, d};
+    store_req *r = create_req(f, a, "team", 3, bcd, 500);
+    store_req_set_str(&r->avatar, "/img/old.png");
+    run_ok(f, r);
+    int64_t gid = jint(json_object_get(r->result, "group"), "group_id");
+    store_req_free(r);
+    remove_member(f, a, gid, d);                                      /* 2: d removed, 3 left */
+    store_req_free(run_ok(f, new_req(f, STORE_GROUP_LEAVE, c, gid))); /* 3: c leaves, 2 left */
+    update_group(f, a, gid, "renamed", "/img/new.png");               /* 4 */
+    assert_int_equal(role_op(f, a, gid, b, STORE_GROUP_ROLE_OWNER), STORE_OK); /* 5 */
+    assert_int_equal(send_group(f, b, gid), 6);
+    assert_int_equal(send_group(f, b, gid), 7);
+    assert_seen(f, a, gid, "renamed", "/img/new.png", 2, b, false, 7, false);
+    assert_seen(f, d, gid, "team", "/img/old.png", 3, a, false, 2, true);
+    assert_seen(f, c, gid, "team", "/img/old.png", 2, a, false, 3, true);
+
+    /* added back: the live group */
+    r = new_req(f, STORE_GROUP_ADD, b, gid);
+    r->members = ids(1, &d);
+    r->max_members = 500;
+    store_req_free(run_ok(f, r)); /* 8 */
+    assert_seen(f, d, gid, "renamed", "/img/new.png", 3, b, false, 8, false);
+    /* removed again: frozen anew, as of the second removal */
+    update_group(f, b, gid, "third", ""); /* 9 */
+    remove_member(f, b, gid, d);          /* 10 */
+    assert_int_equal(send_group(f, b, gid), 11);
+    store_req_free(run_ok(f, new_req(f, STORE_GROUP_DISSOLVE, b, gid))); /* 12 */
+    assert_seen(f, a, gid, "third", "", 2, b, true, 12, false);
+    assert_seen(f, d, gid, "third", "", 2, b, false, 10, true);
+    assert_seen(f, c, gid, "team", "/img/old.png", 2, a, false, 3, true);
+
+    /* the last member leaving: it sees the group dissolved by its leaving */
+    int64_t g2 = create_group(f, a, 1, &b);
+    store_req_free(run_ok(f, new_req(f, STORE_GROUP_LEAVE, b, g2))); /* 2 */
+    store_req_free(run_ok(f, new_req(f, STORE_GROUP_LEAVE, a, g2))); /* 3 */
+    assert_seen(f, b, g2, "team", "", 1, a, false, 2, true);
+    assert_seen(f, a, g2, "team", "", 0, a, true, 3, true);
+}
+
+/* A member who left before the schema kept what a departed member sees
+ * (SQLite migration 8, PostgreSQL 6) has no left_* values: it is answered
+ * the group's current name, avatar, member_count, owner_id and dissolved,
+ * but last_seq still stops at its left_seq. */
+static void test_departed_before_migration(void **state)
+{
+    fixture *f = *state;
+    int64_t a = create_user(f, "a"), b = create_user(f, "b"), d = create_user(f, "d");
+    int64_t bd[] = {b, d};
+    int64_t gid = create_group(f, a, 2, bd);
+    remove_member(f, a, gid, d); /* 2 */
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "UPDATE group_members SET left_name = NULL, left_avatar = NULL,"
+             " left_member_count = NULL, left_owner_id = NULL, left_dissolved = NULL"
+             " WHERE group_id = %lld AND user_id = %lld",
+             (long long)gid, (long long)d);
+    side_sql(f, sql);
+    update_group(f, a, gid, "renamed", "/img/new.png"); /* 3 */
+    assert_int_equal(send_group(f, a, gid), 4);
+    assert_seen(f, d, gid, "renamed", "/img/new.png", 2, a, false, 2, true);
+}
+
 int main(void)
 {
     pg_uri = getenv("CHATD_TEST_PG_URI");
@@ -1177,6 +1308,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_max_members, setup, teardown),
         cmocka_unit_test_setup_teardown(test_presence_peers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_pass, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_departed_view, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_departed_before_migration, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
