@@ -223,10 +223,30 @@ void media_body_policy(http_request *req, http_body_policy *policy)
 
 /* ---- upload -------------------------------------------------------------- */
 
+/* What the checks of an upload found (upload_check, on the thread pool):
+ * stored, or the refusal upload_done answers. */
+typedef enum upload_verdict {
+    UPLOAD_OK = 0,
+    UPLOAD_BAD_MULTIPART, /* multipart_find_file failed: job->why says why */
+    UPLOAD_EMPTY,
+    UPLOAD_UNSUPPORTED,
+    UPLOAD_TRUNCATED,
+    UPLOAD_BAD_IMAGE,
+} upload_verdict;
+
+/* Set on the loop thread before the work is queued, read by the work, then
+ * read back on the loop thread in upload_done (uv_queue_work orders the
+ * three): no field is touched by two threads at once. */
 typedef struct upload_job {
     uv_work_t work;
     http_request *req;
-    const uint8_t *file; /* inside req->body */
+    const uint8_t *body; /* req->body */
+    size_t body_len;
+    bool multipart;
+    char boundary[MULTIPART_MAX_BOUNDARY + 1];
+    upload_verdict verdict;
+    const char *why;     /* UPLOAD_BAD_MULTIPART: a static reason */
+    const uint8_t *file; /* the picture: body, or its file part inside it */
     size_t file_len;
     image_info info;
     char name[MEDIA_NAME_MAX];
@@ -291,9 +311,41 @@ static int store_file(upload_job *job, const char *path)
     return 0;
 }
 
+/* Finds the picture in the body (the whole body, or the file part of a
+ * multipart one) and probes it. Both walk the whole body, in steps as small
+ * as a byte when the client makes them so (a multipart body of tiny parts, a
+ * GIF of 1-byte sub-blocks: tens of milliseconds for 10 MiB, seconds at the
+ * largest --max-upload), which is why they run here on the thread pool and
+ * never on the loop thread. */
+static upload_verdict upload_check(upload_job *job)
+{
+    job->file = job->body;
+    job->file_len = job->body_len;
+    if (job->multipart && multipart_find_file(job->boundary, job->body, job->body_len, &job->file,
+                                              &job->file_len, &job->why) < 0)
+        return UPLOAD_BAD_MULTIPART;
+    if (job->file_len == 0)
+        return UPLOAD_EMPTY;
+    switch (image_probe(job->file, job->file_len, &job->info)) {
+    case IMAGE_PROBE_OK:
+        return UPLOAD_OK;
+    case IMAGE_PROBE_UNSUPPORTED:
+        return UPLOAD_UNSUPPORTED;
+    case IMAGE_PROBE_TRUNCATED:
+        return UPLOAD_TRUNCATED;
+    default:
+        return UPLOAD_BAD_IMAGE;
+    }
+}
+
+/* On the thread pool: the checks, then (for a picture) the hash and the
+ * write. A refused file stops at the checks: nothing is written. */
 static void upload_work(uv_work_t *w)
 {
     upload_job *job = w->data;
+    job->verdict = upload_check(job);
+    if (job->verdict != UPLOAD_OK)
+        return;
     uint8_t hash[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(hash, job->file, job->file_len);
     char hex[2 * sizeof(hash) + 1];
@@ -308,6 +360,33 @@ static void upload_work(uv_work_t *w)
         job->err = errno ? errno : EIO;
 }
 
+/* The answer to a file upload_check refused. */
+static void upload_refuse(http_request *req, const upload_job *job)
+{
+    switch (job->verdict) {
+    case UPLOAD_BAD_MULTIPART:
+        http_respond_error(req, 400, "bad_multipart", "multipart body: %s", job->why);
+        return;
+    case UPLOAD_EMPTY:
+        http_respond_error(req, 400, "empty_file", "the upload has no bytes");
+        return;
+    case UPLOAD_UNSUPPORTED:
+        http_respond_error(req, 415, "unsupported_media_type",
+                           "only JPEG, PNG, GIF and WebP pictures can be uploaded");
+        return;
+    case UPLOAD_TRUNCATED:
+        http_respond_error(req, 400, "truncated_image", "the %s file is incomplete",
+                           image_type_ext(job->info.type));
+        return;
+    case UPLOAD_BAD_IMAGE:
+    case UPLOAD_OK: /* not a refusal: upload_done never passes it */
+        break;
+    }
+    http_respond_error(req, 400, "bad_image",
+                       "the %s file is malformed, or a side is 0 or over %d pixels",
+                       image_type_ext(job->info.type), IMAGE_MAX_SIDE);
+}
+
 static void upload_done(uv_work_t *w, int status)
 {
     upload_job *job = w->data;
@@ -316,6 +395,11 @@ static void upload_done(uv_work_t *w, int status)
         log_error("media: cannot store an upload in %s (%s): %s", media_dir,
                   job->step ? job->step : "queue", strerror(status < 0 ? -status : job->err));
         http_respond_error(req, 500, "internal", "cannot store the file");
+        free(job);
+        return;
+    }
+    if (job->verdict != UPLOAD_OK) {
+        upload_refuse(req, job);
         free(job);
         return;
     }
@@ -330,61 +414,14 @@ static void upload_done(uv_work_t *w, int status)
     free(job);
 }
 
-/* The picture's bytes: the body, or the file part of a multipart body.
- * 0, or -1 when it answered the request. */
-static int upload_file(http_request *req, const uint8_t **file, size_t *len)
-{
-    const char *ctype = http_header(req, "Content-Type");
-    *file = (const uint8_t *)req->body;
-    *len = req->body_len;
-    if (ctype && multipart_is_multipart(ctype)) {
-        char boundary[MULTIPART_MAX_BOUNDARY + 1];
-        const char *why;
-        if (multipart_boundary(ctype, boundary) < 0) {
-            http_respond_error(req, 400, "bad_multipart",
-                               "multipart uploads must be multipart/form-data with a boundary");
-            return -1;
-        }
-        if (multipart_find_file(boundary, *file, *len, file, len, &why) < 0) {
-            http_respond_error(req, 400, "bad_multipart", "multipart body: %s", why);
-            return -1;
-        }
-    }
-    if (*len == 0) {
-        http_respond_error(req, 400, "empty_file", "the upload has no bytes");
-        return -1;
-    }
-    return 0;
-}
-
 /* The body is in; the token was checked and a slot taken before it was
- * read (upload_decide). */
+ * read (upload_decide). Only the headers are looked at here (the boundary):
+ * the body is left to upload_work, so the loop thread does the same small
+ * work for an upload of any size and shape. */
 static void upload_received(http_request *req)
 {
     if (req->release != release_slot) { /* no body policy ran: cannot happen */
         http_respond_error(req, 401, "unauthorized", "token is missing, wrong or expired");
-        return;
-    }
-    const uint8_t *file;
-    size_t len;
-    if (upload_file(req, &file, &len) < 0)
-        return;
-    image_info info;
-    int r = image_probe(file, len, &info);
-    if (r == IMAGE_PROBE_UNSUPPORTED) {
-        http_respond_error(req, 415, "unsupported_media_type",
-                           "only JPEG, PNG, GIF and WebP pictures can be uploaded");
-        return;
-    }
-    if (r == IMAGE_PROBE_TRUNCATED) {
-        http_respond_error(req, 400, "truncated_image", "the %s file is incomplete",
-                           image_type_ext(info.type));
-        return;
-    }
-    if (r != IMAGE_PROBE_OK) {
-        http_respond_error(req, 400, "bad_image",
-                           "the %s file is malformed, or a side is 0 or over %d pixels",
-                           image_type_ext(info.type), IMAGE_MAX_SIDE);
         return;
     }
     upload_job *job = calloc(1, sizeof(*job));
@@ -392,13 +429,21 @@ static void upload_received(http_request *req)
         http_respond_error(req, 500, "internal", "out of memory");
         return;
     }
+    const char *ctype = http_header(req, "Content-Type");
+    if (ctype && multipart_is_multipart(ctype)) {
+        if (multipart_boundary(ctype, job->boundary) < 0) {
+            free(job);
+            http_respond_error(req, 400, "bad_multipart",
+                               "multipart uploads must be multipart/form-data with a boundary");
+            return;
+        }
+        job->multipart = true;
+    }
     job->req = req;
-    job->file = file;
-    job->file_len = len;
-    job->info = info;
+    job->body = (const uint8_t *)req->body;
+    job->body_len = req->body_len;
     job->work.data = job;
-    int qr = uv_queue_work(media_loop, &job->work, upload_work, upload_done);
-    if (qr < 0) {
+    if (uv_queue_work(media_loop, &job->work, upload_work, upload_done) < 0) {
         free(job);
         http_respond_error(req, 500, "internal", "cannot queue the upload");
     }

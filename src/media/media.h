@@ -28,10 +28,16 @@
  * connection's queue is within --max-outbuf, so a GET holds about that
  * much memory, not the file.
  *
- * Threading: the handlers run on the loop thread; hashing, the writes,
- * renames and reads run on libuv's thread pool (uv_queue_work), so the loop
- * never waits on the disk. Ownership: the upload works on req->body in
- * place (the HTTP layer frees it with the request, after the answer); a
+ * Threading: the handlers run on the loop thread and look at no more than
+ * the headers; everything that walks a body or touches the disk runs on
+ * libuv's thread pool (uv_queue_work): the multipart scan, image_probe,
+ * hashing, the writes and renames of an upload (refusals are answered from
+ * the after-work callback, with nothing stored), and the reads of a GET. A
+ * body built to be slow to check (tiny multipart parts, a GIF of 1-byte
+ * sub-blocks) costs a pool thread, never the loop.
+ *
+ * Ownership: the upload works on req->body in place (the HTTP layer leaves
+ * it alone until the answer and frees it with the request after it); a
  * GET's job (req->app_data) owns the open file and the piece being read,
  * and is freed when the stream ends. */
 #ifndef CHATD_MEDIA_H

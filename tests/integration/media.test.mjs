@@ -6,7 +6,9 @@
 // nothing stored; --upload-concurrency answers 503 busy; the token is checked
 // before a slot is taken or the body read, 2 slots per user; other paths keep
 // --max-body; a GET of a large picture is streamed, so paused readers do not
-// hold the file in chatd's memory. Every picture is built here, byte by byte (PNG through zlib).
+// hold the file in chatd's memory; the checks of a pathological upload (a GIF
+// of 1-byte sub-blocks at --max-upload) run off the event loop, which keeps
+// answering meanwhile. Every picture is built here, byte by byte (PNG through zlib).
 import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -17,6 +19,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { startServer, sleep, PNG_1x1, HOST } from './lib/server.mjs';
 import { RawConn, rawRequest, json } from './lib/http.mjs';
+import { RawWs } from './lib/ws.mjs';
 import { register, uname } from './lib/chat.mjs';
 import { clientContext, tlsPort } from './lib/tls.mjs';
 
@@ -556,6 +559,65 @@ describe('slots only after the token', () => {
     // both slots are back
     const again = { kind: 'png', mime: 'image/png', w: 4, h: 4, bytes: png(4, 4, 33) };
     assertStored(await upload(srv, again.bytes), again);
+  });
+});
+
+describe('the checks run off the event loop', () => {
+  // The slowest picture to check per byte: a GIF whose image data is 1-byte
+  // sub-blocks and which never ends, so the probe walks every sub-block
+  // before refusing it. Probed on the loop thread, a 64 MiB one held the loop
+  // for ~75 ms (seconds at the largest --max-upload); on the thread pool the
+  // loop keeps answering. (A multipart body of tiny fields is as slow, but
+  // ASan checks the whole rest of the body at each memmem: quadratic there.)
+  const SIZE = 64 << 20;
+  function slowGif() {
+    const head = Buffer.concat([Buffer.from('GIF89a', 'latin1'), u16le(1), u16le(1), Buffer.from('800000000000ffffff', 'hex'),
+      Buffer.from('2c00000000', 'hex'), u16le(1), u16le(1), Buffer.from('02', 'hex')]);
+    return Buffer.concat([head, Buffer.alloc(SIZE - head.length, 1)]); // 01 01 01 ...: 1-byte sub-blocks, no end
+  }
+
+  test('WebSocket pings are answered while a maximal pathological upload is checked; it is refused, nothing stored', async (t) => {
+    const big = await startServer({ options: { 'max-upload': SIZE } });
+    const user = await register(big, uname('media'));
+    const ws = await RawWs.connectClient(big.port);
+    const c = await RawConn.connect(big.port);
+    try {
+      const body = slowGif();
+      await c.write(`POST /media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${user.token}\r\nContent-Length: ${body.length}\r\n\r\n`);
+      await c.write(body);
+      const sent = process.hrtime.bigint();
+      let answered = false;
+      const answer = c.readResponse({ timeoutMs: 30000 }).then(
+        (response) => ((answered = true), { response }),
+        (error) => ((answered = true), { error }),
+      );
+      // Round trips one after another from the moment the whole body is sent
+      // until the answer: hundreds come back while the pool checks the GIF; a
+      // loop held by the checks answers at most the one or two that arrive
+      // while it still reads the end of the body.
+      const rtts = [];
+      while (!answered) {
+        const t0 = process.hrtime.bigint();
+        await ws.pingPong(30000);
+        if (!answered) rtts.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      const { response: r, error } = await answer;
+      if (error) throw error;
+      const took = Number(process.hrtime.bigint() - sent) / 1e6;
+      t.diagnostic(`answered ${took.toFixed(0)} ms after the body was sent; ${rtts.length} pongs before it, the slowest ${Math.max(0, ...rtts).toFixed(1)} ms`);
+      assert.equal(r.status, 400, r.body.toString());
+      assert.equal(json(r).code, 'truncated_image');
+      assert.ok(rtts.length >= 10, `${rtts.length} pongs came back in the ${took.toFixed(0)} ms the upload was checked`);
+      assert.deepEqual(
+        (await fsp.readdir(mediaDir(big))).filter((f) => !f.startsWith('.')),
+        [],
+        'nothing stored',
+      );
+    } finally {
+      c.destroy();
+      ws.destroy();
+      await big.stop();
+    }
   });
 });
 
