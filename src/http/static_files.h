@@ -5,7 +5,18 @@
  * backslash and no "." or ".." segment, so a request can never name a file
  * outside the web root (400). A directory serves its index.html.
  * Caching: ETag (size and mtime) and Last-Modified; a matching
- * If-None-Match, or If-Modified-Since not older than the file, gets 304. */
+ * If-None-Match, or If-Modified-Since not older than the file, gets 304.
+ * Cache-Control: no-cache, except images and fonts: max-age=600.
+ *
+ * Compression: a text file (html, css, js, json, svg, txt, map, ...) of at
+ * least STATIC_GZIP_MIN bytes is answered gzip-compressed when the request's
+ * Accept-Encoding accepts gzip (q-values honoured; "*" counts), with
+ * Content-Encoding: gzip, the compressed Content-Length and its own ETag
+ * ("...-gz"); every answer for such a file carries Vary: Accept-Encoding.
+ * Already-compressed types (PNG, JPEG, GIF, WebP, WOFF) never are. Each
+ * version of a file is compressed once on the thread pool and kept in a
+ * bounded in-memory cache (4 MiB of compressed bytes, 256 files, least
+ * recently used evicted), loop thread only. There are no Range requests. */
 #ifndef CHATD_STATIC_FILES_H
 #define CHATD_STATIC_FILES_H
 
@@ -26,5 +37,17 @@ int static_safe_path(const char *raw, char *out, size_t cap);
 
 /* The Content-Type for a file name, by extension. */
 const char *static_content_type(const char *path);
+
+/* Below this, gzip's header and the extra request are not worth it. */
+#define STATIC_GZIP_MIN 256
+
+/* True when a file of this name and size is answered gzip-compressed to a
+ * client that accepts it (a text type, at least STATIC_GZIP_MIN bytes). */
+bool static_compressible(const char *path, size_t size);
+
+/* True when an Accept-Encoding value (NULL: the header is absent) accepts
+ * gzip: "gzip" or "x-gzip" with q > 0, or "*" with q > 0 and gzip not
+ * named. A malformed q is taken as 0. Pure. */
+bool static_accepts_gzip(const char *accept_encoding);
 
 #endif
