@@ -2,6 +2,7 @@
 #include "chat/admin.h"
 
 #include <http_parser.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +50,9 @@ bool admin_handles(const char *path)
 }
 
 /* Sends every socket of uid on this node an error frame with code, then
- * closes it (1008). Returns how many were open. */
-static int close_uid_sockets(int64_t uid, const char *code, const char *reason)
+ * closes it (1008), but those the token keep (NULL: none) bound. Returns
+ * how many were open. */
+static int close_uid_sockets(int64_t uid, const uint8_t *keep, const char *code, const char *reason)
 {
     char name[24];
     snprintf(name, sizeof(name), "%lld", (long long)uid);
@@ -64,6 +66,8 @@ static int close_uid_sockets(int64_t uid, const char *code, const char *reason)
         next = c->uid_next;
         if (c->flags & (CONN_WS_CLOSE_SENT | CONN_CLOSING))
             continue;
+        if (keep && auth_bound_by(keep, c->client_id))
+            continue;
         gateway_send_error(c, code, msg, NULL);
         ws_close(c, WS_CLOSE_POLICY, reason);
         n++;
@@ -71,19 +75,86 @@ static int close_uid_sockets(int64_t uid, const char *code, const char *reason)
     return n;
 }
 
-/* Another node revoked or disabled uid: forget what this node read about
- * it, close its sockets here. */
+/* Another node revoked or disabled uid, or changed its password: forget
+ * what this node read about it, close its sockets here (but the kept
+ * token's). */
 static json_t *remote_revoke(json_t *body, void *arg)
 {
     (void)arg;
     json_t *juid = json_object_get(body, "uid");
     const char *code = json_string_value(json_object_get(body, "code"));
     const char *reason = json_string_value(json_object_get(body, "reason"));
+    const char *hex = json_string_value(json_object_get(body, "keep"));
+    uint8_t keep[32];
+    size_t n = 0;
     if (!json_is_integer(juid) || json_integer_value(juid) <= 0 || !code || !reason)
         return NULL;
+    if (hex && (sodium_hex2bin(keep, sizeof(keep), hex, strlen(hex), NULL, &n, NULL) != 0 ||
+                n != sizeof(keep)))
+        return NULL;
     int64_t uid = json_integer_value(juid);
-    auth_revoke_end(uid);
-    return json_pack("{s:i}", "closed", close_uid_sockets(uid, code, reason));
+    auth_revoke_end(uid, hex ? keep : NULL);
+    return json_pack("{s:i}", "closed", close_uid_sockets(uid, hex ? keep : NULL, code, reason));
+}
+
+/* One admin_sign_out under way. */
+typedef struct sign_out {
+    int closed; /* on this node */
+    admin_sign_out_fn done;
+    void *ctx;
+} sign_out;
+
+static void sign_out_cluster_done(json_t *partials, bool complete, void *ctx)
+{
+    sign_out *so = ctx;
+    int closed = so->closed;
+    size_t i;
+    json_t *p;
+    json_array_foreach(partials, i, p)
+    {
+        closed += (int)json_integer_value(json_object_get(p, "closed"));
+    }
+    json_decref(partials);
+    so->done(closed, complete, so->ctx);
+    free(so);
+}
+
+void admin_sign_out(int64_t uid, const uint8_t *keep, const char *code, const char *reason,
+                    admin_sign_out_fn done, void *ctx)
+{
+    auth_revoke_end(uid, keep);
+    int closed = close_uid_sockets(uid, keep, code, reason);
+    if (!cluster_enabled()) {
+        done(closed, true, ctx);
+        return;
+    }
+    sign_out *so = calloc(1, sizeof(*so));
+    json_t *body =
+        json_pack("{s:I, s:s, s:s}", "uid", (json_int_t)uid, "code", code, "reason", reason);
+    if (keep && body) {
+        char hex[65];
+        sodium_bin2hex(hex, sizeof(hex), keep, 32);
+        json_object_set_new(body, "keep", json_string(hex));
+    }
+    cluster_call *cc =
+        so && body ? cluster_call_new("chat.admin_revoke", sign_out_cluster_done, so) : NULL;
+    if (cc && cluster_call_all(cc, body) == 0) {
+        json_decref(body);
+        so->closed = closed;
+        so->done = done;
+        so->ctx = ctx;
+        if (cluster_call_start(cc, ADMIN_CALL_TIMEOUT_MS) == 0)
+            return; /* sign_out_cluster_done answers */
+    } else {
+        json_decref(body);
+        cluster_call_free(cc);
+    }
+    free(so);
+    /* the bus is down: the other nodes' sockets stay open for now */
+    log_warn("user %lld signed out (%s): the cluster bus is unreachable; other nodes keep its "
+             "sockets until it is repeated",
+             (long long)uid, reason);
+    done(closed, false, ctx);
 }
 
 static void call_free(admin_call *ac)
@@ -92,17 +163,9 @@ static void call_free(admin_call *ac)
     free(ac);
 }
 
-static void cluster_done(json_t *partials, bool complete, void *ctx)
+static void signed_out(int closed, bool complete, void *ctx)
 {
     admin_call *ac = ctx;
-    json_int_t closed = json_integer_value(json_object_get(ac->data, "sockets_closed"));
-    size_t i;
-    json_t *p;
-    json_array_foreach(partials, i, p)
-    {
-        closed += json_integer_value(json_object_get(p, "closed"));
-    }
-    json_decref(partials);
     json_object_set_new(ac->data, "sockets_closed", json_integer(closed));
     json_object_set_new(ac->data, "complete", json_boolean(complete));
     http_respond_ok(ac->req, json_incref(ac->data));
@@ -113,8 +176,8 @@ static void store_done(store_req *r)
 {
     admin_call *ac = r->ctx;
     int status = r->status;
-    if (ac->act->code)
-        auth_revoke_end(ac->uid); /* also when it failed: nothing stale may pass */
+    if (ac->act->code && status != STORE_OK)
+        auth_revoke_end(ac->uid, NULL); /* also when it failed: nothing stale may pass */
     if (status != STORE_OK) {
         store_req_free(r);
         if (status == STORE_NOT_FOUND)
@@ -132,6 +195,8 @@ static void store_done(store_req *r)
                          json_object_get(r->result, "tokens_deleted"));
     store_req_free(r);
     if (!ac->data) {
+        if (ac->act->code)
+            auth_revoke_end(ac->uid, NULL);
         http_respond_error(ac->req, 500, "internal", "out of memory");
         call_free(ac);
         return;
@@ -145,30 +210,7 @@ static void store_done(store_req *r)
     /* A JWT is accepted again from the second after the revoke: its iat
      * has a resolution of seconds. */
     json_object_set_new(ac->data, "jwt_not_before", json_integer((ac->time + 999) / 1000));
-    int closed = close_uid_sockets(ac->uid, ac->act->code, ac->act->reason);
-    json_object_set_new(ac->data, "sockets_closed", json_integer(closed));
-    if (cluster_enabled()) {
-        json_t *body = json_pack("{s:I, s:s, s:s}", "uid", (json_int_t)ac->uid, "code",
-                                 ac->act->code, "reason", ac->act->reason);
-        cluster_call *cc = cluster_call_new("chat.admin_revoke", cluster_done, ac);
-        if (cc && body && cluster_call_all(cc, body) == 0) {
-            json_decref(body);
-            if (cluster_call_start(cc, ADMIN_CALL_TIMEOUT_MS) == 0)
-                return; /* cluster_done answers */
-        } else {
-            json_decref(body);
-            cluster_call_free(cc);
-        }
-        /* the bus is down: the other nodes' sockets stay open for now */
-        log_warn("admin: %s of user %lld: the cluster bus is unreachable; other nodes keep "
-                 "its sockets until it is repeated",
-                 ac->act->name, (long long)ac->uid);
-        json_object_set_new(ac->data, "complete", json_false());
-    } else {
-        json_object_set_new(ac->data, "complete", json_true());
-    }
-    http_respond_ok(ac->req, json_incref(ac->data));
-    call_free(ac);
+    admin_sign_out(ac->uid, NULL, ac->act->code, ac->act->reason, signed_out, ac);
 }
 
 /* The "uid" of body: a positive integer, as a JSON number or a decimal
@@ -237,7 +279,7 @@ void admin_handle_request(http_request *req)
     /* from now on nothing this node reads about uid is trusted, until the
      * store committed (auth.h) */
     if (act->code)
-        auth_revoke_begin(uid);
+        auth_revoke_begin(uid, NULL);
     r->user_id = uid;
     r->action = act->action;
     r->time = ac->time;

@@ -20,11 +20,26 @@
 #define CHATD_ADMIN_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "core/config.h"
 #include "http/http.h"
 #include "store/store.h"
+
+/* Signs user uid out after its tokens were deleted (the store committed,
+ * and auth_revoke_begin(uid, keep) was called before the store was asked):
+ * auth_revoke_end(uid, keep) here, and every socket bound to uid gets an
+ * error frame with code and is closed (1008), on this node and, through
+ * the cluster call "chat.admin_revoke", on every other; the sockets the
+ * token keep (a SHA-256, or NULL) bound stay open (a password change
+ * keeps the caller's session). done gets the sockets closed in all, and
+ * whether every node answered within the call's time; it runs once,
+ * possibly before admin_sign_out returns. code and reason must be
+ * literals (or outlive the call). */
+typedef void (*admin_sign_out_fn)(int closed, bool complete, void *ctx);
+void admin_sign_out(int64_t uid, const uint8_t *keep, const char *code, const char *reason,
+                    admin_sign_out_fn done, void *ctx);
 
 /* Registers the cluster handler; st is the chat service's store (borrowed,
  * it outlives the admin calls: chat_shutdown closes it after the loop has

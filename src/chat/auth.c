@@ -58,6 +58,12 @@ typedef struct revoked_uid {
     int64_t uid;
     int64_t at_ms;   /* INT64_MAX: under way */
     int64_t gone_ms; /* forgotten after this */
+    /* A password change keeps the caller's token: what was read about
+     * that one stays good. Only while every revoke of uid since the entry
+     * was made kept the same token (revoked_set): refusing more than
+     * needed costs a lookup, refusing less would let a revoked token in. */
+    bool has_keep;
+    uint8_t keep[32];
     UT_hash_handle hh;
 } revoked_uid;
 
@@ -75,22 +81,25 @@ static void revoked_tidy(int64_t now)
         revoked_drop(revoked);
 }
 
-/* Whether what a resolve started at started_ms read about uid is stale. */
-static bool revoked_refuses(int64_t uid, int64_t started_ms)
+/* Whether what a resolve of the token with this hash, started at
+ * started_ms, read about uid is stale. */
+static bool revoked_refuses(int64_t uid, const uint8_t hash[32], int64_t started_ms)
 {
     if (!revoked)
         return false;
     revoked_uid *e = NULL;
     HASH_FIND(hh, revoked, &uid, sizeof(uid), e);
-    return e && started_ms <= e->at_ms && e->gone_ms > auth_now_ms();
+    if (!e || started_ms > e->at_ms || e->gone_ms <= auth_now_ms())
+        return false;
+    return !(e->has_keep && memcmp(e->keep, hash, 32) == 0);
 }
 
-bool auth_revoked_since(int64_t uid, int64_t started_ms)
+bool auth_revoked_since(int64_t uid, const uint8_t hash[32], int64_t started_ms)
 {
-    return started_ms > 0 && revoked_refuses(uid, started_ms);
+    return started_ms > 0 && revoked_refuses(uid, hash, started_ms);
 }
 
-static void revoked_set(int64_t uid, int64_t at_ms)
+static void revoked_set(int64_t uid, int64_t at_ms, const uint8_t *keep)
 {
     int64_t now = auth_now_ms();
     revoked_tidy(now);
@@ -98,6 +107,9 @@ static void revoked_set(int64_t uid, int64_t at_ms)
     HASH_FIND(hh, revoked, &uid, sizeof(uid), e);
     if (e) {
         HASH_DEL(revoked, e); /* re-added at the end: insertion order = gone order */
+        /* a live entry that kept another token (or none) keeps nothing */
+        if (e->gone_ms > now && (!keep || !e->has_keep || memcmp(e->keep, keep, 32) != 0))
+            keep = NULL;
     } else {
         if (HASH_COUNT(revoked) >= REVOKED_MAX)
             revoked_drop(revoked);
@@ -108,21 +120,77 @@ static void revoked_set(int64_t uid, int64_t at_ms)
     }
     e->at_ms = at_ms;
     e->gone_ms = at_ms == INT64_MAX ? INT64_MAX : now + AUTH_LOGOUT_MEMORY_SECONDS * 1000;
+    e->has_keep = keep != NULL;
+    if (keep)
+        memcpy(e->keep, keep, 32);
     HASH_ADD(hh, revoked, uid, sizeof(e->uid), e);
 }
 
 static uint64_t cache_epoch; /* defined with the token cache, below */
 
-void auth_revoke_begin(int64_t uid)
+void auth_revoke_begin(int64_t uid, const uint8_t *keep)
 {
     cache_epoch++;
-    revoked_set(uid, INT64_MAX);
+    revoked_set(uid, INT64_MAX, keep);
 }
 
-void auth_revoke_end(int64_t uid)
+void auth_revoke_end(int64_t uid, const uint8_t *keep)
 {
     cache_epoch++;
-    revoked_set(uid, auth_now_ms());
+    revoked_set(uid, auth_now_ms(), keep);
+}
+
+/* ---- users changed lately ---------------------------------------------- */
+
+/* uid -> when its profile changed on this node: a cached token read the
+ * user before then is looked up again (never refused: nothing was
+ * revoked). Entries go after AUTH_CACHE_SECONDS, when no cache entry from
+ * before is left; bounded like the revoked table. */
+typedef struct changed_uid {
+    int64_t uid;
+    int64_t at_ms;
+    int64_t gone_ms;
+    UT_hash_handle hh;
+} changed_uid;
+
+static changed_uid *changed;
+
+static void changed_drop(changed_uid *e)
+{
+    HASH_DEL(changed, e);
+    free(e);
+}
+
+static bool changed_since(int64_t uid, int64_t started_ms)
+{
+    if (!changed)
+        return false;
+    changed_uid *e = NULL;
+    HASH_FIND(hh, changed, &uid, sizeof(uid), e);
+    return e && started_ms <= e->at_ms && e->gone_ms > auth_now_ms();
+}
+
+void auth_user_changed(int64_t uid)
+{
+    int64_t now = auth_now_ms();
+    cache_epoch++; /* resolves in flight do not cache what they read */
+    while (changed && changed->gone_ms <= now)
+        changed_drop(changed);
+    changed_uid *e = NULL;
+    HASH_FIND(hh, changed, &uid, sizeof(uid), e);
+    if (e) {
+        HASH_DEL(changed, e);
+    } else {
+        if (HASH_COUNT(changed) >= REVOKED_MAX)
+            changed_drop(changed);
+        e = calloc(1, sizeof(*e));
+        if (!e)
+            return;
+        e->uid = uid;
+    }
+    e->at_ms = now;
+    e->gone_ms = now + AUTH_CACHE_SECONDS * 1000;
+    HASH_ADD(hh, changed, uid, sizeof(e->uid), e);
 }
 
 /* ---- token cache ------------------------------------------------------- */
@@ -175,8 +243,9 @@ static json_t *cache_get(const uint8_t hash[32])
     HASH_FIND(hh, cache, hash, 32, e);
     if (!e)
         return NULL;
-    if (e->until_ms <= auth_now_ms() ||
-        revoked_refuses(json_integer_value(json_object_get(e->user, "id")), e->started_ms)) {
+    int64_t uid = json_integer_value(json_object_get(e->user, "id"));
+    if (e->until_ms <= auth_now_ms() || revoked_refuses(uid, hash, e->started_ms) ||
+        changed_since(uid, e->started_ms)) {
         cache_drop(e);
         return NULL;
     }
@@ -451,7 +520,8 @@ static void resolve_done(store_req *r)
     resolve_ctx *rc = r->ctx;
     if (r->status == STORE_OK &&
         (logged_out_has(rc->hash) ||
-         revoked_refuses(json_integer_value(json_object_get(r->result, "id")), rc->started_ms))) {
+         revoked_refuses(json_integer_value(json_object_get(r->result, "id")), rc->hash,
+                         rc->started_ms))) {
         /* read before the logout's delete (or the user's revoke) committed:
          * the token is dead */
         rc->cb(rc->ctx, 401, NULL);
@@ -966,6 +1036,16 @@ void auth_note_bind_hash(const uint8_t hash[32], const char *client_id)
     memcpy(e->ids[e->n++], client_id, strlen(client_id) + 1);
 }
 
+bool auth_bound_by(const uint8_t hash[32], const char *client_id)
+{
+    bind_entry *e = NULL;
+    HASH_FIND(hh, binds, hash, 32, e);
+    for (size_t i = 0; e && i < e->n; i++)
+        if (strcmp(e->ids[i], client_id) == 0)
+            return true;
+    return false;
+}
+
 void auth_each_bound(const char *token, void (*fn)(const char *client_id, void *arg), void *arg)
 {
     uint8_t hash[32];
@@ -1047,6 +1127,11 @@ void auth_shutdown(void)
     HASH_ITER(hh, revoked, ru, rtmp)
     {
         revoked_drop(ru);
+    }
+    changed_uid *cu, *ctmp;
+    HASH_ITER(hh, changed, cu, ctmp)
+    {
+        changed_drop(cu);
     }
     auth_limits_free();
     bind_entry *e, *tmp;

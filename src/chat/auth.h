@@ -101,19 +101,27 @@ void auth_token_hash(const char *token, uint8_t hash[32]);
 void auth_forget(const char *token);
 /* The same by the token's hash (a logout on another node). */
 void auth_forget_hash(const uint8_t hash[32]);
-/* An admin revoke or disable of user uid (chat/admin.h): from begin (before
- * the store is asked) to end (after it committed, or on a node that learns
- * of it from another) every resolve answer for uid is refused (401), and at
- * end everything this node read about uid before (cached tokens, lookups
- * in flight) is refused too, for AUTH_LOGOUT_MEMORY_SECONDS, after which
- * the store answers alone (it deleted the tokens and refuses older JWTs).
- * Calling end without begin is fine. */
-void auth_revoke_begin(int64_t uid);
-void auth_revoke_end(int64_t uid);
+/* An admin revoke or disable of user uid (chat/admin.h), or a password
+ * change: from begin (before the store is asked) to end (after it
+ * committed, or on a node that learns of it from another) every resolve
+ * answer for uid is refused (401), and at end everything this node read
+ * about uid before (cached tokens, lookups in flight) is refused too, for
+ * AUTH_LOGOUT_MEMORY_SECONDS, after which the store answers alone (it
+ * deleted the tokens and refuses older JWTs). keep (a token hash, or NULL)
+ * is spared: a password change keeps the caller's token. While revokes of
+ * uid overlap, only a token every one of them kept is spared. Calling end
+ * without begin is fine. */
+void auth_revoke_begin(int64_t uid, const uint8_t *keep);
+void auth_revoke_end(int64_t uid, const uint8_t *keep);
 /* True when this node knows of a revoke of uid at or after started_ms (ms,
- * wall clock; 0 = unknown: false): what was read about uid before then is
- * stale. For a bind another node forwards after reading the token. */
-bool auth_revoked_since(int64_t uid, int64_t started_ms);
+ * wall clock; 0 = unknown: false) that did not keep the token with this
+ * hash: what was read about uid before then is stale. For a bind another
+ * node forwards after reading the token. */
+bool auth_revoked_since(int64_t uid, const uint8_t hash[32], int64_t started_ms);
+/* The user uid changed (its picture): cached tokens that read it before
+ * now are looked up again, on this node, and lookups in flight do not
+ * cache what they read. Nothing is refused. */
+void auth_user_changed(int64_t uid);
 /* Until when (ms) a STORE_TOKEN_LOOKUP result may be cached at now_ms:
  * min(its "expires", now_ms + AUTH_CACHE_SECONDS * 1000); without "expires",
  * the latter. Pure, for unit tests. */
@@ -131,6 +139,9 @@ int64_t auth_jwt_expiry_ms(const char *token);
 void auth_note_bind_hash(const uint8_t hash[32], const char *client_id);
 /* Calls fn for every socket token bound that is still open, and forgets
  * them. */
+/* Whether the token with this hash bound the socket client_id (on this
+ * node). */
+bool auth_bound_by(const uint8_t hash[32], const char *client_id);
 void auth_each_bound(const char *token, void (*fn)(const char *client_id, void *arg), void *arg);
 void auth_each_bound_hash(const uint8_t hash[32], void (*fn)(const char *client_id, void *arg),
                           void *arg);

@@ -163,6 +163,8 @@ static const chat_route routes[] = {
     {HTTP_GET, "/user/me", true, false, chat_do_me},
     {HTTP_GET, "/user/search", true, false, chat_do_search},
     {HTTP_POST, "/user/settings", true, true, chat_do_settings},
+    {HTTP_POST, "/user/password", true, true, chat_do_password},
+    {HTTP_POST, "/user/profile", true, true, chat_do_profile},
     {HTTP_POST, "/chat/bind", true, true, chat_do_bind},
     {HTTP_POST, "/chat/send", true, true, chat_do_send},
     {HTTP_GET, "/chat/list", true, false, chat_do_list},
@@ -448,6 +450,7 @@ int chat_init(uv_loop_t *loop, const config *cfg)
     chat_presence_init();
     cluster_register("chat.bind", chat_remote_bind, NULL);
     cluster_register("chat.logout", chat_remote_logout, NULL);
+    cluster_register("chat.user_changed", chat_remote_user_changed, NULL);
     cluster_register("chat.group_changed", chat_group_remote_changed, NULL);
     admin_init(loop, chat_store);
     if (pg)

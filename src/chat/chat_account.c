@@ -1,4 +1,5 @@
-/* chat_account: register, login, logout, me and search (see chat_internal.h). */
+/* chat_account: register, login, logout, me, search, password and profile
+ * (see chat_internal.h). */
 #include "chat/chat_internal.h"
 
 #include <errno.h>
@@ -31,15 +32,16 @@
 
 /* ---- register / login / logout / me / search --------------------------- */
 
-static void respond_with_token(chat_call *call, json_t *user);
-
 static void token_created(store_req *r)
 {
     chat_call *call = r->ctx;
     if (r->status != STORE_OK) {
         int status = r->status;
+        bool login = r->password_hash != NULL;
         store_req_free(r);
-        if (status == STORE_NOT_FOUND) /* disabled since its password was checked */
+        if (status == STORE_NOT_FOUND && login) /* its password changed since it was checked */
+            chat_call_fail(call, 401, "bad_credentials", "wrong username or password");
+        else if (status == STORE_NOT_FOUND) /* disabled since its password was checked */
             chat_call_fail(call, 403, "account_disabled", "this account is disabled");
         else
             chat_store_failed(call);
@@ -51,19 +53,28 @@ static void token_created(store_req *r)
     chat_call_free(call);
 }
 
+/* user's "password_hash", when given, is the hash a login checked: the
+ * token is made only while it is still the user's, so a login that raced
+ * a password change does not outlive the change. */
 static void respond_with_token(chat_call *call, json_t *user)
 {
     char token[AUTH_TOKEN_TEXT_LEN + 1];
     uint8_t hash[32];
+    store_req *r = chat_call_store_req(call, STORE_TOKEN_CREATE, token_created);
+    if (!r)
+        return;
+    const char *checked = json_string_value(json_object_get(user, "password_hash"));
+    if (checked && store_req_set_str(&r->password_hash, checked) < 0) {
+        store_req_free(r);
+        chat_call_fail(call, 500, "internal", "out of memory");
+        return;
+    }
     auth_new_token(token, hash);
     call->token = strdup(token);
     json_decref(call->user);
     call->user = json_incref(user);
     json_object_del(call->user, "password_hash");
     json_object_del(call->user, "disabled");
-    store_req *r = chat_call_store_req(call, STORE_TOKEN_CREATE, token_created);
-    if (!r)
-        return;
     memcpy(r->token_hash, hash, 32);
     r->user_id = json_integer_value(json_object_get(user, "id"));
     r->expires = auth_now_ms() + chat_cfg->token_ttl * 1000;
@@ -362,5 +373,221 @@ void chat_do_search(chat_call *call)
         return;
     store_req_set_str(&r->query, q);
     r->limit = SEARCH_LIMIT;
+    store_submit(chat_store, r);
+}
+
+/* ---- password and profile ---------------------------------------------- */
+
+/* POST /user/password: the old password is checked as a login is (the
+ * same limiter and hashing queue), the new one hashed, then the store
+ * swaps the hash and deletes every other token of the user in one
+ * transaction, and admin_sign_out closes their sockets on every node. The
+ * caller's token is kept, not rotated: its own sockets and tabs go on, and
+ * a rotation would close them too (they were bound with the old token)
+ * for no gain, as whoever holds the caller's token could call this
+ * endpoint as well. */
+
+static void password_signed_out(int closed, bool complete, void *ctx)
+{
+    chat_call *call = ctx;
+    json_t *data = call->body; /* the answer, set by password_stored */
+    call->body = NULL;
+    json_object_set_new(data, "sockets_closed", json_integer(closed));
+    json_object_set_new(data, "complete", json_boolean(complete));
+    http_respond_ok(call->req, data);
+    chat_call_free(call);
+}
+
+static void password_stored(store_req *r)
+{
+    chat_call *call = r->ctx;
+    int status = r->status;
+    uint8_t keep[32];
+    memcpy(keep, r->token_hash, sizeof(keep));
+    json_t *deleted = json_incref(json_object_get(r->result, "tokens_deleted"));
+    store_req_free(r);
+    if (status != STORE_OK) {
+        auth_revoke_end(call->uid, keep); /* nothing read before may pass but the kept token */
+        json_decref(deleted);
+        if (status == STORE_NOT_FOUND) /* revoked or logged out meanwhile */
+            chat_call_fail(call, 401, "unauthorized", "token is missing, wrong or expired");
+        else
+            chat_store_failed(call);
+        return;
+    }
+    log_info("user %lld changed its password: %lld other tokens deleted", (long long)call->uid,
+             (long long)json_integer_value(deleted));
+    json_decref(call->body); /* the passwords: not kept longer than needed */
+    call->body =
+        json_pack("{s:b, s:o}", "ok", 1, "tokens_deleted", deleted ? deleted : json_integer(0));
+    if (!call->body) {
+        auth_revoke_end(call->uid, keep);
+        chat_call_fail(call, 500, "internal", "out of memory");
+        return;
+    }
+    admin_sign_out(call->uid, keep, "password_changed", "password changed", password_signed_out,
+                   call);
+}
+
+static void new_password_hashed(void *ctx, int status, char *hash)
+{
+    chat_call *call = ctx;
+    if (status == AUTH_CANCELLED) {
+        chat_call_fail(call, 503, "unavailable", "server is shutting down");
+        return;
+    }
+    if (!hash) {
+        chat_call_fail(call, 500, "internal", "password hashing failed");
+        return;
+    }
+    store_req *r = chat_call_store_req(call, STORE_USER_PASSWORD, password_stored);
+    if (!r) {
+        free(hash);
+        return;
+    }
+    r->password_hash = hash; /* the request owns it now */
+    auth_token_hash(call->token, r->token_hash);
+    /* from now until the store answers, nothing read about the user is
+     * trusted but the caller's token (auth.h) */
+    auth_revoke_begin(call->uid, r->token_hash);
+    store_submit(chat_store, r);
+}
+
+static void old_password_checked(void *ctx, int status, bool ok)
+{
+    chat_call *call = ctx;
+    if (status == AUTH_CANCELLED) {
+        chat_call_fail(call, 503, "unavailable", "server is shutting down");
+        return;
+    }
+    if (status != AUTH_OK) {
+        chat_call_fail(call, 500, "internal", "password check failed");
+        return;
+    }
+    const char *username = json_string_value(json_object_get(call->user, "username"));
+    if (!ok) {
+        auth_login_failed(username, call->req->peer_ip, auth_now_ms());
+        chat_call_fail(call, 401, "bad_credentials", "old_password is wrong");
+        return;
+    }
+    auth_login_succeeded(username, call->req->peer_ip);
+    const char *fresh = json_string_value(json_object_get(call->body, "new_password"));
+    int rc = auth_hash_password(fresh, new_password_hashed, call);
+    if (rc == AUTH_BUSY)
+        chat_call_fail(call, 503, "busy", "too many password jobs in progress; try again shortly");
+    else if (rc != AUTH_OK)
+        chat_call_fail(call, 500, "internal", "cannot queue password hashing");
+}
+
+static void password_user_found(store_req *r)
+{
+    chat_call *call = r->ctx;
+    if (r->status != STORE_OK && r->status != STORE_NOT_FOUND) {
+        store_req_free(r);
+        chat_store_failed(call);
+        return;
+    }
+    const char *hash = NULL;
+    if (r->status == STORE_OK &&
+        json_integer_value(json_object_get(r->result, "id")) == (json_int_t)call->uid)
+        hash = json_string_value(json_object_get(r->result, "password_hash"));
+    if (!hash) {
+        store_req_free(r);
+        chat_call_fail(call, 400, "no_password",
+                       "this account has no password: it signs in through its site (JWT)");
+        return;
+    }
+    const char *old = json_string_value(json_object_get(call->body, "old_password"));
+    int rc = auth_verify_password(old, hash, old_password_checked, call);
+    store_req_free(r); /* the hash was copied */
+    if (rc == AUTH_BUSY)
+        chat_call_fail(call, 503, "busy", "too many logins in progress; try again shortly");
+    else if (rc != AUTH_OK)
+        chat_call_fail(call, 500, "internal", "cannot queue password check");
+}
+
+void chat_do_password(chat_call *call)
+{
+    bool failed;
+    chat_want_string(call, call->body, "old_password", 1, PASSWORD_MAX, true, &failed);
+    if (failed)
+        return;
+    chat_want_string(call, call->body, "new_password", PASSWORD_MIN, PASSWORD_MAX, true, &failed);
+    if (failed)
+        return;
+    if (!call->token || auth_is_jwt(call->token)) {
+        chat_call_fail(call, 400, "no_password",
+                       "this account has no password: it signs in through its site (JWT)");
+        return;
+    }
+    /* a wrong old password is a failed login of this username: the same
+     * limiter, so a stolen token cannot be used to guess the password */
+    const char *username = json_string_value(json_object_get(call->user, "username"));
+    int verdict = auth_login_check(username, call->req->peer_ip, auth_now_ms());
+    if (verdict != AUTH_LOGIN_OK) {
+        metrics_limit_refused(METRICS_LIMIT_LOGIN);
+        chat_call_fail(call, 429, "rate_limited",
+                       "too many login attempts for this %s; wait a minute",
+                       verdict == AUTH_LOGIN_ADDR_LIMITED ? "address" : "username");
+        return;
+    }
+    store_req *r = chat_call_store_req(call, STORE_USER_BY_NAME, password_user_found);
+    if (!r)
+        return;
+    store_req_set_str(&r->username, username);
+    store_submit(chat_store, r);
+}
+
+/* POST /user/profile: the picture. Lists and searches read it from the
+ * store, so peers see it when they next load them; this node's and the
+ * other nodes' token caches forget the user (GET /user/me answers from
+ * them), and the user's other devices are told at once. */
+static void profile_stored(store_req *r)
+{
+    chat_call *call = r->ctx;
+    if (r->status != STORE_OK) {
+        chat_respond_result(r); /* answers the error */
+        return;
+    }
+    auth_user_changed(call->uid);
+    if (cluster_enabled()) {
+        json_t *body = json_pack("{s:I}", "uid", (json_int_t)call->uid);
+        cluster_cast_all("chat.user_changed", body);
+        json_decref(body);
+    }
+    json_t *push = json_pack("{s:s, s:O}", "type", "profile", "user", r->result);
+    if (push)
+        chat_push_to_user(call->uid, push, call->client_id[0] ? call->client_id : NULL);
+    json_decref(push);
+    chat_respond_result(r);
+}
+
+/* "chat.user_changed" from another node: its token cache forgets uid. */
+json_t *chat_remote_user_changed(json_t *body, void *arg)
+{
+    (void)arg;
+    json_t *uid = json_object_get(body, "uid");
+    if (json_is_integer(uid) && json_integer_value(uid) > 0)
+        auth_user_changed(json_integer_value(uid));
+    return NULL;
+}
+
+void chat_do_profile(chat_call *call)
+{
+    bool failed;
+    const char *userpic =
+        chat_want_string(call, call->body, "userpic", 0, USERPIC_MAX, true, &failed);
+    if (failed)
+        return;
+    if (userpic[0] && !auth_url_is_safe(userpic)) {
+        chat_call_fail(call, 400, "bad_field", "userpic must be an http(s) URL or a path");
+        return;
+    }
+    if (!chat_want_self(call) || !chat_send_allowed(call))
+        return;
+    store_req *r = chat_call_store_req(call, STORE_USER_PROFILE, profile_stored);
+    if (!r)
+        return;
+    store_req_set_str(&r->userpic, userpic);
     store_submit(chat_store, r);
 }

@@ -139,7 +139,7 @@ json_t *chat_remote_bind(json_t *body, void *arg)
                            "message"};
     else if (!c)
         err = (bind_error){404, "not_found", "client_id is not connected"};
-    else if (auth_revoked_since(strtoll(uid, NULL, 10),
+    else if (auth_revoked_since(strtoll(uid, NULL, 10), hash,
                                 json_integer_value(json_object_get(body, "since"))))
         err = (bind_error){401, "unauthorized",
                            "the user's tokens were revoked while this bind was on its way"};

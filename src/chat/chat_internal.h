@@ -5,7 +5,8 @@
  * t_<type>.c per data type: chat.c routes requests and socket messages and
  * owns start-up; chat_call.c is the request plumbing every endpoint uses (a
  * call over HTTP or the socket, its answer, validation, pushes);
- * chat_account.c the accounts (register, login, logout, me, search);
+ * chat_account.c the accounts (register, login, logout, me, search, password,
+ * profile);
  * chat_bind.c binding a socket to its user; chat_message.c messages and
  * conversations (send, list, unread, history, sync, read), 1:1 and group;
  * chat_group.c the groups (/group/...: create, info, members, roles, mute)
@@ -150,6 +151,10 @@ void chat_do_me(chat_call *call);
 void chat_respond_result(store_req *r);
 void chat_respond_users(store_req *r);
 void chat_do_search(chat_call *call);
+/* POST /user/password and POST /user/profile (docs/API.md). */
+void chat_do_password(chat_call *call);
+void chat_do_profile(chat_call *call);
+json_t *chat_remote_user_changed(json_t *body, void *arg);
 
 /* ---- chat_bind.c --------------------------------------------------------- */
 

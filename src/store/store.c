@@ -114,6 +114,8 @@ bool store_op_is_write(store_op op)
     case STORE_TOKEN_PURGE:
     case STORE_USER_LAST_SEEN:
     case STORE_USER_SETTINGS:
+    case STORE_USER_PASSWORD:
+    case STORE_USER_PROFILE:
     case STORE_GROUP_CREATE:
     case STORE_GROUP_ADD:
     case STORE_GROUP_REMOVE:

@@ -93,8 +93,11 @@ typedef enum store_op {
      * NFD/NFC, fullwidth forms and look-alike letters are ignored, but only
      * prefixes match ("ali" finds "Alice", not "Malice"). */
     STORE_USER_SEARCH,
-    /* token_hash, user_id, expires (ms) -> null. NOT_FOUND: no such user, or
-     * the user is disabled (STORE_USER_ADMIN); CONFLICT: the hash exists. */
+    /* token_hash, user_id, expires (ms), password_hash (may be NULL) ->
+     * null. NOT_FOUND: no such user, the user is disabled
+     * (STORE_USER_ADMIN), or password_hash is given and is no longer the
+     * user's (a login that checked the password a change replaced: its
+     * token must not outlive the change); CONFLICT: the hash exists. */
     STORE_TOKEN_CREATE,
     /* token_hash, time (ms, now) -> user plus "expires" (ms), when the token
      * exists, expires > time and its user is not disabled. NOT_FOUND
@@ -186,6 +189,15 @@ typedef enum store_op {
      * members of the groups it is a member of (not dissolved), each once.
      * NOT_FOUND: no such user. */
     STORE_PRESENCE_PEERS,
+    /* user_id, password_hash (the new one), token_hash (the caller's login
+     * token, kept), time (ms, now) -> {tokens_deleted}: the user's password
+     * becomes password_hash and every other login token of the user is
+     * deleted, in one transaction. NOT_FOUND: no such user, a user without
+     * a password (an external one), or token_hash is not a live token of
+     * this user (logged out or revoked meanwhile: nothing is written). */
+    STORE_USER_PASSWORD,
+    /* user_id, userpic ("" = none) -> user. NOT_FOUND: no such user. */
+    STORE_USER_PROFILE,
 
     /* ---- groups (see "Groups" below) ------------------------------------ */
 

@@ -409,6 +409,18 @@ int pg_answer(store_req *r, const PGresult *res)
         r->result = json_pack("{s:I, s:b}", "tokens_deleted", (json_int_t)col_int(res, 0, 1),
                               "disabled", r->action == STORE_ADMIN_DISABLE);
         break;
+    case STORE_USER_PASSWORD:
+        if (n != 1)
+            return STORE_ERROR;
+        if (!col_bool(res, 0, 0))
+            return STORE_NOT_FOUND;
+        r->result = json_pack("{s:I}", "tokens_deleted", (json_int_t)col_int(res, 0, 1));
+        break;
+    case STORE_USER_PROFILE:
+        if (n == 0)
+            return STORE_NOT_FOUND;
+        r->result = user_json(res, 0);
+        break;
     case STORE_TOKEN_PURGE:
         if (n != 1)
             return STORE_ERROR;

@@ -60,6 +60,8 @@ enum stmt_id {
     ST_LAST_SEEN,
     ST_SETTINGS,
     ST_PEERS,
+    ST_PASSWORD,
+    ST_PROFILE,
     ST_GROUP_CREATE,
     ST_GROUP_INFO,
     ST_GROUP_ADD,

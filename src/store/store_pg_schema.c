@@ -1240,6 +1240,27 @@ static const char *const migrations[] = {
     "      WHERE x.group_id = g.id AND x.left_seq = 0) END) INTO o_result"
     "    FROM groups g JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = g.id WHERE g.id = p_gid;\n"
     "END $$;",
+    /* 7: STORE_USER_PASSWORD. The new hash, then every login token of the
+     * user but p_keep (the caller's) deleted. A function, not one
+     * statement: its DELETE runs after the UPDATE took the user's row
+     * lock, with a snapshot of its own, so it also deletes a token that a
+     * login holding the row FOR SHARE (STORE_TOKEN_CREATE) committed while
+     * the UPDATE waited; a login that comes later finds the hash changed
+     * and makes no token. OR REPLACE: a replay over a schema that kept
+     * its functions (test_admin_migration) must not fail. */
+    "CREATE OR REPLACE FUNCTION chatd_user_password(p_user bigint, p_hash text, p_keep bytea,"
+    "  p_time bigint, OUT o_found boolean, OUT o_deleted bigint) LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  UPDATE users u SET password_hash = p_hash WHERE u.id = p_user"
+    "    AND u.password_hash IS NOT NULL AND EXISTS (SELECT 1 FROM tokens t"
+    "    WHERE t.hash = p_keep AND t.user_id = p_user AND t.expires_at > p_time);\n"
+    "  o_found := FOUND;\n"
+    "  o_deleted := 0;\n"
+    "  IF o_found THEN\n"
+    "    DELETE FROM tokens t WHERE t.user_id = p_user AND t.hash <> p_keep;\n"
+    "    GET DIAGNOSTICS o_deleted = ROW_COUNT;\n"
+    "  END IF;\n"
+    "END $$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -29,8 +29,10 @@ const char *const pg_stmt_sql[ST_COUNT] = {
                        " ORDER BY name_key COLLATE \"C\" LIMIT $4",
     /* users found, tokens inserted: (0, _) NOT_FOUND, (1, 0) CONFLICT */
     /* FOR SHARE: see chatd_user_admin; a disabled user is "not found" */
+    /* $4: the password the login checked (NULL: none); one a change
+     * replaced meanwhile makes no token */
     [ST_TOKEN_CREATE] = "WITH u AS (SELECT id FROM users WHERE id = $2 AND NOT disabled"
-                        "  FOR SHARE),"
+                        "  AND ($4::text IS NULL OR password_hash = $4) FOR SHARE),"
                         " ins AS (INSERT INTO tokens(hash, user_id, expires_at)"
                         "  SELECT $1, id, $3 FROM u ON CONFLICT DO NOTHING RETURNING 1)"
                         " SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM ins)",
@@ -152,6 +154,8 @@ const char *const pg_stmt_sql[ST_COUNT] = {
     [ST_LAST_SEEN] = "UPDATE users SET last_seen = greatest(last_seen, $2) WHERE id = $1"
                      " RETURNING 1",
     [ST_SETTINGS] = "UPDATE users SET hide_last_seen = $2 WHERE id = $1 RETURNING 1",
+    [ST_PASSWORD] = "SELECT o_found, o_deleted FROM chatd_user_password($1, $2, $3, $4)",
+    [ST_PROFILE] = "UPDATE users SET userpic = $2 WHERE id = $1 RETURNING id, username, userpic",
     /* the user's setting, then one row per peer (NULL when none): 1:1
      * peers and the current members of its groups that are not dissolved */
     [ST_PEERS] = "SELECT u.hide_last_seen, u.last_seen, p.peer FROM users u"
@@ -536,6 +540,7 @@ int pg_build(params *p, store_req *r)
         p_bytes(p, r->token_hash, (int)sizeof(r->token_hash));
         p_int(p, r->user_id);
         p_int(p, r->expires);
+        p_text(p, r->password_hash); /* NULL: no check */
         return 0;
     case STORE_TOKEN_LOOKUP:
         p->st = ST_TOKEN_LOOKUP;
@@ -629,6 +634,20 @@ int pg_build(params *p, store_req *r)
     case STORE_PRESENCE_PEERS:
         p->st = ST_PEERS;
         p_int(p, r->user_id);
+        return 0;
+    case STORE_USER_PASSWORD:
+        if (!r->password_hash)
+            return -1;
+        p->st = ST_PASSWORD;
+        p_int(p, r->user_id);
+        p_text(p, r->password_hash);
+        p_bytes(p, r->token_hash, (int)sizeof(r->token_hash));
+        p_int(p, r->time);
+        return 0;
+    case STORE_USER_PROFILE:
+        p->st = ST_PROFILE;
+        p_int(p, r->user_id);
+        p_text(p, r->userpic ? r->userpic : "");
         return 0;
     default:
         return build_group(p, r);

@@ -204,9 +204,11 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_USER_SEARCH] = "SELECT id, username, userpic, last_seen, hide_last_seen FROM users"
                        " WHERE name_key >= ?2 AND name_key < ?3 AND id <> ?1 AND disabled = 0"
                        " ORDER BY name_key LIMIT ?4",
-    /* no row for a disabled user */
+    /* no row for a disabled user, nor for a login whose password (?4, when
+     * given) a change replaced meanwhile */
     [ST_TOKEN_INSERT] = "INSERT INTO tokens(hash, user_id, expires_at)"
-                        " SELECT ?1, id, ?3 FROM users WHERE id = ?2 AND disabled = 0",
+                        " SELECT ?1, id, ?3 FROM users WHERE id = ?2 AND disabled = 0"
+                        " AND (?4 IS NULL OR password_hash = ?4)",
     [ST_TOKEN_LOOKUP] = "SELECT u.id, u.username, u.userpic, t.expires_at FROM tokens t"
                         " JOIN users u ON u.id = t.user_id"
                         " WHERE t.hash = ?1 AND t.expires_at > ?2 AND u.disabled = 0",
@@ -311,6 +313,12 @@ static const char *const stmt_sql[ST_COUNT] = {
                  "  JOIN group_members o ON o.group_id = m.group_id AND o.left_seq = 0"
                  "  WHERE m.user_id = ?1 AND m.left_seq = 0 AND o.user_id <> ?1) p ON 1"
                  " WHERE u.id = ?1",
+    /* a password user whose token ?3 (the caller's) is alive */
+    [ST_PASSWORD_SET] = "UPDATE users SET password_hash = ?2 WHERE id = ?1"
+                        " AND password_hash IS NOT NULL AND EXISTS (SELECT 1 FROM tokens"
+                        " WHERE hash = ?3 AND user_id = ?1 AND expires_at > ?4)",
+    [ST_PASSWORD_TOKENS] = "DELETE FROM tokens WHERE user_id = ?1 AND hash <> ?2",
+    [ST_PROFILE_SET] = "UPDATE users SET userpic = ?2 WHERE id = ?1",
     /* who may be made a member: an enabled user */
     [ST_USER_ACTIVE] = "SELECT username FROM users WHERE id = ?1 AND disabled = 0",
     [ST_GROUP_INSERT] =
@@ -761,6 +769,12 @@ static void sq_execute(void *p, store_req *r)
         break;
     case STORE_PRESENCE_PEERS:
         r->status = sq_op_presence_peers(b, r);
+        break;
+    case STORE_USER_PASSWORD:
+        r->status = sq_op_user_password(b, r);
+        break;
+    case STORE_USER_PROFILE:
+        r->status = sq_op_user_profile(b, r);
         break;
     case STORE_GROUP_CREATE:
         r->status = sq_op_group_create(b, r);

@@ -79,6 +79,9 @@ enum stmt_id {
     ST_LAST_SEEN,
     ST_SETTINGS,
     ST_PEERS,
+    ST_PASSWORD_SET,
+    ST_PASSWORD_TOKENS,
+    ST_PROFILE_SET,
     ST_USER_ACTIVE,
     ST_GROUP_INSERT,
     ST_GROUP_GET,
@@ -216,6 +219,8 @@ int sq_op_token_create(sq *b, store_req *r);
 int sq_op_user_admin(sq *b, store_req *r);
 int sq_op_last_seen(sq *b, store_req *r);
 int sq_op_user_settings(sq *b, store_req *r);
+int sq_op_user_password(sq *b, store_req *r);
+int sq_op_user_profile(sq *b, store_req *r);
 int sq_op_presence_peers(sq *b, store_req *r);
 int sq_op_token_purge(sq *b, store_req *r);
 int sq_op_token_lookup(sq *b, store_req *r);

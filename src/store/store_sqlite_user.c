@@ -272,13 +272,14 @@ int sq_op_token_create(sq *b, store_req *r)
     sqlite3_bind_blob(st, 1, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, r->user_id);
     sqlite3_bind_int64(st, 3, r->expires);
+    sq_bind_text(st, 4, r->password_hash);
     int rc = sq_exec_stmt(st);
     if (sq_is_constraint(rc))
         return STORE_CONFLICT;
     if (rc != SQLITE_DONE)
         return sq_db_fail(b, "token insert");
     if (sqlite3_changes(b->db) == 0)
-        return STORE_NOT_FOUND; /* the user is disabled */
+        return STORE_NOT_FOUND; /* disabled, or its password changed */
     r->result = json_null();
     return STORE_OK;
 }
@@ -330,6 +331,49 @@ int sq_op_user_settings(sq *b, store_req *r)
         return STORE_NOT_FOUND;
     r->result = json_pack("{s:b}", "hide_last_seen", r->action ? 1 : 0);
     return r->result ? STORE_OK : STORE_ERROR;
+}
+
+int sq_op_user_password(sq *b, store_req *r)
+{
+    if (!r->password_hash)
+        return sq_bad_input(r, "password_hash");
+    sqlite3_stmt *st = sq_prep(b, ST_PASSWORD_SET);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    sq_bind_text(st, 2, r->password_hash);
+    sqlite3_bind_blob(st, 3, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, r->time);
+    if (sq_exec_stmt(st) != SQLITE_DONE)
+        return sq_db_fail(b, "password update");
+    if (sqlite3_changes(b->db) == 0)
+        return STORE_NOT_FOUND;
+    st = sq_prep(b, ST_PASSWORD_TOKENS);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    sqlite3_bind_blob(st, 2, r->token_hash, sizeof(r->token_hash), SQLITE_STATIC);
+    if (sq_exec_stmt(st) != SQLITE_DONE)
+        return sq_db_fail(b, "password tokens delete");
+    r->result = json_pack("{s:I}", "tokens_deleted", (json_int_t)sqlite3_changes64(b->db));
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
+int sq_op_user_profile(sq *b, store_req *r)
+{
+    const char *pic = r->userpic ? r->userpic : "";
+    sqlite3_stmt *st = sq_prep(b, ST_PROFILE_SET);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    sq_bind_text(st, 2, pic);
+    if (sq_exec_stmt(st) != SQLITE_DONE)
+        return sq_db_fail(b, "profile update");
+    if (sqlite3_changes(b->db) == 0)
+        return STORE_NOT_FOUND;
+    /* the cache holds the picture sends answer with: it is read again (a
+     * rollback of this pass empties the cache anyway) */
+    user_entry *cached;
+    HASH_FIND(hh, b->users, &r->user_id, sizeof(r->user_id), cached);
+    if (cached)
+        sq_user_forget(b, cached);
+    st = sq_prep(b, ST_USER_BY_ID);
+    sqlite3_bind_int64(st, 1, r->user_id);
+    return sq_row_json(b, st, user_json, &r->result);
 }
 
 int sq_op_presence_peers(sq *b, store_req *r)

@@ -398,6 +398,39 @@ static void test_lookup_in_flight_across_logout(void **state)
 }
 
 /* The cache never outlives the token: min(expires, now + 60 s). */
+/* A password change's revoke spares the caller's token; overlapping
+ * revokes of the user spare only a token every one of them kept. */
+static void test_revoke_keeps_a_token(void **state)
+{
+    (void)state;
+    uint8_t mine[32], other[32];
+    memset(mine, 1, sizeof(mine));
+    memset(other, 2, sizeof(other));
+    int64_t before = auth_now_ms() - 10;
+    int64_t uid = 424242;
+
+    auth_revoke_begin(uid, mine);
+    auth_revoke_end(uid, mine);
+    assert_false(auth_revoked_since(uid, mine, before));
+    assert_true(auth_revoked_since(uid, other, before));
+    assert_false(auth_revoked_since(uid + 1, other, before)); /* another user */
+    assert_false(auth_revoked_since(uid, other, 0));          /* unknown start */
+
+    auth_revoke_end(uid, mine); /* the same token kept again: still spared */
+    assert_false(auth_revoked_since(uid, mine, before));
+
+    auth_revoke_end(uid, NULL); /* an admin revoke meanwhile: nothing spared */
+    assert_true(auth_revoked_since(uid, mine, before));
+    auth_revoke_end(uid, mine); /* and a later keep cannot bring it back */
+    assert_true(auth_revoked_since(uid, mine, before));
+
+    int64_t uid2 = 434343;
+    auth_revoke_end(uid2, mine);
+    auth_revoke_end(uid2, other); /* two changes keeping different tokens */
+    assert_true(auth_revoked_since(uid2, mine, before));
+    assert_true(auth_revoked_since(uid2, other, before));
+}
+
 static void test_cache_until(void **state)
 {
     (void)state;
@@ -429,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_register_limit),
         cmocka_unit_test(test_claims_follow_the_name_rules),
         cmocka_unit_test(test_lookup_in_flight_across_logout),
+        cmocka_unit_test(test_revoke_keeps_a_token),
         cmocka_unit_test(test_cache_until),
     };
     return cmocka_run_group_tests_name("jwt", tests, NULL, NULL);

@@ -1480,6 +1480,114 @@ static void test_user_admin(void **state)
     store_req_free(r);
 }
 
+static store_req *password_req(int64_t uid, const char *hash, uint8_t keep, int64_t time)
+{
+    store_req *r = token_req(STORE_USER_PASSWORD, keep);
+    r->user_id = uid;
+    store_req_set_str(&r->password_hash, hash);
+    r->time = time;
+    return r;
+}
+
+static int token_create_checked(fixture *f, uint8_t seed, int64_t uid, const char *checked)
+{
+    store_req *r = token_req(STORE_TOKEN_CREATE, seed);
+    r->user_id = uid;
+    r->expires = INT64_MAX;
+    store_req_set_str(&r->password_hash, checked);
+    return run_status(f, r);
+}
+
+/* A password change keeps the caller's token and deletes the user's
+ * others (nobody else's); it needs a live token of the user and a user
+ * with a password; a login that checked the old hash makes no token. */
+static void test_user_password(void **state)
+{
+    fixture *f = *state;
+    int64_t alice = create_user(f, "alice");
+    int64_t bob = create_user(f, "bob");
+    assert_int_equal(token_create(f, 1, alice, INT64_MAX), STORE_OK);
+    assert_int_equal(token_create(f, 2, alice, INT64_MAX), STORE_OK);
+    assert_int_equal(token_create(f, 3, alice, INT64_MAX), STORE_OK);
+    assert_int_equal(token_create(f, 4, bob, INT64_MAX), STORE_OK);
+    assert_int_equal(token_create(f, 5, alice, 100), STORE_OK); /* expired at 200 */
+
+    /* not the user's token, an expired one, no such user: nothing written */
+    assert_int_equal(run_status(f, password_req(alice, "h2", 4, 200)), STORE_NOT_FOUND);
+    assert_int_equal(run_status(f, password_req(alice, "h2", 5, 200)), STORE_NOT_FOUND);
+    assert_int_equal(run_status(f, password_req(bob + 100, "h2", 1, 200)), STORE_NOT_FOUND);
+    assert_int_equal(token_exists(f, 2), STORE_OK);
+
+    store_req *r = run(f, password_req(alice, "h2", 1, 200));
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "tokens_deleted"), 3); /* 2, 3 and the expired 5 */
+    store_req_free(r);
+    assert_int_equal(token_exists(f, 1), STORE_OK);
+    assert_int_equal(token_exists(f, 2), STORE_NOT_FOUND);
+    assert_int_equal(token_exists(f, 3), STORE_NOT_FOUND);
+    assert_int_equal(token_exists(f, 4), STORE_OK);
+
+    r = new_req(STORE_USER_BY_NAME);
+    store_req_set_str(&r->username, "alice");
+    run(f, r);
+    assert_string_equal(jstr(r->result, "password_hash"), "h2");
+    store_req_free(r);
+
+    /* a login that checked the old hash is too late; one with the new is fine */
+    assert_int_equal(token_create_checked(f, 6, alice, "hash"), STORE_NOT_FOUND);
+    assert_int_equal(token_create_checked(f, 7, alice, "h2"), STORE_OK);
+
+    /* an external user has no password to change */
+    store_req *e = run(f, external_req("ext-1", 0, 1000));
+    int64_t ext = jint(e->result, "id");
+    store_req_free(e);
+    assert_int_equal(token_create(f, 8, ext, INT64_MAX), STORE_OK);
+    assert_int_equal(run_status(f, password_req(ext, "h3", 8, 200)), STORE_NOT_FOUND);
+    assert_int_equal(run_status(f, new_req(STORE_USER_PASSWORD)), STORE_ERROR); /* no hash */
+}
+
+/* The picture changes in every answer, sends included (the SQLite user
+ * cache forgets the user). */
+static void test_user_profile(void **state)
+{
+    fixture *f = *state;
+    int64_t alice = create_user(f, "alice");
+    int64_t bob = create_user(f, "bob");
+    send_msg(f, alice, bob, "cached now");
+
+    store_req *r = new_req(STORE_USER_PROFILE);
+    r->user_id = alice;
+    store_req_set_str(&r->userpic, "/media/new.png");
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_int_equal(jint(r->result, "id"), alice);
+    assert_string_equal(jstr(r->result, "username"), "alice");
+    assert_string_equal(jstr(r->result, "userpic"), "/media/new.png");
+    store_req_free(r);
+
+    r = run(f, send_req(alice, bob, NULL, "after"));
+    assert_int_equal(r->status, STORE_OK);
+    assert_string_equal(jstr(r->result, "from_userpic"), "/media/new.png");
+    store_req_free(r);
+
+    r = new_req(STORE_USER_PROFILE);
+    r->user_id = alice;
+    store_req_set_str(&r->userpic, NULL); /* NULL is "" */
+    run(f, r);
+    assert_string_equal(jstr(r->result, "userpic"), "");
+    store_req_free(r);
+    r = new_req(STORE_USER_BY_ID);
+    r->user_id = alice;
+    run(f, r);
+    assert_string_equal(jstr(r->result, "userpic"), "");
+    store_req_free(r);
+
+    r = new_req(STORE_USER_PROFILE);
+    r->user_id = bob + 100;
+    store_req_set_str(&r->userpic, "/x.png");
+    assert_int_equal(run_status(f, r), STORE_NOT_FOUND);
+}
+
 /* JWT users: a revoke refuses the JWTs issued (iat) before it, those
  * without iat included; disable refuses all; enable does not move the
  * revoke's time back. */
@@ -2037,6 +2145,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_search_plan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_admin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_admin_jwt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_password, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_profile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_token_purge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_background_purge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admin_migration, setup, teardown),

@@ -63,7 +63,9 @@ export async function request(method, path, { body, query, timeoutMs = 15000, ra
   if (!json || typeof json !== 'object' || json.status !== true) {
     const msg = (json && typeof json.msg === 'string' && json.msg) || `The server answered ${res.status}`;
     const err = new ApiError(msg, { status: res.status, code: (json && json.code) || '' });
-    if (res.status === 401 && sentToken && sentToken === token && unauthorizedHandler) unauthorizedHandler(err);
+    // bad_credentials is a wrong password typed (POST /user/password), not a dead token.
+    const dead = res.status === 401 && !(json && json.code === 'bad_credentials');
+    if (dead && sentToken && sentToken === token && unauthorizedHandler) unauthorizedHandler(err);
     // 5xx without an envelope (a proxy, or the server going away) counts as unreachable.
     if (res.status >= 502 && !json) err.network = true;
     throw err;
@@ -77,6 +79,11 @@ export const api = {
   login: (username, password) => request('POST', '/user/login', { body: { username, password } }),
   logout: () => request('POST', '/user/logout', { timeoutMs: 4000 }),
   me: () => request('GET', '/user/me'),
+  /** Signs out every other session of the user; this one goes on. */
+  password: (oldPassword, newPassword) =>
+    request('POST', '/user/password', { body: { old_password: oldPassword, new_password: newPassword } }),
+  /** userpic: an http(s) URL or a path (a /media/... URL from uploadMedia); "" removes it. */
+  profile: (userpic, clientId) => request('POST', '/user/profile', { body: clientId ? { userpic, client_id: clientId } : { userpic } }),
   search: (q) => request('GET', '/user/search', { query: { q } }),
   /** The reference client's bind, {"type":"bind","client_id"} -> envelope with type "bind", plus the
    *  socket's bind_nonce from its init message (proof that this page holds the socket). */
@@ -105,4 +112,51 @@ export const api = {
 
 function ref(key) {
   return key < 0 ? { group_id: -key } : { userid: key };
+}
+
+/**
+ * POST /media with the file as the body (docs/MEDIA.md), over XMLHttpRequest
+ * because fetch reports no upload progress. onProgress(fraction 0..1) runs as
+ * the bytes go out. Resolves to {url, type, width, height, size}; rejects
+ * with ApiError (a 401 signs out as any request does).
+ * @param {Blob} file
+ * @param {{onProgress?: (f: number) => void, timeoutMs?: number}} [o]
+ */
+export function uploadMedia(file, { onProgress, timeoutMs = 120000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    const sentToken = token;
+    xhr.open('POST', '/media');
+    xhr.timeout = timeoutMs;
+    xhr.responseType = 'text';
+    if (sentToken) xhr.setRequestHeader('Authorization', `Bearer ${sentToken}`);
+    xhr.setRequestHeader('Accept', 'application/json');
+    if (onProgress) {
+      xhr.upload.addEventListener('progress', (e) => {
+        if (e.lengthComputable && e.total > 0) onProgress(e.loaded / e.total);
+      });
+    }
+    xhr.addEventListener('load', () => {
+      let json = null;
+      try {
+        json = JSON.parse(xhr.responseText);
+      } catch {
+        /* not JSON */
+      }
+      if (json && json.status === true) {
+        if (onProgress) onProgress(1);
+        resolve(json.data);
+        return;
+      }
+      const msg = (json && typeof json.msg === 'string' && json.msg) || `The server answered ${xhr.status}`;
+      const err = new ApiError(msg, { status: xhr.status, code: (json && json.code) || '', network: xhr.status >= 502 && !json });
+      if (xhr.status === 401 && sentToken && sentToken === token && unauthorizedHandler) unauthorizedHandler(err);
+      reject(err);
+    });
+    const failed = (what) => () => reject(new ApiError(what, { network: true }));
+    xhr.addEventListener('error', failed('Cannot reach the server'));
+    xhr.addEventListener('timeout', failed('The server did not answer in time'));
+    xhr.addEventListener('abort', failed('The upload was cancelled'));
+    xhr.send(file);
+  });
 }

@@ -18,6 +18,7 @@ import { setupAuth } from './views/auth.js';
 import { ConversationView } from './views/conversation.js';
 import { setupMembers, setupNewGroup } from './views/group.js';
 import { renderList } from './views/list.js';
+import { setupProfile } from './views/profile.js';
 import { setupSearch } from './views/search.js';
 
 const PAGE = 30; // history page (halved while the server's --page-limit is lower)
@@ -143,6 +144,18 @@ function renderMe() {
   $('me-avatar').replaceChildren(avatar(session.user, 'lg'));
   $('me-name').textContent = session.user.username;
   $('me-id').textContent = `User id ${session.user.id}`;
+  profile.render();
+}
+
+// The "Me" tab's picture and password (views/profile.js).
+const profile = setupProfile($('me-profile'), { user: () => session && session.user, clientId: () => clientId, changed: userChanged });
+
+/** Our user changed (its picture): here, or on another device ({"type":"profile"} push). */
+function userChanged(user) {
+  if (!session || !user || Number(user.id) !== session.user.id) return;
+  session.user = { ...session.user, userpic: typeof user.userpic === 'string' ? user.userpic : '' };
+  saveSession(session);
+  renderMe();
 }
 
 // ---- connection state ---------------------------------------------------------
@@ -269,6 +282,7 @@ function signOut({ remote = true, message = '' } = {}) {
   for (const who of typingNow.values()) for (const t of who.values()) clearTimeout(t);
   typingNow.clear();
   members.hide();
+  profile.reset();
   if ($('group-dialog').open) $('group-dialog').close();
   setToken(null);
   clearSession();
@@ -694,6 +708,9 @@ function onMessage(msg) {
     case 'error':
       socketError(msg);
       break;
+    case 'profile':
+      userChanged(msg.user);
+      break;
     case 'read': {
       // Another device of ours read a conversation.
       const peer = msg.group_id ? -Number(msg.group_id) : Number(msg.userid);
@@ -830,7 +847,18 @@ function acked(msg) {
   noteSeq(m);
 }
 
+// The server ended this session (its token): the socket closes next.
+const SESSION_ENDED = {
+  password_changed: 'Your password was changed on another device. Please sign in again.',
+  revoked: 'Your session has ended. Please sign in again.',
+  account_disabled: 'This account is disabled.',
+};
+
 function socketError(msg) {
+  if (Object.hasOwn(SESSION_ENDED, msg.code)) {
+    signOut({ remote: false, message: SESSION_ENDED[msg.code] });
+    return;
+  }
   if (msg.op === 'send' && typeof msg.client_msg_id === 'string') {
     const f = store.findPending(msg.client_msg_id);
     if (f) markFailed(f.peer, msg.client_msg_id, msg.msg || 'Not sent', msg.code === 'internal' || msg.code === 'rate_limited' || msg.code === 'not_bound');

@@ -1,0 +1,180 @@
+// views/profile.js: the "Me" tab's profile forms. The picture: pick a file,
+// upload it to POST /media with a progress bar (XMLHttpRequest's upload
+// progress), then POST /user/profile with the URL it got; or remove it. The
+// password: the current one, the new one twice; on success the server signs
+// every other session of the user out (their sockets get "password_changed"
+// and the page there lands on the sign-in screen) and this one goes on.
+import { api, uploadMedia } from '../api.js';
+import { h } from '../dom.js';
+
+const PASSWORD_MIN = 6; // the server's sign-up rules (docs/API.md)
+const PASSWORD_MAX = 128;
+const ACCEPT = 'image/jpeg,image/png,image/gif,image/webp';
+
+const bytes = (s) => new TextEncoder().encode(s).length;
+
+/** The words for a failed password change, by the server's code. */
+function passwordError(e) {
+  if (e.code === 'bad_credentials') return 'The current password is wrong.';
+  if (e.code === 'rate_limited') return 'Too many attempts. Wait a minute and try again.';
+  if (e.code === 'no_password') return 'This account signs in through its site and has no password here.';
+  return e.message || 'The password could not be changed.';
+}
+
+/**
+ * Builds the forms into root.
+ * @param {HTMLElement} root
+ * @param {{user: () => ({id: number, username: string, userpic: string} | null),
+ *          clientId: () => (string | null),
+ *          changed: (user: object) => void}} o
+ *   changed: the server answered the user with its new picture.
+ * @returns {{render: () => void, reset: () => void}}
+ */
+export function setupProfile(root, { user, clientId, changed }) {
+  // ---- picture ----
+  const file = h('input', { id: 'me-pic-file', type: 'file', accept: ACCEPT, hidden: true });
+  const pick = h('button', { id: 'me-pic-change', type: 'button', class: 'primary', text: 'Change picture' });
+  const remove = h('button', { id: 'me-pic-remove', type: 'button', text: 'Remove picture', hidden: true });
+  const progress = h('progress', { id: 'me-pic-progress', class: 'profile-progress', max: '1', value: '0', 'aria-label': 'Upload progress', hidden: true });
+  const picError = h('p', { id: 'me-pic-error', class: 'form-error', role: 'alert', hidden: true });
+  let busy = false;
+
+  function picBusy(on) {
+    busy = on;
+    pick.disabled = on;
+    remove.disabled = on;
+  }
+
+  function showPicError(msg) {
+    picError.textContent = msg;
+    picError.hidden = !msg;
+  }
+
+  async function setPicture(url) {
+    const u = await api.profile(url, clientId());
+    changed(u);
+  }
+
+  pick.addEventListener('click', () => {
+    if (!busy) file.click();
+  });
+  file.addEventListener('change', async () => {
+    const f = file.files && file.files[0];
+    file.value = ''; // the same file may be picked again
+    if (!f || busy || !user()) return;
+    showPicError('');
+    picBusy(true);
+    progress.value = 0;
+    progress.hidden = false;
+    try {
+      const media = await uploadMedia(f, { onProgress: (x) => (progress.value = x) });
+      await setPicture(media.url);
+    } catch (e) {
+      showPicError(e.message || 'The picture could not be uploaded.');
+    } finally {
+      progress.hidden = true;
+      picBusy(false);
+    }
+  });
+  remove.addEventListener('click', async () => {
+    if (busy || !user()) return;
+    showPicError('');
+    picBusy(true);
+    try {
+      await setPicture('');
+    } catch (e) {
+      showPicError(e.message || 'The picture could not be removed.');
+    } finally {
+      picBusy(false);
+    }
+  });
+
+  // ---- password ----
+  const field = (id, label, autocomplete) =>
+    h(
+      'label',
+      { class: 'field' },
+      h('span', { text: label }),
+      h('input', { id, type: 'password', autocomplete, maxlength: String(PASSWORD_MAX), required: true }),
+    );
+  const pwError = h('p', { id: 'me-pw-error', class: 'form-error', role: 'alert', hidden: true });
+  const pwDone = h('p', { id: 'me-pw-done', class: 'hint', role: 'status', hidden: true });
+  const submit = h('button', { type: 'submit', class: 'primary wide', text: 'Change password' });
+  const form = h(
+    'form',
+    { id: 'me-pw-form', class: 'profile-password', novalidate: true },
+    h('h2', { class: 'profile-title', text: 'Password' }),
+    // a hidden username field lets password managers file the new password under the right account
+    h('input', { id: 'me-pw-user', type: 'text', autocomplete: 'username', hidden: true, 'aria-hidden': 'true', tabindex: '-1' }),
+    field('me-pw-old', 'Current password', 'current-password'),
+    field('me-pw-new', 'New password', 'new-password'),
+    field('me-pw-confirm', 'New password again', 'new-password'),
+    pwError,
+    pwDone,
+    submit,
+  );
+  const input = (id) => /** @type {HTMLInputElement} */ (form.querySelector(`#${id}`));
+
+  function showPwError(msg) {
+    pwError.textContent = msg;
+    pwError.hidden = !msg;
+    if (msg) pwDone.hidden = true;
+  }
+
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (!user() || submit.disabled) return;
+    const oldPw = input('me-pw-old').value;
+    const newPw = input('me-pw-new').value;
+    const again = input('me-pw-confirm').value;
+    pwDone.hidden = true;
+    if (!oldPw) return showPwError('Type your current password.');
+    const n = bytes(newPw);
+    if (n < PASSWORD_MIN || n > PASSWORD_MAX) return showPwError(`The new password must be ${PASSWORD_MIN} to ${PASSWORD_MAX} characters long.`);
+    if (newPw !== again) return showPwError('The new passwords do not match.');
+    showPwError('');
+    submit.disabled = true;
+    try {
+      const r = await api.password(oldPw, newPw);
+      form.reset();
+      const n = Number(r && r.tokens_deleted) || 0;
+      pwDone.textContent =
+        n > 0 ? `Password changed. ${n === 1 ? 'One other session was' : `${n} other sessions were`} signed out.` : 'Password changed.';
+      pwDone.hidden = false;
+    } catch (e) {
+      showPwError(passwordError(e));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  root.replaceChildren(
+    h(
+      'div',
+      { class: 'profile-picture' },
+      h('h2', { class: 'profile-title', text: 'Picture' }),
+      h('div', { class: 'profile-actions' }, pick, remove, file),
+      progress,
+      picError,
+    ),
+    form,
+  );
+
+  function render() {
+    const u = user();
+    remove.hidden = !(u && u.userpic);
+    input('me-pw-user').value = u ? u.username : '';
+  }
+
+  function reset() {
+    form.reset();
+    showPwError('');
+    pwDone.hidden = true;
+    showPicError('');
+    progress.hidden = true;
+    render();
+  }
+
+  render();
+  return { render, reset };
+}
