@@ -1,5 +1,6 @@
 // What a new user's trial of the web client found (issue 15), one test each:
-// a fixed-width chat list with ellipsized names and previews on a desktop.
+// a fixed-width chat list with ellipsized names and previews on a desktop;
+// a sign-up name over 32 bytes is shown as too long, not cut.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
@@ -36,6 +37,40 @@ test('desktop: a 32-character name and a long preview end in "…" in a fixed-wi
   assert.ok(detail <= B.DESKTOP.width, `the conversation ends inside the window (${detail})`);
   assert.deepEqual((await ellipsized('#conv-name')).overflow, 'ellipsis');
   await B.screenshot(page, 'long-name-desktop.png');
+  B.noErrors(page);
+  await page.context().close();
+});
+
+test('sign-up: a name over 32 bytes is not cut; a counter and an error say why', async () => {
+  const page = await B.newPage(await B.newContext(env.browser, B.PHONE), `${env.srv.url}/#/signup`);
+  const name = page.locator('#auth-username');
+  const count = page.locator('#auth-username-count');
+  await name.waitFor();
+  assert.equal(await count.textContent(), '0/32');
+  const long = 'x'.repeat(40);
+  await name.pressSequentially(long);
+  assert.equal(await name.inputValue(), long, 'nothing is cut');
+  assert.equal(await count.textContent(), '40/32');
+  assert.equal(await count.evaluate((el) => el.classList.contains('over')), true);
+  assert.equal(await name.getAttribute('aria-invalid'), 'true');
+  await page.locator('#auth-error', { hasText: 'Your name is too long: 40 bytes, 32 at most' }).waitFor();
+  await page.locator('#auth-password').fill('password1');
+  await page.locator('#auth-submit').click();
+  await page.waitForTimeout(300);
+  assert.equal(await page.locator('#auth').isVisible(), true, 'not signed up');
+  await assert.rejects(apiClient(env.srv.url).login(long.slice(0, 32)), /401|wrong/, 'no account with the name cut');
+  // Chinese: 11 characters are 33 bytes.
+  await name.fill('张'.repeat(11));
+  assert.equal(await count.textContent(), '33/32');
+  await page.locator('#auth-error', { hasText: '33 bytes' }).waitFor();
+  // Back to 32: the error goes, and signing up works.
+  await name.fill(long.slice(0, 32));
+  assert.equal(await count.textContent(), '32/32');
+  assert.equal(await page.locator('#auth-error').isVisible(), false);
+  assert.equal(await name.getAttribute('aria-invalid'), null);
+  await page.locator('#auth-submit').click();
+  await B.waitOnline(page);
+  // Signing in has no counter.
   B.noErrors(page);
   await page.context().close();
 });
