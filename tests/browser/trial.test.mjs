@@ -1,6 +1,8 @@
 // What a new user's trial of the web client found (issue 15), one test each:
 // a fixed-width chat list with ellipsized names and previews on a desktop;
-// a sign-up name over 32 bytes is shown as too long, not cut.
+// a sign-up name over 32 bytes is shown as too long, not cut; a network gone
+// (the browser offline, or a connection that silently stops carrying frames)
+// shows the banner within seconds, and the page comes back and syncs.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
@@ -73,4 +75,61 @@ test('sign-up: a name over 32 bytes is not cut; a counter and an error say why',
   // Signing in has no counter.
   B.noErrors(page);
   await page.context().close();
+});
+
+/** Waits until the page shows it is offline (banner up, dot not green); returns the ms it took. */
+async function offlineShown(page, timeout) {
+  const t0 = Date.now();
+  await page.waitForFunction(() => document.documentElement.dataset.conn !== 'online' && !document.getElementById('conn-banner').hidden, null, {
+    timeout,
+    polling: 50,
+  });
+  return Date.now() - t0;
+}
+
+test('a network gone offline shows the banner at once; back online the page reconnects and syncs', async () => {
+  const eve = await apiClient(env.srv.url).register('neteve');
+  const context = await B.newContext(env.browser, B.PHONE);
+  const page = await B.newPage(context, `${env.srv.url}/`);
+  const dan = await B.signUp(page, 'netdan');
+  await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: 'before' });
+  await B.eventually(() => B.chatList(page), [{ name: 'neteve', preview: 'before', unread: '1' }]);
+
+  await context.setOffline(true);
+  const ms = await offlineShown(page, 3000);
+  console.log(`offline shown after ${ms} ms`);
+  assert.match(await page.locator('#conn-text').textContent(), /^Offline|^Connecting/);
+  await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: 'while the network was gone' });
+  await page.waitForTimeout(1000);
+  await context.setOffline(false);
+  await B.waitOnline(page, 5000);
+  assert.equal(await page.locator('#conn-banner').isHidden(), true);
+  await B.eventually(() => B.chatList(page), [{ name: 'neteve', preview: 'while the network was gone', unread: '2' }]);
+  B.noErrors(page);
+  await context.close();
+});
+
+test('a connection that silently stops carrying frames is noticed within seconds (ping with a timeout)', async () => {
+  const eve = await apiClient(env.srv.url).register('stalleve');
+  const context = await B.newContext(env.browser, B.PHONE);
+  // Between the page and chatd: once `stall` is set, the connections open then carry nothing
+  // either way and are never closed, as when a network drops on the way.
+  const open = new Set();
+  const stalled = new Set();
+  await context.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => !stalled.has(ws) && server.send(m));
+    server.onMessage((m) => !stalled.has(ws) && ws.send(m));
+    open.add(ws);
+  });
+  const page = await B.newPage(context, `${env.srv.url}/`);
+  const dan = await B.signUp(page, 'stalldan');
+  for (const ws of open) stalled.add(ws); // the connection open now goes silent; a new one works
+  const ms = await offlineShown(page, 8000);
+  console.log(`a silent connection noticed after ${ms} ms`);
+  await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: 'sent during the stall' });
+  await B.waitOnline(page, 10000);
+  await B.eventually(() => B.chatList(page), [{ name: 'stalleve', preview: 'sent during the stall', unread: '1' }]);
+  B.noErrors(page);
+  await context.close();
 });

@@ -166,7 +166,8 @@ function showConnection(state, info = {}) {
   if (state === 'waiting') {
     const tick = () => {
       const s = Math.max(0, Math.ceil((info.at - Date.now()) / 1000));
-      text.textContent = s > 0 ? `Offline. Reconnecting in ${s} s…` : 'Offline. Reconnecting…';
+      if (navigator.onLine === false) text.textContent = 'Offline: no network. Reconnecting when it is back…';
+      else text.textContent = s > 0 ? `Offline. Reconnecting in ${s} s…` : 'Offline. Reconnecting…';
     };
     tick();
     countdownTimer = setInterval(tick, 1000);
@@ -520,13 +521,17 @@ async function refreshUnread() {
 
 document.addEventListener('visibilitychange', () => {
   if (!visible() || !store) return;
-  if (socket) socket.reconnectNow();
+  if (socket) {
+    socket.reconnectNow();
+    socket.probe(1000); // still there after the tab slept?
+  }
   if (current !== null) {
     const item = store.item(current);
     if (item && item.noreadnum > 0) markRead(current);
   }
 });
 window.addEventListener('online', () => socket && socket.reconnectNow());
+window.addEventListener('offline', () => socket && socket.networkLost());
 
 // ---- online: catch up ---------------------------------------------------------
 
@@ -950,7 +955,10 @@ function transmit(peer, m) {
     }, SEND_TIMEOUT_MS),
   );
   const body = { ...target(peer), type: m.type, data: m.data, client_msg_id: cmid };
-  if (socket && socket.send({ type: 'send', message: body })) return;
+  if (socket && socket.send({ type: 'send', message: body })) {
+    socket.probe(1000); // a dead connection shows in seconds, not after SEND_TIMEOUT_MS
+    return;
+  }
   // The socket is down: try HTTP (same client_msg_id, so never stored twice).
   api
     .send(body)
