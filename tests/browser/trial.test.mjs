@@ -2,7 +2,8 @@
 // a fixed-width chat list with ellipsized names and previews on a desktop;
 // a sign-up name over 32 bytes is shown as too long, not cut; a network gone
 // (the browser offline, or a connection that silently stops carrying frames)
-// shows the banner within seconds, and the page comes back and syncs.
+// shows the banner within seconds, and the page comes back and syncs; the
+// newest message stays in sight when the send box grows.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
@@ -130,6 +131,37 @@ test('a connection that silently stops carrying frames is noticed within seconds
   await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: 'sent during the stall' });
   await B.waitOnline(page, 10000);
   await B.eventually(() => B.chatList(page), [{ name: 'stalleve', preview: 'sent during the stall', unread: '1' }]);
+  B.noErrors(page);
+  await context.close();
+});
+
+/** Whether the open conversation's last message is wholly inside the scroller's visible part. */
+const lastRowVisible = (page) =>
+  page.locator('#messages').evaluate((s) => {
+    const rows = s.querySelectorAll('#message-rows .row');
+    const r = rows[rows.length - 1].getBoundingClientRect();
+    const box = s.getBoundingClientRect();
+    return r.bottom <= box.bottom + 1 && r.top >= box.top - 1;
+  });
+
+test('the newest message stays in sight when the send box grows with a long text', async () => {
+  const eve = await apiClient(env.srv.url).register('boxeve');
+  const context = await B.newContext(env.browser, B.PHONE);
+  const page = await B.newPage(context, `${env.srv.url}/`);
+  const dan = await B.signUp(page, 'boxdan');
+  for (let i = 1; i <= 20; i++) await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: `message ${i}` });
+  await B.eventually(() => B.chatList(page).then((l) => l[0].preview), 'message 20');
+  await page.locator('#chat-list .chat-link').first().click();
+  await B.eventually(() => B.bubbles(page).then((b) => b.at(-1).text), 'message 20');
+  await B.eventually(() => lastRowVisible(page), true);
+  const h0 = await page.locator('#text').evaluate((t) => t.offsetHeight);
+  await page.locator('#text').fill('line 1\nline 2\nline 3\nline 4\nline 5\nline 6');
+  const h1 = await page.locator('#text').evaluate((t) => t.offsetHeight);
+  assert.ok(h1 > h0 + 40, `the box grew (${h0} -> ${h1})`);
+  await B.eventually(() => lastRowVisible(page), true, { timeout: 2000, message: 'the newest message is in sight' });
+  // And shrinking back leaves it at the end too.
+  await page.locator('#text').fill('');
+  await B.eventually(() => lastRowVisible(page), true, { timeout: 2000 });
   B.noErrors(page);
   await context.close();
 });

@@ -40,6 +40,15 @@ export class ConversationView {
       if (s.scrollTop < 150 && this.peer !== null) this.actions.loadOlder();
     });
 
+    // A growing send box (a long text), the image form or an on-screen keyboard shrink the
+    // scroller, which keeps its scrollTop: the newest messages would slide out of sight under
+    // the box. At the end, it stays at the end.
+    if (typeof ResizeObserver === 'function') {
+      new ResizeObserver(() => {
+        if (this.stick && this.peer !== null) els.scroller.scrollTop = els.scroller.scrollHeight;
+      }).observe(els.scroller);
+    }
+
     els.composer.addEventListener('submit', (e) => {
       e.preventDefault();
       this.submitText();
