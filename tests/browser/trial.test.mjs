@@ -3,7 +3,8 @@
 // a sign-up name over 32 bytes is shown as too long, not cut; a network gone
 // (the browser offline, or a connection that silently stops carrying frames)
 // shows the banner within seconds, and the page comes back and syncs; the
-// newest message stays in sight when the send box grows.
+// newest message stays in sight when the send box grows; a refused message is
+// "Failed: …" in the chat list.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
@@ -162,6 +163,39 @@ test('the newest message stays in sight when the send box grows with a long text
   // And shrinking back leaves it at the end too.
   await page.locator('#text').fill('');
   await B.eventually(() => lastRowVisible(page), true, { timeout: 2000 });
+  B.noErrors(page);
+  await context.close();
+});
+
+test('a refused message shows as failed in the chat list, not as sent', async () => {
+  await apiClient(env.srv.url).register('failpaul');
+  const context = await B.newContext(env.browser, B.DESKTOP);
+  // Between the page and chatd: the first "send" is refused as the server refuses a flood.
+  let refused = 0;
+  await context.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((raw) => {
+      const m = JSON.parse(raw);
+      if (m.type === 'send' && refused++ === 0) {
+        ws.send(JSON.stringify({ type: 'error', code: 'rate_limited', msg: 'too many messages, slow down', client_msg_id: m.message.client_msg_id, op: 'send' }));
+        return;
+      }
+      server.send(raw);
+    });
+    server.onMessage((m) => ws.send(m));
+  });
+  const page = await B.newPage(context, `${env.srv.url}/`);
+  await B.signUp(page, 'failquinn');
+  await B.findAndOpen(page, 'failpaul');
+  await B.sendText(page, 'try me');
+  await B.eventually(() => B.bubbles(page).then((b) => b.map((x) => x.state)), ['failed']);
+  await page.locator('.tab[data-tab="chats"]').click();
+  await B.eventually(() => B.chatList(page), [{ name: 'failpaul', preview: 'Failed: try me', unread: '' }]);
+  assert.equal(await page.locator('#chat-list .chat-preview').evaluate((el) => el.classList.contains('failed')), true);
+  await page.locator('#chat-list .chat-link').first().click();
+  await page.locator('#message-rows .row .retry').click();
+  await B.eventually(() => B.bubbles(page).then((b) => b.map((x) => x.state)), ['sent']);
+  await B.eventually(() => B.chatList(page), [{ name: 'failpaul', preview: 'You: try me', unread: '' }]);
   B.noErrors(page);
   await context.close();
 });
