@@ -4,7 +4,8 @@
 // (the browser offline, or a connection that silently stops carrying frames)
 // shows the banner within seconds, and the page comes back and syncs; the
 // newest message stays in sight when the send box grows; a refused message is
-// "Failed: …" in the chat list.
+// "Failed: …" in the chat list; text meets WCAG AA contrast and messages are
+// a list that names who wrote each.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
@@ -196,6 +197,44 @@ test('a refused message shows as failed in the chat list, not as sent', async ()
   await page.locator('#message-rows .row .retry').click();
   await B.eventually(() => B.bubbles(page).then((b) => b.map((x) => x.state)), ['sent']);
   await B.eventually(() => B.chatList(page), [{ name: 'failpaul', preview: 'You: try me', unread: '' }]);
+  B.noErrors(page);
+  await context.close();
+});
+
+test('small grey text and the badges meet WCAG AA contrast; messages are a list that says who wrote each', async () => {
+  const eve = await apiClient(env.srv.url).register('a11yeve');
+  const context = await B.newContext(env.browser, B.DESKTOP);
+  const page = await B.newPage(context, `${env.srv.url}/`);
+  const dan = await B.signUp(page, 'a11ydan');
+  const g = await eve.api.post('/group/create', { name: 'Muted group', members: [dan.id] });
+  const danApi = apiClient(env.srv.url, await page.evaluate(() => JSON.parse(localStorage.getItem('chatd_session')).token));
+  await danApi.post('/group/mute', { group_id: g.group.group_id, muted: true });
+  await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: 'hello dan' });
+  await B.eventually(() => B.chatList(page).then((l) => l.map((i) => i.unread)), ['1', '1']);
+  await page.reload();
+  await B.waitOnline(page);
+  await B.eventually(() => B.chatList(page).then((l) => l.map((i) => i.unread)), ['1', '1']);
+  const failures = (r) => r.filter((x) => x.ratio < x.need).map((x) => `${x.sel} "${x.text}" ${x.ratio}:1`);
+  const list = await B.contrastReport(page, '#shell');
+  assert.ok(list.some((x) => x.sel.startsWith('span.unread')), 'an unread badge was checked');
+  assert.ok(list.some((x) => x.sel.startsWith('span.unread.muted')), 'a muted badge was checked');
+  assert.ok(list.some((x) => x.sel.startsWith('span.badge')), 'the tab badge was checked');
+  assert.ok(list.some((x) => x.sel.startsWith('time.chat-time')), 'a list time was checked');
+  assert.deepEqual(failures(list), [], 'the chat list');
+
+  await page.locator('#chat-list .chat-item:not(.group) .chat-link').click();
+  await B.sendText(page, 'hi eve');
+  await B.eventually(() => B.bubbles(page).then((b) => b.map((x) => x.state)), ['', 'sent']);
+  const conv = await B.contrastReport(page, '#conversation');
+  for (const sel of ['time.', 'div.divider', 'span.state.state-sent']) assert.ok(conv.some((x) => x.sel.startsWith(sel)), `${sel} was checked`);
+  assert.deepEqual(failures(conv), [], 'the conversation');
+  // The messages are a list, each item saying who wrote it.
+  const tree = await page.locator('#message-rows').ariaSnapshot();
+  assert.match(tree, /^- list:/);
+  const items = tree.split(/\n\s+- listitem:/).slice(1);
+  assert.equal(items.length, 2, tree);
+  assert.match(items[0], /- text: "(Today \d\d:\d\d )?a11yeve: hello dan"/, tree);
+  assert.match(items[1], /- text: "You: hi eve"/, tree);
   B.noErrors(page);
   await context.close();
 });

@@ -33,6 +33,7 @@ export class ConversationView {
     this.rows = new Map();
     this.stick = true;
     this.typingTimer = 0;
+    els.rows.setAttribute('role', 'list'); // each row a listitem; screen readers hear who wrote it
 
     els.scroller.addEventListener('scroll', () => {
       const s = els.scroller;
@@ -230,17 +231,18 @@ export class ConversationView {
       const state = mine ? (m.id ? (m.id <= receipt ? 'read' : 'sent') : m.state) : '';
       const divider = !prev || m.time - prev.time > DIVIDER_GAP_MS || !sameDay(m.time, prev.time) ? dividerTime(m.time) : '';
       const sender = group && !mine && !system ? this.store.users[m.from_id] || { id: m.from_id, username: m.from_username || `User ${m.from_id}`, userpic: m.from_userpic } : null;
-      const sig = `${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}|${sender ? `${sender.username}\u0000${sender.userpic}` : ''}`;
+      const author = system || sender ? '' : mine ? 'You' : this.store.user(this.peer).username; // for screen readers
+      const sig = `${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}|${sender ? `${sender.username}\u0000${sender.userpic}` : ''}|${author}`;
       let row = this.rows.get(key);
       if (!row) {
-        row = h('div', { class: `row ${system ? 'system' : mine ? 'mine' : 'theirs'}${sender ? ' grouped' : ''}` });
+        row = h('div', { class: `row ${system ? 'system' : mine ? 'mine' : 'theirs'}${sender ? ' grouped' : ''}`, role: 'listitem' });
         row._bubble = system ? this.systemLine(m) : this.bubble(m);
         this.rows.set(key, row);
       }
       if (row._sig !== sig) {
         row._sig = sig;
         if (system) this.fillSystemRow(row, m, divider);
-        else this.fillRow(row, m, mine, state, divider, sender);
+        else this.fillRow(row, m, mine, state, divider, sender, author);
       }
       wanted.push(row);
       prev = m;
@@ -293,7 +295,7 @@ export class ConversationView {
     row.replaceChildren(divider ? h('div', { class: 'divider', text: divider }) : '', row._bubble);
   }
 
-  fillRow(row, m, mine, state, divider, sender = null) {
+  fillRow(row, m, mine, state, divider, sender = null, author = '') {
     row.dataset.key = messageKey(m);
     if (m.id) row.dataset.id = String(m.id);
     else delete row.dataset.id;
@@ -314,6 +316,6 @@ export class ConversationView {
       );
       return;
     }
-    row.replaceChildren(divider ? h('div', { class: 'divider', text: divider }) : '', row._bubble, meta);
+    row.replaceChildren(divider ? h('div', { class: 'divider', text: divider }) : '', author ? h('span', { class: 'sr-only', text: `${author}:` }) : '', row._bubble, meta);
   }
 }
