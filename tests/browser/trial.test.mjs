@@ -5,7 +5,7 @@
 // shows the banner within seconds, and the page comes back and syncs; the
 // newest message stays in sight when the send box grows; a refused message is
 // "Failed: …" in the chat list; text meets WCAG AA contrast and messages are
-// a list that names who wrote each.
+// a list that names who wrote each; an "unread messages" divider.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
@@ -235,6 +235,46 @@ test('small grey text and the badges meet WCAG AA contrast; messages are a list 
   assert.equal(items.length, 2, tree);
   assert.match(items[0], /- text: "(Today \d\d:\d\d )?a11yeve: hello dan"/, tree);
   assert.match(items[1], /- text: "You: hi eve"/, tree);
+  B.noErrors(page);
+  await context.close();
+});
+
+test('opening a conversation with unread messages shows an "unread messages" divider above the first', async () => {
+  const eve = await apiClient(env.srv.url).register('diveve');
+  const context = await B.newContext(env.browser, B.PHONE);
+  const page = await B.newPage(context, `${env.srv.url}/`);
+  const dan = await B.signUp(page, 'divdan');
+  await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: 'read 1' });
+  await B.eventually(() => B.chatList(page).then((l) => l[0].unread), '1');
+  const rows = () =>
+    page.locator('#message-rows .row').evaluateAll((rs) =>
+      rs.map((r) => `${r.querySelector('.unread-divider') ? `[${r.querySelector('.unread-divider').textContent}] ` : ''}${r.querySelector('.bubble').textContent}`),
+    );
+  await page.locator('#chat-list .chat-link').first().click();
+  await B.eventually(rows, ['[1 unread message] read 1']);
+  await page.locator('.conv-bar .back').click();
+  for (const t of ['new 1', 'new 2', 'new 3']) await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: t });
+  await B.eventually(() => B.chatList(page).then((l) => l[0].unread), '3');
+  await page.locator('#chat-list .chat-link').first().click();
+  await B.eventually(rows, ['read 1', '[3 unread messages] new 1', 'new 2', 'new 3']);
+  // It stays while the conversation is open, and a new message comes after it.
+  await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: 'new 4' });
+  await B.eventually(rows, ['read 1', '[3 unread messages] new 1', 'new 2', 'new 3', 'new 4']);
+  // More than a screenful unread: the view starts at the divider, not at the bottom.
+  await page.locator('.conv-bar .back').click();
+  for (let i = 1; i <= 25; i++) await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: `more ${i}` });
+  await B.eventually(() => B.chatList(page).then((l) => l[0].unread), '25');
+  await page.locator('#chat-list .chat-link').first().click();
+  await page.locator('.unread-divider', { hasText: '25 unread messages' }).waitFor();
+  await B.eventually(
+    () =>
+      page.locator('#messages').evaluate((s) => {
+        const d = s.querySelector('.unread-divider').getBoundingClientRect();
+        const box = s.getBoundingClientRect();
+        return { dividerOnScreen: d.top >= box.top && d.bottom <= box.bottom, atBottom: s.scrollHeight - s.scrollTop - s.clientHeight < 5 };
+      }),
+    { dividerOnScreen: true, atBottom: false },
+  );
   B.noErrors(page);
   await context.close();
 });

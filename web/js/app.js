@@ -356,6 +356,8 @@ function openConversation(peer) {
   loadingOlder = false;
   const d = store.detail(peer);
   d.fresh = false;
+  const item = store.item(peer);
+  if (item && item.noreadnum > 0) conv.markUnread(item.noreadnum, item.last_message_id);
   if (d.complete) conv.setHistoryState('complete');
   markRead(peer);
   refreshNewest(peer);

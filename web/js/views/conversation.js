@@ -6,6 +6,8 @@
 // says how many members there are, and a member who left or was removed
 // (or a dissolved group) gets a notice instead of the send box. A 1:1
 // header shows the peer's presence: "online" and a dot, or "last seen at …".
+// Opened with unread messages, a divider ("3 unread messages") goes above the
+// first of them, and the view starts there when they do not fit on screen.
 import { avatar, h, safeUrl, withPresence } from '../dom.js';
 import { clock, dividerTime, presenceText, systemText } from '../format.js';
 import { messageKey, systemData } from '../store.js';
@@ -120,10 +122,41 @@ export class ConversationView {
       this.setTyping(false);
       this.setHistoryState('idle');
       this.stick = true;
+      this.unreadMark = null;
     }
     this.renderHeader();
     this.render({ bottom: changed });
     return changed;
+  }
+
+  /**
+   * Marks where the unread messages start: `count` messages of others up to the list's
+   * last_message_id. Placed once the conversation's newest page is in (store detail fresh),
+   * and kept while the conversation stays open.
+   */
+  markUnread(count, lastId) {
+    this.unreadMark = count > 0 ? { count, lastId, key: null, tried: false } : null;
+  }
+
+  /** Finds the first unread message for the mark; the view may start at it on the first try only. */
+  placeUnreadMark(messages) {
+    const u = this.unreadMark;
+    if (!u || u.key || !this.store.detail(this.peer).fresh) return false;
+    const first = !u.tried;
+    u.tried = true;
+    let i = messages.length - 1;
+    if (u.lastId) {
+      while (i >= 0 && messages[i].id !== u.lastId) i--;
+      if (i < 0) return false;
+    }
+    for (let n = 0; i >= 0; i--) {
+      const m = messages[i];
+      if (m.id && m.from_id !== this.store.uid && ++n === u.count) {
+        u.key = messageKey(m);
+        return first;
+      }
+    }
+    return false; // older than what is loaded: placed when scrolling up brings it
   }
 
   close() {
@@ -222,6 +255,8 @@ export class ConversationView {
     const group = this.group;
     const receipt = group ? 0 : this.store.receipts[this.peer] || 0;
     const messages = this.store.detail(this.peer).messages;
+    const startAtUnread = this.placeUnreadMark(messages);
+    const unreadKey = this.unreadMark && this.unreadMark.key;
     const wanted = [];
     let prev = null;
     for (const m of messages) {
@@ -232,7 +267,8 @@ export class ConversationView {
       const divider = !prev || m.time - prev.time > DIVIDER_GAP_MS || !sameDay(m.time, prev.time) ? dividerTime(m.time) : '';
       const sender = group && !mine && !system ? this.store.users[m.from_id] || { id: m.from_id, username: m.from_username || `User ${m.from_id}`, userpic: m.from_userpic } : null;
       const author = system || sender ? '' : mine ? 'You' : this.store.user(this.peer).username; // for screen readers
-      const sig = `${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}|${sender ? `${sender.username}\u0000${sender.userpic}` : ''}|${author}`;
+      const unread = key === unreadKey ? this.unreadMark.count : 0;
+      const sig = `${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}|${sender ? `${sender.username}\u0000${sender.userpic}` : ''}|${author}|${unread}`;
       let row = this.rows.get(key);
       if (!row) {
         row = h('div', { class: `row ${system ? 'system' : mine ? 'mine' : 'theirs'}${sender ? ' grouped' : ''}`, role: 'listitem' });
@@ -243,6 +279,7 @@ export class ConversationView {
         row._sig = sig;
         if (system) this.fillSystemRow(row, m, divider);
         else this.fillRow(row, m, mine, state, divider, sender, author);
+        if (unread) row.prepend(h('div', { class: 'unread-divider', text: `${unread} unread message${unread === 1 ? '' : 's'}` }));
       }
       wanted.push(row);
       prev = m;
@@ -260,7 +297,12 @@ export class ConversationView {
       cursor.remove();
       cursor = next;
     }
-    if (bottom || this.stick) {
+    const mark = startAtUnread && this.rows.get(unreadKey);
+    if (mark && mark.offsetTop - 8 < s.scrollHeight - s.clientHeight) {
+      // More unread than fits: start at the first of them.
+      s.scrollTop = mark.offsetTop - 8;
+      this.stick = false;
+    } else if (bottom || this.stick) {
       s.scrollTop = s.scrollHeight;
       this.stick = true;
     } else if (anchor && anchor.isConnected) {
