@@ -5,7 +5,8 @@
 // shows the banner within seconds, and the page comes back and syncs; the
 // newest message stays in sight when the send box grows; a refused message is
 // "Failed: …" in the chat list; text meets WCAG AA contrast and messages are
-// a list that names who wrote each; an "unread messages" divider.
+// a list that names who wrote each; an "unread messages" divider; a
+// jump-to-bottom button counting what came while scrolled up.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
@@ -275,6 +276,49 @@ test('opening a conversation with unread messages shows an "unread messages" div
       }),
     { dividerOnScreen: true, atBottom: false },
   );
+  B.noErrors(page);
+  await context.close();
+});
+
+test('scrolled up, a button jumps to the newest message and counts those that came meanwhile', async () => {
+  const eve = await apiClient(env.srv.url).register('jumpeve');
+  const context = await B.newContext(env.browser, B.PHONE);
+  const page = await B.newPage(context, `${env.srv.url}/`);
+  const dan = await B.signUp(page, 'jumpdan');
+  for (let i = 1; i <= 25; i++) await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: `message ${i}` });
+  await B.eventually(() => B.chatList(page).then((l) => l[0].preview), 'message 25');
+  await page.locator('#chat-list .chat-link').first().click();
+  const jump = page.locator('.jump-bottom');
+  // At the end of the conversation (the unread ones are read): no button.
+  await page.locator('#messages').evaluate((s) => {
+    s.scrollTop = s.scrollHeight;
+  });
+  await B.eventually(() => lastRowVisible(page), true);
+  await B.eventually(() => jump.isVisible(), false);
+  // Scrolled up: the button, without a count.
+  await page.locator('#messages').evaluate((s) => {
+    s.scrollTop = 200;
+  });
+  await jump.waitFor({ state: 'visible' });
+  assert.equal(await page.locator('.jump-count').isVisible(), false);
+  // Two messages arrive: the view stays where it is and the button counts them.
+  const top = await page.locator('#messages').evaluate((s) => s.scrollTop);
+  await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: 'new 1' });
+  await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: 'new 2' });
+  await B.eventually(() => B.bubbles(page).then((b) => b.at(-1).text), 'new 2');
+  await B.eventually(() => page.locator('.jump-count').textContent(), '2');
+  assert.equal(await jump.getAttribute('aria-label'), 'Jump to the newest message, 2 new');
+  await B.screenshot(page, 'jump-button-phone.png');
+  assert.ok(Math.abs((await page.locator('#messages').evaluate((s) => s.scrollTop)) - top) < 5, 'the view did not move');
+  assert.equal(await lastRowVisible(page), false);
+  await jump.click();
+  await B.eventually(() => lastRowVisible(page), true);
+  await B.eventually(() => jump.isVisible(), false);
+  // Back at the end, a new message shows at once and the button stays away.
+  await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: 'new 3' });
+  await B.eventually(() => B.bubbles(page).then((b) => b.at(-1).text), 'new 3');
+  await B.eventually(() => lastRowVisible(page), true);
+  assert.equal(await jump.isVisible(), false);
   B.noErrors(page);
   await context.close();
 });

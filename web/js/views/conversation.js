@@ -8,12 +8,25 @@
 // header shows the peer's presence: "online" and a dot, or "last seen at …".
 // Opened with unread messages, a divider ("3 unread messages") goes above the
 // first of them, and the view starts there when they do not fit on screen.
+// Scrolled up, a button jumps to the newest message, counting those that
+// arrived meanwhile.
 import { avatar, h, safeUrl, withPresence } from '../dom.js';
 import { clock, dividerTime, presenceText, systemText } from '../format.js';
 import { messageKey, systemData } from '../store.js';
 
 const DIVIDER_GAP_MS = 5 * 60 * 1000;
 const STATE_LABEL = { sending: 'Sending…', sent: 'Sent', read: 'Read', failed: 'Failed' };
+
+function svgIcon(d) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('aria-hidden', 'true');
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('d', d);
+  svg.append(path);
+  return svg;
+}
 
 function sameDay(a, b) {
   const x = new Date(a);
@@ -36,10 +49,23 @@ export class ConversationView {
     this.stick = true;
     this.typingTimer = 0;
     els.rows.setAttribute('role', 'list'); // each row a listitem; screen readers hear who wrote it
+    this.newBelow = 0; // messages of others that arrived while scrolled up
+    this.newestId = 0;
+    this.jumpCount = h('span', { class: 'jump-count', hidden: true });
+    this.jump = h(
+      'button',
+      { type: 'button', class: 'jump-bottom', hidden: true, onclick: () => this.toBottom() },
+      svgIcon('M6 9l6 6 6-6'),
+      this.jumpCount,
+    );
+    // Sticky at the scroller's bottom edge while the messages scroll under it (height 0: no room taken).
+    els.scroller.append(h('div', { class: 'jump-wrap' }, this.jump));
 
     els.scroller.addEventListener('scroll', () => {
       const s = els.scroller;
       this.stick = s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+      if (this.stick) this.newBelow = 0;
+      this.updateJump();
       if (s.scrollTop < 150 && this.peer !== null) this.actions.loadOlder();
     });
 
@@ -95,6 +121,24 @@ export class ConversationView {
     this.els.text.focus();
   }
 
+  toBottom() {
+    const s = this.els.scroller;
+    s.scrollTop = s.scrollHeight;
+    this.stick = true;
+    this.newBelow = 0;
+    this.updateJump();
+  }
+
+  updateJump() {
+    const show = !this.stick && this.peer !== null;
+    const n = show ? this.newBelow : 0;
+    this.jump.hidden = !show;
+    this.jumpCount.hidden = n === 0;
+    this.jumpCount.textContent = n > 99 ? '99+' : String(n);
+    this.jump.setAttribute('aria-label', n ? `Jump to the newest message, ${n} new` : 'Jump to the newest message');
+    this.jump.title = 'Newest message';
+  }
+
   autosize() {
     const t = this.els.text;
     t.style.height = 'auto';
@@ -123,6 +167,8 @@ export class ConversationView {
       this.setHistoryState('idle');
       this.stick = true;
       this.unreadMark = null;
+      this.newBelow = 0;
+      this.newestId = 0;
     }
     this.renderHeader();
     this.render({ bottom: changed });
@@ -165,6 +211,7 @@ export class ConversationView {
     this.rows.clear();
     this.els.rows.replaceChildren();
     this.setTyping(false);
+    this.updateJump();
   }
 
   get group() {
@@ -259,6 +306,8 @@ export class ConversationView {
     const unreadKey = this.unreadMark && this.unreadMark.key;
     const wanted = [];
     let prev = null;
+    let arrived = 0; // new messages of others after the newest shown before
+    let newest = this.newestId;
     for (const m of messages) {
       const key = messageKey(m);
       const system = m.type === 'system';
@@ -270,6 +319,8 @@ export class ConversationView {
       const unread = key === unreadKey ? this.unreadMark.count : 0;
       const sig = `${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}|${sender ? `${sender.username}\u0000${sender.userpic}` : ''}|${author}|${unread}`;
       let row = this.rows.get(key);
+      if (m.id > newest) newest = m.id;
+      if (!row && this.newestId && m.id > this.newestId && !mine) arrived += 1;
       if (!row) {
         row = h('div', { class: `row ${system ? 'system' : mine ? 'mine' : 'theirs'}${sender ? ' grouped' : ''}`, role: 'listitem' });
         row._bubble = system ? this.systemLine(m) : this.bubble(m);
@@ -297,17 +348,22 @@ export class ConversationView {
       cursor.remove();
       cursor = next;
     }
+    this.newestId = newest;
     const mark = startAtUnread && this.rows.get(unreadKey);
     if (mark && mark.offsetTop - 8 < s.scrollHeight - s.clientHeight) {
       // More unread than fits: start at the first of them.
       s.scrollTop = mark.offsetTop - 8;
       this.stick = false;
+      this.newBelow = this.unreadMark.count;
     } else if (bottom || this.stick) {
       s.scrollTop = s.scrollHeight;
       this.stick = true;
-    } else if (anchor && anchor.isConnected) {
-      s.scrollTop = anchor.offsetTop - anchorTop;
+      this.newBelow = 0;
+    } else {
+      if (anchor && anchor.isConnected) s.scrollTop = anchor.offsetTop - anchorTop;
+      this.newBelow += arrived;
     }
+    this.updateJump();
   }
 
   bubble(m) {
