@@ -6,7 +6,8 @@
 // newest message stays in sight when the send box grows; a refused message is
 // "Failed: …" in the chat list; text meets WCAG AA contrast and messages are
 // a list that names who wrote each; an "unread messages" divider; a
-// jump-to-bottom button counting what came while scrolled up.
+// jump-to-bottom button counting what came while scrolled up; desktop
+// notifications, asked for from a button, for messages while hidden.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
@@ -319,6 +320,58 @@ test('scrolled up, a button jumps to the newest message and counts those that ca
   await B.eventually(() => B.bubbles(page).then((b) => b.at(-1).text), 'new 3');
   await B.eventually(() => lastRowVisible(page), true);
   assert.equal(await jump.isVisible(), false);
+  B.noErrors(page);
+  await context.close();
+});
+
+test('desktop notifications: asked from a button, not on load; shown for messages while the page is hidden', async () => {
+  const eve = await apiClient(env.srv.url).register('noteeve');
+  const context = await B.newContext(env.browser, B.DESKTOP);
+  // The page's Notification records what it is given; the permission starts unasked.
+  await context.addInitScript(() => {
+    window.__notes = [];
+    window.__asked = 0;
+    let permission = 'default';
+    window.Notification = class {
+      constructor(title, o = {}) {
+        window.__notes.push({ title, body: o.body });
+      }
+      close() {}
+      static get permission() {
+        return permission;
+      }
+      static requestPermission() {
+        window.__asked += 1;
+        permission = 'granted';
+        return Promise.resolve(permission);
+      }
+    };
+    let hidden = false;
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (hidden ? 'hidden' : 'visible') });
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+    window.__setHidden = (h) => {
+      hidden = h;
+      document.dispatchEvent(new Event('visibilitychange'));
+    };
+  });
+  const page = await B.newPage(context, `${env.srv.url}/`);
+  const dan = await B.signUp(page, 'notedan');
+  const prompt = page.locator('.notify-prompt');
+  await prompt.waitFor({ state: 'visible' });
+  assert.equal(await page.evaluate(() => window.__asked), 0, 'not asked on load');
+  await prompt.locator('button', { hasText: 'Turn on' }).click();
+  await prompt.waitFor({ state: 'hidden' });
+  assert.equal(await page.evaluate(() => window.__asked), 1);
+
+  // Visible: no notification.
+  await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: 'while you look' });
+  await B.eventually(() => B.chatList(page).then((l) => l[0].preview), 'while you look');
+  // Hidden: one per message.
+  await page.evaluate(() => window.__setHidden(true));
+  await eve.api.post('/chat/send', { to_id: dan.id, type: 'text', data: 'psst <b>you</b>' });
+  await B.eventually(() => page.evaluate(() => window.__notes), [{ title: 'noteeve', body: 'psst <b>you</b>' }]);
+  await page.evaluate(() => window.__setHidden(false));
+  assert.equal(await prompt.isVisible(), false);
   B.noErrors(page);
   await context.close();
 });

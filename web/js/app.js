@@ -11,7 +11,8 @@
 // group's members again. Presence pushes move the online dots.
 import { api, ApiError, onUnauthorized, setToken } from './api.js';
 import { avatar, toast, uuid } from './dom.js';
-import { badgeText, typingText } from './format.js';
+import { badgeText, preview, typingText } from './format.js';
+import { notify, setupNotifyPrompt } from './notify.js';
 import { ChatSocket, socketUrl } from './socket.js';
 import { ChatStore, SESSION_KEY, clearSession, loadSession, peerOf, saveSession, systemData } from './store.js';
 import { setupAuth } from './views/auth.js';
@@ -75,6 +76,8 @@ const conv = new ConversationView(
   },
   { send: sendMessage, retry: retryMessage, loadOlder, typing: typingChanged },
 );
+
+const notifyPrompt = setupNotifyPrompt($('chat-list'));
 
 const newGroup = setupNewGroup($('group-dialog'), { create: createGroup, me: () => (session ? session.user.id : 0) });
 $('new-group').addEventListener('click', () => session && newGroup.open());
@@ -522,6 +525,7 @@ async function refreshUnread() {
 }
 
 document.addEventListener('visibilitychange', () => {
+  if (visible()) notifyPrompt.update(); // the permission may have changed in the browser's settings
   if (!visible() || !store) return;
   if (socket) {
     socket.reconnectNow();
@@ -754,6 +758,19 @@ function incoming(m) {
   noteSeq(m);
   if (m.from_id !== s.uid) setTyping(peer, m.from_id, false);
   if (peer === current && m.from_id !== s.uid && visible()) scheduleRead(peer);
+  if (m.from_id !== s.uid && !visible()) notifyIncoming(peer, m);
+}
+
+/** A desktop notification of a message that came while the page is hidden (not for a muted group). */
+function notifyIncoming(peer, m) {
+  const item = store.item(peer);
+  if (m.type === 'system' || (item && item.muted)) return;
+  const sender = m.from_username || store.user(m.from_id).username;
+  const text = preview(m.type, m.data);
+  const title = peer < 0 ? store.user(peer).username : sender;
+  notify(title, peer < 0 ? `${sender}: ${text}` : text, `chatd-${store.uid}-${peer}`, () => {
+    location.hash = peer < 0 ? `#/group/${-peer}` : `#/chat/${peer}`;
+  });
 }
 
 /**
