@@ -7,7 +7,8 @@
 // "Failed: …" in the chat list; text meets WCAG AA contrast and messages are
 // a list that names who wrote each; an "unread messages" divider; a
 // jump-to-bottom button counting what came while scrolled up; desktop
-// notifications, asked for from a button, for messages while hidden.
+// notifications, asked for from a button, for messages while hidden; Send off
+// while the box is empty or white space.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
@@ -374,4 +375,26 @@ test('desktop notifications: asked from a button, not on load; shown for message
   assert.equal(await prompt.isVisible(), false);
   B.noErrors(page);
   await context.close();
+});
+
+test('Send is off while the message box is empty or only white space', async () => {
+  await apiClient(env.srv.url).register('emptyeve');
+  const page = await B.newPage(await B.newContext(env.browser, B.PHONE), `${env.srv.url}/`);
+  await B.signUp(page, 'emptydan');
+  await B.findAndOpen(page, 'emptyeve');
+  const send = page.locator('#send-btn');
+  assert.equal(await send.isDisabled(), true, 'empty');
+  await page.locator('#text').fill('   \n\t  ');
+  assert.equal(await send.isDisabled(), true, 'white space');
+  await page.locator('#text').press('Enter');
+  await page.waitForTimeout(200);
+  assert.deepEqual(await B.bubbles(page), [], 'nothing sent');
+  await page.locator('#text').fill('  hi  ');
+  assert.equal(await send.isDisabled(), false, 'text');
+  await send.click();
+  await B.eventually(() => B.bubbles(page).then((b) => b.map((x) => x.text)), ['  hi  ']);
+  assert.equal(await page.locator('#text').inputValue(), '');
+  assert.equal(await send.isDisabled(), true, 'empty again after sending');
+  B.noErrors(page);
+  await page.context().close();
 });

@@ -88,8 +88,11 @@ export class ConversationView {
         this.submitText();
       }
     });
+    this.sendBtn = els.composer.querySelector('button[type="submit"]');
+    this.updateSend();
     els.text.addEventListener('input', () => {
       this.autosize();
+      this.updateSend();
       this.actions.typing(els.text.value.trim() !== '');
     });
 
@@ -116,6 +119,7 @@ export class ConversationView {
     if (this.actions.send('text', text)) {
       this.els.text.value = '';
       this.autosize();
+      this.updateSend();
       this.actions.typing(false);
     }
     this.els.text.focus();
@@ -137,6 +141,11 @@ export class ConversationView {
     this.jumpCount.textContent = n > 99 ? '99+' : String(n);
     this.jump.setAttribute('aria-label', n ? `Jump to the newest message, ${n} new` : 'Jump to the newest message');
     this.jump.title = 'Newest message';
+  }
+
+  /** Send is off while the box holds nothing but white space. */
+  updateSend() {
+    if (this.sendBtn) this.sendBtn.disabled = !this.els.text.value.trim();
   }
 
   autosize() {
@@ -162,6 +171,7 @@ export class ConversationView {
       this.els.rows.replaceChildren();
       this.els.text.value = '';
       this.autosize();
+      this.updateSend();
       this.els.imageForm.hidden = true;
       this.setTyping(false);
       this.setHistoryState('idle');
