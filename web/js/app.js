@@ -11,7 +11,8 @@
 // group's members again. Presence pushes move the online dots.
 import { api, ApiError, onUnauthorized, setToken } from './api.js';
 import { avatar, toast, uuid } from './dom.js';
-import { badgeText, typingText } from './format.js';
+import { badgeText, preview, typingText } from './format.js';
+import { notify, setupNotifyPrompt } from './notify.js';
 import { ChatSocket, socketUrl } from './socket.js';
 import { ChatStore, SESSION_KEY, clearSession, loadSession, peerOf, saveSession, systemData } from './store.js';
 import { setupAuth } from './views/auth.js';
@@ -76,6 +77,8 @@ const conv = new ConversationView(
   },
   { send: sendMessage, retry: retryMessage, loadOlder, typing: typingChanged },
 );
+
+const notifyPrompt = setupNotifyPrompt($('chat-list'));
 
 const newGroup = setupNewGroup($('group-dialog'), { create: createGroup, me: () => (session ? session.user.id : 0) });
 $('new-group').addEventListener('click', () => session && newGroup.open());
@@ -179,7 +182,8 @@ function showConnection(state, info = {}) {
   if (state === 'waiting') {
     const tick = () => {
       const s = Math.max(0, Math.ceil((info.at - Date.now()) / 1000));
-      text.textContent = s > 0 ? `Offline. Reconnecting in ${s} s…` : 'Offline. Reconnecting…';
+      if (navigator.onLine === false) text.textContent = 'Offline: no network. Reconnecting when it is back…';
+      else text.textContent = s > 0 ? `Offline. Reconnecting in ${s} s…` : 'Offline. Reconnecting…';
     };
     tick();
     countdownTimer = setInterval(tick, 1000);
@@ -369,6 +373,8 @@ function openConversation(peer) {
   loadingOlder = false;
   const d = store.detail(peer);
   d.fresh = false;
+  const item = store.item(peer);
+  if (item && item.noreadnum > 0) conv.markUnread(item.noreadnum, item.last_message_id);
   if (d.complete) conv.setHistoryState('complete');
   markRead(peer);
   refreshNewest(peer);
@@ -533,14 +539,19 @@ async function refreshUnread() {
 }
 
 document.addEventListener('visibilitychange', () => {
+  if (visible()) notifyPrompt.update(); // the permission may have changed in the browser's settings
   if (!visible() || !store) return;
-  if (socket) socket.reconnectNow();
+  if (socket) {
+    socket.reconnectNow();
+    socket.probe(1000); // still there after the tab slept?
+  }
   if (current !== null) {
     const item = store.item(current);
     if (item && item.noreadnum > 0) markRead(current);
   }
 });
 window.addEventListener('online', () => socket && socket.reconnectNow());
+window.addEventListener('offline', () => socket && socket.networkLost());
 
 // ---- online: catch up ---------------------------------------------------------
 
@@ -764,6 +775,19 @@ function incoming(m) {
   noteSeq(m);
   if (m.from_id !== s.uid) setTyping(peer, m.from_id, false);
   if (peer === current && m.from_id !== s.uid && visible()) scheduleRead(peer);
+  if (m.from_id !== s.uid && !visible()) notifyIncoming(peer, m);
+}
+
+/** A desktop notification of a message that came while the page is hidden (not for a muted group). */
+function notifyIncoming(peer, m) {
+  const item = store.item(peer);
+  if (m.type === 'system' || (item && item.muted)) return;
+  const sender = m.from_username || store.user(m.from_id).username;
+  const text = preview(m.type, m.data);
+  const title = peer < 0 ? store.user(peer).username : sender;
+  notify(title, peer < 0 ? `${sender}: ${text}` : text, `chatd-${store.uid}-${peer}`, () => {
+    location.hash = peer < 0 ? `#/group/${-peer}` : `#/chat/${peer}`;
+  });
 }
 
 /**
@@ -978,7 +1002,10 @@ function transmit(peer, m) {
     }, SEND_TIMEOUT_MS),
   );
   const body = { ...target(peer), type: m.type, data: m.data, client_msg_id: cmid };
-  if (socket && socket.send({ type: 'send', message: body })) return;
+  if (socket && socket.send({ type: 'send', message: body })) {
+    socket.probe(1000); // a dead connection shows in seconds, not after SEND_TIMEOUT_MS
+    return;
+  }
   // The socket is down: try HTTP (same client_msg_id, so never stored twice).
   api
     .send(body)

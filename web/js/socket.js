@@ -2,12 +2,22 @@
 // waits for {"type":"init","client_id","bind_nonce"}, binds the user through
 // `bind` (POST /chat/bind with both), then reports online. After any close it reconnects with
 // exponential backoff and jitter, and binds again.
+//
+// A dropped network often closes nothing: no FIN arrives, and the browser's socket stays OPEN
+// for minutes. So a bound socket that has heard nothing for a few seconds sends the
+// application ping ({"type":"ping"}, answered at once by the gateway with {"type":"pong"});
+// when no frame at all comes back within PONG_TIMEOUT_MS the socket is dropped and the page
+// shows it is offline (within PING_IDLE_MS + PONG_TIMEOUT_MS, 6 to 7 s, on a visible page).
+// probe() sends that ping at once (a message just sent, the tab shown again), and
+// networkLost() drops the socket without waiting when the browser says it went offline.
 
 const BASE_DELAY_MS = 500;
 const MAX_DELAY_MS = 15000;
 const INIT_TIMEOUT_MS = 10000;
-const PING_EVERY_MS = 20000;
-const SILENCE_LIMIT_MS = 55000;
+const PING_IDLE_MS = 3000; // a visible page pings after this long without a frame
+const PING_IDLE_HIDDEN_MS = 25000; // a hidden one less often (its timers are throttled anyway)
+const PONG_TIMEOUT_MS = 3000; // no frame this long after a ping: the connection is dead
+const HEARTBEAT_TICK_MS = 500;
 
 export function socketUrl(path = '/ws') {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -41,6 +51,7 @@ export class ChatSocket {
     this.initTimer = 0;
     this.pingTimer = 0;
     this.lastHeard = 0;
+    this.pingSentAt = 0; // a ping waiting for its answer (any frame answers it), or 0
     this.nextAttemptAt = 0;
     this.state = 'stopped';
   }
@@ -94,6 +105,7 @@ export class ChatSocket {
   async receive(ws, ev) {
     if (this.ws !== ws) return;
     this.lastHeard = Date.now();
+    this.pingSentAt = 0;
     if (typeof ev.data !== 'string') return;
     let msg;
     try {
@@ -131,14 +143,28 @@ export class ChatSocket {
 
   startHeartbeat(ws) {
     clearInterval(this.pingTimer);
+    this.pingSentAt = 0;
     this.pingTimer = setInterval(() => {
       if (this.ws !== ws) return;
-      if (Date.now() - this.lastHeard > SILENCE_LIMIT_MS) {
-        this.drop(ws, 4002, 'silent');
+      const now = Date.now();
+      if (this.pingSentAt) {
+        if (now - this.pingSentAt > PONG_TIMEOUT_MS) this.drop(ws, 4002, 'no pong');
         return;
       }
-      this.send({ type: 'ping' });
-    }, PING_EVERY_MS);
+      const idle = document.visibilityState === 'hidden' ? PING_IDLE_HIDDEN_MS : PING_IDLE_MS;
+      if (now - this.lastHeard >= idle) this.probe();
+    }, HEARTBEAT_TICK_MS);
+  }
+
+  /** Pings now (unless a ping is already waiting, or a frame came within minSilenceMs). */
+  probe(minSilenceMs = 0) {
+    if (!this.online || this.pingSentAt || Date.now() - this.lastHeard < minSilenceMs) return;
+    if (this.send({ type: 'ping' })) this.pingSentAt = Date.now();
+  }
+
+  /** The browser says the network is gone: drop the socket now rather than at the next ping. */
+  networkLost() {
+    if (this.ws) this.drop(this.ws, 4004, 'offline');
   }
 
   /** Sends a JSON message if the socket is bound; false otherwise. */
@@ -172,6 +198,7 @@ export class ChatSocket {
     this.clientId = null;
     clearTimeout(this.initTimer);
     clearInterval(this.pingTimer);
+    this.pingSentAt = 0;
     const wasOnline = this.online;
     this.online = false;
     if (wasOnline) this.o.onOffline();

@@ -139,6 +139,7 @@ function cleanItem(i) {
       from_id: Number(i.from_id) || 0,
       from_username: str(i.from_username),
       from_me: !!i.from_me,
+      pending_cmid: str(i.pending_cmid),
       muted: !!i.muted,
       role: str(i.role) || 'member',
       member_count: Number(i.member_count) || 0,
@@ -160,6 +161,7 @@ function cleanItem(i) {
     last_message_id: Number(i.last_message_id) || 0,
     last_seq: Number.isSafeInteger(i.last_seq) && i.last_seq > 0 ? i.last_seq : 0,
     from_me: !!i.from_me,
+    pending_cmid: str(i.pending_cmid),
   };
   if (typeof i.online === 'boolean') out.online = i.online;
   if (Number.isSafeInteger(i.last_seen) || i.last_seen === null) out.last_seen = i.last_seen;
@@ -416,6 +418,8 @@ export class ChatStore {
     item.data = m.data;
     item.time = m.time;
     item.from_me = m.from_id === this.uid;
+    // Our message still on its way (or failed): the list shows its state, not "You: ".
+    item.pending_cmid = m.id ? '' : str(m.client_msg_id);
     if (m.id) item.last_message_id = m.id;
     if (m.seq && m.seq > (item.last_seq || 0)) item.last_seq = m.seq;
     if (group) {
@@ -554,7 +558,16 @@ export class ChatStore {
     Object.assign(m, patch);
     this.saveDetail(peer);
     this.emit('detail', peer);
+    const item = this.item(peer);
+    if (item && item.pending_cmid === cmid) this.emit('list'); // its preview shows the state
     return m;
+  }
+
+  /** The state of the list item's last message when it is ours and not stored yet: 'sending' | 'failed' | ''. */
+  pendingState(item) {
+    if (!item.from_me || !item.pending_cmid) return '';
+    const m = this.pending(item.key, item.pending_cmid);
+    return m ? m.state || 'sending' : '';
   }
 
   /** Finds the conversation of our pending message with this client_msg_id. */

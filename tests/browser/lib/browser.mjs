@@ -218,3 +218,60 @@ export async function listOnline(page, name) {
   const item = page.locator('#chat-list .chat-item').filter({ has: page.locator('.chat-name', { hasText: name }) });
   return item.first().locator('.presence-dot.online').count().then((n) => n > 0);
 }
+
+// ---- accessibility ---------------------------------------------------------------
+
+// Runs in the page: every visible element under rootSel with text of its own (not aria-hidden,
+// not a disabled button), its WCAG contrast ratio against the backgrounds under it (translucent
+// ones composited) and the ratio AA needs (3 for large text, else 4.5).
+function contrastSweep(rootSel) {
+  const parse = (c) => {
+    const m = c.match(/rgba?\(([^)]+)\)/);
+    if (!m) return [0, 0, 0, 0];
+    const p = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (top, bottom) => {
+    const a = top[3];
+    return [0, 1, 2].map((i) => top[i] * a + bottom[i] * (1 - a)).concat(1);
+  };
+  const lum = ([r, g, b]) => {
+    const f = (v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c[3] > 0) layers.push(c);
+      if (c[3] >= 1) break;
+    }
+    let bg = [255, 255, 255, 1];
+    for (const l of layers.reverse()) bg = over(l, bg);
+    return bg;
+  };
+  const out = [];
+  for (const el of document.querySelectorAll(`${rootSel} *`)) {
+    if (!el.checkVisibility || !el.checkVisibility()) continue;
+    if (el.closest('[aria-hidden="true"], button:disabled, svg')) continue;
+    const own = [...el.childNodes].filter((n) => n.nodeType === 3 && n.textContent.trim()).map((n) => n.textContent.trim()).join(' ');
+    if (!own) continue;
+    const cs = getComputedStyle(el);
+    const bg = background(el);
+    const fg = over(parse(cs.color), bg);
+    const [l1, l2] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    const ratio = Math.round(((l1 + 0.05) / (l2 + 0.05)) * 100) / 100;
+    const size = parseFloat(cs.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(cs.fontWeight) >= 700);
+    out.push({ sel: `${el.tagName.toLowerCase()}.${[...el.classList].join('.')}`, text: own.slice(0, 20), ratio, need: large ? 3 : 4.5 });
+  }
+  return out;
+}
+
+/** [{sel, text, ratio, need}] for the text under rootSel (see contrastSweep). */
+export async function contrastReport(page, rootSel = 'body') {
+  return page.evaluate(contrastSweep, rootSel);
+}

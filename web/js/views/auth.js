@@ -34,12 +34,35 @@ export function setupAuth(root, onSignedIn) {
   rule.textContent = NAME_RULE;
   rule.hidden = true;
   username.closest('label').after(rule);
-  username.setAttribute('aria-describedby', rule.id);
+  // The name's length in bytes, as the server counts it. The page's maxlength (UTF-16 units)
+  // cut a longer name silently: the limit is shown and explained instead.
+  username.maxLength = 128;
+  const count = document.createElement('span');
+  count.id = 'auth-username-count';
+  count.className = 'field-count';
+  count.hidden = true;
+  username.after(count);
+  username.setAttribute('aria-describedby', `${rule.id} ${count.id}`);
+  const tooLong = (n) => `Your name is too long: ${n} bytes, 32 at most (about 10 Chinese or Japanese characters).`;
+  let lengthError = '';
 
   const showError = (msg) => {
     error.textContent = msg || '';
     error.hidden = !msg;
   };
+
+  function checkLength() {
+    const n = bytes(username.value.trim().normalize('NFC'));
+    const over = mode === 'signup' && n > 32;
+    count.textContent = `${n}/32`;
+    count.hidden = mode !== 'signup';
+    count.classList.toggle('over', over);
+    if (over) username.setAttribute('aria-invalid', 'true');
+    else username.removeAttribute('aria-invalid');
+    if (over) showError((lengthError = tooLong(n)));
+    else if (lengthError && error.textContent === lengthError) showError((lengthError = ''));
+  }
+  username.addEventListener('input', checkLength);
 
   function setMode(m) {
     mode = m === 'signup' ? 'signup' : 'login';
@@ -53,6 +76,7 @@ export function setupAuth(root, onSignedIn) {
     switchLink.textContent = mode === 'signup' ? 'Sign in' : 'Create an account';
     switchLink.setAttribute('href', mode === 'signup' ? '#/login' : '#/signup');
     showError('');
+    checkLength();
   }
 
   form.addEventListener('submit', async (e) => {
@@ -61,6 +85,7 @@ export function setupAuth(root, onSignedIn) {
     const name = username.value.trim().normalize('NFC'); // the server stores NFC
     const pass = password.value;
     const pic = userpic.value.trim();
+    if (mode === 'signup' && bytes(name) > 32) return showError(tooLong(bytes(name)));
     if (bytes(name) < 2 || bytes(name) > 32) return showError('Your name must be 2 to 32 bytes long (about 10 Chinese or Japanese characters).');
     if (mode === 'signup') {
       if (/#/.test(name)) return showError('Your name cannot contain “#”.');

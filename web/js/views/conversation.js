@@ -6,12 +6,27 @@
 // says how many members there are, and a member who left or was removed
 // (or a dissolved group) gets a notice instead of the send box. A 1:1
 // header shows the peer's presence: "online" and a dot, or "last seen at …".
+// Opened with unread messages, a divider ("3 unread messages") goes above the
+// first of them, and the view starts there when they do not fit on screen.
+// Scrolled up, a button jumps to the newest message, counting those that
+// arrived meanwhile.
 import { avatar, h, safeUrl, withPresence } from '../dom.js';
 import { clock, dividerTime, presenceText, systemText } from '../format.js';
 import { messageKey, systemData } from '../store.js';
 
 const DIVIDER_GAP_MS = 5 * 60 * 1000;
 const STATE_LABEL = { sending: 'Sending…', sent: 'Sent', read: 'Read', failed: 'Failed' };
+
+function svgIcon(d) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('aria-hidden', 'true');
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('d', d);
+  svg.append(path);
+  return svg;
+}
 
 function sameDay(a, b) {
   const x = new Date(a);
@@ -33,12 +48,35 @@ export class ConversationView {
     this.rows = new Map();
     this.stick = true;
     this.typingTimer = 0;
+    els.rows.setAttribute('role', 'list'); // each row a listitem; screen readers hear who wrote it
+    this.newBelow = 0; // messages of others that arrived while scrolled up
+    this.newestId = 0;
+    this.jumpCount = h('span', { class: 'jump-count', hidden: true });
+    this.jump = h(
+      'button',
+      { type: 'button', class: 'jump-bottom', hidden: true, onclick: () => this.toBottom() },
+      svgIcon('M6 9l6 6 6-6'),
+      this.jumpCount,
+    );
+    // Sticky at the scroller's bottom edge while the messages scroll under it (height 0: no room taken).
+    els.scroller.append(h('div', { class: 'jump-wrap' }, this.jump));
 
     els.scroller.addEventListener('scroll', () => {
       const s = els.scroller;
       this.stick = s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+      if (this.stick) this.newBelow = 0;
+      this.updateJump();
       if (s.scrollTop < 150 && this.peer !== null) this.actions.loadOlder();
     });
+
+    // A growing send box (a long text), the image form or an on-screen keyboard shrink the
+    // scroller, which keeps its scrollTop: the newest messages would slide out of sight under
+    // the box. At the end, it stays at the end.
+    if (typeof ResizeObserver === 'function') {
+      new ResizeObserver(() => {
+        if (this.stick && this.peer !== null) els.scroller.scrollTop = els.scroller.scrollHeight;
+      }).observe(els.scroller);
+    }
 
     els.composer.addEventListener('submit', (e) => {
       e.preventDefault();
@@ -50,8 +88,11 @@ export class ConversationView {
         this.submitText();
       }
     });
+    this.sendBtn = els.composer.querySelector('button[type="submit"]');
+    this.updateSend();
     els.text.addEventListener('input', () => {
       this.autosize();
+      this.updateSend();
       this.actions.typing(els.text.value.trim() !== '');
     });
 
@@ -78,9 +119,33 @@ export class ConversationView {
     if (this.actions.send('text', text)) {
       this.els.text.value = '';
       this.autosize();
+      this.updateSend();
       this.actions.typing(false);
     }
     this.els.text.focus();
+  }
+
+  toBottom() {
+    const s = this.els.scroller;
+    s.scrollTop = s.scrollHeight;
+    this.stick = true;
+    this.newBelow = 0;
+    this.updateJump();
+  }
+
+  updateJump() {
+    const show = !this.stick && this.peer !== null;
+    const n = show ? this.newBelow : 0;
+    this.jump.hidden = !show;
+    this.jumpCount.hidden = n === 0;
+    this.jumpCount.textContent = n > 99 ? '99+' : String(n);
+    this.jump.setAttribute('aria-label', n ? `Jump to the newest message, ${n} new` : 'Jump to the newest message');
+    this.jump.title = 'Newest message';
+  }
+
+  /** Send is off while the box holds nothing but white space. */
+  updateSend() {
+    if (this.sendBtn) this.sendBtn.disabled = !this.els.text.value.trim();
   }
 
   autosize() {
@@ -106,14 +171,48 @@ export class ConversationView {
       this.els.rows.replaceChildren();
       this.els.text.value = '';
       this.autosize();
+      this.updateSend();
       this.els.imageForm.hidden = true;
       this.setTyping(false);
       this.setHistoryState('idle');
       this.stick = true;
+      this.unreadMark = null;
+      this.newBelow = 0;
+      this.newestId = 0;
     }
     this.renderHeader();
     this.render({ bottom: changed });
     return changed;
+  }
+
+  /**
+   * Marks where the unread messages start: `count` messages of others up to the list's
+   * last_message_id. Placed once the conversation's newest page is in (store detail fresh),
+   * and kept while the conversation stays open.
+   */
+  markUnread(count, lastId) {
+    this.unreadMark = count > 0 ? { count, lastId, key: null, tried: false } : null;
+  }
+
+  /** Finds the first unread message for the mark; the view may start at it on the first try only. */
+  placeUnreadMark(messages) {
+    const u = this.unreadMark;
+    if (!u || u.key || !this.store.detail(this.peer).fresh) return false;
+    const first = !u.tried;
+    u.tried = true;
+    let i = messages.length - 1;
+    if (u.lastId) {
+      while (i >= 0 && messages[i].id !== u.lastId) i--;
+      if (i < 0) return false;
+    }
+    for (let n = 0; i >= 0; i--) {
+      const m = messages[i];
+      if (m.id && m.from_id !== this.store.uid && ++n === u.count) {
+        u.key = messageKey(m);
+        return first;
+      }
+    }
+    return false; // older than what is loaded: placed when scrolling up brings it
   }
 
   close() {
@@ -122,6 +221,7 @@ export class ConversationView {
     this.rows.clear();
     this.els.rows.replaceChildren();
     this.setTyping(false);
+    this.updateJump();
   }
 
   get group() {
@@ -212,8 +312,12 @@ export class ConversationView {
     const group = this.group;
     const receipt = group ? 0 : this.store.receipts[this.peer] || 0;
     const messages = this.store.detail(this.peer).messages;
+    const startAtUnread = this.placeUnreadMark(messages);
+    const unreadKey = this.unreadMark && this.unreadMark.key;
     const wanted = [];
     let prev = null;
+    let arrived = 0; // new messages of others after the newest shown before
+    let newest = this.newestId;
     for (const m of messages) {
       const key = messageKey(m);
       const system = m.type === 'system';
@@ -221,17 +325,22 @@ export class ConversationView {
       const state = mine ? (m.id ? (m.id <= receipt ? 'read' : 'sent') : m.state) : '';
       const divider = !prev || m.time - prev.time > DIVIDER_GAP_MS || !sameDay(m.time, prev.time) ? dividerTime(m.time) : '';
       const sender = group && !mine && !system ? this.store.users[m.from_id] || { id: m.from_id, username: m.from_username || `User ${m.from_id}`, userpic: m.from_userpic } : null;
-      const sig = `${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}|${sender ? `${sender.username}\u0000${sender.userpic}` : ''}`;
+      const author = system || sender ? '' : mine ? 'You' : this.store.user(this.peer).username; // for screen readers
+      const unread = key === unreadKey ? this.unreadMark.count : 0;
+      const sig = `${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}|${sender ? `${sender.username}\u0000${sender.userpic}` : ''}|${author}|${unread}`;
       let row = this.rows.get(key);
+      if (m.id > newest) newest = m.id;
+      if (!row && this.newestId && m.id > this.newestId && !mine) arrived += 1;
       if (!row) {
-        row = h('div', { class: `row ${system ? 'system' : mine ? 'mine' : 'theirs'}${sender ? ' grouped' : ''}` });
+        row = h('div', { class: `row ${system ? 'system' : mine ? 'mine' : 'theirs'}${sender ? ' grouped' : ''}`, role: 'listitem' });
         row._bubble = system ? this.systemLine(m) : this.bubble(m);
         this.rows.set(key, row);
       }
       if (row._sig !== sig) {
         row._sig = sig;
         if (system) this.fillSystemRow(row, m, divider);
-        else this.fillRow(row, m, mine, state, divider, sender);
+        else this.fillRow(row, m, mine, state, divider, sender, author);
+        if (unread) row.prepend(h('div', { class: 'unread-divider', text: `${unread} unread message${unread === 1 ? '' : 's'}` }));
       }
       wanted.push(row);
       prev = m;
@@ -249,12 +358,22 @@ export class ConversationView {
       cursor.remove();
       cursor = next;
     }
-    if (bottom || this.stick) {
+    this.newestId = newest;
+    const mark = startAtUnread && this.rows.get(unreadKey);
+    if (mark && mark.offsetTop - 8 < s.scrollHeight - s.clientHeight) {
+      // More unread than fits: start at the first of them.
+      s.scrollTop = mark.offsetTop - 8;
+      this.stick = false;
+      this.newBelow = this.unreadMark.count;
+    } else if (bottom || this.stick) {
       s.scrollTop = s.scrollHeight;
       this.stick = true;
-    } else if (anchor && anchor.isConnected) {
-      s.scrollTop = anchor.offsetTop - anchorTop;
+      this.newBelow = 0;
+    } else {
+      if (anchor && anchor.isConnected) s.scrollTop = anchor.offsetTop - anchorTop;
+      this.newBelow += arrived;
     }
+    this.updateJump();
   }
 
   bubble(m) {
@@ -284,7 +403,7 @@ export class ConversationView {
     row.replaceChildren(divider ? h('div', { class: 'divider', text: divider }) : '', row._bubble);
   }
 
-  fillRow(row, m, mine, state, divider, sender = null) {
+  fillRow(row, m, mine, state, divider, sender = null, author = '') {
     row.dataset.key = messageKey(m);
     if (m.id) row.dataset.id = String(m.id);
     else delete row.dataset.id;
@@ -305,6 +424,6 @@ export class ConversationView {
       );
       return;
     }
-    row.replaceChildren(divider ? h('div', { class: 'divider', text: divider }) : '', row._bubble, meta);
+    row.replaceChildren(divider ? h('div', { class: 'divider', text: divider }) : '', author ? h('span', { class: 'sr-only', text: `${author}:` }) : '', row._bubble, meta);
   }
 }

@@ -27,6 +27,7 @@ export function itemPreview(store, item) {
     return systemText(systemData(item), item.from_id === store.uid ? store.me.username : item.from_username, (id) => store.user(id).username);
   }
   const text = preview(item.type, item.data);
+  if (store.pendingState(item) === 'failed') return `Failed: ${text}`;
   if (item.from_me) return `You: ${text}`;
   if (item.chat_type === 'group' && item.from_username) return `${item.from_username}: ${text}`;
   return text;
@@ -55,6 +56,7 @@ export function renderList(ul, store, { current = null, typing = new Map() } = {
     }
     const typingText = typing.get(item.key) || '';
     const text = typingText || itemPreview(store, item);
+    const failed = !typingText && store.pendingState(item) === 'failed';
     const p = group ? null : store.presenceOf(item.userid);
     const link = h(
       'a',
@@ -73,7 +75,7 @@ export function renderList(ul, store, { current = null, typing = new Map() } = {
         h(
           'span',
           { class: 'chat-bottom' },
-          h('span', { class: `chat-preview${typingText ? ' typing' : ''}${item.type === 'system' && !typingText ? ' system' : ''}`, text }),
+          h('span', { class: `chat-preview${typingText ? ' typing' : ''}${item.type === 'system' && !typingText ? ' system' : ''}${failed ? ' failed' : ''}`, text }),
           item.noreadnum > 0
             ? h('span', { class: `unread${item.muted ? ' muted' : ''}`, 'aria-label': `${item.noreadnum} unread`, text: badgeText(item.noreadnum) })
             : null,
