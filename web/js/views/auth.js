@@ -34,9 +34,9 @@ export function setupAuth(root, onSignedIn) {
   rule.textContent = NAME_RULE;
   rule.hidden = true;
   username.closest('label').after(rule);
-  // The name's length in bytes, as the server counts it. The page's maxlength (UTF-16 units)
-  // cut a longer name silently: the limit is shown and explained instead.
-  username.maxLength = 128;
+  // The name's length in bytes, as the server counts it: a maxlength of 32 (UTF-16 units)
+  // would cut a longer name silently, so the page allows 128 and the limit is shown and
+  // explained instead.
   const count = document.createElement('span');
   count.id = 'auth-username-count';
   count.className = 'field-count';
