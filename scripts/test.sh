@@ -6,7 +6,8 @@
 #   build-clang  clang build, warnings are errors
 #   unit         cmocka unit tests (ctest)
 #   integration  the real build/chatd driven by Node's ws client
-#   integration-tls  the same files again with every chatd the harness starts
+#   integration-tls  the transport's files again (framing, HTTP, streaming, the
+#                chat flow and pushes) with every chatd the harness starts
 #                serving https/wss (CHATD_TEST_TLS=1: --tls-cert/--tls-key from a
 #                throw-away CA per test process; every client trusts only it)
 #   unit-pg      the store's unit tests of the PostgreSQL backend (CHATD_TEST_PG_URI)
@@ -29,7 +30,8 @@
 #                asserting its bound (memory, victim latency, refusal codes)
 #   bench-smoke  every chatd-bench subcommand, briefly (tool works, not numbers)
 #   browser      the web client in headless Chromium (Playwright)
-#   browser-pg   the same with chatd on PostgreSQL
+#   browser-pg   the files about what the store answers (chat, groups, sync,
+#                restart, profile) and the cluster, with chatd on PostgreSQL
 #   fuzz         libFuzzer targets, a short bounded run each on the seed corpus
 #   asan-*       unit + integration (and integration-pg, cluster, gatewayworker) again under
 #                AddressSanitizer + UBSan
@@ -44,7 +46,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CHATD_REPO="$root"
-fuzz_seconds=${CHATD_FUZZ_SECONDS:-20}
+fuzz_seconds=${CHATD_FUZZ_SECONDS:-10}
 
 "$root/scripts/bootstrap.sh" --test || { echo "bootstrap failed"; echo "suite: 0 passed, 1 failed"; exit 1; }
 
@@ -101,8 +103,14 @@ integration() {
 # The whole integration directory over TLS: the harness gives every chatd it
 # starts a certificate of its own throw-away CA and speaks https/wss/TLS to it
 # (tests/integration/lib/tls.mjs); tests that set up TLS themselves keep theirs.
+# The files that exercise the transport (framing, HTTP, streaming, pushes, the chat
+# flow over wss), not the ones whose subject is the store or the command line.
 integration_tls() {
-  (cd "$root/tests/integration" && CHATD_TEST_TLS=1 CHATD_BIN="$1/chatd" node --test --test-concurrency=2)
+  (cd "$root/tests/integration" && CHATD_TEST_TLS=1 CHATD_BIN="$1/chatd" node --test --test-concurrency=2 \
+    frames.test.mjs handshake.test.mjs heartbeat_backpressure.test.mjs http.test.mjs \
+    static.test.mjs static_gzip.test.mjs media.test.mjs deflate.test.mjs utf8_stream.test.mjs \
+    tls.test.mjs events.test.mjs gateway_api.test.mjs chat_flow.test.mjs chat_bind.test.mjs \
+    chat_groups_smoke.test.mjs presence.test.mjs shutdown.test.mjs metrics.test.mjs)
 }
 # The chat-service tests (and every other test that touches the store) on PostgreSQL:
 # the same files as on SQLite; the harness gives each chatd its own database.
@@ -151,10 +159,13 @@ gatewayworker() {
 abuse() { (cd "$root/tests/abuse" && CHATD_BIN="$1/chatd" node --test --test-concurrency=1); }
 bench_smoke() { CHATD_BIN="$root/build/chatd" BENCH_BIN="$root/build/chatd-bench" bash "$root/bench/smoke.sh"; }
 browser() { (cd "$root/tests/browser" && CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1); }
-# The web client on chatd on PostgreSQL (each chatd on a fresh database, as integration-pg).
+# The web client on chatd on PostgreSQL (each chatd on a fresh database, as integration-pg):
+# the files whose subject is what the store answers (chat, groups, sync, restart, profile)
+# and the cluster, which needs PostgreSQL; the UI-only files run once, on SQLite.
 browser_pg() {
   pg_up || return 1
-  (cd "$root/tests/browser" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1)
+  (cd "$root/tests/browser" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1 \
+    chat.test.mjs groups.test.mjs seq.test.mjs restart.test.mjs profile.test.mjs cluster.test.mjs)
 }
 fuzz() {
   build_fuzz || return 1
