@@ -61,8 +61,16 @@ test('two chatd with --reuseport share one port and both accept connections', as
     for (let i = 0; i < 8; i++) if ((await freshGet(port, '/healthz')).body.data.cluster.nodes !== 2) return false;
     return true;
   }, { timeoutMs: 5000, what: 'both processes counting 2 nodes' });
-  const counts = [];
-  for (let i = 0; i < 6; i++) counts.push(await gw(srv, 'get_all_client_id_count'));
+  // and each sees the other's sockets: right after start one process's call
+  // has been seen to come back with its own part only (CI, once in three
+  // full runs), so the counts are given a few seconds to agree, then must
+  // hold for 6 calls in a row
+  let counts = [];
+  await waitUntil(async () => {
+    counts = [];
+    for (let i = 0; i < 6; i++) counts.push(await gw(srv, 'get_all_client_id_count'));
+    return counts.every((n) => n === 16);
+  }, { timeoutMs: 5000, what: 'the cluster-wide count from whichever process answers' }).catch(() => {});
   assert.deepEqual(counts, Array(6).fill(16), 'cluster-wide count from whichever process answers');
   socks.forEach((s) => s.terminate());
 
