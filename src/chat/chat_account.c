@@ -231,6 +231,19 @@ static void login_user_found(store_req *r)
         chat_call_fail(call, 500, "internal", "cannot queue password check");
 }
 
+/* --login-rate for an attempt at username's password (a login, or the old
+ * password of a change): false after answering 429. */
+static bool login_admitted(chat_call *call, const char *username)
+{
+    int verdict = auth_login_check(username, call->req->peer_ip, auth_now_ms());
+    if (verdict == AUTH_LOGIN_OK)
+        return true;
+    metrics_limit_refused(METRICS_LIMIT_LOGIN);
+    chat_call_fail(call, 429, "rate_limited", "too many login attempts for this %s; wait a minute",
+                   verdict == AUTH_LOGIN_ADDR_LIMITED ? "address" : "username");
+    return false;
+}
+
 void chat_do_login(chat_call *call)
 {
     bool failed;
@@ -241,14 +254,8 @@ void chat_do_login(chat_call *call)
     chat_want_string(call, call->body, "password", 1, PASSWORD_MAX, true, &failed);
     if (failed)
         return;
-    int verdict = auth_login_check(username, call->req->peer_ip, auth_now_ms());
-    if (verdict != AUTH_LOGIN_OK) {
-        metrics_limit_refused(METRICS_LIMIT_LOGIN);
-        chat_call_fail(call, 429, "rate_limited",
-                       "too many login attempts for this %s; wait a minute",
-                       verdict == AUTH_LOGIN_ADDR_LIMITED ? "address" : "username");
+    if (!login_admitted(call, username))
         return;
-    }
     store_req *r = chat_call_store_req(call, STORE_USER_BY_NAME, login_user_found);
     if (!r)
         return;
@@ -523,14 +530,8 @@ void chat_do_password(chat_call *call)
     /* a wrong old password is a failed login of this username: the same
      * limiter, so a stolen token cannot be used to guess the password */
     const char *username = json_string_value(json_object_get(call->user, "username"));
-    int verdict = auth_login_check(username, call->req->peer_ip, auth_now_ms());
-    if (verdict != AUTH_LOGIN_OK) {
-        metrics_limit_refused(METRICS_LIMIT_LOGIN);
-        chat_call_fail(call, 429, "rate_limited",
-                       "too many login attempts for this %s; wait a minute",
-                       verdict == AUTH_LOGIN_ADDR_LIMITED ? "address" : "username");
+    if (!login_admitted(call, username))
         return;
-    }
     store_req *r = chat_call_store_req(call, STORE_USER_BY_NAME, password_user_found);
     if (!r)
         return;

@@ -137,6 +137,18 @@ void chat_group_failed(chat_call *call, store_req *r)
     store_req_free(r);
 }
 
+void chat_respond_group_result(store_req *r)
+{
+    chat_call *call = r->ctx;
+    if (r->status != STORE_OK) {
+        chat_group_failed(call, r);
+        return;
+    }
+    json_t *result = json_incref(r->result);
+    store_req_free(r);
+    chat_call_ok(call, result);
+}
+
 /* Every store answer of a call passes here: STORE_UNAVAILABLE (the
  * database cannot be reached, or a commit's outcome is unknown) is answered
  * the same way for every operation, 503 store_unavailable (a socket send

@@ -169,15 +169,9 @@ static void group_changed(store_req *r)
 
 static void group_info_done(store_req *r)
 {
-    chat_call *call = r->ctx;
-    if (r->status != STORE_OK) {
-        chat_group_failed(call, r);
-        return;
-    }
-    json_t *result = json_incref(r->result);
-    store_req_free(r);
-    chat_presence_annotate(json_object_get(result, "members"), "userid");
-    chat_call_ok(call, result);
+    if (r->status == STORE_OK)
+        chat_presence_annotate(json_object_get(r->result, "members"), "userid");
+    chat_respond_group_result(r);
 }
 
 static void group_mute_done(store_req *r)

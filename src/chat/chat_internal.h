@@ -98,6 +98,9 @@ void chat_store_failed(chat_call *call);
  * 409 with the store's result {code, message}; other statuses as
  * chat_store_failed. Frees r. */
 void chat_group_failed(chat_call *call, store_req *r);
+/* Answers a group operation's store result as it is, or its error
+ * (chat_group_failed); a store_done function. */
+void chat_respond_group_result(store_req *r);
 /* A store request owned by the call: done runs with r->ctx == call. */
 store_req *chat_call_store_req(chat_call *call, store_op op, store_done_fn done);
 char *chat_uid_string(int64_t id, char *buf, size_t cap);

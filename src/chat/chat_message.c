@@ -266,19 +266,6 @@ void chat_do_unread(chat_call *call)
         store_submit(chat_store, r);
 }
 
-/* The answer of a group read (history): the store's result, or its error. */
-static void group_result(store_req *r)
-{
-    chat_call *call = r->ctx;
-    if (r->status != STORE_OK) {
-        chat_group_failed(call, r);
-        return;
-    }
-    json_t *result = json_incref(r->result);
-    store_req_free(r);
-    chat_call_ok(call, result);
-}
-
 void chat_do_history(chat_call *call)
 {
     int64_t peer = chat_query_int(call, "userid", 0, 1, INT64_MAX);
@@ -302,7 +289,7 @@ void chat_do_history(chat_call *call)
     int64_t limit = chat_query_int(call, "limit", def, 1, chat_cfg->page_limit);
     if (limit < 0)
         return;
-    store_req *r = group ? chat_call_store_req(call, STORE_GROUP_HISTORY, group_result)
+    store_req *r = group ? chat_call_store_req(call, STORE_GROUP_HISTORY, chat_respond_group_result)
                          : chat_call_store_req(call, STORE_HISTORY, chat_respond_result);
     if (!r)
         return;
