@@ -12,7 +12,9 @@
 # (PostgreSQL's defaults, the settings chatd's --durability full relies on). Run as root,
 # the server runs as the `postgres` user, which owns the directory; otherwise as you.
 # `start` creates the login role `chatd` with a random password (and CREATEDB, so a test
-# harness can make a fresh database per server) and its database `chatd`.
+# harness can make a fresh database per server, and pg_signal_backend, so its DROP DATABASE
+# ... WITH (FORCE) may end an autovacuum worker that is in that database: PostgreSQL 15 gives
+# such a worker no role and refuses otherwise) and its database `chatd`.
 # Idempotent: start on a running cluster only prints its URI; stop without one is a no-op.
 # postgresql-15 is installed with apt-get when missing.
 set -euo pipefail
@@ -74,6 +76,7 @@ EOF
     # the password is hex: no quoting issue in SQL or in the URI
     as_owner "$BIN/psql" -h "$DIR" -p "$port" -U postgres -d postgres -q -v ON_ERROR_STOP=1 \
         -c "CREATE ROLE chatd LOGIN CREATEDB PASSWORD '$pass'" \
+        -c "GRANT pg_signal_backend TO chatd" \
         -c "CREATE DATABASE chatd OWNER chatd" >/dev/null
     local url="postgres://chatd:$pass@127.0.0.1:$port/chatd"
     echo "$url" >"$DIR/url.tmp"

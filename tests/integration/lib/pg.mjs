@@ -73,9 +73,24 @@ export async function createDb(base = PG_BASE) {
   return { name, uri: dbUri(base, name) };
 }
 
-/** Drops a database made by createDb, even with sessions left in it. */
-export function dropDb(name, base = PG_BASE) {
-  return psql(base, `DROP DATABASE IF EXISTS ${name} WITH (FORCE);`);
+/**
+ * Drops a database made by createDb, even with sessions left in it. WITH (FORCE)
+ * terminates those sessions, and PostgreSQL 15 refuses when one of them is not the
+ * role's own: an autovacuum worker that happens to be in the database (seen once
+ * in a CI run under ASan, "must be a member of the role whose process is being
+ * terminated"). Such a worker ends by itself within moments, so that refusal is
+ * retried for up to 10 s; every other error is thrown at once.
+ */
+export async function dropDb(name, base = PG_BASE) {
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    try {
+      return await psql(base, `DROP DATABASE IF EXISTS ${name} WITH (FORCE);`);
+    } catch (e) {
+      if (!/must be a member of the role whose process is being terminated/.test(e.message) || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
 }
 
 /** The same, synchronously: for process 'exit' handlers. */
