@@ -149,16 +149,15 @@ export function setupProfile(root, { user, clientId, changed }) {
   });
 
   // ---- language ----
-  const langSelect = h(
-    'select',
-    { id: 'me-lang', class: 'profile-lang', onchange: (e) => setLang(e.target.value) },
-    Object.keys(LANGS).map((code) => h('option', { value: code, lang: code, text: t(`lang.${code}`) })),
+  // Two buttons (the current one pressed), each language named in itself.
+  const langButtons = Object.keys(LANGS).map((code) =>
+    h('button', { type: 'button', lang: code, dataset: { lang: code }, text: t(`lang.${code}`), onclick: () => setLang(code) }),
   );
   const langBox = h(
     'div',
     { class: 'profile-language' },
-    h('h2', { class: 'profile-title' }, h('label', { for: 'me-lang', 'data-i18n': 'lang.label', text: t('lang.label') })),
-    langSelect,
+    h('h2', { id: 'me-lang-title', class: 'profile-title', 'data-i18n': 'lang.label', text: t('lang.label') }),
+    h('div', { id: 'me-lang', class: 'profile-actions', role: 'group', 'aria-labelledby': 'me-lang-title' }, langButtons),
   );
 
   root.replaceChildren(
@@ -180,7 +179,11 @@ export function setupProfile(root, { user, clientId, changed }) {
     remove.textContent = t('profile.remove_picture');
     progress.setAttribute('aria-label', t('profile.progress'));
     submit.textContent = t('profile.change_password');
-    langSelect.value = lang();
+    for (const b of langButtons) {
+      const on = b.dataset.lang === lang();
+      b.className = on ? 'primary' : '';
+      b.setAttribute('aria-pressed', String(on));
+    }
   }
   words();
   onLangChange(() => {
