@@ -270,6 +270,13 @@ async function chatRun(lang, viewport, sizeName) {
   await page.locator('#auth-submit').click();
   await B.eventually(() => page.locator('#auth-error').textContent(), w.wrongPassword);
 
+  // The sign-in screen's link to the other language, and back.
+  await page.locator('#auth-lang').click();
+  await B.eventually(() => page.locator('#auth-title').textContent(), WORDS[OTHER[lang]].login);
+  assert.equal(await page.locator('#auth-error').textContent(), WORDS[OTHER[lang]].wrongPassword, 'the shown error, worded again');
+  await page.locator('#auth-lang').click();
+  await B.eventually(() => page.locator('#auth-title').textContent(), w.login);
+
   // Sign up.
   await page.goto(`${env.srv.url}/#/signup`);
   await B.eventually(() => page.locator('#auth-submit').textContent(), w.signup);

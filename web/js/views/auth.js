@@ -1,7 +1,7 @@
 // views/auth.js: sign in and sign up.
 import { api } from '../api.js';
 import { safeUrl } from '../dom.js';
-import { errText, onLangChange, t } from '../i18n.js';
+import { LANGS, errText, lang, onLangChange, setLang, t } from '../i18n.js';
 
 const bytes = (s) => new TextEncoder().encode(s).length;
 
@@ -107,8 +107,19 @@ export function setupAuth(root, onSignedIn) {
     }
   });
 
+  // The other language, named in itself ("English" on the Chinese screen, "简体中文" on the English one).
+  const langLink = root.querySelector('#auth-lang');
+  const otherLang = () => Object.keys(LANGS).find((code) => code !== lang());
+  const wordLangLink = () => {
+    langLink.textContent = t(`lang.${otherLang()}`);
+    langLink.lang = otherLang();
+  };
+  wordLangLink();
+  langLink.addEventListener('click', () => setLang(otherLang()));
+
   // Another language: the same screen, worded again (the rule, the labels, a shown error).
   onLangChange(() => {
+    wordLangLink();
     rule.textContent = t('auth.name_rule');
     const again = shownError;
     setMode(mode);
@@ -117,6 +128,8 @@ export function setupAuth(root, onSignedIn) {
 
   return {
     show(m) {
+      // Already shown in that mode (a route again, e.g. after a language change): as it is.
+      if (!root.hidden && (m === 'signup' ? 'signup' : 'login') === mode) return;
       setMode(m);
       root.hidden = false;
       username.focus();
