@@ -197,6 +197,8 @@ const WORDS = {
     signOut: '退出登录',
     mismatch: '两次输入的新密码不一致。',
     online: '在线',
+    owner: '群主',
+    add: '添加',
   },
   en: {
     login: 'Sign in',
@@ -218,6 +220,8 @@ const WORDS = {
     signOut: 'Sign out',
     mismatch: 'The new passwords do not match.',
     online: 'Online',
+    owner: 'Owner',
+    add: 'Add',
   },
 };
 const NAMES = {
@@ -327,6 +331,23 @@ async function chatRun(lang, viewport, sizeName) {
   await noRawKeys(page);
   if (lang === 'zh-CN') assert.deepEqual(await englishWords(page, ['chatd']), [], 'English words in the Chinese group');
   await shot('group');
+  // The members panel (a member's view: names, roles, mute, leave) and the "New group" dialog.
+  await page.locator('#conv-members-btn').click();
+  await page.locator('#members-list .member').nth(2).waitFor();
+  assert.equal(await page.locator('#members-count').textContent(), w.members);
+  assert.equal(await page.locator('#members-list .member[data-role="owner"] .member-role-label').textContent(), w.owner);
+  await noRawKeys(page);
+  if (lang === 'zh-CN') assert.deepEqual(await englishWords(page, ['chatd']), [], 'English words in the Chinese members panel');
+  await page.locator('#members-close').click();
+  if (sizeName === 'desktop') {
+    await page.locator('#new-group').click();
+    await page.locator('#group-q').fill(third.user.username);
+    await page.locator('#group-results .user-item button.pick').waitFor();
+    assert.equal(await page.locator('#group-results .user-item button.pick').textContent(), w.add);
+    await noRawKeys(page);
+    if (lang === 'zh-CN') assert.deepEqual(await englishWords(page, ['chatd']), [], 'English words in the Chinese "New group" dialog');
+    await page.locator('#group-cancel').click();
+  }
 
   // The Me tab, and the other language.
   await page.evaluate(() => (location.hash = '#/me')); // (a phone's conversation has no tab bar)
