@@ -536,26 +536,12 @@ json_t *sq_msg_json(sqlite3_stmt *st)
         "from_userpic", sq_col_text(st, 4), "type", sq_col_text(st, 5), "data", sq_col_text(st, 6),
         "time", (json_int_t)sqlite3_column_int64(st, 7), "client_msg_id",
         (const char *)sqlite3_column_text(st, 8));
-    if (sq_msg_extras(m, sqlite3_column_int(st, 12) != 0, sqlite3_column_int64(st, 13),
-                      sqlite3_column_int64(st, 14)) != 0) {
+    if (store_msg_extras(m, sqlite3_column_int(st, 12) != 0, sqlite3_column_int64(st, 13),
+                         sqlite3_column_int64(st, 14)) != 0) {
         json_decref(m);
         return NULL;
     }
     return m;
-}
-
-/* The keys a message (or chat list item) has only when they apply. */
-int sq_msg_extras(json_t *m, bool recalled, int64_t width, int64_t height)
-{
-    if (!m)
-        return -1;
-    if (recalled)
-        return json_object_set_new(m, "recalled", json_true());
-    if (width > 0 && json_object_set_new(m, "width", json_integer(width)) != 0)
-        return -1;
-    if (height > 0 && json_object_set_new(m, "height", json_integer(height)) != 0)
-        return -1;
-    return 0;
 }
 
 /* Marks, in each of msgs (messages, or chat list items when id_key is
@@ -573,7 +559,7 @@ int sq_mark_hidden(sq *b, int64_t user, json_t *msgs, const char *id_key)
         int rc = sqlite3_step(st);
         sqlite3_reset(st);
         if (rc == SQLITE_ROW) {
-            if (sq_set_deleted(m) != 0)
+            if (store_msg_deleted(m) != 0)
                 return -1;
         } else if (rc != SQLITE_DONE) {
             sq_db_fail(b, "hidden lookup");
@@ -581,16 +567,6 @@ int sq_mark_hidden(sq *b, int64_t user, json_t *msgs, const char *id_key)
         }
     }
     return 0;
-}
-
-int sq_set_deleted(json_t *m)
-{
-    json_object_del(m, "width");
-    json_object_del(m, "height");
-    return json_object_set_new(m, "deleted", json_true()) != 0 ||
-                   json_object_set_new(m, "data", json_string("")) != 0
-               ? -1
-               : 0;
 }
 
 /* Runs a query and collects one JSON value per row; NULL on failure. */
