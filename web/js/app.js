@@ -75,7 +75,7 @@ const conv = new ConversationView(
     membersBtn: $('conv-members-btn'),
     notice: $('conv-notice'),
   },
-  { send: sendMessage, retry: retryMessage, loadOlder, typing: typingChanged },
+  { send: sendMessage, retry: retryMessage, loadOlder, typing: typingChanged, recall: recallMessage, deleteForMe: deleteMessage, config: () => chatConfig },
 );
 
 const notifyPrompt = setupNotifyPrompt($('chat-list'));
@@ -287,6 +287,7 @@ function signOut({ remote = true, message = '' } = {}) {
   typingNow.clear();
   members.hide();
   profile.reset();
+  conv.uploader.clear();
   if ($('group-dialog').open) $('group-dialog').close();
   setToken(null);
   clearSession();
@@ -556,6 +557,7 @@ window.addEventListener('offline', () => socket && socket.networkLost());
 // ---- online: catch up ---------------------------------------------------------
 
 function unreadFor(m) {
+  if (m.type === 'recall') return false; // a recall notice never counts (docs/API.md)
   return m.from_id !== store.uid && !(peerOf(m, store.uid) === current && visible());
 }
 
@@ -564,6 +566,7 @@ function onOnline(cid) {
   everOnline = true;
   stopMessage = '';
   catchUp();
+  loadConfig();
 }
 
 function onOffline() {
@@ -594,9 +597,9 @@ async function syncCursors(s) {
       if (current !== null) refreshNewest(current);
       break;
     }
-    const res = await api.syncCursors(s.cursorsFor());
+    const res = await api.syncCursors(s.cursorsFor(), undefined, s.deletedCursor());
     if (s !== store) return false;
-    let more = false;
+    let more = applyDeleted(s, res.deleted);
     for (const c of res.conversations || []) {
       const peer = c.group_id ? -Number(c.group_id) : Number(c.userid);
       const msgs = Array.isArray(c.messages) ? c.messages : [];
@@ -748,6 +751,10 @@ function onMessage(msg) {
     case 'event':
       peerEvent(msg);
       break;
+    case 'deleted':
+      // Another device of ours deleted messages for us (the cursor moves on with the next sync).
+      if (Array.isArray(msg.message_ids)) store.hideMessages(msg.message_ids.filter(Number.isSafeInteger));
+      break;
     default:
       break;
   }
@@ -781,7 +788,7 @@ function incoming(m) {
 /** A desktop notification of a message that came while the page is hidden (not for a muted group). */
 function notifyIncoming(peer, m) {
   const item = store.item(peer);
-  if (m.type === 'system' || (item && item.muted)) return;
+  if (m.type === 'system' || m.type === 'recall' || (item && item.muted)) return;
   const sender = m.from_username || store.user(m.from_id).username;
   const text = preview(m.type, m.data);
   const title = peer < 0 ? store.user(peer).username : sender;
@@ -954,13 +961,12 @@ function stopTyping() {
   typingPeer = null;
 }
 
-function sendMessage(type, data) {
-  if (current === null || !store) return false;
+function sendMessage(type, data, extra = {}, peer = current) {
+  if (peer === null || !store) return false;
   if (bytes(data) > MAX_TEXT_BYTES) {
     toast(`This message is too long: ${MAX_TEXT_BYTES} bytes at most.`);
     return false;
   }
-  const peer = current;
   const me = session.user;
   const m = {
     id: 0,
@@ -971,11 +977,12 @@ function sendMessage(type, data) {
     from_userpic: me.userpic || '',
     type,
     data,
+    ...(extra.width && extra.height ? { width: extra.width, height: extra.height } : {}),
     time: Date.now(),
     state: 'sending',
     retryable: true,
   };
-  conv.stick = true;
+  if (peer === current) conv.stick = true;
   store.addPending(peer, m);
   store.bump(m);
   transmit(peer, m);
@@ -1002,6 +1009,7 @@ function transmit(peer, m) {
     }, SEND_TIMEOUT_MS),
   );
   const body = { ...target(peer), type: m.type, data: m.data, client_msg_id: cmid };
+  if (m.width && m.height) Object.assign(body, { width: m.width, height: m.height });
   if (socket && socket.send({ type: 'send', message: body })) {
     socket.probe(1000); // a dead connection shows in seconds, not after SEND_TIMEOUT_MS
     return;
@@ -1042,6 +1050,49 @@ function flushPending() {
       if (m.state === 'sending' || m.retryable) transmit(peer, m);
     }
   }
+}
+
+// ---- recall, delete for me, the server's limits (docs/API.md) ---------------------
+
+/** GET /chat/config's answer ({recall_window, max_upload, ...}) once known; null before (no recall offered). */
+let chatConfig = null;
+
+async function loadConfig() {
+  const s = store;
+  try {
+    const c = await api.config();
+    if (s === store && c && typeof c === 'object') chatConfig = c;
+  } catch {
+    /* an older server: no recall, no upload limit known beforehand */
+  }
+}
+
+/** Recalls one of our messages; the answer's recalled message and notice show at once. */
+async function recallMessage(m) {
+  const s = store;
+  const peer = peerOf(m, s.uid);
+  const r = await api.recall(m.id, clientId);
+  if (s !== store || !r) return;
+  const msgs = [r.message, r.notice].filter((x) => x && Number.isSafeInteger(x.id));
+  s.merge(peer, msgs);
+  for (const x of msgs) s.bump(x);
+  if (r.notice && Number.isSafeInteger(r.notice.id)) noteSeq(r.notice);
+}
+
+/** Deletes one message for us: hidden here now, on our other devices by the "deleted" push. */
+async function deleteMessage(m) {
+  const s = store;
+  const r = await api.deleteForMe([m.id], clientId);
+  if (s !== store) return;
+  s.hideMessages(r && Array.isArray(r.message_ids) ? r.message_ids.filter(Number.isSafeInteger) : [m.id]);
+}
+
+/** A sync answer's "deleted" part: hides its ids, moves the cursor; returns whether more follow. */
+function applyDeleted(s, del) {
+  if (!del || typeof del !== 'object') return false;
+  if (Array.isArray(del.message_ids)) s.hideMessages(del.message_ids.filter(Number.isSafeInteger));
+  s.setDeletedCursor(Number(del.cursor));
+  return del.more === true;
 }
 
 // ---- start ------------------------------------------------------------------------
