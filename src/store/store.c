@@ -126,6 +126,8 @@ bool store_op_is_write(store_op op)
     case STORE_GROUP_MUTE:
     case STORE_GROUP_SEND:
     case STORE_GROUP_READ:
+    case STORE_MESSAGE_RECALL:
+    case STORE_MESSAGE_DELETE:
         return true;
     default:
         return false;
@@ -707,6 +709,7 @@ void store_req_free(store_req *r)
     free(r->client_msg_id);
     json_decref(r->cursors);
     json_decref(r->members);
+    json_decref(r->message_ids);
     free(r->name);
     free(r->avatar);
     json_decref(r->result);

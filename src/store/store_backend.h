@@ -89,7 +89,7 @@ const char *store_sqlite_search_sql(void);
 const char *store_pg_search_sql(void);
 
 /* Latest schema version of the SQLite backend (PRAGMA user_version). */
-#define STORE_SQLITE_SCHEMA_VERSION 8
+#define STORE_SQLITE_SCHEMA_VERSION 9
 
 /* How often an idle writer probes a backend that has healthy. */
 #define STORE_PROBE_MS 500
