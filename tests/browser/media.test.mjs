@@ -140,7 +140,7 @@ for (const [size, viewport] of [
     // A click opens the full picture; Esc closes it.
     await peerPage.locator('#message-rows .bubble.image a').first().click();
     await peerPage.locator('#image-viewer').waitFor();
-    assert.equal(await peerPage.locator('#image-viewer img').getAttribute('src'), sent[0].data);
+    assert.equal(await peerPage.locator('#image-viewer img').getAttribute('src'), env.srv.url + sent[0].data);
     await B.screenshot(peerPage, `image-viewer-${size}.png`);
     await peerPage.keyboard.press('Escape');
     await peerPage.locator('#image-viewer').waitFor({ state: 'detached' });
