@@ -581,9 +581,11 @@ function onOffline() {
  * the cached conversations, moves the cursors, and updates the list's
  * previews. Too much missed (SYNC_MAX_PAGES pages) to patch the caches:
  * they are dropped (the server has everything) and the cursors start from
- * the list. Resolves to false when the store changed (signed out) meanwhile.
+ * the list. deletions: also fetch the ids deleted for us since the stored
+ * cursor (deleted_after) and hide them. Resolves to false when the store
+ * changed (signed out) meanwhile.
  */
-async function syncCursors(s) {
+async function syncCursors(s, { deletions = false } = {}) {
   let unknown = false;
   for (let pages = 0; ; pages++) {
     if (pages >= SYNC_MAX_PAGES) {
@@ -597,7 +599,8 @@ async function syncCursors(s) {
       if (current !== null) refreshNewest(current);
       break;
     }
-    const res = await api.syncCursors(s.cursorsFor(), undefined, s.deletedCursor());
+    // After (re)connecting, also what was deleted for us meanwhile (online, the "deleted" push says).
+    const res = await api.syncCursors(s.cursorsFor(), undefined, deletions ? s.deletedCursor() : undefined);
     if (s !== store) return false;
     let more = applyDeleted(s, res.deleted);
     for (const c of res.conversations || []) {
@@ -637,7 +640,7 @@ async function catchUp() {
     // Pushes that raced the list: bump() ignores what the list already has.
     for (const m of pushed) s.bump(m, { unread: unreadFor(m) });
     s.seedCursors();
-    if (!(await syncCursors(s))) return;
+    if (!(await syncCursors(s, { deletions: true }))) return;
   } catch (e) {
     if (s === store && catchingUp === pushed) {
       catchingUp = null;
