@@ -23,7 +23,7 @@ export default {
   'media.dismiss': 'Dismiss',
   'media.failed': 'Not sent: {reason}',
   'media.close': 'Close',
-  'media.broken': 'Picture not available',
+  'media.broken': 'Image not available',
   'media.drop': 'Drop a picture here to send it',
   'media.err.network': 'The upload failed: the server cannot be reached.',
   'media.err.too_large': 'This file is too large: {max} at most.',
