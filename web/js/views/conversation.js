@@ -160,6 +160,8 @@ export class ConversationView {
       },
     });
     els.text.addEventListener('paste', (e) => {
+      // Text copied from an office program comes with a picture of itself: the text wins.
+      if (e.clipboardData && e.clipboardData.getData('text/plain')) return;
       const files = filesOf(e.clipboardData);
       if (!files.length) return;
       e.preventDefault();
