@@ -536,33 +536,34 @@ json_t *sq_msg_json(sqlite3_stmt *st)
         "from_userpic", sq_col_text(st, 4), "type", sq_col_text(st, 5), "data", sq_col_text(st, 6),
         "time", (json_int_t)sqlite3_column_int64(st, 7), "client_msg_id",
         (const char *)sqlite3_column_text(st, 8));
-    if (sq_msg_extras(m, sqlite3_column_int(st, 12) != 0, sqlite3_column_int64(st, 13),
-                      sqlite3_column_int64(st, 14)) != 0) {
+    if (store_msg_extras(m, sqlite3_column_int(st, 12) != 0, sqlite3_column_int64(st, 13),
+                         sqlite3_column_int64(st, 14)) != 0) {
         json_decref(m);
         return NULL;
     }
     return m;
 }
 
-/* The keys a message (or chat list item) has only when they apply. */
-int sq_msg_extras(json_t *m, bool recalled, int64_t width, int64_t height)
-{
-    if (!m)
-        return -1;
-    if (recalled)
-        return json_object_set_new(m, "recalled", json_true());
-    if (width > 0 && json_object_set_new(m, "width", json_integer(width)) != 0)
-        return -1;
-    if (height > 0 && json_object_set_new(m, "height", json_integer(height)) != 0)
-        return -1;
-    return 0;
-}
-
 /* Marks, in each of msgs (messages, or chat list items when id_key is
  * "last_message_id"), those user hid: "deleted": true, data "", no size.
- * One seek on hidden_messages' key each. 0, or -1 (logged). */
+ * One seek on hidden_messages' key each, none for a user who never hid a
+ * message (hide cursor 0). 0, or -1 (logged). */
 int sq_mark_hidden(sq *b, int64_t user, json_t *msgs, const char *id_key)
 {
+    if (json_array_size(msgs) == 0)
+        return 0;
+    /* most users never hid anything: one seek on users spares the rest */
+    sqlite3_stmt *cur = sq_prep(b, ST_HIDE_CURSOR);
+    sqlite3_bind_int64(cur, 1, user);
+    int crc = sqlite3_step(cur);
+    int64_t hidden = crc == SQLITE_ROW ? sqlite3_column_int64(cur, 0) : 0;
+    sqlite3_reset(cur);
+    if (crc != SQLITE_ROW && crc != SQLITE_DONE) {
+        sq_db_fail(b, "hide cursor");
+        return -1;
+    }
+    if (hidden == 0)
+        return 0;
     size_t i;
     json_t *m;
     json_array_foreach(msgs, i, m)
@@ -573,7 +574,7 @@ int sq_mark_hidden(sq *b, int64_t user, json_t *msgs, const char *id_key)
         int rc = sqlite3_step(st);
         sqlite3_reset(st);
         if (rc == SQLITE_ROW) {
-            if (sq_set_deleted(m) != 0)
+            if (store_msg_deleted(m) != 0)
                 return -1;
         } else if (rc != SQLITE_DONE) {
             sq_db_fail(b, "hidden lookup");
@@ -581,16 +582,6 @@ int sq_mark_hidden(sq *b, int64_t user, json_t *msgs, const char *id_key)
         }
     }
     return 0;
-}
-
-int sq_set_deleted(json_t *m)
-{
-    json_object_del(m, "width");
-    json_object_del(m, "height");
-    return json_object_set_new(m, "deleted", json_true()) != 0 ||
-                   json_object_set_new(m, "data", json_string("")) != 0
-               ? -1
-               : 0;
 }
 
 /* Runs a query and collects one JSON value per row; NULL on failure. */

@@ -380,7 +380,7 @@ static int group_post(sq *b, group_row *g, int64_t from, const char *type, const
     g->last_seq = seq;
     g->last_message_id = id;
     if (json_object_set_new(m, "id", json_integer(id)) != 0 ||
-        sq_msg_extras(m, false, width, height) != 0) {
+        store_msg_extras(m, false, width, height) != 0) {
         json_decref(m);
         return STORE_ERROR;
     }

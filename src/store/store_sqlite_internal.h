@@ -198,14 +198,9 @@ int64_t sq_sql_limit(int64_t limit);
  * message from the MSG_COLS columns. */
 json_t *sq_last_seen_json(sqlite3_stmt *st, int col);
 json_t *sq_msg_json(sqlite3_stmt *st);
-/* Adds "recalled" (and then nothing else) or "width"/"height" when > 0 to a
- * message or chat list item; 0, or -1 (m NULL or out of memory). */
-int sq_msg_extras(json_t *m, bool recalled, int64_t width, int64_t height);
 /* Marks the messages of msgs that user hid (STORE_MESSAGE_DELETE), their id
- * under id_key: sq_set_deleted. 0 or -1. */
+ * under id_key: store_msg_deleted. 0 or -1. */
 int sq_mark_hidden(sq *b, int64_t user, json_t *msgs, const char *id_key);
-/* "deleted": true, data "", no width/height. 0 or -1. */
-int sq_set_deleted(json_t *m);
 /* A query's rows as a JSON array (NULL on failure), or its one row
  * (STORE_OK, NOT_FOUND or ERROR). */
 json_t *sq_rows_json(sq *b, sqlite3_stmt *st, json_t *(*row)(sqlite3_stmt *));

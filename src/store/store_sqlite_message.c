@@ -84,7 +84,7 @@ int sq_op_message_send(sq *b, store_req *r)
      * not unread, nor something a read receipt reports */
     bool counts = strcmp(r->msg_type, "recall") != 0;
     if (json_object_set_new(msg, "id", json_integer(id)) != 0 ||
-        sq_msg_extras(msg, false, r->width, r->height) != 0 ||
+        store_msg_extras(msg, false, r->width, r->height) != 0 ||
         sq_conv_note(b, from, to, id, 0, 0) != 0 ||
         sq_conv_note(b, to, from, id, counts ? 1 : 0, counts ? id : 0) != 0) {
         json_decref(msg);
@@ -104,8 +104,8 @@ static json_t *chat_item_json(sqlite3_stmt *st)
                   (json_int_t)sqlite3_column_int64(st, 6), "last_message_id",
                   (json_int_t)sqlite3_column_int64(st, 7), "last_seq",
                   (json_int_t)sqlite3_column_int64(st, 8), "last_seen", sq_last_seen_json(st, 9));
-    if (sq_msg_extras(it, sqlite3_column_int(st, 11) != 0, sqlite3_column_int64(st, 12),
-                      sqlite3_column_int64(st, 13)) != 0) {
+    if (store_msg_extras(it, sqlite3_column_int(st, 11) != 0, sqlite3_column_int64(st, 12),
+                         sqlite3_column_int64(st, 13)) != 0) {
         json_decref(it);
         return NULL;
     }
@@ -129,8 +129,8 @@ static json_t *group_item_json(sqlite3_stmt *st)
         sqlite3_column_int(st, 14) != 0, "role", sq_role_name(sqlite3_column_int(st, 15)),
         "member_count", (json_int_t)sqlite3_column_int64(st, 16), "dissolved",
         sqlite3_column_int(st, 17) != 0, "left", left > 0);
-    if (sq_msg_extras(it, sqlite3_column_int(st, 18) != 0, sqlite3_column_int64(st, 19),
-                      sqlite3_column_int64(st, 20)) != 0) {
+    if (store_msg_extras(it, sqlite3_column_int(st, 18) != 0, sqlite3_column_int64(st, 19),
+                         sqlite3_column_int64(st, 20)) != 0) {
         json_decref(it);
         return NULL;
     }
