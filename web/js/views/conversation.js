@@ -19,7 +19,7 @@
 // (only when its message is not loaded); messages deleted for us are not shown.
 import { avatar, h, safeUrl, toast, withPresence } from '../dom.js';
 import { clock, dividerTime, presenceText, systemText } from '../format.js';
-import { errText, has, t } from '../i18n.js';
+import { errText, has, onLangChange, t } from '../i18n.js';
 import { messageKey, recallTarget, systemData } from '../store.js';
 import { Uploader, dragHasFiles, filesOf, imageBubble } from './media.js';
 import { confirmDialog, copyText, recallText, setupMessageMenu } from './menu.js';
@@ -191,7 +191,28 @@ export class ConversationView {
       e.preventDefault();
       if (!this.composerClosed()) this.upload(files);
     });
-    root.dataset.dropHint = t('media.drop');
+    const words = () => {
+      btn.setAttribute('aria-label', t('media.pick'));
+      btn.title = t('media.pick');
+      root.dataset.dropHint = t('media.drop');
+    };
+    words();
+    onLangChange(() => {
+      words();
+      this.reword();
+    });
+  }
+
+  /** Builds the rows again in the new language (recall lines, ⋯ labels), where the view was. */
+  reword() {
+    if (this.peer === null) return;
+    this.menu.close({ focusBack: false });
+    const s = this.els.scroller;
+    const top = s.scrollTop;
+    this.rows.clear();
+    this.els.rows.replaceChildren();
+    this.render();
+    if (!this.stick) s.scrollTop = top;
   }
 
   composerClosed() {
