@@ -8,7 +8,10 @@
 // next one shows a push was missed, and the conversations are synced again.
 // Groups go the same way under their conversation key (minus the group id,
 // store.js); a group's system message makes the page fetch the list and the
-// group's members again. Presence pushes move the online dots.
+// group's members again. Presence pushes move the online dots. Recall and
+// delete-for-me (views/menu.js) call the server here; a recall notice merged
+// anywhere marks its message recalled (store.js), the "deleted" push and the
+// catch-up sync's deleted_after hide what another device deleted for us.
 import { api, ApiError, onUnauthorized, setToken } from './api.js';
 import { avatar, toast, uuid } from './dom.js';
 import { badgeText, preview, typingText } from './format.js';
