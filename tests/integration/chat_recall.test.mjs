@@ -100,6 +100,47 @@ test('recall 1:1: answer, pushes, history, syncs, chat list, unread', async (t) 
   for (const s of [a1, a2, b1]) assert.deepEqual(await s.collect(), []);
 });
 
+test('a send retried after its message was recalled answers and pushes it recalled', async (t) => {
+  const [a, b] = await pair('rd');
+  const b1 = await ChatSocket.bound(srv, b, t);
+  const m = await M(a, '/chat/send', { to_id: b.id, type: 'text', data: 'gone soon', client_msg_id: 'rd-1' });
+  await M(a, '/chat/recall', { message_id: m.id });
+  await b1.collect();
+  const dup = await M(a, '/chat/send', { to_id: b.id, type: 'text', data: 'gone soon', client_msg_id: 'rd-1' });
+  assert.equal(dup.id, m.id);
+  assert.equal(dup.recalled, true);
+  assert.equal(dup.data, '');
+  assert.deepEqual(Object.keys(dup), [...KEYS, 'recalled']);
+  assert.deepEqual(await b1.collect(), [{ type: 'message', message: dup }]);
+  // a group's too
+  const g = (await M(a, '/group/create', { name: 'rdg', members: [b.id] })).group;
+  const gm = await M(a, '/chat/send', { group_id: g.group_id, type: 'text', data: 'group gone', client_msg_id: 'rd-2' });
+  await M(a, '/chat/recall', { message_id: gm.id });
+  await b1.collect();
+  const gdup = await M(a, '/chat/send', { group_id: g.group_id, type: 'text', data: 'group gone', client_msg_id: 'rd-2' });
+  assert.equal(gdup.id, gm.id);
+  assert.equal(gdup.recalled, true);
+  assert.equal(gdup.data, '');
+  assert.deepEqual(await b1.collect(), [{ type: 'message', message: gdup }]);
+});
+
+test('a repeated image send answers the stored size, not the retry\'s', async () => {
+  const [a, b] = await pair('rs');
+  const m = await M(a, '/chat/send', { to_id: b.id, type: 'image', data: '/media/r.png', width: 640, height: 480, client_msg_id: 'rs-1' });
+  const dup = await M(a, '/chat/send', { to_id: b.id, type: 'image', data: '/media/r.png', width: 1, height: 2, client_msg_id: 'rs-1' });
+  assert.equal(dup.id, m.id);
+  assert.deepEqual([dup.width, dup.height], [640, 480]);
+  const bare = await M(a, '/chat/send', { to_id: b.id, type: 'image', data: '/media/r.png', client_msg_id: 'rs-1' });
+  assert.deepEqual([bare.width, bare.height], [640, 480]);
+  const g = (await M(a, '/group/create', { name: 'rsg', members: [b.id] })).group;
+  const gm = await M(a, '/chat/send', { group_id: g.group_id, type: 'image', data: '/media/g.png', width: 12, height: 34, client_msg_id: 'rs-2' });
+  for (const size of [{ width: 5, height: 6 }, {}]) {
+    const gdup = await M(a, '/chat/send', { group_id: g.group_id, type: 'image', data: '/media/g.png', ...size, client_msg_id: 'rs-2' });
+    assert.equal(gdup.id, gm.id);
+    assert.deepEqual([gdup.width, gdup.height], [12, 34]);
+  }
+});
+
 test('recall errors', async (t) => {
   const [a, b] = await pair('re');
   const [c] = await pair('rc');
