@@ -155,13 +155,14 @@ static json_t *chat_item_base_json(const PGresult *res, int i)
             "from_username", col_text(res, i, 13), "muted", col_bool(res, i, 14), "role",
             role_name(col_int(res, i, 15)), "member_count", (json_int_t)col_int(res, i, 16),
             "dissolved", col_bool(res, i, 17), "left", col_bool(res, i, 18));
-    return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "chat_type",
+    return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o, s:I}", "chat_type",
                      "single", "userid", (json_int_t)col_int(res, i, 1), "username",
                      col_text(res, i, 2), "userpic", col_text(res, i, 3), "type",
                      col_text(res, i, 4), "data", col_text(res, i, 5), "time",
                      (json_int_t)col_int(res, i, 6), "noreadnum", (json_int_t)col_int(res, i, 7),
                      "last_message_id", (json_int_t)col_int(res, i, 8), "last_seq",
-                     (json_int_t)col_int(res, i, 9), "last_seen", last_seen_json(res, i, 10));
+                     (json_int_t)col_int(res, i, 9), "last_seen", last_seen_json(res, i, 10),
+                     "from_id", (json_int_t)col_int(res, i, 12));
 }
 
 /* ST_UNREAD's rows -> {total, conversations, groups}; muted groups are

@@ -87,11 +87,11 @@ const char *const pg_stmt_sql[ST_COUNT] = {
                 " $3::text[], $4::text[], $5::bigint[], $6::text[]) b" DUP_JOIN,
     /* 1:1 conversations (kind 0), then the groups the user is or was a
      * member of (kind 1) with the newest message it may see, a departed
-     * member's as it left it (schema migration 6); columns 12.. only for
-     * groups */
+     * member's as it left it (schema migration 6); column 12 the last
+     * message's sender, 13.. only for groups */
     [ST_CHAT_LIST] =
         "SELECT 0, c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
-        " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen, NULL::bigint, NULL::text,"
+        " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen, m.from_id, NULL::text,"
         " NULL::boolean, NULL::smallint, NULL::int, NULL::boolean, NULL::boolean,"
         " m.recalled, m.width, m.height, EXISTS (SELECT 1 FROM hidden_messages h"
         "  WHERE h.user_id = $1 AND h.message_id = m.id)"

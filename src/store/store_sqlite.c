@@ -257,7 +257,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                        " last_in_id = max(last_in_id, excluded.last_in_id)",
     [ST_CHAT_LIST] = "SELECT c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
                      " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen, m.recalled,"
-                     " m.width, m.height"
+                     " m.width, m.height, m.from_id"
                      " FROM conversations c"
                      " JOIN users u ON u.id = c.peer_id"
                      " JOIN messages m ON m.id = c.last_message_id"

@@ -141,6 +141,21 @@ test('a repeated image send answers the stored size, not the retry\'s', async ()
   }
 });
 
+test('1:1 chat list items name the last message\'s sender (from_id)', async () => {
+  const [a, b] = await pair('lf');
+  await send(srv, a, b, 'from a');
+  for (const u of [a, b]) assert.equal((await G(u, '/chat/list'))[0].from_id, a.id);
+  const r = await send(srv, b, a, 'from b');
+  for (const u of [a, b]) assert.equal((await G(u, '/chat/list'))[0].from_id, b.id);
+  const n = (await M(b, '/chat/recall', { message_id: r.id })).notice;
+  for (const u of [a, b]) {
+    const item = (await G(u, '/chat/list'))[0];
+    assert.equal(item.type, 'recall');
+    assert.equal(item.last_message_id, n.id);
+    assert.equal(item.from_id, b.id);
+  }
+});
+
 test('recall errors', async (t) => {
   const [a, b] = await pair('re');
   const [c] = await pair('rc');
