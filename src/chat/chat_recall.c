@@ -44,7 +44,8 @@ void chat_do_config(chat_call *call)
 
 /* The recalled message and its notice: the notice is pushed as a message
  * to both sides' devices (a group's: every member's), all but the calling
- * device, which gets the answer. Already recalled: notice null, no push. */
+ * device, which gets the answer. Already recalled (a retried recall): the
+ * stored notice, pushed again. */
 static void recall_done(store_req *r)
 {
     chat_call *call = r->ctx;

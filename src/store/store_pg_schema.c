@@ -20,6 +20,115 @@
     " m.client_msg_id, m.conv_hi, m.recalled, m.width, m.height, EXISTS (SELECT 1 FROM"            \
     " hidden_messages h WHERE h.user_id = p_user AND h.message_id = m.id)"
 
+/* STORE_MESSAGE_RECALL in one function: the checks in SQLite's order,
+ * then the message emptied and marked, the notice posted (1:1: the
+ * conversation's counter row locked, both conversation rows moved,
+ * nothing unread; a group: chatd_group_lock and chatd_group_post, as a
+ * group change), and the recipient's count of a 1:1 message it had not
+ * read lowered. A message recalled already is answered with its notice
+ * (found again) and the peer or the member ids, so the caller pushes the
+ * notice again. Rows: an error's (status, code, text), or the message
+ * (and the notice) as the user sees them, with the 1:1 peer or the
+ * group's member ids. Installed by migration 8 and again by 9. */
+#define RECALL_FN                                                                                  \
+    "CREATE OR REPLACE FUNCTION chatd_recall(p_user bigint, p_msg bigint, p_time bigint,"          \
+    "  p_window bigint) RETURNS TABLE(o_status int, o_code text, o_text text, o_peer bigint,"      \
+    "  o_members json, o_id bigint, o_seq bigint, o_to bigint, o_from bigint, o_username text,"    \
+    "  o_userpic text, o_type text, o_data text, o_time bigint, o_cmid text, o_hi bigint,"         \
+    "  o_recalled boolean, o_width bigint, o_height bigint, o_deleted boolean)"                    \
+    "  LANGUAGE plpgsql AS $$\n"                                                                   \
+    "DECLARE\n"                                                                                    \
+    "  v record; gm record; v_sees boolean; v_current boolean := true;"                            \
+    "  v_dissolved boolean := false; v_code text; v_text text; v_st int;"                          \
+    "  v_notice bigint; v_seq bigint; v_members json; v_lock record;\n"                            \
+    "BEGIN\n"                                                                                      \
+    "  SELECT m.from_id, m.to_id, m.conv_lo, m.conv_hi, m.type, m.time, m.recalled, m.seq"         \
+    "    INTO v FROM messages m WHERE m.id = p_msg FOR UPDATE;\n"                                  \
+    "  IF NOT FOUND THEN\n"                                                                        \
+    "    v_sees := false;\n"                                                                       \
+    "  ELSIF v.conv_lo <> 0 THEN\n"                                                                \
+    "    v_sees := v.from_id = p_user OR v.to_id = p_user;\n"                                      \
+    "  ELSE\n"                                                                                     \
+    "    SELECT x.joined_seq, x.left_seq INTO gm FROM group_members x"                             \
+    "      WHERE x.group_id = v.conv_hi AND x.user_id = p_user;\n"                                 \
+    "    v_sees := FOUND AND v.seq >= gm.joined_seq AND (gm.left_seq = 0 OR v.seq <= "             \
+    "gm.left_seq);\n"                                                                              \
+    "    v_current := FOUND AND gm.left_seq = 0;\n"                                                \
+    "    v_dissolved := coalesce((SELECT g.dissolved FROM groups g WHERE g.id = v.conv_hi), "      \
+    "false);\n"                                                                                    \
+    "  END IF;\n"                                                                                  \
+    "  IF NOT v_sees THEN\n"                                                                       \
+    "    v_st := 1; v_code := 'not_found'; v_text := 'No such message.';\n"                        \
+    "  ELSIF v.from_id <> p_user THEN\n"                                                           \
+    "    v_st := 3; v_code := 'forbidden'; v_text := 'Only its sender may recall a message.';\n"   \
+    "  ELSIF v.type IN ('system', 'recall') THEN\n"                                                \
+    "    v_st := 3; v_code := 'forbidden';\n"                                                      \
+    "    v_text := 'System messages and recall notices cannot be recalled.';\n"                    \
+    "  ELSIF NOT v_current THEN\n"                                                                 \
+    "    v_st := 3; v_code := 'not_member'; v_text := 'You are not a member of this group.';\n"    \
+    "  ELSIF v.recalled THEN\n"                                                                    \
+    "    v_st := 0;\n"                                                                             \
+    "  ELSIF v_dissolved THEN\n"                                                                   \
+    "    v_st := 2; v_code := 'group_dissolved'; v_text := 'The group was dissolved.';\n"          \
+    "  ELSIF p_time > v.time + p_window THEN\n"                                                    \
+    "    v_st := 2; v_code := 'recall_window_passed';\n"                                           \
+    "    v_text := 'The time to recall this message has passed.';\n"                               \
+    "  ELSE\n"                                                                                     \
+    "    v_st := 0;\n"                                                                             \
+    "  END IF;\n"                                                                                  \
+    "  IF v_st <> 0 THEN\n"                                                                        \
+    "    RETURN QUERY SELECT v_st, v_code, v_text, NULL::bigint, NULL::json, " RECALL_COLS "\n"    \
+    "      FROM (SELECT 1) z LEFT JOIN messages m ON false LEFT JOIN users u ON false;\n"          \
+    "    RETURN;\n"                                                                                \
+    "  END IF;\n"                                                                                  \
+    "  IF NOT v.recalled THEN\n"                                                                   \
+    "    IF v.conv_lo = 0 THEN\n"                                                                  \
+    "      SELECT * INTO v_lock FROM chatd_group_lock(v.conv_hi, p_user);\n"                       \
+    "      IF v_lock.o_status <> 0 THEN\n"                                                         \
+    "        RETURN QUERY SELECT v_lock.o_status, v_lock.o_result->>'code',"                       \
+    "          v_lock.o_result->>'message', NULL::bigint, NULL::json, " RECALL_COLS "\n"           \
+    "          FROM (SELECT 1) z LEFT JOIN messages m ON false LEFT JOIN users u ON false;\n"      \
+    "        RETURN;\n"                                                                            \
+    "      END IF;\n"                                                                              \
+    "    END IF;\n"                                                                                \
+    "    UPDATE messages m SET recalled = true, data = '', width = NULL, height = NULL"            \
+    "      WHERE m.id = p_msg;\n"                                                                  \
+    "    IF v.conv_lo = 0 THEN\n"                                                                  \
+    "      SELECT x.o_id INTO v_notice FROM chatd_group_post(v.conv_hi, p_user, 'recall',"         \
+    "        '{\"message_id\":' || p_msg || '}', p_time, NULL) x;\n"                               \
+    "      v_members := chatd_group_member_ids(v.conv_hi, 0);\n"                                   \
+    "    ELSE\n"                                                                                   \
+    "      SELECT t.last_seq + 1 INTO v_seq FROM threads t WHERE t.conv_lo = v.conv_lo"            \
+    "        AND t.conv_hi = v.conv_hi FOR UPDATE;\n"                                              \
+    "      v_notice := nextval('messages_id_seq');\n"                                              \
+    "      INSERT INTO messages(id, seq, from_id, to_id, conv_lo, conv_hi, type, data, time)"      \
+    "        VALUES (v_notice, v_seq, p_user, v.to_id, v.conv_lo, v.conv_hi, 'recall',"            \
+    "        '{\"message_id\":' || p_msg || '}', p_time);\n"                                       \
+    "      UPDATE threads t SET last_seq = v_seq WHERE t.conv_lo = v.conv_lo"                      \
+    "        AND t.conv_hi = v.conv_hi;\n"                                                         \
+    "      INSERT INTO conversations AS c (user_id, peer_id, last_message_id)"                     \
+    "        SELECT z.u, z.p, v_notice FROM (VALUES (p_user, v.to_id), (v.to_id, p_user)) z(u, "   \
+    "p)"                                                                                           \
+    "        ORDER BY 1, 2"                                                                        \
+    "        ON CONFLICT (user_id, peer_id) DO UPDATE SET"                                         \
+    "        last_message_id = greatest(c.last_message_id, excluded.last_message_id);\n"           \
+    "      UPDATE conversations c SET unread = c.unread - 1 WHERE c.user_id = v.to_id"             \
+    "        AND c.peer_id = p_user AND c.last_read_id < p_msg AND c.unread > 0;\n"                \
+    "    END IF;\n"                                                                                \
+    "  ELSE\n"                                                                                     \
+    "    SELECT n.id INTO v_notice FROM messages n WHERE n.conv_lo = v.conv_lo"                    \
+    "      AND n.conv_hi = v.conv_hi AND n.seq > v.seq AND n.type = 'recall'"                      \
+    "      AND n.data = '{\"message_id\":' || p_msg || '}' ORDER BY n.seq LIMIT 1;\n"              \
+    "    IF v_notice IS NOT NULL AND v.conv_lo = 0 THEN\n"                                         \
+    "      v_members := chatd_group_member_ids(v.conv_hi, 0);\n"                                   \
+    "    END IF;\n"                                                                                \
+    "  END IF;\n"                                                                                  \
+    "  RETURN QUERY SELECT 0, NULL::text, NULL::text,"                                             \
+    "    CASE WHEN v.conv_lo = 0 THEN NULL ELSE v.to_id END, v_members, " RECALL_COLS "\n"         \
+    "    FROM messages m JOIN users u ON u.id = m.from_id WHERE m.id IN (p_msg, v_notice)"         \
+    "    ORDER BY m.id;\n"                                                                         \
+    "END $$;"
+
 /* Migration i takes the schema from version i to i + 1. Append only. */
 static const char *const migrations[] = {
     /* 1: the whole schema of the sequence model. */
@@ -1390,105 +1499,7 @@ static const char *const migrations[] = {
     "    o_dup := r.o_dup; o_msg := r.o_msg; o_members := r.o_members;\n"
     "    RETURN NEXT;\n"
     "  END LOOP;\n"
-    "END $$;"
-    /* STORE_MESSAGE_RECALL in one function: the checks in SQLite's order,
-     * then the message emptied and marked, the notice posted (1:1: the
-     * conversation's counter row locked, both conversation rows moved,
-     * nothing unread; a group: chatd_group_lock and chatd_group_post, as a
-     * group change), and the recipient's count of a 1:1 message it had not
-     * read lowered. Rows: an error's (status, code, text), or the message
-     * (and the notice) as the user sees them, with the 1:1 peer or the
-     * group's member ids. */
-    "CREATE OR REPLACE FUNCTION chatd_recall(p_user bigint, p_msg bigint, p_time bigint,"
-    "  p_window bigint) RETURNS TABLE(o_status int, o_code text, o_text text, o_peer bigint,"
-    "  o_members json, o_id bigint, o_seq bigint, o_to bigint, o_from bigint, o_username text,"
-    "  o_userpic text, o_type text, o_data text, o_time bigint, o_cmid text, o_hi bigint,"
-    "  o_recalled boolean, o_width bigint, o_height bigint, o_deleted boolean)"
-    "  LANGUAGE plpgsql AS $$\n"
-    "DECLARE\n"
-    "  v record; gm record; v_sees boolean; v_current boolean := true;"
-    "  v_dissolved boolean := false; v_code text; v_text text; v_st int;"
-    "  v_notice bigint; v_seq bigint; v_members json; v_lock record;\n"
-    "BEGIN\n"
-    "  SELECT m.from_id, m.to_id, m.conv_lo, m.conv_hi, m.type, m.time, m.recalled, m.seq"
-    "    INTO v FROM messages m WHERE m.id = p_msg FOR UPDATE;\n"
-    "  IF NOT FOUND THEN\n"
-    "    v_sees := false;\n"
-    "  ELSIF v.conv_lo <> 0 THEN\n"
-    "    v_sees := v.from_id = p_user OR v.to_id = p_user;\n"
-    "  ELSE\n"
-    "    SELECT x.joined_seq, x.left_seq INTO gm FROM group_members x"
-    "      WHERE x.group_id = v.conv_hi AND x.user_id = p_user;\n"
-    "    v_sees := FOUND AND v.seq >= gm.joined_seq AND (gm.left_seq = 0 OR v.seq <= "
-    "gm.left_seq);\n"
-    "    v_current := FOUND AND gm.left_seq = 0;\n"
-    "    v_dissolved := coalesce((SELECT g.dissolved FROM groups g WHERE g.id = v.conv_hi), "
-    "false);\n"
-    "  END IF;\n"
-    "  IF NOT v_sees THEN\n"
-    "    v_st := 1; v_code := 'not_found'; v_text := 'No such message.';\n"
-    "  ELSIF v.from_id <> p_user THEN\n"
-    "    v_st := 3; v_code := 'forbidden'; v_text := 'Only its sender may recall a message.';\n"
-    "  ELSIF v.type IN ('system', 'recall') THEN\n"
-    "    v_st := 3; v_code := 'forbidden';\n"
-    "    v_text := 'System messages and recall notices cannot be recalled.';\n"
-    "  ELSIF NOT v_current THEN\n"
-    "    v_st := 3; v_code := 'not_member'; v_text := 'You are not a member of this group.';\n"
-    "  ELSIF v.recalled THEN\n"
-    "    v_st := 0;\n"
-    "  ELSIF v_dissolved THEN\n"
-    "    v_st := 2; v_code := 'group_dissolved'; v_text := 'The group was dissolved.';\n"
-    "  ELSIF p_time > v.time + p_window THEN\n"
-    "    v_st := 2; v_code := 'recall_window_passed';\n"
-    "    v_text := 'The time to recall this message has passed.';\n"
-    "  ELSE\n"
-    "    v_st := 0;\n"
-    "  END IF;\n"
-    "  IF v_st <> 0 THEN\n"
-    "    RETURN QUERY SELECT v_st, v_code, v_text, NULL::bigint, NULL::json, " RECALL_COLS "\n"
-    "      FROM (SELECT 1) z LEFT JOIN messages m ON false LEFT JOIN users u ON false;\n"
-    "    RETURN;\n"
-    "  END IF;\n"
-    "  IF NOT v.recalled THEN\n"
-    "    IF v.conv_lo = 0 THEN\n"
-    "      SELECT * INTO v_lock FROM chatd_group_lock(v.conv_hi, p_user);\n"
-    "      IF v_lock.o_status <> 0 THEN\n"
-    "        RETURN QUERY SELECT v_lock.o_status, v_lock.o_result->>'code',"
-    "          v_lock.o_result->>'message', NULL::bigint, NULL::json, " RECALL_COLS "\n"
-    "          FROM (SELECT 1) z LEFT JOIN messages m ON false LEFT JOIN users u ON false;\n"
-    "        RETURN;\n"
-    "      END IF;\n"
-    "    END IF;\n"
-    "    UPDATE messages m SET recalled = true, data = '', width = NULL, height = NULL"
-    "      WHERE m.id = p_msg;\n"
-    "    IF v.conv_lo = 0 THEN\n"
-    "      SELECT x.o_id INTO v_notice FROM chatd_group_post(v.conv_hi, p_user, 'recall',"
-    "        '{\"message_id\":' || p_msg || '}', p_time, NULL) x;\n"
-    "      v_members := chatd_group_member_ids(v.conv_hi, 0);\n"
-    "    ELSE\n"
-    "      SELECT t.last_seq + 1 INTO v_seq FROM threads t WHERE t.conv_lo = v.conv_lo"
-    "        AND t.conv_hi = v.conv_hi FOR UPDATE;\n"
-    "      v_notice := nextval('messages_id_seq');\n"
-    "      INSERT INTO messages(id, seq, from_id, to_id, conv_lo, conv_hi, type, data, time)"
-    "        VALUES (v_notice, v_seq, p_user, v.to_id, v.conv_lo, v.conv_hi, 'recall',"
-    "        '{\"message_id\":' || p_msg || '}', p_time);\n"
-    "      UPDATE threads t SET last_seq = v_seq WHERE t.conv_lo = v.conv_lo"
-    "        AND t.conv_hi = v.conv_hi;\n"
-    "      INSERT INTO conversations AS c (user_id, peer_id, last_message_id)"
-    "        SELECT z.u, z.p, v_notice FROM (VALUES (p_user, v.to_id), (v.to_id, p_user)) z(u, "
-    "p)"
-    "        ORDER BY 1, 2"
-    "        ON CONFLICT (user_id, peer_id) DO UPDATE SET"
-    "        last_message_id = greatest(c.last_message_id, excluded.last_message_id);\n"
-    "      UPDATE conversations c SET unread = c.unread - 1 WHERE c.user_id = v.to_id"
-    "        AND c.peer_id = p_user AND c.last_read_id < p_msg AND c.unread > 0;\n"
-    "    END IF;\n"
-    "  END IF;\n"
-    "  RETURN QUERY SELECT 0, NULL::text, NULL::text,"
-    "    CASE WHEN v.conv_lo = 0 THEN NULL ELSE v.to_id END, v_members, " RECALL_COLS "\n"
-    "    FROM messages m JOIN users u ON u.id = m.from_id WHERE m.id IN (p_msg, v_notice)"
-    "    ORDER BY m.id;\n"
-    "END $$;"
+    "END $$;" RECALL_FN
     /* STORE_MESSAGE_DELETE: the user's row locked (its hide cursor), then
      * each id the user may see hidden with the next cursor value. */
     "CREATE OR REPLACE FUNCTION chatd_hide(p_user bigint, p_ids bigint[], OUT o_status int,"
@@ -1521,6 +1532,9 @@ static const char *const migrations[] = {
     "    UPDATE users u SET hide_cursor = o_cursor WHERE u.id = p_user;\n"
     "  END IF;\n"
     "END $$;",
+    /* 9: a recall of a message recalled already answers its notice again,
+     * so the notice is pushed again (RECALL_FN). */
+    RECALL_FN,
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

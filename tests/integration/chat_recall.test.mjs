@@ -93,11 +93,16 @@ test('recall 1:1: answer, pushes, history, syncs, chat list, unread', async (t) 
   }
   assert.equal((await G(b, '/chat/list'))[0].noreadnum, 1);
 
-  // idempotent
-  const again = await M(a, '/chat/recall', { message_id: m2.id });
-  assert.equal(again.notice, null);
-  assert.equal(again.message.recalled, true);
-  for (const s of [a1, a2, b1]) assert.deepEqual(await s.collect(), []);
+  // idempotent: a retry (the first answer lost) answers the stored notice
+  // and pushes it again, so online devices need not wait for a sync
+  const again = await M(a, '/chat/recall', { message_id: m2.id, client_id: a1.clientId });
+  assert.deepEqual(again.notice, ans.notice);
+  assert.deepEqual(again.message, ans.message);
+  assert.deepEqual(await a1.collect(), []);
+  for (const s of [a2, b1]) assert.deepEqual(await s.collect(), [{ type: 'message', message: ans.notice }]);
+  // nothing new stored
+  assert.equal((await G(b, `/chat/history?userid=${a.id}`)).length, 3);
+  assert.equal((await G(b, '/chat/unread')).total, 1);
 });
 
 test('a send retried after its message was recalled answers and pushes it recalled', async (t) => {
@@ -290,6 +295,10 @@ test('groups: recall by the sender, pushed to every member; not a member any mor
   const r = await M(a, '/chat/recall', { message_id: m.id });
   assert.equal(r.notice.group_id, g.group_id);
   assert.equal(r.notice.type, 'recall');
+  for (const s of [sb, sc]) assert.deepEqual(await s.collect(), [{ type: 'message', message: r.notice }]);
+  // a retry: the same notice, pushed to every member again
+  const again = await M(a, '/chat/recall', { message_id: m.id });
+  assert.deepEqual(again.notice, r.notice);
   for (const s of [sb, sc]) assert.deepEqual(await s.collect(), [{ type: 'message', message: r.notice }]);
   // c had not read it: its count loses it, and the notice adds nothing
   assert.equal((await G(c, '/chat/unread')).total, 2);
