@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <uv.h>
+
 #include "core/log.h"
 #include "store/store_pg_internal.h"
 
@@ -1424,10 +1426,13 @@ static const char *const migrations[] = {
     "ALTER TABLE messages ADD COLUMN IF NOT EXISTS recalled boolean NOT NULL DEFAULT false;"
     "ALTER TABLE messages ADD COLUMN IF NOT EXISTS width bigint;"
     "ALTER TABLE messages ADD COLUMN IF NOT EXISTS height bigint;"
-    /* only recalled messages and recall notices: rare, and a send writes
-     * nothing to it */
-    "CREATE INDEX IF NOT EXISTS messages_uncounted ON messages(conv_lo, conv_hi, seq)"
-    "  WHERE recalled OR type = 'recall';"
+    /* The ADD COLUMNs change the catalog only (no table rewrite: a
+     * constant default), so the ACCESS EXCLUSIVE lock they take on
+     * messages and users lasts milliseconds whatever the size. The index
+     * messages_uncounted, which needs a full scan, is not built here (it
+     * was, before: the lock then lasted the whole scan and blocked every
+     * node's reads): pg_migrate builds it CONCURRENTLY after the
+     * migrations (uncounted_index). */
     "ALTER TABLE users ADD COLUMN IF NOT EXISTS hide_cursor bigint NOT NULL DEFAULT 0;"
     "CREATE TABLE IF NOT EXISTS hidden_messages("
     "  user_id bigint NOT NULL,"
@@ -1538,11 +1543,84 @@ static const char *const migrations[] = {
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
+/* The one-row, one-column answer of sql (constant text) into out
+ * ("" for NULL or no row). 0, or -1 with the error in err. */
+static int query_value(PGconn *c, const char *sql, char *out, size_t out_len, char *err,
+                       size_t err_len)
+{
+    PGresult *res = PQsendQuery(c, sql) == 1 ? pg_await_result(c, 0) : NULL;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(err, err_len, "%s: %s", sql, PQerrorMessage(c));
+        PQclear(res);
+        return -1;
+    }
+    snprintf(out, out_len, "%s", PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
+    PQclear(res);
+    return 0;
+}
+
+/* The partial index messages_uncounted (only recalled messages and recall
+ * notices: rare, and a send writes nothing to it), which migration 8 once
+ * built in its transaction. Built here, after the migrations, outside any
+ * transaction and CONCURRENTLY: reads and writes on every node go on
+ * during the scan. An index left invalid by a failed or interrupted build
+ * is dropped and built again; a valid one is kept, so a start with the
+ * index in place costs one catalog query. Nothing needs the index to be
+ * correct (it makes the group unread counts cheap), so until it exists
+ * the counts are right, only slower, and a failed build (a lock_timeout
+ * behind a long transaction) is logged, not fatal: the next start tries
+ * again. */
+static int uncounted_index(PGconn *c, char *err, size_t err_len)
+{
+    char valid[8];
+    if (query_value(c,
+                    "SELECT i.indisvalid FROM pg_index i"
+                    " WHERE i.indexrelid = to_regclass('messages_uncounted')",
+                    valid, sizeof(valid), err, err_len) != 0)
+        return -1;
+    if (valid[0] == 't')
+        return 0;
+    if (valid[0] == 'f') {
+        log_warn("store: the index messages_uncounted is invalid (an interrupted build): "
+                 "building it again");
+        if (pg_exec_simple(c, "DROP INDEX CONCURRENTLY IF EXISTS messages_uncounted", 0, err,
+                           err_len) != 0)
+            return -1;
+    }
+    if (pg_exec_simple(c,
+                       "CREATE INDEX CONCURRENTLY IF NOT EXISTS messages_uncounted ON"
+                       " messages(conv_lo, conv_hi, seq) WHERE recalled OR type = 'recall'",
+                       0, err, err_len) != 0)
+        return -1;
+    log_info("store: PostgreSQL index messages_uncounted built");
+    return 0;
+}
+
+/* The migration lock, taken by polling pg_try_advisory_lock instead of
+ * waiting in pg_advisory_lock: a node waiting inside a statement holds a
+ * snapshot, and CREATE INDEX CONCURRENTLY (uncounted_index) waits for
+ * every older snapshot to end, so the node building would wait for the
+ * waiting node which waits for its lock (a deadlock PostgreSQL ends by
+ * failing one of them). Between polls a waiting node holds nothing. */
+static int migration_lock(PGconn *c, char *err, size_t err_len)
+{
+    char sql[96], got[8];
+    snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%lld)", (long long)MIGRATION_LOCK);
+    for (int i = 0;; i++) {
+        if (query_value(c, sql, got, sizeof(got), err, err_len) != 0)
+            return -1;
+        if (got[0] == 't')
+            return 0;
+        if (i == 0)
+            log_info("store: another node is migrating the PostgreSQL schema: waiting");
+        uv_sleep(100);
+    }
+}
+
 int pg_migrate(PGconn *c, char *err, size_t err_len)
 {
     char lock[96];
-    snprintf(lock, sizeof(lock), "SELECT pg_advisory_lock(%lld)", (long long)MIGRATION_LOCK);
-    if (pg_exec_simple(c, lock, 0, err, err_len) != 0)
+    if (migration_lock(c, err, err_len) != 0)
         return -1;
     int ret = -1;
     if (pg_exec_simple(c, "CREATE TABLE IF NOT EXISTS schema_version(version int NOT NULL)", 0, err,
@@ -1579,6 +1657,9 @@ int pg_migrate(PGconn *c, char *err, size_t err_len)
         }
         log_info("store: PostgreSQL schema migrated to version %d", i + 1);
     }
+    char ierr[256];
+    if (uncounted_index(c, ierr, sizeof(ierr)) != 0) /* a speed-up: the next start tries again */
+        log_warn("store: building the index messages_uncounted: %s", ierr);
     ret = 0;
 out:
     snprintf(lock, sizeof(lock), "SELECT pg_advisory_unlock(%lld)", (long long)MIGRATION_LOCK);
