@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/webhook.h"
 #include "store/store.h"
 
 #define DELETE_IDS_MAX 100 /* ids in one POST /chat/delete */
@@ -44,7 +45,8 @@ void chat_do_config(chat_call *call)
 
 /* The recalled message and its notice: the notice is pushed as a message
  * to both sides' devices (a group's: every member's), all but the calling
- * device, which gets the answer. Already recalled: notice null, no push. */
+ * device, which gets the answer. Already recalled (a retried recall): the
+ * stored notice, pushed again. */
 static void recall_done(store_req *r)
 {
     chat_call *call = r->ctx;
@@ -59,9 +61,12 @@ static void recall_done(store_req *r)
     char *text = json_is_object(notice) ? json_dumps(notice, JSON_COMPACT) : NULL;
     if (text && members)
         chat_push_to_members(text, members, call->uid, origin_id);
-    else if (text)
+    else if (text) {
         chat_push_message_text(text, json_integer_value(json_object_get(r->result, "peer_id")),
                                call->uid, origin_id);
+        /* queued webhook events stop carrying the text; the receiver hears */
+        webhook_message_recalled(message, notice);
+    }
     free(text);
     json_t *answer = json_pack("{s:O, s:O}", "message", message, "notice",
                                json_is_object(notice) ? notice : json_null());
