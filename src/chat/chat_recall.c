@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "chat/webhook.h"
+#include "cluster/cluster.h"
 #include "store/store.h"
 
 #define DELETE_IDS_MAX 100 /* ids in one POST /chat/delete */
@@ -43,6 +44,15 @@ void chat_do_config(chat_call *call)
 
 /* ---- POST /chat/recall ---------------------------------------------------- */
 
+json_t *chat_remote_recalled(json_t *body, void *arg)
+{
+    (void)arg;
+    json_t *id = json_object_get(body, "message_id");
+    if (json_is_integer(id) && json_integer_value(id) > 0)
+        webhook_withdraw_message(json_integer_value(id));
+    return NULL;
+}
+
 /* The recalled message and its notice: the notice is pushed as a message
  * to both sides' devices (a group's: every member's), all but the calling
  * device, which gets the answer. Already recalled (a retried recall): the
@@ -66,6 +76,14 @@ static void recall_done(store_req *r)
                                call->uid, origin_id);
         /* queued webhook events stop carrying the text; the receiver hears */
         webhook_message_recalled(message, notice);
+        /* the node that stored the message queued its event: every node
+         * drops what it holds of it */
+        if (webhook_enabled()) {
+            json_t *body = json_pack("{s:O}", "message_id", json_object_get(message, "id"));
+            if (body)
+                cluster_cast_all("chat.recalled", body);
+            json_decref(body);
+        }
     }
     free(text);
     json_t *answer = json_pack("{s:O, s:O}", "message", message, "notice",

@@ -671,26 +671,40 @@ static int withdraw_from(wh_event **head, int64_t message_id, int *found)
     return attempted;
 }
 
+/* Withdraws this node's events of message id (queued, backing off, or in
+ * flight: never retried); *found and *attempted as withdraw_from. */
+static void withdraw(int64_t id, int *found, int *attempted)
+{
+    if (wh.closed)
+        return;
+    *attempted += withdraw_from(&wh.ready_head, id, found);
+    *attempted += withdraw_from(&wh.retry_head, id, found);
+    if (!wh.retry_head)
+        uv_timer_stop(&wh.retry_timer);
+    for (size_t i = 0; i < WEBHOOK_IN_FLIGHT; i++) {
+        wh_event *ev = wh.slots[i].ev;
+        if (ev && !ev->recall && ev->message_id == id) {
+            ev->withdrawn = true; /* may be delivered now, is never retried */
+            (*found)++;
+            (*attempted)++;
+        }
+    }
+}
+
+void webhook_withdraw_message(int64_t message_id)
+{
+    int found = 0, attempted = 0;
+    if (wh.enabled)
+        withdraw(message_id, &found, &attempted);
+}
+
 void webhook_message_recalled(const json_t *message, const json_t *notice)
 {
     if (!wh.enabled || !json_is_integer(json_object_get(message, "to_id")))
         return;
     int64_t id = json_integer_value(json_object_get(message, "id"));
     int found = 0, attempted = 0;
-    if (!wh.closed) {
-        attempted += withdraw_from(&wh.ready_head, id, &found);
-        attempted += withdraw_from(&wh.retry_head, id, &found);
-        if (!wh.retry_head)
-            uv_timer_stop(&wh.retry_timer);
-        for (size_t i = 0; i < WEBHOOK_IN_FLIGHT; i++) {
-            wh_event *ev = wh.slots[i].ev;
-            if (ev && !ev->recall && ev->message_id == id) {
-                ev->withdrawn = true; /* may be delivered now, is never retried */
-                found++;
-                attempted++;
-            }
-        }
-    }
+    withdraw(id, &found, &attempted);
     /* Withdrawn here before any attempt: the receiver never saw the
      * message, so there is nothing to take back. Otherwise (attempted, or
      * an event another node queued, or one delivered already) the

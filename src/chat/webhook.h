@@ -73,8 +73,14 @@ void webhook_message_stored(const json_t *message);
  * Unless every event of it here was dropped before its first attempt, a
  * "recall" event is queued for the recipient (when offline, as a message
  * event): the receiver may have shown the message (an attempt, or an event
- * another node queued) and can withdraw it. A group message: ignored. */
+ * another node queued) and can withdraw it. The caller tells the other
+ * nodes (webhook_withdraw_message there). A group message: ignored. */
 void webhook_message_recalled(const json_t *message, const json_t *notice);
+
+/* Another node recalled message_id: this node's events of it are withdrawn
+ * as above (the node that stored a message queued its event; the recall may
+ * be handled by any node), and no recall event is sent from here. */
+void webhook_withdraw_message(int64_t message_id);
 
 /* Shutdown began: no new events; what is queued gets WEBHOOK_GRACE_MS,
  * then is dropped and counted. */
