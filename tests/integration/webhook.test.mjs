@@ -76,7 +76,7 @@ function verifySignature(call, secret = SECRET) {
 const rx = await receiver();
 after(() => rx.close());
 
-const srv = await startServer({ options: { 'webhook-url': rx.url, 'webhook-secret': SECRET } });
+const srv = await startServer({ options: { 'webhook-url': rx.url, 'webhook-secret': SECRET }, args: ['--metrics'] });
 after(() => srv.stop());
 
 test('a message to an offline user: exactly one signed call with the event', async () => {
@@ -177,6 +177,8 @@ test('a recall stops the retries of its message event; the receiver gets a recal
   const h = (await healthz(srv)).webhook;
   assert.equal(h.withdrawn - before.withdrawn, 1);
   assert.equal(h.pending, 0);
+  const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+  assert.match(metrics, new RegExp(`^chatd_webhook_withdrawn_total ${h.withdrawn}$`, 'm'), '/metrics counts it too');
 });
 
 test('a send retried after its message was recalled calls no webhook', async () => {
