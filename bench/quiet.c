@@ -43,10 +43,11 @@ void quiet_init(quiet_acc *q, double limit)
     *q = (quiet_acc){.limit = limit};
 }
 
-bool quiet_add(quiet_acc *q, const cpu_snap *a, const cpu_snap *b, double msgs, int verdict,
-               bool noisy)
+bool quiet_add(quiet_acc *q, const cpu_snap *a, const cpu_snap *b, double msgs, double secs,
+               int verdict, bool noisy)
 {
-    double secs = (double)(b->t - a->t) / 1e9;
+    if (secs <= 0)
+        secs = (double)(b->t - a->t) / 1e9;
     double other = cpu_snap_other(a, b);
     bool drop;
     if (verdict >= 0)

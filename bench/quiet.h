@@ -42,11 +42,13 @@ typedef struct quiet_acc {
 } quiet_acc;
 
 void quiet_init(quiet_acc *q, double limit);
-/* Adds the span a..b holding msgs messages. verdict: -1 decide from the span's own other
- * cores (and noisy), 0 keep, 1 drop (e.g. a short tail judged with its neighbour); noisy:
- * a second inside the span is already known to be noisy. Returns true if the span was kept. */
-bool quiet_add(quiet_acc *q, const cpu_snap *a, const cpu_snap *b, double msgs, int verdict,
-               bool noisy);
+/* Adds the span a..b holding msgs messages; secs > 0: the span's length as the generator
+ * timed it (load_test's own interval), else b - a on this process's clock. verdict: -1 decide from
+ * the span's own other cores (and noisy), 0 keep, 1 drop (e.g. a short tail judged with its
+ * neighbour); noisy: a second inside the span is already known to be noisy. Returns true if the
+ * span was kept. */
+bool quiet_add(quiet_acc *q, const cpu_snap *a, const cpu_snap *b, double msgs, double secs,
+               int verdict, bool noisy);
 /* Messages per second over the kept spans; over all spans when none was kept. */
 double quiet_rate(const quiet_acc *q);
 /* JSON fields (and table rows): rate_all, secs_kept, secs_dropped, spans, spans_dropped,

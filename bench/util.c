@@ -445,7 +445,7 @@ static void quiet_tick(uv_timer_t *t)
     (void)t;
     cpu_snap now;
     cpu_snap_take(&now, 0, g_mcount);
-    quiet_add(&g_mres.quiet, &g_qlast, &now, (double)(now.count - g_qlast.count), -1, false);
+    quiet_add(&g_mres.quiet, &g_qlast, &now, (double)(now.count - g_qlast.count), 0, -1, false);
     g_qlast = now;
 }
 
@@ -490,7 +490,7 @@ void stop_measured(void)
             if (now.t - g_qlast.t < 500000000ull && g_mres.quiet.spans > 0)
                 verdict = g_mres.quiet.last_dropped ? 1 : 0;
             if (now.t > g_qlast.t)
-                quiet_add(&g_mres.quiet, &g_qlast, &now, (double)(now.count - g_qlast.count),
+                quiet_add(&g_mres.quiet, &g_qlast, &now, (double)(now.count - g_qlast.count), 0,
                           verdict, false);
         }
     }
