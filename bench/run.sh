@@ -226,6 +226,23 @@ uws_setup() {
             "(git clone --recursive, see bench/README.md): no second generator" >&2
         return 0
     fi
+    # what uWebSockets' Makefiles use: clang (benchmarks), g++ and make (uSockets, the
+    # example), zlib and OpenSSL (load_test links -lssl -lcrypto -lz); installed with the
+    # project's scripts/lib.sh when missing
+    local p missing=()
+    for p in clang g++ make zlib1g-dev libssl-dev; do
+        if [[ $p == *-dev ]]; then
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+                missing+=("$p")
+        else
+            command -v "$p" >/dev/null || missing+=("$p")
+        fi
+    done
+    if [ ${#missing[@]} -gt 0 ] && [ -f "$ROOT/scripts/lib.sh" ]; then
+        # shellcheck source=/dev/null
+        (source "$ROOT/scripts/lib.sh" && apt_install run.sh "${missing[@]}") ||
+            echo "run.sh: installing ${missing[*]} failed" >&2
+    fi
     if ! command -v stdbuf >/dev/null; then
         echo "run.sh: no stdbuf (coreutils): load_test's output cannot be read line by line" >&2
         return 0
