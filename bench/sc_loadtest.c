@@ -210,6 +210,7 @@ int cmd_loadtest(void)
         fprintf(stderr, "chatd-bench loadtest: load_test always requests GET /, not %s\n", t.path);
     long conns = g_opt.conns > 0 ? g_opt.conns : (g_opt.n > 0 ? g_opt.n : 100);
     g_conns = conns;
+    g_gen0 = g_gen1 = -1; /* load_test's CPU seconds at the start and end of the measurement */
     long size = g_opt.size >= 0 ? g_opt.size : 32;
     if (size < 1)
         fail("--size must be at least 1");
