@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "quiet.h"
+
 /* Exit codes: 0 ok, 1 the run failed, 2 usage error, 3 the server lacks the endpoints the
  * scenario needs (chat without the chat service). */
 enum { EXIT_RUN_FAILED = 1, EXIT_USAGE = 2, EXIT_UNSUPPORTED = 3 };
@@ -72,6 +74,10 @@ typedef struct bench_opts {
     bool ws_deflate;
     bool inflate_all;
     const char *tls_ca; /* verify the server against this CA file (default: no check) */
+    /* noisy seconds (quiet.h): a second in which other processes used more cores than this
+     * is left out of the rate; < 0 (default) keeps every second */
+    double quiet_cores;
+    const char *load_test; /* loadtest: uWebSockets' benchmarks/load_test binary */
 } bench_opts;
 
 extern bench_opts g_opt;
@@ -117,6 +123,8 @@ long proc_rss_anon(int pid);
 double proc_cpu(int pid);
 /* CPU seconds used by this process. */
 double self_cpu(void);
+/* Busy and stolen seconds of the whole machine, from the first line of /proc/stat; 0 or -1. */
+int machine_cpu(double *busy, double *steal);
 
 /* Fast non-cryptographic random numbers (xorshift), seeded from the OS once. */
 uint64_t rnd64(void);
@@ -163,11 +171,19 @@ typedef struct window_result {
     double other_cpu;  /* by everything else on the machine (noise), -1 if unknown */
     double steal;      /* cores' worth of time the hypervisor gave to other guests */
     double watch_cpu[BENCH_MAX_WATCH]; /* by each --watch-pid, -1 if unreadable */
+    bool has_quiet;                    /* measure_count() was called: quiet is filled */
+    quiet_acc quiet;                   /* the window second by second (quiet.h) */
 } window_result;
 /* Runs the loop for --warmup seconds, calls reset(), sets g_measuring, runs --duration more
  * seconds (or until stop_measured()), clears g_measuring and returns what was measured. */
 window_result run_measured(void (*reset)(void));
 void stop_measured(void);
+/* Before run_measured: the scenario's message counter (reset to 0 by reset()), read every
+ * second of the window so that noisy seconds can be left out of the rate (quiet.h). */
+void measure_count(const uint64_t *count);
+/* The rate to report for count messages over the window: over its quiet seconds when
+ * measure_count() was used, else count / secs. */
+double window_rate(const window_result *r, uint64_t count);
 
 int cmd_conns(void);
 int cmd_echo(void);
@@ -177,5 +193,6 @@ int cmd_chat(void);
 int cmd_storm(void);
 int cmd_gwpush(void);
 int cmd_groups(void);
+int cmd_loadtest(void);
 
 #endif

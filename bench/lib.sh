@@ -44,13 +44,24 @@ chatd_has_opt() {
 # --store-connections STORE_CONNECTIONS when set). With BENCH_REDIS set, chatd is a cluster
 # node: --redis BENCH_REDIS and --node-id BENCH_NODE_ID (when set). BENCH_TLS_CERT and
 # BENCH_TLS_KEY: --tls-cert/--tls-key (https and wss); BENCH_WS_DEFLATE=1: --ws-deflate;
-# BENCH_METRICS=1: --metrics; BENCH_MAX_GROUP: --max-group-members.
+# BENCH_METRICS=1: --metrics; BENCH_MAX_GROUP: --max-group-members. BENCH_ECHO_PATH: the
+# echo endpoint of chatd and the peer (/echo; run.sh echo uses / because uWebSockets'
+# load_test always requests GET /). KIND uws: uWebSockets' EchoServer example (UWS_ECHO, run
+# in UWS_DIR), which always listens on port 9001: refused when something else holds it.
 start_server() {
     local kind=$1 cpu=${2:-} pin=()
     [ -n "$cpu" ] && pin=(taskset -c "$cpu")
-    local tries
+    local tries echo_path=${BENCH_ECHO_PATH:-/echo}
     for tries in 1 2 3 4 5; do
-        SERVER_PORT=$(free_port) || return 1
+        if [ "$kind" = uws ]; then
+            SERVER_PORT=9001
+            if (exec 3<>/dev/tcp/127.0.0.1/9001) 2>/dev/null; then
+                echo "start_server: port 9001 is taken: no uWebSockets EchoServer" >&2
+                return 1
+            fi
+        else
+            SERVER_PORT=$(free_port) || return 1
+        fi
         local log="$LOGDIR/$kind-$SERVER_PORT.log"
         SERVER_NOTE=""
         case $kind in
@@ -100,14 +111,17 @@ start_server() {
             fi
             mkdir -p "$LOGDIR/data-$SERVER_PORT"
             (ulimit -n "$(ulimit -Hn)"; exec "${pin[@]}" "$BUILD/chatd" \
-                --listen "127.0.0.1:$SERVER_PORT" --api-secret "$SECRET" --echo-path /echo \
+                --listen "127.0.0.1:$SERVER_PORT" --api-secret "$SECRET" --echo-path "$echo_path" \
                 --event-rate 0 --log-level warn --data-dir "$LOGDIR/data-$SERVER_PORT" \
                 --web-root "$ROOT/web" "${extra[@]}") >"$log" 2>&1 &
             ;;
         peer)
             (ulimit -n "$(ulimit -Hn)"; exec "${pin[@]}" node "$BENCH_DIR/peer/server.mjs" \
                 --listen "127.0.0.1:$SERVER_PORT" --api-secret "$SECRET" \
-                --echo-path /echo) >"$log" 2>&1 &
+                --echo-path "$echo_path") >"$log" 2>&1 &
+            ;;
+        uws)
+            (ulimit -n "$(ulimit -Hn)"; cd "$UWS_DIR" && exec "${pin[@]}" "$UWS_ECHO") >"$log" 2>&1 &
             ;;
         floor)
             (ulimit -n "$(ulimit -Hn)"; exec "${pin[@]}" "$BUILD/chatd-floor" \

@@ -31,6 +31,8 @@ static const struct {
     {"groups", cmd_groups,
      "--url ws://HOST:PORT/ws [--users U] [--group-sizes 10,100,500] [--senders S] "
      "[--window W] [--rate R] [--size B] [--users-file F] --duration D"},
+    {"loadtest", cmd_loadtest,
+     "--load-test PATH --url ws://HOST:PORT/ --conns N --size B --duration D"},
     {"storm", cmd_storm, "--url ws://HOST:PORT/ws --api-secret S -n N [--concurrency C]"},
     {"gwpush", cmd_gwpush,
      "--url ws://HOST:PORT/ws --api-secret S -n N --gw-mode per-call|persistent|http "
@@ -66,6 +68,9 @@ static void usage(FILE *f)
                "  --inflate-all     with --ws-deflate: inflate every compressed message\n"
                "  --tls-ca FILE     wss://, https:// URLs: verify the server with this CA\n"
                "                    (default: TLS without certificate verification)\n"
+               "  --quiet-cores Q   echo, route, loadtest: leave seconds in which other\n"
+               "                    processes used more than Q cores out of the rate (the\n"
+               "                    result says how many; default: keep every second)\n"
                "\ngwpush options (pushes through chatd's GatewayWorker inner port, --gw-inner):\n"
                "  --gw-mode M       per-call: a new TCP connection per push (as GatewayClient\n"
                "                    from php-fpm); persistent: --gw-conns connections, frames\n"
@@ -123,6 +128,7 @@ int main(int argc, char **argv)
     g_opt.timeout = 60;
     g_opt.concurrency = 256;
     g_opt.api_conns = 4;
+    g_opt.quiet_cores = -1;
 
     enum {
         O_URL = 256,
@@ -160,7 +166,9 @@ int main(int argc, char **argv)
         O_TLS_CA,
         O_SENDERS,
         O_GROUP_SIZES,
-        O_USERS_FILE
+        O_USERS_FILE,
+        O_QUIET,
+        O_LOAD_TEST
     };
     static const struct option longopts[] = {
         {"url", required_argument, 0, O_URL},
@@ -199,6 +207,8 @@ int main(int argc, char **argv)
         {"senders", required_argument, 0, O_SENDERS},
         {"group-sizes", required_argument, 0, O_GROUP_SIZES},
         {"users-file", required_argument, 0, O_USERS_FILE},
+        {"quiet-cores", required_argument, 0, O_QUIET},
+        {"load-test", required_argument, 0, O_LOAD_TEST},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -345,6 +355,12 @@ int main(int argc, char **argv)
             break;
         case O_USERS_FILE:
             g_opt.users_file = optarg;
+            break;
+        case O_QUIET:
+            g_opt.quiet_cores = num_arg(name, optarg);
+            break;
+        case O_LOAD_TEST:
+            g_opt.load_test = optarg;
             break;
         default:
             usage(stderr);

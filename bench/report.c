@@ -99,6 +99,9 @@ void report_begin(const char *scenario)
     }
     jkey("url");
     jstring(g_opt.url ? g_opt.url : "");
+    /* the load generator: chatd-bench itself, or uWebSockets' load_test run by loadtest */
+    jkey("gen");
+    jstring(g_opt.cmd && strcmp(g_opt.cmd, "loadtest") == 0 ? "load_test" : "chatd-bench");
     if (g_opt.url2) {
         jkey("url2");
         jstring(g_opt.url2);
@@ -189,6 +192,8 @@ void report_cpu(const window_result *r)
         report_num("other_cpu", r->other_cpu > 0.05 ? "other processes' cpu" : NULL, r->other_cpu);
     if (r->steal >= 0)
         report_num("steal", r->steal > 0.05 ? "cpu stolen (hypervisor)" : NULL, r->steal);
+    if (r->has_quiet)
+        report_quiet(&r->quiet);
 }
 
 void report_end(void)

@@ -17,7 +17,16 @@
 #   DURABILITY=full  OUT=bench/results/<date>  BUILD=build  QUICK=1 (1 rep, 2 s, small points)
 #   STORE_CONNECTIONS (chat-pg: chatd's --store-connections; chatd's default when unset)
 #   QUIET_CORES=0.25 QUIET_WAIT=300: before each run, wait up to QUIET_WAIT s for the machine
-#   to have at most QUIET_CORES cores busy with other work (every result reports other_cpu)
+#   to have at most QUIET_CORES cores busy with other work; during echo and route runs, every
+#   second (load_test: every 4-s interval) in which other processes used more than
+#   QUIET_CORES is left out of the rate, and the result says how many were dropped
+#   ECHO_CONNS="100 1000 10000" ECHO_SIZES="32 1024" ROUTE_PAIRS="100 1000 5000" (5000
+#   pairs = 10,000 connections) ROUTE_SIZES="32 1024": the echo and route points
+# A second generator (issue 14): with UWS_DIR pointing at a checkout of uWebSockets (with its
+# uSockets submodule; see bench/README.md), echo also runs uWebSockets' own
+# benchmarks/load_test (built with its Makefile when missing) against chatd and the peer,
+# and both generators against uWebSockets' EchoServer example (UWS_ECHO, default
+# UWS_DIR/EchoServer, built as its `build examples` would when missing; always port 9001).
 # cluster (issue 9): Redis and two chatd cluster nodes (--redis, --node-id a|b), route with
 # both ends of every pair on node a vs one end on each node (saturation, then half of it),
 # fanout to a group on one node vs spread over both, idle memory per connection on a cluster
@@ -78,6 +87,11 @@ CHAT_USERS=${CHAT_USERS:-100}
 CHAT_WINDOW=${CHAT_WINDOW:-32}
 QUIET_CORES=${QUIET_CORES:-0.25}
 QUIET_WAIT=${QUIET_WAIT:-300}
+ECHO_CONNS=${ECHO_CONNS:-100 1000 10000}
+ECHO_SIZES=${ECHO_SIZES:-32 1024}
+ROUTE_PAIRS=${ROUTE_PAIRS:-100 1000 5000}
+ROUTE_SIZES=${ROUTE_SIZES:-32 1024}
+UWS_DIR=${UWS_DIR:-}
 OUT=${OUT:-$BENCH_DIR/results/$(date +%Y%m%d-%H%M%S)}
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} = 0 ] && SCENARIOS=(echo route rate fanout conns storm chat chat-pg)
@@ -174,7 +188,7 @@ bench() {
         wait_quiet
         line=$(timeout $((${DURATION%.*} + 180)) "${BENCH_PIN[@]}" "$BUILD/chatd-bench" "$@" \
             --json --label "$target" --server-pid "$SERVER_PID" --duration "$DURATION" \
-            2>>"$LOGDIR/bench.log")
+            --quiet-cores "$QUIET_CORES" 2>>"$LOGDIR/bench.log")
         rc=$?
         if [ $rc != 0 ] || [ -z "$line" ]; then
             echo "run.sh: $point on $target, rep $rep: chatd-bench exited $rc (see $LOGDIR/bench.log)" >&2
@@ -183,9 +197,80 @@ bench() {
         fi
         line=$(head -1 <<<"$line")
         echo "${line/#\{/\{\"point\":\"$point\",\"target\":\"$target\",\"rep\":${REP_NO:-$rep},}" >>"$RAW"
-        printf '  %-22s %-6s rep %s: %s\n' "$point" "$target" "${REP_NO:-$rep}" \
-            "$(grep -o '"rate":[0-9.e+]*' <<<"$line")" >&2
+        printf '  %-22s %-6s rep %s: %s %s %s\n' "$point" "$target" "${REP_NO:-$rep}" \
+            "$(grep -o '"gen":"[a-z_-]*"' <<<"$line")" "$(grep -o '"rate":[0-9.e+]*' <<<"$line")" \
+            "$(grep -o '"spans_dropped":[0-9]*' <<<"$line")" >&2
     done
+}
+
+# fd_ok CONNS WHAT: whether this shell's open-files limit (raised to the hard limit above, and
+# inherited by every server and generator it starts) leaves room for CONNS connections plus
+# the API connections, listeners and files a process holds besides; says so when not.
+fd_ok() {
+    local need=$(($1 + 100))
+    [ "$(ulimit -n)" -ge "$need" ] && return 0
+    echo "run.sh: $2 skipped: needs $need open files, the limit is $(ulimit -n) (hard $(ulimit -Hn))" >&2
+    return 1
+}
+
+# ---- the second generator: uWebSockets' load_test (issue 14) ----
+# uws_setup: with UWS_DIR set, finds or builds UWS_DIR/benchmarks/load_test (UWS_LOAD_TEST)
+# and the EchoServer example (UWS_ECHO), outside this repository, and records the commits.
+UWS_LOAD_TEST="" UWS_ECHO=${UWS_ECHO:-} UWS_READY=0
+uws_setup() {
+    [ "$UWS_READY" = 1 ] && return 0
+    UWS_READY=1
+    [ -n "$UWS_DIR" ] || return 0
+    if [ ! -f "$UWS_DIR/src/App.h" ] || [ ! -f "$UWS_DIR/uSockets/src/libusockets.h" ]; then
+        echo "run.sh: UWS_DIR=$UWS_DIR is not a uWebSockets checkout with its uSockets submodule" \
+            "(git clone --recursive, see bench/README.md): no second generator" >&2
+        return 0
+    fi
+    # what uWebSockets' Makefiles use: clang (benchmarks), g++ and make (uSockets, the
+    # example), zlib and OpenSSL (load_test links -lssl -lcrypto -lz); installed with the
+    # project's scripts/lib.sh when missing
+    local p missing=()
+    for p in clang g++ make zlib1g-dev libssl-dev; do
+        if [[ $p == *-dev ]]; then
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+                missing+=("$p")
+        else
+            command -v "$p" >/dev/null || missing+=("$p")
+        fi
+    done
+    if [ ${#missing[@]} -gt 0 ] && [ -f "$ROOT/scripts/lib.sh" ]; then
+        # shellcheck source=/dev/null
+        (source "$ROOT/scripts/lib.sh" && apt_install run.sh "${missing[@]}") ||
+            echo "run.sh: installing ${missing[*]} failed" >&2
+    fi
+    if ! command -v stdbuf >/dev/null; then
+        echo "run.sh: no stdbuf (coreutils): load_test's output cannot be read line by line" >&2
+        return 0
+    fi
+    if [ ! -x "$UWS_DIR/benchmarks/load_test" ]; then
+        echo "run.sh: building uWebSockets' benchmarks (make -C $UWS_DIR/benchmarks)" >&2
+        make -C "$UWS_DIR/benchmarks" >"$LOGDIR/uws-build.log" 2>&1 ||
+            echo "run.sh: building load_test failed (see $LOGDIR/uws-build.log)" >&2
+    fi
+    [ -x "$UWS_DIR/benchmarks/load_test" ] && UWS_LOAD_TEST=$UWS_DIR/benchmarks/load_test
+    UWS_ECHO=${UWS_ECHO:-$UWS_DIR/EchoServer}
+    if [ ! -x "$UWS_ECHO" ] && [ "$UWS_ECHO" = "$UWS_DIR/EchoServer" ]; then
+        # what `make -C UWS_DIR examples` runs for this one example (uWebSockets' build.c):
+        # uSockets' objects, then the example with -march=native -O3 -flto, zlib, no TLS
+        echo "run.sh: building uWebSockets' EchoServer example in $UWS_DIR" >&2
+        { make -C "$UWS_DIR" default &&
+            (cd "$UWS_DIR" && ${CXX:-g++} -march=native -O3 -Wpedantic -Wall -Wextra \
+                -Wsign-conversion -Wconversion -std=c++2b -Isrc -IuSockets/src -flto=auto \
+                examples/EchoServer.cpp uSockets/*.o -lz -o EchoServer); } \
+            >>"$LOGDIR/uws-build.log" 2>&1 ||
+            echo "run.sh: building EchoServer failed (see $LOGDIR/uws-build.log)" >&2
+    fi
+    [ -x "$UWS_ECHO" ] || UWS_ECHO=""
+    {
+        echo "uWebSockets: $UWS_DIR at $(git -C "$UWS_DIR" rev-parse --short HEAD 2>/dev/null)," \
+            "uSockets at $(git -C "$UWS_DIR/uSockets" rev-parse --short HEAD 2>/dev/null);" \
+            "load_test: ${UWS_LOAD_TEST:-none}; echo server: ${UWS_ECHO:-none} (core ${SERVER_CPU:-none})"
+    } | tee -a "$OUT/info.txt" >&2
 }
 
 targets() {
@@ -197,23 +282,37 @@ targets() {
 }
 
 median_rate() { # POINT TARGET -> median "rate" from raw.jsonl
-    grep "\"point\":\"$1\",\"target\":\"$2\"" "$RAW" | grep -o '"rate":[0-9.e+]*' |
+    grep "\"point\":\"$1\",\"target\":\"$2\"" "$RAW" | grep -v '"gen":"load_test"' |
+        grep -o '"rate":[0-9.e+]*' |
         cut -d: -f2 | sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}'
 }
 
+# Echo with chatd-bench and, when UWS_DIR gives it, uWebSockets' load_test, against chatd,
+# the peer and uWebSockets' EchoServer; the floor (raw TCP) only with chatd-bench: load_test
+# needs a WebSocket handshake and echoes without the mask. The servers echo on / (load_test
+# always requests GET /).
 run_echo() {
-    local t c s
-    for t in $(targets chatd peer floor); do
-        start_server "$t" "$SERVER_CPU" || continue
+    local t c s url
+    uws_setup
+    for t in $(targets chatd peer floor uws); do
+        [ "$t" = uws ] && [ -z "$UWS_ECHO" ] && continue
+        BENCH_ECHO_PATH=/ start_server "$t" "$SERVER_CPU" || continue
         echo "== echo on $t (pid $SERVER_PID, port $SERVER_PORT)" >&2
-        for c in 100 1000; do
-            for s in 32 1024; do
+        url=ws://127.0.0.1:$SERVER_PORT/
+        for c in $ECHO_CONNS; do
+            fd_ok "$c" "echo $c on $t" || continue
+            for s in $ECHO_SIZES; do
                 if [ "$t" = floor ]; then
                     bench "echo $c x $s" floor echo --raw --url "tcp://127.0.0.1:$SERVER_PORT" \
                         --conns "$c" --size "$s" --window "$WINDOW"
-                else
-                    bench "echo $c x $s" "$t" echo --url "ws://127.0.0.1:$SERVER_PORT/echo" \
-                        --conns "$c" --size "$s" --window "$WINDOW"
+                    continue
+                fi
+                bench "echo $c x $s" "$t" echo --url "$url" --conns "$c" --size "$s" \
+                    --window "$WINDOW"
+                # load_test keeps one message in flight per connection: only at WINDOW=1
+                if [ -n "$UWS_LOAD_TEST" ] && [ "$WINDOW" = 1 ]; then
+                    bench "echo $c x $s" "$t" loadtest --load-test "$UWS_LOAD_TEST" --url "$url" \
+                        --conns "$c" --size "$s"
                 fi
             done
         done
@@ -226,8 +325,9 @@ run_route() {
     for t in $(targets chatd peer floor); do
         start_server "$t" "$SERVER_CPU" || continue
         echo "== route on $t (pid $SERVER_PID, port $SERVER_PORT)" >&2
-        for p in 100 1000; do
-            for s in 32 1024; do
+        for p in $ROUTE_PAIRS; do
+            fd_ok $((2 * p)) "route $p on $t" || continue
+            for s in $ROUTE_SIZES; do
                 if [ "$t" = floor ]; then # same connections, bytes and window, no framing
                     bench "route $p x $s" floor echo --raw --url "tcp://127.0.0.1:$SERVER_PORT" \
                         --conns $((2 * p)) --size "$s" --window "$WINDOW"
@@ -245,8 +345,8 @@ run_rate() { # route at half of chatd's measured saturation rate: latency under 
     local p s sat
     start_server chatd "$SERVER_CPU" || return
     echo "== route at half saturation on chatd (pid $SERVER_PID)" >&2
-    for p in 100 1000; do
-        for s in 32 1024; do
+    for p in $ROUTE_PAIRS; do
+        for s in $ROUTE_SIZES; do
             sat=$(median_rate "route $p x $s" chatd)
             [ -z "$sat" ] && { echo "run.sh: no route $p x $s result for chatd: skip its rate point" >&2; continue; }
             bench "route@half $p x $s" chatd route --url "ws://127.0.0.1:$SERVER_PORT/ws" \

@@ -151,6 +151,7 @@ int cmd_echo(void)
             send_one(e, (unsigned)k);
         bconn_flush(&e->w.c);
     }
+    measure_count(&g_rt);
     window_result r = run_measured(reset);
 
     report_begin(t.raw ? "echo-raw" : "echo");
@@ -158,7 +159,7 @@ int cmd_echo(void)
     report_int("size", "payload bytes", g_size);
     report_int("window", "in flight per conn", g_window);
     report_num("duration_s", "measured s", r.secs);
-    report_num("rate", "round trips/s", r.secs > 0 ? (double)g_rt / r.secs : 0);
+    report_num("rate", "round trips/s", window_rate(&r, g_rt));
     report_latency("lat", "latency us", &g_lat);
     report_cpu(&r);
     report_int("bad", g_bad ? "bad echoes" : NULL, (long long)g_bad);

@@ -222,6 +222,7 @@ int cmd_route(void)
             bconn_flush(&g_cl[i].w.c);
         }
     }
+    measure_count(&g_delivered);
     window_result r = run_measured(reset);
     g_stopping = true;
     if (g_opt.rate > 0) {
@@ -241,7 +242,7 @@ int cmd_route(void)
         report_int("window", "in flight per client", g_window);
     }
     report_num("duration_s", "measured s", r.secs);
-    report_num("rate", "delivered events/s", r.secs > 0 ? (double)g_delivered / r.secs : 0);
+    report_num("rate", "delivered events/s", window_rate(&r, g_delivered));
     report_latency("lat", "latency us", &g_lat);
     if (g_opt.rate > 0)
         report_latency("lag", "send lag us (bench)", &g_lag);

@@ -59,6 +59,28 @@ check route-url2 route --url "$URL/ws" --url2 "$URL/ws" --api-secret "$SECRET" -
     --size 32 --duration 0.5 --server-pid "$CHATD_PID" --watch-pid "self=$$"
 check fanout-url2 fanout --url "$URL/ws" --url2 "$URL/ws" --api-secret "$SECRET" --members 20 \
     --size 32 --duration 0.5
+# noisy seconds (issue 14): with --quiet-cores the result accounts for every second
+check echo-quiet echo --url "$URL/echo" --conns 4 --size 32 --duration 1.5 --quiet-cores 8 \
+    --server-pid "$CHATD_PID"
+if grep -q '"spans":2,' "$LOGDIR/out" && grep -q '"msgs_per_server_cpu_s":' "$LOGDIR/out"; then
+    echo "ok   echo-quiet spans: $(grep -o '"secs_kept":[0-9.e+-]*' "$LOGDIR/out")"
+    passed=$((passed + 1))
+else
+    echo "FAIL echo-quiet: no per-second accounting (spans, msgs_per_server_cpu_s) in the result"
+    failed=$((failed + 1))
+fi
+# uWebSockets' load_test as the generator (run.sh's second generator), when UWS_DIR has it
+# built; a chatd with its echo on /, the path load_test asks for
+if [ -n "${UWS_DIR:-}" ] && [ -x "$UWS_DIR/benchmarks/load_test" ] && command -v stdbuf >/dev/null &&
+    BENCH_ECHO_PATH=/ start_server chatd; then
+    check loadtest loadtest --load-test "$UWS_DIR/benchmarks/load_test" \
+        --url "ws://127.0.0.1:$SERVER_PORT/" --conns 20 --size 32 --duration 1 \
+        --server-pid "$SERVER_PID"
+    stop_server "$SERVER_PID"
+else
+    echo "SKIP loadtest: UWS_DIR has no built benchmarks/load_test (see bench/README.md)"
+    skipped=$((skipped + 1))
+fi
 check storm storm --url "$URL/ws" --api-secret "$SECRET" -n 100 --concurrency 16
 check chat chat --url "$URL/ws" --users 4 --window 2 --duration 0.5
 # groups (issue 11): 4 users, one group of 3, a 1:1 point and a group point (skipped, exit 3,

@@ -18,12 +18,14 @@ const allRows = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l
 // "td ..." points (run.sh tls-deflate, issue 12) have a table of their own (--tls-deflate).
 // "groups ..." points (run.sh groups, issue 11) too: run.sh prints them (groups-summary.txt).
 const rows = allRows.filter((r) => !/^(td|groups) /.test(r.point));
+// The main table is chatd-bench's; load_test's results (issue 14) are in the generators table.
+const ownRows = rows.filter((r) => r.gen !== 'load_test');
 if (tdOnly) {
   tlsDeflate(allRows.filter((r) => /^td /.test(r.point)));
   process.exit(0);
 }
 const points = new Map(); // point -> target -> [results]
-for (const r of rows) {
+for (const r of ownRows) {
   if (!points.has(r.point)) points.set(r.point, new Map());
   const t = points.get(r.point);
   if (!t.has(r.target)) t.set(r.target, []);
@@ -113,6 +115,62 @@ if (table.length > 1) {
   console.log('median [min-max] over the reps; floor = chatd-floor, raw TCP echo with the same bytes, ' +
     'connections and window (for route: 2 x pairs connections)');
   console.log('noise = most cores other processes used during any run of the point (>0.2: suspect)');
+}
+
+// ---- every server under both generators (issue 14) ----
+// Per echo and route point, per server and generator (chatd-bench, uWebSockets' load_test):
+// the rate over the quiet seconds, how much was dropped as noisy, the server's CPU,
+// messages per server-CPU second, latency where the generator measures it, and the ratios
+// to the floor (chatd-floor under chatd-bench) and to uWebSockets' EchoServer under the same
+// generator, by rate and by messages per server-CPU second.
+{
+  const c2 = (v) => (Number.isNaN(v) ? '-' : v.toFixed(2));
+  const medOf = (xs) => median(xs.filter((x) => x != null && !Number.isNaN(x)));
+  const sum = (rs, k) => rs.reduce((a, r) => a + (r[k] ?? 0), 0);
+  const perCpu = (r) => r.msgs_per_server_cpu_s ?? (r.server_cpu > 0 ? r.rate / r.server_cpu : NaN);
+  const by = new Map(); // point -> "target\tgen" -> [results]
+  for (const r of rows) {
+    if (!/^(echo|route) \d/.test(r.point)) continue;
+    const k = `${r.target}\t${r.gen ?? 'chatd-bench'}`;
+    if (!by.has(r.point)) by.set(r.point, new Map());
+    const m = by.get(r.point);
+    if (!m.has(k)) m.set(k, []);
+    m.get(k).push(r);
+  }
+  const ratio = (a, b) => (Number.isNaN(a) || Number.isNaN(b) || !b ? '-' : (a / b).toFixed(2) + 'x');
+  const gtable = [['point', 'server', 'generator', 'rate', 'dropped s', 'server cpu', 'msgs/cpu-s', 'p50 us',
+    'p99 us', 'x floor', 'x uws', 'cpu-eff x floor', 'cpu-eff x uws']];
+  let anyLt = false;
+  for (const [point, m] of by) {
+    const floor = m.get('floor\tchatd-bench');
+    const fRate = med(floor, 'rate'), fEff = floor ? medOf(floor.map(perCpu)) : NaN;
+    for (const [k, rs] of m) {
+      const [target, gen] = k.split('\t');
+      if (gen === 'load_test') anyLt = true;
+      const u = m.get(`uws\t${gen}`);
+      const rate = med(rs, 'rate'), eff = medOf(rs.map(perCpu));
+      const kept = sum(rs, 'secs_kept'), dropped = sum(rs, 'secs_dropped');
+      const isFloor = target === 'floor', isUws = target === 'uws';
+      gtable.push([point, target, gen, cell(rs), rs.some((r) => r.spans != null) ?
+        `${dropped.toFixed(0)}/${(kept + dropped).toFixed(0)}${kept > 0 ? '' : '*'}` : '-', c2(med(rs, 'server_cpu')), fmt(eff),
+      fmt(med(rs, 'lat_p50_us')), fmt(med(rs, 'lat_p99_us')), isFloor ? '-' : ratio(rate, fRate),
+      isUws || !u ? '-' : ratio(rate, med(u, 'rate')), isFloor ? '-' : ratio(eff, fEff),
+      isUws || !u ? '-' : ratio(eff, medOf(u.map(perCpu)))]);
+    }
+  }
+  if (gtable.length > 1) {
+    console.log('');
+    printTable(gtable);
+    console.log('\ngenerators: rate = round trips/s (echo) or events delivered/s (route) over the quiet seconds, ' +
+      'median [min-max] over the reps; dropped s = seconds left out because other processes used more than ' +
+      'QUIET_CORES cores in them / seconds measured, summed over the reps (load_test: whole 4-s intervals; ' +
+      '* = every one was noisy and the rate is over all of them); ' +
+      'server cpu = cores, /proc/<pid>/stat over the window; msgs/cpu-s = messages per second of server CPU in the ' +
+      'quiet seconds; p50/p99 = round-trip (echo) or one-way (route) latency, chatd-bench only (load_test ' +
+      'measures none); x floor = rate / chatd-floor under chatd-bench; x uws = rate / uWebSockets\' EchoServer ' +
+      'under the same generator; cpu-eff = the same ratios of msgs/cpu-s' +
+      (anyLt ? '; load_test = uWebSockets\' benchmarks/load_test (binary frames, 1 in flight per connection)' : ''));
+  }
 }
 
 // ---- cluster (issue 9) ----

@@ -244,8 +244,7 @@ double self_cpu(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-/* Busy and stolen seconds of the whole machine, from the first line of /proc/stat. */
-static int machine_cpu(double *busy, double *steal)
+int machine_cpu(double *busy, double *steal)
 {
     FILE *f = fopen("/proc/stat", "r");
     if (!f)
@@ -431,6 +430,24 @@ static void (*g_mreset)(void);
 static uint64_t g_mt0;
 static cpu_window g_mcpu;
 static window_result g_mres;
+/* noisy seconds: the counter, a one-second timer, the snapshot at the last tick */
+static const uint64_t *g_mcount;
+static uv_timer_t g_qtimer;
+static cpu_snap g_qlast;
+
+void measure_count(const uint64_t *count)
+{
+    g_mcount = count;
+}
+
+static void quiet_tick(uv_timer_t *t)
+{
+    (void)t;
+    cpu_snap now;
+    cpu_snap_take(&now, 0, g_mcount);
+    quiet_add(&g_mres.quiet, &g_qlast, &now, (double)(now.count - g_qlast.count), 0, -1, false);
+    g_qlast = now;
+}
 
 static void measure_tick(uv_timer_t *t)
 {
@@ -442,6 +459,12 @@ static void measure_tick(uv_timer_t *t)
         g_mt0 = bench_clock();
         cpu_window_start(&g_mcpu);
         uv_timer_start(&g_mtimer, measure_tick, (uint64_t)(g_opt.duration * 1000), 0);
+        if (g_mcount) {
+            g_mres.has_quiet = true;
+            quiet_init(&g_mres.quiet, g_opt.quiet_cores);
+            cpu_snap_take(&g_qlast, 0, g_mcount);
+            uv_timer_start(&g_qtimer, quiet_tick, 1000, 1000);
+        }
         return;
     }
     stop_measured();
@@ -458,10 +481,23 @@ void stop_measured(void)
         cpu_window_end(&g_mcpu, &g_mres.self_cpu, &g_mres.server_cpu, g_mres.watch_cpu);
         cpu_window_noise(&g_mcpu, g_mres.self_cpu, g_mres.server_cpu, g_mres.watch_cpu,
                          &g_mres.other_cpu, &g_mres.steal);
+        if (g_mres.has_quiet) {
+            /* the tail since the last tick; under half a second it is too short to judge
+             * (CPU times come in 10 ms ticks) and shares the verdict of the second before */
+            cpu_snap now;
+            cpu_snap_take(&now, 0, g_mcount);
+            int verdict = -1;
+            if (now.t - g_qlast.t < 500000000ull && g_mres.quiet.spans > 0)
+                verdict = g_mres.quiet.last_dropped ? 1 : 0;
+            if (now.t > g_qlast.t)
+                quiet_add(&g_mres.quiet, &g_qlast, &now, (double)(now.count - g_qlast.count), 0,
+                          verdict, false);
+        }
     }
     g_measuring = false;
     g_mdone = true;
     uv_timer_stop(&g_mtimer);
+    uv_timer_stop(&g_qtimer);
 }
 
 window_result run_measured(void (*reset)(void))
@@ -474,6 +510,7 @@ window_result run_measured(void (*reset)(void))
     for (int i = 0; i < BENCH_MAX_WATCH; i++)
         g_mres.watch_cpu[i] = -1;
     uv_timer_init(g_loop, &g_mtimer);
+    uv_timer_init(g_loop, &g_qtimer);
     if (g_opt.warmup > 0) {
         uv_timer_start(&g_mtimer, measure_tick, (uint64_t)(g_opt.warmup * 1000), 0);
     } else {
@@ -482,5 +519,14 @@ window_result run_measured(void (*reset)(void))
     while (!g_mdone)
         uv_run(g_loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&g_mtimer, NULL);
+    uv_close((uv_handle_t *)&g_qtimer, NULL);
+    g_mcount = NULL;
     return g_mres;
+}
+
+double window_rate(const window_result *r, uint64_t count)
+{
+    if (r->has_quiet && r->quiet.spans > 0)
+        return quiet_rate(&r->quiet);
+    return r->secs > 0 ? (double)count / r->secs : 0;
 }
