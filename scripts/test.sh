@@ -128,7 +128,7 @@ integration_pg() {
 # and the backend-neutral group tests, which use PostgreSQL when that is set.
 unit_pg() {
   pg_up || return 1
-  CHATD_TEST_PG_URI="$pg_url" ctest --test-dir "$1" --output-on-failure -R '^test_store_(pg|groups)$'
+  CHATD_TEST_PG_URI="$pg_url" ctest --test-dir "$1" --output-on-failure -R '^test_store_(pg|groups|recall)$'
 }
 pg_multinode() {
   pg_up || return 1

@@ -173,6 +173,9 @@ static const chat_route routes[] = {
     {HTTP_POST, "/chat/sync", true, true, chat_do_sync_cursors},
     {HTTP_POST, "/chat/read", true, true, chat_do_read},
     {HTTP_GET, "/chat/unread", true, false, chat_do_unread},
+    {HTTP_GET, "/chat/config", true, false, chat_do_config},
+    {HTTP_POST, "/chat/recall", true, true, chat_do_recall},
+    {HTTP_POST, "/chat/delete", true, true, chat_do_delete},
     {HTTP_POST, "/group/create", true, true, chat_do_group_create},
     {HTTP_POST, "/group/info", true, true, chat_do_group_info},
     {HTTP_GET, "/group/info", true, false, chat_do_group_info},
@@ -185,11 +188,12 @@ static const chat_route routes[] = {
     {HTTP_POST, "/group/mute", true, true, chat_do_group_mute},
 };
 
-/* The endpoint a socket "call" may run: the POST endpoints of groups and
- * /chat/read (NULL for any other path). */
+/* The endpoint a socket "call" may run: the POST endpoints of groups,
+ * /chat/read, /chat/recall and /chat/delete (NULL for any other path). */
 static chat_step call_step(const char *path)
 {
-    if (strncmp(path, "/group/", 7) != 0 && strcmp(path, "/chat/read") != 0)
+    if (strncmp(path, "/group/", 7) != 0 && strcmp(path, "/chat/read") != 0 &&
+        strcmp(path, "/chat/recall") != 0 && strcmp(path, "/chat/delete") != 0)
         return NULL;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (routes[i].method == HTTP_POST && strcmp(routes[i].path, path) == 0)
@@ -339,8 +343,9 @@ static void socket_call(chat_call *call, json_t *msg)
     const char *path = json_string_value(json_object_get(msg, "path"));
     chat_step step = path ? call_step(path) : NULL;
     if (!step) {
-        chat_call_fail(call, 404, "not_found",
-                       "path must be a POST endpoint of /group/ or /chat/read");
+        chat_call_fail(
+            call, 404, "not_found",
+            "path must be a POST endpoint of /group/, /chat/read, /chat/recall or /chat/delete");
         return;
     }
     json_t *body = json_object_get(msg, "body");

@@ -9,6 +9,7 @@
  * profile);
  * chat_bind.c binding a socket to its user; chat_message.c messages and
  * conversations (send, list, unread, history, sync, read), 1:1 and group;
+ * chat_recall.c recall, delete-for-me and GET /chat/config;
  * chat_group.c the groups (/group/...: create, info, members, roles, mute)
  * and group events; chat_presence.c who is online, told to their peers, and
  * the presence settings.
@@ -44,6 +45,7 @@
 #define CURSORS_MAX 1000 /* conversations named in one POST /chat/sync */
 #define GROUP_NAME_MAX 64
 #define GROUP_AVATAR_MAX 512
+#define IMAGE_SIDE_MAX 65535 /* pixels of an image message's width or height */
 #define CALL_ID_MAX 64       /* bytes of a socket call's id */
 #define EVENT_CACHE_MS 2000  /* how long a group's member list serves its events */
 #define EVENT_CACHE_MAX 1024 /* groups whose member list is kept for events */
@@ -179,6 +181,13 @@ void chat_do_history(chat_call *call);
 void chat_do_sync(chat_call *call);
 void chat_do_sync_cursors(chat_call *call);
 void chat_do_read(chat_call *call);
+
+/* ---- chat_recall.c ------------------------------------------------------- */
+
+/* GET /chat/config, POST /chat/recall, POST /chat/delete (docs/API.md). */
+void chat_do_config(chat_call *call);
+void chat_do_recall(chat_call *call);
+void chat_do_delete(chat_call *call);
 
 /* ---- chat_group.c -------------------------------------------------------- */
 

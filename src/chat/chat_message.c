@@ -169,6 +169,28 @@ bool chat_send_allowed(chat_call *call)
     return false;
 }
 
+/* An image's optional width or height: an integer 1-IMAGE_SIDE_MAX, and
+ * only on an image (absent or null: 0). False after answering 400. */
+static bool image_size(chat_call *call, json_t *m, const char *type, const char *field,
+                       int64_t *out)
+{
+    json_t *v = json_object_get(m, field);
+    if (!v || json_is_null(v))
+        return true;
+    if (strcmp(type, "image") != 0) {
+        chat_call_fail(call, 400, "bad_field", "%s is only for a message of type image", field);
+        return false;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+        json_integer_value(v) > IMAGE_SIDE_MAX) {
+        chat_call_fail(call, 400, "bad_field", "%s must be an integer from 1 to %d", field,
+                       IMAGE_SIDE_MAX);
+        return false;
+    }
+    *out = json_integer_value(v);
+    return true;
+}
+
 void chat_do_send(chat_call *call)
 {
     json_t *m = call->req ? call->body : json_object_get(call->body, "message");
@@ -206,8 +228,8 @@ void chat_do_send(chat_call *call)
         return;
     /* system messages are the server's (group changes), whatever
      * --message-types says */
-    if (strcmp(type, "system") == 0) {
-        chat_call_fail(call, 400, "bad_field", "type system is reserved for the server");
+    if (strcmp(type, "system") == 0 || strcmp(type, "recall") == 0) {
+        chat_call_fail(call, 400, "bad_field", "type %s is reserved for the server", type);
         return;
     }
     if (!chat_type_allowed(type)) {
@@ -222,6 +244,10 @@ void chat_do_send(chat_call *call)
         chat_call_fail(call, 400, "bad_field", "data of an image must be an http(s) URL or a path");
         return;
     }
+    int64_t width = 0, height = 0;
+    if (!image_size(call, m, type, "width", &width) ||
+        !image_size(call, m, type, "height", &height))
+        return;
     const char *cmid =
         chat_want_string(call, m, "client_msg_id", 1, CLIENT_MSG_ID_MAX, false, &failed);
     if (failed)
@@ -241,6 +267,8 @@ void chat_do_send(chat_call *call)
         return;
     r->peer_id = to;
     r->group_id = group;
+    r->width = width;
+    r->height = height;
     if (store_req_set_str(&r->msg_type, type) < 0 || store_req_set_str(&r->msg_data, data) < 0 ||
         store_req_set_str(&r->client_msg_id, cmid) < 0) {
         store_req_free(r);
@@ -376,9 +404,17 @@ void chat_do_sync_cursors(chat_call *call)
         }
         limit = json_integer_value(lim);
     }
+    /* deleted_after: the client's delete-for-me cursor, answered "deleted" */
+    json_t *del = json_object_get(call->body, "deleted_after");
+    if (del && !json_is_null(del) && (!json_is_integer(del) || json_integer_value(del) < 0)) {
+        chat_call_fail(call, 400, "bad_field", "deleted_after must be an integer >= 0");
+        return;
+    }
     store_req *r = chat_call_store_req(call, STORE_SYNC_CURSORS, chat_respond_result);
     if (!r)
         return;
+    r->want_deleted = del && !json_is_null(del);
+    r->deleted_after = r->want_deleted ? json_integer_value(del) : 0;
     r->cursors = json_is_object(cursors) ? json_deep_copy(cursors) : json_object();
     if (!r->cursors) {
         store_req_free(r);

@@ -186,6 +186,10 @@ static const option_spec options[] = {
      R_LIVE, NULL, false},
     {"message-types", OPT_STRING, FIELD(message_types), "text,image,emoji", 0, 0,
      "comma-separated content types a chat message may have", R_LIVE, NULL, false},
+    {"recall-window", OPT_INT, FIELD(recall_window), "120", 0, 31536000,
+     "seconds after sending in which the sender may recall a message (POST /chat/recall; "
+     "0 = recall off)",
+     R_LIVE, NULL, false},
     {"page-limit", OPT_INT, FIELD(page_limit), "100", 1, 10000,
      "largest page of history or sync a request may ask for", R_LIVE, NULL, false},
     {"login-rate", OPT_INT, FIELD(login_rate), "10", 1, 100000,

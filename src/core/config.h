@@ -56,6 +56,7 @@ typedef struct config {
     int64_t hash_queue;         /* password hashing jobs waiting or running */
     int64_t max_upload;         /* bytes of a POST /media body */
     int64_t upload_concurrency; /* POST /media bodies buffered at once */
+    int64_t recall_window;      /* seconds a sender may recall a message, 0 = never */
     /* timeouts, seconds */
     int64_t ping_interval;
     int64_t ping_timeout;

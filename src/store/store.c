@@ -126,6 +126,8 @@ bool store_op_is_write(store_op op)
     case STORE_GROUP_MUTE:
     case STORE_GROUP_SEND:
     case STORE_GROUP_READ:
+    case STORE_MESSAGE_RECALL:
+    case STORE_MESSAGE_DELETE:
         return true;
     default:
         return false;
@@ -707,10 +709,34 @@ void store_req_free(store_req *r)
     free(r->client_msg_id);
     json_decref(r->cursors);
     json_decref(r->members);
+    json_decref(r->message_ids);
     free(r->name);
     free(r->avatar);
     json_decref(r->result);
     free(r);
+}
+
+int store_msg_extras(json_t *m, bool recalled, int64_t width, int64_t height)
+{
+    if (!m)
+        return -1;
+    if (recalled)
+        return json_object_set_new(m, "recalled", json_true());
+    if (width > 0 && json_object_set_new(m, "width", json_integer(width)) != 0)
+        return -1;
+    if (height > 0 && json_object_set_new(m, "height", json_integer(height)) != 0)
+        return -1;
+    return 0;
+}
+
+int store_msg_deleted(json_t *m)
+{
+    json_object_del(m, "width");
+    json_object_del(m, "height");
+    if (json_object_set_new(m, "deleted", json_true()) != 0 ||
+        json_object_set_new(m, "data", json_string("")) != 0)
+        return -1;
+    return 0;
 }
 
 void store_stats(store *s, uint64_t *commits, uint64_t *writes)

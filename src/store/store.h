@@ -28,7 +28,12 @@
  * messages are {id, seq, to_id, from_id, from_username, from_userpic, type,
  * data, time, client_msg_id}: from_* are the sender's current name and
  * picture, client_msg_id is null when none was given. Message ids are 64-bit
- * integers that grow over time.
+ * integers that grow over time. Four more keys appear only when they apply:
+ * "width" and "height" (an image's size, when its sender gave it),
+ * "recalled": true (STORE_MESSAGE_RECALL: data is "" and the size is gone)
+ * and "deleted": true (the reading user hid it, STORE_MESSAGE_DELETE: data
+ * "" for that user only). Every answer that holds messages or a chat list
+ * item's last message (history, both syncs, the chat list) carries them.
  *
  * seq is the message's position in its conversation: 1, 2, 3, ... with no
  * holes, in commit order. Every backend assigns it inside the committing
@@ -111,7 +116,8 @@ typedef enum store_op {
      * from then on, also after a restart. Purges entries past their expiry. */
     STORE_JWT_REVOKE,
     /* user_id (sender), peer_id (recipient), msg_type, msg_data,
-     * client_msg_id (may be NULL), time (ms) -> message. In one transaction:
+     * client_msg_id (may be NULL), time (ms), width/height (0 = none) ->
+     * message. In one transaction:
      * stores the message, moves both users' conversation to it, and adds one
      * to the recipient's unread count. When client_msg_id is set and this
      * sender already stored a message with it, nothing is written, result is
@@ -148,7 +154,11 @@ typedef enum store_op {
      * member of, within its seq range) whose newest seq is above its cursor
      * (0 when absent from cursors), the most recent conversation first;
      * limit bounds the messages of the whole answer, and a conversation cut
-     * by it says more: true. */
+     * by it says more: true. With want_deleted, the answer also holds
+     * "deleted": {message_ids, cursor, more}: the ids the user hid
+     * (STORE_MESSAGE_DELETE) with a hide cursor above deleted_after, at most
+     * STORE_DELETED_PAGE, oldest first; cursor is the last one's (or
+     * deleted_after when none). */
     STORE_SYNC_CURSORS,
     /* user_id, peer_id -> {total, last_read_id, changed}: the conversation's
      * unread count becomes 0; total is the user's unread sum afterwards
@@ -198,6 +208,30 @@ typedef enum store_op {
     STORE_USER_PASSWORD,
     /* user_id, userpic ("" = none) -> user. NOT_FOUND: no such user. */
     STORE_USER_PROFILE,
+    /* user_id, message_id, time (ms, now), recall_window (ms) -> {message,
+     * notice, peer_id | members}: the sender withdraws its message. In one
+     * transaction: the message's data is emptied, its size dropped and it
+     * is marked recalled; a notice is appended to its conversation (type
+     * "recall", from the user, data {"message_id":<id>}, the next seq, no
+     * unread for anyone: 1:1 it moves both conversations without counting,
+     * in a group notices and recalled messages are left out of the computed
+     * counts); and a recalled message the recipient had not read no longer
+     * counts as unread (1:1: one less, if above its last read; groups: the
+     * computed counts leave it out). peer_id is the 1:1 peer, members the
+     * group's current member ids. A message already recalled: nothing
+     * written, notice null. NOT_FOUND not_found: no such message or one the
+     * user may not see; FORBIDDEN forbidden (not the sender, a system or
+     * recall message), not_member (a group the user left); CONFLICT
+     * group_dissolved, recall_window_passed (time > message time +
+     * recall_window). Errors carry {code, message} as group operations. */
+    STORE_MESSAGE_RECALL,
+    /* user_id, message_ids (a JSON array of ids) -> {message_ids, cursor,
+     * changed}: hides those of the messages the user may see (others are
+     * left out) for the user only; each newly hidden id takes the next
+     * value of the user's hide cursor (one counter per user, only growing),
+     * cursor is its value afterwards; changed: something was newly hidden.
+     * Unread counts are not changed. */
+    STORE_MESSAGE_DELETE,
 
     /* ---- groups (see "Groups" below) ------------------------------------ */
 
@@ -348,13 +382,19 @@ struct store_req {
     uint8_t token_hash[32];
     char *username, *password_hash, *userpic, *external_id, *query;
     char *msg_type, *msg_data, *client_msg_id;
-    json_t *cursors;     /* STORE_SYNC_CURSORS; store_req_free releases it */
-    int64_t group_id;    /* group operations */
-    json_t *members;     /* GROUP_CREATE / GROUP_ADD: array of user ids; freed with the request */
-    char *name, *avatar; /* GROUP_CREATE / GROUP_UPDATE */
-    int64_t max_members; /* GROUP_CREATE / GROUP_ADD */
-    int action;          /* STORE_USER_ADMIN: enum store_admin_action */
-    int64_t issued_at;   /* STORE_USER_EXTERNAL: the JWT's iat (ms), 0 = none */
+    json_t *cursors;       /* STORE_SYNC_CURSORS; store_req_free releases it */
+    int64_t group_id;      /* group operations */
+    json_t *members;       /* GROUP_CREATE / GROUP_ADD: array of user ids; freed with the request */
+    char *name, *avatar;   /* GROUP_CREATE / GROUP_UPDATE */
+    int64_t max_members;   /* GROUP_CREATE / GROUP_ADD */
+    int action;            /* STORE_USER_ADMIN: enum store_admin_action */
+    int64_t issued_at;     /* STORE_USER_EXTERNAL: the JWT's iat (ms), 0 = none */
+    int64_t width, height; /* MESSAGE_SEND / GROUP_SEND: an image's size, 0 = none */
+    int64_t message_id;    /* MESSAGE_RECALL */
+    int64_t recall_window; /* MESSAGE_RECALL: ms after the message's time */
+    json_t *message_ids;   /* MESSAGE_DELETE: array of ids; freed with the request */
+    bool want_deleted;     /* SYNC_CURSORS: answer "deleted" too */
+    int64_t deleted_after; /* SYNC_CURSORS with want_deleted: the client's hide cursor */
     /* outputs */
     int status;
     json_t *result;
@@ -387,6 +427,8 @@ typedef struct store_options {
 } store_options;
 
 #define STORE_PURGE_INTERVAL_MS 60000
+/* Hidden ids in one STORE_SYNC_CURSORS "deleted" answer. */
+#define STORE_DELETED_PAGE 1000
 #define STORE_PURGE_BATCH 500
 
 /* Whether uri is a PostgreSQL URI rather than "sqlite". */

@@ -85,11 +85,20 @@ const char *store_pg_sync_cursors_sql(void);
  * key, ?3 the bound above every key starting with it, ?4 the limit), for a
  * test that checks its plan seeks the name_key index. */
 const char *store_sqlite_search_sql(void);
+
+/* The keys a message (or chat list item) has only when they apply, added
+ * the same way by both backends so their answers are byte-identical (store.h):
+ * "recalled": true (and then no size), else "width"/"height" when > 0.
+ * 0, or -1 (m NULL or out of memory). */
+int store_msg_extras(json_t *m, bool recalled, int64_t width, int64_t height);
+/* The user hid m (STORE_MESSAGE_DELETE): "deleted": true, data "", no
+ * size. 0 or -1. */
+int store_msg_deleted(json_t *m);
 /* The PostgreSQL statement of STORE_USER_SEARCH, for the same test. */
 const char *store_pg_search_sql(void);
 
 /* Latest schema version of the SQLite backend (PRAGMA user_version). */
-#define STORE_SQLITE_SCHEMA_VERSION 8
+#define STORE_SQLITE_SCHEMA_VERSION 9
 
 /* How often an idle writer probes a backend that has healthy. */
 #define STORE_PROBE_MS 500

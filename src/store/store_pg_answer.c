@@ -65,9 +65,24 @@ static json_t *peers_json(const PGresult *res)
                  : NULL;
 }
 
-/* A message from the MSG_COLS columns starting at c: a group's (to_id 0)
- * with group_id instead of to_id. */
+static json_t *msg_base_json(const PGresult *res, int row, int c);
+
+/* A message from the MSG_COLS_SEEN columns starting at c: a group's (to_id
+ * 0) with group_id instead of to_id. */
 static json_t *msg_json_at(const PGresult *res, int row, int c)
+{
+    json_t *m = msg_base_json(res, row, c);
+    /* the extras of MSG_COLS_SEEN: recalled, width, height, hidden */
+    if (store_msg_extras(m, col_bool(res, row, c + 11), col_int(res, row, c + 12),
+                         col_int(res, row, c + 13)) != 0 ||
+        (col_bool(res, row, c + 14) && store_msg_deleted(m) != 0)) {
+        json_decref(m);
+        return NULL;
+    }
+    return m;
+}
+
+static json_t *msg_base_json(const PGresult *res, int row, int c)
 {
     if (col_int(res, row, c + 2) == 0)
         return json_pack(
@@ -111,8 +126,22 @@ static const char *role_name(int64_t role)
                                             : "member";
 }
 
-/* A row of ST_CHAT_LIST: column 0 says 1:1 (0) or group (1). */
+static json_t *chat_item_base_json(const PGresult *res, int i);
+
+/* A row of ST_CHAT_LIST: column 0 says 1:1 (0) or group (1); 19.. the
+ * last message's recalled, width, height and whether the user hid it. */
 static json_t *chat_item_json(const PGresult *res, int i)
+{
+    json_t *it = chat_item_base_json(res, i);
+    if (store_msg_extras(it, col_bool(res, i, 19), col_int(res, i, 20), col_int(res, i, 21)) != 0 ||
+        (col_bool(res, i, 22) && store_msg_deleted(it) != 0)) {
+        json_decref(it);
+        return NULL;
+    }
+    return it;
+}
+
+static json_t *chat_item_base_json(const PGresult *res, int i)
 {
     if (col_int(res, i, 0) == 1)
         return json_pack(
@@ -221,6 +250,10 @@ int pg_answer_group_send(store_req *r, const PGresult *res, int row, group_membe
                         "from_username", col_text(res, row, 4), "from_userpic",
                         col_text(res, row, 5), "type", r->msg_type, "data", r->msg_data, "time",
                         (json_int_t)r->time, "client_msg_id", r->client_msg_id);
+    if (msg && !r->duplicate && store_msg_extras(msg, false, r->width, r->height) != 0) {
+        json_decref(msg);
+        msg = NULL;
+    }
     r->result = msg ? json_pack("{s:o, s:O}", "message", msg, "members", members) : NULL;
     return r->result ? STORE_OK : STORE_ERROR;
 }
@@ -260,6 +293,10 @@ static json_t *cursors_json(const PGresult *res, int64_t limit)
     int64_t taken = 0;
     int n = PQntuples(res);
     for (int i = 0; ok && i < n;) {
+        if (PQgetisnull(res, i, 0)) { /* ST_SYNC_CURSORS_DEL's row when no conversation has news */
+            i++;
+            continue;
+        }
         int64_t peer = col_int(res, i, 0), last_seq = col_int(res, i, 1);
         int64_t top = col_int(res, i, 2);
         json_t *msgs = json_array();
@@ -283,6 +320,82 @@ static json_t *cursors_json(const PGresult *res, int64_t limit)
         return NULL;
     }
     return json_pack("{s:o}", "conversations", convs);
+}
+
+/* ST_SYNC_CURSORS_DEL's last column (on every row, so row 0): [[id,
+ * cursor], ...] or NULL -> {message_ids, cursor, more}, at most
+ * STORE_DELETED_PAGE ids. */
+static json_t *deleted_json(const PGresult *res, int64_t after)
+{
+    int col = PQnfields(res) - 1;
+    json_t *pairs = NULL;
+    if (PQntuples(res) > 0 && !PQgetisnull(res, 0, col)) {
+        json_error_t e;
+        pairs = json_loads(col_text(res, 0, col), 0, &e);
+        if (!json_is_array(pairs)) {
+            json_decref(pairs);
+            return NULL;
+        }
+    }
+    json_t *ids = json_array();
+    int64_t cursor = after;
+    size_t i;
+    json_t *pair;
+    json_array_foreach(pairs, i, pair)
+    {
+        if (!ids || i == STORE_DELETED_PAGE)
+            break;
+        cursor = json_integer_value(json_array_get(pair, 1));
+        if (json_array_append(ids, json_array_get(pair, 0)) != 0) {
+            json_decref(ids);
+            ids = NULL;
+        }
+    }
+    bool more = json_array_size(pairs) > STORE_DELETED_PAGE;
+    json_decref(pairs);
+    return ids ? json_pack("{s:o, s:I, s:b}", "message_ids", ids, "cursor", (json_int_t)cursor,
+                           "more", more)
+               : NULL;
+}
+
+/* chatd_recall's rows: an error's (status, code, text), or the message and
+ * the notice (id order: the notice is newer) from column 5 with the 1:1
+ * peer (3) or the group's member ids (4). */
+static int answer_recall(store_req *r, const PGresult *res)
+{
+    int n = PQntuples(res);
+    if (n < 1 || n > 2)
+        return STORE_ERROR;
+    int64_t st = col_int(res, 0, 0);
+    if (st != STORE_OK) {
+        if (st != STORE_NOT_FOUND && st != STORE_CONFLICT && st != STORE_FORBIDDEN)
+            return STORE_ERROR;
+        r->result = group_err(col_text(res, 0, 1), col_text(res, 0, 2));
+        return r->result ? (int)st : STORE_ERROR;
+    }
+    json_t *msg = msg_json_at(res, 0, 5);
+    json_t *notice = n == 2 ? msg_json_at(res, 1, 5) : json_null();
+    if (!msg || !notice) {
+        json_decref(msg);
+        json_decref(notice);
+        return STORE_ERROR;
+    }
+    if (n == 1)
+        r->result = json_pack("{s:o, s:o}", "message", msg, "notice", notice);
+    else if (!PQgetisnull(res, 0, 4)) {
+        json_error_t e;
+        json_t *members = json_loads(col_text(res, 0, 4), 0, &e);
+        r->result = members ? json_pack("{s:o, s:o, s:o}", "message", msg, "notice", notice,
+                                        "members", members)
+                            : NULL;
+        if (!members) {
+            json_decref(msg);
+            json_decref(notice);
+        }
+    } else
+        r->result = json_pack("{s:o, s:o, s:I}", "message", msg, "notice", notice, "peer_id",
+                              (json_int_t)col_int(res, 0, 3));
+    return r->result ? STORE_OK : STORE_ERROR;
 }
 
 /* Turns row `row` of chatd_send_batch's answer into send r's outputs.
@@ -309,6 +422,10 @@ int pg_answer_send(store_req *r, const PGresult *res, int row)
             (json_int_t)r->peer_id, "from_id", (json_int_t)r->user_id, "from_username",
             col_text(res, row, 4), "from_userpic", col_text(res, row, 5), "type", r->msg_type,
             "data", r->msg_data, "time", (json_int_t)r->time, "client_msg_id", r->client_msg_id);
+    if (r->result && store_msg_extras(r->result, false, r->width, r->height) != 0) {
+        json_decref(r->result);
+        r->result = NULL;
+    }
     return r->result ? STORE_OK : STORE_ERROR;
 }
 
@@ -391,7 +508,26 @@ int pg_answer(store_req *r, const PGresult *res)
         break;
     case STORE_SYNC_CURSORS:
         r->result = cursors_json(res, r->limit);
+        if (r->result && r->want_deleted &&
+            json_object_set_new(r->result, "deleted", deleted_json(res, r->deleted_after)) != 0) {
+            json_decref(r->result);
+            r->result = NULL;
+        }
         break;
+    case STORE_MESSAGE_RECALL:
+        return answer_recall(r, res);
+    case STORE_MESSAGE_DELETE: {
+        if (n != 1)
+            return STORE_ERROR;
+        if (col_int(res, 0, 0) == 1)
+            return STORE_NOT_FOUND;
+        json_error_t e;
+        json_t *ids = json_loads(col_text(res, 0, 1), 0, &e);
+        r->result = ids ? json_pack("{s:o, s:I, s:b}", "message_ids", ids, "cursor",
+                                    (json_int_t)col_int(res, 0, 2), "changed", col_bool(res, 0, 3))
+                        : NULL;
+        break;
+    }
     case STORE_READ:
         if (n != 1)
             return STORE_ERROR;

@@ -36,7 +36,11 @@
  * conv_hi last (a group message, to_id 0, shows it as group_id). */
 #define MSG_COLS                                                                                   \
     "m.id, m.seq, m.to_id, m.from_id, u.username, u.userpic, m.type, m.data, m.time,"              \
-    " m.client_msg_id, m.conv_hi"
+    " m.client_msg_id, m.conv_hi, m.recalled, m.width, m.height"
+/* MSG_COLS and whether the user (a parameter, "$1") hid the message. */
+#define MSG_COLS_SEEN(user)                                                                        \
+    MSG_COLS ", EXISTS (SELECT 1 FROM hidden_messages h WHERE h.user_id = " user                   \
+             " AND h.message_id = m.id)"
 
 enum stmt_id {
     ST_USER_INSERT,
@@ -74,6 +78,11 @@ enum stmt_id {
     ST_GROUP_SEND,
     ST_GROUP_HISTORY,
     ST_GROUP_READ,
+    ST_SEND_SIZED,
+    ST_GROUP_SEND_SIZED,
+    ST_SYNC_CURSORS_DEL,
+    ST_RECALL,
+    ST_DELETE,
     ST_COUNT
 };
 
@@ -81,7 +90,7 @@ enum stmt_id {
 extern const char *const pg_stmt_sql[ST_COUNT];
 
 /* One request's parameters, built before it is sent; libpq copies them. */
-#define MAX_PARAMS 7
+#define MAX_PARAMS 9
 typedef struct {
     enum stmt_id st;
     int n;

@@ -10,6 +10,39 @@
 #include "chat/names.h"
 #include "store/store_pg_internal.h"
 
+#define SYNC_CURSORS_SQL                                                                           \
+    "WITH cur AS (SELECT * FROM unnest($2::bigint[], $3::bigint[]) AS x(peer, seq)),"              \
+    " conv0 AS (SELECT c.peer_id, c.last_message_id, t.last_seq,"                                  \
+    "  coalesce(cur.seq, 0) AS cursor, t.conv_lo, t.conv_hi FROM conversations c"                  \
+    "  JOIN threads t ON t.conv_lo = least(c.user_id, c.peer_id)"                                  \
+    "   AND t.conv_hi = greatest(c.user_id, c.peer_id)"                                            \
+    "  LEFT JOIN cur ON cur.peer = c.peer_id"                                                      \
+    "  WHERE c.user_id = $1 AND t.last_seq > coalesce(cur.seq, 0)"                                 \
+    "  UNION ALL"                                                                                  \
+    "  SELECT -gm.group_id, CASE WHEN gm.left_seq > 0 AND gm.left_seq < t.last_seq THEN"           \
+    "   (SELECT x.id FROM messages x WHERE x.conv_lo = 0 AND x.conv_hi = gm.group_id"              \
+    "    AND x.seq = gm.left_seq) ELSE g.last_message_id END,"                                     \
+    "   chatd_group_top(t.last_seq, gm.left_seq),"                                                 \
+    "   greatest(coalesce(cur.seq, 0), gm.joined_seq - 1), 0, gm.group_id"                         \
+    "  FROM group_members gm JOIN groups g ON g.id = gm.group_id"                                  \
+    "  JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = gm.group_id"                                \
+    "  LEFT JOIN cur ON cur.peer = -gm.group_id"                                                   \
+    "  WHERE gm.user_id = $1 AND chatd_group_top(t.last_seq, gm.left_seq)"                         \
+    "   > greatest(coalesce(cur.seq, 0), gm.joined_seq - 1)),"                                     \
+    " conv AS (SELECT conv0.*, CASE WHEN $4::bigint IS NULL THEN NULL ELSE"                        \
+    "  greatest(0, $4::bigint - coalesce(sum(last_seq - cursor) OVER (ORDER BY"                    \
+    "   last_message_id DESC, peer_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),"          \
+    "   0)) END AS budget FROM conv0)"                                                             \
+    " SELECT conv.peer_id, conv.last_seq, conv.cursor, " MSG_COLS_SEEN(                            \
+        "$1") ","                                                                                  \
+              " conv.last_message_id AS o_lm FROM conv"                                            \
+              " LEFT JOIN LATERAL (SELECT m2.* FROM messages m2"                                   \
+              "  WHERE conv.budget IS DISTINCT FROM 0 AND m2.conv_lo = conv.conv_lo"               \
+              "  AND m2.conv_hi = conv.conv_hi AND m2.seq > conv.cursor AND m2.seq <= "            \
+              "conv.last_seq"                                                                      \
+              "  ORDER BY m2.seq LIMIT conv.budget) m ON true"                                     \
+              " LEFT JOIN users u ON u.id = m.from_id"
+
 const char *const pg_stmt_sql[ST_COUNT] = {
     /* A taken key or external id: no row, CONFLICT (without aborting the
      * pass, as a unique violation would). */
@@ -50,7 +83,9 @@ const char *const pg_stmt_sql[ST_COUNT] = {
     [ST_CHAT_LIST] =
         "SELECT 0, c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
         " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen, NULL::bigint, NULL::text,"
-        " NULL::boolean, NULL::smallint, NULL::int, NULL::boolean, NULL::boolean"
+        " NULL::boolean, NULL::smallint, NULL::int, NULL::boolean, NULL::boolean,"
+        " m.recalled, m.width, m.height, EXISTS (SELECT 1 FROM hidden_messages h"
+        "  WHERE h.user_id = $1 AND h.message_id = m.id)"
         " FROM conversations c"
         " JOIN users u ON u.id = c.peer_id"
         " JOIN messages m ON m.id = c.last_message_id"
@@ -58,10 +93,11 @@ const char *const pg_stmt_sql[ST_COUNT] = {
         " UNION ALL"
         " SELECT 1, g.id, coalesce(gm.left_name, g.name), coalesce(gm.left_avatar, g.avatar),"
         " m.type, m.data, m.time,"
-        " chatd_group_unread(t.last_seq, gm.left_seq, gm.read_seq, gm.joined_seq), m.id, m.seq,"
-        " NULL, NULL, m.from_id, u.username, gm.muted, gm.role,"
+        " chatd_group_unread2(g.id, t.last_seq, gm.left_seq, gm.read_seq, gm.joined_seq), m.id,"
+        " m.seq, NULL, NULL, m.from_id, u.username, gm.muted, gm.role,"
         " coalesce(gm.left_member_count, g.member_count), coalesce(gm.left_dissolved, g.dissolved),"
-        " gm.left_seq <> 0"
+        " gm.left_seq <> 0, m.recalled, m.width, m.height, EXISTS (SELECT 1 FROM hidden_messages h"
+        "  WHERE h.user_id = $1 AND h.message_id = m.id)"
         " FROM group_members gm"
         " JOIN groups g ON g.id = gm.group_id"
         " JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = gm.group_id"
@@ -72,25 +108,27 @@ const char *const pg_stmt_sql[ST_COUNT] = {
     /* By seq on the conversation index (seq order = id order within a
      * conversation); `before` becomes its seq when it is a message of this
      * conversation, so the scan starts there. */
-    [ST_HISTORY] = "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
-                   " WHERE m.conv_lo = $1 AND m.conv_hi = $2 AND m.id < $3"
-                   " AND m.seq < coalesce((SELECT b.seq FROM messages b WHERE b.id = $3"
-                   "  AND b.conv_lo = $1 AND b.conv_hi = $2), 9223372036854775807)"
-                   " ORDER BY m.seq DESC LIMIT $4",
+    [ST_HISTORY] = "SELECT " MSG_COLS_SEEN(
+        "$5") " FROM messages m JOIN users u ON u.id = m.from_id"
+              " WHERE m.conv_lo = $1 AND m.conv_hi = $2 AND m.id < $3"
+              " AND m.seq < coalesce((SELECT b.seq FROM messages b WHERE b.id = $3"
+              "  AND b.conv_lo = $1 AND b.conv_hi = $2), 9223372036854775807)"
+              " ORDER BY m.seq DESC LIMIT $4",
     /* The old id cursor: per conversation, the messages past the last one
      * with id <= after, cut to the limit, then merged by id. */
-    [ST_SYNC] = "SELECT " MSG_COLS " FROM conversations c"
-                " CROSS JOIN LATERAL (SELECT m2.* FROM messages m2"
-                "  WHERE m2.conv_lo = least(c.user_id, c.peer_id)"
-                "  AND m2.conv_hi = greatest(c.user_id, c.peer_id) AND m2.id > $2"
-                "  AND m2.seq > coalesce((SELECT m3.seq FROM messages m3"
-                "   WHERE m3.conv_lo = least(c.user_id, c.peer_id)"
-                "   AND m3.conv_hi = greatest(c.user_id, c.peer_id) AND m3.id <= $2"
-                "   ORDER BY m3.seq DESC LIMIT 1), 0)"
-                "  ORDER BY m2.seq LIMIT $3) m"
-                " JOIN users u ON u.id = m.from_id"
-                " WHERE c.user_id = $1 AND c.last_message_id > $2"
-                " ORDER BY m.id LIMIT $3",
+    [ST_SYNC] = "SELECT " MSG_COLS_SEEN(
+        "$1") " FROM conversations c"
+              " CROSS JOIN LATERAL (SELECT m2.* FROM messages m2"
+              "  WHERE m2.conv_lo = least(c.user_id, c.peer_id)"
+              "  AND m2.conv_hi = greatest(c.user_id, c.peer_id) AND m2.id > $2"
+              "  AND m2.seq > coalesce((SELECT m3.seq FROM messages m3"
+              "   WHERE m3.conv_lo = least(c.user_id, c.peer_id)"
+              "   AND m3.conv_hi = greatest(c.user_id, c.peer_id) AND m3.id <= $2"
+              "   ORDER BY m3.seq DESC LIMIT 1), 0)"
+              "  ORDER BY m2.seq LIMIT $3) m"
+              " JOIN users u ON u.id = m.from_id"
+              " WHERE c.user_id = $1 AND c.last_message_id > $2"
+              " ORDER BY m.id LIMIT $3",
     /* $2/$3: the cursors as parallel arrays of peer ids and seqs. Every
      * conversation whose counter is past its cursor, most recent first,
      * with the messages past its cursor while the whole answer's limit $4
@@ -104,36 +142,17 @@ const char *const pg_stmt_sql[ST_COUNT] = {
     /* A group is -(its id) among the peers (cursors and answer), its
      * last_seq the newest seq the user may see and its cursor at least
      * joined_seq - 1. */
-    [ST_SYNC_CURSORS] =
-        "WITH cur AS (SELECT * FROM unnest($2::bigint[], $3::bigint[]) AS x(peer, seq)),"
-        " conv0 AS (SELECT c.peer_id, c.last_message_id, t.last_seq,"
-        "  coalesce(cur.seq, 0) AS cursor, t.conv_lo, t.conv_hi FROM conversations c"
-        "  JOIN threads t ON t.conv_lo = least(c.user_id, c.peer_id)"
-        "   AND t.conv_hi = greatest(c.user_id, c.peer_id)"
-        "  LEFT JOIN cur ON cur.peer = c.peer_id"
-        "  WHERE c.user_id = $1 AND t.last_seq > coalesce(cur.seq, 0)"
-        "  UNION ALL"
-        "  SELECT -gm.group_id, CASE WHEN gm.left_seq > 0 AND gm.left_seq < t.last_seq THEN"
-        "   (SELECT x.id FROM messages x WHERE x.conv_lo = 0 AND x.conv_hi = gm.group_id"
-        "    AND x.seq = gm.left_seq) ELSE g.last_message_id END,"
-        "   chatd_group_top(t.last_seq, gm.left_seq),"
-        "   greatest(coalesce(cur.seq, 0), gm.joined_seq - 1), 0, gm.group_id"
-        "  FROM group_members gm JOIN groups g ON g.id = gm.group_id"
-        "  JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = gm.group_id"
-        "  LEFT JOIN cur ON cur.peer = -gm.group_id"
-        "  WHERE gm.user_id = $1 AND chatd_group_top(t.last_seq, gm.left_seq)"
-        "   > greatest(coalesce(cur.seq, 0), gm.joined_seq - 1)),"
-        " conv AS (SELECT conv0.*, CASE WHEN $4::bigint IS NULL THEN NULL ELSE"
-        "  greatest(0, $4::bigint - coalesce(sum(last_seq - cursor) OVER (ORDER BY"
-        "   last_message_id DESC, peer_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),"
-        "   0)) END AS budget FROM conv0)"
-        " SELECT conv.peer_id, conv.last_seq, conv.cursor, " MSG_COLS " FROM conv"
-        " LEFT JOIN LATERAL (SELECT m2.* FROM messages m2"
-        "  WHERE conv.budget IS DISTINCT FROM 0 AND m2.conv_lo = conv.conv_lo"
-        "  AND m2.conv_hi = conv.conv_hi AND m2.seq > conv.cursor AND m2.seq <= conv.last_seq"
-        "  ORDER BY m2.seq LIMIT conv.budget) m ON true"
-        " LEFT JOIN users u ON u.id = m.from_id"
-        " ORDER BY conv.last_message_id DESC, conv.peer_id, m.seq",
+    [ST_SYNC_CURSORS] = SYNC_CURSORS_SQL " ORDER BY conv.last_message_id DESC, conv.peer_id, m.seq",
+    /* The same with the user's hidden ids after the hide cursor $5 (at most
+     * STORE_DELETED_PAGE + 1, as [id, cursor] pairs) in a last column: one
+     * row even when no conversation has news. */
+    [ST_SYNC_CURSORS_DEL] =
+        "WITH body AS (" SYNC_CURSORS_SQL "), del AS (SELECT (SELECT json_agg(json_build_array("
+        "  x.message_id, x.cursor) ORDER BY x.cursor) FROM (SELECT h.message_id, h.cursor"
+        "  FROM hidden_messages h WHERE h.user_id = $1 AND h.cursor > $5 ORDER BY h.cursor"
+        "  LIMIT 1001) x) AS d)"
+        " SELECT body.*, del.d FROM del LEFT JOIN body ON true"
+        " ORDER BY body.o_lm DESC, body.peer_id, body.seq",
     [ST_READ] = "SELECT o_status, o_total, o_last_read, o_changed FROM chatd_read($1, $2)",
     /* 1:1 conversations (kind 0), then groups (kind 1), each the most
      * recent first */
@@ -142,7 +161,8 @@ const char *const pg_stmt_sql[ST_COUNT] = {
         " WHERE c.user_id = $1 AND c.unread > 0"
         " UNION ALL"
         " SELECT 1, b.group_id, b.n, b.muted, m.id FROM (SELECT gm.group_id, gm.muted,"
-        "  chatd_group_unread(t.last_seq, gm.left_seq, gm.read_seq, gm.joined_seq) AS n,"
+        "  chatd_group_unread2(gm.group_id, t.last_seq, gm.left_seq, gm.read_seq, gm.joined_seq)"
+        "  AS n,"
         "  chatd_group_top(t.last_seq, gm.left_seq) AS top"
         "  FROM group_members gm JOIN threads t ON t.conv_lo = 0 AND t.conv_hi = gm.group_id"
         "  WHERE gm.user_id = $1) b"
@@ -185,15 +205,27 @@ const char *const pg_stmt_sql[ST_COUNT] = {
         "WITH g AS (SELECT g.id, gm.joined_seq, gm.left_seq, gm.user_id IS NOT NULL AS member"
         "  FROM groups g LEFT JOIN group_members gm ON gm.group_id = g.id AND gm.user_id = $1"
         "  WHERE g.id = $2)"
-        " SELECT g.member, " MSG_COLS " FROM g"
-        " LEFT JOIN LATERAL (SELECT m2.* FROM messages m2 WHERE g.member AND m2.conv_lo = 0"
-        "  AND m2.conv_hi = g.id AND m2.seq >= g.joined_seq"
-        "  AND (g.left_seq = 0 OR m2.seq <= g.left_seq) AND m2.id < $3"
-        "  AND m2.seq < coalesce((SELECT b.seq FROM messages b WHERE b.id = $3"
-        "   AND b.conv_lo = 0 AND b.conv_hi = g.id), 9223372036854775807)"
-        "  ORDER BY m2.seq DESC LIMIT $4) m ON true"
-        " LEFT JOIN users u ON u.id = m.from_id ORDER BY m.seq DESC",
+        " SELECT g.member, " MSG_COLS_SEEN(
+            "$1") " FROM g"
+                  " LEFT JOIN LATERAL (SELECT m2.* FROM messages m2 WHERE g.member AND m2.conv_lo "
+                  "= 0"
+                  "  AND m2.conv_hi = g.id AND m2.seq >= g.joined_seq"
+                  "  AND (g.left_seq = 0 OR m2.seq <= g.left_seq) AND m2.id < $3"
+                  "  AND m2.seq < coalesce((SELECT b.seq FROM messages b WHERE b.id = $3"
+                  "   AND b.conv_lo = 0 AND b.conv_hi = g.id), 9223372036854775807)"
+                  "  ORDER BY m2.seq DESC LIMIT $4) m ON true"
+                  " LEFT JOIN users u ON u.id = m.from_id ORDER BY m.seq DESC",
     [ST_GROUP_READ] = "SELECT o_status, o_result FROM chatd_group_read($1, $2)",
+    /* the sends of a run of which one has an image size */
+    [ST_SEND_SIZED] = "SELECT * FROM chatd_send_batch_sized($1::bigint[], $2::bigint[],"
+                      " $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bigint[],"
+                      " $8::bigint[])",
+    [ST_GROUP_SEND_SIZED] = "SELECT * FROM chatd_group_send_batch_sized($1::bigint[],"
+                            " $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],"
+                            " $7::bigint[], $8::bigint[])",
+    [ST_RECALL] = "SELECT * FROM chatd_recall($1, $2, $3, $4)",
+    [ST_DELETE] = "SELECT o_status, array_to_json(o_ids), o_cursor, o_changed"
+                  " FROM chatd_hide($1, $2::bigint[])",
 };
 
 const char *store_pg_search_sql(void)
@@ -452,6 +484,18 @@ static int build_group(params *p, store_req *r)
         p_int(p, r->group_id);
         p_text(p, r->action ? "true" : "false");
         return 0;
+    case STORE_MESSAGE_RECALL:
+        p->st = ST_RECALL;
+        p_int(p, r->user_id);
+        p_int(p, r->message_id);
+        p_int(p, r->time);
+        p_int(p, r->recall_window);
+        return 0;
+    case STORE_MESSAGE_DELETE:
+        p->st = ST_DELETE;
+        p_int(p, r->user_id);
+        p_owned(p, members_array(r->message_ids));
+        return p->val[1] ? 0 : -1;
     case STORE_GROUP_HISTORY:
         p->st = ST_GROUP_HISTORY;
         p_int(p, r->user_id);
@@ -572,6 +616,7 @@ int pg_build(params *p, store_req *r)
         p_int(p, hi);
         p_int(p, r->before > 0 ? r->before : INT64_MAX);
         p_limit(p, r->limit);
+        p_int(p, r->user_id);
         return 0;
     case STORE_SYNC:
         p->st = ST_SYNC;
@@ -603,11 +648,13 @@ int pg_build(params *p, store_req *r)
                 seqs[k++] = json_integer_value(v);
             }
         }
-        p->st = ST_SYNC_CURSORS;
+        p->st = r->want_deleted ? ST_SYNC_CURSORS_DEL : ST_SYNC_CURSORS;
         p_int(p, r->user_id);
         p_owned(p, peers ? int_array(peers, k) : NULL);
         p_owned(p, seqs ? int_array(seqs, k) : NULL);
         p_limit(p, r->limit);
+        if (r->want_deleted)
+            p_int(p, r->deleted_after);
         free(peers);
         free(seqs);
         return p->val[1] && p->val[2] ? 0 : -1;
@@ -654,6 +701,33 @@ int pg_build(params *p, store_req *r)
     }
 }
 
+/* The end of a send run's params (6 of them built): when a send of the run
+ * has an image size, the sized statement with the widths and heights
+ * (0: none) as two more arrays. -1 on out of memory. */
+static int sizes(params *p, store_req **reqs, size_t n, enum stmt_id sized)
+{
+    for (int i = 0; i < 6; i++)
+        if (p->n != 6 || !p->val[i])
+            return -1;
+    bool any = false;
+    for (size_t i = 0; i < n && !any; i++)
+        any = reqs[i]->width > 0 || reqs[i]->height > 0;
+    if (!any)
+        return 0;
+    int64_t *wh = malloc(2 * n * sizeof(*wh));
+    if (!wh)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        wh[i] = reqs[i]->width;
+        wh[n + i] = reqs[i]->height;
+    }
+    p->st = sized;
+    p_owned(p, int_array(wh, n));
+    p_owned(p, int_array(wh + n, n));
+    free(wh);
+    return p->val[6] && p->val[7] ? 0 : -1;
+}
+
 /* Fills p for the group sends reqs[0..n) (all with their inputs): one
  * call of chatd_group_send_batch. -1 on out of memory. */
 int pg_build_group_sends(params *p, store_req **reqs, size_t n)
@@ -682,10 +756,7 @@ int pg_build_group_sends(params *p, store_req **reqs, size_t n)
     }
     free(ints);
     free(texts);
-    for (int i = 0; i < 6; i++)
-        if (p->n != 6 || !p->val[i])
-            return -1;
-    return 0;
+    return sizes(p, reqs, n, ST_GROUP_SEND_SIZED);
 }
 
 /* Fills p for the sends reqs[0..n) (all with their inputs): one call of
@@ -716,8 +787,5 @@ int pg_build_sends(params *p, store_req **reqs, size_t n)
     }
     free(ints);
     free(texts);
-    for (int i = 0; i < 6; i++)
-        if (p->n != 6 || !p->val[i])
-            return -1;
-    return 0;
+    return sizes(p, reqs, n, ST_SEND_SIZED);
 }

@@ -170,6 +170,27 @@ static const char *const migrations[] = {
      "ALTER TABLE group_members ADD COLUMN left_member_count INTEGER;"
      "ALTER TABLE group_members ADD COLUMN left_owner_id INTEGER;"
      "ALTER TABLE group_members ADD COLUMN left_dissolved INTEGER;"),
+    /* 9: recall, delete-for-me and image sizes (store.h STORE_MESSAGE_RECALL,
+     * STORE_MESSAGE_DELETE). A recall empties data and sets recalled; the
+     * partial index holds only recalled messages and recall notices, the
+     * messages group unread counts leave out (sq_group_unread): recalls are
+     * rare, so counting them in a member's unread range reads a few index
+     * entries, and a send writes nothing to it. hidden_messages is a user's
+     * delete-for-me set, each id with the user's hide cursor of then
+     * (users.hide_cursor, only growing): a seek by (user, message) marks
+     * a message deleted, one by (user, cursor) answers sync. */
+    ("ALTER TABLE messages ADD COLUMN recalled INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE messages ADD COLUMN width INTEGER;"
+     "ALTER TABLE messages ADD COLUMN height INTEGER;"
+     "CREATE INDEX messages_uncounted ON messages(conv_lo, conv_hi, seq)"
+     "  WHERE recalled <> 0 OR type = 'recall';"
+     "ALTER TABLE users ADD COLUMN hide_cursor INTEGER NOT NULL DEFAULT 0;"
+     "CREATE TABLE hidden_messages("
+     "  user_id INTEGER NOT NULL,"
+     "  message_id INTEGER NOT NULL,"
+     "  cursor INTEGER NOT NULL,"
+     "  PRIMARY KEY(user_id, message_id)) WITHOUT ROWID;"
+     "CREATE UNIQUE INDEX hidden_messages_cursor ON hidden_messages(user_id, cursor);"),
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SQLITE_SCHEMA_VERSION,
                "STORE_SQLITE_SCHEMA_VERSION must count the migrations");
@@ -178,7 +199,7 @@ _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SQLITE_SCHEMA
  * conv_lo 0 marks a group message (conv_hi is the group). */
 #define MSG_COLS                                                                                   \
     "m.id, m.to_id, m.from_id, u.username, u.userpic, m.type, m.data, m.time, m.client_msg_id,"    \
-    " m.seq, m.conv_lo, m.conv_hi"
+    " m.seq, m.conv_lo, m.conv_hi, m.recalled, m.width, m.height"
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN_READ] = "BEGIN",
@@ -220,7 +241,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* The conflict target names the partial index, so only a repeated
      * client_msg_id is skipped; any other constraint failure stays an error. */
     [ST_MSG_INSERT] = "INSERT INTO messages(from_id, to_id, conv_lo, conv_hi, type, data, time,"
-                      " client_msg_id, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                      " client_msg_id, seq, width, height)"
+                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                       " ON CONFLICT(from_id, client_msg_id) WHERE client_msg_id IS NOT NULL"
                       " DO NOTHING",
     [ST_MSG_BY_CLIENT] = "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
@@ -231,10 +253,11 @@ static const char *const stmt_sql[ST_COUNT] = {
                        " last_in_id) VALUES(?1, ?2, ?3, ?4, ?5)"
                        " ON CONFLICT(user_id, peer_id) DO UPDATE SET"
                        " last_message_id = max(last_message_id, excluded.last_message_id),"
-                       " unread = unread + excluded.unread,"
+                       " unread = max(unread + excluded.unread, 0),"
                        " last_in_id = max(last_in_id, excluded.last_in_id)",
     [ST_CHAT_LIST] = "SELECT c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
-                     " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen"
+                     " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen, m.recalled,"
+                     " m.width, m.height"
                      " FROM conversations c"
                      " JOIN users u ON u.id = c.peer_id"
                      " JOIN messages m ON m.id = c.last_message_id"
@@ -377,7 +400,7 @@ static const char *const stmt_sql[ST_COUNT] = {
         "SELECT g.id, coalesce(m.left_name, g.name), coalesce(m.left_avatar, g.avatar), x.type,"
         " x.data, x.time, m.joined_seq, m.left_seq, m.read_seq, g.last_seq, x.id, x.seq,"
         " x.from_id, u.username, m.muted, m.role, coalesce(m.left_member_count, g.member_count),"
-        " coalesce(m.left_dissolved, g.dissolved)"
+        " coalesce(m.left_dissolved, g.dissolved), x.recalled, x.width, x.height"
         " FROM group_members m JOIN groups g ON g.id = m.group_id"
         " JOIN messages x ON x.conv_lo = 0 AND x.conv_hi = g.id"
         "  AND x.seq = CASE WHEN m.left_seq > 0 THEN m.left_seq ELSE g.last_seq END"
@@ -395,6 +418,26 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_GROUP_SYNC_CONV] = "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
                            " WHERE m.conv_lo = 0 AND m.conv_hi = ?1 AND m.seq > ?2 AND m.seq <= ?3"
                            " ORDER BY m.seq LIMIT ?4",
+    /* ---- recall and delete-for-me (migration 9) ---- */
+    [ST_MSG_GET] = "SELECT from_id, to_id, conv_lo, conv_hi, type, time, recalled, seq"
+                   " FROM messages WHERE id = ?1",
+    [ST_MSG_RECALL] = "UPDATE messages SET recalled = 1, data = '', width = NULL, height = NULL"
+                      " WHERE id = ?1",
+    [ST_MSG_BY_ID] = "SELECT " MSG_COLS " FROM messages m JOIN users u ON u.id = m.from_id"
+                     " WHERE m.id = ?1",
+    /* the recipient's count loses a recalled message it had not read */
+    [ST_CONV_UNCOUNT] = "UPDATE conversations SET unread = unread - 1"
+                        " WHERE user_id = ?1 AND peer_id = ?2 AND last_read_id < ?3 AND unread > 0",
+    /* the partial index messages_uncounted: the same condition */
+    [ST_GROUP_UNCOUNTED] = "SELECT count(*) FROM messages WHERE conv_lo = 0 AND conv_hi = ?1"
+                           " AND seq > ?2 AND seq <= ?3 AND (recalled <> 0 OR type = 'recall')",
+    [ST_HIDDEN_GET] = "SELECT 1 FROM hidden_messages WHERE user_id = ?1 AND message_id = ?2",
+    [ST_HIDDEN_INSERT] = "INSERT INTO hidden_messages(user_id, message_id, cursor)"
+                         " VALUES(?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    [ST_HIDE_CURSOR] = "SELECT hide_cursor FROM users WHERE id = ?1",
+    [ST_HIDE_CURSOR_SET] = "UPDATE users SET hide_cursor = ?2 WHERE id = ?1",
+    [ST_HIDDEN_AFTER] = "SELECT message_id, cursor FROM hidden_messages"
+                        " WHERE user_id = ?1 AND cursor > ?2 ORDER BY cursor LIMIT ?3",
 };
 
 const char *store_sqlite_search_sql(void)
@@ -485,14 +528,45 @@ json_t *sq_last_seen_json(sqlite3_stmt *st, int col)
 json_t *sq_msg_json(sqlite3_stmt *st)
 {
     bool group = sqlite3_column_int64(st, 10) == 0;
-    return json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
-                     (json_int_t)sqlite3_column_int64(st, 0), "seq",
-                     (json_int_t)sqlite3_column_int64(st, 9), group ? "group_id" : "to_id",
-                     (json_int_t)sqlite3_column_int64(st, group ? 11 : 1), "from_id",
-                     (json_int_t)sqlite3_column_int64(st, 2), "from_username", sq_col_text(st, 3),
-                     "from_userpic", sq_col_text(st, 4), "type", sq_col_text(st, 5), "data",
-                     sq_col_text(st, 6), "time", (json_int_t)sqlite3_column_int64(st, 7),
-                     "client_msg_id", (const char *)sqlite3_column_text(st, 8));
+    json_t *m = json_pack(
+        "{s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s?}", "id",
+        (json_int_t)sqlite3_column_int64(st, 0), "seq", (json_int_t)sqlite3_column_int64(st, 9),
+        group ? "group_id" : "to_id", (json_int_t)sqlite3_column_int64(st, group ? 11 : 1),
+        "from_id", (json_int_t)sqlite3_column_int64(st, 2), "from_username", sq_col_text(st, 3),
+        "from_userpic", sq_col_text(st, 4), "type", sq_col_text(st, 5), "data", sq_col_text(st, 6),
+        "time", (json_int_t)sqlite3_column_int64(st, 7), "client_msg_id",
+        (const char *)sqlite3_column_text(st, 8));
+    if (store_msg_extras(m, sqlite3_column_int(st, 12) != 0, sqlite3_column_int64(st, 13),
+                         sqlite3_column_int64(st, 14)) != 0) {
+        json_decref(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* Marks, in each of msgs (messages, or chat list items when id_key is
+ * "last_message_id"), those user hid: "deleted": true, data "", no size.
+ * One seek on hidden_messages' key each. 0, or -1 (logged). */
+int sq_mark_hidden(sq *b, int64_t user, json_t *msgs, const char *id_key)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        sqlite3_stmt *st = sq_prep(b, ST_HIDDEN_GET);
+        sqlite3_bind_int64(st, 1, user);
+        sqlite3_bind_int64(st, 2, json_integer_value(json_object_get(m, id_key)));
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc == SQLITE_ROW) {
+            if (store_msg_deleted(m) != 0)
+                return -1;
+        } else if (rc != SQLITE_DONE) {
+            sq_db_fail(b, "hidden lookup");
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Runs a query and collects one JSON value per row; NULL on failure. */
@@ -700,8 +774,8 @@ static void sq_execute(void *p, store_req *r)
     /* Whatever reads conversations must see this transaction's sends
      * (the group reads and mute answer the unread total). */
     if ((r->op == STORE_CHAT_LIST || r->op == STORE_SYNC || r->op == STORE_SYNC_CURSORS ||
-         r->op == STORE_READ || r->op == STORE_UNREAD || r->op == STORE_PRESENCE_PEERS ||
-         r->op == STORE_GROUP_READ || r->op == STORE_GROUP_MUTE) &&
+         r->op == STORE_MESSAGE_RECALL || r->op == STORE_READ || r->op == STORE_UNREAD ||
+         r->op == STORE_PRESENCE_PEERS || r->op == STORE_GROUP_READ || r->op == STORE_GROUP_MUTE) &&
         conv_flush(b) != 0) {
         r->status = STORE_ERROR;
         return;
@@ -739,6 +813,12 @@ static void sq_execute(void *p, store_req *r)
         break;
     case STORE_CHAT_LIST:
         r->status = sq_op_chat_list(b, r);
+        break;
+    case STORE_MESSAGE_RECALL:
+        r->status = sq_op_message_recall(b, r);
+        break;
+    case STORE_MESSAGE_DELETE:
+        r->status = sq_op_message_delete(b, r);
         break;
     case STORE_HISTORY:
         r->status = sq_op_history(b, r);

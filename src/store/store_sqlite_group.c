@@ -318,7 +318,8 @@ static char *system_data(const char *event, int64_t actor, json_t *users, json_t
  * conversation's. A repeated (from, client_msg_id) writes nothing: *msg is
  * the stored message and *dup true. */
 static int group_post(sq *b, group_row *g, int64_t from, const char *type, const char *data,
-                      const char *client_msg_id, int64_t time, json_t **msg, bool *dup)
+                      const char *client_msg_id, int64_t time, int64_t width, int64_t height,
+                      json_t **msg, bool *dup)
 {
     *msg = NULL;
     *dup = false;
@@ -349,6 +350,14 @@ static int group_post(sq *b, group_row *g, int64_t from, const char *type, const
     sqlite3_bind_int64(st, 7, time);
     sq_bind_text(st, 8, client_msg_id);
     sqlite3_bind_int64(st, 9, seq);
+    if (width > 0)
+        sqlite3_bind_int64(st, 10, width);
+    else
+        sqlite3_bind_null(st, 10);
+    if (height > 0)
+        sqlite3_bind_int64(st, 11, height);
+    else
+        sqlite3_bind_null(st, 11);
     if (sq_exec_stmt(st) != SQLITE_DONE) {
         json_decref(m);
         return sq_db_fail(b, "group message insert");
@@ -370,7 +379,8 @@ static int group_post(sq *b, group_row *g, int64_t from, const char *type, const
     conv->last_seq = seq;
     g->last_seq = seq;
     g->last_message_id = id;
-    if (json_object_set_new(m, "id", json_integer(id)) != 0) {
+    if (json_object_set_new(m, "id", json_integer(id)) != 0 ||
+        store_msg_extras(m, false, width, height) != 0) {
         json_decref(m);
         return STORE_ERROR;
     }
@@ -382,7 +392,7 @@ static int group_post(sq *b, group_row *g, int64_t from, const char *type, const
 static int group_post_system(sq *b, store_req *r, group_row *g, char *data, json_t **msg)
 {
     bool dup;
-    int status = group_post(b, g, r->user_id, "system", data, NULL, r->time, msg, &dup);
+    int status = group_post(b, g, r->user_id, "system", data, NULL, r->time, 0, 0, msg, &dup);
     free(data);
     return status;
 }
@@ -939,7 +949,7 @@ int sq_op_group_send(sq *b, store_req *r)
     json_t *msg = NULL;
     bool dup = false;
     status = group_post(b, &g, r->user_id, r->msg_type, r->msg_data, r->client_msg_id, r->time,
-                        &msg, &dup);
+                        r->width, r->height, &msg, &dup);
     if (status == STORE_OK && !dup) {
         me.read_seq = g.last_seq;
         status = member_save(b, g.id, r->user_id, &me);
@@ -958,6 +968,71 @@ int sq_op_group_send(sq *b, store_req *r)
     return status == STORE_OK ? STORE_ERROR : status;
 }
 
+/* ---- recall (store_sqlite_recall.c) --------------------------------------- */
+
+int64_t sq_group_unread(sq *b, int64_t group, int64_t upper, int64_t unread)
+{
+    if (unread <= 0)
+        return 0;
+    sqlite3_stmt *st = sq_prep(b, ST_GROUP_UNCOUNTED);
+    sqlite3_bind_int64(st, 1, group);
+    sqlite3_bind_int64(st, 2, upper - unread);
+    sqlite3_bind_int64(st, 3, upper);
+    int64_t n = -1;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (n < 0) {
+        sq_db_fail(b, "group uncounted");
+        return -1;
+    }
+    return unread > n ? unread - n : 0;
+}
+
+int sq_group_access(sq *b, int64_t gid, int64_t user, int64_t seq, bool *sees, bool *current,
+                    bool *dissolved)
+{
+    *sees = *current = *dissolved = false;
+    member_row m;
+    if (member_load(b, gid, user, &m) != STORE_OK)
+        return STORE_ERROR;
+    if (!m.found)
+        return STORE_OK;
+    *current = m.left_seq == 0;
+    *sees = seq >= m.joined_seq && (m.left_seq == 0 || seq <= m.left_seq);
+    sqlite3_stmt *st = sq_prep(b, ST_GROUP_GET);
+    sqlite3_bind_int64(st, 1, gid);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *dissolved = sqlite3_column_int(st, 5) != 0;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : sq_db_fail(b, "group lookup");
+}
+
+int sq_group_post_notice(sq *b, store_req *r, int64_t gid, const char *data, json_t **notice,
+                         json_t **members)
+{
+    *notice = *members = NULL;
+    group_row g;
+    member_row me;
+    r->group_id = gid;
+    int status = group_open(b, r, &g, &me, true, true);
+    if (status != STORE_OK)
+        return status;
+    bool dup;
+    status = group_post(b, &g, r->user_id, "recall", data, NULL, r->time, 0, 0, notice, &dup);
+    if (status == STORE_OK) {
+        me.read_seq = g.last_seq;
+        status = member_save(b, g.id, r->user_id, &me);
+    }
+    if (status == STORE_OK)
+        status = group_save(b, &g);
+    if (status == STORE_OK && !(*members = member_ids(b, g.id, 0)))
+        status = STORE_ERROR;
+    group_row_free(&g);
+    return status;
+}
+
 int sq_op_group_history(sq *b, store_req *r)
 {
     group_row g;
@@ -973,7 +1048,7 @@ int sq_op_group_history(sq *b, store_req *r)
     sqlite3_bind_int64(st, 5, m.left_seq > 0 ? m.left_seq : INT64_MAX);
     r->result = sq_rows_json(b, st, sq_msg_json);
     group_row_free(&g);
-    return r->result ? STORE_OK : STORE_ERROR;
+    return sq_hidden_result(b, r);
 }
 
 int sq_op_group_read(sq *b, store_req *r)
@@ -983,6 +1058,7 @@ int sq_op_group_read(sq *b, store_req *r)
     int status = group_open(b, r, &g, &m, false, false);
     if (status != STORE_OK)
         return status;
+    /* the range read, recall notices and recalled messages included */
     int64_t unread = sq_member_unread(g.last_seq, m.joined_seq, m.left_seq, m.read_seq);
     int64_t read = m.read_seq > m.joined_seq - 1 ? m.read_seq : m.joined_seq - 1;
     if (unread > 0) {

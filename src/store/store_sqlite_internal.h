@@ -97,6 +97,16 @@ enum stmt_id {
     ST_GROUP_CHAT_LIST,
     ST_GROUP_HISTORY,
     ST_GROUP_SYNC_CONV,
+    ST_MSG_GET,
+    ST_MSG_RECALL,
+    ST_MSG_BY_ID,
+    ST_CONV_UNCOUNT,
+    ST_GROUP_UNCOUNTED,
+    ST_HIDDEN_GET,
+    ST_HIDDEN_INSERT,
+    ST_HIDE_CURSOR,
+    ST_HIDE_CURSOR_SET,
+    ST_HIDDEN_AFTER,
     ST_COUNT
 };
 
@@ -188,6 +198,9 @@ int64_t sq_sql_limit(int64_t limit);
  * message from the MSG_COLS columns. */
 json_t *sq_last_seen_json(sqlite3_stmt *st, int col);
 json_t *sq_msg_json(sqlite3_stmt *st);
+/* Marks the messages of msgs that user hid (STORE_MESSAGE_DELETE), their id
+ * under id_key: store_msg_deleted. 0 or -1. */
+int sq_mark_hidden(sq *b, int64_t user, json_t *msgs, const char *id_key);
 /* A query's rows as a JSON array (NULL on failure), or its one row
  * (STORE_OK, NOT_FOUND or ERROR). */
 json_t *sq_rows_json(sq *b, sqlite3_stmt *st, json_t *(*row)(sqlite3_stmt *));
@@ -231,6 +244,10 @@ int sq_op_token_delete(sq *b, store_req *r);
 /* The user's unread total, 1:1 and the groups not muted; -1 on error. */
 int64_t sq_unread_all(sq *b, int64_t user);
 
+/* Marks r->result's messages the user hid (sq_mark_hidden): the status of
+ * an op answering them. */
+int sq_hidden_result(sq *b, store_req *r);
+
 int sq_op_message_send(sq *b, store_req *r);
 int sq_op_chat_list(sq *b, store_req *r);
 int sq_op_history(sq *b, store_req *r);
@@ -238,6 +255,13 @@ int sq_op_sync(sq *b, store_req *r);
 int sq_op_sync_cursors(sq *b, store_req *r);
 int sq_op_read(sq *b, store_req *r);
 int sq_op_unread(sq *b, store_req *r);
+
+/* ---- store_sqlite_recall.c ----------------------------------------------- */
+
+/* The extra part of SYNC_CURSORS' answer: {message_ids, cursor, more}. */
+json_t *sq_deleted_after(sq *b, int64_t user, int64_t after);
+int sq_op_message_recall(sq *b, store_req *r);
+int sq_op_message_delete(sq *b, store_req *r);
 
 /* ---- store_sqlite_group.c ------------------------------------------------ */
 
@@ -251,6 +275,20 @@ const char *sq_role_name(int role);
 /* The computed counts: the newest seq a member may see, and its unread. */
 int64_t sq_member_upper(int64_t last_seq, int64_t left_seq);
 int64_t sq_member_unread(int64_t last_seq, int64_t joined_seq, int64_t left_seq, int64_t read_seq);
+/* The unread count of a member whose computed count (sq_member_unread) is
+ * unread and whose newest visible seq is upper, less the recalled messages
+ * and recall notices in that range (migration 9); -1 on error. */
+int64_t sq_group_unread(sq *b, int64_t group, int64_t upper, int64_t unread);
+/* What a recall or delete-for-me needs of user in group gid: *sees whether
+ * seq is in its membership's range, *current whether it is a member now,
+ * *dissolved the group's. STORE_OK or STORE_ERROR. */
+int sq_group_access(sq *b, int64_t gid, int64_t user, int64_t seq, bool *sees, bool *current,
+                    bool *dissolved);
+/* Posts r->user_id's recall notice (data) in group gid as a group change
+ * does (the user's read position moves to it): *notice the message,
+ * *members the current member ids. */
+int sq_group_post_notice(sq *b, store_req *r, int64_t gid, const char *data, json_t **notice,
+                         json_t **members);
 /* The user's groups (current and left) into *out, malloc'd, *n of them. */
 int sq_user_groups(sq *b, int64_t user, user_group **out, size_t *n);
 

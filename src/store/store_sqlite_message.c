@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int sq_op_message_send(sq *b, store_req *r)
 {
@@ -49,6 +50,14 @@ int sq_op_message_send(sq *b, store_req *r)
     sqlite3_bind_int64(st, 7, r->time);
     sq_bind_text(st, 8, r->client_msg_id);
     sqlite3_bind_int64(st, 9, seq);
+    if (r->width > 0)
+        sqlite3_bind_int64(st, 10, r->width);
+    else
+        sqlite3_bind_null(st, 10);
+    if (r->height > 0)
+        sqlite3_bind_int64(st, 11, r->height);
+    else
+        sqlite3_bind_null(st, 11);
     if (sq_exec_stmt(st) != SQLITE_DONE) {
         json_decref(msg);
         return sq_db_fail(b, "message insert");
@@ -71,8 +80,13 @@ int sq_op_message_send(sq *b, store_req *r)
     conv->last_seq = seq;
     /* From here on a failure leaves the message without its conversation
      * rows; STORE_ERROR makes the caller roll the whole transaction back. */
+    /* a recall notice (STORE_MESSAGE_RECALL) moves the conversation but is
+     * not unread, nor something a read receipt reports */
+    bool counts = strcmp(r->msg_type, "recall") != 0;
     if (json_object_set_new(msg, "id", json_integer(id)) != 0 ||
-        sq_conv_note(b, from, to, id, 0, 0) != 0 || sq_conv_note(b, to, from, id, 1, id) != 0) {
+        store_msg_extras(msg, false, r->width, r->height) != 0 ||
+        sq_conv_note(b, from, to, id, 0, 0) != 0 ||
+        sq_conv_note(b, to, from, id, counts ? 1 : 0, counts ? id : 0) != 0) {
         json_decref(msg);
         return STORE_ERROR;
     }
@@ -82,14 +96,20 @@ int sq_op_message_send(sq *b, store_req *r)
 
 static json_t *chat_item_json(sqlite3_stmt *st)
 {
-    return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "chat_type",
-                     "single", "userid", (json_int_t)sqlite3_column_int64(st, 0), "username",
-                     sq_col_text(st, 1), "userpic", sq_col_text(st, 2), "type", sq_col_text(st, 3),
-                     "data", sq_col_text(st, 4), "time", (json_int_t)sqlite3_column_int64(st, 5),
-                     "noreadnum", (json_int_t)sqlite3_column_int64(st, 6), "last_message_id",
-                     (json_int_t)sqlite3_column_int64(st, 7), "last_seq",
-                     (json_int_t)sqlite3_column_int64(st, 8), "last_seen",
-                     sq_last_seen_json(st, 9));
+    json_t *it =
+        json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "chat_type", "single",
+                  "userid", (json_int_t)sqlite3_column_int64(st, 0), "username", sq_col_text(st, 1),
+                  "userpic", sq_col_text(st, 2), "type", sq_col_text(st, 3), "data",
+                  sq_col_text(st, 4), "time", (json_int_t)sqlite3_column_int64(st, 5), "noreadnum",
+                  (json_int_t)sqlite3_column_int64(st, 6), "last_message_id",
+                  (json_int_t)sqlite3_column_int64(st, 7), "last_seq",
+                  (json_int_t)sqlite3_column_int64(st, 8), "last_seen", sq_last_seen_json(st, 9));
+    if (store_msg_extras(it, sqlite3_column_int(st, 11) != 0, sqlite3_column_int64(st, 12),
+                         sqlite3_column_int64(st, 13)) != 0) {
+        json_decref(it);
+        return NULL;
+    }
+    return it;
 }
 
 /* A group item of the chat list, from ST_GROUP_CHAT_LIST. */
@@ -98,7 +118,7 @@ static json_t *group_item_json(sqlite3_stmt *st)
     int64_t left = sqlite3_column_int64(st, 7);
     int64_t unread = sq_member_unread(sqlite3_column_int64(st, 9), sqlite3_column_int64(st, 6),
                                       left, sqlite3_column_int64(st, 8));
-    return json_pack(
+    json_t *it = json_pack(
         "{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:b, s:s, s:I, s:b, s:b}",
         "chat_type", "group", "group_id", (json_int_t)sqlite3_column_int64(st, 0), "name",
         sq_col_text(st, 1), "avatar", sq_col_text(st, 2), "type", sq_col_text(st, 3), "data",
@@ -109,6 +129,31 @@ static json_t *group_item_json(sqlite3_stmt *st)
         sqlite3_column_int(st, 14) != 0, "role", sq_role_name(sqlite3_column_int(st, 15)),
         "member_count", (json_int_t)sqlite3_column_int64(st, 16), "dissolved",
         sqlite3_column_int(st, 17) != 0, "left", left > 0);
+    if (store_msg_extras(it, sqlite3_column_int(st, 18) != 0, sqlite3_column_int64(st, 19),
+                         sqlite3_column_int64(st, 20)) != 0) {
+        json_decref(it);
+        return NULL;
+    }
+    return it;
+}
+
+/* A group item's computed unread count (group_item_json) less the recalled
+ * messages and notices in its range; then the user's hidden last messages. */
+static int chat_list_finish(sq *b, int64_t user, json_t *items)
+{
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it)
+    {
+        json_int_t unread = json_integer_value(json_object_get(it, "noreadnum"));
+        if (!json_object_get(it, "group_id") || unread == 0)
+            continue;
+        int64_t n = sq_group_unread(b, json_integer_value(json_object_get(it, "group_id")),
+                                    json_integer_value(json_object_get(it, "last_seq")), unread);
+        if (n < 0 || json_object_set_new(it, "noreadnum", json_integer(n)) != 0)
+            return -1;
+    }
+    return sq_mark_hidden(b, user, items, "last_message_id");
 }
 
 static int by_last_message_desc(const void *x, const void *y)
@@ -153,6 +198,10 @@ int sq_op_chat_list(sq *b, store_req *r)
                 r->result = NULL;
             }
         }
+        if (r->result && chat_list_finish(b, r->user_id, r->result) != 0) {
+            json_decref(r->result);
+            r->result = NULL;
+        }
         if (r->result)
             status = STORE_OK;
     }
@@ -172,7 +221,20 @@ int sq_op_history(sq *b, store_req *r)
     sqlite3_bind_int64(st, 3, r->before > 0 ? r->before : INT64_MAX);
     sqlite3_bind_int64(st, 4, sq_sql_limit(r->limit));
     r->result = sq_rows_json(b, st, sq_msg_json);
-    return r->result ? STORE_OK : STORE_ERROR;
+    return sq_hidden_result(b, r);
+}
+
+/* Marks r->result's messages the user hid; the op's status. */
+int sq_hidden_result(sq *b, store_req *r)
+{
+    if (!r->result)
+        return STORE_ERROR;
+    if (sq_mark_hidden(b, r->user_id, r->result, "id") != 0) {
+        json_decref(r->result);
+        r->result = NULL;
+        return STORE_ERROR;
+    }
+    return STORE_OK;
 }
 
 int sq_op_sync(sq *b, store_req *r)
@@ -182,7 +244,7 @@ int sq_op_sync(sq *b, store_req *r)
     sqlite3_bind_int64(st, 2, r->after);
     sqlite3_bind_int64(st, 3, sq_sql_limit(r->limit));
     r->result = sq_rows_json(b, st, sq_msg_json);
-    return r->result ? STORE_OK : STORE_ERROR;
+    return sq_hidden_result(b, r);
 }
 
 /* The client's cursor of a conversation: the integer under prefix and the
@@ -301,6 +363,10 @@ int sq_op_sync_cursors(sq *b, store_req *r)
         } else {
             msgs = json_array();
         }
+        if (msgs && sq_mark_hidden(b, r->user_id, msgs, "id") != 0) {
+            json_decref(msgs);
+            msgs = NULL;
+        }
         size_t got = json_array_size(msgs);
         json_t *newest = got ? json_array_get(msgs, got - 1) : NULL;
         int64_t upto = newest ? json_integer_value(json_object_get(newest, "seq")) : c->after;
@@ -312,8 +378,13 @@ int sq_op_sync_cursors(sq *b, store_req *r)
         left -= (int64_t)got;
     }
     free(todo);
+    json_t *deleted = NULL;
+    if (status == STORE_OK && r->want_deleted &&
+        !(deleted = sq_deleted_after(b, r->user_id, r->deleted_after)))
+        status = STORE_ERROR;
     if (status == STORE_OK)
-        r->result = json_pack("{s:o}", "conversations", convs);
+        r->result = deleted ? json_pack("{s:o, s:o}", "conversations", convs, "deleted", deleted)
+                            : json_pack("{s:o}", "conversations", convs);
     else
         json_decref(convs);
     return status == STORE_OK && !r->result ? STORE_ERROR : status;
@@ -340,10 +411,14 @@ int64_t sq_unread_all(sq *b, int64_t user)
     size_t n;
     if (total < 0 || sq_user_groups(b, user, &groups, &n) != STORE_OK)
         return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (!groups[i].muted)
-            total += sq_member_unread(groups[i].last_seq, groups[i].joined_seq, groups[i].left_seq,
-                                      groups[i].read_seq);
+    for (size_t i = 0; i < n && total >= 0; i++) {
+        if (groups[i].muted)
+            continue;
+        int64_t u = sq_group_unread(b, groups[i].id,
+                                    sq_member_upper(groups[i].last_seq, groups[i].left_seq),
+                                    sq_member_unread(groups[i].last_seq, groups[i].joined_seq,
+                                                     groups[i].left_seq, groups[i].read_seq));
+        total = u < 0 ? -1 : total + u;
     }
     free(groups);
     return total;
@@ -417,7 +492,13 @@ int sq_op_unread(sq *b, store_req *r)
     int status = STORE_OK;
     for (i = 0; i < n && status == STORE_OK; i++) {
         user_group *g = &groups[i];
-        int64_t unread = sq_member_unread(g->last_seq, g->joined_seq, g->left_seq, g->read_seq);
+        int64_t unread =
+            sq_group_unread(b, g->id, sq_member_upper(g->last_seq, g->left_seq),
+                            sq_member_unread(g->last_seq, g->joined_seq, g->left_seq, g->read_seq));
+        if (unread < 0) {
+            status = STORE_ERROR;
+            break;
+        }
         if (unread == 0)
             continue;
         if (!g->muted)

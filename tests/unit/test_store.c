@@ -813,17 +813,24 @@ static void test_sync(void **state)
 static void sql(fixture *f, const char *text);
 static int64_t user_version(fixture *f);
 
-/* Takes a database of the latest schema back to 7 (migration 8 undone). */
+/* Takes a database of the latest schema back to 8 (migration 9 undone). */
+#define UNDO_9                                                                                     \
+    "DROP TABLE hidden_messages; DROP INDEX messages_uncounted;"                                   \
+    "ALTER TABLE messages DROP COLUMN recalled; ALTER TABLE messages DROP COLUMN width;"           \
+    "ALTER TABLE messages DROP COLUMN height; ALTER TABLE users DROP COLUMN hide_cursor;"
+
+/* Takes a database of the latest schema back to 7 (migrations 9 and 8 undone). */
 #define UNDO_8                                                                                     \
+    UNDO_9                                                                                         \
     "ALTER TABLE group_members DROP COLUMN left_name;"                                             \
     "ALTER TABLE group_members DROP COLUMN left_avatar;"                                           \
     "ALTER TABLE group_members DROP COLUMN left_member_count;"                                     \
     "ALTER TABLE group_members DROP COLUMN left_owner_id;"                                         \
     "ALTER TABLE group_members DROP COLUMN left_dissolved;"
 
-/* Takes a database of the latest schema back to 6 (migrations 8 and 7
+/* Takes a database of the latest schema back to 6 (migrations 9, 8 and 7
  * undone: the tables go). */
-#define UNDO_7 "DROP TABLE group_members; DROP TABLE groups;"
+#define UNDO_7 UNDO_9 "DROP TABLE group_members; DROP TABLE groups;"
 
 /* Takes a database of the latest schema back to 5 (migrations 7 and 6 undone). */
 #define UNDO_6                                                                                     \

@@ -666,7 +666,7 @@ static void test_admin_migration(void **state)
     store_close(s);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     snprintf(sql, sizeof(sql), "SELECT max(version) FROM %s.schema_version", schema);
-    assert_int_equal(side_exec(c, sql), 7); /* the latest version */
+    assert_int_equal(side_exec(c, sql), 8); /* the latest version */
     snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", schema);
     side_exec(c, sql);
     PQfinish(c);
