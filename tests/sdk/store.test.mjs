@@ -8,17 +8,16 @@ import { ChatStore, backoffDelay, conversationKey, defaultKeys, groupKey, memory
 const ME = { id: 5, username: 'me', userpic: '' };
 const msg = (o) => ({ id: 0, seq: 0, to_id: ME.id, from_id: 9, from_username: 'nine', from_userpic: '', type: 'text', data: 'x', time: 1, client_msg_id: null, ...o });
 
-test('a recall notice marks the message it names and is not kept; a later copy stays recalled', () => {
+test('a recall notice marks the message it names; a later copy stays recalled', () => {
   const s = new ChatStore(ME, { storage: memoryStorage() });
   s.merge(9, [msg({ id: 10, seq: 1, data: 'hello' }), msg({ id: 11, seq: 2, type: 'image', data: '/media/a.png', width: 4, height: 3 })]);
   assert.deepEqual(s.detail(9).messages.map((m) => [m.id, m.width, m.height]), [[10, undefined, undefined], [11, 4, 3]]);
-  const added = s.merge(9, [msg({ id: 12, seq: 3, type: 'recall', data: JSON.stringify({ message_id: 11 }) })]);
-  assert.deepEqual(added, [], 'the notice is not a message to show');
+  s.merge(9, [msg({ id: 12, seq: 3, type: 'recall', data: JSON.stringify({ message_id: 11 }) })]);
   const m = s.detail(9).messages.find((x) => x.id === 11);
   assert.equal(m.recalled, true);
   assert.equal(m.data, '');
   assert.equal(m.width, undefined);
-  assert.equal(s.detail(9).messages.length, 2);
+  assert.deepEqual(s.detail(9).messages.map((x) => x.id), [10, 11, 12], 'the notice is held (seq 3), for views to skip');
   // History fetched later carries recalled: true.
   s.merge(9, [msg({ id: 10, seq: 1, data: '', recalled: true })]);
   assert.equal(s.detail(9).messages.find((x) => x.id === 10).recalled, true);
@@ -29,16 +28,18 @@ test('a recall notice marks the message it names and is not kept; a later copy s
   assert.equal(s.item(9).data, '');
 });
 
-test('deleted messages are kept out and removed everywhere; the list item is marked', () => {
+test('messages deleted for us are flagged and emptied everywhere; the list item is marked', () => {
   const s = new ChatStore(ME, { storage: memoryStorage() });
   s.setList([{ chat_type: 'single', userid: 9, username: 'nine', type: 'text', data: 'b', time: 2, noreadnum: 0, last_message_id: 21, last_seq: 2 }], null);
   s.merge(9, [msg({ id: 20, seq: 1, data: 'a' }), msg({ id: 21, seq: 2, data: 'b' }), msg({ id: 22, seq: 3, data: '', deleted: true })]);
-  assert.deepEqual(s.detail(9).messages.map((m) => m.id), [20, 21], 'a message deleted for me is not shown');
-  assert.deepEqual(s.removeMessages([21, 999]), [9], 'the list item whose last message went');
-  assert.deepEqual(s.detail(9).messages.map((m) => m.id), [20]);
-  assert.equal(s.item(9).deleted, true);
-  s.merge(9, [msg({ id: 20, seq: 1, data: '', deleted: true })]);
-  assert.deepEqual(s.detail(9).messages, [], 'a copy that says deleted removes it');
+  const flags = () => s.detail(9).messages.map((m) => [m.id, !!m.deleted, m.data]);
+  assert.deepEqual(flags(), [[20, false, 'a'], [21, false, 'b'], [22, true, '']]);
+  s.hideMessages([21, 999]);
+  assert.deepEqual(flags(), [[20, false, 'a'], [21, true, ''], [22, true, '']]);
+  assert.equal(s.item(9).deleted, true, 'the list item whose last message it was');
+  assert.equal(s.item(9).data, '');
+  s.merge(9, [msg({ id: 20, seq: 1, data: 'a', deleted: true })]);
+  assert.deepEqual(flags(), [[20, true, ''], [21, true, ''], [22, true, '']], 'a copy that says deleted flags it');
   s.setDeletedCursor(7);
   s.setDeletedCursor(3);
   assert.equal(new ChatStore(ME, { storage: s.storage }).deletedCursor, 7, 'the cursor is kept and never moves back');

@@ -388,7 +388,7 @@ export class ChatClient extends Emitter {
       // Pushes that raced the list: bump() ignores what the list already has.
       for (const m of pushed) s.bump(m, { unread: this.unreadFor(m) });
       s.seedCursors();
-      if (!(await this.syncCursors(s))) return;
+      if (!(await this.syncCursors(s, { deletions: true }))) return;
     } catch (e) {
       if (s === this.store && this.catchingUp === pushed) {
         this.catchingUp = null;
@@ -417,16 +417,17 @@ export class ChatClient extends Emitter {
 
   /**
    * Syncs by cursors until no conversation says `more`: merges what came into
-   * the cached conversations, moves the cursors, updates the list's previews,
-   * and applies deletes-for-me after the deleted cursor. Too much missed
+   * the conversations, moves the cursors, and updates the list's previews;
+   * with deletions (after a reconnect: online, the "deleted" push tells), also
+   * asks for what was deleted for us after the deleted cursor (deleted_after)
+   * and hides it. Too much missed
    * (SYNC_MAX_PAGES pages) to patch the caches: they are dropped (the server
    * has everything) and the cursors start from the list. Resolves to false
    * when the store changed (signed out) meanwhile.
    */
-  async syncCursors(s) {
+  async syncCursors(s, { deletions = false } = {}) {
     let unknown = false;
-    let deletedMore = !this.deletedUnsupported;
-    const stale = new Set();
+    let deletedMore = deletions && !this.deletedUnsupported;
     for (let pages = 0; ; pages++) {
       if (pages >= SYNC_MAX_PAGES) {
         s.dropDetailCaches();
@@ -454,7 +455,7 @@ export class ChatClient extends Emitter {
       if (deletedMore) {
         const d = res.deleted;
         if (d && Array.isArray(d.message_ids)) {
-          for (const k of s.removeMessages(d.message_ids)) stale.add(k);
+          s.hideMessages(d.message_ids);
           if (d.message_ids.length) this.emit('deleted', d.message_ids.slice());
           s.setDeletedCursor(Number(d.cursor));
           deletedMore = d.more === true;
@@ -488,8 +489,8 @@ export class ChatClient extends Emitter {
       }
       if (!more) break;
     }
-    // A conversation the list does not have yet (its name and counts), or a preview deleted.
-    if (unknown || stale.size) await this.refreshList();
+    // A conversation the list does not have yet: its name and counts.
+    if (unknown) await this.refreshList();
     return s === this.store;
   }
 
@@ -684,8 +685,7 @@ export class ChatClient extends Emitter {
     const ids = Array.isArray(msg.message_ids) ? msg.message_ids.filter(Number.isSafeInteger) : [];
     if (!ids.length) return;
     // The cursor moves only with a sync answer: a push may have followed others this client missed.
-    const stale = s.removeMessages(ids);
-    if (stale.length) this.refreshList();
+    s.hideMessages(ids);
     this.emit('deleted', ids);
   }
 
@@ -802,10 +802,19 @@ export class ChatClient extends Emitter {
     return this.store ? this.store.total() : 0;
   }
 
-  /** A conversation's messages, oldest first (ours still on the way have id 0 and a state). */
-  messages(target) {
+  /**
+   * A conversation's messages to show, oldest first: ours still on the way
+   * have id 0 and a state; a recalled one has recalled: true (show "… withdrew
+   * a message" in its place). Left out: messages deleted for us, and recall
+   * notices whose message is held (the message says it). With all: every
+   * message held, as store.detail(key).messages.
+   */
+  messages(target, { all = false } = {}) {
     if (!this.store) return [];
-    return this.store.detail(conversationKey(target)).messages;
+    const list = this.store.detail(conversationKey(target)).messages;
+    if (all) return list;
+    const held = new Set(list.filter((m) => m.id && !m.deleted).map((m) => m.id));
+    return list.filter((m) => !m.deleted && !(m.type === 'recall' && held.has(recallTarget(m))));
   }
 
   /**
@@ -1118,12 +1127,11 @@ export class ChatClient extends Emitter {
     const m = r.message;
     if (m && Number.isSafeInteger(m.id)) {
       const key = peerOf(m, s.uid);
+      const msgs = [m, r.notice].filter((x) => x && Number.isSafeInteger(x.id));
+      s.merge(key, msgs);
       s.applyRecall(key, m.id);
-      if (r.notice && Number.isSafeInteger(r.notice.id)) {
-        s.merge(key, [r.notice]);
-        s.bump(r.notice);
-        this.noteSeq(r.notice);
-      }
+      for (const x of msgs) s.bump(x);
+      if (r.notice && Number.isSafeInteger(r.notice.id)) this.noteSeq(r.notice);
       this.emit('recall', { key, message_id: m.id, notice: r.notice || null });
     }
     return r;
@@ -1135,8 +1143,8 @@ export class ChatClient extends Emitter {
     const s = this.store;
     const r = await this.api.deleteForMe(ids, this.clientId);
     if (s !== this.store || !r) return r;
-    const gone = Array.isArray(r.message_ids) ? r.message_ids : [];
-    if (s.removeMessages(gone).length) this.refreshList();
+    const gone = Array.isArray(r.message_ids) ? r.message_ids.filter(Number.isSafeInteger) : [];
+    s.hideMessages(gone);
     if (gone.length) this.emit('deleted', gone.slice());
     return r;
   }

@@ -87,7 +87,8 @@ function cleanMessage(m) {
   // this user), an image's size.
   if (m.recalled === true) out.recalled = true;
   if (m.deleted === true) out.deleted = true;
-  if (!out.recalled && isDim(m.width) && isDim(m.height)) {
+  if (out.recalled || out.deleted) out.data = ''; // as the server: the text or URL is gone
+  else if (isDim(m.width) && isDim(m.height)) {
     out.width = m.width;
     out.height = m.height;
   }
@@ -445,7 +446,6 @@ export class ChatStore {
    * Returns whether the list changed.
    */
   bump(m, { unread = false } = {}) {
-    if (m.type === 'recall') return this.bumpRecall(m);
     const peer = peerOf(m, this.uid);
     const group = peer < 0;
     let idx = this.list.findIndex((i) => i.key === peer);
@@ -583,26 +583,16 @@ export class ChatStore {
     for (const raw of incoming) {
       const m = cleanMessage(raw);
       if (!m || !m.id) continue;
-      if (m.type === 'recall') {
-        // A recall notice is not shown: it marks the message it names.
-        if (this.markRecalled(d, recallTarget(m))) changed = true;
-        continue;
-      }
+      // A recall notice withdraws a message we may hold (a later copy of it says so too).
+      const target = recallTarget(m);
+      if (target && this.flagMessages(d, [target], 'recalled')) changed = true;
       if (ids.has(m.id)) {
-        // Seen before: it may have been recalled or deleted since.
-        const idx = d.messages.findIndex((x) => x.id === m.id);
-        const cur = d.messages[idx];
-        if (m.deleted) {
-          d.messages.splice(idx, 1);
-          changed = true;
-        } else if (m.recalled && !cur.recalled) {
-          d.messages[idx] = m;
-          changed = true;
-        }
+        // Known: only what the server may change afterwards (recalled, deleted for us) is taken.
+        if (m.recalled && this.flagMessages(d, [m.id], 'recalled')) changed = true;
+        if (m.deleted && this.flagMessages(d, [m.id], 'deleted')) changed = true;
         continue;
       }
       ids.add(m.id);
-      if (m.deleted) continue; // hidden for this user: kept out (seq stays gapless on the server)
       if (m.client_msg_id && m.from_id === this.uid) {
         const idx = d.messages.findIndex((x) => !x.id && x.client_msg_id === m.client_msg_id);
         if (idx >= 0) {
@@ -623,85 +613,59 @@ export class ChatStore {
     return added;
   }
 
-  /** Marks message id of detail d recalled (its data gone); true when it changed. */
-  markRecalled(d, id) {
-    const m = id && d.messages.find((x) => x.id === id);
-    if (!m || m.recalled) return false;
-    m.recalled = true;
-    m.data = '';
-    delete m.width;
-    delete m.height;
+  /**
+   * Marks stored messages of detail d recalled or deleted (flag), emptying their data as the
+   * server does. Returns whether one changed; the caller saves and emits.
+   */
+  flagMessages(d, ids, flag) {
+    const want = new Set(ids);
+    let changed = false;
+    for (const m of d.messages) {
+      if (!m.id || !want.has(m.id) || m[flag]) continue;
+      m[flag] = true;
+      m.data = '';
+      delete m.width;
+      delete m.height;
+      changed = true;
+    }
+    return changed;
+  }
+
+  /** A recall learned from an answer (POST /chat/recall): the message and its list preview. */
+  applyRecall(peer, id) {
+    if (this.hasDetail(peer) && this.flagMessages(this.detail(peer), [id], 'recalled')) {
+      this.saveDetail(peer);
+      this.emit('detail', peer);
+    }
+    this.flagItem(peer, id, 'recalled');
+  }
+
+  flagItem(peer, id, flag) {
+    const i = this.item(peer);
+    if (!i || i.last_message_id !== id || i[flag]) return false;
+    i[flag] = true;
+    i.data = '';
+    delete i.width;
+    delete i.height;
+    this.saveList();
+    this.emit('list');
     return true;
   }
 
-  /** A recall notice for the list: the item whose last message it recalled shows it withdrawn. */
-  bumpRecall(notice) {
-    const item = this.item(peerOf(notice, this.uid));
-    const id = recallTarget(notice);
-    if (!item) return false;
-    if (notice.seq && notice.seq > (item.last_seq || 0)) item.last_seq = notice.seq;
-    if (id && item.last_message_id === id && !item.recalled) {
-      item.recalled = true;
-      item.data = '';
-      delete item.width;
-      delete item.height;
-      this.saveList();
-      this.emit('list');
-      return true;
-    }
-    return false;
-  }
-
-  /** Applies a recall (the recalled message as the server now answers it, or a notice). */
-  applyRecall(peer, id) {
-    if (this.hasDetail(peer)) {
-      const d = this.detail(peer);
-      if (this.markRecalled(d, id)) {
-        this.saveDetail(peer);
-        this.emit('detail', peer);
-      }
-    }
-    const item = this.item(peer);
-    if (item && item.last_message_id === id && !item.recalled) {
-      item.recalled = true;
-      item.data = '';
-      delete item.width;
-      delete item.height;
-      this.saveList();
-      this.emit('list');
-    }
-  }
-
   /**
-   * Hides messages deleted for this user (on any device): out of every cached
-   * conversation. Returns the conversation keys whose list item's last message
-   * was one of them (the caller fetches the list again for their previews).
+   * Hides messages deleted for this user (here, on another device, or learned from sync): they
+   * stay in their conversation flagged deleted (seq stays gapless; views skip them), and a list
+   * preview that was one of them says so.
    */
-  removeMessages(ids) {
-    const gone = new Set(ids.filter(Number.isSafeInteger));
-    const stale = [];
-    if (!gone.size) return stale;
+  hideMessages(ids) {
+    const want = ids.filter(Number.isSafeInteger);
+    if (!want.length) return;
     for (const peer of this.cachedPeers()) {
-      const d = this.detail(peer);
-      const kept = d.messages.filter((m) => !(m.id && gone.has(m.id)));
-      if (kept.length !== d.messages.length) {
-        d.messages = kept;
-        this.saveDetail(peer);
-        this.emit('detail', peer);
-      }
+      if (!this.flagMessages(this.detail(peer), want, 'deleted')) continue;
+      this.saveDetail(peer);
+      this.emit('detail', peer);
     }
-    for (const i of this.list) {
-      if (i.last_message_id && gone.has(i.last_message_id) && !i.deleted) {
-        i.deleted = true;
-        i.data = '';
-        stale.push(i.key);
-      }
-    }
-    if (stale.length) {
-      this.saveList();
-      this.emit('list');
-    }
-    return stale;
+    for (const i of this.list) for (const id of want) this.flagItem(i.key, id, 'deleted');
   }
 
   setDeletedCursor(n) {

@@ -191,7 +191,10 @@ export function defineScenarios(makePlatform) {
     for (const data of ['missed 1', 'missed 2']) await must(srv, 'POST', '/chat/send', { token: finn.token, body: { to_id: erin.user.id, type: 'text', data } });
     const since = Date.now();
     await waitEvent(e.client, 'synced');
-    assert.ok(e.dev.seen.requests.some((r) => r.url.endsWith('/chat/sync') && r.method === 'POST' && r.at >= since), 'POST /chat/sync after the reconnect');
+    const syncs = e.dev.seen.requests.filter((r) => r.url.endsWith('/chat/sync') && r.method === 'POST' && r.at >= since);
+    assert.ok(syncs.length >= 1, 'POST /chat/sync after the reconnect');
+    // With its cursor per conversation and the delete-for-me cursor.
+    assert.deepEqual(JSON.parse(syncs[0].body), { cursors: { [finn.user.id]: 1 }, deleted_after: 0 });
     await eventually(() => e.client.messages(finn.user.id).map((m) => m.data), ['before', 'missed 1', 'missed 2'], { what: 'synced messages' });
     assert.equal(e.client.total, 3);
     assert.equal(e.client.store.cursor(finn.user.id), 3);
@@ -207,10 +210,13 @@ export function defineScenarios(makePlatform) {
     const gap = waitEvent(g.client, 'gap');
     await must(srv, 'POST', '/chat/send', { token: hal.token, body: { to_id: gail.user.id, type: 'text', data: 'lost two' } });
     await must(srv, 'POST', '/chat/send', { token: hal.token, body: { to_id: gail.user.id, type: 'text', data: 'three' } });
+    const since = Date.now();
     await gap;
     await eventually(() => g.client.messages(hal.user.id).map((m) => [m.seq, m.data]), [[1, 'one'], [2, 'lost two'], [3, 'three']], { what: 'the hole filled' });
     assert.equal(g.client.store.cursor(hal.user.id), 3);
     assert.ok(g.dev.seen.frames.some((f) => f.includes('"lost two"')), 'the push did come, and was dropped');
+    const sync = g.dev.seen.requests.find((r) => r.url.endsWith('/chat/sync') && r.at >= since);
+    assert.deepEqual(JSON.parse(sync.body), { cursors: { [hal.user.id]: 1 } }, 'a gap sync asks for the messages only');
     await eventually(() => g.client.total, 3, { what: 'counted unread' });
   });
 
