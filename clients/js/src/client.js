@@ -993,15 +993,15 @@ export class ChatClient extends Emitter {
    * image message with its URL, width and height. file: a Blob (browser) or a
    * file path (uni-app); or {url, width, height} of a picture already uploaded.
    */
-  async sendImage(target, file, { onProgress } = {}) {
+  async sendImage(target, file, { onProgress, signal } = {}) {
     let media = file;
-    if (!(file && typeof file === 'object' && typeof file.url === 'string')) media = await this.uploadMedia(file, { onProgress });
+    if (!(file && typeof file === 'object' && typeof file.url === 'string')) media = await this.uploadMedia(file, { onProgress, signal });
     return this.send(target, 'image', media.url, { width: media.width, height: media.height });
   }
 
-  /** POST /media: resolves to {url, type, width, height, size}. */
-  uploadMedia(file, { onProgress, timeoutMs } = {}) {
-    return this.api.upload(file, { onProgress, timeoutMs });
+  /** POST /media: resolves to {url, type, width, height, size}; signal (an AbortSignal) cancels it. */
+  uploadMedia(file, { onProgress, timeoutMs, signal } = {}) {
+    return this.api.upload(file, { onProgress, timeoutMs, signal });
   }
 
   /** Sends one of our failed (or still pending) messages again. */

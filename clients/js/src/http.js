@@ -24,6 +24,7 @@ import { ChatError, CLIENT_CODES } from './errors.js';
  * @property {string} name  the multipart field name ("file")
  * @property {(fraction: number) => void} [onProgress]
  * @property {number} timeoutMs
+ * @property {AbortSignal} [signal]  aborts the upload (the adapter rejects with code "cancelled")
  */
 
 /** The conversation key's fields in a body: {userid} or {group_id}. */
@@ -248,16 +249,17 @@ export class Api {
    * POST /media through the adapter's upload (progress as the bytes go out).
    * Resolves to {url, type, width, height, size}.
    * @param {any} file  a Blob (browser) or a file path (uni-app)
-   * @param {{onProgress?: (f: number) => void, timeoutMs?: number}} [o]
+   * @param {{onProgress?: (f: number) => void, timeoutMs?: number, signal?: AbortSignal}} [o]
    */
-  async upload(file, { onProgress, timeoutMs = 120000 } = {}) {
+  async upload(file, { onProgress, timeoutMs = 120000, signal } = {}) {
     if (!this.adapter.upload) throw new ChatError('unsupported', 'this adapter cannot upload');
     const sentToken = this.token();
     const headers = { Accept: 'application/json' };
     if (sentToken) headers.Authorization = `Bearer ${sentToken}`;
     let answer;
     try {
-      answer = await this.adapter.upload({ url: this.url('/media'), headers, file, name: 'file', onProgress, timeoutMs });
+      if (signal && signal.aborted) throw Object.assign(new Error('cancelled'), { code: 'cancelled' });
+      answer = await this.adapter.upload({ url: this.url('/media'), headers, file, name: 'file', onProgress, timeoutMs, signal });
     } catch (e) {
       throw networkError(e);
     }

@@ -108,10 +108,11 @@ class SocketTask {
   }
 }
 
-function httpRequest({ url, method, headers, body, timeout, onSent }) {
+function httpRequest({ url, method, headers, body, timeout, onSent, onReq }) {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const req = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers });
+    if (onReq) onReq(req);
     const timer = setTimeout(() => {
       req.destroy();
       reject(new Error('timeout'));
@@ -216,10 +217,17 @@ export class FakeUni {
 
   uploadFile(o) {
     const progress = [];
+    let req = null;
+    let aborted = false;
     const task = {
       onProgressUpdate: (cb) => progress.push(cb),
       offProgressUpdate: (cb) => progress.splice(progress.indexOf(cb), 1),
-      abort: () => {},
+      abort: () => {
+        if (aborted) return;
+        aborted = true;
+        if (req) req.destroy();
+        finish(o, false, { errMsg: 'uploadFile:fail abort' });
+      },
     };
     let file;
     try {
@@ -245,13 +253,14 @@ export class FakeUni {
       headers,
       body,
       timeout: o.timeout || 60000,
+      onReq: (r) => (req = r),
       onSent: (sent, total) => {
         const p = { progress: Math.round((sent / total) * 100), totalBytesSent: sent, totalBytesExpectedToSend: total };
         for (const cb of progress) later(() => cb(p));
       },
     }).then(
-      (r) => finish(o, true, { data: r.text, statusCode: r.statusCode, errMsg: 'uploadFile:ok' }),
-      (e) => finish(o, false, { errMsg: `uploadFile:fail ${e.message}` }),
+      (r) => aborted || finish(o, true, { data: r.text, statusCode: r.statusCode, errMsg: 'uploadFile:ok' }),
+      (e) => aborted || finish(o, false, { errMsg: `uploadFile:fail ${e.message}` }),
     );
     return task;
   }

@@ -44,7 +44,10 @@ export class FakeXMLHttpRequest extends Target {
   }
 
   abort() {
+    if (this.aborted || this.readyState === 4) return;
+    this.aborted = true;
     if (this.req) this.req.destroy();
+    this.readyState = 4;
     this.dispatch('abort');
   }
 
@@ -54,12 +57,13 @@ export class FakeXMLHttpRequest extends Target {
     else if (typeof body === 'string') buf = Buffer.from(body);
     else if (typeof Blob !== 'undefined' && body instanceof Blob) buf = Buffer.from(await body.arrayBuffer());
     else buf = Buffer.from(body);
+    if (this.aborted) return;
     const u = new URL(this.url);
     const req = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method: this.method, headers: { ...this.headers, 'Content-Length': buf.length } });
     this.req = req;
     let done = false;
     const finish = (type) => {
-      if (done) return;
+      if (done || this.aborted) return;
       done = true;
       clearTimeout(timer);
       this.readyState = 4;

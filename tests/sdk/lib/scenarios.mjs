@@ -299,6 +299,12 @@ export function defineScenarios(makePlatform) {
     const pic = await fetch(`${srv.url}${stored.data}`);
     assert.equal(pic.status, 200);
     assert.deepEqual(Buffer.from(await pic.arrayBuffer()), PNG_1x1);
+    // Cancelled (an AbortSignal): code "cancelled", nothing sent.
+    const ac = new AbortController();
+    const big = Buffer.concat([PNG_1x1, Buffer.alloc(2 * 1024 * 1024)]);
+    const cancelled = m.client.sendImage(ned.user.id, m.dev.file(big), { signal: ac.signal });
+    ac.abort();
+    await assert.rejects(cancelled, (e) => e.code === 'cancelled' && e.network === false);
     if ('width' in stored) {
       // A chatd with image sizes (p15-server): carried by the message and the push.
       assert.equal(stored.width, 1);

@@ -78,10 +78,11 @@ export function browserAdapter(o = {}) {
       return { status: res.status, text: await res.text() };
     },
 
-    upload({ url, headers, file, onProgress, timeoutMs }) {
-      if (!XHR) return fetchUpload(fetchFn, { url, headers, file, timeoutMs });
+    upload({ url, headers, file, onProgress, timeoutMs, signal }) {
+      if (!XHR) return fetchUpload(fetchFn, { url, headers, file, timeoutMs, signal });
       return new Promise((resolve, reject) => {
         const xhr = new XHR();
+        if (signal) signal.addEventListener('abort', () => xhr.abort(), { once: true });
         xhr.open('POST', url);
         xhr.timeout = timeoutMs;
         xhr.responseType = 'text';
@@ -142,9 +143,12 @@ function safeLocalStorage() {
   }
 }
 
-async function fetchUpload(fetchFn, { url, headers, file, timeoutMs }) {
+async function fetchUpload(fetchFn, { url, headers, file, timeoutMs, signal }) {
   const init = { method: 'POST', headers, body: file, credentials: 'omit' };
-  if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) init.signal = AbortSignal.timeout(timeoutMs);
+  if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    init.signal = signal && AbortSignal.any ? AbortSignal.any([signal, timeout]) : signal || timeout;
+  }
   const res = await fetchFn(url, init);
   return { status: res.status, text: await res.text() };
 }

@@ -107,7 +107,7 @@ export function uniAdapter(o = {}) {
       });
     },
 
-    upload({ url, headers, file, name, onProgress, timeoutMs }) {
+    upload({ url, headers, file, name, onProgress, timeoutMs, signal }) {
       return new Promise((resolve, reject) => {
         const task = uni.uploadFile({
           url,
@@ -118,6 +118,7 @@ export function uniAdapter(o = {}) {
           success: (res) => resolve({ status: res.statusCode, text: res.data }),
           fail: (err) => reject(failure(err)),
         });
+        if (signal && task && typeof task.abort === 'function') signal.addEventListener('abort', () => task.abort(), { once: true });
         if (onProgress && task && typeof task.onProgressUpdate === 'function') {
           task.onProgressUpdate((p) => {
             if (typeof p.totalBytesExpectedToSend === 'number' && p.totalBytesExpectedToSend > 0) onProgress(p.totalBytesSent / p.totalBytesExpectedToSend);
