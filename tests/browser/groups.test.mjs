@@ -229,7 +229,7 @@ test('a lost group push is noticed by seq and synced by its g<id> cursor; messag
   await again.goto(`${env.srv.url}/`);
   await B.waitOnline(again);
   await B.eventually(() => B.chatList(again), [{ name: 'Seq group', preview: 'ida: while away', unread: '1' }]);
-  assert.ok(syncs2.includes(`{"cursors":{"g${gid}":4}}`), `synced from the cursor: ${syncs2.join(' | ')}`);
+  assert.ok(syncs2.includes(`{"cursors":{"g${gid}":4},"deleted_after":0}`), `synced from the cursor: ${syncs2.join(' | ')}`);
   await B.openChat(again, 'Seq group');
   await B.eventually(() => B.groupRows(again).then((r) => texts(r).at(-1)), 'ida: while away');
   await B.eventually(() => B.chatList(again).then((l) => l[0].unread), '');

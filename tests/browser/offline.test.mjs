@@ -50,7 +50,7 @@ test('messages sent while the page was closed are there, with their unread count
   assert.equal(await B.tabBadge(page), '2');
   assert.equal(await page.title(), '(2) chatd');
   // Then what was missed after the last seq seen of each conversation (ivy's: 1), in one answer.
-  await B.eventually(() => requests.filter((r) => r.includes('/chat/sync')), [`POST /chat/sync {"cursors":{"${ivy.user.id}":1}}`]);
+  await B.eventually(() => requests.filter((r) => r.includes('/chat/sync')), [`POST /chat/sync {"cursors":{"${ivy.user.id}":1},"deleted_after":0}`]);
   await page.unrouteAll({ behavior: 'wait' });
 
   await page.locator('#chat-list .chat-link').first().click();

@@ -96,7 +96,16 @@ export const api = {
   history: (key, before, limit) => request('GET', '/chat/history', { query: { ...ref(key), before: before || 0, limit } }),
   /** POST /chat/sync: the messages after each conversation's cursor ({peer id: last seq held}); a
    *  conversation left out starts at 0. limit: the server's --page-limit when absent. */
-  syncCursors: (cursors, limit) => request('POST', '/chat/sync', { body: limit ? { cursors, limit } : { cursors } }),
+  syncCursors: (cursors, limit, deletedAfter) =>
+    request('POST', '/chat/sync', {
+      body: { cursors, ...(limit ? { limit } : {}), ...(Number.isSafeInteger(deletedAfter) ? { deleted_after: deletedAfter } : {}) },
+    }),
+  /** GET /chat/config: {recall_window, max_text, max_upload, page_limit, message_types}. */
+  config: () => request('GET', '/chat/config'),
+  /** Withdraws one of our messages (within the server's recall_window): {message, notice}. */
+  recall: (messageId, clientId) => request('POST', '/chat/recall', { body: clientId ? { message_id: messageId, client_id: clientId } : { message_id: messageId } }),
+  /** Hides messages for us on all our devices: {message_ids, cursor}; clientId's socket is not told. */
+  deleteForMe: (ids, clientId) => request('POST', '/chat/delete', { body: clientId ? { message_ids: ids, client_id: clientId } : { message_ids: ids } }),
   read: (key, clientId) => request('POST', '/chat/read', { body: clientId ? { ...ref(key), client_id: clientId } : ref(key) }),
   // Groups (docs/API.md "Groups"): each answers the group and, for a change, its system message.
   groupCreate: (name, members) => request('POST', '/group/create', { body: { name, members } }),
@@ -120,11 +129,19 @@ function ref(key) {
  * the bytes go out. Resolves to {url, type, width, height, size}; rejects
  * with ApiError (a 401 signs out as any request does).
  * @param {Blob} file
- * @param {{onProgress?: (f: number) => void, timeoutMs?: number}} [o]
+ * signal: an AbortSignal that cancels the upload (rejects with code 'cancelled').
+ * @param {{onProgress?: (f: number) => void, timeoutMs?: number, signal?: AbortSignal}} [o]
  */
-export function uploadMedia(file, { onProgress, timeoutMs = 120000 } = {}) {
+export function uploadMedia(file, { onProgress, timeoutMs = 120000, signal } = {}) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
+    if (signal) {
+      if (signal.aborted) {
+        reject(new ApiError('The upload was cancelled', { code: 'cancelled' }));
+        return;
+      }
+      signal.addEventListener('abort', () => xhr.abort(), { once: true });
+    }
     const sentToken = token;
     xhr.open('POST', '/media');
     xhr.timeout = timeoutMs;
@@ -156,7 +173,7 @@ export function uploadMedia(file, { onProgress, timeoutMs = 120000 } = {}) {
     const failed = (what) => () => reject(new ApiError(what, { network: true }));
     xhr.addEventListener('error', failed('Cannot reach the server'));
     xhr.addEventListener('timeout', failed('The server did not answer in time'));
-    xhr.addEventListener('abort', failed('The upload was cancelled'));
+    xhr.addEventListener('abort', () => reject(new ApiError('The upload was cancelled', { code: 'cancelled' })));
     xhr.send(file);
   });
 }

@@ -75,7 +75,7 @@ const conv = new ConversationView(
     membersBtn: $('conv-members-btn'),
     notice: $('conv-notice'),
   },
-  { send: sendMessage, retry: retryMessage, loadOlder, typing: typingChanged },
+  { send: sendMessage, retry: retryMessage, loadOlder, typing: typingChanged, recall: recallMessage, deleteForMe: deleteMessage, config: () => chatConfig },
 );
 
 const notifyPrompt = setupNotifyPrompt($('chat-list'));
@@ -287,6 +287,7 @@ function signOut({ remote = true, message = '' } = {}) {
   typingNow.clear();
   members.hide();
   profile.reset();
+  conv.uploader.clear();
   if ($('group-dialog').open) $('group-dialog').close();
   setToken(null);
   clearSession();
@@ -556,6 +557,7 @@ window.addEventListener('offline', () => socket && socket.networkLost());
 // ---- online: catch up ---------------------------------------------------------
 
 function unreadFor(m) {
+  if (m.type === 'recall') return false; // a recall notice never counts (docs/API.md)
   return m.from_id !== store.uid && !(peerOf(m, store.uid) === current && visible());
 }
 
@@ -564,6 +566,7 @@ function onOnline(cid) {
   everOnline = true;
   stopMessage = '';
   catchUp();
+  loadConfig();
 }
 
 function onOffline() {
@@ -578,9 +581,11 @@ function onOffline() {
  * the cached conversations, moves the cursors, and updates the list's
  * previews. Too much missed (SYNC_MAX_PAGES pages) to patch the caches:
  * they are dropped (the server has everything) and the cursors start from
- * the list. Resolves to false when the store changed (signed out) meanwhile.
+ * the list. deletions: also fetch the ids deleted for us since the stored
+ * cursor (deleted_after) and hide them. Resolves to false when the store
+ * changed (signed out) meanwhile.
  */
-async function syncCursors(s) {
+async function syncCursors(s, { deletions = false } = {}) {
   let unknown = false;
   for (let pages = 0; ; pages++) {
     if (pages >= SYNC_MAX_PAGES) {
@@ -594,9 +599,10 @@ async function syncCursors(s) {
       if (current !== null) refreshNewest(current);
       break;
     }
-    const res = await api.syncCursors(s.cursorsFor());
+    // After (re)connecting, also what was deleted for us meanwhile (online, the "deleted" push says).
+    const res = await api.syncCursors(s.cursorsFor(), undefined, deletions ? s.deletedCursor() : undefined);
     if (s !== store) return false;
-    let more = false;
+    let more = applyDeleted(s, res.deleted);
     for (const c of res.conversations || []) {
       const peer = c.group_id ? -Number(c.group_id) : Number(c.userid);
       const msgs = Array.isArray(c.messages) ? c.messages : [];
@@ -634,7 +640,7 @@ async function catchUp() {
     // Pushes that raced the list: bump() ignores what the list already has.
     for (const m of pushed) s.bump(m, { unread: unreadFor(m) });
     s.seedCursors();
-    if (!(await syncCursors(s))) return;
+    if (!(await syncCursors(s, { deletions: true }))) return;
   } catch (e) {
     if (s === store && catchingUp === pushed) {
       catchingUp = null;
@@ -748,6 +754,10 @@ function onMessage(msg) {
     case 'event':
       peerEvent(msg);
       break;
+    case 'deleted':
+      // Another device of ours deleted messages for us (the cursor moves on with the next sync).
+      if (Array.isArray(msg.message_ids)) store.hideMessages(msg.message_ids.filter(Number.isSafeInteger));
+      break;
     default:
       break;
   }
@@ -781,7 +791,7 @@ function incoming(m) {
 /** A desktop notification of a message that came while the page is hidden (not for a muted group). */
 function notifyIncoming(peer, m) {
   const item = store.item(peer);
-  if (m.type === 'system' || (item && item.muted)) return;
+  if (m.type === 'system' || m.type === 'recall' || (item && item.muted)) return;
   const sender = m.from_username || store.user(m.from_id).username;
   const text = preview(m.type, m.data);
   const title = peer < 0 ? store.user(peer).username : sender;
@@ -954,13 +964,12 @@ function stopTyping() {
   typingPeer = null;
 }
 
-function sendMessage(type, data) {
-  if (current === null || !store) return false;
+function sendMessage(type, data, extra = {}, peer = current) {
+  if (peer === null || !store) return false;
   if (bytes(data) > MAX_TEXT_BYTES) {
     toast(`This message is too long: ${MAX_TEXT_BYTES} bytes at most.`);
     return false;
   }
-  const peer = current;
   const me = session.user;
   const m = {
     id: 0,
@@ -971,11 +980,12 @@ function sendMessage(type, data) {
     from_userpic: me.userpic || '',
     type,
     data,
+    ...(extra.width && extra.height ? { width: extra.width, height: extra.height } : {}),
     time: Date.now(),
     state: 'sending',
     retryable: true,
   };
-  conv.stick = true;
+  if (peer === current) conv.stick = true;
   store.addPending(peer, m);
   store.bump(m);
   transmit(peer, m);
@@ -1002,6 +1012,7 @@ function transmit(peer, m) {
     }, SEND_TIMEOUT_MS),
   );
   const body = { ...target(peer), type: m.type, data: m.data, client_msg_id: cmid };
+  if (m.width && m.height) Object.assign(body, { width: m.width, height: m.height });
   if (socket && socket.send({ type: 'send', message: body })) {
     socket.probe(1000); // a dead connection shows in seconds, not after SEND_TIMEOUT_MS
     return;
@@ -1042,6 +1053,49 @@ function flushPending() {
       if (m.state === 'sending' || m.retryable) transmit(peer, m);
     }
   }
+}
+
+// ---- recall, delete for me, the server's limits (docs/API.md) ---------------------
+
+/** GET /chat/config's answer ({recall_window, max_upload, ...}) once known; null before (no recall offered). */
+let chatConfig = null;
+
+async function loadConfig() {
+  const s = store;
+  try {
+    const c = await api.config();
+    if (s === store && c && typeof c === 'object') chatConfig = c;
+  } catch {
+    /* an older server: no recall, no upload limit known beforehand */
+  }
+}
+
+/** Recalls one of our messages; the answer's recalled message and notice show at once. */
+async function recallMessage(m) {
+  const s = store;
+  const peer = peerOf(m, s.uid);
+  const r = await api.recall(m.id, clientId);
+  if (s !== store || !r) return;
+  const msgs = [r.message, r.notice].filter((x) => x && Number.isSafeInteger(x.id));
+  s.merge(peer, msgs);
+  for (const x of msgs) s.bump(x);
+  if (r.notice && Number.isSafeInteger(r.notice.id)) noteSeq(r.notice);
+}
+
+/** Deletes one message for us: hidden here now, on our other devices by the "deleted" push. */
+async function deleteMessage(m) {
+  const s = store;
+  const r = await api.deleteForMe([m.id], clientId);
+  if (s !== store) return;
+  s.hideMessages(r && Array.isArray(r.message_ids) ? r.message_ids.filter(Number.isSafeInteger) : [m.id]);
+}
+
+/** A sync answer's "deleted" part: hides its ids, moves the cursor; returns whether more follow. */
+function applyDeleted(s, del) {
+  if (!del || typeof del !== 'object') return false;
+  if (Array.isArray(del.message_ids)) s.hideMessages(del.message_ids.filter(Number.isSafeInteger));
+  s.setDeletedCursor(Number(del.cursor));
+  return del.more === true;
 }
 
 // ---- start ------------------------------------------------------------------------

@@ -6,7 +6,9 @@
 // and, for this client, chatusers<uid> (names and pictures seen),
 // chatreceipt<uid> (what each peer has read) and chatseq<uid> (the sync
 // cursors: per conversation, the seq up to which this client has seen every
-// message; POST /chat/sync answers what comes after). An older client's
+// message; POST /chat/sync answers what comes after), chatdeleted<uid> (the
+// cursor of the messages deleted for this user on any device: sync's
+// deleted_after, so a device that was offline hides them too). An older client's
 // chatlastid<uid> (one message id for GET /chat/sync) is dropped: its
 // conversations get their cursors from the chat list's last_seq instead,
 // and their cached messages (without seq) stay, healed by history when
@@ -107,6 +109,18 @@ function cleanMessage(m) {
     time: Number(m.time) || 0,
     client_msg_id: typeof m.client_msg_id === 'string' && m.client_msg_id ? m.client_msg_id : null,
   };
+  // Present only when true / set (docs/API.md): a picture's size, a recalled message, one hidden for us.
+  if (validSide(m.width) && validSide(m.height)) {
+    out.width = m.width;
+    out.height = m.height;
+  }
+  if (m.recalled === true) out.recalled = true;
+  if (m.deleted === true) out.deleted = true;
+  if (out.recalled || out.deleted) {
+    out.data = '';
+    delete out.width;
+    delete out.height;
+  }
   if (!out.id) {
     // A message of ours not acknowledged yet.
     if (!out.client_msg_id) return null;
@@ -118,6 +132,23 @@ function cleanMessage(m) {
 }
 
 const str = (x) => (typeof x === 'string' ? x : '');
+
+/** A picture's width or height as the server allows it: an integer 1-65535. */
+function validSide(x) {
+  return Number.isInteger(x) && x >= 1 && x <= 65535;
+}
+
+/** The id of the message a recall notice withdraws (its data, {"message_id": id}), or 0. */
+export function recallTarget(m) {
+  if (!m || m.type !== 'recall') return 0;
+  try {
+    const d = JSON.parse(m.data);
+    const id = d && Number(d.message_id);
+    return Number.isSafeInteger(id) && id > 0 ? id : 0;
+  } catch {
+    return 0;
+  }
+}
 
 function cleanItem(i) {
   if (!isObj(i)) return null;
@@ -145,6 +176,7 @@ function cleanItem(i) {
       member_count: Number(i.member_count) || 0,
       dissolved: !!i.dissolved,
       left: !!i.left,
+      ...lastFlags(i),
     };
   }
   if (!Number.isSafeInteger(Number(i.userid))) return null;
@@ -162,9 +194,18 @@ function cleanItem(i) {
     last_seq: Number.isSafeInteger(i.last_seq) && i.last_seq > 0 ? i.last_seq : 0,
     from_me: !!i.from_me,
     pending_cmid: str(i.pending_cmid),
+    ...lastFlags(i),
   };
   if (typeof i.online === 'boolean') out.online = i.online;
   if (Number.isSafeInteger(i.last_seen) || i.last_seen === null) out.last_seen = i.last_seen;
+  return out;
+}
+
+/** A list item's last message recalled, or hidden for us: its flags (data emptied by the server). */
+function lastFlags(i) {
+  const out = {};
+  if (i.recalled === true) out.recalled = true;
+  if (i.deleted === true) out.deleted = true;
   return out;
 }
 
@@ -417,6 +458,8 @@ export class ChatStore {
     item.type = m.type;
     item.data = m.data;
     item.time = m.time;
+    item.recalled = m.recalled === true;
+    item.deleted = m.deleted === true;
     item.from_me = m.from_id === this.uid;
     // Our message still on its way (or failed): the list shows its state, not "You: ".
     item.pending_cmid = m.id ? '' : str(m.client_msg_id);
@@ -506,7 +549,15 @@ export class ChatStore {
     for (const raw of incoming) {
       const m = cleanMessage(raw);
       if (!m || !m.id) continue;
-      if (ids.has(m.id)) continue;
+      // A recall notice withdraws a message we may hold (its copy in a later answer says so too).
+      const target = recallTarget(m);
+      if (target && this.flagMessages(d, [target], 'recalled')) changed = true;
+      if (ids.has(m.id)) {
+        // Known: only what the server may change afterwards (recalled, hidden for us) is taken.
+        if (m.recalled && this.flagMessages(d, [m.id], 'recalled')) changed = true;
+        if (m.deleted && this.flagMessages(d, [m.id], 'deleted')) changed = true;
+        continue;
+      }
       ids.add(m.id);
       if (m.client_msg_id && m.from_id === this.uid) {
         const idx = d.messages.findIndex((x) => !x.id && x.client_msg_id === m.client_msg_id);
@@ -526,6 +577,62 @@ export class ChatStore {
       this.emit('detail', peer);
     }
     return added;
+  }
+
+  /**
+   * Marks stored messages of a conversation's detail d recalled or deleted (flag), emptying
+   * their data as the server does. Returns whether one changed; the caller saves and emits.
+   */
+  flagMessages(d, ids, flag) {
+    const want = new Set(ids);
+    let changed = false;
+    for (const m of d.messages) {
+      if (!m.id || !want.has(m.id) || m[flag]) continue;
+      m[flag] = true;
+      m.data = '';
+      delete m.width;
+      delete m.height;
+      changed = true;
+    }
+    return changed;
+  }
+
+  /**
+   * Hides messages deleted for us (here, on another device, or learned from sync): in every
+   * conversation held in memory or cached, and the list preview when one was the last message.
+   */
+  hideMessages(ids) {
+    if (!ids.length) return;
+    const want = new Set(ids);
+    for (const peer of this.cachedPeers()) {
+      const d = this.detail(peer);
+      if (!d.messages.some((m) => want.has(m.id))) continue;
+      if (!this.flagMessages(d, ids, 'deleted')) continue;
+      this.saveDetail(peer);
+      this.emit('detail', peer);
+    }
+    let listChanged = false;
+    for (const i of this.list) {
+      if (i.last_message_id && want.has(i.last_message_id) && !i.deleted) {
+        i.deleted = true;
+        i.data = '';
+        listChanged = true;
+      }
+    }
+    if (listChanged) {
+      this.saveList();
+      this.emit('list');
+    }
+  }
+
+  /** Where POST /chat/sync's deleted_after starts: the last cursor of deletions a sync answered. */
+  deletedCursor() {
+    const v = load(`chatdeleted${this.uid}`, 0);
+    return Number.isSafeInteger(v) && v > 0 ? v : 0;
+  }
+
+  setDeletedCursor(n) {
+    if (Number.isSafeInteger(n) && n > this.deletedCursor()) this.write(`chatdeleted${this.uid}`, n);
   }
 
   /** Forgets cached stored messages of a conversation (kept: ours still on the way). */
@@ -676,7 +783,7 @@ export class ChatStore {
 
   /** Removes everything this user cached (sign out). */
   forget() {
-    const keys = [`chatlist${this.uid}`, `noreadnum${this.uid}`, `chatusers${this.uid}`, `chatreceipt${this.uid}`, `chatseq${this.uid}`, `chatlastid${this.uid}`];
+    const keys = [`chatlist${this.uid}`, `noreadnum${this.uid}`, `chatusers${this.uid}`, `chatreceipt${this.uid}`, `chatseq${this.uid}`, `chatlastid${this.uid}`, `chatdeleted${this.uid}`];
     for (const k of keys) localStorage.removeItem(k);
     this.dropDetailCaches();
   }

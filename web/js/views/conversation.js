@@ -10,9 +10,19 @@
 // first of them, and the view starts there when they do not fit on screen.
 // Scrolled up, a button jumps to the newest message, counting those that
 // arrived meanwhile.
-import { avatar, h, safeUrl, withPresence } from '../dom.js';
+// Pictures (views/media.js): picked with the composer's picture button, pasted
+// into the message box or dropped on the conversation, uploaded with a progress
+// bar, shown in boxes sized from their width and height. Each message has a menu
+// (views/menu.js): Copy, Recall (our own, within the server's recall_window),
+// Delete for me. A recalled message is a centred line ("You withdrew a
+// message") where it was; the recall notice that told us is not shown beside it
+// (only when its message is not loaded); messages deleted for us are not shown.
+import { avatar, h, safeUrl, toast, withPresence } from '../dom.js';
 import { clock, dividerTime, presenceText, systemText } from '../format.js';
-import { messageKey, systemData } from '../store.js';
+import { errText, has, t } from '../i18n.js';
+import { messageKey, recallTarget, systemData } from '../store.js';
+import { Uploader, dragHasFiles, filesOf, imageBubble } from './media.js';
+import { confirmDialog, copyText, recallText, setupMessageMenu } from './menu.js';
 
 const DIVIDER_GAP_MS = 5 * 60 * 1000;
 const STATE_LABEL = { sending: 'Sending…', sent: 'Sent', read: 'Read', failed: 'Failed' };
@@ -34,11 +44,15 @@ function sameDay(a, b) {
   return x.getFullYear() === y.getFullYear() && x.getMonth() === y.getMonth() && x.getDate() === y.getDate();
 }
 
+
 export class ConversationView {
   /**
    * @param {Record<string, HTMLElement>} els
-   * @param {{send: (type: string, data: string) => boolean, retry: (peer: number, clientMsgId: string) => void,
-   *          loadOlder: () => void, typing: (active: boolean) => void}} actions
+   * @param {{send: (type: string, data: string, extra?: object, peer?: number) => boolean, retry: (peer: number, clientMsgId: string) => void,
+   *          loadOlder: () => void, typing: (active: boolean) => void,
+   *          recall: (m: object) => Promise<void>, deleteForMe: (m: object) => Promise<void>,
+   *          config: () => ({recall_window?: number, max_upload?: number} | null)}} actions
+   *   recall, deleteForMe: reject with the server's ApiError; config: GET /chat/config's answer once known.
    */
   constructor(els, actions) {
     this.els = els;
@@ -96,6 +110,9 @@ export class ConversationView {
       this.actions.typing(els.text.value.trim() !== '');
     });
 
+    this.setupPictures();
+    this.menu = setupMessageMenu(els.rows, (row) => this.menuItems(row));
+
     els.imageBtn.addEventListener('click', () => this.toggleImageForm());
     els.imageCancel.addEventListener('click', () => this.toggleImageForm(false));
     els.imageForm.addEventListener('submit', (e) => {
@@ -111,6 +128,124 @@ export class ConversationView {
         this.toggleImageForm(false);
       }
     });
+  }
+
+  /** The picture button and its file input, paste into the message box, drop on the conversation. */
+  setupPictures() {
+    const els = this.els;
+    const file = h('input', { id: 'photo-file', type: 'file', accept: 'image/*', multiple: true, hidden: true });
+    const btn = h(
+      'button',
+      { id: 'photo-btn', type: 'button', class: 'icon-btn', 'aria-label': t('media.pick'), title: t('media.pick') },
+      svgIcon('M4 7h3l2-2h6l2 2h3v12H4zM12 10.5a3.5 3.5 0 1 0 0 7 3.5 3.5 0 0 0 0-7z'),
+    );
+    btn.addEventListener('click', () => file.click());
+    file.addEventListener('change', () => {
+      const files = [...(file.files || [])];
+      file.value = ''; // the same file may be picked again
+      this.upload(files);
+    });
+    els.composer.insertBefore(btn, els.text);
+    els.composer.append(file);
+    this.uploadRows = h('div', { id: 'upload-rows', class: 'message-rows upload-rows' });
+    els.rows.after(this.uploadRows);
+    this.uploader = new Uploader(this.uploadRows, {
+      send: (peer, url, size) => this.actions.send('image', url, size, peer),
+      maxUpload: () => {
+        const c = this.actions.config && this.actions.config();
+        return (c && Number(c.max_upload)) || 0;
+      },
+      changed: () => {
+        if (this.stick) this.toBottom();
+      },
+    });
+    els.text.addEventListener('paste', (e) => {
+      const files = filesOf(e.clipboardData);
+      if (!files.length) return;
+      e.preventDefault();
+      this.upload(files);
+    });
+    const root = els.root;
+    let depth = 0;
+    root.addEventListener('dragenter', (e) => {
+      if (!dragHasFiles(e) || this.composerClosed()) return;
+      depth += 1;
+      root.classList.add('drop-target');
+    });
+    root.addEventListener('dragleave', () => {
+      depth = Math.max(0, depth - 1);
+      if (!depth) root.classList.remove('drop-target');
+    });
+    root.addEventListener('dragover', (e) => {
+      if (!dragHasFiles(e) || this.composerClosed()) return;
+      e.preventDefault();
+      e.dataTransfer.dropEffect = 'copy';
+    });
+    root.addEventListener('drop', (e) => {
+      depth = 0;
+      root.classList.remove('drop-target');
+      const files = filesOf(e.dataTransfer);
+      if (!files.length) return;
+      e.preventDefault();
+      if (!this.composerClosed()) this.upload(files);
+    });
+    root.dataset.dropHint = t('media.drop');
+  }
+
+  composerClosed() {
+    return this.peer === null || this.els.composer.hidden;
+  }
+
+  /** Uploads picked, pasted or dropped files to the open conversation. */
+  upload(files) {
+    if (!files.length || this.composerClosed()) return;
+    this.stick = true;
+    this.uploader.add(this.peer, files);
+  }
+
+  /** The items of a message row's menu. */
+  menuItems(row) {
+    const m = this.messageOf(row);
+    if (!m || !m.id || m.recalled || m.deleted || m.type === 'system' || m.type === 'recall') return [];
+    const items = [];
+    if (m.type !== 'image' && m.data) {
+      items.push({
+        id: 'copy',
+        label: t('msg.copy'),
+        run: async () => toast(t((await copyText(m.data)) ? 'msg.copied' : 'msg.copy_failed')),
+      });
+    }
+    if (this.canRecall(m)) {
+      items.push({
+        id: 'recall',
+        label: t('msg.recall'),
+        run: () => this.actions.recall(m).catch((e) => toast(has(`msg.err.${e.code}`) ? t(`msg.err.${e.code}`) : errText(e))),
+      });
+    }
+    items.push({
+      id: 'delete',
+      label: t('msg.delete'),
+      danger: true,
+      run: async () => {
+        if (!(await confirmDialog({ text: t('msg.delete_confirm'), ok: t('msg.delete_ok'), cancel: t('msg.cancel') }))) return;
+        this.actions.deleteForMe(m).catch((e) => toast(errText(e)));
+      },
+    });
+    return items;
+  }
+
+  /** Our own stored message, younger than the server's recall_window (0: recall is off). */
+  canRecall(m) {
+    if (m.from_id !== this.store.uid || m.type === 'system') return false;
+    const c = this.actions.config && this.actions.config();
+    const window = c && Number.isFinite(Number(c.recall_window)) ? Number(c.recall_window) : 0;
+    return window > 0 && Date.now() - m.time < window * 1000;
+  }
+
+  messageOf(row) {
+    const id = Number(row.dataset.id);
+    if (!id || !this.store) return null;
+    return this.store.detail(this.peer).messages.find((m) => m.id === id) || null;
   }
 
   submitText() {
@@ -167,6 +302,8 @@ export class ConversationView {
     this.store = store;
     this.peer = peer;
     if (changed) {
+      this.menu.close({ focusBack: false });
+      this.uploader.show(peer);
       this.rows.clear();
       this.els.rows.replaceChildren();
       this.els.text.value = '';
@@ -207,6 +344,7 @@ export class ConversationView {
     }
     for (let n = 0; i >= 0; i--) {
       const m = messages[i];
+      if (m.deleted || m.type === 'recall') continue; // not shown, never unread
       if (m.id && m.from_id !== this.store.uid && ++n === u.count) {
         u.key = messageKey(m);
         return first;
@@ -216,6 +354,8 @@ export class ConversationView {
   }
 
   close() {
+    this.menu.close({ focusBack: false });
+    this.uploader.show(null);
     this.peer = null;
     this.store = null;
     this.rows.clear();
@@ -318,23 +458,33 @@ export class ConversationView {
     let prev = null;
     let arrived = 0; // new messages of others after the newest shown before
     let newest = this.newestId;
+    const shown = new Set(messages.filter((m) => m.id && !m.deleted).map((m) => m.id));
     for (const m of messages) {
+      if (m.deleted) continue; // deleted for us
+      // A recall notice: its message, when loaded, is the line saying so; else the notice is.
+      if (m.type === 'recall' && shown.has(recallTarget(m))) continue;
       const key = messageKey(m);
-      const system = m.type === 'system';
+      const recall = m.recalled || m.type === 'recall';
+      const system = m.type === 'system' || recall;
       const mine = m.from_id === uid && !system;
+      const kind = recall ? 'recall' : system ? 'system' : mine ? 'mine' : 'theirs';
       const state = mine ? (m.id ? (m.id <= receipt ? 'read' : 'sent') : m.state) : '';
       const divider = !prev || m.time - prev.time > DIVIDER_GAP_MS || !sameDay(m.time, prev.time) ? dividerTime(m.time) : '';
       const sender = group && !mine && !system ? this.store.users[m.from_id] || { id: m.from_id, username: m.from_username || `User ${m.from_id}`, userpic: m.from_userpic } : null;
       const author = system || sender ? '' : mine ? 'You' : this.store.user(this.peer).username; // for screen readers
       const unread = key === unreadKey ? this.unreadMark.count : 0;
-      const sig = `${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}|${sender ? `${sender.username}\u0000${sender.userpic}` : ''}|${author}|${unread}`;
+      const sig = `${kind}|${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}|${sender ? `${sender.username}\u0000${sender.userpic}` : ''}|${author}|${unread}`;
       let row = this.rows.get(key);
       if (m.id > newest) newest = m.id;
-      if (!row && this.newestId && m.id > this.newestId && !mine) arrived += 1;
+      if (!row && this.newestId && m.id > this.newestId && !mine && !recall) arrived += 1;
+      const replaced = row && row._kind !== kind ? row : null; // recalled while shown: the line takes its place
+      if (replaced) row = null;
       if (!row) {
-        row = h('div', { class: `row ${system ? 'system' : mine ? 'mine' : 'theirs'}${sender ? ' grouped' : ''}`, role: 'listitem' });
-        row._bubble = system ? this.systemLine(m) : this.bubble(m);
+        row = h('div', { class: `row ${system ? 'system' : mine ? 'mine' : 'theirs'}${recall ? ' recall' : ''}${sender ? ' grouped' : ''}`, role: 'listitem' });
+        row._kind = kind;
+        row._bubble = recall ? this.recallLine(m) : system ? this.systemLine(m) : this.bubble(m);
         this.rows.set(key, row);
+        if (replaced && replaced.isConnected) replaced.replaceWith(row);
       }
       if (row._sig !== sig) {
         row._sig = sig;
@@ -378,17 +528,20 @@ export class ConversationView {
 
   bubble(m) {
     if (m.type === 'image') {
-      const url = safeUrl(m.data);
-      if (url) {
-        const img = h('img', { src: url, alt: 'Image', loading: 'lazy', referrerpolicy: 'no-referrer' });
-        img.addEventListener('load', () => {
-          if (this.stick) this.els.scroller.scrollTop = this.els.scroller.scrollHeight;
-        });
-        img.addEventListener('error', () => img.replaceWith(h('span', { class: 'img-broken', text: 'Image not available' })));
-        return h('div', { class: 'bubble image' }, h('a', { href: url, target: '_blank', rel: 'noopener noreferrer' }, img));
-      }
+      const b = imageBubble(m, () => {
+        if (this.stick) this.els.scroller.scrollTop = this.els.scroller.scrollHeight;
+      });
+      if (b) return b;
     }
     return h('div', { class: `bubble ${m.type === 'emoji' ? 'emoji' : 'text'}`, text: m.data });
+  }
+
+  /** "You withdrew a message" / "alice withdrew a message": a recalled message, or a recall notice. */
+  recallLine(m) {
+    const store = this.store;
+    const mine = m.from_id === store.uid;
+    const name = m.from_username || store.user(m.from_id).username;
+    return h('div', { class: 'bubble system', text: recallText(mine, name) });
   }
 
   systemLine(m) {
@@ -416,6 +569,7 @@ export class ConversationView {
         meta.append(h('button', { type: 'button', class: 'retry', text: 'Retry', onclick: () => this.actions.retry(this.peer, m.client_msg_id) }));
       }
     }
+    if (m.id) meta.append(this.menu.button(row));
     if (sender) {
       row.dataset.from = String(m.from_id);
       row.replaceChildren(

@@ -5,6 +5,7 @@
 import { avatar, h, withPresence } from '../dom.js';
 import { badgeText, listTime, preview, systemText } from '../format.js';
 import { systemData } from '../store.js';
+import { recallText } from './menu.js';
 
 const MUTED_ICON = 'M11 5L6 9H3v6h3l5 4zM22 9l-6 6M16 9l6 6';
 
@@ -23,6 +24,9 @@ function mutedIcon() {
 
 /** The preview line of a list item. */
 export function itemPreview(store, item) {
+  // The last message recalled (or the recall notice), or deleted for us.
+  if (item.type === 'recall' || item.recalled) return recallText(item.from_me, item.chat_type === 'group' ? item.from_username : item.username);
+  if (item.deleted) return '';
   if (item.type === 'system') {
     return systemText(systemData(item), item.from_id === store.uid ? store.me.username : item.from_username, (id) => store.user(id).username);
   }

@@ -1,0 +1,56 @@
+// i18n/en.js: the page's words in English. Flat: key -> string, {name} placeholders,
+// plural forms as key_one / key_other (i18n.js t()). Same keys as zh-CN.js (a test checks).
+// Other branches add their strings at the end, in a section named after the branch.
+export default {
+  'app.name': 'chatd',
+
+  // dates (i18n.js)
+  'date.today': 'Today',
+  'date.yesterday': 'Yesterday',
+  'date.day_time': '{day} {time}',
+
+  // errors: the server's codes (docs/API.md, docs/MEDIA.md)
+  'err.generic': 'Something went wrong.',
+  'err.unknown': 'Something went wrong ({code}).',
+
+  // p15-webmedia: pictures (views/media.js), the message menu, recall and delete for me (views/menu.js)
+  'media.pick': 'Send a picture',
+  'media.image_alt': 'Picture',
+  'media.waiting': 'Waiting…',
+  'media.uploading': 'Uploading…',
+  'media.progress': 'Upload progress',
+  'media.cancel': 'Cancel',
+  'media.dismiss': 'Dismiss',
+  'media.failed': 'Not sent: {reason}',
+  'media.close': 'Close',
+  'media.broken': 'Picture not available',
+  'media.drop': 'Drop a picture here to send it',
+  'media.err.network': 'The upload failed: the server cannot be reached.',
+  'media.err.too_large': 'This file is too large: {max} at most.',
+  'media.err.too_large_server': 'This file is larger than the server accepts.',
+  'media.err.unsupported_media_type': 'This file is not a picture. Send a JPEG, PNG, GIF or WebP picture.',
+  'media.err.truncated_image': 'This picture is incomplete (cut off) and cannot be sent.',
+  'media.err.bad_image': 'This picture is damaged and cannot be sent.',
+  'media.err.empty_file': 'This file is empty.',
+  'media.err.bad_multipart': 'The upload was garbled. Please try again.',
+  'media.err.rate_limited': 'Too many uploads at once. Try again in a moment.',
+  'media.err.busy': 'The server is busy. Try again in a moment.',
+  'media.err.timeout': 'The upload stalled. Please try again.',
+  'msg.menu': 'Message actions',
+  'msg.copy': 'Copy',
+  'msg.copied': 'Copied',
+  'msg.copy_failed': 'Could not copy the text.',
+  'msg.recall': 'Recall',
+  'msg.delete': 'Delete for me',
+  'msg.delete_confirm': 'Delete this message? It is removed from all your devices; the others in the chat still see it.',
+  'msg.delete_ok': 'Delete',
+  'msg.cancel': 'Cancel',
+  'msg.recalled_you': 'You withdrew a message',
+  'msg.recalled_other': '{name} withdrew a message',
+  'msg.err.recall_window_passed': 'Too late: this message can no longer be recalled.',
+  'msg.err.recall_disabled': 'Recalling messages is turned off on this server.',
+  'msg.err.forbidden': 'This message cannot be recalled.',
+  'msg.err.group_dissolved': 'The group was dissolved: its messages cannot be recalled.',
+  'msg.err.not_member': 'You are no longer a member of this group.',
+  'msg.err.not_found': 'This message no longer exists.',
+};
