@@ -27,8 +27,12 @@ const TYPING_EVERY_MS = 3000; // at most one typing event this often
 const TYPING_SHOWN_MS = 6000; // "typing…" lasts this long after the last event
 const DEFAULT_MAX_TEXT = 4096;
 
-/** Session-ending socket errors: the server closes the socket next. */
-const SESSION_ENDED_CODES = new Set(['password_changed', 'revoked', 'account_disabled', 'logged_out']);
+/**
+ * Session-ending socket errors: the server closes the socket next. Not among them, logged_out
+ * (the token was logged out, by another tab of this session or elsewhere): the socket closes,
+ * and the bind of the reconnect gets its 401, which ends the session as any 401 does.
+ */
+const SESSION_ENDED_CODES = new Set(['password_changed', 'revoked', 'account_disabled']);
 
 const utf8Length = (s) => {
   let n = 0;
@@ -695,6 +699,7 @@ export class ChatClient extends Emitter {
       this.endSession(msg.code, err.message);
       return;
     }
+    if (msg.code === 'logged_out') return;
     if (msg.op === 'send' && typeof msg.client_msg_id === 'string') {
       const f = this.store.findPending(msg.client_msg_id);
       const retryable = msg.code === 'internal' || msg.code === 'rate_limited' || msg.code === 'not_bound';
@@ -827,8 +832,7 @@ export class ChatClient extends Emitter {
     if (!this.store || !Number.isSafeInteger(key)) return;
     if (this.current !== null && this.current !== key) this.stopTyping();
     this.current = key;
-    const item = this.store.item(key);
-    if (item && item.noreadnum > 0) this.markRead(key);
+    this.markRead(key); // also when the list says 0: the peer's receipt, the server's count
     if (key < 0) this.groupInfo(-key).catch(() => {});
     if (load) await this.loadNewest(key);
   }

@@ -32,7 +32,7 @@ export class Emitter {
     if (set) set.delete(fn);
   }
 
-  /** A handler that throws does not stop the others (nor the SDK): it is reported on 'handler_error'. */
+  /** A handler that throws does not stop the others (nor the SDK): it is reported on 'handler_error', or on the console when nobody listens there. */
   emit(event, ...args) {
     const set = this.handlers.get(event);
     if (!set) return;
@@ -40,8 +40,9 @@ export class Emitter {
       try {
         fn(...args);
       } catch (e) {
-        if (event !== 'handler_error') this.emit('handler_error', e, event);
-        else if (typeof console !== 'undefined') console.error(e);
+        const reported = event !== 'handler_error' && this.handlers.has('handler_error') && this.handlers.get('handler_error').size > 0;
+        if (reported) this.emit('handler_error', e, event);
+        else if (typeof console !== 'undefined') console.error(e); // never lost silently
       }
     }
   }
