@@ -4,7 +4,7 @@
 // password: the current one, the new one twice; on success the server signs
 // every other session of the user out (their sockets get "password_changed"
 // and the page there lands on the sign-in screen) and this one goes on.
-import { api, uploadMedia } from '../api.js';
+import { client } from '../chat.js';
 import { h } from '../dom.js';
 
 const PASSWORD_MIN = 6; // the server's sign-up rules (docs/API.md)
@@ -51,7 +51,7 @@ export function setupProfile(root, { user, clientId, changed }) {
   }
 
   async function setPicture(url) {
-    const u = await api.profile(url, clientId());
+    const u = await client.api.profile(url, clientId());
     changed(u);
   }
 
@@ -67,7 +67,7 @@ export function setupProfile(root, { user, clientId, changed }) {
     progress.value = 0;
     progress.hidden = false;
     try {
-      const media = await uploadMedia(f, { onProgress: (x) => (progress.value = x) });
+      const media = await client.uploadMedia(f, { onProgress: (x) => (progress.value = x) });
       await setPicture(media.url);
     } catch (e) {
       showPicError(e.message || 'The picture could not be uploaded.');
@@ -135,7 +135,7 @@ export function setupProfile(root, { user, clientId, changed }) {
     showPwError('');
     submit.disabled = true;
     try {
-      const r = await api.password(oldPw, newPw);
+      const r = await client.api.password(oldPw, newPw);
       form.reset();
       const n = Number(r && r.tokens_deleted) || 0;
       pwDone.textContent =

@@ -1,5 +1,5 @@
 // views/search.js: find a user by name to start a chat.
-import { api } from '../api.js';
+import { client } from '../chat.js';
 import { avatar, h } from '../dom.js';
 
 /**
@@ -7,7 +7,7 @@ import { avatar, h } from '../dom.js';
  * @param {HTMLInputElement} o.input
  * @param {HTMLElement} o.results
  * @param {HTMLElement} o.hint
- * @param {() => import('../store.js').ChatStore} o.store
+ * @param {() => import('/sdk/index.js').ChatStore} o.store
  */
 export function setupSearch({ input, results, hint }, getStore) {
   let timer = 0;
@@ -27,7 +27,7 @@ export function setupSearch({ input, results, hint }, getStore) {
     showHint('Searching…');
     let users;
     try {
-      users = await api.search(q);
+      users = await client.api.search(q);
     } catch (e) {
       if (mine === seq) showHint(e.message);
       return;
