@@ -6,7 +6,7 @@
 // our own messages and only within chatd's --recall-window. Delete for me: hidden at once
 // in this tab, in the user's other tab by the "deleted" push, on a device that was offline
 // by sync's deleted_after, and after a reload; the peer still sees it. Copy puts the text
-// on the clipboard. At phone and desktop sizes.
+// on the clipboard. In Chinese the line reads “amy”撤回了一条消息. At phone and desktop sizes.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as B from './lib/browser.mjs';
@@ -144,6 +144,18 @@ for (const [size, viewport, how] of [
     await sleep(RECALL_WINDOW * 1000 + 500);
     assert.deepEqual(await openMenu(tab1, 'second thoughts', how), ['copy', 'delete'], 'no Recall after the window');
     await closeMenu(tab1);
+
+    // In Chinese: the line, the list preview and the menu as WeChat words them.
+    await bobPage.evaluate(() => localStorage.setItem('chatd_lang', 'zh-CN'));
+    await bobPage.reload();
+    await B.waitOnline(bobPage);
+    await toList(bobPage);
+    await B.eventually(() => B.chatList(bobPage).then((l) => l[0].preview), 'second thoughts');
+    await openChat(bobPage, amyName);
+    await B.eventually(() => texts(bobPage), ['hello amy', `“${amyName}”撤回了一条消息`, 'second thoughts']);
+    await openMenu(bobPage, 'second thoughts', how);
+    assert.deepEqual(await bobPage.locator('#message-menu .menu-item').allTextContents(), ['复制', '删除']);
+    await closeMenu(bobPage);
 
     B.noErrors(tab1, tab2, away, bobPage);
     await amyCtx.close();

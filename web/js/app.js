@@ -11,6 +11,7 @@
 import { client } from './chat.js';
 import { avatar, toast } from './dom.js';
 import { badgeText, preview, typingText } from './format.js';
+import { applyDocument, errText, onLangChange, t } from './i18n.js';
 import { notify, setupNotifyPrompt } from './notify.js';
 import { setupAuth } from './views/auth.js';
 import { ConversationView } from './views/conversation.js';
@@ -137,7 +138,7 @@ function updateBadge() {
   const badge = $('tab-badge');
   badge.textContent = total > 0 ? badgeText(total) : '';
   badge.hidden = total === 0;
-  badge.setAttribute('aria-label', `${total} unread`);
+  badge.setAttribute('aria-label', t('badge.unread', { count: total }));
   document.title = total > 0 ? `(${badgeText(total)}) chatd` : 'chatd';
 }
 
@@ -146,7 +147,7 @@ function renderMe() {
   if (!session) return;
   $('me-avatar').replaceChildren(avatar(session.user, 'lg'));
   $('me-name').textContent = session.user.username;
-  $('me-id').textContent = `User id ${session.user.id}`;
+  $('me-id').textContent = t('me.user_id', { id: session.user.id });
   profile.render();
 }
 
@@ -164,14 +165,16 @@ function userChanged(user) {
 // ---- connection state ---------------------------------------------------------
 
 let countdownTimer = 0;
+let shownConn = ['stopped', {}]; // worded again when the language changes
 function showConnection(state, info = {}) {
+  shownConn = [state, info];
   const root = document.documentElement;
   const conn = state === 'online' ? 'online' : state === 'waiting' || state === 'stopped' ? 'offline' : 'connecting';
   root.dataset.conn = conn;
   const dot = $('conn-dot');
   dot.className = `conn-dot ${conn}`;
-  dot.title = conn === 'online' ? 'Online' : conn === 'offline' ? 'Offline' : 'Connecting';
-  $('me-conn').textContent = conn === 'online' ? 'Online' : conn === 'offline' ? 'Offline' : 'Connecting…';
+  dot.title = t(conn === 'online' ? 'conn.online' : conn === 'offline' ? 'conn.offline' : 'conn.connecting');
+  $('me-conn').textContent = t(conn === 'online' ? 'conn.online' : conn === 'offline' ? 'conn.offline' : 'conn.connecting_text');
   clearInterval(countdownTimer);
   const banner = $('conn-banner');
   const text = $('conn-text');
@@ -182,19 +185,19 @@ function showConnection(state, info = {}) {
   if (state === 'waiting') {
     const tick = () => {
       const s = Math.max(0, Math.ceil((info.at - Date.now()) / 1000));
-      if (navigator.onLine === false) text.textContent = 'Offline: no network. Reconnecting when it is back…';
-      else text.textContent = s > 0 ? `Offline. Reconnecting in ${s} s…` : 'Offline. Reconnecting…';
+      if (navigator.onLine === false) text.textContent = t('conn.no_network');
+      else text.textContent = s > 0 ? t('conn.reconnect_in', { s }) : t('conn.reconnecting');
     };
     tick();
     countdownTimer = setInterval(tick, 1000);
     $('conn-retry').hidden = false;
     banner.hidden = false;
   } else if (state === 'stopped') {
-    text.textContent = info.message ? `Disconnected: ${info.message}` : 'Disconnected.';
+    text.textContent = info.message ? t('conn.disconnected_why', { msg: info.message }) : t('conn.disconnected');
     $('conn-retry').hidden = false;
     banner.hidden = false;
   } else {
-    text.textContent = 'Connecting…';
+    text.textContent = t('conn.connecting_text');
     $('conn-retry').hidden = true;
     banner.hidden = !everOnline;
   }
@@ -204,7 +207,7 @@ $('conn-retry').addEventListener('click', () => client.reconnectNow());
 
 // ---- the client's events ----------------------------------------------------------
 
-client.on('state', (state, info) => showConnection(state, { ...info, message: state === 'stopped' && info.error ? info.error.message : '' }));
+client.on('state', (state, info) => showConnection(state, { ...info, message: state === 'stopped' && info.error ? errText(info.error) : '' }));
 client.on('online', () => {
   everOnline = true;
   client.config().catch(() => {}); // recall_window, max_upload: for the message menu and uploads
@@ -232,25 +235,26 @@ client.on('message', (m, key) => {
   if (m.from_id !== client.uid && !visible()) notifyIncoming(key, m);
 });
 client.on('profile', (user) => userChanged(user));
-// A failure with nobody to tell (a bind or a catch-up refused): the server's words.
+// A failure with nobody to tell (a bind or a catch-up refused), worded by its code.
 client.on('error', (e) => {
-  if (!e.network && e.status !== 401 && !e.op) toast(e.message);
+  if (e.network || e.status === 401 || e.op) return;
+  toast(e.code === 'bind_failed' ? t('conn.bind_failed') : errText(e));
 });
 
 // The server ended this session (its token): back to sign in.
 const SESSION_ENDED = {
-  password_changed: 'Your password was changed on another device. Please sign in again.',
-  revoked: 'Your session has ended. Please sign in again.',
-  account_disabled: 'This account is disabled.',
-  unauthorized: 'Your session has ended. Please sign in again.',
+  password_changed: 'err.password_changed',
+  revoked: 'err.revoked',
+  account_disabled: 'err.account_disabled',
+  unauthorized: 'err.revoked',
 };
-client.on('session_ended', ({ code }) => signOut({ remote: false, message: SESSION_ENDED[code] || SESSION_ENDED.unauthorized }));
+client.on('session_ended', ({ code }) => signOut({ remote: false, message: t(SESSION_ENDED[code] || SESSION_ENDED.unauthorized) }));
 
 /** What to show per conversation where someone types: "typing…" (1:1), "alice is typing…" (group). */
 function typingTexts() {
   const out = new Map();
   for (const [peer, who] of client.typingAll()) {
-    out.set(peer, peer > 0 ? 'typing…' : typingText(who.map((uid) => store.user(uid).username)));
+    out.set(peer, peer > 0 ? t('typing.peer') : typingText(who.map((uid) => store.user(uid).username)));
   }
   return out;
 }
@@ -308,7 +312,7 @@ window.addEventListener('storage', (e) => {
 
 // ---- routing --------------------------------------------------------------------
 
-const TAB_TITLES = { chats: 'Chats', find: 'Find people', me: 'Me' };
+const TAB_TITLES = { chats: 'nav.chats', find: 'title.find', me: 'nav.me' }; // i18n keys
 
 function parseRoute() {
   const [name, arg] = location.hash.replace(/^#\/?/, '').split('/');
@@ -341,7 +345,7 @@ function route() {
     if (a.dataset.tab === tab) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  $('panel-title').textContent = TAB_TITLES[tab];
+  $('panel-title').textContent = t(TAB_TITLES[tab]);
   $('shell').dataset.view = r.name === 'chat' ? 'conversation' : 'list';
   if (r.name === 'chat') openConversation(r.peer);
   else closeConversation();
@@ -447,7 +451,7 @@ function notifyIncoming(peer, m) {
   const sender = m.from_username || store.user(m.from_id).username;
   const text = preview(m.type, m.data);
   const title = peer < 0 ? store.user(peer).username : sender;
-  notify(title, peer < 0 ? `${sender}: ${text}` : text, `chatd-${store.uid}-${peer}`, () => {
+  notify(title, peer < 0 ? t('preview.sender', { name: sender, text }) : text, `chatd-${store.uid}-${peer}`, () => {
     location.hash = peer < 0 ? `#/group/${-peer}` : `#/chat/${peer}`;
   });
 }
@@ -476,7 +480,7 @@ async function createGroup(name, ids) {
 function sendMessage(type, data, extra = {}, peer = current) {
   if (peer === null || !store) return false;
   if (bytes(data) > MAX_TEXT_BYTES) {
-    toast(`This message is too long: ${MAX_TEXT_BYTES} bytes at most.`);
+    toast(t('conv.too_long', { max: MAX_TEXT_BYTES }));
     return false;
   }
   if (peer === current) conv.stick = true;
@@ -486,6 +490,17 @@ function sendMessage(type, data, extra = {}, peer = current) {
 }
 
 // ---- start ------------------------------------------------------------------------
+
+// The static page in the browser's (or the chosen) language; a change in the Me tab words
+// everything again without a reload (the views that keep their own words listen themselves).
+applyDocument();
+onLangChange(() => {
+  renderMe();
+  updateBadge();
+  scheduleListRender();
+  showConnection(...shownConn);
+  route();
+});
 
 const saved = loadSession();
 if (saved) startSession(saved);

@@ -104,17 +104,24 @@ export function has(key) {
 }
 
 /**
- * The words for a failed request or refused socket message: the server's code through
- * "err.<code>", a network failure through its own key, else a generic line naming the code.
- * e: an ApiError ({code, network, i18n?}) or an error frame ({code, msg}).
+ * The words for a failed request or a refused socket message. e: the SDK's ChatError ({code,
+ * message, status, network}) or an error frame ({code, msg}). The server's code words it through
+ * "err.<code>" ({msg}: the server's own English reason, which en.js shows for the codes
+ * whose reason names a field); an unknown code gets a generic line naming it; no code
+ * (rare): the error's message.
  */
 export function errText(e, fallbackKey = 'err.generic') {
-  if (!e) return t(fallbackKey, { code: '' });
-  if (e.i18n) return t(e.i18n);
+  if (!e) return t(fallbackKey);
   const code = typeof e.code === 'string' ? e.code : '';
-  if (code && has(`err.${code}`)) return t(`err.${code}`);
+  // The SDK's own codes (docs/SDK.md, "Errors"): no answer in time (not the server's 408
+  // "timeout", which comes with an answer), a cancelled upload, an answer not chatd's.
+  if (code === 'timeout' && e.network) return t('err.no_answer');
+  if (code === 'cancelled') return t('err.upload_cancelled');
+  if (code === 'bad_response') return t('err.http_status', { status: e.status });
+  const msg = (typeof e.msg === 'string' && e.msg) || (typeof e.message === 'string' && e.message) || code;
+  if (code && has(`err.${code}`)) return t(`err.${code}`, { msg, code });
   if (code) return t('err.unknown', { code });
-  return t(fallbackKey, { code: '' });
+  return msg || t(fallbackKey);
 }
 
 // ---- the document --------------------------------------------------------------
@@ -161,9 +168,9 @@ function startOfDay(ms) {
   return d.getTime();
 }
 
-/** Clock time: "14:05" (zh-CN), "2:05 PM" (en-US). */
+/** Clock time: "14:05" (zh-CN, en-GB), "02:05 PM" (en-US). */
 export function clock(ms) {
-  return Number.isFinite(ms) ? fmt('clock', { hour: 'numeric', minute: '2-digit' }).format(ms) : '';
+  return Number.isFinite(ms) ? fmt('clock', { hour: '2-digit', minute: '2-digit' }).format(ms) : '';
 }
 
 /** "星期一" / "Monday". */

@@ -48,8 +48,8 @@ export function openViewer(url) {
   closeViewer();
   const back = document.activeElement;
   const close = h('button', { type: 'button', class: 'viewer-close', text: '×', 'aria-label': t('media.close'), title: t('media.close') });
-  const img = h('img', { class: 'viewer-img', src: url, alt: t('media.image_alt'), referrerpolicy: 'no-referrer' });
-  const root = h('div', { id: 'image-viewer', class: 'viewer', role: 'dialog', 'aria-modal': 'true', 'aria-label': t('media.image_alt') }, img, close);
+  const img = h('img', { class: 'viewer-img', src: url, alt: t('conv.image'), referrerpolicy: 'no-referrer' });
+  const root = h('div', { id: 'image-viewer', class: 'viewer', role: 'dialog', 'aria-modal': 'true', 'aria-label': t('conv.image') }, img, close);
   const onKey = (e) => {
     if (e.key === 'Escape') {
       e.preventDefault();
@@ -85,7 +85,7 @@ export function closeViewer() {
 export function imageBubble(m, onLoad) {
   const url = safeUrl(m.data);
   if (!url) return null;
-  const img = h('img', { src: url, alt: t('media.image_alt'), loading: 'lazy', decoding: 'async', referrerpolicy: 'no-referrer' });
+  const img = h('img', { src: url, alt: t('conv.image'), loading: 'lazy', decoding: 'async', referrerpolicy: 'no-referrer' });
   const sized = Number.isInteger(m.width) && Number.isInteger(m.height);
   if (sized) {
     const box = imageBox(m.width, m.height);
@@ -96,7 +96,7 @@ export function imageBubble(m, onLoad) {
     img.classList.add('sized');
   }
   img.addEventListener('load', () => onLoad && onLoad());
-  img.addEventListener('error', () => img.replaceWith(h('span', { class: 'img-broken', text: t('media.broken') })));
+  img.addEventListener('error', () => img.replaceWith(h('span', { class: 'img-broken', text: t('conv.image_broken') })));
   const link = h('a', { href: url, target: '_blank', rel: 'noopener noreferrer' }, img);
   link.addEventListener('click', (e) => {
     if (e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;

@@ -152,7 +152,7 @@ export function setupMessageMenu(container, itemsFor) {
 
 /** "You withdrew a message" (mine) or "alice withdrew a message". */
 export function recallText(mine, name) {
-  return mine ? t('msg.recalled_you') : t('msg.recalled_other', { name });
+  return mine ? t('msg.recall_you') : t('msg.recall_by', { name });
 }
 
 /** Puts text on the clipboard: navigator.clipboard, else a selected textarea and execCommand. */
