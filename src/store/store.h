@@ -325,7 +325,9 @@ typedef enum store_op {
  * with, included), open while it is a member. Per member the store keeps
  * role, joined_seq, left_seq, read_seq and muted; the unread count is
  * computed, never counted per message: min(last_seq, left_seq or last_seq)
- * - max(read_seq, joined_seq - 1). Sending (and any change made by the
+ * - max(read_seq, joined_seq - 1), less the recalled messages and recall
+ * notices in that range (a seek on a partial index that holds only those,
+ * STORE_MESSAGE_RECALL). Sending (and any change made by the
  * user, i.e. a system message it caused) moves the user's read_seq to that
  * message, so one message writes the message row, the group's last_seq and
  * the sender's member row: never a row per member.

@@ -546,9 +546,24 @@ json_t *sq_msg_json(sqlite3_stmt *st)
 
 /* Marks, in each of msgs (messages, or chat list items when id_key is
  * "last_message_id"), those user hid: "deleted": true, data "", no size.
- * One seek on hidden_messages' key each. 0, or -1 (logged). */
+ * One seek on hidden_messages' key each, none for a user who never hid a
+ * message (hide cursor 0). 0, or -1 (logged). */
 int sq_mark_hidden(sq *b, int64_t user, json_t *msgs, const char *id_key)
 {
+    if (json_array_size(msgs) == 0)
+        return 0;
+    /* most users never hid anything: one seek on users spares the rest */
+    sqlite3_stmt *cur = sq_prep(b, ST_HIDE_CURSOR);
+    sqlite3_bind_int64(cur, 1, user);
+    int crc = sqlite3_step(cur);
+    int64_t hidden = crc == SQLITE_ROW ? sqlite3_column_int64(cur, 0) : 0;
+    sqlite3_reset(cur);
+    if (crc != SQLITE_ROW && crc != SQLITE_DONE) {
+        sq_db_fail(b, "hide cursor");
+        return -1;
+    }
+    if (hidden == 0)
+        return 0;
     size_t i;
     json_t *m;
     json_array_foreach(msgs, i, m)

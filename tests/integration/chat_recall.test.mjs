@@ -28,6 +28,9 @@ async function call(s, id, path, body) {
 
 const notOf = (m) => JSON.parse(m.data).message_id;
 
+/** The ten keys of every message, in the order both stores write them (answers are byte-identical). */
+const KEYS = ['id', 'seq', 'to_id', 'from_id', 'from_username', 'from_userpic', 'type', 'data', 'time', 'client_msg_id'];
+
 test('GET /chat/config tells clients the limits', async () => {
   const [a] = await pair('cf');
   const c = await G(a, '/chat/config');
@@ -74,6 +77,8 @@ test('recall 1:1: answer, pushes, history, syncs, chat list, unread', async (t) 
     assert.deepEqual(h.map((m) => m.id), [ans.notice.id, m2.id, m1.id]);
     assert.equal(h[1].recalled, true);
     assert.equal(h[1].data, '');
+    assert.deepEqual(Object.keys(h[1]), [...KEYS, 'recalled']);
+    assert.deepEqual(Object.keys(h[2]), KEYS);
     assert.equal(h[2].recalled, undefined);
     assert.equal(h[2].data, 'keep');
     const s = await G(u, '/chat/sync?after=0');
@@ -160,6 +165,7 @@ test('delete for me: answer, push to own devices, appearance, sync cursor', asyn
   assert.equal(h[0].id, m2.id);
   assert.equal(h[0].deleted, true);
   assert.equal(h[0].data, '');
+  assert.deepEqual(Object.keys(h[0]), [...KEYS, 'deleted']);
   assert.equal(h[1].deleted, undefined);
   assert.equal((await G(a, '/chat/list'))[0].deleted, true);
   assert.equal((await G(a, '/chat/sync?after=0')).find((m) => m.id === m2.id).deleted, true);
@@ -253,7 +259,7 @@ test('groups: recall by the sender, pushed to every member; not a member any mor
   fails(await P(a, '/chat/recall', { message_id: m3.id }), 409, 'group_dissolved');
 });
 
-test('image width and height', async () => {
+test('image width and height', async (t) => {
   const [a, b] = await pair('im');
   const m = await M(a, '/chat/send', { to_id: b.id, type: 'image', data: '/media/x.png', width: 640, height: 480 });
   assert.equal(m.width, 640);
@@ -261,6 +267,8 @@ test('image width and height', async () => {
   const plain = await M(a, '/chat/send', { to_id: b.id, type: 'image', data: '/media/y.png' });
   assert.equal('width' in plain, false);
   const h = await G(b, `/chat/history?userid=${a.id}`);
+  assert.deepEqual(Object.keys(h[1]), [...KEYS, 'width', 'height']);
+  assert.deepEqual(Object.keys(m), [...KEYS, 'width', 'height']);
   assert.equal(h[1].width, 640);
   assert.equal(h[1].height, 480);
   assert.equal('width' in h[0], false);
@@ -275,10 +283,38 @@ test('image width and height', async () => {
     fails(await P(a, '/chat/send', { to_id: b.id, type: 'image', data: '/m.png', height: bad }), 400, 'bad_field', 'height');
   }
   fails(await P(a, '/chat/send', { to_id: b.id, type: 'text', data: 'x', width: 5 }), 400, 'bad_field', 'width');
+  // over the socket too; and a group image
+  const s = await ChatSocket.bound(srv, a, t);
+  s.sendJson({ type: 'send', message: { to_id: b.id, type: 'image', data: '/media/s.png', width: 3, height: 4, client_msg_id: 'img1' } });
+  const ack = await s.expect('ack');
+  assert.equal(ack.message.width, 3);
+  assert.equal(ack.message.height, 4);
+  s.sendJson({ type: 'send', message: { to_id: b.id, type: 'image', data: '/media/s.png', width: 70000, client_msg_id: 'img2' } });
+  const err = await s.expect('error');
+  assert.equal(err.code, 'bad_field');
+  const g = (await M(a, '/group/create', { name: 'img', members: [b.id] })).group;
+  const gm = await M(a, '/chat/send', { group_id: g.group_id, type: 'image', data: '/media/g.png', width: 12, height: 34 });
+  assert.equal(gm.width, 12);
+  const gh = await G(b, `/chat/history?group_id=${g.group_id}`);
+  assert.equal(gh[0].height, 34);
+  assert.equal((await G(b, '/chat/list')).find((i) => i.group_id === g.group_id).width, 12);
   // a recalled image loses its size
   const r = await M(a, '/chat/recall', { message_id: m.id });
   assert.equal('width' in r.message, false);
   assert.equal(r.message.data, '');
+});
+
+test('recall and delete count against --send-rate', async () => {
+  const slow = await startServer({ options: { 'send-rate': 1 } });
+  try {
+    const [a, b] = await Promise.all([uname('sa'), uname('sb')].map((n) => must(slow, 'POST', '/user/register', { body: { username: n, password: 'pw-' + n } })));
+    const m = await must(slow, 'POST', '/chat/send', { token: a.token, body: { to_id: b.user.id, type: 'text', data: 's' } });
+    await must(slow, 'POST', '/chat/delete', { token: a.token, body: { message_ids: [m.id] } });
+    fails(await post(slow, '/chat/recall', { message_id: m.id }, { token: a.token }), 429, 'rate_limited');
+    fails(await post(slow, '/chat/delete', { message_ids: [m.id] }, { token: a.token }), 429, 'rate_limited');
+  } finally {
+    await slow.stop();
+  }
 });
 
 test('the recall window, and recall turned off', async () => {

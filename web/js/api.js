@@ -1,6 +1,8 @@
 // api.js: the chat service over HTTP. Every response is the envelope
 // {"status", "msg", "data"}; errors become ApiError with the server's msg.
 
+import { t } from './i18n.js';
+
 export class ApiError extends Error {
   constructor(message, { status = 0, code = '', network = false } = {}) {
     super(message);
@@ -52,7 +54,7 @@ export async function request(method, path, { body, query, timeoutMs = 15000, ra
     res = await fetch(url, init);
   } catch (e) {
     const timedOut = e && (e.name === 'TimeoutError' || e.name === 'AbortError');
-    throw new ApiError(timedOut ? 'The server did not answer in time' : 'Cannot reach the server', { network: true });
+    throw new ApiError(t(timedOut ? 'err.no_answer' : 'err.network'), { network: true });
   }
   let json = null;
   try {
@@ -61,7 +63,7 @@ export async function request(method, path, { body, query, timeoutMs = 15000, ra
     /* not JSON */
   }
   if (!json || typeof json !== 'object' || json.status !== true) {
-    const msg = (json && typeof json.msg === 'string' && json.msg) || `The server answered ${res.status}`;
+    const msg = (json && typeof json.msg === 'string' && json.msg) || t('err.http_status', { status: res.status });
     const err = new ApiError(msg, { status: res.status, code: (json && json.code) || '' });
     // bad_credentials is a wrong password typed (POST /user/password), not a dead token.
     const dead = res.status === 401 && !(json && json.code === 'bad_credentials');
@@ -148,15 +150,15 @@ export function uploadMedia(file, { onProgress, timeoutMs = 120000 } = {}) {
         resolve(json.data);
         return;
       }
-      const msg = (json && typeof json.msg === 'string' && json.msg) || `The server answered ${xhr.status}`;
+      const msg = (json && typeof json.msg === 'string' && json.msg) || t('err.http_status', { status: xhr.status });
       const err = new ApiError(msg, { status: xhr.status, code: (json && json.code) || '', network: xhr.status >= 502 && !json });
       if (xhr.status === 401 && sentToken && sentToken === token && unauthorizedHandler) unauthorizedHandler(err);
       reject(err);
     });
     const failed = (what) => () => reject(new ApiError(what, { network: true }));
-    xhr.addEventListener('error', failed('Cannot reach the server'));
-    xhr.addEventListener('timeout', failed('The server did not answer in time'));
-    xhr.addEventListener('abort', failed('The upload was cancelled'));
+    xhr.addEventListener('error', failed(t('err.network')));
+    xhr.addEventListener('timeout', failed(t('err.no_answer')));
+    xhr.addEventListener('abort', failed(t('err.upload_cancelled')));
     xhr.send(file);
   });
 }

@@ -12,6 +12,7 @@
 import { api, ApiError, onUnauthorized, setToken } from './api.js';
 import { avatar, toast, uuid } from './dom.js';
 import { badgeText, preview, typingText } from './format.js';
+import { applyDocument, errText, onLangChange, t } from './i18n.js';
 import { notify, setupNotifyPrompt } from './notify.js';
 import { ChatSocket, socketUrl } from './socket.js';
 import { ChatStore, SESSION_KEY, clearSession, loadSession, peerOf, saveSession, systemData } from './store.js';
@@ -138,7 +139,7 @@ function updateBadge() {
   const badge = $('tab-badge');
   badge.textContent = total > 0 ? badgeText(total) : '';
   badge.hidden = total === 0;
-  badge.setAttribute('aria-label', `${total} unread`);
+  badge.setAttribute('aria-label', t('badge.unread', { count: total }));
   document.title = total > 0 ? `(${badgeText(total)}) chatd` : 'chatd';
 }
 
@@ -146,7 +147,7 @@ function renderMe() {
   if (!session) return;
   $('me-avatar').replaceChildren(avatar(session.user, 'lg'));
   $('me-name').textContent = session.user.username;
-  $('me-id').textContent = `User id ${session.user.id}`;
+  $('me-id').textContent = t('me.user_id', { id: session.user.id });
   profile.render();
 }
 
@@ -164,14 +165,16 @@ function userChanged(user) {
 // ---- connection state ---------------------------------------------------------
 
 let countdownTimer = 0;
+let shownConn = ['stopped', {}]; // worded again when the language changes
 function showConnection(state, info = {}) {
+  shownConn = [state, info];
   const root = document.documentElement;
   const conn = state === 'online' ? 'online' : state === 'waiting' || state === 'stopped' ? 'offline' : 'connecting';
   root.dataset.conn = conn;
   const dot = $('conn-dot');
   dot.className = `conn-dot ${conn}`;
-  dot.title = conn === 'online' ? 'Online' : conn === 'offline' ? 'Offline' : 'Connecting';
-  $('me-conn').textContent = conn === 'online' ? 'Online' : conn === 'offline' ? 'Offline' : 'Connecting…';
+  dot.title = t(conn === 'online' ? 'conn.online' : conn === 'offline' ? 'conn.offline' : 'conn.connecting');
+  $('me-conn').textContent = t(conn === 'online' ? 'conn.online' : conn === 'offline' ? 'conn.offline' : 'conn.connecting_text');
   clearInterval(countdownTimer);
   const banner = $('conn-banner');
   const text = $('conn-text');
@@ -182,19 +185,19 @@ function showConnection(state, info = {}) {
   if (state === 'waiting') {
     const tick = () => {
       const s = Math.max(0, Math.ceil((info.at - Date.now()) / 1000));
-      if (navigator.onLine === false) text.textContent = 'Offline: no network. Reconnecting when it is back…';
-      else text.textContent = s > 0 ? `Offline. Reconnecting in ${s} s…` : 'Offline. Reconnecting…';
+      if (navigator.onLine === false) text.textContent = t('conn.no_network');
+      else text.textContent = s > 0 ? t('conn.reconnect_in', { s }) : t('conn.reconnecting');
     };
     tick();
     countdownTimer = setInterval(tick, 1000);
     $('conn-retry').hidden = false;
     banner.hidden = false;
   } else if (state === 'stopped') {
-    text.textContent = info.message ? `Disconnected: ${info.message}` : 'Disconnected.';
+    text.textContent = info.message ? t('conn.disconnected_why', { msg: info.message }) : t('conn.disconnected');
     $('conn-retry').hidden = false;
     banner.hidden = false;
   } else {
-    text.textContent = 'Connecting…';
+    text.textContent = t('conn.connecting_text');
     $('conn-retry').hidden = true;
     banner.hidden = !everOnline;
   }
@@ -257,14 +260,14 @@ async function bind(cid, nonce) {
     if (s !== store) throw e;
     if (e.status === 401 || e.status === 403) {
       e.fatal = true;
-      stopMessage = e.message;
+      stopMessage = errText(e);
     }
     // The reference client shows the server's message and closes.
-    if (!e.network && e.status !== 401) toast(e.message);
+    if (!e.network && e.status !== 401) toast(errText(e));
     throw e;
   }
   if (!(res && res.status && res.type === 'bind')) {
-    toast((res && res.msg) || 'Could not go online');
+    toast(t('conn.bind_failed'));
     throw new ApiError((res && res.msg) || 'bind failed');
   }
 }
@@ -300,7 +303,7 @@ function signOut({ remote = true, message = '' } = {}) {
   if (message) toast(message);
 }
 
-onUnauthorized(() => signOut({ remote: false, message: 'Your session has ended. Please sign in again.' }));
+onUnauthorized(() => signOut({ remote: false, message: t('err.revoked') }));
 $('sign-out').addEventListener('click', () => signOut());
 
 // Another tab signed out, or in as someone else.
@@ -313,7 +316,7 @@ window.addEventListener('storage', (e) => {
 
 // ---- routing --------------------------------------------------------------------
 
-const TAB_TITLES = { chats: 'Chats', find: 'Find people', me: 'Me' };
+const TAB_TITLES = { chats: 'nav.chats', find: 'title.find', me: 'nav.me' }; // i18n keys
 
 function parseRoute() {
   const [name, arg] = location.hash.replace(/^#\/?/, '').split('/');
@@ -346,7 +349,7 @@ function route() {
     if (a.dataset.tab === tab) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  $('panel-title').textContent = TAB_TITLES[tab];
+  $('panel-title').textContent = t(TAB_TITLES[tab]);
   $('shell').dataset.view = r.name === 'chat' ? 'conversation' : 'list';
   if (r.name === 'chat') openConversation(r.peer);
   else closeConversation();
@@ -638,7 +641,7 @@ async function catchUp() {
   } catch (e) {
     if (s === store && catchingUp === pushed) {
       catchingUp = null;
-      if (!e.network && e.status !== 401) toast(e.message);
+      if (!e.network && e.status !== 401) toast(errText(e));
     }
     return;
   }
@@ -785,7 +788,7 @@ function notifyIncoming(peer, m) {
   const sender = m.from_username || store.user(m.from_id).username;
   const text = preview(m.type, m.data);
   const title = peer < 0 ? store.user(peer).username : sender;
-  notify(title, peer < 0 ? `${sender}: ${text}` : text, `chatd-${store.uid}-${peer}`, () => {
+  notify(title, peer < 0 ? t('preview.sender', { name: sender, text }) : text, `chatd-${store.uid}-${peer}`, () => {
     location.hash = peer < 0 ? `#/group/${-peer}` : `#/chat/${peer}`;
   });
 }
@@ -873,19 +876,19 @@ function acked(msg) {
 
 // The server ended this session (its token): the socket closes next.
 const SESSION_ENDED = {
-  password_changed: 'Your password was changed on another device. Please sign in again.',
-  revoked: 'Your session has ended. Please sign in again.',
-  account_disabled: 'This account is disabled.',
+  password_changed: 'err.password_changed',
+  revoked: 'err.revoked',
+  account_disabled: 'err.account_disabled',
 };
 
 function socketError(msg) {
   if (Object.hasOwn(SESSION_ENDED, msg.code)) {
-    signOut({ remote: false, message: SESSION_ENDED[msg.code] });
+    signOut({ remote: false, message: t(SESSION_ENDED[msg.code]) });
     return;
   }
   if (msg.op === 'send' && typeof msg.client_msg_id === 'string') {
     const f = store.findPending(msg.client_msg_id);
-    if (f) markFailed(f.peer, msg.client_msg_id, msg.msg || 'Not sent', msg.code === 'internal' || msg.code === 'rate_limited' || msg.code === 'not_bound');
+    if (f) markFailed(f.peer, msg.client_msg_id, msg.code || msg.msg ? errText(msg) : t('conv.not_sent'), msg.code === 'internal' || msg.code === 'rate_limited' || msg.code === 'not_bound');
     if (msg.code === 'not_bound' && socket && socket.ws) socket.drop(socket.ws, 4003, 'not bound');
   }
 }
@@ -923,7 +926,7 @@ function typingTexts() {
   const out = new Map();
   for (const [peer, who] of typingNow) {
     if (!who.size) continue;
-    out.set(peer, peer > 0 ? 'typing…' : typingText([...who.keys()].map((uid) => store.user(uid).username)));
+    out.set(peer, peer > 0 ? t('typing.peer') : typingText([...who.keys()].map((uid) => store.user(uid).username)));
   }
   return out;
 }
@@ -957,7 +960,7 @@ function stopTyping() {
 function sendMessage(type, data) {
   if (current === null || !store) return false;
   if (bytes(data) > MAX_TEXT_BYTES) {
-    toast(`This message is too long: ${MAX_TEXT_BYTES} bytes at most.`);
+    toast(t('conv.too_long', { max: MAX_TEXT_BYTES }));
     return false;
   }
   const peer = current;
@@ -998,7 +1001,7 @@ function transmit(peer, m) {
     setTimeout(() => {
       sendTimers.delete(cmid);
       const p = s === store && s.pending(peer, cmid);
-      if (p && p.state === 'sending') markFailed(peer, cmid, 'No answer from the server', true);
+      if (p && p.state === 'sending') markFailed(peer, cmid, t('conv.no_answer'), true);
     }, SEND_TIMEOUT_MS),
   );
   const body = { ...target(peer), type: m.type, data: m.data, client_msg_id: cmid };
@@ -1019,7 +1022,7 @@ function transmit(peer, m) {
     .catch((e) => {
       if (s !== store) return;
       // Unreachable: stays "sending" and goes out again when we are back online.
-      if (!e.network) markFailed(peer, cmid, e.message, e.status >= 500 || e.status === 429);
+      if (!e.network) markFailed(peer, cmid, errText(e), e.status >= 500 || e.status === 429);
     });
 }
 
@@ -1045,6 +1048,17 @@ function flushPending() {
 }
 
 // ---- start ------------------------------------------------------------------------
+
+// The static page in the browser's (or the chosen) language; a change in the Me tab words
+// everything again without a reload (the views that keep their own words listen themselves).
+applyDocument();
+onLangChange(() => {
+  renderMe();
+  updateBadge();
+  scheduleListRender();
+  showConnection(...shownConn);
+  route();
+});
 
 const saved = loadSession();
 if (saved) startSession(saved);

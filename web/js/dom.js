@@ -1,5 +1,6 @@
 // dom.js: building DOM safely. User content only ever goes through
 // textContent (text nodes) and setAttribute; nothing here uses innerHTML.
+import { t } from './i18n.js';
 
 const PROPS = new Set(['value', 'checked', 'disabled', 'hidden', 'selected']);
 
@@ -99,6 +100,6 @@ export function withPresence(avatarEl, online) {
     'span',
     { class: 'avatar-wrap' },
     avatarEl,
-    h('span', { class: `presence-dot${online ? ' online' : ''}`, 'aria-label': online ? 'online' : null, title: online ? 'Online' : null }),
+    h('span', { class: `presence-dot${online ? ' online' : ''}`, 'aria-label': online ? t('presence.online') : null, title: online ? t('presence.online_title') : null }),
   );
 }

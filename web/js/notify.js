@@ -4,6 +4,7 @@
 // browsers, and unwelcome); the bar goes once the question is answered, or
 // for good when dismissed on this device. Notification text is plain text.
 import { h } from './dom.js';
+import { onLangChange, t } from './i18n.js';
 
 const DISMISSED_KEY = 'chatd_notify_dismissed';
 
@@ -16,13 +17,18 @@ function supported() {
  * been asked, nor the bar dismissed). Returns {update()} to show or hide it again.
  */
 export function setupNotifyPrompt(before) {
-  const bar = h(
-    'div',
-    { class: 'notify-prompt', role: 'region', 'aria-label': 'Notifications', hidden: true },
-    h('p', { text: 'Get notified of new messages while chatd is in the background.' }),
-    h('button', { type: 'button', class: 'primary notify-on', text: 'Turn on', onclick: () => ask() }),
-    h('button', { type: 'button', class: 'link notify-dismiss', text: 'Not now', onclick: () => dismiss() }),
-  );
+  const text = h('p');
+  const on = h('button', { type: 'button', class: 'primary notify-on', onclick: () => ask() });
+  const later = h('button', { type: 'button', class: 'link notify-dismiss', onclick: () => dismiss() });
+  const bar = h('div', { class: 'notify-prompt', role: 'region', hidden: true }, text, on, later);
+  const words = () => {
+    bar.setAttribute('aria-label', t('notify.region'));
+    text.textContent = t('notify.text');
+    on.textContent = t('notify.on');
+    later.textContent = t('notify.later');
+  };
+  words();
+  onLangChange(words);
   before.before(bar);
 
   function update() {

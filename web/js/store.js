@@ -18,6 +18,8 @@
 // (chatdetail_<uid>_-7 is group 7) and the cursors; the server's "g7"
 // cursor key is made only when syncing (cursorsFor).
 
+import { t } from './i18n.js';
+
 export const SESSION_KEY = 'chatd_session';
 export const DETAIL_CAP = 300;
 
@@ -241,13 +243,13 @@ export class ChatStore {
     if (peer < 0) {
       const item = this.item(peer);
       const g = this.groups.get(-peer);
-      return { id: -peer, username: (g && g.name) || (item && item.username) || `Group ${-peer}`, userpic: (g && g.avatar) || (item && item.userpic) || '' };
+      return { id: -peer, username: (g && g.name) || (item && item.username) || t('group.fallback', { id: -peer }), userpic: (g && g.avatar) || (item && item.userpic) || '' };
     }
     const u = this.users[peer];
     if (u) return u;
     const item = this.item(peer);
     if (item && item.username) return { id: peer, username: item.username, userpic: item.userpic };
-    return { id: peer, username: `User ${peer}`, userpic: '' };
+    return { id: peer, username: t('user.fallback', { id: peer }), userpic: '' };
   }
 
   // ---- the chat list -----------------------------------------------------------

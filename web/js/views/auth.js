@@ -1,15 +1,10 @@
 // views/auth.js: sign in and sign up.
 import { api } from '../api.js';
 import { safeUrl } from '../dom.js';
+import { LANGS, errText, lang, onLangChange, setLang, t } from '../i18n.js';
 
 const bytes = (s) => new TextEncoder().encode(s).length;
 
-// The server's username rule (docs/API.md), shown when signing up.
-const NAME_RULE =
-  '2 to 32 bytes (about 10 Chinese or Japanese characters). Letters of one script ' +
-  '(Latin may go with Chinese and Japanese), digits, punctuation and single spaces; ' +
-  'no “#”, no invisible or text-direction characters. Names that look alike are the same ' +
-  'name: “Jürgen”, “JÜRGEN” and “ｊüｒｇｅｎ” are one account, and you sign in with any of them.';
 
 /**
  * @param {HTMLElement} root  the #auth section
@@ -31,7 +26,7 @@ export function setupAuth(root, onSignedIn) {
   const rule = document.createElement('p');
   rule.id = 'auth-username-rule';
   rule.className = 'field-rule';
-  rule.textContent = NAME_RULE;
+  rule.textContent = t('auth.name_rule'); // the server's username rule (docs/API.md)
   rule.hidden = true;
   username.closest('label').after(rule);
   // The name's length in bytes, as the server counts it: a maxlength of 32 (UTF-16 units)
@@ -43,12 +38,15 @@ export function setupAuth(root, onSignedIn) {
   count.hidden = true;
   username.after(count);
   username.setAttribute('aria-describedby', `${rule.id} ${count.id}`);
-  const tooLong = (n) => `Your name is too long: ${n} bytes, 32 at most (about 10 Chinese or Japanese characters).`;
+  const tooLong = (n) => t('auth.name_too_long', { n });
   let lengthError = '';
+  let shownError = null; // () => the error's words, so a language change words it again
 
   const showError = (msg) => {
-    error.textContent = msg || '';
-    error.hidden = !msg;
+    shownError = typeof msg === 'function' ? msg : null;
+    const text = shownError ? shownError() : msg;
+    error.textContent = text || '';
+    error.hidden = !text;
   };
 
   function checkLength() {
@@ -67,13 +65,13 @@ export function setupAuth(root, onSignedIn) {
   function setMode(m) {
     mode = m === 'signup' ? 'signup' : 'login';
     root.dataset.mode = mode;
-    title.textContent = mode === 'signup' ? 'Create your account' : 'Sign in';
-    submit.textContent = mode === 'signup' ? 'Sign up' : 'Sign in';
+    title.textContent = t(mode === 'signup' ? 'auth.title_signup' : 'auth.title_login');
+    submit.textContent = t(mode === 'signup' ? 'auth.submit_signup' : 'auth.submit_login');
     picRow.hidden = mode !== 'signup';
     rule.hidden = mode !== 'signup';
     password.autocomplete = mode === 'signup' ? 'new-password' : 'current-password';
-    switchText.textContent = mode === 'signup' ? 'Already have an account?' : 'New here?';
-    switchLink.textContent = mode === 'signup' ? 'Sign in' : 'Create an account';
+    switchText.textContent = t(mode === 'signup' ? 'auth.to_login_text' : 'auth.to_signup_text');
+    switchLink.textContent = t(mode === 'signup' ? 'auth.to_login' : 'auth.to_signup');
     switchLink.setAttribute('href', mode === 'signup' ? '#/login' : '#/signup');
     showError('');
     checkLength();
@@ -86,12 +84,12 @@ export function setupAuth(root, onSignedIn) {
     const pass = password.value;
     const pic = userpic.value.trim();
     if (mode === 'signup' && bytes(name) > 32) return showError(tooLong(bytes(name)));
-    if (bytes(name) < 2 || bytes(name) > 32) return showError('Your name must be 2 to 32 bytes long (about 10 Chinese or Japanese characters).');
+    if (bytes(name) < 2 || bytes(name) > 32) return showError(() => t('auth.name_length'));
     if (mode === 'signup') {
-      if (/#/.test(name)) return showError('Your name cannot contain “#”.');
-      if (bytes(pass) < 6) return showError('Your password must be at least 6 characters long.');
-      if (pic && !safeUrl(pic)) return showError('The picture must be an http(s):// address.');
-    } else if (!pass) return showError('Enter your password.');
+      if (/#/.test(name)) return showError(() => t('auth.name_hash'));
+      if (bytes(pass) < 6) return showError(() => t('auth.password_short'));
+      if (pic && !safeUrl(pic)) return showError(() => t('auth.picture_url'));
+    } else if (!pass) return showError(() => t('auth.password_missing'));
     busy = true;
     submit.disabled = true;
     showError('');
@@ -100,15 +98,38 @@ export function setupAuth(root, onSignedIn) {
       password.value = '';
       onSignedIn({ token: data.token, user: data.user });
     } catch (err) {
-      showError(err.message);
+      // A name or password the server's rules refuse (bad_field): its reason, or the rule's pointer.
+      const refused = mode === 'signup' && (err.code === 'bad_field' || err.code === 'missing_field');
+      showError(() => (refused ? t('auth.refused', { msg: err.message }) : errText(err)));
     } finally {
       busy = false;
       submit.disabled = false;
     }
   });
 
+  // The other language, named in itself ("English" on the Chinese screen, "简体中文" on the English one).
+  const langLink = root.querySelector('#auth-lang');
+  const otherLang = () => Object.keys(LANGS).find((code) => code !== lang());
+  const wordLangLink = () => {
+    langLink.textContent = t(`lang.${otherLang()}`);
+    langLink.lang = otherLang();
+  };
+  wordLangLink();
+  langLink.addEventListener('click', () => setLang(otherLang()));
+
+  // Another language: the same screen, worded again (the rule, the labels, a shown error).
+  onLangChange(() => {
+    wordLangLink();
+    rule.textContent = t('auth.name_rule');
+    const again = shownError;
+    setMode(mode);
+    if (again && !root.hidden) showError(again);
+  });
+
   return {
     show(m) {
+      // Already shown in that mode (a route again, e.g. after a language change): as it is.
+      if (!root.hidden && (m === 'signup' ? 'signup' : 'login') === mode) return;
       setMode(m);
       root.hidden = false;
       username.focus();

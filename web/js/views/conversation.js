@@ -12,10 +12,11 @@
 // arrived meanwhile.
 import { avatar, h, safeUrl, withPresence } from '../dom.js';
 import { clock, dividerTime, presenceText, systemText } from '../format.js';
+import { t } from '../i18n.js';
 import { messageKey, systemData } from '../store.js';
 
 const DIVIDER_GAP_MS = 5 * 60 * 1000;
-const STATE_LABEL = { sending: 'Sending…', sent: 'Sent', read: 'Read', failed: 'Failed' };
+const STATE_LABEL = { sending: 'conv.state_sending', sent: 'conv.state_sent', read: 'conv.state_read', failed: 'conv.state_failed' };
 
 function svgIcon(d) {
   const ns = 'http://www.w3.org/2000/svg';
@@ -102,7 +103,7 @@ export class ConversationView {
       e.preventDefault();
       const url = els.imageUrl.value.trim();
       if (!safeUrl(url)) {
-        els.imageError.textContent = 'Give the address of a picture: http://… or https://…';
+        els.imageError.textContent = t('conv.image_bad_url');
         els.imageError.hidden = false;
         return;
       }
@@ -139,8 +140,8 @@ export class ConversationView {
     this.jump.hidden = !show;
     this.jumpCount.hidden = n === 0;
     this.jumpCount.textContent = n > 99 ? '99+' : String(n);
-    this.jump.setAttribute('aria-label', n ? `Jump to the newest message, ${n} new` : 'Jump to the newest message');
-    this.jump.title = 'Newest message';
+    this.jump.setAttribute('aria-label', n ? t('conv.jump_count', { count: n }) : t('conv.jump'));
+    this.jump.title = t('conv.jump_title');
   }
 
   /** Send is off while the box holds nothing but white space. */
@@ -241,15 +242,15 @@ export class ConversationView {
       const item = this.store.item(this.peer) || {};
       const g = this.store.groups.get(-this.peer);
       const n = (g && Number(g.member_count)) || item.member_count || 0;
-      sub = item.dissolved ? 'Dissolved' : item.left ? 'You are not a member' : n ? `${n} member${n === 1 ? '' : 's'}` : '';
+      sub = item.dissolved ? t('conv.dissolved') : item.left ? t('conv.not_member') : n ? t('conv.members', { count: n }) : '';
       const closed = !!(item.dissolved || item.left);
       els.composer.hidden = closed;
       if (closed) els.imageForm.hidden = true;
       els.notice.hidden = !closed;
       els.notice.textContent = item.dissolved
-        ? 'This group was dissolved. You can still read it.'
+        ? t('conv.notice_dissolved')
         : item.left
-          ? 'You are no longer a member of this group. You can still read what was said while you were.'
+          ? t('conv.notice_left')
           : '';
     } else {
       const p = this.store.presenceOf(this.peer);
@@ -260,14 +261,14 @@ export class ConversationView {
     }
     if (els.historyState.dataset.state === 'complete') this.setHistoryState('complete'); // the name may have changed
     els.sub.textContent = sub;
-    els.sub.dataset.online = String(!this.group && sub === 'online');
+    els.sub.dataset.online = String(!this.group && sub === t('presence.online'));
     els.sub.hidden = !sub || els.root.classList.contains('peer-typing');
   }
 
   /** text: what to show ("typing…", "alice is typing…"), or false/'' for nothing. */
   setTyping(text) {
     const on = !!text;
-    this.els.status.textContent = on ? (text === true ? 'typing…' : text) : '';
+    this.els.status.textContent = on ? (text === true ? t('typing.peer') : text) : '';
     this.els.status.hidden = !on;
     this.els.root.classList.toggle('peer-typing', on);
     this.els.sub.hidden = on || !this.els.sub.textContent;
@@ -277,13 +278,13 @@ export class ConversationView {
   setHistoryState(state) {
     const el = this.els.historyState;
     el.dataset.state = state;
-    if (state === 'loading') el.textContent = 'Loading earlier messages…';
+    if (state === 'loading') el.textContent = t('conv.loading');
     else if (state === 'complete') {
       const u = this.peer !== null && this.store ? this.store.user(this.peer) : null;
       if (!u) el.textContent = '';
-      else if (this.group) el.textContent = `This is the beginning of ${u.username}.`;
-      else el.textContent = `This is the beginning of your conversation with ${u.username}.`;
-    } else if (state === 'error') el.textContent = 'Could not load earlier messages. Scroll up to try again.';
+      else if (this.group) el.textContent = t('conv.begin_group', { name: u.username });
+      else el.textContent = t('conv.begin_peer', { name: u.username });
+    } else if (state === 'error') el.textContent = t('conv.load_error');
     else el.textContent = '';
   }
 
@@ -324,8 +325,8 @@ export class ConversationView {
       const mine = m.from_id === uid && !system;
       const state = mine ? (m.id ? (m.id <= receipt ? 'read' : 'sent') : m.state) : '';
       const divider = !prev || m.time - prev.time > DIVIDER_GAP_MS || !sameDay(m.time, prev.time) ? dividerTime(m.time) : '';
-      const sender = group && !mine && !system ? this.store.users[m.from_id] || { id: m.from_id, username: m.from_username || `User ${m.from_id}`, userpic: m.from_userpic } : null;
-      const author = system || sender ? '' : mine ? 'You' : this.store.user(this.peer).username; // for screen readers
+      const sender = group && !mine && !system ? this.store.users[m.from_id] || { id: m.from_id, username: m.from_username || t('user.fallback', { id: m.from_id }), userpic: m.from_userpic } : null;
+      const author = system || sender ? '' : mine ? t('conv.you') : this.store.user(this.peer).username; // for screen readers
       const unread = key === unreadKey ? this.unreadMark.count : 0;
       const sig = `${m.id}|${state}|${m.error || ''}|${divider}|${clock(m.time)}|${sender ? `${sender.username}\u0000${sender.userpic}` : ''}|${author}|${unread}`;
       let row = this.rows.get(key);
@@ -340,7 +341,7 @@ export class ConversationView {
         row._sig = sig;
         if (system) this.fillSystemRow(row, m, divider);
         else this.fillRow(row, m, mine, state, divider, sender, author);
-        if (unread) row.prepend(h('div', { class: 'unread-divider', text: `${unread} unread message${unread === 1 ? '' : 's'}` }));
+        if (unread) row.prepend(h('div', { class: 'unread-divider', text: t('conv.unread_divider', { count: unread }) }));
       }
       wanted.push(row);
       prev = m;
@@ -380,11 +381,11 @@ export class ConversationView {
     if (m.type === 'image') {
       const url = safeUrl(m.data);
       if (url) {
-        const img = h('img', { src: url, alt: 'Image', loading: 'lazy', referrerpolicy: 'no-referrer' });
+        const img = h('img', { src: url, alt: t('conv.image'), loading: 'lazy', referrerpolicy: 'no-referrer' });
         img.addEventListener('load', () => {
           if (this.stick) this.els.scroller.scrollTop = this.els.scroller.scrollHeight;
         });
-        img.addEventListener('error', () => img.replaceWith(h('span', { class: 'img-broken', text: 'Image not available' })));
+        img.addEventListener('error', () => img.replaceWith(h('span', { class: 'img-broken', text: t('conv.image_broken') })));
         return h('div', { class: 'bubble image' }, h('a', { href: url, target: '_blank', rel: 'noopener noreferrer' }, img));
       }
     }
@@ -410,10 +411,10 @@ export class ConversationView {
     if (mine) row.dataset.state = state;
     const meta = h('div', { class: 'meta' }, h('time', { datetime: new Date(m.time || 0).toISOString(), text: clock(m.time) }));
     if (mine) {
-      meta.append(h('span', { class: `state state-${state}`, text: STATE_LABEL[state] || '' }));
+      meta.append(h('span', { class: `state state-${state}`, text: STATE_LABEL[state] ? t(STATE_LABEL[state]) : '' }));
       if (state === 'failed') {
         if (m.error) meta.append(h('span', { class: 'state-error', text: m.error }));
-        meta.append(h('button', { type: 'button', class: 'retry', text: 'Retry', onclick: () => this.actions.retry(this.peer, m.client_msg_id) }));
+        meta.append(h('button', { type: 'button', class: 'retry', text: t('conv.retry'), onclick: () => this.actions.retry(this.peer, m.client_msg_id) }));
       }
     }
     if (sender) {
@@ -424,6 +425,6 @@ export class ConversationView {
       );
       return;
     }
-    row.replaceChildren(divider ? h('div', { class: 'divider', text: divider }) : '', author ? h('span', { class: 'sr-only', text: `${author}:` }) : '', row._bubble, meta);
+    row.replaceChildren(divider ? h('div', { class: 'divider', text: divider }) : '', author ? h('span', { class: 'sr-only', text: t('conv.author', { name: author }) }) : '', row._bubble, meta);
   }
 }

@@ -5,9 +5,10 @@
 // "Groups"). Every name goes into the page as text.
 import { api } from '../api.js';
 import { avatar, h, withPresence } from '../dom.js';
+import { errText, onLangChange, t } from '../i18n.js';
 
 const bytes = (s) => new TextEncoder().encode(s).length;
-const ROLE_LABEL = { owner: 'Owner', admin: 'Admin', member: '' };
+const ROLE_LABEL = { owner: 'group.role_owner', admin: 'group.role_admin', member: '' };
 
 /** A debounced /user/search into a list of users, each with one button. */
 function searchBox(input, results, hint, button) {
@@ -26,13 +27,13 @@ function searchBox(input, results, hint, button) {
       users = await api.search(q);
     } catch (e) {
       if (mine === seq) {
-        hint.textContent = e.message;
+        hint.textContent = errText(e);
         hint.hidden = false;
       }
       return;
     }
     if (mine !== seq) return;
-    hint.textContent = users.length ? '' : `No one is called “${q}”.`;
+    hint.textContent = users.length ? '' : t('find.none', { q });
     hint.hidden = !!users.length;
     results.replaceChildren(
       ...users.map((u) => h('li', { class: 'user-item', dataset: { user: u.id } }, avatar(u, 'sm'), h('span', { class: 'user-name', text: u.username }), button(u))),
@@ -49,6 +50,7 @@ function searchBox(input, results, hint, button) {
       run();
     }
   });
+  onLangChange(() => input.value.trim() && run());
   return {
     rerun: run,
     reset() {
@@ -79,7 +81,7 @@ export function setupNewGroup(dialog, { create, me }) {
   const renderPicked = () => {
     picked.replaceChildren(
       ...[...chosen.values()].map((u) =>
-        h('li', { class: 'chip', dataset: { user: u.id } }, h('span', { text: u.username }), h('button', { type: 'button', class: 'chip-x', 'aria-label': `Remove ${u.username}`, text: '×', onclick: () => toggle(u) })),
+        h('li', { class: 'chip', dataset: { user: u.id } }, h('span', { text: u.username }), h('button', { type: 'button', class: 'chip-x', 'aria-label': t('group.remove_chip', { name: u.username }), text: '×', onclick: () => toggle(u) })),
       ),
     );
     picked.hidden = chosen.size === 0;
@@ -91,17 +93,17 @@ export function setupNewGroup(dialog, { create, me }) {
     renderPicked();
   };
   const search = searchBox($('#group-q'), $('#group-results'), $('#group-hint'), (u) => {
-    if (u.id === me()) return h('span', { class: 'user-action', text: 'You' });
+    if (u.id === me()) return h('span', { class: 'user-action', text: t('group.you') });
     const on = chosen.has(u.id);
-    return h('button', { type: 'button', class: `pick${on ? ' on' : ''}`, 'aria-pressed': String(on), text: on ? 'Added' : 'Add', onclick: () => toggle(u) });
+    return h('button', { type: 'button', class: `pick${on ? ' on' : ''}`, 'aria-pressed': String(on), text: on ? t('group.added') : t('group.add'), onclick: () => toggle(u) });
   });
   let busy = false;
   dialog.querySelector('form').addEventListener('submit', async (e) => {
     e.preventDefault();
     if (busy) return;
     const n = name.value.trim();
-    if (!n || bytes(n) > 64) return showError('Give the group a name of 1 to 64 bytes.');
-    if (/[\u0000-\u001f\u007f]/.test(n)) return showError('The name cannot hold control characters.');
+    if (!n || bytes(n) > 64) return showError(t('group.name_length'));
+    if (/[\u0000-\u001f\u007f]/.test(n)) return showError(t('group.name_control'));
     busy = true;
     submit.disabled = true;
     showError('');
@@ -109,7 +111,7 @@ export function setupNewGroup(dialog, { create, me }) {
       await create(n, [...chosen.keys()]);
       dialog.close();
     } catch (err) {
-      showError(err.message);
+      showError(errText(err));
     } finally {
       busy = false;
       submit.disabled = false;
@@ -142,15 +144,15 @@ export function setupMembers(panel, actions) {
       await fn(...args);
     } catch (e) {
       const err = $('#members-error');
-      err.textContent = e.message;
+      err.textContent = errText(e);
       err.hidden = false;
     }
   };
   const search = searchBox($('#members-q'), $('#members-results'), $('#members-hint'), (u) => {
     const g = state.store && state.store.groups.get(-state.key);
     const member = g && g.members.some((m) => Number(m.userid) === u.id);
-    if (member) return h('span', { class: 'user-action', text: 'Member' });
-    return h('button', { type: 'button', class: 'pick', text: 'Add', onclick: () => run(actions.add, [u.id]).then(() => search.reset()) });
+    if (member) return h('span', { class: 'user-action', text: t('group.member') });
+    return h('button', { type: 'button', class: 'pick', text: t('group.add'), onclick: () => run(actions.add, [u.id]).then(() => search.reset()) });
   });
   $('#group-rename-form').addEventListener('submit', (e) => {
     e.preventDefault();
@@ -159,10 +161,10 @@ export function setupMembers(panel, actions) {
   });
   $('#group-mute').addEventListener('change', (e) => run(actions.mute, e.target.checked));
   $('#group-leave').addEventListener('click', () => {
-    if (confirm('Leave this group?')) run(actions.leave);
+    if (confirm(t('group.leave_confirm'))) run(actions.leave);
   });
   $('#group-dissolve').addEventListener('click', () => {
-    if (confirm('Dissolve this group for everyone?')) run(actions.dissolve);
+    if (confirm(t('group.dissolve_confirm'))) run(actions.dissolve);
   });
   $('#members-close').addEventListener('click', () => view.hide());
 
@@ -203,7 +205,7 @@ export function setupMembers(panel, actions) {
       $('#group-leave').hidden = !active;
       $('#group-dissolve').hidden = !(active && role === 'owner');
       const members = (g && g.members) || [];
-      $('#members-count').textContent = members.length ? `${members.length} member${members.length === 1 ? '' : 's'}` : '';
+      $('#members-count').textContent = members.length ? t('conv.members', { count: members.length }) : '';
       $('#members-list').replaceChildren(
         ...members.map((m) => {
           const id = Number(m.userid);
@@ -215,29 +217,30 @@ export function setupMembers(panel, actions) {
             const canRemove = role === 'owner' || (role === 'admin' && m.role === 'member');
             if (role === 'owner' && m.role !== 'owner') {
               const next = m.role === 'admin' ? 'member' : 'admin';
-              buttons.push(h('button', { type: 'button', class: 'member-role', text: next === 'admin' ? 'Make admin' : 'Make member', onclick: () => run(actions.role, id, next) }));
+              buttons.push(h('button', { type: 'button', class: 'member-role', text: t(next === 'admin' ? 'group.make_admin' : 'group.make_member'), onclick: () => run(actions.role, id, next) }));
               buttons.push(
                 h('button', {
                   type: 'button',
                   class: 'member-owner',
-                  text: 'Make owner',
-                  onclick: () => confirm(`Hand the group over to ${m.username}?`) && run(actions.role, id, 'owner'),
+                  text: t('group.make_owner'),
+                  onclick: () => confirm(t('group.owner_confirm', { name: m.username })) && run(actions.role, id, 'owner'),
                 }),
               );
             }
-            if (canRemove && m.role !== 'owner') buttons.push(h('button', { type: 'button', class: 'member-remove danger', text: 'Remove', onclick: () => run(actions.remove, id) }));
+            if (canRemove && m.role !== 'owner') buttons.push(h('button', { type: 'button', class: 'member-remove danger', text: t('group.remove'), onclick: () => run(actions.remove, id) }));
           }
           return h(
             'li',
             { class: 'member', dataset: { user: id, role: m.role, online: String(!!(p && p.online)) } },
             withPresence(avatar(u, 'sm'), !!(p && p.online)),
-            h('span', { class: 'member-main' }, h('span', { class: 'member-name', text: me ? `${m.username} (you)` : m.username }), ROLE_LABEL[m.role] ? h('span', { class: 'member-role-label', text: ROLE_LABEL[m.role] }) : null),
+            h('span', { class: 'member-main' }, h('span', { class: 'member-name', text: me ? t('group.me', { name: m.username }) : m.username }), ROLE_LABEL[m.role] ? h('span', { class: 'member-role-label', text: t(ROLE_LABEL[m.role]) }) : null),
             buttons.length ? h('span', { class: 'member-actions' }, buttons) : null,
           );
         }),
       );
-      if (!active) $('#members-count').textContent = item.dissolved ? 'This group was dissolved.' : 'You are no longer a member.';
+      if (!active) $('#members-count').textContent = item.dissolved ? t('group.was_dissolved') : t('group.no_longer');
     },
   };
+  onLangChange(() => view.render());
   return view;
 }

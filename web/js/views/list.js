@@ -4,6 +4,7 @@
 // muted group shows a muted icon (its count stays on the item, not in the badge).
 import { avatar, h, withPresence } from '../dom.js';
 import { badgeText, listTime, preview, systemText } from '../format.js';
+import { t } from '../i18n.js';
 import { systemData } from '../store.js';
 
 const MUTED_ICON = 'M11 5L6 9H3v6h3l5 4zM22 9l-6 6M16 9l6 6';
@@ -13,7 +14,7 @@ function mutedIcon() {
   const svg = document.createElementNS(ns, 'svg');
   svg.setAttribute('viewBox', '0 0 24 24');
   svg.setAttribute('class', 'muted-icon');
-  svg.setAttribute('aria-label', 'muted');
+  svg.setAttribute('aria-label', t('list.muted'));
   svg.setAttribute('role', 'img');
   const path = document.createElementNS(ns, 'path');
   path.setAttribute('d', MUTED_ICON);
@@ -27,9 +28,9 @@ export function itemPreview(store, item) {
     return systemText(systemData(item), item.from_id === store.uid ? store.me.username : item.from_username, (id) => store.user(id).username);
   }
   const text = preview(item.type, item.data);
-  if (store.pendingState(item) === 'failed') return `Failed: ${text}`;
-  if (item.from_me) return `You: ${text}`;
-  if (item.chat_type === 'group' && item.from_username) return `${item.from_username}: ${text}`;
+  if (store.pendingState(item) === 'failed') return t('preview.failed', { text });
+  if (item.from_me) return t('preview.mine', { text });
+  if (item.chat_type === 'group' && item.from_username) return t('preview.sender', { name: item.from_username, text });
   return text;
 }
 
@@ -77,7 +78,7 @@ export function renderList(ul, store, { current = null, typing = new Map() } = {
           { class: 'chat-bottom' },
           h('span', { class: `chat-preview${typingText ? ' typing' : ''}${item.type === 'system' && !typingText ? ' system' : ''}${failed ? ' failed' : ''}`, text }),
           item.noreadnum > 0
-            ? h('span', { class: `unread${item.muted ? ' muted' : ''}`, 'aria-label': `${item.noreadnum} unread`, text: badgeText(item.noreadnum) })
+            ? h('span', { class: `unread${item.muted ? ' muted' : ''}`, 'aria-label': t('badge.unread', { count: item.noreadnum }), text: badgeText(item.noreadnum) })
             : null,
         ),
       ),

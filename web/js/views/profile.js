@@ -4,8 +4,10 @@
 // password: the current one, the new one twice; on success the server signs
 // every other session of the user out (their sockets get "password_changed"
 // and the page there lands on the sign-in screen) and this one goes on.
+// The language: 简体中文 or English (i18n.js), switched here without a reload.
 import { api, uploadMedia } from '../api.js';
 import { h } from '../dom.js';
+import { LANGS, errText, lang, onLangChange, setLang, t } from '../i18n.js';
 
 const PASSWORD_MIN = 6; // the server's sign-up rules (docs/API.md)
 const PASSWORD_MAX = 128;
@@ -15,10 +17,9 @@ const bytes = (s) => new TextEncoder().encode(s).length;
 
 /** The words for a failed password change, by the server's code. */
 function passwordError(e) {
-  if (e.code === 'bad_credentials') return 'The current password is wrong.';
-  if (e.code === 'rate_limited') return 'Too many attempts. Wait a minute and try again.';
-  if (e.code === 'no_password') return 'This account signs in through its site and has no password here.';
-  return e.message || 'The password could not be changed.';
+  if (e.code === 'bad_credentials') return t('profile.wrong_password');
+  if (e.code === 'rate_limited') return t('profile.rate_limited');
+  return errText(e, 'profile.failed');
 }
 
 /**
@@ -33,9 +34,9 @@ function passwordError(e) {
 export function setupProfile(root, { user, clientId, changed }) {
   // ---- picture ----
   const file = h('input', { id: 'me-pic-file', type: 'file', accept: ACCEPT, hidden: true });
-  const pick = h('button', { id: 'me-pic-change', type: 'button', class: 'primary', text: 'Change picture' });
-  const remove = h('button', { id: 'me-pic-remove', type: 'button', text: 'Remove picture', hidden: true });
-  const progress = h('progress', { id: 'me-pic-progress', class: 'profile-progress', max: '1', value: '0', 'aria-label': 'Upload progress', hidden: true });
+  const pick = h('button', { id: 'me-pic-change', type: 'button', class: 'primary' });
+  const remove = h('button', { id: 'me-pic-remove', type: 'button', hidden: true });
+  const progress = h('progress', { id: 'me-pic-progress', class: 'profile-progress', max: '1', value: '0', hidden: true });
   const picError = h('p', { id: 'me-pic-error', class: 'form-error', role: 'alert', hidden: true });
   let busy = false;
 
@@ -70,7 +71,7 @@ export function setupProfile(root, { user, clientId, changed }) {
       const media = await uploadMedia(f, { onProgress: (x) => (progress.value = x) });
       await setPicture(media.url);
     } catch (e) {
-      showPicError(e.message || 'The picture could not be uploaded.');
+      showPicError(errText(e, 'profile.upload_failed'));
     } finally {
       progress.hidden = true;
       picBusy(false);
@@ -83,7 +84,7 @@ export function setupProfile(root, { user, clientId, changed }) {
     try {
       await setPicture('');
     } catch (e) {
-      showPicError(e.message || 'The picture could not be removed.');
+      showPicError(errText(e, 'profile.remove_failed'));
     } finally {
       picBusy(false);
     }
@@ -94,21 +95,21 @@ export function setupProfile(root, { user, clientId, changed }) {
     h(
       'label',
       { class: 'field' },
-      h('span', { text: label }),
+      h('span', { 'data-i18n': label, text: t(label) }),
       h('input', { id, type: 'password', autocomplete, maxlength: String(PASSWORD_MAX), required: true }),
     );
   const pwError = h('p', { id: 'me-pw-error', class: 'form-error', role: 'alert', hidden: true });
   const pwDone = h('p', { id: 'me-pw-done', class: 'hint', role: 'status', hidden: true });
-  const submit = h('button', { type: 'submit', class: 'primary wide', text: 'Change password' });
+  const submit = h('button', { type: 'submit', class: 'primary wide' });
   const form = h(
     'form',
     { id: 'me-pw-form', class: 'profile-password', novalidate: true },
-    h('h2', { class: 'profile-title', text: 'Password' }),
+    h('h2', { class: 'profile-title', 'data-i18n': 'profile.password', text: t('profile.password') }),
     // a hidden username field lets password managers file the new password under the right account
     h('input', { id: 'me-pw-user', type: 'text', autocomplete: 'username', hidden: true, 'aria-hidden': 'true', tabindex: '-1' }),
-    field('me-pw-old', 'Current password', 'current-password'),
-    field('me-pw-new', 'New password', 'new-password'),
-    field('me-pw-confirm', 'New password again', 'new-password'),
+    field('me-pw-old', 'profile.old', 'current-password'),
+    field('me-pw-new', 'profile.new', 'new-password'),
+    field('me-pw-confirm', 'profile.again', 'new-password'),
     pwError,
     pwDone,
     submit,
@@ -128,18 +129,17 @@ export function setupProfile(root, { user, clientId, changed }) {
     const newPw = input('me-pw-new').value;
     const again = input('me-pw-confirm').value;
     pwDone.hidden = true;
-    if (!oldPw) return showPwError('Type your current password.');
+    if (!oldPw) return showPwError(t('profile.old_missing'));
     const n = bytes(newPw);
-    if (n < PASSWORD_MIN || n > PASSWORD_MAX) return showPwError(`The new password must be ${PASSWORD_MIN} to ${PASSWORD_MAX} characters long.`);
-    if (newPw !== again) return showPwError('The new passwords do not match.');
+    if (n < PASSWORD_MIN || n > PASSWORD_MAX) return showPwError(t('profile.new_length', { min: PASSWORD_MIN, max: PASSWORD_MAX }));
+    if (newPw !== again) return showPwError(t('profile.mismatch'));
     showPwError('');
     submit.disabled = true;
     try {
       const r = await api.password(oldPw, newPw);
       form.reset();
       const n = Number(r && r.tokens_deleted) || 0;
-      pwDone.textContent =
-        n > 0 ? `Password changed. ${n === 1 ? 'One other session was' : `${n} other sessions were`} signed out.` : 'Password changed.';
+      pwDone.textContent = n > 0 ? t('profile.done_signed_out', { count: n }) : t('profile.done');
       pwDone.hidden = false;
     } catch (e) {
       showPwError(passwordError(e));
@@ -148,17 +148,51 @@ export function setupProfile(root, { user, clientId, changed }) {
     }
   });
 
+  // ---- language ----
+  // Two buttons (the current one pressed), each language named in itself.
+  const langButtons = Object.keys(LANGS).map((code) =>
+    h('button', { type: 'button', lang: code, dataset: { lang: code }, text: t(`lang.${code}`), onclick: () => setLang(code) }),
+  );
+  const langBox = h(
+    'div',
+    { class: 'profile-language' },
+    h('h2', { id: 'me-lang-title', class: 'profile-title', 'data-i18n': 'lang.label', text: t('lang.label') }),
+    h('div', { id: 'me-lang', class: 'profile-actions', role: 'group', 'aria-labelledby': 'me-lang-title' }, langButtons),
+  );
+
   root.replaceChildren(
+    langBox,
     h(
       'div',
       { class: 'profile-picture' },
-      h('h2', { class: 'profile-title', text: 'Picture' }),
+      h('h2', { class: 'profile-title', 'data-i18n': 'profile.picture', text: t('profile.picture') }),
       h('div', { class: 'profile-actions' }, pick, remove, file),
       progress,
       picError,
     ),
     form,
   );
+
+  /** The words that are not data-i18n (those i18n.js words itself). */
+  function words() {
+    pick.textContent = t('profile.change_picture');
+    remove.textContent = t('profile.remove_picture');
+    progress.setAttribute('aria-label', t('profile.progress'));
+    submit.textContent = t('profile.change_password');
+    for (const b of langButtons) {
+      const on = b.dataset.lang === lang();
+      b.className = on ? 'primary' : '';
+      b.setAttribute('aria-pressed', String(on));
+    }
+  }
+  words();
+  onLangChange(() => {
+    words();
+    // A shown error or result is in the old language: gone (the next try words it anew).
+    showPwError('');
+    pwDone.hidden = true;
+    showPicError('');
+  });
 
   function render() {
     const u = user();

@@ -1,6 +1,7 @@
 // views/search.js: find a user by name to start a chat.
 import { api } from '../api.js';
 import { avatar, h } from '../dom.js';
+import { errText, onLangChange, t } from '../i18n.js';
 
 /**
  * @param {object} o
@@ -21,15 +22,15 @@ export function setupSearch({ input, results, hint }, getStore) {
     const mine = ++seq;
     if (!q) {
       results.replaceChildren();
-      showHint('Type a name to find people to chat with.');
+      showHint(t('find.hint'));
       return;
     }
-    showHint('Searching…');
+    showHint(t('find.searching'));
     let users;
     try {
       users = await api.search(q);
     } catch (e) {
-      if (mine === seq) showHint(e.message);
+      if (mine === seq) showHint(errText(e));
       return;
     }
     if (mine !== seq) return;
@@ -40,11 +41,11 @@ export function setupSearch({ input, results, hint }, getStore) {
         return h(
           'li',
           { class: 'user-item', dataset: { user: u.id } },
-          h('a', { class: 'user-link', href: `#/chat/${u.id}` }, avatar(u), h('span', { class: 'user-name', text: u.username }), h('span', { class: 'user-action', text: 'Message' })),
+          h('a', { class: 'user-link', href: `#/chat/${u.id}` }, avatar(u), h('span', { class: 'user-name', text: u.username }), h('span', { class: 'user-action', text: t('find.message') })),
         );
       }),
     );
-    showHint(users.length ? '' : `No one is called “${q}”.`);
+    showHint(users.length ? '' : t('find.none', { q }));
   };
   input.addEventListener('input', () => {
     clearTimeout(timer);
@@ -55,11 +56,12 @@ export function setupSearch({ input, results, hint }, getStore) {
     clearTimeout(timer);
     run();
   });
+  onLangChange(() => run()); // the hint and the results' buttons in the new language
   return {
     reset() {
       input.value = '';
       results.replaceChildren();
-      showHint('Type a name to find people to chat with.');
+      showHint(t('find.hint'));
     },
     focus() {
       input.focus();
