@@ -15,8 +15,9 @@ build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libja
 # postgresql-15: the server the PostgreSQL tests start (scripts/postgres.sh);
 # redis-server and haproxy: the cluster tests (scripts/redis.sh, scripts/cluster.sh)
 # openssl: the TLS tests make a throw-away CA with the CLI
+# fonts-wqy-microhei: Chinese glyphs for the browser tests' screenshots of the Chinese UI
 test_pkgs=(libcmocka-dev clang libclang-rt-14-dev chromium curl postgresql-15 redis-server haproxy php8.2-cli
-           openssl)
+           openssl fonts-wqy-microhei)
 
 missing=()
 is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

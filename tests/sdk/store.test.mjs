@@ -103,6 +103,15 @@ test('an older web client\'s chatlastid key is dropped; a broken cache is ignore
   assert.deepEqual(s.cursors, { 9: 3 });
 });
 
+test('names for users and groups not known yet can be given', () => {
+  const s = new ChatStore(ME, { storage: memoryStorage() });
+  assert.equal(s.user(42).username, 'User 42');
+  assert.equal(s.user(-7).username, 'Group 7');
+  const zh = new ChatStore(ME, { storage: memoryStorage(), names: { user: (id) => `用户 ${id}`, group: (id) => `群 ${id}` } });
+  assert.equal(zh.user(42).username, '用户 42');
+  assert.equal(zh.user(-7).username, '群 7');
+});
+
 test('backoff: equal jitter, doubling to the cap; conversation keys', () => {
   assert.equal(backoffDelay(0, 500, 15000, () => 0), 250);
   assert.equal(backoffDelay(0, 500, 15000, () => 1), 500);

@@ -381,7 +381,8 @@ export const messageMethods = {
   },
 
   markFailed(key, cmid, err, retryable) {
-    const m = this.store.updatePending(key, cmid, { state: 'failed', error: err.message, code: err.code, retryable });
+    const error = this.o.errorText ? String(this.o.errorText(err)) : err.message;
+    const m = this.store.updatePending(key, cmid, { state: 'failed', error, code: err.code, retryable });
     this.settle(cmid, null, err);
     if (m) this.emit('failed', m, key, err);
   },

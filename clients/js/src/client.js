@@ -62,6 +62,10 @@ const SESSION_ENDED_CODES = new Set(['password_changed', 'revoked', 'account_dis
  * @property {number} [sendTimeoutMs]  an unacknowledged message fails after this (15000)
  * @property {number} [requestTimeoutMs]  (15000)
  * @property {number} [detailCap]  messages kept per conversation in storage (300)
+ * @property {{user?: (id: number) => string, group?: (id: number) => string}} [names]
+ *   what to call a user or group whose name is not known yet (default "User 5", "Group 7")
+ * @property {(err: ChatError) => string} [errorText]  how a failed message's `error` is worded
+ *   (default: the ChatError's message; the code is kept beside it as `code`)
  * @property {Partial<typeof import('./connection.js').DEFAULT_TIMING>} [timing]  backoff and ping timing
  */
 
@@ -167,7 +171,7 @@ export class ChatClient extends Emitter {
 
   openStore() {
     const user = this.session.user;
-    this.store = new ChatStore(user, { storage: this.adapter.storage, keys: this.o.keys, detailCap: this.o.detailCap });
+    this.store = new ChatStore(user, { storage: this.adapter.storage, keys: this.o.keys, detailCap: this.o.detailCap, names: this.o.names });
     this.store.on((what, arg) => {
       if (what === 'total') {
         this.badge(arg);

@@ -97,6 +97,7 @@ function cleanMessage(m) {
     if (!out.client_msg_id) return null;
     out.state = m.state === 'failed' ? 'failed' : 'sending';
     if (typeof m.error === 'string') out.error = m.error;
+    if (typeof m.code === 'string' && m.code) out.code = m.code;
     out.retryable = m.retryable !== false;
   }
   return out;
@@ -206,14 +207,17 @@ export function memoryStorage() {
 export class ChatStore {
   /**
    * @param {{id: number, username: string, userpic?: string}} user  the signed-in user
-   * @param {{storage?: KeyValueStorage, keys?: Partial<import('./keys.js').StorageKeys>, detailCap?: number}} [o]
+   * @param {{storage?: KeyValueStorage, keys?: Partial<import('./keys.js').StorageKeys>, detailCap?: number,
+   *          names?: {user?: (id: number) => string, group?: (id: number) => string}}} [o]
+   *   names: what to call a user or group whose name is not known yet ("User 5", "Group 7")
    */
-  constructor(user, { storage, keys, detailCap = DETAIL_CAP } = {}) {
+  constructor(user, { storage, keys, detailCap = DETAIL_CAP, names } = {}) {
     this.me = user;
     this.uid = user.id;
     this.storage = storage || memoryStorage();
     this.keys = { ...defaultKeys, ...(keys || {}) };
     this.detailCap = detailCap;
+    this.names = { user: (id) => `User ${id}`, group: (id) => `Group ${id}`, ...(names || {}) };
     this.detailPrefix = detailPrefix(this.keys, this.uid);
     const list = this.load(this.keys.chatlist(this.uid), []);
     this.list = Array.isArray(list) ? list.map(cleanItem).filter(Boolean) : [];
@@ -287,13 +291,13 @@ export class ChatStore {
     if (peer < 0) {
       const item = this.item(peer);
       const g = this.groups.get(-peer);
-      return { id: -peer, username: (g && g.name) || (item && item.username) || `Group ${-peer}`, userpic: (g && g.avatar) || (item && item.userpic) || '' };
+      return { id: -peer, username: (g && g.name) || (item && item.username) || this.names.group(-peer), userpic: (g && g.avatar) || (item && item.userpic) || '' };
     }
     const u = this.users[peer];
     if (u) return u;
     const item = this.item(peer);
     if (item && item.username) return { id: peer, username: item.username, userpic: item.userpic };
-    return { id: peer, username: `User ${peer}`, userpic: '' };
+    return { id: peer, username: this.names.user(peer), userpic: '' };
   }
 
   // ---- the chat list -----------------------------------------------------------

@@ -323,6 +323,12 @@ export function defineScenarios(makePlatform) {
     await assert.rejects(o.client.sendText(999999999, 'to nobody'), (e) => e instanceof ChatError && e.code === 'not_found' && e.op === 'send');
     const failed = o.client.messages(999999999).at(-1);
     assert.equal(failed.state, 'failed');
+    assert.equal(failed.code, 'not_found');
+    // The words of a failure are the app's to choose (errorText).
+    const worded = new ChatClient({ adapter: platform.device().adapter, session: { token: ora.token, user: ora.user }, errorText: (e) => `失败: ${e.code}` });
+    clients.push(worded);
+    await assert.rejects(worded.sendText(999999999, 'again'), (e) => e.code === 'not_found');
+    assert.equal(worded.messages(999999999).at(-1).error, '失败: not_found');
     await assert.rejects(o.client.sendText(ora.user.id + 1, 'x'.repeat(5000)), (e) => e.code === 'too_long');
     await assert.rejects(o.client.groupInfo(999999), (e) => e.code === 'not_found' && e.status === 404);
     // A server that cannot be reached.
