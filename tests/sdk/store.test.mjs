@@ -124,3 +124,20 @@ test('backoff: equal jitter, doubling to the cap; conversation keys', () => {
   assert.equal(conversationKey({ key: -9, userid: 1 }), -9);
   assert.equal(groupKey(7), -7);
 });
+
+test('client_msg_id: a UUID v4 with crypto.randomUUID, getRandomValues only, or no crypto at all', async () => {
+  const { randomId } = await import('../../clients/js/src/util.js');
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+  const saved = Object.getOwnPropertyDescriptor(globalThis, 'crypto');
+  const real = globalThis.crypto;
+  try {
+    for (const crypto of [real, { getRandomValues: (a) => real.getRandomValues(a) }, undefined]) {
+      Object.defineProperty(globalThis, 'crypto', { value: crypto, configurable: true });
+      const ids = new Set(Array.from({ length: 50 }, () => randomId()));
+      assert.equal(ids.size, 50);
+      for (const id of ids) assert.match(id, UUID);
+    }
+  } finally {
+    Object.defineProperty(globalThis, 'crypto', saved);
+  }
+});

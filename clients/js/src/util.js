@@ -14,13 +14,27 @@ export const utf8Length = (s) => {
   return n;
 };
 
-/** A UUID v4 for client_msg_id (crypto.randomUUID where the platform has it). */
+/**
+ * A UUID v4 for client_msg_id: crypto.randomUUID where the platform has it (a browser page has
+ * it only in a secure context), else crypto.getRandomValues (any page), else Math.random (a
+ * mini-program without crypto: ids need to be unique per sender, not secret).
+ */
 export function randomId() {
   const c = globalThis.crypto;
-  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
-  let s = '';
-  for (let i = 0; i < 32; i++) s += Math.floor(Math.random() * 16).toString(16);
-  return `${s.slice(0, 8)}-${s.slice(8, 12)}-4${s.slice(13, 16)}-a${s.slice(17, 20)}-${s.slice(20)}`;
+  if (c && typeof c.randomUUID === 'function') {
+    try {
+      return c.randomUUID();
+    } catch {
+      /* not a secure context */
+    }
+  }
+  let b;
+  if (c && typeof c.getRandomValues === 'function') b = c.getRandomValues(new Uint8Array(16));
+  else b = Uint8Array.from({ length: 16 }, () => Math.floor(Math.random() * 256));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 /**
