@@ -105,6 +105,7 @@ export class ChatClient extends Emitter {
   /** Per-session state back to its start. */
   reset() {
     this.catchingUp = null; // messages pushed while catching up, or null
+    clearTimeout(this.gapTimer);
     this.gapTimer = 0;
     this.gapSyncing = false;
     this.gapRetries = 0;
@@ -116,7 +117,9 @@ export class ChatClient extends Emitter {
     this.typingNow = new Map(); // conversation key -> Map(user id -> timer)
     if (this.sendTimers) for (const t of this.sendTimers.values()) clearTimeout(t);
     this.sendTimers = new Map(); // client_msg_id -> timer
-    this.waiters = new Map(); // client_msg_id -> {resolve, reject}
+    // Sends still waiting for their ack end with the session (their messages stay pending in storage).
+    if (this.waiters) for (const w of this.waiters.values()) w.reject(new ChatError(CLIENT_CODES.CANCELLED, 'the session was closed'));
+    this.waiters = new Map(); // client_msg_id -> {resolve, reject, promise}
     if (this.readTimers) for (const t of this.readTimers.values()) clearTimeout(t);
     this.readTimers = new Map();
     this.listWaiters = new Set();
@@ -130,7 +133,7 @@ export class ChatClient extends Emitter {
   }
 
   get uid() {
-    return this.session ? this.session.user.id : 0;
+    return this.session && this.session.user ? this.session.user.id : 0;
   }
 
   get online() {

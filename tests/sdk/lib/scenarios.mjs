@@ -336,6 +336,17 @@ export function defineScenarios(makePlatform) {
     await assert.rejects(far.login('x', 'y'), (e) => e.code === 'network' && e.network === true);
   });
 
+  test('a send still waiting when the session closes is rejected (cancelled), not left hanging', async () => {
+    const una = await register(srv, uname('un'));
+    const u = await device(una);
+    u.client.conn.send = () => false; // the socket takes nothing,
+    u.client.api.send = () => new Promise(() => {}); // and HTTP never answers
+    const sending = u.client.sendText(una.user.id + 1, 'never answered');
+    await u.client.signOut({ remote: false, forget: false });
+    await assert.rejects(sending, (e) => e.code === 'cancelled');
+    assert.equal(u.client.uid, 0);
+  });
+
   test('sent while the socket is down: over HTTP, never twice', async () => {
     const pam = await register(srv, uname('pa'));
     const quin = await register(srv, uname('qu'));
