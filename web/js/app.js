@@ -5,9 +5,12 @@
 // bind_nonce), the catch-up after each (re)connect (/chat/list, /chat/unread,
 // POST /chat/sync with a seq cursor per conversation), the sync when a pushed
 // seq leaves a hole, sending with acks and retry, read, typing, presence,
-// groups, recall and delete-for-me, and the cache in localStorage under the
+// groups, recall and delete-for-me (a recall notice marks its message
+// recalled; the "deleted" push and the catch-up sync's deleted_after hide what
+// another device deleted for us), and the cache in localStorage under the
 // reference client's keys. This file keeps the session, the routes, the
-// connection banner, the badge and title, desktop notifications and the views.
+// connection banner, the badge and title, desktop notifications and the views
+// (views/menu.js's Recall and Delete call the client).
 import { client } from './chat.js';
 import { avatar, toast } from './dom.js';
 import { badgeText, preview, typingText } from './format.js';
