@@ -45,6 +45,10 @@ export const syncMethods = {
     let gap = false;
     for (const m of pushed) gap = s.noteSeq(peerOf(m, s.uid), m.seq) || gap;
     if (gap) this.scheduleGapSync();
+    // /chat/list and /chat/unread are two reads: a message stored between them is counted by one
+    // and not the other (then once more as the push it also was). Counts read now are right.
+    if (pushed.length) await this.refreshUnread();
+    if (s !== this.store) return;
     if (this.current !== null) {
       const item = s.item(this.current);
       if (item && item.noreadnum > 0) this.markRead(this.current);
