@@ -146,6 +146,7 @@ static void scrape_values(metrics_scrape *s)
         s->webhook_retried = ws.retried;
         s->webhook_failed = ws.failed;
         s->webhook_dropped = ws.dropped;
+        s->webhook_withdrawn = ws.withdrawn;
         s->webhook_pending = ws.pending;
     }
     metrics_read_process(s);

@@ -456,6 +456,7 @@ int chat_init(uv_loop_t *loop, const config *cfg)
     cluster_register("chat.bind", chat_remote_bind, NULL);
     cluster_register("chat.logout", chat_remote_logout, NULL);
     cluster_register("chat.user_changed", chat_remote_user_changed, NULL);
+    cluster_register("chat.recalled", chat_remote_recalled, NULL);
     cluster_register("chat.group_changed", chat_group_remote_changed, NULL);
     admin_init(loop, chat_store);
     if (pg)

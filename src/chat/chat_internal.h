@@ -160,6 +160,9 @@ void chat_do_search(chat_call *call);
 void chat_do_password(chat_call *call);
 void chat_do_profile(chat_call *call);
 json_t *chat_remote_user_changed(json_t *body, void *arg);
+/* "chat.recalled" {message_id} from the node that recalled it: this node's
+ * webhook events of the message are withdrawn. */
+json_t *chat_remote_recalled(json_t *body, void *arg);
 
 /* ---- chat_bind.c --------------------------------------------------------- */
 

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/webhook.h"
+#include "cluster/cluster.h"
 #include "store/store.h"
 
 #define DELETE_IDS_MAX 100 /* ids in one POST /chat/delete */
@@ -42,9 +44,19 @@ void chat_do_config(chat_call *call)
 
 /* ---- POST /chat/recall ---------------------------------------------------- */
 
+json_t *chat_remote_recalled(json_t *body, void *arg)
+{
+    (void)arg;
+    json_t *id = json_object_get(body, "message_id");
+    if (json_is_integer(id) && json_integer_value(id) > 0)
+        webhook_withdraw_message(json_integer_value(id));
+    return NULL;
+}
+
 /* The recalled message and its notice: the notice is pushed as a message
  * to both sides' devices (a group's: every member's), all but the calling
- * device, which gets the answer. Already recalled: notice null, no push. */
+ * device, which gets the answer. Already recalled (a retried recall): the
+ * stored notice, pushed again. */
 static void recall_done(store_req *r)
 {
     chat_call *call = r->ctx;
@@ -59,9 +71,20 @@ static void recall_done(store_req *r)
     char *text = json_is_object(notice) ? json_dumps(notice, JSON_COMPACT) : NULL;
     if (text && members)
         chat_push_to_members(text, members, call->uid, origin_id);
-    else if (text)
+    else if (text) {
         chat_push_message_text(text, json_integer_value(json_object_get(r->result, "peer_id")),
                                call->uid, origin_id);
+        /* queued webhook events stop carrying the text; the receiver hears */
+        webhook_message_recalled(message, notice);
+        /* the node that stored the message queued its event: every node
+         * drops what it holds of it */
+        if (webhook_enabled()) {
+            json_t *body = json_pack("{s:O}", "message_id", json_object_get(message, "id"));
+            if (body)
+                cluster_cast_all("chat.recalled", body);
+            json_decref(body);
+        }
+    }
     free(text);
     json_t *answer = json_pack("{s:O, s:O}", "message", message, "notice",
                                json_is_object(notice) ? notice : json_null());

@@ -32,6 +32,9 @@ typedef struct wh_event {
     struct wh_event *next; /* on the ready queue or the retry list */
     uint64_t due;          /* loop time (ms) a retry may start at */
     int attempts;          /* started so far */
+    int64_t message_id;    /* the message the event is about */
+    bool recall;           /* a "recall" event, else a "message" one */
+    bool withdrawn;        /* its message was recalled while in flight: no retry */
     char delivery[DELIVERY_ID_BYTES * 2 + 1];
     size_t body_len;
     char body[]; /* NUL-terminated */
@@ -120,6 +123,25 @@ char *webhook_event_json(const json_t *message, size_t preview_chars)
         json_object_set_new(ev, "preview", json_stringn(text, n));
         json_object_set_new(ev, "preview_truncated", json_boolean(n < len));
     }
+    char *body = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    return body;
+}
+
+char *webhook_recall_json(const json_t *message, const json_t *notice)
+{
+    json_t *id = json_object_get(message, "id");
+    json_t *to = json_object_get(message, "to_id");
+    json_t *from = json_object_get(message, "from_id");
+    json_t *time_ms = json_object_get(notice, "time");
+    if (!json_is_integer(id) || !json_is_integer(to) || !json_is_integer(from) ||
+        !json_is_integer(time_ms))
+        return NULL;
+    json_t *ev =
+        json_pack("{s:s, s:O, s:O, s:O, s:O, s:O}", "type", "recall", "recipient", to, "sender",
+                  from, "conversation", from, "message_id", id, "created_at", time_ms);
+    if (!ev)
+        return NULL;
     char *body = json_dumps(ev, JSON_COMPACT);
     json_decref(ev);
     return body;
@@ -232,7 +254,7 @@ static void schedule_retry(wh_event *ev)
         uv_timer_start(&wh.retry_timer, retry_timer_cb, ev->due - now, 0);
 }
 
-static void enqueue(char *body)
+static void enqueue(char *body, int64_t message_id, bool recall)
 {
     size_t len = strlen(body);
     if (wh.closed || wh.stopping) {
@@ -255,6 +277,8 @@ static void enqueue(char *body)
     unsigned char id[DELIVERY_ID_BYTES];
     randombytes_buf(id, sizeof(id));
     sodium_bin2hex(ev->delivery, sizeof(ev->delivery), id, sizeof(id));
+    ev->message_id = message_id;
+    ev->recall = recall;
     ev->body_len = len;
     memcpy(ev->body, body, len + 1);
     free(body);
@@ -290,7 +314,7 @@ static int request_setup(wh_slot *slot, wh_event *ev)
     snprintf(ts, sizeof(ts), "%lld", (long long)time(NULL));
     struct curl_slist *h = header(NULL, "Content-Type: %s", "application/json");
     if (h)
-        h = header(h, "X-Chatd-Event: %s", "message");
+        h = header(h, "X-Chatd-Event: %s", ev->recall ? "recall" : "message");
     if (h)
         h = header(h, "X-Chatd-Delivery: %s", ev->delivery);
     if (h)
@@ -339,6 +363,12 @@ static void slot_release(wh_slot *slot)
 /* The end of an attempt: delivered, retried later, or failed. */
 static void attempt_done(wh_event *ev, bool retryable, const char *why)
 {
+    if (ev->withdrawn) { /* recalled meanwhile: its text is not sent again */
+        wh.st.pending--;
+        wh.st.withdrawn++;
+        free(ev);
+        return;
+    }
     if (retryable && ev->attempts < WEBHOOK_ATTEMPTS) {
         schedule_retry(ev);
         return;
@@ -523,10 +553,21 @@ static bool part_says_online(json_t *part)
     return json_is_array(part) && json_is_true(json_array_get(part, 0));
 }
 
+/* An event waiting for the cluster's answer. */
+typedef struct {
+    char *body;
+    int64_t message_id;
+    bool recall;
+} wh_pending;
+
 static void ask_done(json_t *partials, bool complete, void *ctx)
 {
     (void)complete; /* a silent node may be a dead one: notify */
-    char *body = ctx;
+    wh_pending *pe = ctx;
+    char *body = pe->body;
+    int64_t message_id = pe->message_id;
+    bool recall = pe->recall;
+    free(pe);
     bool online = false;
     size_t i;
     json_t *part;
@@ -539,45 +580,143 @@ static void ask_done(json_t *partials, bool complete, void *ctx)
     if (online)
         free(body);
     else
-        enqueue(body);
+        enqueue(body, message_id, recall);
 }
 
 /* Asks the nodes holding uid whether a device of it is connected. Only the
  * nodes subscribed to chatd:u:<uid> get the question. */
-static void ask_cluster(const char *uid, size_t len, char *body)
+static void ask_cluster(const char *uid, size_t len, char *body, int64_t message_id, bool recall)
 {
     json_t *q = json_pack("{s:[s#]}", "uid", uid, (int)len);
-    cluster_call *cc = cluster_call_new("gw.is_uid_online", ask_done, body);
+    wh_pending *pe = malloc(sizeof(*pe));
+    cluster_call *cc = pe ? cluster_call_new("gw.is_uid_online", ask_done, pe) : NULL;
     if (!q || !cc || cluster_call_uid(cc, uid, len, q) < 0) {
         json_decref(q);
         if (cc)
             cluster_call_free(cc);
-        enqueue(body);
+        free(pe);
+        enqueue(body, message_id, recall);
         return;
     }
     json_decref(q);
-    if (cluster_call_start(cc, ASK_TIMEOUT_MS) < 0)
-        enqueue(body); /* the bus is down: other nodes got no push either */
+    *pe = (wh_pending){body, message_id, recall};
+    if (cluster_call_start(cc, ASK_TIMEOUT_MS) < 0) {
+        /* the bus is down: other nodes got no push either (cluster_call_start
+         * freed the call, not its context) */
+        free(pe);
+        enqueue(body, message_id, recall);
+    }
+}
+
+/* Queues body (an event about message_id) when user to has no connected
+ * device: here, then in the cluster. Takes body. */
+static void notify_offline(int64_t to, char *body, int64_t message_id, bool recall)
+{
+    char uid[24];
+    int n = snprintf(uid, sizeof(uid), "%lld", (long long)to);
+    if (registry_find_uid(uid, (size_t)n)) {
+        free(body); /* a device here got the push */
+        return;
+    }
+    if (cluster_enabled())
+        ask_cluster(uid, (size_t)n, body, message_id, recall);
+    else
+        enqueue(body, message_id, recall);
 }
 
 void webhook_message_stored(const json_t *message)
 {
     if (!wh.enabled || !json_is_integer(json_object_get(message, "to_id")))
         return; /* off, or a group message (no to_id): groups wake nobody */
+    if (json_is_true(json_object_get(message, "recalled")))
+        return; /* a retried send of a recalled message: nothing to announce */
+    int64_t to = json_integer_value(json_object_get(message, "to_id"));
     char uid[24];
-    int n = snprintf(uid, sizeof(uid), "%lld",
-                     (long long)json_integer_value(json_object_get(message, "to_id")));
+    int n = snprintf(uid, sizeof(uid), "%lld", (long long)to);
     if (registry_find_uid(uid, (size_t)n))
-        return; /* a device here got the push */
+        return; /* a device here got the push: no event built */
     char *body = webhook_event_json(message, (size_t)wh.cfg->webhook_preview);
     if (!body) {
         drop(NULL, "cannot build the event");
         return;
     }
-    if (cluster_enabled())
-        ask_cluster(uid, (size_t)n, body);
-    else
-        enqueue(body);
+    notify_offline(to, body, json_integer_value(json_object_get(message, "id")), false);
+}
+
+/* Takes the message events of message_id off the list at *head (the ready
+ * queue or the retry list): freed and counted as withdrawn. Returns how
+ * many of them had been attempted (their text may have reached the
+ * receiver); *found how many there were. */
+static int withdraw_from(wh_event **head, int64_t message_id, int *found)
+{
+    int attempted = 0;
+    for (wh_event **p = head; *p;) {
+        wh_event *ev = *p;
+        if (ev->recall || ev->message_id != message_id) {
+            p = &ev->next;
+            continue;
+        }
+        *p = ev->next;
+        if (head == &wh.ready_head && wh.ready_tail == ev) {
+            wh.ready_tail = NULL; /* the new tail: the last one left, if any */
+            for (wh_event *t = wh.ready_head; t; t = t->next)
+                wh.ready_tail = t;
+        }
+        (*found)++;
+        attempted += ev->attempts > 0;
+        wh.st.pending--;
+        wh.st.withdrawn++;
+        free(ev);
+    }
+    return attempted;
+}
+
+/* Withdraws this node's events of message id (queued, backing off, or in
+ * flight: never retried); *found and *attempted as withdraw_from. */
+static void withdraw(int64_t id, int *found, int *attempted)
+{
+    if (wh.closed)
+        return;
+    *attempted += withdraw_from(&wh.ready_head, id, found);
+    *attempted += withdraw_from(&wh.retry_head, id, found);
+    if (!wh.retry_head)
+        uv_timer_stop(&wh.retry_timer);
+    for (size_t i = 0; i < WEBHOOK_IN_FLIGHT; i++) {
+        wh_event *ev = wh.slots[i].ev;
+        if (ev && !ev->recall && ev->message_id == id) {
+            ev->withdrawn = true; /* may be delivered now, is never retried */
+            (*found)++;
+            (*attempted)++;
+        }
+    }
+}
+
+void webhook_withdraw_message(int64_t message_id)
+{
+    int found = 0, attempted = 0;
+    if (wh.enabled)
+        withdraw(message_id, &found, &attempted);
+}
+
+void webhook_message_recalled(const json_t *message, const json_t *notice)
+{
+    if (!wh.enabled || !json_is_integer(json_object_get(message, "to_id")))
+        return;
+    int64_t id = json_integer_value(json_object_get(message, "id"));
+    int found = 0, attempted = 0;
+    withdraw(id, &found, &attempted);
+    /* Withdrawn here before any attempt: the receiver never saw the
+     * message, so there is nothing to take back. Otherwise (attempted, or
+     * an event another node queued, or one delivered already) the
+     * receiver may show it: tell it. */
+    if (found > 0 && attempted == 0)
+        return;
+    char *body = webhook_recall_json(message, notice);
+    if (!body) {
+        drop(NULL, "cannot build the event");
+        return;
+    }
+    notify_offline(json_integer_value(json_object_get(message, "to_id")), body, id, true);
 }
 
 /* ---- start and stop ---------------------------------------------------- */
@@ -734,9 +873,9 @@ json_t *webhook_health(void)
 {
     if (!wh.enabled)
         return NULL;
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "queued", (json_int_t)wh.st.queued,
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "queued", (json_int_t)wh.st.queued,
                      "delivered", (json_int_t)wh.st.delivered, "retried", (json_int_t)wh.st.retried,
                      "failed", (json_int_t)wh.st.failed, "dropped", (json_int_t)wh.st.dropped,
-                     "pending", (json_int_t)wh.st.pending, "in_flight",
-                     (json_int_t)wh.st.in_flight);
+                     "withdrawn", (json_int_t)wh.st.withdrawn, "pending", (json_int_t)wh.st.pending,
+                     "in_flight", (json_int_t)wh.st.in_flight);
 }

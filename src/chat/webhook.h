@@ -50,6 +50,7 @@ typedef struct webhook_stats {
     uint64_t retried;   /* attempts after the first */
     uint64_t failed;    /* given up: a non-retried answer, or out of attempts */
     uint64_t dropped;   /* never sent: queue full, out of memory, shutdown */
+    uint64_t withdrawn; /* message events taken back: their message was recalled */
     uint64_t pending;   /* on the queue now (waiting, in flight or backing off) */
     uint64_t in_flight; /* requests running now */
 } webhook_stats;
@@ -64,6 +65,22 @@ bool webhook_enabled(void);
  * Cheap when off or when the recipient is online here. A group message (no
  * to_id) is ignored: offline group members are not woken. */
 void webhook_message_stored(const json_t *message);
+
+/* A 1:1 message was recalled (committed): message is the stored message
+ * (recalled), notice the recall notice, both borrowed. This node's queued
+ * or backing-off events of the message are dropped (counted withdrawn) and
+ * one in flight is never retried: the recalled text is not sent again.
+ * Unless every event of it here was dropped before its first attempt, a
+ * "recall" event is queued for the recipient (when offline, as a message
+ * event): the receiver may have shown the message (an attempt, or an event
+ * another node queued) and can withdraw it. The caller tells the other
+ * nodes (webhook_withdraw_message there). A group message: ignored. */
+void webhook_message_recalled(const json_t *message, const json_t *notice);
+
+/* Another node recalled message_id: this node's events of it are withdrawn
+ * as above (the node that stored a message queued its event; the recall may
+ * be handled by any node), and no recall event is sent from here. */
+void webhook_withdraw_message(int64_t message_id);
 
 /* Shutdown began: no new events; what is queued gets WEBHOOK_GRACE_MS,
  * then is dropped and counted. */
@@ -89,6 +106,10 @@ size_t webhook_preview_len(const char *s, size_t len, size_t max_chars);
  * caller frees it), or NULL when message lacks a field or on OOM.
  * preview_chars 0 leaves the preview out. */
 char *webhook_event_json(const json_t *message, size_t preview_chars);
+
+/* The "recall" event body for a recalled 1:1 message and its notice (a
+ * new string), or NULL. */
+char *webhook_recall_json(const json_t *message, const json_t *notice);
 
 /* out = "sha256=" + hex HMAC-SHA256(secret, timestamp + "." + body), NUL
  * terminated (WEBHOOK_SIGNATURE_LEN + 1 bytes). */

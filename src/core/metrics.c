@@ -422,6 +422,9 @@ static void render_webhook(text *t, const metrics_scrape *s)
            "Webhook events given up (a 4xx, or out of attempts).", s->webhook_failed);
     scalar(t, "chatd_webhook_dropped_total", "counter",
            "Webhook events never sent (queue full, shutdown).", s->webhook_dropped);
+    scalar(t, "chatd_webhook_withdrawn_total", "counter",
+           "Webhook message events taken back because their message was recalled.",
+           s->webhook_withdrawn);
     scalar(t, "chatd_webhook_pending", "gauge", "Webhook events on the queue now.",
            s->webhook_pending);
 }

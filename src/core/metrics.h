@@ -211,7 +211,7 @@ typedef struct metrics_scrape {
     uint64_t gw_workers, gw_events_out, gw_events_dropped, gw_slow_closes, gw_bad_inputs;
     bool webhook; /* --webhook-url */
     uint64_t webhook_queued, webhook_delivered, webhook_retried, webhook_failed, webhook_dropped,
-        webhook_pending;
+        webhook_withdrawn, webhook_pending;
     /* process */
     double cpu_seconds;
     uint64_t rss_bytes, vsize_bytes, max_fds;

@@ -155,13 +155,14 @@ static json_t *chat_item_base_json(const PGresult *res, int i)
             "from_username", col_text(res, i, 13), "muted", col_bool(res, i, 14), "role",
             role_name(col_int(res, i, 15)), "member_count", (json_int_t)col_int(res, i, 16),
             "dissolved", col_bool(res, i, 17), "left", col_bool(res, i, 18));
-    return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "chat_type",
+    return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o, s:I}", "chat_type",
                      "single", "userid", (json_int_t)col_int(res, i, 1), "username",
                      col_text(res, i, 2), "userpic", col_text(res, i, 3), "type",
                      col_text(res, i, 4), "data", col_text(res, i, 5), "time",
                      (json_int_t)col_int(res, i, 6), "noreadnum", (json_int_t)col_int(res, i, 7),
                      "last_message_id", (json_int_t)col_int(res, i, 8), "last_seq",
-                     (json_int_t)col_int(res, i, 9), "last_seen", last_seen_json(res, i, 10));
+                     (json_int_t)col_int(res, i, 9), "last_seen", last_seen_json(res, i, 10),
+                     "from_id", (json_int_t)col_int(res, i, 12));
 }
 
 /* ST_UNREAD's rows -> {total, conversations, groups}; muted groups are
@@ -215,6 +216,17 @@ static int answer_group(store_req *r, const PGresult *res)
     return (int)st;
 }
 
+/* A duplicate send's message m gets the stored row's recalled, width and
+ * height: the columns DUP_COLS (store_pg_stmt.c) from col. 0 or -1. */
+static int dup_extras(json_t *m, const PGresult *res, int row, int col)
+{
+    if (PQnfields(res) < col + 3)
+        return -1;
+    return store_msg_extras(m, !PQgetisnull(res, row, col) && col_bool(res, row, col),
+                            PQgetisnull(res, row, col + 1) ? 0 : col_int(res, row, col + 1),
+                            PQgetisnull(res, row, col + 2) ? 0 : col_int(res, row, col + 2));
+}
+
 /* Turns row `row` of chatd_group_send_batch's answer into group send r's
  * outputs. Returns the status. */
 int pg_answer_group_send(store_req *r, const PGresult *res, int row, group_members_seen *seen,
@@ -250,7 +262,9 @@ int pg_answer_group_send(store_req *r, const PGresult *res, int row, group_membe
                         "from_username", col_text(res, row, 4), "from_userpic",
                         col_text(res, row, 5), "type", r->msg_type, "data", r->msg_data, "time",
                         (json_int_t)r->time, "client_msg_id", r->client_msg_id);
-    if (msg && !r->duplicate && store_msg_extras(msg, false, r->width, r->height) != 0) {
+    /* a duplicate as stored (DUP_COLS from column 9), as SQLite's */
+    if (msg && (r->duplicate ? dup_extras(msg, res, row, 9)
+                             : store_msg_extras(msg, false, r->width, r->height)) != 0) {
         json_decref(msg);
         msg = NULL;
     }
@@ -422,7 +436,9 @@ int pg_answer_send(store_req *r, const PGresult *res, int row)
             (json_int_t)r->peer_id, "from_id", (json_int_t)r->user_id, "from_username",
             col_text(res, row, 4), "from_userpic", col_text(res, row, 5), "type", r->msg_type,
             "data", r->msg_data, "time", (json_int_t)r->time, "client_msg_id", r->client_msg_id);
-    if (r->result && store_msg_extras(r->result, false, r->width, r->height) != 0) {
+    if (r->result &&
+        (r->duplicate ? dup_extras(r->result, res, row, 11)
+                      : store_msg_extras(r->result, false, r->width, r->height)) != 0) {
         json_decref(r->result);
         r->result = NULL;
     }

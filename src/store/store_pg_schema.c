@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <uv.h>
+
 #include "core/log.h"
 #include "store/store_pg_internal.h"
 
@@ -19,6 +21,115 @@
     "m.id, m.seq, m.to_id, m.from_id, u.username, u.userpic, m.type, m.data, m.time,"              \
     " m.client_msg_id, m.conv_hi, m.recalled, m.width, m.height, EXISTS (SELECT 1 FROM"            \
     " hidden_messages h WHERE h.user_id = p_user AND h.message_id = m.id)"
+
+/* STORE_MESSAGE_RECALL in one function: the checks in SQLite's order,
+ * then the message emptied and marked, the notice posted (1:1: the
+ * conversation's counter row locked, both conversation rows moved,
+ * nothing unread; a group: chatd_group_lock and chatd_group_post, as a
+ * group change), and the recipient's count of a 1:1 message it had not
+ * read lowered. A message recalled already is answered with its notice
+ * (found again) and the peer or the member ids, so the caller pushes the
+ * notice again. Rows: an error's (status, code, text), or the message
+ * (and the notice) as the user sees them, with the 1:1 peer or the
+ * group's member ids. Installed by migration 8 and again by 9. */
+#define RECALL_FN                                                                                  \
+    "CREATE OR REPLACE FUNCTION chatd_recall(p_user bigint, p_msg bigint, p_time bigint,"          \
+    "  p_window bigint) RETURNS TABLE(o_status int, o_code text, o_text text, o_peer bigint,"      \
+    "  o_members json, o_id bigint, o_seq bigint, o_to bigint, o_from bigint, o_username text,"    \
+    "  o_userpic text, o_type text, o_data text, o_time bigint, o_cmid text, o_hi bigint,"         \
+    "  o_recalled boolean, o_width bigint, o_height bigint, o_deleted boolean)"                    \
+    "  LANGUAGE plpgsql AS $$\n"                                                                   \
+    "DECLARE\n"                                                                                    \
+    "  v record; gm record; v_sees boolean; v_current boolean := true;"                            \
+    "  v_dissolved boolean := false; v_code text; v_text text; v_st int;"                          \
+    "  v_notice bigint; v_seq bigint; v_members json; v_lock record;\n"                            \
+    "BEGIN\n"                                                                                      \
+    "  SELECT m.from_id, m.to_id, m.conv_lo, m.conv_hi, m.type, m.time, m.recalled, m.seq"         \
+    "    INTO v FROM messages m WHERE m.id = p_msg FOR UPDATE;\n"                                  \
+    "  IF NOT FOUND THEN\n"                                                                        \
+    "    v_sees := false;\n"                                                                       \
+    "  ELSIF v.conv_lo <> 0 THEN\n"                                                                \
+    "    v_sees := v.from_id = p_user OR v.to_id = p_user;\n"                                      \
+    "  ELSE\n"                                                                                     \
+    "    SELECT x.joined_seq, x.left_seq INTO gm FROM group_members x"                             \
+    "      WHERE x.group_id = v.conv_hi AND x.user_id = p_user;\n"                                 \
+    "    v_sees := FOUND AND v.seq >= gm.joined_seq AND (gm.left_seq = 0 OR v.seq <= "             \
+    "gm.left_seq);\n"                                                                              \
+    "    v_current := FOUND AND gm.left_seq = 0;\n"                                                \
+    "    v_dissolved := coalesce((SELECT g.dissolved FROM groups g WHERE g.id = v.conv_hi), "      \
+    "false);\n"                                                                                    \
+    "  END IF;\n"                                                                                  \
+    "  IF NOT v_sees THEN\n"                                                                       \
+    "    v_st := 1; v_code := 'not_found'; v_text := 'No such message.';\n"                        \
+    "  ELSIF v.from_id <> p_user THEN\n"                                                           \
+    "    v_st := 3; v_code := 'forbidden'; v_text := 'Only its sender may recall a message.';\n"   \
+    "  ELSIF v.type IN ('system', 'recall') THEN\n"                                                \
+    "    v_st := 3; v_code := 'forbidden';\n"                                                      \
+    "    v_text := 'System messages and recall notices cannot be recalled.';\n"                    \
+    "  ELSIF NOT v_current THEN\n"                                                                 \
+    "    v_st := 3; v_code := 'not_member'; v_text := 'You are not a member of this group.';\n"    \
+    "  ELSIF v.recalled THEN\n"                                                                    \
+    "    v_st := 0;\n"                                                                             \
+    "  ELSIF v_dissolved THEN\n"                                                                   \
+    "    v_st := 2; v_code := 'group_dissolved'; v_text := 'The group was dissolved.';\n"          \
+    "  ELSIF p_time > v.time + p_window THEN\n"                                                    \
+    "    v_st := 2; v_code := 'recall_window_passed';\n"                                           \
+    "    v_text := 'The time to recall this message has passed.';\n"                               \
+    "  ELSE\n"                                                                                     \
+    "    v_st := 0;\n"                                                                             \
+    "  END IF;\n"                                                                                  \
+    "  IF v_st <> 0 THEN\n"                                                                        \
+    "    RETURN QUERY SELECT v_st, v_code, v_text, NULL::bigint, NULL::json, " RECALL_COLS "\n"    \
+    "      FROM (SELECT 1) z LEFT JOIN messages m ON false LEFT JOIN users u ON false;\n"          \
+    "    RETURN;\n"                                                                                \
+    "  END IF;\n"                                                                                  \
+    "  IF NOT v.recalled THEN\n"                                                                   \
+    "    IF v.conv_lo = 0 THEN\n"                                                                  \
+    "      SELECT * INTO v_lock FROM chatd_group_lock(v.conv_hi, p_user);\n"                       \
+    "      IF v_lock.o_status <> 0 THEN\n"                                                         \
+    "        RETURN QUERY SELECT v_lock.o_status, v_lock.o_result->>'code',"                       \
+    "          v_lock.o_result->>'message', NULL::bigint, NULL::json, " RECALL_COLS "\n"           \
+    "          FROM (SELECT 1) z LEFT JOIN messages m ON false LEFT JOIN users u ON false;\n"      \
+    "        RETURN;\n"                                                                            \
+    "      END IF;\n"                                                                              \
+    "    END IF;\n"                                                                                \
+    "    UPDATE messages m SET recalled = true, data = '', width = NULL, height = NULL"            \
+    "      WHERE m.id = p_msg;\n"                                                                  \
+    "    IF v.conv_lo = 0 THEN\n"                                                                  \
+    "      SELECT x.o_id INTO v_notice FROM chatd_group_post(v.conv_hi, p_user, 'recall',"         \
+    "        '{\"message_id\":' || p_msg || '}', p_time, NULL) x;\n"                               \
+    "      v_members := chatd_group_member_ids(v.conv_hi, 0);\n"                                   \
+    "    ELSE\n"                                                                                   \
+    "      SELECT t.last_seq + 1 INTO v_seq FROM threads t WHERE t.conv_lo = v.conv_lo"            \
+    "        AND t.conv_hi = v.conv_hi FOR UPDATE;\n"                                              \
+    "      v_notice := nextval('messages_id_seq');\n"                                              \
+    "      INSERT INTO messages(id, seq, from_id, to_id, conv_lo, conv_hi, type, data, time)"      \
+    "        VALUES (v_notice, v_seq, p_user, v.to_id, v.conv_lo, v.conv_hi, 'recall',"            \
+    "        '{\"message_id\":' || p_msg || '}', p_time);\n"                                       \
+    "      UPDATE threads t SET last_seq = v_seq WHERE t.conv_lo = v.conv_lo"                      \
+    "        AND t.conv_hi = v.conv_hi;\n"                                                         \
+    "      INSERT INTO conversations AS c (user_id, peer_id, last_message_id)"                     \
+    "        SELECT z.u, z.p, v_notice FROM (VALUES (p_user, v.to_id), (v.to_id, p_user)) z(u, "   \
+    "p)"                                                                                           \
+    "        ORDER BY 1, 2"                                                                        \
+    "        ON CONFLICT (user_id, peer_id) DO UPDATE SET"                                         \
+    "        last_message_id = greatest(c.last_message_id, excluded.last_message_id);\n"           \
+    "      UPDATE conversations c SET unread = c.unread - 1 WHERE c.user_id = v.to_id"             \
+    "        AND c.peer_id = p_user AND c.last_read_id < p_msg AND c.unread > 0;\n"                \
+    "    END IF;\n"                                                                                \
+    "  ELSE\n"                                                                                     \
+    "    SELECT n.id INTO v_notice FROM messages n WHERE n.conv_lo = v.conv_lo"                    \
+    "      AND n.conv_hi = v.conv_hi AND n.seq > v.seq AND n.type = 'recall'"                      \
+    "      AND n.data = '{\"message_id\":' || p_msg || '}' ORDER BY n.seq LIMIT 1;\n"              \
+    "    IF v_notice IS NOT NULL AND v.conv_lo = 0 THEN\n"                                         \
+    "      v_members := chatd_group_member_ids(v.conv_hi, 0);\n"                                   \
+    "    END IF;\n"                                                                                \
+    "  END IF;\n"                                                                                  \
+    "  RETURN QUERY SELECT 0, NULL::text, NULL::text,"                                             \
+    "    CASE WHEN v.conv_lo = 0 THEN NULL ELSE v.to_id END, v_members, " RECALL_COLS "\n"         \
+    "    FROM messages m JOIN users u ON u.id = m.from_id WHERE m.id IN (p_msg, v_notice)"         \
+    "    ORDER BY m.id;\n"                                                                         \
+    "END $$;"
 
 /* Migration i takes the schema from version i to i + 1. Append only. */
 static const char *const migrations[] = {
@@ -1315,10 +1426,13 @@ static const char *const migrations[] = {
     "ALTER TABLE messages ADD COLUMN IF NOT EXISTS recalled boolean NOT NULL DEFAULT false;"
     "ALTER TABLE messages ADD COLUMN IF NOT EXISTS width bigint;"
     "ALTER TABLE messages ADD COLUMN IF NOT EXISTS height bigint;"
-    /* only recalled messages and recall notices: rare, and a send writes
-     * nothing to it */
-    "CREATE INDEX IF NOT EXISTS messages_uncounted ON messages(conv_lo, conv_hi, seq)"
-    "  WHERE recalled OR type = 'recall';"
+    /* The ADD COLUMNs change the catalog only (no table rewrite: a
+     * constant default), so the ACCESS EXCLUSIVE lock they take on
+     * messages and users lasts milliseconds whatever the size. The index
+     * messages_uncounted, which needs a full scan, is not built here (it
+     * was, before: the lock then lasted the whole scan and blocked every
+     * node's reads): pg_migrate builds it CONCURRENTLY after the
+     * migrations (uncounted_index). */
     "ALTER TABLE users ADD COLUMN IF NOT EXISTS hide_cursor bigint NOT NULL DEFAULT 0;"
     "CREATE TABLE IF NOT EXISTS hidden_messages("
     "  user_id bigint NOT NULL,"
@@ -1390,105 +1504,7 @@ static const char *const migrations[] = {
     "    o_dup := r.o_dup; o_msg := r.o_msg; o_members := r.o_members;\n"
     "    RETURN NEXT;\n"
     "  END LOOP;\n"
-    "END $$;"
-    /* STORE_MESSAGE_RECALL in one function: the checks in SQLite's order,
-     * then the message emptied and marked, the notice posted (1:1: the
-     * conversation's counter row locked, both conversation rows moved,
-     * nothing unread; a group: chatd_group_lock and chatd_group_post, as a
-     * group change), and the recipient's count of a 1:1 message it had not
-     * read lowered. Rows: an error's (status, code, text), or the message
-     * (and the notice) as the user sees them, with the 1:1 peer or the
-     * group's member ids. */
-    "CREATE OR REPLACE FUNCTION chatd_recall(p_user bigint, p_msg bigint, p_time bigint,"
-    "  p_window bigint) RETURNS TABLE(o_status int, o_code text, o_text text, o_peer bigint,"
-    "  o_members json, o_id bigint, o_seq bigint, o_to bigint, o_from bigint, o_username text,"
-    "  o_userpic text, o_type text, o_data text, o_time bigint, o_cmid text, o_hi bigint,"
-    "  o_recalled boolean, o_width bigint, o_height bigint, o_deleted boolean)"
-    "  LANGUAGE plpgsql AS $$\n"
-    "DECLARE\n"
-    "  v record; gm record; v_sees boolean; v_current boolean := true;"
-    "  v_dissolved boolean := false; v_code text; v_text text; v_st int;"
-    "  v_notice bigint; v_seq bigint; v_members json; v_lock record;\n"
-    "BEGIN\n"
-    "  SELECT m.from_id, m.to_id, m.conv_lo, m.conv_hi, m.type, m.time, m.recalled, m.seq"
-    "    INTO v FROM messages m WHERE m.id = p_msg FOR UPDATE;\n"
-    "  IF NOT FOUND THEN\n"
-    "    v_sees := false;\n"
-    "  ELSIF v.conv_lo <> 0 THEN\n"
-    "    v_sees := v.from_id = p_user OR v.to_id = p_user;\n"
-    "  ELSE\n"
-    "    SELECT x.joined_seq, x.left_seq INTO gm FROM group_members x"
-    "      WHERE x.group_id = v.conv_hi AND x.user_id = p_user;\n"
-    "    v_sees := FOUND AND v.seq >= gm.joined_seq AND (gm.left_seq = 0 OR v.seq <= "
-    "gm.left_seq);\n"
-    "    v_current := FOUND AND gm.left_seq = 0;\n"
-    "    v_dissolved := coalesce((SELECT g.dissolved FROM groups g WHERE g.id = v.conv_hi), "
-    "false);\n"
-    "  END IF;\n"
-    "  IF NOT v_sees THEN\n"
-    "    v_st := 1; v_code := 'not_found'; v_text := 'No such message.';\n"
-    "  ELSIF v.from_id <> p_user THEN\n"
-    "    v_st := 3; v_code := 'forbidden'; v_text := 'Only its sender may recall a message.';\n"
-    "  ELSIF v.type IN ('system', 'recall') THEN\n"
-    "    v_st := 3; v_code := 'forbidden';\n"
-    "    v_text := 'System messages and recall notices cannot be recalled.';\n"
-    "  ELSIF NOT v_current THEN\n"
-    "    v_st := 3; v_code := 'not_member'; v_text := 'You are not a member of this group.';\n"
-    "  ELSIF v.recalled THEN\n"
-    "    v_st := 0;\n"
-    "  ELSIF v_dissolved THEN\n"
-    "    v_st := 2; v_code := 'group_dissolved'; v_text := 'The group was dissolved.';\n"
-    "  ELSIF p_time > v.time + p_window THEN\n"
-    "    v_st := 2; v_code := 'recall_window_passed';\n"
-    "    v_text := 'The time to recall this message has passed.';\n"
-    "  ELSE\n"
-    "    v_st := 0;\n"
-    "  END IF;\n"
-    "  IF v_st <> 0 THEN\n"
-    "    RETURN QUERY SELECT v_st, v_code, v_text, NULL::bigint, NULL::json, " RECALL_COLS "\n"
-    "      FROM (SELECT 1) z LEFT JOIN messages m ON false LEFT JOIN users u ON false;\n"
-    "    RETURN;\n"
-    "  END IF;\n"
-    "  IF NOT v.recalled THEN\n"
-    "    IF v.conv_lo = 0 THEN\n"
-    "      SELECT * INTO v_lock FROM chatd_group_lock(v.conv_hi, p_user);\n"
-    "      IF v_lock.o_status <> 0 THEN\n"
-    "        RETURN QUERY SELECT v_lock.o_status, v_lock.o_result->>'code',"
-    "          v_lock.o_result->>'message', NULL::bigint, NULL::json, " RECALL_COLS "\n"
-    "          FROM (SELECT 1) z LEFT JOIN messages m ON false LEFT JOIN users u ON false;\n"
-    "        RETURN;\n"
-    "      END IF;\n"
-    "    END IF;\n"
-    "    UPDATE messages m SET recalled = true, data = '', width = NULL, height = NULL"
-    "      WHERE m.id = p_msg;\n"
-    "    IF v.conv_lo = 0 THEN\n"
-    "      SELECT x.o_id INTO v_notice FROM chatd_group_post(v.conv_hi, p_user, 'recall',"
-    "        '{\"message_id\":' || p_msg || '}', p_time, NULL) x;\n"
-    "      v_members := chatd_group_member_ids(v.conv_hi, 0);\n"
-    "    ELSE\n"
-    "      SELECT t.last_seq + 1 INTO v_seq FROM threads t WHERE t.conv_lo = v.conv_lo"
-    "        AND t.conv_hi = v.conv_hi FOR UPDATE;\n"
-    "      v_notice := nextval('messages_id_seq');\n"
-    "      INSERT INTO messages(id, seq, from_id, to_id, conv_lo, conv_hi, type, data, time)"
-    "        VALUES (v_notice, v_seq, p_user, v.to_id, v.conv_lo, v.conv_hi, 'recall',"
-    "        '{\"message_id\":' || p_msg || '}', p_time);\n"
-    "      UPDATE threads t SET last_seq = v_seq WHERE t.conv_lo = v.conv_lo"
-    "        AND t.conv_hi = v.conv_hi;\n"
-    "      INSERT INTO conversations AS c (user_id, peer_id, last_message_id)"
-    "        SELECT z.u, z.p, v_notice FROM (VALUES (p_user, v.to_id), (v.to_id, p_user)) z(u, "
-    "p)"
-    "        ORDER BY 1, 2"
-    "        ON CONFLICT (user_id, peer_id) DO UPDATE SET"
-    "        last_message_id = greatest(c.last_message_id, excluded.last_message_id);\n"
-    "      UPDATE conversations c SET unread = c.unread - 1 WHERE c.user_id = v.to_id"
-    "        AND c.peer_id = p_user AND c.last_read_id < p_msg AND c.unread > 0;\n"
-    "    END IF;\n"
-    "  END IF;\n"
-    "  RETURN QUERY SELECT 0, NULL::text, NULL::text,"
-    "    CASE WHEN v.conv_lo = 0 THEN NULL ELSE v.to_id END, v_members, " RECALL_COLS "\n"
-    "    FROM messages m JOIN users u ON u.id = m.from_id WHERE m.id IN (p_msg, v_notice)"
-    "    ORDER BY m.id;\n"
-    "END $$;"
+    "END $$;" RECALL_FN
     /* STORE_MESSAGE_DELETE: the user's row locked (its hide cursor), then
      * each id the user may see hidden with the next cursor value. */
     "CREATE OR REPLACE FUNCTION chatd_hide(p_user bigint, p_ids bigint[], OUT o_status int,"
@@ -1521,14 +1537,90 @@ static const char *const migrations[] = {
     "    UPDATE users u SET hide_cursor = o_cursor WHERE u.id = p_user;\n"
     "  END IF;\n"
     "END $$;",
+    /* 9: a recall of a message recalled already answers its notice again,
+     * so the notice is pushed again (RECALL_FN). */
+    RECALL_FN,
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+/* The one-row, one-column answer of sql (constant text) into out
+ * ("" for NULL or no row). 0, or -1 with the error in err. */
+static int query_value(PGconn *c, const char *sql, char *out, size_t out_len, char *err,
+                       size_t err_len)
+{
+    PGresult *res = PQsendQuery(c, sql) == 1 ? pg_await_result(c, 0) : NULL;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(err, err_len, "%s: %s", sql, PQerrorMessage(c));
+        PQclear(res);
+        return -1;
+    }
+    snprintf(out, out_len, "%s", PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
+    PQclear(res);
+    return 0;
+}
+
+/* The partial index messages_uncounted (only recalled messages and recall
+ * notices: rare, and a send writes nothing to it), which migration 8 once
+ * built in its transaction. Built here, after the migrations, outside any
+ * transaction and CONCURRENTLY: reads and writes on every node go on
+ * during the scan. An index left invalid by a failed or interrupted build
+ * is dropped and built again; a valid one is kept, so a start with the
+ * index in place costs one catalog query. Nothing needs the index to be
+ * correct (it makes the group unread counts cheap), so until it exists
+ * the counts are right, only slower, and a failed build (a lock_timeout
+ * behind a long transaction) is logged, not fatal: the next start tries
+ * again. */
+static int uncounted_index(PGconn *c, char *err, size_t err_len)
+{
+    char valid[8];
+    if (query_value(c,
+                    "SELECT i.indisvalid FROM pg_index i"
+                    " WHERE i.indexrelid = to_regclass('messages_uncounted')",
+                    valid, sizeof(valid), err, err_len) != 0)
+        return -1;
+    if (valid[0] == 't')
+        return 0;
+    if (valid[0] == 'f') {
+        log_warn("store: the index messages_uncounted is invalid (an interrupted build): "
+                 "building it again");
+        if (pg_exec_simple(c, "DROP INDEX CONCURRENTLY IF EXISTS messages_uncounted", 0, err,
+                           err_len) != 0)
+            return -1;
+    }
+    if (pg_exec_simple(c,
+                       "CREATE INDEX CONCURRENTLY IF NOT EXISTS messages_uncounted ON"
+                       " messages(conv_lo, conv_hi, seq) WHERE recalled OR type = 'recall'",
+                       0, err, err_len) != 0)
+        return -1;
+    log_info("store: PostgreSQL index messages_uncounted built");
+    return 0;
+}
+
+/* The migration lock, taken by polling pg_try_advisory_lock instead of
+ * waiting in pg_advisory_lock: a node waiting inside a statement holds a
+ * snapshot, and CREATE INDEX CONCURRENTLY (uncounted_index) waits for
+ * every older snapshot to end, so the node building would wait for the
+ * waiting node which waits for its lock (a deadlock PostgreSQL ends by
+ * failing one of them). Between polls a waiting node holds nothing. */
+static int migration_lock(PGconn *c, char *err, size_t err_len)
+{
+    char sql[96], got[8];
+    snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%lld)", (long long)MIGRATION_LOCK);
+    for (int i = 0;; i++) {
+        if (query_value(c, sql, got, sizeof(got), err, err_len) != 0)
+            return -1;
+        if (got[0] == 't')
+            return 0;
+        if (i == 0)
+            log_info("store: another node is migrating the PostgreSQL schema: waiting");
+        uv_sleep(100);
+    }
+}
 
 int pg_migrate(PGconn *c, char *err, size_t err_len)
 {
     char lock[96];
-    snprintf(lock, sizeof(lock), "SELECT pg_advisory_lock(%lld)", (long long)MIGRATION_LOCK);
-    if (pg_exec_simple(c, lock, 0, err, err_len) != 0)
+    if (migration_lock(c, err, err_len) != 0)
         return -1;
     int ret = -1;
     if (pg_exec_simple(c, "CREATE TABLE IF NOT EXISTS schema_version(version int NOT NULL)", 0, err,
@@ -1565,6 +1657,9 @@ int pg_migrate(PGconn *c, char *err, size_t err_len)
         }
         log_info("store: PostgreSQL schema migrated to version %d", i + 1);
     }
+    char ierr[256];
+    if (uncounted_index(c, ierr, sizeof(ierr)) != 0) /* a speed-up: the next start tries again */
+        log_warn("store: building the index messages_uncounted: %s", ierr);
     ret = 0;
 out:
     snprintf(lock, sizeof(lock), "SELECT pg_advisory_unlock(%lld)", (long long)MIGRATION_LOCK);

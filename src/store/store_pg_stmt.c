@@ -43,6 +43,13 @@
               "  ORDER BY m2.seq LIMIT conv.budget) m ON true"                                     \
               " LEFT JOIN users u ON u.id = m.from_id"
 
+/* A send run's extra columns: a duplicate's stored recalled, width and
+ * height (NULLs on a new message's row), after the function's own. */
+#define DUP_COLS "d.recalled, d.width, d.height"
+#define DUP_JOIN " LEFT JOIN messages d ON b.o_dup AND d.id = b.o_id ORDER BY b.o_ord"
+#define GROUP_DUP_JOIN                                                                             \
+    " LEFT JOIN messages d ON b.o_dup AND d.id = (b.o_msg->>'id')::bigint ORDER BY b.o_ord"
+
 const char *const pg_stmt_sql[ST_COUNT] = {
     /* A taken key or external id: no row, CONFLICT (without aborting the
      * pass, as a unique violation would). */
@@ -74,15 +81,17 @@ const char *const pg_stmt_sql[ST_COUNT] = {
                         " WHERE t.hash = $1 AND t.expires_at > $2 AND NOT u.disabled",
     [ST_TOKEN_DELETE] = "DELETE FROM tokens WHERE hash = $1 RETURNING 1",
     [ST_JWT_REVOKE] = "SELECT chatd_jwt_revoke($1, $2, $3)",
-    [ST_SEND] = "SELECT * FROM chatd_send_batch($1::bigint[], $2::bigint[], $3::text[],"
-                " $4::text[], $5::bigint[], $6::text[])",
+    /* the sends' rows, a duplicate's with its stored recalled, width and
+     * height (DUP_COLS: the SQLite answer is the stored row) */
+    [ST_SEND] = "SELECT b.*, " DUP_COLS " FROM chatd_send_batch($1::bigint[], $2::bigint[],"
+                " $3::text[], $4::text[], $5::bigint[], $6::text[]) b" DUP_JOIN,
     /* 1:1 conversations (kind 0), then the groups the user is or was a
      * member of (kind 1) with the newest message it may see, a departed
-     * member's as it left it (schema migration 6); columns 12.. only for
-     * groups */
+     * member's as it left it (schema migration 6); column 12 the last
+     * message's sender, 13.. only for groups */
     [ST_CHAT_LIST] =
         "SELECT 0, c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
-        " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen, NULL::bigint, NULL::text,"
+        " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen, m.from_id, NULL::text,"
         " NULL::boolean, NULL::smallint, NULL::int, NULL::boolean, NULL::boolean,"
         " m.recalled, m.width, m.height, EXISTS (SELECT 1 FROM hidden_messages h"
         "  WHERE h.user_id = $1 AND h.message_id = m.id)"
@@ -197,8 +206,9 @@ const char *const pg_stmt_sql[ST_COUNT] = {
     [ST_GROUP_ROLE] = "SELECT o_status, o_result FROM chatd_group_role($1, $2, $3, $4, $5)",
     [ST_GROUP_DISSOLVE] = "SELECT o_status, o_result FROM chatd_group_dissolve($1, $2, $3)",
     [ST_GROUP_MUTE] = "SELECT o_status, o_result FROM chatd_group_mute($1, $2, $3)",
-    [ST_GROUP_SEND] = "SELECT * FROM chatd_group_send_batch($1::bigint[], $2::bigint[],"
-                      " $3::text[], $4::text[], $5::text[], $6::bigint[])",
+    [ST_GROUP_SEND] =
+        "SELECT b.*, " DUP_COLS " FROM chatd_group_send_batch($1::bigint[],"
+        " $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[]) b" GROUP_DUP_JOIN,
     /* the user's membership (no row: no group; member false: never a
      * member), then the messages of its seq range as ST_HISTORY's */
     [ST_GROUP_HISTORY] =
@@ -217,12 +227,12 @@ const char *const pg_stmt_sql[ST_COUNT] = {
                   " LEFT JOIN users u ON u.id = m.from_id ORDER BY m.seq DESC",
     [ST_GROUP_READ] = "SELECT o_status, o_result FROM chatd_group_read($1, $2)",
     /* the sends of a run of which one has an image size */
-    [ST_SEND_SIZED] = "SELECT * FROM chatd_send_batch_sized($1::bigint[], $2::bigint[],"
-                      " $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bigint[],"
-                      " $8::bigint[])",
-    [ST_GROUP_SEND_SIZED] = "SELECT * FROM chatd_group_send_batch_sized($1::bigint[],"
-                            " $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],"
-                            " $7::bigint[], $8::bigint[])",
+    [ST_SEND_SIZED] = "SELECT b.*, " DUP_COLS " FROM chatd_send_batch_sized($1::bigint[],"
+                      " $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[],"
+                      " $7::bigint[], $8::bigint[]) b" DUP_JOIN,
+    [ST_GROUP_SEND_SIZED] = "SELECT b.*, " DUP_COLS " FROM chatd_group_send_batch_sized("
+                            "$1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
+                            " $6::bigint[], $7::bigint[], $8::bigint[]) b" GROUP_DUP_JOIN,
     [ST_RECALL] = "SELECT * FROM chatd_recall($1, $2, $3, $4)",
     [ST_DELETE] = "SELECT o_status, array_to_json(o_ids), o_cursor, o_changed"
                   " FROM chatd_hide($1, $2::bigint[])",

@@ -257,7 +257,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                        " last_in_id = max(last_in_id, excluded.last_in_id)",
     [ST_CHAT_LIST] = "SELECT c.peer_id, u.username, u.userpic, m.type, m.data, m.time, c.unread,"
                      " c.last_message_id, m.seq, u.last_seen, u.hide_last_seen, m.recalled,"
-                     " m.width, m.height"
+                     " m.width, m.height, m.from_id"
                      " FROM conversations c"
                      " JOIN users u ON u.id = c.peer_id"
                      " JOIN messages m ON m.id = c.last_message_id"
@@ -428,6 +428,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* the recipient's count loses a recalled message it had not read */
     [ST_CONV_UNCOUNT] = "UPDATE conversations SET unread = unread - 1"
                         " WHERE user_id = ?1 AND peer_id = ?2 AND last_read_id < ?3 AND unread > 0",
+    /* the recall notice of message ?4 (its data), after the message */
+    [ST_RECALL_NOTICE] = "SELECT id FROM messages WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq > ?3"
+                         " AND type = 'recall' AND data = ?4 ORDER BY seq LIMIT 1",
     /* the partial index messages_uncounted: the same condition */
     [ST_GROUP_UNCOUNTED] = "SELECT count(*) FROM messages WHERE conv_lo = 0 AND conv_hi = ?1"
                            " AND seq > ?2 AND seq <= ?3 AND (recalled <> 0 OR type = 'recall')",

@@ -1009,6 +1009,11 @@ int sq_group_access(sq *b, int64_t gid, int64_t user, int64_t seq, bool *sees, b
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : sq_db_fail(b, "group lookup");
 }
 
+json_t *sq_group_member_ids(sq *b, int64_t gid)
+{
+    return member_ids(b, gid, 0);
+}
+
 int sq_group_post_notice(sq *b, store_req *r, int64_t gid, const char *data, json_t **notice,
                          json_t **members)
 {

@@ -101,6 +101,7 @@ enum stmt_id {
     ST_MSG_RECALL,
     ST_MSG_BY_ID,
     ST_CONV_UNCOUNT,
+    ST_RECALL_NOTICE,
     ST_GROUP_UNCOUNTED,
     ST_HIDDEN_GET,
     ST_HIDDEN_INSERT,
@@ -284,6 +285,8 @@ int64_t sq_group_unread(sq *b, int64_t group, int64_t upper, int64_t unread);
  * *dissolved the group's. STORE_OK or STORE_ERROR. */
 int sq_group_access(sq *b, int64_t gid, int64_t user, int64_t seq, bool *sees, bool *current,
                     bool *dissolved);
+/* The ids of group gid's current members (a new array), or NULL. */
+json_t *sq_group_member_ids(sq *b, int64_t gid);
 /* Posts r->user_id's recall notice (data) in group gid as a group change
  * does (the user's read position moves to it): *notice the message,
  * *members the current member ids. */

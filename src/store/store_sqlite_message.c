@@ -97,13 +97,14 @@ int sq_op_message_send(sq *b, store_req *r)
 static json_t *chat_item_json(sqlite3_stmt *st)
 {
     json_t *it =
-        json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "chat_type", "single",
-                  "userid", (json_int_t)sqlite3_column_int64(st, 0), "username", sq_col_text(st, 1),
-                  "userpic", sq_col_text(st, 2), "type", sq_col_text(st, 3), "data",
-                  sq_col_text(st, 4), "time", (json_int_t)sqlite3_column_int64(st, 5), "noreadnum",
-                  (json_int_t)sqlite3_column_int64(st, 6), "last_message_id",
+        json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o, s:I}", "chat_type",
+                  "single", "userid", (json_int_t)sqlite3_column_int64(st, 0), "username",
+                  sq_col_text(st, 1), "userpic", sq_col_text(st, 2), "type", sq_col_text(st, 3),
+                  "data", sq_col_text(st, 4), "time", (json_int_t)sqlite3_column_int64(st, 5),
+                  "noreadnum", (json_int_t)sqlite3_column_int64(st, 6), "last_message_id",
                   (json_int_t)sqlite3_column_int64(st, 7), "last_seq",
-                  (json_int_t)sqlite3_column_int64(st, 8), "last_seen", sq_last_seen_json(st, 9));
+                  (json_int_t)sqlite3_column_int64(st, 8), "last_seen", sq_last_seen_json(st, 9),
+                  "from_id", (json_int_t)sqlite3_column_int64(st, 14));
     if (store_msg_extras(it, sqlite3_column_int(st, 11) != 0, sqlite3_column_int64(st, 12),
                          sqlite3_column_int64(st, 13)) != 0) {
         json_decref(it);

@@ -90,6 +90,44 @@ static int post_1to1_notice(sq *b, store_req *r, const msg_row *m, const char *d
     return status == STORE_NOT_FOUND ? sq_db_fail(b, "recall notice peer vanished") : status;
 }
 
+/* A recall of a recalled message (a retry whose first attempt committed
+ * but was never answered): the message and its notice as stored, with the
+ * peer or the members, so the notice is pushed again (at least once, as a
+ * retried send). notice null only if the notice cannot be found. */
+static int recall_again(sq *b, store_req *r, const msg_row *m)
+{
+    char data[48];
+    snprintf(data, sizeof(data), "{\"message_id\":%lld}", (long long)r->message_id);
+    sqlite3_stmt *st = sq_prep(b, ST_RECALL_NOTICE);
+    sqlite3_bind_int64(st, 1, m->lo);
+    sqlite3_bind_int64(st, 2, m->hi);
+    sqlite3_bind_int64(st, 3, m->seq);
+    sqlite3_bind_text(st, 4, data, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    int64_t notice_id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sq_db_fail(b, "recall notice lookup");
+    json_t *msg = msg_as_seen(b, r->message_id, r->user_id);
+    json_t *notice = notice_id ? msg_as_seen(b, notice_id, r->user_id) : NULL;
+    if (!msg || (notice_id && !notice)) {
+        json_decref(msg);
+        json_decref(notice);
+        return STORE_ERROR;
+    }
+    if (!notice)
+        r->result = json_pack("{s:o, s:n}", "message", msg, "notice");
+    else if (m->lo == 0) {
+        json_t *members = sq_group_member_ids(b, m->hi);
+        r->result = members ? json_pack("{s:o, s:o, s:o}", "message", msg, "notice", notice,
+                                        "members", members)
+                            : (json_decref(msg), json_decref(notice), NULL);
+    } else
+        r->result = json_pack("{s:o, s:o, s:I}", "message", msg, "notice", notice, "peer_id",
+                              (json_int_t)m->to);
+    return r->result ? STORE_OK : STORE_ERROR;
+}
+
 int sq_op_message_recall(sq *b, store_req *r)
 {
     msg_row m;
@@ -110,11 +148,8 @@ int sq_op_message_recall(sq *b, store_req *r)
                           "System messages and recall notices cannot be recalled.");
     if (!current)
         return recall_err(r, STORE_FORBIDDEN, "not_member", "You are not a member of this group.");
-    if (m.recalled) { /* idempotent: nothing written, nothing to push */
-        json_t *msg = msg_as_seen(b, r->message_id, r->user_id);
-        r->result = msg ? json_pack("{s:o, s:n}", "message", msg, "notice") : NULL;
-        return r->result ? STORE_OK : STORE_ERROR;
-    }
+    if (m.recalled) /* nothing written; the notice answered and pushed again */
+        return recall_again(b, r, &m);
     if (dissolved)
         return recall_err(r, STORE_CONFLICT, "group_dissolved", "The group was dissolved.");
     if (r->time > m.time + r->recall_window)

@@ -1,7 +1,8 @@
 // The push-notification webhook in a cluster (issue #12): a message stored on
 // node1 for a user whose only device is on node2 is not announced (the user
 // is online, somewhere); once that device is gone, the next message is, once,
-// and by the node that stored it (node2 does not announce it again).
+// and by the node that stored it (node2 does not announce it again). A recall
+// handled by the other node withdraws the storing node's retries of the event.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -13,8 +14,10 @@ const rx = http.createServer((req, res) => {
   let raw = '';
   req.on('data', (d) => (raw += d));
   req.on('end', () => {
-    calls.push({ node: req.headers['x-test-node'], body: JSON.parse(raw) });
-    res.writeHead(200);
+    const body = JSON.parse(raw);
+    calls.push({ node: req.headers['x-test-node'], event: req.headers['x-chatd-event'], body, at: Date.now() });
+    // a message whose text starts with "503:" is refused, so its event stays in its node's retries
+    res.writeHead(typeof body.preview === 'string' && body.preview.startsWith('503:') ? 503 : 200);
     res.end('ok');
   });
 });
@@ -45,4 +48,20 @@ test('a recipient online on another node gets no webhook; offline everywhere, ex
   assert.equal(got.length, 1, 'exactly one call, from one node');
   assert.equal(got[0].body.recipient, bob.id);
   assert.equal(got[0].body.preview, 'bob is away');
+});
+
+test('a recall through the other node withdraws the storing node\'s retries of the message event', async () => {
+  const alice = await register(n1, uname('wra'));
+  const bob = await register(n1, uname('wrb'));
+  const before = (await must(n1, 'GET', '/healthz')).webhook.withdrawn;
+  const m = await must(n1, 'POST', '/chat/send', { token: alice.token, body: { to_id: bob.id, type: 'text', data: '503:secret' } });
+  await waitUntil(async () => calls.some((x) => x.body.message_id === m.id), { timeoutMs: 5000, what: 'the first attempt' });
+  // node1 now backs off (1 s, then 2 s, ...) before trying again; the recall goes through node2
+  await must(n2, 'POST', '/chat/recall', { token: alice.token, body: { message_id: m.id } });
+  const recalledAt = Date.now();
+  await waitUntil(async () => (await must(n1, 'GET', '/healthz')).webhook.withdrawn > before, { timeoutMs: 3000, what: 'node1 withdrew its event' });
+  await sleep(3500); // past the retries the event would have had
+  const again = calls.filter((x) => x.body.message_id === m.id && x.event !== 'recall' && x.at > recalledAt + 200);
+  assert.deepEqual(again.map((x) => x.body.preview), [], 'no attempt with the text after the recall');
+  assert.ok(calls.some((x) => x.event === 'recall' && x.body.message_id === m.id), 'the receiver is told of the recall');
 });

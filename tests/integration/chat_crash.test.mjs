@@ -283,6 +283,7 @@ test('SIGKILL in the middle of a message stream: acknowledged messages stored ex
           noreadnum: pair.filter((m) => m.to_id === u.id).length,
           last_message_id: last.id,
           last_seq: last.seq,
+          from_id: last.from_id,
         };
       })
       .sort((a, b) => b.last_message_id - a.last_message_id);

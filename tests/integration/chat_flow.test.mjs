@@ -46,6 +46,7 @@ function entry(peer, last, noreadnum) {
     noreadnum,
     last_message_id: last.id,
     last_seq: last.seq,
+    from_id: last.from_id,
   };
 }
 

@@ -93,11 +93,72 @@ test('recall 1:1: answer, pushes, history, syncs, chat list, unread', async (t) 
   }
   assert.equal((await G(b, '/chat/list'))[0].noreadnum, 1);
 
-  // idempotent
-  const again = await M(a, '/chat/recall', { message_id: m2.id });
-  assert.equal(again.notice, null);
-  assert.equal(again.message.recalled, true);
-  for (const s of [a1, a2, b1]) assert.deepEqual(await s.collect(), []);
+  // idempotent: a retry (the first answer lost) answers the stored notice
+  // and pushes it again, so online devices need not wait for a sync
+  const again = await M(a, '/chat/recall', { message_id: m2.id, client_id: a1.clientId });
+  assert.deepEqual(again.notice, ans.notice);
+  assert.deepEqual(again.message, ans.message);
+  assert.deepEqual(await a1.collect(), []);
+  for (const s of [a2, b1]) assert.deepEqual(await s.collect(), [{ type: 'message', message: ans.notice }]);
+  // nothing new stored
+  assert.equal((await G(b, `/chat/history?userid=${a.id}`)).length, 3);
+  assert.equal((await G(b, '/chat/unread')).total, 1);
+});
+
+test('a send retried after its message was recalled answers and pushes it recalled', async (t) => {
+  const [a, b] = await pair('rd');
+  const b1 = await ChatSocket.bound(srv, b, t);
+  const m = await M(a, '/chat/send', { to_id: b.id, type: 'text', data: 'gone soon', client_msg_id: 'rd-1' });
+  await M(a, '/chat/recall', { message_id: m.id });
+  await b1.collect();
+  const dup = await M(a, '/chat/send', { to_id: b.id, type: 'text', data: 'gone soon', client_msg_id: 'rd-1' });
+  assert.equal(dup.id, m.id);
+  assert.equal(dup.recalled, true);
+  assert.equal(dup.data, '');
+  assert.deepEqual(Object.keys(dup), [...KEYS, 'recalled']);
+  assert.deepEqual(await b1.collect(), [{ type: 'message', message: dup }]);
+  // a group's too
+  const g = (await M(a, '/group/create', { name: 'rdg', members: [b.id] })).group;
+  const gm = await M(a, '/chat/send', { group_id: g.group_id, type: 'text', data: 'group gone', client_msg_id: 'rd-2' });
+  await M(a, '/chat/recall', { message_id: gm.id });
+  await b1.collect();
+  const gdup = await M(a, '/chat/send', { group_id: g.group_id, type: 'text', data: 'group gone', client_msg_id: 'rd-2' });
+  assert.equal(gdup.id, gm.id);
+  assert.equal(gdup.recalled, true);
+  assert.equal(gdup.data, '');
+  assert.deepEqual(await b1.collect(), [{ type: 'message', message: gdup }]);
+});
+
+test('a repeated image send answers the stored size, not the retry\'s', async () => {
+  const [a, b] = await pair('rs');
+  const m = await M(a, '/chat/send', { to_id: b.id, type: 'image', data: '/media/r.png', width: 640, height: 480, client_msg_id: 'rs-1' });
+  const dup = await M(a, '/chat/send', { to_id: b.id, type: 'image', data: '/media/r.png', width: 1, height: 2, client_msg_id: 'rs-1' });
+  assert.equal(dup.id, m.id);
+  assert.deepEqual([dup.width, dup.height], [640, 480]);
+  const bare = await M(a, '/chat/send', { to_id: b.id, type: 'image', data: '/media/r.png', client_msg_id: 'rs-1' });
+  assert.deepEqual([bare.width, bare.height], [640, 480]);
+  const g = (await M(a, '/group/create', { name: 'rsg', members: [b.id] })).group;
+  const gm = await M(a, '/chat/send', { group_id: g.group_id, type: 'image', data: '/media/g.png', width: 12, height: 34, client_msg_id: 'rs-2' });
+  for (const size of [{ width: 5, height: 6 }, {}]) {
+    const gdup = await M(a, '/chat/send', { group_id: g.group_id, type: 'image', data: '/media/g.png', ...size, client_msg_id: 'rs-2' });
+    assert.equal(gdup.id, gm.id);
+    assert.deepEqual([gdup.width, gdup.height], [12, 34]);
+  }
+});
+
+test('1:1 chat list items name the last message\'s sender (from_id)', async () => {
+  const [a, b] = await pair('lf');
+  await send(srv, a, b, 'from a');
+  for (const u of [a, b]) assert.equal((await G(u, '/chat/list'))[0].from_id, a.id);
+  const r = await send(srv, b, a, 'from b');
+  for (const u of [a, b]) assert.equal((await G(u, '/chat/list'))[0].from_id, b.id);
+  const n = (await M(b, '/chat/recall', { message_id: r.id })).notice;
+  for (const u of [a, b]) {
+    const item = (await G(u, '/chat/list'))[0];
+    assert.equal(item.type, 'recall');
+    assert.equal(item.last_message_id, n.id);
+    assert.equal(item.from_id, b.id);
+  }
 });
 
 test('recall errors', async (t) => {
@@ -234,6 +295,10 @@ test('groups: recall by the sender, pushed to every member; not a member any mor
   const r = await M(a, '/chat/recall', { message_id: m.id });
   assert.equal(r.notice.group_id, g.group_id);
   assert.equal(r.notice.type, 'recall');
+  for (const s of [sb, sc]) assert.deepEqual(await s.collect(), [{ type: 'message', message: r.notice }]);
+  // a retry: the same notice, pushed to every member again
+  const again = await M(a, '/chat/recall', { message_id: m.id });
+  assert.deepEqual(again.notice, r.notice);
   for (const s of [sb, sc]) assert.deepEqual(await s.collect(), [{ type: 'message', message: r.notice }]);
   // c had not read it: its count loses it, and the notice adds nothing
   assert.equal((await G(c, '/chat/unread')).total, 2);

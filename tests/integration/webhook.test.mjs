@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import http from 'node:http';
 import { startServer, sleep } from './lib/server.mjs';
-import { ChatSocket, registerAll, send, uname } from './lib/chat.mjs';
+import { ChatSocket, must, registerAll, send, uname } from './lib/chat.mjs';
 import { healthz } from './lib/http.mjs';
 
 const SECRET = 'whsec-test-' + crypto.randomBytes(8).toString('hex');
@@ -76,7 +76,7 @@ function verifySignature(call, secret = SECRET) {
 const rx = await receiver();
 after(() => rx.close());
 
-const srv = await startServer({ options: { 'webhook-url': rx.url, 'webhook-secret': SECRET } });
+const srv = await startServer({ options: { 'webhook-url': rx.url, 'webhook-secret': SECRET }, args: ['--metrics'] });
 after(() => srv.stop());
 
 test('a message to an offline user: exactly one signed call with the event', async () => {
@@ -155,6 +155,44 @@ test('500, 500, then 200: three attempts with the same delivery id, backing off'
   assert.equal(h.retried - before.retried, 2);
   assert.equal(h.delivered - before.delivered, 1);
   assert.equal(h.pending, 0);
+});
+
+test('a recall stops the retries of its message event; the receiver gets a recall event', async () => {
+  // 503 for the message event: it would be retried for ~15 s with its preview
+  rx.reset((call) => (call.body?.type === 'message' ? 503 : 200));
+  const before = (await healthz(srv)).webhook;
+  const [a, b] = await registerAll(srv, [uname('wr'), uname('ws')]);
+  const m = await send(srv, a, b, 'take this back');
+  const [first] = await rx.waitFor(1);
+  assert.equal(first.body.preview, 'take this back');
+  const r = await must(srv, 'POST', '/chat/recall', { token: a.token, body: { message_id: m.id } });
+  const calls = await rx.waitFor(2);
+  await sleep(2500); // past the first retry's 1 s, and the second's 2 s
+  assert.deepEqual(rx.calls.map((c) => c.body.type), ['message', 'recall'], 'no retry of the message event');
+  const rc = calls[1];
+  assert.equal(rc.headers['x-chatd-event'], 'recall');
+  verifySignature(rc);
+  assert.deepEqual(rc.body, { type: 'recall', recipient: b.id, sender: a.id, conversation: a.id, message_id: m.id, created_at: r.notice.time });
+  assert.equal(rc.raw.includes('take this back'), false);
+  const h = (await healthz(srv)).webhook;
+  assert.equal(h.withdrawn - before.withdrawn, 1);
+  assert.equal(h.pending, 0);
+  const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+  assert.match(metrics, new RegExp(`^chatd_webhook_withdrawn_total ${h.withdrawn}$`, 'm'), '/metrics counts it too');
+});
+
+test('a send retried after its message was recalled calls no webhook', async () => {
+  rx.reset();
+  const [a, b] = await registerAll(srv, [uname('wt'), uname('wu')]);
+  const m = await send(srv, a, b, 'once', { client_msg_id: 'wt-1' });
+  await rx.waitFor(1);
+  await must(srv, 'POST', '/chat/recall', { token: a.token, body: { message_id: m.id } });
+  await rx.waitFor(2); // the recall event: the message event was delivered
+  const dup = await send(srv, a, b, 'once', { client_msg_id: 'wt-1' });
+  assert.equal(dup.id, m.id);
+  assert.equal(dup.recalled, true);
+  await sleep(500);
+  assert.deepEqual(rx.calls.map((c) => c.body.type), ['message', 'recall']);
 });
 
 test('400 is not retried and counts as failed', async () => {

@@ -585,7 +585,7 @@ static void test_unread_and_chat_list(void **state)
     assert_int_equal(r->status, STORE_OK);
     assert_int_equal(json_array_size(r->result), 2);
     json_t *first = json_array_get(r->result, 0), *second = json_array_get(r->result, 1);
-    assert_int_equal(json_object_size(first), 11); /* and last_seen, chat_type */
+    assert_int_equal(json_object_size(first), 12); /* and last_seen, chat_type, from_id */
     assert_string_equal(jstr(first, "chat_type"), "single");
     assert_int_equal(jint(first, "userid"), c);
     assert_string_equal(jstr(first, "username"), "c");
@@ -596,7 +596,9 @@ static void test_unread_and_chat_list(void **state)
     assert_int_equal(jint(first, "noreadnum"), 2);
     assert_int_equal(jint(first, "last_message_id"), m4);
     assert_int_equal(jint(first, "last_seq"), 3); /* c1, b1, c2 */
+    assert_int_equal(jint(first, "from_id"), c);  /* the newest message's sender */
     assert_int_equal(jint(second, "userid"), a);
+    assert_int_equal(jint(second, "from_id"), a);
     assert_int_equal(jint(second, "noreadnum"), 1);
     assert_int_equal(jint(second, "last_message_id"), m1);
     assert_int_equal(jint(second, "last_seq"), 1);

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -666,7 +667,171 @@ static void test_admin_migration(void **state)
     store_close(s);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     snprintf(sql, sizeof(sql), "SELECT max(version) FROM %s.schema_version", schema);
-    assert_int_equal(side_exec(c, sql), 8); /* the latest version */
+    assert_int_equal(side_exec(c, sql), 9); /* the latest version */
+    snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", schema);
+    side_exec(c, sql);
+    PQfinish(c);
+}
+
+/* A URI of pg_uri whose search_path is schema, and the schema created. */
+static void schema_uri(PGconn *c, const char *schema, char *uri, size_t len)
+{
+    char sql[128];
+    snprintf(uri, len, "%s%coptions=-csearch_path%%3D%s", pg_uri, strchr(pg_uri, '?') ? '&' : '?',
+             schema);
+    snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", schema);
+    side_exec(c, sql);
+}
+
+/* Whether schema's index messages_uncounted exists (1: valid, 2: invalid). */
+static int64_t uncounted_state(PGconn *c, const char *schema)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT CASE WHEN i.indisvalid THEN 1 ELSE 2 END FROM pg_index i"
+             " WHERE i.indexrelid = to_regclass('%s.messages_uncounted')",
+             schema);
+    return side_exec(c, sql);
+}
+
+/* A database of schema 7 (before recall) with messages, in a schema of its
+ * own: migrations 8 and 9 keep them, build messages_uncounted (after the
+ * migrations, CONCURRENTLY), and a recall of an old message works; an
+ * index left invalid (an interrupted build) is built again at the next
+ * start. */
+static void test_recall_migration(void **state)
+{
+    NEED_PG(state);
+    fixture *f = *state;
+    char schema[40], uri[1024], sql[2048];
+    snprintf(schema, sizeof(schema), "rmig_%s", f->tag);
+    PGconn *c = side_conn();
+    schema_uri(c, schema, uri, sizeof(uri));
+    store_options o = {.store = uri, .connections = 2, .purge_interval_ms = -1};
+    char err[512] = "";
+    store *s = store_open_opts(&f->loop, &o, err, sizeof(err));
+    if (!s)
+        fail_msg("open in %s: %s", schema, err);
+    store *keep = f->s;
+    f->s = s;
+    int64_t a = create_user(f, "ra"), b = create_user(f, "rb");
+    store_req *r = run(f, send_req(f, a, b, "old1"));
+    assert_int_equal(r->status, STORE_OK);
+    int64_t old_id = field(r, "id");
+    store_req_free(r);
+    f->s = keep;
+    store_close(s);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    /* back to schema 7, with 20000 more messages in a conversation of
+     * their own */
+    snprintf(sql, sizeof(sql),
+             "SET search_path = %s;"
+             "DROP TABLE hidden_messages; DROP INDEX messages_uncounted;"
+             "ALTER TABLE messages DROP COLUMN recalled, DROP COLUMN width, DROP COLUMN height;"
+             "ALTER TABLE users DROP COLUMN hide_cursor;"
+             "DELETE FROM schema_version WHERE version >= 8;"
+             "INSERT INTO messages(id, seq, from_id, to_id, conv_lo, conv_hi, type, data, time)"
+             " SELECT nextval('messages_id_seq'), g, %lld, %lld, 900000000, 900000001, 'text', "
+             "'bulk', 1000"
+             " FROM generate_series(1, 20000) g;"
+             "SELECT max(version) FROM schema_version",
+             schema, (long long)a, (long long)b);
+    assert_int_equal(side_exec(c, sql), 7);
+    s = store_open_opts(&f->loop, &o, err, sizeof(err));
+    if (!s)
+        fail_msg("reopen in %s: %s", schema, err);
+    snprintf(sql, sizeof(sql), "SELECT max(version) FROM %s.schema_version", schema);
+    assert_int_equal(side_exec(c, sql), 9);
+    assert_int_equal(uncounted_state(c, schema), 1);
+    f->s = s;
+    r = new_req(f, STORE_MESSAGE_RECALL);
+    r->user_id = a;
+    r->message_id = old_id;
+    r->recall_window = 1000000;
+    run(f, r);
+    assert_int_equal(r->status, STORE_OK);
+    assert_true(json_is_true(json_object_get(json_object_get(r->result, "message"), "recalled")));
+    assert_true(json_is_object(json_object_get(r->result, "notice")));
+    store_req_free(r);
+    f->s = keep;
+    store_close(s);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+
+    /* an invalid index: a failed CREATE INDEX CONCURRENTLY leaves one
+     * (here a unique one over duplicates) */
+    snprintf(sql, sizeof(sql), "DROP INDEX %s.messages_uncounted", schema);
+    side_exec(c, sql);
+    snprintf(sql, sizeof(sql),
+             "CREATE UNIQUE INDEX CONCURRENTLY messages_uncounted ON %s.messages(type)", schema);
+    PGresult *res = PQexec(c, sql);
+    assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
+    PQclear(res);
+    assert_int_equal(uncounted_state(c, schema), 2);
+    s = store_open_opts(&f->loop, &o, err, sizeof(err));
+    if (!s)
+        fail_msg("reopen in %s: %s", schema, err);
+    assert_int_equal(uncounted_state(c, schema), 1);
+    store_close(s);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", schema);
+    side_exec(c, sql);
+    PQfinish(c);
+}
+
+typedef struct {
+    store_options o;
+    uv_loop_t loop;
+    store *s;
+    char err[512];
+} opener;
+
+static void *open_thread(void *arg)
+{
+    opener *op = arg;
+    op->s = store_open_opts(&op->loop, &op->o, op->err, sizeof(op->err));
+    return NULL;
+}
+
+/* A node waiting for the migration lock holds no snapshot, so another
+ * node's CREATE INDEX CONCURRENTLY under that lock (the build of
+ * messages_uncounted) is not stuck behind it: here the test's own session
+ * holds the lock and builds an index concurrently while a store waits to
+ * migrate. Waiting inside pg_advisory_lock, the waiting node's statement
+ * kept a snapshot the build waits for: a deadlock, one side failed. */
+static void test_migration_lock_no_snapshot(void **state)
+{
+    NEED_PG(state);
+    fixture *f = *state;
+    char schema[40], uri[1024], sql[256];
+    snprintf(schema, sizeof(schema), "lmig_%s", f->tag);
+    PGconn *c = side_conn();
+    schema_uri(c, schema, uri, sizeof(uri));
+    side_exec(c, "SELECT pg_advisory_lock(426952979556)"); /* MIGRATION_LOCK, "chatd" */
+    opener op = {.o = {.store = uri, .connections = 1, .purge_interval_ms = -1}};
+    assert_int_equal(uv_loop_init(&op.loop), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, open_thread, &op), 0);
+    usleep(500 * 1000); /* the store is waiting for the lock */
+    snprintf(sql, sizeof(sql), "CREATE TABLE %s.side_t(x int)", schema);
+    side_exec(c, sql);
+    snprintf(sql, sizeof(sql), "CREATE INDEX CONCURRENTLY side_i ON %s.side_t(x)", schema);
+    PGresult *res = PQexec(c, sql);
+    bool built = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!built)
+        print_message("concurrent build: %s", PQerrorMessage(c));
+    PQclear(res);
+    side_exec(c, "SELECT pg_advisory_unlock(426952979556)");
+    pthread_join(t, NULL);
+    if (!op.s)
+        print_message("store open: %s", op.err);
+    assert_true(built);
+    assert_non_null(op.s);
+    store_close(op.s);
+    uv_run(&op.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&op.loop);
+    snprintf(sql, sizeof(sql), "SELECT max(version) FROM %s.schema_version", schema);
+    assert_int_equal(side_exec(c, sql), 9);
+    assert_int_equal(uncounted_state(c, schema), 1);
     snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", schema);
     side_exec(c, sql);
     PQfinish(c);
@@ -1007,6 +1172,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_token_purge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_search, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admin_migration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recall_migration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_lock_no_snapshot, setup, teardown),
         cmocka_unit_test(test_unreachable_at_start),
         cmocka_unit_test_setup_teardown(test_lock_held_unavailable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stopped_backend_unavailable, setup, teardown),

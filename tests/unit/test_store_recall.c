@@ -9,11 +9,10 @@
  * Checked: a recall empties the stored data (read in the database itself),
  * marks the message and appends one notice (next seq, no unread, one row
  * whatever the group's size), lowers the recipient's count of a message it
- * had not read, is idempotent, and refuses in SQLite's order (not_found,
- * forbidden, not_member, group_dissolved, recall_window_passed); hidden
- * messages are marked for their user only, with a per-user cursor that
- * STORE_SYNC_CURSORS pages through; image sizes are stored and answered;
- * and recalls, deletes and sends share one pass. */
+ * had not read, is idempotent (a retry answers the same notice), and refuses in SQLite's order
+ * (not_found, forbidden, not_member, group_dissolved, recall_window_passed); hidden messages are
+ * marked for their user only, with a per-user cursor that STORE_SYNC_CURSORS pages through; image
+ * sizes are stored and answered; and recalls, deletes and sends share one pass. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -405,9 +404,12 @@ static void test_recall_1to1(void **state)
     assert_int_equal(jint(item, "noreadnum"), 1);
     store_req_free(r);
 
-    /* idempotent */
+    /* idempotent: nothing stored, the existing notice answered again with
+     * the peer, so the caller pushes it again */
     r = run_ok(f, recall_req(f, a, id2, 999999999));
-    assert_true(json_is_null(json_object_get(r->result, "notice")));
+    assert_int_equal(jint(json_object_get(r->result, "notice"), "id"), notice_id);
+    assert_string_equal(jstr(json_object_get(r->result, "notice"), "type"), "recall");
+    assert_int_equal(jint(r->result, "peer_id"), b);
     assert_true(jbool(json_object_get(r->result, "message"), "recalled"));
     store_req_free(r);
     r = run_ok(f, new_req(f, STORE_SYNC_CURSORS, a, 0));
@@ -441,6 +443,12 @@ static void test_recall_group(void **state)
     json_t *members = json_object_get(r->result, "members");
     assert_int_equal(json_array_size(members), 3);
     assert_true(has_id(members, a) && has_id(members, b) && has_id(members, c));
+    int64_t notice_id = jint(notice, "id");
+    store_req_free(r);
+    /* a retry: the same notice and the members, nothing stored */
+    r = run_ok(f, recall_req(f, a, jint(m, "id"), 1000));
+    assert_int_equal(jint(json_object_get(r->result, "notice"), "id"), notice_id);
+    assert_int_equal(json_array_size(json_object_get(r->result, "members")), 3);
     store_req_free(r);
     assert_int_equal(side_sql(f, sql), rows + 1); /* one notice row, none per member */
     assert_int_equal(stored_len(f, jint(m, "id")), 0);

@@ -120,6 +120,33 @@ static void test_event_refuses_incomplete(void **state)
     }
 }
 
+/* The recall event: who, which message, when (the notice's time), and no
+ * text at all. */
+static void test_recall_event(void **state)
+{
+    (void)state;
+    json_t *m = message("", "alice");
+    json_object_set_new(m, "recalled", json_true());
+    json_t *notice =
+        json_pack("{s:I, s:I}", "id", (json_int_t)900002, "time", (json_int_t)1700000005000LL);
+    char *body = webhook_recall_json(m, notice);
+    assert_non_null(body);
+    json_error_t err;
+    json_t *ev = json_loads(body, 0, &err);
+    free(body);
+    json_t *want =
+        json_pack("{s:s,s:I,s:I,s:I,s:I,s:I}", "type", "recall", "recipient", (json_int_t)42,
+                  "sender", (json_int_t)17, "conversation", (json_int_t)17, "message_id",
+                  (json_int_t)900001, "created_at", (json_int_t)1700000005000LL);
+    assert_true(json_equal(ev, want));
+    json_decref(want);
+    json_decref(ev);
+    json_object_del(notice, "time");
+    assert_null(webhook_recall_json(m, notice));
+    json_decref(notice);
+    json_decref(m);
+}
+
 /* ---- signature --------------------------------------------------------- */
 
 static void test_signature_vectors(void **state)
@@ -167,6 +194,7 @@ int main(void)
         cmocka_unit_test(test_event_fields),
         cmocka_unit_test(test_event_preview_options),
         cmocka_unit_test(test_event_refuses_incomplete),
+        cmocka_unit_test(test_recall_event),
         cmocka_unit_test(test_signature_vectors),
         cmocka_unit_test(test_signature_covers_timestamp_and_body),
     };
