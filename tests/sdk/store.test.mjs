@@ -103,6 +103,19 @@ test('an older web client\'s chatlastid key is dropped; a broken cache is ignore
   assert.deepEqual(s.cursors, { 9: 3 });
 });
 
+test('who wrote a 1:1 conversation\'s last message: the list item\'s from_id, else what was known', () => {
+  const s = new ChatStore(ME, { storage: memoryStorage() });
+  const item = (o) => ({ chat_type: 'single', userid: 9, username: 'nine', type: 'text', data: 'x', time: 1, noreadnum: 0, last_message_id: 3, last_seq: 3, ...o });
+  s.setList([item({ from_id: ME.id })], null);
+  assert.equal(s.item(9).from_me, true);
+  s.setList([item({ from_id: 9 })], null);
+  assert.equal(s.item(9).from_me, false);
+  s.bump(msg({ id: 4, seq: 4, from_id: ME.id, to_id: 9 }));
+  assert.deepEqual([s.item(9).from_me, s.item(9).from_id], [true, ME.id]);
+  s.setList([item({ last_message_id: 4, last_seq: 4 })], null); // an older chatd: no from_id
+  assert.equal(s.item(9).from_me, true, 'kept for the same last message');
+});
+
 test('names for users and groups not known yet can be given', () => {
   const s = new ChatStore(ME, { storage: memoryStorage() });
   assert.equal(s.user(42).username, 'User 42');

@@ -174,6 +174,7 @@ function cleanItem(i) {
   };
   if (typeof i.online === 'boolean') out.online = i.online;
   if (Number.isSafeInteger(i.last_seen) || i.last_seen === null) out.last_seen = i.last_seen;
+  if (Number.isSafeInteger(i.from_id) && i.from_id > 0) out.from_id = i.from_id; // who wrote the last message (newer chatd)
   return itemExtras(out, i);
 }
 
@@ -391,8 +392,9 @@ export class ChatStore {
         continue;
       }
       const prev = old.get(i.key);
-      // The server's list does not say who wrote the last message; keep what we knew.
-      if (prev && prev.last_message_id === i.last_message_id) i.from_me = prev.from_me;
+      // Who wrote the last message: the item says (from_id); an older chatd's does not: keep what we knew.
+      if (i.from_id) i.from_me = i.from_id === this.uid;
+      else if (prev && prev.last_message_id === i.last_message_id) i.from_me = prev.from_me;
       else i.from_me = this.lastFromMe(i);
       this.rememberUser({ id: i.userid, username: i.username, userpic: i.userpic });
       if (typeof i.online === 'boolean') this.setPresence(i.userid, i.online, i.last_seen);
@@ -477,6 +479,7 @@ export class ChatStore {
       else delete item[k];
     }
     item.from_me = m.from_id === this.uid;
+    if (!group) item.from_id = m.from_id;
     // Our message still on its way (or failed): the list shows its state, not "You: ".
     item.pending_cmid = m.id ? '' : str(m.client_msg_id);
     if (m.id) item.last_message_id = m.id;
