@@ -39,7 +39,7 @@ fi
 if [ "$want_test" = 1 ]; then
   root=$(cd "$(dirname "$0")/.." && pwd)
   # npm packages for the test clients, from each package-lock.json
-  for dir in tests/integration tests/browser bench/peer; do
+  for dir in tests/integration tests/sdk tests/browser bench/peer; do
     if [ -f "$root/$dir/package-lock.json" ] && [ ! -d "$root/$dir/node_modules" ]; then
       echo "bootstrap: npm ci in $dir"
       (cd "$root/$dir" && npm ci --no-audit --no-fund --loglevel=error)

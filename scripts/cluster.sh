@@ -19,7 +19,7 @@
 #
 # Nodes: build/chatd of this repository ($CHATD_BIN to use another; scripts/build.sh runs
 # first when it is missing), each on a free 127.0.0.1 port with --store <PG_URL>
-# --redis <REDIS_URL> --node-id nodeI --api-secret <API_SECRET> --web-root web/, plus the
+# --redis <REDIS_URL> --node-id nodeI --api-secret <API_SECRET> --web-root web/ --sdk-root clients/js/src, plus the
 # words of $CHATD_NODE_ARGS. Public port: $CHATD_PUBLIC_PORT, or a free one.
 #
 # haproxy: mode http, balance roundrobin, no stickiness (no cookie, no stick table, no
@@ -129,7 +129,7 @@ start() {
         mkdir -p "$DIR/node$i"
         env "${unset_env[@]}" \
             setsid "$BIN" --listen "127.0.0.1:$port" --store "$pg_url" --redis "$redis_url" \
-            --node-id "node$i" --api-secret "$secret" --web-root "$root/web" \
+            --node-id "node$i" --api-secret "$secret" --web-root "$root/web" --sdk-root "$root/clients/js/src" \
             --data-dir "$DIR/node$i" "${extra[@]}" \
             </dev/null >"$DIR/node$i.log" 2>&1 &
         pid=$!

@@ -6,6 +6,9 @@
 #   build-clang  clang build, warnings are errors
 #   unit         cmocka unit tests (ctest)
 #   integration  the real build/chatd driven by Node's ws client
+#   sdk          the JavaScript SDK (clients/js) against the real build/chatd, once
+#                with its browser adapter (ws, an in-memory localStorage) and once
+#                with its uni-app adapter over a fake uni (tests/sdk)
 #   integration-tls  the transport's files again (framing, HTTP, streaming, the
 #                chat flow and pushes) with every chatd the harness starts
 #                serving https/wss (CHATD_TEST_TLS=1: --tls-cert/--tls-key from a
@@ -108,10 +111,12 @@ integration() {
 integration_tls() {
   (cd "$root/tests/integration" && CHATD_TEST_TLS=1 CHATD_BIN="$1/chatd" node --test --test-concurrency=2 \
     frames.test.mjs handshake.test.mjs heartbeat_backpressure.test.mjs http.test.mjs \
-    static.test.mjs static_gzip.test.mjs media.test.mjs deflate.test.mjs utf8_stream.test.mjs \
+    static.test.mjs static_gzip.test.mjs static_sdk.test.mjs media.test.mjs deflate.test.mjs utf8_stream.test.mjs \
     tls.test.mjs events.test.mjs gateway_api.test.mjs chat_flow.test.mjs chat_bind.test.mjs \
     chat_groups_smoke.test.mjs presence.test.mjs shutdown.test.mjs metrics.test.mjs)
 }
+# The SDK's scenarios, one file per adapter, each with its own chatd.
+sdk() { (cd "$root/tests/sdk" && CHATD_BIN="$1/chatd" node --test --test-concurrency=2 --test-timeout=60000); }
 # The chat-service tests (and every other test that touches the store) on PostgreSQL:
 # the same files as on SQLite; the harness gives each chatd its own database.
 integration_pg() {
@@ -189,6 +194,7 @@ stage build build_gcc
 stage build-clang build_clang
 stage unit unit "$root/build"
 stage integration integration "$root/build"
+[ -d tests/sdk ] && stage sdk sdk "$root/build"
 stage integration-tls integration_tls "$root/build"
 stage unit-pg unit_pg "$root/build"
 stage integration-pg integration_pg "$root/build"

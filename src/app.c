@@ -285,8 +285,10 @@ static void route(http_request *req)
     default:
         if (media_handles(req->path))
             media_handle_request(req);
+        else if (path_has_prefix(req->path, "/sdk/", &rest))
+            static_serve(req, STATIC_ROOT_SDK, rest - 1); /* "/index.js" of "/sdk/index.js" */
         else
-            static_serve(req, srv.cfg->web_root);
+            static_serve(req, STATIC_ROOT_WEB, req->path);
         break;
     }
 }
@@ -490,7 +492,8 @@ int app_run(uv_loop_t *loop, config *cfg)
         return 1;
     http_set_request_handler(route);
     http_set_body_policy(body_policy);
-    static_files_init(cfg->web_root);
+    static_files_init(STATIC_ROOT_WEB, cfg->web_root);
+    static_files_init(STATIC_ROOT_SDK, cfg->sdk_root);
     if (tls_init(cfg) < 0)
         return 1;
     reload_register("tls", tls_reload);

@@ -36,6 +36,7 @@ typedef struct config {
     char *ws_path;
     char *echo_path; /* NULL or "" = echo endpoint off */
     char *web_root;
+    char *sdk_root;     /* the JavaScript SDK's src/, served at /sdk/ */
     char *cors_origins; /* comma separated, "*" = any, NULL = no CORS */
     char *ws_origins;   /* comma separated allow-list for WebSocket Origin, NULL = any */
     /* limits */

@@ -1,4 +1,5 @@
-/* static_files: serve the web client from --web-root (see static_files.h). */
+/* static_files: serve the web client from --web-root and the SDK from
+ * --sdk-root (see static_files.h). */
 #include "http/static_files.h"
 
 #include <zlib.h>
@@ -312,6 +313,7 @@ int static_safe_path(const char *raw, char *out, size_t cap)
 
 typedef struct static_job {
     http_request *req;
+    static_root root; /* whose real path the file must lie under */
     uv_fs_t fs;
     uv_work_t work; /* gzip on the thread pool */
     uv_file fd;
@@ -585,20 +587,26 @@ static void open_cb(uv_fs_t *fs)
     }
 }
 
-/* The web root's real path, so every file can be checked to lie inside it
- * after symlinks are resolved. */
-static char *root_real;
-static size_t root_real_len;
+/* Each root's directory as configured and its real path, so every file can
+ * be checked to lie inside it after symlinks are resolved. */
+static struct {
+    const char *dir;
+    char *real;
+    size_t real_len;
+} roots[STATIC_ROOT_COUNT];
 
-int static_files_init(const char *web_root)
+int static_files_init(static_root root, const char *dir)
 {
-    free(root_real);
-    root_real = realpath(web_root, NULL);
-    if (!root_real) {
-        log_warn("web root %s does not exist: static files will be 404", web_root);
+    static const char *const names[STATIC_ROOT_COUNT] = {"web root (--web-root)",
+                                                         "SDK root (--sdk-root)"};
+    free(roots[root].real);
+    roots[root].dir = dir;
+    roots[root].real = realpath(dir, NULL);
+    if (!roots[root].real) {
+        log_warn("%s %s does not exist: its files will be 404", names[root], dir);
         return -1;
     }
-    root_real_len = strlen(root_real);
+    roots[root].real_len = strlen(roots[root].real);
     return 0;
 }
 
@@ -606,6 +614,8 @@ static void realpath_cb(uv_fs_t *fs)
 {
     static_job *job = fs->data;
     const char *real = fs->result == 0 ? fs->ptr : NULL;
+    const char *root_real = roots[job->root].real;
+    size_t root_real_len = roots[job->root].real_len;
     /* a symlink may point anywhere: what it resolves to must be under the root */
     if (!real || !root_real || strncmp(real, root_real, root_real_len) != 0 ||
         (real[root_real_len] != '/' && real[root_real_len] != '\0')) {
@@ -636,7 +646,7 @@ static void start_resolve(static_job *job)
     }
 }
 
-void static_serve(http_request *req, const char *web_root)
+void static_serve(http_request *req, static_root root, const char *path)
 {
     if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
         http_respond_error(req, 405, "method_not_allowed", "%s is not allowed here",
@@ -644,12 +654,17 @@ void static_serve(http_request *req, const char *web_root)
         return;
     }
     char rel[1024];
-    if (static_safe_path(req->path, rel, sizeof(rel)) < 0) {
+    if (static_safe_path(path, rel, sizeof(rel)) < 0) {
         http_respond_error(req, 400, "bad_path", "path is not allowed");
         return;
     }
+    const char *dir = roots[root].dir;
+    if (!dir) {
+        http_respond_error(req, 404, "not_found", "no such file");
+        return;
+    }
     static_job *job = calloc(1, sizeof(*job));
-    size_t len = strlen(web_root) + strlen(rel) + 1;
+    size_t len = strlen(dir) + strlen(rel) + 1;
     if (job)
         job->path = malloc(len);
     if (!job || !job->path) {
@@ -657,8 +672,9 @@ void static_serve(http_request *req, const char *web_root)
         http_respond_error(req, 500, "internal", "out of memory");
         return;
     }
-    snprintf(job->path, len, "%s%s", web_root, rel);
+    snprintf(job->path, len, "%s%s", dir, rel);
     job->req = req;
+    job->root = root;
     job->accepts_gzip = static_accepts_gzip(http_header(req, "Accept-Encoding"));
     job->fd = -1;
     job->fs.data = job;

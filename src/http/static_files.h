@@ -1,9 +1,13 @@
-/* static_files: GET/HEAD of files under the web root, read with libuv's
+/* static_files: GET/HEAD of files under a root directory, read with libuv's
  * thread-pool file operations so the event loop never waits on the disk.
+ * Two roots: the web client (--web-root, served at /) and the JavaScript
+ * SDK's modules (--sdk-root, served at /sdk/, so that a page imports
+ * /sdk/index.js with no copy). Both follow every rule below.
  *
  * Safety: the decoded path must start with '/', contain no NUL, no
  * backslash and no "." or ".." segment, so a request can never name a file
- * outside the web root (400). A directory serves its index.html.
+ * outside its root (400); what a symlink resolves to must lie under the
+ * root's real path too (404). A directory serves its index.html.
  * Caching: ETag (size and mtime) and Last-Modified; a matching
  * If-None-Match, or If-Modified-Since not older than the file, gets 304.
  * Cache-Control: no-cache, except images and fonts: max-age=600.
@@ -25,11 +29,20 @@
 
 #include "http/http.h"
 
-/* Resolves the web root's real path (once, at start-up). -1 if missing. */
-int static_files_init(const char *web_root);
+/* The directories files are served from. */
+typedef enum {
+    STATIC_ROOT_WEB, /* --web-root, at / */
+    STATIC_ROOT_SDK, /* --sdk-root, at /sdk/ */
+    STATIC_ROOT_COUNT
+} static_root;
 
-/* Answers req from files under web_root (borrowed; must outlive the call). */
-void static_serve(http_request *req, const char *web_root);
+/* Resolves root's real path from dir (borrowed; must outlive the server),
+ * once, at start-up. -1 (logged) if missing: its files are then 404. */
+int static_files_init(static_root root, const char *dir);
+
+/* Answers req from the file at path (the URL path below the root's mount
+ * point, e.g. "/index.js" for GET /sdk/index.js) under root. */
+void static_serve(http_request *req, static_root root, const char *path);
 
 /* Checks and normalizes a raw URL path into out ("/index.html" for "/").
  * Returns 0, or -1 when the path is unsafe or too long. Pure (unit-tested). */

@@ -78,22 +78,6 @@ export function toast(message, ms = 3500) {
   }, ms);
 }
 
-/** A UUID v4 for client_msg_id (crypto.randomUUID needs a secure context). */
-export function uuid() {
-  if (globalThis.crypto && typeof crypto.randomUUID === 'function') {
-    try {
-      return crypto.randomUUID();
-    } catch {
-      /* not a secure context */
-    }
-  }
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const hex = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
-
 /** An avatar element (from avatar()) in a wrapper with a presence dot: green when online, none otherwise. */
 export function withPresence(avatarEl, online) {
   return h(

@@ -104,15 +104,20 @@ export function has(key) {
 }
 
 /**
- * The words for a failed request or a refused socket message. e: an ApiError ({code,
- * message, network}) or an error frame ({code, msg}). The server's code words it through
+ * The words for a failed request or a refused socket message. e: the SDK's ChatError ({code,
+ * message, status, network}) or an error frame ({code, msg}). The server's code words it through
  * "err.<code>" ({msg}: the server's own English reason, which en.js shows for the codes
- * whose reason names a field); an unknown code gets a generic line naming it; no code (the
- * network, a non-JSON answer): the error's message, which api.js words through t().
+ * whose reason names a field); an unknown code gets a generic line naming it; no code
+ * (rare): the error's message.
  */
 export function errText(e, fallbackKey = 'err.generic') {
   if (!e) return t(fallbackKey);
   const code = typeof e.code === 'string' ? e.code : '';
+  // The SDK's own codes (docs/SDK.md, "Errors"): no answer in time (not the server's 408
+  // "timeout", which comes with an answer), a cancelled upload, an answer not chatd's.
+  if (code === 'timeout' && e.network) return t('err.no_answer');
+  if (code === 'cancelled') return t('err.upload_cancelled');
+  if (code === 'bad_response') return t('err.http_status', { status: e.status });
   const msg = (typeof e.msg === 'string' && e.msg) || (typeof e.message === 'string' && e.message) || code;
   if (code && has(`err.${code}`)) return t(`err.${code}`, { msg, code });
   if (code) return t('err.unknown', { code });

@@ -1,5 +1,6 @@
 // Starts the real build/chatd for the browser tests: a free 127.0.0.1 port, a
-// temp --data-dir, the repo's web/ as --web-root. Stops it by PID. restart()
+// temp --data-dir, the repo's web/ as --web-root and its SDK (clients/js/src, which the
+// page imports from /sdk/) as --sdk-root. Stops it by PID. restart()
 // stops it (SIGTERM) and starts it again on the same port and data dir.
 // With CHATD_TEST_STORE=<postgres URI> (as in the integration harness) each
 // chatd gets a fresh database of its own as --store, dropped at stop().
@@ -16,6 +17,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(here, '..', '..', '..');
 export const CHATD_BIN = process.env.CHATD_BIN || path.join(REPO_ROOT, 'build', 'chatd');
 export const WEB_ROOT = path.join(REPO_ROOT, 'web');
+export const SDK_ROOT = path.join(REPO_ROOT, 'clients', 'js', 'src');
 export const HOST = '127.0.0.1';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -54,7 +56,7 @@ function childEnv() {
 async function spawnChatd(port, dataDir, extraArgs) {
   if (!fs.existsSync(CHATD_BIN)) throw new Error(`chatd not found at ${CHATD_BIN}: build it first (scripts/build.sh)`);
   // --send-rate 0: tests seed conversations over HTTP faster than anyone types.
-  const argv = ['--listen', `${HOST}:${port}`, '--data-dir', dataDir, '--web-root', WEB_ROOT, '--log-level', 'warn', '--send-rate', '0', ...extraArgs];
+  const argv = ['--listen', `${HOST}:${port}`, '--data-dir', dataDir, '--web-root', WEB_ROOT, '--sdk-root', SDK_ROOT, '--log-level', 'warn', '--send-rate', '0', ...extraArgs];
   const child = spawn(CHATD_BIN, argv, { env: childEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
   live.add(child);
   let stderr = '';

@@ -445,6 +445,7 @@ export async function startCluster(afterHook, { n = 3, nodeOptions = {}, haproxy
     c.options = (i) => ({
       ...NODE_DEFAULTS,
       'web-root': path.join(REPO_ROOT, 'web'),
+      'sdk-root': path.join(REPO_ROOT, 'clients', 'js', 'src'),
       'data-dir': path.join(dir, `node${i + 1}`),
       store: c.db.uri,
       redis: c.redis.url,

@@ -1,5 +1,5 @@
 // views/auth.js: sign in and sign up.
-import { api } from '../api.js';
+import { client } from '../chat.js';
 import { safeUrl } from '../dom.js';
 import { LANGS, errText, lang, onLangChange, setLang, t } from '../i18n.js';
 
@@ -94,7 +94,7 @@ export function setupAuth(root, onSignedIn) {
     submit.disabled = true;
     showError('');
     try {
-      const data = mode === 'signup' ? await api.register(name, pass, pic || undefined) : await api.login(name, pass);
+      const data = mode === 'signup' ? await client.api.register(name, pass, pic || undefined) : await client.api.login(name, pass);
       password.value = '';
       onSignedIn({ token: data.token, user: data.user });
     } catch (err) {

@@ -20,7 +20,7 @@
 import { avatar, h, safeUrl, toast, withPresence } from '../dom.js';
 import { clock, dividerTime, presenceText, systemText } from '../format.js';
 import { errText, has, onLangChange, t } from '../i18n.js';
-import { messageKey, recallTarget, systemData } from '../store.js';
+import { messageKey, recallTarget, systemData } from '/sdk/index.js';
 import { Uploader, dragHasFiles, filesOf, imageBubble } from './media.js';
 import { confirmDialog, copyText, recallText, setupMessageMenu } from './menu.js';
 
@@ -52,7 +52,7 @@ export class ConversationView {
    *          loadOlder: () => void, typing: (active: boolean) => void,
    *          recall: (m: object) => Promise<void>, deleteForMe: (m: object) => Promise<void>,
    *          config: () => ({recall_window?: number, max_upload?: number} | null)}} actions
-   *   recall, deleteForMe: reject with the server's ApiError; config: GET /chat/config's answer once known.
+   *   recall, deleteForMe: reject with the server's ChatError; config: GET /chat/config's answer once known.
    */
   constructor(els, actions) {
     this.els = els;

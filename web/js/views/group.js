@@ -3,7 +3,7 @@
 // online dots; add, remove, roles and ownership, rename, mute, leave and
 // dissolve, each offered only to whom the server allows it: docs/API.md
 // "Groups"). Every name goes into the page as text.
-import { api } from '../api.js';
+import { client } from '../chat.js';
 import { avatar, h, withPresence } from '../dom.js';
 import { errText, onLangChange, t } from '../i18n.js';
 
@@ -24,7 +24,7 @@ function searchBox(input, results, hint, button) {
     }
     let users;
     try {
-      users = await api.search(q);
+      users = await client.api.search(q);
     } catch (e) {
       if (mine === seq) {
         hint.textContent = errText(e);

@@ -5,7 +5,7 @@
 import { avatar, h, withPresence } from '../dom.js';
 import { badgeText, listTime, preview, systemText } from '../format.js';
 import { t } from '../i18n.js';
-import { systemData } from '../store.js';
+import { systemData } from '/sdk/index.js';
 import { recallText } from './menu.js';
 
 const MUTED_ICON = 'M11 5L6 9H3v6h3l5 4zM22 9l-6 6M16 9l6 6';
@@ -41,7 +41,7 @@ export function itemPreview(store, item) {
 /**
  * Renders store.list into ul. Rows are kept per conversation so avatars do not reload.
  * @param {HTMLElement} ul
- * @param {import('../store.js').ChatStore} store
+ * @param {import('/sdk/index.js').ChatStore} store
  * @param {{current: number|null, typing: Map<number, string>}} o  typing: conversation key -> what to show
  */
 export function renderList(ul, store, { current = null, typing = new Map() } = {}) {

@@ -7,7 +7,7 @@
 // two uploads per user at once); once stored, an "image" message with the URL, width and
 // height is sent. A refused file (not a picture, too large, cut off ...) stays as a bubble
 // saying why, until dismissed, and nothing is sent.
-import { uploadMedia } from '../api.js';
+import { client } from '../chat.js';
 import { h, safeUrl } from '../dom.js';
 import { errText, has, t } from '../i18n.js';
 
@@ -242,7 +242,7 @@ export class Uploader {
     this.running = job;
     job.status.textContent = t('media.uploading');
     try {
-      const media = await uploadMedia(job.file, {
+      const media = await client.uploadMedia(job.file, {
         signal: job.abort.signal,
         onProgress: (f) => {
           job.progress.value = f;

@@ -5,7 +5,7 @@
 // every other session of the user out (their sockets get "password_changed"
 // and the page there lands on the sign-in screen) and this one goes on.
 // The language: 简体中文 or English (i18n.js), switched here without a reload.
-import { api, uploadMedia } from '../api.js';
+import { client } from '../chat.js';
 import { h } from '../dom.js';
 import { LANGS, errText, lang, onLangChange, setLang, t } from '../i18n.js';
 
@@ -52,7 +52,7 @@ export function setupProfile(root, { user, clientId, changed }) {
   }
 
   async function setPicture(url) {
-    const u = await api.profile(url, clientId());
+    const u = await client.api.profile(url, clientId());
     changed(u);
   }
 
@@ -68,7 +68,7 @@ export function setupProfile(root, { user, clientId, changed }) {
     progress.value = 0;
     progress.hidden = false;
     try {
-      const media = await uploadMedia(f, { onProgress: (x) => (progress.value = x) });
+      const media = await client.uploadMedia(f, { onProgress: (x) => (progress.value = x) });
       await setPicture(media.url);
     } catch (e) {
       showPicError(errText(e, 'profile.upload_failed'));
@@ -136,7 +136,7 @@ export function setupProfile(root, { user, clientId, changed }) {
     showPwError('');
     submit.disabled = true;
     try {
-      const r = await api.password(oldPw, newPw);
+      const r = await client.api.password(oldPw, newPw);
       form.reset();
       const n = Number(r && r.tokens_deleted) || 0;
       pwDone.textContent = n > 0 ? t('profile.done_signed_out', { count: n }) : t('profile.done');

@@ -1,5 +1,5 @@
 // views/search.js: find a user by name to start a chat.
-import { api } from '../api.js';
+import { client } from '../chat.js';
 import { avatar, h } from '../dom.js';
 import { errText, onLangChange, t } from '../i18n.js';
 
@@ -8,7 +8,7 @@ import { errText, onLangChange, t } from '../i18n.js';
  * @param {HTMLInputElement} o.input
  * @param {HTMLElement} o.results
  * @param {HTMLElement} o.hint
- * @param {() => import('../store.js').ChatStore} o.store
+ * @param {() => import('/sdk/index.js').ChatStore} o.store
  */
 export function setupSearch({ input, results, hint }, getStore) {
   let timer = 0;
@@ -28,7 +28,7 @@ export function setupSearch({ input, results, hint }, getStore) {
     showHint(t('find.searching'));
     let users;
     try {
-      users = await api.search(q);
+      users = await client.api.search(q);
     } catch (e) {
       if (mine === seq) showHint(errText(e));
       return;

@@ -1,47 +1,63 @@
-// socket.js: the WebSocket to chatd's /ws. Connects (ws: or wss: as the page),
-// waits for {"type":"init","client_id","bind_nonce"}, binds the user through
-// `bind` (POST /chat/bind with both), then reports online. After any close it reconnects with
-// exponential backoff and jitter, and binds again.
+// connection.js: the socket to chatd's /ws, through the adapter's connect().
+// Waits for {"type":"init","client_id","bind_nonce"}, binds through the
+// caller's bind (POST /chat/bind with both), then reports online. After any
+// close it reconnects with exponential backoff and jitter, and binds again.
 //
-// A dropped network often closes nothing: no FIN arrives, and the browser's socket stays OPEN
-// for minutes. So a bound socket that has heard nothing for a few seconds sends the
-// application ping ({"type":"ping"}, answered at once by the gateway with {"type":"pong"});
-// when no frame at all comes back within PONG_TIMEOUT_MS the socket is dropped and the page
-// shows it is offline (within PING_IDLE_MS + PONG_TIMEOUT_MS, 6 to 7 s, on a visible page).
-// probe() sends that ping at once (a message just sent, the tab shown again), and
-// networkLost() drops the socket without waiting when the browser says it went offline.
+// A dropped network often closes nothing: no FIN arrives, and the socket
+// stays open for minutes. So a bound socket that has heard nothing for a few
+// seconds sends the application ping ({"type":"ping"}, answered at once by
+// the gateway with {"type":"pong"}); when no frame at all comes back within
+// pongTimeoutMs the socket is dropped and the client is offline (within
+// pingIdleMs + pongTimeoutMs, 6 to 7 s, while visible). probe() sends that
+// ping at once (a message just sent, the app shown again), and networkLost()
+// drops the socket without waiting when the platform says it went offline.
 
-const BASE_DELAY_MS = 500;
-const MAX_DELAY_MS = 15000;
-const INIT_TIMEOUT_MS = 10000;
-const PING_IDLE_MS = 3000; // a visible page pings after this long without a frame
-const PING_IDLE_HIDDEN_MS = 25000; // a hidden one less often (its timers are throttled anyway)
-const PONG_TIMEOUT_MS = 3000; // no frame this long after a ping: the connection is dead
-const HEARTBEAT_TICK_MS = 500;
+/**
+ * What adapter.connect returns: a socket already connecting.
+ * @typedef {object} SocketLike
+ * @property {(text: string) => boolean} send  false when it could not be queued
+ * @property {(code?: number, reason?: string) => void} close
+ *
+ * The handlers adapter.connect calls (each at most as the platform reports it).
+ * @typedef {object} SocketHandlers
+ * @property {() => void} onOpen
+ * @property {(text: string) => void} onMessage  text frames only
+ * @property {(code: number, reason: string) => void} onClose
+ * @property {(err: any) => void} onError
+ */
 
-export function socketUrl(path = '/ws') {
-  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${scheme}//${location.host}${path}`;
-}
+export const DEFAULT_TIMING = Object.freeze({
+  baseDelayMs: 500,
+  maxDelayMs: 15000,
+  initTimeoutMs: 10000,
+  pingIdleMs: 3000, // a visible client pings after this long without a frame
+  pingIdleHiddenMs: 25000, // a hidden one less often (its timers are throttled anyway)
+  pongTimeoutMs: 3000, // no frame this long after a ping: the connection is dead
+  heartbeatTickMs: 500,
+});
 
 /** Delay before reconnect attempt n (0-based): half fixed, half random ("equal jitter"). */
-export function backoffDelay(attempt, base = BASE_DELAY_MS, max = MAX_DELAY_MS) {
+export function backoffDelay(attempt, base = DEFAULT_TIMING.baseDelayMs, max = DEFAULT_TIMING.maxDelayMs, random = Math.random) {
   const ceiling = Math.min(max, base * 2 ** Math.min(attempt, 16));
-  return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
 }
 
-export class ChatSocket {
+export class Connection {
   /**
    * @param {object} o
    * @param {string} o.url
+   * @param {(url: string, h: SocketHandlers) => SocketLike} o.connect  the adapter's
    * @param {(clientId: string, bindNonce: string) => Promise<void>} o.bind  rejects with {fatal: true} to stop reconnecting
    * @param {(clientId: string) => void} o.onOnline
    * @param {() => void} o.onOffline
    * @param {(msg: object) => void} o.onMessage
    * @param {(state: string, info: object) => void} o.onState  'connecting' | 'binding' | 'online' | 'waiting' | 'stopped'
+   * @param {() => boolean} [o.visible]
+   * @param {Partial<typeof DEFAULT_TIMING>} [o.timing]
    */
   constructor(o) {
     this.o = o;
+    this.t = { ...DEFAULT_TIMING, ...(o.timing || {}) };
     this.ws = null;
     this.clientId = null;
     this.online = false;
@@ -62,15 +78,14 @@ export class ChatSocket {
     this.connect();
   }
 
-  stop() {
+  stop(info = {}) {
     this.stopped = true;
     clearTimeout(this.retryTimer);
-    const ws = this.ws;
-    this.drop(ws, 1000, 'bye');
-    this.setState('stopped');
+    this.drop(this.ws, 1000, 'bye');
+    this.setState('stopped', info);
   }
 
-  /** Reconnects at once when waiting (network back, tab shown again, "Retry now"). */
+  /** Reconnects at once when waiting (network back, app shown again, "Retry now"). */
   reconnectNow() {
     if (this.stopped || this.ws) return;
     clearTimeout(this.retryTimer);
@@ -85,31 +100,36 @@ export class ChatSocket {
   connect() {
     clearTimeout(this.retryTimer);
     this.setState('connecting', { attempt: this.attempt });
+    const box = { ws: null };
+    const handlers = {
+      onOpen: () => {},
+      onMessage: (text) => this.receive(box.ws, text),
+      onClose: () => this.closed(box.ws),
+      onError: () => {},
+    };
     let ws;
     try {
-      ws = new WebSocket(this.o.url);
+      ws = this.o.connect(this.o.url, handlers);
     } catch {
       this.scheduleReconnect();
       return;
     }
+    box.ws = ws;
     this.ws = ws;
     this.lastHeard = Date.now();
     this.initTimer = setTimeout(() => {
       if (this.ws === ws && !this.clientId) this.drop(ws, 4000, 'no init');
-    }, INIT_TIMEOUT_MS);
-    ws.onmessage = (ev) => this.receive(ws, ev);
-    ws.onclose = () => this.closed(ws);
-    ws.onerror = () => {};
+    }, this.t.initTimeoutMs);
   }
 
-  async receive(ws, ev) {
-    if (this.ws !== ws) return;
+  async receive(ws, text) {
+    if (!ws || this.ws !== ws) return;
     this.lastHeard = Date.now();
     this.pingSentAt = 0;
-    if (typeof ev.data !== 'string') return;
+    if (typeof text !== 'string') return;
     let msg;
     try {
-      msg = JSON.parse(ev.data);
+      msg = JSON.parse(text);
     } catch {
       return;
     }
@@ -122,11 +142,8 @@ export class ChatSocket {
         await this.o.bind(msg.client_id, msg.bind_nonce);
       } catch (e) {
         if (this.ws !== ws) return;
-        if (e && e.fatal) {
-          this.stop();
-        } else {
-          this.drop(ws, 4001, 'bind failed');
-        }
+        if (e && e.fatal) this.stop({ error: e });
+        else this.drop(ws, 4001, 'bind failed');
         return;
       }
       if (this.ws !== ws) return;
@@ -148,12 +165,13 @@ export class ChatSocket {
       if (this.ws !== ws) return;
       const now = Date.now();
       if (this.pingSentAt) {
-        if (now - this.pingSentAt > PONG_TIMEOUT_MS) this.drop(ws, 4002, 'no pong');
+        if (now - this.pingSentAt > this.t.pongTimeoutMs) this.drop(ws, 4002, 'no pong');
         return;
       }
-      const idle = document.visibilityState === 'hidden' ? PING_IDLE_HIDDEN_MS : PING_IDLE_MS;
+      const visible = this.o.visible ? this.o.visible() : true;
+      const idle = visible ? this.t.pingIdleMs : this.t.pingIdleHiddenMs;
       if (now - this.lastHeard >= idle) this.probe();
-    }, HEARTBEAT_TICK_MS);
+    }, this.t.heartbeatTickMs);
   }
 
   /** Pings now (unless a ping is already waiting, or a frame came within minSilenceMs). */
@@ -162,7 +180,7 @@ export class ChatSocket {
     if (this.send({ type: 'ping' })) this.pingSentAt = Date.now();
   }
 
-  /** The browser says the network is gone: drop the socket now rather than at the next ping. */
+  /** The platform says the network is gone: drop the socket now rather than at the next ping. */
   networkLost() {
     if (this.ws) this.drop(this.ws, 4004, 'offline');
   }
@@ -170,10 +188,9 @@ export class ChatSocket {
   /** Sends a JSON message if the socket is bound; false otherwise. */
   send(obj) {
     const ws = this.ws;
-    if (!this.online || !ws || ws.readyState !== WebSocket.OPEN) return false;
+    if (!this.online || !ws) return false;
     try {
-      ws.send(JSON.stringify(obj));
-      return true;
+      return ws.send(JSON.stringify(obj)) !== false;
     } catch {
       return false;
     }
@@ -182,18 +199,16 @@ export class ChatSocket {
   /** Forgets ws at once (a dead TCP connection may take long to report its close). */
   drop(ws, code, reason) {
     if (!ws) return;
-    ws.onmessage = null;
-    ws.onclose = null;
+    this.closed(ws);
     try {
       ws.close(code, reason);
     } catch {
       /* already closed */
     }
-    this.closed(ws);
   }
 
   closed(ws) {
-    if (this.ws !== ws) return;
+    if (!ws || this.ws !== ws) return;
     this.ws = null;
     this.clientId = null;
     clearTimeout(this.initTimer);
@@ -206,7 +221,7 @@ export class ChatSocket {
   }
 
   scheduleReconnect() {
-    const delay = backoffDelay(this.attempt);
+    const delay = backoffDelay(this.attempt, this.t.baseDelayMs, this.t.maxDelayMs);
     this.attempt += 1;
     this.nextAttemptAt = Date.now() + delay;
     this.setState('waiting', { delay, at: this.nextAttemptAt, attempt: this.attempt });

@@ -1,56 +1,28 @@
-// store.js: the signed-in user's state, cached in localStorage per user with
-// the reference client's keys:
+// store.js: the signed-in user's chat state (chat list, conversations, sync
+// cursors), cached through the adapter's storage with the seed's keys:
 //   chatlist<uid>              the chat list
-//   chatdetail_<uid>_<peer>    a conversation's messages (the newest DETAIL_CAP), oldest first
+//   chatdetail_<uid>_<peer>    a conversation's messages (the newest detailCap), oldest first
 //   noreadnum<uid>             the total unread
-// and, for this client, chatusers<uid> (names and pictures seen),
-// chatreceipt<uid> (what each peer has read) and chatseq<uid> (the sync
-// cursors: per conversation, the seq up to which this client has seen every
-// message; POST /chat/sync answers what comes after), chatdeleted<uid> (the
-// cursor of the messages deleted for this user on any device: sync's
-// deleted_after, so a device that was offline hides them too). An older client's
-// chatlastid<uid> (one message id for GET /chat/sync) is dropped: its
-// conversations get their cursors from the chat list's last_seq instead,
-// and their cached messages (without seq) stay, healed by history when
-// opened.
+// and chatusers<uid> (names and pictures seen), chatreceipt<uid> (what each
+// peer has read), chatseq<uid> (the sync cursors: per conversation, the seq
+// up to which every message was seen; POST /chat/sync answers what comes
+// after) and chatdeleted<uid> (the delete-for-me cursor). Every key is a
+// function of keys.js, which an app may override. An older web client's
+// chatlastid<uid> is dropped: its conversations get their cursors from the
+// chat list's last_seq instead.
 //
 // A conversation is known by its key: the partner's user id for a 1:1
 // conversation, minus the group id for a group (user and group ids are
 // positive, so the two never meet). Keys name the caches above
 // (chatdetail_<uid>_-7 is group 7) and the cursors; the server's "g7"
 // cursor key is made only when syncing (cursorsFor).
+//
+// Values are JSON strings: the storage interface is get/set/remove of
+// strings (localStorage, uni.getStorageSync/setStorageSync) plus keys().
 
-import { t } from './i18n.js';
+import { defaultKeys, detailPrefix } from './keys.js';
 
-export const SESSION_KEY = 'chatd_session';
 export const DETAIL_CAP = 300;
-
-export function loadSession() {
-  try {
-    const s = JSON.parse(localStorage.getItem(SESSION_KEY));
-    if (s && typeof s.token === 'string' && s.user && Number.isSafeInteger(s.user.id)) return s;
-  } catch {
-    /* none or broken */
-  }
-  return null;
-}
-
-export function saveSession(s) {
-  localStorage.setItem(SESSION_KEY, JSON.stringify(s));
-}
-
-export function clearSession() {
-  localStorage.removeItem(SESSION_KEY);
-}
-
-function load(key, fallback) {
-  try {
-    const v = localStorage.getItem(key);
-    return v === null ? fallback : JSON.parse(v);
-  } catch {
-    return fallback;
-  }
-}
 
 function isObj(x) {
   return x !== null && typeof x === 'object' && !Array.isArray(x);
@@ -111,45 +83,49 @@ function cleanMessage(m) {
     time: Number(m.time) || 0,
     client_msg_id: typeof m.client_msg_id === 'string' && m.client_msg_id ? m.client_msg_id : null,
   };
-  // Present only when true / set (docs/API.md): a picture's size, a recalled message, one hidden for us.
-  if (validSide(m.width) && validSide(m.height)) {
-    out.width = m.width;
-    out.height = m.height;
-  }
+  // Present only when true / set (docs/API.md): recalled (its data is gone), deleted (hidden for
+  // this user), an image's size.
   if (m.recalled === true) out.recalled = true;
   if (m.deleted === true) out.deleted = true;
-  if (out.recalled || out.deleted) {
-    out.data = '';
-    delete out.width;
-    delete out.height;
+  if (out.recalled || out.deleted) out.data = ''; // as the server: the text or URL is gone
+  else if (isDim(m.width) && isDim(m.height)) {
+    out.width = m.width;
+    out.height = m.height;
   }
   if (!out.id) {
     // A message of ours not acknowledged yet.
     if (!out.client_msg_id) return null;
     out.state = m.state === 'failed' ? 'failed' : 'sending';
     if (typeof m.error === 'string') out.error = m.error;
+    if (typeof m.code === 'string' && m.code) out.code = m.code;
     out.retryable = m.retryable !== false;
   }
   return out;
 }
 
 const str = (x) => (typeof x === 'string' ? x : '');
+const isDim = (x) => Number.isSafeInteger(x) && x >= 1 && x <= 65535;
 
-/** A picture's width or height as the server allows it: an integer 1-65535. */
-function validSide(x) {
-  return Number.isInteger(x) && x >= 1 && x <= 65535;
-}
-
-/** The id of the message a recall notice withdraws (its data, {"message_id": id}), or 0. */
+/** The message id a recall notice (type "recall", data {"message_id"}) names, or 0. */
 export function recallTarget(m) {
   if (!m || m.type !== 'recall') return 0;
   try {
     const d = JSON.parse(m.data);
-    const id = d && Number(d.message_id);
-    return Number.isSafeInteger(id) && id > 0 ? id : 0;
+    return isObj(d) && Number.isSafeInteger(d.message_id) ? d.message_id : 0;
   } catch {
     return 0;
   }
+}
+
+/** The list item fields of a message's recall, delete and picture size. */
+function itemExtras(out, i) {
+  if (i.recalled === true) out.recalled = true;
+  if (i.deleted === true) out.deleted = true;
+  if (!out.recalled && isDim(i.width) && isDim(i.height)) {
+    out.width = i.width;
+    out.height = i.height;
+  }
+  return out;
 }
 
 function cleanItem(i) {
@@ -157,7 +133,7 @@ function cleanItem(i) {
   if (i.chat_type === 'group') {
     const gid = Number(i.group_id);
     if (!Number.isSafeInteger(gid) || gid <= 0) return null;
-    return {
+    return itemExtras({
       key: -gid,
       chat_type: 'group',
       group_id: gid,
@@ -178,8 +154,7 @@ function cleanItem(i) {
       member_count: Number(i.member_count) || 0,
       dissolved: !!i.dissolved,
       left: !!i.left,
-      ...lastFlags(i),
-    };
+    }, i);
   }
   if (!Number.isSafeInteger(Number(i.userid))) return null;
   const out = {
@@ -196,19 +171,11 @@ function cleanItem(i) {
     last_seq: Number.isSafeInteger(i.last_seq) && i.last_seq > 0 ? i.last_seq : 0,
     from_me: !!i.from_me,
     pending_cmid: str(i.pending_cmid),
-    ...lastFlags(i),
   };
   if (typeof i.online === 'boolean') out.online = i.online;
   if (Number.isSafeInteger(i.last_seen) || i.last_seen === null) out.last_seen = i.last_seen;
-  return out;
-}
-
-/** A list item's last message recalled, or hidden for us: its flags (data emptied by the server). */
-function lastFlags(i) {
-  const out = {};
-  if (i.recalled === true) out.recalled = true;
-  if (i.deleted === true) out.deleted = true;
-  return out;
+  if (Number.isSafeInteger(i.from_id) && i.from_id > 0) out.from_id = i.from_id; // who wrote the last message (newer chatd)
+  return itemExtras(out, i);
 }
 
 /** /chat/unread's counts by conversation key. */
@@ -219,22 +186,54 @@ function unreadCounts(unread) {
   return counts;
 }
 
+/**
+ * @typedef {object} KeyValueStorage  strings by key, synchronous (localStorage, uni's *StorageSync)
+ * @property {(key: string) => string | null} get
+ * @property {(key: string, value: string) => void} set  may throw (quota)
+ * @property {(key: string) => void} remove
+ * @property {() => string[]} keys  every key held
+ */
+
+/** Storage that keeps nothing (no adapter storage given). */
+export function memoryStorage() {
+  const m = new Map();
+  return {
+    get: (k) => (m.has(k) ? m.get(k) : null),
+    set: (k, v) => void m.set(k, String(v)),
+    remove: (k) => void m.delete(k),
+    keys: () => [...m.keys()],
+  };
+}
+
 export class ChatStore {
-  constructor(user) {
+  /**
+   * @param {{id: number, username: string, userpic?: string}} user  the signed-in user
+   * @param {{storage?: KeyValueStorage, keys?: Partial<import('./keys.js').StorageKeys>, detailCap?: number,
+   *          names?: {user?: (id: number) => string, group?: (id: number) => string}}} [o]
+   *   names: what to call a user or group whose name is not known yet ("User 5", "Group 7")
+   */
+  constructor(user, { storage, keys, detailCap = DETAIL_CAP, names } = {}) {
     this.me = user;
     this.uid = user.id;
-    const list = load(`chatlist${this.uid}`, []);
+    this.storage = storage || memoryStorage();
+    this.keys = { ...defaultKeys, ...(keys || {}) };
+    this.detailCap = detailCap;
+    this.names = { user: (id) => `User ${id}`, group: (id) => `Group ${id}`, ...(names || {}) };
+    this.detailPrefix = detailPrefix(this.keys, this.uid);
+    const list = this.load(this.keys.chatlist(this.uid), []);
     this.list = Array.isArray(list) ? list.map(cleanItem).filter(Boolean) : [];
-    const users = load(`chatusers${this.uid}`, {});
+    const users = this.load(this.keys.users(this.uid), {});
     this.users = isObj(users) ? users : {};
-    const receipts = load(`chatreceipt${this.uid}`, {});
+    const receipts = this.load(this.keys.receipts(this.uid), {});
     this.receipts = isObj(receipts) ? receipts : {};
-    const cursors = load(`chatseq${this.uid}`, {});
+    const cursors = this.load(this.keys.cursors(this.uid), {});
     this.cursors = {};
     if (isObj(cursors)) {
       for (const [k, v] of Object.entries(cursors)) if (/^-?[1-9]\d{0,15}$/.test(k) && Number.isSafeInteger(v) && v > 0) this.cursors[k] = v;
     }
-    localStorage.removeItem(`chatlastid${this.uid}`);
+    const deleted = this.load(this.keys.deleted(this.uid), 0);
+    this.deletedCursor = Number.isSafeInteger(deleted) && deleted > 0 ? deleted : 0;
+    for (const k of this.keys.legacy(this.uid)) this.storage.remove(k);
     this.ahead = new Map(); // peer -> Set of seqs seen above its cursor (a hole in between)
     this.details = new Map();
     this.presence = new Map(); // user id -> {online, last_seen} (not cached: the server says on each catch-up)
@@ -254,14 +253,23 @@ export class ChatStore {
     for (const fn of this.listeners) fn(what, peer);
   }
 
+  load(key, fallback) {
+    try {
+      const v = this.storage.get(key);
+      return v === null || v === undefined || v === '' ? fallback : JSON.parse(v);
+    } catch {
+      return fallback;
+    }
+  }
+
   write(key, value) {
     try {
-      localStorage.setItem(key, JSON.stringify(value));
+      this.storage.set(key, JSON.stringify(value));
     } catch {
       // Quota: drop the conversation caches (the server has them) and try once more.
       this.dropDetailCaches();
       try {
-        localStorage.setItem(key, JSON.stringify(value));
+        this.storage.set(key, JSON.stringify(value));
       } catch {
         /* give up on caching this */
       }
@@ -277,20 +285,20 @@ export class ChatStore {
     const next = { id, username: u.username, userpic: typeof u.userpic === 'string' ? u.userpic : '' };
     if (cur && cur.username === next.username && cur.userpic === next.userpic) return;
     this.users[id] = next;
-    this.write(`chatusers${this.uid}`, this.users);
+    this.write(this.keys.users(this.uid), this.users);
   }
 
   user(peer) {
     if (peer < 0) {
       const item = this.item(peer);
       const g = this.groups.get(-peer);
-      return { id: -peer, username: (g && g.name) || (item && item.username) || t('group.fallback', { id: -peer }), userpic: (g && g.avatar) || (item && item.userpic) || '' };
+      return { id: -peer, username: (g && g.name) || (item && item.username) || this.names.group(-peer), userpic: (g && g.avatar) || (item && item.userpic) || '' };
     }
     const u = this.users[peer];
     if (u) return u;
     const item = this.item(peer);
     if (item && item.username) return { id: peer, username: item.username, userpic: item.userpic };
-    return { id: peer, username: t('user.fallback', { id: peer }), userpic: '' };
+    return { id: peer, username: this.names.user(peer), userpic: '' };
   }
 
   // ---- the chat list -----------------------------------------------------------
@@ -362,8 +370,13 @@ export class ChatStore {
   }
 
   saveList() {
-    this.write(`chatlist${this.uid}`, this.list);
-    this.write(`noreadnum${this.uid}`, this.total());
+    this.write(this.keys.chatlist(this.uid), this.list);
+    const total = this.total();
+    this.write(this.keys.noreadnum(this.uid), total);
+    if (total !== this.lastTotal) {
+      this.lastTotal = total;
+      this.emit('total', total);
+    }
   }
 
   /** Replaces the list with the server's (most recent first), unread counts from /chat/unread. */
@@ -379,8 +392,9 @@ export class ChatStore {
         continue;
       }
       const prev = old.get(i.key);
-      // The server's list does not say who wrote the last message; keep what we knew.
-      if (prev && prev.last_message_id === i.last_message_id) i.from_me = prev.from_me;
+      // Who wrote the last message: the item says (from_id); an older chatd's does not: keep what we knew.
+      if (i.from_id) i.from_me = i.from_id === this.uid;
+      else if (prev && prev.last_message_id === i.last_message_id) i.from_me = prev.from_me;
       else i.from_me = this.lastFromMe(i);
       this.rememberUser({ id: i.userid, username: i.username, userpic: i.userpic });
       if (typeof i.online === 'boolean') this.setPresence(i.userid, i.online, i.last_seen);
@@ -460,9 +474,12 @@ export class ChatStore {
     item.type = m.type;
     item.data = m.data;
     item.time = m.time;
-    item.recalled = m.recalled === true;
-    item.deleted = m.deleted === true;
+    for (const k of ['recalled', 'deleted', 'width', 'height']) {
+      if (m[k] !== undefined) item[k] = m[k];
+      else delete item[k];
+    }
     item.from_me = m.from_id === this.uid;
+    if (!group) item.from_id = m.from_id;
     // Our message still on its way (or failed): the list shows its state, not "You: ".
     item.pending_cmid = m.id ? '' : str(m.client_msg_id);
     if (m.id) item.last_message_id = m.id;
@@ -483,17 +500,19 @@ export class ChatStore {
   // ---- conversations -----------------------------------------------------------
 
   detailKey(peer) {
-    return `chatdetail_${this.uid}_${peer}`;
+    return this.keys.chatdetail(this.uid, peer);
   }
 
   hasDetail(peer) {
-    return this.details.has(peer) || localStorage.getItem(this.detailKey(peer)) !== null;
+    if (this.details.has(peer)) return true;
+    const v = this.storage.get(this.detailKey(peer));
+    return v !== null && v !== undefined && v !== '';
   }
 
   detail(peer) {
     let d = this.details.get(peer);
     if (!d) {
-      const raw = load(this.detailKey(peer), []);
+      const raw = this.load(this.detailKey(peer), []);
       const messages = Array.isArray(raw) ? raw.map(cleanMessage).filter(Boolean) : [];
       messages.sort(byOrder);
       d = { peer, messages, complete: false, fresh: false };
@@ -506,9 +525,9 @@ export class ChatStore {
     const d = this.details.get(peer);
     if (!d) return;
     let msgs = d.messages;
-    if (msgs.length > DETAIL_CAP) {
+    if (msgs.length > this.detailCap) {
       // Keep the newest, and every message still on its way.
-      const cut = msgs.length - DETAIL_CAP;
+      const cut = msgs.length - this.detailCap;
       msgs = msgs.filter((m, i) => i >= cut || !m.id);
     }
     this.write(
@@ -525,16 +544,36 @@ export class ChatStore {
     );
   }
 
-  dropDetailCaches() {
-    const prefix = `chatdetail_${this.uid}_`;
-    for (const k of Object.keys(localStorage)) if (k.startsWith(prefix)) localStorage.removeItem(k);
+  /** Keys of the storage that hold this user's conversations, with their peers. */
+  storedDetails() {
+    const prefix = this.detailPrefix;
+    const out = [];
+    if (prefix === null) {
+      for (const peer of this.details.keys()) out.push({ key: this.detailKey(peer), peer });
+      return out;
+    }
+    let keys = [];
+    try {
+      keys = this.storage.keys();
+    } catch {
+      /* no listing */
+    }
+    for (const k of keys) {
+      if (!k.startsWith(prefix)) continue;
+      const peer = Number(k.slice(prefix.length));
+      if (Number.isSafeInteger(peer) && peer !== 0) out.push({ key: k, peer });
+    }
+    return out;
   }
 
-  /** Peers with a cached conversation (in memory or in localStorage). */
+  dropDetailCaches() {
+    for (const { key } of this.storedDetails()) this.storage.remove(key);
+  }
+
+  /** Peers with a cached conversation (in memory or in storage). */
   cachedPeers() {
-    const prefix = `chatdetail_${this.uid}_`;
     const peers = new Set(this.details.keys());
-    for (const k of Object.keys(localStorage)) if (k.startsWith(prefix)) peers.add(Number(k.slice(prefix.length)));
+    for (const { peer } of this.storedDetails()) peers.add(peer);
     return [...peers].filter(Number.isSafeInteger);
   }
 
@@ -551,11 +590,11 @@ export class ChatStore {
     for (const raw of incoming) {
       const m = cleanMessage(raw);
       if (!m || !m.id) continue;
-      // A recall notice withdraws a message we may hold (its copy in a later answer says so too).
+      // A recall notice withdraws a message we may hold (a later copy of it says so too).
       const target = recallTarget(m);
       if (target && this.flagMessages(d, [target], 'recalled')) changed = true;
       if (ids.has(m.id)) {
-        // Known: only what the server may change afterwards (recalled, hidden for us) is taken.
+        // Known: only what the server may change afterwards (recalled, deleted for us) is taken.
         if (m.recalled && this.flagMessages(d, [m.id], 'recalled')) changed = true;
         if (m.deleted && this.flagMessages(d, [m.id], 'deleted')) changed = true;
         continue;
@@ -582,8 +621,8 @@ export class ChatStore {
   }
 
   /**
-   * Marks stored messages of a conversation's detail d recalled or deleted (flag), emptying
-   * their data as the server does. Returns whether one changed; the caller saves and emits.
+   * Marks stored messages of detail d recalled or deleted (flag), emptying their data as the
+   * server does. Returns whether one changed; the caller saves and emits.
    */
   flagMessages(d, ids, flag) {
     const want = new Set(ids);
@@ -599,42 +638,47 @@ export class ChatStore {
     return changed;
   }
 
-  /**
-   * Hides messages deleted for us (here, on another device, or learned from sync): in every
-   * conversation held in memory or cached, and the list preview when one was the last message.
-   */
-  hideMessages(ids) {
-    if (!ids.length) return;
-    const want = new Set(ids);
-    for (const peer of this.cachedPeers()) {
-      const d = this.detail(peer);
-      if (!d.messages.some((m) => want.has(m.id))) continue;
-      if (!this.flagMessages(d, ids, 'deleted')) continue;
+  /** A recall learned from an answer (POST /chat/recall): the message and its list preview. */
+  applyRecall(peer, id) {
+    if (this.hasDetail(peer) && this.flagMessages(this.detail(peer), [id], 'recalled')) {
       this.saveDetail(peer);
       this.emit('detail', peer);
     }
-    let listChanged = false;
-    for (const i of this.list) {
-      if (i.last_message_id && want.has(i.last_message_id) && !i.deleted) {
-        i.deleted = true;
-        i.data = '';
-        listChanged = true;
-      }
-    }
-    if (listChanged) {
-      this.saveList();
-      this.emit('list');
-    }
+    this.flagItem(peer, id, 'recalled');
   }
 
-  /** Where POST /chat/sync's deleted_after starts: the last cursor of deletions a sync answered. */
-  deletedCursor() {
-    const v = load(`chatdeleted${this.uid}`, 0);
-    return Number.isSafeInteger(v) && v > 0 ? v : 0;
+  flagItem(peer, id, flag) {
+    const i = this.item(peer);
+    if (!i || i.last_message_id !== id || i[flag]) return false;
+    i[flag] = true;
+    i.data = '';
+    delete i.width;
+    delete i.height;
+    this.saveList();
+    this.emit('list');
+    return true;
+  }
+
+  /**
+   * Hides messages deleted for this user (here, on another device, or learned from sync): they
+   * stay in their conversation flagged deleted (seq stays gapless; views skip them), and a list
+   * preview that was one of them says so.
+   */
+  hideMessages(ids) {
+    const want = ids.filter(Number.isSafeInteger);
+    if (!want.length) return;
+    for (const peer of this.cachedPeers()) {
+      if (!this.flagMessages(this.detail(peer), want, 'deleted')) continue;
+      this.saveDetail(peer);
+      this.emit('detail', peer);
+    }
+    for (const i of this.list) for (const id of want) this.flagItem(i.key, id, 'deleted');
   }
 
   setDeletedCursor(n) {
-    if (Number.isSafeInteger(n) && n > this.deletedCursor()) this.write(`chatdeleted${this.uid}`, n);
+    if (!Number.isSafeInteger(n) || n <= this.deletedCursor) return;
+    this.deletedCursor = n;
+    this.write(this.keys.deleted(this.uid), n);
   }
 
   /** Forgets cached stored messages of a conversation (kept: ours still on the way). */
@@ -693,7 +737,7 @@ export class ChatStore {
   setReceipt(peer, lastReadId) {
     if (!(lastReadId > (this.receipts[peer] || 0))) return;
     this.receipts[peer] = lastReadId;
-    this.write(`chatreceipt${this.uid}`, this.receipts);
+    this.write(this.keys.receipts(this.uid), this.receipts);
     this.emit('detail', peer);
   }
 
@@ -718,7 +762,7 @@ export class ChatStore {
       if (!ahead.size) this.ahead.delete(peer);
     }
     this.cursors[peer] = cur;
-    this.write(`chatseq${this.uid}`, this.cursors);
+    this.write(this.keys.cursors(this.uid), this.cursors);
   }
 
   /**
@@ -785,8 +829,9 @@ export class ChatStore {
 
   /** Removes everything this user cached (sign out). */
   forget() {
-    const keys = [`chatlist${this.uid}`, `noreadnum${this.uid}`, `chatusers${this.uid}`, `chatreceipt${this.uid}`, `chatseq${this.uid}`, `chatlastid${this.uid}`, `chatdeleted${this.uid}`];
-    for (const k of keys) localStorage.removeItem(k);
+    const k = this.keys;
+    const u = this.uid;
+    for (const key of [k.chatlist(u), k.noreadnum(u), k.users(u), k.receipts(u), k.cursors(u), k.deleted(u), ...k.legacy(u)]) this.storage.remove(key);
     this.dropDetailCaches();
   }
 }
