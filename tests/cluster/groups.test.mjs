@@ -7,7 +7,7 @@
 // on the other node come and go.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { gw, startCluster, must, register, sleep, uname, waitUntil } from './lib/cluster.mjs';
+import { startCluster, must, register, sleep, uname, waitUntil } from './lib/cluster.mjs';
 import { Sock, settle } from './lib/sock.mjs';
 
 const GRACE = 400;
@@ -16,26 +16,8 @@ const [n1, n2] = c.nodes;
 const socks = [];
 after(() => socks.forEach((s) => s.terminate()));
 
-/**
- * A bound device that the other node can reach: a push published before its
- * node's subscription is active misses it (docs/CLUSTER.md, by design), so
- * the test waits until a server-API push from the other node arrives.
- */
-async function bound(node, user, name) {
-  const s = await Sock.bound(node, user, name);
-  socks.push(s);
-  const other = node === n1 ? n2 : n1;
-  const tag = `ready-${name}-${Date.now()}`;
-  await waitUntil(
-    async () => {
-      if (s.countText(tag) === 0) await gw(other, 'send_to_uid', { uid: user.id, data: tag });
-      await sleep(50);
-      return s.countText(tag) > 0;
-    },
-    { timeoutMs: 5000, what: `${name} reachable from ${other.nodeId}` },
-  );
-  return s;
-}
+/** A bound device on node that the other node can reach. */
+const bound = (node, user, name) => Sock.reachable(node, node === n1 ? n2 : n1, user, name, socks);
 const pushedIds = (s) => s.pushed().map((m) => m.id);
 const call = (node, user, path, body) => must(node, 'POST', path, { token: user.token, body });
 

@@ -12,6 +12,8 @@
 #define CHATD_TESTS_STORE_FIXTURE_H
 
 #include <ftw.h>
+#include <libpq-fe.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +187,77 @@ static inline bool has_id(json_t *arr, int64_t id)
             return true;
     }
     return false;
+}
+
+/* Runs sql in the database itself, beside the store, and returns the
+ * first column of its first row as an integer (0 when it returns none). */
+static inline int64_t side_sql(fixture *f, const char *sql)
+{
+    int64_t n = 0;
+    if (pg_uri) {
+        PGconn *c = PQconnectdb(pg_uri);
+        if (PQstatus(c) != CONNECTION_OK)
+            fail_msg("side connection: %s", PQerrorMessage(c));
+        PGresult *res = PQexec(c, sql);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+            fail_msg("%s: %s", sql, PQerrorMessage(c));
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
+            n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        PQfinish(c);
+    } else {
+        char path[160];
+        snprintf(path, sizeof(path), "%s/chatd.db", f->data_dir);
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+            fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            n = sqlite3_column_int64(st, 0);
+        else if (rc != SQLITE_DONE)
+            fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
+    return n;
+}
+
+static inline store_req *create_req(fixture *f, int64_t owner, const char *name, int n,
+                                    const int64_t *members, int64_t max)
+{
+    store_req *r = new_req(f, STORE_GROUP_CREATE, owner, 0);
+    store_req_set_str(&r->name, name);
+    r->members = ids(n, members);
+    r->max_members = max;
+    return r;
+}
+
+static inline int64_t create_group(fixture *f, int64_t owner, int n, const int64_t *members)
+{
+    store_req *r = run_ok(f, create_req(f, owner, "team", n, members, 500));
+    int64_t gid = jint(json_object_get(r->result, "group"), "group_id");
+    assert_true(gid > 0);
+    store_req_free(r);
+    return gid;
+}
+
+/* The chat list item of group gid for user (a new reference), NULL if none. */
+static inline json_t *list_group(fixture *f, int64_t user, int64_t gid)
+{
+    store_req *r = run_ok(f, new_req(f, STORE_CHAT_LIST, user, 0));
+    json_t *found = NULL;
+    size_t i;
+    json_t *it;
+    json_array_foreach(r->result, i, it)
+    {
+        if (strcmp(jstr(it, "chat_type"), "group") == 0 && jint(it, "group_id") == gid)
+            found = json_incref(it);
+    }
+    store_req_free(r);
+    return found;
 }
 
 #endif

@@ -35,77 +35,6 @@
 #define STORE_FIXTURE_NAME "test_store_recall"
 #include "store_fixture.h"
 
-/* Runs sql in the database itself, beside the store, and returns the
- * first column of its first row as an integer (0 when it returns none). */
-static int64_t side_sql(fixture *f, const char *sql)
-{
-    int64_t n = 0;
-    if (pg_uri) {
-        PGconn *c = PQconnectdb(pg_uri);
-        if (PQstatus(c) != CONNECTION_OK)
-            fail_msg("side connection: %s", PQerrorMessage(c));
-        PGresult *res = PQexec(c, sql);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
-            fail_msg("%s: %s", sql, PQerrorMessage(c));
-        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
-            n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        PQclear(res);
-        PQfinish(c);
-    } else {
-        char path[160];
-        snprintf(path, sizeof(path), "%s/chatd.db", f->data_dir);
-        sqlite3 *db;
-        sqlite3_stmt *st;
-        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-        sqlite3_busy_timeout(db, 5000);
-        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-            fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW)
-            n = sqlite3_column_int64(st, 0);
-        else if (rc != SQLITE_DONE)
-            fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-        sqlite3_finalize(st);
-        sqlite3_close(db);
-    }
-    return n;
-}
-
-static store_req *create_req(fixture *f, int64_t owner, const char *name, int n,
-                             const int64_t *members, int64_t max)
-{
-    store_req *r = new_req(f, STORE_GROUP_CREATE, owner, 0);
-    store_req_set_str(&r->name, name);
-    r->members = ids(n, members);
-    r->max_members = max;
-    return r;
-}
-
-static int64_t create_group(fixture *f, int64_t owner, int n, const int64_t *members)
-{
-    store_req *r = run_ok(f, create_req(f, owner, "team", n, members, 500));
-    int64_t gid = jint(json_object_get(r->result, "group"), "group_id");
-    assert_true(gid > 0);
-    store_req_free(r);
-    return gid;
-}
-
-/* The chat list item of group gid for user (a new reference), NULL if none. */
-static json_t *group_item(fixture *f, int64_t user, int64_t gid)
-{
-    store_req *r = run_ok(f, new_req(f, STORE_CHAT_LIST, user, 0));
-    json_t *found = NULL;
-    size_t i;
-    json_t *it;
-    json_array_foreach(r->result, i, it)
-    {
-        if (strcmp(jstr(it, "chat_type"), "group") == 0 && jint(it, "group_id") == gid)
-            found = json_incref(it);
-    }
-    store_req_free(r);
-    return found;
-}
-
 static const char *jdata(json_t *o)
 {
     return jstr(o, "data");
@@ -297,7 +226,7 @@ static void test_recall_group(void **state)
     assert_int_equal(unread_total(f, c), 2);
     /* b read up to its own message: the notice adds nothing */
     assert_int_equal(unread_total(f, b), 0);
-    json_t *it = group_item(f, c, gid);
+    json_t *it = list_group(f, c, gid);
     assert_int_equal(jint(it, "noreadnum"), 2);
     assert_string_equal(jstr(it, "type"), "recall");
     json_decref(it);
@@ -474,7 +403,7 @@ static void test_image_size(void **state)
     int64_t gid = create_group(f, a, 1, mem);
     json_t *g = sendg(f, a, gid, "/media/c.png", 10, 20);
     assert_int_equal(jint(g, "width"), 10);
-    json_t *it = group_item(f, b, gid);
+    json_t *it = list_group(f, b, gid);
     assert_int_equal(jint(it, "width"), 10);
     assert_int_equal(jint(it, "height"), 20);
     json_decref(it);

@@ -4,7 +4,7 @@
 // waits for frames matching a predicate.
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { sleep } from './cluster.mjs';
+import { gw, sleep, waitUntil } from './cluster.mjs';
 
 export class Sock {
   constructor(ws, srv, name) {
@@ -80,6 +80,26 @@ export class Sock {
   static async bound(srv, user, name = '') {
     const s = await Sock.open(srv, name);
     await s.bind(user);
+    return s;
+  }
+
+  /**
+   * A device bound on node that node `other` can reach: a push published before
+   * node's subscription is active misses it (docs/CLUSTER.md, by design), so this
+   * waits until a server-API push from `other` arrives. Adds the socket to socks.
+   */
+  static async reachable(node, other, user, name, socks) {
+    const s = await Sock.bound(node, user, name);
+    socks.push(s);
+    const tag = `ready-${name}-${Date.now()}`;
+    await waitUntil(
+      async () => {
+        if (s.countText(tag) === 0) await gw(other, 'send_to_uid', { uid: user.id, data: tag });
+        await sleep(50);
+        return s.countText(tag) > 0;
+      },
+      { timeoutMs: 5000, what: `${name} reachable from ${other.nodeId}` },
+    );
     return s;
   }
 
