@@ -34,7 +34,7 @@
 #   bench-smoke  every chatd-bench subcommand, briefly (tool works, not numbers)
 #   browser      the web client in headless Chromium (Playwright)
 #   browser-pg   the files about what the store answers (chat, groups, sync,
-#                restart, profile, recall) and the cluster, with chatd on PostgreSQL
+#                restart, profile) and the cluster, with chatd on PostgreSQL
 #   fuzz         libFuzzer targets, a short bounded run each on the seed corpus
 #   asan-*       unit + integration (and integration-pg, cluster, gatewayworker) again under
 #                AddressSanitizer + UBSan
@@ -49,7 +49,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CHATD_REPO="$root"
-fuzz_seconds=${CHATD_FUZZ_SECONDS:-10}
+fuzz_seconds=${CHATD_FUZZ_SECONDS:-6}
 
 "$root/scripts/bootstrap.sh" --test || { echo "bootstrap failed"; echo "suite: 0 passed, 1 failed"; exit 1; }
 
@@ -165,12 +165,12 @@ abuse() { (cd "$root/tests/abuse" && CHATD_BIN="$1/chatd" node --test --test-con
 bench_smoke() { CHATD_BIN="$root/build/chatd" BENCH_BIN="$root/build/chatd-bench" bash "$root/bench/smoke.sh"; }
 browser() { (cd "$root/tests/browser" && CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1); }
 # The web client on chatd on PostgreSQL (each chatd on a fresh database, as integration-pg):
-# the files whose subject is what the store answers (chat, groups, sync, restart, profile, recall)
+# the files whose subject is what the store answers (chat, groups, sync, restart, profile)
 # and the cluster, which needs PostgreSQL; the UI-only files run once, on SQLite.
 browser_pg() {
   pg_up || return 1
   (cd "$root/tests/browser" && CHATD_TEST_STORE="$pg_url" CHATD_BIN="$root/build/chatd" node --test --test-concurrency=1 \
-    chat.test.mjs groups.test.mjs seq.test.mjs restart.test.mjs profile.test.mjs recall.test.mjs cluster.test.mjs)
+    chat.test.mjs groups.test.mjs seq.test.mjs restart.test.mjs profile.test.mjs cluster.test.mjs)
 }
 fuzz() {
   build_fuzz || return 1

@@ -141,9 +141,12 @@ for (const [size, viewport, how] of [
     assert.deepEqual(await openMenu(tab1, 'second thoughts', 'keyboard'), ['copy', 'recall', 'delete']);
     assert.equal(await tab1.evaluate(() => document.activeElement.dataset.action), 'copy', 'the keyboard lands on the first item');
     await closeMenu(tab1);
-    await sleep(RECALL_WINDOW * 1000 + 500);
-    assert.deepEqual(await openMenu(tab1, 'second thoughts', how), ['copy', 'delete'], 'no Recall after the window');
-    await closeMenu(tab1);
+    if (size === 'desktop') {
+      // the window's end is not a matter of layout: waited out at one size only (10 s of the suite)
+      await sleep(RECALL_WINDOW * 1000 + 500);
+      assert.deepEqual(await openMenu(tab1, 'second thoughts', how), ['copy', 'delete'], 'no Recall after the window');
+      await closeMenu(tab1);
+    }
 
     // In Chinese: the line, the list preview and the menu as WeChat words them.
     await bobPage.evaluate(() => localStorage.setItem('chatd_lang', 'zh-CN'));
