@@ -189,3 +189,28 @@ test('storage full: only the conversation that does not fit is trimmed (its olde
   assert.deepEqual(third.detail(8).messages.filter((m) => !m.id).map((m) => m.data), ['unsent to 8']);
   assert.deepEqual(third.detail(9).messages.filter((m) => !m.id).map((m) => m.data), ['unsent to 9']);
 });
+
+test('previewOf: a recall says who withdrew it (never the notice\'s JSON); pictures, notices, text with its author', async () => {
+  const { previewOf, PREVIEW_ZH } = await import('../../clients/js/src/index.js');
+  const s = new ChatStore(ME, { storage: memoryStorage() });
+  const one = { chat_type: 'single', userid: 9, username: 'nine', time: 1, noreadnum: 0, last_message_id: 3, last_seq: 3 };
+  const notice = { type: 'recall', data: JSON.stringify({ message_id: 1 }) };
+  s.setList([{ ...one, ...notice, from_id: 9 }, { ...one, userid: 8, username: 'eight', ...notice, from_id: ME.id }], null);
+  assert.equal(previewOf(s.item(9), ME.id, PREVIEW_ZH), '对方撤回了一条消息');
+  assert.equal(previewOf(s.item(8), ME.id, PREVIEW_ZH), '你撤回了一条消息');
+  assert.equal(previewOf(s.item(9), ME.id), 'nine withdrew a message');
+  // Pushed: the notice bumps the item (from_id set from the message).
+  s.bump(msg({ id: 4, seq: 4, from_id: 9, ...notice }));
+  assert.equal(previewOf(s.item(9), ME.id, PREVIEW_ZH), '对方撤回了一条消息');
+  // A recalled last message (recalled: true, data "").
+  s.setList([{ ...one, type: 'text', data: '', recalled: true, from_id: ME.id }], null);
+  assert.equal(previewOf(s.item(9), ME.id, PREVIEW_ZH), '你撤回了一条消息');
+  const g = { chat_type: 'group', group_id: 7, name: 'trip', time: 1, noreadnum: 0, last_message_id: 3, last_seq: 3, from_id: 9, from_username: 'nine' };
+  s.setList([{ ...g, ...notice }], null);
+  assert.equal(previewOf(s.item(-7), ME.id, PREVIEW_ZH), '"nine"撤回了一条消息');
+  s.setList([{ ...g, type: 'text', data: 'hi' }, { ...one, type: 'image', data: '/media/x.png', from_id: ME.id }, { ...g, group_id: 6, type: 'system', data: '{"event":"create"}' }], null);
+  assert.equal(previewOf(s.item(-7), ME.id, PREVIEW_ZH), 'nine: hi');
+  assert.equal(previewOf(s.item(9), ME.id, PREVIEW_ZH), '我: [图片]');
+  assert.equal(previewOf(s.item(-6), ME.id, PREVIEW_ZH), '[群通知]');
+  assert.equal(previewOf({ ...one, type: 'text', data: 'x', deleted: true }, ME.id), '');
+});
