@@ -154,3 +154,63 @@ test('client_msg_id: a UUID v4 with crypto.randomUUID, getRandomValues only, or 
     Object.defineProperty(globalThis, 'crypto', saved);
   }
 });
+
+test('storage full: only the conversation that does not fit is trimmed (its oldest stored messages); unsent messages are never dropped', () => {
+  // WeChat's limits, scaled down: a key holds at most 4000 bytes, the storage 20000.
+  const inner = memoryStorage();
+  const storage = {
+    ...inner,
+    set(k, v) {
+      if (k.length + v.length > 4000) throw new Error('setStorageSync:fail exceed storage item max length');
+      let total = k.length + v.length;
+      for (const o of inner.keys()) if (o !== k) total += o.length + inner.get(o).length;
+      if (total > 20000) throw new Error('setStorageSync:fail exceed storage max size');
+      inner.set(k, v);
+    },
+  };
+  const s = new ChatStore(ME, { storage });
+  s.addPending(8, { id: 0, client_msg_id: 'c8', from_id: ME.id, to_id: 8, type: 'text', data: 'unsent to 8', time: 5, state: 'sending' });
+  s.merge(8, [msg({ id: 1, seq: 1, from_id: 8, data: 'from 8' })]);
+  s.addPending(9, { id: 0, client_msg_id: 'c9', from_id: ME.id, to_id: 9, type: 'text', data: 'unsent to 9', time: 5, state: 'failed' });
+  const big = 'x'.repeat(300);
+  s.merge(9, Array.from({ length: 40 }, (_, i) => msg({ id: 100 + i, seq: i + 1, data: big + i })));
+  assert.equal(s.detail(9).messages.length, 41, 'memory keeps every message');
+  const again = new ChatStore(ME, { storage });
+  assert.deepEqual(again.detail(8).messages.map((m) => m.data), ['from 8', 'unsent to 8'], 'the other conversation is untouched');
+  const nine = again.detail(9).messages;
+  assert.ok(nine.length > 1 && nine.length < 41, `${nine.length} kept`);
+  assert.equal(nine.at(-1).client_msg_id, 'c9', 'the unsent message is kept');
+  assert.equal(nine.at(-2).data, big + 39, 'the newest stored messages are kept');
+  // A list too big for the storage left: the caches give their stored messages, never the unsent.
+  for (let i = 0; i < 8; i++) s.merge(20 + i, Array.from({ length: 10 }, (_, j) => msg({ id: 1000 + i * 100 + j, seq: j + 1, from_id: 20 + i, data: big })));
+  s.setList(Array.from({ length: 6 }, (_, i) => ({ chat_type: 'single', userid: 50 + i, username: 'u'.repeat(150), type: 'text', data: 'y', time: 1, noreadnum: 0, last_message_id: 1, last_seq: 1 })), null);
+  const third = new ChatStore(ME, { storage });
+  assert.equal(third.list.length, 6, 'the list was stored');
+  assert.deepEqual(third.detail(8).messages.filter((m) => !m.id).map((m) => m.data), ['unsent to 8']);
+  assert.deepEqual(third.detail(9).messages.filter((m) => !m.id).map((m) => m.data), ['unsent to 9']);
+});
+
+test('previewOf: a recall says who withdrew it (never the notice\'s JSON); pictures, notices, text with its author', async () => {
+  const { previewOf, PREVIEW_ZH } = await import('../../clients/js/src/index.js');
+  const s = new ChatStore(ME, { storage: memoryStorage() });
+  const one = { chat_type: 'single', userid: 9, username: 'nine', time: 1, noreadnum: 0, last_message_id: 3, last_seq: 3 };
+  const notice = { type: 'recall', data: JSON.stringify({ message_id: 1 }) };
+  s.setList([{ ...one, ...notice, from_id: 9 }, { ...one, userid: 8, username: 'eight', ...notice, from_id: ME.id }], null);
+  assert.equal(previewOf(s.item(9), ME.id, PREVIEW_ZH), '对方撤回了一条消息');
+  assert.equal(previewOf(s.item(8), ME.id, PREVIEW_ZH), '你撤回了一条消息');
+  assert.equal(previewOf(s.item(9), ME.id), 'nine withdrew a message');
+  // Pushed: the notice bumps the item (from_id set from the message).
+  s.bump(msg({ id: 4, seq: 4, from_id: 9, ...notice }));
+  assert.equal(previewOf(s.item(9), ME.id, PREVIEW_ZH), '对方撤回了一条消息');
+  // A recalled last message (recalled: true, data "").
+  s.setList([{ ...one, type: 'text', data: '', recalled: true, from_id: ME.id }], null);
+  assert.equal(previewOf(s.item(9), ME.id, PREVIEW_ZH), '你撤回了一条消息');
+  const g = { chat_type: 'group', group_id: 7, name: 'trip', time: 1, noreadnum: 0, last_message_id: 3, last_seq: 3, from_id: 9, from_username: 'nine' };
+  s.setList([{ ...g, ...notice }], null);
+  assert.equal(previewOf(s.item(-7), ME.id, PREVIEW_ZH), '"nine"撤回了一条消息');
+  s.setList([{ ...g, type: 'text', data: 'hi' }, { ...one, type: 'image', data: '/media/x.png', from_id: ME.id }, { ...g, group_id: 6, type: 'system', data: '{"event":"create"}' }], null);
+  assert.equal(previewOf(s.item(-7), ME.id, PREVIEW_ZH), 'nine: hi');
+  assert.equal(previewOf(s.item(9), ME.id, PREVIEW_ZH), '我: [图片]');
+  assert.equal(previewOf(s.item(-6), ME.id, PREVIEW_ZH), '[群通知]');
+  assert.equal(previewOf({ ...one, type: 'text', data: 'x', deleted: true }, ME.id), '');
+});

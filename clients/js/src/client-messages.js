@@ -105,7 +105,9 @@ export const messageMethods = {
   /**
    * Opens a conversation: its messages stop counting as unread while the app
    * is visible, it is marked read, and (load) its newest page is fetched.
-   * Resolves when that page is in.
+   * Resolves when that page is in. Offline (no answer from the server) it
+   * resolves too: the cached messages are what there is, and the catch-up
+   * after the reconnect marks it read and brings what is new.
    */
   async open(target, { load = true } = {}) {
     const key = conversationKey(target);
@@ -114,11 +116,20 @@ export const messageMethods = {
     this.current = key;
     this.markRead(key); // also when the list says 0: the peer's receipt, the server's count
     if (key < 0) this.groupInfo(-key).catch(() => {});
-    if (load) await this.loadNewest(key);
+    if (!load) return;
+    try {
+      await this.loadNewest(key);
+    } catch (e) {
+      if (!e || !e.network) throw e;
+    }
   },
 
-  /** Leaves the open conversation. */
-  close() {
+  /**
+   * Leaves the open conversation. With a target, only when that one is open (a page closing
+   * after another conversation's page was opened over it leaves that one open).
+   */
+  close(target) {
+    if (target !== undefined && conversationKey(target) !== this.current) return;
     this.stopTyping();
     this.current = null;
   },
@@ -351,7 +362,9 @@ export const messageMethods = {
       setTimeout(() => {
         this.sendTimers.delete(cmid);
         const p = s === this.store && s.pending(key, cmid);
-        if (p && p.state === 'sending') this.markFailed(key, cmid, new ChatError(CLIENT_CODES.TIMEOUT, 'No answer from the server', { network: true }), true);
+        const err = new ChatError(CLIENT_CODES.TIMEOUT, 'No answer from the server', { network: true });
+        if (p && p.state === 'sending') this.markFailed(key, cmid, err, true);
+        else this.settle(cmid, null, err); // whatever became of the message, its promise settles
       }, this.sendTimeoutMs),
     );
     const body = { ...socketTarget(key), type: m.type, data: m.data, client_msg_id: cmid };

@@ -55,6 +55,7 @@ export const syncMethods = {
       if (this.current < 0) this.groupInfo(-this.current).catch(() => {}); // members may have changed meanwhile
     }
     this.flushPending();
+    this.settleConnect(null);
     this.emit('synced');
   },
 
@@ -69,8 +70,9 @@ export const syncMethods = {
    * with deletions (after a reconnect: online, the "deleted" push tells), also
    * asks for what was deleted for us after the deleted cursor (deleted_after)
    * and hides it. Too much missed
-   * (SYNC_MAX_PAGES pages) to patch the caches: they are dropped (the server
-   * has everything) and the cursors start from the list. Resolves to false
+   * (SYNC_MAX_PAGES pages) to patch the caches: their stored messages are
+   * dropped (the server has everything; ours still on the way are kept) and
+   * the cursors start from the list. Resolves to false
    * when the store changed (signed out) meanwhile.
    */
   async syncCursors(s, { deletions = false } = {}) {
@@ -78,9 +80,8 @@ export const syncMethods = {
     let deletedMore = deletions && !this.deletedUnsupported;
     for (let pages = 0; ; pages++) {
       if (pages >= SYNC_MAX_PAGES) {
-        s.dropDetailCaches();
-        for (const peer of [...s.details.keys()]) if (peer !== this.current) s.details.delete(peer);
-        if (this.current !== null) s.resetDetail(this.current);
+        // Our messages not stored yet stay (in memory and storage), and are sent after this.
+        s.dropStoredMessages();
         const list = await this.api.list();
         if (s !== this.store) return false;
         s.setList(list, null);

@@ -26,7 +26,7 @@ import { Api } from './http.js';
 import { messageMethods } from './client-messages.js';
 import { syncMethods } from './client-sync.js';
 import { ChatStore, peerOf, recallTarget, systemData } from './store.js';
-import { conversationKey, DEFAULT_MAX_TEXT } from './util.js';
+import { conversationKey, DEFAULT_MAX_TEXT, handled } from './util.js';
 
 export { conversationKey, groupKey } from './util.js';
 
@@ -99,6 +99,9 @@ export class ChatClient extends Emitter {
     });
     this.reset();
     this.unwatch = null;
+    /** The server refused the session (a 401, a bind refused, a session-ending socket error): no restart but connect(). */
+    this.authStopped = false;
+    this.connectWaiters = []; // connect() calls waiting for the bind and the catch-up
     if (o.session) this.setSession(o.session);
   }
 
@@ -185,6 +188,15 @@ export class ChatClient extends Emitter {
     this.badge(this.store.total());
   }
 
+  /**
+   * Gives the adapter's badge the unread total again (uni-app: a tab bar badge set while a
+   * page that is not a tab bar page was shown did not take; call it in tab bar pages' onShow).
+   * Done for you when the app is shown again.
+   */
+  refreshBadge() {
+    if (this.store) this.badge(this.store.total());
+  }
+
   badge(total) {
     if (this.adapter.badge) {
       try {
@@ -222,8 +234,21 @@ export class ChatClient extends Emitter {
   /** The server ended the session (401, or a socket error such as revoked). */
   endSession(code, message) {
     if (!this.session) return;
-    if (this.conn) this.conn.stop({ error: new ChatError(code, message) });
+    const err = new ChatError(code, message, { status: code === 'unauthorized' ? 401 : 0 });
+    this.authStopped = true;
+    if (this.conn) this.conn.stop({ error: err });
+    this.settleConnect(err);
     this.emit('session_ended', { code, message });
+  }
+
+  /** Ends the connect() calls waiting: resolved (no error) once bound and caught up, or rejected. */
+  settleConnect(err) {
+    const waiters = this.connectWaiters;
+    this.connectWaiters = [];
+    for (const w of waiters) {
+      if (err) w.reject(err);
+      else w.resolve();
+    }
   }
 
   // ---- the connection ---------------------------------------------------------------------
@@ -231,19 +256,30 @@ export class ChatClient extends Emitter {
   /**
    * Opens the socket (and keeps it open: reconnects with backoff until
    * disconnect()). Needs a session; fetches the user when the session has none.
+   * Resolves once bound and caught up (the first `synced`; at once when it is
+   * already); rejects when the server refuses the session (the bind's 401 or
+   * 403: `unauthorized`, ...) or when disconnect() comes first (`cancelled`).
+   * While the network is down it waits: the client retries by itself.
    */
-  async connect() {
+  connect() {
+    return handled(this.connectNow());
+  }
+
+  async connectNow() {
     if (!this.session) throw new ChatError(CLIENT_CODES.NOT_SIGNED_IN, 'no session: login() or setSession() first');
     if (!this.session.user) {
       const s = this.session;
       const me = await this.api.me();
-      if (this.session !== s) return;
+      if (this.session !== s) throw new ChatError(CLIENT_CODES.CANCELLED, 'the session changed');
       s.user = normalUser(me);
       this.openStore();
     }
+    this.authStopped = false; // the app asks again (a new token, or the same one tried again)
+    if (this.conn && this.online && !this.catchingUp) return;
+    const ready = new Promise((resolve, reject) => this.connectWaiters.push({ resolve, reject }));
     if (this.conn) {
       if (this.conn.stopped) this.conn.start();
-      return;
+      return ready;
     }
     this.conn = new Connection({
       url: this.wsUrl,
@@ -264,6 +300,7 @@ export class ChatClient extends Emitter {
       });
     }
     this.conn.start();
+    return ready;
   }
 
   /** Closes the socket and stops reconnecting. */
@@ -274,11 +311,16 @@ export class ChatClient extends Emitter {
     }
     if (this.conn) this.conn.stop();
     this.conn = null;
+    this.settleConnect(new ChatError(CLIENT_CODES.CANCELLED, 'disconnected'));
   }
 
-  /** Reconnects now when waiting (a "Retry" button, the network back); restarts a stopped client. */
+  /**
+   * Reconnects now when waiting (a "Retry" button, the network back); restarts a client stopped
+   * otherwise, but not one the server refused (session ended, bind refused): that one waits for
+   * connect() (with a new token).
+   */
   reconnectNow() {
-    if (!this.conn) return;
+    if (!this.conn || this.authStopped) return;
     if (this.conn.stopped) this.conn.start();
     else this.conn.reconnectNow();
   }
@@ -292,6 +334,7 @@ export class ChatClient extends Emitter {
   setVisible(visible) {
     this.visibleNow = !!visible;
     if (!visible || !this.store) return;
+    this.refreshBadge();
     if (this.conn) {
       this.conn.reconnectNow();
       this.conn.probe(1000); // still there after the app slept?
@@ -309,7 +352,11 @@ export class ChatClient extends Emitter {
       res = await this.api.bind(cid, nonce);
     } catch (e) {
       if (s !== this.session) throw e;
-      if (e.status === 401 || e.status === 403) e.fatal = true;
+      if (e.status === 401 || e.status === 403) {
+        e.fatal = true; // the connection stops
+        this.authStopped = true;
+        this.settleConnect(e);
+      }
       if (!e.network && e.status !== 401) this.emit('error', e);
       throw e;
     }

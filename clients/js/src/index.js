@@ -15,4 +15,5 @@ export { Api, convRef } from './http.js';
 export { Connection, backoffDelay, DEFAULT_TIMING } from './connection.js';
 export { ChatStore, DETAIL_CAP, memoryStorage, messageKey, peerOf, recallTarget, systemData } from './store.js';
 export { defaultKeys } from './keys.js';
+export { previewOf, PREVIEW_EN, PREVIEW_ZH } from './preview.js';
 export { Emitter } from './emitter.js';

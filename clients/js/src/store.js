@@ -103,6 +103,23 @@ function cleanMessage(m) {
   return out;
 }
 
+/** A conversation's messages as stored: those after the first `skip` stored ones (pending ones all). */
+function detailRecord(messages, skip) {
+  const out = [];
+  let n = 0;
+  for (const m of messages) {
+    if (m.id && n++ < skip) continue;
+    const o = { ...m };
+    if (o.id) {
+      delete o.state;
+      delete o.error;
+      delete o.retryable;
+    }
+    out.push(o);
+  }
+  return out;
+}
+
 const str = (x) => (typeof x === 'string' ? x : '');
 const isDim = (x) => Number.isSafeInteger(x) && x >= 1 && x <= 65535;
 
@@ -262,18 +279,22 @@ export class ChatStore {
     }
   }
 
-  write(key, value) {
+  /** Stores value as JSON under key; false when the storage refused it (a quota). */
+  trySet(key, value) {
     try {
       this.storage.set(key, JSON.stringify(value));
+      return true;
     } catch {
-      // Quota: drop the conversation caches (the server has them) and try once more.
-      this.dropDetailCaches();
-      try {
-        this.storage.set(key, JSON.stringify(value));
-      } catch {
-        /* give up on caching this */
-      }
+      return false;
     }
+  }
+
+  write(key, value) {
+    if (this.trySet(key, value)) return;
+    // Quota: make room in the conversation caches (their stored messages: the server has them;
+    // ours not stored yet stay), and try once more.
+    this.shrinkStoredDetails();
+    this.trySet(key, value); // else: not cached this time
   }
 
   // ---- users -----------------------------------------------------------------
@@ -524,24 +545,15 @@ export class ChatStore {
   saveDetail(peer) {
     const d = this.details.get(peer);
     if (!d) return;
-    let msgs = d.messages;
-    if (msgs.length > this.detailCap) {
-      // Keep the newest, and every message still on its way.
-      const cut = msgs.length - this.detailCap;
-      msgs = msgs.filter((m, i) => i >= cut || !m.id);
+    const key = this.detailKey(peer);
+    const stored = d.messages.filter((m) => m.id).length;
+    // The newest detailCap stored messages, and every message still on its way. When the
+    // storage refuses them (a quota: WeChat keeps 1 MB a key, 10 MB in all), fewer stored ones
+    // (the server has them): never our messages not stored yet, and no other conversation's.
+    for (let keep = Math.min(stored, this.detailCap); ; keep = keep > 1 ? Math.floor(keep / 2) : 0) {
+      if (this.trySet(key, detailRecord(d.messages, stored - keep))) return;
+      if (keep === 0) return; // not even ours fit: they stay in memory
     }
-    this.write(
-      this.detailKey(peer),
-      msgs.map((m) => {
-        const o = { ...m };
-        if (o.id) {
-          delete o.state;
-          delete o.error;
-          delete o.retryable;
-        }
-        return o;
-      }),
-    );
   }
 
   /** Keys of the storage that hold this user's conversations, with their peers. */
@@ -566,8 +578,38 @@ export class ChatStore {
     return out;
   }
 
+  /** Removes every conversation cache from storage (signing out). */
   dropDetailCaches() {
     for (const { key } of this.storedDetails()) this.storage.remove(key);
+  }
+
+  /**
+   * Drops the stored messages of every conversation, in memory and in storage (the server has
+   * them: too much was missed, or the storage is full). Our messages not stored yet are kept,
+   * in memory and in storage, to be sent.
+   */
+  dropStoredMessages() {
+    for (const peer of this.cachedPeers()) {
+      const d = this.detail(peer);
+      const had = d.messages.length;
+      d.messages = d.messages.filter((m) => !m.id);
+      d.complete = false;
+      d.fresh = false;
+      if (d.messages.length) this.trySet(this.detailKey(peer), detailRecord(d.messages, 0));
+      else this.storage.remove(this.detailKey(peer));
+      if (had !== d.messages.length) this.emit('detail', peer);
+    }
+  }
+
+  /** Storage full: the conversation caches keep only our messages not stored yet (memory keeps all). */
+  shrinkStoredDetails() {
+    for (const { key, peer } of this.storedDetails()) {
+      const d = this.details.get(peer);
+      const raw = d ? d.messages : this.load(key, []);
+      const pending = Array.isArray(raw) ? raw.map(cleanMessage).filter((m) => m && !m.id) : [];
+      if (pending.length) this.trySet(key, detailRecord(pending, 0));
+      else this.storage.remove(key);
+    }
   }
 
   /** Peers with a cached conversation (in memory or in storage). */

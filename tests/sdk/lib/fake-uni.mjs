@@ -17,11 +17,19 @@
 //   returns an UploadTask with onProgressUpdate(cb({progress,
 //   totalBytesSent, totalBytesExpectedToSend})) and abort(); success({data
 //   (a string), statusCode}).
+//   connectSocket calls fail (then complete) instead when it cannot start a
+//   socket (WeChat: a domain not allowed, more than 5 sockets): the test hook
+//   failSockets = n makes the next n calls fail so.
 // - getStorageSync (a missing key gives ""), setStorageSync,
 //   removeStorageSync, getStorageInfoSync ({keys, currentSize, limitSize}),
-//   clearStorageSync: values kept as given (cloned).
+//   clearStorageSync: values kept as given (cloned). The limits are WeChat's:
+//   1 MB a key and 10 MB in all (setStorageSync throws beyond them; sizes
+//   here are the key and value's JSON in UTF-8 bytes; limits can be lowered).
 // - setTabBarBadge({index, text}) / removeTabBarBadge({index}): the badge of
 //   tab bar item index (text must be a string); tabBar[index].badge here.
+//   They fail ("not TabBar page") unless the page shown is a tab bar page:
+//   the page stack follows navigateTo / navigateBack / switchTab / reLaunch
+//   (tabPages: the tab bar's pages; the app starts on the first).
 // - onNetworkStatusChange / offNetworkStatusChange, onAppShow / onAppHide and
 //   their off*: test helpers setNetwork(isConnected), hide(), show() fire them.
 import crypto from 'node:crypto';
@@ -152,9 +160,16 @@ function httpRequest({ url, method, headers, body, timeout, onSent, onReq }) {
   });
 }
 
+const MB = 1024 * 1024;
+const route = (url) => String(url).replace(/^\//, '').split('?')[0];
+
 export class FakeUni {
-  constructor() {
+  constructor({ tabPages = ['pages/index/index', 'pages/chat-list/chat-list'], keyLimit = MB, totalLimit = 10 * MB } = {}) {
     this.store = new Map();
+    this.limits = { key: keyLimit, total: totalLimit };
+    this.tabPages = tabPages;
+    this.pages = [tabPages[0]]; // the page stack, the shown page last
+    this.failSockets = 0;
     this.tabBar = [{ badge: null }, { badge: null }, { badge: null }, { badge: null }];
     this.badgeCalls = [];
     this.sockets = [];
@@ -166,6 +181,13 @@ export class FakeUni {
 
   connectSocket(o) {
     if (!o.success && !o.fail && !o.complete) return Promise.reject(new Error('connectSocket without callbacks answers a Promise, not a SocketTask'));
+    if (this.failSockets > 0) {
+      this.failSockets -= 1;
+      finish(o, false, { errMsg: 'connectSocket:fail url not in domain list' });
+      const dead = { onOpen() {}, onMessage() {}, onClose() {}, onError() {}, send: (x) => finish(x, false, { errMsg: 'sendSocketMessage:fail' }), close: (x = {}) => finish(x, true, { errMsg: 'closeSocket:ok' }) };
+      this.sockets.push(dead);
+      return dead;
+    }
     const task = new SocketTask(o.url, o);
     this.sockets.push(task);
     finish(o, true, { errMsg: 'connectSocket:ok' });
@@ -272,6 +294,11 @@ export class FakeUni {
   }
 
   setStorageSync(key, data) {
+    const size = (k, v) => Buffer.byteLength(k) + Buffer.byteLength(JSON.stringify(v) ?? '');
+    if (size(key, data) > this.limits.key) throw new Error('setStorageSync:fail exceed storage item max length');
+    let total = size(key, data);
+    for (const [k, v] of this.store) if (k !== key) total += size(k, v);
+    if (total > this.limits.total) throw new Error('setStorageSync:fail exceed storage max size 10MB');
     this.store.set(key, structuredClone(data));
   }
 
@@ -291,7 +318,43 @@ export class FakeUni {
 
   // ---- tab bar ----
 
+  /** The route of the page shown ("pages/chat-list/chat-list"). */
+  currentPage() {
+    return this.pages[this.pages.length - 1];
+  }
+
+  onTabPage() {
+    return this.tabPages.includes(this.currentPage());
+  }
+
+  navigateTo(o) {
+    if (this.tabPages.includes(route(o.url))) return finish(o, false, { errMsg: 'navigateTo:fail can not navigateTo a tabbar page' });
+    this.pages.push(route(o.url));
+    finish(o, true, { errMsg: 'navigateTo:ok' });
+  }
+
+  navigateBack(o = {}) {
+    const n = Math.max(1, o.delta || 1);
+    this.pages.splice(Math.max(1, this.pages.length - n));
+    finish(o, true, { errMsg: 'navigateBack:ok' });
+  }
+
+  switchTab(o) {
+    if (!this.tabPages.includes(route(o.url))) return finish(o, false, { errMsg: 'switchTab:fail can not switch to no-tabBar page' });
+    this.pages = [route(o.url)];
+    finish(o, true, { errMsg: 'switchTab:ok' });
+  }
+
+  reLaunch(o) {
+    this.pages = [route(o.url)];
+    finish(o, true, { errMsg: 'reLaunch:ok' });
+  }
+
   setTabBarBadge(o) {
+    if (!this.onTabPage()) {
+      finish(o, false, { errMsg: 'setTabBarBadge:fail not TabBar page' });
+      return;
+    }
     const item = this.tabBar[o.index];
     if (!item || typeof o.text !== 'string') {
       finish(o, false, { errMsg: 'setTabBarBadge:fail' });
@@ -303,6 +366,10 @@ export class FakeUni {
   }
 
   removeTabBarBadge(o) {
+    if (!this.onTabPage()) {
+      finish(o, false, { errMsg: 'removeTabBarBadge:fail not TabBar page' });
+      return;
+    }
     const item = this.tabBar[o.index];
     if (!item) {
       finish(o, false, { errMsg: 'removeTabBarBadge:fail' });
@@ -348,6 +415,6 @@ export class FakeUni {
   }
 
   show() {
-    for (const cb of this.listeners.show) cb({ path: 'pages/index/index' });
+    for (const cb of this.listeners.show) cb({ path: this.currentPage() });
   }
 }

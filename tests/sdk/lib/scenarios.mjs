@@ -418,6 +418,100 @@ export function defineScenarios(makePlatform) {
     await eventually(() => t3.client.messages(sam.user.id).some((x) => x.id === keep.id), false, { what: 'deleted on the offline device' });
   });
 
+  test('too much missed (20 sync pages): the caches are dropped, but our unsent message stays and is sent', async () => {
+    const own = await startServer({ options: { 'page-limit': 2, 'send-rate': 0 } });
+    try {
+      const wes = await register(own, uname('we'));
+      const xia = await register(own, uname('xi'));
+      const yan = await register(own, uname('ya'));
+      const w = await device(wes, { server: own });
+      w.client.sendTimeoutMs = 8000;
+      await must(own, 'POST', '/chat/send', { token: yan.token, body: { to_id: wes.user.id, type: 'text', data: 'y0' } });
+      await must(own, 'POST', '/chat/send', { token: xia.token, body: { to_id: wes.user.id, type: 'text', data: 'x0' } });
+      await eventually(() => w.client.chatList.length, 2, { what: 'two conversations' });
+      w.client.disconnect();
+      // Written offline, HTTP down too: it waits in the conversation (and its cache) to be sent.
+      const realSend = w.client.api.send;
+      w.client.api.send = () => Promise.reject(new ChatError('network', 'down', { network: true }));
+      const sending = w.client.sendText(yan.user.id, 'written offline');
+      let settled = null;
+      sending.then((m) => (settled = m), (e) => (settled = e));
+      assert.deepEqual(w.client.messages(yan.user.id).map((m) => [m.data, m.state]), [['y0', undefined], ['written offline', 'sending']]);
+      for (let i = 0; i < 45; i++) await must(own, 'POST', '/chat/send', { token: xia.token, body: { to_id: wes.user.id, type: 'text', data: `x${i + 1}` } });
+      w.client.api.send = realSend;
+      const since = Date.now();
+      const synced = waitEvent(w.client, 'synced', () => true, 20000);
+      w.client.connect();
+      await synced;
+      const syncs = w.dev.seen.requests.filter((r) => r.url.endsWith('/chat/sync') && r.at >= since).length;
+      assert.ok(syncs >= 20, `${syncs} sync pages: the caches were dropped`);
+      await eventually(() => settled !== null, true, { what: 'the send promise settled' });
+      assert.ok(!(settled instanceof Error), `sent: ${settled && settled.code}`);
+      assert.ok(settled.id > 0);
+      const h = await must(own, 'GET', `/chat/history?userid=${yan.user.id}`, { token: wes.token });
+      assert.deepEqual(h.map((m) => m.data).sort(), ['written offline', 'y0']);
+      assert.ok(w.client.messages(yan.user.id).some((m) => m.id === settled.id && m.data === 'written offline'));
+      w.client.disconnect();
+    } finally {
+      await own.stop();
+    }
+  });
+
+  test('connect() resolves bound and caught up, and rejects when the bind is refused', async () => {
+    const zed = await register(srv, uname('ze'));
+    const amy = await register(srv, uname('am'));
+    await must(srv, 'POST', '/chat/send', { token: amy.token, body: { to_id: zed.user.id, type: 'text', data: 'waiting' } });
+    const z = await device(zed, { connect: false });
+    await z.client.connect();
+    assert.equal(z.client.state, 'online');
+    assert.deepEqual(z.client.chatList.map((i) => [i.userid, i.noreadnum]), [[amy.user.id, 1]], 'the catch-up is in');
+    z.client.disconnect();
+    await must(srv, 'POST', '/user/logout', { token: zed.token });
+    await assert.rejects(z.client.connect(), (e) => e instanceof ChatError && e.status === 401);
+    assert.equal(z.client.state, 'stopped');
+  });
+
+  test('a client stopped by the server (session ended) stays stopped until connect() with a new token', async () => {
+    const zoe = await register(srv, uname('zo'));
+    const z = await device(zoe);
+    // Logged out elsewhere: the socket closes, the reconnect's bind gets 401, the client stops.
+    const ended = waitEvent(z.client, 'session_ended');
+    await must(srv, 'POST', '/user/logout', { token: zoe.token });
+    await ended;
+    await eventually(() => z.client.state, 'stopped', { what: 'stopped' });
+    const binds = () => z.dev.seen.requests.filter((r) => r.url.endsWith('/chat/bind')).length;
+    const before = binds();
+    z.dev.online(); // the platform says the network is back
+    z.client.setVisible(true);
+    await sleep(800);
+    assert.equal(z.client.state, 'stopped', 'the dead token is not tried again');
+    assert.equal(binds(), before);
+    // A new token: connect() works again.
+    const again = await must(srv, 'POST', '/user/login', { body: { username: zoe.user.username, password: zoe.password } });
+    z.client.setSession({ token: again.token, user: zoe.user });
+    const synced = waitEvent(z.client, 'synced');
+    z.client.connect();
+    await synced;
+    assert.equal(z.client.state, 'online');
+    z.client.disconnect();
+  });
+
+  test('open() offline shows the cache and does not reject', async () => {
+    const bea = await register(srv, uname('be'));
+    const cal = await register(srv, uname('ca'));
+    const b = await device(bea);
+    await must(srv, 'POST', '/chat/send', { token: cal.token, body: { to_id: bea.user.id, type: 'text', data: 'cached one' } });
+    await eventually(() => b.client.messages(cal.user.id).length, 1, { what: 'pushed' });
+    b.client.disconnect();
+    b.client.api.history = () => Promise.reject(new ChatError('network', 'offline', { network: true }));
+    await b.client.open(cal.user.id);
+    assert.deepEqual(b.client.messages(cal.user.id).map((m) => m.data), ['cached one']);
+    b.client.close(cal.user.id + 1);
+    assert.equal(b.client.current, cal.user.id, 'close(another) leaves this one open');
+    b.client.close(cal.user.id);
+    assert.equal(b.client.current, null);
+  });
+
   test('the server restarts: the client reconnects with backoff and syncs', async () => {
     const own = await startServer({});
     try {

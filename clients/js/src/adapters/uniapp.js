@@ -30,23 +30,39 @@ export function uniAdapter(o = {}) {
   const index = o.tabBarIndex === undefined ? 1 : o.tabBarIndex;
   let visible = true;
 
-  const badge =
-    o.badge ||
-    ((total) => {
-      if (index === null) return;
-      const quiet = { fail: () => {} }; // not a tab bar page right now: nothing to do
-      if (total > 0) uni.setTabBarBadge({ index, text: badgeText(total), ...quiet });
-      else uni.removeTabBarBadge({ index, ...quiet });
-    });
+  // The tab bar badge. setTabBarBadge / removeTabBarBadge fail while the page shown is not a tab
+  // bar page ("not TabBar page": a conversation opened over the list); what fails is applied
+  // again by the client's next call: the next change of the total, the app shown again, or
+  // client.refreshBadge() in a tab bar page's onShow.
+  const tabBadge = (total) => {
+    if (index === null) return;
+    const quiet = { fail: () => {} };
+    if (total > 0) uni.setTabBarBadge({ index, text: badgeText(total), ...quiet });
+    else uni.removeTabBarBadge({ index, ...quiet });
+  };
+  const badge = o.badge || tabBadge;
 
   return {
     baseUrl: o.baseUrl,
 
     connect(url, h) {
-      // A SocketTask is returned only when success, fail or complete is given.
-      const task = uni.connectSocket({ url, complete: () => {} });
       let open = false;
       let closed = false;
+      // A SocketTask is returned only when success, fail or complete is given. A connect that
+      // fails at once (a domain not allowed, too many sockets) may call only fail: a close, so
+      // that the client retries with its backoff rather than after its init timeout.
+      const task = uni.connectSocket({
+        url,
+        fail: (err) => {
+          if (open || closed) return;
+          closed = true;
+          Promise.resolve().then(() => {
+            h.onError(err);
+            h.onClose(1006, (err && err.errMsg) || '');
+          });
+        },
+        complete: () => {},
+      });
       task.onOpen(() => {
         open = true;
         h.onOpen();
