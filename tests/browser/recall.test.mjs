@@ -13,13 +13,17 @@ import * as B from './lib/browser.mjs';
 import { apiClient, sleep, startChatd } from './lib/chatd.mjs';
 
 const RECALL_WINDOW = 10;
-const env = B.useChatdAndBrowser(() => startChatd(['--recall-window', String(RECALL_WINDOW)]));
+// Four sign-ins a test, the four in about a minute: past chatd's default --login-rate (10 a minute).
+const env = B.useChatdAndBrowser(() => startChatd(['--recall-window', String(RECALL_WINDOW), '--login-rate', '1000']));
 
 const rowOf = (page, text) => page.locator('#message-rows .row').filter({ has: page.locator('.bubble', { hasText: text }) });
 const texts = (page) => B.bubbles(page).then((b) => b.map((x) => x.text));
 
 /** Opens a message's menu the way a user of that size would, and returns its actions. */
 async function openMenu(page, text, how) {
+  // the page a user acts in is the one in front: a background tab's animation frames are
+  // throttled, and every click there waited ~2 s for the element to be "stable"
+  await page.bringToFront();
   const row = rowOf(page, text);
   const bubble = row.locator('.bubble');
   if (how === 'right-click') await bubble.click({ button: 'right' });
