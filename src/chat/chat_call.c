@@ -137,16 +137,23 @@ void chat_group_failed(chat_call *call, store_req *r)
     store_req_free(r);
 }
 
-void chat_respond_group_result(store_req *r)
+json_t *chat_group_take_result(store_req *r)
 {
-    chat_call *call = r->ctx;
     if (r->status != STORE_OK) {
-        chat_group_failed(call, r);
-        return;
+        chat_group_failed(r->ctx, r);
+        return NULL;
     }
     json_t *result = json_incref(r->result);
     store_req_free(r);
-    chat_call_ok(call, result);
+    return result;
+}
+
+void chat_respond_group_result(store_req *r)
+{
+    chat_call *call = r->ctx;
+    json_t *result = chat_group_take_result(r);
+    if (result)
+        chat_call_ok(call, result);
 }
 
 /* Every store answer of a call passes here: STORE_UNAVAILABLE (the

@@ -177,12 +177,9 @@ static void group_info_done(store_req *r)
 static void group_mute_done(store_req *r)
 {
     chat_call *call = r->ctx;
-    if (r->status != STORE_OK) {
-        chat_group_failed(call, r);
+    json_t *result = chat_group_take_result(r);
+    if (!result)
         return;
-    }
-    json_t *result = json_incref(r->result);
-    store_req_free(r);
     json_t *push = json_pack(
         "{s:s,s:O,s:O,s:O}", "type", "mute", "group_id", json_object_get(result, "group_id"),
         "muted", json_object_get(result, "muted"), "total", json_object_get(result, "total"));

@@ -100,6 +100,9 @@ void chat_store_failed(chat_call *call);
  * 409 with the store's result {code, message}; other statuses as
  * chat_store_failed. Frees r. */
 void chat_group_failed(chat_call *call, store_req *r);
+/* A group operation's store result (a new reference; r is freed), or NULL
+ * after answering its error (chat_group_failed). */
+json_t *chat_group_take_result(store_req *r);
 /* Answers a group operation's store result as it is, or its error
  * (chat_group_failed); a store_done function. */
 void chat_respond_group_result(store_req *r);
