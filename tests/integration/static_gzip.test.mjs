@@ -7,12 +7,10 @@
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
-import http from 'node:http';
-import https from 'node:https';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { startServer, PNG_1x1 } from './lib/server.mjs';
-import { RawConn } from './lib/http.mjs';
+import { nodeRequest, RawConn } from './lib/http.mjs';
 
 const BIG_JS = Array.from({ length: 400 }, (_, i) => `export const value${i} = { id: ${i}, name: "item ${i}" };\n`).join('');
 const FILES = {
@@ -36,23 +34,7 @@ before(async () => {
 after(() => srv && srv.stop());
 
 /** One request with Node's http client; the body as received (still compressed). */
-function request(urlPath, { headers = {}, method = 'GET' } = {}) {
-  const mod = srv.tls ? https : http;
-  return new Promise((resolve, reject) => {
-    const req = mod.request(
-      { host: srv.host, port: srv.port, path: urlPath, method, headers, agent: false, ca: srv.ca || undefined, timeout: 5000 },
-      (res) => {
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end();
-  });
-}
+const request = (urlPath, opts) => nodeRequest(srv, urlPath, opts);
 
 const file = (rel) => Buffer.from(FILES[rel]);
 

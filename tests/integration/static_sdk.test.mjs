@@ -7,13 +7,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import http from 'node:http';
-import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { startServer, REPO_ROOT, SECRET_CONTENT } from './lib/server.mjs';
-import { rawRequest } from './lib/http.mjs';
+import { nodeRequest, rawRequest } from './lib/http.mjs';
 
 const SDK_SRC = path.join(REPO_ROOT, 'clients', 'js', 'src');
 let srv;
@@ -37,23 +35,7 @@ after(async () => {
   if (tmp) await fsp.rm(tmp, { recursive: true, force: true });
 });
 
-function request(s, urlPath, { headers = {}, method = 'GET' } = {}) {
-  const mod = s.tls ? https : http;
-  return new Promise((resolve, reject) => {
-    const req = mod.request(
-      { host: s.host, port: s.port, path: urlPath, method, headers, agent: false, ca: s.ca || undefined, timeout: 5000 },
-      (res) => {
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end();
-  });
-}
+const request = nodeRequest;
 
 test('GET /sdk/<module> serves clients/js/src as JavaScript, no-cache, with an ETag and 304', async () => {
   for (const rel of ['index.js', 'client.js', 'adapters/browser.js', 'adapters/uniapp.js']) {

@@ -2,6 +2,8 @@
 // byte for byte), a response parser, and helpers for the JSON API.
 // Under CHATD_TEST_TLS the same bytes go inside a TLS connection to a chatd
 // the harness gave a certificate (see lib/tls.mjs).
+import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { HOST } from './server.mjs';
@@ -312,4 +314,26 @@ export async function healthz(srv) {
   const body = await r.json();
   if (r.status !== 200) throw new Error(`/healthz -> ${r.status}`);
   return body.data;
+}
+
+/**
+ * One request to srv (http or https as it serves) with Node's client on a fresh connection:
+ * {status, headers, body} with the body as received (a Buffer, still compressed).
+ */
+export function nodeRequest(srv, urlPath, { headers = {}, method = 'GET' } = {}) {
+  const mod = srv.tls ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = mod.request(
+      { host: srv.host, port: srv.port, path: urlPath, method, headers, agent: false, ca: srv.ca || undefined, timeout: 5000 },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
 }
