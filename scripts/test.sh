@@ -50,6 +50,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CHATD_REPO="$root"
 fuzz_seconds=${CHATD_FUZZ_SECONDS:-6}
+# Tests that open thousands of sockets (abuse/idle_memory, the cluster's load
+# tests) need more than a default soft limit of 1,024 open files.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 "$root/scripts/bootstrap.sh" --test || { echo "bootstrap failed"; echo "suite: 0 passed, 1 failed"; exit 1; }
 

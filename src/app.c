@@ -58,10 +58,11 @@ static void handle_healthz(http_request *req)
     const char *backend;
     bool store_ok = chat_store_ok(&backend);
     json_t *data = json_pack(
-        "{s:I,s:I,s:I,s:I,s:s,s:s,s:o}", "connections", (json_int_t)srv.conns_open, "clients",
+        "{s:I,s:I,s:I,s:I,s:s,s:s,s:o,s:s}", "connections", (json_int_t)srv.conns_open, "clients",
         (json_int_t)registry_client_count(), "uids", (json_int_t)registry_uid_count(), "uptime_s",
         (json_int_t)((uv_now(srv.loop) - started_at_ms) / 1000), "store",
-        store_ok ? "ok" : "unavailable", "store_backend", backend, "cluster", cluster_health());
+        store_ok ? "ok" : "unavailable", "store_backend", backend, "cluster", cluster_health(),
+        "io", server_io_name(&srv));
     json_t *gwh = gw_health();
     if (gwh)
         json_object_set_new(data, "gatewayworker", gwh);
@@ -354,23 +355,19 @@ static void shutdown_timer_cb(uv_timer_t *t)
     uv_stop(srv.loop);
 }
 
-static void close_gracefully(uv_handle_t *h, void *arg)
+static void close_gracefully(conn *c, void *arg)
 {
     (void)arg;
-    if (h->type != UV_TCP || h == (uv_handle_t *)&srv.listener || uv_is_closing(h))
-        return;
-    conn *c = (conn *)h;
     if (c->flags & CONN_WS)
         ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down");
     else
         conn_close_after_write(c, 1000); /* HTTP: finish the reply in flight */
 }
 
-static void force_close_one(uv_handle_t *h, void *arg)
+static void force_close_one(conn *c, void *arg)
 {
     (void)arg;
-    if (h->type == UV_TCP && h != (uv_handle_t *)&srv.listener && !uv_is_closing(h))
-        conn_close((conn *)h);
+    conn_close(c);
 }
 
 static void signal_cb(uv_signal_t *s, int signum)
@@ -387,7 +384,7 @@ static void signal_cb(uv_signal_t *s, int signum)
     chat_stop();    /* queued password hashing would hold the exit back */
     webhook_stop(); /* what is queued gets a short grace, then is dropped */
     cluster_stop(); /* the others stop routing to us now, not after the heartbeat ttl */
-    uv_walk(srv.loop, close_gracefully, NULL); /* every client, /ws and /echo alike */
+    server_each_conn(&srv, close_gracefully, NULL); /* every client, /ws and /echo alike */
     uv_timer_start(&shutdown_timer, shutdown_timer_cb, 20, 20);
 }
 
@@ -433,7 +430,7 @@ static void sighup_cb(uv_signal_t *s, int signum)
 static void teardown(uv_loop_t *loop)
 {
     gw_stop(); /* when the loop ended without a signal: before the walk below */
-    uv_walk(loop, force_close_one, NULL);
+    server_each_conn(&srv, force_close_one, NULL);
     server_close(&srv);
     uv_close((uv_handle_t *)&sigint_handle, NULL);
     uv_close((uv_handle_t *)&sigterm_handle, NULL);
@@ -517,9 +514,10 @@ int app_run(uv_loop_t *loop, config *cfg)
     uv_signal_init(loop, &sighup_handle);
     uv_signal_start(&sighup_handle, sighup_cb, SIGHUP);
     uv_timer_init(loop, &shutdown_timer);
-    log_info("chatd listening on %s://%s:%d (WebSocket %s%s%s, API %s)",
+    log_info("chatd listening on %s://%s:%d (WebSocket %s%s%s, API %s, I/O %s)",
              tls_enabled() ? "https" : "http", cfg->listen_host, cfg->listen_port, cfg->ws_path,
-             cfg->echo_path[0] ? ", echo " : "", cfg->echo_path, cfg->api_secret[0] ? "on" : "off");
+             cfg->echo_path[0] ? ", echo " : "", cfg->echo_path, cfg->api_secret[0] ? "on" : "off",
+             server_io_name(&srv));
     uv_run(loop, UV_RUN_DEFAULT);
     teardown(loop);
     log_info("chatd stopped");

@@ -267,7 +267,7 @@ static void peer_addr(conn *c, char *out, size_t cap)
     struct sockaddr_storage ss;
     int len = sizeof(ss);
     out[0] = '\0';
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+    if (conn_getpeername(c, (struct sockaddr *)&ss, &len) != 0)
         return;
     if (ss.ss_family == AF_INET)
         uv_ip4_name((struct sockaddr_in *)&ss, out, cap);

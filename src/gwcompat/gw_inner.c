@@ -33,7 +33,7 @@ static const char *peer_name(conn *c, char *buf, size_t cap)
     struct sockaddr_storage ss;
     int n = sizeof(ss);
     buf[0] = '\0';
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &n) == 0) {
+    if (conn_getpeername(c, (struct sockaddr *)&ss, &n) == 0) {
         char ip[48] = "";
         int port = 0;
         if (ss.ss_family == AF_INET) {

@@ -128,7 +128,7 @@ static reg_peer *peer_add(conn *c, enum peer_kind kind, const char *addr)
     if (c) {
         struct sockaddr_storage ss;
         int n = sizeof(ss);
-        p->remote = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &n) == 0 &&
+        p->remote = conn_getpeername(c, (struct sockaddr *)&ss, &n) == 0 &&
                     !(ss.ss_family == AF_INET &&
                       ((struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_LOOPBACK));
     }

@@ -471,7 +471,7 @@ static void note_address(conn *c, ws_extra *x)
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof(ss));
     int n = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &n) == 0 && ss.ss_family == AF_INET) {
+    if (conn_getpeername(c, (struct sockaddr *)&ss, &n) == 0 && ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
         x->gw_client_ip = ntohl(a->sin_addr.s_addr);
         x->gw_client_port = ntohs(a->sin_port);

@@ -117,7 +117,7 @@ static http_request *request_new(conn *c)
     req->path = "";
     struct sockaddr_storage ss;
     int len = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+    if (conn_getpeername(c, (struct sockaddr *)&ss, &len) == 0) {
         if (ss.ss_family == AF_INET)
             uv_ip4_name((struct sockaddr_in *)&ss, req->peer_ip, sizeof(req->peer_ip));
         else

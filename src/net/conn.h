@@ -8,16 +8,17 @@
  * heartbeat uses one timer wheel for all connections, and the client id is
  * stored inline.
  *
- * Ownership: the server allocates a conn on accept and frees it in the libuv
- * close callback, after the protocol's on_close hook ran. Layers keep
- * pointers to a conn only while it is open (they must drop them in on_close).
+ * Ownership: the server allocates a conn on accept; conn_close runs the
+ * protocol's on_close hook and closes the socket at once, and the struct is
+ * freed later in the same loop pass, once no callback is under way (so code
+ * that closed it may still read its flags). Layers keep pointers to a conn
+ * only while it is open (they must drop them in on_close).
  */
 #ifndef CHATD_CONN_H
 #define CHATD_CONN_H
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <uv.h>
 
 #include "core/config.h"
 #include "core/sbuf.h"
@@ -56,11 +57,11 @@ typedef struct conn_handler {
 #define CLIENT_ID_LEN 24
 
 enum conn_flag {
-    CONN_CLOSING = 1 << 0,          /* uv_close called or pending: no more I/O */
+    CONN_CLOSING = 1 << 0,          /* conn_close ran: no more I/O, freed after this pass */
     CONN_READ_PAUSED = 1 << 1,      /* reads stopped until conn_resume_read */
     CONN_DIRTY = 1 << 2,            /* on the server's flush list */
     CONN_SHUT_AFTER_WRITE = 1 << 3, /* close once the queue drains */
-    CONN_WRITING = 1 << 4,          /* a uv_write is in flight */
+    CONN_WRITING = 1 << 4,          /* the kernel took less than offered: wait for EPOLLOUT */
     CONN_IN_WHEEL = 1 << 5,
     CONN_WANT_DRAIN = 1 << 6, /* call on_drain once the queue is within --max-outbuf */
     CONN_TLS = 1 << 7,        /* a tls_conn (net/tls.h): TLS below the protocol */
@@ -77,6 +78,7 @@ enum conn_flag {
     /* chat socket binds: the flags hold their state, so it costs no memory */
     CONN_BIND_PENDING = 1 << 17, /* a socket bind's token lookup is under way */
     CONN_BIND_FAILS = 3 << 18,   /* failed socket binds so far, a 2-bit counter */
+    CONN_READ_MORE = 1 << 20,    /* input may be left in the kernel: read on the next pass */
 };
 #define CONN_BIND_FAILS_SHIFT 18
 
@@ -86,13 +88,14 @@ typedef struct conn_input {
     uint8_t data[];
 } conn_input;
 
-/* Field order packs the struct to 376 bytes (a 384-byte malloc chunk: glibc
- * gives 376 usable bytes in it, so not one more field fits); uv_tcp_t alone
- * is 248. tcp.data (the handle's user pointer, otherwise unused) holds the
- * server's per-address entry of the peer, for --max-conns-per-ip. */
+/* Field order packs the struct to 152 bytes (a 160-byte malloc chunk: glibc
+ * gives 152 usable bytes in it, so not one more field fits). The socket is a
+ * plain non-blocking fd on the server's own epoll set (net/server.c), not a
+ * libuv handle: uv_tcp_t alone was 248 bytes. */
 struct conn {
-    uv_tcp_t tcp; /* first: a uv_handle_t* is a conn* */
+    server *srv;
     const conn_handler *handler;
+    int fd;
     uint32_t flags;
     uint32_t deadline;                 /* wheel tick; 0 = none */
     uint32_t last_rx;                  /* server_now_ms of the last byte received */
@@ -103,7 +106,7 @@ struct conn {
     char client_id[CLIENT_ID_LEN + 1]; /* here: it fills the gap before the pointers */
     conn_input *in;                    /* carried-over partial input, NULL when none */
     conn *wheel_prev, *wheel_next;
-    conn *dirty_next; /* server flush list link */
+    conn *dirty_next; /* server flush list link; the free list's once closed */
     outq *out;        /* NULL when nothing is queued */
     union {
         http_state *http; /* before the upgrade: HTTP parsing state */
@@ -111,11 +114,12 @@ struct conn {
     };
     uid_entry *uid;            /* bound uid, NULL when unbound */
     conn *uid_prev, *uid_next; /* the uid's list of connections */
+    struct peer_entry *peer;   /* the server's per-address entry, for --max-conns-per-ip */
 };
 
-static inline server *conn_server(conn *c)
+static inline server *conn_server(const conn *c)
 {
-    return (server *)c->tcp.loop->data;
+    return c->srv;
 }
 
 #endif

@@ -4,10 +4,17 @@
 #include "net/server.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "net/tls.h"
@@ -27,6 +34,11 @@ static unsigned peer_hash(const void *key, size_t len)
 #include <uthash.h>
 
 #define READ_BUF_SIZE (64 * 1024)
+#define READS_PER_EVENT 4   /* 64 KiB reads per connection per pass before others' turn */
+#define EVENTS_PER_WAIT 256 /* epoll_wait batch; a fuller set takes more than one */
+#define WAITS_PER_PASS 8    /* ... and at most this many per pass, then timers get a turn */
+#define ACCEPTS_PER_PASS 512
+#define ACCEPT_RETRY_MS 100 /* out of fds: listeners pause this long */
 #define LISTEN_BACKLOG 4096
 #define REFUSE_GRACE_MS 1000        /* a refused connection's reply gets this long to go out */
 #define REFUSE_LOG_INTERVAL_MS 1000 /* at most one refusal warning per second */
@@ -42,26 +54,21 @@ typedef struct peer_entry {
 
 #define PEER_KEY_LEN (offsetof(peer_entry, family) + 1)
 
-/* The queue of buffers waiting to be written on one connection. Items
- * [head, head + inflight) belong to a uv_write in progress. Allocated on the
- * first send and freed as soon as it drains, so idle connections hold none.
+/* The queue of buffers waiting to be written on one connection. Allocated on
+ * the first send and freed as soon as it drains, so idle connections hold none.
  * On a TLS connection items [head, head + sealed) are ciphertext (records,
  * handshake messages, alerts), the rest is plaintext that the flush encrypts;
  * only the sealed part is written. Plain connections keep sealed at 0. */
 struct outq {
     sbuf **items;
     uint32_t head, tail, cap;
-    uint32_t inflight;
     uint32_t sealed;
-    size_t inflight_bytes; /* bytes handed to that uv_write */
-    uint32_t first_off;    /* bytes of items[head] already written */
-    size_t bytes;          /* queued bytes not yet written */
-    uv_write_t req;
+    uint32_t first_off; /* bytes of items[head] already written */
+    size_t bytes;       /* queued bytes not yet written */
 };
 
-static void flush_conn(conn *c);
-static void restart_read(conn *c);
 static void shutdown_when_drained(conn *c);
+static void want_read(conn *c);
 
 /* ---- deadline wheel ---------------------------------------------------- */
 
@@ -165,65 +172,60 @@ static void unlink_dirty(server *srv, conn *c)
 
 static void peer_release(server *srv, conn *c)
 {
-    peer_entry *e = c->tcp.data;
+    peer_entry *e = c->peer;
     if (!e)
         return;
-    c->tcp.data = NULL;
+    c->peer = NULL;
     if (--e->conns == 0) {
         HASH_DEL(srv->peers, e);
         free(e);
     }
 }
 
-static void close_cb(uv_handle_t *h)
+/* Frees what conn_close left: nothing calls back into these any more. */
+static void free_closed(server *srv)
 {
-    conn *c = (conn *)h;
-    server *srv = conn_server(c);
-    peer_release(srv, c);
-    if (c->flags & CONN_DIRTY)
-        unlink_dirty(srv, c);
-    outq_free(c->out);
-    free(c->in);
-    if (c->flags & CONN_TLS)
-        tls_conn_free(c);
-    srv->conns_open--;
-    free(c);
+    while (srv->closed) {
+        conn *c = srv->closed;
+        srv->closed = c->dirty_next;
+        outq_free(c->out);
+        free(c->in);
+        if (c->flags & CONN_TLS)
+            tls_conn_free(c);
+        srv->conns_open--;
+        free(c);
+    }
 }
 
 void conn_close(conn *c)
 {
     if (c->flags & CONN_CLOSING)
         return;
+    server *srv = conn_server(c);
     c->flags |= CONN_CLOSING;
-    wheel_remove(conn_server(c), c);
+    wheel_remove(srv, c);
     if (c->handler->on_close)
         c->handler->on_close(c);
-    uv_close((uv_handle_t *)&c->tcp, close_cb);
+    peer_release(srv, c);
+    if (c->flags & CONN_DIRTY)
+        unlink_dirty(srv, c);
+    /* close(2) also takes the fd out of the epoll set; an event for it
+     * already fetched in this batch finds CONN_CLOSING and is skipped */
+    if ((size_t)c->fd < srv->by_fd_cap && srv->by_fd[c->fd] == c)
+        srv->by_fd[c->fd] = NULL;
+    close(c->fd);
+    c->fd = -1;
+    c->dirty_next = srv->closed;
+    srv->closed = c;
 }
 
-static void shutdown_cb(uv_shutdown_t *req, int status)
-{
-    conn *c = req->data;
-    free(req);
-    /* Reads continue (and are discarded) until the peer's EOF or the grace
-     * deadline: closing with unread input would send a RST that can destroy
-     * the reply still in flight. */
-    if (status < 0)
-        conn_close(c);
-}
-
+/* Reads continue (and are discarded) until the peer's EOF or the grace
+ * deadline: closing with unread input would send a RST that can destroy
+ * the reply still in flight. */
 static void begin_shutdown(conn *c)
 {
-    uv_shutdown_t *req = malloc(sizeof(*req));
-    if (!req) {
+    if (shutdown(c->fd, SHUT_WR) != 0)
         conn_close(c);
-        return;
-    }
-    req->data = c;
-    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, shutdown_cb) < 0) {
-        free(req);
-        conn_close(c);
-    }
 }
 
 void conn_close_after_write(conn *c, uint32_t grace_ms)
@@ -234,7 +236,7 @@ void conn_close_after_write(conn *c, uint32_t grace_ms)
     conn_set_deadline(c, grace_ms ? grace_ms : 1000);
     if (c->flags & CONN_READ_PAUSED) {
         c->flags &= ~CONN_READ_PAUSED;
-        restart_read(c); /* only to see EOF; read_cb discards the bytes */
+        want_read(c); /* only to see EOF; the bytes are discarded */
     }
     if (!c->out)
         shutdown_when_drained(c);
@@ -265,11 +267,10 @@ static int outq_push(conn *c, sbuf *buf)
             free(q);
             return -1;
         }
-        q->req.data = c;
         c->out = q;
     }
     if (q->tail == q->cap) {
-        if (q->head > 0 && q->inflight == 0) {
+        if (q->head > 0) {
             memmove(q->items, q->items + q->head, (q->tail - q->head) * sizeof(*q->items));
             q->tail -= q->head;
             q->head = 0;
@@ -322,14 +323,7 @@ int conn_send_copy(conn *c, const void *data, size_t len)
 
 size_t conn_queued_bytes(const conn *c)
 {
-    const outq *q = c->out;
-    if (!q)
-        return 0;
-    /* q->bytes drops only when a whole uv_write completes; libuv counts what
-     * of it is still unwritten, so a slow reader's progress shows at once */
-    size_t unwritten = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
-    size_t written = q->inflight_bytes > unwritten ? q->inflight_bytes - unwritten : 0;
-    return q->bytes - written;
+    return c->out ? c->out->bytes : 0;
 }
 
 void conn_drop_pending(conn *c)
@@ -337,9 +331,9 @@ void conn_drop_pending(conn *c)
     outq *q = c->out;
     if (!q)
         return;
-    uint32_t keep = q->head + q->inflight;
+    uint32_t keep = q->head;
     /* a partly written head buffer must be finished or the stream breaks */
-    if (q->inflight == 0 && q->first_off > 0)
+    if (q->first_off > 0)
         keep = q->head + 1;
     /* TLS records already made must go: the peer counts them */
     if (keep < q->head + q->sealed)
@@ -366,8 +360,6 @@ static void outq_consume(outq *q, size_t written)
         q->first_off = 0;
         sbuf_unref(b);
         q->head++;
-        if (q->inflight)
-            q->inflight--;
         if (q->sealed)
             q->sealed--;
     }
@@ -381,11 +373,13 @@ static size_t writable_items(const conn *c, const outq *q)
 
 static size_t fill_iov(server *srv, outq *q, size_t n)
 {
+    if (n > IOV_MAX)
+        n = IOV_MAX; /* the rest goes in the next writev of the same flush */
     if (n > srv->iov_cap) {
         size_t cap = srv->iov_cap ? srv->iov_cap : 64;
         while (cap < n)
             cap *= 2;
-        uv_buf_t *iov = realloc(srv->iov, cap * sizeof(*iov));
+        struct iovec *iov = realloc(srv->iov, cap * sizeof(*iov));
         if (!iov)
             n = srv->iov_cap;
         else {
@@ -396,7 +390,7 @@ static size_t fill_iov(server *srv, outq *q, size_t n)
     for (size_t i = 0; i < n; i++) {
         sbuf *b = q->items[q->head + i];
         size_t off = i == 0 ? q->first_off : 0;
-        srv->iov[i] = uv_buf_init((char *)b->data + off, (unsigned)(b->len - off));
+        srv->iov[i] = (struct iovec){.iov_base = b->data + off, .iov_len = b->len - off};
     }
     return n;
 }
@@ -506,34 +500,9 @@ void conn_notify_drain(conn *c)
     mark_dirty(c); /* the flusher checks it even when nothing is left to write */
 }
 
-static void write_cb(uv_write_t *req, int status)
-{
-    conn *c = req->data;
-    outq *q = c->out;
-    c->flags &= ~CONN_WRITING;
-    if (c->flags & CONN_CLOSING)
-        return; /* close_cb frees the queue */
-    if (status < 0) {
-        log_debug("write failed: %s", uv_strerror(status));
-        conn_close(c);
-        return;
-    }
-    /* uv_write finished every buffer it was given */
-    size_t done = 0;
-    for (uint32_t i = 0; i < q->inflight; i++)
-        done += q->items[q->head + i]->len - (i == 0 ? q->first_off : 0);
-    outq_consume(q, done);
-    q->inflight = 0;
-    q->inflight_bytes = 0;
-    if (q->head == q->tail)
-        queue_drained(c);
-    else
-        mark_dirty(c);
-    check_drained(c);
-}
-
-/* Writes everything queued with one writev; what the kernel does not take
- * now goes to uv_write, which finishes it when the socket is writable. */
+/* Writes what is queued, in vectored writes, until the kernel takes less
+ * than offered; the rest waits for the socket's EPOLLOUT edge (a write the
+ * kernel cut short leaves it flagged to wake us once there is room). */
 static void flush_conn(conn *c)
 {
     outq *q = c->out;
@@ -546,33 +515,30 @@ static void flush_conn(conn *c)
     }
     while (writable_items(c, q) > 0) {
         size_t n = fill_iov(srv, q, writable_items(c, q));
-        int r = uv_try_write((uv_stream_t *)&c->tcp, srv->iov, (unsigned)n);
-        if (r == UV_EAGAIN || r == 0)
-            break;
+        size_t offered = 0;
+        for (size_t i = 0; i < n; i++)
+            offered += srv->iov[i].iov_len;
+        ssize_t r = writev(c->fd, srv->iov, (int)n);
         if (r < 0) {
-            log_debug("write failed: %s", uv_strerror(r));
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                c->flags |= CONN_WRITING;
+                return;
+            }
+            log_debug("write failed: %s", strerror(errno));
             conn_close(c);
             return;
         }
         outq_consume(q, (size_t)r);
+        if ((size_t)r < offered) { /* the socket buffer is full */
+            c->flags |= CONN_WRITING;
+            return;
+        }
     }
-    if (q->head == q->tail) {
+    if (q->head == q->tail)
         queue_drained(c);
-        return;
-    }
-    if (writable_items(c, q) == 0)
-        return; /* TLS: the plaintext waits for the handshake */
-    size_t n = fill_iov(srv, q, writable_items(c, q));
-    int r = uv_write(&q->req, (uv_stream_t *)&c->tcp, srv->iov, (unsigned)n, write_cb);
-    if (r < 0) {
-        conn_close(c);
-        return;
-    }
-    q->inflight = (uint32_t)n;
-    q->inflight_bytes = 0;
-    for (size_t i = 0; i < n; i++)
-        q->inflight_bytes += srv->iov[i].len;
-    c->flags |= CONN_WRITING;
+    /* else TLS: the plaintext waits for the handshake */
 }
 
 static void flush_dirty(server *srv)
@@ -589,26 +555,27 @@ static void flush_dirty(server *srv)
     }
 }
 
+static void read_left_over(server *srv);
+
+/* After the pass's I/O: reads left over from the last pass, then every
+ * write, then the memory of what closed. */
 static void check_cb(uv_check_t *h)
 {
-    flush_dirty(h->data);
+    server *srv = h->data;
+    read_left_over(srv);
+    flush_dirty(srv);
+    free_closed(srv);
 }
 
+/* Before polling: what timers and other callbacks queued. */
 static void prepare_cb(uv_prepare_t *h)
 {
-    flush_dirty(h->data);
+    server *srv = h->data;
+    flush_dirty(srv);
+    free_closed(srv);
 }
 
 /* ---- reading ----------------------------------------------------------- */
-
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)suggested;
-    server *srv = ((uv_handle_t *)h)->loop->data;
-    /* libuv calls alloc, read(2), read_cb in sequence for one stream at a
-     * time, so one buffer serves every connection of the loop. */
-    *buf = uv_buf_init((char *)srv->read_buf, (unsigned)srv->read_buf_size);
-}
 
 static int in_append(conn *c, const uint8_t *data, size_t len)
 {
@@ -741,49 +708,116 @@ static void read_tls(conn *c, server *srv, size_t nread)
         mark_dirty(c); /* plaintext queued during the handshake can go now */
 }
 
-static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* Hands nread bytes just read into the loop's buffer to the protocol. */
+static void got_bytes(conn *c, server *srv, size_t nread)
 {
-    conn *c = (conn *)s;
-    (void)buf;
-    if (nread < 0) {
-        if (nread != UV_EOF)
-            log_debug("read failed: %s", uv_strerror((int)nread));
-        conn_close(c);
-        return;
-    }
-    if (nread == 0 || (c->flags & CONN_CLOSING))
-        return;
-    server *srv = conn_server(c);
     if (c->flags & CONN_TLS) {
-        read_tls(c, srv, (size_t)nread); /* it sets last_rx when data arrives */
+        read_tls(c, srv, nread); /* it sets last_rx when data arrives */
         return;
     }
     c->last_rx = server_now_ms(srv);
     if (c->flags & CONN_SHUT_AFTER_WRITE)
         return; /* draining before close: input is no longer wanted */
     if (c->in) {
-        if (in_append(c, srv->read_buf, (size_t)nread) < 0) {
+        if (in_append(c, srv->read_buf, nread) < 0) {
             conn_close(c);
             return;
         }
         deliver(c, c->in->data, c->in->len);
     } else {
-        deliver(c, srv->read_buf, (size_t)nread);
+        deliver(c, srv->read_buf, nread);
     }
 }
 
-static void restart_read(conn *c)
+/* Reads what the kernel holds for c into the loop's one buffer (reads and
+ * their handling run one connection at a time, so one buffer serves all):
+ * until a short read, which means the kernel had no more (data that comes
+ * after it brings a new edge), or with `drain` until EAGAIN or EOF (the peer
+ * hung up, or an edge may have passed while reads were paused). After
+ * READS_PER_EVENT full buffers the rest waits for the next pass. */
+static void read_ready(conn *c, bool drain)
 {
-    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) < 0)
-        conn_close(c);
+    server *srv = conn_server(c);
+    for (int reads = 0; reads < READS_PER_EVENT;) {
+        if (c->flags & (CONN_CLOSING | CONN_READ_PAUSED))
+            return; /* a resume reads again, draining */
+        ssize_t n = read(c->fd, srv->read_buf, srv->read_buf_size);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                log_debug("read failed: %s", strerror(errno));
+                conn_close(c);
+            }
+            return;
+        }
+        if (n == 0) { /* EOF */
+            conn_close(c);
+            return;
+        }
+        reads++;
+        got_bytes(c, srv, (size_t)n);
+        if ((size_t)n < srv->read_buf_size && !drain)
+            return;
+    }
+    want_read(c);
+}
+
+static void read_more_idle_cb(uv_idle_t *h)
+{
+    (void)h; /* only there so that polling does not block: check_cb reads */
+}
+
+/* Queues c to be read (draining) in the next pass's check phase. */
+static void want_read(conn *c)
+{
+    if (c->flags & (CONN_READ_MORE | CONN_CLOSING))
+        return;
+    server *srv = conn_server(c);
+    if (srv->read_more_len == srv->read_more_cap) {
+        size_t cap = srv->read_more_cap ? srv->read_more_cap * 2 : 64;
+        int *fds = realloc(srv->read_more, cap * sizeof(*fds));
+        if (!fds) {
+            conn_close(c);
+            return;
+        }
+        srv->read_more = fds;
+        srv->read_more_cap = cap;
+    }
+    /* by fd, not pointer: a connection that closes meanwhile is simply not
+     * found (or its fd's new connection lacks CONN_READ_MORE) */
+    srv->read_more[srv->read_more_len++] = c->fd;
+    c->flags |= CONN_READ_MORE;
+    if (!uv_is_active((uv_handle_t *)&srv->read_more_idle))
+        uv_idle_start(&srv->read_more_idle, read_more_idle_cb);
+}
+
+/* Reads the connections queued before this pass; those they queue again
+ * wait for the next one. */
+static void read_left_over(server *srv)
+{
+    size_t n = srv->read_more_len;
+    for (size_t i = 0; i < n; i++) {
+        int fd = srv->read_more[i];
+        conn *c = (size_t)fd < srv->by_fd_cap ? srv->by_fd[fd] : NULL;
+        if (!c || !(c->flags & CONN_READ_MORE))
+            continue;
+        c->flags &= ~CONN_READ_MORE;
+        read_ready(c, true);
+    }
+    if (n == 0)
+        return;
+    memmove(srv->read_more, srv->read_more + n, (srv->read_more_len - n) * sizeof(int));
+    srv->read_more_len -= n;
+    if (srv->read_more_len == 0)
+        uv_idle_stop(&srv->read_more_idle);
 }
 
 void conn_pause_read(conn *c)
 {
-    if (c->flags & (CONN_READ_PAUSED | CONN_CLOSING))
-        return;
-    c->flags |= CONN_READ_PAUSED;
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    /* nothing to tell the kernel: reads simply stop, and its buffer fills */
+    if (!(c->flags & CONN_CLOSING))
+        c->flags |= CONN_READ_PAUSED;
 }
 
 void conn_resume_read(conn *c)
@@ -794,32 +828,80 @@ void conn_resume_read(conn *c)
     if (c->in)
         deliver(c, c->in->data, c->in->len);
     if (!(c->flags & (CONN_READ_PAUSED | CONN_CLOSING)))
-        restart_read(c);
+        want_read(c);
+}
+
+/* One epoll event of c. */
+static void conn_event(conn *c, uint32_t events)
+{
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        if (!(c->flags & CONN_READ_PAUSED))
+            read_ready(c, (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
+        else if (events & EPOLLERR) /* reset: the paused input is lost anyway */
+            conn_close(c);
+    }
+    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && (c->flags & CONN_WRITING) &&
+        !(c->flags & CONN_CLOSING)) {
+        c->flags &= ~CONN_WRITING;
+        mark_dirty(c); /* written in this pass's flush, with whatever else came */
+    }
+}
+
+/* libuv says the epoll set has events: take them, a batch at a time. */
+static void epoll_cb(uv_poll_t *w, int status, int events)
+{
+    (void)events;
+    server *srv = w->data;
+    if (status < 0) {
+        log_error("epoll watch failed: %s", uv_strerror(status));
+        return;
+    }
+    struct epoll_event evs[EVENTS_PER_WAIT];
+    for (int waits = 0; waits < WAITS_PER_PASS; waits++) {
+        int n = epoll_wait(srv->epfd, evs, EVENTS_PER_WAIT, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            log_error("epoll_wait: %s", strerror(errno));
+            return;
+        }
+        /* a connection closed by an earlier event of the batch is freed
+         * only in the check phase, so its pointer is still good here */
+        for (int i = 0; i < n; i++) {
+            conn *c = evs[i].data.ptr;
+            if (!(c->flags & CONN_CLOSING))
+                conn_event(c, evs[i].events);
+        }
+        if (n < EVENTS_PER_WAIT)
+            return;
+    }
+}
+
+int conn_getpeername(const conn *c, struct sockaddr *addr, int *len)
+{
+    if (c->fd < 0)
+        return UV_EBADF;
+    socklen_t n = (socklen_t)*len;
+    if (getpeername(c->fd, addr, &n) != 0)
+        return uv_translate_sys_error(errno);
+    *len = (int)n;
+    return 0;
 }
 
 /* ---- accepting --------------------------------------------------------- */
 
-static void free_unaccepted_cb(uv_handle_t *h)
+/* The address key of a peer (as accept(2) gave it); false when unknown. */
+static bool peer_key(const struct sockaddr_storage *ss, peer_entry *key)
 {
-    free(h);
-}
-
-/* The address key of c's peer; false when the peer is unknown. */
-static bool peer_key(conn *c, peer_entry *key)
-{
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
     memset(key, 0, sizeof(*key));
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) < 0)
-        return false;
-    if (ss.ss_family == AF_INET) {
+    if (ss->ss_family == AF_INET) {
         key->family = 4;
-        memcpy(key->addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        memcpy(key->addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
         return true;
     }
-    if (ss.ss_family != AF_INET6)
+    if (ss->ss_family != AF_INET6)
         return false;
-    const uint8_t *a = ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr;
+    const uint8_t *a = ((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr;
     static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     if (memcmp(a, v4mapped, sizeof(v4mapped)) == 0) {
         key->family = 4;
@@ -833,10 +915,10 @@ static bool peer_key(conn *c, peer_entry *key)
 
 /* Counts c against its address. False when the address is at its cap
  * (--max-conns-per-ip; 0 = no cap) or memory ran out. */
-static bool peer_admit(server *srv, conn *c)
+static bool peer_admit(server *srv, conn *c, const struct sockaddr_storage *ss)
 {
     peer_entry key;
-    if (!peer_key(c, &key))
+    if (!peer_key(ss, &key))
         return true; /* no address to count: let the protocol see it */
     peer_entry *e;
     HASH_FIND(hh, srv->peers, &key, PEER_KEY_LEN, e);
@@ -852,7 +934,7 @@ static bool peer_admit(server *srv, conn *c)
         HASH_ADD(hh, srv->peers, addr, PEER_KEY_LEN, e);
     }
     e->conns++;
-    c->tcp.data = e;
+    c->peer = e;
     return true;
 }
 
@@ -896,118 +978,209 @@ static void refuse_conn(server *srv, conn *c)
     conn_close_after_write(c, REFUSE_GRACE_MS);
 }
 
-/* An extra listener (server_listen): its own protocol, no per-address cap. */
+/* A listening socket, watched by libuv (level-triggered, so connections
+ * left in the backlog after ACCEPTS_PER_PASS are taken on the next pass). */
 struct server_listener {
-    uv_tcp_t tcp;
+    uv_poll_t poll;
+    int fd;
     server *srv;
     const conn_handler *handler;
+    bool cap_per_ip; /* --max-conns-per-ip applies (the main listener) */
+    bool tls;        /* its connections speak TLS */
+    bool paused;     /* by pause_accepting */
     server_listener *next;
 };
 
-static void accept_one(server *srv, uv_stream_t *listener, int status, const conn_handler *handler,
-                       bool cap_per_ip, bool tls)
+static void accept_cb(uv_poll_t *w, int status, int events);
+
+static void accept_retry_cb(uv_timer_t *t)
 {
-    if (status < 0) {
-        log_warn("accept failed: %s", uv_strerror(status));
-        return;
+    server *srv = t->data;
+    for (server_listener *l = srv->listeners; l; l = l->next)
+        if (l->paused) {
+            l->paused = false;
+            uv_poll_start(&l->poll, UV_READABLE, accept_cb);
+        }
+}
+
+/* Out of file descriptors (or kernel memory): stop accepting for
+ * ACCEPT_RETRY_MS rather than spin on a listener that stays readable. The
+ * connections wait in the backlog meanwhile. */
+static void pause_accepting(server *srv, int err)
+{
+    uint64_t now = uv_now(srv->loop);
+    if (srv->accept_errors_logged_ms == 0 || now - srv->accept_errors_logged_ms >= 1000) {
+        log_warn("accept: %s with %llu connections open; not accepting for %d ms", strerror(err),
+                 (unsigned long long)srv->conns_open, ACCEPT_RETRY_MS);
+        srv->accept_errors_logged_ms = now;
     }
+    for (server_listener *l = srv->listeners; l; l = l->next)
+        if (!l->paused) {
+            uv_poll_stop(&l->poll);
+            l->paused = true;
+        }
+    uv_timer_start(&srv->accept_retry, accept_retry_cb, ACCEPT_RETRY_MS, 0);
+}
+
+/* Keeps c findable by its fd (server_each_conn, read_left_over). */
+static int by_fd_put(server *srv, conn *c)
+{
+    if ((size_t)c->fd >= srv->by_fd_cap) {
+        size_t cap = srv->by_fd_cap ? srv->by_fd_cap : 1024;
+        while (cap <= (size_t)c->fd)
+            cap *= 2;
+        conn **t = realloc(srv->by_fd, cap * sizeof(*t));
+        if (!t)
+            return -1;
+        memset(t + srv->by_fd_cap, 0, (cap - srv->by_fd_cap) * sizeof(*t));
+        srv->by_fd = t;
+        srv->by_fd_cap = cap;
+    }
+    srv->by_fd[c->fd] = c;
+    return 0;
+}
+
+static void accept_one(server *srv, server_listener *l, int fd, const struct sockaddr_storage *ss)
+{
     /* a TLS connection is a larger struct (net/tls.c); a plain one stays a conn */
-    conn *c = calloc(1, tls ? tls_conn_size() : sizeof(*c));
+    conn *c = calloc(1, l->tls ? tls_conn_size() : sizeof(*c));
     if (!c) {
         log_error("out of memory accepting a connection");
+        close(fd);
         return;
     }
-    uv_tcp_init(srv->loop, &c->tcp);
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
-        uv_close((uv_handle_t *)&c->tcp, free_unaccepted_cb);
+    c->srv = srv;
+    c->fd = fd;
+    int on = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    /* edge-triggered, reads and writes, once for the connection's life: the
+     * set reports input that is already there when it is added */
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+    if (by_fd_put(srv, c) < 0 || epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        log_error("cannot watch a new connection: %s", strerror(errno));
+        if ((size_t)fd < srv->by_fd_cap)
+            srv->by_fd[fd] = NULL;
+        close(fd);
+        free(c);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
     srv->conns_open++;
     srv->conns_total++;
     c->last_rx = server_now_ms(srv);
-    if (tls && tls_conn_start(c) < 0) {
+    if (l->tls && tls_conn_start(c) < 0) {
         log_error("out of memory starting TLS on a connection");
         c->handler = &refused_handler;
         conn_close(c);
         return;
     }
-    if (cap_per_ip && !peer_admit(srv, c)) {
-        refuse_conn(srv, c);
-        restart_read(c); /* to see the peer's EOF; read_cb discards the bytes */
+    if (l->cap_per_ip && !peer_admit(srv, c, ss)) {
+        refuse_conn(srv, c); /* its reads are discarded until the peer's EOF */
         return;
     }
-    c->handler = handler;
+    c->handler = l->handler;
     if (c->handler->on_open)
         c->handler->on_open(c);
-    if (!(c->flags & CONN_CLOSING))
-        restart_read(c);
 }
 
-static void connection_cb(uv_stream_t *listener, int status)
+static void accept_cb(uv_poll_t *w, int status, int events)
 {
-    server *srv = listener->data;
-    accept_one(srv, listener, status, srv->accept_handler, true, srv->tls_buf != NULL);
+    (void)events;
+    server_listener *l = w->data;
+    server *srv = l->srv;
+    if (status < 0) {
+        log_warn("accept failed: %s", uv_strerror(status));
+        return;
+    }
+    for (int i = 0; i < ACCEPTS_PER_PASS && !srv->stopping; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        memset(&ss, 0, sizeof(ss));
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            accept_one(srv, l, fd, &ss);
+            if (l->paused || uv_is_closing((uv_handle_t *)&l->poll))
+                return;
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+            continue; /* that one is gone; the next may be fine */
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            pause_accepting(srv, errno);
+        else if (errno != EAGAIN && errno != EWOULDBLOCK)
+            log_warn("accept failed: %s", strerror(errno));
+        return;
+    }
 }
 
-static void extra_connection_cb(uv_stream_t *listener, int status)
-{
-    server_listener *l = listener->data;
-    accept_one(l->srv, listener, status, l->handler, false, false);
-}
-
-/* Binds tcp (not yet initialised) to host:port and listens. */
-static int listen_on(server *srv, uv_tcp_t *tcp, const char *host, int port, bool reuseport,
-                     uv_connection_cb cb)
+/* Binds host:port and listens, for l's protocol. */
+static int listen_on(server *srv, server_listener *l, const char *host, int port, bool reuseport)
 {
     struct sockaddr_storage addr;
+    memset(&addr, 0, sizeof(addr));
     int r = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
     if (r < 0)
         r = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
     if (r < 0)
         return r;
-    /* the socket exists before bind (init_ex), so SO_REUSEPORT can be set on it:
-     * libuv 1.44 has no flag for it */
-    r = uv_tcp_init_ex(srv->loop, tcp, addr.ss_family);
-    if (r < 0)
+    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return uv_translate_sys_error(errno);
+    int on = 1;
+    socklen_t alen =
+        addr.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) ||
+        bind(fd, (struct sockaddr *)&addr, alen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+        r = uv_translate_sys_error(errno);
+        close(fd);
         return r;
-    if (reuseport) {
-        uv_os_fd_t fd;
-        int on = 1;
-        if (uv_fileno((uv_handle_t *)tcp, &fd) == 0 &&
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0)
-            return uv_translate_sys_error(errno);
     }
-    r = uv_tcp_bind(tcp, (struct sockaddr *)&addr, 0);
-    if (r == 0)
-        r = uv_listen((uv_stream_t *)tcp, LISTEN_BACKLOG, cb);
-    return r;
+    r = uv_poll_init(srv->loop, &l->poll, fd);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    l->fd = fd;
+    l->srv = srv;
+    l->poll.data = l;
+    uv_poll_start(&l->poll, UV_READABLE, accept_cb);
+    l->next = srv->listeners;
+    srv->listeners = l;
+    return 0;
 }
 
 static void free_listener_cb(uv_handle_t *h)
 {
-    free(h->data);
+    server_listener *l = h->data;
+    close(l->fd); /* after libuv let go of it */
+    free(l);
 }
 
-int server_listen(server *srv, const char *host, int port, const conn_handler *handler)
+static int add_listener(server *srv, const char *host, int port, const conn_handler *handler,
+                        bool cap_per_ip, bool tls, bool reuseport)
 {
     server_listener *l = calloc(1, sizeof(*l));
     if (!l)
         return UV_ENOMEM;
-    l->srv = srv;
     l->handler = handler;
-    int r = listen_on(srv, &l->tcp, host, port, false, extra_connection_cb);
-    l->tcp.data = l;
-    if (r < 0) {
-        if (l->tcp.loop) /* initialised: close it, the callback frees l */
-            uv_close((uv_handle_t *)&l->tcp, free_listener_cb);
-        else
-            free(l);
-        return r;
-    }
-    l->next = srv->extra;
-    srv->extra = l;
-    return 0;
+    l->cap_per_ip = cap_per_ip;
+    l->tls = tls;
+    int r = listen_on(srv, l, host, port, reuseport);
+    if (r < 0)
+        free(l);
+    return r;
+}
+
+int server_listen(server *srv, const char *host, int port, const conn_handler *handler)
+{
+    return add_listener(srv, host, port, handler, false, false, false);
+}
+
+static void close_epoll_cb(uv_handle_t *h)
+{
+    server *srv = h->data;
+    close(srv->epfd);
+    srv->epfd = -1;
 }
 
 int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_handler *handler)
@@ -1015,7 +1188,7 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
     memset(srv, 0, sizeof(*srv));
     srv->loop = loop;
     srv->cfg = cfg;
-    srv->accept_handler = handler;
+    srv->epfd = -1;
     loop->data = srv;
     srv->start_ms = uv_now(loop);
     srv->wheel_pos = server_now_tick(srv);
@@ -1031,10 +1204,20 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
         if (!srv->tls_buf)
             return UV_ENOMEM;
     }
+    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (srv->epfd < 0)
+        return uv_translate_sys_error(errno);
+    int r = uv_poll_init(loop, &srv->epoll_watch, srv->epfd);
+    if (r < 0) {
+        close(srv->epfd);
+        srv->epfd = -1;
+        return r;
+    }
+    srv->epoll_watch.data = srv;
+    uv_poll_start(&srv->epoll_watch, UV_READABLE, epoll_cb);
 
-    int r = listen_on(srv, &srv->listener, cfg->listen_host, cfg->listen_port, cfg->reuseport,
-                      connection_cb);
-    srv->listener.data = srv;
+    r = add_listener(srv, cfg->listen_host, cfg->listen_port, handler, true, srv->tls_buf != NULL,
+                     cfg->reuseport);
     if (r < 0)
         return r;
 
@@ -1044,37 +1227,65 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
     uv_prepare_init(loop, &srv->pre_flusher);
     srv->pre_flusher.data = srv;
     uv_prepare_start(&srv->pre_flusher, prepare_cb);
+    uv_idle_init(loop, &srv->read_more_idle);
+    srv->read_more_idle.data = srv;
+    uv_timer_init(loop, &srv->accept_retry);
+    srv->accept_retry.data = srv;
     uv_timer_init(loop, &srv->ticker);
     srv->ticker.data = srv;
     uv_timer_start(&srv->ticker, ticker_cb, WHEEL_TICK_MS, WHEEL_TICK_MS);
     return 0;
 }
 
+const char *server_io_name(const server *srv)
+{
+    (void)srv;
+    return "epoll";
+}
+
+void server_each_conn(server *srv, void (*fn)(conn *c, void *arg), void *arg)
+{
+    for (size_t fd = 0; fd < srv->by_fd_cap; fd++) {
+        conn *c = srv->by_fd[fd];
+        if (c && !(c->flags & CONN_CLOSING))
+            fn(c, arg);
+    }
+}
+
 void server_stop_listening(server *srv)
 {
-    if (srv->listener.loop && !uv_is_closing((uv_handle_t *)&srv->listener))
-        uv_close((uv_handle_t *)&srv->listener, NULL);
-    while (srv->extra) {
-        server_listener *l = srv->extra;
-        srv->extra = l->next;
-        uv_close((uv_handle_t *)&l->tcp, free_listener_cb);
+    while (srv->listeners) {
+        server_listener *l = srv->listeners;
+        srv->listeners = l->next;
+        uv_close((uv_handle_t *)&l->poll, free_listener_cb);
     }
+    if (srv->accept_retry.loop)
+        uv_timer_stop(&srv->accept_retry);
 }
 
 void server_close(server *srv)
 {
     server_stop_listening(srv);
+    free_closed(srv); /* the caller closed every connection before */
     uv_handle_t *own[] = {(uv_handle_t *)&srv->flusher, (uv_handle_t *)&srv->pre_flusher,
-                          (uv_handle_t *)&srv->ticker};
+                          (uv_handle_t *)&srv->ticker, (uv_handle_t *)&srv->read_more_idle,
+                          (uv_handle_t *)&srv->accept_retry};
     for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
-        if (!uv_is_closing(own[i]))
+        if (own[i]->loop && !uv_is_closing(own[i]))
             uv_close(own[i], NULL);
+    if (srv->epoll_watch.loop && !uv_is_closing((uv_handle_t *)&srv->epoll_watch))
+        uv_close((uv_handle_t *)&srv->epoll_watch, close_epoll_cb);
     free(srv->read_buf);
     srv->read_buf = NULL;
     free(srv->tls_buf);
     srv->tls_buf = NULL;
     free(srv->iov);
     srv->iov = NULL;
-    /* srv->peers empties itself: each connection's close callback (still to
-     * run after this) releases its entry, and the last one frees the table */
+    free(srv->by_fd);
+    srv->by_fd = NULL;
+    srv->by_fd_cap = 0;
+    free(srv->read_more);
+    srv->read_more = NULL;
+    srv->read_more_len = srv->read_more_cap = 0;
+    /* srv->peers is empty: each connection's close released its entry */
 }

@@ -2,10 +2,22 @@
  * and the deadline wheel. It knows nothing of HTTP or WebSocket: protocols
  * plug in through conn_handler (net/conn.h).
  *
+ * I/O: connection sockets are plain non-blocking fds on one epoll set of the
+ * server's own, edge-triggered, and libuv watches that set's fd as one
+ * uv_poll_t. So a connection costs no libuv handle (a uv_tcp_t was 248 bytes,
+ * two thirds of a conn), registering it is one epoll_ctl for its whole life
+ * (never re-armed for reads or writes), and libuv keeps the timers, threads,
+ * signals, files and the other sockets (database, Redis, webhooks). A read
+ * event reads until the kernel has no more (a short read means none, as an
+ * edge comes again for data that arrives after it), at most READS_PER_EVENT
+ * buffers; the rest is read on the next pass, so one flooding peer cannot
+ * hold the loop.
+ *
  * Writes: conn_send queues a reference to an sbuf (never a copy). All
  * buffers queued for one connection during a loop pass go out in one
  * vectored write from a uv_check callback after I/O, so a fan-out of one
- * frame to N connections is N writev calls of shared memory. A connection
+ * frame to N connections is N writev calls of shared memory. What the kernel
+ * does not take waits for the socket's EPOLLOUT edge. A connection
  * whose queued bytes pass --max-outbuf is reported through its handler's
  * overflow path (conn_send returns CONN_SEND_OVERFLOW) and the protocol
  * decides how to close it. HTTP answers count against the same bound in
@@ -29,6 +41,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <uv.h>
 
 #include "core/config.h"
@@ -42,21 +55,29 @@ typedef struct server_listener server_listener;
 struct server {
     uv_loop_t *loop;
     const config *cfg;
-    uv_tcp_t listener;
-    uv_check_t flusher;       /* flushes after I/O callbacks */
+    int epfd;                 /* the connections' epoll set; -1 before init */
+    uv_poll_t epoll_watch;    /* libuv's watch on epfd */
+    uv_check_t flusher;       /* reads left over, then flushes, after I/O callbacks */
     uv_prepare_t pre_flusher; /* flushes what timers queued, before polling */
+    uv_idle_t read_more_idle; /* active while reads are left over: polling must not block */
     uv_timer_t ticker;
+    uv_timer_t accept_retry;    /* listeners paused by EMFILE/ENFILE resume when it fires */
+    server_listener *listeners; /* the main one first, then server_listen's */
+    conn **by_fd;               /* open connections by fd, for server_each_conn */
+    size_t by_fd_cap;
+    int *read_more; /* fds of connections to read again on the next pass */
+    size_t read_more_len, read_more_cap;
+    conn *closed;       /* closed this pass, freed once no callback is under way */
     uint64_t start_ms;  /* uv_now at start */
     uint32_t wheel_pos; /* last tick processed */
     conn *wheel[WHEEL_SLOTS];
     conn *dirty;       /* connections with queued output to flush */
     uint8_t *read_buf; /* shared by every read of this loop */
     size_t read_buf_size;
-    uint8_t *tls_buf; /* plaintext of TLS reads, as large; NULL = the listener is plain */
-    uv_buf_t *iov;    /* scratch vector for flushes */
+    uint8_t *tls_buf;  /* plaintext of TLS reads, as large; NULL = the listener is plain */
+    struct iovec *iov; /* scratch vector for flushes */
     size_t iov_cap;
-    const conn_handler *accept_handler; /* protocol of new connections */
-    server_listener *extra;             /* server_listen's listeners */
+    uint64_t accept_errors_logged_ms; /* uv_now of the last EMFILE warning */
     uint64_t conns_open;
     uint64_t conns_total;
     uint64_t conns_refused;   /* refused for --max-conns-per-ip */
@@ -95,6 +116,10 @@ int server_listen(server *srv, const char *host, int port, const conn_handler *h
 /* Stops accepting (every listener); open connections are left to the caller
  * to close. */
 void server_stop_listening(server *srv);
+/* Calls fn for every open connection (fn may close it, or others). */
+void server_each_conn(server *srv, void (*fn)(conn *c, void *arg), void *arg);
+/* The I/O mechanism connections use, for the log and /healthz: "epoll". */
+const char *server_io_name(const server *srv);
 /* Releases the server's own handles (after every connection closed). */
 void server_close(server *srv);
 
@@ -132,6 +157,9 @@ void conn_set_deadline(conn *c, uint32_t ms);
 void conn_pause_read(conn *c);
 /* Re-delivers buffered input to the handler, then reads again. */
 void conn_resume_read(conn *c);
+
+/* The peer's address, as getpeername(2); 0 or a negative libuv error. */
+int conn_getpeername(const conn *c, struct sockaddr *addr, int *len);
 
 /* Switches a connection to another protocol (HTTP -> WebSocket). */
 static inline void conn_set_handler(conn *c, const conn_handler *h)
