@@ -11,7 +11,7 @@ want_test=0
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-dev
             libssl-dev libsqlite3-dev libsodium-dev uthash-dev libicu-dev libpq-dev libhiredis-dev
-            zlib1g-dev libcurl4-openssl-dev)
+            zlib1g-dev libcurl4-openssl-dev liburing-dev)
 # postgresql-15: the server the PostgreSQL tests start (scripts/postgres.sh);
 # redis-server and haproxy: the cluster tests (scripts/redis.sh, scripts/cluster.sh)
 # openssl: the TLS tests make a throw-away CA with the CLI

@@ -37,7 +37,9 @@
 #                restart, profile) and the cluster, with chatd on PostgreSQL
 #   fuzz         libFuzzer targets, a short bounded run each on the seed corpus
 #   asan-*       unit + integration (and integration-pg, cluster, gatewayworker) again under
-#                AddressSanitizer + UBSan
+#                AddressSanitizer + UBSan; asan-integration runs every chatd with --io epoll,
+#                so both I/O backends pass the whole directory (the others: chatd's default,
+#                io_uring where the kernel allows it)
 # and ends with one line "suite: N passed, N failed".
 #
 # Set CHATD_TEST_STAGES="unit integration" to run only some stages.
@@ -106,6 +108,8 @@ unit() { ctest --test-dir "$1" --output-on-failure; }
 integration() {
   (cd "$root/tests/integration" && CHATD_BIN="$1/chatd" node --test --test-concurrency=2)
 }
+# The same on the epoll backend (--io epoll; the harness adds it to every chatd).
+integration_epoll() { CHATD_TEST_IO=epoll integration "$1"; }
 # The whole integration directory over TLS: the harness gives every chatd it
 # starts a certificate of its own throw-away CA and speaks https/wss/TLS to it
 # (tests/integration/lib/tls.mjs); tests that set up TLS themselves keep theirs.
@@ -213,7 +217,7 @@ stage asan-build build_asan
 stage asan-unit unit "$root/build-asan"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-stage asan-integration integration "$root/build-asan"
+stage asan-integration integration_epoll "$root/build-asan"
 stage asan-integration-pg integration_pg "$root/build-asan"
 [ -d tests/cluster ] && stage asan-cluster cluster "$root/build-asan"
 [ -d tests/gatewayworker ] && stage asan-gatewayworker gatewayworker "$root/build-asan"

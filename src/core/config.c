@@ -56,6 +56,13 @@ static const char *check_durability(const char *v)
     return strcmp(v, "full") && strcmp(v, "normal") ? "must be full or normal" : NULL;
 }
 
+static const char *check_io(const char *v)
+{
+    return strcmp(v, "auto") && strcmp(v, "uring") && strcmp(v, "epoll")
+               ? "must be auto, uring or epoll"
+               : NULL;
+}
+
 static bool is_pg_uri(const char *v)
 {
     return strncmp(v, "postgres://", 11) == 0 || strncmp(v, "postgresql://", 13) == 0;
@@ -207,6 +214,10 @@ static const option_spec options[] = {
     {"node-id", OPT_STRING, FIELD(node_id), "", 0, 0,
      "this node's name in the cluster, 1-64 of A-Z a-z 0-9 . _ - (empty = random, logged)",
      R_RESTART, check_node_id, false},
+    {"io", OPT_STRING, FIELD(io), "auto", 0, 0,
+     "how connection sockets are read and written: uring (io_uring), epoll, or auto (io_uring "
+     "when the kernel allows it, else epoll; the log and /healthz say which)",
+     R_RESTART, check_io, false},
     {"reuseport", OPT_FLAG, FIELD(reuseport), "0", 0, 1,
      "listen with SO_REUSEPORT, so several chatd processes on one host share the port "
      "(one per core, each a cluster node)",

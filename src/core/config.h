@@ -80,6 +80,7 @@ typedef struct config {
     char *redis;       /* "" = a single node */
     char *node_id;     /* "" = random */
     int64_t reuseport; /* 1 = SO_REUSEPORT on the listener */
+    char *io;          /* "auto", "uring" or "epoll" (net/server.c) */
     /* GatewayWorker compatibility ("" = off) */
     char *gw_inner;            /* inner-protocol listener HOST:PORT, announced */
     char *gw_register;         /* serve the Register here */

@@ -20,7 +20,13 @@ static const uint64_t commit_bounds_us[] = {500,     1000,    2500,    5000,    
 static const uint64_t batch_bounds[] = {1,   2,   4,   8,    16,   32,   64,
                                         128, 256, 512, 1024, 2048, 4096, 8192};
 
+/* A loop pass from its first read to its writes: tens of microseconds when
+ * it is light, milliseconds when a pass holds thousands of messages. */
+static const uint64_t pass_bounds_us[] = {10,   25,   50,    100,   250,   500,    1000,
+                                          2500, 5000, 10000, 25000, 50000, 100000, 250000};
+
 _Static_assert(sizeof(commit_bounds_us) / sizeof(uint64_t) <= METRICS_HIST_MAX, "buckets");
+_Static_assert(sizeof(pass_bounds_us) / sizeof(uint64_t) <= METRICS_HIST_MAX, "buckets");
 _Static_assert(sizeof(batch_bounds) / sizeof(uint64_t) <= METRICS_HIST_MAX, "buckets");
 
 void metrics_init(metrics_state *m)
@@ -31,6 +37,9 @@ void metrics_init(metrics_state *m)
     m->store_batch.bounds = batch_bounds;
     m->store_batch.n = sizeof(batch_bounds) / sizeof(uint64_t);
     m->store_batch.scale = 1;
+    m->loop_read_to_write.bounds = pass_bounds_us;
+    m->loop_read_to_write.n = sizeof(pass_bounds_us) / sizeof(uint64_t);
+    m->loop_read_to_write.scale = 1e6;
 }
 
 void metrics_hist_observe(metrics_histogram *h, uint64_t value)
@@ -47,6 +56,11 @@ void metrics_hist_observe(metrics_histogram *h, uint64_t value)
 void metrics_store_pass(uint64_t start_ns)
 {
     metrics_hist_observe(&metrics_g.store_commit, (uv_hrtime() - start_ns) / 1000);
+}
+
+void metrics_loop_pass(uint64_t read_ns)
+{
+    metrics_hist_observe(&metrics_g.loop_read_to_write, (uv_hrtime() - read_ns) / 1000);
 }
 
 void metrics_store_commit(uint64_t writes)
@@ -276,6 +290,10 @@ static void render_connections(text *t, const metrics_state *m, const metrics_sc
            s->conns_accepted);
     scalar(t, "chatd_clients", "gauge", "WebSocket clients in the gateway registry.", s->clients);
     scalar(t, "chatd_uids", "gauge", "Distinct uids bound on this node.", s->uids);
+    histogram(t, "chatd_loop_read_to_write_seconds",
+              "Per event-loop pass that read client bytes: time from its first read to the "
+              "end of its writes (handed to the kernel); what a message waits in chatd.",
+              &m->loop_read_to_write);
 }
 
 static void render_websocket(text *t, const metrics_state *m)

@@ -105,9 +105,10 @@ typedef struct metrics_state {
     uint64_t slow_closes[METRICS_SLOW_KINDS];
     uint64_t limit_refusals[METRICS_LIMIT_KINDS];
     uint64_t http[METRICS_ROUTES][METRICS_STATUS_SLOTS];
-    uint64_t store_queue;           /* submitted, not answered yet */
-    metrics_histogram store_commit; /* writer pass duration, microseconds */
-    metrics_histogram store_batch;  /* write requests per committed transaction */
+    uint64_t store_queue;                 /* submitted, not answered yet */
+    metrics_histogram store_commit;       /* writer pass duration, microseconds */
+    metrics_histogram store_batch;        /* write requests per committed transaction */
+    metrics_histogram loop_read_to_write; /* a loop pass's first read to its writes, us */
 } metrics_state;
 
 /* The process's registry (static storage: zero until metrics_init). */
@@ -177,6 +178,9 @@ void metrics_http_response(uint8_t route, int status);
  * done; a transaction committed `writes` write requests (0: nothing). */
 void metrics_store_pass(uint64_t start_ns);
 void metrics_store_commit(uint64_t writes);
+/* A loop pass that read client bytes first at uv_hrtime() read_ns has
+ * handed all its writes to the kernel (net/server.c). */
+void metrics_loop_pass(uint64_t read_ns);
 
 /* Observes value (in the histogram's unit); any thread. */
 void metrics_hist_observe(metrics_histogram *h, uint64_t value);

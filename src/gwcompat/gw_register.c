@@ -119,12 +119,16 @@ static void broadcast_addresses(void)
 
 static reg_peer *peer_add(conn *c, enum peer_kind kind, const char *addr)
 {
+    size_t len = addr ? strlen(addr) : 0;
+    if (len >= sizeof(((reg_peer *)0)->addr))
+        return NULL; /* an IPv4:PORT is at most 21 characters; refused, never cut */
     reg_peer *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
     p->c = c;
     p->kind = kind;
-    snprintf(p->addr, sizeof(p->addr), "%s", addr ? addr : "");
+    memcpy(p->addr, addr ? addr : "", len);
+    p->addr[len] = '\0';
     if (c) {
         struct sockaddr_storage ss;
         int n = sizeof(ss);

@@ -61,7 +61,7 @@ enum conn_flag {
     CONN_READ_PAUSED = 1 << 1,      /* reads stopped until conn_resume_read */
     CONN_DIRTY = 1 << 2,            /* on the server's flush list */
     CONN_SHUT_AFTER_WRITE = 1 << 3, /* close once the queue drains */
-    CONN_WRITING = 1 << 4,          /* the kernel took less than offered: wait for EPOLLOUT */
+    CONN_WRITING = 1 << 4, /* epoll: waiting for room (EPOLLOUT); io_uring: a send in flight */
     CONN_IN_WHEEL = 1 << 5,
     CONN_WANT_DRAIN = 1 << 6, /* call on_drain once the queue is within --max-outbuf */
     CONN_TLS = 1 << 7,        /* a tls_conn (net/tls.h): TLS below the protocol */
@@ -78,7 +78,9 @@ enum conn_flag {
     /* chat socket binds: the flags hold their state, so it costs no memory */
     CONN_BIND_PENDING = 1 << 17, /* a socket bind's token lookup is under way */
     CONN_BIND_FAILS = 3 << 18,   /* failed socket binds so far, a 2-bit counter */
-    CONN_READ_MORE = 1 << 20,    /* input may be left in the kernel: read on the next pass */
+    /* the I/O backend's (net/io_*.c) */
+    CONN_READ_MORE = 1 << 20,  /* epoll: input may be left in the kernel: read next pass */
+    CONN_RECV_ARMED = 1 << 21, /* io_uring: a multishot receive is armed */
 };
 #define CONN_BIND_FAILS_SHIFT 18
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "net/tls.h"
 
 /* The per-address table is keyed with SipHash under a random key: a client
@@ -34,9 +35,6 @@ static unsigned peer_hash(const void *key, size_t len)
 #include <uthash.h>
 
 #define READ_BUF_SIZE (64 * 1024)
-#define READS_PER_EVENT 4   /* 64 KiB reads per connection per pass before others' turn */
-#define EVENTS_PER_WAIT 256 /* epoll_wait batch; a fuller set takes more than one */
-#define WAITS_PER_PASS 8    /* ... and at most this many per pass, then timers get a turn */
 #define ACCEPTS_PER_PASS 512
 #define ACCEPT_RETRY_MS 100 /* out of fds: listeners pause this long */
 #define LISTEN_BACKLOG 4096
@@ -64,11 +62,32 @@ struct outq {
     uint32_t head, tail, cap;
     uint32_t sealed;
     uint32_t first_off; /* bytes of items[head] already written */
+    uint32_t inflight;  /* io_uring: items [head, head + inflight) are in a send */
     size_t bytes;       /* queued bytes not yet written */
+    struct iovec *iov;  /* io_uring: the vector of that send, kept until it completes */
+    size_t iov_cap;
 };
 
+/* How connection sockets are read and written: io_epoll.c or io_uring.c,
+ * chosen once at start (--io). Both are compiled into this file (as Redis
+ * includes its ae_*.c), so they use its helpers directly; everything above
+ * the bytes (queues, TLS, protocols, lifecycles) is shared. */
+typedef struct io_ops {
+    const char *name;
+    int (*init)(server *srv);     /* sets up srv->io_state and its libuv watch */
+    void (*close)(server *srv);   /* after every connection is gone */
+    int (*add)(conn *c);          /* a new connection: start reading */
+    void (*write)(conn *c);       /* write the writable part of c->out (not CONN_WRITING) */
+    void (*pause_read)(conn *c);  /* CONN_READ_PAUSED was just set */
+    void (*resume_read)(conn *c); /* ... just cleared: read what came meanwhile */
+    /* c is closing: stop its I/O and close the fd; true when the struct may be
+     * freed in this pass, false when the backend calls conn_released later */
+    bool (*release)(conn *c);
+    void (*pass)(server *srv);   /* check phase, before the flush */
+    void (*submit)(server *srv); /* after the flushes of a loop phase */
+} io_ops;
+
 static void shutdown_when_drained(conn *c);
-static void want_read(conn *c);
 
 /* ---- deadline wheel ---------------------------------------------------- */
 
@@ -157,6 +176,7 @@ static void outq_free(outq *q)
     for (uint32_t i = q->head; i < q->tail; i++)
         sbuf_unref(q->items[i]);
     free(q->items);
+    free(q->iov);
     free(q);
 }
 
@@ -180,6 +200,16 @@ static void peer_release(server *srv, conn *c)
         HASH_DEL(srv->peers, e);
         free(e);
     }
+}
+
+/* The backend is done with closed c: free it at the end of this pass (the
+ * code that closed it may still read its flags until then). */
+static void conn_released(conn *c)
+{
+    server *srv = conn_server(c);
+    c->fd = -1;
+    c->dirty_next = srv->closed;
+    srv->closed = c;
 }
 
 /* Frees what conn_close left: nothing calls back into these any more. */
@@ -209,14 +239,10 @@ void conn_close(conn *c)
     peer_release(srv, c);
     if (c->flags & CONN_DIRTY)
         unlink_dirty(srv, c);
-    /* close(2) also takes the fd out of the epoll set; an event for it
-     * already fetched in this batch finds CONN_CLOSING and is skipped */
     if ((size_t)c->fd < srv->by_fd_cap && srv->by_fd[c->fd] == c)
         srv->by_fd[c->fd] = NULL;
-    close(c->fd);
-    c->fd = -1;
-    c->dirty_next = srv->closed;
-    srv->closed = c;
+    if (srv->io->release(c))
+        conn_released(c);
 }
 
 /* Reads continue (and are discarded) until the peer's EOF or the grace
@@ -236,7 +262,7 @@ void conn_close_after_write(conn *c, uint32_t grace_ms)
     conn_set_deadline(c, grace_ms ? grace_ms : 1000);
     if (c->flags & CONN_READ_PAUSED) {
         c->flags &= ~CONN_READ_PAUSED;
-        want_read(c); /* only to see EOF; the bytes are discarded */
+        conn_server(c)->io->resume_read(c); /* only to see EOF; the bytes are discarded */
     }
     if (!c->out)
         shutdown_when_drained(c);
@@ -270,7 +296,7 @@ static int outq_push(conn *c, sbuf *buf)
         c->out = q;
     }
     if (q->tail == q->cap) {
-        if (q->head > 0) {
+        if (q->head > 0 && q->inflight == 0) {
             memmove(q->items, q->items + q->head, (q->tail - q->head) * sizeof(*q->items));
             q->tail -= q->head;
             q->head = 0;
@@ -331,9 +357,9 @@ void conn_drop_pending(conn *c)
     outq *q = c->out;
     if (!q)
         return;
-    uint32_t keep = q->head;
+    uint32_t keep = q->head + q->inflight;
     /* a partly written head buffer must be finished or the stream breaks */
-    if (q->first_off > 0)
+    if (q->first_off > 0 && keep == q->head)
         keep = q->head + 1;
     /* TLS records already made must go: the peer counts them */
     if (keep < q->head + q->sealed)
@@ -371,26 +397,29 @@ static size_t writable_items(const conn *c, const outq *q)
     return (c->flags & CONN_TLS) ? q->sealed : q->tail - q->head;
 }
 
-static size_t fill_iov(server *srv, outq *q, size_t n)
+/* Points a vector at the first n writable items (at most IOV_MAX: the rest
+ * goes in a later write), growing it as needed; returns how many it holds. */
+static size_t fill_iov(struct iovec **iovp, size_t *capp, const outq *q, size_t n)
 {
     if (n > IOV_MAX)
-        n = IOV_MAX; /* the rest goes in the next writev of the same flush */
-    if (n > srv->iov_cap) {
-        size_t cap = srv->iov_cap ? srv->iov_cap : 64;
+        n = IOV_MAX;
+    if (n > *capp) {
+        size_t cap = *capp ? *capp : 16;
         while (cap < n)
             cap *= 2;
-        struct iovec *iov = realloc(srv->iov, cap * sizeof(*iov));
+        struct iovec *iov = realloc(*iovp, cap * sizeof(*iov));
         if (!iov)
-            n = srv->iov_cap;
+            n = *capp;
         else {
-            srv->iov = iov;
-            srv->iov_cap = cap;
+            *iovp = iov;
+            *capp = cap;
         }
     }
+    struct iovec *iov = *iovp;
     for (size_t i = 0; i < n; i++) {
         sbuf *b = q->items[q->head + i];
         size_t off = i == 0 ? q->first_off : 0;
-        srv->iov[i] = (struct iovec){.iov_base = b->data + off, .iov_len = b->len - off};
+        iov[i] = (struct iovec){.iov_base = b->data + off, .iov_len = b->len - off};
     }
     return n;
 }
@@ -500,43 +529,20 @@ void conn_notify_drain(conn *c)
     mark_dirty(c); /* the flusher checks it even when nothing is left to write */
 }
 
-/* Writes what is queued, in vectored writes, until the kernel takes less
- * than offered; the rest waits for the socket's EPOLLOUT edge (a write the
- * kernel cut short leaves it flagged to wake us once there is room). */
+/* Seals a TLS connection's plaintext, then has the backend write what may
+ * be written. */
 static void flush_conn(conn *c)
 {
     outq *q = c->out;
     if (!q || (c->flags & (CONN_WRITING | CONN_CLOSING)))
         return;
-    server *srv = conn_server(c);
     if ((c->flags & CONN_TLS) && seal_queue(c, q) < 0) {
         conn_close(c);
         return;
     }
-    while (writable_items(c, q) > 0) {
-        size_t n = fill_iov(srv, q, writable_items(c, q));
-        size_t offered = 0;
-        for (size_t i = 0; i < n; i++)
-            offered += srv->iov[i].iov_len;
-        ssize_t r = writev(c->fd, srv->iov, (int)n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                c->flags |= CONN_WRITING;
-                return;
-            }
-            log_debug("write failed: %s", strerror(errno));
-            conn_close(c);
-            return;
-        }
-        outq_consume(q, (size_t)r);
-        if ((size_t)r < offered) { /* the socket buffer is full */
-            c->flags |= CONN_WRITING;
-            return;
-        }
-    }
-    if (q->head == q->tail)
+    if (writable_items(c, q) > 0)
+        conn_server(c)->io->write(c);
+    else if (q->head == q->tail)
         queue_drained(c);
     /* else TLS: the plaintext waits for the handshake */
 }
@@ -555,16 +561,19 @@ static void flush_dirty(server *srv)
     }
 }
 
-static void read_left_over(server *srv);
-
-/* After the pass's I/O: reads left over from the last pass, then every
- * write, then the memory of what closed. */
+/* After the pass's I/O: the backend's leftovers (reads that did not fit
+ * the last pass), then every write, then the memory of what closed. */
 static void check_cb(uv_check_t *h)
 {
     server *srv = h->data;
-    read_left_over(srv);
+    srv->io->pass(srv);
     flush_dirty(srv);
+    srv->io->submit(srv);
     free_closed(srv);
+    if (srv->pass_read_ns) {
+        metrics_loop_pass(srv->pass_read_ns);
+        srv->pass_read_ns = 0;
+    }
 }
 
 /* Before polling: what timers and other callbacks queued. */
@@ -572,6 +581,7 @@ static void prepare_cb(uv_prepare_t *h)
 {
     server *srv = h->data;
     flush_dirty(srv);
+    srv->io->submit(srv);
     free_closed(srv);
 }
 
@@ -657,11 +667,12 @@ static void tls_failed(conn *c, long why)
  * the plaintext on exactly as read_cb hands on plain bytes. The fed
  * ciphertext is always used up: what the protocol does not take now (it
  * paused, say) is kept in c->in like plain input. */
-static void read_tls(conn *c, server *srv, size_t nread)
+static void read_tls(conn *c, server *srv, const uint8_t *data, size_t nread)
 {
     bool was_ready = tls_handshake_done(c);
     bool plaintext = false;
-    tls_feed(srv->read_buf, nread);
+    size_t queued_before = c->out ? c->out->bytes : 0;
+    tls_feed(data, nread);
     while (!(c->flags & CONN_CLOSING)) {
         long n = tls_read(c, srv->tls_buf, srv->read_buf_size);
         if (n == TLS_READ_HTTP)
@@ -673,9 +684,11 @@ static void read_tls(conn *c, server *srv, size_t nread)
         if (n == TLS_READ_AGAIN) {
             /* Records that carry no data but make TLS answer (a KeyUpdate
              * asking for one back, a renegotiation refused with an alert)
-             * grow the queue of a peer that never reads: past the queue
-             * bound with nothing delivered, it is a slow reader */
-            if (!plaintext && c->out && c->out->bytes > outbuf_limit(c)) {
+             * grow the queue of a peer that never reads: grown by this
+             * input, past the queue bound, with nothing delivered, it is a
+             * slow reader (a part of a record grows nothing) */
+            if (!plaintext && c->out && c->out->bytes > queued_before &&
+                c->out->bytes > outbuf_limit(c)) {
                 log_info("tls: a peer that sends records without data and reads nothing "
                          "passed --max-outbuf; closing it");
                 conn_drop_pending(c);
@@ -708,116 +721,39 @@ static void read_tls(conn *c, server *srv, size_t nread)
         mark_dirty(c); /* plaintext queued during the handshake can go now */
 }
 
-/* Hands nread bytes just read into the loop's buffer to the protocol. */
-static void got_bytes(conn *c, server *srv, size_t nread)
+/* Hands nread bytes just read to the protocol; data[nread] is writable.
+ * While reads are paused (io_uring delivers what was already under way) the
+ * bytes wait in c->in. */
+static void got_bytes(conn *c, uint8_t *data, size_t nread)
 {
+    server *srv = conn_server(c);
+    if (srv->pass_read_ns == 0)
+        srv->pass_read_ns = uv_hrtime();
     if (c->flags & CONN_TLS) {
-        read_tls(c, srv, nread); /* it sets last_rx when data arrives */
+        read_tls(c, srv, data, nread); /* it sets last_rx when data arrives */
         return;
     }
     c->last_rx = server_now_ms(srv);
     if (c->flags & CONN_SHUT_AFTER_WRITE)
         return; /* draining before close: input is no longer wanted */
-    if (c->in) {
-        if (in_append(c, srv->read_buf, nread) < 0) {
+    if (c->in || (c->flags & CONN_READ_PAUSED)) {
+        if (in_append(c, data, nread) < 0) {
             conn_close(c);
             return;
         }
-        deliver(c, c->in->data, c->in->len);
+        if (!(c->flags & CONN_READ_PAUSED))
+            deliver(c, c->in->data, c->in->len);
     } else {
-        deliver(c, srv->read_buf, nread);
+        deliver(c, data, nread);
     }
-}
-
-/* Reads what the kernel holds for c into the loop's one buffer (reads and
- * their handling run one connection at a time, so one buffer serves all):
- * until a short read, which means the kernel had no more (data that comes
- * after it brings a new edge), or with `drain` until EAGAIN or EOF (the peer
- * hung up, or an edge may have passed while reads were paused). After
- * READS_PER_EVENT full buffers the rest waits for the next pass. */
-static void read_ready(conn *c, bool drain)
-{
-    server *srv = conn_server(c);
-    for (int reads = 0; reads < READS_PER_EVENT;) {
-        if (c->flags & (CONN_CLOSING | CONN_READ_PAUSED))
-            return; /* a resume reads again, draining */
-        ssize_t n = read(c->fd, srv->read_buf, srv->read_buf_size);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                log_debug("read failed: %s", strerror(errno));
-                conn_close(c);
-            }
-            return;
-        }
-        if (n == 0) { /* EOF */
-            conn_close(c);
-            return;
-        }
-        reads++;
-        got_bytes(c, srv, (size_t)n);
-        if ((size_t)n < srv->read_buf_size && !drain)
-            return;
-    }
-    want_read(c);
-}
-
-static void read_more_idle_cb(uv_idle_t *h)
-{
-    (void)h; /* only there so that polling does not block: check_cb reads */
-}
-
-/* Queues c to be read (draining) in the next pass's check phase. */
-static void want_read(conn *c)
-{
-    if (c->flags & (CONN_READ_MORE | CONN_CLOSING))
-        return;
-    server *srv = conn_server(c);
-    if (srv->read_more_len == srv->read_more_cap) {
-        size_t cap = srv->read_more_cap ? srv->read_more_cap * 2 : 64;
-        int *fds = realloc(srv->read_more, cap * sizeof(*fds));
-        if (!fds) {
-            conn_close(c);
-            return;
-        }
-        srv->read_more = fds;
-        srv->read_more_cap = cap;
-    }
-    /* by fd, not pointer: a connection that closes meanwhile is simply not
-     * found (or its fd's new connection lacks CONN_READ_MORE) */
-    srv->read_more[srv->read_more_len++] = c->fd;
-    c->flags |= CONN_READ_MORE;
-    if (!uv_is_active((uv_handle_t *)&srv->read_more_idle))
-        uv_idle_start(&srv->read_more_idle, read_more_idle_cb);
-}
-
-/* Reads the connections queued before this pass; those they queue again
- * wait for the next one. */
-static void read_left_over(server *srv)
-{
-    size_t n = srv->read_more_len;
-    for (size_t i = 0; i < n; i++) {
-        int fd = srv->read_more[i];
-        conn *c = (size_t)fd < srv->by_fd_cap ? srv->by_fd[fd] : NULL;
-        if (!c || !(c->flags & CONN_READ_MORE))
-            continue;
-        c->flags &= ~CONN_READ_MORE;
-        read_ready(c, true);
-    }
-    if (n == 0)
-        return;
-    memmove(srv->read_more, srv->read_more + n, (srv->read_more_len - n) * sizeof(int));
-    srv->read_more_len -= n;
-    if (srv->read_more_len == 0)
-        uv_idle_stop(&srv->read_more_idle);
 }
 
 void conn_pause_read(conn *c)
 {
-    /* nothing to tell the kernel: reads simply stop, and its buffer fills */
-    if (!(c->flags & CONN_CLOSING))
-        c->flags |= CONN_READ_PAUSED;
+    if (c->flags & (CONN_READ_PAUSED | CONN_CLOSING))
+        return;
+    c->flags |= CONN_READ_PAUSED;
+    conn_server(c)->io->pause_read(c);
 }
 
 void conn_resume_read(conn *c)
@@ -828,54 +764,13 @@ void conn_resume_read(conn *c)
     if (c->in)
         deliver(c, c->in->data, c->in->len);
     if (!(c->flags & (CONN_READ_PAUSED | CONN_CLOSING)))
-        want_read(c);
+        conn_server(c)->io->resume_read(c);
 }
 
-/* One epoll event of c. */
-static void conn_event(conn *c, uint32_t events)
-{
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-        if (!(c->flags & CONN_READ_PAUSED))
-            read_ready(c, (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
-        else if (events & EPOLLERR) /* reset: the paused input is lost anyway */
-            conn_close(c);
-    }
-    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && (c->flags & CONN_WRITING) &&
-        !(c->flags & CONN_CLOSING)) {
-        c->flags &= ~CONN_WRITING;
-        mark_dirty(c); /* written in this pass's flush, with whatever else came */
-    }
-}
-
-/* libuv says the epoll set has events: take them, a batch at a time. */
-static void epoll_cb(uv_poll_t *w, int status, int events)
-{
-    (void)events;
-    server *srv = w->data;
-    if (status < 0) {
-        log_error("epoll watch failed: %s", uv_strerror(status));
-        return;
-    }
-    struct epoll_event evs[EVENTS_PER_WAIT];
-    for (int waits = 0; waits < WAITS_PER_PASS; waits++) {
-        int n = epoll_wait(srv->epfd, evs, EVENTS_PER_WAIT, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            log_error("epoll_wait: %s", strerror(errno));
-            return;
-        }
-        /* a connection closed by an earlier event of the batch is freed
-         * only in the check phase, so its pointer is still good here */
-        for (int i = 0; i < n; i++) {
-            conn *c = evs[i].data.ptr;
-            if (!(c->flags & CONN_CLOSING))
-                conn_event(c, evs[i].events);
-        }
-        if (n < EVENTS_PER_WAIT)
-            return;
-    }
-}
+#include "net/io_epoll.c"
+#ifdef CHATD_HAVE_LIBURING
+#include "net/io_uring.c"
+#endif
 
 int conn_getpeername(const conn *c, struct sockaddr *addr, int *len)
 {
@@ -1053,10 +948,7 @@ static void accept_one(server *srv, server_listener *l, int fd, const struct soc
     c->fd = fd;
     int on = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-    /* edge-triggered, reads and writes, once for the connection's life: the
-     * set reports input that is already there when it is added */
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
-    if (by_fd_put(srv, c) < 0 || epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    if (by_fd_put(srv, c) < 0 || srv->io->add(c) != 0) {
         log_error("cannot watch a new connection: %s", strerror(errno));
         if ((size_t)fd < srv->by_fd_cap)
             srv->by_fd[fd] = NULL;
@@ -1176,11 +1068,31 @@ int server_listen(server *srv, const char *host, int port, const conn_handler *h
     return add_listener(srv, host, port, handler, false, false, false);
 }
 
-static void close_epoll_cb(uv_handle_t *h)
+/* The backend --io asks for: auto takes io_uring when it starts here (the
+ * kernel has it and allows it), else epoll. */
+static int io_start(server *srv)
 {
-    server *srv = h->data;
-    close(srv->epfd);
-    srv->epfd = -1;
+    const char *want = srv->cfg->io && srv->cfg->io[0] ? srv->cfg->io : "auto";
+#ifdef CHATD_HAVE_LIBURING
+    if (strcmp(want, "epoll") != 0) {
+        srv->io = &io_uring_ops;
+        int r = srv->io->init(srv);
+        if (r == 0)
+            return 0;
+        if (strcmp(want, "uring") == 0) {
+            log_error("--io uring: io_uring cannot start here: %s", uv_strerror(r));
+            return r;
+        }
+        log_info("io_uring cannot start here (%s); using epoll", uv_strerror(r));
+    }
+#else
+    if (strcmp(want, "uring") == 0) {
+        log_error("--io uring: this chatd was built without liburing");
+        return UV_ENOTSUP;
+    }
+#endif
+    srv->io = &io_epoll;
+    return srv->io->init(srv);
 }
 
 int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_handler *handler)
@@ -1188,7 +1100,6 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
     memset(srv, 0, sizeof(*srv));
     srv->loop = loop;
     srv->cfg = cfg;
-    srv->epfd = -1;
     loop->data = srv;
     srv->start_ms = uv_now(loop);
     srv->wheel_pos = server_now_tick(srv);
@@ -1204,17 +1115,11 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
         if (!srv->tls_buf)
             return UV_ENOMEM;
     }
-    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (srv->epfd < 0)
-        return uv_translate_sys_error(errno);
-    int r = uv_poll_init(loop, &srv->epoll_watch, srv->epfd);
+    int r = io_start(srv);
     if (r < 0) {
-        close(srv->epfd);
-        srv->epfd = -1;
+        srv->io = NULL;
         return r;
     }
-    srv->epoll_watch.data = srv;
-    uv_poll_start(&srv->epoll_watch, UV_READABLE, epoll_cb);
 
     r = add_listener(srv, cfg->listen_host, cfg->listen_port, handler, true, srv->tls_buf != NULL,
                      cfg->reuseport);
@@ -1227,8 +1132,6 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
     uv_prepare_init(loop, &srv->pre_flusher);
     srv->pre_flusher.data = srv;
     uv_prepare_start(&srv->pre_flusher, prepare_cb);
-    uv_idle_init(loop, &srv->read_more_idle);
-    srv->read_more_idle.data = srv;
     uv_timer_init(loop, &srv->accept_retry);
     srv->accept_retry.data = srv;
     uv_timer_init(loop, &srv->ticker);
@@ -1239,8 +1142,7 @@ int server_init(server *srv, uv_loop_t *loop, const config *cfg, const conn_hand
 
 const char *server_io_name(const server *srv)
 {
-    (void)srv;
-    return "epoll";
+    return srv->io ? srv->io->name : "none";
 }
 
 void server_each_conn(server *srv, void (*fn)(conn *c, void *arg), void *arg)
@@ -1268,24 +1170,19 @@ void server_close(server *srv)
     server_stop_listening(srv);
     free_closed(srv); /* the caller closed every connection before */
     uv_handle_t *own[] = {(uv_handle_t *)&srv->flusher, (uv_handle_t *)&srv->pre_flusher,
-                          (uv_handle_t *)&srv->ticker, (uv_handle_t *)&srv->read_more_idle,
-                          (uv_handle_t *)&srv->accept_retry};
+                          (uv_handle_t *)&srv->ticker, (uv_handle_t *)&srv->accept_retry};
     for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
         if (own[i]->loop && !uv_is_closing(own[i]))
             uv_close(own[i], NULL);
-    if (srv->epoll_watch.loop && !uv_is_closing((uv_handle_t *)&srv->epoll_watch))
-        uv_close((uv_handle_t *)&srv->epoll_watch, close_epoll_cb);
+    if (srv->io && srv->io_state)
+        srv->io->close(srv);
+    free_closed(srv); /* io_uring: what its close let go of */
     free(srv->read_buf);
     srv->read_buf = NULL;
     free(srv->tls_buf);
     srv->tls_buf = NULL;
-    free(srv->iov);
-    srv->iov = NULL;
     free(srv->by_fd);
     srv->by_fd = NULL;
     srv->by_fd_cap = 0;
-    free(srv->read_more);
-    srv->read_more = NULL;
-    srv->read_more_len = srv->read_more_cap = 0;
     /* srv->peers is empty: each connection's close released its entry */
 }

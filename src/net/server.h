@@ -55,28 +55,24 @@ typedef struct server_listener server_listener;
 struct server {
     uv_loop_t *loop;
     const config *cfg;
-    int epfd;                 /* the connections' epoll set; -1 before init */
-    uv_poll_t epoll_watch;    /* libuv's watch on epfd */
+    const struct io_ops *io;  /* how connection sockets are read and written (--io) */
+    void *io_state;           /* that backend's own */
     uv_check_t flusher;       /* reads left over, then flushes, after I/O callbacks */
     uv_prepare_t pre_flusher; /* flushes what timers queued, before polling */
-    uv_idle_t read_more_idle; /* active while reads are left over: polling must not block */
     uv_timer_t ticker;
     uv_timer_t accept_retry;    /* listeners paused by EMFILE/ENFILE resume when it fires */
     server_listener *listeners; /* the main one first, then server_listen's */
     conn **by_fd;               /* open connections by fd, for server_each_conn */
     size_t by_fd_cap;
-    int *read_more; /* fds of connections to read again on the next pass */
-    size_t read_more_len, read_more_cap;
-    conn *closed;       /* closed this pass, freed once no callback is under way */
-    uint64_t start_ms;  /* uv_now at start */
-    uint32_t wheel_pos; /* last tick processed */
+    conn *closed;          /* closed this pass, freed once no callback is under way */
+    uint64_t pass_read_ns; /* uv_hrtime of this pass's first read; 0 = none yet */
+    uint64_t start_ms;     /* uv_now at start */
+    uint32_t wheel_pos;    /* last tick processed */
     conn *wheel[WHEEL_SLOTS];
     conn *dirty;       /* connections with queued output to flush */
     uint8_t *read_buf; /* shared by every read of this loop */
     size_t read_buf_size;
-    uint8_t *tls_buf;  /* plaintext of TLS reads, as large; NULL = the listener is plain */
-    struct iovec *iov; /* scratch vector for flushes */
-    size_t iov_cap;
+    uint8_t *tls_buf; /* plaintext of TLS reads, as large; NULL = the listener is plain */
     uint64_t accept_errors_logged_ms; /* uv_now of the last EMFILE warning */
     uint64_t conns_open;
     uint64_t conns_total;
@@ -118,7 +114,8 @@ int server_listen(server *srv, const char *host, int port, const conn_handler *h
 void server_stop_listening(server *srv);
 /* Calls fn for every open connection (fn may close it, or others). */
 void server_each_conn(server *srv, void (*fn)(conn *c, void *arg), void *arg);
-/* The I/O mechanism connections use, for the log and /healthz: "epoll". */
+/* The I/O mechanism connections use (--io), for the log and /healthz:
+ * "io_uring" or "epoll". */
 const char *server_io_name(const server *srv);
 /* Releases the server's own handles (after every connection closed). */
 void server_close(server *srv);

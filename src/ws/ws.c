@@ -448,6 +448,11 @@ static size_t ws_on_read(conn *c, uint8_t *data, size_t len)
     while (off < len) {
         if (c->flags & (CONN_CLOSING | CONN_WS_CLOSE_RECV))
             return len;
+        /* a frame's handler paused reads (a BusinessWorker's queue is full):
+         * the rest waits in c->in until conn_resume_read hands it back, so a
+         * pause holds at a frame, whatever one read brought */
+        if (c->flags & CONN_READ_PAUSED)
+            break;
         bool closing = (c->flags & CONN_WS_CLOSE_SENT) != 0;
         bool deflate = c->wsx && c->wsx->deflate;
         uint64_t max_payload = (uint64_t)cfg->max_message;

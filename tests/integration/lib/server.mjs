@@ -124,6 +124,9 @@ async function makeWebRoot(base) {
   return root;
 }
 
+/** The I/O backend (--io) of every chatd the harness starts; unset = chatd's default. */
+export const TEST_IO = process.env.CHATD_TEST_IO || '';
+
 function childEnv(extra) {
   const env = {};
   // The server reads CHATD_* from the environment: never let the caller's leak in.
@@ -179,6 +182,8 @@ export async function startServer({ options = {}, env = {}, args = [], defaults 
       opts['register-rate'] = 1000000;
       opts['send-rate'] = 0;
       if (db) opts.store = db.uri;
+      // CHATD_TEST_IO=epoll|uring: every chatd of the run on that I/O backend
+      if (TEST_IO) opts.io = TEST_IO;
     }
     Object.assign(opts, options);
     const argv = ['--listen', `${HOST}:${port}`];
