@@ -38,7 +38,7 @@ chatd_has_opt() {
     "$BUILD/chatd" --help 2>&1 | grep -q -- "--$1 "
 }
 
-# start_server KIND [CPU]: starts chatd, peer or floor on a free port; sets SERVER_PID,
+# start_server KIND [CPU]: starts chatd (chatd-epoll: with --io epoll), peer or floor on a free port; sets SERVER_PID,
 # SERVER_PORT, SERVER_NOTE. Output goes to $LOGDIR/KIND-PORT.log. chatd uses SQLite in
 # $LOGDIR/data-PORT, or the PostgreSQL URI in BENCH_STORE when set (with
 # --store-connections STORE_CONNECTIONS when set). With BENCH_REDIS set, chatd is a cluster
@@ -65,8 +65,10 @@ start_server() {
         local log="$LOGDIR/$kind-$SERVER_PORT.log"
         SERVER_NOTE=""
         case $kind in
-        chatd)
+        chatd | chatd-epoll)
             local extra=()
+            # chatd-epoll: the epoll backend; chatd: its default (io_uring where it starts)
+            [ "$kind" = chatd-epoll ] && extra+=(--io epoll)
             chatd_has_opt login-rate && extra+=(--login-rate 100000)
             # the bench measures the server, not its per-user and per-address abuse limits
             chatd_has_opt register-rate && extra+=(--register-rate 1000000)

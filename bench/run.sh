@@ -294,7 +294,7 @@ median_rate() { # POINT TARGET -> median "rate" from raw.jsonl
 run_echo() {
     local t c s url
     uws_setup
-    for t in $(targets chatd peer floor uws); do
+    for t in $(targets chatd chatd-epoll peer floor uws); do
         [ "$t" = uws ] && [ -z "$UWS_ECHO" ] && continue
         BENCH_ECHO_PATH=/ start_server "$t" "$SERVER_CPU" || continue
         echo "== echo on $t (pid $SERVER_PID, port $SERVER_PORT)" >&2
@@ -322,7 +322,7 @@ run_echo() {
 
 run_route() {
     local t p s
-    for t in $(targets chatd peer floor); do
+    for t in $(targets chatd chatd-epoll peer floor); do
         start_server "$t" "$SERVER_CPU" || continue
         echo "== route on $t (pid $SERVER_PID, port $SERVER_PORT)" >&2
         for p in $ROUTE_PAIRS; do
