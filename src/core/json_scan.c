@@ -3,6 +3,7 @@
  * on the first byte that breaks the grammar. */
 #include "core/json_scan.h"
 
+#include <stdint.h>
 #include <string.h>
 
 typedef struct cursor {
@@ -23,12 +24,32 @@ static bool is_hex(char ch)
     return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
 }
 
+/* Eight bytes at a time: whether any of them is '"', '\\' or below 0x20,
+ * the only bytes a string's scan must look at (the classic SWAR tests:
+ * exact about whether such a byte is there, which is all that is asked).
+ * A chat event's data is mostly plain text: under route with 1 KiB
+ * messages the byte loop alone was 7.7% of chatd's CPU (perf). */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+static bool word_is_plain(uint64_t v)
+{
+    uint64_t quote = v ^ (ONES * '"'), backslash = v ^ (ONES * '\\');
+    uint64_t special =
+        ((quote - ONES) & ~quote) | ((backslash - ONES) & ~backslash) | ((v - ONES * 0x20) & ~v);
+    return (special & HIGHS) == 0;
+}
+
 /* At the opening quote; leaves the cursor after the closing one. */
 static bool string(cursor *c, json_span *span)
 {
     const char *start = ++c->p;
     bool escaped = false;
     while (c->p < c->end) {
+        uint64_t word;
+        while (c->end - c->p >= 8 && (memcpy(&word, c->p, 8), word_is_plain(word)))
+            c->p += 8;
+        if (c->p >= c->end)
+            break;
         unsigned char ch = (unsigned char)*c->p;
         if (ch == '"') {
             if (span) {

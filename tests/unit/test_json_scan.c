@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -142,13 +143,55 @@ static void test_agrees_with_jansson(void **state)
     }
 }
 
+/* Strings scanned eight bytes at a time: a byte that matters (a raw
+ * control byte, an escape, the closing quote) at every offset around the
+ * word boundaries is found exactly where a byte-by-byte scan finds it. */
+static void test_long_strings(void **state)
+{
+    (void)state;
+    static const char *const inserts[] = {"\x01", "\\\"", "\\u00e9", "\xc3\xa9", "\\n", "\x1f"};
+    static const bool valid[] = {false, true, true, true, true, false};
+    static const size_t ins_len[] = {1, 2, 6, 2, 2, 1};
+    char text[256];
+    json_span v[3];
+    for (size_t which = 0; which < sizeof(inserts) / sizeof(inserts[0]); which++) {
+        for (size_t len = 0; len < 40; len++) {
+            for (size_t at = 0; at <= len; at++) {
+                size_t n = (size_t)snprintf(text, sizeof(text), "{\"data\":\"");
+                for (size_t i = 0; i < len; i++) {
+                    if (i == at) {
+                        memcpy(text + n, inserts[which], ins_len[which]);
+                        n += ins_len[which];
+                    }
+                    text[n++] = (char)('a' + i % 26);
+                }
+                if (at == len) {
+                    memcpy(text + n, inserts[which], ins_len[which]);
+                    n += ins_len[which];
+                }
+                memcpy(text + n, "\"}", 3);
+                n += 2;
+                int r = json_scan_object(text, n, keys, v, 3);
+                assert_int_equal(r, valid[which] ? 0 : -1);
+                if (valid[which]) {
+                    assert_int_equal(v[2].type, JSON_SPAN_STRING);
+                    assert_int_equal(v[2].len, len + ins_len[which]);
+                    assert_int_equal(v[2].escaped, inserts[which][0] == '\\');
+                }
+            }
+        }
+    }
+    /* a string never closed: long, and ending in an escape */
+    assert_int_equal(scan("{\"data\":\"abcdefghijklmnopqrstuvwxyz", v), -1);
+    assert_int_equal(scan("{\"data\":\"abcdefghijklmnop\\", v), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spans),
-        cmocka_unit_test(test_invalid),
-        cmocka_unit_test(test_depth_limit),
-        cmocka_unit_test(test_agrees_with_jansson),
+        cmocka_unit_test(test_spans),        cmocka_unit_test(test_invalid),
+        cmocka_unit_test(test_depth_limit),  cmocka_unit_test(test_agrees_with_jansson),
+        cmocka_unit_test(test_long_strings),
     };
     return cmocka_run_group_tests_name("json_scan", tests, NULL, NULL);
 }
