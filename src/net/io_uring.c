@@ -38,13 +38,17 @@
 
 #define URING_SQ_ENTRIES 4096
 #define URING_CQ_ENTRIES 16384 /* completions a pass may bring; more wait in the kernel */
-/* Provided receive buffers: 16 MiB of address space, of which small messages
- * touch only each buffer's first page (4 MiB resident); a fixed cost, not
- * per connection. Smaller buffers split more frames across completions,
- * which costs a copy into c->in each: with 4 KiB buffers, echo of 1 KiB
- * messages took 15-25% more server CPU per message than epoll (chatd-bench
- * echo, 1,000 connections, window 4). */
-#define URING_BUF_COUNT 1024 /* a power of two */
+/* Provided receive buffers: 4 MiB of address space, of which small messages
+ * touch only each buffer's first page (1 MiB resident); a fixed cost, not
+ * per connection. 1,024 of them showed as 220 bytes "per connection" in the
+ * first 19,000 connections' RSS (chatd-bench conns), the pool's first touch;
+ * a round of deferred work (at most 20 pieces, each a few buffers) and its
+ * reaping, which returns them, never need more than a few dozen. Smaller
+ * buffers split more frames across completions, which costs a copy into
+ * c->in each: with 4 KiB buffers, echo of 1 KiB messages took 15-25% more
+ * server CPU per message than epoll (chatd-bench echo, 1,000 connections,
+ * window 4). */
+#define URING_BUF_COUNT 256 /* a power of two */
 #define URING_BUF_STRIDE 16384
 #define URING_BUF_SIZE (URING_BUF_STRIDE - 64) /* room for the NUL on_read may write */
 #define URING_WORK_BATCH 20 /* what the kernel runs per io_uring_enter unless waiting */

@@ -1,7 +1,7 @@
 // Guard: an idle WebSocket costs chatd at most IDLE_BOUND bytes of user-space
 // memory (issue #14: <= 300 B), with either I/O backend (--io). Opens WARM
 // connections (so lazily grown tables, library pages and io_uring's fixed
-// pool of 1,024 one-page receive buffers, which the kernel fills in turn,
+// pool of 256 receive buffers, whose first pages the kernel fills in turn,
 // are in place), reads chatd's RssAnon, opens N more idle WebSockets, waits,
 // reads again: the delta over N is the cost of one. Measured about 185-200 B
 // per connection; the libuv-handle core before issue 14 measured 407 B and
