@@ -169,6 +169,10 @@ static void epoll_write(conn *c)
     epoll_state *ep = epoll_of(conn_server(c));
     while (writable_items(c, q) > 0) {
         size_t n = fill_iov(&ep->iov, &ep->iov_cap, q, writable_items(c, q));
+        if (n == 0) { /* no memory for the vector */
+            conn_close(c);
+            return;
+        }
         size_t offered = 0;
         for (size_t i = 0; i < n; i++)
             offered += ep->iov[i].iov_len;

@@ -88,14 +88,14 @@ static struct io_uring_sqe *uring_sqe(uring_state *u)
     return sqe;
 }
 
-static void uring_arm_recv(conn *c)
+/* Arms c's receive; -1 (logged) when there is no submission slot. */
+static int uring_arm_recv(conn *c)
 {
     uring_state *u = uring_of(conn_server(c));
     struct io_uring_sqe *sqe = uring_sqe(u);
     if (!sqe) {
-        log_error("io_uring: no submission slot to receive on a connection; closing it");
-        conn_close(c);
-        return;
+        log_error("io_uring: no submission slot to receive on a connection");
+        return -1;
     }
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
     sqe->ioprio |= IORING_RECVSEND_POLL_FIRST; /* a fresh socket has nothing yet */
@@ -103,6 +103,7 @@ static void uring_arm_recv(conn *c)
     sqe->buf_group = URING_BGID;
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | URING_OP_RECV);
     c->flags |= CONN_RECV_ARMED;
+    return 0;
 }
 
 static void uring_cancel(uring_state *u, conn *c, unsigned op)
@@ -140,7 +141,10 @@ static void uring_recv_done(uring_state *u, conn *c, int res, unsigned flags)
             got_bytes(c, u->bufs + (size_t)bid * URING_BUF_STRIDE, (size_t)res);
         uring_return_buf(u, bid); /* the protocol copied what it keeps */
     } else if (res == 0) {        /* EOF */
-        if (!(c->flags & CONN_CLOSING))
+        /* while paused, what came before the EOF waits in c->in (and a reply
+         * may be on its way): the receive ends here unarmed, and resuming
+         * arms it again, which meets the EOF again after c->in was handed on */
+        if (!(c->flags & (CONN_CLOSING | CONN_READ_PAUSED)))
             conn_close(c);
     } else if (res < 0 && res != -ENOBUFS && res != -ECANCELED) {
         if (!(c->flags & CONN_CLOSING)) {
@@ -153,8 +157,8 @@ static void uring_recv_done(uring_state *u, conn *c, int res, unsigned flags)
     c->flags &= ~CONN_RECV_ARMED;
     if (c->flags & CONN_CLOSING)
         uring_maybe_released(u, c);
-    else if (!(c->flags & CONN_READ_PAUSED))
-        uring_arm_recv(c); /* out of buffers, or the kernel ended it: again */
+    else if (!(c->flags & CONN_READ_PAUSED) && uring_arm_recv(c) < 0)
+        conn_close(c); /* out of buffers, or the kernel ended it: armed again */
 }
 
 static void uring_send_done(uring_state *u, conn *c, int res)
@@ -196,7 +200,7 @@ static unsigned uring_reap(server *srv)
         case URING_OP_SEND:
             uring_send_done(u, c, cqe->res);
             break;
-        default: /* a cancel's own completion: the cancelled request reports */
+        default: /* a cancel's or a close's own completion: nothing to do */
             break;
         }
         seen++;
@@ -289,8 +293,7 @@ static void uring_write(conn *c)
 
 static int uring_add(conn *c)
 {
-    uring_arm_recv(c);
-    return 0;
+    return uring_arm_recv(c); /* -1: accept_one drops the connection */
 }
 
 static void uring_pause_read(conn *c)
@@ -303,8 +306,8 @@ static void uring_resume_read(conn *c)
 {
     /* still armed: its cancel has not landed, and its last completion
      * arms it again now that reads are not paused */
-    if (!(c->flags & CONN_RECV_ARMED))
-        uring_arm_recv(c);
+    if (!(c->flags & CONN_RECV_ARMED) && uring_arm_recv(c) < 0)
+        conn_close(c);
 }
 
 static bool uring_release(conn *c)
@@ -314,9 +317,18 @@ static bool uring_release(conn *c)
         uring_cancel(u, c, URING_OP_RECV);
     if (c->flags & CONN_WRITING)
         uring_cancel(u, c, URING_OP_SEND);
-    /* the requests hold the socket until they end, so the peer sees the
-     * close once the cancels land (this pass's submit) */
-    close(c->fd);
+    /* Closed by a request queued behind the cancels, not close(2) now: a
+     * send already queued for this fd number must not meet a new file that
+     * a thread opened under the same number before this pass's submit. The
+     * requests hold the socket until they end, so the peer sees the close
+     * once the cancels land. */
+    struct io_uring_sqe *sqe = uring_sqe(u);
+    if (sqe) {
+        io_uring_prep_close(sqe, c->fd);
+        io_uring_sqe_set_data64(sqe, URING_OP_CANCEL); /* its completion says nothing */
+    } else {
+        close(c->fd);
+    }
     if (!(c->flags & (CONN_RECV_ARMED | CONN_WRITING)))
         return true;
     u->zombies++;

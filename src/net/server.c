@@ -263,6 +263,8 @@ void conn_close_after_write(conn *c, uint32_t grace_ms)
     if (c->flags & CONN_READ_PAUSED) {
         c->flags &= ~CONN_READ_PAUSED;
         conn_server(c)->io->resume_read(c); /* only to see EOF; the bytes are discarded */
+        if (c->flags & CONN_CLOSING)
+            return; /* resuming failed (out of memory): closed */
     }
     if (!c->out)
         shutdown_when_drained(c);
@@ -272,7 +274,8 @@ void conn_close_after_write(conn *c, uint32_t grace_ms)
 
 static void mark_dirty(conn *c)
 {
-    if (c->flags & CONN_DIRTY)
+    /* never a closed one: its dirty_next links the list of what to free */
+    if (c->flags & (CONN_DIRTY | CONN_CLOSING))
         return;
     server *srv = conn_server(c);
     c->flags |= CONN_DIRTY;
@@ -561,11 +564,15 @@ static void flush_dirty(server *srv)
     }
 }
 
-/* After the pass's I/O: the backend's leftovers (reads that did not fit
- * the last pass), then every write, then the memory of what closed. */
+/* After the pass's I/O: every write, the backend's leftovers (reads that
+ * did not fit the last pass, or that a resume asked for), every write again,
+ * then the memory of what closed. Writes first: an answer queued in this
+ * poll phase goes out before a resumed read meets the peer's EOF, which
+ * closes the connection and would drop it. */
 static void check_cb(uv_check_t *h)
 {
     server *srv = h->data;
+    flush_dirty(srv);
     srv->io->pass(srv);
     flush_dirty(srv);
     srv->io->submit(srv);
