@@ -2,12 +2,17 @@
  * of net/server.c (included there; see io_ops): it works on its queues and
  * helpers directly.
  *
- * Reads: each connection has one multishot receive armed for its life; the
- * kernel picks a buffer from a ring of URING_BUF_COUNT provided buffers and
- * posts a completion per chunk, so receiving costs no system call of ours.
- * A buffer goes back to the ring as soon as its bytes were handed to the
- * protocol (which copies what it keeps). Pausing cancels the receive; what
- * arrives before the cancel lands waits in c->in; resuming arms it again.
+ * Reads: each connection has one receive armed at a time; the kernel picks
+ * a buffer from a ring of URING_BUF_COUNT provided buffers, and the
+ * completion's handling arms the next receive, which goes to the kernel with
+ * the pass's other requests (no read call of ours). A buffer goes back to
+ * the ring as soon as its bytes were handed to the protocol (which copies
+ * what it keeps). Pausing arms nothing more, so a paused connection takes at
+ * most one more buffer (into c->in) and the kernel's buffer fills, as with
+ * epoll. (A multishot receive, armed once for a connection's life, drained
+ * the whole socket buffer into c->in before a pause took hold: megabytes per
+ * connection for a client that pipelines and never reads, which
+ * abuse/http_pipelining's RSS bound caught.)
  *
  * Writes: a flush queues one send (one buffer) or writev (several) per
  * connection with data, at most one in flight (CONN_WRITING), and every
@@ -97,8 +102,8 @@ static int uring_arm_recv(conn *c)
         log_error("io_uring: no submission slot to receive on a connection");
         return -1;
     }
-    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-    sqe->ioprio |= IORING_RECVSEND_POLL_FIRST; /* a fresh socket has nothing yet */
+    io_uring_prep_recv(sqe, c->fd, NULL, 0, 0); /* length 0: the buffer's */
+    sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;  /* a fresh socket has nothing yet */
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = URING_BGID;
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | URING_OP_RECV);
@@ -298,14 +303,14 @@ static int uring_add(conn *c)
 
 static void uring_pause_read(conn *c)
 {
-    if (c->flags & CONN_RECV_ARMED)
-        uring_cancel(uring_of(conn_server(c)), c, URING_OP_RECV);
+    /* nothing to cancel: the receive armed now brings at most one buffer
+     * (it waits in c->in) and is not armed again until the resume */
+    (void)c;
 }
 
 static void uring_resume_read(conn *c)
 {
-    /* still armed: its cancel has not landed, and its last completion
-     * arms it again now that reads are not paused */
+    /* still armed: its completion arms it again now that reads are not paused */
     if (!(c->flags & CONN_RECV_ARMED) && uring_arm_recv(c) < 0)
         conn_close(c);
 }

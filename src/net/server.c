@@ -241,8 +241,14 @@ void conn_close(conn *c)
         unlink_dirty(srv, c);
     if ((size_t)c->fd < srv->by_fd_cap && srv->by_fd[c->fd] == c)
         srv->by_fd[c->fd] = NULL;
-    if (srv->io->release(c))
+    /* no backend: a harness's connection (tests/fuzz) with no socket */
+    if (!srv->io || srv->io->release(c))
         conn_released(c);
+}
+
+void server_free_closed(server *srv)
+{
+    free_closed(srv);
 }
 
 /* Reads continue (and are discarded) until the peer's EOF or the grace
@@ -262,7 +268,8 @@ void conn_close_after_write(conn *c, uint32_t grace_ms)
     conn_set_deadline(c, grace_ms ? grace_ms : 1000);
     if (c->flags & CONN_READ_PAUSED) {
         c->flags &= ~CONN_READ_PAUSED;
-        conn_server(c)->io->resume_read(c); /* only to see EOF; the bytes are discarded */
+        if (conn_server(c)->io)
+            conn_server(c)->io->resume_read(c); /* only to see EOF; the bytes are discarded */
         if (c->flags & CONN_CLOSING)
             return; /* resuming failed (out of memory): closed */
     }
@@ -760,7 +767,8 @@ void conn_pause_read(conn *c)
     if (c->flags & (CONN_READ_PAUSED | CONN_CLOSING))
         return;
     c->flags |= CONN_READ_PAUSED;
-    conn_server(c)->io->pause_read(c);
+    if (conn_server(c)->io)
+        conn_server(c)->io->pause_read(c);
 }
 
 void conn_resume_read(conn *c)
@@ -770,7 +778,7 @@ void conn_resume_read(conn *c)
     c->flags &= ~CONN_READ_PAUSED;
     if (c->in)
         deliver(c, c->in->data, c->in->len);
-    if (!(c->flags & (CONN_READ_PAUSED | CONN_CLOSING)))
+    if (!(c->flags & (CONN_READ_PAUSED | CONN_CLOSING)) && conn_server(c)->io)
         conn_server(c)->io->resume_read(c);
 }
 

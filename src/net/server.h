@@ -112,6 +112,10 @@ int server_listen(server *srv, const char *host, int port, const conn_handler *h
 /* Stops accepting (every listener); open connections are left to the caller
  * to close. */
 void server_stop_listening(server *srv);
+/* Frees the connections closed so far; the loop's check and prepare phases
+ * call it. For harnesses that drive connections without a loop (tests/fuzz:
+ * a conn with srv set, fd -1, on a server with no io backend). */
+void server_free_closed(server *srv);
 /* Calls fn for every open connection (fn may close it, or others). */
 void server_each_conn(server *srv, void (*fn)(conn *c, void *arg), void *arg);
 /* The I/O mechanism connections use (--io), for the log and /healthz:
