@@ -92,8 +92,8 @@ typedef struct conn_input {
 
 /* Field order packs the struct to 152 bytes (a 160-byte malloc chunk: glibc
  * gives 152 usable bytes in it, so not one more field fits). The socket is a
- * plain non-blocking fd on the server's own epoll set (net/server.c), not a
- * libuv handle: uv_tcp_t alone was 248 bytes. */
+ * plain non-blocking fd that net/server.c's I/O backend reads and writes,
+ * not a libuv handle: uv_tcp_t alone was 248 bytes. */
 struct conn {
     server *srv;
     const conn_handler *handler;

@@ -10,6 +10,8 @@
  * the socket flagged to wake us with EPOLLOUT once there is room. libuv
  * watches the set's fd as one uv_poll_t. */
 
+#include <sys/epoll.h>
+
 #define READS_PER_EVENT 4   /* 64 KiB reads per connection per pass before others' turn */
 #define EVENTS_PER_WAIT 256 /* epoll_wait batch; a fuller set takes more than one */
 #define WAITS_PER_PASS 8    /* ... and at most this many per pass, then timers get a turn */
@@ -206,11 +208,6 @@ static int epoll_add(conn *c)
     return epoll_ctl(epoll_of(conn_server(c))->epfd, EPOLL_CTL_ADD, c->fd, &ev);
 }
 
-static void epoll_pause_read(conn *c)
-{
-    (void)c; /* nothing to tell the kernel: reads simply stop, and its buffer fills */
-}
-
 static void epoll_resume_read(conn *c)
 {
     epoll_want_read(c);
@@ -281,7 +278,6 @@ static const io_ops io_epoll = {
     .close = epoll_close,
     .add = epoll_add,
     .write = epoll_write,
-    .pause_read = epoll_pause_read,
     .resume_read = epoll_resume_read,
     .release = epoll_release,
     .pass = epoll_pass,

@@ -16,8 +16,8 @@
  *
  * Writes: a flush queues one send (one buffer) or writev (several) per
  * connection with data, at most one in flight (CONN_WRITING), and every
- * send, arm and cancel of a loop pass goes to the kernel in one
- * io_uring_enter at the end of the pass.
+ * request of a loop pass (sends, receives, cancels, closes) goes to the
+ * kernel in one io_uring_enter at the end of the pass.
  *
  * Completions: the ring runs with IORING_SETUP_DEFER_TASKRUN (the kernel
  * does our requests' work only when we ask for events, in our own context:
@@ -34,10 +34,10 @@
  * one that leaves the flag set gets a 1 ms timer,
  * so no leftover waits longer than that.
  *
- * Closing: a closed connection's fd is closed at once, but an armed
- * receive or a send in flight still points at the struct: they are
- * cancelled, and the struct is freed (conn_released) only after their last
- * completion. */
+ * Closing: an armed receive or a send in flight still points at the
+ * struct: they are cancelled, the fd is closed by a request queued behind
+ * the cancels, and the struct is freed (conn_released) only after their
+ * last completion. */
 #include <liburing.h>
 #include <sys/eventfd.h>
 
@@ -103,7 +103,7 @@ static int uring_arm_recv(conn *c)
         return -1;
     }
     io_uring_prep_recv(sqe, c->fd, NULL, 0, 0); /* length 0: the buffer's */
-    sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;  /* a fresh socket has nothing yet */
+    sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;  /* usually nothing is there yet */
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = URING_BGID;
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | URING_OP_RECV);
@@ -157,13 +157,11 @@ static void uring_recv_done(uring_state *u, conn *c, int res, unsigned flags)
             conn_close(c);
         }
     }
-    if (flags & IORING_CQE_F_MORE)
-        return; /* the receive stays armed */
     c->flags &= ~CONN_RECV_ARMED;
     if (c->flags & CONN_CLOSING)
         uring_maybe_released(u, c);
     else if (!(c->flags & CONN_READ_PAUSED) && uring_arm_recv(c) < 0)
-        conn_close(c); /* out of buffers, or the kernel ended it: armed again */
+        conn_close(c); /* the next receive (also after ENOBUFS: the buffers are back) */
 }
 
 static void uring_send_done(uring_state *u, conn *c, int res)
@@ -299,13 +297,6 @@ static void uring_write(conn *c)
 static int uring_add(conn *c)
 {
     return uring_arm_recv(c); /* -1: accept_one drops the connection */
-}
-
-static void uring_pause_read(conn *c)
-{
-    /* nothing to cancel: the receive armed now brings at most one buffer
-     * (it waits in c->in) and is not armed again until the resume */
-    (void)c;
 }
 
 static void uring_resume_read(conn *c)
@@ -456,7 +447,6 @@ static const io_ops io_uring_ops = {
     .close = uring_close,
     .add = uring_add,
     .write = uring_write,
-    .pause_read = uring_pause_read,
     .resume_read = uring_resume_read,
     .release = uring_release,
     .pass = uring_pass,

@@ -4,14 +4,12 @@
 #include "net/server.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -74,16 +72,18 @@ struct outq {
  * the bytes (queues, TLS, protocols, lifecycles) is shared. */
 typedef struct io_ops {
     const char *name;
-    int (*init)(server *srv);     /* sets up srv->io_state and its libuv watch */
-    void (*close)(server *srv);   /* after every connection is gone */
-    int (*add)(conn *c);          /* a new connection: start reading */
-    void (*write)(conn *c);       /* write the writable part of c->out (not CONN_WRITING) */
-    void (*pause_read)(conn *c);  /* CONN_READ_PAUSED was just set */
-    void (*resume_read)(conn *c); /* ... just cleared: read what came meanwhile */
+    int (*init)(server *srv);   /* sets up srv->io_state and its libuv watch */
+    void (*close)(server *srv); /* after every connection is gone */
+    int (*add)(conn *c);        /* a new connection: start reading */
+    void (*write)(conn *c);     /* write the writable part of c->out (not CONN_WRITING) */
+    /* CONN_READ_PAUSED was just cleared: read what came meanwhile. (Pausing
+     * tells no backend anything: neither reads a paused connection, so the
+     * kernel's buffer fills and TCP holds the sender back.) */
+    void (*resume_read)(conn *c);
     /* c is closing: stop its I/O and close the fd; true when the struct may be
      * freed in this pass, false when the backend calls conn_released later */
     bool (*release)(conn *c);
-    void (*pass)(server *srv);   /* check phase, before the flush */
+    void (*pass)(server *srv);   /* check phase, between its two flushes */
     void (*submit)(server *srv); /* after the flushes of a loop phase */
 } io_ops;
 
@@ -767,8 +767,6 @@ void conn_pause_read(conn *c)
     if (c->flags & (CONN_READ_PAUSED | CONN_CLOSING))
         return;
     c->flags |= CONN_READ_PAUSED;
-    if (conn_server(c)->io)
-        conn_server(c)->io->pause_read(c);
 }
 
 void conn_resume_read(conn *c)

@@ -2,22 +2,22 @@
  * and the deadline wheel. It knows nothing of HTTP or WebSocket: protocols
  * plug in through conn_handler (net/conn.h).
  *
- * I/O: connection sockets are plain non-blocking fds on one epoll set of the
- * server's own, edge-triggered, and libuv watches that set's fd as one
- * uv_poll_t. So a connection costs no libuv handle (a uv_tcp_t was 248 bytes,
- * two thirds of a conn), registering it is one epoll_ctl for its whole life
- * (never re-armed for reads or writes), and libuv keeps the timers, threads,
- * signals, files and the other sockets (database, Redis, webhooks). A read
- * event reads until the kernel has no more (a short read means none, as an
- * edge comes again for data that arrives after it), at most READS_PER_EVENT
- * buffers; the rest is read on the next pass, so one flooding peer cannot
- * hold the loop.
+ * I/O: connection sockets are plain non-blocking fds, read and written by
+ * one of two backends chosen at start (--io): io_uring (net/io_uring.c:
+ * one receive armed at a time into provided buffers, a pass's requests in
+ * one io_uring_enter) or an edge-triggered epoll set of the server's own
+ * (net/io_epoll.c); libuv watches the backend's one fd. So a connection
+ * costs no libuv handle (a uv_tcp_t was 248 bytes, two thirds of a conn),
+ * and libuv keeps the timers, threads, signals, files and the other sockets
+ * (database, Redis, webhooks). A paused connection is not read (at most
+ * one buffer already asked for lands in its input), so the kernel's buffer
+ * fills and TCP holds the sender back.
  *
  * Writes: conn_send queues a reference to an sbuf (never a copy). All
  * buffers queued for one connection during a loop pass go out in one
  * vectored write from a uv_check callback after I/O, so a fan-out of one
- * frame to N connections is N writev calls of shared memory. What the kernel
- * does not take waits for the socket's EPOLLOUT edge. A connection
+ * frame to N connections is N vectored writes of shared memory. What the
+ * kernel does not take is written when the socket has room again. A connection
  * whose queued bytes pass --max-outbuf is reported through its handler's
  * overflow path (conn_send returns CONN_SEND_OVERFLOW) and the protocol
  * decides how to close it. HTTP answers count against the same bound in

@@ -3,7 +3,7 @@
 // connections (so lazily grown tables, library pages and io_uring's fixed
 // pool of 256 receive buffers, whose first pages the kernel fills in turn,
 // are in place), reads chatd's RssAnon, opens N more idle WebSockets, waits,
-// reads again: the delta over N is the cost of one. Measured about 185-200 B
+// reads again: the delta over N is the cost of one. Measured 202-213 B
 // per connection; the libuv-handle core before issue 14 measured 407 B and
 // fails this bound.
 import { test, after } from 'node:test';
